@@ -1,0 +1,265 @@
+"""Crypto suite 1: NIST P-256, SHA-256, ECDSA with RFC 6979 nonces, raw 64-byte r||s signatures.
+
+One API on both interpreters. On CPython the `cryptography` package (OpenSSL) does the heavy
+lifting; elsewhere (MicroPython) the pure implementation in ``ec`` does. Both give the same bytes:
+tests compare them. Private keys are ints in [1, n-1]; public keys are SEC1 bytes.
+"""
+
+import hashlib
+
+from hubi_core import ec
+
+SUITE_ID = 1
+SIG_LEN = 64
+HALF_N = ec.N >> 1
+
+
+def _sha256(data):
+    return hashlib.sha256(data).digest()
+
+
+def hmac_sha256(key, msg):
+    """HMAC-SHA-256 (RFC 2104); MicroPython has no hmac module."""
+    if len(key) > 64:
+        key = _sha256(key)
+    key = key + b"\x00" * (64 - len(key))
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    inner.update(msg)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    outer.update(inner.digest())
+    return outer.digest()
+
+
+def _bits2int(digest):
+    # SHA-256 and P-256 are both 256 bits: no shift needed.
+    return int.from_bytes(digest, "big")
+
+
+def rfc6979_nonces(priv, digest):
+    """Yield candidate nonces per RFC 6979 section 3.2 (HMAC-SHA-256)."""
+    x = priv.to_bytes(32, "big")
+    h = (_bits2int(digest) % ec.N).to_bytes(32, "big")
+    v = b"\x01" * 32
+    k = b"\x00" * 32
+    k = hmac_sha256(k, v + b"\x00" + x + h)
+    v = hmac_sha256(k, v)
+    k = hmac_sha256(k, v + b"\x01" + x + h)
+    v = hmac_sha256(k, v)
+    while True:
+        v = hmac_sha256(k, v)
+        cand = int.from_bytes(v, "big")
+        if 1 <= cand < ec.N:
+            yield cand
+        k = hmac_sha256(k, v + b"\x00")
+        v = hmac_sha256(k, v)
+
+
+def check_private(priv):
+    if not isinstance(priv, int) or not (1 <= priv < ec.N):
+        raise ValueError("private key must be an integer in [1, n-1]")
+    return priv
+
+
+def split_sig(sig):
+    if len(sig) != SIG_LEN:
+        raise ValueError("signature must be 64 bytes r||s")
+    return int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+
+
+def is_high_s(sig):
+    return int.from_bytes(sig[32:64], "big") > HALF_N
+
+
+def _join_sig(r, s):
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+# ----------------------------------------------------------------------------- pure back end
+
+
+def _pure_public_key(priv):
+    return ec.encode_point(ec.mul_base(priv), compressed=False)
+
+
+def _pure_sign(priv, digest, low_s):
+    e = _bits2int(digest) % ec.N
+    for k in rfc6979_nonces(priv, digest):
+        pt = ec.mul_base(k)
+        r = pt[0] % ec.N
+        if r == 0:
+            continue
+        s = ec.inv_mod(k, ec.N) * (e + r * priv) % ec.N
+        if s == 0:
+            continue
+        if low_s and s > HALF_N:
+            s = ec.N - s
+        return _join_sig(r, s)
+
+
+def _pure_verify(pub, digest, sig):
+    try:
+        q = ec.decode_point(pub)
+        r, s = split_sig(sig)
+    except ValueError:
+        return False
+    if not (1 <= r < ec.N and 1 <= s < ec.N):
+        return False
+    w = ec.inv_mod(s, ec.N)
+    e = _bits2int(digest) % ec.N
+    pt = ec.mul_add(e * w % ec.N, r * w % ec.N, q)
+    return pt is not None and pt[0] % ec.N == r
+
+
+def _pure_ecdh(priv, pub):
+    q = ec.decode_point(pub)
+    shared = ec.mul(priv, q)
+    if shared is None:
+        raise ValueError("ECDH result is the point at infinity")
+    return shared[0].to_bytes(32, "big")
+
+
+# ----------------------------------------------------------------------------- OpenSSL back end
+
+_ossl = None
+try:  # CPython with `cryptography`: same results, much faster.
+    from cryptography.exceptions import InvalidSignature as _InvalidSignature
+    from cryptography.hazmat.primitives import hashes as _hashes
+    from cryptography.hazmat.primitives.asymmetric import ec as _cec
+    from cryptography.hazmat.primitives.asymmetric import utils as _cutils
+
+    _ossl = True
+except ImportError:  # MicroPython, or CPython without cryptography
+    _ossl = None
+
+_backend = "openssl" if _ossl else "pure"
+
+
+def backend():
+    return _backend
+
+
+def use_backend(name):
+    """Select 'openssl' or 'pure' (tests run both and compare)."""
+    global _backend
+    if name == "openssl" and not _ossl:
+        raise ValueError("the openssl back end needs the cryptography package")
+    if name not in ("openssl", "pure"):
+        raise ValueError("unknown back end: %s" % name)
+    _backend = name
+
+
+if _ossl:
+    _CURVE = _cec.SECP256R1()
+
+    def _ossl_private(priv):
+        return _cec.derive_private_key(priv, _CURVE)
+
+    def _ossl_public(pub):
+        if len(pub) == 65 or len(pub) == 33:
+            ec.decode_point(pub)  # our own validation first: same error text on both back ends
+            return _cec.EllipticCurvePublicKey.from_encoded_point(_CURVE, bytes(pub))
+        raise ValueError("point encoding must be 33 (compressed) or 65 (uncompressed) bytes")
+
+    def _ossl_public_key(priv):
+        from cryptography.hazmat.primitives import serialization
+
+        return (
+            _ossl_private(priv)
+            .public_key()
+            .public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        )
+
+    def _ossl_sign(priv, msg, low_s):
+        der = _ossl_private(priv).sign(
+            bytes(msg), _cec.ECDSA(_hashes.SHA256(), deterministic_signing=True)
+        )
+        r, s = _cutils.decode_dss_signature(der)
+        if low_s and s > HALF_N:
+            s = ec.N - s
+        return _join_sig(r, s)
+
+    def _ossl_verify(pub, msg, sig):
+        if len(sig) != SIG_LEN:
+            return False
+        r, s = split_sig(sig)
+        if not (1 <= r < ec.N and 1 <= s < ec.N):
+            return False
+        try:
+            key = _ossl_public(pub)
+            key.verify(_cutils.encode_dss_signature(r, s), bytes(msg), _cec.ECDSA(_hashes.SHA256()))
+            return True
+        except (ValueError, _InvalidSignature):
+            return False
+
+    def _ossl_ecdh(priv, pub):
+        key = _ossl_public(pub)
+        return _ossl_private(priv).exchange(_cec.ECDH(), key)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def public_key(priv, compressed=False):
+    """SEC1 public key of `priv`: 65 bytes uncompressed (default) or 33 compressed."""
+    check_private(priv)
+    if _backend == "openssl":
+        pub = _ossl_public_key(priv)
+    else:
+        pub = _pure_public_key(priv)
+    if compressed:
+        return ec.encode_point(ec.decode_point(pub), compressed=True)
+    return pub
+
+
+def sign(priv, msg, low_s=True):
+    """ECDSA-SHA-256 over msg with an RFC 6979 nonce; 64-byte r||s (low-S unless low_s=False)."""
+    check_private(priv)
+    if _backend == "openssl":
+        return _ossl_sign(priv, msg, low_s)
+    return _pure_sign(priv, _sha256(msg), low_s)
+
+
+def verify(pub, msg, sig):
+    """True if sig is a valid signature of msg under pub; False for anything malformed."""
+    try:
+        pub = bytes(pub)
+        sig = bytes(sig)
+    except (TypeError, ValueError):
+        return False
+    if len(sig) != SIG_LEN or len(pub) not in (33, 65):
+        return False
+    if _backend == "openssl":
+        return _ossl_verify(pub, msg, sig)
+    return _pure_verify(pub, _sha256(msg), sig)
+
+
+def recover(msg, sig):
+    """Public keys (65-byte SEC1) for which sig is valid over msg: 0, 1 or 2 candidates.
+
+    ECDSA public-key recovery (SEC 1 v2 section 4.1.6), used so a note need not carry the
+    payer's separating public key. Candidates come in the order y even, y odd.
+    """
+    r, s = split_sig(sig)
+    if not (1 <= r < ec.N and 1 <= s < ec.N):
+        return []
+    e = _bits2int(_sha256(msg)) % ec.N
+    rinv = ec.inv_mod(r, ec.N)
+    out = []
+    xs = (r, r + ec.N) if r + ec.N < ec.P else (r,)
+    for x in xs:
+        for odd in (0, 1):
+            y = ec.y_from_x(x, odd)
+            if y is None:
+                continue
+            q = ec.mul_add((-e * rinv) % ec.N, s * rinv % ec.N, (x, y))
+            if q is not None:
+                out.append(ec.encode_point(q, compressed=False))
+    return out
+
+
+def ecdh(priv, pub):
+    """32-byte x coordinate of priv * pub. ValueError if pub is not a valid P-256 point."""
+    check_private(priv)
+    if _backend == "openssl":
+        return _ossl_ecdh(priv, bytes(pub))
+    return _pure_ecdh(priv, bytes(pub))
