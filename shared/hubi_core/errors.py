@@ -9,8 +9,15 @@ class HubiError(Exception):
     """Base class of every error hubi_core raises on purpose."""
 
 
-class CodecError(HubiError, ValueError):
-    """Bytes that are not a valid hubi object."""
+try:
+
+    class CodecError(HubiError, ValueError):
+        """Bytes that are not a valid hubi object."""
+
+except TypeError:  # MicroPython: no class with two native exception bases ("lay-out conflict")
+
+    class CodecError(HubiError):
+        """Bytes that are not a valid hubi object (not a ValueError on MicroPython)."""
 
 
 class Truncated(CodecError):
