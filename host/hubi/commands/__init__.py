@@ -1,0 +1,1 @@
+"""Sub-commands of `hubi`, one module per group."""

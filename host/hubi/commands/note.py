@@ -1,0 +1,94 @@
+"""`hubi note show`: decode any hubi object, from bytes or from a PNG of its QR code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from hubi import kmc, objects
+from hubi.output import console, err_console, print_json
+from hubi_core import codec, qr, verify
+from hubi_core.errors import HubiError
+
+
+def qr_versions(size: int) -> dict[str, int | None]:
+    """Smallest QR version (1-40 by the standard tables; None if over 20) per level."""
+    return {level: qr.min_version(size, level) for level in ("L", "M")}
+
+
+def describe(data: bytes, trust_dir: Path | None) -> dict[str, Any]:
+    obj = codec.decode(data)
+    out = objects.obj_to_dict(obj)
+    out["size"] = len(data)
+    out["qr_version"] = qr_versions(len(data))
+    if trust_dir is None:
+        out["verification"] = {"ok": None, "reason": "no trust bundle found (pass --trust DIR)"}
+    else:
+        trust = kmc.load_trust(trust_dir)
+        out["verification"] = verify.verify_object(obj, trust).as_dict()
+        out["verification"]["trust"] = str(trust_dir)
+    return out
+
+
+@click.group()
+def note() -> None:
+    """Inspect notes and other hubi objects."""
+
+
+@note.command("show")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--trust",
+    "trust_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Trust bundle (consortium.json + matrices/); default: nearest one above FILE.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(file: Path, trust_dir: Path | None, as_json: bool) -> None:
+    """Decode FILE (binary object or QR image) and verify it offline, field by field."""
+    try:
+        data = objects.read_object_bytes(file)
+        info = describe(data, trust_dir or kmc.find_trust(file.parent))
+    except (HubiError, ValueError, OSError) as exc:
+        if as_json:
+            print_json({"error": type(exc).__name__, "message": str(exc)})
+        else:
+            err_console.print(f"[red]cannot read {file}: {type(exc).__name__}: {exc}[/red]")
+        sys.exit(2)
+    if as_json:
+        print_json(info)
+    else:
+        _print_human(info)
+    ver = info["verification"]
+    sys.exit(0 if ver["ok"] is not False else 1)
+
+
+def _print_human(info: dict[str, Any]) -> None:
+    table = Table(title=f"{info['kind']} — {info['size']} bytes", show_header=True)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for key in ("signer", "serial", "time"):
+        table.add_row(key, str(info[key]))
+    for key, value in info["fields"].items():
+        if isinstance(value, dict):
+            value = f"{value['kind']} of {value['signer']} #{value['serial']}"
+        table.add_row(key, str(value))
+    if "note_id" in info:
+        table.add_row("note id", info["note_id"])
+    qrv = info["qr_version"]
+    table.add_row("QR version", f"L: {qrv['L']}  M: {qrv['M']}")
+    console.print(table)
+    ver = info["verification"]
+    if ver["ok"] is None:
+        console.print(f"[yellow]not verified: {ver['reason']}[/yellow]")
+        return
+    for f in ver["fields"]:
+        mark = "[green]ok[/green]" if f["ok"] else f"[red]FAILED[/red] {f['reason']}"
+        console.print(f"  {f['field']:<10} {mark}")
+    console.print(
+        "[green]verified offline[/green]" if ver["ok"] else "[red]verification failed[/red]"
+    )

@@ -1,0 +1,145 @@
+"""Key management: a KMC per bank, bank identities, and the trust bundle verifiers load.
+
+Trust bundle (public; what a merchant, token or regulator needs to verify offline):
+    DIR/consortium.json          signed consortium file
+    DIR/matrices/<BANK>.pub      each bank's KMC public matrix (33,799 bytes)
+KMC secret store (one per bank, mode 0600, never printed):
+    DIR/<BANK>.kmc               private matrix
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubi_core import cpk, suite
+from hubi_core.consortium import BankEntry, Consortium
+from hubi_core.verify import Trust
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write secret bytes atomically with owner-only permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Kmc:
+    """One bank's key management centre: a CPK private matrix that issues keys."""
+
+    def __init__(self, matrix: cpk.PrivateMatrix):
+        self._matrix = matrix
+        self.public = matrix.public()
+
+    @property
+    def bank(self) -> str:
+        return self._matrix.owner
+
+    def __repr__(self) -> str:
+        return f"Kmc(bank={self.bank!r})"
+
+    @classmethod
+    def create(cls, bank: str, seed: bytes | None = None) -> Kmc:
+        return cls(cpk.PrivateMatrix.generate(bank, seed))
+
+    @classmethod
+    def load(cls, path: Path) -> Kmc:
+        return cls(cpk.PrivateMatrix.from_bytes(Path(path).read_bytes()))
+
+    def save(self, path: Path) -> None:
+        write_secret(Path(path), self._matrix.to_bytes())
+
+    def issue(self, identity: str, separating: int | None = None) -> tuple[int, bytes]:
+        """(private key, 33-byte separating public key) for identity; the key is never logged."""
+        return self._matrix.issue(identity, separating)
+
+
+@dataclass
+class BankIdentity:
+    """A bank's own signing key. repr() never shows the private key."""
+
+    bank: str
+    private: int
+    separating_key: bytes
+
+    def __repr__(self) -> str:
+        return f"BankIdentity(bank={self.bank!r}, key=<secret>)"
+
+    @property
+    def public_key(self) -> bytes:
+        return suite.public_key(self.private)
+
+
+def save_trust(
+    directory: Path, consortium: Consortium, matrices: dict[str, cpk.PublicMatrix]
+) -> None:
+    directory = Path(directory)
+    for bank, m in matrices.items():
+        write_atomic(directory / "matrices" / f"{bank}.pub", m.to_bytes())
+    write_atomic(directory / "consortium.json", consortium.to_json().encode())
+
+
+def load_trust(directory: Path) -> Trust:
+    """Load and check a trust bundle: matrices must match the digests the consortium pins."""
+    directory = Path(directory)
+    consortium = Consortium.from_json((directory / "consortium.json").read_text())
+    matrices = {}
+    for bank in consortium.bank_ids():
+        path = directory / "matrices" / f"{bank}.pub"
+        if not path.exists():
+            raise FileNotFoundError(f"public matrix of bank {bank} missing: {path}")
+        matrices[bank] = cpk.PublicMatrix.from_bytes(path.read_bytes())
+    trust = Trust(consortium, matrices)
+    consortium.check_signatures(trust)
+    return trust
+
+
+def find_trust(start: Path) -> Path | None:
+    """The nearest folder at or above `start` holding consortium.json (or a trust/ subfolder)."""
+    start = Path(start).resolve()
+    for d in [start, *start.parents]:
+        if (d / "consortium.json").exists():
+            return d
+        if (d / "trust" / "consortium.json").exists():
+            return d / "trust"
+    return None
+
+
+def make_consortium(
+    name: str,
+    kmcs: dict[str, Kmc],
+    endpoints: dict[str, list[str]] | None = None,
+    time: int = 0,
+    separating: dict[str, int] | None = None,
+) -> tuple[Consortium, dict[str, BankIdentity]]:
+    """Issue each bank its own key from its KMC and build a consortium file signed by all.
+
+    `separating` fixes banks' separating scalars (reproducible tests); default: random.
+    """
+    identities = {}
+    entries = []
+    for bank, kmc in sorted(kmcs.items()):
+        priv, sep = kmc.issue(bank, (separating or {}).get(bank))
+        identities[bank] = BankIdentity(bank, priv, sep)
+        entries.append(BankEntry(bank, sep, kmc.public.digest(), (endpoints or {}).get(bank, [])))
+    consortium = Consortium(name, entries, time=time)
+    for bank, ident in identities.items():
+        consortium.sign(bank, ident.private)
+    return consortium, identities
