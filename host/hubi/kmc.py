@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubi_core import cpk, suite
+from hubi_core import codec, cpk, suite
 from hubi_core.consortium import BankEntry, Consortium
 from hubi_core.verify import Trust
 
@@ -143,3 +143,54 @@ def make_consortium(
     for bank, ident in identities.items():
         consortium.sign(bank, ident.private)
     return consortium, identities
+
+
+def issue_account(
+    kmc: Kmc, bank: BankIdentity, account: str, serial: int, time: int, currency: str = "CNY"
+) -> tuple[int, codec.Obj]:
+    """Issue an account key and its bank-sealed Template: (private key, template)."""
+    if kmc.bank != bank.bank:
+        raise ValueError(f"KMC of {kmc.bank} cannot issue accounts for bank {bank.bank}")
+    priv, sep = kmc.issue(account)
+    tpl = codec.make_template(bank.bank, serial, time, account, currency, sep)
+    codec.sign(tpl, bank.private)
+    return priv, tpl
+
+
+# ------------------------------------------------------------------------------------------
+# A "home" folder holds a whole installation on one machine (demo, tests, `consortium up`):
+#   HOME/trust/...                      public trust bundle (see save_trust)
+#   HOME/banks/<BANK>/kmc.secret        the bank's KMC private matrix   (0600)
+#   HOME/banks/<BANK>/identity.secret   the bank's own private key      (0600)
+
+
+def bank_dir(home: Path, bank: str) -> Path:
+    return Path(home) / "banks" / bank
+
+
+def create_home(
+    home: Path, banks: list[str], name: str = "hubi", time: int = 0, seed: bytes | None = None
+) -> Trust:
+    """Set up KMCs, bank keys and a signed consortium file for `banks` under `home`."""
+    kmcs = {b: Kmc.create(b, None if seed is None else seed + b.encode()) for b in banks}
+    consortium, identities = make_consortium(name, kmcs, time=time)
+    for b in banks:
+        kmcs[b].save(bank_dir(home, b) / "kmc.secret")
+        ident = identities[b]
+        write_secret(
+            bank_dir(home, b) / "identity.secret",
+            ident.private.to_bytes(32, "big") + ident.separating_key,
+        )
+    save_trust(Path(home) / "trust", consortium, {b: k.public for b, k in kmcs.items()})
+    return load_trust(Path(home) / "trust")
+
+
+def load_bank_identity(home: Path, bank: str) -> BankIdentity:
+    raw = (bank_dir(home, bank) / "identity.secret").read_bytes()
+    if len(raw) != 65:
+        raise ValueError(f"identity file of bank {bank} is corrupt ({len(raw)} bytes)")
+    return BankIdentity(bank, suite.check_private(int.from_bytes(raw[:32], "big")), raw[32:])
+
+
+def load_kmc(home: Path, bank: str) -> Kmc:
+    return Kmc.load(bank_dir(home, bank) / "kmc.secret")
