@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from hubi.commands import demo as demo_cmd
+from hubi.commands import merchant as merchant_cmd
 from hubi.commands import note as note_cmd
 
 
@@ -16,6 +17,7 @@ def main() -> None:
 
 main.add_command(note_cmd.note)
 main.add_command(demo_cmd.demo)
+main.add_command(merchant_cmd.merchant)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

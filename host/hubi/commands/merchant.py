@@ -1,0 +1,478 @@
+"""`hubi merchant`: request, scan (camera, images, video), outbox, upload — the payee's side."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from hubi.output import console, err_console, print_json
+
+HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
+
+
+def _fail(as_json: bool, exc: BaseException | str, code: int = 2) -> NoReturn:
+    if isinstance(exc, BaseException):
+        kind, msg = type(exc).__name__, str(exc)
+    else:
+        kind, msg = "error", exc
+    if as_json:
+        print_json({"ok": False, "error": kind, "message": msg})
+    else:
+        err_console.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
+    sys.exit(code)
+
+
+def _open(ctx: click.Context, as_json: bool) -> Any:
+    from hubi.merchant import Merchant, MerchantError
+
+    try:
+        return Merchant.open(ctx.obj["home"])
+    except (MerchantError, OSError, ValueError) as exc:
+        _fail(as_json, exc)
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from hubi.merchant import MerchantError
+    from hubi_core.errors import HubiError
+
+    return (MerchantError, HubiError, OSError, ValueError)
+
+
+@click.group()
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HUBI_MERCHANT_HOME",
+    help=HOME_HELP,
+)
+@click.pass_context
+def merchant(ctx: click.Context, home: Path | None) -> None:
+    """The merchant: ask for payment, scan notes offline, keep them, upload them to the bank."""
+    from hubi.merchant import default_home
+
+    ctx.ensure_object(dict)
+    ctx.obj["home"] = home or default_home()
+
+
+# ------------------------------------------------------------------------------------ init
+@merchant.command()
+@click.option(
+    "--bank-home",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A bank home folder (hubi.kmc layout): issue the account with that bank's KMC.",
+)
+@click.option("--account", help="Account id to issue, e.g. BKB-000000000007 (with --bank-home).")
+@click.option("--currency", default="CNY", show_default=True, help="Currency of a new account.")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import: the account's private key file (32 bytes or 64 hex digits).",
+)
+@click.option(
+    "--template",
+    "template_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Import: the account's bank-sealed Template (binary).",
+)
+@click.option(
+    "--trust",
+    "trust_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Import: trust bundle folder (consortium.json + matrices/).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def init(
+    ctx: click.Context,
+    bank_home: Path | None,
+    account: str | None,
+    currency: str,
+    key_file: Path | None,
+    template_file: Path | None,
+    trust_dir: Path | None,
+    as_json: bool,
+) -> None:
+    """Set up a merchant home: from a bank home (demo/tests) or from an issued key + template."""
+    from hubi import merchant as m
+
+    home: Path = ctx.obj["home"]
+    try:
+        if bank_home is not None:
+            if not account:
+                raise m.MerchantError("--bank-home needs --account")
+            m.init_from_bank_home(home, bank_home, account, currency)
+        elif key_file and template_file and trust_dir:
+            m.import_identity(home, key_file, template_file, trust_dir)
+        else:
+            raise m.MerchantError(
+                "pass --bank-home DIR --account ID, or --key FILE --template FILE --trust DIR"
+            )
+        mh = m.MerchantHome.open(home)
+    except _errors() as exc:
+        _fail(as_json, exc)
+    info = {"ok": True, "home": str(home), "account": mh.account, "currency": mh.currency}
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"merchant {mh.account} ({mh.currency}) set up in {home}")
+
+
+# --------------------------------------------------------------------------------- request
+@merchant.command("request")
+@click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
+@click.option("--purpose", default=None, help="What the payment is for (at most 64 bytes).")
+@click.option(
+    "--expires", default=300, show_default=True, type=click.IntRange(1), help="Seconds payable."
+)
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to save the QR (default HOME/qr/request-NNNNNN.png).",
+)
+@click.option("--port", help="Serial port of an attached token: send the request over the link.")
+@click.option("--no-qr", is_flag=True, help="Do not draw the QR in the terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (no terminal QR).")
+@click.pass_context
+def request_cmd(
+    ctx: click.Context,
+    amount: str,
+    purpose: str | None,
+    expires: int,
+    png: Path | None,
+    port: str | None,
+    no_qr: bool,
+    as_json: bool,
+) -> None:
+    """Sign a payment request, show it as QR (terminal + PNG), optionally send it to a token."""
+    from hubi.merchant import format_amount, parse_amount
+    from hubi.merchant import request as req_mod
+
+    try:
+        minor = parse_amount(amount)
+    except ValueError as exc:
+        _fail(as_json, exc)
+    with _open(ctx, as_json) as m:
+        try:
+            issued = m.request(minor, purpose, expires, png=png)
+        except _errors() as exc:
+            _fail(as_json, exc)
+        out = {"ok": True, "account": m.account, "request": issued.as_dict(), "link": None}
+        if not as_json:
+            if not no_qr:
+                sys.stdout.write(req_mod.terminal_qr(issued.bytes))
+            console.print(
+                f"request #{issued.serial}: pay {format_amount(minor, m.currency)} to {m.account}"
+                + (f" for {issued.purpose!r}" if issued.purpose else "")
+                + f", payable for {expires} s  ({len(issued.bytes)} bytes, PNG {issued.png})"
+            )
+        if port:
+            out["link"] = _send_link(port, "request", issued.bytes, as_json)
+            if out["link"].get("note") and not as_json:
+                console.print("the token answered with a note: scan it or pass it to `scan`")
+    if as_json:
+        print_json(out)
+
+
+def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, Any]:
+    from hubi.merchant import link
+
+    try:
+        res = link.send(port, what, data)
+    except _errors() as exc:
+        if not as_json:
+            err_console.print(f"[yellow]link {port}: {what} not sent: {exc}[/yellow]")
+        return {"port": port, "sent": False, "error": f"{type(exc).__name__}: {exc}"}
+    if not as_json:
+        console.print(f"{what} sent to the token on {port}")
+    return {"port": port, "sent": True, **res}
+
+
+# ------------------------------------------------------------------------------------ scan
+@merchant.command()
+@click.option("--camera", type=int, default=None, help="Scan from camera index N (OpenCV).")
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Image file(s) or folder(s); more files may follow as arguments.",
+)
+@click.option(
+    "--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A video file."
+)
+@click.argument("more", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--request", "request_serial", type=int, help="Match this request (default: latest).")
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=None,
+    help="Stop after this many notes (camera default: 1; images/video: all).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Camera: give up after this many seconds.",
+)
+@click.option("--port", help="Serial port of an attached token: send the receipt over the link.")
+@click.option("--no-qr", is_flag=True, help="Do not draw the receipt QR in the terminal.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def scan(
+    ctx: click.Context,
+    camera: int | None,
+    images: tuple[Path, ...],
+    video: Path | None,
+    more: tuple[Path, ...],
+    request_serial: int | None,
+    count: int | None,
+    timeout: float,
+    port: str | None,
+    no_qr: bool,
+    as_json: bool,
+) -> None:
+    """Read notes (single or animated QR), verify them offline, keep them, hand back receipts.
+
+    Nothing goes over the network. A rejected note is reported with the field that is wrong
+    (forged template, altered field, expiry, payee, amount, ...). Exit status 0 if every note
+    read was accepted, 1 if any was rejected, 2 if no note could be read.
+    """
+    from hubi import qrscan
+    from hubi.merchant import request as req_mod
+    from hubi.merchant import scan as scan_mod
+
+    chosen = sum(x is not None and x != () for x in (camera, images or more or None, video))
+    if chosen != 1:
+        _fail(as_json, "choose exactly one of --camera N, --image FILE..., --video FILE")
+    sources: Iterator[Any] | list[Any]
+    thorough = True
+    if camera is not None:
+        sources = _deadline(qrscan.frames_from_camera(camera), timeout)
+        thorough = False
+        count = count or 1
+        what = f"camera {camera}"
+    elif video is not None:
+        sources = qrscan.frames_from_video(video)
+        what = str(video)
+    else:
+        sources = scan_mod.image_paths([*images, *more])
+        what = f"{len(sources)} image(s)"
+
+    results: list[Any] = []
+    last_prog: dict[str, int] = {}
+    status = None if as_json else err_console.status(f"scanning {what} …")
+
+    def progress(p: scan_mod.Progress) -> None:
+        last_prog.update(p.as_dict())
+        if status is not None:
+            parts = f"parts {p.have}/{p.need}" if p.need > 1 else "waiting for a note"
+            status.update(f"scanning {what}: frame {p.frames}, {parts}, notes {p.done}")
+
+    def on_result(res: Any) -> None:
+        if as_json:
+            return
+        if status is not None:
+            status.stop()
+        _print_result(res, no_qr, req_mod)
+        if port and res.receipt is not None:
+            res.extra["link"] = _send_link(port, "receipt", res.receipt, as_json)
+        if status is not None:
+            status.start()
+
+    def frame_error(src: Any, exc: Exception) -> None:
+        if not as_json:
+            err_console.print(f"[yellow]skipped {src}: {exc}[/yellow]")
+
+    with _open(ctx, as_json) as m:
+        try:
+            if status is not None:
+                status.start()
+            results = m.scan(
+                sources,
+                progress=progress,
+                thorough=thorough,
+                limit=count,
+                request_serial=request_serial,
+                on_result=on_result,
+                on_frame_error=frame_error,
+            )
+        except _errors() as exc:
+            if status is not None:
+                status.stop()
+            _fail(as_json, exc)
+        finally:
+            if status is not None:
+                status.stop()
+        if as_json and port:
+            for res in results:
+                if res.receipt is not None:
+                    res.extra["link"] = _send_link(port, "receipt", res.receipt, as_json)
+    accepted = sum(1 for r in results if r.ok)
+    out = {
+        "ok": bool(results) and accepted == len(results),
+        "accepted": accepted,
+        "rejected": len(results) - accepted,
+        "results": [r.as_dict() for r in results],
+        "frames": last_prog.get("frames", 0),
+        "progress": last_prog,
+    }
+    if not results:
+        out["error"] = "no note found"
+    if as_json:
+        print_json(out)
+    elif not results:
+        err_console.print(
+            f"[red]no complete note in {what}[/red] (frames {last_prog.get('frames', 0)}, "
+            f"parts {last_prog.get('have', 0)}/{last_prog.get('need', 0)})"
+        )
+    sys.exit(0 if out["ok"] else (1 if results else 2))
+
+
+def _deadline(frames: Iterator[Any], seconds: float) -> Iterator[Any]:
+    end = time.monotonic() + seconds
+    for f in frames:
+        yield f
+        if time.monotonic() > end:
+            return
+
+
+def _print_result(res: Any, no_qr: bool, req_mod: Any) -> None:
+    from hubi.merchant import format_amount
+
+    v = res.verdict
+    info = v.note_info()
+    if res.ok:
+        console.print(
+            f"[green]ACCEPTED[/green] {format_amount(info['amount'], info['currency'])} from"
+            f" {info['payer']} (serial {info['serial']}), note {info['note_id'][:16]}…,"
+            f" request #{res.request_serial}"
+        )
+        if res.receipt is not None:
+            if not no_qr:
+                sys.stdout.write(req_mod.terminal_qr(res.receipt))
+            console.print(f"receipt #{res.receipt_serial}: {res.receipt_png}")
+    else:
+        who = f" from {info['payer']} serial {info['serial']}" if info else ""
+        console.print(f"[red]REJECTED[/red]{who}: [bold]{v.field}[/bold] — {v.reason}")
+
+
+# ---------------------------------------------------------------------------------- upload
+@merchant.command()
+@click.option("--bank", "bank_url", help="Bank node URL (default: the consortium's endpoint).")
+@click.option("--retries", default=6, show_default=True, type=click.IntRange(0), help="Per note.")
+@click.option("--backoff", default=0.5, show_default=True, type=float, help="First delay (s).")
+@click.option("--max-backoff", default=30.0, show_default=True, type=float, help="Delay cap (s).")
+@click.option("--timeout", default=10.0, show_default=True, type=float, help="HTTP timeout (s).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def upload(
+    ctx: click.Context,
+    bank_url: str | None,
+    retries: int,
+    backoff: float,
+    max_backoff: float,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Upload every pending note to the bank; keep each until the bank gives a final answer.
+
+    Idempotent: a note the bank has seen gets its first answer again. Network errors and 5xx
+    replies are retried with exponential back-off. Exit status 0 when nothing is left
+    pending, 1 otherwise.
+    """
+    from hubi.merchant import upload as up
+
+    with _open(ctx, as_json) as m:
+        try:
+            url = bank_url or up.bank_url_of(m)
+        except _errors() as exc:
+            _fail(as_json, exc)
+        say: Callable[[str], None] = (lambda _s: None) if as_json else err_console.print
+        try:
+            report = up.upload(
+                m,
+                url,
+                retries=retries,
+                base_delay=backoff,
+                max_delay=max_backoff,
+                timeout=timeout,
+                say=say,
+            )
+        except _errors() as exc:
+            _fail(as_json, exc)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        _print_upload(report)
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_upload(report: Any) -> None:
+    from hubi.merchant import format_amount
+
+    for item in report.items:
+        amt = format_amount(item.amount, item.currency)
+        head = f"{item.note_id.hex()[:16]}… {amt} from {item.payer}"
+        if item.state == "booked":
+            console.print(
+                f"[green]settled[/green]  {head}" + (f" ({item.detail})" if item.detail else "")
+            )
+        elif item.state in ("bounced", "refused"):
+            console.print(f"[red]{item.state}[/red]  {head}: {item.detail}")
+        else:
+            console.print(f"[yellow]pending[/yellow]  {head}: {item.detail}")
+    c = report.counts()
+    console.print(
+        f"uploaded to {report.bank_url}: {c['booked']} settled, {c['bounced']} bounced,"
+        f" {c['refused']} refused, {c['pending']} still pending"
+    )
+
+
+# ---------------------------------------------------------------------------------- outbox
+@merchant.command()
+@click.option(
+    "--state", type=click.Choice(["pending", "booked", "bounced", "refused"]), default=None
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def outbox(ctx: click.Context, state: str | None, as_json: bool) -> None:
+    """List the notes in the outbox and what the bank said about them."""
+    from rich.table import Table
+
+    from hubi.merchant import format_amount
+
+    with _open(ctx, as_json) as m:
+        rows = m.notes(state)
+        status = m.status()
+        rejects = m.outbox.rejects()
+    if as_json:
+        print_json(
+            {**status, "items": [r.as_dict() for r in rows], "reject_log": rejects, "ok": True}
+        )
+        return
+    table = Table(title=f"outbox of {status['account']}")
+    for col in ("note", "payer", "serial", "amount", "state", "detail"):
+        table.add_column(col)
+    for r in rows:
+        detail = r.last_error or (r.outcome or {}).get("reason") or ""
+        table.add_row(
+            r.note_id.hex()[:16] + "…",
+            r.payer,
+            str(r.serial),
+            format_amount(r.amount, r.currency),
+            r.state,
+            str(detail),
+        )
+    console.print(table)
+    n = status["notes"]
+    console.print(
+        f"{n['pending']} pending, {n['booked']} settled, {n['bounced']} bounced,"
+        f" {n['refused']} refused; {len(rejects)} rejected scan(s)"
+    )

@@ -1,0 +1,209 @@
+"""Offline acceptance checks of a scanned note (DESIGN §2 link 3, §3). No network.
+
+``check_note`` answers with a ``Verdict`` whose ``field`` names what is wrong, in this order:
+
+=================  ===========  ==========================================================
+category           field        when
+=================  ===========  ==========================================================
+format             (codec's)    the bytes are not a well-formed object (codec error names it)
+kind               kind         a well-formed object that is not a Note (e.g. a Request)
+forged             template     no key the payer's bank sealed made the signatures
+altered            <field>      a field signature fails under the payer's sealed key
+duplicate          note_id      the same note is already in the outbox
+double-issuance    serial       another note with this payer serial is already in the outbox
+wrong-payee        payee        the note pays someone else
+wrong-currency     currency     the payer's account is in another currency
+no-request         request      no open request to match the note against
+wrong-amount       amount       the amount differs from the open request's
+wrong-purpose      purpose      the purpose differs from the open request's
+expired            expiry       the note was signed after the request expired
+=================  ===========  ==========================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Any
+
+from hubi_core import codec, lsum
+from hubi_core.errors import CodecError
+from hubi_core.verify import Trust, verify_object
+
+from .money import format_amount
+from .outbox import Outbox, RequestRow
+
+
+@dataclass
+class Verdict:
+    """Outcome of the offline checks of one scanned object."""
+
+    ok: bool
+    category: str = "accepted"
+    field: str | None = None
+    reason: str = ""
+    note: codec.Obj | None = None
+    raw: bytes = b""
+    checks: list[dict[str, Any]] = dc_field(default_factory=list)
+
+    @property
+    def note_id(self) -> bytes | None:
+        if self.note is None:
+            return None
+        return lsum.note_id(self.note.signer, self.note.serial)
+
+    def note_info(self) -> dict[str, Any] | None:
+        n = self.note
+        if n is None:
+            return None
+        return {
+            "note_id": lsum.note_id(n.signer, n.serial).hex(),
+            "payer": n.signer,
+            "serial": n.serial,
+            "time": n.time,
+            "payee": n["payee"],
+            "amount": n["amount"],
+            "currency": n["template"]["currency"],
+            "purpose": n.get("purpose"),
+            "bank": n["template"].signer,
+            "bytes": len(self.raw),
+        }
+
+    def message(self) -> str:
+        if self.ok:
+            return "accepted"
+        return f"{self.field}: {self.reason}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "category": self.category,
+            "field": self.field,
+            "reason": self.reason,
+            "note": self.note_info(),
+            "checks": self.checks,
+        }
+
+
+def _codec_field(exc: CodecError) -> str:
+    """Best guess of the field a codec error names ('Note.amount: ...' -> 'amount')."""
+    msg = str(exc)
+    head = msg.split(":", 1)[0].strip()
+    if "." in head and " " not in head:
+        return head.split(".", 1)[1].split(".")[0]
+    return "format"
+
+
+def reject(category: str, fld: str, reason: str, **kw: Any) -> Verdict:
+    return Verdict(False, category, fld, reason, **kw)
+
+
+def check_note(
+    raw: bytes,
+    trust: Trust,
+    account: str,
+    currency: str,
+    request: RequestRow | None,
+    outbox: Outbox | None = None,
+) -> Verdict:
+    """All offline checks of a note for merchant `account` against its open `request`."""
+    raw = bytes(raw)
+    try:
+        obj = codec.decode(raw)
+    except CodecError as exc:
+        return reject("format", _codec_field(exc), f"{type(exc).__name__}: {exc}", raw=raw)
+    if obj.kind != codec.NOTE:
+        return reject(
+            "kind", "kind", f"this QR holds a {obj.kind_name} of {obj.signer}, not a Note", raw=raw
+        )
+    report = verify_object(obj, trust)
+    checks = report.as_dict()["fields"]
+    if not report.ok:
+        fld, why = report.first_failure()  # type: ignore[misc]
+        if fld == "template":
+            return reject(
+                "forged",
+                "template",
+                f"forged: {why}",
+                note=obj,
+                raw=raw,
+                checks=checks,
+            )
+        failed = report.failed
+        also = [f for f in failed if f != fld]
+        extra = f" (also {', '.join(also)})" if also else ""
+        return reject(
+            "altered",
+            fld,
+            f"altered: the payer's signature of field {fld} does not verify: {why}{extra}",
+            note=obj,
+            raw=raw,
+            checks=checks,
+        )
+    ok = dict(note=obj, raw=raw, checks=checks)
+    nid = lsum.note_id(obj.signer, obj.serial)
+    if outbox is not None:
+        old = outbox.find(nid)
+        if old is not None:
+            if old.bytes == raw:
+                return reject(
+                    "duplicate",
+                    "note_id",
+                    f"duplicate: note {nid.hex()[:16]}… (payer {obj.signer} serial {obj.serial})"
+                    f" is already in the outbox, state {old.state}",
+                    **ok,
+                )
+            return reject(
+                "double-issuance",
+                "serial",
+                f"double issuance: payer {obj.signer} already paid with a different note of"
+                f" serial {obj.serial}; both are kept as evidence",
+                **ok,
+            )
+    if obj["payee"] != account:
+        return reject(
+            "wrong-payee",
+            "payee",
+            f"wrong payee: the note pays {obj['payee']}, this merchant is {account}",
+            **ok,
+        )
+    note_cur = obj["template"]["currency"]
+    if note_cur != currency:
+        return reject(
+            "wrong-currency",
+            "currency",
+            f"wrong currency: the payer's account is in {note_cur}, this merchant takes {currency}",
+            **ok,
+        )
+    if request is None:
+        return reject(
+            "no-request",
+            "request",
+            "no open request to match the note against (make one with `hubi merchant request`)",
+            **ok,
+        )
+    if obj["amount"] != request.amount:
+        return reject(
+            "wrong-amount",
+            "amount",
+            f"wrong amount: the note pays {format_amount(obj['amount'], note_cur)}, request"
+            f" #{request.serial} asks {format_amount(request.amount, request.currency)}",
+            **ok,
+        )
+    if (obj.get("purpose") or None) != (request.purpose or None):
+        return reject(
+            "wrong-purpose",
+            "purpose",
+            f"wrong purpose: the note says {obj.get('purpose')!r}, request #{request.serial}"
+            f" says {request.purpose!r}",
+            **ok,
+        )
+    if obj.time > request.expiry:
+        return reject(
+            "expired",
+            "expiry",
+            f"expired: the note was signed at {obj.time}, {obj.time - request.expiry} s after"
+            f" request #{request.serial} expired (expiry {request.expiry})",
+            **ok,
+        )
+    return Verdict(True, **ok)

@@ -1,0 +1,201 @@
+"""The merchant's home folder: its account identity, its trust bundle, its outbox.
+
+    HOME/merchant.json   account, bank, currency (public settings)
+    HOME/account.secret  the account's 32-byte private key (mode 0600, never printed)
+    HOME/template.bin    the account's bank-sealed Template (public)
+    HOME/trust/          consortium.json + matrices/ (what offline verification needs)
+    HOME/outbox.sqlite   requests, accepted notes (exact bytes), receipts, bank outcomes, book
+    HOME/qr/             PNGs of requests and receipts
+
+A merchant's account is issued by its bank's KMC. ``init_from_bank_home`` does that directly
+from a bank's home folder (hubi.kmc layout; demos and tests); ``import_identity`` takes a key
+and template the bank handed over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from hubi import kmc
+from hubi_core import codec, ids, suite
+from hubi_core.verify import Trust, template_key
+
+CONFIG = "merchant.json"
+SECRET = "account.secret"
+TEMPLATE = "template.bin"
+TRUST = "trust"
+OUTBOX = "outbox.sqlite"
+QR_DIR = "qr"
+ENV_HOME = "HUBI_MERCHANT_HOME"
+
+
+class MerchantError(Exception):
+    """A merchant operation that cannot go on; the message says what to do."""
+
+
+def default_home() -> Path:
+    env = os.environ.get(ENV_HOME)
+    if env:
+        return Path(env)
+    return Path.home() / ".hubi" / "merchant"
+
+
+@dataclass
+class Identity:
+    """The merchant's account: id, bank-sealed template, private key. repr() hides the key."""
+
+    account: str
+    template: codec.Obj
+    private: int
+    public_key: bytes
+
+    def __repr__(self) -> str:
+        return f"Identity(account={self.account!r}, key=<secret>)"
+
+    @property
+    def bank(self) -> str:
+        return ids.bank_of(self.account)
+
+    @property
+    def currency(self) -> str:
+        return self.template["currency"]
+
+
+def _copy_trust(src: Path, dst: Path) -> None:
+    src = Path(src)
+    if not (src / "consortium.json").exists():
+        raise MerchantError(f"{src} is not a trust bundle (no consortium.json)")
+    tmp = dst.with_name(dst.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) -> None:
+    home = Path(home)
+    if (home / CONFIG).exists():
+        raise MerchantError(f"{home} already holds a merchant ({CONFIG}); pick another --home")
+    home.mkdir(parents=True, exist_ok=True)
+    _copy_trust(trust_src, home / TRUST)
+    trust = kmc.load_trust(home / TRUST)
+    check_identity(private, template, trust)
+    kmc.write_secret(home / SECRET, private.to_bytes(32, "big"))
+    kmc.write_atomic(home / TEMPLATE, codec.encode(template))
+    cfg = {
+        "account": template["account"],
+        "bank": template.signer,
+        "currency": template["currency"],
+        "template": TEMPLATE,
+        "trust": TRUST,
+    }
+    kmc.write_atomic(home / CONFIG, (json.dumps(cfg, indent=2) + "\n").encode())
+
+
+def check_identity(private: int, template: codec.Obj, trust: Trust) -> bytes:
+    """The account's public key if the template's seal verifies and the key matches it."""
+    try:
+        public = template_key(template, trust)
+    except Exception as exc:  # VerifyError, unknown bank
+        raise MerchantError(f"the account template does not verify: {exc}") from None
+    if suite.public_key(suite.check_private(private)) != public:
+        raise MerchantError(
+            f"the private key does not belong to account {template['account']} "
+            "(its public key differs from the template's)"
+        )
+    return public
+
+
+def init_from_bank_home(
+    home: Path,
+    bank_home: Path,
+    account: str,
+    currency: str = "CNY",
+    template_serial: int | None = None,
+    now: int | None = None,
+) -> None:
+    """Issue `account` with its bank's KMC from a bank home folder (hubi.kmc layout)."""
+    bank = ids.bank_of(ids.check_account_id(account, "account"))
+    bank_home = Path(bank_home)
+    if not (kmc.bank_dir(bank_home, bank) / "kmc.secret").exists():
+        raise MerchantError(f"{bank_home} holds no KMC of bank {bank} (banks/{bank}/kmc.secret)")
+    now = int(time.time()) if now is None else now
+    serial = now if template_serial is None else template_serial
+    private, template = kmc.issue_account(
+        kmc.load_kmc(bank_home, bank),
+        kmc.load_bank_identity(bank_home, bank),
+        account,
+        serial,
+        now,
+        currency,
+    )
+    _write_home(home, private, template, bank_home / "trust")
+
+
+def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: Path) -> None:
+    """Set up a merchant from a key file (32 bytes or 64 hex digits) and a template file."""
+    raw = Path(key_file).read_bytes().strip()
+    if len(raw) == 64:
+        try:
+            raw = bytes.fromhex(raw.decode())
+        except ValueError:
+            raise MerchantError(f"{key_file}: not a 32-byte key") from None
+    if len(raw) != 32:
+        raise MerchantError(f"{key_file}: a private key is 32 bytes (or 64 hex digits)")
+    template = codec.decode(Path(template_file).read_bytes(), codec.TEMPLATE)
+    _write_home(home, int.from_bytes(raw, "big"), template, trust_dir)
+
+
+@dataclass
+class MerchantHome:
+    """An initialised merchant home folder."""
+
+    path: Path
+    account: str
+    currency: str
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> MerchantHome:
+        path = Path(path) if path is not None else default_home()
+        cfg_path = path / CONFIG
+        if not cfg_path.exists():
+            raise MerchantError(
+                f"no merchant in {path}: run `hubi merchant init` first (or pass --home)"
+            )
+        cfg = json.loads(cfg_path.read_text())
+        return cls(path, cfg["account"], cfg["currency"])
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.path / OUTBOX
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.path / TRUST
+
+    @property
+    def qr_dir(self) -> Path:
+        return self.path / QR_DIR
+
+    def load_trust(self) -> Trust:
+        return kmc.load_trust(self.trust_dir)
+
+    def load_identity(self, trust: Trust) -> Identity:
+        template = codec.decode((self.path / TEMPLATE).read_bytes(), codec.TEMPLATE)
+        if template["account"] != self.account:
+            raise MerchantError(
+                f"{TEMPLATE} is for {template['account']}, {CONFIG} says {self.account}"
+            )
+        raw = (self.path / SECRET).read_bytes()
+        if len(raw) != 32:
+            raise MerchantError(f"{SECRET} is corrupt ({len(raw)} bytes)")
+        private = int.from_bytes(raw, "big")
+        public = check_identity(private, template, trust)
+        return Identity(self.account, template, private, public)

@@ -1,0 +1,284 @@
+"""The merchant as a library: what `hubi merchant ...` and `hubi demo` call.
+
+from hubi.merchant import Merchant, init_from_bank_home
+init_from_bank_home(mhome, bank_home, "BKB-000000000007")      # once (demo / tests)
+with Merchant.open(mhome) as m:
+    req = m.request(1250, purpose="coffee", expires=600)        # IssuedRequest (.bytes, .png)
+    results = m.scan(["frame-000.png", ...], progress=print)    # list[ScanResult]
+    r = m.accept(note_bytes)                                    # one note's bytes, no camera
+    report = m.upload("http://127.0.0.1:8001")                  # UploadReport
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hubi_core import codec
+
+from . import checks, receipt, request, scan
+from .config import Identity, MerchantError, MerchantHome
+from .money import format_amount
+from .outbox import Duplicate, NoteRow, Outbox, RequestRow
+
+
+@dataclass
+class IssuedRequest:
+    serial: int
+    bytes: bytes
+    amount: int
+    currency: str
+    purpose: str | None
+    time: int
+    expiry: int
+    png: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "amount": self.amount,
+            "amount_text": format_amount(self.amount, self.currency),
+            "currency": self.currency,
+            "purpose": self.purpose,
+            "time": self.time,
+            "expiry": self.expiry,
+            "bytes": len(self.bytes),
+            "hex": self.bytes.hex(),
+            "png": str(self.png) if self.png else None,
+        }
+
+
+@dataclass
+class ScanResult:
+    """One scanned object: accepted (stored, with a receipt) or rejected with a named field."""
+
+    verdict: checks.Verdict
+    stored: bool = False
+    request_serial: int | None = None
+    receipt: bytes | None = None
+    receipt_serial: int | None = None
+    receipt_png: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict.ok and self.stored
+
+    @property
+    def note_bytes(self) -> bytes:
+        return self.verdict.raw
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "accepted": self.ok,
+            **self.verdict.as_dict(),
+            "request": self.request_serial,
+            "receipt": None,
+        }
+        if self.receipt is not None:
+            out["receipt"] = {
+                "serial": self.receipt_serial,
+                "bytes": len(self.receipt),
+                "hex": self.receipt.hex(),
+                "png": str(self.receipt_png) if self.receipt_png else None,
+            }
+        out.update(self.extra)
+        return out
+
+
+class Merchant:
+    """A merchant home opened for work: identity, trust bundle and outbox."""
+
+    def __init__(self, home: MerchantHome) -> None:
+        self.home = home
+        self.trust = home.load_trust()
+        self.identity: Identity = home.load_identity(self.trust)
+        self.outbox = Outbox(home.outbox_path)
+
+    @classmethod
+    def open(cls, path: Path | None = None) -> Merchant:
+        return cls(MerchantHome.open(path))
+
+    def close(self) -> None:
+        self.outbox.close()
+
+    def __enter__(self) -> Merchant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Merchant({self.account!r}, home={str(self.home.path)!r})"
+
+    @property
+    def account(self) -> str:
+        return self.identity.account
+
+    @property
+    def currency(self) -> str:
+        return self.identity.currency
+
+    # ---------------------------------------------------------------------- link 1
+    def request(
+        self,
+        amount: int,
+        purpose: str | None = None,
+        expires: int = request.DEFAULT_EXPIRES,
+        now: int | None = None,
+        png: Path | None = None,
+        scale: int = 6,
+    ) -> IssuedRequest:
+        """Sign a Request for `amount` minor units, store it as the open request, save its PNG."""
+        if amount <= 0:
+            raise MerchantError("the amount must be positive")
+        now = int(time.time()) if now is None else now
+        info = {
+            "time": now,
+            "amount": amount,
+            "currency": self.currency,
+            "purpose": purpose or None,
+            "expiry": now + expires,
+        }
+
+        def build(serial: int) -> tuple[bytes, dict[str, Any]]:
+            return request.build_request(self.identity, serial, now, amount, expires, purpose), info
+
+        serial = self.outbox.add_request(self.account, build)
+        row = self.outbox.request(serial)
+        assert row is not None
+        path = png if png is not None else self.home.qr_dir / f"request-{serial:06d}.png"
+        request.save_png(row.bytes, path, scale=scale)
+        return IssuedRequest(
+            serial, row.bytes, amount, self.currency, row.purpose, now, row.expiry, Path(path)
+        )
+
+    def open_request(self) -> RequestRow | None:
+        return self.outbox.open_request()
+
+    # ---------------------------------------------------------------------- link 3
+    def check(self, raw: bytes, request_serial: int | None = None) -> checks.Verdict:
+        """Offline checks only (nothing stored)."""
+        req = self._pick_request(request_serial)
+        return checks.check_note(raw, self.trust, self.account, self.currency, req, self.outbox)
+
+    def _pick_request(self, request_serial: int | None) -> RequestRow | None:
+        if request_serial is None:
+            return self.outbox.open_request()
+        row = self.outbox.request(request_serial)
+        if row is None:
+            raise MerchantError(f"no request #{request_serial} in the outbox")
+        if row.state != "open":
+            raise MerchantError(f"request #{request_serial} is {row.state}, not open")
+        return row
+
+    def accept(
+        self,
+        raw: bytes,
+        request_serial: int | None = None,
+        now: int | None = None,
+        receipt_png: bool = True,
+    ) -> ScanResult:
+        """Check a note offline and, if it passes, store it with its receipt (one transaction)."""
+        now = int(time.time()) if now is None else now
+        req = self._pick_request(request_serial)
+        verdict = checks.check_note(raw, self.trust, self.account, self.currency, req, self.outbox)
+        if not verdict.ok:
+            self._keep_reject(verdict, now)
+            return ScanResult(verdict, request_serial=req.serial if req else None)
+        note = verdict.note
+        assert note is not None and req is not None
+        info = verdict.note_info()
+        assert info is not None
+        info["note_id"] = verdict.note_id
+
+        def make(serial: int) -> bytes:
+            return receipt.make_receipt(self.identity, note, serial, now)
+
+        try:
+            row, rserial = self.outbox.accept(
+                info, verdict.raw, self.account, req.serial, make, now
+            )
+        except Duplicate as dup:  # raced with another scanner on the same outbox
+            verdict = checks.reject(
+                "duplicate",
+                "note_id",
+                f"duplicate: note {dup.row.note_id.hex()[:16]}… is already in the outbox",
+                note=note,
+                raw=verdict.raw,
+                checks=verdict.checks,
+            )
+            return ScanResult(verdict, request_serial=req.serial)
+        except ValueError as exc:  # the request was paid meanwhile
+            verdict = checks.reject(
+                "no-request", "request", str(exc), note=note, raw=verdict.raw, checks=verdict.checks
+            )
+            return ScanResult(verdict, request_serial=req.serial)
+        res = ScanResult(
+            verdict, True, req.serial, row.receipt, rserial, extra={"state": row.state}
+        )
+        if receipt_png and row.receipt is not None:
+            path = self.home.qr_dir / f"receipt-{rserial:06d}.png"
+            res.receipt_png = request.save_png(row.receipt, path)
+        return res
+
+    def _keep_reject(self, verdict: checks.Verdict, now: int) -> None:
+        keep_bytes = verdict.category not in ("duplicate",) and bool(verdict.raw)
+        self.outbox.add_reject(
+            verdict.field or "?",
+            verdict.reason,
+            verdict.note_id,
+            verdict.raw if keep_bytes else None,
+            now,
+        )
+
+    def scan(
+        self,
+        sources: Iterable[Any],
+        progress: scan.ProgressCb | None = None,
+        thorough: bool = True,
+        limit: int | None = None,
+        request_serial: int | None = None,
+        on_result: Any = None,
+        on_frame_error: Any = None,
+    ) -> list[ScanResult]:
+        """Read every note in sources (image paths, arrays, video/camera frames) and accept it.
+
+        on_result(ScanResult) is called as soon as each object is handled (before the next
+        frame is read).
+        """
+        results = []
+        for raw in scan.scan_objects(
+            sources, progress, thorough, limit, on_frame_error=on_frame_error
+        ):
+            res = self.accept(raw, request_serial)
+            results.append(res)
+            if on_result is not None:
+                on_result(res)
+        return results
+
+    # --------------------------------------------------------------------- views
+    def notes(self, state: str | None = None) -> list[NoteRow]:
+        return self.outbox.notes(state)
+
+    def receipt_of(self, note_id: bytes) -> bytes | None:
+        row = self.outbox.find(note_id)
+        return row.receipt if row else None
+
+    def status(self) -> dict[str, Any]:
+        req = self.outbox.open_request()
+        return {
+            "account": self.account,
+            "currency": self.currency,
+            "home": str(self.home.path),
+            "notes": self.outbox.counts(),
+            "open_request": req.as_dict() if req else None,
+            "rejects": len(self.outbox.rejects()),
+        }
+
+
+def decode_receipt(raw: bytes) -> codec.Obj:
+    return codec.decode(raw, codec.RECEIPT)

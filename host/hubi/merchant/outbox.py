@@ -1,0 +1,453 @@
+"""The merchant's outbox: SQLite (WAL), the merchant's evidence until and after the bank answers.
+
+Tables
+  counter   last serial the merchant's account used (Requests and Receipts share it: a
+            header serial is per signer, protocol.md §4)
+  requests  every Request made, its exact bytes, and which note paid it
+  notes     every accepted note: its exact bytes, the Receipt handed back, and the bank's
+            final outcome (state pending -> booked | bounced | refused) with the bank's signed
+            SettlementNotice or Refusal. Notes are never deleted.
+  rejects   every refused scan with the field and reason (and the bytes, when it was a note):
+            evidence of forgery or double issuance
+
+Each accepted note is one transaction (BEGIN IMMEDIATE ... COMMIT): the note, its receipt,
+the serial the receipt used and the paid request land together or not at all, so a process
+killed at any instant leaves either the whole acceptance or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import book
+
+SCHEMA_VERSION = 1
+
+PENDING = "pending"
+BOOKED = "booked"
+BOUNCED = "bounced"
+REFUSED = "refused"
+FINAL = (BOOKED, BOUNCED, REFUSED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counter (
+    signer TEXT PRIMARY KEY,
+    serial INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    serial   INTEGER PRIMARY KEY,
+    time     INTEGER NOT NULL,
+    amount   INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    purpose  TEXT,
+    expiry   INTEGER NOT NULL,
+    bytes    BLOB NOT NULL,
+    state    TEXT NOT NULL DEFAULT 'open' CHECK (state IN ('open', 'paid', 'cancelled')),
+    note_id  BLOB
+);
+CREATE TABLE IF NOT EXISTS notes (
+    note_id        BLOB PRIMARY KEY,
+    payer          TEXT NOT NULL,
+    serial         INTEGER NOT NULL,
+    payee          TEXT NOT NULL,
+    amount         INTEGER NOT NULL,
+    currency       TEXT NOT NULL,
+    purpose        TEXT,
+    note_time      INTEGER NOT NULL,
+    bytes          BLOB NOT NULL,
+    sha256         BLOB NOT NULL,
+    request_serial INTEGER,
+    scanned_at     INTEGER NOT NULL,
+    receipt        BLOB,
+    receipt_serial INTEGER,
+    state          TEXT NOT NULL DEFAULT 'pending'
+                   CHECK (state IN ('pending', 'booked', 'bounced', 'refused')),
+    attempts       INTEGER NOT NULL DEFAULT 0,
+    last_try       INTEGER,
+    last_error     TEXT,
+    outcome_at     INTEGER,
+    outcome        TEXT,
+    notice         BLOB,
+    refusal        BLOB,
+    UNIQUE (payer, serial)
+);
+CREATE INDEX IF NOT EXISTS notes_state ON notes (state);
+CREATE TABLE IF NOT EXISTS rejects (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      INTEGER NOT NULL,
+    field   TEXT NOT NULL,
+    reason  TEXT NOT NULL,
+    note_id BLOB,
+    bytes   BLOB
+);
+"""
+
+
+@dataclass
+class NoteRow:
+    """One accepted note as the outbox holds it."""
+
+    note_id: bytes
+    payer: str
+    serial: int
+    payee: str
+    amount: int
+    currency: str
+    purpose: str | None
+    note_time: int
+    bytes: bytes
+    request_serial: int | None
+    scanned_at: int
+    receipt: bytes | None
+    receipt_serial: int | None
+    state: str
+    attempts: int
+    last_error: str | None
+    outcome_at: int | None
+    outcome: dict[str, Any] | None
+    notice: bytes | None
+    refusal: bytes | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "note_id": self.note_id.hex(),
+            "payer": self.payer,
+            "serial": self.serial,
+            "payee": self.payee,
+            "amount": self.amount,
+            "currency": self.currency,
+            "purpose": self.purpose,
+            "note_time": self.note_time,
+            "scanned_at": self.scanned_at,
+            "request_serial": self.request_serial,
+            "state": self.state,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "outcome": self.outcome,
+            "bytes": len(self.bytes),
+        }
+
+
+@dataclass
+class RequestRow:
+    serial: int
+    time: int
+    amount: int
+    currency: str
+    purpose: str | None
+    expiry: int
+    bytes: bytes
+    state: str
+    note_id: bytes | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "time": self.time,
+            "amount": self.amount,
+            "currency": self.currency,
+            "purpose": self.purpose,
+            "expiry": self.expiry,
+            "state": self.state,
+            "note_id": self.note_id.hex() if self.note_id else None,
+        }
+
+
+_NOTE_COLS = (
+    "note_id, payer, serial, payee, amount, currency, purpose, note_time, bytes, request_serial,"
+    " scanned_at, receipt, receipt_serial, state, attempts, last_error, outcome_at, outcome,"
+    " notice, refusal"
+)
+_REQ_COLS = "serial, time, amount, currency, purpose, expiry, bytes, state, note_id"
+
+
+def _note_row(r: tuple) -> NoteRow:
+    vals = list(r)
+    vals[0] = bytes(vals[0])
+    vals[8] = bytes(vals[8])
+    vals[17] = json.loads(vals[17]) if vals[17] else None
+    for i in (11, 18, 19):
+        vals[i] = bytes(vals[i]) if vals[i] is not None else None
+    return NoteRow(*vals)
+
+
+def _req_row(r: tuple) -> RequestRow:
+    vals = list(r)
+    vals[6] = bytes(vals[6])
+    vals[8] = bytes(vals[8]) if vals[8] is not None else None
+    return RequestRow(*vals)
+
+
+class Duplicate(Exception):
+    """The note (same note id) is already in the outbox."""
+
+    def __init__(self, row: NoteRow, same_bytes: bool):
+        self.row = row
+        self.same_bytes = same_bytes
+        super().__init__(row.note_id.hex())
+
+
+class Outbox:
+    """The merchant's SQLite outbox. One connection per process; not shared across threads."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA busy_timeout=30000")
+        self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), one statement at a time
+        book.ensure(self.db)
+        self.db.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # ------------------------------------------------------------------------- serials
+    def _next_serial(self, signer: str) -> int:
+        row = self.db.execute("SELECT serial FROM counter WHERE signer = ?", (signer,)).fetchone()
+        serial = (row[0] if row else 0) + 1
+        self.db.execute(
+            "INSERT INTO counter (signer, serial) VALUES (?, ?)"
+            " ON CONFLICT (signer) DO UPDATE SET serial = excluded.serial",
+            (signer, serial),
+        )
+        return serial
+
+    # ------------------------------------------------------------------------ requests
+    def add_request(self, signer: str, build: Callable[[int], tuple[bytes, dict[str, Any]]]) -> int:
+        """Allocate the next serial, build the signed request with it, store it: one transaction.
+
+        build(serial) -> (request bytes, {time, amount, currency, purpose, expiry}).
+        """
+        with self.transaction():
+            serial = self._next_serial(signer)
+            raw, info = build(serial)
+            self.db.execute(
+                f"INSERT INTO requests ({_REQ_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', NULL)",
+                (
+                    serial,
+                    info["time"],
+                    info["amount"],
+                    info["currency"],
+                    info.get("purpose"),
+                    info["expiry"],
+                    raw,
+                ),
+            )
+        return serial
+
+    def request(self, serial: int) -> RequestRow | None:
+        r = self.db.execute(
+            f"SELECT {_REQ_COLS} FROM requests WHERE serial = ?", (serial,)
+        ).fetchone()
+        return _req_row(r) if r else None
+
+    def open_request(self) -> RequestRow | None:
+        """The most recent request still open (not paid, not cancelled)."""
+        r = self.db.execute(
+            f"SELECT {_REQ_COLS} FROM requests WHERE state = 'open' ORDER BY serial DESC LIMIT 1"
+        ).fetchone()
+        return _req_row(r) if r else None
+
+    def requests(self) -> list[RequestRow]:
+        rows = self.db.execute(f"SELECT {_REQ_COLS} FROM requests ORDER BY serial").fetchall()
+        return [_req_row(r) for r in rows]
+
+    def cancel_request(self, serial: int) -> bool:
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE requests SET state = 'cancelled' WHERE serial = ? AND state = 'open'",
+                (serial,),
+            )
+        return cur.rowcount == 1
+
+    # --------------------------------------------------------------------------- notes
+    def find(self, note_id: bytes) -> NoteRow | None:
+        r = self.db.execute(
+            f"SELECT {_NOTE_COLS} FROM notes WHERE note_id = ?", (note_id,)
+        ).fetchone()
+        return _note_row(r) if r else None
+
+    def accept(
+        self,
+        note: dict[str, Any],
+        raw: bytes,
+        signer: str,
+        request_serial: int | None,
+        make_receipt: Callable[[int], bytes] | None,
+        now: int | None = None,
+    ) -> tuple[NoteRow, int | None]:
+        """Store an accepted note, mark its request paid and keep its receipt: one transaction.
+
+        note: {note_id, payer, serial, payee, amount, currency, purpose, time}.
+        make_receipt(serial) -> receipt bytes, called inside the transaction with the serial
+        allocated for it. Raises Duplicate if the note id is already stored, and ValueError if
+        the request is no longer open (the transaction is then rolled back).
+        """
+        now = int(time.time()) if now is None else now
+        with self.transaction():
+            old = self.find(note["note_id"])
+            if old is not None:
+                raise Duplicate(old, old.bytes == raw)
+            if request_serial is not None:
+                cur = self.db.execute(
+                    "UPDATE requests SET state = 'paid', note_id = ? WHERE serial = ?"
+                    " AND state = 'open'",
+                    (note["note_id"], request_serial),
+                )
+                if cur.rowcount != 1:
+                    raise ValueError(f"request #{request_serial} is no longer open")
+            receipt = None
+            receipt_serial = None
+            if make_receipt is not None:
+                receipt_serial = self._next_serial(signer)
+                receipt = make_receipt(receipt_serial)
+            self.db.execute(
+                "INSERT INTO notes (note_id, payer, serial, payee, amount, currency, purpose,"
+                " note_time, bytes, sha256, request_serial, scanned_at, receipt, receipt_serial)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    note["note_id"],
+                    note["payer"],
+                    note["serial"],
+                    note["payee"],
+                    note["amount"],
+                    note["currency"],
+                    note.get("purpose"),
+                    note["time"],
+                    raw,
+                    hashlib.sha256(raw).digest(),
+                    request_serial,
+                    now,
+                    receipt,
+                    receipt_serial,
+                ),
+            )
+        row = self.find(note["note_id"])
+        assert row is not None
+        return row, receipt_serial
+
+    def add_reject(
+        self,
+        field: str,
+        reason: str,
+        note_id: bytes | None = None,
+        raw: bytes | None = None,
+        now: int | None = None,
+    ) -> None:
+        now = int(time.time()) if now is None else now
+        with self.transaction():
+            self.db.execute(
+                "INSERT INTO rejects (at, field, reason, note_id, bytes) VALUES (?, ?, ?, ?, ?)",
+                (now, field, reason, note_id, raw),
+            )
+
+    def rejects(self) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT id, at, field, reason, note_id, bytes FROM rejects ORDER BY id"
+        ).fetchall()
+        return [
+            {
+                "id": r[0],
+                "at": r[1],
+                "field": r[2],
+                "reason": r[3],
+                "note_id": bytes(r[4]).hex() if r[4] else None,
+                "bytes": len(r[5]) if r[5] else 0,
+            }
+            for r in rows
+        ]
+
+    def notes(self, state: str | None = None) -> list[NoteRow]:
+        if state is None:
+            rows = self.db.execute(f"SELECT {_NOTE_COLS} FROM notes ORDER BY scanned_at, rowid")
+        else:
+            rows = self.db.execute(
+                f"SELECT {_NOTE_COLS} FROM notes WHERE state = ? ORDER BY scanned_at, rowid",
+                (state,),
+            )
+        return [_note_row(r) for r in rows.fetchall()]
+
+    def pending(self) -> list[NoteRow]:
+        return self.notes(PENDING)
+
+    def record_attempt(self, note_id: bytes, error: str | None, now: int | None = None) -> None:
+        now = int(time.time()) if now is None else now
+        with self.transaction():
+            self.db.execute(
+                "UPDATE notes SET attempts = attempts + 1, last_try = ?, last_error = ?"
+                " WHERE note_id = ?",
+                (now, error, note_id),
+            )
+
+    def record_outcome(
+        self,
+        note_id: bytes,
+        state: str,
+        outcome: dict[str, Any],
+        notice: bytes | None = None,
+        refusal: bytes | None = None,
+        on_commit: Callable[[sqlite3.Connection], None] | None = None,
+        now: int | None = None,
+    ) -> bool:
+        """Keep the bank's final answer for a pending note. False if it already had one.
+
+        on_commit(db) runs inside the same transaction (e.g. to append to the local book).
+        """
+        if state not in FINAL:
+            raise ValueError(f"not a final state: {state}")
+        now = int(time.time()) if now is None else now
+        with self.transaction():
+            cur = self.db.execute(
+                "UPDATE notes SET state = ?, outcome_at = ?, outcome = ?, notice = ?,"
+                " refusal = ?, last_error = NULL WHERE note_id = ? AND state = 'pending'",
+                (state, now, json.dumps(outcome, sort_keys=True), notice, refusal, note_id),
+            )
+            if cur.rowcount != 1:
+                return False
+            if on_commit is not None:
+                on_commit(self.db)
+        return True
+
+    def counts(self) -> dict[str, int]:
+        out = {PENDING: 0, BOOKED: 0, BOUNCED: 0, REFUSED: 0}
+        for state, n in self.db.execute("SELECT state, COUNT(*) FROM notes GROUP BY state"):
+            out[state] = n
+        return out
+
+    def integrity(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]

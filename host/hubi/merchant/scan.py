@@ -1,0 +1,161 @@
+"""Reading notes from images, videos and cameras: one or many objects, single or animated QR.
+
+zxing-cpp (``hubi.qrscan.decode_image``) finds the QR payloads in each frame; a ``Collector``
+(``hubi_core.qrparts``) per message reassembles animated notes from parts in any order, with
+repeated frames and lost frames covered by parity. Several notes can be in one batch of images:
+payloads are grouped by message id, and each object is handed on as soon as it is whole.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hubi import qrscan
+from hubi_core import qrparts
+from hubi_core.qrparts import Collector, PartError
+
+
+@dataclass
+class Progress:
+    """What a scan has seen so far (passed to the progress callback after every frame)."""
+
+    frames: int = 0  # images / video frames looked at
+    codes: int = 0  # QR payloads decoded
+    bad_frames: int = 0  # payloads that were not usable parts
+    have: int = 0  # parts of the message being collected (present or recoverable)
+    need: int = 0  # data parts of that message (0: nothing started)
+    done: int = 0  # objects completed
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+ProgressCb = Callable[[Progress], Any]
+
+
+class MultiCollector:
+    """Reassemble every object whose QR payloads show up, grouped by message id."""
+
+    def __init__(self) -> None:
+        self.collectors: dict[bytes, Collector] = {}
+        self.done: set[bytes] = set()
+        self.last: bytes | None = None  # message id of the last payload
+        self.errors: list[str] = []
+
+    def add(self, payload: bytes) -> bytes | None:
+        """Feed one QR payload; returns an object when this payload completes one."""
+        payload = bytes(payload)
+        if not payload:
+            return None
+        try:
+            mid = (
+                qrparts.parse(payload).mid
+                if qrparts.is_part(payload)
+                else qrparts.message_id(payload)
+            )
+        except PartError as exc:
+            self.errors.append(str(exc))
+            return None
+        self.last = mid
+        if mid in self.done:
+            return None  # a repeat of a frame of an object already handed on
+        col = self.collectors.get(mid)
+        if col is None:
+            col = self.collectors[mid] = Collector()
+        try:
+            col.add(payload)
+        except PartError as exc:  # a frame contradicting earlier ones: skip it, keep going
+            self.errors.append(str(exc))
+            return None
+        if not col.complete:
+            return None
+        try:
+            message = col.message()
+        except PartError as exc:  # reassembly does not hash to the id: drop and start again
+            self.errors.append(str(exc))
+            del self.collectors[mid]
+            return None
+        del self.collectors[mid]
+        self.done.add(mid)
+        return message
+
+    def progress(self) -> tuple[int, int]:
+        """(have, need) of the message most recently seen (0, 0 when none is in progress)."""
+        if self.last is None or self.last in self.done:
+            return (0, 0)
+        col = self.collectors.get(self.last)
+        return col.progress if col is not None else (0, 0)
+
+    def incomplete(self) -> list[dict[str, Any]]:
+        out = []
+        for mid, col in self.collectors.items():
+            have, need = col.progress
+            out.append({"message": mid.hex(), "have": have, "need": need, "missing": col.missing()})
+        return out
+
+
+Source = str | os.PathLike | Any
+
+
+def scan_objects(
+    sources: Iterable[Source],
+    progress: ProgressCb | None = None,
+    thorough: bool = True,
+    limit: int | None = None,
+    collector: MultiCollector | None = None,
+    on_frame_error: Callable[[Any, Exception], Any] | None = None,
+) -> Iterator[bytes]:
+    """Yield each object whose QR frames appear in sources (paths, arrays, video frames).
+
+    limit: stop after this many objects (a live camera: 1). thorough=False skips zxing's
+    OpenCV fallbacks (live frames come fast; a later frame will do).
+    """
+    col = collector if collector is not None else MultiCollector()
+    p = Progress()
+    found = 0
+    for src in sources:
+        p.frames += 1
+        try:
+            payloads = qrscan.decode_image(src, thorough=thorough)
+        except (OSError, ValueError) as exc:
+            if on_frame_error is None:
+                raise
+            on_frame_error(src, exc)
+            payloads = []
+        p.codes += len(payloads)
+        completed = []
+        for payload in payloads:
+            msg = col.add(payload)
+            if msg is not None:
+                completed.append(msg)
+        p.bad_frames = len(col.errors)
+        p.have, p.need = col.progress()
+        p.done += len(completed)
+        if progress is not None:
+            progress(p)
+        for msg in completed:
+            yield msg
+            found += 1
+            if limit is not None and found >= limit:
+                return
+
+
+def image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand directories into their image files (sorted); keep files as given."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(
+                sorted(
+                    q
+                    for q in p.iterdir()
+                    if q.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+                )
+            )
+        else:
+            out.append(p)
+    return out
