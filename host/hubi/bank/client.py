@@ -1,0 +1,307 @@
+"""Typed HTTP client of a bank node (docs/bank-api.md).
+
+One class for everyone who talks to a bank over HTTP: merchants uploading notes (unsigned),
+customers fetching notices and their book, regulators reading books and running audits, peer
+banks, the bank's own hot backup (replication), and ``hubi audit restore`` fetching lost records
+from a hot-backup node (:class:`HttpRecordSource`).
+
+Errors: a reply with a 4xx/5xx status raises :class:`BankError` carrying the node's JSON error
+(``code``, ``message``, ``field``); transport failures raise :class:`BankUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from hubi.bank.auth import Signer
+
+__all__ = [
+    "BankClient",
+    "BankError",
+    "BankUnavailable",
+    "HttpRecordSource",
+    "UploadResult",
+]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class BankError(Exception):
+    """The node answered with an error status and a JSON body naming what is wrong."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, body=None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.body = body
+
+
+class BankUnavailable(Exception):
+    """No reply from the node (connection refused or reset, timeout)."""
+
+
+@dataclass
+class UploadResult:
+    """What the node says about one uploaded object."""
+
+    note_id: str
+    outcome: str  # booked | refused | bounced
+    reason_code: int | None = None
+    reason: str | None = None
+    refusal: bytes | None = None  # the bank-signed Refusal when the note bounced or was refused
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    duplicate: bool = False  # the node had seen this note before; this is the first answer
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def booked(self) -> bool:
+        return self.outcome == "booked"
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> UploadResult:
+        ref = doc.get("refusal")
+        return cls(
+            note_id=doc.get("note_id", ""),
+            outcome=doc["outcome"],
+            reason_code=doc.get("reason_code"),
+            reason=doc.get("reason"),
+            refusal=bytes.fromhex(ref) if ref else None,
+            notices=list(doc.get("notices", [])),
+            duplicate=bool(doc.get("duplicate", False)),
+            raw=doc,
+        )
+
+
+class BankClient:
+    """HTTP client of one bank node. Pass `signer` for anything but uploads and health.
+
+    `bank` is the node's bank id (part of what a signed request covers); when None it is read
+    once from GET /health.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        signer: Signer | None = None,
+        bank: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.signer = signer
+        self._bank = bank
+        self.retries = retries
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> BankClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def with_signer(self, signer: Signer | None) -> BankClient:
+        """A client for the same node acting as another caller (shares nothing mutable)."""
+        return BankClient(
+            self.base_url, signer, self._bank, self._http.timeout.read or DEFAULT_TIMEOUT
+        )
+
+    # -------------------------------------------------------------------------- plumbing
+    @property
+    def bank(self) -> str:
+        if self._bank is None:
+            self._bank = self.health()["bank"]
+        return self._bank
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        content_type: str | None = None,
+        signed: bool = True,
+        signer: Signer | None = None,
+    ) -> httpx.Response:
+        query = urlencode(list(params or []))
+        headers: dict[str, str] = {}
+        if content_type:
+            headers["Content-Type"] = content_type
+        attempt = 0
+        while True:
+            if signed:
+                who = signer or self.signer
+                if who is None:
+                    raise ValueError(f"{method} {path} needs a signed request: pass a signer")
+                headers.update(who.headers(self.bank, method, path, query, body))
+            url = path + ("?" + query if query else "")
+            try:
+                resp = self._http.request(method, url, content=body or None, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt < self.retries:
+                    attempt += 1
+                    time.sleep(min(0.05 * 2**attempt, 1.0))
+                    continue
+                raise BankUnavailable(f"{method} {self.base_url}{path}: {exc!r}") from exc
+            if resp.status_code >= 400:
+                raise _error(resp)
+            return resp
+
+    def _json(self, method: str, path: str, **kw: Any) -> Any:
+        return self._send(method, path, **kw).json()
+
+    # --------------------------------------------------------------------------- anyone
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/health", signed=False)
+
+    def metrics(self) -> str:
+        return self._send("GET", "/metrics", signed=False).text
+
+    def upload(self, data: bytes, encoding: str = "raw") -> UploadResult:
+        """Upload a note (or another bookable object) — open to anyone, idempotent.
+
+        encoding: "raw" (application/octet-stream), "hex" or "base64" (JSON body)."""
+        if encoding == "raw":
+            resp = self._send(
+                "POST",
+                "/v1/notes",
+                body=bytes(data),
+                content_type="application/octet-stream",
+                signed=False,
+            )
+        elif encoding in ("hex", "base64"):
+            import base64
+
+            text = data.hex() if encoding == "hex" else base64.b64encode(data).decode()
+            resp = self._send(
+                "POST",
+                "/v1/notes",
+                body=json.dumps({encoding: text}).encode(),
+                content_type="application/json",
+                signed=False,
+            )
+        else:
+            raise ValueError("encoding must be raw, hex or base64")
+        return UploadResult.from_json(resp.json())
+
+    # ---------------------------------------------------------------- customers/regulators
+    def notices(self, account: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Notices addressed to `account` (signed by the account itself)."""
+        doc = self._json(
+            "GET",
+            f"/v1/accounts/{account}/notices",
+            params=[("after", str(after)), ("limit", str(limit))],
+        )
+        return doc["notices"]
+
+    def book(self, account: str, start: int = 1, limit: int = 1000) -> dict[str, Any]:
+        """A page of an account's book (owner, regulator or the bank itself)."""
+        return self._json(
+            "GET",
+            f"/v1/accounts/{account}/book",
+            params=[("from", str(start)), ("limit", str(limit))],
+        )
+
+    def book_all(self, account: str, page: int = 1000) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        start = 1
+        while True:
+            doc = self.book(account, start, page)
+            recs = doc["records"]
+            out.extend(recs)
+            if len(recs) < page:
+                return out
+            start = recs[-1]["number"] + 1
+
+    def audit(self, books: Iterable[str] | None = None, chain_only: bool = False) -> dict[str, Any]:
+        """Run the engine's audit on the node (regulator or the bank itself)."""
+        params = [("book", b) for b in books or []]
+        if chain_only:
+            params.append(("chain_only", "true"))
+        return self._json("GET", "/v1/audit", params=params)
+
+    # ------------------------------------------------------------------ checkpoints/proofs
+    def checkpoints(self, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        doc = self._json(
+            "GET", "/v1/checkpoints", params=[("after", str(after)), ("limit", str(limit))]
+        )
+        return doc["checkpoints"]
+
+    def latest_checkpoint(self) -> dict[str, Any]:
+        return self._json("GET", "/v1/checkpoints/latest")
+
+    def inclusion_proof(
+        self, tree_size: int, index: int | None = None, book: str | None = None, number=None
+    ) -> dict[str, Any]:
+        params = [("tree_size", str(tree_size))]
+        if index is not None:
+            params.append(("index", str(index)))
+        if book is not None:
+            params += [("book", book), ("number", str(number))]
+        return self._json("GET", "/v1/proofs/inclusion", params=params)
+
+    def consistency_proof(self, first: int, second: int) -> dict[str, Any]:
+        return self._json(
+            "GET",
+            "/v1/proofs/consistency",
+            params=[("first", str(first)), ("second", str(second))],
+        )
+
+    # --------------------------------------------------------------- hot backup / replication
+    def records(self, names: Iterable[tuple[str, int]]) -> list[dict[str, Any]]:
+        """Named records (book, number), each with its signatures; missing ones are left out."""
+        body = json.dumps({"records": [{"book": b, "number": int(n)} for b, n in names]}).encode()
+        doc = self._json("POST", "/v1/backup/records", body=body, content_type="application/json")
+        return doc["records"]
+
+    def replication_log(self, after: int, limit: int = 500) -> dict[str, Any]:
+        """Records of the register in booking order after sequence number `after`."""
+        return self._json(
+            "GET", "/v1/replication/log", params=[("after", str(after)), ("limit", str(limit))]
+        )
+
+
+def _error(resp: httpx.Response) -> BankError:
+    try:
+        doc = resp.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return BankError(
+            resp.status_code, doc["error"], str(doc.get("message", "")), doc.get("field"), doc
+        )
+    return BankError(resp.status_code, "http-%d" % resp.status_code, resp.text[:500], None, doc)
+
+
+class HttpRecordSource:
+    """Lost records from a hot-backup node over HTTP, for ``hubi audit restore --backup URL``.
+
+    ``fetch(names)`` returns the records the node has, with their signatures, as the JSON the
+    node serves (see docs/bank-api.md: ``/v1/backup/records``)."""
+
+    def __init__(self, url: str, signer: Signer, bank: str | None = None, batch: int = 500):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"hot-backup URL must be http(s)://host:port, not {url!r}")
+        self.client = BankClient(url, signer, bank, retries=2)
+        self.batch = batch
+
+    def fetch(self, names: Iterable[tuple[str, int]]) -> Iterator[dict[str, Any]]:
+        names = list(names)
+        for i in range(0, len(names), self.batch):
+            yield from self.client.records(names[i : i + self.batch])
+
+    def close(self) -> None:
+        self.client.close()
