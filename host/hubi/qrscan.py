@@ -1,0 +1,310 @@
+"""Host-side QR: scan payloads from images, video and cameras; render QR codes as PNG.
+
+    payloads = decode_image("note.png")            # list[bytes], every QR code in the image
+    note = collect(["frame1.png", "frame2.png"])   # one object, single QR or animated parts
+    note = collect(frames_from_video("loop.mp4"))
+    render_png(note, "note.png", scale=6)          # byte mode, decodes back to the same bytes
+
+Decoding uses zxing-cpp and takes ``Barcode.bytes`` (the raw byte-mode content, no text
+transcoding), so binary objects round-trip exactly. Hard camera images go through OpenCV
+fallbacks, cheapest first, until one yields a code: upscaling of small images, CLAHE,
+contrast stretch, sharpening (unsharp mask, against blur), denoising (median, bilateral),
+Otsu and adaptive thresholds, morphological closing/opening, smoothing followed by CLAHE or
+an adaptive threshold (dim, noisy photos), and zxing's other binarizers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import segno
+import zxingcpp
+
+from hubi_core import qrparts
+from hubi_core.qrparts import Collector, Incomplete
+
+__all__ = [
+    "Collector",
+    "Incomplete",
+    "collect",
+    "decode_image",
+    "frames_from_camera",
+    "frames_from_video",
+    "load_grey",
+    "render_frames",
+    "render_png",
+]
+
+_FORMATS = (zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.MicroQRCode)
+
+ImageSource = str | os.PathLike | bytes | np.ndarray | Any
+
+
+def load_grey(image: ImageSource) -> np.ndarray:
+    """A 2-D uint8 grey image from a path, encoded image bytes, an ndarray or a PIL image."""
+    if isinstance(image, str | os.PathLike):
+        data = np.fromfile(str(image), dtype=np.uint8)
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ValueError(f"{image}: not an image OpenCV can read")
+    elif isinstance(image, bytes | bytearray | memoryview):
+        arr = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        if arr is None:
+            raise ValueError("image bytes: not an image OpenCV can read")
+    elif isinstance(image, np.ndarray):
+        arr = image
+    elif hasattr(image, "convert"):  # PIL.Image
+        arr = np.asarray(image.convert("L"))
+    else:
+        raise TypeError(f"cannot read an image from {type(image).__name__}")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = cv2.normalize(arr, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    if arr.ndim == 3:
+        if arr.shape[2] == 4:  # BGRA: composite on white, transparent areas are paper
+            alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
+            bgr = arr[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+            arr = cv2.cvtColor(bgr.astype(np.uint8), cv2.COLOR_BGR2GRAY)
+        elif arr.shape[2] == 3:
+            arr = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
+        elif arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        else:
+            raise ValueError(f"image with {arr.shape[2]} channels")
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"image of shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _read(grey: np.ndarray, binarizer=None) -> list[bytes]:
+    kw = {} if binarizer is None else {"binarizer": binarizer}
+    try:
+        found = zxingcpp.read_barcodes(grey, formats=_FORMATS, **kw)
+    except (ValueError, RuntimeError):
+        return []
+    return [bytes(b.bytes) for b in found if b.valid]
+
+
+def _variants(grey: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """Preprocessed versions of a hard image, cheapest and most likely first."""
+    h, w = grey.shape
+    bases = [("", grey)]
+    short = min(h, w)
+    if short < 500:  # small or distant codes: give zxing more pixels per module
+        f = max(2, int(np.ceil(800 / short)))
+        f = min(f, 8)
+        bases.append(
+            (f"x{f}n", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST))
+        )
+        bases.append((f"x{f}c", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)))
+    elif short > 2000:
+        f = 1500 / short
+        bases.append(("down", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)))
+    clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
+    for tag, g in bases:
+        if tag:
+            yield tag, g
+        yield tag + "+clahe", clahe.apply(g)
+        lo, hi = np.percentile(g, (2, 98))
+        if hi - lo >= 4:
+            stretched = np.clip((g.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
+            yield tag + "+stretch", stretched.astype(np.uint8)
+        blur = cv2.GaussianBlur(g, (0, 0), 3)
+        yield tag + "+sharpen", cv2.addWeighted(g, 2.0, blur, -1.0, 0)
+        yield tag + "+median", cv2.medianBlur(g, 5)
+        yield tag + "+bilateral", cv2.bilateralFilter(g, 9, 75, 75)
+        smooth = cv2.GaussianBlur(g, (5, 5), 0)
+        _, otsu = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        yield tag + "+otsu", otsu
+        for block in (31, 61, 121):
+            if block < min(g.shape):
+                yield (
+                    f"{tag}+adaptive{block}",
+                    cv2.adaptiveThreshold(
+                        smooth, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 5
+                    ),
+                )
+        kernel = np.ones((3, 3), np.uint8)
+        yield tag + "+close", cv2.morphologyEx(otsu, cv2.MORPH_CLOSE, kernel)
+        yield tag + "+open", cv2.morphologyEx(otsu, cv2.MORPH_OPEN, kernel)
+        # noisy and dim: smooth first, then local contrast
+        for sigma in (1.5, 3.0):
+            soft = cv2.GaussianBlur(g, (0, 0), sigma)
+            yield f"{tag}+gauss{sigma}+clahe", clahe.apply(soft)
+            yield (
+                f"{tag}+gauss{sigma}+adaptive",
+                cv2.adaptiveThreshold(
+                    soft, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, 61, 3
+                ),
+            )
+        yield tag + "+median+clahe", clahe.apply(cv2.medianBlur(g, 5))
+
+
+def decode_image(image: ImageSource, thorough: bool = True) -> list[bytes]:
+    """Payloads (raw bytes) of every QR code found in an image, without duplicates.
+
+    image: a path, encoded image bytes, a BGR/BGRA/grey ndarray or a PIL image.
+    thorough: when plain zxing finds nothing, try the OpenCV fallbacks (slower: use False on
+    live camera frames).
+    """
+    grey = load_grey(image)
+    found = _read(grey)
+    if not found and thorough:
+        for _tag, variant in _variants(grey):
+            found = _read(variant)
+            if found:
+                break
+        else:
+            for binarizer in (
+                zxingcpp.Binarizer.GlobalHistogram,
+                zxingcpp.Binarizer.FixedThreshold,
+            ):
+                found = _read(grey, binarizer)
+                if found:
+                    break
+    out: list[bytes] = []
+    for p in found:
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def _as_sources(sources: ImageSource | Iterable[ImageSource]) -> Iterable[ImageSource]:
+    if isinstance(sources, str | os.PathLike | bytes | bytearray | np.ndarray):
+        return [sources]
+    if hasattr(sources, "convert"):  # one PIL image
+        return [sources]
+    return sources
+
+
+def collect(
+    sources: ImageSource | Iterable[ImageSource],
+    progress: Callable[[int, int], Any] | None = None,
+    thorough: bool = True,
+    collector: Collector | None = None,
+) -> bytes:
+    """Read images (paths, arrays, video frames...) until one object is complete; return it.
+
+    A single QR carries the raw object; animated frames carry parts (hubi_core.qrparts) that
+    may come in any order, repeated, with lost frames covered by parity. progress(have, need)
+    is called after every accepted payload. Frames of another message raise
+    qrparts.MixedMessages; running out of sources raises qrparts.Incomplete.
+    """
+    col = collector if collector is not None else Collector()
+    seen = 0
+    for src in _as_sources(sources):
+        seen += 1
+        for payload in decode_image(src, thorough=thorough):
+            have, need = col.add(payload)
+            if progress is not None:
+                progress(have, need)
+            if col.complete:
+                return col.message()
+    have, need = col.progress
+    if need == 0:
+        raise Incomplete(f"no QR code found in {seen} image(s)")
+    raise Incomplete(
+        f"{have} of {need} parts after {seen} image(s); missing data parts {col.missing()}"
+    )
+
+
+def _opened(cap: cv2.VideoCapture, what: str) -> cv2.VideoCapture:
+    if not cap.isOpened():
+        cap.release()
+        raise OSError(f"cannot open {what}")
+    return cap
+
+
+def _frames(cap: cv2.VideoCapture, max_frames: int | None, step: int) -> Iterator[np.ndarray]:
+    try:
+        n = 0
+        i = 0
+        while max_frames is None or n < max_frames:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                return
+            i += 1
+            if (i - 1) % step:
+                continue
+            n += 1
+            yield frame
+    finally:
+        cap.release()
+
+
+def frames_from_video(
+    path: str | os.PathLike, step: int = 1, max_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """BGR frames of a video file (every step-th frame), released when the iterator ends.
+
+    Raises FileNotFoundError / OSError at once if the file is missing or unreadable.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(str(path))
+    cap = _opened(cv2.VideoCapture(str(path)), f"video {path}")
+    return _frames(cap, max_frames, max(1, step))
+
+
+def frames_from_camera(
+    index: int = 0,
+    max_frames: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> Iterator[np.ndarray]:
+    """BGR frames from camera `index` (OpenCV VideoCapture) until max_frames or a read fails.
+
+    Raises OSError at once if the camera cannot be opened. For a live scan:
+    collect(frames_from_camera(0), thorough=False, progress=...).
+    """
+    cap = _opened(cv2.VideoCapture(index), f"camera {index}")
+    if width:
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    if height:
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    return _frames(cap, max_frames, 1)
+
+
+def render_png(
+    data: bytes, path: str | os.PathLike, scale: int = 6, level: str = "M", border: int = 4
+) -> Path:
+    """Render data as one byte-mode QR code (no ECI header) into a PNG; return the path.
+
+    level is exact (segno's error-level boost is off); data beyond version 40 raises
+    segno's DataOverflowError. zxing-cpp decodes ``Barcode.bytes`` back to exactly data.
+    """
+    qr = segno.make_qr(bytes(data), error=level.lower(), mode="byte", boost_error=False)
+    out = Path(path)
+    qr.save(str(out), kind="png", scale=scale, border=border)
+    return out
+
+
+def render_frames(
+    message: bytes,
+    directory: str | os.PathLike,
+    screen_px: int | tuple[int, int] = 240,
+    level: str = "M",
+    scale: int = 4,
+) -> list[Path]:
+    """Render what a token with this screen shows for message: one PNG per frame, drawn with
+    the token's own encoder (hubi_core.qr) and plan (qrparts.plan): a single QR or its parts.
+    """
+    from hubi_core import png, qr
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    plan, payloads = qrparts.frames(message, screen_px, level)
+    out = []
+    for i, payload in enumerate(payloads):
+        code = qr.encode(payload, level, version=plan.version)
+        side = (code.size + 8) * scale
+        p = directory / f"frame-{i:03d}.png"
+        with open(p, "wb") as f:
+            png.write(f, side, side, qr.bitmap_rows(code, scale), png.GREY1)
+        out.append(p)
+    return out
