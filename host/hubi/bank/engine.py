@@ -1,0 +1,1462 @@
+"""The bank's booking engine (DESIGN §4-§5): verify a note, book it into evidence-chained books in
+one transaction, answer with signed notices, keep a checkpointed register.
+
+Use::
+
+    from hubi.bank.engine import BankEngine
+    eng = BankEngine.open("sqlite:///var/hubi/bka.db", home=Path("HOME"), bank="BKA")
+    # or: BankEngine(store, identity, trust, treasury_key=...)
+    eng.open_account(template)                  # register an account this bank sealed
+    eng.fund("BKA-000042", 10_000)              # the treasury pays the account (an ordinary note)
+    out = eng.book(note_bytes)                  # same-bank note: debit + credit, one transaction
+    out.status, out.settlement, out.refusal     # "booked" | "refused" | "rejected"; notice bytes
+    eng.outcome(note_id); eng.notices("BKA-000042")
+    eng.records("BKA-000042"); eng.head("BKA-000042"); eng.balance("BKA-000042")
+    eng.checkpoints(); eng.inclusion_proof("BKA-000042", 7); eng.consistency_proof(1000, 2000)
+
+Money. Every movement is a note. Money enters through the bank's treasury account
+``<BANK>-treasury`` (role ``treasury``, allowed any negative balance): ``fund()`` has the treasury
+sign an ordinary note to a customer, and that note is booked like any other, so every record in
+every book is a debit or a credit justified by a payer-signed note.
+
+Booking a same-bank note (``book``):
+  1. decode (``MalformedNote`` if the bytes are not a note) and look the note id up: the same
+     note again returns the stored answer (``replay=True``); a *different* note with a used payer
+     serial is double issuance (step 4).
+  2. verify offline (``verify_note``: every field signature, low S, the bank's seal over the
+     template); a failure → status ``rejected`` with a signed Refusal (bad-signature or
+     bad-template), nothing stored: a forged note must not claim its payer's serial.
+  3. bind: payer and payee are accounts opened here (else ``rejected``/unknown-account),
+     amount > 0, payer != payee (bad-format); the allowance voucher, if the note names one:
+     issued to the payer, not expired at the note's time, serial >= first_serial, cap not
+     exceeded (``refused``/over-allowance or expired, stored).
+  4. in one transaction, with both books locked: double issuance → the second note is kept in
+     ``double_issues`` with a signed Refusal (double-issuance), the payer flagged
+     (``FLAG_DOUBLE_ISSUE``), nothing booked; insufficient funds → ``refused`` with a signed
+     Refusal, nothing booked; otherwise a debit record in the payer's book and a credit record
+     in the payee's, both heads signed (one statement), both appended to the register.
+  5. after commit: SettlementNotice to the payee (status verified), BalanceNotice to the payer
+     (new balance ECIES-sealed to the payer's key, info ``"hubi/balance/1\\0" || payer``,
+     plaintext i64 big-endian), both stored and listed by ``notices()``; a checkpoint when the
+     register crossed a multiple of ``checkpoint_every``.
+
+Interbank notes are settled per side (issue 5): ``debit(note)`` at the payer's bank books only
+the debit (status ``debited``, BalanceNotice), ``credit(note)`` at the payee's bank books only the
+credit (status ``credited``, SettlementNotice with status settled). ``book`` raises ``NotLocal``
+for them. ``validate(note)`` runs every check without booking (endorsements).
+
+Concurrency: the engine is thread-safe (one connection per thread) and several processes may
+share one database. Records are signed before the lock is taken (optimistically, from the heads
+as last committed) and re-signed under the lock only if a head moved meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time as _time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hubi.bank import merkle
+from hubi.bank import records as rec
+from hubi.bank.records import BookKeys, Head
+from hubi.bank.store import Store, StoreError, Tx, open_store
+from hubi_core import codec, ids, lsum, verify
+from hubi_core.errors import CodecError, HubiError, VerifyError
+
+__all__ = [
+    "AccountInfo",
+    "BankEngine",
+    "BankEngineError",
+    "Checkpoint",
+    "FLAG_DOUBLE_ISSUE",
+    "MalformedNote",
+    "NoticeRow",
+    "NotLocal",
+    "Outcome",
+    "StoredRecord",
+    "UnknownAccount",
+    "Verdict",
+]
+
+FLAG_DOUBLE_ISSUE = 1
+BALANCE_NOTICE_INFO = b"hubi/balance/1\x00"  # + payer account id (firmware/core/wallet.py)
+DEFAULT_CHECKPOINT_EVERY = 1000
+_SERIAL_BLOCK = 64
+
+BOOKED = "booked"
+DEBITED = "debited"
+CREDITED = "credited"
+REFUSED = "refused"
+REJECTED = "rejected"
+_OK = (BOOKED, DEBITED, CREDITED)
+
+
+class BankEngineError(HubiError):
+    """Base of the engine's errors; the message names what is wrong."""
+
+
+class MalformedNote(BankEngineError, ValueError):
+    """The bytes are not a hubi Note (codec error named in the message)."""
+
+
+class NotLocal(BankEngineError):
+    """The note cannot be booked by this operation at this bank (wrong bank or interbank)."""
+
+
+class UnknownAccount(BankEngineError, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown account"
+
+
+# ------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Outcome:
+    """The bank's answer to one note. Bytes fields are encoded hubi objects (or None).
+
+    status: ``booked`` (same bank), ``debited`` / ``credited`` (one side of an interbank note),
+    ``refused`` (valid note, not booked: insufficient funds, double issuance, allowance; stored,
+    so the same note gets the same answer), ``rejected`` (invalid or unbindable note: nothing
+    stored)."""
+
+    status: str
+    note_id: bytes | None
+    payer: str | None = None
+    payee: str | None = None
+    serial: int | None = None
+    amount: int | None = None
+    reason_code: int | None = None
+    reason: str | None = None
+    debit_n: int | None = None
+    credit_n: int | None = None
+    refusal: bytes | None = None
+    settlement: bytes | None = None
+    balance_notice: bytes | None = None
+    replay: bool = False
+    time: int | None = None
+    verification: dict | None = None
+    settle_status: int | None = None  # status the SettlementNotice carries (1 verified, 2 settled)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in _OK
+
+    def as_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "status": self.status,
+            "ok": self.ok,
+            "note_id": self.note_id.hex() if self.note_id else None,
+            "payer": self.payer,
+            "payee": self.payee,
+            "serial": self.serial,
+            "amount": self.amount,
+            "reason_code": self.reason_code,
+            "reason": self.reason,
+            "reason_name": codec.REASON_NAMES.get(self.reason_code) if self.reason_code else None,
+            "debit": {"book": self.payer, "n": self.debit_n} if self.debit_n else None,
+            "credit": {"book": self.payee, "n": self.credit_n} if self.credit_n else None,
+            "replay": self.replay,
+            "time": self.time,
+        }
+        for k in ("refusal", "settlement", "balance_notice"):
+            v = getattr(self, k)
+            d[k] = v.hex() if v else None
+        if self.verification is not None:
+            d["verification"] = self.verification
+        return d
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``validate()``'s answer: would this bank book the note now (its side of it)?"""
+
+    ok: bool
+    reason_code: int | None = None
+    reason: str | None = None
+    note_id: bytes | None = None
+    verification: dict | None = None
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    account: str
+    role: str  # customer | treasury
+    overdraft: int  # how far below zero the balance may go; -1 = unlimited
+    flags: int
+    opened_at: int
+    template: bytes | None
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.flags & FLAG_DOUBLE_ISSUE)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "role": self.role,
+            "overdraft": self.overdraft,
+            "flags": self.flags,
+            "double_issue": self.flagged,
+            "opened_at": self.opened_at,
+            "template": self.template.hex() if self.template else None,
+        }
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """A record as stored: its bytes (``records.Record``) and its hash-chain value."""
+
+    book: str
+    n: int
+    body: bytes
+    hchain: bytes
+
+    @property
+    def record(self) -> rec.Record:
+        return rec.Record.parse(self.body)
+
+    def to_json(self) -> dict[str, Any]:
+        """Wire form for hot backups and restores: {book, number, body, hchain} (hex)."""
+        return {
+            "book": self.book,
+            "number": self.n,
+            "body": self.body.hex(),
+            "hchain": self.hchain.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> StoredRecord:
+        return cls(
+            str(doc["book"]),
+            int(doc["number"]),
+            bytes.fromhex(doc["body"]),
+            bytes.fromhex(doc["hchain"]),
+        )
+
+
+@dataclass(frozen=True)
+class NoticeRow:
+    id: int
+    account: str
+    kind: int  # codec.SETTLEMENT | codec.BALANCE | codec.REFUSAL
+    note_id: bytes
+    obj: bytes
+    time: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "account": self.account,
+            "kind": codec.KIND_NAMES.get(self.kind, str(self.kind)),
+            "note_id": self.note_id.hex(),
+            "object": self.obj.hex(),
+            "time": self.time,
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed RFC 9162 tree head over the first ``tree_size`` register entries."""
+
+    tree_size: int
+    root: bytes
+    obj: bytes  # codec CHECKPOINT object, sealed by the bank
+    time: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tree_size": self.tree_size,
+            "root": self.root.hex(),
+            "object": self.obj.hex(),
+            "time": self.time,
+        }
+
+
+@dataclass
+class _Plan:
+    """What one booking transaction writes."""
+
+    heads: dict[str, Head]  # the heads the records were built on
+    records: list[tuple[rec.Record, bytes, bytes]] = field(default_factory=list)
+    new_heads: list[Head] = field(default_factory=list)
+    payer_balance: int | None = None  # after the debit
+
+
+# ------------------------------------------------------------------------------------- engine
+
+
+class BankEngine:
+    """One bank's books. Thread-safe; several processes may share one database.
+
+    ``store``: an open :class:`Store` (or a URL); ``identity``: the bank's ``BankIdentity``
+    (its private key signs records, heads, notices, checkpoints); ``trust``: the offline trust
+    bundle (``verify.Trust``) notes are verified against; ``treasury_key``: private key of
+    ``<BANK>-treasury`` (only ``fund()`` needs it); ``checkpoint_every``: register entries per
+    checkpoint; ``notices``: ``"eager"`` signs notices right after booking, ``"lazy"`` when first
+    asked for (``outcome()`` / ``notices()``); ``clock``: Unix-seconds source (tests)."""
+
+    def __init__(
+        self,
+        store: Store | str,
+        identity: Any,
+        trust: verify.Trust,
+        *,
+        treasury_key: int | None = None,
+        checkpoint_every: int | None = None,
+        notices: str = "eager",
+        clock: Callable[[], float] | None = None,
+    ):
+        self.store = store if isinstance(store, Store) else open_store(store)
+        self.bank = ids.check_bank_id(identity.bank)
+        self.trust = trust
+        self.keys = BookKeys(self.bank, identity.private)
+        self._treasury_key = treasury_key
+        if notices not in ("eager", "lazy"):
+            raise ValueError("notices must be 'eager' or 'lazy'")
+        self.notice_mode = notices
+        self._clock = clock or _time.time
+        self._serial_lock = threading.Lock()
+        self._serials: dict[str, list[int]] = {}
+        self._ckpt_lock = threading.Lock()
+        self._last_size = threading.local()
+        expected = trust.bank_key(self.bank) if self.bank in trust.consortium.banks else None
+        if expected is not None and expected != self.keys.public_key:
+            raise BankEngineError(
+                f"the identity given is not bank {self.bank}'s key in the consortium file"
+            )
+        self._init_meta(checkpoint_every)
+
+    @classmethod
+    def open(
+        cls, url: str, *, home: Path, bank: str, trust_dir: Path | None = None, **kw: Any
+    ) -> BankEngine:
+        """Engine for `bank` from a hubi home (HOME/banks/<BANK>/identity.secret, HOME/trust,
+        HOME/banks/<BANK>/treasury.secret if present)."""
+        from hubi import kmc as kmc_mod
+
+        identity = kmc_mod.load_bank_identity(home, bank)
+        trust = kmc_mod.load_trust(trust_dir or Path(home) / "trust")
+        tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
+        if "treasury_key" not in kw and tpath.exists():
+            kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+        return cls(url, identity, trust, **kw)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> BankEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BankEngine(bank={self.bank!r}, store={self.store!r})"
+
+    # ---------------------------------------------------------------------------- set-up
+    def _init_meta(self, checkpoint_every: int | None) -> None:
+        with self.store.transaction() as tx:
+            have = tx.meta("bank")
+            if have is None:
+                tx.set_meta("bank", self.bank.encode())
+                tx.set_meta("bank_key", self.keys.public_key)
+            elif have.decode() != self.bank:
+                raise BankEngineError(
+                    f"database {self.store!r} belongs to bank {have.decode()}, not {self.bank}"
+                )
+            elif tx.meta("bank_key") != self.keys.public_key:
+                raise BankEngineError(
+                    f"database {self.store!r} was written under another key of {self.bank}"
+                )
+            if checkpoint_every is not None:
+                if checkpoint_every < 1:
+                    raise ValueError("checkpoint_every must be >= 1")
+                tx.set_meta("checkpoint_every", str(checkpoint_every).encode())
+            elif tx.meta("checkpoint_every") is None:
+                tx.set_meta("checkpoint_every", str(DEFAULT_CHECKPOINT_EVERY).encode())
+            self.checkpoint_every = int(tx.meta("checkpoint_every") or b"1000")
+
+    @property
+    def treasury(self) -> str:
+        """Account id of the bank's treasury (``<BANK>-treasury``)."""
+        return f"{self.bank}-treasury"
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    def next_serial(self, name: str) -> int:
+        """Next serial for bank-signed objects of one kind (blocks reserved in the database)."""
+        with self._serial_lock:
+            pool = self._serials.get(name)
+            if not pool or pool[0] > pool[1]:
+                first = self.store.reserve(name, _SERIAL_BLOCK)
+                pool = self._serials[name] = [first, first + _SERIAL_BLOCK - 1]
+            value = pool[0]
+            pool[0] += 1
+            return value
+
+    # -------------------------------------------------------------------------- accounts
+    def open_account(
+        self, template: codec.Obj | bytes, *, role: str = "customer", overdraft: int = 0
+    ) -> AccountInfo:
+        """Register an account whose Template this bank sealed. Idempotent for the same template;
+        BankEngineError if the account is already open under another template."""
+        raw = template if isinstance(template, (bytes, bytearray)) else codec.encode(template)
+        raw = bytes(raw)
+        tpl = codec.decode(raw, codec.TEMPLATE)
+        if tpl.signer != self.bank:
+            raise BankEngineError(
+                f"template of {tpl['account']} is sealed by {tpl.signer}, not {self.bank}"
+            )
+        report = verify.verify_object(tpl, self.trust)
+        if not report.ok:
+            raise BankEngineError(f"template of {tpl['account']}: {report.first_failure()}")
+        if role not in ("customer", "treasury"):
+            raise ValueError("role must be customer or treasury")
+        account = tpl["account"]
+        with self.store.transaction() as tx:
+            row = tx.one("SELECT template FROM accounts WHERE account = ?", (account,))
+            if row is not None:
+                if bytes(row[0] or b"") != raw:
+                    raise BankEngineError(
+                        f"account {account} is already open under another template"
+                    )
+            else:
+                tx.execute(
+                    "INSERT INTO accounts (account, template, role, overdraft, flags, opened_at) "
+                    "VALUES (?, ?, ?, ?, 0, ?)",
+                    (account, raw, role, overdraft, self.now()),
+                )
+                self._create_book(tx, account)
+        info = self.account(account)
+        assert info is not None
+        return info
+
+    def issue_account(self, kmc: Any, account: str, currency: str = "CNY") -> tuple[int, codec.Obj]:
+        """Issue an account key from this bank's KMC, seal its Template and open the account.
+
+        Returns (private key, template); the caller hands the key to the token, never logs it."""
+        from hubi import kmc as kmc_mod
+
+        ids.check_account_id(account)
+        if ids.bank_of(account) != self.bank:
+            raise BankEngineError(f"account {account} does not belong to bank {self.bank}")
+        if self.account(account) is not None:
+            raise BankEngineError(f"account {account} is already open")
+        identity = _Identity(self.bank, self.keys._priv)
+        priv, tpl = kmc_mod.issue_account(
+            kmc, identity, account, self.next_serial("template"), self.now(), currency
+        )
+        self.open_account(tpl)
+        return priv, tpl
+
+    def setup_treasury(self, kmc: Any, currency: str = "CNY") -> int:
+        """Open ``<BANK>-treasury`` (unlimited overdraft) and return its private key (store it
+        0600, e.g. HOME/banks/<BANK>/treasury.secret); the engine keeps it for ``fund()``."""
+        from hubi import kmc as kmc_mod
+
+        identity = _Identity(self.bank, self.keys._priv)
+        priv, tpl = kmc_mod.issue_account(
+            kmc, identity, self.treasury, self.next_serial("template"), self.now(), currency
+        )
+        self.open_account(tpl, role="treasury", overdraft=-1)
+        self._treasury_key = priv
+        return priv
+
+    def _create_book(self, tx: Tx, book: str) -> None:
+        statement, sig = rec.sign_heads(self.keys, self.now(), [(book, 0, rec.ZERO32)])
+        tx.execute(
+            "INSERT INTO books (book, n, ecode, hchain, coded_bal, last_kind, last_lsum, statement, sig) "
+            "VALUES (?, 0, ?, ?, NULL, 0, ?, ?, ?) ON CONFLICT (book) DO NOTHING",
+            (book, rec.ZERO16, rec.ZERO32, rec.ZERO16, statement, sig),
+        )
+
+    def account(self, account: str) -> AccountInfo | None:
+        row = self.store.reader().one(
+            "SELECT account, role, overdraft, flags, opened_at, template FROM accounts WHERE account = ?",
+            (account,),
+        )
+        return None if row is None else _account_info(row)
+
+    def accounts(self) -> list[AccountInfo]:
+        rows = self.store.reader().all(
+            "SELECT account, role, overdraft, flags, opened_at, template FROM accounts ORDER BY account"
+        )
+        return [_account_info(r) for r in rows]
+
+    def template(self, account: str) -> codec.Obj:
+        info = self.account(account)
+        if info is None or info.template is None:
+            raise UnknownAccount(f"account {account} is not open at bank {self.bank}")
+        return codec.decode(info.template, codec.TEMPLATE)
+
+    def account_key(self, account: str) -> bytes:
+        """Public key of an account of this bank (from its sealed template)."""
+        tpl = self.template(account)
+        return self.trust.account_key(account, tpl["key"])
+
+    # ----------------------------------------------------------------------------- books
+    def head(self, book: str, tx: Tx | None = None) -> Head:
+        """Current signed head of a book (UnknownAccount if there is no such book)."""
+        row = (tx or self.store.reader()).one(
+            "SELECT book, n, ecode, hchain, coded_bal, last_kind, last_lsum, statement, sig "
+            "FROM books WHERE book = ?",
+            (book,),
+        )
+        if row is None:
+            raise UnknownAccount(f"no book {book} at bank {self.bank}")
+        return _head(row)
+
+    def balance(self, book: str) -> int:
+        """Current balance (decrypted with the bank's key)."""
+        return self.keys.balance_of(self.head(book))
+
+    def records(self, book: str, start: int = 1, end: int | None = None) -> list[StoredRecord]:
+        """Records start..end (inclusive; default: to the last) of a book, in number order."""
+        sql = "SELECT book, n, body, hchain FROM records WHERE book = ? AND n >= ?"
+        params: list[Any] = [book, start]
+        if end is not None:
+            sql += " AND n <= ?"
+            params.append(end)
+        rows = self.store.reader().all(sql + " ORDER BY n", params)
+        return [StoredRecord(r[0], int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
+
+    def records_by_name(self, names: Iterable[tuple[str, int]]) -> list[StoredRecord]:
+        """The named records that exist (a hot backup serves these to ``audit restore``)."""
+        out = []
+        tx = self.store.reader()
+        for book, n in names:
+            r = tx.one(
+                "SELECT book, n, body, hchain FROM records WHERE book = ? AND n = ?", (book, int(n))
+            )
+            if r is not None:
+                out.append(StoredRecord(r[0], int(r[1]), bytes(r[2]), bytes(r[3])))
+        return out
+
+    def register_size(self) -> int:
+        return int(
+            self.store.reader().scalar("SELECT size FROM register_head WHERE id = 1", default=0)
+        )
+
+    # ------------------------------------------------------------------------- funding
+    def fund(self, account: str, amount: int, purpose: str = "funding") -> Outcome:
+        """The treasury pays `amount` to `account` with an ordinary, booked note."""
+        if self._treasury_key is None:
+            raise BankEngineError(
+                f"no treasury key for {self.treasury}: run setup_treasury() or `hubi bank init`"
+            )
+        tpl = self.template(self.treasury)
+        serial = self.store.reserve("treasury-note", 1)  # committed before signing: never reused
+        note = codec.make_note(tpl, serial, self.now(), amount, account, purpose)
+        tkeys = BookKeys(self.treasury, self._treasury_key)
+        tkeys.sign_obj(note)
+        return self.book(codec.encode(note))
+
+    # ------------------------------------------------------------------------- booking
+    def book(self, note: bytes | codec.Obj) -> Outcome:
+        """Book a same-bank note: debit the payer, credit the payee, one transaction.
+
+        NotLocal if payer or payee is at another bank (use debit()/credit())."""
+        return self._process(note, debit=True, credit=True)
+
+    def debit(self, note: bytes | codec.Obj) -> Outcome:
+        """Payer's bank side of an interbank note: book only the debit (status ``debited``)."""
+        return self._process(note, debit=True, credit=False)
+
+    def credit(self, note: bytes | codec.Obj, status: int = codec.STATUS_SETTLED) -> Outcome:
+        """Payee's bank side of an interbank note: book only the credit (status ``credited``);
+        the SettlementNotice carries `status` (default: settled)."""
+        return self._process(note, debit=False, credit=True, settle_status=status)
+
+    def validate(self, note: bytes | codec.Obj) -> Verdict:
+        """Every check booking would make for this bank's side(s), without booking anything."""
+        raw, obj = _decode_note(note)
+        nid = lsum.note_id(obj.signer, obj.serial)
+        payer_here = ids.bank_of(obj.signer) == self.bank
+        payee_here = ids.bank_of(obj["payee"]) == self.bank
+        if not (payer_here or payee_here):
+            return Verdict(
+                False, codec.REASON_UNKNOWN_ACCOUNT, f"neither account is at {self.bank}", nid
+            )
+        report = verify.verify_note(obj, self.trust, None)
+        if not report.ok:
+            code, why = _verify_reason(report)
+            return Verdict(False, code, why, nid, report.as_dict())
+        bad = self._bind(obj, payer_here, payee_here)
+        if bad:
+            return Verdict(False, bad[0], bad[1], nid, report.as_dict())
+        reader = self.store.reader()
+        row = reader.one("SELECT digest, status FROM notes WHERE note_id = ?", (nid,))
+        if row is not None and bytes(row[0]) != hashlib.sha256(raw).digest():
+            return Verdict(
+                False,
+                codec.REASON_DOUBLE_ISSUE,
+                f"serial {obj.serial} of {obj.signer} already used by another note",
+                nid,
+            )
+        if payer_here and row is None:
+            bad = self._allowance_check(reader, obj)
+            if bad:
+                return Verdict(False, bad[0], bad[1], nid)
+            info = self.account(obj.signer)
+            assert info is not None
+            bal = self.balance(obj.signer)
+            if not _covers(info, bal, obj["amount"]):
+                return Verdict(
+                    False,
+                    codec.REASON_INSUFFICIENT_FUNDS,
+                    _funds_reason(obj.signer, bal, obj["amount"]),
+                    nid,
+                )
+        return Verdict(True, None, None, nid, report.as_dict())
+
+    def _process(
+        self,
+        note: bytes | codec.Obj,
+        *,
+        debit: bool,
+        credit: bool,
+        settle_status: int = codec.STATUS_VERIFIED,
+    ) -> Outcome:
+        raw, obj = _decode_note(note)
+        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
+        nid = lsum.note_id(payer, obj.serial)
+        digest = hashlib.sha256(raw).digest()
+        payer_here = ids.bank_of(payer) == self.bank
+        payee_here = ids.bank_of(payee) == self.bank
+        if debit and credit:
+            if not (payer_here and payee_here):
+                raise NotLocal(
+                    f"note {payer} -> {payee} is not a same-bank note of {self.bank}: "
+                    "interbank notes settle through the consortium (debit()/credit())"
+                )
+        elif debit:
+            if not payer_here or payee_here:
+                raise NotLocal(
+                    f"debit() is for interbank notes whose payer is at {self.bank}; "
+                    f"this one is {payer} -> {payee}"
+                )
+        elif not payee_here or payer_here:
+            raise NotLocal(
+                f"credit() is for interbank notes whose payee is at {self.bank}; "
+                f"this one is {payer} -> {payee}"
+            )
+
+        # 1. the same note again: the stored answer
+        known = self._known(nid, digest)
+        if known is not None:
+            return known
+        # 2. verify offline
+        report = verify.verify_note(obj, self.trust, None)
+        base = Outcome(REJECTED, nid, payer, payee, obj.serial, amount, time=self.now())
+        if not report.ok:
+            code, why = _verify_reason(report)
+            base.verification = report.as_dict()
+            return self._rejected(base, code, why)
+        # 3. bind to accounts here
+        bad = self._bind(obj, debit, credit)
+        if bad:
+            return self._rejected(base, bad[0], bad[1])
+        # 4. book under the locks
+        out = self._commit(obj, raw, nid, digest, debit=debit, credit=credit, status=settle_status)
+        # 5. notices and checkpoints
+        if out.ok and self.notice_mode == "eager":
+            out = self._issue_notices(out, payer_key=report.key)
+        self._maybe_checkpoint()
+        return out
+
+    def _bind(self, obj: codec.Obj, debit: bool, credit: bool) -> tuple[int, str] | None:
+        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
+        if amount <= 0:
+            return codec.REASON_FORMAT, "amount must be positive"
+        if payer == payee:
+            return codec.REASON_FORMAT, f"payer and payee are the same account {payer}"
+        reader = self.store.reader()
+        for who, needed in ((payer, debit), (payee, credit)):
+            if needed and reader.one("SELECT 1 FROM accounts WHERE account = ?", (who,)) is None:
+                return (
+                    codec.REASON_UNKNOWN_ACCOUNT,
+                    f"account {who} is not open at bank {self.bank}",
+                )
+        return None
+
+    def _allowance_check(self, tx: Tx, obj: codec.Obj) -> tuple[int, str] | None:
+        serial = obj.get("allowance")
+        if serial is None:
+            return None
+        row = tx.one(
+            "SELECT cap, expiry, first_serial, spent FROM allowances WHERE account = ? AND serial = ?",
+            (obj.signer, serial),
+        )
+        if row is None:
+            return codec.REASON_ALLOWANCE, f"allowance #{serial} was not issued to {obj.signer}"
+        cap, expiry, first, spent = (int(v) for v in row)
+        if obj.time > expiry:
+            return (
+                codec.REASON_EXPIRED,
+                f"allowance #{serial} expired at {expiry}, note signed at {obj.time}",
+            )
+        if obj.serial < first:
+            return (
+                codec.REASON_ALLOWANCE,
+                f"note serial {obj.serial} is below allowance #{serial}'s first serial {first}",
+            )
+        if spent + obj["amount"] > cap:
+            return codec.REASON_ALLOWANCE, (
+                f"allowance #{serial}: {spent} spent + {obj['amount']} exceeds the cap {cap}"
+            )
+        return None
+
+    def _known(self, nid: bytes, digest: bytes, tx: Tx | None = None) -> Outcome | None:
+        t = tx or self.store.reader()
+        row = t.one(_NOTE_SELECT + " WHERE note_id = ?", (nid,))
+        if row is not None and bytes(row[1]) == digest:
+            out = _outcome(row, replay=True)
+            if tx is None and out.ok and self.notice_mode == "eager":
+                out = self._issue_notices(out)
+            return out
+        dup = t.one(
+            "SELECT note_id, payer, serial, payee, refusal, time FROM double_issues WHERE digest = ?",
+            (digest,),
+        )
+        if dup is not None:
+            return Outcome(
+                REFUSED,
+                bytes(dup[0]),
+                dup[1],
+                dup[3],
+                int(dup[2]),
+                reason_code=codec.REASON_DOUBLE_ISSUE,
+                reason=_double_reason(dup[1], int(dup[2])),
+                refusal=bytes(dup[4]),
+                replay=True,
+                time=int(dup[5]),
+            )
+        return None
+
+    def _rejected(self, out: Outcome, code: int, why: str) -> Outcome:
+        out.status = REJECTED
+        out.reason_code, out.reason = code, why
+        out.refusal = self._refusal(
+            out.payee or "", out.payer or "", out.note_id or bytes(32), code, why, out.time
+        )
+        return out
+
+    def _refusal(
+        self, payee: str, payer: str, nid: bytes, code: int, why: str, t: int | None
+    ) -> bytes:
+        obj = codec.Obj(
+            codec.REFUSAL,
+            self.bank,
+            self.next_serial("refusal"),
+            t if t is not None else self.now(),
+            {
+                "payee": payee,
+                "payer": payer,
+                "note_id": nid,
+                "reason_code": code,
+                "reason": _clip(why),
+            },
+        )
+        return codec.encode(self.keys.sign_obj(obj))
+
+    # ----------------------------------------------------------------------- the commit
+    def _plan(
+        self, heads: dict[str, Head], obj: codec.Obj, raw: bytes, debit: bool, credit: bool, t: int
+    ) -> _Plan:
+        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
+        ls = lsum.of_note(obj)
+        plan = _Plan(heads)
+        entries = []
+        if debit:
+            h = heads[payer]
+            bal = self.keys.balance_of(h)
+            r, body, hc = rec.append(
+                self.keys,
+                h,
+                kind=rec.DEBIT,
+                time=t,
+                delta=-amount,
+                lsum=ls,
+                evidence=raw,
+                balance=bal,
+            )
+            plan.records.append((r, body, hc))
+            plan.payer_balance = bal - amount
+            entries.append((payer, r.n, hc))
+        if credit:
+            h = heads[payee]
+            r, body, hc = rec.append(
+                self.keys, h, kind=rec.CREDIT, time=t, delta=amount, lsum=ls, evidence=raw
+            )
+            plan.records.append((r, body, hc))
+            entries.append((payee, r.n, hc))
+        statement, sig = rec.sign_heads(self.keys, t, entries)
+        plan.new_heads = [rec.next_head(r, hc, statement, sig) for r, _, hc in plan.records]
+        return plan
+
+    def _commit(
+        self,
+        obj: codec.Obj,
+        raw: bytes,
+        nid: bytes,
+        digest: bytes,
+        *,
+        debit: bool,
+        credit: bool,
+        status: int,
+    ) -> Outcome:
+        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
+        books = [b for b, on in ((payer, debit), (payee, credit)) if on]
+        t = self.now()
+        # optimistic: sign from the heads as last committed, outside any lock
+        reader = self.store.reader()
+        heads = {b: self.head(b, reader) for b in books}
+        plan = None
+        if not debit or self._funds_ok(payer, heads[payer], amount):
+            plan = self._plan(heads, obj, raw, debit, credit, t)
+        with self.store.transaction() as tx:
+            tx.lock_books(books)
+            known = self._known(nid, digest, tx)
+            if known is not None:
+                return known
+            prior = tx.one("SELECT payer, serial, payee FROM notes WHERE note_id = ?", (nid,))
+            if prior is not None:
+                return self._double_issue(tx, obj, raw, nid, digest, t)
+            now_heads = {b: self.head(b, tx) for b in books}
+            if any(
+                now_heads[b].hchain != heads[b].hchain or now_heads[b].n != heads[b].n
+                for b in books
+            ):
+                plan = None  # a head moved: re-plan under the lock
+            if debit:
+                bad = self._allowance_check(tx, obj)
+                if bad:
+                    return self._store_refusal(tx, obj, raw, nid, digest, t, bad[0], bad[1])
+                if not self._funds_ok(payer, now_heads[payer], amount, tx):
+                    bal = self.keys.balance_of(now_heads[payer])
+                    return self._store_refusal(
+                        tx,
+                        obj,
+                        raw,
+                        nid,
+                        digest,
+                        t,
+                        codec.REASON_INSUFFICIENT_FUNDS,
+                        _funds_reason(payer, bal, amount),
+                    )
+            if plan is None:
+                plan = self._plan(now_heads, obj, raw, debit, credit, t)
+            for r, body, hc in plan.records:
+                tx.execute(
+                    "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?)",
+                    (r.book, r.n, body, hc),
+                )
+            for h in plan.new_heads:
+                tx.execute(
+                    "UPDATE books SET n = ?, ecode = ?, hchain = ?, coded_bal = ?, last_kind = ?, last_lsum = ?, "
+                    "statement = ?, sig = ? WHERE book = ?",
+                    (
+                        h.n,
+                        h.ecode,
+                        h.hchain,
+                        h.coded_bal,
+                        h.last_kind,
+                        h.last_lsum,
+                        h.statement,
+                        h.sig,
+                        h.book,
+                    ),
+                )
+            debit_n = plan.records[0][0].n if debit else None
+            credit_n = plan.records[-1][0].n if credit else None
+            st = BOOKED if (debit and credit) else DEBITED if debit else CREDITED
+            if obj.get("allowance") is not None and debit:
+                tx.execute(
+                    "UPDATE allowances SET spent = spent + ? WHERE account = ? AND serial = ?",
+                    (amount, payer, obj["allowance"]),
+                )
+            tx.execute(
+                "INSERT INTO notes (note_id, digest, payer, serial, payee, amount, status, reason_code, reason, "
+                "debit_n, credit_n, allowance, settle_status, time, note) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)",
+                (
+                    nid,
+                    digest,
+                    payer,
+                    obj.serial,
+                    payee,
+                    amount,
+                    st,
+                    debit_n,
+                    credit_n,
+                    obj.get("allowance"),
+                    status,
+                    t,
+                    raw,
+                ),
+            )
+            # last: the register (PostgreSQL: this row lock is held only until commit)
+            k = len(plan.records)
+            size = int(
+                tx.scalar(
+                    "UPDATE register_head SET size = size + ? WHERE id = 1 RETURNING size", (k,)
+                )
+            )
+            tx.executemany(
+                "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)",
+                [(size - k + i, r.book, r.n) for i, (r, _, _) in enumerate(plan.records)],
+            )
+        self._last_size.value = size
+        return Outcome(
+            st, nid, payer, payee, obj.serial, amount, debit_n=debit_n, credit_n=credit_n, time=t
+        )
+
+    def _funds_ok(self, payer: str, head: Head, amount: int, tx: Tx | None = None) -> bool:
+        info = _account_info_tx(tx or self.store.reader(), payer)
+        if info is None:
+            return False
+        return _covers(info, self.keys.balance_of(head), amount)
+
+    def _store_refusal(
+        self,
+        tx: Tx,
+        obj: codec.Obj,
+        raw: bytes,
+        nid: bytes,
+        digest: bytes,
+        t: int,
+        code: int,
+        why: str,
+    ) -> Outcome:
+        refusal = self._refusal(obj["payee"], obj.signer, nid, code, why, t)
+        tx.execute(
+            "INSERT INTO notes (note_id, digest, payer, serial, payee, amount, status, reason_code, reason, "
+            "allowance, time, note, refusal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                nid,
+                digest,
+                obj.signer,
+                obj.serial,
+                obj["payee"],
+                obj["amount"],
+                REFUSED,
+                code,
+                why,
+                obj.get("allowance"),
+                t,
+                raw,
+                refusal,
+            ),
+        )
+        self._insert_notice(tx, obj["payee"], codec.REFUSAL, nid, refusal, t)
+        return Outcome(
+            REFUSED,
+            nid,
+            obj.signer,
+            obj["payee"],
+            obj.serial,
+            obj["amount"],
+            reason_code=code,
+            reason=why,
+            refusal=refusal,
+            time=t,
+        )
+
+    def _double_issue(
+        self, tx: Tx, obj: codec.Obj, raw: bytes, nid: bytes, digest: bytes, t: int
+    ) -> Outcome:
+        why = _double_reason(obj.signer, obj.serial)
+        refusal = self._refusal(obj["payee"], obj.signer, nid, codec.REASON_DOUBLE_ISSUE, why, t)
+        tx.execute(
+            "INSERT INTO double_issues (digest, note_id, payer, serial, payee, note, refusal, time) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (digest, nid, obj.signer, obj.serial, obj["payee"], raw, refusal, t),
+        )
+        if ids.bank_of(obj.signer) == self.bank:
+            tx.execute(
+                "UPDATE accounts SET flags = flags | ? WHERE account = ?",
+                (FLAG_DOUBLE_ISSUE, obj.signer),
+            )
+        self._insert_notice(tx, obj["payee"], codec.REFUSAL, nid, refusal, t)
+        return Outcome(
+            REFUSED,
+            nid,
+            obj.signer,
+            obj["payee"],
+            obj.serial,
+            obj["amount"],
+            reason_code=codec.REASON_DOUBLE_ISSUE,
+            reason=why,
+            refusal=refusal,
+            time=t,
+        )
+
+    def double_issues(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Evidence of double issuance: every second note with a used serial (and the first)."""
+        sql = "SELECT note_id, payer, serial, payee, note, refusal, time FROM double_issues"
+        params: tuple = ()
+        if account:
+            sql += " WHERE payer = ?"
+            params = (account,)
+        out = []
+        reader = self.store.reader()
+        for r in reader.all(sql + " ORDER BY time, payer, serial", params):
+            first = reader.one("SELECT note FROM notes WHERE note_id = ?", (bytes(r[0]),))
+            out.append(
+                {
+                    "note_id": bytes(r[0]).hex(),
+                    "payer": r[1],
+                    "serial": int(r[2]),
+                    "payee": r[3],
+                    "second_note": bytes(r[4]).hex(),
+                    "first_note": bytes(first[0]).hex() if first else None,
+                    "refusal": bytes(r[5]).hex(),
+                    "time": int(r[6]),
+                }
+            )
+        return out
+
+    # --------------------------------------------------------------------------- notices
+    def outcome(self, note_id: bytes) -> Outcome | None:
+        """The stored answer for a note id (notices issued now if still missing)."""
+        row = self.store.reader().one(_NOTE_SELECT + " WHERE note_id = ?", (note_id,))
+        if row is None:
+            return None
+        out = _outcome(row, replay=True)
+        return self._issue_notices(out) if out.ok else out
+
+    def notices(self, account: str, after: int = 0, limit: int = 100) -> list[NoticeRow]:
+        """Notices for an account (SettlementNotice as payee, BalanceNotice as payer, Refusal as
+        payee), oldest first, with ids > `after` (a cursor)."""
+        if self.notice_mode == "lazy":
+            self._issue_pending(account)
+        rows = self.store.reader().all(
+            "SELECT id, account, kind, note_id, obj, time FROM notices WHERE account = ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (account, after, limit),
+        )
+        return [
+            NoticeRow(int(r[0]), r[1], int(r[2]), bytes(r[3]), bytes(r[4]), int(r[5])) for r in rows
+        ]
+
+    def _issue_pending(self, account: str) -> None:
+        rows = self.store.reader().all(
+            _NOTE_SELECT + " WHERE (payee = ? AND settlement IS NULL AND credit_n IS NOT NULL) "
+            "OR (payer = ? AND balance_notice IS NULL AND debit_n IS NOT NULL)",
+            (account, account),
+        )
+        for r in rows:
+            self._issue_notices(_outcome(r, replay=True))
+
+    def _issue_notices(self, out: Outcome, payer_key: bytes | None = None) -> Outcome:
+        """Sign and store the missing notices of a booked outcome; returns it completed."""
+        need_settle = out.credit_n is not None and out.settlement is None
+        need_balance = out.debit_n is not None and out.balance_notice is None
+        if not (need_settle or need_balance):
+            return out
+        assert out.note_id is not None and out.payer and out.payee and out.amount is not None
+        t = self.now()
+        settle = bal_notice = None
+        if need_settle:
+            status = out.settle_status or codec.STATUS_VERIFIED
+            obj = codec.Obj(
+                codec.SETTLEMENT,
+                self.bank,
+                self.next_serial("settlement"),
+                t,
+                {
+                    "amount": out.amount,
+                    "payee": out.payee,
+                    "payer": out.payer,
+                    "note_id": out.note_id,
+                    "status": status,
+                },
+            )
+            settle = codec.encode(self.keys.sign_obj(obj))
+        if need_balance:
+            r = self.records_by_name([(out.payer, out.debit_n)])
+            if not r:
+                raise BankEngineError(
+                    f"debit record {out.payer}#{out.debit_n} is missing: run `hubi audit verify`"
+                )
+            record = r[0].record
+            new_bal = self.keys.open_balance(
+                rec.balance_info(record.book, record.n, record.kind, record.lsum), record.coded_bal
+            )
+            key = payer_key or self.account_key(out.payer)
+            blob = rec.seal_to(
+                key,
+                new_bal.to_bytes(8, "big", signed=True),
+                BALANCE_NOTICE_INFO + out.payer.encode(),
+            )
+            obj = codec.Obj(
+                codec.BALANCE,
+                self.bank,
+                self.next_serial("balance"),
+                t,
+                {
+                    "amount": out.amount,
+                    "payee": out.payee,
+                    "payer": out.payer,
+                    "note_id": out.note_id,
+                    "balance": blob,
+                },
+            )
+            bal_notice = codec.encode(self.keys.sign_obj(obj))
+        with self.store.transaction() as tx:
+            if settle is not None:
+                cur = tx.execute(
+                    "UPDATE notes SET settlement = ? WHERE note_id = ? AND settlement IS NULL",
+                    (settle, out.note_id),
+                )
+                if cur.rowcount == 1:
+                    self._insert_notice(tx, out.payee, codec.SETTLEMENT, out.note_id, settle, t)
+            if bal_notice is not None:
+                cur = tx.execute(
+                    "UPDATE notes SET balance_notice = ? WHERE note_id = ? AND balance_notice IS NULL",
+                    (bal_notice, out.note_id),
+                )
+                if cur.rowcount == 1:
+                    self._insert_notice(tx, out.payer, codec.BALANCE, out.note_id, bal_notice, t)
+            row = tx.one(
+                "SELECT settlement, balance_notice FROM notes WHERE note_id = ?", (out.note_id,)
+            )
+        assert row is not None
+        out.settlement = bytes(row[0]) if row[0] is not None else None
+        out.balance_notice = bytes(row[1]) if row[1] is not None else None
+        return out
+
+    def _insert_notice(
+        self, tx: Tx, account: str, kind: int, nid: bytes, obj: bytes, t: int
+    ) -> None:
+        tx.execute(
+            "INSERT INTO notices (account, kind, note_id, obj, time) VALUES (?, ?, ?, ?, ?)",
+            (account, kind, nid, obj, t),
+        )
+
+    # ------------------------------------------------------------------------ allowances
+    def issue_allowance(self, account: str, cap: int, expiry: int, first_serial: int) -> bytes:
+        """Sign an OfflineAllowance voucher for an account of this bank and remember it; notes
+        naming its serial are held to its cap, expiry and first serial."""
+        if self.account(account) is None:
+            raise UnknownAccount(f"account {account} is not open at bank {self.bank}")
+        serial = self.next_serial("allowance")
+        obj = codec.Obj(
+            codec.ALLOWANCE,
+            self.bank,
+            serial,
+            self.now(),
+            {"amount": cap, "account": account, "expiry": expiry, "first_serial": first_serial},
+        )
+        raw = codec.encode(self.keys.sign_obj(obj))
+        with self.store.transaction() as tx:
+            tx.execute(
+                "INSERT INTO allowances (account, serial, cap, expiry, first_serial, obj, spent) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (account, serial, cap, expiry, first_serial, raw),
+            )
+        return raw
+
+    # ----------------------------------------------------------------------- checkpoints
+    def _maybe_checkpoint(self) -> None:
+        size = getattr(self._last_size, "value", None)
+        self._last_size.value = None
+        if size is None:
+            return
+        every = self.checkpoint_every
+        k = 2  # a booking appends at most two register entries
+        if size // every == max(size - k, 0) // every:
+            return
+        last = self.latest_checkpoint()
+        done = last.tree_size if last else 0
+        if size // every > done // every:
+            self.checkpoint()
+
+    def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
+        """Sign tree heads at every multiple of ``checkpoint_every`` not yet signed, up to the
+        register's size (or at exactly `tree_size`); returns the newest, None if nothing new."""
+        with self._ckpt_lock:
+            size = self.register_size()
+            every = self.checkpoint_every
+            targets: list[int]
+            last = self.latest_checkpoint()
+            done = last.tree_size if last else 0
+            if tree_size is not None:
+                if not 0 < tree_size <= size:
+                    raise BankEngineError(f"tree size {tree_size} not in 1..{size}")
+                targets = [tree_size] if tree_size > done else []
+            else:
+                targets = list(range((done // every + 1) * every, size + 1, every))
+            made = None
+            for target in targets:
+                made = self._make_checkpoint(target)
+            return made
+
+    def _frontier_at(self, tx: Tx, size: int) -> merkle.Frontier:
+        row = tx.one(
+            "SELECT frontier FROM checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT 1",
+            (size,),
+        )
+        f = merkle.Frontier.from_bytes(bytes(row[0])) if row else merkle.Frontier()
+        for h in self._leaf_hashes(tx, f.size, size):
+            f.append_hash(h)
+        return f
+
+    def _leaf_hashes(self, tx: Tx, start: int, end: int) -> list[bytes]:
+        """Leaf hashes of register entries [start, end); BankEngineError if one is missing."""
+        if end <= start:
+            return []
+        rows = tx.all(
+            "SELECT g.seq, r.body FROM register g LEFT JOIN records r ON r.book = g.book AND r.n = g.n "
+            "WHERE g.seq >= ? AND g.seq < ? ORDER BY g.seq",
+            (start, end),
+        )
+        out = []
+        expect = start
+        for seq, body in rows:
+            if int(seq) != expect or body is None:
+                raise BankEngineError(
+                    f"register entry {expect} has no record: run `hubi audit verify` and restore it"
+                )
+            out.append(merkle.leaf_hash(bytes(body)))
+            expect += 1
+        if expect != end:
+            raise BankEngineError(f"register ends at {expect}, expected {end}")
+        return out
+
+    def _make_checkpoint(self, size: int) -> Checkpoint:
+        t = self.now()
+        with self.store.snapshot() as tx:
+            f = self._frontier_at(tx, size)
+        root = f.root()
+        obj = codec.Obj(
+            codec.CHECKPOINT, self.bank, size, t, {"tree_size": size, "root": root, "seal": b""}
+        )
+        raw = codec.encode(self.keys.sign_obj(obj))
+        with self.store.transaction() as tx:
+            tx.execute(
+                "INSERT INTO checkpoints (tree_size, root, obj, frontier, time) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (tree_size) DO NOTHING",
+                (size, root, raw, f.to_bytes(), t),
+            )
+            row = tx.one(
+                "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (size,)
+            )
+        assert row is not None
+        return Checkpoint(int(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]))
+
+    def checkpoints(self) -> list[Checkpoint]:
+        rows = self.store.reader().all(
+            "SELECT tree_size, root, obj, time FROM checkpoints ORDER BY tree_size"
+        )
+        return [Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        r = self.store.reader().one(
+            "SELECT tree_size, root, obj, time FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+        )
+        return None if r is None else Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
+
+    def register_position(self, book: str, n: int) -> int:
+        seq = self.store.reader().scalar(
+            "SELECT seq FROM register WHERE book = ? AND n = ?", (book, n)
+        )
+        if seq is None:
+            raise BankEngineError(f"record {book}#{n} is not in the register")
+        return int(seq)
+
+    def inclusion_proof(self, book: str, n: int, tree_size: int | None = None) -> dict[str, Any]:
+        """RFC 9162 inclusion proof of record (book, n) in the checkpoint of `tree_size` (default:
+        the newest checkpoint that contains it). Verify with ``verify_inclusion_proof``."""
+        seq = self.register_position(book, n)
+        cps = {c.tree_size: c for c in self.checkpoints()}
+        if tree_size is None:
+            sizes = sorted(s for s in cps if s > seq)
+            if not sizes:
+                raise BankEngineError(
+                    f"record {book}#{n} (register {seq}) is not under a checkpoint yet"
+                )
+            tree_size = sizes[-1]
+        if tree_size not in cps:
+            raise BankEngineError(f"no checkpoint of tree size {tree_size}")
+        with self.store.snapshot() as tx:
+            hashes = self._leaf_hashes(tx, 0, tree_size)
+            body = tx.scalar("SELECT body FROM records WHERE book = ? AND n = ?", (book, n))
+        proof = merkle.inclusion_proof(hashes, seq, tree_size)
+        return {
+            "book": book,
+            "n": n,
+            "index": seq,
+            "tree_size": tree_size,
+            "record": bytes(body).hex(),
+            "path": [p.hex() for p in proof],
+            "checkpoint": cps[tree_size].obj.hex(),
+        }
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        """RFC 9162 consistency proof between the register's first `first` and `second` entries."""
+        with self.store.snapshot() as tx:
+            hashes = self._leaf_hashes(tx, 0, second)
+        return merkle.consistency_proof(hashes, first, second)
+
+
+# ----------------------------------------------------------------------- proof verifiers
+
+
+def verify_checkpoint(obj: bytes, trust: verify.Trust, bank: str | None = None) -> codec.Obj:
+    """Decode a Checkpoint and check the bank's seal; VerifyError naming the failure."""
+    cp = codec.decode(obj, codec.CHECKPOINT)
+    if bank is not None and cp.signer != bank:
+        raise VerifyError("signer", f"checkpoint signed by {cp.signer}, expected {bank}")
+    report = verify.verify_object(cp, trust)
+    report.raise_if_failed()
+    if cp.serial != cp["tree_size"]:
+        raise VerifyError("serial", "checkpoint serial differs from its tree size")
+    return cp
+
+
+def verify_inclusion_proof(proof: dict[str, Any], trust: verify.Trust) -> rec.Record:
+    """Check an ``inclusion_proof()`` answer end to end (bank seal on the tree head, RFC 9162
+    path); returns the proven record. Raises VerifyError / merkle.MerkleError."""
+    cp = verify_checkpoint(bytes.fromhex(proof["checkpoint"]), trust)
+    body = bytes.fromhex(proof["record"])
+    if cp["tree_size"] != proof["tree_size"]:
+        raise VerifyError("tree_size", "proof and checkpoint name different tree sizes")
+    merkle.verify_inclusion(
+        merkle.leaf_hash(body),
+        int(proof["index"]),
+        cp["tree_size"],
+        [bytes.fromhex(p) for p in proof["path"]],
+        cp["root"],
+    )
+    record = rec.Record.parse(body)
+    if (record.book, record.n) != (proof["book"], proof["n"]):
+        raise VerifyError("record", "the proven record is not the one named")
+    return record
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+_NOTE_SELECT = (
+    "SELECT note_id, digest, payer, serial, payee, amount, status, reason_code, reason, debit_n, credit_n, "
+    "time, refusal, settlement, balance_notice, settle_status FROM notes"
+)
+
+
+def _outcome(row: Sequence[Any], replay: bool) -> Outcome:
+    def b(v: Any) -> bytes | None:
+        return None if v is None else bytes(v)
+
+    status = row[6]
+    return Outcome(
+        status,
+        bytes(row[0]),
+        row[2],
+        row[4],
+        int(row[3]),
+        int(row[5]),
+        reason_code=int(row[7]) if (row[7] is not None and status == REFUSED) else None,
+        reason=row[8] if status == REFUSED else None,
+        debit_n=int(row[9]) if row[9] is not None else None,
+        credit_n=int(row[10]) if row[10] is not None else None,
+        time=int(row[11]),
+        refusal=b(row[12]),
+        settlement=b(row[13]),
+        balance_notice=b(row[14]),
+        replay=replay,
+        settle_status=None if row[15] is None else int(row[15]),
+    )
+
+
+def _head(row: Sequence[Any]) -> Head:
+    return Head(
+        row[0],
+        int(row[1]),
+        bytes(row[2]),
+        bytes(row[3]),
+        None if row[4] is None else bytes(row[4]),
+        int(row[5]),
+        bytes(row[6]),
+        bytes(row[7]),
+        bytes(row[8]),
+    )
+
+
+def _account_info(row: Sequence[Any]) -> AccountInfo:
+    return AccountInfo(
+        row[0],
+        row[1],
+        int(row[2]),
+        int(row[3]),
+        int(row[4]),
+        None if row[5] is None else bytes(row[5]),
+    )
+
+
+def _account_info_tx(tx: Tx, account: str) -> AccountInfo | None:
+    row = tx.one(
+        "SELECT account, role, overdraft, flags, opened_at, template FROM accounts WHERE account = ?",
+        (account,),
+    )
+    return None if row is None else _account_info(row)
+
+
+def _covers(info: AccountInfo, balance: int, amount: int) -> bool:
+    if info.overdraft < 0:
+        return True
+    return balance - amount >= -info.overdraft
+
+
+def _funds_reason(account: str, balance: int, amount: int) -> str:
+    return f"insufficient funds: {account} has {balance}, the note needs {amount}"
+
+
+def _double_reason(payer: str, serial: int) -> str:
+    return f"double issuance: {payer} already used serial {serial} for another note"
+
+
+def _verify_reason(report: verify.Report) -> tuple[int, str]:
+    bad = report.first_failure() or ("note", "did not verify")
+    code = codec.REASON_BAD_TEMPLATE if bad[0] == "template" else codec.REASON_BAD_SIGNATURE
+    return code, f"{bad[0]}: {bad[1]}"
+
+
+def _clip(text: str) -> str:
+    raw = text.encode()[: codec.MAX_TEXT]
+    return raw.decode(errors="ignore")
+
+
+def _decode_note(note: bytes | codec.Obj) -> tuple[bytes, codec.Obj]:
+    try:
+        if isinstance(note, codec.Obj):
+            raw = note.raw if note.raw is not None else codec.encode(note)
+            obj = codec.decode(raw, codec.NOTE)
+        else:
+            raw = bytes(note)
+            obj = codec.decode(raw, codec.NOTE)
+    except CodecError as exc:
+        raise MalformedNote(f"not a valid note: {type(exc).__name__}: {exc}") from None
+    return raw, obj
+
+
+@dataclass(frozen=True)
+class _Identity:
+    """What kmc.issue_account needs from a bank identity."""
+
+    bank: str
+    private: int
+
+    def __repr__(self) -> str:
+        return f"_Identity(bank={self.bank!r}, key=<secret>)"
+
+
+def copy_outcome(out: Outcome, **changes: Any) -> Outcome:
+    return replace(out, **changes)
+
+
+__all__ += ["StoreError", "verify_checkpoint", "verify_inclusion_proof"]

@@ -1,0 +1,602 @@
+"""Records and evidence-chained books (DESIGN §4), independent of any database.
+
+A *book* is one account's chain of records; its keeper (a bank for its customers, or a merchant
+for its own book) signs every record. Record ``n`` of book ``B`` carries:
+
+- ``kind``      what happened (debit, credit, a notice or receipt received, ...)
+- ``evidence``  the object bytes that justify it (the Note, or a notice)
+- ``delta``     signed amount in minor units (debit < 0 < credit)
+- ``lsum``      the evidence's linear sum (``hubi_core.lsum``; for a note: payer, serial, amount,
+                purpose, payee)
+- ``ecode``     ``ecode_n = ecode_(n-1) XOR lsum_n``, ``ecode_0 = 0``            (seed)
+- ``coded_bal`` the new balance, ECIES-sealed to the keeper's key (see :class:`BookKeys`)
+- ``sig8``      keeper's signature over (keeper, book, n, ecode)
+- ``sig9``      keeper's signature over (keeper, book, n, coded_bal)
+
+and, outside the record bytes, ``hchain_n = SHA-256(hchain_(n-1) || u64(n) || body_n)`` with
+``hchain_0`` = 32 zero bytes. A *head* (keeper-signed statement of ``(book, n, hchain)``) is
+updated in the same transaction as every append, so a cut-off tail shows.
+
+Record bytes ("body"; fixed offsets first so a chain-only audit reads three slices):
+
+    off len
+    0    1   version (= 1)
+    1    1   kind
+    2    8   n                  u64 big-endian
+    10   4   time               u32 Unix seconds
+    14   8   delta              i64 big-endian, two's complement
+    22   16  lsum
+    38   16  ecode
+    54   64  sig8               r||s, low S
+    118  64  sig9               r||s, low S
+    182  ..  keeper str8, book str8, coded_bal (u8 length + bytes), evidence (u16 length + bytes)
+
+Signed messages (domain-separated; ``str8`` = u8 length + UTF-8):
+
+    sig8   = "hubi/book/ecode/1\\0"   || str8(keeper) || str8(book) || u64(n) || ecode
+    sig9   = "hubi/book/balance/1\\0" || str8(keeper) || str8(book) || u64(n) || u8 len || coded_bal
+    head   = "hubi/book/head/1\\0"    || str8(keeper) || u32(time) || u8 count
+             || count * (str8(book) || u64(n) || hchain)
+
+One head statement may cover several books (the debit and the credit of one booking share one
+signature); each book's head row stores the statement and checks that it names its own (n, hchain).
+
+Balance sealing. Balances are ECIES blobs (``hubi_core.ecies`` format, opened by
+``ecies.open_sealed(keeper_priv, blob, info)``) with ``info = "hubi/record-balance/1\\0" || str8(book) ||
+u64(n) || u8(kind) || lsum``. The seed's ``key = rG`` is the blob's ephemeral point and ``β``
+the key schedule that only the keeper's private key reopens. Like HPKE's multi-message contexts,
+one sealing context (ephemeral key and its ECDH secret) serves up to ``SEAL_ROTATE`` blobs, each
+with its own key and nonce derived from its own ``info``; (book, n, kind, lsum) never repeats with
+another balance in an append-only book, so no (key, nonce) pair is used for two plaintexts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hubi_core import aesgcm, ec, ecies, suite
+
+try:  # CPython: one OpenSSL key object per keeper instead of one per signature
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec as cec
+    from cryptography.hazmat.primitives.asymmetric import utils as cutils
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    _X962 = Encoding.X962
+    _COMPRESSED = PublicFormat.CompressedPoint
+except ImportError:  # pragma: no cover - cryptography is a hard dependency of the host package
+    cec = None
+
+__all__ = [
+    "BODY_FIXED",
+    "BookKeys",
+    "BookVerifier",
+    "ChainError",
+    "Head",
+    "KIND_CODES",
+    "KIND_NAMES",
+    "Record",
+    "RecordFormatError",
+    "ZERO16",
+    "ZERO32",
+    "append",
+    "balance_info",
+    "chain_hash",
+    "head_message",
+    "parse_head",
+    "sig8_message",
+    "sig9_message",
+    "xor16",
+]
+
+VERSION = 1
+ZERO16 = bytes(16)
+ZERO32 = bytes(32)
+SIG_LEN = 64
+BODY_FIXED = 182  # bytes before the variable part
+MAX_EVIDENCE = 0xFFFF
+
+DEBIT = 1
+CREDIT = 2
+NOTICE = 3  # a notice received (merchant's own book: SettlementNotice / BalanceNotice)
+RECEIPT = 4  # a receipt received (payer's own book)
+ADJUST = 5  # reserved: an operator correction, with its own evidence
+KIND_NAMES = {
+    DEBIT: "debit",
+    CREDIT: "credit",
+    NOTICE: "notice",
+    RECEIPT: "receipt",
+    ADJUST: "adjust",
+}
+KIND_CODES = {v: k for k, v in KIND_NAMES.items()}
+
+D_SIG8 = b"hubi/book/ecode/1\x00"
+D_SIG9 = b"hubi/book/balance/1\x00"
+D_HEAD = b"hubi/book/head/1\x00"
+D_BALANCE = b"hubi/record-balance/1\x00"
+
+SEAL_ROTATE = 4096  # blobs per sealing context before a fresh ephemeral key
+
+_FIXED = struct.Struct(">BBQIq16s16s64s64s")
+assert _FIXED.size == BODY_FIXED
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
+class RecordFormatError(ValueError):
+    """Record bytes that do not parse; the message names the field and offset."""
+
+
+class ChainError(ValueError):
+    """An append that would break the chain (wrong head, balance overflow, bad values)."""
+
+
+def str8(text: str) -> bytes:
+    raw = text.encode()
+    if not 1 <= len(raw) <= 255:
+        raise ValueError(f"identifier {text!r} must be 1-255 bytes")
+    return bytes([len(raw)]) + raw
+
+
+def xor16(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(16, "big")
+
+
+def chain_hash(prev: bytes, n: int, body: bytes) -> bytes:
+    """hchain_n = SHA-256(hchain_(n-1) || u64(n) || body_n)."""
+    return hashlib.sha256(prev + n.to_bytes(8, "big") + body).digest()
+
+
+def sig8_message(keeper: str, book: str, n: int, ecode: bytes) -> bytes:
+    return D_SIG8 + str8(keeper) + str8(book) + n.to_bytes(8, "big") + ecode
+
+
+def sig9_message(keeper: str, book: str, n: int, coded_bal: bytes) -> bytes:
+    return (
+        D_SIG9
+        + str8(keeper)
+        + str8(book)
+        + n.to_bytes(8, "big")
+        + bytes([len(coded_bal)])
+        + coded_bal
+    )
+
+
+def balance_info(book: str, n: int, kind: int, lsum: bytes) -> bytes:
+    """The ECIES ``info`` of record n's coded balance (binds the blob to its record)."""
+    return D_BALANCE + str8(book) + n.to_bytes(8, "big") + bytes([kind]) + lsum
+
+
+def head_message(keeper: str, time: int, entries: Iterable[tuple[str, int, bytes]]) -> bytes:
+    """Statement a keeper signs: the heads (book, n, hchain) it just wrote, at `time`."""
+    entries = list(entries)
+    if not 1 <= len(entries) <= 255:
+        raise ValueError("a head statement names 1-255 books")
+    out = [D_HEAD, str8(keeper), time.to_bytes(4, "big"), bytes([len(entries)])]
+    for book, n, hchain in entries:
+        if len(hchain) != 32:
+            raise ValueError("hchain must be 32 bytes")
+        out += [str8(book), n.to_bytes(8, "big"), hchain]
+    return b"".join(out)
+
+
+def parse_head(statement: bytes) -> tuple[str, int, list[tuple[str, int, bytes]]]:
+    """(keeper, time, [(book, n, hchain)]) of a head statement; RecordFormatError if malformed."""
+    try:
+        if not statement.startswith(D_HEAD):
+            raise RecordFormatError("head statement: wrong domain tag")
+        pos = len(D_HEAD)
+        kl = statement[pos]
+        keeper = statement[pos + 1 : pos + 1 + kl].decode()
+        pos += 1 + kl
+        time = int.from_bytes(statement[pos : pos + 4], "big")
+        count = statement[pos + 4]
+        pos += 5
+        entries = []
+        for _ in range(count):
+            bl = statement[pos]
+            book = statement[pos + 1 : pos + 1 + bl].decode()
+            pos += 1 + bl
+            n = int.from_bytes(statement[pos : pos + 8], "big")
+            hchain = statement[pos + 8 : pos + 40]
+            if len(hchain) != 32:
+                raise RecordFormatError("head statement: truncated")
+            pos += 40
+            entries.append((book, n, hchain))
+        if pos != len(statement):
+            raise RecordFormatError("head statement: %d trailing bytes" % (len(statement) - pos))
+        return keeper, time, entries
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise RecordFormatError(f"head statement: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------- record
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record of one book (see the module docstring for every field)."""
+
+    keeper: str
+    book: str
+    n: int
+    kind: int
+    time: int
+    delta: int
+    lsum: bytes
+    ecode: bytes
+    coded_bal: bytes
+    evidence: bytes
+    sig8: bytes
+    sig9: bytes
+
+    @property
+    def kind_name(self) -> str:
+        return KIND_NAMES.get(self.kind, f"kind-{self.kind}")
+
+    def body(self) -> bytes:
+        """The canonical record bytes (what the hash chain and the register cover)."""
+        if not _I64_MIN <= self.delta <= _I64_MAX:
+            raise ChainError(f"record {self.book}#{self.n}: delta {self.delta} out of range")
+        if len(self.coded_bal) > 255:
+            raise ChainError(f"record {self.book}#{self.n}: coded balance over 255 bytes")
+        if len(self.evidence) > MAX_EVIDENCE:
+            raise ChainError(f"record {self.book}#{self.n}: evidence over {MAX_EVIDENCE} bytes")
+        return b"".join(
+            (
+                _FIXED.pack(
+                    VERSION,
+                    self.kind,
+                    self.n,
+                    self.time,
+                    self.delta,
+                    self.lsum,
+                    self.ecode,
+                    self.sig8,
+                    self.sig9,
+                ),
+                str8(self.keeper),
+                str8(self.book),
+                bytes([len(self.coded_bal)]),
+                self.coded_bal,
+                len(self.evidence).to_bytes(2, "big"),
+                self.evidence,
+            )
+        )
+
+    @classmethod
+    def parse(cls, body: bytes) -> Record:
+        """Parse record bytes; RecordFormatError names what is wrong."""
+        body = bytes(body)
+        if len(body) < BODY_FIXED + 5:
+            raise RecordFormatError(f"record is {len(body)} bytes, shorter than its fixed part")
+        version, kind, n, time, delta, lsum, ecode, sig8, sig9 = _FIXED.unpack_from(body)
+        if version != VERSION:
+            raise RecordFormatError(f"record version {version} unknown (offset 0)")
+        pos = BODY_FIXED
+        fields = []
+        for what in ("keeper", "book"):
+            ln = body[pos]
+            raw = body[pos + 1 : pos + 1 + ln]
+            if ln == 0 or len(raw) != ln:
+                raise RecordFormatError(f"record {what}: bad length at offset {pos}")
+            try:
+                fields.append(raw.decode())
+            except UnicodeDecodeError:
+                raise RecordFormatError(f"record {what}: not UTF-8 (offset {pos})") from None
+            pos += 1 + ln
+        if pos >= len(body):
+            raise RecordFormatError(f"record truncated at offset {pos} (coded balance)")
+        bl = body[pos]
+        coded = body[pos + 1 : pos + 1 + bl]
+        if len(coded) != bl:
+            raise RecordFormatError(f"record coded balance truncated (offset {pos})")
+        pos += 1 + bl
+        if pos + 2 > len(body):
+            raise RecordFormatError(f"record truncated at offset {pos} (evidence length)")
+        el = int.from_bytes(body[pos : pos + 2], "big")
+        evidence = body[pos + 2 : pos + 2 + el]
+        if len(evidence) != el:
+            raise RecordFormatError(f"record evidence truncated (offset {pos})")
+        pos += 2 + el
+        if pos != len(body):
+            raise RecordFormatError(f"record has {len(body) - pos} trailing bytes (offset {pos})")
+        return cls(
+            fields[0], fields[1], n, kind, time, delta, lsum, ecode, coded, evidence, sig8, sig9
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "keeper": self.keeper,
+            "book": self.book,
+            "n": self.n,
+            "kind": self.kind_name,
+            "time": self.time,
+            "delta": self.delta,
+            "lsum": self.lsum.hex(),
+            "ecode": self.ecode.hex(),
+            "coded_balance": self.coded_bal.hex(),
+            "evidence": self.evidence.hex(),
+            "sig8": self.sig8.hex(),
+            "sig9": self.sig9.hex(),
+        }
+
+
+def body_n(body: bytes) -> int:
+    """Record number stored in record bytes (no full parse)."""
+    return int.from_bytes(body[2:10], "big")
+
+
+@dataclass(frozen=True)
+class Head:
+    """The state of a book after its last record: what the next append builds on.
+
+    ``coded_bal`` is the last record's sealed balance (None for an empty book); ``statement`` and
+    ``sig`` the keeper-signed head statement that names (book, n, hchain)."""
+
+    book: str
+    n: int = 0
+    ecode: bytes = ZERO16
+    hchain: bytes = ZERO32
+    coded_bal: bytes | None = None
+    last_kind: int = 0
+    last_lsum: bytes = ZERO16
+    statement: bytes = b""
+    sig: bytes = b""
+
+    def balance_info(self) -> bytes:
+        return balance_info(self.book, self.n, self.last_kind, self.last_lsum)
+
+
+# ---------------------------------------------------------------------------------------- keys
+
+
+def _low_s(r: int, s: int) -> bytes:
+    if s > suite.HALF_N:
+        s = ec.N - s
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+class BookVerifier:
+    """Checks a keeper's record and head signatures with one cached OpenSSL key object.
+
+    Accepts only low-S signatures (a record has one encoding, as a note does)."""
+
+    def __init__(self, keeper: str, public_key: bytes):
+        self.keeper = keeper
+        self.public_key = bytes(public_key)
+        self._key = None
+        if cec is not None:
+            self._key = cec.EllipticCurvePublicKey.from_encoded_point(
+                cec.SECP256R1(), self.public_key
+            )
+
+    def verify(self, msg: bytes, sig: bytes) -> bool:
+        if len(sig) != SIG_LEN:
+            return False
+        r = int.from_bytes(sig[:32], "big")
+        s = int.from_bytes(sig[32:], "big")
+        if not (1 <= r < ec.N and 1 <= s <= suite.HALF_N):
+            return False
+        if self._key is None:  # pragma: no cover
+            return suite.verify(self.public_key, msg, sig)
+        try:
+            self._key.verify(cutils.encode_dss_signature(r, s), msg, _ECDSA)
+            return True
+        except InvalidSignature:
+            return False
+
+    def check_record(self, rec: Record) -> list[str]:
+        """Names of the record signatures that fail: subset of ['sig8', 'sig9']."""
+        bad = []
+        if rec.keeper != self.keeper or not self.verify(
+            sig8_message(rec.keeper, rec.book, rec.n, rec.ecode), rec.sig8
+        ):
+            bad.append("sig8")
+        if rec.keeper != self.keeper or not self.verify(
+            sig9_message(rec.keeper, rec.book, rec.n, rec.coded_bal), rec.sig9
+        ):
+            bad.append("sig9")
+        return bad
+
+
+_ECDSA = cec.ECDSA(hashes.SHA256(), deterministic_signing=True) if cec is not None else None
+
+
+class _SealContext:
+    __slots__ = ("header", "z", "used")
+
+    def __init__(self, header: bytes, z: bytes):
+        self.header = header
+        self.z = z
+        self.used = 0
+
+
+def _hkdf(z: bytes, ctx: bytes, length: int) -> bytes:
+    """HKDF-SHA-256 exactly as ``hubi_core.ecies`` (salt ``ecies.SALT``), with C-speed HMAC."""
+    prk = hmac.digest(ecies.SALT, z, "sha256")
+    out = b""
+    t = b""
+    i = 1
+    while len(out) < length:
+        t = hmac.digest(prk, t + ctx + bytes([i]), "sha256")
+        out += t
+        i += 1
+    return out[:length]
+
+
+class BookKeys(BookVerifier):
+    """A keeper's private key: signs records and heads, seals and opens balances.
+
+    Signatures are ECDSA P-256 with RFC 6979 nonces and low S: the same bytes as
+    ``hubi_core.suite.sign``. ``repr`` never shows the key."""
+
+    def __init__(self, keeper: str, private: int):
+        suite.check_private(private)
+        self._priv = private
+        self._okey = cec.derive_private_key(private, cec.SECP256R1()) if cec is not None else None
+        super().__init__(keeper, suite.public_key(private))
+        self._recipient = ec.encode_point(ec.decode_point(self.public_key), compressed=True)
+        self._lock = threading.Lock()
+        self._ctx: _SealContext | None = None
+        self._z_cache: OrderedDict[bytes, bytes] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"BookKeys(keeper={self.keeper!r}, key=<secret>)"
+
+    # -- signatures
+    def sign(self, msg: bytes) -> bytes:
+        if self._okey is None:  # pragma: no cover
+            return suite.sign(self._priv, msg)
+        r, s = cutils.decode_dss_signature(self._okey.sign(msg, _ECDSA))
+        return _low_s(r, s)
+
+    def sign_obj(self, obj):
+        """Sign every signed field of a hubi_core Obj with this key (same bytes as codec.sign)."""
+        from hubi_core import codec
+
+        for name in codec.signed_fields(obj.kind):
+            if name in obj.values:
+                obj.sigs[name] = self.sign(codec.field_message(obj, name))
+        obj.raw = None
+        return obj
+
+    # -- balances
+    def _context(self) -> _SealContext:
+        with self._lock:
+            ctx = self._ctx
+            if ctx is None or ctx.used >= SEAL_ROTATE:
+                eph = suite.generate_private()
+                header = bytes([ecies.SUITE_BYTE]) + suite.public_key(eph, compressed=True)
+                z = suite.ecdh(eph, self._recipient)
+                ctx = self._ctx = _SealContext(header, z)
+                self._z_cache[header] = z
+            ctx.used += 1
+            return ctx
+
+    def seal_balance(self, info: bytes, balance: int) -> bytes:
+        """ECIES blob of the balance (i64) for this keeper, openable by ecies.open_sealed."""
+        if not _I64_MIN <= balance <= _I64_MAX:
+            raise ChainError(f"balance {balance} out of the 64-bit range")
+        ctx = self._context()
+        okm = _hkdf(ctx.z, ctx.header + self._recipient + info, aesgcm.KEY_LEN + aesgcm.NONCE_LEN)
+        plain = balance.to_bytes(8, "big", signed=True)
+        if cec is None:  # pragma: no cover
+            return ctx.header + aesgcm.encrypt(okm[:32], okm[32:], plain, ctx.header)
+        return ctx.header + AESGCM(okm[:32]).encrypt(okm[32:], plain, ctx.header)
+
+    def open_balance(self, info: bytes, blob: bytes) -> int:
+        """The balance in a blob sealed to this keeper; ecies errors (ValueError) otherwise."""
+        blob = bytes(blob)
+        header = blob[: ecies.HEADER_LEN]
+        if len(blob) != ecies.OVERHEAD + 8:
+            raise ecies.ShortBlob(
+                f"coded balance is {len(blob)} bytes, expected {ecies.OVERHEAD + 8}"
+            )
+        with self._lock:
+            z = self._z_cache.get(header)
+        if z is None:
+            if header[0] != ecies.SUITE_BYTE:
+                raise ecies.BadSuite("coded balance: byte 0 is not suite 1")
+            try:
+                z = suite.ecdh(self._priv, header[1:])
+            except ValueError as exc:
+                raise ecies.BadPoint(f"coded balance: ephemeral key: {exc}") from None
+            with self._lock:
+                self._z_cache[header] = z
+                while len(self._z_cache) > 1024:
+                    self._z_cache.popitem(last=False)
+        okm = _hkdf(z, header + self._recipient + info, aesgcm.KEY_LEN + aesgcm.NONCE_LEN)
+        try:
+            if cec is None:  # pragma: no cover
+                plain = aesgcm.decrypt(okm[:32], okm[32:], blob[ecies.HEADER_LEN :], header)
+            else:
+                plain = AESGCM(okm[:32]).decrypt(okm[32:], blob[ecies.HEADER_LEN :], header)
+        except Exception:
+            raise ecies.AuthFailed(
+                "coded balance does not open (wrong key, altered blob, or moved to another record)"
+            ) from None
+        return int.from_bytes(plain, "big", signed=True)
+
+    def balance_of(self, head: Head) -> int:
+        """Current balance of a book from its head (0 for an empty book)."""
+        if head.n == 0 or head.coded_bal is None:
+            return 0
+        return self.open_balance(head.balance_info(), head.coded_bal)
+
+
+def seal_to(pub: bytes, plaintext: bytes, info: bytes = b"") -> bytes:
+    """``ecies.seal`` with a fresh ephemeral key, on OpenSSL throughout: the same blob format and
+    key schedule (``ecies.open_sealed`` opens it), about three times faster on CPython."""
+    if cec is None:  # pragma: no cover
+        return ecies.seal(pub, plaintext, info)
+    try:
+        peer = cec.EllipticCurvePublicKey.from_encoded_point(cec.SECP256R1(), bytes(pub))
+    except ValueError as exc:
+        raise ecies.BadPoint(f"ecies: recipient public key: {exc}") from None
+    recipient = peer.public_bytes(_X962, _COMPRESSED)
+    eph = cec.generate_private_key(cec.SECP256R1())
+    header = bytes([ecies.SUITE_BYTE]) + eph.public_key().public_bytes(_X962, _COMPRESSED)
+    z = eph.exchange(cec.ECDH(), peer)
+    okm = _hkdf(z, header + recipient + info, aesgcm.KEY_LEN + aesgcm.NONCE_LEN)
+    return header + AESGCM(okm[:32]).encrypt(okm[32:], plaintext, header)
+
+
+# -------------------------------------------------------------------------------------- append
+
+
+def append(
+    keys: BookKeys,
+    head: Head,
+    *,
+    kind: int,
+    time: int,
+    delta: int,
+    lsum: bytes,
+    evidence: bytes,
+    balance: int | None = None,
+) -> tuple[Record, bytes, bytes]:
+    """Build record head.n + 1 of head.book: (record, body, hchain). Pure: stores nothing.
+
+    ``balance`` is the balance before this record (default: opened from the head's coded
+    balance). The caller stores body and hchain and a new head in one transaction, e.g. with
+    ``Head(book, rec.n, rec.ecode, hchain, rec.coded_bal, kind, lsum, statement, sig)``."""
+    if kind not in KIND_NAMES:
+        raise ChainError(f"unknown record kind {kind}")
+    if len(lsum) != 16:
+        raise ChainError("lsum must be 16 bytes")
+    if balance is None:
+        balance = keys.balance_of(head)
+    n = head.n + 1
+    new_balance = balance + delta
+    ecode = xor16(head.ecode, lsum)
+    coded = keys.seal_balance(balance_info(head.book, n, kind, lsum), new_balance)
+    sig8 = keys.sign(sig8_message(keys.keeper, head.book, n, ecode))
+    sig9 = keys.sign(sig9_message(keys.keeper, head.book, n, coded))
+    rec = Record(
+        keys.keeper, head.book, n, kind, time, delta, lsum, ecode, coded, evidence, sig8, sig9
+    )
+    body = rec.body()
+    return rec, body, chain_hash(head.hchain, n, body)
+
+
+def next_head(rec: Record, hchain: bytes, statement: bytes, sig: bytes) -> Head:
+    return Head(
+        rec.book, rec.n, rec.ecode, hchain, rec.coded_bal, rec.kind, rec.lsum, statement, sig
+    )
+
+
+def sign_heads(
+    keys: BookKeys, time: int, heads: list[tuple[str, int, bytes]]
+) -> tuple[bytes, bytes]:
+    """(statement, signature) for the new heads of one transaction."""
+    statement = head_message(keys.keeper, time, heads)
+    return statement, keys.sign(statement)

@@ -1,0 +1,428 @@
+"""The bank's database: SQLite (WAL) by default, PostgreSQL by URL; one schema, one migration tool.
+
+URLs
+- ``sqlite:///abs/path/bank.db``, ``sqlite://rel/path.db`` or a plain file path: SQLite in WAL
+  mode (``synchronous=NORMAL``: a killed process loses nothing committed; pass
+  ``?synchronous=FULL`` to survive power loss too).
+- ``postgresql://user:pass@host:port/db`` (or ``postgres://``): PostgreSQL through psycopg 3.
+
+Schema (``MIGRATIONS``; ``schema_version`` lists what is applied; ``hubi bank init`` / every open
+applies what is missing, under a lock, so several processes may open one database at once):
+
+    meta(key, value)                                  bank id, bank public key, checkpoint interval
+    accounts(account, template, role, overdraft, flags, opened_at)
+    books(book, n, ecode, hchain, coded_bal, last_kind, last_lsum, statement, sig)   signed heads
+    records(book, n, body, hchain)                    record bytes (records.Record) + hash chain
+    register(seq, book, n)                            every record in booking order (Merkle leaves)
+    register_head(id = 1, size)
+    notes(note_id, digest, payer, serial, payee, amount, status, ..., refusal, settlement, balance_notice)
+    double_issues(digest, note_id, ...)               second notes with a used payer serial
+    notices(id, account, kind, note_id, obj, time)    what each account may fetch
+    checkpoints(tree_size, root, obj, frontier, time) signed RFC 9162 tree heads
+    counters(name, value)                             blocks of serials for bank-signed objects
+    allowances(account, serial, cap, expiry, first_serial, obj, spent)
+
+Locking. PostgreSQL: a booking locks the book rows it appends to (``SELECT ... FOR UPDATE``, in
+account order, so two bookings never deadlock) and, just before commit, the single register_head
+row (so register positions follow commit order and a checkpoint never has a gap below it).
+Different accounts book in parallel; only the register append serialises. SQLite has one writer
+at a time: ``transaction()`` is ``BEGIN IMMEDIATE``, which is the per-account lock and the
+register lock at once; the engine keeps that section short by signing before it takes the lock
+(optimistically, re-signing only if a head moved meanwhile).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = [
+    "MIGRATIONS",
+    "Store",
+    "StoreError",
+    "Tx",
+    "open_store",
+]
+
+
+class StoreError(RuntimeError):
+    """A database that cannot be opened, migrated or used; the message names URL and step."""
+
+
+# --------------------------------------------------------------------------------- migrations
+# One list for both databases: {BLOB} {ID} are filled in per dialect. Never edit an applied step;
+# add a new number.
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "books, records, register, notes, notices, checkpoints",
+        [
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value {BLOB} NOT NULL)",
+            """CREATE TABLE accounts (
+                account TEXT PRIMARY KEY,
+                template {BLOB},
+                role TEXT NOT NULL DEFAULT 'customer',
+                overdraft BIGINT NOT NULL DEFAULT 0,
+                flags BIGINT NOT NULL DEFAULT 0,
+                opened_at BIGINT NOT NULL)""",
+            """CREATE TABLE books (
+                book TEXT PRIMARY KEY,
+                n BIGINT NOT NULL,
+                ecode {BLOB} NOT NULL,
+                hchain {BLOB} NOT NULL,
+                coded_bal {BLOB},
+                last_kind INTEGER NOT NULL,
+                last_lsum {BLOB} NOT NULL,
+                statement {BLOB} NOT NULL,
+                sig {BLOB} NOT NULL)""",
+            """CREATE TABLE records (
+                book TEXT NOT NULL,
+                n BIGINT NOT NULL,
+                body {BLOB} NOT NULL,
+                hchain {BLOB} NOT NULL,
+                PRIMARY KEY (book, n))""",
+            """CREATE TABLE register (
+                seq BIGINT PRIMARY KEY,
+                book TEXT NOT NULL,
+                n BIGINT NOT NULL)""",
+            "CREATE INDEX register_book ON register (book, n)",
+            """CREATE TABLE register_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                size BIGINT NOT NULL)""",
+            "INSERT INTO register_head (id, size) VALUES (1, 0)",
+            """CREATE TABLE notes (
+                note_id {BLOB} PRIMARY KEY,
+                digest {BLOB} NOT NULL,
+                payer TEXT NOT NULL,
+                serial BIGINT NOT NULL,
+                payee TEXT NOT NULL,
+                amount BIGINT NOT NULL,
+                status TEXT NOT NULL,
+                reason_code INTEGER,
+                reason TEXT,
+                debit_n BIGINT,
+                credit_n BIGINT,
+                allowance BIGINT,
+                settle_status INTEGER,
+                time BIGINT NOT NULL,
+                note {BLOB} NOT NULL,
+                refusal {BLOB},
+                settlement {BLOB},
+                balance_notice {BLOB})""",
+            "CREATE INDEX notes_payer ON notes (payer, serial)",
+            "CREATE INDEX notes_payee ON notes (payee)",
+            """CREATE TABLE double_issues (
+                digest {BLOB} PRIMARY KEY,
+                note_id {BLOB} NOT NULL,
+                payer TEXT NOT NULL,
+                serial BIGINT NOT NULL,
+                payee TEXT NOT NULL,
+                note {BLOB} NOT NULL,
+                refusal {BLOB} NOT NULL,
+                time BIGINT NOT NULL)""",
+            "CREATE INDEX double_issues_note ON double_issues (note_id)",
+            """CREATE TABLE notices (
+                id {ID},
+                account TEXT NOT NULL,
+                kind INTEGER NOT NULL,
+                note_id {BLOB} NOT NULL,
+                obj {BLOB} NOT NULL,
+                time BIGINT NOT NULL)""",
+            "CREATE INDEX notices_account ON notices (account, id)",
+            """CREATE TABLE checkpoints (
+                tree_size BIGINT PRIMARY KEY,
+                root {BLOB} NOT NULL,
+                obj {BLOB} NOT NULL,
+                frontier {BLOB} NOT NULL,
+                time BIGINT NOT NULL)""",
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+            """CREATE TABLE allowances (
+                account TEXT NOT NULL,
+                serial BIGINT NOT NULL,
+                cap BIGINT NOT NULL,
+                expiry BIGINT NOT NULL,
+                first_serial BIGINT NOT NULL,
+                obj {BLOB} NOT NULL,
+                spent BIGINT NOT NULL DEFAULT 0,
+                PRIMARY KEY (account, serial))""",
+        ],
+    ),
+]
+
+_DIALECT_WORDS = {
+    "sqlite": {"BLOB": "BLOB", "ID": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"BLOB": "BYTEA", "ID": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"},
+}
+_PG_MIGRATION_LOCK = 0x68756269  # "hubi": advisory lock key while migrating
+
+
+def _fill(sql: str, dialect: str) -> str:
+    return sql.format(**_DIALECT_WORDS[dialect])
+
+
+@dataclass(frozen=True)
+class Location:
+    dialect: str  # 'sqlite' | 'postgresql'
+    target: str  # file path or libpq URL
+    options: dict[str, str]
+
+
+def parse_url(url: str | os.PathLike[str]) -> Location:
+    """Where a database is: ``sqlite:///path``, a file path, or ``postgresql://...``."""
+    text = os.fspath(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        return Location("postgresql", text, {})
+    if text.startswith("sqlite:"):
+        parts = urlsplit(text)
+        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if not path:
+            raise StoreError(f"database URL {text!r} names no file")
+        opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        return Location("sqlite", path, opts)
+    if "://" in text:
+        raise StoreError(f"database URL {text!r}: scheme must be sqlite:// or postgresql://")
+    return Location("sqlite", text, {})
+
+
+def display_url(url: str) -> str:
+    """URL with any password replaced by *** (for messages and logs)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+class Tx:
+    """One connection inside (or outside) a transaction; SQL is written with ``?`` placeholders."""
+
+    def __init__(self, store: Store, conn: Any):
+        self.store = store
+        self.conn = conn
+        self.pg = store.dialect == "postgresql"
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.pg else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.conn.execute(self._sql(sql), tuple(params))
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        if self.pg:
+            with self.conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self.conn.executemany(sql, rows)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
+        row = self.one(sql, params)
+        return default if row is None else row[0]
+
+    # --- meta
+    def meta(self, key: str) -> bytes | None:
+        v = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if v is None else bytes(v)
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def lock_books(self, books: Sequence[str]) -> None:
+        """PostgreSQL: row-lock the books' head rows in a fixed order (no-op on SQLite)."""
+        if self.pg:
+            for b in sorted(set(books)):
+                self.execute("SELECT n FROM books WHERE book = ? FOR UPDATE", (b,))
+
+
+class Store:
+    """A bank database. Thread-safe: each thread gets its own connection."""
+
+    def __init__(self, url: str | os.PathLike[str], *, migrate: bool = True):
+        self.url = os.fspath(url)
+        self.location = parse_url(self.url)
+        self.dialect = self.location.dialect
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        if self.dialect == "sqlite":
+            sync = self.location.options.get("synchronous", "NORMAL").upper()
+            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+                raise StoreError(f"{self.url}: synchronous must be NORMAL, FULL or EXTRA")
+            self._sync = sync
+            parent = Path(self.location.target).parent
+            if not parent.is_dir():
+                raise StoreError(f"cannot open {self.url}: folder {parent} does not exist")
+        if migrate:
+            self.migrate()
+
+    def __repr__(self) -> str:
+        return f"Store({display_url(self.url)!r})"
+
+    # --- connections
+    def _connect(self) -> Any:
+        if self.dialect == "sqlite":
+            try:
+                conn = sqlite3.connect(
+                    self.location.target, timeout=120, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute(f"PRAGMA synchronous={self._sync}")
+                conn.execute("PRAGMA busy_timeout=120000")
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open SQLite database {self.url}: {exc}") from None
+            return conn
+        import psycopg
+
+        try:
+            return psycopg.connect(self.location.target, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to PostgreSQL {display_url(self.url)}: {exc}".strip()
+            ) from None
+
+    def conn(self) -> Any:
+        if self._closed:
+            raise StoreError(f"store {display_url(self.url)} is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED).
+
+        Nested calls on one thread join the outer transaction (they commit with it)."""
+        outer = getattr(self._local, "tx", None)
+        if outer is not None:
+            yield outer
+            return
+        conn = self.conn()
+        tx = Tx(self, conn)
+        self._local.tx = tx
+        try:
+            if self.dialect == "sqlite":
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield tx
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            else:
+                with conn.transaction():
+                    yield tx
+        finally:
+            self._local.tx = None
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """A read-only consistent snapshot (SQLite WAL read transaction; PG REPEATABLE READ)."""
+        conn = self.conn()
+        if self.dialect == "sqlite":
+            conn.execute("BEGIN")
+            try:
+                yield Tx(self, conn)
+            finally:
+                conn.execute("COMMIT")
+        else:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                yield Tx(self, conn)
+
+    def reader(self) -> Tx:
+        """Autocommit access: each statement sees the latest committed data."""
+        return Tx(self, self.conn())
+
+    # --- migrations
+    def migrate(self) -> list[int]:
+        """Apply every missing migration; returns the versions applied now."""
+        applied: list[int] = []
+        conn = self.conn()
+        try:
+            with self.transaction() as tx:
+                if self.dialect == "postgresql":
+                    tx.execute("SELECT pg_advisory_xact_lock(?)", (_PG_MIGRATION_LOCK,))
+                tx.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version ("
+                    "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+                )
+                have = {r[0] for r in tx.all("SELECT version FROM schema_version")}
+                for version, description, steps in MIGRATIONS:
+                    if version in have:
+                        continue
+                    for step in steps:
+                        tx.execute(_fill(step, self.dialect))
+                    tx.execute(
+                        "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                        (version, description, int(__import__("time").time())),
+                    )
+                    applied.append(version)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(
+                f"migrating {display_url(self.url)} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        del conn
+        return applied
+
+    def schema_version(self) -> int:
+        return int(self.reader().scalar("SELECT MAX(version) FROM schema_version", default=0) or 0)
+
+    # --- counters
+    def reserve(self, name: str, count: int) -> int:
+        """Reserve `count` consecutive values of counter `name`; returns the first (from 1)."""
+        with self.transaction() as tx:
+            row = tx.one(
+                "INSERT INTO counters (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = counters.value + excluded.value "
+                "RETURNING value",
+                (name, count),
+            )
+        assert row is not None
+        return int(row[0]) - count + 1
+
+
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
+    """Open (and by default migrate) the bank database at `url`."""
+    return Store(url, migrate=migrate)
