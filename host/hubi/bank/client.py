@@ -243,13 +243,13 @@ class BankClient:
         return self._json("GET", "/v1/checkpoints/latest")
 
     def inclusion_proof(
-        self, tree_size: int, index: int | None = None, book: str | None = None, number=None
+        self, book: str, number: int, tree_size: int | None = None
     ) -> dict[str, Any]:
-        params = [("tree_size", str(tree_size))]
-        if index is not None:
-            params.append(("index", str(index)))
-        if book is not None:
-            params += [("book", book), ("number", str(number))]
+        """RFC 9162 inclusion proof of record (book, number); check it with
+        ``hubi.bank.engine.verify_inclusion_proof``."""
+        params = [("book", book), ("number", str(number))]
+        if tree_size is not None:
+            params.append(("tree_size", str(tree_size)))
         return self._json("GET", "/v1/proofs/inclusion", params=params)
 
     def consistency_proof(self, first: int, second: int) -> dict[str, Any]:
@@ -266,10 +266,10 @@ class BankClient:
         doc = self._json("POST", "/v1/backup/records", body=body, content_type="application/json")
         return doc["records"]
 
-    def replication_log(self, after: int, limit: int = 500) -> dict[str, Any]:
-        """Records of the register in booking order after sequence number `after`."""
+    def replication_log(self, start: int, limit: int = 500) -> dict[str, Any]:
+        """Register entries (with their records) from sequence number `start` on, in order."""
         return self._json(
-            "GET", "/v1/replication/log", params=[("after", str(after)), ("limit", str(limit))]
+            "GET", "/v1/replication/log", params=[("from", str(start)), ("limit", str(limit))]
         )
 
 

@@ -1,0 +1,694 @@
+"""The bank node's HTTP/JSON API (FastAPI): see docs/bank-api.md for every endpoint.
+
+``create_app(node)`` builds the ASGI app around a :class:`Node` (the engine plus the things the
+HTTP layer needs: trust, request authenticator, metrics). Rules the app keeps:
+
+- Note upload is open to anyone and idempotent; everything under /v1 apart from it needs a
+  signed request (hubi.bank.auth) and the right role.
+- Bad input never gives a 5xx: every error reply is JSON ``{"error": code, "message": text,
+  "field": name-or-null}`` with a 4xx status; the codes are listed in docs/bank-api.md.
+- Request bodies are capped (``max_body``, default 64 KiB) before they are read into memory.
+- Nothing secret is logged: keys never pass through this layer, and request logs name the route,
+  not headers or bodies.
+"""
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hubi.bank import auth
+from hubi.bank.auth import AuthError, Caller, Role
+from hubi_core import codec
+from hubi_core.errors import CodecError, HubiError
+
+log = logging.getLogger("hubi.bank.api")
+
+DEFAULT_MAX_BODY = 64 * 1024
+MAX_PAGE = 5000
+ACCOUNT_PATTERN = r"^[A-Z0-9]{2,16}-[A-Za-z0-9._]{1,30}$"
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class ApiError(Exception):
+    """An error reply: HTTP status, a stable code, a message naming what is wrong."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": code, "message": message, "field": field}
+
+
+class ErrorModel(BaseModel):
+    error: str = Field(description="stable machine-readable code, e.g. bad-hex, role-denied")
+    message: str = Field(description="what is wrong, for people")
+    field: str | None = Field(None, description="the header, parameter or field at fault")
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    texts = {
+        400: "bad input (bad hex/base64, unknown kind, malformed object or header)",
+        401: "unsigned, unknown caller, bad signature, stale timestamp or replayed nonce",
+        403: "role denied",
+        404: "not found",
+        413: "request body over the size cap",
+        422: "parameter out of range or of the wrong type",
+        429: "too many signed requests in the time window",
+    }
+    return {s: {"model": ErrorModel, "description": texts[s]} for s in statuses}
+
+
+SIGNED_ERRORS = _errors(400, 401, 403, 413, 422, 429)
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+class Metrics:
+    """Prometheus metrics of one node (own registry: several apps may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.uploads = Counter(
+            "hubi_uploads",
+            "Uploaded objects by outcome (booked, refused, bounced, invalid)",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.booking = Histogram(
+            "hubi_booking_seconds",
+            "Time to verify and book one uploaded note (engine call)",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "hubi_http_requests",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "hubi_http_errors",
+            "Error replies by code (internal = 5xx)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.replicated = Counter(
+            "hubi_replica_records",
+            "Records copied from the primary (hot backup nodes only)",
+            registry=self.registry,
+        )
+        for outcome in ("booked", "refused", "bounced", "invalid"):
+            self.uploads.labels(outcome)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+# --------------------------------------------------------------------------------------- node
+
+
+@dataclass
+class Node:
+    """What the HTTP layer serves: a bank's engine (or a hot backup's store) plus auth, metrics."""
+
+    bank: str
+    backend: Any  # hubi.bank.service.Backend (primary) or hubi.bank.replica.Replica
+    authenticator: auth.Authenticator
+    role: str = "primary"  # or "replica"
+    max_body: int = DEFAULT_MAX_BODY
+    metrics: Metrics = field(default_factory=Metrics)
+    started: float = field(default_factory=time.time)
+    on_startup: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------------- middleware
+
+
+class BodyLimit:
+    """Refuse bodies over `max_body` bytes with 413, before they are held in memory."""
+
+    def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics):
+        self.app = app
+        self.max_body = max_body
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    n = int(value)
+                except ValueError:
+                    await self._reply(send, 400, "bad-header", "Content-Length is not a number")
+                    return
+                if n > self.max_body:
+                    await self._too_large(send)
+                    return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge()
+            return msg
+
+        async def track(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, track)
+        except _TooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        await self._reply(
+            send, 413, "body-too-large", f"request body over the cap of {self.max_body} bytes"
+        )
+
+    async def _reply(self, send: Send, status: int, code: str, message: str) -> None:
+        self.metrics.errors.labels(code).inc()
+        body = json.dumps(error_body(code, message)).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+# ---------------------------------------------------------------------------- response models
+
+
+class UploadJson(BaseModel):
+    hex: str | None = Field(None, description="the object's bytes as hex")
+    base64: str | None = Field(None, description="the object's bytes as standard base64")
+
+
+class NoticeOut(BaseModel):
+    kind: str = Field(description="SettlementNotice, BalanceNotice or Refusal")
+    account: str | None = Field(None, description="the account the notice is for")
+    note_id: str | None = Field(None, description="hex id of the note it is about")
+    hex: str = Field(description="the bank-signed object's bytes, hex")
+    id: int | None = Field(None, description="cursor: pass as ?after= to fetch newer ones")
+    time: int | None = None
+
+
+class UploadOut(BaseModel):
+    note_id: str
+    kind: str = "Note"
+    outcome: str = Field(description="booked | refused | bounced")
+    status: str | None = Field(None, description="the engine's status (booked, refused, ...)")
+    reason_code: int | None = None
+    reason: str | None = None
+    reason_name: str | None = None
+    refusal: str | None = Field(None, description="hex of the bank-signed Refusal")
+    duplicate: bool = Field(False, description="the node had this note before: first answer")
+    payer: str | None = None
+    payee: str | None = None
+    amount: int | None = None
+    debit: dict[str, Any] | None = None
+    credit: dict[str, Any] | None = None
+    notices: list[NoticeOut] = []
+
+
+class NoticesOut(BaseModel):
+    account: str
+    notices: list[NoticeOut]
+
+
+class BookOut(BaseModel):
+    account: str
+    length: int = Field(description="records in the book")
+    head: dict[str, Any] = Field(description="the bank-signed head (n, hchain, statement, sig)")
+    records: list[dict[str, Any]]
+
+
+class RecordsIn(BaseModel):
+    records: list[dict[str, Any]] = Field(
+        description='names of records: [{"book": "BKA-000001", "number": 7}, ...]',
+        max_length=MAX_PAGE,
+    )
+
+
+class RecordsOut(BaseModel):
+    records: list[dict[str, Any]]
+    missing: list[dict[str, Any]] = []
+
+
+class HealthOut(BaseModel):
+    status: str
+    bank: str
+    role: str
+    uptime: float
+    detail: dict[str, Any] = {}
+
+
+# ------------------------------------------------------------------------------------ the app
+
+
+def _decode_upload(body: bytes, content_type: str) -> bytes:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad-json", "body is not JSON") from None
+        if not isinstance(doc, dict):
+            raise ApiError(400, "bad-json", 'body must be a JSON object {"hex": ...}')
+        unknown = sorted(set(doc) - {"hex", "base64"})
+        if unknown:
+            raise ApiError(400, "bad-json", f"unknown field(s): {', '.join(unknown)}", unknown[0])
+        if ("hex" in doc) == ("base64" in doc):
+            raise ApiError(400, "bad-json", 'give exactly one of "hex" or "base64"')
+        if "hex" in doc:
+            text = doc["hex"]
+            if not isinstance(text, str):
+                raise ApiError(400, "bad-hex", "hex must be a string", "hex")
+            try:
+                return bytes.fromhex(text)
+            except ValueError as exc:
+                raise ApiError(400, "bad-hex", f"hex: {exc}", "hex") from None
+        text = doc["base64"]
+        if not isinstance(text, str):
+            raise ApiError(400, "bad-base64", "base64 must be a string", "base64")
+        try:
+            return base64.b64decode(text.encode("ascii"), validate=True)
+        except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+            raise ApiError(400, "bad-base64", f"base64: {exc}", "base64") from None
+    if ctype in ("application/octet-stream", ""):
+        return body
+    if ctype == "text/plain":  # hex typed by hand (curl -d @note.hex)
+        try:
+            return bytes.fromhex(body.decode("ascii"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ApiError(400, "bad-hex", f"text body must be hex: {exc}") from None
+    raise ApiError(
+        415,
+        "unsupported-media-type",
+        f"Content-Type {ctype} not accepted: use application/octet-stream, application/json "
+        "or text/plain (hex)",
+        "Content-Type",
+    )
+
+
+def create_app(node: Node) -> FastAPI:
+    """The ASGI app of one bank node (primary or hot backup)."""
+    m = node.metrics
+    backend = node.backend
+
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        for fn in node.on_startup:
+            r = fn()
+            if r is not None:
+                await r
+        yield
+        for fn in node.on_shutdown:
+            r = fn()
+            if r is not None:
+                await r
+
+    app = FastAPI(
+        title=f"hubi bank node {node.bank}",
+        version="1",
+        description=(
+            "Bank node of hubi account money: note upload (open to anyone), notices, books, "
+            "audit, checkpoints and proofs, hot-backup records. Every /v1 request other than "
+            "the note upload is signed (X-Hubi-* headers); see docs/bank-api.md."
+        ),
+        lifespan=lifespan,
+    )
+
+    # ----------------------------------------------------------------- error handlers
+    def _reply(exc_status: int, code: str, message: str, fld: str | None) -> JSONResponse:
+        m.errors.labels(code).inc()
+        return JSONResponse(error_body(code, message, fld), status_code=exc_status)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _reply(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
+        return _reply(exc.status, exc.code, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = exc.errors()
+        first = errs[0] if errs else {}
+        loc = [str(x) for x in first.get("loc", ())]
+        where = ".".join(loc[1:]) if len(loc) > 1 else ".".join(loc)
+        msg = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg')}" for e in errs[:5]
+        )
+        return _reply(422, "bad-parameter", msg or "invalid request", where or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not-found", 405: "method-not-allowed", 413: "body-too-large"}
+        code = codes.get(exc.status_code, "http-%d" % exc.status_code)
+        return _reply(exc.status_code, code, str(exc.detail), None)
+
+    @app.exception_handler(CodecError)
+    async def _codec_error(request: Request, exc: CodecError) -> JSONResponse:
+        code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
+        return _reply(400, code, f"{type(exc).__name__}: {exc}", None)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _reply(500, "internal", f"internal error ({type(exc).__name__})", None)
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):  # type: ignore[no-untyped-def]
+        resp = await call_next(request)
+        route = request.scope.get("route")
+        name = getattr(route, "path", "unmatched")
+        m.requests.labels(request.method, name, str(resp.status_code)).inc()
+        return resp
+
+    # -------------------------------------------------------------------- auth helper
+    async def signed(
+        request: Request,
+        x_hubi_caller: Annotated[str | None, Header(description="caller identity")] = None,
+        x_hubi_time: Annotated[str | None, Header(description="Unix seconds")] = None,
+        x_hubi_nonce: Annotated[str | None, Header(description="16-64 chars, once")] = None,
+        x_hubi_signature: Annotated[str | None, Header(description="hex r||s")] = None,
+        x_hubi_template: Annotated[
+            str | None, Header(description="caller's Template (hex, accounts)")
+        ] = None,
+    ) -> Caller:
+        body = await request.body()
+        headers = {
+            k: v
+            for k, v in (
+                (auth.H_CALLER, x_hubi_caller),
+                (auth.H_TIME, x_hubi_time),
+                (auth.H_NONCE, x_hubi_nonce),
+                (auth.H_SIG, x_hubi_signature),
+                (auth.H_TEMPLATE, x_hubi_template),
+            )
+            if v is not None
+        }
+        qs = request.scope.get("query_string", b"").decode("latin-1")
+        try:
+            return await run_in_threadpool(
+                node.authenticator.authenticate,
+                request.method,
+                request.url.path,
+                qs,
+                headers,
+                body,
+            )
+        except AuthError:
+            raise
+        except HubiError as exc:
+            raise AuthError(401, "unknown-caller", str(exc)) from None
+
+    SignedCaller = Annotated[Caller, Depends(signed)]
+
+    # ------------------------------------------------------------------- operational
+    @app.get("/health", response_model=HealthOut, tags=["node"])
+    def health() -> HealthOut:
+        """Liveness and a few figures; unsigned."""
+        try:
+            detail = backend.health()
+            status = "ok"
+        except Exception as exc:  # the node is up but its store is not: say so, do not 500
+            log.warning("health: store check failed: %s", type(exc).__name__)
+            detail = {"store": f"unavailable ({type(exc).__name__})"}
+            status = "degraded"
+        return HealthOut(
+            status=status,
+            bank=node.bank,
+            role=node.role,
+            uptime=round(time.time() - node.started, 3),
+            detail=detail,
+        )
+
+    @app.get(
+        "/metrics",
+        tags=["node"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+    )
+    def metrics() -> Response:
+        """Prometheus metrics: uploads by outcome, booking latency, requests, errors."""
+        return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------------------ upload
+    if node.role == "primary":
+
+        @app.post(
+            "/v1/notes",
+            response_model=UploadOut,
+            tags=["upload"],
+            responses=_errors(400, 413, 422),
+            openapi_extra={
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        },
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "hex": {"type": "string"},
+                                    "base64": {"type": "string"},
+                                },
+                                "additionalProperties": False,
+                            }
+                        },
+                        "text/plain": {"schema": {"type": "string"}},
+                    },
+                }
+            },
+        )
+        async def upload(request: Request) -> UploadOut:
+            """Upload a note (or a Receipt): open to anyone, idempotent by note id.
+
+            Body: the raw bytes (application/octet-stream), JSON {"hex": ...} or
+            {"base64": ...}, or hex as text/plain. The reply names the outcome: booked,
+            refused (with reason) or bounced (with the bank-signed Refusal), plus notices."""
+            body = await request.body()
+            data = _decode_upload(body, request.headers.get("content-type", ""))
+            if not data:
+                m.uploads.labels("invalid").inc()
+                raise ApiError(400, "empty-body", "no object in the body")
+            try:
+                kind = codec.peek_kind(data)
+            except CodecError as exc:
+                m.uploads.labels("invalid").inc()
+                code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
+                raise ApiError(400, code, f"{type(exc).__name__}: {exc}") from None
+            if kind not in backend.UPLOAD_KINDS:
+                m.uploads.labels("invalid").inc()
+                raise ApiError(
+                    400,
+                    "unsupported-kind",
+                    f"a {codec.kind_name(kind)} cannot be uploaded here (accepted: "
+                    + ", ".join(codec.kind_name(k) for k in sorted(backend.UPLOAD_KINDS))
+                    + ")",
+                )
+            t0 = time.perf_counter()
+            try:
+                out = await run_in_threadpool(backend.upload, data)
+            except CodecError as exc:
+                m.uploads.labels("invalid").inc()
+                code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
+                raise ApiError(400, code, f"{type(exc).__name__}: {exc}") from None
+            m.booking.observe(time.perf_counter() - t0)
+            m.uploads.labels(out["outcome"]).inc()
+            return UploadOut(**out)
+
+    # ----------------------------------------------------------------- customers
+    @app.get(
+        "/v1/accounts/{account}/notices",
+        response_model=NoticesOut,
+        tags=["accounts"],
+        responses=SIGNED_ERRORS,
+    )
+    def notices(
+        caller: SignedCaller,
+        account: Annotated[str, _account_path()],
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> NoticesOut:
+        """Notices for an account (signed by that account, or by the bank itself)."""
+        _primary_only(node)
+        auth.require_account_access(caller, account, regulator=False)
+        return NoticesOut(account=account, notices=backend.notices(account, after, limit))
+
+    @app.get(
+        "/v1/accounts/{account}/book",
+        response_model=BookOut,
+        tags=["accounts"],
+        responses=SIGNED_ERRORS | _errors(404),
+    )
+    def book(
+        caller: SignedCaller,
+        account: Annotated[str, _account_path()],
+        start: Annotated[int, Query(alias="from", ge=1, le=2**62)] = 1,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+    ) -> BookOut:
+        """A page of an account's book: its owner, a regulator or the bank itself."""
+        auth.require_account_access(caller, account, regulator=True)
+        doc = backend.book(account, start, limit)
+        if doc is None:
+            raise ApiError(404, "not-found", f"no book for account {account}", "account")
+        return BookOut(**doc)
+
+    # -------------------------------------------------------------------- regulators
+    @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS)
+    def audit(
+        caller: SignedCaller,
+        book: Annotated[list[str] | None, Query(description="limit to these books")] = None,
+        chain_only: bool = False,
+    ) -> dict[str, Any]:
+        """Run the audit over the register (or some books): findings by book and record."""
+        _primary_only(node)
+        auth.require(caller, Role.REGULATOR, Role.SELF)
+        return backend.audit(book or None, chain_only)
+
+    # ------------------------------------------------------------- checkpoints/proofs
+    @app.get("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS)
+    def checkpoints(
+        caller: SignedCaller,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        """Signed Merkle tree heads of the register (any signed caller)."""
+        _primary_only(node)
+        return {"checkpoints": backend.checkpoints(after, limit)}
+
+    @app.get("/v1/checkpoints/latest", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
+    def latest_checkpoint(caller: SignedCaller) -> dict[str, Any]:
+        _primary_only(node)
+        cp = backend.latest_checkpoint()
+        if cp is None:
+            raise ApiError(404, "not-found", "no checkpoint yet")
+        return cp
+
+    @app.get("/v1/proofs/inclusion", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
+    def inclusion(
+        caller: SignedCaller,
+        book: Annotated[str, Query(pattern=ACCOUNT_PATTERN)],
+        number: Annotated[int, Query(ge=1, le=2**62)],
+        tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    ) -> dict[str, Any]:
+        """RFC 9162 inclusion proof of record (book, number) under a signed checkpoint (default:
+        the newest one that covers it)."""
+        _primary_only(node)
+        return backend.inclusion_proof(tree_size, book, number)
+
+    @app.get("/v1/proofs/consistency", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
+    def consistency(
+        caller: SignedCaller,
+        first: Annotated[int, Query(ge=1, le=2**62)],
+        second: Annotated[int, Query(ge=1, le=2**62)],
+    ) -> dict[str, Any]:
+        """RFC 9162 consistency proof between two tree heads."""
+        _primary_only(node)
+        if first > second:
+            raise ApiError(422, "bad-parameter", "first must not exceed second", "first")
+        return backend.consistency_proof(first, second)
+
+    # ------------------------------------------------------------ hot backup records
+    @app.post(
+        "/v1/backup/records",
+        response_model=RecordsOut,
+        tags=["backup"],
+        responses=SIGNED_ERRORS,
+    )
+    def backup_records(caller: SignedCaller, body: RecordsIn) -> RecordsOut:
+        """Named records with their signatures (the bank itself or a regulator)."""
+        auth.require(caller, Role.SELF, Role.REGULATOR)
+        names: list[tuple[str, int]] = []
+        for i, item in enumerate(body.records):
+            b, n = item.get("book"), item.get("number")
+            if not isinstance(b, str) or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ApiError(
+                    422,
+                    "bad-parameter",
+                    f"records[{i}] must be {{'book': account id, 'number': n >= 1}}",
+                    f"records.{i}",
+                )
+            names.append((b, n))
+        found, missing = backend.records(names)
+        return RecordsOut(records=found, missing=missing)
+
+    @app.get("/v1/replication/log", tags=["backup"], responses=SIGNED_ERRORS)
+    def replication_log(
+        caller: SignedCaller,
+        start: Annotated[int, Query(alias="from", ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 500,
+    ) -> dict[str, Any]:
+        """Register entries from sequence number `from` on, with their records, in booking
+        order (the bank's own hot backup pulls these)."""
+        _primary_only(node)
+        auth.require(caller, Role.SELF)
+        return backend.log(start, limit)
+
+    app.state.node = node
+    app.add_middleware(BodyLimit, max_body=node.max_body, metrics=m)
+    return app
+
+
+def _account_path():  # type: ignore[no-untyped-def]
+    from fastapi import Path as PathParam
+
+    return PathParam(pattern=ACCOUNT_PATTERN, description="account id, e.g. BKA-000000000042")
+
+
+def _primary_only(node: Node) -> None:
+    if node.role != "primary":
+        raise ApiError(404, "not-found", "a hot-backup node serves /v1/backup/records only")

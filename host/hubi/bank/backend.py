@@ -1,0 +1,259 @@
+"""What the HTTP layer (``api``) asks of a primary bank node, on top of ``engine.BankEngine``.
+
+Every method returns plain JSON-able values and turns the engine's errors into ``ApiError``s with
+a 4xx status and a code (unknown account → 404 not-found, a note the engine cannot parse → 400
+bad-object, an interbank note before issue 5's consortium path → 409 not-local, ...). Outcomes
+are named for the merchant:
+
+    engine status        reply outcome
+    booked               booked    (+ the payee's SettlementNotice)
+    refused, funds       bounced   (+ the bank-signed Refusal)
+    refused, other       refused   (double issuance, allowance, expiry; + Refusal)
+    rejected             refused   (bad signature, bad template, unknown account; + Refusal)
+    debited / credited   booked    (one side of an interbank note, issue 5)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hubi.bank import engine as eng_mod
+from hubi.bank import merkle
+from hubi.bank.api import ApiError
+from hubi.bank.replica import record_json
+from hubi.bank.store import display_url
+from hubi_core import codec
+
+BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
+
+
+def outcome_name(out: eng_mod.Outcome) -> str:
+    if out.ok:
+        return "booked"
+    if out.status == eng_mod.REFUSED and out.reason_code in BOUNCE_REASONS:
+        return "bounced"
+    return "refused"
+
+
+class EngineBackend:
+    """A primary node's backend: one BankEngine (thread-safe) behind the API."""
+
+    UPLOAD_KINDS: frozenset[int] = frozenset({codec.NOTE})
+
+    def __init__(self, engine: eng_mod.BankEngine):
+        self.engine = engine
+        self.bank = engine.bank
+
+    @classmethod
+    def open(
+        cls,
+        home: Path,
+        bank: str,
+        url: str,
+        trust: Any = None,
+        identity: Any = None,
+        checkpoint_every: int | None = None,
+    ) -> EngineBackend:
+        if identity is not None and trust is not None:
+            from hubi import kmc as kmc_mod
+
+            kw: dict[str, Any] = {"checkpoint_every": checkpoint_every}
+            tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
+            if tpath.exists():
+                kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+            return cls(eng_mod.BankEngine(url, identity, trust, **kw))
+        return cls(
+            eng_mod.BankEngine.open(url, home=home, bank=bank, checkpoint_every=checkpoint_every)
+        )
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # ------------------------------------------------------------------------ helpers
+    def template_of(self, account: str) -> bytes | None:
+        """The Template this bank issued to `account` (None if it has no such account)."""
+        info = self.engine.account(account)
+        return None if info is None else info.template
+
+    def health(self) -> dict[str, Any]:
+        e = self.engine
+        last = e.latest_checkpoint()
+        return {
+            "store": e.store.dialect,
+            "database": display_url(e.store.url),
+            "register_size": e.register_size(),
+            "checkpoint_every": e.checkpoint_every,
+            "latest_checkpoint": last.tree_size if last else None,
+        }
+
+    # ------------------------------------------------------------------------- upload
+    def upload(self, data: bytes) -> dict[str, Any]:
+        try:
+            out = self.engine.book(data)
+        except eng_mod.MalformedNote as exc:
+            raise ApiError(400, "bad-object", str(exc)) from None
+        except eng_mod.NotLocal as exc:
+            raise ApiError(409, "not-local", str(exc)) from None
+        return self.outcome_json(out)
+
+    @staticmethod
+    def outcome_json(out: eng_mod.Outcome) -> dict[str, Any]:
+        notices = []
+        if out.settlement:
+            notices.append(
+                {
+                    "kind": "SettlementNotice",
+                    "account": out.payee,
+                    "note_id": out.note_id.hex() if out.note_id else None,
+                    "hex": out.settlement.hex(),
+                }
+            )
+        return {
+            "note_id": out.note_id.hex() if out.note_id else "",
+            "kind": "Note",
+            "outcome": outcome_name(out),
+            "status": out.status,
+            "reason_code": out.reason_code,
+            "reason": out.reason,
+            "reason_name": codec.REASON_NAMES.get(out.reason_code) if out.reason_code else None,
+            "refusal": out.refusal.hex() if out.refusal else None,
+            "duplicate": bool(out.replay),
+            "payer": out.payer,
+            "payee": out.payee,
+            "amount": out.amount,
+            "debit": {"book": out.payer, "number": out.debit_n} if out.debit_n else None,
+            "credit": {"book": out.payee, "number": out.credit_n} if out.credit_n else None,
+            "notices": notices,
+        }
+
+    # ----------------------------------------------------------------- accounts/books
+    def notices(self, account: str, after: int, limit: int) -> list[dict[str, Any]]:
+        rows = self.engine.notices(account, after, limit)
+        return [
+            {
+                "id": r.id,
+                "kind": codec.kind_name(r.kind),
+                "account": r.account,
+                "note_id": r.note_id.hex(),
+                "hex": r.obj.hex(),
+                "time": r.time,
+            }
+            for r in rows
+        ]
+
+    def book(self, account: str, start: int, limit: int) -> dict[str, Any] | None:
+        e = self.engine
+        try:
+            head = e.head(account)
+        except eng_mod.UnknownAccount:
+            return None
+        recs = e.records(account, start, start + limit - 1)
+        return {
+            "account": account,
+            "length": head.n,
+            "head": {
+                "n": head.n,
+                "hchain": head.hchain.hex(),
+                "ecode": head.ecode.hex(),
+                "statement": head.statement.hex(),
+                "sig": head.sig.hex(),
+            },
+            "records": [_stored_json(r) for r in recs],
+        }
+
+    # -------------------------------------------------------------------------- audit
+    def audit(self, books: list[str] | None, chain_only: bool) -> dict[str, Any]:
+        try:
+            from hubi.bank import audit as audit_mod
+        except ImportError:
+            raise ApiError(404, "not-found", "this node has no audit library") from None
+        return audit_mod.api_audit(self.engine, books=books, chain_only=chain_only)
+
+    # --------------------------------------------------------------- checkpoints/proofs
+    def checkpoints(self, after: int, limit: int) -> list[dict[str, Any]]:
+        out = [c.as_dict() for c in self.engine.checkpoints() if c.tree_size > after]
+        return out[:limit]
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        c = self.engine.latest_checkpoint()
+        return None if c is None else c.as_dict()
+
+    def inclusion_proof(self, tree_size: int | None, book: str, number: int) -> dict[str, Any]:
+        try:
+            return self.engine.inclusion_proof(book, number, tree_size)
+        except eng_mod.BankEngineError as exc:
+            raise ApiError(404, "not-found", str(exc)) from None
+        except merkle.MerkleError as exc:
+            raise ApiError(422, "bad-parameter", str(exc)) from None
+
+    def consistency_proof(self, first: int, second: int) -> dict[str, Any]:
+        size = self.engine.register_size()
+        if second > size:
+            raise ApiError(
+                404, "not-found", f"the register has {size} entries, fewer than {second}", "second"
+            )
+        try:
+            path = self.engine.consistency_proof(first, second)
+        except eng_mod.BankEngineError as exc:
+            raise ApiError(409, "register-damaged", str(exc)) from None
+        except merkle.MerkleError as exc:
+            raise ApiError(422, "bad-parameter", str(exc)) from None
+        cps = {c.tree_size: c for c in self.engine.checkpoints()}
+        return {
+            "first": first,
+            "second": second,
+            "path": [p.hex() for p in path],
+            "first_checkpoint": cps[first].obj.hex() if first in cps else None,
+            "second_checkpoint": cps[second].obj.hex() if second in cps else None,
+        }
+
+    # ------------------------------------------------------------- hot backup records
+    def records(
+        self, names: Sequence[tuple[str, int]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        got = {(r.book, r.n): r for r in self.engine.records_by_name(names)}
+        found, missing = [], []
+        reader = self.engine.store.reader()
+        for book, n in names:
+            r = got.get((book, n))
+            if r is None:
+                missing.append({"book": book, "number": n})
+                continue
+            seq = reader.scalar("SELECT seq FROM register WHERE book = ? AND n = ?", (book, n))
+            found.append(
+                record_json(-1 if seq is None else int(seq), r.book, r.n, r.body, r.hchain)
+            )
+        return found, missing
+
+    def log(self, start: int, limit: int) -> dict[str, Any]:
+        """Register entries seq >= start with their records, in register order."""
+        reader = self.engine.store.reader()
+        rows = reader.all(
+            "SELECT g.seq, g.book, g.n, r.body, r.hchain FROM register g "
+            "JOIN records r ON r.book = g.book AND r.n = g.n "
+            "WHERE g.seq >= ? ORDER BY g.seq LIMIT ?",
+            (start, limit),
+        )
+        size = self.engine.register_size()
+        return {
+            "from": start,
+            "register_size": size,
+            "records": [
+                record_json(int(s), b, int(n), bytes(body), bytes(h)) for s, b, n, body, h in rows
+            ],
+        }
+
+
+def _stored_json(r: eng_mod.StoredRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "book": r.book,
+        "number": r.n,
+        "body": r.body.hex(),
+        "hchain": r.hchain.hex(),
+    }
+    with contextlib.suppress(ValueError):
+        out["record"] = r.record.to_json()
+    return out

@@ -1,0 +1,355 @@
+"""Hot backup (DESIGN §1 热备份): a node that copies a primary's records and hands out named
+records, with their signatures, on request.
+
+The replica pulls ``GET /v1/replication/log?from=SEQ`` from its primary, signed with the bank's
+own identity key (role ``bank``: only the bank itself may replicate its register), and keeps every
+record in its own database, in the primary's register order:
+
+    replica_records(seq PRIMARY KEY, book, n, body, hchain)   UNIQUE (book, n)
+    replica_meta(key PRIMARY KEY, value)                      primary bank id
+
+Before storing a record it checks the keeper's signatures (sig8 over the evidence code, sig9 over
+the coded balance) under the bank's public key from the trust bundle, and the SHA-256 hash chain
+against the previous record of the same book when it holds that one. A record that fails is not
+stored; the replica stops pulling and reports it in /health (a primary that serves bad records
+is exactly what an audit should look at).
+
+It serves ``POST /v1/backup/records`` (the bank itself or a regulator): ``hubi audit restore
+--backup URL`` asks for exactly the records its audit found missing and puts them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hubi.bank import records as rec_mod
+from hubi.bank.auth import Signer
+from hubi.bank.client import BankClient, BankError, BankUnavailable
+
+log = logging.getLogger("hubi.bank.replica")
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS replica_records (
+        seq BIGINT PRIMARY KEY,
+        book TEXT NOT NULL,
+        n BIGINT NOT NULL,
+        body {BLOB} NOT NULL,
+        hchain {BLOB} NOT NULL,
+        UNIQUE (book, n))""",
+    "CREATE TABLE IF NOT EXISTS replica_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+]
+
+
+class ReplicaError(RuntimeError):
+    pass
+
+
+class ReplicaStore:
+    """The replica's own database: SQLite (file path or sqlite:///path) or PostgreSQL URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.pg = url.startswith(("postgresql://", "postgres://"))
+        self._local = threading.local()
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+        blob = "BYTEA" if self.pg else "BLOB"
+        with self.tx() as c:
+            for sql in SCHEMA:
+                self._exec(c, sql.format(BLOB=blob))
+
+    def _path(self) -> str:
+        if self.url.startswith("sqlite:"):
+            rest = self.url[len("sqlite:") :]
+            return rest[2:] if rest.startswith("//") else rest
+        return self.url
+
+    def conn(self) -> Any:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            if self.pg:
+                import psycopg
+
+                c = psycopg.connect(self.url, autocommit=True)
+            else:
+                path = self._path()
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                c = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+                c.execute("PRAGMA journal_mode=WAL")
+                c.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    def _exec(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.pg:
+            sql = sql.replace("?", "%s")
+        return c.execute(sql, tuple(params))
+
+    @contextlib.contextmanager
+    def tx(self):  # type: ignore[no-untyped-def]
+        c = self.conn()
+        if self.pg:
+            with c.transaction():
+                yield c
+        else:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        return self._exec(self.conn(), sql, params).fetchall()
+
+    def next_seq(self) -> int:
+        """The register position to pull next (positions start at 0)."""
+        row = self.query("SELECT MAX(seq) FROM replica_records")
+        return 0 if row[0][0] is None else int(row[0][0]) + 1
+
+    def count(self) -> int:
+        return int(self.query("SELECT COUNT(*) FROM replica_records")[0][0])
+
+    def previous(self, book: str, n: int) -> bytes | None:
+        """hchain of record n-1 of `book` (32 zero bytes for n = 1), None if not held."""
+        if n == 1:
+            return rec_mod.ZERO32
+        rows = self.query(
+            "SELECT hchain FROM replica_records WHERE book = ? AND n = ?", (book, n - 1)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def put(self, rows: Sequence[tuple[int, str, int, bytes, bytes]]) -> int:
+        """Store (seq, book, n, body, hchain) rows; rows already held are skipped."""
+        if not rows:
+            return 0
+        added = 0
+        with self.tx() as c:
+            for seq, book, n, body, hchain in rows:
+                cur = self._exec(
+                    c,
+                    "INSERT INTO replica_records (seq, book, n, body, hchain) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    (seq, book, n, body, hchain),
+                )
+                added += max(cur.rowcount, 0)
+        return added
+
+    def get(self, names: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
+        out: dict[tuple[str, int], tuple] = {}
+        for book, n in names:
+            rows = self.query(
+                "SELECT seq, book, n, body, hchain FROM replica_records WHERE book = ? AND n = ?",
+                (book, n),
+            )
+            if rows:
+                out[(book, n)] = rows[0]
+        return out
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self.query("SELECT value FROM replica_meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.tx() as c:
+            self._exec(
+                c,
+                "INSERT INTO replica_meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        self._local = threading.local()
+
+
+def record_json(seq: int, book: str, n: int, body: bytes, hchain: bytes) -> dict[str, Any]:
+    """How a record travels over HTTP: its exact bytes plus a readable view."""
+    out: dict[str, Any] = {
+        "seq": int(seq),
+        "book": book,
+        "number": int(n),
+        "body": bytes(body).hex(),
+        "hchain": bytes(hchain).hex(),
+    }
+    with contextlib.suppress(rec_mod.RecordFormatError, ValueError):
+        out["record"] = rec_mod.Record.parse(bytes(body)).to_json()
+    return out
+
+
+def parse_record_json(doc: dict[str, Any]) -> tuple[int, str, int, bytes, bytes]:
+    """(seq, book, n, body, hchain) from a record as served; ValueError if malformed."""
+    try:
+        seq = int(doc["seq"])
+        book = str(doc["book"])
+        n = int(doc["number"])
+        body = bytes.fromhex(doc["body"])
+        hchain = bytes.fromhex(doc["hchain"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"malformed record entry: {exc!r}") from None
+    if len(hchain) != 32:
+        raise ValueError(f"record {book}#{n}: hchain must be 32 bytes")
+    return seq, book, n, body, hchain
+
+
+class Replica:
+    """The backend of a hot-backup node: a pull loop plus record lookups for the API."""
+
+    UPLOAD_KINDS: frozenset[int] = frozenset()
+
+    def __init__(
+        self,
+        bank: str,
+        primary_url: str,
+        store: ReplicaStore,
+        signer: Signer,
+        bank_public_key: bytes,
+        poll_interval: float = 0.2,
+        batch: int = 1000,
+    ):
+        self.bank = bank
+        self.primary_url = primary_url
+        self.store = store
+        self.signer = signer
+        self.verifier = rec_mod.BookVerifier(bank, bank_public_key)
+        self.poll_interval = poll_interval
+        self.batch = batch
+        self.error: str | None = None  # last pull problem (transient or fatal)
+        self.fatal: str | None = None  # a record that failed verification: pulling stopped
+        self.last_pull: float | None = None
+        self.on_records: list[Any] = []  # callbacks(count) for metrics
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: BankClient | None = None
+        held = store.get_meta("bank")
+        if held is not None and held != bank:
+            raise ReplicaError(f"replica database holds bank {held}'s records, not {bank}'s")
+        if held is None:
+            store.set_meta("bank", bank)
+
+    # ------------------------------------------------------------------------ pulling
+    def start(self) -> None:
+        if self._thread is None:
+            self._client = BankClient(self.primary_url, self.signer, self.bank, timeout=30)
+            self._thread = threading.Thread(target=self._run, name="replica-pull", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=35)
+            self._thread = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _run(self) -> None:
+        delay = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                got = self.pull_once()
+                self.error = None
+                delay = 0 if got >= self.batch else self.poll_interval
+            except (BankError, BankUnavailable) as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.warning("replica: pulling from %s failed: %s", self.primary_url, self.error)
+                delay = min(max(delay * 2, 0.2), 5.0)
+            except ReplicaError as exc:
+                self.fatal = self.error = str(exc)
+                log.error("replica: stopped pulling: %s", exc)
+                return
+            except Exception as exc:  # keep the node serving what it has
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception("replica: unexpected error while pulling")
+                delay = min(max(delay * 2, 0.2), 5.0)
+            if delay:
+                self._stop.wait(delay)
+
+    def pull_once(self) -> int:
+        """Fetch and store one batch after the last held sequence number; returns its size."""
+        client = self._client or BankClient(self.primary_url, self.signer, self.bank)
+        doc = client.replication_log(self.store.next_seq(), self.batch)
+        rows = [parse_record_json(d) for d in doc.get("records", [])]
+        checked = self._check(rows)
+        self.store.put(checked)
+        self.last_pull = time.time()
+        for cb in self.on_records:
+            cb(len(checked))
+        return len(rows)
+
+    def _check(self, rows: list[tuple[int, str, int, bytes, bytes]]) -> list[tuple]:
+        batch_chain: dict[tuple[str, int], bytes] = {}
+        prev_seq = self.store.next_seq() - 1
+        for seq, book, n, body, hchain in rows:
+            where = f"record {book}#{n} (seq {seq})"
+            if seq <= prev_seq:
+                raise ReplicaError(f"{where}: sequence numbers from the primary do not increase")
+            prev_seq = seq
+            try:
+                rec = rec_mod.Record.parse(body)
+            except rec_mod.RecordFormatError as exc:
+                raise ReplicaError(f"{where}: {exc}") from None
+            if rec.book != book or rec.n != n or rec.keeper != self.bank:
+                raise ReplicaError(f"{where}: body names {rec.keeper}/{rec.book}#{rec.n}")
+            bad = self.verifier.check_record(rec)
+            if bad:
+                raise ReplicaError(f"{where}: keeper signature(s) {', '.join(bad)} do not verify")
+            prev = batch_chain.get((book, n - 1)) or self.store.previous(book, n)
+            if prev is not None and rec_mod.chain_hash(prev, n, body) != hchain:
+                raise ReplicaError(f"{where}: hash chain does not follow record {n - 1}")
+            batch_chain[(book, n)] = hchain
+        return rows
+
+    def catch_up(self, timeout: float = 30.0) -> int:
+        """Pull until the primary has nothing newer (tests, operator tools)."""
+        deadline = time.monotonic() + timeout
+        total = 0
+        while time.monotonic() < deadline:
+            got = self.pull_once()
+            total += got
+            if got < self.batch:
+                return total
+        raise TimeoutError("replica did not catch up in time")
+
+    # ------------------------------------------------------------------------ serving
+    def health(self) -> dict[str, Any]:
+        return {
+            "primary": self.primary_url,
+            "records": self.store.count(),
+            "next_seq": self.store.next_seq(),
+            "last_pull": self.last_pull,
+            "error": self.error,
+            "stopped": self.fatal,
+        }
+
+    def records(
+        self, names: Sequence[tuple[str, int]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        got = self.store.get(names)
+        found, missing = [], []
+        for book, n in names:
+            row = got.get((book, n))
+            if row is None:
+                missing.append({"book": book, "number": n})
+            else:
+                found.append(record_json(*row))
+        return found, missing
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()

@@ -1,0 +1,281 @@
+"""Running a bank node: one process, uvicorn, graceful shutdown (``hubi bank serve``).
+
+    hubi bank serve --home DIR --bank BKA [--db URL] [--host H] [--port P]
+                    [--checkpoint-every N] [--replica-of URL] [--ready-file F]
+
+Data: the home folder of ``hubi.kmc`` (trust bundle in HOME/trust, the bank's secrets in
+HOME/banks/<BANK>/). The database defaults to SQLite at HOME/banks/<BANK>/bank.db (a hot backup:
+HOME/banks/<BANK>/replica.db). SIGTERM or SIGINT stops accepting connections, lets requests in
+flight finish (up to ``--grace`` seconds), closes the database and exits 0.
+
+Logs name the bank, the database (password masked), the address and each request's route and
+status — never keys, request bodies or signature headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import uvicorn
+
+from hubi import kmc as kmc_mod
+from hubi.bank import api, auth
+
+log = logging.getLogger("hubi.bank.server")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8700
+
+
+@dataclass
+class ServeConfig:
+    home: Path
+    bank: str
+    db: str | None = None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    checkpoint_every: int | None = None
+    replica_of: str | None = None
+    ready_file: Path | None = None
+    grace: float = 10.0
+    max_body: int = api.DEFAULT_MAX_BODY
+    auth_window: int = auth.DEFAULT_WINDOW
+    log_level: str = "info"
+    access_log: bool = False
+
+    def db_url(self) -> str:
+        if self.db:
+            return self.db
+        name = "replica.db" if self.replica_of else "bank.db"
+        return str(kmc_mod.bank_dir(self.home, self.bank) / name)
+
+
+def display_url(url: str) -> str:
+    """A database URL with its password masked (for logs)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return parts._replace(
+            netloc=parts.netloc.replace(":" + parts.password + "@", ":***@")
+        ).geturl()
+    return url
+
+
+def build_node(cfg: ServeConfig) -> api.Node:
+    """Load trust and the bank's identity, open the database, wire the backend and auth."""
+    trust = kmc_mod.load_trust(Path(cfg.home) / "trust")
+    trust.consortium.bank(cfg.bank)  # VerifyError if the bank is not in the consortium
+    identity = kmc_mod.load_bank_identity(cfg.home, cfg.bank)
+    if cfg.replica_of:
+        from hubi.bank.replica import Replica, ReplicaStore
+
+        store = ReplicaStore(cfg.db_url())
+        replica = Replica(
+            cfg.bank,
+            cfg.replica_of,
+            store,
+            auth.Signer(cfg.bank, identity.private),
+            trust.bank_key(cfg.bank),
+        )
+        authenticator = auth.Authenticator(cfg.bank, trust, None, window=cfg.auth_window)
+        node = api.Node(cfg.bank, replica, authenticator, role="replica", max_body=cfg.max_body)
+        replica.on_records.append(lambda n: node.metrics.replicated.inc(n))
+        node.on_startup.append(replica.start)
+        node.on_shutdown.append(replica.close)
+        return node
+    from hubi.bank.backend import EngineBackend
+
+    backend = EngineBackend.open(
+        cfg.home, cfg.bank, cfg.db_url(), trust, identity, checkpoint_every=cfg.checkpoint_every
+    )
+    authenticator = auth.Authenticator(cfg.bank, trust, backend.template_of, window=cfg.auth_window)
+    node = api.Node(cfg.bank, backend, authenticator, role="primary", max_body=cfg.max_body)
+    node.on_shutdown.append(backend.close)
+    return node
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that writes a ready file (url, pid) once its socket listens, and that
+    exits normally (status 0) after a graceful shutdown on SIGTERM/SIGINT instead of re-raising
+    the signal (uvicorn's default, which would skip our own clean-up)."""
+
+    ready_file: Path | None = None
+    url: str | None = None
+    stopped_by: list[int] | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            self.stopped_by = list(captured)
+            captured.clear()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        host, port = self.config.host, self.config.port
+        for server in getattr(self, "servers", []):
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                break
+        self.url = f"http://{host}:{port}"
+        log.info("listening on %s (pid %d)", self.url, os.getpid())
+        if self.ready_file is not None:
+            tmp = self.ready_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+            os.replace(tmp, self.ready_file)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(cfg: ServeConfig) -> int:
+    """Run the node until SIGTERM/SIGINT; returns the exit status."""
+    configure_logging(cfg.log_level)
+    node = build_node(cfg)
+    log.info(
+        "bank %s (%s) database %s%s",
+        cfg.bank,
+        node.role,
+        display_url(cfg.db_url()),
+        f", replicating {cfg.replica_of}" if cfg.replica_of else "",
+    )
+    app = api.create_app(node)
+    config = uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=cfg.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=cfg.grace,
+        server_header=False,
+        proxy_headers=False,
+    )
+    server = _Server(config)
+    server.ready_file = cfg.ready_file
+    try:
+        server.run()
+    finally:
+        if cfg.ready_file is not None:
+            cfg.ready_file.unlink(missing_ok=True)
+    how = ", ".join(signal.Signals(s).name for s in server.stopped_by or []) or "request"
+    log.info("bank %s stopped (%s)", cfg.bank, how)
+    return 0 if server.started else 1
+
+
+# ------------------------------------------------------------------------------- the command
+
+
+@click.command("serve")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="hubi home folder (trust/ and banks/<BANK>/).",
+)
+@click.option("--bank", required=True, help="Bank id this node serves, e.g. BKA.")
+@click.option(
+    "--db",
+    default=None,
+    help="Database URL: sqlite:///path, a file path or postgresql://... "
+    "(default: HOME/banks/<BANK>/bank.db, or replica.db for a hot backup).",
+)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port (0: any free port)."
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sign a Merkle tree head every N register entries (kept in the database; default 1000).",
+)
+@click.option(
+    "--replica-of",
+    default=None,
+    metavar="URL",
+    help="Run as the hot backup of the primary node at URL (copies its records).",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write {url, pid} as JSON here once listening (removed on exit).",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds requests in flight get to finish on SIGTERM/SIGINT.",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(min=1024),
+    default=api.DEFAULT_MAX_BODY,
+    show_default=True,
+    help="Largest request body accepted, in bytes.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.option("--access-log/--no-access-log", default=False, help="Log every request line.")
+def serve_command(
+    home: Path,
+    bank: str,
+    db: str | None,
+    host: str,
+    port: int,
+    checkpoint_every: int | None,
+    replica_of: str | None,
+    ready_file: Path | None,
+    grace: float,
+    max_body: int,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """Run the bank node (HTTP API, docs/bank-api.md) until SIGTERM or SIGINT."""
+    from hubi_core.errors import HubiError
+
+    cfg = ServeConfig(
+        home=home,
+        bank=bank,
+        db=db,
+        host=host,
+        port=port,
+        checkpoint_every=checkpoint_every,
+        replica_of=replica_of,
+        ready_file=ready_file,
+        grace=grace,
+        max_body=max_body,
+        log_level=log_level,
+        access_log=access_log,
+    )
+    try:
+        status = serve(cfg)
+    except (HubiError, OSError, ValueError, RuntimeError) as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    sys.exit(status)
+
+
+if __name__ == "__main__":  # python -m hubi.bank.server --home ... --bank ...
+    serve_command()
