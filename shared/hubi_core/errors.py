@@ -83,3 +83,88 @@ class VerifyError(HubiError):
 
 class LinkError(HubiError):
     """Serial link failures: framing, CRC, timeouts, version mismatch."""
+
+
+# --- serial link (hubi_core.link); docs/link.md -------------------------------------------
+# MicroPython note: builtin exceptions have no __init__ attribute to call explicitly, so the
+# classes below use super().__init__(...).
+
+
+class FrameError(LinkError):
+    """A framing problem seen by the frame decoder.
+
+    The decoder never raises these: it returns them as events (and the session layer raises
+    them when a request cannot be completed). ``offset`` is the stream offset (bytes received
+    since the decoder started) where the problem begins; ``seq``/``type``/``version`` come from
+    the frame header when the header itself was intact, else None.
+    """
+
+    def __init__(self, msg, offset=None, seq=None, type=None, version=None):
+        super().__init__(msg)
+        self.offset = offset
+        self.seq = seq
+        self.type = type
+        self.version = version
+
+
+class Garbage(FrameError):
+    """Bytes skipped while looking for the next frame (``count`` of them)."""
+
+    count = 0
+
+
+class BadHeader(FrameError):
+    """Sync bytes followed by a header whose header CRC does not match."""
+
+
+class BadCrc(FrameError):
+    """A frame (or a reassembled message) whose CRC-32 does not match."""
+
+
+class FrameOversize(FrameError):
+    """A frame header announcing more payload than the receiver accepts, or a payload too
+    large to encode in one frame."""
+
+
+class FrameTruncated(FrameError):
+    """A frame whose bytes stopped arriving before it was complete (frame timeout)."""
+
+
+class LinkTimeout(LinkError):
+    """No reply to a request within its timeout, on every attempt."""
+
+
+class LinkClosed(LinkError):
+    """The stream or port was closed (EOF, device unplugged)."""
+
+
+class VersionMismatch(LinkError):
+    """The two ends share no protocol version (HELLO), or a frame uses an unknown one."""
+
+
+class MessageTooLarge(LinkError):
+    """A message larger than this end or the peer accepts (MAX_MESSAGE / HELLO limits)."""
+
+
+class ProtocolViolation(LinkError):
+    """The peer answered with something the protocol does not allow here."""
+
+
+class ErrorReply(LinkError):
+    """An ERROR reply: ``code`` (protocol.ERR_*) and ``text`` from the peer.
+
+    On the device, a handler raises ErrorReply(code, text) to answer with that error; on the
+    host, Client.call raises it when the token answers ERROR.
+    """
+
+    def __init__(self, code, text="", request_type=None):
+        from hubi_core.protocol import error_name, type_name
+
+        if request_type is None:
+            msg = "%s: %s" % (error_name(code), text)
+        else:
+            msg = "%s to %s: %s" % (error_name(code), type_name(request_type), text)
+        super().__init__(msg)
+        self.code = code
+        self.text = text
+        self.request_type = request_type

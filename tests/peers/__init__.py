@@ -1,0 +1,1 @@
+"""MicroPython peer scripts for the link tests (also importable on CPython)."""
