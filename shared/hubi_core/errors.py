@@ -76,7 +76,7 @@ class VerifyError(HubiError):
     """A signature or binding that does not check out; `field` names the culprit."""
 
     def __init__(self, field, reason):
-        HubiError.__init__(self, "%s: %s" % (field, reason))
+        super().__init__("%s: %s" % (field, reason))
         self.field = field
         self.reason = reason
 
