@@ -316,7 +316,10 @@ def recover(msg, sig):
 
 
 def ecdh(priv, pub):
-    """32-byte x coordinate of priv * pub. ValueError if pub is not a valid P-256 point."""
+    """32-byte x coordinate of priv * pub. ValueError if pub is not a valid P-256 point.
+
+    pub is SEC1: 65 bytes uncompressed or 33 bytes compressed (both accepted on both back ends;
+    Wycheproof lists compressed keys as "acceptable", suite 1 accepts them deterministically)."""
     check_private(priv)
     if _backend == "openssl":
         return _ossl_ecdh(priv, bytes(pub))
