@@ -183,8 +183,7 @@ class PublicMatrix:
         pt = self._cache.get(identity)
         if pt is None:
             rows = identity_rows(identity)
-            for c in range(COLS):
-                pt = ec.point_add(pt, self._point(rows[c] * COLS + c))
+            pt = ec.point_sum([self._point(rows[c] * COLS + c) for c in range(COLS)])
             if pt is None:
                 raise ValueError("combined key of %r is the point at infinity" % identity)
             if len(self._cache) > 1024:
