@@ -277,14 +277,68 @@ class Checkpoint:
         }
 
 
+class _Item:
+    """One note on its way through a booking batch."""
+
+    __slots__ = ("raw", "obj", "nid", "digest", "payer", "payee", "amount", "serial",
+                 "allowance", "payer_key", "outcome")  # fmt: skip
+
+    def __init__(self, raw: bytes, obj: codec.Obj | None):
+        self.raw = raw
+        self.obj = obj
+        self.payer_key: bytes | None = None
+        self.outcome: Outcome | None = None
+        if obj is None:
+            self.nid = self.digest = b""
+            self.payer = self.payee = ""
+            self.amount = self.serial = 0
+            self.allowance = None
+            return
+        self.payer = obj.signer
+        self.payee = obj["payee"]
+        self.amount = obj["amount"]
+        self.serial = obj.serial
+        self.allowance = obj.get("allowance")
+        self.nid = lsum.note_id(obj.signer, obj.serial)
+        self.digest = hashlib.sha256(raw).digest()
+
+    @classmethod
+    def from_outcome(cls, out: Outcome) -> _Item:
+        it = cls(b"", None)
+        it.nid = out.note_id or b""
+        it.payer, it.payee = out.payer or "", out.payee or ""
+        it.amount, it.serial = out.amount or 0, out.serial or 0
+        return it
+
+    def base(self, status: str, t: int) -> Outcome:
+        return Outcome(status, self.nid, self.payer, self.payee, self.serial, self.amount, time=t)
+
+
+@dataclass
+class _State:
+    """What a booking batch's decisions depend on (compared again under the lock)."""
+
+    heads: dict[str, Head]
+    notes: dict[bytes, tuple]
+    dups: dict[bytes, tuple]
+    allowances: dict[tuple[str, int], tuple[int, int, int, int]]
+
+    def copy(self) -> _State:
+        return _State(dict(self.heads), dict(self.notes), dict(self.dups), dict(self.allowances))
+
+
 @dataclass
 class _Plan:
-    """What one booking transaction writes."""
+    """Everything one booking transaction writes, signed in advance."""
 
-    heads: dict[str, Head]  # the heads the records were built on
+    outcomes: list[Outcome] = field(default_factory=list)
     records: list[tuple[rec.Record, bytes, bytes]] = field(default_factory=list)
-    new_heads: list[Head] = field(default_factory=list)
-    payer_balance: int | None = None  # after the debit
+    heads: list[Head] = field(default_factory=list)
+    notes: list[tuple[tuple, int | None, bytes]] = field(default_factory=list)
+    dups: list[tuple] = field(default_factory=list)
+    flags: set[str] = field(default_factory=set)
+    allowances: dict[tuple[str, int], int] = field(default_factory=dict)
+    notices: list[tuple[str, int, bytes, bytes, int]] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------- engine
@@ -324,6 +378,7 @@ class BankEngine:
         self._serials: dict[str, list[int]] = {}
         self._ckpt_lock = threading.Lock()
         self._last_size = threading.local()
+        self._accounts: dict[str, AccountInfo] = {}
         expected = trust.bank_key(self.bank) if self.bank in trust.consortium.banks else None
         if expected is not None and expected != self.keys.public_key:
             raise BankEngineError(
@@ -561,183 +616,175 @@ class BankEngine:
     def book(self, note: bytes | codec.Obj) -> Outcome:
         """Book a same-bank note: debit the payer, credit the payee, one transaction.
 
-        NotLocal if payer or payee is at another bank (use debit()/credit())."""
-        return self._process(note, debit=True, credit=True)
+        MalformedNote if the bytes are not a note; NotLocal if payer or payee is at another bank
+        (interbank notes settle per side with debit()/credit())."""
+        return self._run([note], "book", codec.STATUS_VERIFIED, single=True)[0]
+
+    def book_many(self, notes: Sequence[bytes | codec.Obj]) -> list[Outcome]:
+        """Book several same-bank notes in one transaction (group commit), one answer each, in
+        order. Exactly the answers booking them one by one would give; a malformed or
+        non-local note gets a ``rejected`` outcome instead of an exception."""
+        return self._run(list(notes), "book", codec.STATUS_VERIFIED)
 
     def debit(self, note: bytes | codec.Obj) -> Outcome:
-        """Payer's bank side of an interbank note: book only the debit (status ``debited``)."""
-        return self._process(note, debit=True, credit=False)
+        """Payer's bank side of an interbank note: book only the debit (status ``debited``) and
+        issue the BalanceNotice. NotLocal unless the payer is here and the payee is not."""
+        return self._run([note], "debit", codec.STATUS_SETTLED, single=True)[0]
 
     def credit(self, note: bytes | codec.Obj, status: int = codec.STATUS_SETTLED) -> Outcome:
-        """Payee's bank side of an interbank note: book only the credit (status ``credited``);
-        the SettlementNotice carries `status` (default: settled)."""
-        return self._process(note, debit=False, credit=True, settle_status=status)
+        """Payee's bank side of an interbank note: book only the credit (status ``credited``)
+        and issue the SettlementNotice carrying `status` (default: settled). The payer's bank
+        checked the funds; this side checks signatures, the payee binding and the note id."""
+        return self._run([note], "credit", status, single=True)[0]
+
+    def debit_many(self, notes: Sequence[bytes | codec.Obj]) -> list[Outcome]:
+        return self._run(list(notes), "debit", codec.STATUS_SETTLED)
+
+    def credit_many(
+        self, notes: Sequence[bytes | codec.Obj], status: int = codec.STATUS_SETTLED
+    ) -> list[Outcome]:
+        return self._run(list(notes), "credit", status)
 
     def validate(self, note: bytes | codec.Obj) -> Verdict:
-        """Every check booking would make for this bank's side(s), without booking anything."""
+        """Every check booking would make for this bank's side(s) of the note, booking nothing:
+        signatures, accounts, note id / serial and (payer's bank) allowance and funds."""
         raw, obj = _decode_note(note)
-        nid = lsum.note_id(obj.signer, obj.serial)
         payer_here = ids.bank_of(obj.signer) == self.bank
         payee_here = ids.bank_of(obj["payee"]) == self.bank
+        mode = "book" if payer_here and payee_here else "debit" if payer_here else "credit"
+        it = _Item(raw, obj)
         if not (payer_here or payee_here):
             return Verdict(
-                False, codec.REASON_UNKNOWN_ACCOUNT, f"neither account is at {self.bank}", nid
+                False, codec.REASON_UNKNOWN_ACCOUNT, f"neither account is at {self.bank}", it.nid
             )
         report = verify.verify_note(obj, self.trust, None)
         if not report.ok:
             code, why = _verify_reason(report)
-            return Verdict(False, code, why, nid, report.as_dict())
-        bad = self._bind(obj, payer_here, payee_here)
+            return Verdict(False, code, why, it.nid, report.as_dict())
+        bad = self._bind(it, mode)
         if bad:
-            return Verdict(False, bad[0], bad[1], nid, report.as_dict())
-        reader = self.store.reader()
-        row = reader.one("SELECT digest, status FROM notes WHERE note_id = ?", (nid,))
-        if row is not None and bytes(row[0]) != hashlib.sha256(raw).digest():
-            return Verdict(
-                False,
-                codec.REASON_DOUBLE_ISSUE,
-                f"serial {obj.serial} of {obj.signer} already used by another note",
-                nid,
-            )
-        if payer_here and row is None:
-            bad = self._allowance_check(reader, obj)
-            if bad:
-                return Verdict(False, bad[0], bad[1], nid)
-            info = self.account(obj.signer)
-            assert info is not None
-            bal = self.balance(obj.signer)
-            if not _covers(info, bal, obj["amount"]):
-                return Verdict(
-                    False,
-                    codec.REASON_INSUFFICIENT_FUNDS,
-                    _funds_reason(obj.signer, bal, obj["amount"]),
-                    nid,
-                )
-        return Verdict(True, None, None, nid, report.as_dict())
+            return Verdict(False, bad[0], bad[1], it.nid, report.as_dict())
+        books = self._books_of([it], mode)
+        state = self._load_state(self.store.reader(), [it], books)
+        plan = self._plan_batch([it], state, mode, codec.STATUS_VERIFIED, self.now(), dry=True)
+        out = plan.outcomes[0]
+        if out.status == REFUSED and not out.replay:
+            return Verdict(False, out.reason_code, out.reason, it.nid, report.as_dict())
+        if out.replay and out.status == REFUSED:
+            return Verdict(False, out.reason_code, out.reason, it.nid, report.as_dict())
+        return Verdict(True, None, None, it.nid, report.as_dict())
 
-    def _process(
-        self,
-        note: bytes | codec.Obj,
-        *,
-        debit: bool,
-        credit: bool,
-        settle_status: int = codec.STATUS_VERIFIED,
-    ) -> Outcome:
-        raw, obj = _decode_note(note)
-        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
-        nid = lsum.note_id(payer, obj.serial)
-        digest = hashlib.sha256(raw).digest()
+    def _route(self, obj: codec.Obj, mode: str) -> str | None:
+        payer, payee = obj.signer, obj["payee"]
         payer_here = ids.bank_of(payer) == self.bank
         payee_here = ids.bank_of(payee) == self.bank
-        if debit and credit:
-            if not (payer_here and payee_here):
-                raise NotLocal(
-                    f"note {payer} -> {payee} is not a same-bank note of {self.bank}: "
-                    "interbank notes settle through the consortium (debit()/credit())"
-                )
-        elif debit:
-            if not payer_here or payee_here:
-                raise NotLocal(
-                    f"debit() is for interbank notes whose payer is at {self.bank}; "
-                    f"this one is {payer} -> {payee}"
-                )
-        elif not payee_here or payer_here:
-            raise NotLocal(
+        if mode == "book" and not (payer_here and payee_here):
+            return (
+                f"note {payer} -> {payee} is not a same-bank note of {self.bank}: interbank "
+                "notes settle through the consortium (debit() at the payer's bank, credit() at "
+                "the payee's)"
+            )
+        if mode == "debit" and (not payer_here or payee_here):
+            return (
+                f"debit() is for interbank notes whose payer is at {self.bank}; "
+                f"this one is {payer} -> {payee}"
+            )
+        if mode == "credit" and (not payee_here or payer_here):
+            return (
                 f"credit() is for interbank notes whose payee is at {self.bank}; "
                 f"this one is {payer} -> {payee}"
             )
+        return None
 
-        # 1. the same note again: the stored answer
-        known = self._known(nid, digest)
-        if known is not None:
-            return known
-        # 2. verify offline
-        report = verify.verify_note(obj, self.trust, None)
-        base = Outcome(REJECTED, nid, payer, payee, obj.serial, amount, time=self.now())
-        if not report.ok:
-            code, why = _verify_reason(report)
-            base.verification = report.as_dict()
-            return self._rejected(base, code, why)
-        # 3. bind to accounts here
-        bad = self._bind(obj, debit, credit)
-        if bad:
-            return self._rejected(base, bad[0], bad[1])
-        # 4. book under the locks
-        out = self._commit(obj, raw, nid, digest, debit=debit, credit=credit, status=settle_status)
-        # 5. notices and checkpoints
-        if out.ok and self.notice_mode == "eager":
-            out = self._issue_notices(out, payer_key=report.key)
-        self._maybe_checkpoint()
+    def _run(
+        self, notes: list[bytes | codec.Obj], mode: str, status: int, single: bool = False
+    ) -> list[Outcome]:
+        items: list[_Item] = []
+        for note in notes:
+            try:
+                raw, obj = _decode_note(note)
+            except MalformedNote as exc:
+                if single:
+                    raise
+                it = _Item(b"", None)
+                it.outcome = Outcome(
+                    REJECTED,
+                    None,
+                    reason_code=codec.REASON_FORMAT,
+                    reason=str(exc),
+                    time=self.now(),
+                )
+                items.append(it)
+                continue
+            it = _Item(raw, obj)
+            items.append(it)
+            err = self._route(obj, mode)
+            if err:
+                if single:
+                    raise NotLocal(err)
+                it.outcome = it.base(REJECTED, self.now())
+                it.outcome.reason_code = codec.REASON_UNKNOWN_ACCOUNT
+                it.outcome.reason = err
+        # 1. the same note again: the stored answer, without verifying it again
+        pending = [it for it in items if it.outcome is None]
+        if pending:
+            reader = self.store.reader()
+            known = self._note_rows(reader, [it.nid for it in pending])
+            dups = self._dup_rows(reader, [it.digest for it in pending])
+            for it in pending:
+                row = known.get(it.nid)
+                if row is not None and bytes(row[1]) == it.digest:
+                    it.outcome = self._with_notices(_outcome(row, replay=True))
+                elif it.digest in dups:
+                    it.outcome = _dup_outcome(dups[it.digest])
+        # 2. verify offline, 3. bind to accounts here
+        for it in items:
+            if it.outcome is not None:
+                continue
+            assert it.obj is not None
+            report = verify.verify_note(it.obj, self.trust, None)
+            if not report.ok:
+                code, why = _verify_reason(report)
+                it.outcome = self._rejected(it.base(REJECTED, self.now()), code, why)
+                it.outcome.verification = report.as_dict()
+                continue
+            it.payer_key = report.key
+            bad = self._bind(it, mode)
+            if bad:
+                it.outcome = self._rejected(it.base(REJECTED, self.now()), bad[0], bad[1])
+        # 4. plan (sign) outside the lock, commit under it
+        active = [it for it in items if it.outcome is None]
+        if active:
+            self._commit_batch(active, mode, status)
+            self._maybe_checkpoint()
+        out = []
+        for it in items:
+            assert it.outcome is not None
+            out.append(it.outcome)
         return out
 
-    def _bind(self, obj: codec.Obj, debit: bool, credit: bool) -> tuple[int, str] | None:
-        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
+    def _bind(self, it: _Item, mode: str) -> tuple[int, str] | None:
+        payer, payee, amount = it.payer, it.payee, it.amount
         if amount <= 0:
             return codec.REASON_FORMAT, "amount must be positive"
         if payer == payee:
             return codec.REASON_FORMAT, f"payer and payee are the same account {payer}"
-        reader = self.store.reader()
-        for who, needed in ((payer, debit), (payee, credit)):
-            if needed and reader.one("SELECT 1 FROM accounts WHERE account = ?", (who,)) is None:
+        for who, needed in ((payer, mode != "credit"), (payee, mode != "debit")):
+            if needed and self._info(who) is None:
                 return (
                     codec.REASON_UNKNOWN_ACCOUNT,
                     f"account {who} is not open at bank {self.bank}",
                 )
         return None
 
-    def _allowance_check(self, tx: Tx, obj: codec.Obj) -> tuple[int, str] | None:
-        serial = obj.get("allowance")
-        if serial is None:
-            return None
-        row = tx.one(
-            "SELECT cap, expiry, first_serial, spent FROM allowances WHERE account = ? AND serial = ?",
-            (obj.signer, serial),
-        )
-        if row is None:
-            return codec.REASON_ALLOWANCE, f"allowance #{serial} was not issued to {obj.signer}"
-        cap, expiry, first, spent = (int(v) for v in row)
-        if obj.time > expiry:
-            return (
-                codec.REASON_EXPIRED,
-                f"allowance #{serial} expired at {expiry}, note signed at {obj.time}",
-            )
-        if obj.serial < first:
-            return (
-                codec.REASON_ALLOWANCE,
-                f"note serial {obj.serial} is below allowance #{serial}'s first serial {first}",
-            )
-        if spent + obj["amount"] > cap:
-            return codec.REASON_ALLOWANCE, (
-                f"allowance #{serial}: {spent} spent + {obj['amount']} exceeds the cap {cap}"
-            )
-        return None
-
-    def _known(self, nid: bytes, digest: bytes, tx: Tx | None = None) -> Outcome | None:
-        t = tx or self.store.reader()
-        row = t.one(_NOTE_SELECT + " WHERE note_id = ?", (nid,))
-        if row is not None and bytes(row[1]) == digest:
-            out = _outcome(row, replay=True)
-            if tx is None and out.ok and self.notice_mode == "eager":
-                out = self._issue_notices(out)
-            return out
-        dup = t.one(
-            "SELECT note_id, payer, serial, payee, refusal, time FROM double_issues WHERE digest = ?",
-            (digest,),
-        )
-        if dup is not None:
-            return Outcome(
-                REFUSED,
-                bytes(dup[0]),
-                dup[1],
-                dup[3],
-                int(dup[2]),
-                reason_code=codec.REASON_DOUBLE_ISSUE,
-                reason=_double_reason(dup[1], int(dup[2])),
-                refusal=bytes(dup[4]),
-                replay=True,
-                time=int(dup[5]),
-            )
-        return None
+    def _info(self, account: str) -> AccountInfo | None:
+        """Account info, cached (role, overdraft and template never change once open)."""
+        info = self._accounts.get(account)
+        if info is None:
+            info = self.account(account)
+            if info is not None:
+                self._accounts[account] = info
+        return info
 
     def _rejected(self, out: Outcome, code: int, why: str) -> Outcome:
         out.status = REJECTED
@@ -766,143 +813,323 @@ class BankEngine:
         return codec.encode(self.keys.sign_obj(obj))
 
     # ----------------------------------------------------------------------- the commit
-    def _plan(
-        self, heads: dict[str, Head], obj: codec.Obj, raw: bytes, debit: bool, credit: bool, t: int
+    @staticmethod
+    def _books_of(items: Sequence[_Item], mode: str) -> list[str]:
+        books: set[str] = set()
+        for it in items:
+            if mode != "credit":
+                books.add(it.payer)
+            if mode != "debit":
+                books.add(it.payee)
+        return sorted(books)
+
+    def _note_rows(self, tx: Tx, nids: Sequence[bytes]) -> dict[bytes, tuple]:
+        out: dict[bytes, tuple] = {}
+        uniq = list(dict.fromkeys(nids))
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in tx.all(_NOTE_SELECT + f" WHERE note_id IN ({marks})", chunk):
+                out[bytes(r[0])] = tuple(r)
+        return out
+
+    def _dup_rows(self, tx: Tx, digests: Sequence[bytes]) -> dict[bytes, tuple]:
+        out: dict[bytes, tuple] = {}
+        uniq = list(dict.fromkeys(digests))
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in tx.all(_DUP_SELECT + f" WHERE digest IN ({marks})", chunk):
+                out[bytes(r[0])] = tuple(r)
+        return out
+
+    def _load_state(self, tx: Tx, items: Sequence[_Item], books: Sequence[str]) -> _State:
+        heads: dict[str, Head] = {}
+        for i in range(0, len(books), 500):
+            chunk = list(books[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for r in tx.all(_HEAD_SELECT + f" WHERE book IN ({marks})", chunk):
+                heads[r[0]] = _head(r)
+        for b in books:
+            if b not in heads:
+                raise UnknownAccount(f"no book {b} at bank {self.bank}")
+        allowances: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+        for it in items:
+            a = it.allowance
+            if a is not None and (it.payer, a) not in allowances:
+                r = tx.one(
+                    "SELECT cap, expiry, first_serial, spent FROM allowances "
+                    "WHERE account = ? AND serial = ?",
+                    (it.payer, a),
+                )
+                if r is not None:
+                    allowances[(it.payer, a)] = (int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+        return _State(
+            heads,
+            self._note_rows(tx, [it.nid for it in items]),
+            self._dup_rows(tx, [it.digest for it in items]),
+            allowances,
+        )
+
+    def _allowance_check(self, state: _State, it: _Item) -> tuple[int, str] | None:
+        serial = it.allowance
+        if serial is None:
+            return None
+        row = state.allowances.get((it.payer, serial))
+        if row is None:
+            return codec.REASON_ALLOWANCE, f"allowance #{serial} was not issued to {it.payer}"
+        cap, expiry, first, spent = row
+        assert it.obj is not None
+        if it.obj.time > expiry:
+            return (
+                codec.REASON_EXPIRED,
+                f"allowance #{serial} expired at {expiry}, the note was signed at {it.obj.time}",
+            )
+        if it.serial < first:
+            return (
+                codec.REASON_ALLOWANCE,
+                f"note serial {it.serial} is below allowance #{serial}'s first serial {first}",
+            )
+        if spent + it.amount > cap:
+            return (
+                codec.REASON_ALLOWANCE,
+                f"allowance #{serial}: {spent} spent + {it.amount} exceeds the cap {cap}",
+            )
+        return None
+
+    def _plan_batch(
+        self,
+        items: Sequence[_Item],
+        state: _State,
+        mode: str,
+        status: int,
+        t: int,
+        dry: bool = False,
     ) -> _Plan:
-        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
-        ls = lsum.of_note(obj)
-        plan = _Plan(heads)
-        entries = []
-        if debit:
-            h = heads[payer]
-            bal = self.keys.balance_of(h)
-            r, body, hc = rec.append(
-                self.keys,
-                h,
-                kind=rec.DEBIT,
-                time=t,
-                delta=-amount,
-                lsum=ls,
-                evidence=raw,
-                balance=bal,
-            )
-            plan.records.append((r, body, hc))
-            plan.payer_balance = bal - amount
-            entries.append((payer, r.n, hc))
-        if credit:
-            h = heads[payee]
-            r, body, hc = rec.append(
-                self.keys, h, kind=rec.CREDIT, time=t, delta=amount, lsum=ls, evidence=raw
-            )
-            plan.records.append((r, body, hc))
-            entries.append((payee, r.n, hc))
-        statement, sig = rec.sign_heads(self.keys, t, entries)
-        plan.new_heads = [rec.next_head(r, hc, statement, sig) for r, _, hc in plan.records]
+        """Decide and (unless dry) sign everything one batch writes, from a state snapshot."""
+        state = state.copy()
+        plan = _Plan()
+        balances: dict[str, int] = {}
+        touched: dict[str, Head] = {}
+        debit, credit = mode != "credit", mode != "debit"
+        st = BOOKED if (debit and credit) else DEBITED if debit else CREDITED
+
+        def bal(book: str) -> int:
+            if book not in balances:
+                balances[book] = self.keys.balance_of(state.heads[book])
+            return balances[book]
+
+        for it in items:
+            assert it.obj is not None
+            row = state.notes.get(it.nid)
+            if row is not None:
+                if bytes(row[1]) == it.digest:
+                    plan.outcomes.append(_outcome(row, replay=True))
+                elif it.digest in state.dups:
+                    plan.outcomes.append(_dup_outcome(state.dups[it.digest]))
+                else:  # double issuance: keep the second note as evidence, refuse it, flag
+                    why = _double_reason(it.payer, it.serial)
+                    refusal = (
+                        b""
+                        if dry
+                        else self._refusal(
+                            it.payee, it.payer, it.nid, codec.REASON_DOUBLE_ISSUE, why, t
+                        )
+                    )
+                    dup = (it.digest, it.nid, it.payer, it.serial, it.payee, refusal, t)
+                    state.dups[it.digest] = dup
+                    plan.dups.append(dup + (it.raw,))
+                    if ids.bank_of(it.payer) == self.bank:
+                        plan.flags.add(it.payer)
+                    plan.notices.append((it.payee, codec.REFUSAL, it.nid, refusal, t))
+                    plan.outcomes.append(_dup_outcome(dup, replay=False))
+                continue
+            bad = None
+            if debit:
+                bad = self._allowance_check(state, it)
+                if bad is None:
+                    info = self._info(it.payer)
+                    assert info is not None
+                    if not _covers(info, bal(it.payer), it.amount):
+                        bad = (
+                            codec.REASON_INSUFFICIENT_FUNDS,
+                            _funds_reason(it.payer, bal(it.payer), it.amount),
+                        )
+            if bad is not None:
+                refusal = (
+                    b"" if dry else self._refusal(it.payee, it.payer, it.nid, bad[0], bad[1], t)
+                )
+                row = (
+                    it.nid, it.digest, it.payer, it.serial, it.payee, it.amount, REFUSED,
+                    bad[0], bad[1], None, None, t, refusal, None, None, None,
+                )  # fmt: skip
+                state.notes[it.nid] = row
+                plan.notes.append((row, it.allowance, it.raw))
+                plan.notices.append((it.payee, codec.REFUSAL, it.nid, refusal, t))
+                plan.outcomes.append(_outcome(row, replay=False))
+                continue
+            debit_n = credit_n = None
+            settlement = balance_notice = None
+            ls = lsum.of_note(it.obj)
+            if debit:
+                h = state.heads[it.payer]
+                debit_n = h.n + 1
+                new_bal = bal(it.payer) - it.amount
+                if not dry:
+                    r, body, hc = rec.append(
+                        self.keys, h, kind=rec.DEBIT, time=t, delta=-it.amount, lsum=ls,
+                        evidence=it.raw, balance=bal(it.payer),
+                    )  # fmt: skip
+                    plan.records.append((r, body, hc))
+                    state.heads[it.payer] = touched[it.payer] = rec.next_head(r, hc, b"", b"")
+                balances[it.payer] = new_bal
+                if it.allowance is not None:
+                    cap, expiry, first, spent = state.allowances[(it.payer, it.allowance)]
+                    state.allowances[(it.payer, it.allowance)] = (
+                        cap,
+                        expiry,
+                        first,
+                        spent + it.amount,
+                    )
+                    plan.allowances[(it.payer, it.allowance)] = spent + it.amount
+                if self.notice_mode == "eager" and not dry:
+                    balance_notice = self._balance_notice(it, new_bal, t)
+            if credit:
+                h = state.heads[it.payee]
+                credit_n = h.n + 1
+                if not dry:
+                    r, body, hc = rec.append(
+                        self.keys, h, kind=rec.CREDIT, time=t, delta=it.amount, lsum=ls,
+                        evidence=it.raw, balance=bal(it.payee),
+                    )  # fmt: skip
+                    plan.records.append((r, body, hc))
+                    state.heads[it.payee] = touched[it.payee] = rec.next_head(r, hc, b"", b"")
+                balances[it.payee] = bal(it.payee) + it.amount
+                if self.notice_mode == "eager" and not dry:
+                    settlement = self._settlement(it, status, t)
+            row = (
+                it.nid, it.digest, it.payer, it.serial, it.payee, it.amount, st, None, None,
+                debit_n, credit_n, t, None, settlement, balance_notice, status if credit else None,
+            )  # fmt: skip
+            state.notes[it.nid] = row
+            plan.notes.append((row, it.allowance, it.raw))
+            if settlement is not None:
+                plan.notices.append((it.payee, codec.SETTLEMENT, it.nid, settlement, t))
+            if balance_notice is not None:
+                plan.notices.append((it.payer, codec.BALANCE, it.nid, balance_notice, t))
+            plan.outcomes.append(_outcome(row, replay=False))
+        # one signed statement per (up to) 255 books covers every head this batch moves
+        heads = list(touched.values())
+        for i in range(0, len(heads), 255):
+            chunk = heads[i : i + 255]
+            statement, sig = rec.sign_heads(self.keys, t, [(h.book, h.n, h.hchain) for h in chunk])
+            plan.heads.extend(replace(h, statement=statement, sig=sig) for h in chunk)
         return plan
 
-    def _commit(
-        self,
-        obj: codec.Obj,
-        raw: bytes,
-        nid: bytes,
-        digest: bytes,
-        *,
-        debit: bool,
-        credit: bool,
-        status: int,
-    ) -> Outcome:
-        payer, payee, amount = obj.signer, obj["payee"], obj["amount"]
-        books = [b for b, on in ((payer, debit), (payee, credit)) if on]
+    def _settlement(self, it: _Item, status: int, t: int) -> bytes:
+        obj = codec.Obj(
+            codec.SETTLEMENT,
+            self.bank,
+            self.next_serial("settlement"),
+            t,
+            {
+                "amount": it.amount,
+                "payee": it.payee,
+                "payer": it.payer,
+                "note_id": it.nid,
+                "status": status,
+            },
+        )
+        return codec.encode(self.keys.sign_obj(obj))
+
+    def _balance_notice(self, it: _Item, new_balance: int, t: int) -> bytes:
+        key = it.payer_key or self.account_key(it.payer)
+        blob = rec.seal_to(
+            key,
+            new_balance.to_bytes(8, "big", signed=True),
+            BALANCE_NOTICE_INFO + it.payer.encode(),
+        )
+        obj = codec.Obj(
+            codec.BALANCE,
+            self.bank,
+            self.next_serial("balance"),
+            t,
+            {
+                "amount": it.amount,
+                "payee": it.payee,
+                "payer": it.payer,
+                "note_id": it.nid,
+                "balance": blob,
+            },
+        )
+        return codec.encode(self.keys.sign_obj(obj))
+
+    def _commit_batch(self, items: list[_Item], mode: str, status: int) -> None:
+        books = self._books_of(items, mode)
         t = self.now()
-        # optimistic: sign from the heads as last committed, outside any lock
-        reader = self.store.reader()
-        heads = {b: self.head(b, reader) for b in books}
-        plan = None
-        if not debit or self._funds_ok(payer, heads[payer], amount):
-            plan = self._plan(heads, obj, raw, debit, credit, t)
+        # optimistic: sign from the state as last committed, outside any lock
+        state = self._load_state(self.store.reader(), items, books)
+        plan = self._plan_batch(items, state, mode, status, t)
         with self.store.transaction() as tx:
             tx.lock_books(books)
-            known = self._known(nid, digest, tx)
-            if known is not None:
-                return known
-            prior = tx.one("SELECT payer, serial, payee FROM notes WHERE note_id = ?", (nid,))
-            if prior is not None:
-                return self._double_issue(tx, obj, raw, nid, digest, t)
-            now_heads = {b: self.head(b, tx) for b in books}
-            if any(
-                now_heads[b].hchain != heads[b].hchain or now_heads[b].n != heads[b].n
-                for b in books
-            ):
-                plan = None  # a head moved: re-plan under the lock
-            if debit:
-                bad = self._allowance_check(tx, obj)
-                if bad:
-                    return self._store_refusal(tx, obj, raw, nid, digest, t, bad[0], bad[1])
-                if not self._funds_ok(payer, now_heads[payer], amount, tx):
-                    bal = self.keys.balance_of(now_heads[payer])
-                    return self._store_refusal(
-                        tx,
-                        obj,
-                        raw,
-                        nid,
-                        digest,
-                        t,
-                        codec.REASON_INSUFFICIENT_FUNDS,
-                        _funds_reason(payer, bal, amount),
-                    )
-            if plan is None:
-                plan = self._plan(now_heads, obj, raw, debit, credit, t)
-            for r, body, hc in plan.records:
-                tx.execute(
-                    "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?)",
-                    (r.book, r.n, body, hc),
-                )
-            for h in plan.new_heads:
-                tx.execute(
-                    "UPDATE books SET n = ?, ecode = ?, hchain = ?, coded_bal = ?, last_kind = ?, last_lsum = ?, "
-                    "statement = ?, sig = ? WHERE book = ?",
-                    (
-                        h.n,
-                        h.ecode,
-                        h.hchain,
-                        h.coded_bal,
-                        h.last_kind,
-                        h.last_lsum,
-                        h.statement,
-                        h.sig,
-                        h.book,
-                    ),
-                )
-            debit_n = plan.records[0][0].n if debit else None
-            credit_n = plan.records[-1][0].n if credit else None
-            st = BOOKED if (debit and credit) else DEBITED if debit else CREDITED
-            if obj.get("allowance") is not None and debit:
-                tx.execute(
-                    "UPDATE allowances SET spent = spent + ? WHERE account = ? AND serial = ?",
-                    (amount, payer, obj["allowance"]),
-                )
-            tx.execute(
-                "INSERT INTO notes (note_id, digest, payer, serial, payee, amount, status, reason_code, reason, "
-                "debit_n, credit_n, allowance, settle_status, time, note) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)",
+            now = self._load_state(tx, items, books)
+            if now != state:  # something moved meanwhile: decide again under the lock
+                plan = self._plan_batch(items, now, mode, status, t)
+            self._write(tx, plan)
+        for it, out in zip(items, plan.outcomes):
+            it.outcome = out
+
+    def _write(self, tx: Tx, plan: _Plan) -> None:
+        tx.executemany(
+            "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?)",
+            [(r.book, r.n, body, hc) for r, body, hc in plan.records],
+        )
+        tx.executemany(
+            "UPDATE books SET n = ?, ecode = ?, hchain = ?, coded_bal = ?, last_kind = ?, "
+            "last_lsum = ?, statement = ?, sig = ? WHERE book = ?",
+            [
                 (
-                    nid,
-                    digest,
-                    payer,
-                    obj.serial,
-                    payee,
-                    amount,
-                    st,
-                    debit_n,
-                    credit_n,
-                    obj.get("allowance"),
-                    status,
-                    t,
-                    raw,
-                ),
+                    h.n,
+                    h.ecode,
+                    h.hchain,
+                    h.coded_bal,
+                    h.last_kind,
+                    h.last_lsum,
+                    h.statement,
+                    h.sig,
+                    h.book,
+                )
+                for h in plan.heads
+            ],
+        )
+        tx.executemany(
+            "INSERT INTO notes (note_id, digest, payer, serial, payee, amount, status, reason_code, "
+            "reason, debit_n, credit_n, time, refusal, settlement, balance_notice, settle_status, "
+            "allowance, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [row + (allowance, raw) for row, allowance, raw in plan.notes],
+        )
+        tx.executemany(
+            "INSERT INTO double_issues (digest, note_id, payer, serial, payee, refusal, time, note) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            plan.dups,
+        )
+        for account in sorted(plan.flags):
+            tx.execute(
+                "UPDATE accounts SET flags = flags | ? WHERE account = ?",
+                (FLAG_DOUBLE_ISSUE, account),
             )
-            # last: the register (PostgreSQL: this row lock is held only until commit)
-            k = len(plan.records)
+        for (account, serial), spent in plan.allowances.items():
+            tx.execute(
+                "UPDATE allowances SET spent = ? WHERE account = ? AND serial = ?",
+                (spent, account, serial),
+            )
+        tx.executemany(
+            "INSERT INTO notices (account, kind, note_id, obj, time) VALUES (?, ?, ?, ?, ?)",
+            plan.notices,
+        )
+        # last: the register (PostgreSQL: this row lock is held only until commit)
+        k = len(plan.records)
+        if k:
             size = int(
                 tx.scalar(
                     "UPDATE register_head SET size = size + ? WHERE id = 1 RETURNING size", (k,)
@@ -912,94 +1139,11 @@ class BankEngine:
                 "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)",
                 [(size - k + i, r.book, r.n) for i, (r, _, _) in enumerate(plan.records)],
             )
-        self._last_size.value = size
-        return Outcome(
-            st, nid, payer, payee, obj.serial, amount, debit_n=debit_n, credit_n=credit_n, time=t
-        )
-
-    def _funds_ok(self, payer: str, head: Head, amount: int, tx: Tx | None = None) -> bool:
-        info = _account_info_tx(tx or self.store.reader(), payer)
-        if info is None:
-            return False
-        return _covers(info, self.keys.balance_of(head), amount)
-
-    def _store_refusal(
-        self,
-        tx: Tx,
-        obj: codec.Obj,
-        raw: bytes,
-        nid: bytes,
-        digest: bytes,
-        t: int,
-        code: int,
-        why: str,
-    ) -> Outcome:
-        refusal = self._refusal(obj["payee"], obj.signer, nid, code, why, t)
-        tx.execute(
-            "INSERT INTO notes (note_id, digest, payer, serial, payee, amount, status, reason_code, reason, "
-            "allowance, time, note, refusal) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                nid,
-                digest,
-                obj.signer,
-                obj.serial,
-                obj["payee"],
-                obj["amount"],
-                REFUSED,
-                code,
-                why,
-                obj.get("allowance"),
-                t,
-                raw,
-                refusal,
-            ),
-        )
-        self._insert_notice(tx, obj["payee"], codec.REFUSAL, nid, refusal, t)
-        return Outcome(
-            REFUSED,
-            nid,
-            obj.signer,
-            obj["payee"],
-            obj.serial,
-            obj["amount"],
-            reason_code=code,
-            reason=why,
-            refusal=refusal,
-            time=t,
-        )
-
-    def _double_issue(
-        self, tx: Tx, obj: codec.Obj, raw: bytes, nid: bytes, digest: bytes, t: int
-    ) -> Outcome:
-        why = _double_reason(obj.signer, obj.serial)
-        refusal = self._refusal(obj["payee"], obj.signer, nid, codec.REASON_DOUBLE_ISSUE, why, t)
-        tx.execute(
-            "INSERT INTO double_issues (digest, note_id, payer, serial, payee, note, refusal, time) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (digest, nid, obj.signer, obj.serial, obj["payee"], raw, refusal, t),
-        )
-        if ids.bank_of(obj.signer) == self.bank:
-            tx.execute(
-                "UPDATE accounts SET flags = flags | ? WHERE account = ?",
-                (FLAG_DOUBLE_ISSUE, obj.signer),
-            )
-        self._insert_notice(tx, obj["payee"], codec.REFUSAL, nid, refusal, t)
-        return Outcome(
-            REFUSED,
-            nid,
-            obj.signer,
-            obj["payee"],
-            obj.serial,
-            obj["amount"],
-            reason_code=codec.REASON_DOUBLE_ISSUE,
-            reason=why,
-            refusal=refusal,
-            time=t,
-        )
+            self._last_size.value = size
 
     def double_issues(self, account: str | None = None) -> list[dict[str, Any]]:
-        """Evidence of double issuance: every second note with a used serial (and the first)."""
-        sql = "SELECT note_id, payer, serial, payee, note, refusal, time FROM double_issues"
+        """Evidence of double issuance: each second note with a used serial, with the first."""
+        sql = "SELECT digest, note_id, payer, serial, payee, refusal, time, note FROM double_issues"
         params: tuple = ()
         if account:
             sql += " WHERE payer = ?"
@@ -1007,17 +1151,17 @@ class BankEngine:
         out = []
         reader = self.store.reader()
         for r in reader.all(sql + " ORDER BY time, payer, serial", params):
-            first = reader.one("SELECT note FROM notes WHERE note_id = ?", (bytes(r[0]),))
+            first = reader.one("SELECT note FROM notes WHERE note_id = ?", (bytes(r[1]),))
             out.append(
                 {
-                    "note_id": bytes(r[0]).hex(),
-                    "payer": r[1],
-                    "serial": int(r[2]),
-                    "payee": r[3],
-                    "second_note": bytes(r[4]).hex(),
-                    "first_note": bytes(first[0]).hex() if first else None,
+                    "note_id": bytes(r[1]).hex(),
+                    "payer": r[2],
+                    "serial": int(r[3]),
+                    "payee": r[4],
                     "refusal": bytes(r[5]).hex(),
                     "time": int(r[6]),
+                    "second_note": bytes(r[7]).hex(),
+                    "first_note": bytes(first[0]).hex() if first else None,
                 }
             )
         return out
@@ -1028,14 +1172,19 @@ class BankEngine:
         row = self.store.reader().one(_NOTE_SELECT + " WHERE note_id = ?", (note_id,))
         if row is None:
             return None
-        out = _outcome(row, replay=True)
-        return self._issue_notices(out) if out.ok else out
+        return self._with_notices(_outcome(row, replay=True))
 
     def notices(self, account: str, after: int = 0, limit: int = 100) -> list[NoticeRow]:
         """Notices for an account (SettlementNotice as payee, BalanceNotice as payer, Refusal as
         payee), oldest first, with ids > `after` (a cursor)."""
         if self.notice_mode == "lazy":
-            self._issue_pending(account)
+            rows = self.store.reader().all(
+                _NOTE_SELECT + " WHERE (payee = ? AND settlement IS NULL AND credit_n IS NOT NULL) "
+                "OR (payer = ? AND balance_notice IS NULL AND debit_n IS NOT NULL)",
+                (account, account),
+            )
+            for r in rows:
+                self._with_notices(_outcome(r, replay=True))
         rows = self.store.reader().all(
             "SELECT id, account, kind, note_id, obj, time FROM notices WHERE account = ? AND id > ? "
             "ORDER BY id LIMIT ?",
@@ -1045,70 +1194,30 @@ class BankEngine:
             NoticeRow(int(r[0]), r[1], int(r[2]), bytes(r[3]), bytes(r[4]), int(r[5])) for r in rows
         ]
 
-    def _issue_pending(self, account: str) -> None:
-        rows = self.store.reader().all(
-            _NOTE_SELECT + " WHERE (payee = ? AND settlement IS NULL AND credit_n IS NOT NULL) "
-            "OR (payer = ? AND balance_notice IS NULL AND debit_n IS NOT NULL)",
-            (account, account),
-        )
-        for r in rows:
-            self._issue_notices(_outcome(r, replay=True))
-
-    def _issue_notices(self, out: Outcome, payer_key: bytes | None = None) -> Outcome:
-        """Sign and store the missing notices of a booked outcome; returns it completed."""
+    def _with_notices(self, out: Outcome) -> Outcome:
+        """Sign and store the notices a booked outcome still lacks (lazy mode, or booked before
+        a crash in lazy mode); returns the outcome completed."""
         need_settle = out.credit_n is not None and out.settlement is None
         need_balance = out.debit_n is not None and out.balance_notice is None
-        if not (need_settle or need_balance):
+        if not out.ok or not (need_settle or need_balance):
             return out
         assert out.note_id is not None and out.payer and out.payee and out.amount is not None
         t = self.now()
+        it = _Item.from_outcome(out)
         settle = bal_notice = None
         if need_settle:
-            status = out.settle_status or codec.STATUS_VERIFIED
-            obj = codec.Obj(
-                codec.SETTLEMENT,
-                self.bank,
-                self.next_serial("settlement"),
-                t,
-                {
-                    "amount": out.amount,
-                    "payee": out.payee,
-                    "payer": out.payer,
-                    "note_id": out.note_id,
-                    "status": status,
-                },
-            )
-            settle = codec.encode(self.keys.sign_obj(obj))
+            settle = self._settlement(it, out.settle_status or codec.STATUS_VERIFIED, t)
         if need_balance:
-            r = self.records_by_name([(out.payer, out.debit_n)])
-            if not r:
+            found = self.records_by_name([(out.payer, out.debit_n)])
+            if not found:
                 raise BankEngineError(
                     f"debit record {out.payer}#{out.debit_n} is missing: run `hubi audit verify`"
                 )
-            record = r[0].record
+            r = found[0].record
             new_bal = self.keys.open_balance(
-                rec.balance_info(record.book, record.n, record.kind, record.lsum), record.coded_bal
+                rec.balance_info(r.book, r.n, r.kind, r.lsum), r.coded_bal
             )
-            key = payer_key or self.account_key(out.payer)
-            blob = rec.seal_to(
-                key,
-                new_bal.to_bytes(8, "big", signed=True),
-                BALANCE_NOTICE_INFO + out.payer.encode(),
-            )
-            obj = codec.Obj(
-                codec.BALANCE,
-                self.bank,
-                self.next_serial("balance"),
-                t,
-                {
-                    "amount": out.amount,
-                    "payee": out.payee,
-                    "payer": out.payer,
-                    "note_id": out.note_id,
-                    "balance": blob,
-                },
-            )
-            bal_notice = codec.encode(self.keys.sign_obj(obj))
+            bal_notice = self._balance_notice(it, new_bal, t)
         with self.store.transaction() as tx:
             if settle is not None:
                 cur = tx.execute(
@@ -1373,6 +1482,28 @@ def _outcome(row: Sequence[Any], replay: bool) -> Outcome:
     )
 
 
+_HEAD_SELECT = (
+    "SELECT book, n, ecode, hchain, coded_bal, last_kind, last_lsum, statement, sig FROM books"
+)
+_DUP_SELECT = "SELECT digest, note_id, payer, serial, payee, refusal, time FROM double_issues"
+
+
+def _dup_outcome(row: Sequence[Any], replay: bool = True) -> Outcome:
+    return Outcome(
+        REFUSED,
+        bytes(row[1]),
+        row[2],
+        row[4],
+        int(row[3]),
+        None,
+        reason_code=codec.REASON_DOUBLE_ISSUE,
+        reason=_double_reason(row[2], int(row[3])),
+        refusal=bytes(row[5]),
+        replay=replay,
+        time=int(row[6]),
+    )
+
+
 def _head(row: Sequence[Any]) -> Head:
     return Head(
         row[0],
@@ -1396,14 +1527,6 @@ def _account_info(row: Sequence[Any]) -> AccountInfo:
         int(row[4]),
         None if row[5] is None else bytes(row[5]),
     )
-
-
-def _account_info_tx(tx: Tx, account: str) -> AccountInfo | None:
-    row = tx.one(
-        "SELECT account, role, overdraft, flags, opened_at, template FROM accounts WHERE account = ?",
-        (account,),
-    )
-    return None if row is None else _account_info(row)
 
 
 def _covers(info: AccountInfo, balance: int, amount: int) -> bool:
