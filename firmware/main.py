@@ -11,6 +11,22 @@ import gc
 import sys
 
 
+def _mount_rom():
+    """Simulator: mount the ROMFS image the launcher mapped outside the heap (hubi.token.romrun),
+    as MicroPython mounts a board's ROMFS partition at /rom."""
+    import os
+
+    spec = os.getenv("HUBI_ROMFS") if hasattr(os, "getenv") else None
+    if not spec:
+        return
+    import uctypes
+    import vfs
+
+    addr, n = spec.split(":")
+    vfs.mount(vfs.VfsRom(memoryview(uctypes.bytearray_at(int(addr), int(n)))), "/rom")
+    sys.path[:0] = ["/rom", "/rom/lib"]
+
+
 def _config(argv):
     import json
 
@@ -28,12 +44,12 @@ def _config(argv):
 
 def build(cfg):
     """Board, wallet, link server, UI and the Token app from a config dict."""
+    import boards
     from core.keystore import Keystore
     from core.token import Token
     from core.wallet import Wallet
-    from hubi_core.link import Server
 
-    import boards
+    from hubi_core.link import Server
 
     board = boards.load(cfg.get("board", "sim"), cfg)
     s = board.settings
@@ -51,6 +67,7 @@ def build(cfg):
 
 
 def main(argv=None):
+    _mount_rom()
     cfg = _config(sys.argv if argv is None else argv)
     if cfg.get("maintenance_check", True) and cfg.get("board") not in ("sim", None):
         import boards

@@ -24,7 +24,9 @@ DEFAULTS = {
 class Board:
     """What main.py wires: drivers for each HAL interface plus the settings."""
 
-    def __init__(self, name, settings, storage, transport, clock, rng, display=None, inp=None, log=None):
+    def __init__(
+        self, name, settings, storage, transport, clock, rng, display=None, inp=None, log=None
+    ):
         self.name = name
         self.settings = settings
         self.storage = storage

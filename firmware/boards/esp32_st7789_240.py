@@ -15,12 +15,15 @@ PINS = {"sck": 18, "mosi": 23, "dc": 2, "rst": 4, "bl": 15, "up": 32, "down": 33
 
 
 def _buttons():
+    from drivers.buttons import Buttons
     from machine import Pin
 
-    from drivers.buttons import Buttons
-
     pull = Pin.PULL_UP
-    return Buttons(Pin(PINS["up"], Pin.IN, pull), Pin(PINS["down"], Pin.IN, pull), Pin(PINS["ok"], Pin.IN, pull))
+    return Buttons(
+        Pin(PINS["up"], Pin.IN, pull),
+        Pin(PINS["down"], Pin.IN, pull),
+        Pin(PINS["ok"], Pin.IN, pull),
+    )
 
 
 def maintenance():
@@ -29,16 +32,25 @@ def maintenance():
 
 
 def make(config):
-    from machine import SPI, Pin
-
-    from boards import Board, settings_of
     from drivers.esp32 import Esp32Clock, default_storage, usb_link
     from drivers.panel import Panel
     from hal import Rng
+    from machine import SPI, Pin
+
+    from boards import Board, settings_of
 
     s = settings_of(NAME, config.get("settings"))
-    spi = SPI(2, baudrate=40000000, polarity=1, phase=1, sck=Pin(PINS["sck"]), mosi=Pin(PINS["mosi"]))
+    spi = SPI(
+        2, baudrate=40000000, polarity=1, phase=1, sck=Pin(PINS["sck"]), mosi=Pin(PINS["mosi"])
+    )
     display = Panel(
-        spi, Pin(PINS["dc"], Pin.OUT), None, Pin(PINS["rst"], Pin.OUT), 240, 240, "st7789", bl=Pin(PINS["bl"], Pin.OUT)
+        spi,
+        Pin(PINS["dc"], Pin.OUT),
+        None,
+        Pin(PINS["rst"], Pin.OUT),
+        240,
+        240,
+        "st7789",
+        bl=Pin(PINS["bl"], Pin.OUT),
     )
     return Board(NAME, s, default_storage(), usb_link(), Esp32Clock(), Rng(), display, _buttons())

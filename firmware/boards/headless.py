@@ -11,9 +11,10 @@ SETTINGS = {"width": None, "height": None}
 
 
 def make(config):
-    from boards import Board, settings_of
     from drivers.esp32 import Esp32Clock, default_storage, usb_link
     from hal import Rng
+
+    from boards import Board, settings_of
 
     settings = settings_of(NAME, config.get("settings"))
     return Board(NAME, settings, default_storage(), usb_link(), Esp32Clock(), Rng())

@@ -12,13 +12,23 @@ Settings: 0.17 mm pixels; a note fits one version-15 QR at 2 px per module (170 
 
 NAME = "m5stack_core"
 SETTINGS = {"width": 320, "height": 240, "qr_level": "M", "qr_min_px": 2}
-PINS = {"sck": 18, "mosi": 23, "miso": 19, "cs": 14, "dc": 27, "rst": 33, "bl": 32, "up": 39, "ok": 38, "down": 37}
+PINS = {
+    "sck": 18,
+    "mosi": 23,
+    "miso": 19,
+    "cs": 14,
+    "dc": 27,
+    "rst": 33,
+    "bl": 32,
+    "up": 39,
+    "ok": 38,
+    "down": 37,
+}
 
 
 def _buttons():
-    from machine import Pin
-
     from drivers.buttons import Buttons
+    from machine import Pin
 
     return Buttons(Pin(PINS["up"], Pin.IN), Pin(PINS["down"], Pin.IN), Pin(PINS["ok"], Pin.IN))
 
@@ -28,15 +38,17 @@ def maintenance():
 
 
 def make(config):
-    from machine import SPI, Pin
-
-    from boards import Board, settings_of
     from drivers.esp32 import Esp32Clock, default_storage, usb_link
     from drivers.panel import Panel
     from hal import Rng
+    from machine import SPI, Pin
+
+    from boards import Board, settings_of
 
     s = settings_of(NAME, config.get("settings"))
-    spi = SPI(2, baudrate=40000000, sck=Pin(PINS["sck"]), mosi=Pin(PINS["mosi"]), miso=Pin(PINS["miso"]))
+    spi = SPI(
+        2, baudrate=40000000, sck=Pin(PINS["sck"]), mosi=Pin(PINS["mosi"]), miso=Pin(PINS["miso"])
+    )
     display = Panel(
         spi,
         Pin(PINS["dc"], Pin.OUT),

@@ -23,9 +23,10 @@ SETTINGS = {}
 
 
 def make(config):
-    from boards import Board, settings_of
     from drivers.sim import log
     from drivers.sim.storage import FaultyStorage
+
+    from boards import Board, settings_of
     from hubi_core.link import StreamTransport
 
     state = config["state"]
@@ -42,6 +43,8 @@ def make(config):
         from drivers.sim.display import SimDisplay
         from drivers.sim.input import ScriptInput
 
-        display = SimDisplay(settings["width"], settings["height"], config.get("frames", state + "/frames"))
+        display = SimDisplay(
+            settings["width"], settings["height"], config.get("frames", state + "/frames")
+        )
         inp = ScriptInput(config.get("script", state + "/input.txt"), log)
     return Board("sim:" + profile, settings, storage, transport, Clock(), Rng(), display, inp, log)

@@ -19,10 +19,9 @@ The account key lives in the heap only while a payment or a balance is being com
 MicroPython cannot wipe it (immutable ints and bytes): see docs/token.md.
 """
 
-from hubi_core import aesgcm, ct, suite
-
 from core import kdf
 from core.store import Corrupt, Records, open_record, seal_record
+from hubi_core import aesgcm, ct, suite
 
 LIMIT = 10
 FREE_TRIES = 3
@@ -44,7 +43,10 @@ class KeystoreError(Exception):
 
 class WrongPin(KeystoreError):
     def __init__(self, left):
-        super().__init__("wrong PIN: %d tr%s left before the keys are wiped" % (left, "y" if left == 1 else "ies"))
+        super().__init__(
+            "wrong PIN: %d tr%s left before the keys are wiped"
+            % (left, "y" if left == 1 else "ies")
+        )
         self.left = left
 
 

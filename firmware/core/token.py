@@ -14,12 +14,11 @@ Payment, in order (DESIGN section 2 link 2):
 import gc
 import json
 
-from hubi_core import protocol as P
-from hubi_core.errors import ErrorReply, HubiError
-
 from core import fmt
 from core.keystore import NotProvisioned, Wiped, WrongPin
 from core.wallet import WalletError
+from hubi_core import protocol as P
+from hubi_core.errors import ErrorReply, HubiError
 
 try:
     from micropython import mem_peak
@@ -113,9 +112,8 @@ class Token:
                 self.clock.sleep_ms(50)
 
     def refresh(self):
-        if self.ui is not None and not self.busy:
-            if self.ui.qr is None:
-                self.ui.home(self.wallet.info())
+        if self.ui is not None and not self.busy and self.ui.qr is None:
+            self.ui.home(self.wallet.info())
 
     # ------------------------------------------------------------------------ handlers
     def h_info(self, payload):
@@ -209,10 +207,14 @@ class Token:
     def h_pay_confirm(self, payload):
         w = self.wallet
         if self.ui is not None:
-            raise ErrorReply(P.ERR_STATE, "this token takes the PIN on its own keypad, not over the link")
+            raise ErrorReply(
+                P.ERR_STATE, "this token takes the PIN on its own keypad, not over the link"
+            )
         pay = w.pending
         if pay is None:
-            raise ErrorReply(P.ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)")
+            raise ErrorReply(
+                P.ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)"
+            )
         pin = bytes(payload).decode()
         try:
             priv = w.ks.unlock(pin, self._wait)
@@ -249,7 +251,8 @@ class Token:
         if self.ui is not None:
             self.ui.message(
                 out["kind"],
-                "%s\n%s\nto %s" % (out["signer"], fmt.amount(out["amount"], self.wallet.currency), out["payee"]),
+                "%s\n%s\nto %s"
+                % (out["signer"], fmt.amount(out["amount"], self.wallet.currency), out["payee"]),
                 wait=False,
             )
         return _json(out)
@@ -267,7 +270,11 @@ class Token:
             priv = None
             gc.collect()
         if self.ui is not None:
-            self.ui.message("Balance", "%s\nnotice #%d of %s" % (out["balance_text"], out["notice_serial"], out["bank"]), wait=False)
+            self.ui.message(
+                "Balance",
+                "%s\nnotice #%d of %s" % (out["balance_text"], out["notice_serial"], out["bank"]),
+                wait=False,
+            )
         return _json(out)
 
     def h_change_pin(self, payload):
@@ -298,7 +305,11 @@ class Token:
     def h_wipe(self, payload):
         w = self.wallet
         if self.ui is not None:
-            if not self.ui.confirm("Wipe token?", ["Erase the account key,", "history and trust files."], screen="confirm"):
+            if not self.ui.confirm(
+                "Wipe token?",
+                ["Erase the account key,", "history and trust files."],
+                screen="confirm",
+            ):
                 self.refresh()
                 raise WalletError(P.ERR_CANCELLED, "wipe declined on the device")
         elif w.provisioned:
@@ -365,9 +376,10 @@ class Token:
                 lines.append("left %s" % fmt.amount(i["allowance"]["left"], i["currency"]))
             lines.append("PIN tries %s" % i["pin_tries_left"])
             ui.show_lines("Info", lines)
-        elif key == "wipe":
-            if ui.confirm("Wipe token?", ["Erase the account key,", "history and trust files."]):
-                w.wipe()
+        elif key == "wipe" and ui.confirm(
+            "Wipe token?", ["Erase the account key,", "history and trust files."]
+        ):
+            w.wipe()
 
     def _typed_payment(self):
         ui = self.ui
@@ -376,7 +388,11 @@ class Token:
         bank = ui.choose("Payee bank", [(b, b) for b in banks])
         if bank is None:
             return None
-        local = ui.enter_text("Payee " + bank + "-", "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ._abcdefghijklmnopqrstuvwxyz", max_len=31 - len(bank))
+        local = ui.enter_text(
+            "Payee " + bank + "-",
+            "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ._abcdefghijklmnopqrstuvwxyz",
+            max_len=31 - len(bank),
+        )
         if not local:
             return None
         amount = ui.enter_amount(w.currency)

@@ -21,15 +21,14 @@ so a power cut can lose a note but never reuse a serial or sign past the allowan
 import gc
 import hashlib
 
+from core import fmt
+from core.store import Corrupt
 from hubi_core import codec, ct, ecies, ids, suite, tokenmsg
 from hubi_core import protocol as P
 from hubi_core.consortium import Consortium
 from hubi_core.cpk import PublicMatrix
 from hubi_core.errors import CodecError, HubiError, VerifyError
 from hubi_core.verify import Trust, template_key, verify_object
-
-from core import fmt
-from core.store import Corrupt
 
 HISTORY = 8
 TPL = "tpl.obj"
@@ -57,9 +56,28 @@ def _u64(n):
 class Counter:
     """ctr.bin: what must never go backwards."""
 
-    __slots__ = ("account", "next_serial", "allow_serial", "cap", "spent", "expiry", "first", "last_time")
+    __slots__ = (
+        "account",
+        "next_serial",
+        "allow_serial",
+        "cap",
+        "spent",
+        "expiry",
+        "first",
+        "last_time",
+    )
 
-    def __init__(self, account="", next_serial=1, allow_serial=0, cap=0, spent=0, expiry=0, first=0, last_time=0):
+    def __init__(
+        self,
+        account="",
+        next_serial=1,
+        allow_serial=0,
+        cap=0,
+        spent=0,
+        expiry=0,
+        first=0,
+        last_time=0,
+    ):
         self.account = account
         self.next_serial = next_serial
         self.allow_serial = allow_serial
@@ -248,7 +266,9 @@ class Wallet:
         for b in cons.bank_ids():
             name = folder + b + ".pub"
             if not self.storage.exists(name):
-                raise WalletError(P.ERR_PROVISION, "public matrix of bank %s missing (%s)" % (b, name))
+                raise WalletError(
+                    P.ERR_PROVISION, "public matrix of bank %s missing (%s)" % (b, name)
+                )
             mats[b] = PublicMatrix.open(self.storage.path(name))
         try:
             return Trust(cons, mats)
@@ -302,12 +322,24 @@ class Wallet:
 
     def provision(self, blob):
         """Check and install a sealed provisioning bundle (see hubi_core.tokenmsg)."""
+        try:
+            return self._provision(blob)
+        except BaseException:
+            self.trust = None
+            self.trim()
+            raise
+
+    def _provision(self, blob):
         if self.provisioned:
             raise WalletError(P.ERR_STATE, "token already provisioned: wipe it first")
         try:
-            plain = ecies.open_sealed(self.ks.transport_private(), bytes(blob), tokenmsg.PROVISION_INFO)
+            plain = ecies.open_sealed(
+                self.ks.transport_private(), bytes(blob), tokenmsg.PROVISION_INFO
+            )
         except ValueError as e:
-            raise WalletError(P.ERR_PROVISION, "cannot open the provisioning bundle: %s" % e) from None
+            raise WalletError(
+                P.ERR_PROVISION, "cannot open the provisioning bundle: %s" % e
+            ) from None
         try:
             b = tokenmsg.decode_bundle(plain)
         except HubiError as e:
@@ -317,17 +349,22 @@ class Wallet:
         if cons_raw is None:
             raise WalletError(P.ERR_PROVISION, "consortium.json was not uploaded (PROVISION_FILE)")
         if not ct.equal(hashlib.sha256(cons_raw).digest(), b["consortium"]):
-            raise WalletError(P.ERR_PROVISION, "uploaded consortium.json differs from the one in the bundle")
+            raise WalletError(
+                P.ERR_PROVISION, "uploaded consortium.json differs from the one in the bundle"
+            )
         try:
             cons = Consortium.from_json(cons_raw.decode())
         except (HubiError, ValueError, KeyError) as e:
             raise WalletError(P.ERR_PROVISION, "consortium file: %s" % e) from None
         del cons_raw
         trust = self._trust(cons, "stage/")
+        self.trust = trust
         try:
             cons.check_signatures(trust)
+            self.trim()
             tpl = codec.decode(b["template"], codec.TEMPLATE)
             pub = template_key(tpl, trust)
+            self.trim()
         except (HubiError, ValueError) as e:
             raise WalletError(P.ERR_VERIFY, "provisioning: %s" % e) from None
         priv = int.from_bytes(b["key"], "big")
@@ -336,7 +373,9 @@ class Wallet:
         except ValueError:
             raise WalletError(P.ERR_PROVISION, "account key out of range") from None
         if not ct.equal(mine, pub):
-            raise WalletError(P.ERR_PROVISION, "the account key does not match the bank-sealed template")
+            raise WalletError(
+                P.ERR_PROVISION, "the account key does not match the bank-sealed template"
+            )
         account = tpl["account"]
         allowance = None
         if b.get("allowance"):
@@ -353,6 +392,8 @@ class Wallet:
         for bank in cons.bank_ids():
             bid = bank.encode()
             keys += bytes([len(bid)]) + bid + trust.bank_key(bank)
+        self.trim()
+        self.trust = None
         if "time" in b:
             self.clock.set_time(b["time"])
         # --- install: public files first, the keystore last (the commit point) -----------
@@ -392,7 +433,9 @@ class Wallet:
         if a["account"] != account:
             raise WalletError(P.ERR_VERIFY, "allowance is for %s, not %s" % (a["account"], account))
         if a.signer != ids.bank_of(account):
-            raise WalletError(P.ERR_VERIFY, "allowance signed by %s, not by the account's bank" % a.signer)
+            raise WalletError(
+                P.ERR_VERIFY, "allowance signed by %s, not by the account's bank" % a.signer
+            )
         rep = verify_object(a, trust)
         if not rep.ok:
             f = rep.first_failure()
@@ -416,7 +459,8 @@ class Wallet:
         if a.serial <= c.allow_serial:
             raise WalletError(
                 P.ERR_ALLOWANCE,
-                "allowance #%d is not newer than the current #%d (replay refused)" % (a.serial, c.allow_serial),
+                "allowance #%d is not newer than the current #%d (replay refused)"
+                % (a.serial, c.allow_serial),
             )
         self._apply_allowance(c, a)
         self.records.put(ALLOW, a.raw)
@@ -458,7 +502,8 @@ class Wallet:
         tpl = req["template"]
         if tpl["currency"] != self.currency:
             raise WalletError(
-                P.ERR_VERIFY, "request is in %s, this account holds %s" % (tpl["currency"], self.currency)
+                P.ERR_VERIFY,
+                "request is in %s, this account holds %s" % (tpl["currency"], self.currency),
             )
         trust = self.load_trust()
         rep = verify_object(req, trust)
@@ -467,10 +512,14 @@ class Wallet:
             f = rep.first_failure()
             raise WalletError(P.ERR_VERIFY, "request not genuine: %s: %s" % (f[0], f[1]))
         if self.clock.is_set() and self.now() > req["expiry"]:
-            raise WalletError(P.ERR_EXPIRED, "request expired at %d (now %d)" % (req["expiry"], self.now()))
+            raise WalletError(
+                P.ERR_EXPIRED, "request expired at %d (now %d)" % (req["expiry"], self.now())
+            )
         amount = req["amount"]
         self._check_spend(amount)
-        return Payment(req.signer, amount, req.get("purpose"), self.currency, req.raw, "request", req["expiry"])
+        return Payment(
+            req.signer, amount, req.get("purpose"), self.currency, req.raw, "request", req["expiry"]
+        )
 
     def prepare_typed(self, payee, amount, purpose=None):
         """A payment typed on the device (no signed request): payee and amount checked."""
@@ -532,7 +581,9 @@ class Wallet:
         if serial is None:
             serial = serials[-1]
         if serial not in serials:
-            raise WalletError(P.ERR_NOT_FOUND, "note #%d is not kept (kept: %s)" % (serial, serials))
+            raise WalletError(
+                P.ERR_NOT_FOUND, "note #%d is not kept (kept: %s)" % (serial, serials)
+            )
         try:
             raw = self.records.get("hist/n%08d" % serial)
         except Corrupt as e:
@@ -581,11 +632,18 @@ class Wallet:
         except CodecError as e:
             raise WalletError(P.ERR_CODEC, "notice: %s" % e) from None
         if obj.kind not in (codec.BALANCE, codec.RECEIPT):
-            raise WalletError(P.ERR_CODEC, "expected a BalanceNotice or a Receipt, got a %s" % obj.kind_name)
+            raise WalletError(
+                P.ERR_CODEC, "expected a BalanceNotice or a Receipt, got a %s" % obj.kind_name
+            )
         if obj["payer"] != self.account:
-            raise WalletError(P.ERR_VERIFY, "%s is for payer %s, not %s" % (obj.kind_name, obj["payer"], self.account))
+            raise WalletError(
+                P.ERR_VERIFY,
+                "%s is for payer %s, not %s" % (obj.kind_name, obj["payer"], self.account),
+            )
         if obj.kind == codec.BALANCE and obj.signer != ids.bank_of(self.account):
-            raise WalletError(P.ERR_VERIFY, "balance notice signed by %s, not by our bank" % obj.signer)
+            raise WalletError(
+                P.ERR_VERIFY, "balance notice signed by %s, not by our bank" % obj.signer
+            )
         rep = verify_object(obj, self.load_trust())
         self.trim()
         if not rep.ok:
@@ -602,7 +660,9 @@ class Wallet:
         if obj.kind == codec.BALANCE:
             old = self._get_obj(BAL)
             if old is not None and old.serial > obj.serial:
-                raise WalletError(P.ERR_VERIFY, "balance notice #%d is older than #%d" % (obj.serial, old.serial))
+                raise WalletError(
+                    P.ERR_VERIFY, "balance notice #%d is older than #%d" % (obj.serial, old.serial)
+                )
             self.records.put(BAL, obj.raw)
         else:
             out["purpose"] = obj.get("purpose") or ""
@@ -624,7 +684,10 @@ class Wallet:
             value = _balance_value(plain)
             break
         if value is None:
-            raise WalletError(P.ERR_VERIFY, "the balance in notice #%d does not open with this account's key" % n.serial)
+            raise WalletError(
+                P.ERR_VERIFY,
+                "the balance in notice #%d does not open with this account's key" % n.serial,
+            )
         return {
             "balance": value,
             "balance_text": fmt.amount(value, self.currency),

@@ -50,7 +50,11 @@ class Buttons(Input):
                             return OK
                 elif p:
                     return name
-        if self.ok_down is not None and not self.ok_long and ticks_diff(now, self.ok_down) >= self.long_ms:
+        if (
+            self.ok_down is not None
+            and not self.ok_long
+            and ticks_diff(now, self.ok_down) >= self.long_ms
+        ):
             self.ok_long = True
             return BACK
         return None

@@ -6,7 +6,6 @@ built-in 8 x 8 font one glyph at a time through an 8-byte glyph buffer.
 """
 
 import framebuf
-
 from hal import WHITE, Display
 
 

@@ -12,7 +12,6 @@ that record the bus (tests/test_firmware_panel.py).
 """
 
 import framebuf
-
 from hal import ACCENT, BLACK, WHITE, Display
 
 try:
@@ -70,11 +69,26 @@ INIT = {
         (DISPON, b"", 50),
     ),
 }
-INIT["ili9342"] = INIT["ili9341"][:11] + ((MADCTL, b"\x08", 0),) + INIT["ili9341"][12:] + ((INVON, b"", 10),)
+INIT["ili9342"] = (
+    INIT["ili9341"][:11] + ((MADCTL, b"\x08", 0),) + INIT["ili9341"][12:] + ((INVON, b"", 10),)
+)
 
 
 class Panel(Display):
-    def __init__(self, spi, dc, cs, rst, width, height, controller="st7789", x_off=0, y_off=0, bl=None, madctl=None):
+    def __init__(
+        self,
+        spi,
+        dc,
+        cs,
+        rst,
+        width,
+        height,
+        controller="st7789",
+        x_off=0,
+        y_off=0,
+        bl=None,
+        madctl=None,
+    ):
         if controller not in INIT:
             raise ValueError("unknown panel controller %r" % controller)
         self.spi = spi

@@ -8,9 +8,9 @@ by ``qrparts.plan`` (3 px per module first, then 2). All frames are encoded once
 symbol is 270 bytes of bits) and redrawn in turn every ``frame_ms``.
 """
 
-from hubi_core import qr, qrparts
-
 from hal import BLACK, WHITE
+
+from hubi_core import qr, qrparts
 
 QUIET = 4
 

@@ -10,8 +10,8 @@ it: "confirm", "pin", "menu", "message", "qr", "text", "amount", "home", "wait".
 """
 
 from core import fmt
-
 from hal import ACCENT, BACK, BLACK, DOWN, OK, UP, WHITE
+
 from ui.qrview import QrView
 
 PIN_WHEEL = "0123456789<#"  # '<' deletes the last digit, '#' finishes
@@ -49,7 +49,10 @@ class Ui:
             self.idle()
             if self.qr is not None:
                 self.qr.tick(self.clock.ticks_ms(), self.clock.ticks_diff)
-            if timeout_ms is not None and self.clock.ticks_diff(self.clock.ticks_ms(), start) >= timeout_ms:
+            if (
+                timeout_ms is not None
+                and self.clock.ticks_diff(self.clock.ticks_ms(), start) >= timeout_ms
+            ):
                 return None
 
     def _title(self, text):
@@ -150,9 +153,8 @@ class Ui:
                 elif len(pin) < 8:
                     pin += ch
                 pos = 0
-            elif ev == "enter":
-                if len(pin) >= 4:
-                    return pin
+            elif ev == "enter" and len(pin) >= 4:
+                return pin
 
     def _draw_pin(self, title, pin, wheel, tries_left):
         d = self.d
@@ -309,7 +311,14 @@ class Ui:
         """The idle screen: account, allowance left, and the main menu."""
         items = []
         if info.get("state") == "ready":
-            items = [("Pay", "pay"), ("Last note", "last"), ("History", "history"), ("Balance", "balance"), ("Info", "info"), ("Wipe", "wipe")]
+            items = [
+                ("Pay", "pay"),
+                ("Last note", "last"),
+                ("History", "history"),
+                ("Balance", "balance"),
+                ("Info", "info"),
+                ("Wipe", "wipe"),
+            ]
             al = info.get("allowance")
             left = fmt.amount(al["left"], info.get("currency", "")) if al else "no allowance"
             title = info.get("account") or "hubi"

@@ -7,6 +7,7 @@ import click
 from hubi.commands import demo as demo_cmd
 from hubi.commands import merchant as merchant_cmd
 from hubi.commands import note as note_cmd
+from hubi.commands import token as token_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def main() -> None:
 main.add_command(note_cmd.note)
 main.add_command(demo_cmd.demo)
 main.add_command(merchant_cmd.merchant)
+main.add_command(token_cmd.token)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,9 +8,8 @@ writes each of its frames once), and at most ``max_frames`` files are kept per r
 import binascii
 import os
 
-from hubi_core import png
-
 from drivers.fbdisplay import FbDisplay
+from hubi_core import png
 
 
 class SimDisplay(FbDisplay):

@@ -126,6 +126,22 @@ def sim_bundle(force: bool = False) -> Path:
     return build(ROOT / "build" / "token-sim", "x64", None, force)
 
 
+def sim_image(force: bool = False) -> Path:
+    """ROMFS image of the simulator bundle (build/token-sim.romfs), rebuilt when stale."""
+    import fcntl
+
+    from hubi.token.romrun import make_image
+
+    bundle = sim_bundle(force)
+    out = bundle.with_name(bundle.name + ".romfs")
+    with open(bundle.with_name(bundle.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stamp = (bundle / ".build.json").stat().st_mtime
+        if force or not out.exists() or out.stat().st_mtime < stamp:
+            make_image(bundle, out)
+    return out
+
+
 def micropath(bundle: Path) -> str:
     """MICROPYPATH for running a bundle on the unix port."""
     return f"{bundle}:{bundle / 'lib'}"

@@ -130,7 +130,5 @@ def provision(
         allowance = make_allowance(
             bank, account, allowance_cap, first_serial, now + allowance_days * 86400, now=now
         )
-    blob = seal_bundle(
-        bytes.fromhex(tk), issued, pin, files["consortium.json"], allowance, now
-    )
+    blob = seal_bundle(bytes.fromhex(tk), issued, pin, files["consortium.json"], allowance, now)
     return tok.provision_commit(blob)

@@ -33,6 +33,11 @@ FIRMWARE = ROOT / "firmware"
 SHARED = ROOT / "shared"
 PROFILES = ("esp32_st7789_240", "m5stack_core", "headless")
 PIN_WHEEL = "0123456789<#"
+# MicroPython heap of the simulated token. Code runs in place from the ROMFS image (outside
+# the heap, as from a board's flash); what is left in the heap is module state (function and
+# class objects, dicts, ~140 KB on this 64-bit port, about half on the 32-bit ESP32) plus the
+# working set of a payment. docs/token.md "Memory" has the figures and the 96 KB target.
+SIM_HEAP = "256k"
 
 
 class SimError(RuntimeError):
@@ -70,20 +75,21 @@ class Simulator:
         state: Path | str,
         profile: str = "esp32_st7789_240",
         settings: dict[str, Any] | None = None,
-        heapsize: str | None = "96k",  # noqa: E501
+        heapsize: str | None = None,
         kill_at: int = 0,
         trace: bool = False,
         log: Path | str | None = None,
         script: Path | str | None = None,
         micropython: str | None = None,
         source: Path | None = None,
+        rom: bool = True,
     ) -> None:
         if profile not in PROFILES:
             raise SimError(f"unknown board profile {profile!r} (one of {', '.join(PROFILES)})")
         self.state = Path(state).resolve()
         self.profile = profile
         self.settings = dict(settings or {})
-        self.heapsize = heapsize
+        self.heapsize = SIM_HEAP if heapsize is None else heapsize
         self.kill_at = kill_at
         self.trace = trace
         self.log_path = Path(log) if log else self.state / "sim.log"
@@ -92,6 +98,7 @@ class Simulator:
         self.initial_script = Path(script) if script else None
         self.exe = micropython or micropython_exe()
         self.source = source  # None: run the compiled bundle (build/token-sim)
+        self.rom = rom
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: str | None = None
         self._master: int | None = None
@@ -125,17 +132,25 @@ class Simulator:
         tty.setraw(slave)  # bytes pass unchanged: no echo, no CR/LF translation
         self._master, self._slave = master, slave
         self.port = os.ttyname(slave)
-        bundle = build.sim_bundle() if self.source is None else self.source
         env = dict(os.environ)
-        if self.source is None:
-            env["MICROPYPATH"] = build.micropath(bundle)
-        else:  # run from the sources (needs a large heap: the compiler runs on "device")
+        if self.source is not None:  # from the sources: the compiler runs "on the device"
             env["MICROPYPATH"] = f"{SHARED}:{FIRMWARE}"
-        cmd = [self.exe]
+            cmd = [self.exe]
+            main = FIRMWARE / "main.py"
+        elif self.rom:  # code in "flash": a ROMFS image outside the heap, as on a board
+            image = build.sim_image()
+            env["MICROPYPATH"] = ".frozen"
+            cmd = [sys.executable, "-m", "hubi.token.romrun", str(image)]
+            main = build.sim_bundle() / "main.py"
+        else:  # .mpy files loaded into the heap
+            bundle = build.sim_bundle()
+            env["MICROPYPATH"] = build.micropath(bundle)
+            cmd = [self.exe]
+            main = bundle / "main.py"
         if self.heapsize:
             cmd += ["-X", f"heapsize={self.heapsize}"]
-        cmd += [str(Path(bundle) / "main.py"), str(cfg_path)]
-        self._log = open(self.log_path, "ab")
+        cmd += [str(main), str(cfg_path)]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _close()
         self.proc = subprocess.Popen(
             cmd, stdin=master, stdout=master, stderr=self._log, env=env, cwd=str(self.state)
         )

@@ -1,0 +1,338 @@
+"""`hubi token ...`: simulate, provision, pay, inspect, flash and deploy a token.
+
+Every command that talks to a token takes --port: a board's serial port (/dev/ttyUSB0) or the
+pseudo-terminal path `hubi token sim` prints. Errors from the token carry its reason.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hubi.output import console, err_console, print_json
+from hubi.token import deploy as dep
+from hubi.token import provision as prov
+from hubi.token.client import TokenClient
+from hubi.token.sim import PROFILES, SIM_HEAP, SimError, Simulator, run_forever
+from hubi_core import codec
+from hubi_core.errors import HubiError
+
+port_opt = click.option("--port", "-p", required=True, help="Serial port or simulator pty path.")
+json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    err_console.print(f"[red]{msg}[/red]")
+    sys.exit(code)
+
+
+@contextmanager
+def _token(port: str) -> Iterator[TokenClient]:
+    try:
+        tok = TokenClient.open(port)
+    except HubiError as e:
+        _fail(f"cannot talk to the token on {port}: {e}")
+    try:
+        yield tok
+    except HubiError as e:
+        _fail(f"token: {e}")
+    finally:
+        tok.close()
+
+
+def _out(data: Any, as_json: bool, human: Callable[[Any], None] | None = None) -> None:
+    if as_json or human is None:
+        print_json(data)
+    else:
+        human(data)
+
+
+@click.group()
+def token() -> None:
+    """The customer's token: simulator, provisioning, payments, flashing, deployment."""
+
+
+@token.command("sim")
+@click.option("--state", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--profile", "--board", type=click.Choice(PROFILES), default="esp32_st7789_240")
+@click.option("--script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--heapsize", default=SIM_HEAP, show_default=True)
+@click.option("--settings", "settings_json", help='Overrides, e.g. {"kdf_iterations": 2000}.')
+@click.option("--keyboard/--no-keyboard", default=None, help="Forward key presses (default: tty).")
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path))
+def sim_cmd(
+    state: Path,
+    profile: str,
+    script: Path | None,
+    heapsize: str,
+    settings_json: str | None,
+    keyboard: bool | None,
+    port_file: Path | None,
+) -> None:
+    """Run the firmware under the MicroPython unix port; print the pty path to use as --port.
+
+    Screen frames are written to STATE/frames/*.png; input comes from --script and from the
+    keyboard (arrows/w/s, Enter = OK, Backspace = BACK, digits; q quits)."""
+    settings = json.loads(settings_json) if settings_json else {}
+    sim = Simulator(state, profile, settings, heapsize=heapsize, script=script)
+    try:
+        sim.start()
+        sim.wait_ready()
+    except SimError as e:
+        _fail(str(e))
+    if port_file:
+        port_file.write_text(str(sim.port) + "\n")
+    click.echo(f"token simulator ({profile}) on {sim.port}")
+    click.echo(f"frames: {sim.frames}   log: {sim.log_path}   input: {sim.script}")
+    sys.stdout.flush()
+    if keyboard is None:
+        keyboard = sys.stdin.isatty()
+    sys.exit(run_forever(sim, keyboard))
+
+
+@token.command("info")
+@port_opt
+@json_opt
+def info_cmd(port: str, as_json: bool) -> None:
+    """State, account, serial, allowance, PIN tries, board."""
+    with _token(port) as tok:
+        _out(tok.info(), as_json, _print_info)
+
+
+def _print_info(i: dict[str, Any]) -> None:
+    console.print(f"[bold]{i.get('board')}[/bold] {i.get('firmware')}  state: {i['state']}")
+    if i["state"] == "ready":
+        console.print(f"account {i['account']} ({i['currency']})  next serial {i['next_serial']}")
+        al = i.get("allowance")
+        if al:
+            console.print(f"allowance #{al['serial']}: {al['left']} of {al['cap']} left")
+        console.print(f"PIN tries left {i['pin_tries_left']}, notes kept {i['notes']}")
+    else:
+        console.print(f"transport key {i.get('transport_key')}")
+
+
+@token.command("provision")
+@port_opt
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--account", required=True)
+@click.option("--pin", help="Initial PIN (4-8 digits); prompted if not given.")
+@click.option(
+    "--allowance", "cap", type=int, default=100000, show_default=True, help="Minor units."
+)
+@click.option("--days", type=int, default=30, show_default=True)
+@click.option("--first-serial", type=int, default=1, show_default=True)
+@json_opt
+def provision_cmd(
+    port: str,
+    home: Path,
+    account: str,
+    pin: str | None,
+    cap: int,
+    days: int,
+    first_serial: int,
+    as_json: bool,
+) -> None:
+    """Issue ACCOUNT from the bank's KMC in HOME and load it into a blank token."""
+    if pin is None:
+        pin = getpass.getpass("initial PIN: ")
+    with _token(port) as tok:
+        try:
+            out = prov.provision(
+                tok,
+                home,
+                account,
+                pin,
+                cap or None,
+                days,
+                first_serial,
+                progress=None if as_json else lambda n, d, t: None,
+            )
+        except (RuntimeError, OSError, ValueError) as e:
+            _fail(str(e))
+        _out(out, as_json, _print_info)
+
+
+@token.command("allowance")
+@port_opt
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--amount", type=int, required=True, help="Cap in minor units.")
+@click.option("--days", type=int, default=30, show_default=True)
+@json_opt
+def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) -> None:
+    """Load a new bank-signed offline allowance (the old one is replaced)."""
+    from hubi import kmc
+    from hubi_core import ids
+
+    with _token(port) as tok:
+        i = tok.info()
+        if i["state"] != "ready":
+            _fail("token not provisioned")
+        bank = kmc.load_bank_identity(home, ids.bank_of(i["account"]))
+        now = int(time.time())
+        a = prov.make_allowance(bank, i["account"], amount, i["next_serial"], now + days * 86400)
+        _out(tok.load_allowance(codec.encode(a)), as_json, lambda d: console.print(d))
+
+
+@token.command("pay")
+@port_opt
+@click.option(
+    "--request", "request_file", type=click.Path(exists=True, path_type=Path), required=True
+)
+@click.option("--pin", help="Headless tokens: the PIN (prompted if not given).")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", is_flag=True, help="Headless: do not ask for confirmation.")
+@json_opt
+def pay_cmd(
+    port: str, request_file: Path, pin: str | None, out_file: Path | None, yes: bool, as_json: bool
+) -> None:
+    """Send a payee's Request; confirm on the token (or here, for headless ones); get the note."""
+    from hubi import objects
+
+    raw = objects.read_object_bytes(request_file)
+    with _token(port) as tok:
+        if not as_json:
+            console.print("confirm the payment on the token...")
+        r = tok.pay(raw, timeout_ms=10000)
+        note = r.note
+        if note is None:
+            s = r.summary or {}
+            console.print(
+                f"pay [bold]{s.get('amount_text')}[/bold] to {s.get('payee')} {s.get('purpose', '')}"
+            )
+            if not yes and not click.confirm("confirm?", default=False):
+                tok.cancel_pay()
+                _fail("cancelled", 1)
+            note = tok.confirm_pay(pin or getpass.getpass("PIN: "))
+        if out_file:
+            out_file.write_bytes(note)
+        n = codec.decode(note, codec.NOTE)
+        info = {
+            "serial": n.serial,
+            "amount": n["amount"],
+            "payee": n["payee"],
+            "size": len(note),
+            "note": note.hex(),
+        }
+        if as_json:
+            print_json(info)
+        else:
+            console.print(
+                f"note #{n.serial}: {len(note)} bytes" + (f" -> {out_file}" if out_file else "")
+            )
+            _terminal_qr(note)
+
+
+def _terminal_qr(data: bytes) -> None:
+    import segno
+
+    segno.make(data, error="m", boost_error=False).terminal(compact=True)
+
+
+@token.command("note")
+@port_opt
+@click.option("--serial", type=int)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
+def note_cmd(port: str, serial: int | None, out_file: Path | None) -> None:
+    """Fetch a kept note (default: the last one)."""
+    with _token(port) as tok:
+        note = tok.note(serial)
+    if out_file:
+        out_file.write_bytes(note)
+    else:
+        click.echo(note.hex())
+
+
+@token.command("notes")
+@port_opt
+@json_opt
+def notes_cmd(port: str, as_json: bool) -> None:
+    """The notes kept on the token."""
+    with _token(port) as tok:
+        _out(tok.notes(), as_json, None)
+
+
+@token.command("notice")
+@port_opt
+@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@json_opt
+def notice_cmd(port: str, file: Path, as_json: bool) -> None:
+    """Load a BalanceNotice or Receipt into the token (verified there)."""
+    from hubi import objects
+
+    with _token(port) as tok:
+        _out(tok.load_notice(objects.read_object_bytes(file)), as_json, None)
+
+
+@token.command("balance")
+@port_opt
+@click.option("--pin", help="Headless tokens: the PIN.")
+@json_opt
+def balance_cmd(port: str, pin: str | None, as_json: bool) -> None:
+    """Decrypt the last balance notice (PIN on the token, or --pin for headless ones)."""
+    with _token(port) as tok:
+        _out(tok.balance(pin), as_json, None)
+
+
+@token.command("wipe")
+@port_opt
+@click.option("--pin", help="Headless tokens: the PIN.")
+def wipe_cmd(port: str, pin: str | None) -> None:
+    """Erase the account key, history and trust files (confirm on the token)."""
+    with _token(port) as tok:
+        tok.wipe(pin)
+    click.echo("wiped")
+
+
+@token.command("flash")
+@port_opt
+@click.option(
+    "--firmware", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
+)
+@click.option(
+    "--chip", type=click.Choice(sorted(dep.FLASH_OFFSET)), default="esp32", show_default=True
+)
+@click.option("--baud", type=int, default=460800, show_default=True)
+@click.option("--no-erase", is_flag=True)
+@click.option("--dry-run", is_flag=True, help="Print the esptool commands only.")
+def flash_cmd(
+    port: str, firmware: Path, chip: str, baud: int, no_erase: bool, dry_run: bool
+) -> None:
+    """Write a MicroPython image (supplied by you) to the board with esptool."""
+    try:
+        cmds = dep.flash_commands(port, firmware, chip, baud, not no_erase)
+        if dry_run:
+            for c in cmds:
+                click.echo(" ".join(c))
+            return
+        dep.run(cmds, echo=click.echo)
+    except dep.DeployError as e:
+        _fail(str(e))
+
+
+@token.command("deploy")
+@port_opt
+@click.option("--board", type=click.Choice(sorted(dep.CHIP_OF_BOARD)), required=True)
+@click.option("--romfs", is_flag=True, help="Modules into the ROMFS partition (run in place).")
+@click.option("--dry-run", is_flag=True, help="Build the bundle, print the mpremote commands only.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path))
+def deploy_cmd(port: str, board: str, romfs: bool, dry_run: bool, out_dir: Path | None) -> None:
+    """Compile the firmware with mpy-cross for BOARD and copy it to the board with mpremote."""
+    try:
+        bundle = dep.bundle_for(board, out_dir)
+        cmds = dep.deploy_commands(port, bundle, romfs)
+        click.echo(f"bundle: {bundle} ({sum(1 for _ in bundle.rglob('*.mpy'))} modules)")
+        if dry_run:
+            for c in cmds:
+                click.echo(f"(cd {bundle} && " + " ".join(c) + ")")
+            return
+        dep.run(cmds, cwd=bundle, echo=click.echo)
+    except dep.DeployError as e:
+        _fail(str(e))
