@@ -22,6 +22,7 @@ expired            expiry       the note was signed after the request expired
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -85,12 +86,16 @@ class Verdict:
         }
 
 
+_FIELD_WORDS = ("suite", "kind", "version", "signer", "serial", "time") + tuple(
+    f[1] for f in codec.SCHEMAS[codec.NOTE][1]
+)
+
+
 def _codec_field(exc: CodecError) -> str:
-    """Best guess of the field a codec error names ('Note.amount: ...' -> 'amount')."""
-    msg = str(exc)
-    head = msg.split(":", 1)[0].strip()
-    if "." in head and " " not in head:
-        return head.split(".", 1)[1].split(".")[0]
+    """The field a codec error names ('Note truncated: lsum signature ...' -> 'lsum')."""
+    for word in re.findall(r"[A-Za-z_]+", str(exc)):
+        if word in _FIELD_WORDS:
+            return word
     return "format"
 
 

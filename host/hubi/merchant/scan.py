@@ -112,35 +112,56 @@ def scan_objects(
     """Yield each object whose QR frames appear in sources (paths, arrays, video frames).
 
     limit: stop after this many objects (a live camera: 1). thorough=False skips zxing's
-    OpenCV fallbacks (live frames come fast; a later frame will do).
+    OpenCV fallbacks (live frames come fast; a later frame will do). With thorough=True and
+    a list of sources (files), a quick pass reads every image first and the slow fallbacks
+    run only on the images it could not read, and only while some object is still incomplete
+    (or nothing was found at all): an animated note whose other frames cover a hard one costs
+    no more than the easy frames.
     """
     col = collector if collector is not None else MultiCollector()
     p = Progress()
     found = 0
-    for src in sources:
-        p.frames += 1
+    two_pass = thorough and isinstance(sources, (list, tuple))
+    hard: list[Any] = []
+
+    def read(src: Any, slow: bool, count: bool) -> list[bytes]:
+        if count:
+            p.frames += 1
         try:
-            payloads = qrscan.decode_image(src, thorough=thorough)
+            payloads = qrscan.decode_image(src, thorough=slow)
         except (OSError, ValueError) as exc:
             if on_frame_error is None:
                 raise
             on_frame_error(src, exc)
-            payloads = []
+            return []
+        if not payloads and two_pass and not slow:
+            hard.append(src)
+        return payloads
+
+    def feed(payloads: list[bytes]) -> list[bytes]:
         p.codes += len(payloads)
-        completed = []
-        for payload in payloads:
-            msg = col.add(payload)
-            if msg is not None:
-                completed.append(msg)
+        completed = [m for m in (col.add(x) for x in payloads) if m is not None]
         p.bad_frames = len(col.errors)
         p.have, p.need = col.progress()
         p.done += len(completed)
         if progress is not None:
             progress(p)
-        for msg in completed:
+        return completed
+
+    for src in sources:
+        for msg in feed(read(src, thorough and not two_pass, True)):
             yield msg
             found += 1
             if limit is not None and found >= limit:
+                return
+    if two_pass and hard and (col.collectors or found == 0):
+        for src in hard:
+            for msg in feed(read(src, True, False)):
+                yield msg
+                found += 1
+                if limit is not None and found >= limit:
+                    return
+            if not col.collectors and found:
                 return
 
 
