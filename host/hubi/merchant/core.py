@@ -19,7 +19,7 @@ from typing import Any
 
 from hubi_core import codec
 
-from . import checks, receipt, request, scan
+from . import book, checks, receipt, request, scan
 from .config import Identity, MerchantError, MerchantHome
 from .money import format_amount
 from .outbox import Duplicate, NoteRow, Outbox, RequestRow
@@ -97,6 +97,7 @@ class Merchant:
         self.trust = home.load_trust()
         self.identity: Identity = home.load_identity(self.trust)
         self.outbox = Outbox(home.outbox_path)
+        self._book_keys: Any = None
 
     @classmethod
     def open(cls, path: Path | None = None) -> Merchant:
@@ -260,6 +261,37 @@ class Merchant:
                 on_result(res)
         return results
 
+    # ---------------------------------------------------------------------- link 5
+    @property
+    def book_keys(self) -> Any:
+        """The merchant's keys as keeper of its own book (hubi.bank.records.BookKeys)."""
+        if self._book_keys is None:
+            from hubi.bank.records import BookKeys
+
+            self._book_keys = BookKeys(self.account, self.identity.private)
+        return self._book_keys
+
+    def book(self) -> list[Any]:
+        """The merchant's own book: one entry per verified SettlementNotice."""
+        return book.entries(self.outbox.db)
+
+    def book_balance(self) -> int:
+        return book.balance(self.outbox.db, self.book_keys)
+
+    def audit_book(self) -> list[dict[str, Any]]:
+        """Findings on every link of the merchant's book ([] when it is sound)."""
+        return book.audit(self.outbox.db, self.book_keys, self.trust, self._note_bytes)
+
+    def _note_bytes(self, note_id: bytes) -> bytes | None:
+        row = self.outbox.find(note_id)
+        return row.bytes if row else None
+
+    def upload(self, bank_url: str | None = None, **kw: Any) -> Any:
+        """Upload the pending notes (see hubi.merchant.upload.upload); returns an UploadReport."""
+        from . import upload as up
+
+        return up.upload(self, bank_url or up.bank_url_of(self), **kw)
+
     # --------------------------------------------------------------------- views
     def notes(self, state: str | None = None) -> list[NoteRow]:
         return self.outbox.notes(state)
@@ -277,6 +309,7 @@ class Merchant:
             "notes": self.outbox.counts(),
             "open_request": req.as_dict() if req else None,
             "rejects": len(self.outbox.rejects()),
+            "book": {"records": len(self.book()), "balance": self.book_balance()},
         }
 
 

@@ -230,10 +230,10 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
         if notice_obj is None:
             raise Answer("the bank says booked but sent no SettlementNotice for this note")
         notice_raw = bytes(notice_obj.raw)
-        recs: list[book.BookRecord] = []
+        recs: list[book.Entry] = []
 
         def add_to_book(db: Any) -> None:
-            recs.append(book.append(db, note, notice_raw, notice_obj.signer, int(time.time())))
+            recs.append(book.append(db, merchant.book_keys, note, notice_raw, int(time.time())))
 
         outcome["status"] = notice_obj["status"]
         merchant.outbox.record_outcome(
@@ -241,7 +241,7 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
         )
         item.state = BOOKED
         item.notice = True
-        item.book_record = recs[0].number if recs else None
+        item.book_record = recs[0].record.n if recs else None
         item.detail = "SettlementNotice verified" + (
             f", book record #{item.book_record}" if item.book_record else ""
         )
@@ -280,7 +280,7 @@ def upload(
     if pending:
         say(f"uploading {len(pending)} note(s) to {bank_url}")
     with BankClient(bank_url, timeout=timeout) as client:
-        for i, row in enumerate(pending):
+        for row in pending:
             note = codec.decode(row.bytes, codec.NOTE)
             item = UploadItem(row.note_id, row.payer, row.serial, row.amount, row.currency, PENDING)
             report.items.append(item)
@@ -308,6 +308,5 @@ def upload(
                     merchant.outbox.record_attempt(row.note_id, str(exc))
                     item.detail = str(exc)
                     break
-            say(f"  [{i + 1}/{len(pending)}] {row.note_id.hex()[:16]}… {item.state} {item.detail}")
     report.seconds = time.monotonic() - t0
     return report
