@@ -1,0 +1,633 @@
+"""Audit of a bank's books and register (DESIGN §4): every link, not just the ends.
+
+``audit(store, ...)`` walks every book in record-number order and the register in booking order
+and reports findings, each naming a ``book`` (an account id, or ``(register)``), a ``record``
+number (for the register: a register position or a checkpoint's tree size) and a ``kind``:
+
+    missing            a record number with no record, below the book's last record
+    truncated          the book's records end before its signed head says they do
+    reordered          the record stored at n is another number's record (moved/swapped)
+    duplicated         a copy of a record already in the book (same bytes, or the same note
+                       booked twice in one book)
+    altered            the record's bytes differ from what the hash chain recorded, its fields
+                       contradict its evidence (lsum, amount, account), or a chain equation fails
+    bad-signature      a signature of the bank (sig8 over ecode, sig9 over the coded balance,
+                       the book head) or of the payer (the note) does not verify although the
+                       hash chain does: the record was rewritten and the chains recomputed
+    balance-mismatch   balance_n != balance_(n-1) + delta_n (needs the bank's private key)
+    checkpoint-mismatch a signed tree head does not match the register as stored now
+
+Checks per record n of book B (``level="chain"`` does the first four, ``"full"`` all):
+    numbering (gaps, tail vs head, copies, records stored at another number's place);
+    hash chain  hchain_n == SHA-256(hchain_(n-1) || u64(n) || body_n);
+    XOR chain   ecode_n == ecode_(n-1) XOR lsum_n;
+    head        the signed head names (n, hchain) of the last record;
+    evidence    the note decodes, its payer's signatures verify, lsum and delta match it and the
+                book is its payer (debit) or payee (credit);
+    signatures  sig8, sig9 (low S), the head statement, each checkpoint's seal;
+    balances    the coded balances open and add up (only with the bank's private key);
+    register    every entry has its record; RFC 9162 roots at every checkpoint.
+
+A link check between n-1 and n runs only when both records are in their places, so one tampered
+record is reported once, at its own number, not again at its neighbour.
+
+``AuditMemo`` remembers (by SHA-256) record bytes and notes whose signatures verified, so a repeat
+audit re-verifies only what changed; it is content-addressed, so a changed byte is re-checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hubi.bank import merkle
+from hubi.bank import records as rec
+from hubi.bank.store import Store, display_url, open_store
+from hubi_core import codec, lsum, suite, verify
+from hubi_core.errors import CodecError
+
+__all__ = [
+    "AuditMemo",
+    "AuditReport",
+    "Finding",
+    "KINDS",
+    "REGISTER",
+    "api_audit",
+    "audit",
+]
+
+KINDS = (
+    "missing",
+    "altered",
+    "reordered",
+    "duplicated",
+    "truncated",
+    "bad-signature",
+    "balance-mismatch",
+    "checkpoint-mismatch",
+)
+REGISTER = "(register)"
+_ROW_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Finding:
+    book: str
+    record: int
+    kind: str
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"book": self.book, "record": self.record, "kind": self.kind, "detail": self.detail}
+
+
+@dataclass
+class AuditReport:
+    bank: str
+    level: str
+    findings: list[Finding]
+    books: int = 0
+    records: int = 0
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def lost(self) -> list[tuple[str, int]]:
+        """Records the audit found missing or cut off (what ``restore`` fetches)."""
+        seen: dict[tuple[str, int], None] = {}
+        for f in self.findings:
+            if f.book != REGISTER and f.kind in ("missing", "truncated"):
+                seen[(f.book, f.record)] = None
+        return list(seen)
+
+    def by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.findings:
+            out[f.kind] = out.get(f.kind, 0) + 1
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank,
+            "level": self.level,
+            "ok": self.ok,
+            "books": self.books,
+            "records": self.records,
+            "checks": self.checks,
+            "summary": self.by_kind(),
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+class AuditMemo:
+    """Digests of record bytes and notes whose signatures verified in an earlier audit."""
+
+    def __init__(self) -> None:
+        self.bodies: set[bytes] = set()
+        self.notes: set[bytes] = set()
+
+
+class _Findings:
+    def __init__(self) -> None:
+        self._by: dict[tuple[str, int, str], list[str]] = {}
+
+    def add(self, book: str, record: int, kind: str, detail: str) -> None:
+        assert kind in KINDS, kind
+        lst = self._by.setdefault((book, record, kind), [])
+        if detail not in lst:
+            lst.append(detail)
+
+    def drop(self, book: str, record: int) -> None:
+        for key in [k for k in self._by if k[0] == book and k[1] == record]:
+            del self._by[key]
+
+    def has(self, book: str, record: int) -> bool:
+        return any(k[0] == book and k[1] == record for k in self._by)
+
+    def sorted(self) -> list[Finding]:
+        def order(k: tuple[str, int, str]) -> tuple:
+            return (k[0] == REGISTER, k[0], k[1], KINDS.index(k[2]))
+
+        return [
+            Finding(b, n, kind, "; ".join(self._by[(b, n, kind)]))
+            for b, n, kind in sorted(self._by, key=order)
+        ]
+
+
+@dataclass
+class _Prev:
+    n: int
+    hchain: bytes
+    ecode: bytes
+    usable: bool  # in place and parsed: links to the next record may be checked
+    balance: int | None = None
+
+
+class _Auditor:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        trust: verify.Trust | None,
+        keys: rec.BookKeys | None,
+        level: str,
+        memo: AuditMemo | None,
+        progress: Callable[[int], None] | None,
+    ):
+        if level not in ("chain", "full"):
+            raise ValueError("level must be 'chain' or 'full'")
+        self.store = store
+        self.trust = trust
+        self.keys = keys
+        self.level = level
+        self.full = level == "full"
+        self.memo = memo or AuditMemo()
+        self.progress = progress
+        self.f = _Findings()
+        self.checks: dict[str, Any] = {"level": level}
+        reader = store.reader()
+        raw_bank = reader.meta("bank")
+        self.bank = raw_bank.decode() if raw_bank else ""
+        db_key = reader.meta("bank_key")
+        key = None
+        if trust is not None and self.bank in trust.consortium.banks:
+            key = trust.bank_key(self.bank)
+            self.checks["bank_key"] = "consortium file"
+            if db_key is not None and db_key != key:
+                self.f.add(
+                    REGISTER,
+                    0,
+                    "bad-signature",
+                    "the database names another key for the bank than the consortium file",
+                )
+        elif db_key is not None:
+            key = db_key
+            self.checks["bank_key"] = "database (not checked against a consortium file)"
+        self.verifier = rec.BookVerifier(self.bank, key) if key is not None else None
+        if self.full and self.verifier is None:
+            self.checks["signatures"] = "not checked: no bank key"
+        self.checks["notes"] = (
+            "verified"
+            if (self.full and trust is not None)
+            else "not checked (no trust bundle)"
+            if self.full
+            else "not checked"
+        )
+        self.checks["balances"] = (
+            "checked"
+            if (self.full and keys is not None)
+            else "not checked (no bank private key)"
+            if self.full
+            else "not checked"
+        )
+        self.records = 0
+
+    # ------------------------------------------------------------------------------ books
+    def book_names(self, only: Iterable[str] | None) -> list[str]:
+        if only is not None:
+            return sorted(set(only))
+        tx = self.store.reader()
+        names = {r[0] for r in tx.all("SELECT book FROM books")}
+        names |= {r[0] for r in tx.all("SELECT DISTINCT book FROM records")}
+        return sorted(names)
+
+    def _rows(self, book: str) -> Iterator[tuple[int, bytes, bytes]]:
+        tx = self.store.reader()
+        last = None
+        while True:
+            if last is None:
+                rows = tx.all(
+                    "SELECT n, body, hchain FROM records WHERE book = ? ORDER BY n LIMIT ?",
+                    (book, _ROW_BATCH),
+                )
+            else:
+                rows = tx.all(
+                    "SELECT n, body, hchain FROM records WHERE book = ? AND n > ? ORDER BY n LIMIT ?",
+                    (book, last, _ROW_BATCH),
+                )
+            if not rows:
+                return
+            for n, body, hc in rows:
+                yield int(n), bytes(body), bytes(hc)
+            last = int(rows[-1][0])
+            if len(rows) < _ROW_BATCH:
+                return
+
+    def walk_book(self, book: str) -> None:
+        f = self.f
+        head_row = self.store.reader().one(
+            "SELECT n, ecode, hchain, statement, sig FROM books WHERE book = ?", (book,)
+        )
+        prev = _Prev(0, rec.ZERO32, rec.ZERO16, True, 0)
+        seen: dict[bytes, tuple[int, bool]] = {}  # identity -> (n, in place)
+        notes_seen: dict[tuple[int, bytes], int] = {}
+        expected = 1
+        last_in_place = 0
+        last_row = 0
+        in_place_rows: dict[
+            int, tuple[bytes, bytes]
+        ] = {}  # n -> (hchain, ecode) for the head check
+        head_n = int(head_row[0]) if head_row else None
+        for n, body, hc in self._rows(book):
+            self.records += 1
+            if self.progress and self.records % 10000 == 0:
+                self.progress(self.records)
+            while expected < n:
+                f.add(book, expected, "missing", f"no record {expected} in book {book}")
+                expected += 1
+            expected = max(expected, n + 1)
+            last_row = n
+            ident = hashlib.sha256(body).digest() if self.full else hc
+            # numbering: where this record belongs
+            try:
+                if len(body) < rec.BODY_FIXED:
+                    raise rec.RecordFormatError(f"record is {len(body)} bytes")
+                body_n = rec.body_n(body)
+                record = rec.Record.parse(body) if self.full else None
+            except rec.RecordFormatError as exc:
+                f.add(book, n, "altered", f"record bytes do not parse: {exc}")
+                prev = _Prev(n, hc, rec.ZERO16, False)
+                continue
+            in_place = body_n == n and (record is None or record.book == book)
+            if ident in seen:
+                first_n, first_in_place = seen[ident]
+                if in_place and not first_in_place:
+                    f.drop(book, first_n)
+                    f.add(book, first_n, "duplicated", f"copy of record {n}")
+                else:
+                    f.add(book, n, "duplicated", f"copy of record {first_n}")
+                    prev = _Prev(n, hc, rec.ZERO16, False)
+                    continue
+            seen[ident] = (n, in_place)
+            if not in_place:
+                where = (
+                    body_n if (record is None or record.book == book) else f"{record.book}#{body_n}"
+                )
+                f.add(book, n, "reordered", f"record {n}'s place holds record {where}")
+                prev = _Prev(n, hc, rec.ZERO16, False)
+                continue
+            if head_n is not None and n > head_n:
+                f.add(book, n, "altered", f"record {n} is beyond the signed head ({head_n})")
+            ls = body[22:38]
+            ecode = body[38:54]
+            link = prev.usable and prev.n == n - 1
+            hash_ok = True
+            if link:
+                if rec.chain_hash(prev.hchain, n, body) != hc:
+                    hash_ok = False
+                    f.add(
+                        book, n, "altered", "record bytes differ from those the hash chain recorded"
+                    )
+                if rec.xor16(prev.ecode, ls) != ecode:
+                    f.add(book, n, "altered", "ecode != ecode(n-1) XOR lsum (XOR chain broken)")
+            balance = None
+            if self.full:
+                assert record is not None
+                balance = self._full_checks(
+                    book,
+                    n,
+                    record,
+                    body,
+                    ident,
+                    hash_ok and link,
+                    notes_seen,
+                    prev if link else None,
+                )
+            prev = _Prev(n, hc, ecode, True, balance)
+            last_in_place = n
+            in_place_rows[n] = (hc, ecode)
+            if len(in_place_rows) > 2:
+                in_place_rows.pop(min(in_place_rows))
+        self._head_checks(book, head_row, last_in_place, last_row, in_place_rows)
+
+    def _full_checks(
+        self,
+        book: str,
+        n: int,
+        record: rec.Record,
+        body: bytes,
+        ident: bytes,
+        chained: bool,
+        notes_seen: dict[tuple[int, bytes], int],
+        prev: _Prev | None,
+    ) -> int | None:
+        f = self.f
+        # bank signatures (memo: these exact bytes verified before)
+        if self.verifier is not None and ident not in self.memo.bodies:
+            bad = self.verifier.check_record(record)
+            if bad:
+                what = {
+                    "sig8": "sig8 (over the evidence code)",
+                    "sig9": "sig9 (over the coded balance)",
+                }
+                f.add(
+                    book,
+                    n,
+                    "bad-signature",
+                    " and ".join(what[b] for b in bad) + " does not verify",
+                )
+            else:
+                self.memo.bodies.add(ident)
+        # evidence
+        ev = record.evidence
+        evd = hashlib.sha256(ev).digest()
+        key = (record.kind, evd)
+        if key in notes_seen:
+            f.add(
+                book,
+                n,
+                "duplicated",
+                f"the same note is already booked as record {notes_seen[key]}",
+            )
+        else:
+            notes_seen[key] = n
+        if record.kind not in (rec.DEBIT, rec.CREDIT):
+            f.add(book, n, "altered", f"record kind {record.kind} is not a debit or credit")
+        else:
+            try:
+                note = codec.decode(ev, codec.NOTE)
+            except CodecError as exc:
+                note = None
+                f.add(book, n, "altered", f"evidence is not a valid note: {exc}")
+            if note is not None:
+                amount = note["amount"]
+                if record.kind == rec.DEBIT and (note.signer != book or record.delta != -amount):
+                    f.add(
+                        book,
+                        n,
+                        "altered",
+                        f"debit of {record.delta} does not match the note ({note.signer} pays {amount})",
+                    )
+                if record.kind == rec.CREDIT and (note["payee"] != book or record.delta != amount):
+                    f.add(
+                        book,
+                        n,
+                        "altered",
+                        f"credit of {record.delta} does not match the note ({note['payee']} receives {amount})",
+                    )
+                if lsum.of_note(note) != record.lsum:
+                    f.add(book, n, "altered", "lsum does not match the note's fields")
+                if self.trust is not None and evd not in self.memo.notes:
+                    report = verify.verify_note(note, self.trust, None)
+                    if report.ok:
+                        self.memo.notes.add(evd)
+                    else:
+                        first = report.first_failure() or ("note", "")
+                        kind = "bad-signature" if chained else "altered"
+                        f.add(
+                            book,
+                            n,
+                            kind,
+                            f"the note's {first[0]} signature does not verify ({first[1]})",
+                        )
+        # balances
+        if self.keys is None:
+            return None
+        try:
+            balance = self.keys.open_balance(
+                rec.balance_info(book, n, record.kind, record.lsum), record.coded_bal
+            )
+        except ValueError:
+            f.add(
+                book, n, "balance-mismatch", "the coded balance does not open with the bank's key"
+            )
+            return None
+        if prev is not None and prev.balance is not None and balance != prev.balance + record.delta:
+            f.add(
+                book,
+                n,
+                "balance-mismatch",
+                f"balance {balance} != {prev.balance} (record {n - 1}) + {record.delta}",
+            )
+        return balance
+
+    def _head_checks(
+        self,
+        book: str,
+        head_row: tuple | None,
+        last_in_place: int,
+        last_row: int,
+        tail: dict[int, tuple[bytes, bytes]],
+    ) -> None:
+        f = self.f
+        if head_row is None:
+            if last_row:
+                f.add(book, last_row + 1, "truncated", "the book has records but no signed head")
+            return
+        head_n, ecode, hchain, statement, sig = (
+            int(head_row[0]),
+            bytes(head_row[1]),
+            bytes(head_row[2]),
+            bytes(head_row[3]),
+            bytes(head_row[4]),
+        )
+        if self.full and self.verifier is not None and not self.verifier.verify(statement, sig):
+            f.add(book, head_n, "bad-signature", "the book head's signature does not verify")
+        try:
+            keeper, _, entries = rec.parse_head(statement)
+            if (book, head_n, hchain) not in entries or (self.bank and keeper != self.bank):
+                f.add(book, head_n, "altered", "the signed head statement does not name this head")
+        except rec.RecordFormatError as exc:
+            f.add(book, head_n, "altered", f"the head statement does not parse: {exc}")
+        if last_row < head_n:
+            start = last_row + 1
+            for k in range(start, head_n + 1):
+                f.add(
+                    book,
+                    k,
+                    "truncated",
+                    f"the signed head says {head_n} records, the book ends at {last_row}",
+                )
+        if head_n in tail and last_in_place == head_n:
+            hc, ec = tail[head_n]
+            if hc != hchain:
+                f.add(
+                    book,
+                    head_n,
+                    "altered",
+                    "the hash chain up to here differs from the signed head: records were rewritten and the chain recomputed",
+                )
+            if ec != ecode:
+                f.add(book, head_n, "altered", "the head's ecode differs from the last record's")
+
+    # --------------------------------------------------------------------------- register
+    def register(self) -> None:
+        f = self.f
+        tx = self.store.reader()
+        size = int(tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0) or 0)
+        cps = tx.all("SELECT tree_size, root, obj FROM checkpoints ORDER BY tree_size")
+        self.checks["register_size"] = size
+        self.checks["checkpoints"] = len(cps)
+        bank_key = self.verifier.public_key if self.verifier is not None else None
+        for tree_size, root, obj in cps:
+            tree_size, root, obj = int(tree_size), bytes(root), bytes(obj)
+            try:
+                cp = codec.decode(obj, codec.CHECKPOINT)
+            except CodecError as exc:
+                f.add(
+                    REGISTER,
+                    tree_size,
+                    "checkpoint-mismatch",
+                    f"checkpoint object does not decode: {exc}",
+                )
+                continue
+            if cp["tree_size"] != tree_size or cp["root"] != root or cp.serial != tree_size:
+                f.add(
+                    REGISTER,
+                    tree_size,
+                    "checkpoint-mismatch",
+                    "checkpoint row differs from its signed object",
+                )
+            if bank_key is not None and not suite.verify(
+                bank_key, codec.field_message(cp, "seal"), cp.sigs["seal"]
+            ):
+                f.add(REGISTER, tree_size, "bad-signature", "checkpoint seal does not verify")
+            if tree_size > size:
+                f.add(
+                    REGISTER,
+                    tree_size,
+                    "checkpoint-mismatch",
+                    f"checkpoint covers {tree_size} entries, the register has {size}",
+                )
+        targets = {int(r[0]): bytes(r[1]) for r in cps}
+        frontier = merkle.Frontier()
+        expect = 0
+        last_good = 0
+        broken_from: int | None = None
+        unverifiable = False
+        mismatched = 0
+        for start in range(0, max(size, 1), _ROW_BATCH):
+            rows = tx.all(
+                "SELECT g.seq, g.book, g.n, r.body FROM register g LEFT JOIN records r "
+                "ON r.book = g.book AND r.n = g.n WHERE g.seq >= ? AND g.seq < ? ORDER BY g.seq",
+                (start, start + _ROW_BATCH),
+            )
+            for seq, book, n, body in rows:
+                seq, n = int(seq), int(n)
+                while expect < seq:
+                    f.add(REGISTER, expect, "missing", f"register entry {expect} is missing")
+                    unverifiable = True
+                    expect += 1
+                expect = seq + 1
+                if body is None:
+                    if not self.f.has(book, n):
+                        f.add(
+                            book,
+                            n,
+                            "missing",
+                            f"register entry {seq} names record {book}#{n}, which is not stored",
+                        )
+                    unverifiable = True
+                    continue
+                if not unverifiable:
+                    frontier.append_hash(merkle.leaf_hash(bytes(body)))
+                if seq + 1 in targets and not unverifiable:
+                    if frontier.root() != targets[seq + 1]:
+                        mismatched += 1
+                        if broken_from is None:
+                            broken_from = last_good
+                            f.add(
+                                REGISTER,
+                                seq + 1,
+                                "checkpoint-mismatch",
+                                f"the tree head over {seq + 1} entries differs from the signed checkpoint: "
+                                f"an entry in {last_good}..{seq} changed since it was signed",
+                            )
+                    else:
+                        last_good = seq + 1
+        while expect < size:
+            f.add(REGISTER, expect, "missing", f"register entry {expect} is missing")
+            expect += 1
+        self.checks["checkpoints_mismatched"] = mismatched
+        if unverifiable:
+            self.checks["checkpoint_roots"] = "not all recomputed: register entries without records"
+
+    def report(self, books: int) -> AuditReport:
+        return AuditReport(self.bank, self.level, self.f.sorted(), books, self.records, self.checks)
+
+
+def audit(
+    store: Store | str,
+    *,
+    trust: verify.Trust | None = None,
+    keys: rec.BookKeys | None = None,
+    level: str = "full",
+    books: Iterable[str] | None = None,
+    memo: AuditMemo | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AuditReport:
+    """Audit a bank database. ``trust`` checks notes and the bank key against the consortium;
+    ``keys`` (the bank's private key) lets balances be opened and added up; ``level`` is
+    ``"chain"`` (numbering, hash chain, XOR chain, heads) or ``"full"`` (everything)."""
+    own = not isinstance(store, Store)
+    st = open_store(store, migrate=False) if own else store
+    try:
+        a = _Auditor(st, trust=trust, keys=keys, level=level, memo=memo, progress=progress)
+        names = a.book_names(books)
+        for b in names:
+            a.walk_book(b)
+        if books is None and a.full:
+            a.register()
+        a.checks["database"] = display_url(st.url)
+        return a.report(len(names))
+    finally:
+        if own:
+            st.close()
+
+
+def api_audit(
+    engine: Any, books: list[str] | None = None, chain_only: bool = False
+) -> dict[str, Any]:
+    """What the node's /v1/audit endpoint answers: ``audit(...).as_dict()`` with the engine's keys."""
+    report = audit(
+        engine.store,
+        trust=engine.trust,
+        keys=engine.keys,
+        level="chain" if chain_only else "full",
+        books=books,
+    )
+    return report.as_dict()

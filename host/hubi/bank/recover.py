@@ -1,0 +1,349 @@
+"""Naming the fields of a lost record from the evidence chains (DESIGN §4), by meet in the middle.
+
+A lost record n of book B leaves behind:
+- its linear sum: ``lsum_n = ecode_(n-1) XOR ecode_n`` where ``ecode_n = ecode_(n+1) XOR
+  lsum_(n+1)`` (or the signed head's ecode when n was the last record);
+- its amount: ``delta_n = balance_n - balance_(n-1)``, with ``balance_n = balance_(n+1) -
+  delta_(n+1)`` (or the head's coded balance), opened with the bank's private key; the sign
+  says debit (B paid) or credit (B was paid).
+
+``lsum = d(account) + d(serial) + d(amount) + d(purpose) + d(counterparty)  (mod 2^128)``. For
+a debit the account is B and the counterparty (payee) unknown; for a credit the counterparty is
+B and the account (the payer) unknown. With the amount known, what is left is
+``d(other) + d(serial) + d(purpose) = T``. The search builds a sorted table of one side — the
+low 64 bits of d(other) for every candidate account (10^6 of them) — and looks up
+``T - d(serial) - d(purpose)`` for every (serial, purpose) pair; a hit on 64 bits is confirmed on
+all 128. Candidate serials of a debit are the payer's serials the bank has not seen booked
+(around the neighbours' serials), of a credit a range given by the caller.
+
+Signatures of a lost record cannot be recovered: ``restore`` fetches the record itself from a hot
+backup. What this names is what an operator needs to ask for it, or to confirm it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hubi.bank import records as rec
+from hubi.bank.store import Store
+from hubi_core import codec, lsum
+
+__all__ = [
+    "LostRecord",
+    "Recovered",
+    "RecoveryError",
+    "digests",
+    "locate",
+    "meet_in_the_middle",
+    "recover",
+]
+
+MASK = (1 << 128) - 1
+M64 = (1 << 64) - 1
+
+
+class RecoveryError(RuntimeError):
+    """Recovery is impossible as asked; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class LostRecord:
+    """What the chains say about a lost record."""
+
+    book: str
+    n: int
+    lsum: bytes
+    delta: int | None  # None without the bank key (pass amount= then)
+    known_serials: frozenset[int]  # serials of the book's own debits still present
+
+
+@dataclass(frozen=True)
+class Recovered:
+    book: str
+    n: int
+    kind: str  # debit | credit
+    payer: str
+    payee: str
+    serial: int
+    amount: int
+    purpose: str
+    lsum: bytes
+    note_id: bytes
+    note_in_db: bool  # the bank's notes table holds a note with these fields
+    candidates: int  # (other account) x (serial, purpose) combinations covered
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "book": self.book,
+            "record": self.n,
+            "kind": self.kind,
+            "payer": self.payer,
+            "payee": self.payee,
+            "serial": self.serial,
+            "amount": self.amount,
+            "purpose": self.purpose,
+            "lsum": self.lsum.hex(),
+            "note_id": self.note_id.hex(),
+            "note_in_db": self.note_in_db,
+            "candidates": self.candidates,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _row(tx: Any, book: str, n: int) -> rec.Record | None:
+    body = tx.scalar("SELECT body FROM records WHERE book = ? AND n = ?", (book, n))
+    if body is None:
+        return None
+    try:
+        return rec.Record.parse(bytes(body))
+    except rec.RecordFormatError:
+        return None
+
+
+def locate(
+    store: Store, book: str, n: int | None = None, keys: rec.BookKeys | None = None
+) -> LostRecord:
+    """The lost record's lsum (and, with the bank key, its delta) from its neighbours.
+
+    `n` defaults to the book's one missing record number (RecoveryError if none or several)."""
+    tx = store.reader()
+    head = tx.one(
+        "SELECT n, ecode, coded_bal, last_kind, last_lsum FROM books WHERE book = ?", (book,)
+    )
+    if head is None:
+        raise RecoveryError(f"no book {book} in {store!r}")
+    head_n = int(head[0])
+    present = {int(r[0]) for r in tx.all("SELECT n FROM records WHERE book = ?", (book,))}
+    if n is None:
+        lost = [k for k in range(1, head_n + 1) if k not in present]
+        if not lost:
+            raise RecoveryError(
+                f"book {book} has no lost record (records 1..{head_n} are all there)"
+            )
+        if len(lost) > 1:
+            raise RecoveryError(
+                f"book {book} lost records {lost[:10]}{'...' if len(lost) > 10 else ''}: name one with "
+                "--record; two adjacent lost records leave only the XOR of their sums (restore them)"
+            )
+        n = lost[0]
+    if n in present:
+        raise RecoveryError(f"record {book}#{n} is not lost")
+    if not 1 <= n <= head_n:
+        raise RecoveryError(f"record {n} is outside book {book} (1..{head_n})")
+    before = _row(tx, book, n - 1) if n > 1 else None
+    if n > 1 and before is None:
+        raise RecoveryError(
+            f"record {book}#{n - 1} is lost too: the XOR chain gives only the XOR of both sums"
+        )
+    ecode_prev = before.ecode if before else rec.ZERO16
+    after = _row(tx, book, n + 1) if n < head_n else None
+    if n < head_n:
+        if after is None:
+            raise RecoveryError(
+                f"record {book}#{n + 1} is lost too: the XOR chain gives only the XOR of both sums"
+            )
+        ecode_n = rec.xor16(after.ecode, after.lsum)
+    else:
+        ecode_n = bytes(head[1])
+    ls = rec.xor16(ecode_prev, ecode_n)
+    delta = None
+    if keys is not None:
+        bal_prev = 0
+        if before is not None:
+            bal_prev = keys.open_balance(
+                rec.balance_info(book, before.n, before.kind, before.lsum), before.coded_bal
+            )
+        if after is not None:
+            bal_after = keys.open_balance(
+                rec.balance_info(book, after.n, after.kind, after.lsum), after.coded_bal
+            )
+            bal_n = bal_after - after.delta
+        else:
+            bal_n = keys.open_balance(
+                rec.balance_info(book, n, int(head[3]), bytes(head[4])), bytes(head[2])
+            )
+        delta = bal_n - bal_prev
+    # the payer's serials booked in other records (the bank's note index; a lost index only
+    # widens the search)
+    serials = {
+        int(r[0])
+        for r in tx.all(
+            "SELECT serial FROM notes WHERE payer = ? AND debit_n IS NOT NULL AND debit_n <> ?",
+            (book, n),
+        )
+    }
+    return LostRecord(book, n, ls, delta, frozenset(serials))
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+def _prefix(tag: int) -> Any:
+    return hashlib.sha256(lsum.LSUM_DOMAIN + bytes([tag]))
+
+
+def digests(tag: int, values: Sequence[bytes]) -> bytes:
+    """Concatenated 16-byte lsum digests d(tag, v) of every value (one SHA-256 each)."""
+    base = _prefix(tag)
+    out = []
+    for v in values:
+        h = base.copy()
+        h.update(v)
+        out.append(h.digest()[:16])
+    return b"".join(out)
+
+
+def _halves(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    a = np.frombuffer(raw, dtype=">u8").reshape(-1, 2)
+    return a[:, 0].astype(np.uint64), a[:, 1].astype(np.uint64)
+
+
+def meet_in_the_middle(
+    target: int,
+    others: Sequence[str],
+    other_tag: int,
+    serials: Sequence[int],
+    purposes: Sequence[str],
+) -> list[tuple[str, int, str]]:
+    """All (other, serial, purpose) with d(other_tag, other) + d(serial) + d(purpose) == target
+    (mod 2^128). The table is the low 64 bits of d(other) for every candidate, sorted; each
+    (serial, purpose) pair looks up target - d(serial) - d(purpose) in it."""
+    if not others or not serials or not purposes:
+        return []
+    o_raw = digests(other_tag, [o.encode() for o in others])
+    o_hi, o_lo = _halves(o_raw)
+    order = np.argsort(o_lo, kind="stable")
+    table = o_lo[order]
+    s_raw = digests(lsum.T_SERIAL, [s.to_bytes(8, "big") for s in serials])
+    p_raw = digests(lsum.T_PURPOSE, [p.encode() for p in purposes])
+    s_int = [int.from_bytes(s_raw[i : i + 16], "big") for i in range(0, len(s_raw), 16)]
+    p_hi, p_lo = _halves(p_raw)
+    t_lo = np.uint64(target & M64)
+    hits = []
+    with np.errstate(over="ignore"):
+        for si, sd in enumerate(s_int):
+            want = (t_lo - np.uint64(sd & M64)) - p_lo  # wraps mod 2^64, as the low half must
+            pos = np.searchsorted(table, want)
+            pos[pos >= len(table)] = 0
+            for pj in np.nonzero(table[pos] == want)[0]:
+                # every candidate with this low half (duplicates in the table are adjacent)
+                k = int(pos[pj])
+                while k < len(table) and table[k] == want[pj]:
+                    oi = int(order[k])
+                    full = (
+                        int.from_bytes(o_raw[16 * oi : 16 * oi + 16], "big")
+                        + sd
+                        + int.from_bytes(p_raw[16 * int(pj) : 16 * int(pj) + 16], "big")
+                    ) & MASK
+                    if full == target:
+                        hits.append((others[oi], serials[si], purposes[int(pj)]))
+                    k += 1
+    del o_hi, p_hi
+    return hits
+
+
+def recover(
+    store: Store,
+    book: str,
+    candidates: Sequence[str],
+    purposes: Sequence[str],
+    *,
+    n: int | None = None,
+    keys: rec.BookKeys | None = None,
+    amount: int | None = None,
+    kind: str | None = None,
+    serials: Iterable[int] | None = None,
+    serial_window: int = 64,
+) -> list[Recovered]:
+    """Name the fields of lost record `n` of `book`: every combination that fits (normally one).
+
+    `candidates` are the possible counterparties (the payee of a debit, the payer of a credit);
+    `purposes` the possible purposes ("" for none). The amount comes from the balances (needs
+    `keys`) unless given; `kind` ('debit'/'credit') follows from the amount's sign unless given.
+    Serials: a debit's defaults to the payer's serials up to ``max(booked) + serial_window`` that
+    no remaining record uses; a credit's must be given (`serials`)."""
+    t0 = time.perf_counter()
+    lost = locate(store, book, n, keys)
+    delta = lost.delta
+    if amount is None:
+        if delta is None:
+            raise RecoveryError(
+                "the lost record's amount comes from the balance difference, which needs the bank's "
+                "private key (--home) — or give the amount"
+            )
+        if delta == 0:
+            raise RecoveryError("balance difference is 0: the lost record moved no money")
+        amount = abs(delta)
+    if kind is None:
+        if delta is None:
+            raise RecoveryError(
+                "without the bank's key, say whether the lost record was a debit or a credit"
+            )
+        kind = "debit" if delta < 0 else "credit"
+    if kind not in ("debit", "credit"):
+        raise RecoveryError("kind must be debit or credit")
+    if serials is None:
+        if kind == "credit":
+            raise RecoveryError(
+                "a credit's serial is the payer's: give a serial range (--serials A-B)"
+            )
+        top = max(lost.known_serials, default=0) + serial_window
+        serial_list = [s for s in range(1, top + 1) if s not in lost.known_serials]
+    else:
+        serial_list = sorted(set(serials))
+    target = int.from_bytes(lost.lsum, "big") - lsum.amount_digest(amount)
+    if kind == "debit":
+        target -= lsum.account_digest(book)
+        other_tag = lsum.T_PAYEE
+    else:
+        target -= lsum.counterparty_digest(book)
+        other_tag = lsum.T_ACCOUNT
+    target &= MASK
+    purposes = list(dict.fromkeys(purposes))
+    hits = meet_in_the_middle(target, list(candidates), other_tag, serial_list, purposes)
+    out = []
+    elapsed = time.perf_counter() - t0
+    for other, serial, purpose in hits:
+        payer, payee = (book, other) if kind == "debit" else (other, book)
+        nid = lsum.note_id(payer, serial)
+        in_db = False
+        row = store.reader().one(
+            "SELECT payer, payee, amount, note FROM notes WHERE note_id = ?", (nid,)
+        )
+        if row is not None and row[0] == payer and row[1] == payee and int(row[2]) == amount:
+            try:
+                note = codec.decode(bytes(row[3]), codec.NOTE)
+                in_db = (note.get("purpose") or "") == purpose
+            except ValueError:
+                in_db = False
+        out.append(
+            Recovered(
+                book,
+                lost.n,
+                kind,
+                payer,
+                payee,
+                serial,
+                amount,
+                purpose,
+                lost.lsum,
+                nid,
+                in_db,
+                len(candidates) * len(serial_list) * len(purposes),
+                elapsed,
+            )
+        )
+    return out
+
+
+def read_lines(path: Any) -> list[str]:
+    """Candidate file: one value per line (UTF-8); blank lines count as "" (no purpose)."""
+    with open(path, encoding="utf-8") as fh:
+        return [line.rstrip("\r\n") for line in fh]

@@ -1,0 +1,265 @@
+"""Restoring lost records from a hot backup (DESIGN §1 热备份, §4).
+
+``restore(store, source)`` audits the database, asks the source for exactly the records the audit
+found missing or cut off (with their signatures: the bytes as booked), checks every one before it
+goes back — its own numbers, the bank's sig8 and sig9, and its hash-chain links to the
+neighbours already in the book (or restored with it) and to the signed head — inserts the ones
+that pass, and audits again.
+
+A source is anything with ``fetch(names) -> iterable of records`` (names are ``(book, n)``
+pairs); a record is a :class:`~hubi.bank.engine.StoredRecord` or the JSON a node serves
+(``{"book", "number", "body", "hchain"}`` in hex, optionally ``"seq"``, the register position).
+Sources here:
+
+- :class:`StoreRecordSource` — a database URL: another bank database (a standby copy) or a hot
+  backup's replica store (table ``replica_records``);
+- ``hubi.bank.client.HttpRecordSource`` — an ``http(s)://`` hot-backup node (``open_source``
+  builds it; requests are signed with the bank's identity).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hubi.bank import audit as audit_mod
+from hubi.bank import records as rec
+from hubi.bank.store import Store, display_url, open_store
+from hubi_core import verify
+
+__all__ = [
+    "RecordSource",
+    "RestoreError",
+    "RestoreResult",
+    "StoreRecordSource",
+    "open_source",
+    "restore",
+]
+
+
+class RestoreError(RuntimeError):
+    """The restore cannot run (no bank key to check records with, unreadable source, ...)."""
+
+
+class RecordSource(Protocol):
+    """Where lost records come from: ``fetch([(book, n), ...])`` yields the ones it has."""
+
+    def fetch(self, names: Sequence[tuple[str, int]]) -> Iterable[Any]: ...
+
+
+@dataclass(frozen=True)
+class _Got:
+    book: str
+    n: int
+    body: bytes
+    hchain: bytes
+    seq: int | None
+
+
+def _coerce(item: Any) -> _Got:
+    if isinstance(item, dict):
+        try:
+            seq = item.get("seq")
+            return _Got(
+                str(item["book"]),
+                int(item["number"] if "number" in item else item["n"]),
+                bytes.fromhex(item["body"]),
+                bytes.fromhex(item["hchain"]),
+                None if seq is None or int(seq) < 0 else int(seq),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RestoreError(f"the source sent a malformed record: {exc}") from None
+    return _Got(
+        item.book, int(item.n), bytes(item.body), bytes(item.hchain), getattr(item, "seq", None)
+    )
+
+
+class StoreRecordSource:
+    """Records from another database: a bank database (``records``) or a replica store
+    (``replica_records``, as ``hubi bank serve --replica-of`` keeps it)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.store = open_store(url, migrate=False)
+        tx = self.store.reader()
+        self.table = None
+        for table in ("replica_records", "records"):
+            try:  # autocommit: a failed probe leaves the connection usable
+                tx.one(f"SELECT book, n, body, hchain FROM {table} LIMIT 1")
+            except Exception:
+                continue
+            self.table = table
+            break
+        if self.table is None:
+            self.store.close()
+            raise RestoreError(
+                f"{display_url(url)} holds no records table (not a bank or replica database)"
+            )
+
+    def fetch(self, names: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+        tx = self.store.reader()
+        out = []
+        seq_col = "seq" if self.table == "replica_records" else None
+        for book, n in names:
+            if seq_col:
+                row = tx.one(
+                    f"SELECT book, n, body, hchain, seq FROM {self.table} WHERE book = ? AND n = ?",
+                    (book, n),
+                )
+            else:
+                row = tx.one(
+                    "SELECT r.book, r.n, r.body, r.hchain, g.seq FROM records r LEFT JOIN register g "
+                    "ON g.book = r.book AND g.n = r.n WHERE r.book = ? AND r.n = ?",
+                    (book, n),
+                )
+            if row is not None:
+                out.append(
+                    {
+                        "book": row[0],
+                        "number": int(row[1]),
+                        "body": bytes(row[2]).hex(),
+                        "hchain": bytes(row[3]).hex(),
+                        "seq": None if row[4] is None else int(row[4]),
+                    }
+                )
+        return out
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_source(url: str, *, signer: Any = None, bank: str | None = None) -> RecordSource:
+    """A record source for a backup URL: ``http(s)://`` node (needs the bank's request
+    `signer`, ``hubi.bank.auth.Signer``) or a database URL."""
+    if url.startswith(("http://", "https://")):
+        if signer is None:
+            raise RestoreError(
+                "a hot-backup node only answers requests signed by the bank: pass --home"
+            )
+        from hubi.bank.client import HttpRecordSource
+
+        return HttpRecordSource(url, signer, bank=bank)
+    return StoreRecordSource(url)
+
+
+@dataclass
+class RestoreResult:
+    wanted: list[tuple[str, int]]
+    restored: list[tuple[str, int]] = field(default_factory=list)
+    unavailable: list[tuple[str, int]] = field(default_factory=list)
+    rejected: list[tuple[str, int, str]] = field(default_factory=list)
+    before: audit_mod.AuditReport | None = None
+    after: audit_mod.AuditReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.after is not None and self.after.ok
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "wanted": [{"book": b, "record": n} for b, n in self.wanted],
+            "restored": [{"book": b, "record": n} for b, n in self.restored],
+            "unavailable": [{"book": b, "record": n} for b, n in self.unavailable],
+            "rejected": [{"book": b, "record": n, "reason": r} for b, n, r in self.rejected],
+            "before": self.before.as_dict() if self.before else None,
+            "after": self.after.as_dict() if self.after else None,
+        }
+
+
+def restore(
+    store: Store,
+    source: RecordSource,
+    *,
+    trust: verify.Trust | None = None,
+    keys: rec.BookKeys | None = None,
+    names: Sequence[tuple[str, int]] | None = None,
+    memo: audit_mod.AuditMemo | None = None,
+) -> RestoreResult:
+    """Fetch exactly the lost records (``names``, default: what a full audit finds missing or
+    truncated) from `source`, check and re-insert them, audit again."""
+    memo = memo or audit_mod.AuditMemo()
+    before = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
+    wanted = list(names) if names is not None else before.lost()
+    result = RestoreResult(wanted, before=before)
+    if not wanted:
+        result.after = before
+        return result
+    tx = store.reader()
+    bank = (tx.meta("bank") or b"").decode()
+    key = (
+        trust.bank_key(bank)
+        if (trust is not None and bank in trust.consortium.banks)
+        else tx.meta("bank_key")
+    )
+    if key is None:
+        raise RestoreError("no bank key to check restored records with (pass the trust bundle)")
+    verifier = rec.BookVerifier(bank, key)
+    got: dict[tuple[str, int], _Got] = {}
+    want_set = set(wanted)
+    for item in source.fetch(wanted):
+        g = _coerce(item)
+        if (g.book, g.n) in want_set:
+            got[(g.book, g.n)] = g
+    result.unavailable = [w for w in wanted if w not in got]
+    by_book: dict[str, list[_Got]] = {}
+    for g in got.values():
+        by_book.setdefault(g.book, []).append(g)
+    accepted: list[_Got] = []
+    for book, items in sorted(by_book.items()):
+        items.sort(key=lambda g: g.n)
+        head = tx.one("SELECT n, hchain FROM books WHERE book = ?", (book,))
+        restored_here: dict[int, bytes] = {}
+        for g in items:
+            why = _check(tx, verifier, g, restored_here, head)
+            if why:
+                result.rejected.append((g.book, g.n, why))
+            else:
+                accepted.append(g)
+                restored_here[g.n] = g.hchain
+    with store.transaction() as wtx:
+        for g in accepted:
+            wtx.execute(
+                "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?) ON CONFLICT (book, n) DO NOTHING",
+                (g.book, g.n, g.body, g.hchain),
+            )
+            if g.seq is not None:
+                have = wtx.one("SELECT book, n FROM register WHERE seq = ?", (g.seq,))
+                if have is None:
+                    wtx.execute(
+                        "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)", (g.seq, g.book, g.n)
+                    )
+            result.restored.append((g.book, g.n))
+    result.after = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
+    return result
+
+
+def _check(
+    tx: Any, verifier: rec.BookVerifier, g: _Got, restored: dict[int, bytes], head: tuple | None
+) -> str | None:
+    """Why a fetched record must not go back in (None: it fits)."""
+    try:
+        r = rec.Record.parse(g.body)
+    except rec.RecordFormatError as exc:
+        return f"does not parse: {exc}"
+    if (r.book, r.n) != (g.book, g.n):
+        return f"the bytes are record {r.book}#{r.n}, not {g.book}#{g.n}"
+    bad = verifier.check_record(r)
+    if bad:
+        return " and ".join(bad) + " do not verify under the bank's key"
+    if g.n == 1:
+        prev = rec.ZERO32
+    elif g.n - 1 in restored:
+        prev = restored[g.n - 1]
+    else:
+        row = tx.one("SELECT hchain FROM records WHERE book = ? AND n = ?", (g.book, g.n - 1))
+        prev = bytes(row[0]) if row else None
+    if prev is not None and rec.chain_hash(prev, g.n, g.body) != g.hchain:
+        return f"does not chain onto record {g.n - 1}"
+    nxt = tx.one("SELECT body, hchain FROM records WHERE book = ? AND n = ?", (g.book, g.n + 1))
+    if nxt is not None and rec.chain_hash(g.hchain, g.n + 1, bytes(nxt[0])) != bytes(nxt[1]):
+        return f"record {g.n + 1} does not chain onto it"
+    if head is not None and int(head[0]) == g.n and bytes(head[1]) != g.hchain:
+        return "its hash chain value is not the one the signed head names"
+    return None
