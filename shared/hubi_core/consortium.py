@@ -3,8 +3,26 @@
 It is JSON so operators can read it; the founding banks sign its canonical form (sorted keys, no
 whitespace, ASCII), which both interpreters produce with ``canonical_json``. Public matrices are
 separate files; the consortium file pins each by its SHA-256.
+
+Epochs. A bank joins by a new file at ``epoch + 1`` whose ``previous`` field is the SHA-256 of
+the previous epoch's signed body (``digest()``); the founders sign every epoch, so the chain of
+files is checkable from the first one (``check_successor``). Optional fields appear in the body
+only when set, so files written before they existed keep their signatures:
+
+    "previous": hex SHA-256 of the previous epoch's signing bytes       (epoch > 1)
+    "orderer":  {"kind": "etcd" | "embedded", "prefix": "hubi/<name>/"} (the ordering service)
+    banks[i].etcd: ["http://127.0.0.1:2379", ...]  client URLs of the etcd member a bank runs
+    banks[i].joined: epoch at which the bank joined                    (absent for founders)
+
+Validation policy (``policy``): ``rule`` is "majority" (more than half of the banks), "all",
+or an integer count; ``include_payer_bank`` (default true) makes the payer's bank's endorsement
+mandatory; ``include_payee_bank`` (default false) the payee's bank's too. ``quorum_ok`` applies
+it to a set of endorsing banks.
+
+This module runs on MicroPython too (the token reads the file): no typing, no dataclasses.
 """
 
+import hashlib
 import json
 
 from hubi_core import ids, suite
@@ -88,13 +106,36 @@ class BankEntry:
 
 
 class Consortium:
-    __slots__ = ("name", "epoch", "time", "policy", "banks", "founders", "signatures")
+    __slots__ = (
+        "name",
+        "epoch",
+        "time",
+        "policy",
+        "banks",
+        "founders",
+        "signatures",
+        "previous",
+        "orderer",
+    )
 
-    def __init__(self, name, banks, founders=None, epoch=1, time=0, policy=None, signatures=None):
+    def __init__(
+        self,
+        name,
+        banks,
+        founders=None,
+        epoch=1,
+        time=0,
+        policy=None,
+        signatures=None,
+        previous=None,
+        orderer=None,
+    ):
         self.name = name
         self.epoch = epoch
         self.time = time
         self.policy = dict(policy or DEFAULT_POLICY)
+        self.previous = previous  # 32-byte digest of the previous epoch, or None
+        self.orderer = dict(orderer) if orderer else None
         self.banks = {}
         for b in banks:
             if b.id in self.banks:
@@ -125,6 +166,113 @@ class Consortium:
             return rule
         raise BadValue("unknown validation policy rule %r" % (rule,))
 
+    def quorum_ok(self, endorsers, payer_bank, payee_bank=None):
+        """(True, "") if the banks in `endorsers` satisfy the validation policy, else (False, why).
+
+        Unknown bank ids in `endorsers` do not count (and are named in the reason)."""
+        got = []
+        strangers = []
+        for b in endorsers:
+            if b in self.banks:
+                if b not in got:
+                    got.append(b)
+            else:
+                strangers.append(b)
+        need = self.quorum()
+        if self.policy.get("include_payer_bank", True) and payer_bank not in got:
+            return False, "no endorsement of the payer's bank %s (endorsed by %s)" % (
+                payer_bank,
+                ", ".join(sorted(got)) or "nobody",
+            )
+        if (
+            self.policy.get("include_payee_bank", False)
+            and payee_bank is not None
+            and payee_bank not in got
+        ):
+            return False, "no endorsement of the payee's bank %s" % payee_bank
+        if len(got) < need:
+            why = "%d of %d banks endorsed (%s); the policy needs %d" % (
+                len(got),
+                len(self.banks),
+                ", ".join(sorted(got)) or "none",
+                need,
+            )
+            if strangers:
+                why += "; not consortium members: " + ", ".join(sorted(strangers))
+            return False, why
+        return True, ""
+
+    def etcd_endpoints(self):
+        """Client URLs of every bank's etcd member, in bank order, without repeats."""
+        out = []
+        for b in self.bank_ids():
+            for url in self.banks[b].extra.get("etcd", []):
+                if url not in out:
+                    out.append(url)
+        return out
+
+    def log_prefix(self):
+        """Key prefix of this consortium's ordered log (orderer.prefix, or hubi/<name>/)."""
+        if self.orderer and self.orderer.get("prefix"):
+            return self.orderer["prefix"]
+        return "hubi/" + self.name + "/"
+
+    def digest(self):
+        """SHA-256 of the signing bytes: what the next epoch's ``previous`` names."""
+        return hashlib.sha256(self.signing_bytes()).digest()
+
+    # ---------------------------------------------------------------------------- epochs
+    def successor(self, time, banks=None, policy=None, orderer=None):
+        """An unsigned copy at epoch + 1 chained to this one (banks/policy/orderer replaced
+        when given). The founders sign it with ``sign``."""
+        nxt = Consortium.from_json(self.to_json())
+        nxt.signatures = {}
+        nxt.epoch = self.epoch + 1
+        nxt.time = time
+        nxt.previous = self.digest()
+        if banks is not None:
+            nxt.banks = {}
+            for b in banks:
+                if b.id in nxt.banks:
+                    raise BadValue("bank %s listed twice" % b.id)
+                nxt.banks[b.id] = b
+        if policy is not None:
+            nxt.policy = dict(policy)
+        if orderer is not None:
+            nxt.orderer = dict(orderer)
+        return nxt
+
+    def with_bank(self, entry, time):
+        """Successor with one more bank (its entry records the epoch it joined)."""
+        if entry.id in self.banks:
+            raise BadValue("bank %s is already in consortium %s" % (entry.id, self.name))
+        entry.extra["joined"] = self.epoch + 1
+        banks = [self.banks[b] for b in self.bank_ids()] + [entry]
+        return self.successor(time, banks=banks)
+
+    def check_successor(self, prev):
+        """Raise VerifyError unless this file is the next epoch of `prev` (same name, founders
+        and kept banks' keys; epoch + 1; ``previous`` = prev.digest()). Signatures are checked
+        separately (``check_signatures``)."""
+        if self.name != prev.name:
+            raise VerifyError("consortium", "name %s differs from %s" % (self.name, prev.name))
+        if self.epoch != prev.epoch + 1:
+            raise VerifyError(
+                "consortium", "epoch %d does not follow epoch %d" % (self.epoch, prev.epoch)
+            )
+        if self.previous != prev.digest():
+            raise VerifyError("consortium", "previous digest does not name epoch %d" % prev.epoch)
+        if self.founders != prev.founders:
+            raise VerifyError("consortium", "founders changed between epochs")
+        for b in prev.bank_ids():
+            old = prev.banks[b]
+            new = self.banks.get(b)
+            if new is None:
+                continue
+            if new.key != old.key or new.matrix != old.matrix:
+                raise VerifyError("consortium", "bank %s changed its key or matrix" % b)
+        return True
+
     # ---------------------------------------------------------------------------- encoding
     def body(self):
         doc = {
@@ -136,6 +284,10 @@ class Consortium:
             "founders": self.founders,
             "banks": [self.banks[b].to_doc() for b in sorted(self.banks)],
         }
+        if self.previous is not None:
+            doc["previous"] = self.previous.hex()
+        if self.orderer:
+            doc["orderer"] = self.orderer
         return doc
 
     def signing_bytes(self):
@@ -158,6 +310,7 @@ class Consortium:
         sigs = {
             k: _unhex(v, 64, "signature of %s" % k) for k, v in doc.get("signatures", {}).items()
         }
+        prev = doc.get("previous")
         return cls(
             doc["name"],
             banks,
@@ -166,6 +319,8 @@ class Consortium:
             doc.get("time", 0),
             doc.get("policy"),
             sigs,
+            _unhex(prev, 32, "previous epoch digest") if prev is not None else None,
+            doc.get("orderer"),
         )
 
     # -------------------------------------------------------------------------- signatures
@@ -173,7 +328,8 @@ class Consortium:
         self.signatures[bank_id] = suite.sign(priv, self.signing_bytes())
 
     def check_signatures(self, trust):
-        """Every founder signed this exact body. Raises VerifyError naming the first gap."""
+        """Every founder signed this exact body, and every other signature present verifies.
+        Raises VerifyError naming the first gap."""
         msg = self.signing_bytes()
         for founder in self.founders:
             sig = self.signatures.get(founder)
@@ -181,4 +337,15 @@ class Consortium:
                 raise VerifyError("consortium", "founder %s has not signed" % founder)
             if not suite.verify(trust.bank_key(founder), msg, sig):
                 raise VerifyError("consortium", "signature of founder %s does not verify" % founder)
+        for signer in sorted(self.signatures):
+            if signer in self.founders:
+                continue
+            if signer not in self.banks:
+                raise VerifyError("consortium", "signature of %s, who is not a member" % signer)
+            if not suite.verify(trust.bank_key(signer), msg, self.signatures[signer]):
+                raise VerifyError("consortium", "signature of %s does not verify" % signer)
         return True
+
+    def missing_signatures(self):
+        """Founders who have not signed this epoch yet."""
+        return [f for f in self.founders if f not in self.signatures]
