@@ -1,0 +1,42 @@
+"""Errors of the consortium layer; every message names the bank, note or key at fault."""
+
+from __future__ import annotations
+
+from hubi_core.errors import HubiError
+
+__all__ = [
+    "ConsortiumError",
+    "EntryError",
+    "NotEndorsed",
+    "OrdererError",
+    "PeerError",
+]
+
+
+class ConsortiumError(HubiError):
+    """Base of the consortium layer's errors."""
+
+
+class OrdererError(ConsortiumError):
+    """The ordering service (etcd or the embedded SQLite orderer) could not do what was asked."""
+
+
+class PeerError(ConsortiumError):
+    """A peer bank did not answer a validation request usefully (down, error, forged answer)."""
+
+    def __init__(self, bank: str, message: str, *, forged: bool = False):
+        super().__init__(f"bank {bank}: {message}")
+        self.bank = bank
+        self.forged = forged
+
+
+class NotEndorsed(ConsortiumError):
+    """Not enough banks endorsed a note; `refusals` maps bank -> (reason_code, reason)."""
+
+    def __init__(self, message: str, refusals: dict[str, tuple[int | None, str]] | None = None):
+        super().__init__(message)
+        self.refusals = dict(refusals or {})
+
+
+class EntryError(ConsortiumError):
+    """An ordered log entry that fails its checks (bad format, forged or too few endorsements)."""

@@ -1,0 +1,924 @@
+"""One bank's part in the consortium (DESIGN §6): validate, order, apply.
+
+:class:`ConsortiumNode` lives inside a bank node (or in-process, for the embedded set-up) next to
+the bank's :class:`~hubi.bank.engine.BankEngine`:
+
+Validation pool (execute). ``validate(note)`` is what a peer bank asks: this bank checks the note
+(signatures, format, template; as the payer's bank also balance, allowance and serial; as the
+payee's bank the payee's account) and answers with an Endorsement sealed by its key, endorsing
+or refusing with a reason. ``submit(note)`` is the upload path of an interbank note: the bank
+asks every other bank at once and stops waiting as soon as the policy is met (more than half of
+the banks, always the payer's bank; this bank also insists on the payee's bank, whose customer
+is to be credited). A forged answer (seal that does not verify, other note, other signer) is not
+counted and is reported.
+
+Ordering. With enough endorsements the note is claimed in the ordered log under its note id,
+create-if-absent: it is ordered at most once across the consortium. A loser learns who won: the
+same note (then it gets the winner's outcome) or another note with the same payer serial
+(double issuance, refused).
+
+Applying (validate). One thread per bank applies the log in revision order from the revision
+after the last one it applied (so it resumes there after a restart):
+
+- ``n/<note id>``: re-check the entry: the note decodes and has this id, every endorsement is
+  valid (one forged endorsement rejects the whole entry: an honest submitter never includes
+  one) and together they meet the policy. Rejected entries are reported, by every bank alike.
+  The payer's bank then books the debit (``engine.debit``; it may still bounce if the payer's
+  balance fell meanwhile) and puts its signed result in the log: ``d/<note id>/<bank>``
+  (its BalanceNotice, or its Refusal).
+- ``d/<note id>/<bank>``: the payer's bank's result, checked (signed by the payer's bank, about
+  this note and amount). A BalanceNotice settles the note (the payee's bank books the credit,
+  ``engine.credit``, and issues the SettlementNotice); a Refusal bounces it.
+- ``c/<bank>/<size>``: a bank's checkpoint (signed Merkle tree head), checked and kept.
+
+Every bank reaches the same verdict on every event (the verdicts depend only on the log and the
+consortium file), and chains them into ``log_hash``: two banks at the same applied revision with
+different hashes disagree about the log, which the tests check.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from hubi.bank import engine as eng_mod
+from hubi.bank.engine import BankEngine
+from hubi.consortium import entries as ent
+from hubi.consortium.endorse import (
+    EndorsementCheck,
+    EndorsementVerifier,
+    Evaluation,
+    evaluate,
+    make_endorsement,
+    note_digest,
+)
+from hubi.consortium.errors import ConsortiumError, EntryError, NotEndorsed, PeerError
+from hubi.consortium.orderer import LogEvent, Orderer
+from hubi.consortium.state import (
+    BOUNCED,
+    ORDERED,
+    REJECTED,
+    SETTLED,
+    ConsortiumState,
+    EntryRow,
+)
+from hubi_core import codec, ids, lsum, verify
+from hubi_core.errors import CodecError, HubiError
+from hubi_core.verify import Trust
+
+log = logging.getLogger("hubi.consortium")
+
+__all__ = ["ConsortiumNode", "PeerTransport", "SubmitResult"]
+
+DEFAULT_ENDORSE_TIMEOUT = 5.0
+DEFAULT_SETTLE_TIMEOUT = 10.0
+BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
+
+
+class PeerTransport(Protocol):
+    """How a bank reaches its peers' validation endpoints."""
+
+    def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
+        """The peer's encoded Endorsement of `note`; PeerError if it gives none."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class SubmitResult:
+    """The answer to an interbank note's upload, shaped like the bank API's upload reply."""
+
+    note_id: bytes
+    outcome: str  # booked | bounced | refused | pending
+    status: str  # settled | bounced | rejected | double-issue | pending | not-endorsed
+    reason_code: int | None = None
+    reason: str | None = None
+    refusal: bytes | None = None
+    duplicate: bool = False
+    payer: str | None = None
+    payee: str | None = None
+    amount: int | None = None
+    revision: int | None = None
+    submitter: str | None = None
+    endorsers: list[str] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    evaluation: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "note_id": self.note_id.hex(),
+            "kind": "Note",
+            "outcome": self.outcome,
+            "status": self.status,
+            "reason_code": self.reason_code,
+            "reason": self.reason,
+            "reason_name": codec.REASON_NAMES.get(self.reason_code) if self.reason_code else None,
+            "refusal": self.refusal.hex() if self.refusal else None,
+            "duplicate": self.duplicate,
+            "payer": self.payer,
+            "payee": self.payee,
+            "amount": self.amount,
+            "notices": self.notices,
+            "consortium": {
+                "revision": self.revision,
+                "submitter": self.submitter,
+                "endorsers": self.endorsers,
+                "evaluation": self.evaluation,
+            },
+        }
+
+
+class _Stop(Exception):
+    pass
+
+
+class ConsortiumNode:
+    """A bank's consortium member: validation pool, orderer client and log applier."""
+
+    def __init__(
+        self,
+        engine: BankEngine,
+        trust: Trust,
+        orderer: Orderer,
+        transport: PeerTransport,
+        state: ConsortiumState,
+        *,
+        endorse_timeout: float = DEFAULT_ENDORSE_TIMEOUT,
+        settle_timeout: float = DEFAULT_SETTLE_TIMEOUT,
+        checkpoint_interval: float = 1.0,
+        require_payee: bool = True,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.engine = engine
+        self.bank = engine.bank
+        self.trust = trust
+        self.consortium = trust.consortium
+        self.orderer = orderer
+        self.transport = transport
+        self.state = state
+        self.endorse_timeout = endorse_timeout
+        self.settle_timeout = settle_timeout
+        self.checkpoint_interval = checkpoint_interval
+        self.require_payee = require_payee
+        self.clock = clock
+        self.verifier = EndorsementVerifier(trust)
+        self._peers = cf.ThreadPoolExecutor(
+            max_workers=max(8, 4 * len(self.consortium.banks)),
+            thread_name_prefix=f"hubi-{self.bank}-peer",
+        )
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._waiters: dict[bytes, threading.Event] = {}
+        self._wlock = threading.Lock()
+        self._applied = threading.Condition()
+        self.last_error: str | None = None
+        self.published_checkpoint = 0
+        self.started = False
+
+    def __repr__(self) -> str:
+        return f"ConsortiumNode(bank={self.bank!r}, orderer={self.orderer!r})"
+
+    # ------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        if self.started:
+            return
+        self.started = True
+        self._stop.clear()
+        for name, target in (("apply", self._apply_loop), ("checkpoints", self._publish_loop)):
+            t = threading.Thread(target=target, name=f"hubi-{self.bank}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        with self._applied:
+            self._applied.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        self._peers.shutdown(wait=False, cancel_futures=True)
+        self.started = False
+
+    def close(self) -> None:
+        self.stop()
+        self.transport.close()
+        self.orderer.close()
+        self.state.close()
+
+    # --------------------------------------------------------------------- validation
+    def validate(self, note: bytes, requester: str | None = None) -> bytes:
+        """This bank's Endorsement of an interbank note (endorse or refuse, sealed).
+
+        CodecError if `note` is not a Note at all (there is no note id to endorse)."""
+        obj = codec.decode(note, codec.NOTE)
+        nid = lsum.note_id(obj.signer, obj.serial)
+        digest = note_digest(note)
+        ok, code, why = self._judge(note, obj, nid, digest)
+        if not ok:
+            log.info(
+                "bank %s refuses note %s for %s: %s",
+                self.bank,
+                nid.hex()[:16],
+                requester or "itself",
+                why,
+            )
+        return make_endorsement(
+            self.engine.keys,
+            self.engine.next_serial("endorsement"),
+            int(self.clock()),
+            nid,
+            digest,
+            ok,
+            code,
+            why,
+        )
+
+    def _judge(
+        self, raw: bytes, obj: codec.Obj, nid: bytes, digest: bytes
+    ) -> tuple[bool, int | None, str | None]:
+        payer, payee = obj.signer, obj["payee"]
+        payer_bank, payee_bank = ids.bank_of(payer), ids.bank_of(payee)
+        if payer_bank == payee_bank:
+            return False, codec.REASON_FORMAT, f"{payer} -> {payee} is not an interbank note"
+        for b in (payer_bank, payee_bank):
+            if b not in self.consortium.banks:
+                return (
+                    False,
+                    codec.REASON_UNKNOWN_ACCOUNT,
+                    f"bank {b} is not in consortium {self.consortium.name}",
+                )
+        row = self.state.entry(nid)
+        if row is not None and row.digest != digest:
+            return (
+                False,
+                codec.REASON_DOUBLE_ISSUE,
+                f"serial {obj.serial} of {payer} was ordered with another note (rev {row.revision})",
+            )
+        if self.bank in (payer_bank, payee_bank):
+            try:
+                v = self.engine.validate(raw)
+            except eng_mod.MalformedNote as exc:
+                return False, codec.REASON_FORMAT, str(exc)
+            if not v.ok:
+                return False, v.reason_code, v.reason
+            if self.bank == payer_bank:
+                other = self.state.endorse_once(nid, digest)
+                if other is not None:
+                    return (
+                        False,
+                        codec.REASON_DOUBLE_ISSUE,
+                        f"serial {obj.serial} of {payer} already endorsed for another note",
+                    )
+            return True, None, None
+        if obj["amount"] <= 0:
+            return False, codec.REASON_FORMAT, "amount must be positive"
+        report = verify.verify_note(obj, self.trust, None)
+        if not report.ok:
+            field_name, why = report.first_failure() or ("note", "does not verify")
+            code = (
+                codec.REASON_BAD_TEMPLATE
+                if field_name == "template"
+                else codec.REASON_BAD_SIGNATURE
+            )
+            return False, code, f"{field_name}: {why}"
+        return True, None, None
+
+    # ----------------------------------------------------------------- collecting
+    def collect(self, raw: bytes, obj: codec.Obj) -> tuple[Evaluation, list[EndorsementCheck]]:
+        """Ask every bank (this one locally) for its endorsement, in parallel; return as soon as
+        the policy is met, when it can no longer be met, or after ``endorse_timeout``."""
+        nid = lsum.note_id(obj.signer, obj.serial)
+        digest = note_digest(raw)
+        payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
+        peers = [b for b in self.consortium.bank_ids() if b != self.bank]
+        futures = {
+            self._peers.submit(self.transport.validate, b, raw, self.endorse_timeout): b
+            for b in peers
+        }
+        checks: list[EndorsementCheck] = []
+        problems: dict[str, str] = {}
+        own = self.validate(raw)
+        checks.append(self.verifier.check(own, nid, digest, self.bank))
+        ev = self._eval(payer_bank, payee_bank, checks)
+        deadline = time.monotonic() + self.endorse_timeout
+        pending = set(futures)
+        while (
+            not ev.ok
+            and pending
+            and not self._hopeless(ev, payer_bank, payee_bank, pending, futures)
+        ):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            done, pending = cf.wait(pending, timeout=left, return_when=cf.FIRST_COMPLETED)
+            for f in done:
+                bank = futures[f]
+                try:
+                    answer = f.result()
+                except PeerError as exc:
+                    problems[bank] = str(exc)
+                    continue
+                except Exception as exc:  # a transport bug must not hang the upload
+                    problems[bank] = f"{type(exc).__name__}: {exc}"
+                    continue
+                c = self.verifier.check(answer, nid, digest, bank)
+                if not c.valid:
+                    self._report_forged(bank, nid, c.problem or "invalid endorsement")
+                checks.append(c)
+            ev = self._eval(payer_bank, payee_bank, checks)
+        for f in pending:
+            problems.setdefault(futures[f], "no answer in time")
+            f.cancel()
+        if not ev.ok and problems:
+            ev = Evaluation(
+                ev.ok,
+                ev.reason + "; " + "; ".join(f"{b}: {p}" for b, p in sorted(problems.items())),
+                ev.endorsers,
+                ev.refusers,
+                ev.forged,
+            )
+        return ev, checks
+
+    def _eval(self, payer_bank: str, payee_bank: str, checks: list[EndorsementCheck]) -> Evaluation:
+        return evaluate(
+            self.consortium,
+            payer_bank,
+            payee_bank,
+            checks,
+            require_payee=self.require_payee,
+        )
+
+    def _hopeless(
+        self,
+        ev: Evaluation,
+        payer_bank: str,
+        payee_bank: str,
+        pending: set[cf.Future[bytes]],
+        futures: dict[cf.Future[bytes], str],
+    ) -> bool:
+        """True if the policy can no longer be met whatever the pending banks answer."""
+        if payer_bank in ev.refusers or (self.require_payee and payee_bank in ev.refusers):
+            return True
+        possible = set(ev.endorsers) | {futures[f] for f in pending}
+        ok, _ = self.consortium.quorum_ok(sorted(possible), payer_bank, payee_bank)
+        return not ok
+
+    def _report_forged(self, bank: str, nid: bytes, problem: str) -> None:
+        log.warning("bank %s returned an invalid endorsement: %s", bank, problem)
+        self.state.add_report("forged-endorsement", bank, nid, problem)
+        self._publish_report("forged-endorsement", bank, nid, problem)
+
+    def _publish_report(self, kind: str, subject: str, nid: bytes | None, detail: str) -> None:
+        import json
+
+        key = (
+            ent.REPORTS
+            + (
+                f"{self.bank}/{int(self.clock() * 1000):015d}-{hashlib.sha256(detail.encode()).hexdigest()[:8]}"
+            ).encode()
+        )
+        doc = {
+            "reporter": self.bank,
+            "kind": kind,
+            "subject": subject,
+            "note_id": nid.hex() if nid else None,
+            "detail": detail,
+        }
+        try:
+            self.orderer.put(key, json.dumps(doc, sort_keys=True).encode())
+        except HubiError as exc:
+            log.warning("could not publish report %s: %s", kind, exc)
+
+    # --------------------------------------------------------------------- submitting
+    def submit(self, raw: bytes) -> SubmitResult:
+        """Settle an interbank note uploaded here: endorse, order, wait for the log to settle it.
+
+        Raises CodecError for bytes that are not a Note, NotEndorsed when the policy cannot be
+        met for lack of answers (banks down: retry later), OrdererError if the log is down."""
+        obj = codec.decode(raw, codec.NOTE)
+        nid = lsum.note_id(obj.signer, obj.serial)
+        digest = note_digest(raw)
+        payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
+        base = SubmitResult(
+            nid, "refused", "rejected", payer=obj.signer, payee=obj["payee"], amount=obj["amount"]
+        )
+        if payer_bank == payee_bank:
+            raise ConsortiumError(f"note {obj.signer} -> {obj['payee']} is not interbank")
+        row = self.state.entry(nid)
+        if row is not None:
+            if row.digest != digest:
+                return self._double(base, obj, row.revision, row.submitter)
+            return self._answer(nid, base, duplicate=True)
+        ev, checks = self.collect(raw, obj)
+        base.evaluation = ev.as_dict()
+        if not ev.ok:
+            return self._not_endorsed(base, ev, payer_bank, payee_bank)
+        entry = ent.NoteEntry(
+            raw, [c.raw for c in checks if c.endorses], self.bank, int(self.clock())
+        )
+        claim = self.orderer.claim(ent.note_key(nid), entry.encode())
+        duplicate = False
+        if not claim.created:
+            try:
+                other = ent.decode_entry(claim.value)
+                same = isinstance(other, ent.NoteEntry) and note_digest(other.note) == digest
+                who = other.submitter if isinstance(other, ent.NoteEntry) else "?"
+            except EntryError:
+                same, who = False, "?"
+            if not same:
+                return self._double(base, obj, claim.revision, who)
+            duplicate = True
+        return self._answer(nid, base, duplicate=duplicate, revision=claim.revision)
+
+    def _double(self, base: SubmitResult, obj: codec.Obj, revision: int, who: str) -> SubmitResult:
+        why = (
+            f"double issuance: serial {obj.serial} of {obj.signer} was ordered first with "
+            f"another note (log revision {revision}, submitted by {who})"
+        )
+        base.status = "double-issue"
+        base.reason_code, base.reason = codec.REASON_DOUBLE_ISSUE, why
+        base.revision, base.submitter = revision, who
+        base.refusal = self._refusal(
+            obj.signer, obj["payee"], base.note_id, codec.REASON_DOUBLE_ISSUE, why
+        )
+        return base
+
+    def _not_endorsed(
+        self, base: SubmitResult, ev: Evaluation, payer_bank: str, payee_bank: str
+    ) -> SubmitResult:
+        decisive = None
+        for b in (payer_bank, payee_bank):
+            if b in ev.refusers:
+                decisive = b
+                break
+        if decisive is None:
+            raise NotEndorsed(
+                f"note {base.note_id.hex()[:16]} cannot be settled now: {ev.reason}",
+                ev.refusers,
+            )
+        code, why = ev.refusers[decisive]
+        code = code or codec.REASON_CONSORTIUM
+        why = f"{decisive} refused: {why}"
+        base.status = "not-endorsed"
+        base.outcome = "bounced" if code in BOUNCE_REASONS else "refused"
+        base.reason_code, base.reason = code, why
+        base.refusal = self._refusal(base.payer or "", base.payee or "", base.note_id, code, why)
+        return base
+
+    def _refusal(self, payer: str, payee: str, nid: bytes, code: int, why: str) -> bytes:
+        from hubi.consortium.endorse import _clip
+
+        obj = codec.Obj(
+            codec.REFUSAL,
+            self.bank,
+            self.engine.next_serial("refusal"),
+            int(self.clock()),
+            {
+                "payee": payee,
+                "payer": payer,
+                "note_id": nid,
+                "reason_code": code,
+                "reason": _clip(why),
+            },
+        )
+        return codec.encode(self.engine.keys.sign_obj(obj))
+
+    def wait_final(self, nid: bytes, timeout: float) -> EntryRow | None:
+        """The note's entry once it is settled, bounced or rejected here (None on timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._wlock:
+            ev = self._waiters.get(nid)
+            if ev is None:
+                ev = self._waiters[nid] = threading.Event()
+        try:
+            while True:
+                row = self.state.entry(nid)
+                if row is not None and row.final:
+                    return row
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return row
+                ev.wait(min(left, 0.5))
+                ev.clear()
+        finally:
+            with self._wlock:
+                self._waiters.pop(nid, None)
+
+    def _answer(
+        self, nid: bytes, base: SubmitResult, *, duplicate: bool, revision: int | None = None
+    ) -> SubmitResult:
+        row = self.wait_final(nid, self.settle_timeout)
+        base.duplicate = duplicate
+        if row is None:
+            base.outcome, base.status = "pending", "pending"
+            base.revision = revision
+            base.reason = f"ordered at log revision {revision}; this bank has not applied it yet"
+            return base
+        base.revision, base.submitter, base.endorsers = row.revision, row.submitter, row.endorsers
+        if row.state == SETTLED:
+            base.outcome, base.status = "booked", "settled"
+            base.reason_code = base.reason = None
+            base.notices = self._notices(row)
+        elif row.state == BOUNCED:
+            base.status = "bounced"
+            base.outcome = "bounced" if row.reason_code in BOUNCE_REASONS else "refused"
+            base.reason_code, base.reason = row.reason_code, row.reason
+            base.refusal = row.debit_result
+        elif row.state == REJECTED:
+            base.outcome, base.status = "refused", "rejected"
+            base.reason_code, base.reason = codec.REASON_CONSORTIUM, row.reason
+            base.refusal = self._refusal(
+                row.payer, row.payee, nid, codec.REASON_CONSORTIUM, row.reason or "rejected"
+            )
+        else:
+            base.outcome, base.status = "pending", "pending"
+            base.reason = (
+                f"ordered at log revision {row.revision}; waiting for the payer's bank "
+                f"{ids.bank_of(row.payer)} to book the debit"
+            )
+        return base
+
+    def _notices(self, row: EntryRow) -> list[dict[str, Any]]:
+        out = []
+        local = row.local or {}
+        if local.get("settlement"):
+            out.append(
+                {
+                    "kind": "SettlementNotice",
+                    "account": row.payee,
+                    "note_id": row.note_id.hex(),
+                    "hex": local["settlement"],
+                }
+            )
+        if row.debit_result and ids.bank_of(row.payer) == self.bank:
+            out.append(
+                {
+                    "kind": "BalanceNotice",
+                    "account": row.payer,
+                    "note_id": row.note_id.hex(),
+                    "hex": row.debit_result.hex(),
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------------ applying
+    def applied_revision(self) -> int:
+        return self.state.applied_revision()
+
+    def wait_applied(self, revision: int, timeout: float) -> bool:
+        """Block until this bank applied the log up to `revision` (True) or timeout (False)."""
+        deadline = time.monotonic() + timeout
+        with self._applied:
+            while self.state.applied_revision() < revision:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop.is_set():
+                    return False
+                self._applied.wait(min(left, 0.2))
+        return True
+
+    def _apply_loop(self) -> None:
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                after = self.state.applied_revision()
+                for ev in self.orderer.events(after, self._stop):
+                    self._apply(ev)
+                    delay = 0.05
+                    self.last_error = None
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("bank %s: applying the log paused: %s", self.bank, self.last_error)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _apply(self, ev: LogEvent) -> None:
+        try:
+            kind, what = ent.parse_key(ev.key)
+        except EntryError as exc:
+            with self.state.apply(ev.revision, ev.key, ev.value, "x:bad-key") as tx:
+                tx.report(ev.revision, "bad-key", "?", None, str(exc))
+            self._applied_now()
+            return
+        if kind == "n":
+            self._apply_note(ev, what)
+        elif kind == "d":
+            self._apply_debit(ev, what)
+        else:
+            self._apply_checkpoint(ev, what[0], what[1])
+        self._applied_now()
+
+    def _applied_now(self) -> None:
+        with self._applied:
+            self._applied.notify_all()
+
+    def _notify(self, nid: bytes) -> None:
+        with self._wlock:
+            w = self._waiters.get(nid)
+        if w is not None:
+            w.set()
+
+    # n/<note id>
+    def _check_note_entry(
+        self, ev: LogEvent, nid: bytes
+    ) -> tuple[ent.NoteEntry | None, codec.Obj | None, str | None, str, Evaluation | None]:
+        """(entry, note, problem, report kind, evaluation): problem None = valid entry."""
+        try:
+            entry = ent.decode_entry(ev.value)
+        except EntryError as exc:
+            return None, None, str(exc), "bad-entry", None
+        if not isinstance(entry, ent.NoteEntry):
+            return None, None, f"a {type(entry).__name__} under a note key", "bad-entry", None
+        try:
+            obj = codec.decode(entry.note, codec.NOTE)
+        except CodecError as exc:
+            return entry, None, f"note does not decode: {exc}", "bad-entry", None
+        if lsum.note_id(obj.signer, obj.serial) != nid:
+            return entry, obj, "note id of the key is not the note's id", "bad-entry", None
+        payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
+        if payer_bank == payee_bank:
+            return entry, obj, "not an interbank note", "bad-entry", None
+        for b in (payer_bank, payee_bank, entry.submitter):
+            if b not in self.consortium.banks:
+                return entry, obj, f"bank {b} is not a member", "bad-entry", None
+        digest = note_digest(entry.note)
+        checks = [self.verifier.check(e, nid, digest) for e in entry.endorsements]
+        evl = evaluate(self.consortium, payer_bank, payee_bank, checks)
+        if evl.forged:
+            detail = "; ".join(f"endorsement named {b}: {p}" for b, p in sorted(evl.forged.items()))
+            return entry, obj, f"forged endorsement(s) — {detail}", "forged-endorsement", evl
+        if not evl.ok:
+            return entry, obj, f"too few endorsements — {evl.reason}", "too-few-endorsements", evl
+        return entry, obj, None, "", evl
+
+    def _apply_note(self, ev: LogEvent, nid: bytes) -> None:
+        entry, obj, problem, rkind, evl = self._check_note_entry(ev, nid)
+        now = int(self.clock())
+        if problem is not None:
+            submitter = entry.submitter if entry else "?"
+            detail = f"log revision {ev.revision}, submitted by {submitter}: {problem}"
+            log.warning("bank %s rejects note entry %s: %s", self.bank, nid.hex()[:16], detail)
+            with self.state.apply(ev.revision, ev.key, ev.value, "n:rejected") as tx:
+                if entry is not None and obj is not None:
+                    tx.add_entry(
+                        EntryRow(
+                            nid,
+                            ev.revision,
+                            note_digest(entry.note),
+                            obj.signer,
+                            obj["payee"],
+                            obj["amount"],
+                            obj.serial,
+                            entry.submitter,
+                            evl.endorsers if evl else [],
+                            REJECTED,
+                            codec.REASON_CONSORTIUM,
+                            problem[:500],
+                            None,
+                            None,
+                            None,
+                            entry.note,
+                            now,
+                        )
+                    )
+                tx.report(ev.revision, rkind, submitter, nid, detail)
+            self._publish_report(rkind, submitter, nid, detail)
+            self._notify(nid)
+            return
+        assert entry is not None and obj is not None and evl is not None
+        payer_bank = ids.bank_of(obj.signer)
+        local = None
+        if payer_bank == self.bank:
+            out = self.engine.debit(entry.note)
+            result = self._debit_result(out, obj, nid)
+            local = _local(out)
+            claim = self.orderer.claim(
+                ent.debit_key(nid, self.bank),
+                ent.DebitEntry(self.bank, result, now).encode(),
+            )
+            if not claim.created:
+                log.info("debit result of %s was already in the log", nid.hex()[:16])
+        with self.state.apply(ev.revision, ev.key, ev.value, "n:ordered") as tx:
+            tx.add_entry(
+                EntryRow(
+                    nid,
+                    ev.revision,
+                    note_digest(entry.note),
+                    obj.signer,
+                    obj["payee"],
+                    obj["amount"],
+                    obj.serial,
+                    entry.submitter,
+                    evl.endorsers,
+                    ORDERED,
+                    None,
+                    None,
+                    None,
+                    None,
+                    local,
+                    entry.note,
+                    now,
+                )
+            )
+
+    def _debit_result(self, out: eng_mod.Outcome, obj: codec.Obj, nid: bytes) -> bytes:
+        """The payer's bank's signed result: its BalanceNotice if debited, else its Refusal."""
+        if out.ok:
+            if out.balance_notice is None:
+                again = self.engine.outcome(nid)
+                if again is not None and again.balance_notice is not None:
+                    return again.balance_notice
+                raise ConsortiumError(f"debit of {nid.hex()[:16]} booked but has no BalanceNotice")
+            return out.balance_notice
+        if out.refusal is not None:
+            return out.refusal
+        return self._refusal(
+            obj.signer,
+            obj["payee"],
+            nid,
+            out.reason_code or codec.REASON_CONSORTIUM,
+            out.reason or out.status,
+        )
+
+    # d/<note id>/<bank>
+    def _apply_debit(self, ev: LogEvent, what: tuple[bytes, str]) -> None:
+        nid, named = what
+        row = self.state.entry(nid)
+        problem, kind, verdict = None, "bad-debit", "d:ignored"
+        entry = None
+        result = None
+        try:
+            entry = ent.decode_entry(ev.value)
+            if not isinstance(entry, ent.DebitEntry):
+                raise EntryError(f"a {type(entry).__name__} under a debit key")
+            if entry.bank != named:
+                raise EntryError(f"entry names bank {entry.bank}, key names {named}")
+            result = codec.decode(entry.result)
+        except (EntryError, CodecError) as exc:
+            problem = str(exc)
+        if problem is None:
+            assert entry is not None and result is not None
+            if row is None:
+                problem = "no note entry with this id was ordered before"
+            elif row.state != ORDERED:
+                problem = f"the note is {row.state}, not awaiting a debit"
+            elif entry.bank != ids.bank_of(row.payer):
+                problem = f"{entry.bank} is not the payer's bank {ids.bank_of(row.payer)}"
+                kind = "debit-not-by-payer-bank"
+            else:
+                problem = self._check_result(result, row)
+                if problem is None:
+                    verdict = "d:settled" if result.kind == codec.BALANCE else "d:bounced"
+                else:
+                    kind = "forged-debit-result"
+        local = None
+        if verdict == "d:settled" and row is not None and ids.bank_of(row.payee) == self.bank:
+            out = self.engine.credit(row.note)
+            local = _local(out)
+            if not out.ok:
+                log.error(
+                    "bank %s could not credit settled note %s: %s",
+                    self.bank,
+                    nid.hex()[:16],
+                    out.reason,
+                )
+        with self.state.apply(ev.revision, ev.key, ev.value, verdict) as tx:
+            if problem is not None:
+                subject = entry.bank if entry is not None else named
+                detail = f"log revision {ev.revision}: debit result from {subject}: {problem}"
+                tx.report(ev.revision, kind, subject, nid, detail)
+                log.warning("bank %s ignores %s", self.bank, detail)
+            elif row is not None and result is not None:
+                cols: dict[str, Any] = {
+                    "debit_revision": ev.revision,
+                    "debit_result": entry.result if entry else None,
+                }
+                if result.kind == codec.BALANCE:
+                    cols["state"] = SETTLED
+                else:
+                    cols["state"] = BOUNCED
+                    cols["reason_code"] = result.get("reason_code")
+                    cols["reason"] = (
+                        f"{result.signer} refused the debit: {result.get('reason', '')}"
+                    )
+                if local is not None:
+                    cols["local"] = local
+                    if not local.get("ok"):
+                        tx.report(
+                            ev.revision,
+                            "credit-failed",
+                            self.bank,
+                            nid,
+                            f"settled note could not be credited here: {local.get('reason')}",
+                        )
+                tx.update_entry(nid, **cols)
+        self._notify(nid)
+
+    def _check_result(self, result: codec.Obj, row: EntryRow) -> str | None:
+        payer_bank = ids.bank_of(row.payer)
+        if result.signer != payer_bank:
+            return f"signed by {result.signer}, not by the payer's bank {payer_bank}"
+        if result.kind not in (codec.BALANCE, codec.REFUSAL):
+            return f"a {codec.kind_name(result.kind)} is neither a BalanceNotice nor a Refusal"
+        if result["note_id"] != row.note_id:
+            return "result is about another note"
+        if result["payer"] != row.payer or result["payee"] != row.payee:
+            return "result names other accounts"
+        if result.kind == codec.BALANCE and result["amount"] != row.amount:
+            return f"BalanceNotice amount {result['amount']} is not the note's {row.amount}"
+        v = self.verifier.bank_verifier(payer_bank)
+        for name in codec.signed_fields(result.kind):
+            if name in result.values and not v.verify(
+                codec.field_message(result, name), result.sigs[name]
+            ):
+                return f"signature of field {name} does not verify (forged)"
+        return None
+
+    # c/<bank>/<tree size>
+    def _apply_checkpoint(self, ev: LogEvent, bank: str, size: int) -> None:
+        problem = None
+        cp = None
+        try:
+            entry = ent.decode_entry(ev.value)
+            if not isinstance(entry, ent.CheckpointEntry) or entry.bank != bank:
+                raise EntryError("not a checkpoint entry of " + bank)
+            cp = eng_mod.verify_checkpoint(entry.checkpoint, self.trust, bank)
+            if cp["tree_size"] != size:
+                raise EntryError(f"tree size {cp['tree_size']} differs from the key's {size}")
+        except (EntryError, CodecError, HubiError) as exc:
+            problem = str(exc)
+        verdict = "c:ok" if problem is None else "c:bad"
+        with self.state.apply(ev.revision, ev.key, ev.value, verdict) as tx:
+            if problem is not None or cp is None:
+                tx.report(
+                    ev.revision,
+                    "bad-checkpoint",
+                    bank,
+                    None,
+                    f"log revision {ev.revision}: checkpoint {size} of {bank}: {problem}",
+                )
+            else:
+                tx.add_checkpoint(bank, size, cp["root"], ev.revision, cp.raw or b"")
+
+    # -------------------------------------------------------------- checkpoint publishing
+    def publish_checkpoints(self) -> int:
+        """Put this bank's checkpoints that are not in the log yet into it; returns how many."""
+        made = 0
+        for cp in self.engine.checkpoints():
+            if cp.tree_size <= self.published_checkpoint:
+                continue
+            self.orderer.claim(
+                ent.checkpoint_key(self.bank, cp.tree_size),
+                ent.CheckpointEntry(self.bank, cp.obj).encode(),
+            )
+            self.published_checkpoint = cp.tree_size
+            made += 1
+        return made
+
+    def _publish_loop(self) -> None:
+        mine = [c["tree_size"] for c in self.state.checkpoints(self.bank)]
+        self.published_checkpoint = max(mine, default=0)
+        while not self._stop.wait(self.checkpoint_interval):
+            try:
+                self.publish_checkpoints()
+            except Exception as exc:
+                log.warning("bank %s: publishing checkpoints failed: %s", self.bank, exc)
+
+    # ------------------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank,
+            "consortium": self.consortium.name,
+            "epoch": self.consortium.epoch,
+            "orderer": {"kind": self.orderer.kind, "description": self.orderer.description},
+            "applied_revision": self.state.applied_revision(),
+            "log_hash": self.state.log_hash().hex(),
+            "entries": self.state.counts(),
+            "positions": self.state.positions(),
+            "published_checkpoint": self.published_checkpoint,
+            "reports": len(self.state.reports(limit=100000)),
+            "applying": self.started and not self._stop.is_set(),
+            "last_error": self.last_error,
+        }
+
+
+def _local(out: eng_mod.Outcome) -> dict[str, Any]:
+    """What this bank booked for its side, kept with the entry (JSON)."""
+    return {
+        "ok": out.ok,
+        "status": out.status,
+        "reason_code": out.reason_code,
+        "reason": out.reason,
+        "debit_n": out.debit_n,
+        "credit_n": out.credit_n,
+        "settlement": out.settlement.hex() if out.settlement else None,
+        "balance_notice": out.balance_notice.hex() if out.balance_notice else None,
+    }

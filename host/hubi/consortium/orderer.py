@@ -1,0 +1,255 @@
+"""The ordering service's interface, and the embedded orderer on SQLite.
+
+An orderer keeps one append-only keyspace under a prefix and gives every key it creates a
+revision, increasing in the order of creation. That is all the consortium needs:
+
+- ``claim(key, value)``: create ``key`` only if it never existed (one atomic step). Of any number
+  of concurrent claims of one key, across all banks, exactly one gets ``created=True``; the others
+  get the winner's value and revision. A note id claimed this way settles at most once.
+- ``events(after)``: every created key with revision > ``after``, in revision order, then the
+  new ones as they come (blocking), until ``stop`` is set. Each bank applies these in order and
+  remembers the last revision it applied, so it resumes exactly there after a restart.
+- ``get``, ``put`` (plain overwrite, for reports outside the log), ``scan``, ``revision``.
+
+Two implementations share it: :class:`hubi.consortium.etcd_orderer.EtcdOrderer` (a real etcd
+cluster: Raft; etcd revisions are the order) and :class:`SqliteOrderer` (one SQLite file; for one
+machine, e.g. ``make demo``; several processes on that machine may share the file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from hubi.consortium.errors import OrdererError
+
+__all__ = ["Claim", "LogEvent", "Orderer", "SqliteOrderer"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Outcome of a claim: ``created`` (this call created the key), the key's create revision
+    (its place in the order) and the value stored under it (ours if created)."""
+
+    created: bool
+    revision: int
+    value: bytes
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    revision: int
+    key: bytes  # relative to the orderer's prefix
+    value: bytes
+
+
+class Orderer(Protocol):
+    """What the consortium needs from an ordering service (see the module docstring)."""
+
+    kind: str
+    description: str
+
+    def claim(self, key: bytes, value: bytes) -> Claim: ...
+
+    def get(self, key: bytes) -> Claim | None: ...
+
+    def put(self, key: bytes, value: bytes) -> int: ...
+
+    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]: ...
+
+    def events(
+        self, after: int, stop: threading.Event, prefix: bytes = b"log/"
+    ) -> Iterator[LogEvent]: ...
+
+    def revision(self) -> int: ...
+
+    def health(self) -> dict[str, bool]: ...
+
+    def close(self) -> None: ...
+
+
+# ------------------------------------------------------------------------------------ SQLite
+
+_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS log (
+        rev INTEGER PRIMARY KEY AUTOINCREMENT,
+        key BLOB NOT NULL UNIQUE,
+        value BLOB NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS kv (
+        key BLOB PRIMARY KEY,
+        value BLOB NOT NULL,
+        rev INTEGER NOT NULL)""",
+]
+
+
+class SqliteOrderer:
+    """The embedded orderer: the same interface over one SQLite file (WAL).
+
+    Keys created by ``claim`` go to an append-only table whose AUTOINCREMENT row id is the
+    revision; ``put`` keys (reports) to a second table and do not appear in ``events``. Within
+    one process, waiters wake as soon as a claim commits; other processes sharing the file see
+    new entries within ``poll`` seconds.
+    """
+
+    kind = "embedded"
+
+    def __init__(self, path: str | Path, *, prefix: bytes = b"", poll: float = 0.05):
+        self.path = Path(path)
+        self.prefix = prefix
+        self.poll = poll
+        self.description = f"embedded SQLite orderer {self.path}"
+        if not self.path.parent.is_dir():
+            raise OrdererError(f"cannot open {self.path}: folder {self.path.parent} does not exist")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._closed = False
+        with self._tx() as c:
+            for sql in _SCHEMA:
+                c.execute(sql)
+
+    def __repr__(self) -> str:
+        return f"SqliteOrderer({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise OrdererError(f"{self.description} is closed")
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            try:
+                c = sqlite3.connect(
+                    str(self.path), timeout=60, isolation_level=None, check_same_thread=False
+                )
+                c.execute("PRAGMA journal_mode=WAL")
+                c.execute("PRAGMA synchronous=NORMAL")
+                c.execute("PRAGMA busy_timeout=60000")
+            except sqlite3.Error as exc:
+                raise OrdererError(f"cannot open {self.description}: {exc}") from None
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def _k(self, key: bytes) -> bytes:
+        return self.prefix + key
+
+    def claim(self, key: bytes, value: bytes) -> Claim:
+        k = self._k(key)
+        try:
+            with self._tx() as c:
+                row = c.execute("SELECT rev, value FROM log WHERE key = ?", (k,)).fetchone()
+                if row is not None:
+                    return Claim(False, int(row[0]), bytes(row[1]))
+                cur = c.execute("INSERT INTO log (key, value) VALUES (?, ?)", (k, value))
+                rev = int(cur.lastrowid or 0)
+        except sqlite3.Error as exc:
+            raise OrdererError(f"claim of {key!r} in {self.description} failed: {exc}") from None
+        with self._cond:
+            self._cond.notify_all()
+        return Claim(True, rev, value)
+
+    def get(self, key: bytes) -> Claim | None:
+        c = self._conn()
+        row = c.execute("SELECT rev, value FROM log WHERE key = ?", (self._k(key),)).fetchone()
+        if row is not None:
+            return Claim(False, int(row[0]), bytes(row[1]))
+        row = c.execute("SELECT rev, value FROM kv WHERE key = ?", (self._k(key),)).fetchone()
+        return None if row is None else Claim(False, int(row[0]), bytes(row[1]))
+
+    def put(self, key: bytes, value: bytes) -> int:
+        with self._tx() as c:
+            nxt = int(c.execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()[0])
+            c.execute(
+                "INSERT INTO kv (key, value, rev) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
+                (self._k(key), value, nxt),
+            )
+        return nxt
+
+    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]:
+        p = self._k(prefix)
+        n = len(self.prefix)
+        c = self._conn()
+        rows = c.execute(
+            "SELECT key, value, rev FROM log WHERE substr(key, 1, ?) = ? "
+            "UNION ALL SELECT key, value, rev FROM kv WHERE substr(key, 1, ?) = ? ORDER BY 1",
+            (len(p), p, len(p), p),
+        ).fetchall()
+        return [(bytes(k)[n:], bytes(v), int(r)) for k, v, r in rows]
+
+    def revision(self) -> int:
+        row = self._conn().execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()
+        return int(row[0])
+
+    def events(
+        self, after: int, stop: threading.Event, prefix: bytes = b"log/"
+    ) -> Iterator[LogEvent]:
+        p = self._k(prefix)
+        n = len(self.prefix)
+        last = after
+        while not stop.is_set():
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT rev, key, value FROM log WHERE rev > ? ORDER BY rev LIMIT 512",
+                    (last,),
+                )
+                .fetchall()
+            )
+            for rev, key, value in rows:
+                last = int(rev)
+                k = bytes(key)
+                if k.startswith(p):
+                    yield LogEvent(last, k[n:], bytes(value))
+                if stop.is_set():
+                    return
+            if not rows:
+                with self._cond:
+                    self._cond.wait(self.poll)
+
+    def health(self) -> dict[str, bool]:
+        try:
+            self._conn().execute("SELECT 1").fetchone()
+            return {str(self.path): True}
+        except (sqlite3.Error, OrdererError):
+            return {str(self.path): False}
+
+    def close(self) -> None:
+        self._closed = True
+        with self._cond:
+            self._cond.notify_all()
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            with contextlib.suppress(sqlite3.Error):
+                c.close()
+
+
+def wait_until(predicate: object, timeout: float, interval: float = 0.01) -> bool:
+    """Poll a zero-argument callable until it returns true or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():  # type: ignore[operator]
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

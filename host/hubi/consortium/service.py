@@ -1,0 +1,407 @@
+"""Wiring the consortium into a bank node (``hubi bank serve``) and into one process (embedded).
+
+A bank node takes part in the consortium when ``HOME/banks/<BANK>/consortium.json`` exists
+(``hubi consortium up`` and ``init`` write it) or the consortium file names an orderer. That node
+configuration says where the log is and how to reach the peers:
+
+    {"orderer": "etcd", "etcd": ["http://127.0.0.1:2379", ...],   # own member first
+     "peers": {"BKB": "http://127.0.0.1:8702", ...},              # default: consortium file
+     "state": "consortium.db",                                    # relative to the bank's folder
+     "endorse_timeout": 5.0, "settle_timeout": 10.0, "checkpoint_interval": 1.0}
+    {"orderer": "embedded", "path": "../../consortium/log.db"}    # one machine, no etcd
+
+``attach(node, ...)`` (called from ``hubi.bank.server.build_node``) builds a
+:class:`ConsortiumNode` for the bank, routes interbank uploads to it (same-bank notes still go to
+the engine), adds the ``/v1/consortium/*`` routes, and starts/stops the log applier with the node.
+
+``EmbeddedConsortium`` runs several banks' engines and consortium nodes in one process over the
+SQLite orderer, with in-process validation: the same code path without a cluster or HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from hubi import kmc as kmc_mod
+from hubi.bank.engine import BankEngine
+from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError
+from hubi.consortium.node import ConsortiumNode
+from hubi.consortium.orderer import Orderer, SqliteOrderer
+from hubi.consortium.state import ConsortiumState
+from hubi.consortium.transport import HttpPeerTransport, LocalPeerTransport
+from hubi_core import codec, ids
+from hubi_core.errors import CodecError
+from hubi_core.verify import Trust
+
+log = logging.getLogger("hubi.consortium")
+
+__all__ = [
+    "CONFIG_NAME",
+    "ConsortiumBackend",
+    "EmbeddedConsortium",
+    "NodeConfig",
+    "attach",
+    "build_node",
+    "config_path",
+    "load_config",
+    "open_orderer",
+    "write_config",
+]
+
+CONFIG_NAME = "consortium.json"
+ENV_CONFIG = "HUBI_CONSORTIUM_CONFIG"
+
+
+@dataclass
+class NodeConfig:
+    """Where one bank finds the log and its peers (``HOME/banks/<BANK>/consortium.json``)."""
+
+    orderer: str = "embedded"  # etcd | embedded
+    etcd: list[str] = field(default_factory=list)
+    path: str | None = None  # embedded orderer file (relative to the bank's folder)
+    prefix: str | None = None  # default: the consortium file's log prefix
+    peers: dict[str, str] = field(default_factory=dict)
+    state: str = "consortium.db"
+    endorse_timeout: float = 5.0
+    settle_timeout: float = 10.0
+    checkpoint_interval: float = 1.0
+
+    def to_json(self) -> str:
+        doc = {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
+        return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> NodeConfig:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise ConsortiumError(f"{where} is not JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise ConsortiumError(f"{where} must hold a JSON object")
+        unknown = sorted(set(doc) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConsortiumError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+        cfg = cls(**doc)
+        if cfg.orderer not in ("etcd", "embedded"):
+            raise ConsortiumError(f"{where}: orderer must be 'etcd' or 'embedded'")
+        if cfg.orderer == "etcd" and not cfg.etcd:
+            raise ConsortiumError(f"{where}: orderer etcd needs 'etcd' client URLs")
+        return cfg
+
+
+def config_path(home: Path, bank: str) -> Path:
+    return kmc_mod.bank_dir(home, bank) / CONFIG_NAME
+
+
+def write_config(home: Path, bank: str, cfg: NodeConfig) -> Path:
+    path = config_path(home, bank)
+    kmc_mod.write_atomic(path, cfg.to_json().encode())
+    return path
+
+
+def load_config(home: Path, bank: str, trust: Trust) -> NodeConfig | None:
+    """The bank's node configuration, or None if this node is not in a consortium set-up."""
+    env = os.environ.get(ENV_CONFIG)
+    path = Path(env) if env else config_path(home, bank)
+    if path.exists():
+        return NodeConfig.from_json(path.read_text(), str(path))
+    cons = trust.consortium
+    if cons.orderer:
+        kind = cons.orderer.get("kind", "etcd")
+        if kind == "etcd":
+            eps = cons.etcd_endpoints()
+            own = cons.bank(bank).extra.get("etcd", [])
+            eps = list(own) + [e for e in eps if e not in own]
+            return NodeConfig("etcd", etcd=eps)
+        return NodeConfig("embedded", path=str(Path(home).resolve() / "consortium" / "log.db"))
+    return None
+
+
+def open_orderer(cfg: NodeConfig, prefix: bytes, bank_dir: Path) -> Orderer:
+    if cfg.orderer == "etcd":
+        from hubi.consortium.etcd_orderer import EtcdOrderer
+
+        return EtcdOrderer(cfg.etcd, prefix)
+    path = Path(cfg.path) if cfg.path else Path("..") / ".." / "consortium" / "log.db"
+    if not path.is_absolute():
+        path = (bank_dir / path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqliteOrderer(path, prefix=prefix)
+
+
+def peer_endpoints(trust: Trust, cfg: NodeConfig) -> dict[str, str]:
+    out = {}
+    for b in trust.consortium.bank_ids():
+        eps = trust.consortium.banks[b].endpoints
+        if eps:
+            out[b] = eps[0]
+    out.update(cfg.peers)
+    return out
+
+
+def build_node(
+    home: Path, engine: BankEngine, trust: Trust, cfg: NodeConfig, signer: Any
+) -> ConsortiumNode:
+    """A ConsortiumNode for `engine`'s bank, talking HTTP to its peers."""
+    bank = engine.bank
+    bdir = kmc_mod.bank_dir(home, bank)
+    prefix = (cfg.prefix or trust.consortium.log_prefix()).encode()
+    orderer = open_orderer(cfg, prefix, bdir)
+    state_path = Path(cfg.state)
+    if not state_path.is_absolute():
+        state_path = bdir / state_path
+    orderer_id = f"{orderer.kind}:{prefix.decode()}"
+    state = ConsortiumState(state_path, orderer_id)
+    transport = HttpPeerTransport(signer, peer_endpoints(trust, cfg))
+    return ConsortiumNode(
+        engine,
+        trust,
+        orderer,
+        transport,
+        state,
+        endorse_timeout=cfg.endorse_timeout,
+        settle_timeout=cfg.settle_timeout,
+        checkpoint_interval=cfg.checkpoint_interval,
+    )
+
+
+# ------------------------------------------------------------------------------ bank node
+
+
+class ConsortiumBackend:
+    """The bank node's backend with interbank uploads routed to the consortium."""
+
+    def __init__(self, inner: Any, cnode: ConsortiumNode):
+        self._inner = inner
+        self.consortium = cnode
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def upload(self, data: bytes) -> dict[str, Any]:
+        from hubi.bank.api import ApiError
+
+        try:
+            obj = codec.decode(data, codec.NOTE)
+            payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
+        except (CodecError, ValueError):
+            return self._inner.upload(data)  # the engine names what is wrong
+        if payer_bank == payee_bank:
+            return self._inner.upload(data)
+        try:
+            return self.consortium.submit(data).as_json()
+        except NotEndorsed as exc:
+            raise ApiError(503, "consortium-unavailable", str(exc)) from None
+        except OrdererError as exc:
+            raise ApiError(503, "orderer-unavailable", str(exc)) from None
+        except ConsortiumError as exc:
+            raise ApiError(409, "consortium", str(exc)) from None
+
+    def health(self) -> dict[str, Any]:
+        out = dict(self._inner.health())
+        c = self.consortium
+        out["consortium"] = {
+            "applied_revision": c.state.applied_revision(),
+            "orderer": c.orderer.kind,
+            "applying": c.started,
+            "last_error": c.last_error,
+        }
+        return out
+
+
+def attach(node: Any, home: Path, trust: Trust, identity: Any) -> ConsortiumNode | None:
+    """Make a primary bank node a consortium member if its home configures one (see module
+    docstring); returns the ConsortiumNode, or None when not configured."""
+    from hubi.bank.auth import Signer
+
+    if node.role != "primary":
+        return None
+    cfg = load_config(home, node.bank, trust)
+    if cfg is None:
+        return None
+    backend = node.backend
+    engine = backend.engine
+    cnode = build_node(home, engine, trust, cfg, Signer(node.bank, identity.private))
+    node.backend = ConsortiumBackend(backend, cnode)
+    node.on_startup.append(cnode.start)
+    node.on_shutdown.insert(0, cnode.close)
+    extensions = getattr(node, "extensions", None)
+    if extensions is not None:
+        extensions.append(routes(cnode, node))
+    log.info(
+        "bank %s is a member of consortium %s (orderer: %s)",
+        node.bank,
+        trust.consortium.name,
+        cnode.orderer.description,
+    )
+    return cnode
+
+
+def routes(cnode: ConsortiumNode, node: Any) -> Callable[[Any], None]:
+    """A function that adds the /v1/consortium/* routes to a FastAPI app."""
+
+    def add(app: Any) -> None:
+        from fastapi import Depends, Query, Request
+        from starlette.concurrency import run_in_threadpool
+
+        from hubi.bank import auth
+        from hubi.bank.api import ApiError
+        from hubi.bank.auth import AuthError, Caller, Role
+
+        async def signed(request: Request) -> Caller:
+            body = await request.body()
+            headers = {k.lower(): v for k, v in request.headers.items()}
+            qs = request.scope.get("query_string", b"").decode("latin-1")
+            return await run_in_threadpool(
+                node.authenticator.authenticate,
+                request.method,
+                request.url.path,
+                qs,
+                headers,
+                body,
+            )
+
+        Signed = Annotated[Caller, Depends(signed)]
+
+        @app.post("/v1/consortium/validate", tags=["consortium"])
+        async def validate(request: Request, caller: Signed) -> dict[str, Any]:
+            """A peer bank asks this bank to validate an interbank note (body: the note's bytes);
+            the answer is this bank's sealed Endorsement (endorse or refuse with a reason)."""
+            auth.require(caller, Role.PEER, Role.SELF)
+            note = await request.body()
+            try:
+                endorsement = await run_in_threadpool(cnode.validate, note, caller.identity)
+            except CodecError as exc:
+                raise ApiError(400, "bad-object", f"{type(exc).__name__}: {exc}") from None
+            obj = codec.decode(endorsement, codec.ENDORSEMENT)
+            return {
+                "endorsement": endorsement.hex(),
+                "bank": cnode.bank,
+                "verdict": obj["verdict"],
+                "reason_code": obj.get("reason_code"),
+                "reason": obj.get("reason"),
+            }
+
+        @app.get("/v1/consortium/status", tags=["consortium"])
+        def status(caller: Signed) -> dict[str, Any]:
+            """Applied log revision, log hash, entry counts, interbank positions, reports."""
+            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
+            return cnode.status()
+
+        @app.get("/v1/consortium/entries/{note_id}", tags=["consortium"])
+        def entry(caller: Signed, note_id: str) -> dict[str, Any]:
+            """What this bank applied for one note id (state, endorsers, debit result)."""
+            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
+            try:
+                nid = bytes.fromhex(note_id)
+            except ValueError:
+                raise ApiError(400, "bad-hex", "note id must be hex", "note_id") from None
+            row = cnode.state.entry(nid)
+            if row is None:
+                raise ApiError(404, "not-found", f"no log entry for note {note_id}", "note_id")
+            return row.as_dict()
+
+        @app.get("/v1/consortium/reports", tags=["consortium"])
+        def reports(
+            caller: Signed,
+            after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+            limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+        ) -> dict[str, Any]:
+            """What this bank found wrong in the log or in peers' answers."""
+            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
+            return {"reports": [r.as_dict() for r in cnode.state.reports(after, limit)]}
+
+        @app.get("/v1/consortium/checkpoints", tags=["consortium"])
+        def checkpoints(caller: Signed, bank: str | None = None) -> dict[str, Any]:
+            """Every bank's checkpoints as applied from the log."""
+            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
+            return {"checkpoints": cnode.state.checkpoints(bank)}
+
+        _ = AuthError  # raised by signed(); the app's handler turns it into JSON
+
+    return add
+
+
+# ------------------------------------------------------------------------------ embedded
+
+
+class EmbeddedConsortium:
+    """Several banks in one process over the embedded SQLite orderer (no etcd, no HTTP).
+
+    with EmbeddedConsortium(home, ["BKA", "BKB", "BKC"]) as ec:
+        ec.engine("BKA").fund(...)
+        ec.submit("BKB", note_bytes)      # upload at the payee's bank
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        banks: list[str] | None = None,
+        *,
+        orderer_path: Path | None = None,
+        settle_timeout: float = 10.0,
+        checkpoint_interval: float = 1.0,
+        engine_kw: dict[str, Any] | None = None,
+    ):
+        self.home = Path(home)
+        self.trust = kmc_mod.load_trust(self.home / "trust")
+        self.banks = banks or self.trust.consortium.bank_ids()
+        prefix = self.trust.consortium.log_prefix().encode()
+        path = orderer_path or self.home / "consortium" / "log.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.orderer_path = path
+        self.nodes: dict[str, ConsortiumNode] = {}
+        self.transports: dict[str, LocalPeerTransport] = {}
+        for b in self.banks:
+            bdir = kmc_mod.bank_dir(self.home, b)
+            engine = BankEngine.open(
+                str(bdir / "bank.db"), home=self.home, bank=b, **(engine_kw or {})
+            )
+            orderer = SqliteOrderer(path, prefix=prefix)
+            state = ConsortiumState(bdir / "consortium.db", f"embedded:{prefix.decode()}")
+            tr = LocalPeerTransport(b)
+            self.transports[b] = tr
+            self.nodes[b] = ConsortiumNode(
+                engine,
+                self.trust,
+                orderer,
+                tr,
+                state,
+                settle_timeout=settle_timeout,
+                checkpoint_interval=checkpoint_interval,
+            )
+        for tr in self.transports.values():
+            tr.nodes.update(self.nodes)
+
+    def engine(self, bank: str) -> BankEngine:
+        return self.nodes[bank].engine
+
+    def start(self) -> EmbeddedConsortium:
+        for n in self.nodes.values():
+            n.start()
+        return self
+
+    def submit(self, bank: str, note: bytes) -> dict[str, Any]:
+        """Upload a note at `bank`: same-bank notes book locally, interbank ones settle."""
+        obj = codec.decode(note, codec.NOTE)
+        if ids.bank_of(obj.signer) == ids.bank_of(obj["payee"]) == bank:
+            return self.engine(bank).book(note).as_dict()
+        return self.nodes[bank].submit(note).as_json()
+
+    def close(self) -> None:
+        for n in self.nodes.values():
+            n.close()
+        for n in self.nodes.values():
+            n.engine.close()
+
+    def __enter__(self) -> EmbeddedConsortium:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,431 @@
+"""One bank's consortium state: what it applied from the ordered log, and where it stopped.
+
+A SQLite file (WAL) beside the bank's database, default ``HOME/banks/<BANK>/consortium.db``:
+
+    meta(key, value)       applied_revision, log_hash (chained over every applied event),
+                           orderer (which log this state belongs to)
+    entries(note_id, ...)  every note entry applied: state ordered | settled | bounced |
+                           rejected, the endorsers, the payer's bank's debit result, and this
+                           bank's own booking of its side (debit/credit outcome)
+    endorsed(note_id, ...) notes this bank endorsed as the payer's bank (a second note with the
+                           same payer serial is refused before it reaches the log)
+    checkpoints(bank, tree_size, root, revision, obj)   every bank's checkpoints from the log
+    reports(id, ...)       what this bank found wrong: forged endorsements, entries with too few
+                           endorsements, debit results not signed by the payer's bank, ...
+
+``apply()`` writes the effect of one log event and the new applied revision in one transaction,
+so after a crash the bank resumes at the first event whose effect is not stored. The bank's own
+bookings (engine debit/credit) are idempotent by note id, so an event replayed after a crash
+between the booking and this transaction books nothing twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hubi.consortium.errors import ConsortiumError
+
+__all__ = ["ConsortiumState", "EntryRow", "Report"]
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS entries (
+        note_id BLOB PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        payer TEXT NOT NULL,
+        payee TEXT NOT NULL,
+        amount INTEGER NOT NULL,
+        serial INTEGER NOT NULL,
+        submitter TEXT NOT NULL,
+        endorsers TEXT NOT NULL,
+        state TEXT NOT NULL,
+        reason_code INTEGER,
+        reason TEXT,
+        debit_revision INTEGER,
+        debit_result BLOB,
+        local TEXT,
+        note BLOB NOT NULL,
+        time INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS entries_state ON entries (state)",
+    """CREATE TABLE IF NOT EXISTS endorsed (
+        note_id BLOB PRIMARY KEY,
+        digest BLOB NOT NULL,
+        time INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        bank TEXT NOT NULL,
+        tree_size INTEGER NOT NULL,
+        root BLOB NOT NULL,
+        revision INTEGER NOT NULL,
+        obj BLOB NOT NULL,
+        PRIMARY KEY (bank, tree_size))""",
+    """CREATE TABLE IF NOT EXISTS reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        revision INTEGER,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        note_id BLOB,
+        detail TEXT NOT NULL,
+        time INTEGER NOT NULL)""",
+]
+
+ORDERED = "ordered"
+SETTLED = "settled"
+BOUNCED = "bounced"
+REJECTED = "rejected"
+FINAL = (SETTLED, BOUNCED, REJECTED)
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    note_id: bytes
+    revision: int
+    digest: bytes
+    payer: str
+    payee: str
+    amount: int
+    serial: int
+    submitter: str
+    endorsers: list[str]
+    state: str
+    reason_code: int | None
+    reason: str | None
+    debit_revision: int | None
+    debit_result: bytes | None
+    local: dict[str, Any] | None  # this bank's booking of its side (engine outcome summary)
+    note: bytes
+    time: int
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "note_id": self.note_id.hex(),
+            "revision": self.revision,
+            "digest": self.digest.hex(),
+            "payer": self.payer,
+            "payee": self.payee,
+            "amount": self.amount,
+            "serial": self.serial,
+            "submitter": self.submitter,
+            "endorsers": self.endorsers,
+            "state": self.state,
+            "reason_code": self.reason_code,
+            "reason": self.reason,
+            "debit_revision": self.debit_revision,
+            "debit_result": self.debit_result.hex() if self.debit_result else None,
+            "local": self.local,
+        }
+
+
+@dataclass(frozen=True)
+class Report:
+    id: int
+    revision: int | None
+    kind: str
+    subject: str  # the bank (or key) the report is about
+    note_id: bytes | None
+    detail: str
+    time: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "revision": self.revision,
+            "kind": self.kind,
+            "subject": self.subject,
+            "note_id": self.note_id.hex() if self.note_id else None,
+            "detail": self.detail,
+            "time": self.time,
+        }
+
+
+_ENTRY_COLS = (
+    "note_id, revision, digest, payer, payee, amount, serial, submitter, endorsers, state, "
+    "reason_code, reason, debit_revision, debit_result, local, note, time"
+)
+
+
+def _entry(row: tuple) -> EntryRow:
+    return EntryRow(
+        bytes(row[0]),
+        int(row[1]),
+        bytes(row[2]),
+        row[3],
+        row[4],
+        int(row[5]),
+        int(row[6]),
+        row[7],
+        json.loads(row[8]),
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        bytes(row[13]) if row[13] is not None else None,
+        json.loads(row[14]) if row[14] else None,
+        bytes(row[15]),
+        int(row[16]),
+    )
+
+
+class StateTx:
+    """Writes of one applied event (inside ConsortiumState.apply)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.c = conn
+
+    def entry(self, note_id: bytes) -> EntryRow | None:
+        row = self.c.execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE note_id = ?", (note_id,)
+        ).fetchone()
+        return None if row is None else _entry(row)
+
+    def add_entry(self, e: EntryRow) -> None:
+        self.c.execute(
+            f"INSERT INTO entries ({_ENTRY_COLS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                e.note_id,
+                e.revision,
+                e.digest,
+                e.payer,
+                e.payee,
+                e.amount,
+                e.serial,
+                e.submitter,
+                json.dumps(e.endorsers),
+                e.state,
+                e.reason_code,
+                e.reason,
+                e.debit_revision,
+                e.debit_result,
+                json.dumps(e.local) if e.local is not None else None,
+                e.note,
+                e.time,
+            ),
+        )
+
+    def update_entry(self, note_id: bytes, **cols: Any) -> None:
+        if "local" in cols and cols["local"] is not None:
+            cols["local"] = json.dumps(cols["local"])
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        self.c.execute(f"UPDATE entries SET {sets} WHERE note_id = ?", (*cols.values(), note_id))
+
+    def add_checkpoint(self, bank: str, size: int, root: bytes, revision: int, obj: bytes) -> None:
+        self.c.execute(
+            "INSERT INTO checkpoints (bank, tree_size, root, revision, obj) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (bank, tree_size) DO NOTHING",
+            (bank, size, root, revision, obj),
+        )
+
+    def last_checkpoint(self, bank: str) -> tuple[int, bytes] | None:
+        row = self.c.execute(
+            "SELECT tree_size, root FROM checkpoints WHERE bank = ? ORDER BY tree_size DESC LIMIT 1",
+            (bank,),
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    def report(
+        self, revision: int | None, kind: str, subject: str, note_id: bytes | None, detail: str
+    ) -> None:
+        self.c.execute(
+            "INSERT INTO reports (revision, kind, subject, note_id, detail, time) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (revision, kind, subject, note_id, detail, int(time.time())),
+        )
+
+
+class ConsortiumState:
+    """The consortium state of one bank (thread-safe: one SQLite connection per thread)."""
+
+    def __init__(self, path: str | Path, orderer_id: str):
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise ConsortiumError(
+                f"cannot open consortium state {self.path}: folder {self.path.parent} is missing"
+            )
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        with self._tx() as c:
+            for sql in _SCHEMA:
+                c.execute(sql)
+            row = c.execute("SELECT value FROM meta WHERE key = 'orderer'").fetchone()
+            if row is None:
+                c.execute("INSERT INTO meta (key, value) VALUES ('orderer', ?)", (orderer_id,))
+                c.execute("INSERT INTO meta (key, value) VALUES ('applied_revision', '0')")
+                c.execute("INSERT INTO meta (key, value) VALUES ('log_hash', ?)", ("00" * 32,))
+            elif row[0] != orderer_id:
+                raise ConsortiumError(
+                    f"consortium state {self.path} belongs to log {row[0]!r}, not {orderer_id!r}: "
+                    "point the node at its own log, or move the state file away to start afresh"
+                )
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise ConsortiumError(f"consortium state {self.path} is closed")
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(
+                str(self.path), timeout=60, isolation_level=None, check_same_thread=False
+            )
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA busy_timeout=60000")
+            self._local.conn = c
+            with self._lock:
+                self._conns.append(c)
+        return c
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    def close(self) -> None:
+        self._closed = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            with contextlib.suppress(sqlite3.Error):
+                c.close()
+
+    # ------------------------------------------------------------------------ progress
+    def applied_revision(self) -> int:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'applied_revision'")
+        return int(row.fetchone()[0])
+
+    def log_hash(self) -> bytes:
+        row = self._conn().execute("SELECT value FROM meta WHERE key = 'log_hash'").fetchone()
+        return bytes.fromhex(row[0])
+
+    @contextlib.contextmanager
+    def apply(self, revision: int, key: bytes, value: bytes, verdict: str) -> Iterator[StateTx]:
+        """One event's writes plus the new applied revision and log hash, atomically.
+
+        Raises ConsortiumError if `revision` is not after the applied one (applied twice)."""
+        with self._tx() as c:
+            have = int(
+                c.execute("SELECT value FROM meta WHERE key = 'applied_revision'").fetchone()[0]
+            )
+            if revision <= have:
+                raise ConsortiumError(
+                    f"log revision {revision} is not after the applied revision {have}"
+                )
+            prev = bytes.fromhex(
+                c.execute("SELECT value FROM meta WHERE key = 'log_hash'").fetchone()[0]
+            )
+            yield StateTx(c)
+            h = hashlib.sha256(
+                prev
+                + revision.to_bytes(8, "big")
+                + hashlib.sha256(key + b"\0" + value).digest()
+                + verdict.encode()
+            ).hexdigest()
+            c.execute("UPDATE meta SET value = ? WHERE key = 'log_hash'", (h,))
+            c.execute("UPDATE meta SET value = ? WHERE key = 'applied_revision'", (str(revision),))
+
+    # ------------------------------------------------------------------------- queries
+    def entry(self, note_id: bytes) -> EntryRow | None:
+        return StateTx(self._conn()).entry(note_id)
+
+    def entries(self, state: str | None = None, limit: int = 1000) -> list[EntryRow]:
+        sql = f"SELECT {_ENTRY_COLS} FROM entries"
+        params: tuple[Any, ...] = ()
+        if state:
+            sql += " WHERE state = ?"
+            params = (state,)
+        sql += " ORDER BY revision LIMIT ?"
+        rows = self._conn().execute(sql, (*params, limit)).fetchall()
+        return [_entry(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._conn().execute("SELECT state, COUNT(*) FROM entries GROUP BY state")
+        return {r[0]: int(r[1]) for r in rows.fetchall()}
+
+    def positions(self) -> dict[str, dict[str, int]]:
+        """Settled interbank amounts: payer's bank -> payee's bank -> total (same at every bank)."""
+        rows = (
+            self._conn()
+            .execute("SELECT payer, payee, amount FROM entries WHERE state = ?", (SETTLED,))
+            .fetchall()
+        )
+        out: dict[str, dict[str, int]] = {}
+        for payer, payee, amount in rows:
+            a, b = payer.split("-", 1)[0], payee.split("-", 1)[0]
+            out.setdefault(a, {}).setdefault(b, 0)
+            out[a][b] += int(amount)
+        return out
+
+    def reports(self, after: int = 0, limit: int = 1000) -> list[Report]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, revision, kind, subject, note_id, detail, time FROM reports "
+                "WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            )
+            .fetchall()
+        )
+        return [
+            Report(
+                int(r[0]),
+                r[1],
+                r[2],
+                r[3],
+                bytes(r[4]) if r[4] is not None else None,
+                r[5],
+                int(r[6]),
+            )
+            for r in rows
+        ]
+
+    def add_report(self, kind: str, subject: str, note_id: bytes | None, detail: str) -> None:
+        """A report outside the log order (e.g. a forged endorsement received by this bank)."""
+        with self._tx() as c:
+            StateTx(c).report(None, kind, subject, note_id, detail)
+
+    def checkpoints(self, bank: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT bank, tree_size, root, revision FROM checkpoints"
+        params: tuple[Any, ...] = ()
+        if bank:
+            sql += " WHERE bank = ?"
+            params = (bank,)
+        rows = self._conn().execute(sql + " ORDER BY revision", params).fetchall()
+        return [
+            {"bank": r[0], "tree_size": int(r[1]), "root": bytes(r[2]).hex(), "revision": int(r[3])}
+            for r in rows
+        ]
+
+    # ---------------------------------------------------------- payer's bank: endorsed
+    def endorse_once(self, note_id: bytes, digest: bytes) -> bytes | None:
+        """Remember that this bank endorsed `digest` under `note_id`; returns the digest it had
+        endorsed before under that id if it differs (double issuance), else None."""
+        with self._tx() as c:
+            row = c.execute("SELECT digest FROM endorsed WHERE note_id = ?", (note_id,)).fetchone()
+            if row is not None:
+                return None if bytes(row[0]) == digest else bytes(row[0])
+            c.execute(
+                "INSERT INTO endorsed (note_id, digest, time) VALUES (?, ?, ?)",
+                (note_id, digest, int(time.time())),
+            )
+        return None

@@ -1,0 +1,114 @@
+"""How a bank reaches its peers' validation endpoints: over HTTP, or in-process.
+
+:class:`HttpPeerTransport` POSTs the note's bytes to ``<peer>/v1/consortium/validate`` as a
+signed request (the bank's identity key, role "peer bank" at the other end) and returns the
+Endorsement bytes from the JSON reply. Failures raise :class:`PeerError` naming the bank and what
+went wrong (refused connection, timeout, an error reply with its code).
+
+:class:`LocalPeerTransport` calls other in-process :class:`ConsortiumNode` objects directly (the
+embedded, one-process set-up and unit tests).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import httpx
+
+from hubi.bank.auth import Signer
+from hubi.consortium.errors import PeerError
+from hubi_core.errors import CodecError, HubiError
+
+if TYPE_CHECKING:
+    from hubi.consortium.node import ConsortiumNode
+
+__all__ = ["VALIDATE_PATH", "HttpPeerTransport", "LocalPeerTransport"]
+
+VALIDATE_PATH = "/v1/consortium/validate"
+
+
+class HttpPeerTransport:
+    """Signed HTTP validation requests to peer bank nodes (one keep-alive pool per peer)."""
+
+    def __init__(self, signer: Signer, endpoints: Mapping[str, str]):
+        self.signer = signer
+        self.endpoints = {b: url.rstrip("/") for b, url in endpoints.items()}
+        self._clients: dict[str, httpx.Client] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HttpPeerTransport(as={self.signer.identity!r}, peers={sorted(self.endpoints)})"
+
+    def _client(self, bank: str) -> httpx.Client:
+        with self._lock:
+            c = self._clients.get(bank)
+            if c is None:
+                url = self.endpoints.get(bank)
+                if url is None:
+                    raise PeerError(bank, "no endpoint known for this bank (consortium file)")
+                c = httpx.Client(
+                    base_url=url,
+                    timeout=httpx.Timeout(10.0, connect=1.0),
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                )
+                self._clients[bank] = c
+            return c
+
+    def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
+        client = self._client(bank)
+        headers = self.signer.headers(bank, "POST", VALIDATE_PATH, None, note)
+        headers["Content-Type"] = "application/octet-stream"
+        try:
+            r = client.post(
+                VALIDATE_PATH,
+                content=note,
+                headers=headers,
+                timeout=httpx.Timeout(timeout, connect=min(1.0, timeout)),
+            )
+        except httpx.TimeoutException:
+            raise PeerError(bank, f"no answer within {timeout:g} s") from None
+        except httpx.TransportError as exc:
+            raise PeerError(
+                bank, f"unreachable at {client.base_url}: {type(exc).__name__}"
+            ) from None
+        try:
+            doc = r.json()
+        except ValueError:
+            doc = None
+        if r.status_code != 200 or not isinstance(doc, dict):
+            code = doc.get("error") if isinstance(doc, dict) else None
+            msg = doc.get("message") if isinstance(doc, dict) else r.text[:200]
+            raise PeerError(bank, f"validation request failed: HTTP {r.status_code} {code}: {msg}")
+        try:
+            return bytes.fromhex(str(doc.get("endorsement", "")))
+        except ValueError:
+            raise PeerError(bank, "reply carries no hex endorsement", forged=True) from None
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            c.close()
+
+
+class LocalPeerTransport:
+    """Validation by in-process nodes (the embedded consortium)."""
+
+    def __init__(self, own_bank: str, nodes: Mapping[str, ConsortiumNode] | None = None):
+        self.own_bank = own_bank
+        self.nodes: dict[str, ConsortiumNode] = dict(nodes or {})
+        self.down: set[str] = set()  # banks to treat as unreachable (tests)
+
+    def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
+        node = self.nodes.get(bank)
+        if node is None or bank in self.down:
+            raise PeerError(bank, "not reachable in this process")
+        try:
+            return node.validate(note, self.own_bank)
+        except (CodecError, HubiError) as exc:
+            raise PeerError(bank, f"validation failed: {exc}") from None
+
+    def close(self) -> None:
+        pass
