@@ -148,6 +148,8 @@ class Node:
     started: float = field(default_factory=time.time)
     on_startup: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
+    # Optional parts add their routes here (issue 5: hubi.consortium.service.attach).
+    extensions: list[Callable[[FastAPI], None]] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------- middleware
@@ -678,6 +680,8 @@ def create_app(node: Node) -> FastAPI:
         auth.require(caller, Role.SELF)
         return backend.log(start, limit)
 
+    for extend in node.extensions:
+        extend(app)
     app.state.node = node
     app.add_middleware(BodyLimit, max_body=node.max_body, metrics=m)
     return app

@@ -100,6 +100,10 @@ def build_node(cfg: ServeConfig) -> api.Node:
     authenticator = auth.Authenticator(cfg.bank, trust, backend.template_of, window=cfg.auth_window)
     node = api.Node(cfg.bank, backend, authenticator, role="primary", max_body=cfg.max_body)
     node.on_shutdown.append(backend.close)
+    # issue 5: interbank notes settle through the consortium when the home configures one
+    from hubi.consortium.service import attach as attach_consortium
+
+    attach_consortium(node, cfg.home, trust, identity)
     return node
 
 
