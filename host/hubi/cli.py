@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from hubi.commands import audit as audit_cmd
+from hubi.commands import bank as bank_cmd
 from hubi.commands import demo as demo_cmd
 from hubi.commands import merchant as merchant_cmd
 from hubi.commands import note as note_cmd
@@ -20,6 +22,8 @@ main.add_command(note_cmd.note)
 main.add_command(demo_cmd.demo)
 main.add_command(merchant_cmd.merchant)
 main.add_command(token_cmd.token)
+main.add_command(bank_cmd.bank)
+main.add_command(audit_cmd.audit)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

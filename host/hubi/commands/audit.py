@@ -1,0 +1,367 @@
+"""`hubi audit ...`: check a bank database link by link, locate and name lost records, restore
+them from a hot backup.
+
+    hubi audit verify  --db URL [--home HOME | --trust DIR] [--chain-only] [--book B] [--json]
+    hubi audit locate  --db URL --book B [--home HOME] [--json]
+    hubi audit recover --db URL --book B --payees FILE --purposes FILE [--home HOME] [--json]
+    hubi audit restore --db URL --backup URL [--home HOME | --trust DIR] [--json]
+
+Keys: ``--home`` gives the trust bundle (HOME/trust) and the bank's private key (balances are
+opened and added up); ``--trust`` alone checks every signature but not balances; neither: the
+bank key stored in the database is used (and reported as such). Exit status: 0 clean, 1 findings
+(or nothing recovered/restored), 2 the command could not run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hubi.output import console, err_console, print_json
+
+__all__ = ["audit"]
+
+
+def _fail(as_json: bool, exc: BaseException) -> None:
+    if as_json:
+        print_json({"error": type(exc).__name__, "message": str(exc)})
+    else:
+        err_console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+    sys.exit(2)
+
+
+def _keys(db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any, Any]:
+    """(store, trust or None, BookKeys or None) for an audit of `db`."""
+    from hubi import kmc as kmc_mod
+    from hubi.bank import records as rec
+    from hubi.bank.store import open_store
+
+    store = open_store(db, migrate=False)
+    trust = keys = None
+    if trust_dir is not None:
+        trust = kmc_mod.load_trust(trust_dir)
+    if home is not None:
+        trust = trust or kmc_mod.load_trust(Path(home) / "trust")
+        bank = (store.reader().meta("bank") or b"").decode()
+        if not bank:
+            raise click.ClickException(f"{db} is not a bank database (no bank id in it)")
+        ident = kmc_mod.load_bank_identity(home, bank)
+        keys = rec.BookKeys(bank, ident.private)
+    return store, trust, keys
+
+
+def _db_option(f: Any) -> Any:
+    f = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(f)
+    f = click.option(
+        "--trust",
+        "trust_dir",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="Trust bundle (consortium.json + matrices/): check notes and the bank key.",
+    )(f)
+    f = click.option(
+        "--home",
+        envvar="HUBI_HOME",
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="hubi home: trust bundle plus the bank's private key (balances).",
+    )(f)
+    f = click.option(
+        "--db",
+        envvar="HUBI_DB",
+        required=True,
+        help="Bank database URL (sqlite:///... or postgresql://...).",
+    )(f)
+    return f
+
+
+@click.group()
+def audit() -> None:
+    """Audit bank books: verify every link, locate, recover and restore lost records."""
+
+
+@audit.command("verify")
+@_db_option
+@click.option(
+    "--chain-only",
+    is_flag=True,
+    help="Numbering, hash chain, XOR chain and heads only (fast; no signatures).",
+)
+@click.option(
+    "--book",
+    "books",
+    multiple=True,
+    help="Only these books (repeatable); default all plus the register.",
+)
+def verify_cmd(
+    db: str,
+    home: Path | None,
+    trust_dir: Path | None,
+    as_json: bool,
+    chain_only: bool,
+    books: tuple[str, ...],
+) -> None:
+    """Check every record of every book; exit 0 only when nothing is wrong."""
+    from rich.progress import Progress, TextColumn
+
+    from hubi.bank import audit as audit_mod
+
+    try:
+        store, trust, keys = _keys(db, home, trust_dir)
+        t0 = time.perf_counter()
+        with Progress(
+            TextColumn("{task.description}"), console=err_console, disable=as_json, transient=True
+        ) as prog:
+            task = prog.add_task("auditing")
+
+            def progress(n: int) -> None:
+                prog.update(task, description=f"auditing: {n:,} records")
+
+            report = audit_mod.audit(
+                store,
+                trust=trust,
+                keys=keys,
+                level="chain" if chain_only else "full",
+                books=list(books) or None,
+                progress=progress,
+            )
+        store.close()
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - reported with its type and message
+        _fail(as_json, exc)
+    doc = report.as_dict()
+    doc["seconds"] = round(time.perf_counter() - t0, 3)
+    if as_json:
+        print_json(doc)
+    else:
+        _print_report(doc)
+    sys.exit(0 if report.ok else 1)
+
+
+def _print_report(doc: dict[str, Any]) -> None:
+    checks = doc["checks"]
+    console.print(
+        f"bank {doc['bank']}: {doc['books']} books, {doc['records']:,} records, level {doc['level']} "
+        f"({doc['seconds']} s); bank key from {checks.get('bank_key', 'nowhere')}; notes {checks.get('notes')}; "
+        f"balances {checks.get('balances')}",
+        highlight=False,
+    )
+    if doc["ok"]:
+        console.print("[green]clean: every link checks out[/green]")
+        return
+    # runs of consecutive records with the same kind print as one line
+    runs: list[list[dict[str, Any]]] = []
+    for f in doc["findings"]:
+        last = runs[-1][-1] if runs else None
+        if (
+            last
+            and last["book"] == f["book"]
+            and last["kind"] == f["kind"]
+            and last["record"] + 1 == f["record"]
+        ):
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    for run in runs:
+        a, b = run[0], run[-1]
+        where = (
+            f"#{a['record']}" if len(run) == 1 else f"#{a['record']}..#{b['record']} ({len(run)})"
+        )
+        console.print(
+            f"[red]{a['kind']:<19}[/red] {a['book']} {where}: {a['detail']}", highlight=False
+        )
+    console.print(
+        f"[red]{len(doc['findings'])} finding(s)[/red]: "
+        + ", ".join(f"{v} {k}" for k, v in doc["summary"].items())
+    )
+
+
+@audit.command("locate")
+@_db_option
+@click.option("--book", required=True, help="Book (account id).")
+@click.option(
+    "--record", "number", type=int, help="Record number (default: the book's one lost record)."
+)
+def locate_cmd(
+    db: str, home: Path | None, trust_dir: Path | None, as_json: bool, book: str, number: int | None
+) -> None:
+    """What the chains say about a lost record: its linear sum and (with --home) its amount."""
+    from hubi.bank import recover as rec_mod
+
+    try:
+        store, _trust, keys = _keys(db, home, trust_dir)
+        lost = rec_mod.locate(store, book, number, keys)
+        store.close()
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    doc = {
+        "book": lost.book,
+        "record": lost.n,
+        "lsum": lost.lsum.hex(),
+        "delta": lost.delta,
+        "kind": None if lost.delta is None else ("debit" if lost.delta < 0 else "credit"),
+    }
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"{book} #{lost.n}: lsum {doc['lsum']}"
+            + (
+                f", {doc['kind']} of {abs(lost.delta)}"
+                if lost.delta is not None
+                else " (amount: pass --home)"
+            ),
+            highlight=False,
+        )
+
+
+def _serial_range(text: str | None) -> range | None:
+    if not text:
+        return None
+    try:
+        a, _, b = text.partition("-")
+        lo, hi = int(a), int(b or a)
+    except ValueError:
+        raise click.BadParameter("serials must look like A-B (or one number)") from None
+    if lo < 0 or hi < lo:
+        raise click.BadParameter("serials must be 0 <= A <= B")
+    return range(lo, hi + 1)
+
+
+@audit.command("recover")
+@_db_option
+@click.option("--book", required=True, help="Book (account id) that lost a record.")
+@click.option(
+    "--payees",
+    "payees_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Candidate counterparties, one account id a line (payee of a debit, payer of a credit).",
+)
+@click.option(
+    "--purposes",
+    "purposes_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Candidate purposes, one a line (an empty line: no purpose).",
+)
+@click.option(
+    "--record", "number", type=int, help="Record number (default: the book's one lost record)."
+)
+@click.option("--serials", help="Serial range A-B (needed for a credit; a debit's is derived).")
+@click.option(
+    "--amount", type=click.IntRange(min=1), help="The amount, when the bank key is not at hand."
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["debit", "credit"]),
+    help="Debit or credit, when the bank key is not at hand.",
+)
+def recover_cmd(
+    db: str,
+    home: Path | None,
+    trust_dir: Path | None,
+    as_json: bool,
+    book: str,
+    payees_file: Path,
+    purposes_file: Path,
+    number: int | None,
+    serials: str | None,
+    amount: int | None,
+    kind: str | None,
+) -> None:
+    """Name the fields of a lost record by meet-in-the-middle on its linear sum."""
+    from hubi.bank import recover as rec_mod
+
+    try:
+        store, _trust, keys = _keys(db, home, trust_dir)
+        payees = [p for p in rec_mod.read_lines(payees_file) if p]
+        purposes = rec_mod.read_lines(purposes_file) or [""]
+        hits = rec_mod.recover(
+            store,
+            book,
+            payees,
+            purposes,
+            n=number,
+            keys=keys,
+            amount=amount,
+            kind=kind,
+            serials=_serial_range(serials),
+        )
+        store.close()
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    docs = [h.as_dict() for h in hits]
+    if as_json:
+        print_json({"found": len(docs), "candidates": docs})
+    elif not docs:
+        console.print("[red]no combination of the candidates fits the record's linear sum[/red]")
+    else:
+        for d in docs:
+            console.print(
+                f"{d['book']} #{d['record']}: {d['kind']} {d['payer']} -> {d['payee']} amount {d['amount']} "
+                f"serial {d['serial']} purpose {d['purpose']!r} (note {d['note_id'][:16]}…"
+                f"{', in the note index' if d['note_in_db'] else ''}; {d['seconds']} s)",
+                highlight=False,
+            )
+    sys.exit(0 if len(docs) == 1 else 1)
+
+
+@audit.command("restore")
+@_db_option
+@click.option(
+    "--backup",
+    required=True,
+    help="Hot backup: a database URL (replica or standby) or http(s)://node.",
+)
+def restore_cmd(
+    db: str, home: Path | None, trust_dir: Path | None, as_json: bool, backup: str
+) -> None:
+    """Fetch exactly the lost records, with their signatures, from a hot backup and put them back."""
+    from hubi import kmc as kmc_mod
+    from hubi.bank import restore as restore_mod
+
+    try:
+        store, trust, keys = _keys(db, home, trust_dir)
+        signer = None
+        bank = (store.reader().meta("bank") or b"").decode()
+        if backup.startswith(("http://", "https://")) and home is not None:
+            from hubi.bank.auth import Signer
+
+            signer = Signer(bank, kmc_mod.load_bank_identity(home, bank).private)
+        source = restore_mod.open_source(backup, signer=signer, bank=bank)
+        result = restore_mod.restore(store, source, trust=trust, keys=keys)
+        close = getattr(source, "close", None)
+        if close:
+            close()
+        store.close()
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    doc = result.as_dict()
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"lost {len(result.wanted)}, restored {len(result.restored)}, not in the backup "
+            f"{len(result.unavailable)}, refused {len(result.rejected)}",
+            highlight=False,
+        )
+        for b, n, why in result.rejected:
+            console.print(f"[red]refused[/red] {b} #{n}: {why}", highlight=False)
+        for b, n in result.unavailable:
+            console.print(f"[yellow]not in the backup[/yellow] {b} #{n}", highlight=False)
+        console.print(
+            "[green]audit clean again[/green]"
+            if result.ok
+            else "[red]the audit still has findings[/red]"
+        )
+    sys.exit(0 if result.ok else 1)

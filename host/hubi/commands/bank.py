@@ -1,0 +1,372 @@
+"""`hubi bank ...`: a bank's database straight from the command line (no server needed).
+
+    hubi bank init          --home HOME --bank BKA [--db URL]     database + treasury account
+    hubi bank open-account  ACCOUNT --home HOME [--out DIR]        key + sealed template
+    hubi bank fund          ACCOUNT AMOUNT --home HOME             treasury pays the account
+    hubi bank book          FILE... --home HOME [--json]           book note files
+    hubi bank show          ACCOUNT --home HOME                    head, balance, last records
+
+Everything follows the home layout of ``hubi.kmc`` (HOME/trust, HOME/banks/<BANK>/...). The
+database defaults to ``sqlite:///HOME/banks/<BANK>/bank.db``; ``--db`` takes any store URL
+(``postgresql://...``). ``HUBI_HOME``, ``HUBI_BANK`` and ``HUBI_DB`` set the defaults. Keys are
+written to 0600 files and never printed. ``hubi bank serve`` (the HTTP node) is added to this
+group by ``hubi.bank.server``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hubi.output import console, err_console, print_json
+
+__all__ = ["bank", "resolve_bank", "default_db_url"]
+
+DB_NAME = "bank.db"
+TREASURY_SECRET = "treasury.secret"
+
+
+def resolve_bank(home: Path, bank: str | None) -> str:
+    """The bank to act for: --bank, or the only bank under HOME/banks."""
+    if bank:
+        return bank
+    banks_dir = Path(home) / "banks"
+    found = sorted(p.name for p in banks_dir.iterdir() if p.is_dir()) if banks_dir.is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.UsageError(
+            f"no bank under {banks_dir}: create the home first (hubi kmc / hubi demo)"
+        )
+    raise click.UsageError(f"{home} holds banks {', '.join(found)}: choose one with --bank")
+
+
+def default_db_url(home: Path, bank: str) -> str:
+    from hubi import kmc as kmc_mod
+
+    return "sqlite:///" + str((kmc_mod.bank_dir(home, bank) / DB_NAME).resolve())
+
+
+def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
+    if as_json:
+        print_json({"error": type(exc).__name__, "message": str(exc)})
+    else:
+        err_console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+    sys.exit(code)
+
+
+def _engine(home: Path, bank: str | None, db: str | None, **kw: Any) -> Any:
+    from hubi.bank.engine import BankEngine
+
+    bank = resolve_bank(home, bank)
+    return BankEngine.open(db or default_db_url(home, bank), home=home, bank=bank, **kw)
+
+
+def _home_option(f: Any) -> Any:
+    f = click.option(
+        "--db", envvar="HUBI_DB", help="Store URL (default sqlite:///HOME/banks/<BANK>/bank.db)."
+    )(f)
+    f = click.option(
+        "--bank", envvar="HUBI_BANK", help="Bank id (default: the only bank in HOME)."
+    )(f)
+    f = click.option(
+        "--home",
+        envvar="HUBI_HOME",
+        required=True,
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help="hubi home (HOME/trust, HOME/banks/<BANK>/...).",
+    )(f)
+    return f
+
+
+@click.group()
+def bank() -> None:
+    """A bank's books: init, accounts, funding, booking notes (and `serve` for HTTP)."""
+
+
+@bank.command("init")
+@_home_option
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Register entries per signed checkpoint (default 1000).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def init_cmd(
+    home: Path, bank: str | None, db: str | None, checkpoint_every: int | None, as_json: bool
+) -> None:
+    """Create (or migrate) the bank's database and open its treasury account."""
+    from hubi import kmc as kmc_mod
+
+    try:
+        bank = resolve_bank(home, bank)
+        url = db or default_db_url(home, bank)
+        eng = _engine(home, bank, url, checkpoint_every=checkpoint_every)
+        secret = kmc_mod.bank_dir(home, bank) / TREASURY_SECRET
+        created = False
+        with eng:
+            if eng.account(eng.treasury) is None:
+                priv = eng.setup_treasury(kmc_mod.load_kmc(home, bank))
+                kmc_mod.write_secret(secret, priv.to_bytes(32, "big"))
+                created = True
+            elif not secret.exists():
+                raise click.ClickException(
+                    f"{eng.treasury} is open in {url} but {secret} is missing: restore it from backup"
+                )
+            info = {
+                "bank": bank,
+                "database": _display(url),
+                "schema_version": eng.store.schema_version(),
+                "treasury": eng.treasury,
+                "treasury_created": created,
+                "checkpoint_every": eng.checkpoint_every,
+            }
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure is reported with its type and message
+        _fail(as_json, exc)
+    if as_json:
+        print_json(info)
+    else:
+        console.print(
+            f"bank [bold]{bank}[/bold]: database {info['database']} (schema {info['schema_version']}), "
+            f"treasury {info['treasury']}{' opened' if created else ''}, "
+            f"checkpoint every {info['checkpoint_every']} records"
+        )
+
+
+def _display(url: str) -> str:
+    from hubi.bank.store import display_url
+
+    return display_url(url)
+
+
+@bank.command("open-account")
+@click.argument("account")
+@_home_option
+@click.option("--currency", default="CNY", show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write ACCOUNT.secret (key, 0600) and ACCOUNT.template here (default HOME/accounts).",
+)
+@click.option(
+    "--fund",
+    "fund_amount",
+    type=click.IntRange(min=1),
+    help="Then have the treasury pay this much.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def open_account_cmd(
+    account: str,
+    home: Path,
+    bank: str | None,
+    db: str | None,
+    currency: str,
+    out: Path | None,
+    fund_amount: int | None,
+    as_json: bool,
+) -> None:
+    """Issue ACCOUNT's key from the bank's KMC, seal its template and open its book."""
+    from hubi import kmc as kmc_mod
+
+    try:
+        bank = resolve_bank(home, bank)
+        with _engine(home, bank, db) as eng:
+            priv, tpl = eng.issue_account(kmc_mod.load_kmc(home, bank), account, currency)
+            from hubi_core import codec
+
+            raw = codec.encode(tpl)
+            folder = out or Path(home) / "accounts"
+            kmc_mod.write_secret(folder / f"{account}.secret", priv.to_bytes(32, "big"))
+            kmc_mod.write_atomic(folder / f"{account}.template", raw)
+            funded = eng.fund(account, fund_amount).as_dict() if fund_amount else None
+            info = {
+                "account": account,
+                "bank": bank,
+                "template": raw.hex(),
+                "template_file": str(folder / f"{account}.template"),
+                "key_file": str(folder / f"{account}.secret"),
+                "funding": funded,
+            }
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    if as_json:
+        print_json(info)
+    else:
+        console.print(
+            f"opened [bold]{account}[/bold] at {bank}; template {info['template_file']}, key {info['key_file']} (0600)"
+        )
+        if funded:
+            console.print(f"funded with {fund_amount}: {funded['status']}")
+
+
+@bank.command("fund")
+@click.argument("account")
+@click.argument("amount", type=click.IntRange(min=1))
+@_home_option
+@click.option("--purpose", default="funding", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def fund_cmd(
+    account: str,
+    amount: int,
+    home: Path,
+    bank: str | None,
+    db: str | None,
+    purpose: str,
+    as_json: bool,
+) -> None:
+    """The bank's treasury pays AMOUNT (minor units) to ACCOUNT with an ordinary booked note."""
+    try:
+        with _engine(home, bank, db) as eng:
+            out = eng.fund(account, amount, purpose)
+            doc = out.as_dict()
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    if as_json:
+        print_json(doc)
+    else:
+        console.print(
+            f"{doc['status']}: {eng.treasury} -> {account} {amount}"
+            + (f" ({doc['reason']})" if doc["reason"] else "")
+        )
+    sys.exit(0 if out.ok else 1)
+
+
+def _note_files(paths: tuple[Path, ...]) -> Iterator[Path]:
+    for p in paths:
+        if p.is_dir():
+            yield from sorted(q for q in p.iterdir() if q.is_file())
+        else:
+            yield p
+
+
+@bank.command("book")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@_home_option
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Notes per transaction (group commit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (one outcome per file).")
+def book_cmd(
+    files: tuple[Path, ...], home: Path, bank: str | None, db: str | None, batch: int, as_json: bool
+) -> None:
+    """Book note FILES (binary notes or QR images; folders are read whole) into the bank's
+    database. Exit status 0 when every note is booked (or was already), 1 otherwise."""
+    from rich.progress import Progress
+
+    from hubi import objects
+
+    paths = list(_note_files(files))
+    results: list[dict[str, Any]] = []
+    try:
+        with (
+            _engine(home, bank, db) as eng,
+            Progress(
+                console=err_console, disable=as_json or len(paths) < 2, transient=True
+            ) as prog,
+        ):
+            task = prog.add_task("booking", total=len(paths))
+            for i in range(0, len(paths), batch):
+                chunk = paths[i : i + batch]
+                datas: list[bytes] = []
+                for p in chunk:
+                    try:
+                        datas.append(objects.read_object_bytes(p))
+                    except Exception as exc:  # noqa: BLE001 - an unreadable file is one result
+                        datas.append(b"")
+                        results.append(
+                            {
+                                "file": str(p),
+                                "status": "rejected",
+                                "ok": False,
+                                "reason": f"{type(exc).__name__}: {exc}",
+                            }
+                        )
+                outs = eng.book_many([d for d in datas if d])
+                it = iter(outs)
+                for p, d in zip(chunk, datas):
+                    if d:
+                        doc = next(it).as_dict()
+                        doc["file"] = str(p)
+                        results.append(doc)
+                prog.advance(task, len(chunk))
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    ok = all(r.get("ok") for r in results)
+    if as_json:
+        print_json({"ok": ok, "count": len(results), "outcomes": results})
+    else:
+        for r in results:
+            line = f"{r['file']}: {r['status']}"
+            if r.get("debit") or r.get("credit"):
+                line += f" ({r.get('payer')} -> {r.get('payee')} {r.get('amount')})"
+            if r.get("replay"):
+                line += " [already booked]"
+            if r.get("reason"):
+                line += f" — {r['reason']}"
+            console.print(line, highlight=False, markup=False)
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        console.print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+    sys.exit(0 if ok else 1)
+
+
+@bank.command("show")
+@click.argument("account")
+@_home_option
+@click.option(
+    "--last", type=click.IntRange(min=0), default=5, show_default=True, help="Records to list."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show_cmd(
+    account: str, home: Path, bank: str | None, db: str | None, last: int, as_json: bool
+) -> None:
+    """An account: role, flags, balance, signed head and its last records."""
+    try:
+        with _engine(home, bank, db) as eng:
+            info = eng.account(account)
+            if info is None:
+                raise click.ClickException(f"account {account} is not open at {eng.bank}")
+            head = eng.head(account)
+            recs = eng.records(account, max(1, head.n - last + 1)) if last else []
+            doc = info.as_dict()
+            doc.update(
+                {
+                    "balance": eng.balance(account),
+                    "records": head.n,
+                    "head": {"n": head.n, "hchain": head.hchain.hex(), "ecode": head.ecode.hex()},
+                    "last": [
+                        {
+                            "n": r.n,
+                            "kind": r.record.kind_name,
+                            "delta": r.record.delta,
+                            "time": r.record.time,
+                        }
+                        for r in recs
+                    ],
+                }
+            )
+    except click.ClickException:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        _fail(as_json, exc)
+    if as_json:
+        print_json(doc)
+        return
+    console.print(
+        f"[bold]{account}[/bold] ({doc['role']}) balance {doc['balance']}, {doc['records']} records"
+        + (" [red]FLAGGED: double issuance[/red]" if doc["double_issue"] else "")
+    )
+    for r in doc["last"]:
+        console.print(f"  #{r['n']:<6} {r['kind']:<7} {r['delta']:>+12}  t={r['time']}")
