@@ -135,7 +135,11 @@ def init(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to save the QR (default HOME/qr/request-NNNNNN.png).",
 )
-@click.option("--port", help="Serial port of an attached token: send the request over the link.")
+@click.option(
+    "--port",
+    help="Serial port of an attached token (or the simulator's pty): send the request over the"
+    " link, take the note back, accept it and hand over the receipt.",
+)
 @click.option("--no-qr", is_flag=True, help="Do not draw the QR in the terminal.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (no terminal QR).")
 @click.pass_context
@@ -162,7 +166,12 @@ def request_cmd(
             issued = m.request(minor, purpose, expires, png=png)
         except _errors() as exc:
             _fail(as_json, exc)
-        out = {"ok": True, "account": m.account, "request": issued.as_dict(), "link": None}
+        out: dict[str, Any] = {
+            "ok": True,
+            "account": m.account,
+            "request": issued.as_dict(),
+            "link": None,
+        }
         if not as_json:
             if not no_qr:
                 sys.stdout.write(req_mod.terminal_qr(issued.bytes))
@@ -172,11 +181,50 @@ def request_cmd(
                 + f", payable for {expires} s  ({len(issued.bytes)} bytes, PNG {issued.png})"
             )
         if port:
-            out["link"] = _send_link(port, "request", issued.bytes, as_json)
-            if out["link"].get("note") and not as_json:
-                console.print("the token answered with a note: scan it or pass it to `scan`")
+            out["link"], res = _pay_over_link(m, port, issued, as_json, no_qr)
+            if res is not None:
+                out["payment"] = res.as_dict()
+                out["ok"] = res.ok
+            else:
+                out["ok"] = False
     if as_json:
         print_json(out)
+    sys.exit(0 if out["ok"] else 1)
+
+
+def _pay_over_link(
+    m: Any, port: str, issued: Any, as_json: bool, no_qr: bool
+) -> tuple[dict[str, Any], Any]:
+    """Request -> token (PAY_REQUEST), note <- token, accept offline, receipt -> token."""
+    from hubi.merchant import format_amount, link
+    from hubi.merchant import request as req_mod
+
+    def ask_pin(summary: dict[str, Any]) -> str | None:
+        amount = format_amount(issued.amount, issued.currency)
+        err_console.print(
+            f"the token on {port} asks its owner's PIN to pay {amount} to {m.account}"
+        )
+        return click.prompt(
+            "payer's PIN", hide_input=True, default="", show_default=False, err=True
+        )
+
+    if not as_json:
+        console.print(
+            f"request #{issued.serial} sent to the token on {port}; waiting for the payer"
+        )
+    try:
+        note, info = link.pay(port, issued.bytes, ask_pin)
+    except _errors() as exc:
+        if not as_json:
+            err_console.print(f"[red]link {port}: no note: {exc}[/red]")
+        return {"port": port, "paid": False, "error": f"{type(exc).__name__}: {exc}"}, None
+    res = m.accept(note, request_serial=issued.serial)
+    out: dict[str, Any] = {"port": port, "paid": True, **info, "note": note.hex()}
+    if not as_json:
+        _print_result(res, no_qr, req_mod)
+    if res.receipt is not None:
+        out["receipt"] = _send_link(port, "receipt", res.receipt, as_json)
+    return out, res
 
 
 def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, Any]:
@@ -189,7 +237,7 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
             err_console.print(f"[yellow]link {port}: {what} not sent: {exc}[/yellow]")
         return {"port": port, "sent": False, "error": f"{type(exc).__name__}: {exc}"}
     if not as_json:
-        console.print(f"{what} sent to the token on {port}")
+        console.print(f"{what} handed to the token on {port}")
     return {"port": port, "sent": True, **res}
 
 
@@ -394,7 +442,7 @@ def upload(
             url = bank_url or up.bank_url_of(m)
         except _errors() as exc:
             _fail(as_json, exc)
-        say: Callable[[str], None] = (lambda _s: None) if as_json else err_console.print
+        say: Callable[[str], None] = (lambda _s: None) if as_json else _say
         try:
             report = up.upload(
                 m,
@@ -414,21 +462,14 @@ def upload(
     sys.exit(0 if report.ok else 1)
 
 
-def _print_upload(report: Any) -> None:
-    from hubi.merchant import format_amount
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False)
 
-    for item in report.items:
-        amt = format_amount(item.amount, item.currency)
-        head = f"{item.note_id.hex()[:16]}… {amt} from {item.payer}"
-        if item.state == "booked":
-            console.print(
-                f"[green]settled[/green]  {head}" + (f" ({item.detail})" if item.detail else "")
-            )
-        elif item.state in ("bounced", "refused"):
-            console.print(f"[red]{item.state}[/red]  {head}: {item.detail}")
-        else:
-            console.print(f"[yellow]pending[/yellow]  {head}: {item.detail}")
+
+def _print_upload(report: Any) -> None:
     c = report.counts()
+    if report.stopped:
+        err_console.print(f"[yellow]stopped: {report.stopped}[/yellow]")
     console.print(
         f"uploaded to {report.bank_url}: {c['booked']} settled, {c['bounced']} bounced,"
         f" {c['refused']} refused, {c['pending']} still pending"

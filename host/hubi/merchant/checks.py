@@ -18,6 +18,10 @@ wrong-amount       amount       the amount differs from the open request's
 wrong-purpose      purpose      the purpose differs from the open request's
 expired            expiry       the note was signed after the request expired
 =================  ===========  ==========================================================
+
+With several open requests (several customers at once), a note is matched to the latest open
+request with its amount and purpose that had not expired at the note's time; when none fits,
+it is judged against the latest open request, so the reason says what differs from it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class Verdict:
     note: codec.Obj | None = None
     raw: bytes = b""
     checks: list[dict[str, Any]] = dc_field(default_factory=list)
+    request: RequestRow | None = None  # the open request the note was judged against
 
     @property
     def note_id(self) -> bytes | None:
@@ -82,6 +87,7 @@ class Verdict:
             "field": self.field,
             "reason": self.reason,
             "note": self.note_info(),
+            "request": self.request.serial if self.request else None,
             "checks": self.checks,
         }
 
@@ -103,15 +109,28 @@ def reject(category: str, fld: str, reason: str, **kw: Any) -> Verdict:
     return Verdict(False, category, fld, reason, **kw)
 
 
+def match_request(note: codec.Obj, requests: list[RequestRow]) -> RequestRow | None:
+    """The open request a note pays (see the module docstring), or None if none is open."""
+    if not requests:
+        return None
+    purpose = note.get("purpose") or None
+    same = [r for r in requests if r.amount == note["amount"] and (r.purpose or None) == purpose]
+    live = [r for r in same if note.time <= r.expiry]
+    for group in (live, same, requests):
+        if group:
+            return max(group, key=lambda r: r.serial)
+    return None
+
+
 def check_note(
     raw: bytes,
     trust: Trust,
     account: str,
     currency: str,
-    request: RequestRow | None,
+    request: RequestRow | list[RequestRow] | None,
     outbox: Outbox | None = None,
 ) -> Verdict:
-    """All offline checks of a note for merchant `account` against its open `request`."""
+    """All offline checks of a note for merchant `account` against its open request(s)."""
     raw = bytes(raw)
     try:
         obj = codec.decode(raw)
@@ -180,6 +199,9 @@ def check_note(
             f"wrong currency: the payer's account is in {note_cur}, this merchant takes {currency}",
             **ok,
         )
+    if isinstance(request, list):
+        request = match_request(obj, request)
+    ok["request"] = request
     if request is None:
         return reject(
             "no-request",

@@ -166,9 +166,9 @@ class Merchant:
         req = self._pick_request(request_serial)
         return checks.check_note(raw, self.trust, self.account, self.currency, req, self.outbox)
 
-    def _pick_request(self, request_serial: int | None) -> RequestRow | None:
+    def _pick_request(self, request_serial: int | None) -> RequestRow | list[RequestRow] | None:
         if request_serial is None:
-            return self.outbox.open_request()
+            return self.outbox.open_requests()
         row = self.outbox.request(request_serial)
         if row is None:
             raise MerchantError(f"no request #{request_serial} in the outbox")
@@ -185,8 +185,15 @@ class Merchant:
     ) -> ScanResult:
         """Check a note offline and, if it passes, store it with its receipt (one transaction)."""
         now = int(time.time()) if now is None else now
-        req = self._pick_request(request_serial)
-        verdict = checks.check_note(raw, self.trust, self.account, self.currency, req, self.outbox)
+        verdict = checks.check_note(
+            raw,
+            self.trust,
+            self.account,
+            self.currency,
+            self._pick_request(request_serial),
+            self.outbox,
+        )
+        req = verdict.request
         if not verdict.ok:
             self._keep_reject(verdict, now)
             return ScanResult(verdict, request_serial=req.serial if req else None)

@@ -283,6 +283,12 @@ class Outbox:
         ).fetchone()
         return _req_row(r) if r else None
 
+    def open_requests(self) -> list[RequestRow]:
+        rows = self.db.execute(
+            f"SELECT {_REQ_COLS} FROM requests WHERE state = 'open' ORDER BY serial"
+        ).fetchall()
+        return [_req_row(r) for r in rows]
+
     def requests(self) -> list[RequestRow]:
         rows = self.db.execute(f"SELECT {_REQ_COLS} FROM requests ORDER BY serial").fetchall()
         return [_req_row(r) for r in rows]

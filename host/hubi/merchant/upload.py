@@ -48,6 +48,17 @@ class UploadItem:
     notice: bool = False
     book_record: int | None = None
 
+    def line(self, i: int, n: int) -> str:
+        """One line for people: '[2/5] 8606e8de… 5.00 CNY from BKB-43: bounced (why)'."""
+        from .money import format_amount
+
+        word = {BOOKED: "settled"}.get(self.state, self.state)
+        tail = f" ({self.detail})" if self.detail else ""
+        return (
+            f"[{i}/{n}] {self.note_id.hex()[:16]}… {format_amount(self.amount, self.currency)}"
+            f" from {self.payer}: {word}{tail}"
+        )
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "note_id": self.note_id.hex(),
@@ -308,5 +319,6 @@ def upload(
                     merchant.outbox.record_attempt(row.note_id, str(exc))
                     item.detail = str(exc)
                     break
+            say(item.line(len(report.items), len(pending)))
     report.seconds = time.monotonic() - t0
     return report
