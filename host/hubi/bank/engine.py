@@ -1288,23 +1288,28 @@ class BankEngine:
 
     def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
         """Sign tree heads at every multiple of ``checkpoint_every`` not yet signed, up to the
-        register's size (or at exactly `tree_size`); returns the newest, None if nothing new."""
+        register's size, and return the newest (None if there is none); with `tree_size`, the
+        checkpoint at exactly that size (signed now unless it exists)."""
         with self._ckpt_lock:
             size = self.register_size()
             every = self.checkpoint_every
-            targets: list[int]
-            last = self.latest_checkpoint()
-            done = last.tree_size if last else 0
             if tree_size is not None:
                 if not 0 < tree_size <= size:
                     raise BankEngineError(f"tree size {tree_size} not in 1..{size}")
-                targets = [tree_size] if tree_size > done else []
-            else:
-                targets = list(range((done // every + 1) * every, size + 1, every))
-            made = None
-            for target in targets:
+                have = self._checkpoint_at(tree_size)
+                return have if have is not None else self._make_checkpoint(tree_size)
+            last = self.latest_checkpoint()
+            done = last.tree_size if last else 0
+            made = last
+            for target in range((done // every + 1) * every, size + 1, every):
                 made = self._make_checkpoint(target)
             return made
+
+    def _checkpoint_at(self, size: int) -> Checkpoint | None:
+        r = self.store.reader().one(
+            "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (size,)
+        )
+        return None if r is None else Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
 
     def _frontier_at(self, tx: Tx, size: int) -> merkle.Frontier:
         row = tx.one(

@@ -224,10 +224,18 @@ class Tx:
             self.conn.executemany(sql, rows)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        return self.execute(sql, params).fetchone()
+        cur = self.execute(sql, params)
+        try:
+            return cur.fetchone()
+        finally:
+            cur.close()  # SQLite: an unfinished SELECT would pin an old snapshot
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        return self.execute(sql, params).fetchall()
+        cur = self.execute(sql, params)
+        try:
+            return cur.fetchall()
+        finally:
+            cur.close()
 
     def scalar(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         row = self.one(sql, params)
