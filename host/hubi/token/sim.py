@@ -104,6 +104,7 @@ class Simulator:
         self._master: int | None = None
         self._slave: int | None = None
         self._log = None
+        self.log_start = 0
 
     # ------------------------------------------------------------------ lifecycle
     def config(self) -> dict[str, Any]:
@@ -151,9 +152,14 @@ class Simulator:
             cmd += ["-X", f"heapsize={self.heapsize}"]
         cmd += [str(main), str(cfg_path)]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _close()
+        self.log_start = self._log.tell()  # this run's lines start here
         self.proc = subprocess.Popen(
             cmd, stdin=master, stdout=master, stderr=self._log, env=env, cwd=str(self.state)
         )
+        # only the firmware holds the master: when it dies (or is killed: a power cut) the
+        # pty hangs up and the host's reads fail at once, as when a board is unplugged
+        os.close(master)
+        self._master = None
         return self
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -168,8 +174,11 @@ class Simulator:
         raise SimError(f"simulator not ready after {timeout} s: {self.tail()}")
 
     def _log_bytes(self) -> bytes:
+        """This run's log (a restart on the same state appends to the same file)."""
         try:
-            return self.log_path.read_bytes()
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_start)
+                return f.read()
         except OSError:
             return b""
 
