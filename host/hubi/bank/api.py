@@ -34,6 +34,7 @@ from prometheus_client import (
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hubi.bank import auth
@@ -78,7 +79,9 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "unsigned, unknown caller, bad signature, stale timestamp or replayed nonce",
         403: "role denied",
         404: "not found",
+        409: "conflicts with the node's state (not-local, conflict, register-damaged)",
         413: "request body over the size cap",
+        415: "unsupported Content-Type",
         422: "parameter out of range or of the wrong type",
         429: "too many signed requests in the time window",
     }
@@ -155,8 +158,12 @@ class Node:
 # --------------------------------------------------------------------------------- middleware
 
 
-class BodyLimit:
-    """Refuse bodies over `max_body` bytes with 413, before they are held in memory."""
+class Guard:
+    """Pure ASGI middleware: caps request bodies and counts requests by route and status.
+
+    A body over ``max_body`` bytes gets 413 before it is held in memory: at once when the
+    Content-Length says so, otherwise as soon as the streamed bytes pass the cap (the app then
+    sees a client disconnect and its own reply is dropped)."""
 
     def __init__(self, app: ASGIApp, max_body: int, metrics: Metrics):
         self.app = app
@@ -167,39 +174,55 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        method = scope.get("method", "?")
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
                     n = int(value)
                 except ValueError:
+                    n = -1
+                if n < 0:
                     await self._reply(send, 400, "bad-header", "Content-Length is not a number")
+                    self._count(method, scope, 400)
                     return
                 if n > self.max_body:
                     await self._too_large(send)
+                    self._count(method, scope, 413)
                     return
-        seen = 0
-        started = False
+        state = {"seen": 0, "started": False, "rejected": False, "status": 500}
 
         async def limited() -> Message:
-            nonlocal seen
+            if state["rejected"]:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge()
+                state["seen"] += len(msg.get("body", b""))
+                if state["seen"] > self.max_body:
+                    state["rejected"] = True
+                    if not state["started"]:
+                        state["started"] = True
+                        state["status"] = 413
+                        await self._too_large(send)
+                    return {"type": "http.disconnect"}
             return msg
 
-        async def track(msg: Message) -> None:
-            nonlocal started
+        async def guarded_send(msg: Message) -> None:
+            if state["rejected"]:
+                return  # we answered 413 already; the app's reply goes nowhere
             if msg["type"] == "http.response.start":
-                started = True
+                state["started"] = True
+                state["status"] = msg["status"]
             await send(msg)
 
         try:
-            await self.app(scope, limited, track)
-        except _TooLarge:
-            if not started:
-                await self._too_large(send)
+            await self.app(scope, limited, guarded_send)
+        finally:
+            self._count(method, scope, int(state["status"]))
+
+    def _count(self, method: str, scope: Scope, status: int) -> None:
+        route = scope.get("route")
+        name = getattr(route, "path", None) or "unmatched"
+        self.metrics.requests.labels(method, name, str(status)).inc()
 
     async def _too_large(self, send: Send) -> None:
         await self._reply(
@@ -216,14 +239,11 @@ class BodyLimit:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
                 ],
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------- response models
@@ -271,6 +291,10 @@ class BookOut(BaseModel):
     length: int = Field(description="records in the book")
     head: dict[str, Any] = Field(description="the bank-signed head (n, hchain, statement, sig)")
     records: list[dict[str, Any]]
+
+
+class TemplateIn(BaseModel):
+    template: str = Field(description="the bank-sealed Template, hex", max_length=2 * 4096)
 
 
 class RecordsIn(BaseModel):
@@ -341,6 +365,29 @@ def _decode_upload(body: bytes, content_type: str) -> bytes:
     )
 
 
+def _codec_api_error(exc: CodecError) -> ApiError:
+    code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
+    return ApiError(400, code, f"{type(exc).__name__}: {exc}")
+
+
+def _check_upload(data: bytes, kinds: frozenset[int]) -> bytes:
+    if not data:
+        raise ApiError(400, "empty-body", "no object in the body")
+    try:
+        kind = codec.peek_kind(data)
+    except CodecError as exc:
+        raise _codec_api_error(exc) from None
+    if kind not in kinds:
+        raise ApiError(
+            400,
+            "unsupported-kind",
+            f"a {codec.kind_name(kind)} cannot be uploaded here (accepted: "
+            + ", ".join(codec.kind_name(k) for k in sorted(kinds))
+            + ")",
+        )
+    return data
+
+
 def create_app(node: Node) -> FastAPI:
     """The ASGI app of one bank node (primary or hot backup)."""
     m = node.metrics
@@ -400,21 +447,17 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(CodecError)
     async def _codec_error(request: Request, exc: CodecError) -> JSONResponse:
-        code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
-        return _reply(400, code, f"{type(exc).__name__}: {exc}", None)
+        e = _codec_api_error(exc)
+        return _reply(e.status, e.code, e.message, None)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _reply(500, "internal", f"internal error ({type(exc).__name__})", None)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):  # type: ignore[no-untyped-def]
-        resp = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        m.requests.labels(request.method, name, str(resp.status_code)).inc()
-        return resp
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=400)  # nobody is listening (or Guard answered 413)
 
     # -------------------------------------------------------------------- auth helper
     async def signed(
@@ -492,7 +535,7 @@ def create_app(node: Node) -> FastAPI:
             "/v1/notes",
             response_model=UploadOut,
             tags=["upload"],
-            responses=_errors(400, 413, 422),
+            responses=_errors(400, 409, 413, 415, 422),
             openapi_extra={
                 "requestBody": {
                     "required": True,
@@ -522,33 +565,20 @@ def create_app(node: Node) -> FastAPI:
             {"base64": ...}, or hex as text/plain. The reply names the outcome: booked,
             refused (with reason) or bounced (with the bank-signed Refusal), plus notices."""
             body = await request.body()
-            data = _decode_upload(body, request.headers.get("content-type", ""))
-            if not data:
-                m.uploads.labels("invalid").inc()
-                raise ApiError(400, "empty-body", "no object in the body")
             try:
-                kind = codec.peek_kind(data)
-            except CodecError as exc:
-                m.uploads.labels("invalid").inc()
-                code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
-                raise ApiError(400, code, f"{type(exc).__name__}: {exc}") from None
-            if kind not in backend.UPLOAD_KINDS:
-                m.uploads.labels("invalid").inc()
-                raise ApiError(
-                    400,
-                    "unsupported-kind",
-                    f"a {codec.kind_name(kind)} cannot be uploaded here (accepted: "
-                    + ", ".join(codec.kind_name(k) for k in sorted(backend.UPLOAD_KINDS))
-                    + ")",
+                data = _check_upload(
+                    _decode_upload(body, request.headers.get("content-type", "")),
+                    backend.UPLOAD_KINDS,
                 )
-            t0 = time.perf_counter()
-            try:
-                out = await run_in_threadpool(backend.upload, data)
-            except CodecError as exc:
+                t0 = time.perf_counter()
+                try:
+                    out = await run_in_threadpool(backend.upload, data)
+                except CodecError as exc:
+                    raise _codec_api_error(exc) from None
+                m.booking.observe(time.perf_counter() - t0)
+            except ApiError:
                 m.uploads.labels("invalid").inc()
-                code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
-                raise ApiError(400, code, f"{type(exc).__name__}: {exc}") from None
-            m.booking.observe(time.perf_counter() - t0)
+                raise
             m.uploads.labels(out["outcome"]).inc()
             return UploadOut(**out)
 
@@ -589,6 +619,39 @@ def create_app(node: Node) -> FastAPI:
             raise ApiError(404, "not-found", f"no book for account {account}", "account")
         return BookOut(**doc)
 
+    @app.get(
+        "/v1/accounts/{account}",
+        tags=["accounts"],
+        responses=SIGNED_ERRORS | _errors(404),
+    )
+    def account_info(
+        caller: SignedCaller, account: Annotated[str, _account_path()]
+    ) -> dict[str, Any]:
+        """An account: template, flags (double issuance), book length and balance (its owner,
+        a regulator or the bank itself)."""
+        _primary_only(node)
+        auth.require_account_access(caller, account, regulator=True)
+        info = backend.account_info(account)
+        if info is None:
+            raise ApiError(404, "not-found", f"no account {account} at bank {node.bank}", "account")
+        return info
+
+    @app.post(
+        "/v1/accounts",
+        tags=["accounts"],
+        status_code=201,
+        responses=SIGNED_ERRORS | _errors(409),
+    )
+    def open_account(caller: SignedCaller, body: TemplateIn) -> dict[str, Any]:
+        """Open an account from a Template this bank sealed (the bank itself only: operators)."""
+        _primary_only(node)
+        auth.require(caller, Role.SELF)
+        try:
+            raw = bytes.fromhex(body.template)
+        except ValueError as exc:
+            raise ApiError(400, "bad-hex", f"template: {exc}", "template") from None
+        return backend.open_account(raw)
+
     # -------------------------------------------------------------------- regulators
     @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS)
     def audit(
@@ -611,6 +674,13 @@ def create_app(node: Node) -> FastAPI:
         """Signed Merkle tree heads of the register (any signed caller)."""
         _primary_only(node)
         return {"checkpoints": backend.checkpoints(after, limit)}
+
+    @app.post("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS)
+    def make_checkpoint(caller: SignedCaller) -> dict[str, Any]:
+        """Sign a tree head over the whole register now (the bank itself only)."""
+        _primary_only(node)
+        auth.require(caller, Role.SELF)
+        return backend.checkpoint_now()
 
     @app.get("/v1/checkpoints/latest", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
     def latest_checkpoint(caller: SignedCaller) -> dict[str, Any]:
@@ -683,7 +753,7 @@ def create_app(node: Node) -> FastAPI:
     for extend in node.extensions:
         extend(app)
     app.state.node = node
-    app.add_middleware(BodyLimit, max_body=node.max_body, metrics=m)
+    app.add_middleware(Guard, max_body=node.max_body, metrics=m)
     return app
 
 

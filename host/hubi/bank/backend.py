@@ -26,6 +26,7 @@ from hubi.bank.api import ApiError
 from hubi.bank.replica import record_json
 from hubi.bank.store import display_url
 from hubi_core import codec
+from hubi_core.errors import CodecError
 
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 
@@ -163,6 +164,41 @@ class EngineBackend:
             },
             "records": [_stored_json(r) for r in recs],
         }
+
+    def account_info(self, account: str) -> dict[str, Any] | None:
+        e = self.engine
+        info = e.account(account)
+        if info is None:
+            return None
+        out = info.as_dict()
+        head = e.head(account)
+        out["length"] = head.n
+        out["balance"] = e.keys.balance_of(head)
+        return out
+
+    def open_account(self, template: bytes) -> dict[str, Any]:
+        try:
+            info = self.engine.open_account(template)
+        except CodecError as exc:
+            raise ApiError(400, "bad-object", f"template: {type(exc).__name__}: {exc}") from None
+        except eng_mod.BankEngineError as exc:
+            raise ApiError(409, "conflict", str(exc), "template") from None
+        return info.as_dict()
+
+    def checkpoint_now(self) -> dict[str, Any]:
+        e = self.engine
+        size = e.register_size()
+        last = e.latest_checkpoint()
+        if size == 0:
+            raise ApiError(409, "conflict", "the register is empty: nothing to checkpoint")
+        if last is None or last.tree_size < size:
+            try:
+                made = e.checkpoint(size)
+            except eng_mod.BankEngineError as exc:
+                raise ApiError(409, "register-damaged", str(exc)) from None
+            assert made is not None
+            return made.as_dict()
+        return last.as_dict()
 
     # -------------------------------------------------------------------------- audit
     def audit(self, books: list[str] | None, chain_only: bool) -> dict[str, Any]:

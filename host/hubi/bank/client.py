@@ -206,6 +206,15 @@ class BankClient:
         )
         return doc["notices"]
 
+    def account(self, account: str) -> dict[str, Any]:
+        """Account details: template, flags, book length, balance (owner/regulator/bank)."""
+        return self._json("GET", f"/v1/accounts/{account}")
+
+    def open_account(self, template: bytes) -> dict[str, Any]:
+        """Open an account from a Template this bank sealed (the bank's own identity only)."""
+        body = json.dumps({"template": bytes(template).hex()}).encode()
+        return self._json("POST", "/v1/accounts", body=body, content_type="application/json")
+
     def book(self, account: str, start: int = 1, limit: int = 1000) -> dict[str, Any]:
         """A page of an account's book (owner, regulator or the bank itself)."""
         return self._json(
@@ -238,6 +247,10 @@ class BankClient:
             "GET", "/v1/checkpoints", params=[("after", str(after)), ("limit", str(limit))]
         )
         return doc["checkpoints"]
+
+    def checkpoint_now(self) -> dict[str, Any]:
+        """Have the node sign a tree head over its whole register (the bank itself only)."""
+        return self._json("POST", "/v1/checkpoints")
 
     def latest_checkpoint(self) -> dict[str, Any]:
         return self._json("GET", "/v1/checkpoints/latest")

@@ -197,8 +197,10 @@ def serve(cfg: ServeConfig) -> int:
 @click.option(
     "--db",
     default=None,
+    envvar="HUBI_BANK_DB",
     help="Database URL: sqlite:///path, a file path or postgresql://... "
-    "(default: HOME/banks/<BANK>/bank.db, or replica.db for a hot backup).",
+    "(default: HOME/banks/<BANK>/bank.db, or replica.db for a hot backup). "
+    "Env HUBI_BANK_DB keeps a password off the command line.",
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option(
