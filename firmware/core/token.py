@@ -46,6 +46,25 @@ def _err(e):
     return None
 
 
+class _Sink:
+    """A provisioning upload sink whose refusals become clear ERROR replies."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def write(self, chunk):
+        try:
+            self.sink.write(chunk)
+        except Exception as e:  # noqa: BLE001
+            r = _err(e)
+            if r is None:
+                raise
+            raise r from None
+
+    def finish(self):
+        return self.sink.finish()
+
+
 class Token:
     def __init__(self, wallet, server, ui=None, clock=None, board="", log=None):
         self.wallet = wallet
@@ -139,7 +158,13 @@ class Token:
     def _prov_sink(self, total):
         if self.busy:
             raise ErrorReply(P.ERR_BUSY, "the token is busy with the user on the device")
-        return self.wallet.stage_sink(total)
+        try:
+            return _Sink(self.wallet.stage_sink(total))
+        except Exception as e:  # noqa: BLE001
+            r = _err(e)
+            if r is None:
+                raise
+            raise r from None
 
     def h_prov_file(self, sink):
         return sink.finish()
