@@ -503,12 +503,14 @@ def outbox(ctx: click.Context, state: str | None, as_json: bool) -> None:
         table.add_column(col)
     for r in rows:
         detail = r.last_error or (r.outcome or {}).get("reason") or ""
+        if r.state == "booked" and r.notice is not None:
+            detail = "SettlementNotice verified and in the book"
         table.add_row(
             r.note_id.hex()[:16] + "…",
             r.payer,
             str(r.serial),
             format_amount(r.amount, r.currency),
-            r.state,
+            "settled" if r.state == "booked" else r.state,
             str(detail),
         )
     console.print(table)

@@ -12,7 +12,9 @@ bank's final answer changes its state:
 
 Network errors, 5xx and 429 replies are retried with exponential back-off (with jitter); a
 4xx reply or an answer that does not verify leaves the note pending with the error, so
-nothing is lost and the next `upload` tries again.
+nothing is lost and the next `upload` tries again. An interbank note the consortium has not
+settled yet ("pending") is asked about again for up to ``settle_wait`` seconds, then left
+pending for the next run.
 """
 
 from __future__ import annotations
@@ -109,6 +111,11 @@ class Transient(Exception):
 
 class Answer(Exception):
     """A final-looking answer that cannot be accepted (does not verify, 4xx); note stays."""
+
+
+class NotYet(Exception):
+    """The bank took the note but has no final outcome yet (interbank: the consortium has
+    not settled it); asking again later is harmless."""
 
 
 def bank_url_of(merchant: Any) -> str:
@@ -266,6 +273,8 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
         item.state = res.outcome
         item.detail = outcome["reason"]
         return
+    if res.outcome == PENDING:
+        raise NotYet(res.reason or "the consortium has not settled it yet")
     raise Answer(f"the bank answered an unknown outcome {res.outcome!r}")
 
 
@@ -279,8 +288,13 @@ def upload(
     say: Say | None = None,
     sleep: Callable[[float], None] = time.sleep,
     seed: int | None = None,
+    settle_wait: float = 15.0,
 ) -> UploadReport:
-    """Upload every pending note of `merchant` to `bank_url`; see the module docstring."""
+    """Upload every pending note of `merchant` to `bank_url`; see the module docstring.
+
+    settle_wait: how long to keep asking about a note the bank answered "pending" (an
+    interbank note the consortium has not settled yet) before leaving it for the next run.
+    """
     from hubi.bank.client import BankClient
 
     say = say or (lambda _s: None)
@@ -299,6 +313,7 @@ def upload(
                 item.detail = report.stopped
                 continue
             attempt = 0
+            settle_until = time.monotonic() + settle_wait
             while True:
                 item.attempts += 1
                 try:
@@ -319,6 +334,12 @@ def upload(
                     merchant.outbox.record_attempt(row.note_id, str(exc))
                     item.detail = str(exc)
                     break
+                except NotYet as exc:
+                    merchant.outbox.record_attempt(row.note_id, f"not settled yet: {exc}")
+                    if time.monotonic() >= settle_until:
+                        item.detail = f"not settled yet ({exc}): upload again later"
+                        break
+                    sleep(min(1.0, max(0.1, base_delay)))
             say(item.line(len(report.items), len(pending)))
     report.seconds = time.monotonic() - t0
     return report
