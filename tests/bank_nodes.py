@@ -161,7 +161,7 @@ class NodeProcess:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         if self.db:
-            env["HUBI_BANK_DB"] = self.db  # not on the command line: it may hold a password
+            env["HUBI_DB"] = self.db  # not on the command line: it may hold a password
         self.proc = _process.spawn(self.argv(), log_path=self.log, cwd=REPO, env=env)
         self.starts += 1
         deadline = time.monotonic() + timeout

@@ -22,17 +22,19 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
-import uvicorn
 
-from hubi import kmc as kmc_mod
-from hubi.bank import api, auth
+if TYPE_CHECKING:  # the web stack loads only when a node runs, not on every `hubi` call
+    from hubi.bank import api
 
 log = logging.getLogger("hubi.bank.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
+DEFAULT_MAX_BODY = 64 * 1024  # = api.DEFAULT_MAX_BODY
+DEFAULT_AUTH_WINDOW = 300  # = auth.DEFAULT_WINDOW
 
 
 @dataclass
@@ -46,16 +48,18 @@ class ServeConfig:
     replica_of: str | None = None
     ready_file: Path | None = None
     grace: float = 10.0
-    max_body: int = api.DEFAULT_MAX_BODY
-    auth_window: int = auth.DEFAULT_WINDOW
+    max_body: int = DEFAULT_MAX_BODY
+    auth_window: int = DEFAULT_AUTH_WINDOW
     log_level: str = "info"
     access_log: bool = False
 
     def db_url(self) -> str:
+        from hubi import kmc as kmc_mod
+
         if self.db:
             return self.db
         name = "replica.db" if self.replica_of else "bank.db"
-        return str(kmc_mod.bank_dir(self.home, self.bank) / name)
+        return "sqlite:///" + str((kmc_mod.bank_dir(self.home, self.bank) / name).resolve())
 
 
 def display_url(url: str) -> str:
@@ -72,6 +76,9 @@ def display_url(url: str) -> str:
 
 def build_node(cfg: ServeConfig) -> api.Node:
     """Load trust and the bank's identity, open the database, wire the backend and auth."""
+    from hubi import kmc as kmc_mod
+    from hubi.bank import api, auth
+
     trust = kmc_mod.load_trust(Path(cfg.home) / "trust")
     trust.consortium.bank(cfg.bank)  # VerifyError if the bank is not in the consortium
     identity = kmc_mod.load_bank_identity(cfg.home, cfg.bank)
@@ -107,39 +114,6 @@ def build_node(cfg: ServeConfig) -> api.Node:
     return node
 
 
-class _Server(uvicorn.Server):
-    """uvicorn.Server that writes a ready file (url, pid) once its socket listens, and that
-    exits normally (status 0) after a graceful shutdown on SIGTERM/SIGINT instead of re-raising
-    the signal (uvicorn's default, which would skip our own clean-up)."""
-
-    ready_file: Path | None = None
-    url: str | None = None
-    stopped_by: list[int] | None = None
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().shutdown(sockets)
-        captured = getattr(self, "_captured_signals", None)
-        if isinstance(captured, list):
-            self.stopped_by = list(captured)
-            captured.clear()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.should_exit:
-            return
-        host, port = self.config.host, self.config.port
-        for server in getattr(self, "servers", []):
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                break
-        self.url = f"http://{host}:{port}"
-        log.info("listening on %s (pid %d)", self.url, os.getpid())
-        if self.ready_file is not None:
-            tmp = self.ready_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
-            os.replace(tmp, self.ready_file)
-
-
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -148,8 +122,50 @@ def configure_logging(level: str) -> None:
     )
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        """uvicorn.Server that writes a ready file (url, pid) once its socket listens, and that
+        exits normally (status 0) after a graceful shutdown on SIGTERM/SIGINT instead of re-raising
+        the signal (uvicorn's default, which would skip our own clean-up)."""
+
+        ready_file: Path | None = None
+        url: str | None = None
+        stopped_by: list[int] | None = None
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().shutdown(sockets)
+            captured = getattr(self, "_captured_signals", None)
+            if isinstance(captured, list):
+                self.stopped_by = list(captured)
+                captured.clear()
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.should_exit:
+                return
+            host, port = self.config.host, self.config.port
+            for server in getattr(self, "servers", []):
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    break
+            self.url = f"http://{host}:{port}"
+            log.info("listening on %s (pid %d)", self.url, os.getpid())
+            if self.ready_file is not None:
+                tmp = self.ready_file.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+                os.replace(tmp, self.ready_file)
+
+    return _Server
+
+
 def serve(cfg: ServeConfig) -> int:
     """Run the node until SIGTERM/SIGINT; returns the exit status."""
+    import uvicorn
+
+    from hubi.bank import api
+
     configure_logging(cfg.log_level)
     node = build_node(cfg)
     log.info(
@@ -171,7 +187,7 @@ def serve(cfg: ServeConfig) -> int:
         server_header=False,
         proxy_headers=False,
     )
-    server = _Server(config)
+    server = _server_class()(config)
     server.ready_file = cfg.ready_file
     try:
         server.run()
@@ -189,18 +205,19 @@ def serve(cfg: ServeConfig) -> int:
 @click.command("serve")
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HUBI_HOME",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
     required=True,
     help="hubi home folder (trust/ and banks/<BANK>/).",
 )
-@click.option("--bank", required=True, help="Bank id this node serves, e.g. BKA.")
+@click.option("--bank", envvar="HUBI_BANK", required=True, help="Bank id this node serves (BKA).")
 @click.option(
     "--db",
     default=None,
-    envvar="HUBI_BANK_DB",
+    envvar="HUBI_DB",
     help="Database URL: sqlite:///path, a file path or postgresql://... "
     "(default: HOME/banks/<BANK>/bank.db, or replica.db for a hot backup). "
-    "Env HUBI_BANK_DB keeps a password off the command line.",
+    "Env HUBI_DB keeps a password off the command line.",
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option(
@@ -234,7 +251,7 @@ def serve(cfg: ServeConfig) -> int:
 @click.option(
     "--max-body",
     type=click.IntRange(min=1024),
-    default=api.DEFAULT_MAX_BODY,
+    default=DEFAULT_MAX_BODY,
     show_default=True,
     help="Largest request body accepted, in bytes.",
 )

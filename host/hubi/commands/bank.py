@@ -370,3 +370,9 @@ def show_cmd(
     )
     for r in doc["last"]:
         console.print(f"  #{r['n']:<6} {r['kind']:<7} {r['delta']:>+12}  t={r['time']}")
+
+
+# `hubi bank serve`: the HTTP node (hubi.bank.server; it loads the web stack only when run).
+from hubi.bank.server import serve_command  # noqa: E402
+
+bank.add_command(serve_command)
