@@ -1,0 +1,147 @@
+"""`hubi merchant upload` against a real bank node process (`hubi bank serve`) over HTTP.
+
+The bank's database is prepared with the engine (treasury, funded payer, the merchant's
+account), then served by a child process; the merchant uploads with the real client. Checks:
+settled / bounced / refused with the bank's signed reasons, SettlementNotices verified and
+chained into the merchant's own book, idempotent re-uploads, back-off while the bank is down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hubi import kmc
+from hubi.bank.engine import BankEngine
+from hubi.merchant import Merchant
+from hubi.merchant.upload import backoff_delay
+from hubi_core import codec
+from tests.bank_nodes import NodeProcess, nodes  # noqa: F401  (fixture)
+from tests.test_merchant_support import MERCHANT, T0, Payer, Shop, hubi_json, make_shop
+
+PAYER = "BKB-000000000042"  # same bank as the merchant: booked by one node
+POOR = "BKB-000000000043"  # an open account with no money: its notes bounce
+STRANGER = "BKB-000000000099"  # issued by the KMC but never opened at the bank: refused
+
+
+def bank_db(shop: Shop) -> str:
+    return str(kmc.bank_dir(shop.bank_home, "BKB") / "bank.db")
+
+
+def prepare(shop: Shop) -> dict[str, Payer]:
+    """Treasury, a funded payer, a poor payer and the merchant's account at bank BKB."""
+    k = kmc.load_kmc(shop.bank_home, "BKB")
+    payers = {}
+    with BankEngine.open(bank_db(shop), home=shop.bank_home, bank="BKB") as eng:
+        tkey = eng.setup_treasury(k)
+        kmc.write_secret(
+            kmc.bank_dir(shop.bank_home, "BKB") / "treasury.secret", tkey.to_bytes(32, "big")
+        )
+        eng.open_account((shop.home / "template.bin").read_bytes())
+        for acct, funds in ((PAYER, 1_000_000), (POOR, 0)):
+            priv, tpl = eng.issue_account(k, acct)
+            if funds:
+                assert eng.fund(acct, funds).ok
+            payers[acct] = Payer(acct, priv, tpl)
+    payers[STRANGER] = shop.payer(STRANGER)
+    return payers
+
+
+def pay(m: Merchant, payer: Payer, amount: int) -> bytes:
+    """The whole offline step: a request, the payer's note, the merchant accepts it."""
+    m.request(amount, "coffee", expires=10**6, now=T0)
+    note = payer.note(amount)
+    res = m.accept(note, now=T0 + 1)
+    assert res.ok, res.verdict.message()
+    return note
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Shop:
+    return make_shop(tmp_path)
+
+
+def test_upload_settles_bounces_refuses_and_books_notices(shop: Shop, nodes) -> None:  # noqa: F811
+    payers = prepare(shop)
+    node = nodes(shop.bank_home, "BKB").start()
+    with shop.merchant() as m:
+        good = [pay(m, payers[PAYER], 1250 + i) for i in range(3)]
+        poor = pay(m, payers[POOR], 500)
+        stranger = pay(m, payers[STRANGER], 700)
+        assert m.outbox.counts()["pending"] == 5
+
+    code, out = hubi_json("merchant", "--home", str(shop.home), "upload", "--bank", node.url)
+    assert code == 0, out
+    assert out["counts"] == {"booked": 3, "bounced": 1, "refused": 1, "pending": 0}
+    by_id = {it["note_id"]: it for it in out["items"]}
+    with shop.merchant() as m:
+        rows = {r.bytes: r for r in m.notes()}
+        assert set(rows) == {*good, poor, stranger}  # exact bytes kept, nothing lost
+        for raw in good:
+            row = rows[raw]
+            assert row.state == "booked" and row.notice is not None
+            notice = codec.decode(row.notice, codec.SETTLEMENT)
+            assert notice.signer == "BKB" and notice["payee"] == MERCHANT
+            assert by_id[row.note_id.hex()]["notice"] is True
+        assert rows[poor].state == "bounced"
+        assert "insufficient" in rows[poor].outcome["reason"]
+        assert codec.decode(rows[poor].refusal, codec.REFUSAL)["payee"] == MERCHANT
+        assert rows[stranger].state == "refused"
+        assert rows[stranger].outcome["reason"].startswith("unknown-account")
+        # the merchant's own book: one record per notice, every link holds
+        book = m.book()
+        assert [e.record.delta for e in book] == [codec.decode(g)["amount"] for g in good]
+        assert m.book_balance() == sum(codec.decode(g)["amount"] for g in good)
+        assert m.audit_book() == []
+
+    # idempotent: uploading again sends nothing; re-posting a booked note gets its first answer
+    code, again = hubi_json("merchant", "--home", str(shop.home), "upload", "--bank", node.url)
+    assert code == 0 and again["items"] == []
+    from hubi.bank.client import BankClient
+
+    with BankClient(node.url) as c:
+        res = c.upload(good[0])
+        assert res.outcome == "booked" and res.duplicate
+    with BankEngine.open(bank_db(shop), home=shop.bank_home, bank="BKB") as eng:
+        assert eng.balance(MERCHANT) == sum(codec.decode(g)["amount"] for g in good)
+        assert len(eng.records(MERCHANT)) == 3
+
+
+def test_upload_keeps_notes_while_the_bank_is_down_and_retries(shop: Shop, nodes) -> None:  # noqa: F811
+    payers = prepare(shop)
+    node = nodes(shop.bank_home, "BKB")  # not started: connection refused
+    with shop.merchant() as m:
+        note = pay(m, payers[PAYER], 999)
+        slept: list[float] = []
+        rep = m.upload(node.url, retries=3, base_delay=0.01, max_delay=0.05, sleep=slept.append)
+        assert not rep.ok and rep.stopped and "unreachable" in rep.stopped
+        assert len(slept) == 3 and all(0 < d <= 0.05 for d in slept)
+        (row,) = m.notes()
+        assert row.state == "pending" and row.attempts == 4 and row.bytes == note
+        assert "transient" in (row.last_error or "")
+    code, out = hubi_json(
+        "merchant",
+        "--home",
+        str(shop.home),
+        "upload",
+        "--bank",
+        node.url,
+        "--retries",
+        "1",
+        "--backoff",
+        "0.01",
+    )
+    assert code == 1 and out["counts"]["pending"] == 1
+    node.start()
+    code, out = hubi_json("merchant", "--home", str(shop.home), "upload", "--bank", node.url)
+    assert code == 0 and out["counts"]["booked"] == 1
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    import random
+
+    rng = random.Random(1)
+    d = [backoff_delay(i, 0.5, 8.0, rng) for i in range(8)]
+    assert all(0.25 * 2**i <= x <= 0.5 * 2**i for i, x in enumerate(d[:4]))
+    assert max(d) <= 8.0 and d[-1] >= 4.0
