@@ -6,6 +6,7 @@ import click
 
 from hubi.commands import audit as audit_cmd
 from hubi.commands import bank as bank_cmd
+from hubi.commands import consortium as consortium_cmd
 from hubi.commands import demo as demo_cmd
 from hubi.commands import merchant as merchant_cmd
 from hubi.commands import note as note_cmd
@@ -19,6 +20,7 @@ def main() -> None:
 
 
 main.add_command(note_cmd.note)
+main.add_command(consortium_cmd.consortium)
 main.add_command(demo_cmd.demo)
 main.add_command(merchant_cmd.merchant)
 main.add_command(token_cmd.token)

@@ -43,7 +43,9 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -181,6 +183,33 @@ class ConsortiumNode:
         self.last_error: str | None = None
         self.published_checkpoint = 0
         self.started = False
+        self._timings: dict[str, deque[float]] = {}
+
+    # ------------------------------------------------------------------------- timings
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Record how long a stage took (the last 2000 per stage; see ``timings()``)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            q = self._timings.get(stage)
+            if q is None:
+                q = self._timings.setdefault(stage, deque(maxlen=2000))
+            q.append(time.perf_counter() - t0)
+
+    def timings(self) -> dict[str, dict[str, float]]:
+        """Per stage: count, p50 and p99 in milliseconds over the last 2000 runs."""
+        out = {}
+        for stage, q in sorted(self._timings.items()):
+            xs = sorted(q)
+            if xs:
+                out[stage] = {
+                    "n": len(xs),
+                    "p50_ms": round(xs[len(xs) // 2] * 1000, 2),
+                    "p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 2),
+                }
+        return out
 
     def __repr__(self) -> str:
         return f"ConsortiumNode(bank={self.bank!r}, orderer={self.orderer!r})"
@@ -416,14 +445,16 @@ class ConsortiumNode:
             if row.digest != digest:
                 return self._double(base, obj, row.revision, row.submitter)
             return self._answer(nid, base, duplicate=True)
-        ev, checks = self.collect(raw, obj)
+        with self.timed("collect"):
+            ev, checks = self.collect(raw, obj)
         base.evaluation = ev.as_dict()
         if not ev.ok:
             return self._not_endorsed(base, ev, payer_bank, payee_bank)
         entry = ent.NoteEntry(
             raw, [c.raw for c in checks if c.endorses], self.bank, int(self.clock())
         )
-        claim = self.orderer.claim(ent.note_key(nid), entry.encode())
+        with self.timed("claim"):
+            claim = self.orderer.claim(ent.note_key(nid), entry.encode())
         duplicate = False
         if not claim.created:
             try:
@@ -435,7 +466,8 @@ class ConsortiumNode:
             if not same:
                 return self._double(base, obj, claim.revision, who)
             duplicate = True
-        return self._answer(nid, base, duplicate=duplicate, revision=claim.revision)
+        with self.timed("settle"):
+            return self._answer(nid, base, duplicate=duplicate, revision=claim.revision)
 
     def _double(self, base: SubmitResult, obj: codec.Obj, revision: int, who: str) -> SubmitResult:
         why = (
@@ -608,12 +640,13 @@ class ConsortiumNode:
                 tx.report(ev.revision, "bad-key", "?", None, str(exc))
             self._applied_now()
             return
-        if kind == "n":
-            self._apply_note(ev, what)
-        elif kind == "d":
-            self._apply_debit(ev, what)
-        else:
-            self._apply_checkpoint(ev, what[0], what[1])
+        with self.timed("apply-" + kind):
+            if kind == "n":
+                self._apply_note(ev, what)
+            elif kind == "d":
+                self._apply_debit(ev, what)
+            else:
+                self._apply_checkpoint(ev, what[0], what[1])
         self._applied_now()
 
     def _applied_now(self) -> None:
@@ -697,13 +730,15 @@ class ConsortiumNode:
         payer_bank = ids.bank_of(obj.signer)
         local = None
         if payer_bank == self.bank:
-            out = self.engine.debit(entry.note)
+            with self.timed("engine-debit"):
+                out = self.engine.debit(entry.note)
             result = self._debit_result(out, obj, nid)
             local = _local(out)
-            claim = self.orderer.claim(
-                ent.debit_key(nid, self.bank),
-                ent.DebitEntry(self.bank, result, now).encode(),
-            )
+            with self.timed("claim-debit"):
+                claim = self.orderer.claim(
+                    ent.debit_key(nid, self.bank),
+                    ent.DebitEntry(self.bank, result, now).encode(),
+                )
             if not claim.created:
                 log.info("debit result of %s was already in the log", nid.hex()[:16])
         with self.state.apply(ev.revision, ev.key, ev.value, "n:ordered") as tx:
@@ -781,7 +816,8 @@ class ConsortiumNode:
                     kind = "forged-debit-result"
         local = None
         if verdict == "d:settled" and row is not None and ids.bank_of(row.payee) == self.bank:
-            out = self.engine.credit(row.note)
+            with self.timed("engine-credit"):
+                out = self.engine.credit(row.note)
             local = _local(out)
             if not out.ok:
                 log.error(
@@ -907,6 +943,7 @@ class ConsortiumNode:
             "reports": len(self.state.reports(limit=100000)),
             "applying": self.started and not self._stop.is_set(),
             "last_error": self.last_error,
+            "timings": self.timings(),
         }
 
 

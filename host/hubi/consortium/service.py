@@ -26,7 +26,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from hubi import kmc as kmc_mod
 from hubi.bank.engine import BankEngine
@@ -245,87 +245,9 @@ def attach(node: Any, home: Path, trust: Trust, identity: Any) -> ConsortiumNode
 
 def routes(cnode: ConsortiumNode, node: Any) -> Callable[[Any], None]:
     """A function that adds the /v1/consortium/* routes to a FastAPI app."""
+    from hubi.consortium.routes import add_routes
 
-    def add(app: Any) -> None:
-        from fastapi import Depends, Query, Request
-        from starlette.concurrency import run_in_threadpool
-
-        from hubi.bank import auth
-        from hubi.bank.api import ApiError
-        from hubi.bank.auth import AuthError, Caller, Role
-
-        async def signed(request: Request) -> Caller:
-            body = await request.body()
-            headers = {k.lower(): v for k, v in request.headers.items()}
-            qs = request.scope.get("query_string", b"").decode("latin-1")
-            return await run_in_threadpool(
-                node.authenticator.authenticate,
-                request.method,
-                request.url.path,
-                qs,
-                headers,
-                body,
-            )
-
-        Signed = Annotated[Caller, Depends(signed)]
-
-        @app.post("/v1/consortium/validate", tags=["consortium"])
-        async def validate(request: Request, caller: Signed) -> dict[str, Any]:
-            """A peer bank asks this bank to validate an interbank note (body: the note's bytes);
-            the answer is this bank's sealed Endorsement (endorse or refuse with a reason)."""
-            auth.require(caller, Role.PEER, Role.SELF)
-            note = await request.body()
-            try:
-                endorsement = await run_in_threadpool(cnode.validate, note, caller.identity)
-            except CodecError as exc:
-                raise ApiError(400, "bad-object", f"{type(exc).__name__}: {exc}") from None
-            obj = codec.decode(endorsement, codec.ENDORSEMENT)
-            return {
-                "endorsement": endorsement.hex(),
-                "bank": cnode.bank,
-                "verdict": obj["verdict"],
-                "reason_code": obj.get("reason_code"),
-                "reason": obj.get("reason"),
-            }
-
-        @app.get("/v1/consortium/status", tags=["consortium"])
-        def status(caller: Signed) -> dict[str, Any]:
-            """Applied log revision, log hash, entry counts, interbank positions, reports."""
-            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
-            return cnode.status()
-
-        @app.get("/v1/consortium/entries/{note_id}", tags=["consortium"])
-        def entry(caller: Signed, note_id: str) -> dict[str, Any]:
-            """What this bank applied for one note id (state, endorsers, debit result)."""
-            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
-            try:
-                nid = bytes.fromhex(note_id)
-            except ValueError:
-                raise ApiError(400, "bad-hex", "note id must be hex", "note_id") from None
-            row = cnode.state.entry(nid)
-            if row is None:
-                raise ApiError(404, "not-found", f"no log entry for note {note_id}", "note_id")
-            return row.as_dict()
-
-        @app.get("/v1/consortium/reports", tags=["consortium"])
-        def reports(
-            caller: Signed,
-            after: Annotated[int, Query(ge=0, le=2**62)] = 0,
-            limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-        ) -> dict[str, Any]:
-            """What this bank found wrong in the log or in peers' answers."""
-            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
-            return {"reports": [r.as_dict() for r in cnode.state.reports(after, limit)]}
-
-        @app.get("/v1/consortium/checkpoints", tags=["consortium"])
-        def checkpoints(caller: Signed, bank: str | None = None) -> dict[str, Any]:
-            """Every bank's checkpoints as applied from the log."""
-            auth.require(caller, Role.PEER, Role.SELF, Role.REGULATOR)
-            return {"checkpoints": cnode.state.checkpoints(bank)}
-
-        _ = AuthError  # raised by signed(); the app's handler turns it into JSON
-
-    return add
+    return lambda app: add_routes(app, cnode, node.authenticator)
 
 
 # ------------------------------------------------------------------------------ embedded
@@ -348,9 +270,10 @@ class EmbeddedConsortium:
         settle_timeout: float = 10.0,
         checkpoint_interval: float = 1.0,
         engine_kw: dict[str, Any] | None = None,
+        trust: Trust | None = None,
     ):
         self.home = Path(home)
-        self.trust = kmc_mod.load_trust(self.home / "trust")
+        self.trust = trust or kmc_mod.load_trust(self.home / "trust")
         self.banks = banks or self.trust.consortium.bank_ids()
         prefix = self.trust.consortium.log_prefix().encode()
         path = orderer_path or self.home / "consortium" / "log.db"
@@ -360,8 +283,12 @@ class EmbeddedConsortium:
         self.transports: dict[str, LocalPeerTransport] = {}
         for b in self.banks:
             bdir = kmc_mod.bank_dir(self.home, b)
-            engine = BankEngine.open(
-                str(bdir / "bank.db"), home=self.home, bank=b, **(engine_kw or {})
+            kw = dict(engine_kw or {})
+            tpath = bdir / "treasury.secret"
+            if "treasury_key" not in kw and tpath.exists():
+                kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+            engine = BankEngine(
+                str(bdir / "bank.db"), kmc_mod.load_bank_identity(self.home, b), self.trust, **kw
             )
             orderer = SqliteOrderer(path, prefix=prefix)
             state = ConsortiumState(bdir / "consortium.db", f"embedded:{prefix.decode()}")

@@ -1,0 +1,441 @@
+"""`hubi consortium ...`: the consortium file and a consortium of bank nodes on loopback.
+
+    hubi consortium init   --home H --banks BKA,BKB,BKC [--endpoint BKA=URL] [--etcd BKA=URL]
+                           [--orderer etcd|embedded|none] [--name N]
+    hubi consortium join   --home H --bank BKE [--endpoint URL] [--etcd URL]
+    hubi consortium sign   --home H --bank BKA        (a founder signs a pending epoch)
+    hubi consortium show   --home H [--json]          (the consortium file, checked)
+    hubi consortium up     --banks N [--accounts K]   (N bank nodes + 3 etcd members, here)
+    hubi consortium status [--json]                   (what `up` runs here, with `healthy`)
+
+``init`` creates one KMC and key per founding bank and a consortium file signed by all of them.
+``join`` adds a bank at the next epoch (chained to the previous one by its digest); every
+founder must sign it: founders whose keys are in the home sign at once, the others later with
+``sign``; the new epoch is installed when the last founder has signed. Running nodes pick up a
+new epoch when restarted. Keys are written to 0600 files and never printed.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hubi.output import console, err_console, print_json
+
+__all__ = ["consortium"]
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for v in values:
+        bank, sep, url = v.partition("=")
+        if not sep or not bank or not url:
+            raise click.BadParameter(f"{v!r}: expected BANK=URL", param_hint=what)
+        out.setdefault(bank.strip(), []).append(url.strip())
+    return out
+
+
+def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
+    if as_json:
+        print_json({"error": type(exc).__name__, "message": str(exc)})
+    else:
+        err_console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+    sys.exit(code)
+
+
+def _summary(trust: Any) -> dict[str, Any]:
+    c = trust.consortium
+    return {
+        "name": c.name,
+        "epoch": c.epoch,
+        "founders": c.founders,
+        "policy": c.policy,
+        "quorum": c.quorum(),
+        "orderer": c.orderer,
+        "previous": c.previous.hex() if c.previous else None,
+        "banks": [
+            {
+                "id": b,
+                "endpoints": c.banks[b].endpoints,
+                "etcd": c.banks[b].extra.get("etcd", []),
+                "joined": c.banks[b].extra.get("joined"),
+            }
+            for b in c.bank_ids()
+        ],
+        "signatures": sorted(c.signatures),
+    }
+
+
+@click.group()
+def consortium() -> None:
+    """The consortium of banks: its file, and bank nodes with an etcd cluster on loopback."""
+
+
+# ------------------------------------------------------------------------------ file
+
+
+@consortium.command("init")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--banks", required=True, help="Founding bank ids, comma-separated (BKA,BKB,...).")
+@click.option("--name", default="hubi", show_default=True, help="Consortium name.")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="BANK=URL", help="Bank node URL.")
+@click.option("--etcd", "etcd", multiple=True, metavar="BANK=URL", help="Bank's etcd member URL.")
+@click.option(
+    "--orderer",
+    type=click.Choice(["etcd", "embedded", "none"]),
+    default="embedded",
+    show_default=True,
+    help="Ordering service named in the file (embedded: one SQLite log under HOME/consortium).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init_cmd(
+    home: Path,
+    banks: str,
+    name: str,
+    endpoints: tuple[str, ...],
+    etcd: tuple[str, ...],
+    orderer: str,
+    as_json: bool,
+) -> None:
+    """Create the founding banks' keys and a consortium file signed by all of them."""
+    from hubi.consortium.supervisor import init_home
+    from hubi_core import ids
+
+    try:
+        ids_ = [ids.check_bank_id(b.strip()) for b in banks.split(",") if b.strip()]
+        if len(set(ids_)) != len(ids_):
+            raise click.BadParameter("a bank is listed twice", param_hint="--banks")
+        eps = _pairs(endpoints, "--endpoint")
+        etc = _pairs(etcd, "--etcd")
+        if orderer == "etcd" and not etc:
+            raise click.BadParameter("orderer etcd needs --etcd BANK=URL", param_hint="--etcd")
+        trust = init_home(
+            home,
+            ids_,
+            name=name,
+            endpoints=eps,
+            etcd=etc,
+            orderer=None if orderer == "none" else orderer,
+        )
+    except (click.ClickException, click.BadParameter):
+        raise
+    except (OSError, ValueError) as exc:
+        _fail(as_json, exc)
+        return
+    out = _summary(trust)
+    out["home"] = str(Path(home).resolve())
+    if as_json:
+        print_json(out)
+    else:
+        console.print(
+            f"consortium [bold]{name}[/bold] epoch 1: banks {', '.join(ids_)}, signed by all; "
+            f"trust bundle in {Path(home) / 'trust'}"
+        )
+
+
+def _install(home: Path, cons: Any, trust: Any, kmc_mod: Any, matrices: dict[str, Any]) -> None:
+    """Archive the current epoch and install `cons` (fully signed) as the consortium file."""
+    prev = trust.consortium
+    archive = Path(home) / "trust" / "epochs" / f"{prev.epoch}.json"
+    kmc_mod.write_atomic(archive, prev.to_json().encode())
+    kmc_mod.save_trust(Path(home) / "trust", cons, matrices)
+    new = kmc_mod.load_trust(Path(home) / "trust")
+    new.consortium.check_successor(prev)
+    (Path(home) / "trust" / f"pending-{cons.epoch}.json").unlink(missing_ok=True)
+
+
+@consortium.command("join")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--bank", required=True, help="Id of the bank that joins.")
+@click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="Its node URL.")
+@click.option("--etcd", "etcd", multiple=True, metavar="URL", help="Its etcd member URL.")
+@click.option("--json", "as_json", is_flag=True)
+def join_cmd(
+    home: Path, bank: str, endpoints: tuple[str, ...], etcd: tuple[str, ...], as_json: bool
+) -> None:
+    """Add a bank at the next epoch; founders whose keys are in HOME sign at once."""
+    from hubi import kmc as kmc_mod
+    from hubi_core import ids
+    from hubi_core.consortium import BankEntry
+
+    try:
+        ids.check_bank_id(bank)
+        trust = kmc_mod.load_trust(Path(home) / "trust")
+        cons = trust.consortium
+        if bank in cons.banks:
+            raise ValueError(f"bank {bank} is already in consortium {cons.name}")
+        kdir = kmc_mod.bank_dir(home, bank)
+        if (kdir / "identity.secret").exists():
+            kmc = kmc_mod.load_kmc(home, bank)
+            ident = kmc_mod.load_bank_identity(home, bank)
+        else:
+            kmc = kmc_mod.Kmc.create(bank)
+            kmc.save(kdir / "kmc.secret")
+            priv, sep = kmc.issue(bank)
+            ident = kmc_mod.BankIdentity(bank, priv, sep)
+            kmc_mod.write_secret(kdir / "identity.secret", priv.to_bytes(32, "big") + sep)
+        entry = BankEntry(bank, ident.separating_key, kmc.public.digest(), list(endpoints))
+        if etcd:
+            entry.extra["etcd"] = list(etcd)
+        nxt = cons.with_bank(entry, int(time.time()))
+        matrices = dict(trust.matrices)
+        matrices[bank] = kmc.public
+        signed = []
+        for f in nxt.founders:
+            if (kmc_mod.bank_dir(home, f) / "identity.secret").exists():
+                nxt.sign(f, kmc_mod.load_bank_identity(home, f).private)
+                signed.append(f)
+        nxt.sign(bank, ident.private)
+        kmc_mod.write_atomic(
+            Path(home) / "trust" / "matrices" / f"{bank}.pub", kmc.public.to_bytes()
+        )
+        missing = nxt.missing_signatures()
+        if missing:
+            pending = Path(home) / "trust" / f"pending-{nxt.epoch}.json"
+            kmc_mod.write_atomic(pending, nxt.to_json().encode())
+            result = {
+                "installed": False,
+                "epoch": nxt.epoch,
+                "pending": str(pending),
+                "signed": signed + [bank],
+                "missing": missing,
+            }
+        else:
+            _install(home, nxt, trust, kmc_mod, matrices)
+            result = {"installed": True, "epoch": nxt.epoch, "signed": signed + [bank]}
+    except (OSError, ValueError) as exc:
+        _fail(as_json, exc)
+        return
+    if as_json:
+        print_json(result)
+    elif result["installed"]:
+        console.print(f"bank {bank} joined: epoch {result['epoch']}, signed by all founders")
+    else:
+        console.print(
+            f"epoch {result['epoch']} with {bank} is pending in {result['pending']}: founders "
+            f"{', '.join(result['missing'])} must sign it (hubi consortium sign)"
+        )
+
+
+@consortium.command("sign")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--bank", required=True, help="The founder that signs (its key is in HOME).")
+@click.option("--file", "file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
+    """Sign a pending epoch as a founder; installs it when every founder has signed."""
+    from hubi import kmc as kmc_mod
+    from hubi_core import cpk
+    from hubi_core.consortium import Consortium
+    from hubi_core.verify import Trust
+
+    try:
+        trust = kmc_mod.load_trust(Path(home) / "trust")
+        path = file
+        if path is None:
+            found = sorted((Path(home) / "trust").glob("pending-*.json"))
+            if not found:
+                raise FileNotFoundError(f"no pending epoch in {Path(home) / 'trust'}")
+            path = found[-1]
+        nxt = Consortium.from_json(path.read_text())
+        nxt.check_successor(trust.consortium)
+        if bank not in nxt.founders:
+            raise ValueError(f"{bank} is not a founder of {nxt.name}")
+        nxt.sign(bank, kmc_mod.load_bank_identity(home, bank).private)
+        missing = nxt.missing_signatures()
+        if missing:
+            kmc_mod.write_atomic(path, nxt.to_json().encode())
+            result = {"installed": False, "epoch": nxt.epoch, "missing": missing}
+        else:
+            matrices = {}
+            for b in nxt.bank_ids():
+                raw = (Path(home) / "trust" / "matrices" / f"{b}.pub").read_bytes()
+                matrices[b] = cpk.PublicMatrix.from_bytes(raw)
+            nxt.check_signatures(Trust(nxt, matrices))
+            _install(home, nxt, trust, kmc_mod, matrices)
+            result = {"installed": True, "epoch": nxt.epoch}
+    except (OSError, ValueError) as exc:
+        _fail(as_json, exc)
+        return
+    if as_json:
+        print_json(result)
+    elif result["installed"]:
+        console.print(f"epoch {result['epoch']} installed: every founder signed")
+    else:
+        console.print(f"signed; still missing: {', '.join(result['missing'])}")
+
+
+@consortium.command("show")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True)
+def show_cmd(home: Path, as_json: bool) -> None:
+    """The consortium file (signatures and matrices checked)."""
+    from hubi import kmc as kmc_mod
+
+    try:
+        trust = kmc_mod.load_trust(Path(home) / "trust")
+    except (OSError, ValueError) as exc:
+        _fail(as_json, exc)
+        return
+    out = _summary(trust)
+    if as_json:
+        print_json(out)
+        return
+    console.print(
+        f"consortium [bold]{out['name']}[/bold] epoch {out['epoch']}, quorum {out['quorum']} "
+        f"of {len(out['banks'])} (payer's bank always), orderer {out['orderer']}"
+    )
+    for b in out["banks"]:
+        console.print(
+            f"  {b['id']}: {', '.join(b['endpoints']) or '-'}  etcd {', '.join(b['etcd']) or '-'}"
+        )
+
+
+# ------------------------------------------------------------------------- up/status
+
+
+@consortium.command("up")
+@click.option("--banks", "n", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder for all state (default: the current folder).",
+)
+@click.option("--name", default="hubi", show_default=True)
+@click.option(
+    "--accounts",
+    type=click.IntRange(0, 100000),
+    default=2,
+    show_default=True,
+    help="Funded demo accounts per bank (keys in hubi-consortium/home/accounts/).",
+)
+@click.option("--funds", type=click.IntRange(0), default=1_000_000, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--restart/--no-restart",
+    default=True,
+    show_default=True,
+    help="Restart a bank node or etcd member that dies.",
+)
+@click.option(
+    "--fsync/--no-fsync",
+    default=True,
+    show_default=True,
+    help="etcd fsyncs its log (--no-fsync: faster, not crash-safe).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+    help="Bank nodes' log level.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the started layout as JSON.")
+def up_cmd(
+    n: int,
+    folder: Path,
+    name: str,
+    accounts: int,
+    funds: int,
+    checkpoint_every: int | None,
+    restart: bool,
+    fsync: bool,
+    log_level: str,
+    as_json: bool,
+) -> None:
+    """Start N bank nodes and a 3-member etcd cluster on loopback; Ctrl-C stops them cleanly."""
+    import logging
+
+    from hubi.consortium.supervisor import Supervisor, status
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    sup = Supervisor(
+        folder,
+        n,
+        name=name,
+        accounts=accounts,
+        funds=funds,
+        checkpoint_every=checkpoint_every,
+        restart=restart,
+        durable=fsync,
+        log_level=log_level,
+    )
+
+    def on_signal(signum: int, frame: object) -> None:
+        sup._stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        sup.prepare()
+        if not sup._stop.is_set():
+            sup.start()
+    except BaseException as exc:
+        sup.stop()
+        if isinstance(exc, (OSError, RuntimeError, TimeoutError, ValueError)):
+            _fail(as_json, exc)
+        raise
+    try:
+        st = status(folder, details=False)
+        if as_json:
+            print_json(st)
+        else:
+            console.print(f"consortium [bold]{name}[/bold] up in {sup.root}")
+            for b in st["banks"]:
+                console.print(f"  bank {b['id']}  {b['url']}  pid {b['pid']}")
+            for m in st["etcd"]:
+                console.print(f"  etcd {m['name']}  {m['url']}  pid {m['pid']}")
+            console.print("Ctrl-C stops everything; `hubi consortium status` shows health.")
+        sys.stdout.flush()
+        sup.run()
+    finally:
+        sup.stop()
+        if not as_json:
+            console.print("consortium stopped")
+
+
+@consortium.command("status")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(folder: Path, as_json: bool) -> None:
+    """Health of what `hubi consortium up` runs in this folder: banks and etcd members."""
+    from hubi.consortium.supervisor import status
+
+    try:
+        st = status(folder)
+    except (OSError, ValueError) as exc:
+        _fail(as_json, exc)
+        return
+    if as_json:
+        print_json(st)
+        return
+    console.print(
+        f"consortium {st['consortium']} ({st['state']}), supervisor pid "
+        f"{st['supervisor']['pid']} {'running' if st['supervisor']['running'] else 'gone'}"
+    )
+    for b in st["banks"]:
+        mark = "[green]healthy[/green]" if b["healthy"] else "[red]down[/red]"
+        extra = f"  applied revision {b.get('applied_revision')}" if b["healthy"] else ""
+        console.print(f"  bank {b['id']}  {b['url']}  {mark}{extra}")
+    for m in st["etcd"]:
+        mark = "[green]healthy[/green]" if m["healthy"] else "[red]down[/red]"
+        console.print(f"  etcd {m['name']}  {m['url']}  {mark}")
+
+
+_ = json  # JSON output goes through hubi.output.print_json

@@ -1,0 +1,96 @@
+"""The bank node's /v1/consortium/* routes (added by ``service.attach``).
+
+No ``from __future__ import annotations`` here: FastAPI reads these signatures at run time.
+
+    POST /v1/consortium/validate            peer bank: body = a note's bytes; reply = this
+                                            bank's sealed Endorsement (hex), verdict, reason
+    GET  /v1/consortium/status              applied revision, log hash, counts, positions
+    GET  /v1/consortium/entries/{note_id}   what this bank applied for one note
+    GET  /v1/consortium/reports?after=&limit=   what this bank found wrong
+    GET  /v1/consortium/checkpoints?bank=   checkpoints of every bank from the log
+
+All are signed requests (hubi.bank.auth); validate needs the "peer bank" role (or the bank
+itself), the others a peer, the bank itself or a regulator.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from hubi.bank import auth
+from hubi.bank.api import ApiError
+from hubi.bank.auth import Authenticator, Caller, Role
+from hubi.consortium.node import ConsortiumNode
+from hubi_core import codec
+from hubi_core.errors import CodecError
+
+__all__ = ["add_routes"]
+
+READERS = (Role.PEER, Role.SELF, Role.REGULATOR)
+
+
+def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator) -> None:
+    async def signed(request: Request) -> Caller:
+        body = await request.body()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        qs = request.scope.get("query_string", b"").decode("latin-1")
+        return await run_in_threadpool(
+            authenticator.authenticate, request.method, request.url.path, qs, headers, body
+        )
+
+    Signed = Annotated[Caller, Depends(signed)]
+
+    @app.post("/v1/consortium/validate", tags=["consortium"])
+    async def consortium_validate(request: Request, caller: Signed) -> dict[str, Any]:
+        """A peer bank asks this bank to validate an interbank note (body: the note's bytes);
+        the answer is this bank's sealed Endorsement (endorse, or refuse with a reason)."""
+        auth.require(caller, Role.PEER, Role.SELF)
+        note = await request.body()
+        try:
+            endorsement = await run_in_threadpool(cnode.validate, note, caller.identity)
+        except CodecError as exc:
+            raise ApiError(400, "bad-object", f"{type(exc).__name__}: {exc}") from None
+        obj = codec.decode(endorsement, codec.ENDORSEMENT)
+        return {
+            "endorsement": endorsement.hex(),
+            "bank": cnode.bank,
+            "verdict": obj["verdict"],
+            "reason_code": obj.get("reason_code"),
+            "reason": obj.get("reason"),
+        }
+
+    @app.get("/v1/consortium/status", tags=["consortium"])
+    def consortium_status(caller: Signed) -> dict[str, Any]:
+        """Applied log revision, log hash, entry counts, interbank positions, reports."""
+        auth.require(caller, *READERS)
+        return cnode.status()
+
+    @app.get("/v1/consortium/entries/{note_id}", tags=["consortium"])
+    def consortium_entry(caller: Signed, note_id: str) -> dict[str, Any]:
+        """What this bank applied for one note id (state, endorsers, debit result)."""
+        auth.require(caller, *READERS)
+        try:
+            nid = bytes.fromhex(note_id)
+        except ValueError:
+            raise ApiError(400, "bad-hex", "note id must be hex", "note_id") from None
+        row = cnode.state.entry(nid)
+        if row is None:
+            raise ApiError(404, "not-found", f"no log entry for note {note_id}", "note_id")
+        return row.as_dict()
+
+    @app.get("/v1/consortium/reports", tags=["consortium"])
+    def consortium_reports(
+        caller: Signed,
+        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    ) -> dict[str, Any]:
+        """What this bank found wrong in the log or in peers' answers."""
+        auth.require(caller, *READERS)
+        return {"reports": [r.as_dict() for r in cnode.state.reports(after, limit)]}
+
+    @app.get("/v1/consortium/checkpoints", tags=["consortium"])
+    def consortium_checkpoints(caller: Signed, bank: str | None = None) -> dict[str, Any]:
+        """Every bank's checkpoints as applied from the log."""
+        auth.require(caller, *READERS)
+        return {"checkpoints": cnode.state.checkpoints(bank)}

@@ -1,0 +1,543 @@
+"""``hubi consortium up``: N bank nodes and a 3-member etcd cluster on loopback, supervised.
+
+Everything lives under one folder (the current folder for the command):
+
+    FOLDER/hubi-consortium/
+        layout.json          bank ids, their ports, the etcd layout (kept across runs)
+        home/                the hubi home: trust/ (consortium file, matrices), banks/<BANK>/
+                             (kmc.secret, identity.secret, treasury.secret, bank.db,
+                             consortium.json, consortium.db)
+        home/accounts/       <ACCOUNT>.json: account id, template and key of the demo accounts
+                             (``--accounts K``; 0600; for making notes by hand — never logged)
+        etcd/                the etcd cluster (cluster.json, m0/, m1/, m2/, logs)
+        run/<BANK>.log       bank node logs; run/<BANK>.ready while a node listens
+        up.json              what is running: supervisor pid, banks (url, pid), etcd members
+
+The first ``up`` creates the home (one KMC and key per bank, a consortium file signed by every
+founding bank listing each bank's HTTP endpoint and etcd member, orderer etcd), opens each bank's
+treasury and demo accounts; later runs reuse it, with the same ports. The supervisor restarts a
+bank node or etcd member that dies (after ``restart_delay``), and on SIGINT/SIGTERM stops the
+banks (SIGTERM, they finish requests in flight), then etcd, and marks ``up.json`` stopped.
+
+``status(folder)`` is ``hubi consortium status``: each bank's ``/health`` and each etcd member's
+``/health``, each with ``healthy`` true or false, plus what each bank applied from the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hubi import kmc as kmc_mod
+from hubi.consortium import service
+from hubi.infra import _process
+from hubi.infra.etcd_server import EtcdCluster
+from hubi.infra.ports import free_port, reserve_port
+from hubi_core.verify import Trust
+
+log = logging.getLogger("hubi.consortium.up")
+
+__all__ = ["STATE_DIR", "Supervisor", "bank_ids", "init_home", "status"]
+
+STATE_DIR = "hubi-consortium"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def bank_ids(n: int) -> list[str]:
+    """BKA, BKB, ... (then BK27, BK28, ... past 26)."""
+    if n < 1:
+        raise ValueError("a consortium needs at least one bank")
+    out = []
+    for i in range(n):
+        out.append("BK" + chr(ord("A") + i) if i < 26 else f"BK{i + 1:02d}")
+    return out
+
+
+def init_home(
+    home: Path,
+    banks: list[str],
+    *,
+    name: str = "hubi",
+    endpoints: dict[str, list[str]] | None = None,
+    etcd: dict[str, list[str]] | None = None,
+    orderer: str | None = "etcd",
+    seed: bytes | None = None,
+    time_now: int | None = None,
+) -> Trust:
+    """Create KMCs, bank keys and a consortium file signed by every founding bank."""
+    home = Path(home)
+    if (home / "trust" / "consortium.json").exists():
+        raise FileExistsError(f"{home} already holds a consortium (trust/consortium.json)")
+    kmcs = {b: kmc_mod.Kmc.create(b, None if seed is None else seed + b.encode()) for b in banks}
+    cons, identities = kmc_mod.make_consortium(
+        name, kmcs, endpoints=endpoints or {}, time=int(time_now or time.time())
+    )
+    for b in banks:
+        if etcd and etcd.get(b):
+            cons.banks[b].extra["etcd"] = list(etcd[b])
+    if orderer:
+        cons.orderer = {"kind": orderer, "prefix": f"hubi/{name}/"}
+    cons.signatures = {}
+    for b in banks:
+        cons.sign(b, identities[b].private)
+        kmcs[b].save(kmc_mod.bank_dir(home, b) / "kmc.secret")
+        ident = identities[b]
+        kmc_mod.write_secret(
+            kmc_mod.bank_dir(home, b) / "identity.secret",
+            ident.private.to_bytes(32, "big") + ident.separating_key,
+        )
+    kmc_mod.save_trust(home / "trust", cons, {b: k.public for b, k in kmcs.items()})
+    return kmc_mod.load_trust(home / "trust")
+
+
+def setup_bank(
+    home: Path, bank: str, accounts: int, funds: int, checkpoint_every: int | None = None
+) -> list[str]:
+    """Open the bank's treasury (key in treasury.secret) and `accounts` funded accounts whose
+    keys go to HOME/accounts/<ACCOUNT>.json (0600). Idempotent. Returns the account ids."""
+    from hubi.bank.engine import BankEngine
+
+    home = Path(home)
+    kmc = kmc_mod.load_kmc(home, bank)
+    made = []
+    db = str(kmc_mod.bank_dir(home, bank) / "bank.db")
+    with BankEngine.open(db, home=home, bank=bank, checkpoint_every=checkpoint_every) as eng:
+        if eng.account(eng.treasury) is None:
+            tkey = eng.setup_treasury(kmc)
+            kmc_mod.write_secret(
+                kmc_mod.bank_dir(home, bank) / "treasury.secret", tkey.to_bytes(32, "big")
+            )
+        for i in range(1, accounts + 1):
+            acct = f"{bank}-{i:06d}"
+            path = home / "accounts" / f"{acct}.json"
+            if eng.account(acct) is None:
+                priv, tpl = eng.issue_account(kmc, acct)
+                from hubi_core import codec
+
+                doc = {
+                    "account": acct,
+                    "template": codec.encode(tpl).hex(),
+                    "key": "%064x" % priv,
+                    "next_serial": 1,
+                }
+                kmc_mod.write_secret(path, json.dumps(doc, indent=1).encode())
+                if funds:
+                    out = eng.fund(acct, funds)
+                    if not out.ok:
+                        raise RuntimeError(f"funding {acct} failed: {out.reason}")
+            made.append(acct)
+    return made
+
+
+def serve_argv() -> list[str]:
+    """The bank node command: ``hubi bank serve`` if registered, else the server module."""
+    try:
+        from hubi.cli import main
+
+        group = getattr(main, "commands", {}).get("bank")
+        if group is not None and "serve" in getattr(group, "commands", {}):
+            return [sys.executable, "-c", "from hubi.cli import main; main()", "bank", "serve"]
+    except ImportError:  # pragma: no cover
+        pass
+    return [sys.executable, "-m", "hubi.bank.server"]
+
+
+@dataclass
+class BankProcess:
+    bank: str
+    port: int
+    home: Path
+    run_dir: Path
+    extra: list[str] = field(default_factory=list)
+    log_level: str = "warning"
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    died_at: float | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.bank}.log"
+
+    @property
+    def ready_path(self) -> Path:
+        return self.run_dir / f"{self.bank}.ready"
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def spawn(self) -> None:
+        self.ready_path.unlink(missing_ok=True)
+        argv = [
+            *serve_argv(),
+            "--home",
+            str(self.home),
+            "--bank",
+            self.bank,
+            "--port",
+            str(self.port),
+            "--ready-file",
+            str(self.ready_path),
+            "--log-level",
+            self.log_level,
+            *self.extra,
+        ]
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop(service.ENV_CONFIG, None)
+        # The port stays reserved by this process (flock) so that no other hubi allocator takes
+        # it while the node is down between restarts; the reservation does not stop the bind.
+        self.proc = _process.spawn(argv, log_path=self.log_path, cwd=self.run_dir, env=env)
+        self.died_at = None
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                code = None if self.proc is None else self.proc.returncode
+                raise RuntimeError(
+                    f"bank node {self.bank} exited with {code}; log {self.log_path}:\n"
+                    + _process.log_tail(self.log_path)
+                )
+            if self.ready_path.exists():
+                try:
+                    info = json.loads(self.ready_path.read_text())
+                except ValueError:
+                    info = None
+                if info and info.get("pid") == self.proc.pid:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(
+            f"bank node {self.bank} did not listen within {timeout:g} s; log {self.log_path}:\n"
+            + _process.log_tail(self.log_path)
+        )
+
+    def stop(self, grace: float = 15.0) -> None:
+        if self.proc is not None:
+            _process.stop(self.proc, first=signal.SIGTERM, grace=grace)
+            self.proc = None
+
+
+class Supervisor:
+    """Runs a consortium on loopback under ``folder/hubi-consortium`` (see the module doc)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        banks: int = 4,
+        *,
+        name: str = "hubi",
+        etcd_members: int = 3,
+        durable: bool = True,
+        accounts: int = 0,
+        funds: int = 1_000_000,
+        checkpoint_every: int | None = None,
+        log_level: str = "warning",
+        restart: bool = True,
+        restart_delay: float = 1.0,
+        heartbeat_ms: int = 100,
+        election_ms: int = 1000,
+        settle_timeout: float | None = None,
+    ):
+        self.folder = Path(folder).resolve()
+        self.root = self.folder / STATE_DIR
+        self.home = self.root / "home"
+        self.run_dir = self.root / "run"
+        self.layout_path = self.root / "layout.json"
+        self.state_path = self.root / "up.json"
+        self.name = name
+        self.n = banks
+        self.etcd_members = etcd_members
+        self.durable = durable
+        self.accounts = accounts
+        self.funds = funds
+        self.checkpoint_every = checkpoint_every
+        self.log_level = log_level
+        self.restart = restart
+        self.restart_delay = restart_delay
+        self.heartbeat_ms = heartbeat_ms
+        self.election_ms = election_ms
+        self.settle_timeout = settle_timeout
+        self.cluster: EtcdCluster | None = None
+        self.banks: dict[str, BankProcess] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------ set-up
+    def prepare(self) -> None:
+        """Create (first run) or reload (later runs) the layout, home and configuration."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
+        layout = self._load_layout()
+        cluster = EtcdCluster(
+            self.root / "etcd",
+            members=self.etcd_members,
+            start=False,
+            durable=self.durable,
+            heartbeat_ms=self.heartbeat_ms,
+            election_ms=self.election_ms,
+        )
+        self.cluster = cluster
+        urls = cluster.client_urls
+        if layout is None:
+            ids_ = bank_ids(self.n)
+            ports = {b: free_port() for b in ids_}
+            etcd_of = {b: [urls[i % len(urls)]] for i, b in enumerate(ids_)}
+            init_home(
+                self.home,
+                ids_,
+                name=self.name,
+                endpoints={b: [f"http://127.0.0.1:{p}"] for b, p in ports.items()},
+                etcd=etcd_of,
+                orderer="etcd",
+            )
+            layout = {"name": self.name, "banks": [[b, ports[b]] for b in ids_]}
+            tmp = self.layout_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(layout, indent=1) + "\n")
+            tmp.replace(self.layout_path)
+        ids_ = [b for b, _ in layout["banks"]]
+        for i, (b, port) in enumerate(layout["banks"]):
+            own = urls[i % len(urls)]
+            cfg = service.NodeConfig(
+                "etcd",
+                etcd=[own] + [u for u in urls if u != own],
+                checkpoint_interval=1.0,
+            )
+            if self.settle_timeout is not None:
+                cfg.settle_timeout = self.settle_timeout
+            service.write_config(self.home, b, cfg)
+            setup_bank(self.home, b, self.accounts, self.funds, self.checkpoint_every)
+            extra = []
+            if self.checkpoint_every:
+                extra = ["--checkpoint-every", str(self.checkpoint_every)]
+            self.banks[b] = BankProcess(
+                b, int(port), self.home, self.run_dir, extra, log_level=self.log_level
+            )
+        self.n = len(ids_)
+
+    def _load_layout(self) -> dict[str, Any] | None:
+        if not self.layout_path.exists():
+            if (self.home / "trust" / "consortium.json").exists():
+                raise RuntimeError(
+                    f"{self.home} holds a consortium but {self.layout_path} is missing"
+                )
+            return None
+        layout: dict[str, Any] = json.loads(self.layout_path.read_text())
+        if len(layout["banks"]) != self.n:
+            log.info(
+                "%s holds %d banks; --banks %d ignored", self.root, len(layout["banks"]), self.n
+            )
+        for b, port in layout["banks"]:
+            if not reserve_port(int(port)):
+                raise RuntimeError(
+                    f"bank {b} of {self.root} needs its old port {port} back, which is in use "
+                    "(is another `hubi consortium up` running in this folder?)"
+                )
+        return layout
+
+    # --------------------------------------------------------------------- lifecycle
+    def start(self, timeout: float = 60.0) -> None:
+        if self.cluster is None:
+            self.prepare()
+        assert self.cluster is not None
+        self.cluster.start()
+        for bp in self.banks.values():
+            bp.spawn()
+        for bp in self.banks.values():
+            bp.wait_ready(timeout)
+        self.write_state("running")
+
+    def write_state(self, state: str) -> None:
+        doc = {
+            "state": state,
+            "supervisor_pid": os.getpid(),
+            "home": str(self.home),
+            "consortium": self.name,
+            "time": int(time.time()),
+            "banks": [
+                {
+                    "id": b,
+                    "url": bp.url,
+                    "pid": bp.proc.pid if bp.running() and bp.proc else None,
+                    "restarts": bp.restarts,
+                }
+                for b, bp in self.banks.items()
+            ],
+            "etcd": [
+                {"name": m.name, "url": m.client_url, "pid": m.pid}
+                for m in (self.cluster.members if self.cluster else [])
+            ],
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        tmp.replace(self.state_path)
+
+    def supervise_once(self) -> list[str]:
+        """Restart whatever died (after restart_delay); returns what was restarted."""
+        done = []
+        now = time.monotonic()
+        with self._lock:
+            if self._stop.is_set():
+                return done
+            assert self.cluster is not None
+            for i, m in enumerate(self.cluster.members):
+                if not m.running:
+                    log.warning("etcd member %s is down; restarting it", m.name)
+                    try:
+                        self.cluster.restart(i, timeout=30)
+                        done.append(m.name)
+                    except Exception as exc:
+                        log.error("restarting etcd member %s failed: %s", m.name, exc)
+            for b, bp in self.banks.items():
+                if bp.running():
+                    continue
+                if bp.died_at is None:
+                    bp.died_at = now
+                    code = bp.proc.returncode if bp.proc is not None else None
+                    log.warning("bank node %s exited (%s)", b, code)
+                if now - bp.died_at < self.restart_delay:
+                    continue
+                bp.restarts += 1
+                bp.spawn()
+                try:
+                    bp.wait_ready(60)
+                    done.append(b)
+                except (RuntimeError, TimeoutError) as exc:
+                    log.error("restarting bank node %s failed: %s", b, exc)
+            if done:
+                self.write_state("running")
+        return done
+
+    def run(self, poll: float = 0.5) -> None:
+        """Supervise until stop() (or SIGINT/SIGTERM in the main thread)."""
+        while not self._stop.wait(poll):
+            if self.restart:
+                self.supervise_once()
+
+    def stop(self) -> None:
+        """Stop the banks (SIGTERM, requests in flight finish), then etcd; idempotent."""
+        self._stop.set()
+        with self._lock:
+            procs = [bp for bp in self.banks.values() if bp.proc is not None]
+            for bp in procs:
+                if bp.running():
+                    assert bp.proc is not None
+                    _process.signal_group(bp.proc, signal.SIGTERM)
+            for bp in procs:
+                bp.stop(grace=15.0)
+                bp.ready_path.unlink(missing_ok=True)
+            if self.cluster is not None:
+                self.cluster.stop()
+            if self.state_path.exists():
+                self.write_state("stopped")
+
+
+# ------------------------------------------------------------------------------ status
+
+
+def _healthy_bank(http: httpx.Client, url: str) -> tuple[bool, dict[str, Any]]:
+    try:
+        r = http.get(url + "/health")
+        doc = r.json()
+        return r.status_code == 200 and doc.get("status") == "ok", doc
+    except (httpx.HTTPError, ValueError) as exc:
+        return False, {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _healthy_etcd(http: httpx.Client, url: str) -> tuple[bool, str | None]:
+    try:
+        r = http.get(url + "/health")
+        ok = r.status_code == 200 and r.json().get("health") == "true"
+        return ok, None if ok else r.text.strip()[:200]
+    except (httpx.HTTPError, ValueError) as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def _consortium_status(url: str, home: Path, bank: str) -> dict[str, Any] | None:
+    from hubi.bank.auth import bank_signer
+
+    path = "/v1/consortium/status"
+    try:
+        signer = bank_signer(home, bank)
+        headers = signer.headers(bank, "GET", path)
+        r = httpx.get(url + path, headers=headers, timeout=3.0)
+        return r.json() if r.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, OSError):
+        return None
+
+
+def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
+    """What ``hubi consortium up`` started in `folder`, each part with ``healthy``."""
+    root = Path(folder).resolve() / STATE_DIR
+    path = root / "up.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no consortium in {Path(folder).resolve()} (no {STATE_DIR}/up.json): run "
+            "`hubi consortium up` there first"
+        )
+    up = json.loads(path.read_text())
+    home = Path(up["home"])
+    sup_pid = up.get("supervisor_pid")
+    out: dict[str, Any] = {
+        "folder": str(Path(folder).resolve()),
+        "consortium": up.get("consortium"),
+        "state": up.get("state"),
+        "supervisor": {"pid": sup_pid, "running": _pid_alive(sup_pid)},
+        "banks": [],
+        "etcd": [],
+    }
+    with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as http:
+        for b in up["banks"]:
+            ok, doc = _healthy_bank(http, b["url"])
+            item: dict[str, Any] = {"id": b["id"], "url": b["url"], "pid": b.get("pid")}
+            item["healthy"] = ok
+            if not ok:
+                item["error"] = doc.get("error") or doc.get("status")
+            if ok and details:
+                cs = _consortium_status(b["url"], home, b["id"])
+                if cs is not None:
+                    item["applied_revision"] = cs.get("applied_revision")
+                    item["log_hash"] = cs.get("log_hash")
+                    item["entries"] = cs.get("entries")
+                    item["reports"] = cs.get("reports")
+            out["banks"].append(item)
+        for m in up["etcd"]:
+            ok, err = _healthy_etcd(http, m["url"])
+            item = {"name": m["name"], "url": m["url"], "pid": m.get("pid"), "healthy": ok}
+            if err:
+                item["error"] = err
+            out["etcd"].append(item)
+    out["healthy"] = all(b["healthy"] for b in out["banks"]) and all(
+        m["healthy"] for m in out["etcd"]
+    )
+    return out
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
