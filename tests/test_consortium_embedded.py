@@ -1,0 +1,424 @@
+"""The consortium in one process over the embedded SQLite orderer (same code path as the nodes):
+settlement, settle-once, double issuance, bounces, forged endorsements and entries, forged debit
+results, checkpoints through the log, resume after a restart. Plus the orderer interface on both
+orderers (SQLite and a real etcd cluster)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hubi.bank import audit as audit_mod
+from hubi.consortium import entries as ent
+from hubi.consortium.endorse import EndorsementVerifier, evaluate, make_endorsement, note_digest
+from hubi.consortium.errors import NotEndorsed, PeerError
+from hubi.consortium.etcd_orderer import EtcdOrderer
+from hubi.consortium.node import ConsortiumNode
+from hubi.consortium.orderer import SqliteOrderer
+from hubi.consortium.service import EmbeddedConsortium
+from hubi.consortium.state import ConsortiumState
+from hubi.consortium.transport import LocalPeerTransport
+from hubi_core import codec, lsum
+from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
+from tests.servers import etcd, etcd_cluster, etcd_prefix  # noqa: F401
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    accounts = make_home(tmp_path / "home", BANKS4, accounts=2, checkpoint_every=4)
+    ec = EmbeddedConsortium(
+        tmp_path / "home",
+        settle_timeout=10.0,
+        checkpoint_interval=0.2,
+        trust=load_trust(tmp_path / "home"),
+    )
+    ec.start()
+    try:
+        yield ec, accounts
+    finally:
+        ec.close()
+
+
+def wait_all(ec: EmbeddedConsortium, timeout: float = 10.0) -> int:
+    """Every node applied the whole log; returns the revision (and checks the hashes agree)."""
+    head = SqliteOrderer(ec.orderer_path).revision()
+    for n in ec.nodes.values():
+        assert n.wait_applied(head, timeout), f"{n.bank} stuck at {n.applied_revision()}"
+    hashes = {n.state.log_hash() for n in ec.nodes.values()}
+    assert len(hashes) == 1, "banks disagree about the log"
+    return head
+
+
+def test_interbank_notes_settle_and_banks_agree(world) -> None:
+    ec, acc = world
+    sent: dict[str, int] = {a: 0 for a in acc}
+    got: dict[str, int] = {a: 0 for a in acc}
+    pairs = [
+        ("BKA-000001", "BKB-000001", 100),
+        ("BKB-000002", "BKC-000001", 250),
+        ("BKC-000002", "BKD-000001", 7),
+        ("BKD-000002", "BKA-000002", 1234),
+        ("BKA-000001", "BKD-000002", 55),
+    ]
+    for payer, payee, amount in pairs:
+        out = ec.submit(payee.split("-")[0], acc[payer].note(payee, amount))
+        assert out["outcome"] == "booked", out
+        assert out["status"] == "settled"
+        assert [n["kind"] for n in out["notices"]] == ["SettlementNotice"]
+        sent[payer] += amount
+        got[payee] += amount
+    wait_all(ec)
+    for a in acc:
+        bank = a.split("-")[0]
+        assert ec.engine(bank).balance(a) == FUNDS - sent[a] + got[a], a
+    positions = {b: n.state.positions() for b, n in ec.nodes.items()}
+    assert all(p == positions["BKA"] for p in positions.values())
+    assert positions["BKA"]["BKA"] == {"BKB": 100, "BKD": 55}
+    for b in BANKS4:
+        report = audit_mod.api_audit(ec.engine(b))
+        assert report["ok"], (b, report["findings"][:5])
+        assert not ec.nodes[b].state.reports()
+
+
+def test_same_note_at_two_banks_settles_once(world) -> None:
+    ec, acc = world
+    note = acc["BKA-000001"].note("BKB-000001", 300)
+    results: dict[str, dict] = {}
+    barrier = threading.Barrier(2)
+
+    def go(bank: str) -> None:
+        barrier.wait()
+        results[bank] = ec.submit(bank, note)
+
+    ts = [threading.Thread(target=go, args=(b,)) for b in ("BKA", "BKB")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert {r["outcome"] for r in results.values()} == {"booked"}
+    assert sorted(r["duplicate"] for r in results.values()) == [False, True]
+    wait_all(ec)
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS - 300
+    assert ec.engine("BKB").balance("BKB-000001") == FUNDS + 300
+    assert ec.nodes["BKC"].state.counts() == {"settled": 1}
+
+
+def test_same_serial_in_two_notes_settles_at_most_once(world) -> None:
+    ec, acc = world
+    a = acc["BKA-000001"]
+    n1 = a.note("BKB-000001", 10, serial=77)
+    n2 = a.note("BKC-000001", 20, serial=77)
+    results: dict[str, dict] = {}
+    barrier = threading.Barrier(2)
+
+    def go(bank: str, note: bytes) -> None:
+        barrier.wait()
+        try:
+            results[bank] = ec.submit(bank, note)
+        except NotEndorsed as exc:  # the payer's bank refused the second one first
+            results[bank] = {"outcome": "not-endorsed", "reason": str(exc)}
+
+    ts = [threading.Thread(target=go, args=x) for x in (("BKB", n1), ("BKC", n2))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    outcomes = sorted(r["outcome"] for r in results.values())
+    assert outcomes == ["booked", "refused"], results
+    loser = next(r for r in results.values() if r["outcome"] == "refused")
+    assert loser["reason_code"] == codec.REASON_DOUBLE_ISSUE
+    assert "serial 77" in loser["reason"] and "BKA-000001" in loser["reason"]
+    assert loser["refusal"]
+    wait_all(ec)
+    won = next(b for b, r in results.items() if r["outcome"] == "booked")
+    amount = 10 if won == "BKB" else 20
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS - amount
+    assert ec.engine("BKB").balance("BKB-000001") == FUNDS + (10 if won == "BKB" else 0)
+    assert ec.engine("BKC").balance("BKC-000001") == FUNDS + (20 if won == "BKC" else 0)
+    # the same loser again gets the same clear answer, now from the state
+    again = ec.submit("BKB" if won == "BKC" else "BKC", n1 if won == "BKC" else n2)
+    assert again["outcome"] == "refused" and again["reason_code"] == codec.REASON_DOUBLE_ISSUE
+
+
+def test_payer_bank_refusal_bounces_before_ordering(world) -> None:
+    ec, acc = world
+    out = ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", FUNDS * 10))
+    assert out["outcome"] == "bounced"
+    assert out["reason_code"] == codec.REASON_INSUFFICIENT_FUNDS
+    assert out["reason"].startswith("BKA refused")
+    refusal = codec.decode(bytes.fromhex(out["refusal"]), codec.REFUSAL)
+    assert refusal.signer == "BKB" and refusal["reason_code"] == codec.REASON_INSUFFICIENT_FUNDS
+    assert SqliteOrderer(ec.orderer_path).revision() == 0  # nothing was ordered
+
+
+def test_debit_bounces_when_funds_went_meanwhile(world) -> None:
+    """Endorsed with enough funds, the payer spends them locally before the note is applied:
+    the payer's bank's debit refuses, every bank sees the Refusal in the log, nobody credits."""
+    ec, acc = world
+    b = ec.nodes["BKB"]
+    note = acc["BKA-000001"].note("BKB-000001", FUNDS - 10)
+    obj = codec.decode(note, codec.NOTE)
+    evl, checks = b.collect(note, obj)
+    assert evl.ok
+    spend = acc["BKA-000001"].note("BKA-000002", 100)
+    assert ec.engine("BKA").book(spend).ok
+    entry = ent.NoteEntry(note, [c.raw for c in checks if c.endorses], "BKB", int(time.time()))
+    nid = lsum.note_id(obj.signer, obj.serial)
+    assert b.orderer.claim(ent.note_key(nid), entry.encode()).created
+    row = b.wait_final(nid, 10)
+    assert row is not None and row.state == "bounced", row
+    assert row.reason_code == codec.REASON_INSUFFICIENT_FUNDS
+    wait_all(ec)
+    assert {n.state.entry(nid).state for n in ec.nodes.values()} == {"bounced"}
+    assert ec.engine("BKB").balance("BKB-000001") == FUNDS
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS - 100
+
+
+def test_forged_and_thin_entries_are_rejected_by_every_bank(world) -> None:
+    ec, acc = world
+    b = ec.nodes["BKB"]
+    orderer = b.orderer
+    # 1. an entry whose endorsement of BKC is forged (seal bytes changed)
+    note = acc["BKA-000001"].note("BKB-000001", 10)
+    obj = codec.decode(note, codec.NOTE)
+    evl, checks = b.collect(note, obj)
+    good = [c.raw for c in checks if c.endorses]
+    forged = []
+    for raw in good:
+        e = codec.decode(raw, codec.ENDORSEMENT)
+        if e.signer == "BKC":
+            sig = bytearray(e.sigs["seal"])
+            sig[5] ^= 1
+            e.sigs["seal"] = bytes(sig)
+            raw = codec.encode(e)
+        forged.append(raw)
+    nid1 = lsum.note_id(obj.signer, obj.serial)
+    orderer.claim(ent.note_key(nid1), ent.NoteEntry(note, forged, "BKD").encode())
+    # 2. an entry with the payer's bank's endorsement only (too few)
+    note2 = acc["BKA-000002"].note("BKC-000001", 20)
+    obj2 = codec.decode(note2, codec.NOTE)
+    nid2 = lsum.note_id(obj2.signer, obj2.serial)
+    only_payer = ec.nodes["BKA"].validate(note2)
+    orderer.claim(ent.note_key(nid2), ent.NoteEntry(note2, [only_payer], "BKD").encode())
+    # 3. an endorsement by a bank outside the consortium is no endorsement either
+    wait_all(ec)
+    for bank, n in ec.nodes.items():
+        r1, r2 = n.state.entry(nid1), n.state.entry(nid2)
+        assert r1.state == "rejected" and "forged" in r1.reason, (bank, r1.reason)
+        assert "BKC" in r1.reason
+        assert r2.state == "rejected" and "too few endorsements" in r2.reason, (bank, r2.reason)
+        kinds = {(r.kind, r.subject) for r in n.state.reports()}
+        assert ("forged-endorsement", "BKD") in kinds, (bank, kinds)
+        assert ("too-few-endorsements", "BKD") in kinds, (bank, kinds)
+    # nothing was booked for either note, and the uploader gets a clear answer
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS
+    assert ec.engine("BKA").balance("BKA-000002") == FUNDS
+    out = ec.submit("BKB", note)
+    assert out["outcome"] == "refused" and out["status"] == "rejected"
+    assert "forged" in out["reason"]
+    # reports also land beside the log for everyone to read
+    published = orderer.scan(ent.REPORTS)
+    assert len(published) >= 2 * len(BANKS4)
+
+
+def test_forged_endorsement_from_a_peer_is_not_counted(world) -> None:
+    """BKD answers validation requests with a forged endorsement: BKB does not count it,
+    reports BKD, and still settles with the endorsements of BKA, BKB and BKC."""
+    ec, acc = world
+
+    class Liar(LocalPeerTransport):
+        def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
+            raw = super().validate(bank, note, timeout)
+            if bank != "BKD":
+                return raw
+            e = codec.decode(raw, codec.ENDORSEMENT)
+            e.values["note_digest"] = bytes(32)  # claims to endorse other bytes, same seal
+            return codec.encode(e)
+
+    liar = Liar("BKB", ec.nodes)
+    ec.nodes["BKB"].transport = liar
+    ec.nodes["BKB"].require_payee = True
+    # make BKD's endorsement necessary by taking BKC away
+    liar.down.add("BKC")
+    with pytest.raises(NotEndorsed) as exc:
+        ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", 5))
+    assert "BKD" in str(exc.value) and "BKC" in str(exc.value)
+    liar.down.clear()
+    out = ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", 6))
+    assert out["outcome"] == "booked"
+    reports = ec.nodes["BKB"].state.reports()
+    assert any(r.kind == "forged-endorsement" and r.subject == "BKD" for r in reports)
+
+
+def test_forged_debit_result_is_ignored_and_reported(world) -> None:
+    ec, acc = world
+    a = ec.nodes["BKA"]
+    a.stop()  # the payer's bank is down: the note stays ordered
+    b = ec.nodes["BKB"]
+    note = acc["BKA-000001"].note("BKB-000001", 40)
+    obj = codec.decode(note, codec.NOTE)
+    nid = lsum.note_id(obj.signer, obj.serial)
+    evl, checks = b.collect(note, obj)
+    b.orderer.claim(
+        ent.note_key(nid),
+        ent.NoteEntry(note, [c.raw for c in checks if c.endorses], "BKB").encode(),
+    )
+    # BKD puts a BalanceNotice it signed itself under its own name, and another under BKA's
+    fake = codec.Obj(
+        codec.BALANCE,
+        "BKD",
+        1,
+        int(time.time()),
+        {
+            "amount": 40,
+            "payee": "BKB-000001",
+            "payer": "BKA-000001",
+            "note_id": nid,
+            "balance": b"x",
+        },
+    )
+    raw = codec.encode(ec.engine("BKD").keys.sign_obj(fake))
+    b.orderer.claim(ent.debit_key(nid, "BKD"), ent.DebitEntry("BKD", raw).encode())
+    b.orderer.claim(ent.debit_key(nid, "BKA"), ent.DebitEntry("BKA", raw).encode())
+    head = b.orderer.revision()
+    for bank in ("BKB", "BKC", "BKD"):
+        n = ec.nodes[bank]
+        assert n.wait_applied(head, 10)
+        assert n.state.entry(nid).state == "ordered"
+        kinds = {r.kind for r in n.state.reports()}
+        assert {"debit-not-by-payer-bank", "forged-debit-result"} <= kinds, (bank, kinds)
+    assert ec.engine("BKB").balance("BKB-000001") == FUNDS
+
+
+def test_checkpoints_of_every_bank_go_through_the_log(world) -> None:
+    ec, acc = world
+    for i in range(4):
+        for payer, payee in (("BKA-000001", "BKB-000001"), ("BKC-000001", "BKD-000001")):
+            assert ec.submit(payee[:3], acc[payer].note(payee, 1 + i))["outcome"] == "booked"
+    for n in ec.nodes.values():
+        n.engine.checkpoint(n.engine.register_size())
+        n.publish_checkpoints()
+    wait_all(ec)
+    for n in ec.nodes.values():
+        cps = n.state.checkpoints()
+        assert {c["bank"] for c in cps} == set(BANKS4), n.bank
+        assert not [r for r in n.state.reports() if r.kind == "bad-checkpoint"]
+        for b in BANKS4:
+            latest = ec.engine(b).latest_checkpoint()
+            mine = [c for c in cps if c["bank"] == b and c["tree_size"] == latest.tree_size]
+            assert mine and mine[0]["root"] == latest.root.hex()
+
+
+def test_node_resumes_from_its_last_applied_revision(world, tmp_path: Path) -> None:
+    ec, acc = world
+    d = ec.nodes["BKD"]
+    assert ec.submit("BKD", acc["BKA-000001"].note("BKD-000001", 1))["outcome"] == "booked"
+    wait_all(ec)
+    stopped_at = d.applied_revision()
+    d.close()
+    for tr in ec.transports.values():
+        tr.down.add("BKD")
+    for i in range(5):
+        out = ec.submit("BKB", acc["BKC-000001"].note("BKB-000001", 10 + i))
+        assert out["outcome"] == "booked"
+    # a new node on the same state file resumes where the old one stopped
+    prefix = ec.trust.consortium.log_prefix().encode()
+    bdir = ec.home / "banks" / "BKD"
+    state = ConsortiumState(bdir / "consortium.db", f"embedded:{prefix.decode()}")
+    assert state.applied_revision() == stopped_at
+    tr = LocalPeerTransport("BKD", ec.nodes)
+    d2 = ConsortiumNode(
+        d.engine, ec.trust, SqliteOrderer(ec.orderer_path, prefix=prefix), tr, state
+    )
+    ec.nodes["BKD"] = d2
+    d2.start()
+    wait_all(ec)
+    assert d2.state.counts() == {"settled": 6}
+    assert ec.engine("BKD").balance("BKD-000001") == FUNDS + 1
+
+
+def test_endorsement_checks_name_the_problem(world) -> None:
+    ec, acc = world
+    note = acc["BKA-000001"].note("BKB-000001", 3)
+    obj = codec.decode(note, codec.NOTE)
+    nid = lsum.note_id(obj.signer, obj.serial)
+    v = EndorsementVerifier(ec.trust)
+    raw = ec.nodes["BKC"].validate(note)
+    ok = v.check(raw, nid, note_digest(note))
+    assert ok.valid and ok.endorses and ok.bank == "BKC"
+    assert "asked BKD" in v.check(raw, nid, note_digest(note), "BKD").problem
+    assert "other bytes" in v.check(raw, nid, bytes(32)).problem
+    assert "another note" in v.check(raw, bytes(32), note_digest(note)).problem or "about note" in (
+        v.check(raw, bytes(32), note_digest(note)).problem
+    )
+    assert "not an Endorsement" in v.check(note, nid, note_digest(note)).problem
+    # a refusal is valid, but does not endorse; the policy then names what is missing
+    refuse = make_endorsement(
+        ec.engine("BKA").keys, 9, 0, nid, note_digest(note), False, codec.REASON_FORMAT, "no"
+    )
+    r = v.check(refuse, nid, note_digest(note))
+    assert r.valid and not r.endorses
+    evl = evaluate(ec.trust.consortium, "BKA", "BKB", [ok, r])
+    assert not evl.ok and "payer's bank BKA" in evl.reason
+
+
+# ------------------------------------------------------------------------------ orderers
+
+
+def _orderer_contract(orderer, prefix_label: str) -> None:
+    key = b"log/n/" + b"ab" * 32
+    results = []
+    barrier = threading.Barrier(8)
+
+    def claim(i: int) -> None:
+        barrier.wait()
+        results.append(orderer.claim(key, b"value-%d" % i))
+
+    ts = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    winners = [r for r in results if r.created]
+    assert len(winners) == 1, prefix_label
+    assert {r.value for r in results} == {winners[0].value}
+    assert {r.revision for r in results} == {winners[0].revision}
+    revs = [winners[0].revision]
+    for i in range(3):
+        revs.append(orderer.claim(b"log/c/BKA/%016d" % i, b"cp%d" % i).revision)
+    orderer.put(b"reports/BKA/1", b"not in the log")
+    assert revs == sorted(revs)
+    stop = threading.Event()
+    seen = []
+    for ev in orderer.events(revs[1] - 1, stop):
+        seen.append(ev)
+        if len(seen) == 3:
+            stop.set()
+    assert [e.revision for e in seen] == revs[1:]
+    assert [e.key for e in seen] == [b"log/c/BKA/%016d" % i for i in range(3)]
+    assert orderer.get(key).value == winners[0].value
+    assert [k for k, _, _ in orderer.scan(b"reports/")] == [b"reports/BKA/1"]
+
+
+def test_sqlite_orderer_contract(tmp_path: Path) -> None:
+    o = SqliteOrderer(tmp_path / "log.db", prefix=b"hubi/x/")
+    try:
+        _orderer_contract(o, "sqlite")
+    finally:
+        o.close()
+
+
+def test_etcd_orderer_contract(etcd_cluster, etcd_prefix) -> None:  # noqa: F811
+    o = EtcdOrderer(etcd_cluster.client_urls, etcd_prefix)
+    try:
+        _orderer_contract(o, "etcd")
+    finally:
+        o.close()
+
+
+def test_peer_errors_name_the_bank() -> None:
+    err = PeerError("BKC", "unreachable")
+    assert str(err) == "bank BKC: unreachable"
