@@ -128,7 +128,9 @@ class AuditMemo:
 
     def __init__(self) -> None:
         self.bodies: set[bytes] = set()
-        self.notes: set[bytes] = set()
+        self.notes: dict[
+            bytes, tuple[str, str, int, bytes]
+        ] = {}  # digest -> payer, payee, amount, lsum
 
 
 class _Findings:
@@ -388,42 +390,27 @@ class _Auditor:
         if record.kind not in (rec.DEBIT, rec.CREDIT):
             f.add(book, n, "altered", f"record kind {record.kind} is not a debit or credit")
         else:
-            try:
-                note = codec.decode(ev, codec.NOTE)
-            except CodecError as exc:
-                note = None
-                f.add(book, n, "altered", f"evidence is not a valid note: {exc}")
-            if note is not None:
-                amount = note["amount"]
-                if record.kind == rec.DEBIT and (note.signer != book or record.delta != -amount):
+            facts = self.memo.notes.get(evd) if self.trust is not None else None
+            if facts is None:
+                facts = self._note_facts(book, n, ev, evd, chained)
+            if facts is not None:
+                payer, payee, amount, note_lsum = facts
+                if record.kind == rec.DEBIT and (payer != book or record.delta != -amount):
                     f.add(
                         book,
                         n,
                         "altered",
-                        f"debit of {record.delta} does not match the note ({note.signer} pays {amount})",
+                        f"debit of {record.delta} does not match the note ({payer} pays {amount})",
                     )
-                if record.kind == rec.CREDIT and (note["payee"] != book or record.delta != amount):
+                if record.kind == rec.CREDIT and (payee != book or record.delta != amount):
                     f.add(
                         book,
                         n,
                         "altered",
-                        f"credit of {record.delta} does not match the note ({note['payee']} receives {amount})",
+                        f"credit of {record.delta} does not match the note ({payee} receives {amount})",
                     )
-                if lsum.of_note(note) != record.lsum:
+                if note_lsum != record.lsum:
                     f.add(book, n, "altered", "lsum does not match the note's fields")
-                if self.trust is not None and evd not in self.memo.notes:
-                    report = verify.verify_note(note, self.trust, None)
-                    if report.ok:
-                        self.memo.notes.add(evd)
-                    else:
-                        first = report.first_failure() or ("note", "")
-                        kind = "bad-signature" if chained else "altered"
-                        f.add(
-                            book,
-                            n,
-                            kind,
-                            f"the note's {first[0]} signature does not verify ({first[1]})",
-                        )
         # balances
         if self.keys is None:
             return None
@@ -444,6 +431,29 @@ class _Auditor:
                 f"balance {balance} != {prev.balance} (record {n - 1}) + {record.delta}",
             )
         return balance
+
+    def _note_facts(
+        self, book: str, n: int, ev: bytes, evd: bytes, chained: bool
+    ) -> tuple[str, str, int, bytes] | None:
+        """Decode (and with a trust bundle verify) a record's note: (payer, payee, amount, lsum);
+        remembered by digest once its signatures verified."""
+        try:
+            note = codec.decode(ev, codec.NOTE)
+        except CodecError as exc:
+            self.f.add(book, n, "altered", f"evidence is not a valid note: {exc}")
+            return None
+        facts = (note.signer, note["payee"], note["amount"], lsum.of_note(note))
+        if self.trust is not None:
+            report = verify.verify_note(note, self.trust, None)
+            if report.ok:
+                self.memo.notes[evd] = facts
+            else:
+                first = report.first_failure() or ("note", "")
+                kind = "bad-signature" if chained else "altered"
+                self.f.add(
+                    book, n, kind, f"the note's {first[0]} signature does not verify ({first[1]})"
+                )
+        return facts
 
     def _head_checks(
         self,

@@ -1139,7 +1139,7 @@ class BankEngine:
                 "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)",
                 [(size - k + i, r.book, r.n) for i, (r, _, _) in enumerate(plan.records)],
             )
-            self._last_size.value = size
+            self._last_size.value = (size - k, size)
 
     def double_issues(self, account: str | None = None) -> list[dict[str, Any]]:
         """Evidence of double issuance: each second note with a used serial, with the first."""
@@ -1273,18 +1273,15 @@ class BankEngine:
 
     # ----------------------------------------------------------------------- checkpoints
     def _maybe_checkpoint(self) -> None:
-        size = getattr(self._last_size, "value", None)
+        span = getattr(self._last_size, "value", None)
         self._last_size.value = None
-        if size is None:
+        if span is None:
             return
+        before, size = span
         every = self.checkpoint_every
-        k = 2  # a booking appends at most two register entries
-        if size // every == max(size - k, 0) // every:
-            return
-        last = self.latest_checkpoint()
-        done = last.tree_size if last else 0
-        if size // every > done // every:
-            self.checkpoint()
+        if size // every == before // every:
+            return  # this commit crossed no multiple of checkpoint_every
+        self.checkpoint()
 
     def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
         """Sign tree heads at every multiple of ``checkpoint_every`` not yet signed, up to the
