@@ -14,7 +14,7 @@ import pytest
 
 from hubi import kmc
 from hubi.bank.engine import BankEngine
-from hubi.merchant import Merchant
+from hubi.merchant import Merchant, import_identity
 from hubi.merchant.upload import backoff_delay
 from hubi_core import codec
 from tests.bank_nodes import NodeProcess, nodes  # noqa: F401  (fixture)
@@ -23,6 +23,8 @@ from tests.test_merchant_support import MERCHANT, T0, Payer, Shop, hubi_json, ma
 PAYER = "BKB-000000000042"  # same bank as the merchant: booked by one node
 POOR = "BKB-000000000043"  # an open account with no money: its notes bounce
 STRANGER = "BKB-000000000099"  # issued by the KMC but never opened at the bank: refused
+PAYER_A = "BKA-000000000042"  # interbank: payer at the other bank
+POOR_A = "BKA-000000000043"
 
 
 def bank_db(shop: Shop) -> str:
@@ -145,3 +147,67 @@ def test_backoff_is_exponential_and_capped() -> None:
     d = [backoff_delay(i, 0.5, 8.0, rng) for i in range(8)]
     assert all(0.25 * 2**i <= x <= 0.5 * 2**i for i, x in enumerate(d[:4]))
     assert max(d) <= 8.0 and d[-1] >= 4.0
+
+
+def consortium_home(home: Path, urls: dict[str, str]) -> None:
+    """Two banks whose consortium file lists their node URLs, sharing an embedded orderer."""
+    from hubi.consortium import service
+
+    kmcs = {b: kmc.Kmc.create(b, seed=b"merchant-interbank-" + b.encode()) for b in urls}
+    cons, idents = kmc.make_consortium(
+        "test", kmcs, endpoints={b: [u] for b, u in urls.items()}, time=T0
+    )
+    for b, k in kmcs.items():
+        k.save(kmc.bank_dir(home, b) / "kmc.secret")
+        ident = idents[b]
+        kmc.write_secret(
+            kmc.bank_dir(home, b) / "identity.secret",
+            ident.private.to_bytes(32, "big") + ident.separating_key,
+        )
+        log = str(home / "consortium" / "log.db")
+        service.write_config(home, b, service.NodeConfig("embedded", path=log))
+    kmc.save_trust(home / "trust", cons, {b: k.public for b, k in kmcs.items()})
+
+
+@pytest.mark.slow
+def test_interbank_upload_through_the_consortium(tmp_path: Path, nodes) -> None:  # noqa: F811
+    """Payer at BKA, merchant at BKB: two real `hubi bank serve` processes and the embedded
+    orderer. The merchant uploads to its own bank (the endpoint in the consortium file), which
+    has BKA validate the note, orders it and answers with its SettlementNotice."""
+    home = tmp_path / "home"
+    bka = nodes(home, "BKA", name="bka")
+    bkb = nodes(home, "BKB", name="bkb")
+    consortium_home(home, {"BKA": bka.url, "BKB": bkb.url})
+    payers = {}
+    for bank, accts in (("BKB", [(MERCHANT, 0)]), ("BKA", [(PAYER_A, 100_000), (POOR_A, 0)])):
+        k = kmc.load_kmc(home, bank)
+        db = str(kmc.bank_dir(home, bank) / "bank.db")
+        with BankEngine.open(db, home=home, bank=bank) as eng:
+            tkey = eng.setup_treasury(k)
+            kmc.write_secret(kmc.bank_dir(home, bank) / "treasury.secret", tkey.to_bytes(32, "big"))
+            for acct, funds in accts:
+                priv, tpl = eng.issue_account(k, acct)
+                if funds:
+                    assert eng.fund(acct, funds).ok
+                payers[acct] = Payer(acct, priv, tpl)
+    shop_home = tmp_path / "shop"
+    key_file = tmp_path / "merchant.key"
+    key_file.write_bytes(payers[MERCHANT].private.to_bytes(32, "big"))
+    tpl_file = tmp_path / "merchant.template"
+    tpl_file.write_bytes(codec.encode(payers[MERCHANT].template))
+    import_identity(shop_home, key_file, tpl_file, home / "trust")
+    bka.start()
+    bkb.start()
+    with Merchant.open(shop_home) as m:
+        rich = pay(m, payers[PAYER_A], 1250)
+        poor = pay(m, payers[POOR_A], 300)
+    code, out = hubi_json("merchant", "--home", str(shop_home), "upload")  # URL from the file
+    assert code == 0, out
+    assert out["bank"] == bkb.url
+    assert out["counts"] == {"booked": 1, "bounced": 1, "refused": 0, "pending": 0}
+    with Merchant.open(shop_home) as m:
+        rows = {r.bytes: r for r in m.notes()}
+        notice = codec.decode(rows[rich].notice, codec.SETTLEMENT)
+        assert notice.signer == "BKB" and notice["status"] == codec.STATUS_SETTLED
+        assert rows[poor].state == "bounced" and "insufficient" in rows[poor].outcome["reason"]
+        assert m.book_balance() == 1250 and m.audit_book() == []
