@@ -183,10 +183,15 @@ class Token:
         self.refresh()
         return _json(out)
 
+    def _ms(self, t0):
+        return self.clock.ticks_diff(self.clock.ticks_ms(), t0) if self.clock else 0
+
     def h_pay_request(self, payload):
         w = self.wallet
         w.pending = None
+        t0 = self.clock.ticks_ms() if self.clock else 0
         pay = w.prepare(payload)
+        self.timing = {"verify_ms": self._ms(t0)}
         if self.ui is None:
             w.pending = pay
             return bytes([2]) + _json(pay.summary())
@@ -202,14 +207,34 @@ class Token:
             raise WalletError(P.ERR_CANCELLED, "payment declined on the device")
         priv = self._ask_pin_loop("PIN to pay")
         ui.busy("Signing", "serial %d" % max(w.counter.next_serial, w.counter.first))
+        t0 = self.clock.ticks_ms()
         try:
             note = w.sign(pay, priv)
         finally:
             priv = None
             gc.collect()
+        t1 = self.clock.ticks_ms()
         self.last_note = note
-        ui.show_note(note)
+        view = ui.show_note(note)
+        self._timing(
+            sign_ms=self.clock.ticks_diff(t1, t0),
+            qr_ms=self._ms(t1),
+            qr_encode_ms=view.encode_ms,
+            frames=view.frames,
+            note_bytes=len(note),
+        )
         return note
+
+    def _timing(self, **kw):
+        t = getattr(self, "timing", None) or {}
+        t.update(kw)
+        self.timing = t
+        gc.collect()
+        try:
+            t["heap_used"] = gc.mem_alloc()
+        except AttributeError:
+            pass
+        self.log("timing " + json.dumps(t))
 
     def _ask_pin_loop(self, title):
         ui = self.ui
@@ -220,7 +245,10 @@ class Token:
                 self.refresh()
                 raise WalletError(P.ERR_CANCELLED, "PIN entry cancelled on the device")
             try:
-                return ks.unlock(pin, self._wait)
+                t0 = self.clock.ticks_ms()
+                priv = ks.unlock(pin, self._wait)
+                self._timing(unlock_ms=self._ms(t0))
+                return priv
             except WrongPin as e:
                 ui.message("Wrong PIN", "%d tries left" % e.left, timeout_ms=3000)
             except Wiped:
@@ -241,12 +269,14 @@ class Token:
                 P.ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)"
             )
         pin = bytes(payload).decode()
+        t0 = self.clock.ticks_ms()
         try:
             priv = w.ks.unlock(pin, self._wait)
         except Wiped:
             w.pending = None
             w.boot()
             raise
+        t1 = self.clock.ticks_ms()
         w.pending = None
         try:
             note = w.sign(pay, priv)
@@ -254,6 +284,12 @@ class Token:
             priv = None
             gc.collect()
         self.last_note = note
+        self._timing(
+            unlock_ms=self.clock.ticks_diff(t1, t0),
+            sign_ms=self._ms(t1),
+            frames=0,
+            note_bytes=len(note),
+        )
         return note
 
     def h_pay_cancel(self, payload):

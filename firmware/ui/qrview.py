@@ -8,7 +8,7 @@ by ``qrparts.plan`` (3 px per module first, then 2). All frames are encoded once
 symbol is 270 bytes of bits) and redrawn in turn every ``frame_ms``.
 """
 
-from hal import BLACK, WHITE
+from hal import BLACK, WHITE, ticks_diff, ticks_ms
 
 from hubi_core import qr, qrparts
 
@@ -38,8 +38,10 @@ class QrView:
         else:
             payloads = qrparts.split(self.data, self.plan.version, level, self.plan.parity_parts)
         self.codes = []
+        t0 = ticks_ms()
         for p in payloads:
             self.codes.append(qr.encode(p, level, self.plan.version))
+        self.encode_ms = ticks_diff(ticks_ms(), t0)
         self.frame_ms = frame_ms
         self.caption = caption
         self.index = -1

@@ -100,13 +100,16 @@ class TokenWorld:
         pin: str = "1234",
         cap: int = 100000,
         profile: str = "headless",
+        kdf_iterations: int = FAST["kdf_iterations"],
     ) -> Path:
-        """A copy of a freshly provisioned token's state folder (provisioned once, then copied)."""
-        key = (account, pin, cap, profile)
+        """A copy of a freshly provisioned token's state folder (provisioned once, then copied).
+        The keystore keeps the KDF cost it was created with."""
+        key = (account, pin, cap, profile, kdf_iterations)
         snap = self._snapshots.get(key)
         if snap is None:
             snap = self.new_state(f"snap-{len(self._snapshots)}")
-            with self.running(snap, profile) as (_sim, tok):
+            settings = {"kdf_iterations": kdf_iterations}
+            with self.running(snap, profile, settings=settings) as (_sim, tok):
                 self.provision(tok, account, pin, cap)
             self._snapshots[key] = snap
         d = self.new_state()
