@@ -1,0 +1,198 @@
+"""The merchant library and command line: home set-up, requests, receipts, outbox, scanning."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hubi import qrscan
+from hubi.merchant import (
+    Merchant,
+    MerchantError,
+    format_amount,
+    import_identity,
+    init_from_bank_home,
+    parse_amount,
+)
+from hubi.merchant.outbox import Outbox
+from hubi.merchant.scan import MultiCollector, scan_objects
+from hubi_core import codec, lsum, qrparts, suite
+from hubi_core.verify import verify_object
+from tests.test_merchant_support import (
+    MERCHANT,
+    PAYER,
+    T0,
+    Shop,
+    frames,
+    hubi,
+    hubi_json,
+    make_shop,
+)
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
+    return make_shop(tmp_path_factory.mktemp("merchant"))
+
+
+def test_amounts() -> None:
+    assert parse_amount("12.50") == 1250 and parse_amount("1,000") == 100000
+    assert parse_amount(3) == 300 and parse_amount("0.01") == 1
+    for bad in ("1.234", "-1", "0", "abc", "nan", "1e30"):
+        with pytest.raises(ValueError):
+            parse_amount(bad)
+    assert format_amount(123456, "CNY") == "1,234.56 CNY" and format_amount(5) == "0.05"
+
+
+def test_request_is_signed_and_its_png_reads_back(shop: Shop) -> None:
+    with shop.merchant() as m:
+        req = m.request(1250, "coffee", expires=600, now=T0)
+        obj = codec.decode(req.bytes, codec.REQUEST)
+        assert (obj.signer, obj["amount"], obj["purpose"], obj["expiry"]) == (
+            MERCHANT,
+            1250,
+            "coffee",
+            T0 + 600,
+        )
+        assert verify_object(obj, m.trust).ok
+        assert qrscan.collect([req.png]) == req.bytes
+        assert m.open_request().serial == req.serial
+        assert m.outbox.cancel_request(req.serial)
+        assert m.outbox.request(req.serial).state == "cancelled"
+        assert not m.outbox.cancel_request(req.serial)
+
+
+def test_receipt_shares_the_serial_counter_and_verifies(shop: Shop) -> None:
+    with shop.merchant() as m:
+        r1 = m.request(777, None, expires=600, now=T0)
+        note = shop.payer().note(777, purpose=None)
+        res = m.accept(note, now=T0 + 10)
+        assert res.ok, res.verdict.message()
+        rc = codec.decode(res.receipt, codec.RECEIPT)
+        assert rc.serial == r1.serial + 1  # one counter per signer: requests and receipts
+        n = codec.decode(note)
+        assert (rc["payer"], rc["amount"], rc["note_id"]) == (
+            PAYER,
+            777,
+            lsum.note_id(PAYER, n.serial),
+        )
+        assert "purpose" not in rc.values
+        assert verify_object(rc, m.trust).ok
+        assert qrscan.collect([res.receipt_png]) == res.receipt
+        assert m.receipt_of(lsum.note_id(PAYER, n.serial)) == res.receipt
+        r2 = m.request(1, None, now=T0)
+        assert r2.serial == rc.serial + 1
+
+
+def test_accept_is_one_transaction(shop: Shop) -> None:
+    """If anything fails inside the acceptance transaction, nothing of it is kept."""
+    with shop.merchant() as m:
+        req = m.request(4242, "x", expires=600, now=T0)
+        note = codec.decode(shop.payer().note(4242, purpose="x"))
+        info = {
+            "note_id": lsum.note_id(note.signer, note.serial),
+            "payer": note.signer,
+            "serial": note.serial,
+            "payee": MERCHANT,
+            "amount": 4242,
+            "currency": "CNY",
+            "purpose": "x",
+            "time": note.time,
+        }
+
+        def boom(_serial: int) -> bytes:
+            raise RuntimeError("power cut while signing the receipt")
+
+        before = m.outbox.counts()
+        with pytest.raises(RuntimeError):
+            m.outbox.accept(info, note.raw, MERCHANT, req.serial, boom)
+        assert m.outbox.counts() == before
+        assert m.outbox.request(req.serial).state == "open"
+
+
+def test_several_notes_and_foreign_frames_in_one_batch(shop: Shop, tmp_path: Path) -> None:
+    payer = shop.payer("BKA-batch.payer")
+    with shop.merchant() as m:
+        notes = []
+        for i, px in enumerate((240, 400, 240)):
+            m.request(300 + i, "tea", expires=10**6, now=T0)
+            notes.append(payer.note(300 + i, purpose="tea"))
+            frames(notes[-1], tmp_path, px, prefix=f"{i}-")
+        paths = sorted(tmp_path.glob("*.png"))
+        rng = np.random.default_rng(5)
+        paths = [paths[i] for i in rng.permutation(len(paths))]  # interleaved, any order
+        seen = []
+        results = m.scan([*paths, np.full((200, 200), 255, np.uint8)], progress=seen.append)
+        assert sorted(r.note_bytes for r in results) == sorted(notes)
+        assert all(r.ok for r in results)
+        assert seen[-1].frames == len(paths) + 1 and seen[-1].done == 3
+
+
+def test_multicollector_ignores_bad_and_conflicting_parts() -> None:
+    msg = bytes(range(256)) * 2
+    parts = qrparts.split(msg, 5)
+    col = MultiCollector()
+    assert col.add(b"\xa5garbage") is None and col.errors
+    evil = bytearray(parts[1])
+    evil[12] ^= 1  # CRC no longer matches
+    assert col.add(bytes(evil)) is None
+    out = [col.add(p) for p in parts[::-1]]
+    assert [o for o in out if o] == [msg]
+    assert col.add(parts[0]) is None  # a repeat after completion
+    assert list(scan_objects([], limit=1)) == []
+
+
+def test_init_refuses_a_key_that_is_not_the_templates(shop: Shop, tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_bytes(suite.generate_private().to_bytes(32, "big"))
+    tpl = tmp_path / "t"
+    tpl.write_bytes((shop.home / "template.bin").read_bytes())
+    with pytest.raises(MerchantError, match="does not belong"):
+        import_identity(tmp_path / "m2", key, tpl, shop.bank_home / "trust")
+    with pytest.raises(MerchantError, match="already holds a merchant"):
+        init_from_bank_home(shop.home, shop.bank_home, MERCHANT)
+    with pytest.raises(MerchantError, match="merchant init"):
+        Merchant.open(tmp_path / "nothing")
+    # the hex form of a real key is accepted
+    key.write_text(
+        (shop.home / "account.secret").read_bytes().hex(),
+    )
+    import_identity(tmp_path / "m3", key, tpl, shop.bank_home / "trust")
+    with Merchant.open(tmp_path / "m3") as m:
+        assert m.account == MERCHANT
+
+
+def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
+    h = str(shop.home)
+    code, out = hubi_json("merchant", "--home", h, "request", "--amount", "1.234")
+    assert code == 2 and "decimal" in out["message"]
+    code, out = hubi_json("merchant", "--home", h, "scan")
+    assert code == 2 and "exactly one" in out["message"]
+    blank = tmp_path / "blank.png"
+    qrscan.cv2.imwrite(str(blank), np.full((100, 100), 255, np.uint8))
+    code, out = hubi_json("merchant", "--home", h, "scan", "--image", str(blank))
+    assert code == 2 and out["error"] == "no note found"
+    code, out = hubi_json("merchant", "--home", h, "outbox")
+    assert code == 0 and out["account"] == MERCHANT and out["items"]
+    assert {"pending", "booked"} <= set(out["notes"])
+    proc = hubi("merchant", "--home", str(tmp_path / "none"), "outbox")
+    assert proc.returncode == 2 and "merchant init" in proc.stderr
+    # the key never shows up in any output
+    secret = (shop.home / "account.secret").read_bytes().hex()
+    proc = hubi("merchant", "--home", h, "request", "--amount", "2", "--json")
+    assert secret not in proc.stdout + proc.stderr
+
+
+def test_outbox_is_wal_and_keeps_exact_bytes(shop: Shop) -> None:
+    db = sqlite3.connect(shop.home / "outbox.sqlite")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
+    with Outbox(shop.home / "outbox.sqlite") as ob:
+        for row in ob.notes():
+            assert codec.encode(codec.decode(row.bytes)) == row.bytes
+        assert ob.integrity() == "ok"
