@@ -175,6 +175,9 @@ def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
     qrscan.cv2.imwrite(str(blank), np.full((100, 100), 255, np.uint8))
     code, out = hubi_json("merchant", "--home", h, "scan", "--image", str(blank))
     assert code == 2 and out["error"] == "no note found"
+    with shop.merchant() as m:
+        m.request(5555, None, expires=600, now=T0)
+        assert m.accept(shop.payer().note(5555, purpose=None), now=T0).ok
     code, out = hubi_json("merchant", "--home", h, "outbox")
     assert code == 0 and out["account"] == MERCHANT and out["items"]
     assert {"pending", "booked"} <= set(out["notes"])
