@@ -74,26 +74,25 @@ def make_home(
     dest: Path,
     banks: list[str],
     *,
-    accounts: int = 2,
+    accounts: int = 4,
     funds: int = FUNDS,
     name: str | None = None,
     endpoints: dict[str, list[str]] | None = None,
     orderer: str | None = None,
-    checkpoint_every: int | None = None,
 ) -> dict[str, Account]:
     """A home with `banks`, each with a treasury and `accounts` funded accounts, a consortium
     file named `name` (unique by default) listing `endpoints` and `orderer`, signed by every
     founder. The expensive part (keys, funding) is built once per worker and copied."""
     name = name or "t" + uuid.uuid4().hex[:10]
-    key = (tuple(banks), accounts, funds, checkpoint_every)
+    key = (tuple(banks), accounts, funds)
     tpl = _TEMPLATES.get(key)
     if tpl is None:
         tpl = Path(tempfile.mkdtemp(prefix="hubi-consortium-home-")) / "home"
-        init_home(tpl, banks, name="template", orderer=None, seed=b"consortium-tests")
+        trust = init_home(tpl, banks, name="template", orderer=None, seed=b"consortium-tests")
         for b in banks:
-            setup_bank(tpl, b, accounts, funds, checkpoint_every)
+            setup_bank(tpl, b, accounts, funds, trust=trust)
         _TEMPLATES[key] = tpl
-    shutil.copytree(tpl, dest)
+    shutil.copytree(tpl, dest, dirs_exist_ok=True)
     trust = load_trust(dest)
     cons = trust.consortium
     cons.name = name
@@ -117,7 +116,7 @@ class Consortium:
         etcd_urls: list[str],
         banks: list[str] = BANKS4,
         *,
-        accounts: int = 2,
+        accounts: int = 4,
         checkpoint_every: int | None = 8,
         settle_timeout: float = 10.0,
         log_level: str = "warning",
@@ -139,7 +138,6 @@ class Consortium:
             name=self.name,
             endpoints={b: [n.url] for b, n in self.nodes.items()},
             orderer="etcd",
-            checkpoint_every=checkpoint_every,
         )
         for i, b in enumerate(banks):
             own = self.etcd_urls[i % len(self.etcd_urls)]

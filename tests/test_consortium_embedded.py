@@ -28,12 +28,13 @@ from tests.servers import etcd, etcd_cluster, etcd_prefix  # noqa: F401
 
 @pytest.fixture
 def world(tmp_path: Path):
-    accounts = make_home(tmp_path / "home", BANKS4, accounts=2, checkpoint_every=4)
+    accounts = make_home(tmp_path / "home", BANKS4)
     ec = EmbeddedConsortium(
         tmp_path / "home",
         settle_timeout=10.0,
         checkpoint_interval=0.2,
         trust=load_trust(tmp_path / "home"),
+        engine_kw={"checkpoint_every": 4},
     )
     ec.start()
     try:

@@ -363,8 +363,12 @@ class ConsortiumNode:
                 checks.append(c)
             ev = self._eval(payer_bank, payee_bank, checks)
         for f in pending:
-            problems.setdefault(futures[f], "no answer in time")
-            f.cancel()
+            bank = futures[f]
+            if ev.ok:
+                # not needed any more, but a forged late answer is still reported
+                f.add_done_callback(lambda fut, b=bank: self._late(fut, b, nid, digest))
+            else:
+                problems.setdefault(bank, "no answer in time")
         if not ev.ok and problems:
             ev = Evaluation(
                 ev.ok,
@@ -374,6 +378,16 @@ class ConsortiumNode:
                 ev.forged,
             )
         return ev, checks
+
+    def _late(self, fut: cf.Future[bytes], bank: str, nid: bytes, digest: bytes) -> None:
+        """Check an endorsement that came after the policy was met (reports forgeries)."""
+        try:
+            answer = fut.result()
+        except Exception:
+            return
+        c = self.verifier.check(answer, nid, digest, bank)
+        if not c.valid:
+            self._report_forged(bank, nid, c.problem or "invalid endorsement")
 
     def _eval(self, payer_bank: str, payee_bank: str, checks: list[EndorsementCheck]) -> Evaluation:
         return evaluate(

@@ -102,7 +102,12 @@ def init_home(
 
 
 def setup_bank(
-    home: Path, bank: str, accounts: int, funds: int, checkpoint_every: int | None = None
+    home: Path,
+    bank: str,
+    accounts: int,
+    funds: int,
+    checkpoint_every: int | None = None,
+    trust: Trust | None = None,
 ) -> list[str]:
     """Open the bank's treasury (key in treasury.secret) and `accounts` funded accounts whose
     keys go to HOME/accounts/<ACCOUNT>.json (0600). Idempotent. Returns the account ids."""
@@ -112,7 +117,13 @@ def setup_bank(
     kmc = kmc_mod.load_kmc(home, bank)
     made = []
     db = str(kmc_mod.bank_dir(home, bank) / "bank.db")
-    with BankEngine.open(db, home=home, bank=bank, checkpoint_every=checkpoint_every) as eng:
+    trust = trust or kmc_mod.load_trust(home / "trust")
+    kw: dict[str, Any] = {"checkpoint_every": checkpoint_every}
+    tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
+    if tpath.exists():
+        kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+    ident = kmc_mod.load_bank_identity(home, bank)
+    with BankEngine(db, ident, trust, **kw) as eng:
         if eng.account(eng.treasury) is None:
             tkey = eng.setup_treasury(kmc)
             kmc_mod.write_secret(
@@ -310,6 +321,7 @@ class Supervisor:
             tmp.write_text(json.dumps(layout, indent=1) + "\n")
             tmp.replace(self.layout_path)
         ids_ = [b for b, _ in layout["banks"]]
+        trust = kmc_mod.load_trust(self.home / "trust")
         for i, (b, port) in enumerate(layout["banks"]):
             own = urls[i % len(urls)]
             cfg = service.NodeConfig(
@@ -320,7 +332,7 @@ class Supervisor:
             if self.settle_timeout is not None:
                 cfg.settle_timeout = self.settle_timeout
             service.write_config(self.home, b, cfg)
-            setup_bank(self.home, b, self.accounts, self.funds, self.checkpoint_every)
+            setup_bank(self.home, b, self.accounts, self.funds, self.checkpoint_every, trust=trust)
             extra = []
             if self.checkpoint_every:
                 extra = ["--checkpoint-every", str(self.checkpoint_every)]

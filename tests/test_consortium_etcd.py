@@ -1,0 +1,357 @@
+"""Four real bank node processes (`hubi bank serve`) ordering interbank notes on a real 3-member
+etcd cluster, loopback only: settlement, settle-once under concurrent uploads, forged and thin
+log entries, a peer that forges its endorsements, and (slow) kill -9 of a bank node and of an
+etcd member during a stream of notes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hubi.bank.records import Record
+from hubi.consortium import entries as ent
+from hubi.consortium.endorse import make_endorsement, note_digest
+from hubi.infra.etcd_client import Etcd
+from hubi.infra.etcd_server import EtcdCluster
+from hubi_core import codec, lsum
+from tests.consortium_support import BANKS4, FUNDS, Consortium
+from tests.servers import FAST_ELECTION_MS, FAST_HEARTBEAT_MS, etcd_cluster  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def cons(etcd_cluster, tmp_path_factory) -> Consortium:  # noqa: F811
+    c = Consortium(tmp_path_factory.mktemp("cons4"), etcd_cluster.client_urls)
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def book_notes(c: Consortium, account: str) -> list[tuple[int, bytes]]:
+    """(delta, note digest) of every record in an account's book, read from its bank."""
+    bank = account.split("-")[0]
+    doc = c.get(bank, f"/v1/accounts/{account}/book", {"limit": 5000})
+    out = []
+    for r in doc["records"]:
+        rec = Record.parse(bytes.fromhex(r["body"]))
+        out.append((rec.delta, hashlib.sha256(rec.evidence).digest()))
+    return out
+
+
+def assert_agree_and_audit_clean(c: Consortium, banks: list[str] | None = None) -> dict:
+    banks = banks or c.banks
+    c.wait_caught_up(banks=banks)
+    st = {b: c.status(b) for b in banks}
+    positions = {json.dumps(s["positions"], sort_keys=True) for s in st.values()}
+    assert len(positions) == 1, st
+    for b in banks:
+        audit = c.get(b, "/v1/audit")
+        assert audit["ok"], (b, audit["findings"][:5])
+    return st
+
+
+def test_interbank_notes_settle_among_four_banks(cons: Consortium) -> None:
+    acc = cons.accounts
+    users = [f"{b}-000001" for b in BANKS4]
+    before = {a: cons.balance(a) for a in users}
+    rng = random.Random(5)
+    plan = []
+    for _ in range(24):
+        payer, payee = rng.sample(users, 2)
+        plan.append((payer, payee, rng.randint(1, 500)))
+    notes = [(payee, acc[payer].note(payee, amount)) for payer, payee, amount in plan]
+
+    def upload(item: tuple[str, bytes]) -> dict:
+        payee, note = item
+        r = cons.upload(payee.split("-")[0], note)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(upload, notes))
+    assert [r["outcome"] for r in results] == ["booked"] * len(plan), results
+    for r in results:
+        assert any(n["kind"] == "SettlementNotice" for n in r["notices"])
+    st = assert_agree_and_audit_clean(cons)
+    expect = dict(before)
+    for payer, payee, amount in plan:
+        expect[payer] -= amount
+        expect[payee] += amount
+    assert {a: cons.balance(a) for a in users} == expect
+    # every note is one debit at the payer's bank and one credit at the payee's bank
+    digests = {hashlib.sha256(n).digest() for _, n in notes}
+    for a in users:
+        mine = [d for _, d in book_notes(cons, a) if d in digests]
+        assert len(mine) == len(set(mine)), a
+    sent = {hashlib.sha256(n).digest(): (p, q) for (p, q, _), (_, n) in zip(plan, notes)}
+    for d, (payer, payee) in sent.items():
+        assert [x for x in book_notes(cons, payer) if x[1] == d][0][0] < 0
+        assert [x for x in book_notes(cons, payee) if x[1] == d][0][0] > 0
+    assert all(s["entries"].get("rejected", 0) == 0 for s in st.values())
+    # checkpoints of every bank went through the log and every bank holds them
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cps = cons.get("BKC", "/v1/consortium/checkpoints")["checkpoints"]
+        if {c["bank"] for c in cps} == set(BANKS4):
+            break
+        time.sleep(0.3)
+    assert {c["bank"] for c in cps} == set(BANKS4)
+
+
+def _race(cons: Consortium, jobs: list[tuple[str, bytes]]) -> list[httpx.Response]:
+    barrier = threading.Barrier(len(jobs))
+
+    def go(job: tuple[str, bytes]) -> httpx.Response:
+        barrier.wait()
+        return cons.upload(*job)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(go, jobs))
+
+
+def test_same_note_at_two_banks_at_once_settles_once(cons: Consortium) -> None:
+    payer, payee = cons.accounts["BKA-000002"], "BKB-000002"
+    b0 = (cons.balance(payer.id), cons.balance(payee))
+    note = payer.note(payee, 321)
+    rs = _race(cons, [("BKB", note), ("BKA", note)])
+    docs = [r.json() for r in rs]
+    assert [r.status_code for r in rs] == [200, 200], docs
+    assert {d["outcome"] for d in docs} == {"booked"}, docs
+    assert sorted(d["duplicate"] for d in docs) == [False, True], docs
+    again = cons.upload("BKC", note).json()  # a third bank, later: the first answer
+    assert again["outcome"] == "booked" and again["duplicate"] is True
+    cons.wait_caught_up()
+    assert (cons.balance(payer.id), cons.balance(payee)) == (b0[0] - 321, b0[1] + 321)
+    d = hashlib.sha256(note).digest()
+    assert [x[0] for x in book_notes(cons, payer.id) if x[1] == d] == [-321]
+    assert [x[0] for x in book_notes(cons, payee) if x[1] == d] == [321]
+
+
+def test_same_serial_in_two_notes_at_once_settles_at_most_once(cons: Consortium) -> None:
+    payer = cons.accounts["BKA-000003"]
+    n1 = payer.note("BKB-000003", 11, serial=900)
+    n2 = payer.note("BKC-000003", 22, serial=900)
+    before = cons.balance(payer.id)
+    rs = _race(cons, [("BKB", n1), ("BKC", n2)])
+    docs = [r.json() for r in rs]
+    assert [r.status_code for r in rs] == [200, 200], docs
+    assert sorted(d["outcome"] for d in docs) == ["booked", "refused"], docs
+    loser = next(d for d in docs if d["outcome"] == "refused")
+    assert loser["reason_code"] == codec.REASON_DOUBLE_ISSUE, loser
+    assert "900" in loser["reason"] and "BKA-000003" in loser["reason"], loser
+    assert loser["refusal"]
+    won = 11 if docs[0]["outcome"] == "booked" else 22
+    cons.wait_caught_up()
+    assert cons.balance(payer.id) == before - won
+    payer_book = [x for x in book_notes(cons, payer.id) if x[0] in (-11, -22)]
+    assert len(payer_book) == 1
+
+
+def _endorsements(cons: Consortium, note: bytes, banks: list[str], asker: str) -> list[bytes]:
+    out = []
+    for b in banks:
+        path = "/v1/consortium/validate"
+        h = cons.signer(asker).headers(b, "POST", path, None, note)
+        h["content-type"] = "application/octet-stream"
+        r = cons.http.post(cons.url(b) + path, content=note, headers=h)
+        assert r.status_code == 200, r.text
+        out.append(bytes.fromhex(r.json()["endorsement"]))
+    return out
+
+
+def test_forged_or_thin_entries_are_rejected_by_every_bank(cons: Consortium) -> None:
+    """BKD writes two entries straight into etcd: one with a forged endorsement of BKC, one
+    with the payer's bank's endorsement only. Every bank rejects both and reports BKD."""
+    acc = cons.accounts
+    etcd = Etcd(cons.etcd_urls)
+    try:
+        note1 = acc["BKA-000004"].note("BKB-000004", 70)
+        ends = _endorsements(cons, note1, ["BKA", "BKB", "BKC"], "BKD")
+        e = codec.decode(ends[2], codec.ENDORSEMENT)
+        sig = bytearray(e.sigs["seal"])
+        sig[7] ^= 0x40
+        e.sigs["seal"] = bytes(sig)
+        ends[2] = codec.encode(e)
+        o1 = codec.decode(note1, codec.NOTE)
+        nid1 = lsum.note_id(o1.signer, o1.serial)
+        key1 = cons.prefix + ent.note_key(nid1)
+        assert etcd.create_if_absent(key1, ent.NoteEntry(note1, ends, "BKD").encode()).created
+
+        note2 = acc["BKA-000004"].note("BKC-000004", 80)
+        o2 = codec.decode(note2, codec.NOTE)
+        nid2 = lsum.note_id(o2.signer, o2.serial)
+        thin = _endorsements(cons, note2, ["BKA"], "BKD")
+        key2 = cons.prefix + ent.note_key(nid2)
+        assert etcd.create_if_absent(key2, ent.NoteEntry(note2, thin, "BKD").encode()).created
+    finally:
+        etcd.close()
+    before = cons.balance("BKA-000004")
+    cons.wait_caught_up()
+    for b in BANKS4:
+        reports = cons.reports(b)
+        kinds = {(r["kind"], r["subject"], r["note_id"]) for r in reports}
+        assert ("forged-endorsement", "BKD", nid1.hex()) in kinds, (b, reports)
+        assert ("too-few-endorsements", "BKD", nid2.hex()) in kinds, (b, reports)
+        e1 = cons.get(b, f"/v1/consortium/entries/{nid1.hex()}")
+        e2 = cons.get(b, f"/v1/consortium/entries/{nid2.hex()}")
+        assert e1["state"] == "rejected" and "BKC" in e1["reason"], e1
+        assert e2["state"] == "rejected" and "too few" in e2["reason"], e2
+    assert cons.balance("BKA-000004") == before
+    # the payee's upload of the burnt note gets a clear answer
+    r = cons.upload("BKB", note1).json()
+    assert r["outcome"] == "refused" and "forged" in r["reason"], r
+
+
+class _Rogue(BaseHTTPRequestHandler):
+    forged: bytes = b""
+
+    def do_POST(self) -> None:  # noqa: N802
+        n = int(self.headers.get("content-length", 0))
+        note = self.rfile.read(n)
+        obj = codec.decode(note, codec.NOTE)
+        nid = lsum.note_id(obj.signer, obj.serial)
+        # an endorsement named BKD, sealed with a key that is not BKD's
+        from hubi.bank.records import BookKeys
+
+        body = make_endorsement(BookKeys("BKD", 123456789), 1, 0, nid, note_digest(note), True)
+        data = json.dumps({"endorsement": body.hex()}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_peer_that_forges_its_endorsements_is_reported(cons: Consortium) -> None:
+    """BKD's node is replaced by an impostor that answers with forged endorsements: the
+    payee's bank does not count them (the note settles with BKA, BKB and BKC) and reports BKD."""
+    d = cons.nodes["BKD"]
+    d.kill9()
+    server = ThreadingHTTPServer(("127.0.0.1", d.port), _Rogue)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        note = cons.accounts["BKA-000001"].note("BKB-000001", 9)
+        r = cons.upload("BKB", note).json()
+        assert r["outcome"] == "booked", r
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            reports = [x for x in cons.reports("BKB") if x["kind"] == "forged-endorsement"]
+            if any(x["subject"] == "BKD" and x["note_id"] is not None for x in reports):
+                break
+            time.sleep(0.1)
+        assert any(x["subject"] == "BKD" for x in reports), reports
+        assert any("does not verify" in x["detail"] for x in reports), reports
+    finally:
+        server.shutdown()
+        server.server_close()
+    d.start()
+    assert_agree_and_audit_clean(cons)  # BKD caught up with what it missed
+
+
+# ---------------------------------------------------------------------------------- faults
+
+
+@pytest.mark.slow
+def test_kill9_bank_node_and_etcd_member_during_a_stream(tmp_path: Path) -> None:
+    """A stream of interbank notes among 4 banks; kill -9 bank BKD's node, then the etcd leader;
+    bring both back. No acknowledged note is lost or booked twice; unanswered uploads retried
+    settle once; BKD catches up; all banks agree and their audits are clean."""
+    cluster = EtcdCluster(
+        tmp_path / "etcd",
+        durable=False,
+        heartbeat_ms=FAST_HEARTBEAT_MS,
+        election_ms=FAST_ELECTION_MS,
+    )
+    c = Consortium(tmp_path / "c", cluster.client_urls, settle_timeout=8.0)
+    try:
+        c.start()
+        users = [a for a in c.accounts if a.endswith(("000001", "000002", "000003"))]
+        notes: list[tuple[str, str, int, bytes]] = []
+        acked: dict[bytes, dict] = {}
+        failed: dict[bytes, str] = {}
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            http = httpx.Client(timeout=20)
+            while not stop.is_set():
+                payer, payee = rng.sample(users, 2)
+                if payer[:3] == payee[:3]:
+                    continue
+                with lock:
+                    note = c.accounts[payer].note(payee, rng.randint(1, 50))
+                    notes.append((payer, payee, 0, note))
+                bank = payee[:3]
+                try:
+                    r = http.post(
+                        c.url(bank) + "/v1/notes",
+                        content=note,
+                        headers={"content-type": "application/octet-stream"},
+                    )
+                    doc = r.json()
+                    if r.status_code == 200 and doc["outcome"] in ("booked", "pending"):
+                        acked[note] = doc
+                    else:
+                        failed[note] = f"{r.status_code} {doc.get('error') or doc.get('outcome')}"
+                except httpx.HTTPError as exc:
+                    failed[note] = type(exc).__name__
+            http.close()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2.0)
+        c.nodes["BKD"].kill9()
+        time.sleep(1.0)
+        with Etcd(cluster.client_urls) as probe:
+            st = list(probe.status(timeout=2).values())
+        leader = next(i for i, s in enumerate(st) if s.is_leader)
+        cluster.kill(leader)
+        time.sleep(2.0)
+        cluster.restart(leader)
+        c.nodes["BKD"].start()
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        assert len(acked) >= 10, (len(acked), list(failed.values())[:10])
+        # the merchants retry what was not answered: each is now settled (once) or refused
+        for note in list(failed):
+            obj = codec.decode(note, codec.NOTE)
+            r = c.upload(obj["payee"][:3], note)
+            assert r.status_code == 200, r.text
+            assert r.json()["outcome"] in ("booked", "pending"), r.json()
+        st = assert_agree_and_audit_clean(c)
+        counts = {b: s["entries"] for b, s in st.items()}
+        assert all(x == counts["BKA"] for x in counts.values()), counts
+        assert counts["BKA"].get("settled", 0) == len(acked) + len(failed), counts
+        # each note: exactly one debit and one credit, balances add up
+        expect = {a: FUNDS for a in users}
+        for payer, payee, _, note in notes:
+            amount = codec.decode(note, codec.NOTE)["amount"]
+            expect[payer] -= amount
+            expect[payee] += amount
+        for a in users:
+            ds = [d for _, d in book_notes(c, a)]
+            assert len(ds) == len(set(ds)), f"{a}: a note booked twice"
+            assert c.balance(a) == expect[a], a
+        assert c.nodes["BKD"].starts == 2
+    finally:
+        c.close()
+        cluster.stop()
