@@ -28,11 +28,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> TokenWorld:
 
 
 def raw_exchange(port: str, data: bytes, wait: float = 0.5) -> list[object]:
-    """Write raw bytes to the token; return the frames and events it sent back."""
+    """Write raw bytes to the token; return the frames and events it sent back (waits at least
+    `wait` seconds, and up to 5 s for an ERROR frame when a busy machine slows the token)."""
     with serial.Serial(port, 115200, timeout=0) as s:
         s.write(data)
-        time.sleep(wait)
-        return link.decode_frames(s.read(65536))
+        got = b""
+        start = time.monotonic()
+        while True:
+            time.sleep(0.05)
+            got += s.read(65536)
+            waited = time.monotonic() - start
+            if waited >= wait and (errors_in(link.decode_frames(got)) or waited > 5):
+                break
+            if waited >= wait and not data.startswith(P.SYNC) and waited > 1:
+                break  # plain garbage: nothing is answered
+        return link.decode_frames(got)
 
 
 def errors_in(items: list[object]) -> list[int]:
