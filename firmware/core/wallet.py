@@ -718,9 +718,11 @@ class Wallet:
 
 
 def _balance_value(plain):
-    """The balance plaintext: 8-byte big-endian minor units, a varint, or ASCII digits."""
+    """The balance plaintext: 8-byte big-endian signed minor units (the bank node's format,
+    host/hubi/bank/engine.py), else a varint or ASCII digits."""
     if len(plain) == 8:
-        return int.from_bytes(plain, "big")
+        v = int.from_bytes(plain, "big")
+        return v - (1 << 64) if v >= 1 << 63 else v
     try:
         s = bytes(plain).decode()
         if s and s.isdigit():

@@ -302,6 +302,10 @@ def keyboard_loop(sim: Simulator, out: Any = sys.stdout) -> None:
 
 
 def run_forever(sim: Simulator, keyboard: bool, echo: Iterable[str] = ()) -> int:
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)  # `kill` of the launcher stops the firmware too
     try:
         if keyboard:
             keyboard_loop(sim)
