@@ -15,6 +15,7 @@ import importlib.util
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -45,7 +46,9 @@ gen = _gen()
 
 @pytest.mark.slow
 @pytest.mark.parametrize("part", [0, 1])
-def test_camera_images_decode_to_the_exact_note_bytes(part: int) -> None:
+def test_camera_images_decode_to_the_exact_note_bytes(
+    part: int, record_property: Callable[[str, object], None]
+) -> None:
     seed = 20_251_001 + part
     t0 = time.monotonic()
     cases = list(gen.generate(seed, NOTES_PER_PART))
@@ -76,6 +79,8 @@ def test_camera_images_decode_to_the_exact_note_bytes(part: int) -> None:
     )
     for c in failed:
         print("  failed:", c.meta())
+    record_property("decode_rate", rate)
+    record_property("camera_images", images)
     assert rate >= REQUIRED, f"decode rate {rate:.1%} below {REQUIRED:.0%}"
 
 
