@@ -1,0 +1,157 @@
+"""`hubi consortium up --banks N` and `hubi consortium status --json` as a user runs them: real
+processes in a folder, a note settled between the banks, an etcd member killed (status says so),
+Ctrl-C (SIGINT) stops everything cleanly; a second `up` in the same folder brings the same
+consortium back and restarts a bank node that dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hubi.infra import _process
+from tests.consortium_support import load_accounts
+from tests.mpy import ROOT
+
+HUBI = [sys.executable, "-m", "hubi.cli"]
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _up(folder: Path, *extra: str) -> subprocess.Popen[bytes]:
+    return _process.spawn(
+        [*HUBI, "consortium", "up", "--banks", "2", "--accounts", "1", "--no-fsync", *extra],
+        log_path=folder / "up.log",
+        cwd=folder,
+    )
+
+
+def _wait_running(folder: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> dict:
+    path = folder / "hubi-consortium" / "up.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("up exited:\n" + _process.log_tail(folder / "up.log"))
+        if path.exists():
+            doc = json.loads(path.read_text())
+            if doc["state"] == "running" and doc["supervisor_pid"] == proc.pid:
+                return doc
+        time.sleep(0.2)
+    raise AssertionError("up did not start:\n" + _process.log_tail(folder / "up.log"))
+
+
+def _status(folder: Path) -> dict:
+    r = subprocess.run(
+        [*HUBI, "consortium", "status", "--json"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def _sigint_and_wait(proc: subprocess.Popen[bytes], folder: Path) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        code = proc.wait(60)
+    except subprocess.TimeoutExpired:
+        _process.kill9(proc)
+        raise AssertionError(
+            "up did not stop on SIGINT:\n" + _process.log_tail(folder / "up.log")
+        ) from None
+    assert code == 0, _process.log_tail(folder / "up.log")
+
+
+@pytest.mark.slow
+def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
+    proc = _up(tmp_path, "--no-restart")
+    try:
+        up = _wait_running(tmp_path, proc)
+        st = _status(tmp_path)
+        assert [b["id"] for b in st["banks"]] == ["BKA", "BKB"]
+        assert len(st["etcd"]) == 3
+        assert all(x["healthy"] is True for x in st["banks"] + st["etcd"]), st
+        assert st["healthy"] is True and st["supervisor"]["running"] is True
+
+        # an interbank note settles through the cluster
+        acc = load_accounts(tmp_path / "hubi-consortium" / "home")
+        note = acc["BKA-000001"].note("BKB-000001", 42)
+        url = {b["id"]: b["url"] for b in up["banks"]}["BKB"]
+        r = httpx.post(
+            url + "/v1/notes",
+            content=note,
+            headers={"content-type": "application/octet-stream"},
+            timeout=30,
+        )
+        assert r.status_code == 200 and r.json()["outcome"] == "booked", r.text
+
+        # one etcd member killed: status names it unhealthy, the rest stay healthy
+        victim = st["etcd"][1]
+        os.kill(victim["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            st = _status(tmp_path)
+            if not st["etcd"][1]["healthy"]:
+                break
+            time.sleep(0.3)
+        assert [m["healthy"] for m in st["etcd"]] == [True, False, True], st["etcd"]
+        assert all(b["healthy"] for b in st["banks"])
+        assert st["healthy"] is False
+
+        pids = [b["pid"] for b in up["banks"]] + [m["pid"] for m in up["etcd"]]
+        _sigint_and_wait(proc, tmp_path)
+        assert not [p for p in pids if _alive(p)], "processes left behind after Ctrl-C"
+        doc = json.loads((tmp_path / "hubi-consortium" / "up.json").read_text())
+        assert doc["state"] == "stopped"
+        st = _status(tmp_path)
+        assert not any(x["healthy"] for x in st["banks"] + st["etcd"])
+        assert st["supervisor"]["running"] is False
+
+        # the same folder again: same ports, the settled note is still there; a bank node that
+        # dies is restarted by the supervisor
+        proc = _up(tmp_path)
+        up2 = _wait_running(tmp_path, proc)
+        assert [b["url"] for b in up2["banks"]] == [b["url"] for b in up["banks"]]
+        st = _status(tmp_path)
+        assert st["healthy"] is True, st
+        assert all(b["entries"] == {"settled": 1} for b in st["banks"]), st["banks"]
+        old = up2["banks"][0]["pid"]
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = _status(tmp_path)
+            b0 = st["banks"][0]
+            if b0["healthy"] and b0["pid"] != old:
+                break
+            time.sleep(0.5)
+        assert st["banks"][0]["healthy"] and st["banks"][0]["pid"] != old, st["banks"]
+        pids = [b["pid"] for b in st["banks"]] + [m["pid"] for m in st["etcd"]]
+        _sigint_and_wait(proc, tmp_path)
+        assert not [p for p in pids if _alive(p)]
+    finally:
+        if proc.poll() is None:
+            _process.stop(proc, first=signal.SIGINT, grace=30)
+
+
+_ = ROOT
