@@ -1,0 +1,185 @@
+"""`hubi bank` and `hubi audit` end to end on a real home: init, accounts, funding, booking note
+files, show; audit verify / locate / recover / restore with JSON and exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hubi import kmc
+from hubi.cli import main
+from hubi_core import codec
+from tests.test_bank_support import make_url, postgres_server  # noqa: F401
+
+pytestmark = pytest.mark.xdist_group("bank-cli")
+
+
+def run(*args: str, code: int = 0) -> dict:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert res.exit_code == code, res.output
+    return json.loads(res.output) if "--json" in args else {"output": res.output}
+
+
+def _account(home: Path, account: str) -> tuple[int, codec.Obj]:
+    folder = home / "accounts"
+    priv = int.from_bytes((folder / f"{account}.secret").read_bytes(), "big")
+    return priv, codec.decode((folder / f"{account}.template").read_bytes(), codec.TEMPLATE)
+
+
+def _notes(
+    home: Path, folder: Path, payer: str, payee: str, count: int, first: int = 1
+) -> list[Path]:
+    priv, tpl = _account(home, payer)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for s in range(first, first + count):
+        note = codec.sign(
+            codec.make_note(tpl, s, 1_760_000_000 + s, 10 * s, payee, f"item {s}"), priv
+        )
+        p = folder / f"{payer}-{s:04d}.note"
+        p.write_bytes(codec.encode(note))
+        out.append(p)
+    return out
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    h = tmp_path_factory.mktemp("home")
+    kmc.create_home(h, ["BKA", "BKB"], seed=b"cli-test")
+    return h
+
+
+def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
+    h = str(home)
+    init = run("bank", "init", "--home", h, "--bank", "BKA", "--checkpoint-every", "16", "--json")
+    assert init["treasury_created"] and init["schema_version"] >= 1
+    assert not run("bank", "init", "--home", h, "--bank", "BKA", "--json")["treasury_created"]
+    assert (home / "banks" / "BKA" / "treasury.secret").stat().st_mode & 0o777 == 0o600
+    amy = run(
+        "bank", "open-account", "BKA-amy", "--home", h, "--bank", "BKA", "--fund", "5000", "--json"
+    )
+    assert amy["funding"]["status"] == "booked" and "secret" not in json.dumps(amy["template"])
+    run("bank", "open-account", "BKA-bo", "--home", h, "--bank", "BKA", "--json")
+    assert (home / "accounts" / "BKA-amy.secret").stat().st_mode & 0o777 == 0o600
+    run("bank", "fund", "BKA-bo", "700", "--home", h, "--bank", "BKA")
+    files = _notes(home, tmp_path / "notes", "BKA-amy", "BKA-bo", 12)
+    booked = run(
+        "bank",
+        "book",
+        str(tmp_path / "notes"),
+        "--home",
+        h,
+        "--bank",
+        "BKA",
+        "--batch",
+        "5",
+        "--json",
+    )
+    assert booked["ok"] and [o["status"] for o in booked["outcomes"]] == ["booked"] * 12
+    again = run("bank", "book", str(files[3]), "--home", h, "--bank", "BKA", "--json")
+    assert again["outcomes"][0]["replay"]
+    (tmp_path / "junk.note").write_bytes(b"\x01\x03\x01junk")
+    bad = run(
+        "bank", "book", str(tmp_path / "junk.note"), "--home", h, "--bank", "BKA", "--json", code=1
+    )
+    assert bad["outcomes"][0]["status"] == "rejected"
+    show = run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA", "--json")
+    assert show["balance"] == 5000 - sum(10 * s for s in range(1, 13)) and show["records"] == 13
+    assert "amy" in run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA")["output"]
+
+    db = home / "banks" / "BKA" / "bank.db"
+    url = f"sqlite:///{db}"
+    clean = run("audit", "verify", "--db", url, "--home", h, "--json")
+    assert (
+        clean["ok"]
+        and clean["checks"]["balances"] == "checked"
+        and clean["checks"]["checkpoints"] >= 1
+    )
+    assert run("audit", "verify", "--db", url, "--json", "--chain-only")["ok"]
+    assert "clean" in run("audit", "verify", "--db", url, "--trust", str(home / "trust"))["output"]
+
+    backup = tmp_path / "standby.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    shutil.copy(db, backup)
+    con = sqlite3.connect(db)
+    con.execute("DELETE FROM records WHERE book = 'BKA-amy' AND n = 7")
+    con.commit()
+    con.close()
+    bad = run("audit", "verify", "--db", url, "--home", h, "--json", code=1)
+    assert [(f["book"], f["record"], f["kind"]) for f in bad["findings"]] == [
+        ("BKA-amy", 7, "missing")
+    ]
+    human = run("audit", "verify", "--db", url, "--home", h, code=1)["output"]
+    assert "missing" in human and "BKA-amy #7" in human
+    loc = run("audit", "locate", "--db", url, "--book", "BKA-amy", "--home", h, "--json")
+    assert loc["record"] == 7 and loc["kind"] == "debit" and loc["delta"] == -60
+    payees = tmp_path / "payees.txt"
+    payees.write_text("\n".join([f"BKA-{i:08d}" for i in range(3000)] + ["BKA-bo"]) + "\n")
+    purposes = tmp_path / "purposes.txt"
+    purposes.write_text("\n".join([f"item {i}" for i in range(100)] + ["", "misc"]) + "\n")
+    found = run(
+        "audit",
+        "recover",
+        "--db",
+        url,
+        "--book",
+        "BKA-amy",
+        "--payees",
+        str(payees),
+        "--purposes",
+        str(purposes),
+        "--home",
+        h,
+        "--json",
+    )
+    assert found["found"] == 1
+    got = found["candidates"][0]
+    assert (got["payee"], got["serial"], got["amount"], got["purpose"], got["note_in_db"]) == (
+        "BKA-bo",
+        6,
+        60,
+        "item 6",
+        True,
+    )
+    restored = run(
+        "audit", "restore", "--db", url, "--backup", f"sqlite:///{backup}", "--home", h, "--json"
+    )
+    assert restored["ok"] and restored["restored"] == [{"book": "BKA-amy", "record": 7}]
+    assert run("audit", "verify", "--db", url, "--home", h, "--json")["ok"]
+    err = run("audit", "verify", "--db", "mysql://nope", "--json", code=2)
+    assert "sqlite:// or postgresql://" in err["message"]
+
+
+def test_bank_cli_on_postgresql(home: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    h = str(home)
+    url = make_url("postgresql", tmp_path, request)
+    run("bank", "init", "--home", h, "--bank", "BKB", "--db", url, "--json")
+    run(
+        "bank",
+        "open-account",
+        "BKB-cy",
+        "--home",
+        h,
+        "--bank",
+        "BKB",
+        "--db",
+        url,
+        "--fund",
+        "900",
+        "--json",
+    )
+    run("bank", "open-account", "BKB-di", "--home", h, "--bank", "BKB", "--db", url, "--json")
+    _notes(home, tmp_path / "n", "BKB-cy", "BKB-di", 3)
+    assert run(
+        "bank", "book", str(tmp_path / "n"), "--home", h, "--bank", "BKB", "--db", url, "--json"
+    )["ok"]
+    report = run("audit", "verify", "--db", url, "--home", h, "--json")
+    assert report["ok"] and report["records"] == 2 * 4 + 0
+    assert "***" in report["checks"]["database"] or "@" not in report["checks"]["database"]
