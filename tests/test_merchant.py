@@ -171,6 +171,8 @@ def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
     assert code == 2 and "decimal" in out["message"]
     code, out = hubi_json("merchant", "--home", h, "scan")
     assert code == 2 and "exactly one" in out["message"]
+    code, out = hubi_json("merchant", "--home", h, "scan", "--camera", "97", "--timeout", "1")
+    assert code == 2 and "camera 97" in out["message"]  # no such camera: a clear error
     blank = tmp_path / "blank.png"
     qrscan.cv2.imwrite(str(blank), np.full((100, 100), 255, np.uint8))
     code, out = hubi_json("merchant", "--home", h, "scan", "--image", str(blank))

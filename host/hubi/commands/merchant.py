@@ -301,17 +301,20 @@ def scan(
         _fail(as_json, "choose exactly one of --camera N, --image FILE..., --video FILE")
     sources: Iterator[Any] | list[Any]
     thorough = True
-    if camera is not None:
-        sources = _deadline(qrscan.frames_from_camera(camera), timeout)
-        thorough = False
-        count = count or 1
-        what = f"camera {camera}"
-    elif video is not None:
-        sources = qrscan.frames_from_video(video)
-        what = str(video)
-    else:
-        sources = scan_mod.image_paths([*images, *more])
-        what = f"{len(sources)} image(s)"
+    try:
+        if camera is not None:
+            sources = _deadline(qrscan.frames_from_camera(camera), timeout)
+            thorough = False
+            count = count or 1
+            what = f"camera {camera}"
+        elif video is not None:
+            sources = qrscan.frames_from_video(video)
+            what = str(video)
+        else:
+            sources = scan_mod.image_paths([*images, *more])
+            what = f"{len(sources)} image(s)"
+    except _errors() as exc:
+        _fail(as_json, exc)
 
     results: list[Any] = []
     last_prog: dict[str, int] = {}
