@@ -130,6 +130,31 @@ def min_heap(world: TokenWorld, profile: str = "m5stack_core") -> int | None:
     return None
 
 
+def min_heap_payment(world: TokenWorld, profile: str) -> int | None:
+    """Smallest heap (8 KB steps from 128 KB) where a provisioned token boots and pays."""
+    for kb in range(128, 385, 8):
+        state = world.provisioned(PAYER, cap=10**9)
+        sim = world.sim(state, profile, heapsize=f"{kb}k")
+        try:
+            sim.start()
+            sim.wait_ready(10)
+            from hubi.token.client import TokenClient
+
+            with TokenClient.open(sim.port, timeout_ms=5000, retries=0) as tok:
+                req = world.request(PAYEE, 100)
+                if profile == "headless":
+                    tok.pay(req)
+                    tok.confirm_pay("1234")
+                else:
+                    world.pay(sim, tok, req, "1234", wheel=False)
+            return kb * 1024
+        except Exception:  # noqa: BLE001 - MemoryError on the token shows up as any link error
+            continue
+        finally:
+            sim.stop()
+    return None
+
+
 def frames_per_board(nbytes: int) -> dict[str, str]:
     from hubi.token.sim import FIRMWARE
 
@@ -243,6 +268,9 @@ def main() -> int:
             print(
                 f"smallest heap for provisioning + payment (m5stack_core profile): {res['min_heap']}"
             )
+            res["min_heap_payment"] = {p: min_heap_payment(world, p) for p in PROFILES}
+            for p, v in res["min_heap_payment"].items():  # type: ignore[union-attr]
+                print(f"smallest heap for boot + one payment ({p}): {v}")
         if not args.no_callgrind:
             res["callgrind"] = callgrind(world, tmp)
             for k, v in res["callgrind"].items():  # type: ignore[union-attr]

@@ -253,3 +253,16 @@ def test_provisioning_checks(world: TokenWorld) -> None:
         assert out["state"] == "ready" and out["transport_key"] is None
         with pytest.raises(RuntimeError):
             world.provision(tok, PAYER, "1234")
+
+
+def test_payments_do_not_grow_the_heap(world: TokenWorld) -> None:
+    """Five payments in a row: what stays in the heap after each (gc.collect in GET_INFO)
+    does not grow: caches are trimmed, notes live in flash."""
+    state = world.provisioned(PAYER)
+    used = []
+    with world.running(state, "headless") as (_sim, tok):
+        for _ in range(5):
+            tok.pay(world.request(PAYEE, 100))
+            tok.confirm_pay("1234")
+            used.append(-tok.info()["heap_free"])
+    assert max(used[1:]) - used[1] <= 2048, used
