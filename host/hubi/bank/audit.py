@@ -237,114 +237,124 @@ class _Auditor:
         names |= {r[0] for r in tx.all("SELECT DISTINCT book FROM records")}
         return sorted(names)
 
-    def _rows(self, book: str) -> Iterator[tuple[int, bytes, bytes]]:
+    def _rows(self, book: str) -> Iterator[list[tuple]]:
+        """The book's rows (n, body, hchain) in number order, in pages."""
         tx = self.store.reader()
-        last = None
-        while True:
-            if last is None:
-                rows = tx.all(
-                    "SELECT n, body, hchain FROM records WHERE book = ? ORDER BY n LIMIT ?",
-                    (book, _ROW_BATCH),
-                )
-            else:
-                rows = tx.all(
-                    "SELECT n, body, hchain FROM records WHERE book = ? AND n > ? ORDER BY n LIMIT ?",
-                    (book, last, _ROW_BATCH),
-                )
-            if not rows:
-                return
-            for n, body, hc in rows:
-                yield int(n), bytes(body), bytes(hc)
-            last = int(rows[-1][0])
+        rows = tx.all(
+            "SELECT n, body, hchain FROM records WHERE book = ? ORDER BY n LIMIT ?",
+            (book, _ROW_BATCH),
+        )
+        while rows:
+            yield rows
             if len(rows) < _ROW_BATCH:
                 return
+            rows = tx.all(
+                "SELECT n, body, hchain FROM records WHERE book = ? AND n > ? ORDER BY n LIMIT ?",
+                (book, rows[-1][0], _ROW_BATCH),
+            )
 
     def walk_book(self, book: str) -> None:
+        """Every check of one book, record by record (the hot loop of a chain-level audit)."""
         f = self.f
+        full = self.full
         head_row = self.store.reader().one(
             "SELECT n, ecode, hchain, statement, sig FROM books WHERE book = ?", (book,)
         )
-        prev = _Prev(0, rec.ZERO32, rec.ZERO16, True, 0)
+        head_n = int(head_row[0]) if head_row else None
+        sha256 = hashlib.sha256
+        from_bytes = int.from_bytes
         seen: dict[bytes, tuple[int, bool]] = {}  # identity -> (n, in place)
         notes_seen: dict[tuple[int, bytes], int] = {}
+        # the previous row: number, hchain, ecode (int), usable for links, balance
+        p_n, p_h, p_e, p_ok, p_bal = 0, rec.ZERO32, 0, True, 0
         expected = 1
-        last_in_place = 0
-        last_row = 0
-        in_place_rows: dict[
-            int, tuple[bytes, bytes]
-        ] = {}  # n -> (hchain, ecode) for the head check
-        head_n = int(head_row[0]) if head_row else None
-        for n, body, hc in self._rows(book):
-            self.records += 1
-            if self.progress and self.records % 10000 == 0:
-                self.progress(self.records)
-            while expected < n:
-                f.add(book, expected, "missing", f"no record {expected} in book {book}")
-                expected += 1
-            expected = max(expected, n + 1)
-            last_row = n
-            ident = hashlib.sha256(body).digest() if self.full else hc
-            # numbering: where this record belongs
-            try:
-                if len(body) < rec.BODY_FIXED:
-                    raise rec.RecordFormatError(f"record is {len(body)} bytes")
-                body_n = rec.body_n(body)
-                record = rec.Record.parse(body) if self.full else None
-            except rec.RecordFormatError as exc:
-                f.add(book, n, "altered", f"record bytes do not parse: {exc}")
-                prev = _Prev(n, hc, rec.ZERO16, False)
-                continue
-            in_place = body_n == n and (record is None or record.book == book)
-            if ident in seen:
-                first_n, first_in_place = seen[ident]
-                if in_place and not first_in_place:
-                    f.drop(book, first_n)
-                    f.add(book, first_n, "duplicated", f"copy of record {n}")
+        last_in_place = last_row = 0
+        last_hc = last_ec = b""
+        count = 0
+        for page in self._rows(book):
+            for n, body, hc in page:
+                n = int(n)
+                body = bytes(body)
+                hc = bytes(hc)
+                count += 1
+                if n != expected:
+                    while expected < n:
+                        f.add(book, expected, "missing", f"no record {expected} in book {book}")
+                        expected += 1
+                    expected = max(expected, n + 1)
                 else:
-                    f.add(book, n, "duplicated", f"copy of record {first_n}")
-                    prev = _Prev(n, hc, rec.ZERO16, False)
-                    continue
-            seen[ident] = (n, in_place)
-            if not in_place:
-                where = (
-                    body_n if (record is None or record.book == book) else f"{record.book}#{body_n}"
-                )
-                f.add(book, n, "reordered", f"record {n}'s place holds record {where}")
-                prev = _Prev(n, hc, rec.ZERO16, False)
-                continue
-            if head_n is not None and n > head_n:
-                f.add(book, n, "altered", f"record {n} is beyond the signed head ({head_n})")
-            ls = body[22:38]
-            ecode = body[38:54]
-            link = prev.usable and prev.n == n - 1
-            hash_ok = True
-            if link:
-                if rec.chain_hash(prev.hchain, n, body) != hc:
-                    hash_ok = False
+                    expected = n + 1
+                last_row = n
+                ident = sha256(body).digest() if full else hc
+                record = None
+                if len(body) < rec.BODY_FIXED:
                     f.add(
-                        book, n, "altered", "record bytes differ from those the hash chain recorded"
+                        book,
+                        n,
+                        "altered",
+                        f"record bytes do not parse: record is {len(body)} bytes",
                     )
-                if rec.xor16(prev.ecode, ls) != ecode:
-                    f.add(book, n, "altered", "ecode != ecode(n-1) XOR lsum (XOR chain broken)")
-            balance = None
-            if self.full:
-                assert record is not None
-                balance = self._full_checks(
-                    book,
-                    n,
-                    record,
-                    body,
-                    ident,
-                    hash_ok and link,
-                    notes_seen,
-                    prev if link else None,
-                )
-            prev = _Prev(n, hc, ecode, True, balance)
-            last_in_place = n
-            in_place_rows[n] = (hc, ecode)
-            if len(in_place_rows) > 2:
-                in_place_rows.pop(min(in_place_rows))
-        self._head_checks(book, head_row, last_in_place, last_row, in_place_rows)
+                    p_n, p_ok = n, False
+                    continue
+                body_n = from_bytes(body[2:10], "big")
+                if full:
+                    try:
+                        record = rec.Record.parse(body)
+                    except rec.RecordFormatError as exc:
+                        f.add(book, n, "altered", f"record bytes do not parse: {exc}")
+                        p_n, p_ok = n, False
+                        continue
+                in_place = body_n == n and (record is None or record.book == book)
+                first = seen.get(ident)
+                if first is not None:
+                    if in_place and not first[1]:
+                        f.drop(book, first[0])
+                        f.add(book, first[0], "duplicated", f"copy of record {n}")
+                    else:
+                        f.add(book, n, "duplicated", f"copy of record {first[0]}")
+                        p_n, p_ok = n, False
+                        continue
+                seen[ident] = (n, in_place)
+                if not in_place:
+                    where = (
+                        body_n
+                        if (record is None or record.book == book)
+                        else f"{record.book}#{body_n}"
+                    )
+                    f.add(book, n, "reordered", f"record {n}'s place holds record {where}")
+                    p_n, p_ok = n, False
+                    continue
+                if head_n is not None and n > head_n:
+                    f.add(book, n, "altered", f"record {n} is beyond the signed head ({head_n})")
+                ecode = from_bytes(body[38:54], "big")
+                link = p_ok and p_n == n - 1
+                hash_ok = True
+                if link:
+                    if sha256(p_h + n.to_bytes(8, "big") + body).digest() != hc:
+                        hash_ok = False
+                        f.add(
+                            book,
+                            n,
+                            "altered",
+                            "record bytes differ from those the hash chain recorded",
+                        )
+                    if p_e ^ from_bytes(body[22:38], "big") != ecode:
+                        f.add(book, n, "altered", "ecode != ecode(n-1) XOR lsum (XOR chain broken)")
+                balance = None
+                if full:
+                    assert record is not None
+                    prev = _Prev(p_n, p_h, p_e.to_bytes(16, "big"), p_ok, p_bal) if link else None
+                    balance = self._full_checks(
+                        book, n, record, body, ident, hash_ok and link, notes_seen, prev
+                    )
+                p_n, p_h, p_e, p_ok, p_bal = n, hc, ecode, True, balance
+                last_in_place, last_hc, last_ec = n, hc, body[38:54]
+            self.records += len(page)
+            if self.progress:
+                self.progress(self.records)
+        del count
+        tail = {last_in_place: (last_hc, last_ec)} if last_in_place else {}
+        self._head_checks(book, head_row, last_in_place, last_row, tail)
 
     def _full_checks(
         self,
@@ -600,6 +610,19 @@ class _Auditor:
         return AuditReport(self.bank, self.level, self.f.sorted(), books, self.records, self.checks)
 
 
+def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[tuple[str, int, str, str]], int]:
+    """One worker process's share of a chain-level audit (its own connection)."""
+    url, level, books = args
+    st = open_store(url, migrate=False)
+    try:
+        a = _Auditor(st, trust=None, keys=None, level=level, memo=None, progress=None)
+        for b in books:
+            a.walk_book(b)
+        return [(f.book, f.record, f.kind, f.detail) for f in a.f.sorted()], a.records
+    finally:
+        st.close()
+
+
 def audit(
     store: Store | str,
     *,
@@ -609,17 +632,31 @@ def audit(
     books: Iterable[str] | None = None,
     memo: AuditMemo | None = None,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> AuditReport:
     """Audit a bank database. ``trust`` checks notes and the bank key against the consortium;
     ``keys`` (the bank's private key) lets balances be opened and added up; ``level`` is
-    ``"chain"`` (numbering, hash chain, XOR chain, heads) or ``"full"`` (everything)."""
+    ``"chain"`` (numbering, hash chain, XOR chain, heads) or ``"full"`` (everything).
+    ``workers`` > 1 spreads a chain-level audit's books over that many processes."""
     own = not isinstance(store, Store)
     st = open_store(store, migrate=False) if own else store
     try:
         a = _Auditor(st, trust=trust, keys=keys, level=level, memo=memo, progress=progress)
         names = a.book_names(books)
-        for b in names:
-            a.walk_book(b)
+        if workers > 1 and level == "chain" and len(names) > 1:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("fork")
+            shares = [(st.url, level, names[i::workers]) for i in range(workers)]
+            with ctx.Pool(workers) as pool:
+                for found, count in pool.map(_audit_share, shares):
+                    a.records += count
+                    for book, record, kind, detail in found:
+                        a.f.add(book, record, kind, detail)
+            a.checks["workers"] = workers
+        else:
+            for b in names:
+                a.walk_book(b)
         if books is None and a.full:
             a.register()
         a.checks["database"] = display_url(st.url)

