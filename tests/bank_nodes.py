@@ -9,6 +9,7 @@ can kill -9 it, stop it with SIGTERM and restart it on the same port.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -77,16 +78,22 @@ def _build_world(dest: Path) -> None:
 _TEMPLATE_HOME: list[Path] = []
 
 
-@pytest.fixture
-def bank_world(tmp_path: Path) -> World:
-    """A private copy of a home with BKA, BKB and regulator PBOC (built once per worker)."""
+def copy_world(dest: Path) -> World:
+    """A private copy, at `dest`, of a home with BKA, BKB and regulator PBOC (built once per
+    worker process)."""
     if not _TEMPLATE_HOME:
         base = Path(tempfile.mkdtemp(prefix="hubi-bankworld-"))
+        atexit.register(shutil.rmtree, base, True)
         _build_world(base / "home")
         _TEMPLATE_HOME.append(base / "home")
-    home = tmp_path / "home"
-    shutil.copytree(_TEMPLATE_HOME[0], home)
-    return World(home, auth.load_regulator(home, "PBOC"))
+    shutil.copytree(_TEMPLATE_HOME[0], dest)
+    return World(dest, auth.load_regulator(dest, "PBOC"))
+
+
+@pytest.fixture
+def bank_world(tmp_path: Path) -> World:
+    """A private copy of a home with BKA, BKB and regulator PBOC."""
+    return copy_world(tmp_path / "home")
 
 
 def prepare_bank(

@@ -266,7 +266,12 @@ def test_openapi_and_health(bka):
     assert {"application/octet-stream", "application/json"} <= set(upload)
     h = node.health()
     assert h["status"] == "ok" and h["bank"] == "BKA" and h["role"] == "primary"
-    assert h["detail"]["store"] == "sqlite"
+    assert h["detail"]["store"] == "sqlite" and h["detail"]["checkpoint_every"] == 4
+    # --checkpoint-every is kept in the database: a restart with the flag changes it
+    assert node.stop() == 0
+    node.extra = ["--checkpoint-every", "3"]
+    node.start()
+    assert node.health()["detail"]["checkpoint_every"] == 3
 
 
 def test_postgres_node_and_graceful_shutdown(bank_world, nodes, postgres_db):

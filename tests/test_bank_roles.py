@@ -18,25 +18,24 @@ from hubi.bank import auth
 from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError
 from hubi_core import codec, suite
-from tests import bank_nodes
-from tests.bank_nodes import prepare_bank
-
-# fixtures used here (pytest finds them by name in this module)
-bank_world = bank_nodes.bank_world
-nodes = bank_nodes.nodes
-
+from tests.bank_nodes import NodeProcess, copy_world, prepare_bank
 
 BOOK = "/v1/accounts/{}/book"
 
 
-@pytest.fixture
-def node(bank_world, nodes, tmp_path):
-    db = str(tmp_path / "bka.db")
-    accts = prepare_bank(bank_world.home, "BKA", db, accounts=3, funds=5_000)
-    n = nodes(bank_world.home, "BKA", db).start()
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    """One node for the module (its state only grows: tests read, and write only where the
+    role is refused, or checkpoints)."""
+    base = tmp_path_factory.mktemp("roles")
+    world = copy_world(base / "home")
+    db = str(base / "bka.db")
+    accts = prepare_bank(world.home, "BKA", db, accounts=3, funds=5_000)
+    n = NodeProcess(world.home, "BKA", db, extra=["--access-log"]).start()
     c = BankClient(n.url)
     assert c.upload(accts["BKA-000001"].note("BKA-000002", 100, serial=1)).booked
-    return bank_world, n, accts
+    yield world, n, accts
+    n.close()
 
 
 def _err(fn, *args, **kw) -> BankError:
@@ -71,6 +70,9 @@ def test_regulator_reads_any_book_but_cannot_write(node):
         assert reg.book(acct)["records"]
         assert reg.account(acct)["account"] == acct
     assert reg.records([("BKA-000001", 1)])[0]["number"] == 1  # hot-backup records: allowed
+    report = reg.audit()  # verify chains: every link of every book
+    assert report["ok"] and report["records"] >= 8, report["summary"]
+    assert reg.audit(books=["BKA-000001"], chain_only=True)["ok"]
     # writes: refused by role, whatever they carry
     e = _err(reg.checkpoint_now)
     assert (e.status, e.code) == (403, "role-denied") and "regulator" in e.message
@@ -172,7 +174,7 @@ def test_unsigned_forged_replayed_stale_requests(node):
     assert "Traceback" not in n.log_text()
 
 
-def test_presented_template(node, bank_world):
+def test_presented_template(node):
     """A caller may present its Template; it must be sealed by a consortium bank and match."""
     world, n, accts = node
     a1 = accts["BKA-000001"]
@@ -211,3 +213,23 @@ def test_canonical_request_is_stable():
         b"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\n1760000000\n"
         b"0123456789abcdef\nBKA-000001"
     )
+
+
+def test_logs_hold_no_keys_nor_signatures(node):
+    """The node's log (with the access log on) never shows keys, signatures or bodies."""
+    world, n, accts = node
+    me = BankClient(n.url, accts["BKA-000001"].signer)
+    h = accts["BKA-000001"].signer.headers("BKA", "GET", BOOK.format("BKA-000001"))
+    assert httpx.get(n.url + BOOK.format("BKA-000001"), headers=h).status_code == 200
+    me.book("BKA-000001")
+    text = n.log_text()
+    assert "GET /v1/accounts/BKA-000001/book" in text  # the access log is on
+    secrets = [a.private.to_bytes(32, "big").hex() for a in accts.values()]
+    secrets += [
+        world.bank_signer("BKA").private.to_bytes(32, "big").hex(),
+        world.regulator.private.to_bytes(32, "big").hex(),
+        (world.home / "banks" / "BKA" / "treasury.secret").read_bytes()[:32].hex(),
+    ]
+    for s in secrets + [h["X-Hubi-Signature"], h["X-Hubi-Nonce"]]:
+        assert s not in text and s.upper() not in text
+    assert str(int.from_bytes(bytes.fromhex(secrets[0]), "big")) not in text

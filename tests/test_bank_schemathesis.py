@@ -21,7 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import checks as st_checks
 
 from hubi.bank import auth
-from tests.bank_nodes import NodeProcess, _build_world, prepare_bank
+from tests.bank_nodes import NodeProcess, copy_world, prepare_bank
 
 EXAMPLES = 12
 
@@ -50,8 +50,7 @@ class SignedAuth(requests.auth.AuthBase):
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     base = tmp_path_factory.mktemp("schemathesis")
-    home = base / "home"
-    _build_world(home)
+    home = copy_world(base / "home").home
     db = f"sqlite:///{base / 'bka.db'}"
     accts = prepare_bank(home, "BKA", db, accounts=3, funds=10_000, checkpoint_every=2)
     n = NodeProcess(home, "BKA", db).start()
