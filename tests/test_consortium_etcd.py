@@ -245,9 +245,10 @@ def test_a_peer_that_forges_its_endorsements_is_reported(cons: Consortium) -> No
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:
-        note = cons.accounts["BKA-000001"].note("BKB-000001", 9)
-        r = cons.upload("BKB", note).json()
-        assert r["outcome"] == "booked", r
+        for i in range(2):  # BKB asks BKA and one third bank, BKC and BKD in turn
+            note = cons.accounts["BKA-000001"].note("BKB-000001", 9 + i)
+            r = cons.upload("BKB", note).json()
+            assert r["outcome"] == "booked", r
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             reports = [x for x in cons.reports("BKB") if x["kind"] == "forged-endorsement"]

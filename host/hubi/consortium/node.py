@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -80,6 +81,7 @@ __all__ = ["ConsortiumNode", "PeerTransport", "SubmitResult"]
 
 DEFAULT_ENDORSE_TIMEOUT = 5.0
 DEFAULT_SETTLE_TIMEOUT = 10.0
+DEFAULT_HEDGE_DELAY = 0.25
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 
 
@@ -154,6 +156,7 @@ class ConsortiumNode:
         *,
         endorse_timeout: float = DEFAULT_ENDORSE_TIMEOUT,
         settle_timeout: float = DEFAULT_SETTLE_TIMEOUT,
+        hedge_delay: float = DEFAULT_HEDGE_DELAY,
         checkpoint_interval: float = 1.0,
         require_payee: bool = True,
         clock: Callable[[], float] = time.time,
@@ -166,6 +169,8 @@ class ConsortiumNode:
         self.transport = transport
         self.state = state
         self.endorse_timeout = endorse_timeout
+        self.hedge_delay = hedge_delay
+        self._rotation = itertools.count()
         self.settle_timeout = settle_timeout
         self.checkpoint_interval = checkpoint_interval
         self.require_payee = require_payee
@@ -320,48 +325,91 @@ class ConsortiumNode:
         return True, None, None
 
     # ----------------------------------------------------------------- collecting
+    def peer_order(self, payer_bank: str, payee_bank: str) -> list[str]:
+        """Peers to ask, in order: the payer's bank, the payee's bank, then the others in a
+        rotating order (so that the load of validation spreads over the third banks)."""
+        first = [b for b in (payer_bank, payee_bank) if b != self.bank]
+        others = [b for b in self.consortium.bank_ids() if b != self.bank and b not in first]
+        if others:
+            k = next(self._rotation) % len(others)
+            others = others[k:] + others[:k]
+        return first + others
+
     def collect(self, raw: bytes, obj: codec.Obj) -> tuple[Evaluation, list[EndorsementCheck]]:
-        """Ask every bank (this one locally) for its endorsement, in parallel; return as soon as
-        the policy is met, when it can no longer be met, or after ``endorse_timeout``."""
+        """Gather endorsements: this bank's own, and its peers' over the transport.
+
+        Hedged: first only as many peers as the policy needs (the payer's and the payee's bank
+        first), in parallel; one more for every peer that fails, refuses or answers with a
+        forgery; all the others if the first ones have not answered within ``hedge_delay``.
+        Returns as soon as the policy is met, when it can no longer be met, or after
+        ``endorse_timeout``."""
         nid = lsum.note_id(obj.signer, obj.serial)
         digest = note_digest(raw)
         payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
-        peers = [b for b in self.consortium.bank_ids() if b != self.bank]
-        futures = {
-            self._peers.submit(self.transport.validate, b, raw, self.endorse_timeout): b
-            for b in peers
-        }
+        order = self.peer_order(payer_bank, payee_bank)
+        named = [b for b in order if b in (payer_bank, payee_bank)]
+        need = max(self.consortium.quorum() - 1, len(named))
+        futures: dict[cf.Future[bytes], str] = {}
+        waiting = list(order)
+
+        def ask(n: int) -> None:
+            for _ in range(n):
+                if waiting:
+                    b = waiting.pop(0)
+                    f = self._peers.submit(self.transport.validate, b, raw, self.endorse_timeout)
+                    futures[f] = b
+
+        ask(need)
         checks: list[EndorsementCheck] = []
         problems: dict[str, str] = {}
         own = self.validate(raw)
         checks.append(self.verifier.check(own, nid, digest, self.bank))
         ev = self._eval(payer_bank, payee_bank, checks)
-        deadline = time.monotonic() + self.endorse_timeout
+        now = time.monotonic()
+        deadline = now + self.endorse_timeout
+        hedge_at = now + self.hedge_delay
+        processed: set[cf.Future[bytes]] = set()
         pending = set(futures)
-        while (
-            not ev.ok
-            and pending
-            and not self._hopeless(ev, payer_bank, payee_bank, pending, futures)
-        ):
-            left = deadline - time.monotonic()
-            if left <= 0:
+        while not ev.ok and (pending or waiting):
+            open_banks = {futures[f] for f in pending} | set(waiting)
+            if self._hopeless(ev, payer_bank, payee_bank, open_banks):
                 break
-            done, pending = cf.wait(pending, timeout=left, return_when=cf.FIRST_COMPLETED)
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            if waiting and (now >= hedge_at or not pending):
+                ask(len(waiting))
+                pending = set(futures) - processed
+            until = hedge_at if waiting else deadline
+            done, _ = cf.wait(
+                pending,
+                timeout=max(0.0, min(until, deadline) - now),
+                return_when=cf.FIRST_COMPLETED,
+            )
             for f in done:
+                processed.add(f)
                 bank = futures[f]
                 try:
                     answer = f.result()
                 except PeerError as exc:
                     problems[bank] = str(exc)
+                    ask(1)
                     continue
                 except Exception as exc:  # a transport bug must not hang the upload
                     problems[bank] = f"{type(exc).__name__}: {exc}"
+                    ask(1)
                     continue
                 c = self.verifier.check(answer, nid, digest, bank)
                 if not c.valid:
                     self._report_forged(bank, nid, c.problem or "invalid endorsement")
+                if not c.endorses:
+                    ask(1)
                 checks.append(c)
+            pending = set(futures) - processed
             ev = self._eval(payer_bank, payee_bank, checks)
+        for bank in waiting:
+            if not ev.ok:
+                problems.setdefault(bank, "not asked (the policy could no longer be met)")
         for f in pending:
             bank = futures[f]
             if ev.ok:
@@ -399,18 +447,15 @@ class ConsortiumNode:
         )
 
     def _hopeless(
-        self,
-        ev: Evaluation,
-        payer_bank: str,
-        payee_bank: str,
-        pending: set[cf.Future[bytes]],
-        futures: dict[cf.Future[bytes], str],
+        self, ev: Evaluation, payer_bank: str, payee_bank: str, open_banks: set[str]
     ) -> bool:
-        """True if the policy can no longer be met whatever the pending banks answer."""
+        """True if the policy can no longer be met whatever the banks still open answer."""
         if payer_bank in ev.refusers or (self.require_payee and payee_bank in ev.refusers):
             return True
-        possible = set(ev.endorsers) | {futures[f] for f in pending}
+        possible = set(ev.endorsers) | open_banks
         ok, _ = self.consortium.quorum_ok(sorted(possible), payer_bank, payee_bank)
+        if ok and self.require_payee and payee_bank not in possible:
+            return True
         return not ok
 
     def _report_forged(self, bank: str, nid: bytes, problem: str) -> None:

@@ -7,7 +7,8 @@ configuration says where the log is and how to reach the peers:
     {"orderer": "etcd", "etcd": ["http://127.0.0.1:2379", ...],   # own member first
      "peers": {"BKB": "http://127.0.0.1:8702", ...},              # default: consortium file
      "state": "consortium.db",                                    # relative to the bank's folder
-     "endorse_timeout": 5.0, "settle_timeout": 10.0, "checkpoint_interval": 1.0}
+     "endorse_timeout": 5.0, "settle_timeout": 10.0, "checkpoint_interval": 1.0,
+     "hedge_delay": 0.25}                # ask more peers if the first have not answered
     {"orderer": "embedded", "path": "../../consortium/log.db"}    # one machine, no etcd
 
 ``attach(node, ...)`` (called from ``hubi.bank.server.build_node``) builds a
@@ -71,6 +72,7 @@ class NodeConfig:
     endorse_timeout: float = 5.0
     settle_timeout: float = 10.0
     checkpoint_interval: float = 1.0
+    hedge_delay: float = 0.25
 
     def to_json(self) -> str:
         doc = {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
@@ -168,6 +170,7 @@ def build_node(
         endorse_timeout=cfg.endorse_timeout,
         settle_timeout=cfg.settle_timeout,
         checkpoint_interval=cfg.checkpoint_interval,
+        hedge_delay=cfg.hedge_delay,
     )
 
 

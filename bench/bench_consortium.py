@@ -1,0 +1,225 @@
+"""Benchmark: interbank settlement through the consortium, 4 bank nodes + 3 etcd members on
+loopback (real processes: `hubi bank serve` ×4, etcd ×3, started as `hubi consortium up` does).
+
+    .venv/bin/python -m bench.bench_consortium [--banks 4] [--notes 400] [--clients 1,8,32]
+                                               [--no-fsync] [--json bench/out/consortium.json]
+
+One settlement = upload of a pre-signed interbank note at the payee's bank until its reply
+"booked": endorsements from every bank in parallel (policy: 3 of 4 with the payer's and the
+payee's bank), claim of the note id in etcd (txn create-if-absent), the payer's bank applies it
+from the log and books the debit, puts its signed BalanceNotice in the log, the payee's bank
+applies that and books the credit. Payers and payees are drawn at random from 16 accounts per
+bank, always at two different banks.
+
+Phases: `clients` closed-loop client threads each upload notes back to back (1 client = the
+latency of an idle consortium; more clients = throughput). Reported per phase: notes/s, latency
+p50/p90/p99/max; per bank: the stage timings the nodes record (collect endorsements, claim,
+wait for settlement, apply, engine debit/credit) and the CPU seconds each process used per
+settled note (from /proc), which is what decides how far it scales. Machine: CPU count and load
+average before/after (a shared machine: other work runs beside the benchmark).
+
+Nothing is asserted; bench/consortium.md discusses the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from hubi.consortium.supervisor import Supervisor, _consortium_status  # noqa: E402
+from hubi_core import codec  # noqa: E402
+
+ACCOUNTS = 16
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of a process (and its reaped children) in seconds, from /proc."""
+    if not pid:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(x) for x in fields[11:15]) / ticks
+
+
+def load_accounts(home: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in sorted((home / "accounts").glob("*.json")):
+        d = json.loads(p.read_text())
+        d["tpl"] = codec.decode(bytes.fromhex(d["template"]), codec.TEMPLATE)
+        d["priv"] = int(d["key"], 16)
+        d["serial"] = 0
+        out[d["account"]] = d
+    return out
+
+
+def make_notes(accounts: dict[str, dict[str, Any]], n: int, seed: int) -> list[tuple[str, bytes]]:
+    rng = random.Random(seed)
+    ids = sorted(accounts)
+    out = []
+    while len(out) < n:
+        payer, payee = rng.sample(ids, 2)
+        if payer[:3] == payee[:3]:
+            continue
+        a = accounts[payer]
+        a["serial"] += 1
+        obj = codec.make_note(a["tpl"], a["serial"], int(time.time()), rng.randint(1, 99), payee)
+        out.append((payee[:3], codec.encode(codec.sign(obj, a["priv"]))))
+    return out
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def run_phase(urls: dict[str, str], notes: list[tuple[str, bytes]], clients: int) -> dict[str, Any]:
+    lat: list[float] = []
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    it = iter(notes)
+
+    def worker() -> None:
+        http = httpx.Client(timeout=60)
+        while True:
+            with lock:
+                job = next(it, None)
+            if job is None:
+                break
+            bank, note = job
+            t = time.perf_counter()
+            r = http.post(
+                urls[bank] + "/v1/notes",
+                content=note,
+                headers={"content-type": "application/octet-stream"},
+            )
+            dt = time.perf_counter() - t
+            key = r.json().get("outcome") if r.status_code == 200 else f"http-{r.status_code}"
+            with lock:
+                lat.append(dt)
+                outcomes[key] = outcomes.get(key, 0) + 1
+        http.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {
+        "clients": clients,
+        "notes": len(lat),
+        "seconds": round(wall, 3),
+        "notes_per_s": round(len(lat) / wall, 1),
+        "latency_ms": {
+            "p50": round(pct(lat, 50) * 1000, 1),
+            "p90": round(pct(lat, 90) * 1000, 1),
+            "p99": round(pct(lat, 99) * 1000, 1),
+            "max": round(max(lat) * 1000, 1),
+            "mean": round(statistics.fmean(lat) * 1000, 1),
+        },
+        "outcomes": outcomes,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--banks", type=int, default=4)
+    ap.add_argument("--notes", type=int, default=400, help="notes per phase")
+    ap.add_argument("--clients", default="1,8,32", help="client threads per phase")
+    ap.add_argument("--no-fsync", action="store_true", help="etcd without fsync (not durable)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here too")
+    ap.add_argument("--keep", action="store_true", help="keep the state folder")
+    args = ap.parse_args()
+    phases = [int(x) for x in args.clients.split(",")]
+
+    folder = Path(tempfile.mkdtemp(prefix="hubi-bench-consortium-"))
+    sup = Supervisor(
+        folder,
+        args.banks,
+        accounts=ACCOUNTS,
+        funds=10_000_000,
+        durable=not args.no_fsync,
+        restart=False,
+        checkpoint_every=1000,
+        log_level="warning",
+    )
+    result: dict[str, Any] = {
+        "banks": args.banks,
+        "etcd_members": 3,
+        "etcd_fsync": not args.no_fsync,
+        "cpus": os.cpu_count(),
+        "load_before": os.getloadavg(),
+        "phases": [],
+    }
+    try:
+        t0 = time.perf_counter()
+        sup.prepare()
+        sup.start()
+        result["startup_s"] = round(time.perf_counter() - t0, 1)
+        urls = {b: bp.url for b, bp in sup.banks.items()}
+        accounts = load_accounts(sup.home)
+        warm = make_notes(accounts, 40, seed=0)
+        run_phase(urls, warm, 4)  # caches (payer keys, connections) warm
+        pids = {f"bank {b}": bp.proc.pid for b, bp in sup.banks.items() if bp.proc}
+        assert sup.cluster is not None
+        pids.update({f"etcd {m.name}": m.pid for m in sup.cluster.members})
+        for i, clients in enumerate(phases):
+            notes = make_notes(accounts, args.notes, seed=1 + i)
+            cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+            phase = run_phase(urls, notes, clients)
+            cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+            settled = max(1, phase["outcomes"].get("booked", 0))
+            phase["cpu_ms_per_note"] = {
+                k: round((cpu1[k] - cpu0[k]) / settled * 1000, 2) for k in pids
+            }
+            phase["cpu_ms_per_note_total"] = round(sum(phase["cpu_ms_per_note"].values()), 1)
+            result["phases"].append(phase)
+            print(json.dumps(phase), flush=True)
+        result["stages"] = {
+            b: (_consortium_status(u, sup.home, b) or {}).get("timings") for b, u in urls.items()
+        }
+        statuses = {b: _consortium_status(u, sup.home, b) or {} for b, u in urls.items()}
+        result["log_hash_agree"] = len({s.get("log_hash") for s in statuses.values()}) == 1
+        result["entries"] = {b: s.get("entries") for b, s in statuses.items()}
+    finally:
+        result["load_after"] = os.getloadavg()
+        sup.stop()
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    out = json.dumps(result, indent=1)
+    print(out)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(out + "\n")
+    print()
+    print("| clients | notes/s | p50 ms | p90 ms | p99 ms | CPU ms/note (all processes) |")
+    print("|---|---|---|---|---|---|")
+    for p in result["phases"]:
+        lm = p["latency_ms"]
+        print(
+            f"| {p['clients']} | {p['notes_per_s']} | {lm['p50']} | {lm['p90']} | {lm['p99']} "
+            f"| {p['cpu_ms_per_note_total']} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
