@@ -204,7 +204,7 @@ def pay_cmd(
         note = r.note
         if note is None:
             s = r.summary or {}
-            console.print(
+            (err_console if as_json else console).print(
                 f"pay [bold]{s.get('amount_text')}[/bold] to {s.get('payee')} {s.get('purpose', '')}"
             )
             if not yes and not click.confirm("confirm?", default=False):

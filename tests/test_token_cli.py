@@ -1,0 +1,72 @@
+"""`hubi token ...` against the simulator, the way a user runs it (headless profile: the PIN is
+given on the command line; screen boards take it on the device)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hubi.cli import main
+from hubi.token.harness import TokenWorld
+from hubi_core import codec
+from hubi_core.verify import verify_object
+
+pytestmark = pytest.mark.micropython
+PAYER = "BKA-000000000042"
+PAYEE = "BKB-000000000007"
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Exit code and stdout (JSON commands), or all the terminal output otherwise."""
+    r = CliRunner().invoke(main, ["token", *args])
+    return r.exit_code, r.stdout if "--json" in args else r.output
+
+
+def test_cli_provision_pay_info(tmp_path: Path) -> None:
+    world = TokenWorld(tmp_path / "w")
+    state = world.new_state()
+    sim = world.sim(state, "headless").start()
+    try:
+        sim.wait_ready()
+        port = str(sim.port)
+        code, out = run("info", "--port", port, "--json")
+        assert code == 0 and json.loads(out)["state"] == "blank"
+        code, out = run(
+            "provision", "--port", port, "--home", str(world.home), "--account", PAYER,
+            "--pin", "2468", "--allowance", "50000", "--json",
+        )  # fmt: skip
+        assert code == 0, out
+        info = json.loads(out)
+        assert info["state"] == "ready" and info["allowance"]["cap"] == 50000
+        assert "2468" not in out  # the PIN is never echoed
+        req = tmp_path / "req.bin"
+        req.write_bytes(world.request(PAYEE, 4321, "books"))
+        note_file = tmp_path / "note.bin"
+        code, out = run(
+            "pay", "--port", port, "--request", str(req), "--pin", "2468", "--yes",
+            "--out", str(note_file), "--json",
+        )  # fmt: skip
+        assert code == 0, out
+        note = note_file.read_bytes()
+        assert json.loads(out)["note"] == note.hex()
+        assert verify_object(note, world.trust).ok
+        assert codec.decode(note)["amount"] == 4321
+        code, out = run("notes", "--port", port, "--json")
+        assert code == 0 and json.loads(out)[0]["amount"] == 4321
+        code, out = run("note", "--port", port)
+        assert code == 0 and out.strip() == note.hex()
+        # a refusal is a clear message and a non-zero exit
+        req.write_bytes(world.request(PAYEE, 10**6))
+        code, out = run("pay", "--port", port, "--request", str(req), "--pin", "2468", "--yes")
+        assert code == 2 and "exceeds the offline allowance" in " ".join(out.split())
+        code, out = run("wipe", "--port", port, "--pin", "2468")
+        assert code == 0
+        code, out = run("info", "--port", port, "--json")
+        assert json.loads(out)["state"] == "blank"
+    finally:
+        sim.stop()
+    code, out = run("info", "--port", str(tmp_path / "no-such-port"))
+    assert code == 2 and "cannot talk to the token" in out
