@@ -111,13 +111,18 @@ def test_headless_payment_and_refusals(world: TokenWorld) -> None:
     state = world.provisioned(PAYER, cap=20000)
     with world.running(state, "headless") as (_sim, tok):
         assert tok.info()["screen"] is None
-        r = tok.pay(world.request(PAYEE, 5000))
+        first = world.request(PAYEE, 5000)
+        r = tok.pay(first)
         assert r.note is None and r.summary["payee"] == PAYEE and r.summary["amount"] == 5000
         with pytest.raises(ErrorReply) as e:
             tok.confirm_pay("9999")
         assert e.value.code == P.ERR_PIN_WRONG and "9 tries left" in e.value.text
         note = tok.confirm_pay("1234")
         check_note(world, note, 5000, 1)
+        # the same request again is not paid twice
+        with pytest.raises(ErrorReply) as e:
+            tok.pay(first)
+        assert e.value.code == P.ERR_STATE and "already paid by note #1" in e.value.text
         # no pending request any more
         with pytest.raises(ErrorReply) as e:
             tok.confirm_pay("1234")

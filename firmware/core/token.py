@@ -421,7 +421,10 @@ class Token:
                 return
             lines = []
             for h in items[::-1]:
-                lines.append("#%d %s %s" % (h["serial"], fmt.amount(h["amount"]), h["payee"]))
+                mark = " R" if h["receipt"] else ""
+                lines.append(
+                    "#%d %s %s%s" % (h["serial"], fmt.amount(h["amount"]), h["payee"], mark)
+                )
             ui.show_lines("History", lines)
         elif key == "balance":
             priv = self._ask_pin_loop("PIN for balance")

@@ -38,6 +38,8 @@ KEYS = "trust/keys.bin"
 CONS = "trust/consortium.json"
 BAL = "hist/bal"
 RCPT = "hist/rcpt"
+PAID = "hist/paid"  # digests of the last paid requests
+PAID_MAX = 16
 BALANCE_INFO = b"hubi/balance/1\x00"  # ECIES info prefix of a BalanceNotice's balance (+ payer)
 
 
@@ -515,6 +517,11 @@ class Wallet:
             raise WalletError(
                 P.ERR_EXPIRED, "request expired at %d (now %d)" % (req["expiry"], self.now())
             )
+        done = self.paid_serial(req.raw)
+        if done is not None:
+            raise WalletError(
+                P.ERR_STATE, "this request was already paid by note #%d (ask for a new one)" % done
+            )
         amount = req["amount"]
         self._check_spend(amount)
         return Payment(
@@ -554,8 +561,32 @@ class Wallet:
         raw = codec.encode(note)
         del note
         self._keep_note(serial, raw)
+        if pay.request is not None:
+            self._remember_request(pay.request, serial)
         gc.collect()
         return raw
+
+    # -------------------------------------------------------------- paid requests
+    def _paid(self):
+        try:
+            return self.records.get(PAID) or b""
+        except Corrupt:
+            return b""
+
+    def _remember_request(self, request, serial):
+        """Keep the digests of the last PAID_MAX paid requests (16 bytes + serial each), so
+        the same Request shown twice is not paid twice by mistake."""
+        entry = hashlib.sha256(bytes(request)).digest()[:16] + _u64(serial)
+        self.records.put(PAID, (self._paid() + entry)[-24 * PAID_MAX :])
+
+    def paid_serial(self, request):
+        """Serial of the note that already paid this request, or None."""
+        d = hashlib.sha256(bytes(request)).digest()[:16]
+        b = self._paid()
+        for i in range(0, len(b), 24):
+            if ct.equal(b[i : i + 16], d):
+                return int.from_bytes(b[i + 16 : i + 24], "big")
+        return None
 
     # ----------------------------------------------------------------------- history
     def _keep_note(self, serial, raw):
