@@ -40,7 +40,6 @@ def test_backoff_and_wipe_at_tenth(world: TokenWorld) -> None:
         # attempts 4..9 waited 40, 80, ... ms before the check
         for k, t in enumerate(times[3:]):
             assert t >= BACKOFF * (1 << k) / 1000 * 0.9, (k, times)
-        assert times[8] > times[2] + 1.0
         with pytest.raises(ErrorReply) as e:
             tok.confirm_pay("0000")
         assert e.value.code == P.ERR_WIPED
