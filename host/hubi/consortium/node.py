@@ -42,6 +42,7 @@ import concurrent.futures as cf
 import hashlib
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -189,6 +190,7 @@ class ConsortiumNode:
         self.published_checkpoint = 0
         self.started = False
         self._timings: dict[str, deque[float]] = {}
+        self._debits: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
 
     # ------------------------------------------------------------------------- timings
     @contextmanager
@@ -225,7 +227,16 @@ class ConsortiumNode:
             return
         self.started = True
         self._stop.clear()
-        for name, target in (("apply", self._apply_loop), ("checkpoints", self._publish_loop)):
+        for row in self.state.entries(ORDERED, limit=1_000_000):
+            res = (row.local or {}).get("result")
+            if ids.bank_of(row.payer) == self.bank and res:
+                entry = ent.DebitEntry(self.bank, bytes.fromhex(res), row.time)
+                self._debits.put((row.note_id, entry.encode()))
+        for name, target in (
+            ("apply", self._apply_loop),
+            ("checkpoints", self._publish_loop),
+            ("debits", self._debit_loop),
+        ):
             t = threading.Thread(target=target, name=f"hubi-{self.bank}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -793,13 +804,7 @@ class ConsortiumNode:
                 out = self.engine.debit(entry.note)
             result = self._debit_result(out, obj, nid)
             local = _local(out)
-            with self.timed("claim-debit"):
-                claim = self.orderer.claim(
-                    ent.debit_key(nid, self.bank),
-                    ent.DebitEntry(self.bank, result, now).encode(),
-                )
-            if not claim.created:
-                log.info("debit result of %s was already in the log", nid.hex()[:16])
+            local["result"] = result.hex()
         with self.state.apply(ev.revision, ev.key, ev.value, "n:ordered") as tx:
             tx.add_entry(
                 EntryRow(
@@ -822,6 +827,34 @@ class ConsortiumNode:
                     now,
                 )
             )
+        if local is not None:
+            # the signed result goes to the log from the debit publisher, so that applying the
+            # next events does not wait for this etcd round trip (start() re-queues results of
+            # entries still ordered, after a crash between here and the claim)
+            self._debits.put((nid, ent.DebitEntry(self.bank, result, now).encode()))
+
+    def _debit_loop(self) -> None:
+        """Put this bank's debit results into the log, retrying until the log takes them."""
+        while not self._stop.is_set():
+            try:
+                nid, value = self._debits.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            delay = 0.05
+            while not self._stop.is_set():
+                try:
+                    with self.timed("claim-debit"):
+                        claim = self.orderer.claim(ent.debit_key(nid, self.bank), value)
+                    if not claim.created and claim.value != value:
+                        detail = f"the debit key of note {nid.hex()[:16]} under {self.bank} holds another value"
+                        log.error("bank %s: %s", self.bank, detail)
+                        self.state.add_report("debit-key-taken", self.bank, nid, detail)
+                    break
+                except Exception as exc:
+                    self.last_error = f"publishing a debit result: {type(exc).__name__}: {exc}"
+                    log.warning("bank %s: %s", self.bank, self.last_error)
+                    self._stop.wait(delay)
+                    delay = min(delay * 2, 2.0)
 
     def _debit_result(self, out: eng_mod.Outcome, obj: codec.Obj, nid: bytes) -> bytes:
         """The payer's bank's signed result: its BalanceNotice if debited, else its Refusal."""
