@@ -11,7 +11,8 @@ frames are drawn with the firmware's own encoder and PNG writer (``hubi_core.qr`
 * rotation up to 30 degrees either way; perspective (corners jittered up to 10 %);
 * Gaussian or motion blur, sensor noise, low contrast, a glare spot, JPEG compression;
 * animated notes: the camera sees the loop in shuffled order, each frame two or three
-  times (about two turns of the loop), one frame never, and a finger partially covers a quarter of the captures.
+  times (about two turns of the loop), one frame never, and a thumb partially covers a
+  quarter of the captures.
 
 The same seed gives the same images. Used by tests/test_scan_robustness.py at test time (the
 images are not stored); run it by hand to look at the images:
@@ -46,7 +47,7 @@ from hubi_core import codec, png, qr, qrparts  # noqa: E402
 T0 = 1_760_000_000
 CAMERA = (640, 480)  # width, height of a VGA camera frame
 M_LO = 2.8  # fewest camera pixels per QR module
-SEEN = (2, 2, 3)  # how often the camera catches each frame of an animated loop
+SEEN = (2, 3, 3)  # how often the camera catches each frame of an animated loop
 OCCLUDED = 0.25  # share of animated captures with a finger over part of the code
 PURPOSES = [
     None,
@@ -209,9 +210,9 @@ def photograph(
     code_side = float(np.linalg.norm(code_quad[1] - code_quad[0]))
     if occlude:  # a finger over part of the code, coming in from one side
         a = rng.uniform(0, 2 * math.pi)
-        reach = rng.uniform(0.15, 0.35) * code_side
+        reach = rng.uniform(0.10, 0.25) * code_side
         tip = code_c + np.float32([math.cos(a), math.sin(a)]) * (code_side / 2 - reach)
-        axes = (int(code_side * rng.uniform(0.10, 0.16)), int(code_side))
+        axes = (int(code_side * rng.uniform(0.18, 0.32)), int(code_side))  # a thumb
         far = tip + np.float32([math.cos(a), math.sin(a)]) * axes[1]
         finger = np.zeros((h, w), np.float32)
         cv2.ellipse(

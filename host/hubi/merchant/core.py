@@ -123,6 +123,11 @@ class Merchant:
     def currency(self) -> str:
         return self.identity.currency
 
+    @property
+    def template_bytes(self) -> bytes:
+        """The account's bank-sealed Template (what the bank's open_account() takes)."""
+        return codec.encode(self.identity.template)
+
     # ---------------------------------------------------------------------- link 1
     def request(
         self,
