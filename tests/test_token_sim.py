@@ -271,3 +271,24 @@ def test_payments_do_not_grow_the_heap(world: TokenWorld) -> None:
             tok.confirm_pay("1234")
             used.append(-tok.info()["heap_free"])
     assert max(used[1:]) - used[1] <= 2048, used
+
+
+def test_damaged_counter_stops_signing_until_a_new_allowance(world: TokenWorld) -> None:
+    """A ctr.bin that fails its MAC is never read as "serial 1": nothing is signed until the
+    bank loads an allowance, whose first_serial restarts the serials above the known ones."""
+    from hubi.token.provision import make_allowance
+
+    state = world.provisioned(PAYER)
+    ctr = state / "flash" / "ctr.bin"
+    raw = bytearray(ctr.read_bytes())
+    raw[12] ^= 0x40
+    ctr.write_bytes(bytes(raw))
+    with world.running(state, "headless") as (_sim, tok):
+        with pytest.raises(ErrorReply) as e:
+            tok.pay(world.request(PAYEE, 100))
+        assert e.value.code == P.ERR_STORAGE and "serial counter is damaged" in e.value.text
+        bank = kmc.load_bank_identity(world.home, "BKA")
+        a = make_allowance(bank, PAYER, 5000, 100, int(time.time()) + 3600, serial=1 << 41)
+        assert tok.load_allowance(codec.encode(a))["first_serial"] == 100
+        tok.pay(world.request(PAYEE, 100))
+        check_note(world, tok.confirm_pay("1234"), 100, 100)

@@ -221,9 +221,14 @@ class Wallet:
         return self.account is not None
 
     def _load_counter(self):
+        """ctr.bin; a damaged one (never a torn write: writes are atomic) reads as "no
+        allowance", so nothing is signed until the bank loads a new allowance whose
+        first_serial restarts the serials above every note it knows of."""
+        self.counter_damaged = False
         try:
             body = self.records.get(CTR)
         except Corrupt:
+            self.counter_damaged = True
             body = None
         return Counter.from_bytes(body) if body else Counter()
 
@@ -465,8 +470,11 @@ class Wallet:
                 % (a.serial, c.allow_serial),
             )
         self._apply_allowance(c, a)
+        if not c.account:
+            c.account = self.account
         self.records.put(ALLOW, a.raw)
         self._save_counter(c)
+        self.counter_damaged = False
         return self.info()["allowance"]
 
     def _copy_counter(self):
@@ -480,6 +488,11 @@ class Wallet:
     def _check_spend(self, amount):
         c = self.counter
         if not c.allow_serial:
+            if getattr(self, "counter_damaged", False):
+                raise WalletError(
+                    P.ERR_STORAGE,
+                    "the serial counter is damaged: the bank must load a new allowance",
+                )
             raise WalletError(P.ERR_ALLOWANCE, "no offline allowance loaded: load one while online")
         if c.expiry and self.clock.is_set() and self.now() > c.expiry:
             raise WalletError(P.ERR_ALLOWANCE, "offline allowance #%d expired" % c.allow_serial)
