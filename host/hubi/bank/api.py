@@ -365,6 +365,20 @@ def _decode_upload(body: bytes, content_type: str) -> bytes:
     )
 
 
+def _store_down() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the database is unreachable or busy (503, not a bug)."""
+    import sqlite3
+
+    from hubi.bank.store import StoreError
+
+    out: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return out
+    return out + (psycopg.OperationalError,)
+
+
 def _codec_api_error(exc: CodecError) -> ApiError:
     code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
     return ApiError(400, code, f"{type(exc).__name__}: {exc}")
@@ -452,6 +466,11 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, _store_down()):
+            log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return _reply(
+                503, "store-unavailable", f"database unavailable ({type(exc).__name__})", None
+            )
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _reply(500, "internal", f"internal error ({type(exc).__name__})", None)
 
