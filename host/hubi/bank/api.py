@@ -506,7 +506,7 @@ def create_app(node: Node) -> FastAPI:
             return await run_in_threadpool(
                 node.authenticator.authenticate,
                 request.method,
-                request.url.path,
+                request.scope["path"],  # percent-decoded, as the client signs it
                 qs,
                 headers,
                 body,
