@@ -70,3 +70,41 @@ def test_cli_provision_pay_info(tmp_path: Path) -> None:
         sim.stop()
     code, out = run("info", "--port", str(tmp_path / "no-such-port"))
     assert code == 2 and "cannot talk to the token" in out
+
+
+def test_sim_command_keyboard_mode(tmp_path: Path) -> None:
+    """`hubi token sim` on a terminal: prints the pty path, forwards key presses to the
+    firmware's input, q quits and stops the firmware."""
+    import os
+    import pty
+    import subprocess
+    import sys
+    import time
+
+    master, slave = pty.openpty()
+    state = tmp_path / "tok"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hubi.cli", "token", "sim", "--state", str(state),
+         "--profile", "m5stack_core", "--keyboard"],
+        stdin=slave, stdout=slave, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        out = b""
+        deadline = time.monotonic() + 30
+        while b"keys:" not in out and time.monotonic() < deadline:  # keyboard mode is on
+            out += os.read(master, 1024)
+        assert b"token simulator (m5stack_core) on /dev/pts/" in out
+        for key in (b"\x1b[B", b"\r", b"7", b"\x7f"):
+            os.write(master, key)
+            time.sleep(0.15)
+        os.write(master, b"q")
+        assert proc.wait(20) == 0
+        events = (state / "input.txt").read_text().split()
+        assert events == ["down", "ok", "7", "back"]
+        log = (state / "sim.log").read_text()
+        assert "ready: sim:m5stack_core" in log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +284,10 @@ def keyboard_loop(sim: Simulator, out: Any = sys.stdout) -> None:
         raise SimError("keyboard mode needs a terminal on stdin (or pass --script FILE)")
     old = termios.tcgetattr(fd)
     tty.setcbreak(fd)
+    out.write(
+        "keys: arrows or w/s move, Enter = OK, Backspace = BACK, digits, p = enter, q quits\n"
+    )
+    out.flush()
     try:
         while sim.running():
             data = os.read(fd, 8)
@@ -301,7 +304,7 @@ def keyboard_loop(sim: Simulator, out: Any = sys.stdout) -> None:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)
 
 
-def run_forever(sim: Simulator, keyboard: bool, echo: Iterable[str] = ()) -> int:
+def run_forever(sim: Simulator, keyboard: bool) -> int:
     def _term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
@@ -314,4 +317,10 @@ def run_forever(sim: Simulator, keyboard: bool, echo: Iterable[str] = ()) -> int
                 time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    return sim.stop() or 0
+    if sim.running():  # the user quit: stop the firmware, success
+        sim.stop()
+        return 0
+    rc = sim.stop() or 0  # the firmware ended by itself: report how
+    if rc:
+        sys.stderr.write(f"token firmware exited with {rc}; log: {sim.log_path}\n{sim.tail()}\n")
+    return 1 if rc else 0
