@@ -153,11 +153,16 @@ def provision_cmd(
                 cap or None,
                 days,
                 first_serial,
-                progress=None if as_json else lambda n, d, t: None,
+                progress=None if as_json else _upload_progress,
             )
         except (RuntimeError, OSError, ValueError) as e:
             _fail(str(e))
         _out(out, as_json, _print_info)
+
+
+def _upload_progress(name: str, done: int, total: int) -> None:
+    if done == total:
+        err_console.print(f"uploaded {name} ({total} bytes)")
 
 
 @token.command("allowance")
