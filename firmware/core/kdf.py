@@ -4,9 +4,10 @@ MicroPython has hashlib.sha256 but no hmac module and no hash copy(), so PBKDF2 
 here with the HMAC pads prepared once: one iteration is two SHA-256 objects (four compression
 functions). The output equals CPython's hashlib.pbkdf2_hmac (tests/test_token_core.py).
 
-Cost (bench/token.md): about 3 us per iteration on the unix port of an x86-64 host; on an
-ESP32 at 240 MHz roughly 60-80 us (hashlib runs in C, the loop in the interpreter), so the
-default 10,000 iterations take about 0.7 s there. The device secret is mixed in after PBKDF2
+Cost (bench/token.md): the default 10,000 iterations take 7-13 ms on the unix port of an
+x86-64 host (an unlock, with its two counter writes), 32.5 million x86-64 instructions by
+callgrind, projected at about 0.3 s on an ESP32 at 240 MHz (hashlib runs in C, the loop in the
+interpreter). Boards can raise kdf_iterations: every 10,000 more add about 0.3 s per PIN entry. The device secret is mixed in after PBKDF2
 (HKDF-Extract with the device secret as salt), so a copy of the keystore alone cannot be
 brute-forced without the device secret; a full flash dump can (6-digit PIN: 10^6 x 10^4
 SHA-256 pairs, minutes on a GPU). That is why ESP32 flash encryption matters (hardware/).
