@@ -103,6 +103,7 @@ class Panel(Display):
         self.y_off = y_off
         self.madctl = madctl
         self._line = bytearray(512)
+        self._line_colour = -1
         self._cmd = bytearray(1)
         self._win = bytearray(4)
         self._cell = bytearray(8 * 4 * 8 * 4 * 2)  # one glyph at scale 4, RGB565
@@ -172,12 +173,14 @@ class Panel(Display):
         if w <= 0 or h <= 0:
             return
         v = RGB.get(c, c)
-        hi = v >> 8
-        lo = v & 0xFF
         line = self._line
-        for i in range(0, len(line), 2):
-            line[i] = hi
-            line[i + 1] = lo
+        if v != self._line_colour:  # refill the 512-byte line only when the colour changes
+            hi = v >> 8
+            lo = v & 0xFF
+            for i in range(0, len(line), 2):
+                line[i] = hi
+                line[i + 1] = lo
+            self._line_colour = v
         self.window(x, y, w, h)
         self._select(True)
         self.dc.value(0)
