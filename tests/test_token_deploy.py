@@ -82,8 +82,9 @@ def test_flash_dry_run_and_image_check(tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     lines = r.output.strip().splitlines()
-    assert lines[0].endswith("--chip esp32 --port /dev/ttyUSB0 erase_flash")
-    assert lines[1].endswith(f"write_flash -z 0x1000 {img}")
+    erase, write = dep._esptool_names()
+    assert lines[0].endswith(f"--chip esp32 --port /dev/ttyUSB0 {erase}")
+    assert lines[1].endswith(f"{write} -z 0x1000 {img}")
     bad = tmp_path / "notes.txt"
     bad.write_text("hello")
     r = CliRunner().invoke(

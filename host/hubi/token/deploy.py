@@ -63,13 +63,26 @@ def flash_commands(
     check_image(firmware, chip)
     esptool = _exe("esptool")
     base = [esptool, "--chip", chip, "--port", port]
+    erase_cmd, write_cmd = _esptool_names()
     cmds = []
     if erase:
-        cmds.append(base + ["erase_flash"])
+        cmds.append(base + [erase_cmd])
     cmds.append(
-        base + ["--baud", str(baud), "write_flash", "-z", hex(FLASH_OFFSET[chip]), str(firmware)]
+        base + ["--baud", str(baud), write_cmd, "-z", hex(FLASH_OFFSET[chip]), str(firmware)]
     )
     return cmds
+
+
+def _esptool_names() -> tuple[str, str]:
+    """esptool 5 renamed erase_flash/write_flash to erase-flash/write-flash (the old names
+    still work there, with a warning; esptool 4 knows only the old ones)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major = int(version("esptool").split(".")[0])
+    except (PackageNotFoundError, ValueError):
+        major = 4
+    return ("erase-flash", "write-flash") if major >= 5 else ("erase_flash", "write_flash")
 
 
 def bundle_for(board: str, out: Path | None = None, force: bool = False) -> Path:
