@@ -22,6 +22,7 @@ from hubi.consortium.service import EmbeddedConsortium
 from hubi.consortium.state import ConsortiumState
 from hubi.consortium.transport import LocalPeerTransport
 from hubi_core import codec, lsum
+from tests.bank_nodes import nodes  # noqa: F401
 from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
 from tests.servers import etcd, etcd_cluster, etcd_prefix  # noqa: F401
 
@@ -423,3 +424,30 @@ def test_etcd_orderer_contract(etcd_cluster, etcd_prefix) -> None:  # noqa: F811
 def test_peer_errors_name_the_bank() -> None:
     err = PeerError("BKC", "unreachable")
     assert str(err) == "bank BKC: unreachable"
+
+
+def test_bank_node_processes_over_the_embedded_orderer(tmp_path: Path, nodes) -> None:  # noqa: F811
+    """No etcd: two `hubi bank serve` processes share the embedded SQLite orderer named in the
+    consortium file (HOME/consortium/log.db) and settle an interbank note between them."""
+    import httpx
+
+    made = {b: nodes(tmp_path / "home", b, name=b) for b in ("BKA", "BKB", "BKC", "BKD")}
+    acc = make_home(
+        tmp_path / "home",
+        BANKS4,
+        endpoints={b: [n.url] for b, n in made.items()},
+        orderer="embedded",
+    )
+    for n in made.values():
+        n.start()
+    note = acc["BKA-000001"].note("BKB-000001", 12)
+    r = httpx.post(
+        made["BKB"].url + "/v1/notes",
+        content=note,
+        headers={"content-type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and r.json()["outcome"] == "booked", r.text
+    assert (tmp_path / "home" / "consortium" / "log.db").exists()
+    same = httpx.post(made["BKA"].url + "/v1/notes", content=note, timeout=30).json()
+    assert same["outcome"] == "booked" and same["duplicate"] is True
