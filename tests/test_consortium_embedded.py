@@ -147,10 +147,11 @@ def test_same_serial_in_two_notes_settles_at_most_once(world) -> None:
 
 def test_payer_bank_refusal_bounces_before_ordering(world) -> None:
     ec, acc = world
-    out = ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", FUNDS * 10))
+    out = ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", FUNDS * 3))
     assert out["outcome"] == "bounced"
     assert out["reason_code"] == codec.REASON_INSUFFICIENT_FUNDS
     assert out["reason"].startswith("BKA refused")
+    assert str(FUNDS) not in out["reason"]  # the payer's balance is not told to the payee
     refusal = codec.decode(bytes.fromhex(out["refusal"]), codec.REFUSAL)
     assert refusal.signer == "BKB" and refusal["reason_code"] == codec.REASON_INSUFFICIENT_FUNDS
     assert SqliteOrderer(ec.orderer_path).revision() == 0  # nothing was ordered

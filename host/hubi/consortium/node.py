@@ -312,6 +312,9 @@ class ConsortiumNode:
             except eng_mod.MalformedNote as exc:
                 return False, codec.REASON_FORMAT, str(exc)
             if not v.ok:
+                if v.reason_code == codec.REASON_INSUFFICIENT_FUNDS:
+                    # the engine's text names the balance: not for peers and merchants
+                    return False, v.reason_code, f"{payer} cannot cover {obj['amount']}"
                 return False, v.reason_code, v.reason
             if self.bank == payer_bank:
                 other = self.state.endorse_once(nid, digest)
