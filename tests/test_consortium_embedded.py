@@ -174,6 +174,7 @@ def test_debit_bounces_when_funds_went_meanwhile(world) -> None:
     row = b.wait_final(nid, 10)
     assert row is not None and row.state == "bounced", row
     assert row.reason_code == codec.REASON_INSUFFICIENT_FUNDS
+    assert "cannot cover" in row.reason and str(FUNDS - 100) not in row.reason
     wait_all(ec)
     assert {n.state.entry(nid).state for n in ec.nodes.values()} == {"bounced"}
     assert ec.engine("BKB").balance("BKB-000001") == FUNDS

@@ -868,6 +868,10 @@ class ConsortiumNode:
                     return again.balance_notice
                 raise ConsortiumError(f"debit of {nid.hex()[:16]} booked but has no BalanceNotice")
             return out.balance_notice
+        if out.reason_code == codec.REASON_INSUFFICIENT_FUNDS:
+            # the engine's Refusal names the payer's balance; the log is read by every bank
+            why = f"{obj.signer} cannot cover {obj['amount']}"
+            return self._refusal(obj.signer, obj["payee"], nid, out.reason_code, why)
         if out.refusal is not None:
             return out.refusal
         return self._refusal(
