@@ -80,6 +80,7 @@ def test_upload_outcomes_notices_and_books(bka):
     # bounced: the payer cannot cover it; the Refusal is bank-signed and names the reason
     big = anyone.upload(a3.note(a2.id, 10_001, serial=1))
     assert big.outcome == "bounced" and big.reason_code == codec.REASON_INSUFFICIENT_FUNDS
+    assert "10000" not in big.reason and "10,000" not in big.reason  # no balance to the payee
     ref = codec.decode(big.refusal, codec.REFUSAL)
     assert verify.verify_object(ref, trust).ok and ref["payee"] == a2.id
     assert anyone.upload(a3.note(a2.id, 10_001, serial=1)).duplicate  # bounced, idempotent

@@ -230,7 +230,7 @@ class EngineBackend:
             "outcome": outcome_name(out),
             "status": out.status,
             "reason_code": out.reason_code,
-            "reason": out.reason,
+            "reason": _public_reason(out),
             "reason_name": codec.REASON_NAMES.get(out.reason_code) if out.reason_code else None,
             "refusal": out.refusal.hex() if out.refusal else None,
             "duplicate": bool(out.replay),
@@ -393,6 +393,13 @@ class EngineBackend:
                 record_json(int(s), b, int(n), bytes(body), bytes(h)) for s, b, n, body, h in rows
             ],
         }
+
+
+def _public_reason(out: eng_mod.Outcome) -> str | None:
+    """The refusal reason as told to whoever uploaded: never the payer's balance."""
+    if out.reason_code == codec.REASON_INSUFFICIENT_FUNDS:
+        return f"insufficient funds: {out.payer} cannot cover {out.amount}"
+    return out.reason
 
 
 def _stored_json(r: eng_mod.StoredRecord) -> dict[str, Any]:
