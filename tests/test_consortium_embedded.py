@@ -45,13 +45,27 @@ def world(tmp_path: Path):
 
 
 def wait_all(ec: EmbeddedConsortium, timeout: float = 10.0) -> int:
-    """Every node applied the whole log; returns the revision (and checks the hashes agree)."""
-    head = SqliteOrderer(ec.orderer_path).revision()
-    for n in ec.nodes.values():
-        assert n.wait_applied(head, timeout), f"{n.bank} stuck at {n.applied_revision()}"
-    hashes = {n.state.log_hash() for n in ec.nodes.values()}
-    assert len(hashes) == 1, "banks disagree about the log"
-    return head
+    """Every node applied the whole log (checkpoints keep arriving: until all stand at the same
+    revision); returns it, after checking that the banks' log hashes agree there."""
+    orderer = SqliteOrderer(ec.orderer_path)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            head = orderer.revision()
+            for n in ec.nodes.values():
+                assert n.wait_applied(head, max(0.1, deadline - time.monotonic())), (
+                    f"{n.bank} stuck at {n.applied_revision()} < {head}"
+                )
+            with_hash = {
+                n.bank: (n.applied_revision(), n.state.log_hash()) for n in ec.nodes.values()
+            }
+            if len({r for r, _ in with_hash.values()}) == 1:
+                assert len({h for _, h in with_hash.values()}) == 1, "banks disagree about the log"
+                return head
+            assert time.monotonic() < deadline, with_hash
+            time.sleep(0.05)
+    finally:
+        orderer.close()
 
 
 def test_interbank_notes_settle_and_banks_agree(world) -> None:
@@ -321,17 +335,18 @@ def test_node_resumes_from_its_last_applied_revision(world, tmp_path: Path) -> N
     d = ec.nodes["BKD"]
     assert ec.submit("BKD", acc["BKA-000001"].note("BKD-000001", 1))["outcome"] == "booked"
     wait_all(ec)
-    stopped_at = d.applied_revision()
     d.close()
+    prefix = ec.trust.consortium.log_prefix().encode()
+    path = ec.home / "banks" / "BKD" / "consortium.db"
+    stopped_at = ConsortiumState(path, f"embedded:{prefix.decode()}").applied_revision()
     for tr in ec.transports.values():
         tr.down.add("BKD")
     for i in range(5):
         out = ec.submit("BKB", acc["BKC-000001"].note("BKB-000001", 10 + i))
         assert out["outcome"] == "booked"
+    assert SqliteOrderer(ec.orderer_path).revision() > stopped_at + 5
     # a new node on the same state file resumes where the old one stopped
-    prefix = ec.trust.consortium.log_prefix().encode()
-    bdir = ec.home / "banks" / "BKD"
-    state = ConsortiumState(bdir / "consortium.db", f"embedded:{prefix.decode()}")
+    state = ConsortiumState(path, f"embedded:{prefix.decode()}")
     assert state.applied_revision() == stopped_at
     tr = LocalPeerTransport("BKD", ec.nodes)
     d2 = ConsortiumNode(
