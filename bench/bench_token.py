@@ -260,7 +260,7 @@ def main() -> int:
                 f"(encode {m['qr_encode_ms']:.0f})  request->QR {m['request_to_qr_ms']:.0f} ms  "
                 f"heap boot {r['heap_used_boot']} after {r['heap_used_after_payment']}"
             )
-        res["frames"] = frames_per_board(472)
+        res["frames"] = frames_per_board(401)
         for k, v in res["frames"].items():  # type: ignore[union-attr]
             print(f"frames {k:18} {v}")
         if not args.no_minheap:

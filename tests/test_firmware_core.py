@@ -127,11 +127,11 @@ def test_amount_format() -> None:
 
 def test_qr_plan_rule() -> None:
     """Single QR when it fits at >= min_px with the quiet zone; else parts <= version 7."""
-    p = plan(472, 320, 240, "M", 2)
+    p = plan(401, 320, 240, "M", 2)
     assert p.single and p.scale >= 2
-    p = plan(472, 240, 240, "M", 3)
+    p = plan(401, 240, 240, "M", 3)
     assert not p.single and p.version <= 7 and p.scale >= 3
-    p = plan(472, 240, 240, "M", 2)
+    p = plan(401, 240, 240, "M", 2)
     assert p.single
 
 
