@@ -20,7 +20,7 @@ from hubi import kmc
 from hubi.token import provision as prov
 from hubi.token.client import TokenClient
 from hubi.token.sim import Simulator, wheel_presses
-from hubi_core import codec
+from hubi_core import codec, ids
 
 FAST = {"kdf_iterations": 1000, "pin_backoff_ms": 40}
 
@@ -54,6 +54,45 @@ class TokenWorld:
         )
         codec.sign(req, p.private)
         return codec.encode(req)
+
+    def balance_notice(self, note: bytes, balance: int, serial: int = 9) -> bytes:
+        """The payer's bank's BalanceNotice for `note` (balance sealed to the payer's key)."""
+        from hubi_core import ecies
+        from hubi_core.verify import verify_object
+
+        n = codec.decode(note, codec.NOTE)
+        bank = kmc.load_bank_identity(self.home, ids.bank_of(n.signer))
+        payer_key = verify_object(note, self.trust).key
+        blob = ecies.seal(
+            payer_key, balance.to_bytes(8, "big"), b"hubi/balance/1\x00" + n.signer.encode()
+        )
+        values = {
+            "amount": n["amount"],
+            "payee": n["payee"],
+            "payer": n.signer,
+            "note_id": codec.note_id(n.signer, n.serial),
+            "balance": blob,
+        }
+        bn = codec.Obj(codec.BALANCE, bank.bank, serial, int(time.time()), values)
+        codec.sign(bn, bank.private)
+        return codec.encode(bn)
+
+    def receipt(self, note: bytes, serial: int = 3) -> bytes:
+        """The payee's Receipt for `note`."""
+        n = codec.decode(note, codec.NOTE)
+        p = self.payee(n["payee"])
+        values = {
+            "template": p.template,
+            "amount": n["amount"],
+            "purpose": n.get("purpose"),
+            "payer": n.signer,
+            "note_id": codec.note_id(n.signer, n.serial),
+        }
+        if values["purpose"] is None:
+            del values["purpose"]
+        rc = codec.Obj(codec.RECEIPT, n["payee"], serial, int(time.time()), values)
+        codec.sign(rc, p.private)
+        return codec.encode(rc)
 
     # ------------------------------------------------------------------ simulators
     def new_state(self, name: str | None = None) -> Path:
