@@ -15,6 +15,7 @@ import hashlib
 import os
 
 from hubi_core import ec
+from hubi_core.ct import hmac_sha256
 
 SUITE_ID = 1
 SIG_LEN = 64
@@ -23,22 +24,6 @@ HALF_N = ec.N >> 1
 
 def _sha256(data):
     return hashlib.sha256(data).digest()
-
-
-_IPAD = int.from_bytes(b"\x36" * 64, "big")
-_OPAD = int.from_bytes(b"\x5c" * 64, "big")
-
-
-def hmac_sha256(key, msg):
-    """HMAC-SHA-256 (RFC 2104); MicroPython has no hmac module."""
-    if len(key) > 64:
-        key = _sha256(key)
-    k = int.from_bytes(key, "big") << (8 * (64 - len(key)))  # right-padded with zeros
-    inner = hashlib.sha256((k ^ _IPAD).to_bytes(64, "big"))
-    inner.update(msg)
-    outer = hashlib.sha256((k ^ _OPAD).to_bytes(64, "big"))
-    outer.update(inner.digest())
-    return outer.digest()
 
 
 def _bits2int(digest):
@@ -195,13 +180,34 @@ def use_backend(name):
 if _ossl:
     _CURVE = _cec.SECP256R1()
 
+    # Parsed key objects, cached: a bank verifies the same few keys (its peers', its customers')
+    # over and over, and parsing + validating a point costs more than the verification.
+    _KEY_CACHE_MAX = 4096
+    _pub_cache = {}
+    _priv_cache = {}
+
     def _ossl_private(priv):
-        return _cec.derive_private_key(priv, _CURVE)
+        # Signing keys are few (a bank's own key, a merchant's); deriving one costs a scalar
+        # multiplication, so keep the parsed objects (in this process only, never written out).
+        key = _priv_cache.get(priv)
+        if key is None:
+            key = _cec.derive_private_key(priv, _CURVE)
+            if len(_priv_cache) >= 64:
+                _priv_cache.clear()
+            _priv_cache[priv] = key
+        return key
 
     def _ossl_public(pub):
+        key = _pub_cache.get(pub)
+        if key is not None:
+            return key
         if len(pub) == 65 or len(pub) == 33:
             ec.decode_point(pub)  # our own validation first: same error text on both back ends
-            return _cec.EllipticCurvePublicKey.from_encoded_point(_CURVE, bytes(pub))
+            key = _cec.EllipticCurvePublicKey.from_encoded_point(_CURVE, bytes(pub))
+            if len(_pub_cache) >= _KEY_CACHE_MAX:
+                _pub_cache.clear()
+            _pub_cache[bytes(pub)] = key
+            return key
         raise ValueError("point encoding must be 33 (compressed) or 65 (uncompressed) bytes")
 
     def _ossl_public_key(priv):
