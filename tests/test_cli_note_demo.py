@@ -85,22 +85,56 @@ def test_note_show_without_trust_says_so(tmp_path: Path, bundle: Path) -> None:
     assert json.loads(out)["verification"]["ok"] is None
 
 
+@pytest.mark.slow
 def test_demo_json_summary(tmp_path: Path) -> None:
+    """`hubi demo --json` from the command line: the whole story on the embedded defaults."""
     hubi = Path(sys.executable).parent / "hubi"
+    workdir = tmp_path / "demo"
     proc = subprocess.run(
-        [str(hubi), "demo", "--workdir", str(tmp_path / "demo"), "--json"],
+        [str(hubi), "demo", "--workdir", str(workdir), "--json"],
         capture_output=True,
         text=True,
         timeout=600,
         stdin=subprocess.DEVNULL,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["ok"] is True
+    assert summary["notes_signed"] == summary["notes_accepted"] == summary["notes_booked"] == 1
+    assert summary["audit"]["ok"] is True and summary["audit"]["banks"] == {
+        "BKA": True,
+        "BKB": True,
+    }
+    assert summary["payer_balance_shown_by_token"] == 50_000 - 1250
     files = summary["files"]
     note = Path(files["note"]).read_bytes()
-    assert codec.decode(note, codec.NOTE)
-    # the PNG the demo left decodes to exactly the note's bytes
+    obj = codec.decode(note, codec.NOTE)
+    assert obj["amount"] == 1250 and obj["payee"] == "BKB-000000000007"
+    assert len(note) <= 420
+    # the PNG the demo left, and the token's own animated frames in any order, give the note
     assert qrscan.collect([Path(files["note_png"])]) == note
-    code, out = run("note", "show", files["note_png"], "--json")
+    frames = [Path(p) for p in files["frames"]]
+    assert len(frames) >= 2 and all(p.exists() for p in frames)
+    assert qrscan.collect(frames[::-1]) == note
+    assert qrscan.collect(frames[len(frames) // 2 :] + frames[: len(frames) // 2]) == note
+    code, out = run("note", "show", files["note_png"], "--trust", files["trust"], "--json")
     assert code == 0 and json.loads(out)["verification"]["ok"] is True
+    # every bank's database audits clean from the command line too
+    assert set(files["bank_db"]) == {"BKA", "BKB"}
+    for url in files["bank_db"].values():
+        code, out = run("audit", "verify", "--db", url, "--trust", files["trust"], "--json")
+        assert code == 0, out
+        assert json.loads(out)["ok"] is True
+    # a second run reuses the folder; a foreign non-empty folder is refused untouched
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    bad = subprocess.run(
+        [str(hubi), "demo", "--workdir", str(foreign), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert bad.returncode == 1 and "not made by hubi demo" in json.loads(bad.stdout)["error"]
+    assert (foreign / "keep.txt").read_text() == "mine"

@@ -1,21 +1,42 @@
-"""The end-to-end story `make demo` tells, on one machine with the embedded defaults."""
+"""The end-to-end story `make demo` tells, on one machine with the embedded defaults.
+
+KMCs and two banks (BKA, BKB) with a signed consortium file and the embedded orderer; both bank
+nodes run as real `hubi bank serve` processes; the payer's token is the real firmware in the
+MicroPython simulator, provisioned over a pseudo-terminal; the merchant asks for payment, the
+token draws its note as animated QR frames (PNG), the merchant scans those images offline,
+uploads, the banks settle the interbank note, notices flow back, and every book audits clean.
+"""
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from hubi import kmc as kmc_mod
 from hubi import qrscan
-from hubi_core import codec, qr, verify
+from hubi_core import codec, qr
 
 PAYER = "BKA-000000000042"
-PAYEE = "BKB-000000000007"
-CURRENCY = "CNY"
+MERCHANT = "BKB-000000000007"
+BANKS = ("BKA", "BKB")
+PIN = "2468"
+OPENING_BALANCE = 50_000  # 500.00 CNY from BKA's treasury
+ALLOWANCE = 20_000  # the token may sign 200.00 CNY offline
+PRICE = 1250
+PURPOSE = "coffee+cake"
+PROFILE = "esp32_st7789_240"  # 240x240 screen: the note is shown as animated QR frames
+
+MARKER = ".hubi-demo"
 
 Say = Callable[[str], None]
+
+
+class DemoError(RuntimeError):
+    """A step of the story did not turn out as it must."""
 
 
 def _write(path: Path, data: bytes) -> str:
@@ -23,79 +44,243 @@ def _write(path: Path, data: bytes) -> str:
     return str(path)
 
 
+@contextmanager
+def _bank_nodes(home: Path, run_dir: Path, ports: dict[str, int]) -> Iterator[dict[str, Any]]:
+    from hubi.consortium.supervisor import BankProcess
+
+    nodes = {b: BankProcess(b, ports[b], home, run_dir) for b in BANKS}
+    try:
+        for node in nodes.values():
+            node.spawn()
+        for node in nodes.values():
+            node.wait_ready(60.0)
+        yield nodes
+    finally:
+        for node in nodes.values():
+            node.stop()
+
+
 def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
-    """Run the story in `workdir`; returns the JSON summary (files, checks, figures)."""
+    """Run the story in `workdir` (emptied first); returns the JSON summary."""
+    from hubi.bank.audit import audit
+    from hubi.bank.auth import bank_signer
+    from hubi.bank.client import BankClient
+    from hubi.bank.engine import BankEngine
+    from hubi.consortium.supervisor import init_home
+    from hubi.infra.ports import free_ports
+    from hubi.merchant import Merchant, init_from_bank_home
+    from hubi.token import provision as prov
+    from hubi.token.client import TokenClient
+    from hubi.token.sim import Simulator
+
     workdir = Path(workdir).resolve()
+    if workdir.exists() and any(workdir.iterdir()):
+        if not (workdir / MARKER).exists():
+            raise DemoError(
+                f"{workdir} is not empty and was not made by hubi demo; pick another --workdir"
+            )
+        shutil.rmtree(workdir)  # a previous demo run: start afresh
     workdir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
-    now = int(time.time())
+    (workdir / MARKER).write_text("made by hubi demo; the next run empties this folder\n")
+    home = workdir / "home"
+    files: dict[str, Any] = {}
+    t_start = time.monotonic()
 
-    say("1. Two banks, BKA and BKB, each set up a KMC (32x32 CPK matrix) and a signing key.")
-    kmcs = {bank: kmc_mod.Kmc.create(bank) for bank in ("BKA", "BKB")}
-    consortium, banks = kmc_mod.make_consortium("hubi-demo", kmcs, time=now)
-    trust_dir = workdir / "trust"
-    kmc_mod.save_trust(trust_dir, consortium, {b: k.public for b, k in kmcs.items()})
-    trust = kmc_mod.load_trust(trust_dir)
-    files["trust"] = str(trust_dir)
-    files["consortium"] = str(trust_dir / "consortium.json")
-    say(
-        f"   consortium file signed by both founders; public matrices {len(kmcs['BKA'].public.to_bytes()):,} bytes each"
+    # 1 ---------------------------------------------------------------------------- banks
+    say("[bold]1. Two banks set up their KMCs and sign a consortium file.[/bold]")
+    ports = dict(zip(BANKS, free_ports(len(BANKS))))
+    trust = init_home(
+        home,
+        list(BANKS),
+        name="hubi-demo",
+        endpoints={b: [f"http://127.0.0.1:{p}"] for b, p in ports.items()},
+        orderer="embedded",
     )
+    files["trust"] = str(home / "trust")
+    files["consortium"] = str(home / "trust" / "consortium.json")
+    say("   each bank: a 32x32 CPK matrix, its own key; one embedded orderer (SQLite) for both")
 
-    say(f"2. BKA opens the payer's account {PAYER}; BKB opens the merchant's account {PAYEE}.")
-    accounts = {}
-    for serial, (account, bank) in enumerate(((PAYER, "BKA"), (PAYEE, "BKB")), start=1):
-        priv, sep = kmcs[bank].issue(account)
-        tpl = codec.make_template(bank, serial, now, account, CURRENCY, sep)
-        codec.sign(tpl, banks[bank].private)
-        files[f"template_{account}"] = _write(
-            workdir / f"template-{account}.bin", codec.encode(tpl)
+    # 2 ------------------------------------------------------------------------- accounts
+    say(
+        f"[bold]2. BKA opens the payer's account {PAYER} and funds it; BKB opens the "
+        f"merchant's account {MERCHANT}.[/bold]"
+    )
+    bank_db = {b: str(kmc_mod.bank_dir(home, b) / "bank.db") for b in BANKS}
+    ident = {b: kmc_mod.load_bank_identity(home, b) for b in BANKS}
+    with BankEngine(bank_db["BKA"], ident["BKA"], trust) as eng:
+        tkey = eng.setup_treasury(kmc_mod.load_kmc(home, "BKA"))
+        kmc_mod.write_secret(
+            kmc_mod.bank_dir(home, "BKA") / "treasury.secret", tkey.to_bytes(32, "big")
         )
-        accounts[account] = (priv, tpl)
-    say("   each template carries the account's separating public key under its bank's seal")
-
-    say("3. The merchant asks for 12.50 CNY for 'coffee+cake'.")
-    payee_priv, payee_tpl = accounts[PAYEE]
-    request = codec.make_request(PAYEE, 1, now, payee_tpl, 1250, now + 600, "coffee+cake")
-    codec.sign(request, payee_priv)
-    request_bytes = codec.encode(request)
-    files["request"] = _write(workdir / "request.bin", request_bytes)
-    files["request_png"] = str(qrscan.render_png(request_bytes, workdir / "request.png"))
-
-    say("4. The payer checks the request offline and signs a note, field by field.")
-    req = codec.decode(request_bytes, codec.REQUEST)
-    req_report = verify.verify_object(req, trust)
-    req_report.raise_if_failed()
-    payer_priv, payer_tpl = accounts[PAYER]
-    note = codec.make_note(payer_tpl, 1, now + 5, req["amount"], req.signer, req.get("purpose"))
-    codec.sign(note, payer_priv)
-    note_bytes = codec.encode(note)
-    files["note"] = _write(workdir / "note.bin", note_bytes)
-    files["note_png"] = str(qrscan.render_png(note_bytes, workdir / "note.png"))
-    versions = {lvl: qr.min_version(len(note_bytes), lvl) for lvl in ("L", "M")}
+        priv, tpl = eng.issue_account(kmc_mod.load_kmc(home, "BKA"), PAYER)
+        payer = prov.Issued(PAYER, priv, tpl)
+        funded = eng.fund(PAYER, OPENING_BALANCE, "opening balance")
+        if not funded.ok:
+            raise DemoError(f"funding the payer failed: {funded.reason}")
+        allowance = codec.decode(
+            eng.issue_allowance(PAYER, ALLOWANCE, int(time.time()) + 30 * 86400, 1), codec.ALLOWANCE
+        )
+    merchant_home = workdir / "merchant"
+    init_from_bank_home(merchant_home, home, MERCHANT)
+    with Merchant.open(merchant_home) as m, BankEngine(bank_db["BKB"], ident["BKB"], trust) as eng:
+        eng.open_account(m.template_bytes)
     say(
-        f"   note: {len(note_bytes)} bytes, QR version {versions['L']} at level L, {versions['M']} at M"
+        f"   payer balance {OPENING_BALANCE / 100:.2f} CNY; offline allowance {ALLOWANCE / 100:.2f} CNY"
     )
 
-    say(
-        "5. The merchant scans the note's QR and verifies it offline (matrices + consortium file only)."
-    )
-    scanned = qrscan.collect([Path(files["note_png"])])
-    if scanned != note_bytes:
-        raise RuntimeError("the scanned note differs from the signed note")
-    report = verify.verify_note(scanned, trust, None)
-    for field, ok, reason in report.checks:
-        say(f"   {field:<9} {'ok' if ok else 'FAILED ' + reason}")
-    say("   accepted offline" if report.ok else "   REJECTED")
+    with ExitStack() as stack:
+        nodes = stack.enter_context(_bank_nodes(home, workdir / "run", ports))
+        say(f"   bank nodes listening: BKA {nodes['BKA'].url}, BKB {nodes['BKB'].url}")
 
+        # 3 -------------------------------------------------------------------- token
+        say(
+            f"[bold]3. The payer's token (firmware in the MicroPython simulator, {PROFILE}) is "
+            "provisioned over its serial link.[/bold]"
+        )
+        state = workdir / "token"
+        sim = Simulator(state, PROFILE, {"qr_frame_ms": 60})
+        sim.start()
+        stack.callback(sim.stop)
+        sim.wait_ready()
+        tok = stack.enter_context(TokenClient.open(sim.port))
+        prov.provision(tok, home, PAYER, PIN, issued=payer, allowance=allowance)
+        info = tok.info()
+        say(
+            f"   link {sim.port}: token holds {info['account']}, state {info['state']}; "
+            "the key travelled ECIES-sealed to the token's transport key"
+        )
+
+        # 4 ----------------------------------------------------------------- request
+        say(f"[bold]4. The merchant asks for {PRICE / 100:.2f} CNY for '{PURPOSE}'.[/bold]")
+        with Merchant.open(merchant_home) as m:
+            req = m.request(PRICE, PURPOSE, expires=600)
+        files["request"] = _write(workdir / "request.bin", req.bytes)
+        files["request_png"] = str(qrscan.render_png(req.bytes, workdir / "request.png"))
+
+        # 5 ---------------------------------------------------------------------- pay
+        say(
+            "[bold]5. The token checks the request offline, the payer confirms and types the "
+            "PIN, the token signs the note and shows it.[/bold]"
+        )
+        before = set(sim.frame_files())
+        sim.press("confirm: ok", "pin: " + " ".join(PIN) + " enter")
+        paid = tok.pay(req.bytes, timeout_ms=30000)
+        note = paid.note
+        if note is None:
+            raise DemoError("the token did not return a note")
+        files["note"] = _write(workdir / "note.bin", note)
+        files["note_png"] = str(qrscan.render_png(note, workdir / "note.png"))
+        time.sleep(1.0)  # the frames cycle every 60 ms: let each be drawn at least once
+        frames_dir = workdir / "frames"
+        frames_dir.mkdir()
+        shots = []
+        for p in sorted(set(sim.frame_files()) - before):
+            dest = frames_dir / p.name
+            shutil.copy(p, dest)
+            shots.append(dest)
+        files["frames"] = [str(p) for p in shots]
+        versions = {lvl: qr.min_version(len(note), lvl) for lvl in ("L", "M")}
+        say(
+            f"   note: {len(note)} bytes (QR version {versions['L']} at L, {versions['M']} at M); "
+            f"the 240-px screen drew it as animated QR: {len(shots)} frames in {frames_dir}"
+        )
+
+        # 6 --------------------------------------------------------------------- scan
+        say(
+            "[bold]6. The merchant scans the frames (any order), verifies the note offline and "
+            "hands back a receipt.[/bold]"
+        )
+        with Merchant.open(merchant_home) as m:
+            results = m.scan(list(reversed(shots)))
+        accepted = [r for r in results if r.ok]
+        if len(accepted) != 1 or accepted[0].note_bytes != note:
+            raise DemoError(
+                f"the merchant did not accept the token's note: {[r.as_dict() for r in results]}"
+            )
+        scan_result = accepted[0]
+        checks = scan_result.verdict.as_dict()["checks"]
+        say(
+            "   checked offline: "
+            + ", ".join(str(c[0] if isinstance(c, (list, tuple)) else c) for c in checks)
+        )
+        receipt = scan_result.receipt
+        files["receipt"] = _write(workdir / "receipt.bin", receipt)
+        if scan_result.receipt_png:
+            files["receipt_png"] = str(scan_result.receipt_png)
+        tok.load_notice(receipt)
+        say("   accepted offline; the receipt went back to the token over the link")
+
+        # 7 ------------------------------------------------------------------- upload
+        say(
+            "[bold]7. Later, online: the merchant uploads its outbox to BKB; the banks settle "
+            "the interbank note through the consortium.[/bold]"
+        )
+        with Merchant.open(merchant_home) as m:
+            report = m.upload(nodes["BKB"].url)
+            counts = report.counts()
+            book_entries = len(m.book())
+            merchant_findings = m.audit_book()
+        if counts.get("booked") != 1:
+            raise DemoError(f"upload did not book the note: {report.as_dict()}")
+        say(
+            f"   booked; BKB's SettlementNotice is record {book_entries} of the merchant's own book"
+        )
+
+        # 8 ------------------------------------------------------------------ notices
+        say(
+            "[bold]8. BKA's BalanceNotice (new balance sealed to the payer's key) goes to the "
+            "token.[/bold]"
+        )
+        with BankClient(nodes["BKA"].url, signer=bank_signer(home, "BKA")) as bka:
+            notices = [n for n in bka.notices(PAYER) if n["kind"] == "BalanceNotice"]
+        if not notices:
+            raise DemoError("BKA sent no BalanceNotice for the payer")
+        balance_notice = bytes.fromhex(notices[-1]["hex"])
+        files["balance_notice"] = _write(workdir / "balance-notice.bin", balance_notice)
+        tok.load_notice(balance_notice)
+        sim.press("pin: " + " ".join(PIN) + " enter")  # the payer unlocks the key on the device
+        shown = tok.balance().get("balance")
+        if shown != OPENING_BALANCE - PRICE:
+            raise DemoError(f"the token shows balance {shown}, expected {OPENING_BALANCE - PRICE}")
+        say(f"   the token opened it with the payer's key: balance {shown / 100:.2f} CNY")
+
+    # 9 --------------------------------------------------------------------------- audit
+    say(
+        "[bold]9. Every book is audited: XOR codes, hash chains, signatures, balances, "
+        "checkpoints.[/bold]"
+    )
+    audits = {}
+    for b in BANKS:
+        rep = audit(bank_db[b], trust=trust)
+        audits[b] = rep.as_dict()
+        say(
+            f"   {b}: {rep.books} books, {rep.records} records, "
+            + ("[green]clean[/green]" if rep.ok else f"[red]{rep.by_kind()}[/red]")
+        )
+    say(
+        "   merchant's book: "
+        + ("[green]clean[/green]" if not merchant_findings else f"[red]{merchant_findings}[/red]")
+    )
+    audit_ok = all(a["ok"] for a in audits.values()) and not merchant_findings
+
+    files["bank_db"] = {b: "sqlite:///" + bank_db[b] for b in BANKS}
+    files["merchant_outbox"] = str(merchant_home)
+    files["token_state"] = str(state)
+    ok = audit_ok and counts.get("booked") == 1 and isinstance(shown, int)
     return {
-        "ok": report.ok and req_report.ok,
+        "ok": ok,
         "notes_signed": 1,
-        "notes_verified_offline": 1 if report.ok else 0,
-        "note": {
-            "bytes": len(note_bytes),
-            "qr_version": versions,
-            "verification": report.as_dict(),
+        "notes_accepted": len(accepted),
+        "notes_booked": counts.get("booked", 0),
+        "upload": counts,
+        "payer_balance_shown_by_token": shown,
+        "note": {"bytes": len(note), "qr_version": versions, "frames": len(shots)},
+        "audit": {
+            "ok": audit_ok,
+            "banks": {b: a["ok"] for b, a in audits.items()},
+            "merchant_book": not merchant_findings,
+            "details": audits,
         },
+        "seconds": round(time.monotonic() - t_start, 1),
         "files": files,
     }

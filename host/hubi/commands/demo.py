@@ -21,10 +21,17 @@ from hubi.output import console, print_json
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the story.")
 def demo(workdir: Path, as_json: bool) -> None:
     """Run the end-to-end demo on the embedded defaults."""
-    from hubi.demo import run_demo
+    from hubi.demo import DemoError, run_demo
 
     say = (lambda _msg: None) if as_json else console.print
-    summary = run_demo(workdir, say)
+    try:
+        summary = run_demo(workdir, say)
+    except DemoError as exc:
+        if as_json:
+            print_json({"ok": False, "error": str(exc)})
+        else:
+            console.print(f"[red]demo failed: {exc}[/red]")
+        sys.exit(1)
     if as_json:
         print_json(summary)
     else:

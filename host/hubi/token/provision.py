@@ -106,8 +106,13 @@ def provision(
     now: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     issued: Issued | None = None,
+    allowance: codec.Obj | None = None,
 ) -> dict[str, Any]:
-    """Issue `account` from the bank's KMC in `home` and load it into the token."""
+    """Issue `account` from the bank's KMC in `home` and load it into the token.
+
+    `issued`: an account the bank already opened (key + template); `allowance`: an
+    OfflineAllowance the bank recorded (BankEngine.issue_allowance); without one, an allowance
+    of `allowance_cap` is signed here with the bank's key."""
     info = tok.info()
     if info["state"] != "blank":
         raise RuntimeError(
@@ -124,8 +129,7 @@ def provision(
         digest = tok.upload_file(name, data, progress=cb)
         if digest != hashlib.sha256(data).digest():
             raise RuntimeError(f"token stored {name} with another digest (link corruption?)")
-    allowance = None
-    if allowance_cap:
+    if allowance is None and allowance_cap:
         bank = kmc.load_bank_identity(home, ids.bank_of(account))
         allowance = make_allowance(
             bank, account, allowance_cap, first_serial, now + allowance_days * 86400, now=now
