@@ -15,7 +15,7 @@ SHA-256 pairs, minutes on a GPU). That is why ESP32 flash encryption matters (ha
 
 import hashlib
 
-from hubi_core.suite import hmac_sha256
+from hubi_core.ct import hmac_sha256
 
 
 def pbkdf2_sha256(password, salt, iterations, dklen=32):

@@ -16,7 +16,7 @@ Constant-time tag comparison: hubi_core.ct.equal.
 """
 
 from hubi_core import ct
-from hubi_core.suite import hmac_sha256
+from hubi_core.ct import hmac_sha256
 
 MAGIC = b"HUBR"
 VERSION = 1
