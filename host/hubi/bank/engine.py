@@ -339,6 +339,9 @@ class _Plan:
     flags: set[str] = field(default_factory=set)
     allowances: dict[tuple[str, int], int] = field(default_factory=dict)
     notices: list[tuple[str, int, bytes, bytes, int]] = field(default_factory=list)
+    balances: dict[str, tuple[int, bytes, int]] = field(
+        default_factory=dict
+    )  # book -> n, hchain, balance
 
 
 # ------------------------------------------------------------------------------------- engine
@@ -379,6 +382,7 @@ class BankEngine:
         self._ckpt_lock = threading.Lock()
         self._last_size = threading.local()
         self._accounts: dict[str, AccountInfo] = {}
+        self._balances: dict[str, tuple[int, bytes, int]] = {}
         expected = trust.bank_key(self.bank) if self.bank in trust.consortium.banks else None
         if expected is not None and expected != self.keys.public_key:
             raise BankEngineError(
@@ -445,15 +449,22 @@ class BankEngine:
         return int(self._clock())
 
     def next_serial(self, name: str) -> int:
-        """Next serial for bank-signed objects of one kind (blocks reserved in the database)."""
-        with self._serial_lock:
-            pool = self._serials.get(name)
-            if not pool or pool[0] > pool[1]:
-                first = self.store.reserve(name, _SERIAL_BLOCK)
-                pool = self._serials[name] = [first, first + _SERIAL_BLOCK - 1]
-            value = pool[0]
-            pool[0] += 1
-            return value
+        """Next serial for bank-signed objects of one kind (blocks reserved in the database).
+
+        The block is reserved without holding the pool's lock: a thread inside a booking
+        transaction may need a serial while another waits for the database."""
+        while True:
+            with self._serial_lock:
+                pool = self._serials.get(name)
+                if pool and pool[0] <= pool[1]:
+                    value = pool[0]
+                    pool[0] += 1
+                    return value
+            first = self.store.reserve(name, _SERIAL_BLOCK)
+            with self._serial_lock:
+                pool = self._serials.get(name)
+                if not pool or pool[0] > pool[1]:
+                    self._serials[name] = [first, first + _SERIAL_BLOCK - 1]
 
     # -------------------------------------------------------------------------- accounts
     def open_account(
@@ -916,7 +927,12 @@ class BankEngine:
 
         def bal(book: str) -> int:
             if book not in balances:
-                balances[book] = self.keys.balance_of(state.heads[book])
+                h = state.heads[book]
+                hit = self._balances.get(book)
+                if hit is not None and hit[0] == h.n and hit[1] == h.hchain:
+                    balances[book] = hit[2]
+                else:
+                    balances[book] = self.keys.balance_of(h)
             return balances[book]
 
         for it in items:
@@ -1024,6 +1040,7 @@ class BankEngine:
             chunk = heads[i : i + 255]
             statement, sig = rec.sign_heads(self.keys, t, [(h.book, h.n, h.hchain) for h in chunk])
             plan.heads.extend(replace(h, statement=statement, sig=sig) for h in chunk)
+        plan.balances = {b: (h.n, h.hchain, balances[b]) for b, h in touched.items()}
         return plan
 
     def _settlement(self, it: _Item, status: int, t: int) -> bytes:
@@ -1076,6 +1093,11 @@ class BankEngine:
             if now != state:  # something moved meanwhile: decide again under the lock
                 plan = self._plan_batch(items, now, mode, status, t)
             self._write(tx, plan)
+        # committed: remember the new balances (opening a sealed balance costs an AES-GCM and
+        # an HKDF; the cache is keyed by the head it belongs to, so a stale entry never applies)
+        if len(self._balances) > 200_000:
+            self._balances.clear()
+        self._balances.update(plan.balances)
         for it, out in zip(items, plan.outcomes):
             it.outcome = out
 

@@ -52,6 +52,7 @@ another balance in an append-only book, so no (key, nonce) pair is used for two 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -139,6 +140,7 @@ class ChainError(ValueError):
     """An append that would break the chain (wrong head, balance overflow, bad values)."""
 
 
+@functools.lru_cache(maxsize=65536)
 def str8(text: str) -> bytes:
     raw = text.encode()
     if not 1 <= len(raw) <= 255:

@@ -255,9 +255,12 @@ class Tx:
 
     def lock_books(self, books: Sequence[str]) -> None:
         """PostgreSQL: row-lock the books' head rows in a fixed order (no-op on SQLite)."""
-        if self.pg:
-            for b in sorted(set(books)):
-                self.execute("SELECT n FROM books WHERE book = ? FOR UPDATE", (b,))
+        if self.pg and books:
+            # one statement; LockRows sits above the Sort, so rows lock in book order
+            self.execute(
+                "SELECT book FROM books WHERE book = ANY(?) ORDER BY book FOR UPDATE",
+                (sorted(set(books)),),
+            ).fetchall()
 
 
 class Store:
