@@ -337,3 +337,33 @@ def test_parallel_booking_threads(store_url: str, world: World) -> None:
     assert eng.register_size() == 2 * (len(notes) + len(names))
     _clean(eng, w)
     eng.close()
+
+
+def test_group_commit_shares_transactions(tmp_path, request, world: World) -> None:  # noqa: ANN001
+    w = world
+    names = [f"BKA-g{i}" for i in range(8)]
+    eng = make_bank(make_url("sqlite", tmp_path, request), w, accounts=tuple(names), fund=1000)
+    notes = [
+        _enc(w.note(names[i % 8], names[(i + 3) % 8], 1 + i, serial=900 + i)) for i in range(96)
+    ]
+    before = dict(eng.stats)
+    barrier = threading.Barrier(16)
+    outs: list = []
+
+    def worker(k: int) -> None:
+        barrier.wait()
+        for j in range(k, len(notes), 16):
+            outs.append((j, eng.book(notes[j])))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(j for j, _ in outs) == list(range(96))
+    for j, out in outs:  # each caller got its own note's outcome
+        assert out.status == "booked" and out.note_id == lsum.note_id(names[j % 8], 900 + j)
+    assert eng.stats["booked"] - before["booked"] == 96
+    assert eng.stats["transactions"] - before["transactions"] < 96  # batches were shared
+    _clean(eng, w)
+    eng.close()

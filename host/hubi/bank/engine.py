@@ -277,6 +277,21 @@ class Checkpoint:
         }
 
 
+GROUP_MAX = 64  # notes per group-commit transaction
+
+
+class _Slot:
+    """One caller waiting for its note's outcome in a group commit."""
+
+    __slots__ = ("raw", "done", "outcome", "error")
+
+    def __init__(self, raw: bytes):
+        self.raw = raw
+        self.done = threading.Event()
+        self.outcome: Outcome | None = None
+        self.error: BaseException | None = None
+
+
 class _Item:
     """One note on its way through a booking batch."""
 
@@ -355,7 +370,10 @@ class BankEngine:
     bundle (``verify.Trust``) notes are verified against; ``treasury_key``: private key of
     ``<BANK>-treasury`` (only ``fund()`` needs it); ``checkpoint_every``: register entries per
     checkpoint; ``notices``: ``"eager"`` signs notices right after booking, ``"lazy"`` when first
-    asked for (``outcome()`` / ``notices()``); ``clock``: Unix-seconds source (tests)."""
+    asked for (``outcome()`` / ``notices()``); ``clock``: Unix-seconds source (tests);
+    ``group_commit``: concurrent ``book()`` calls share transactions (one head signature and one
+    commit per batch; each caller still gets exactly its own outcome). ``stats`` counts
+    outcomes (booked, refused, rejected, replayed) and booking transactions since start."""
 
     def __init__(
         self,
@@ -367,8 +385,21 @@ class BankEngine:
         checkpoint_every: int | None = None,
         notices: str = "eager",
         clock: Callable[[], float] | None = None,
+        group_commit: bool = True,
     ):
         self.store = store if isinstance(store, Store) else open_store(store)
+        self.group_commit = group_commit
+        self._gc_lock = threading.Lock()
+        self._gc_queue: list[_Slot] = []
+        self._gc_busy = False
+        self.stats: dict[str, int] = {
+            "transactions": 0,
+            "booked": 0,
+            "refused": 0,
+            "rejected": 0,
+            "replayed": 0,
+        }
+        self._stats_lock = threading.Lock()
         self.bank = ids.check_bank_id(identity.bank)
         self.trust = trust
         self.keys = BookKeys(self.bank, identity.private)
@@ -629,7 +660,46 @@ class BankEngine:
 
         MalformedNote if the bytes are not a note; NotLocal if payer or payee is at another bank
         (interbank notes settle per side with debit()/credit())."""
-        return self._run([note], "book", codec.STATUS_VERIFIED, single=True)[0]
+        if not self.group_commit:
+            return self._run([note], "book", codec.STATUS_VERIFIED, single=True)[0]
+        raw, obj = _decode_note(note)  # errors belong to this caller, not to a batch
+        err = self._route(obj, "book")
+        if err:
+            raise NotLocal(err)
+        return self._combined(raw)
+
+    def _combined(self, raw: bytes) -> Outcome:
+        """Group commit for concurrent callers: whoever finds no batch running books everything
+        queued (up to ``GROUP_MAX`` per transaction) and hands each caller its own outcome."""
+        slot = _Slot(raw)
+        with self._gc_lock:
+            self._gc_queue.append(slot)
+            leader = not self._gc_busy
+            if leader:
+                self._gc_busy = True
+        if leader:
+            while True:
+                with self._gc_lock:
+                    batch = self._gc_queue[:GROUP_MAX]
+                    del self._gc_queue[:GROUP_MAX]
+                    if not batch:
+                        self._gc_busy = False
+                        break
+                try:
+                    outs = self._run([x.raw for x in batch], "book", codec.STATUS_VERIFIED)
+                except BaseException as exc:  # noqa: BLE001 - every caller of the batch learns it
+                    for x in batch:
+                        x.error = exc
+                        x.done.set()
+                    continue
+                for x, out in zip(batch, outs):
+                    x.outcome = out
+                    x.done.set()
+        slot.done.wait()
+        if slot.error is not None:
+            raise slot.error
+        assert slot.outcome is not None
+        return slot.outcome
 
     def book_many(self, notes: Sequence[bytes | codec.Obj]) -> list[Outcome]:
         """Book several same-bank notes in one transaction (group commit), one answer each, in
@@ -769,9 +839,22 @@ class BankEngine:
             self._commit_batch(active, mode, status)
             self._maybe_checkpoint()
         out = []
+        counts: dict[str, int] = {}
         for it in items:
             assert it.outcome is not None
             out.append(it.outcome)
+            key = (
+                "replayed"
+                if it.outcome.replay
+                else "booked"
+                if it.outcome.ok
+                else it.outcome.status
+            )
+            counts[key] = counts.get(key, 0) + 1
+        with self._stats_lock:
+            for k, v in counts.items():
+                self.stats[k] = self.stats.get(k, 0) + v
+            self.stats["transactions"] += 1 if active else 0
         return out
 
     def _bind(self, it: _Item, mode: str) -> tuple[int, str] | None:
