@@ -125,7 +125,9 @@ class PublicMatrix:
     """A KMC's public matrix: 1024 points. `combined(identity)` is an identity's combined point.
 
     Points stay as their 33-byte encodings (in memory, or in a file read by offset, so a token
-    keeps the matrix in flash) and are decoded, and validated, when first used.
+    keeps the matrix in flash) and are decoded, and validated, when first used; an in-memory
+    matrix keeps the decoded points, a file-backed one (``open``: a token's small heap) does
+    not.
     """
 
     __slots__ = ("owner", "_raw", "_path", "_off", "_points", "_cache")
@@ -165,8 +167,8 @@ class PublicMatrix:
                 raise ValueError(
                     "public matrix %s: point %d invalid: %s" % (self.owner, i, exc)
                 ) from None
-            if len(self._points) < 256 or self._raw is not None and len(self._points) < CELLS:
-                self._points[i] = pt
+            if self._raw is not None and len(self._points) < CELLS:
+                self._points[i] = pt  # a file-backed matrix (a token's) keeps no points
         return pt
 
     def point(self, row, col):
@@ -183,7 +185,7 @@ class PublicMatrix:
         pt = self._cache.get(identity)
         if pt is None:
             rows = identity_rows(identity)
-            pt = ec.point_sum([self._point(rows[c] * COLS + c) for c in range(COLS)])
+            pt = ec.point_sum(self._point(rows[c] * COLS + c) for c in range(COLS))
             if pt is None:
                 raise ValueError("combined key of %r is the point at infinity" % identity)
             if len(self._cache) > 1024:

@@ -1,8 +1,13 @@
 """Error classes shared by the codec, the link and the verifiers.
 
 Every error says what is wrong and where (field name or byte offset), so a merchant, a bank
-operator or a test can act on the message alone.
+operator or a test can act on the message alone. On MicroPython (the token) the codec error
+names are all CodecError itself: same messages, one class instead of thirteen in its heap.
 """
+
+import sys
+
+_MPY = sys.implementation.name == "micropython"
 
 
 class HubiError(Exception):
@@ -20,56 +25,52 @@ except TypeError:  # MicroPython: no class with two native exception bases ("lay
         """Bytes that are not a valid hubi object (not a ValueError on MicroPython)."""
 
 
-class Truncated(CodecError):
-    pass
+if _MPY:
+    # The token: one class for every codec error (each message says what is wrong and where).
+    # A class costs about 200 bytes of a 96 KB heap on MicroPython; the host keeps them apart.
+    Truncated = TrailingBytes = UnknownSuite = UnknownVersion = UnknownKind = CodecError
+    UnknownTag = DuplicateTag = TagOrder = MissingField = Oversize = BadPoint = CodecError
+    HighS = BadValue = CodecError
+else:
 
+    class Truncated(CodecError):
+        pass
 
-class TrailingBytes(CodecError):
-    pass
+    class TrailingBytes(CodecError):
+        pass
 
+    class UnknownSuite(CodecError):
+        pass
 
-class UnknownSuite(CodecError):
-    pass
+    class UnknownVersion(CodecError):
+        pass
 
+    class UnknownKind(CodecError):
+        pass
 
-class UnknownVersion(CodecError):
-    pass
+    class UnknownTag(CodecError):
+        pass
 
+    class DuplicateTag(CodecError):
+        pass
 
-class UnknownKind(CodecError):
-    pass
+    class TagOrder(CodecError):
+        pass
 
+    class MissingField(CodecError):
+        pass
 
-class UnknownTag(CodecError):
-    pass
+    class Oversize(CodecError):
+        pass
 
+    class BadPoint(CodecError):
+        pass
 
-class DuplicateTag(CodecError):
-    pass
+    class HighS(CodecError):
+        pass
 
-
-class TagOrder(CodecError):
-    pass
-
-
-class MissingField(CodecError):
-    pass
-
-
-class Oversize(CodecError):
-    pass
-
-
-class BadPoint(CodecError):
-    pass
-
-
-class HighS(CodecError):
-    pass
-
-
-class BadValue(CodecError):
-    pass
+    class BadValue(CodecError):
+        pass
 
 
 class VerifyError(HubiError):

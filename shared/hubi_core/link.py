@@ -715,7 +715,8 @@ class Server(Endpoint):
     Multi-frame requests are reassembled into one bytearray (up to ``max_message``), or, if
     the handler was registered with ``sink``, streamed: ``sink(total)`` returns an object
     with ``write(memoryview)`` that receives the chunks in order and is then passed to
-    ``fn`` instead of the payload (so a 200 KB upload fits a 96 KB heap).
+    ``fn`` instead of the payload (so a 200 KB upload fits a 96 KB heap). ``handle_all(types,
+    fn)`` registers one dispatcher ``fn(type, payload)`` for several types.
 
     The last reply frame is cached: a retransmitted request (same seq, type and CRC) gets the
     cached reply again without running the handler twice.
@@ -759,6 +760,14 @@ class Server(Endpoint):
                 % (P.APP_FIRST, P.TEST_LAST, P.type_name(type))
             )
         self._handlers[type] = (fn, sink)
+
+    def handle_all(self, types, fn):
+        """Register one dispatcher ``fn(type, payload) -> reply`` for several types: one
+        function object instead of one per type (a token's heap is small)."""
+        entry = (fn, None, True)
+        for t in types:
+            self.handle(t, fn)
+            self._handlers[t] = entry
 
     # --- main loop ---------------------------------------------------------------------------
     def serve_once(self, timeout_ms=0):
@@ -949,6 +958,8 @@ class Server(Endpoint):
         entry = self._handlers.get(t)
         if entry is None:
             raise ErrorReply(P.ERR_UNKNOWN_TYPE, "no handler for request %s" % P.type_name(t))
+        if len(entry) > 2:  # handle_all: the dispatcher is told the type
+            return t | P.REPLY, entry[0](t, payload)
         if entry[1] is not None:
             # a streaming handler gets a sink even for a one-frame message
             sink = entry[1](len(payload))
@@ -1069,7 +1080,10 @@ class Server(Endpoint):
         msg = buf if buf is not None else sink
         if target == P.PING:
             return P.PONG, msg
-        return target | P.REPLY, self._handlers[target][0](msg)
+        entry = self._handlers[target]
+        if len(entry) > 2:
+            return target | P.REPLY, entry[0](target, msg)
+        return target | P.REPLY, entry[0](msg)
 
     def _bulk_read(self, payload):
         src = self._src

@@ -22,15 +22,21 @@ _NO_KEY = (
 
 
 class Trust:
-    """The offline trust anchors: consortium file plus each bank's public matrix."""
+    """The offline trust anchors: consortium file plus each bank's public matrix.
+
+    ``bank_keys`` (bank id -> 65-byte key) seeds the bank key cache. A token passes
+    ``consortium=None`` with the bank keys it computed when it was provisioned (and matrices
+    whose digests it checked itself): then a bank without a key is unknown."""
 
     __slots__ = ("consortium", "matrices", "_bank_keys", "_payer_keys")
 
-    def __init__(self, consortium, matrices):
+    def __init__(self, consortium, matrices, bank_keys=None):
         self.consortium = consortium
         self.matrices = dict(matrices)
-        self._bank_keys = {}
+        self._bank_keys = dict(bank_keys) if bank_keys else {}
         self._payer_keys = {}
+        if consortium is None:
+            return
         for bank_id, m in self.matrices.items():
             entry = consortium.banks.get(bank_id)
             if entry is not None and m.digest() != entry.matrix:
@@ -48,6 +54,8 @@ class Trust:
         """65-byte public key of a bank."""
         key = self._bank_keys.get(bank_id)
         if key is None:
+            if self.consortium is None:
+                raise VerifyError("bank", "bank %s is not in the consortium" % bank_id)
             entry = self.consortium.bank(bank_id)
             key = self.matrix(bank_id).public_key(bank_id, entry.key)
             self._bank_keys[bank_id] = key
