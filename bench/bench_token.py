@@ -12,8 +12,9 @@ What it measures (results and method: bench/token.md):
             qr_encode (the QR encoding alone). request->QR = verify + unlock + sign + qr
             (the person's confirm and PIN typing excluded). Median of --notes payments.
   frames    frames per board for the note (single QR or multi-part loop).
-  heap      GC heap in use after boot and after a payment (gc.mem_alloc), and the smallest
-            -X heapsize (16 KB steps) at which provisioning + one payment complete.
+  heap      GC heap in use after boot and after a payment (gc.mem_alloc), and per profile the
+            smallest -X heapsize (4 KB steps) at which a payment, provisioning + a payment, and a
+            payment + a Receipt + a BalanceNotice complete (tools/token_heap.py minheap).
   projection instructions per note step counted with valgrind --tool=callgrind on the unix port
             (difference of runs with 3 and 1 iterations, so start-up cancels), turned into ESP32
             seconds with the factors documented in bench/token.md.
@@ -109,50 +110,19 @@ def _kb(spec: str) -> int:
     return int(spec.rstrip("kK")) * 1024
 
 
-def min_heap(world: TokenWorld, profile: str = "m5stack_core") -> int | None:
-    """Smallest heap (16 KB steps from 128 KB) where provisioning + one payment complete."""
-    for kb in range(128, 513, 16):
-        state = world.new_state()
-        sim = world.sim(state, profile, heapsize=f"{kb}k")
-        try:
-            sim.start()
-            sim.wait_ready(10)
-            from hubi.token.client import TokenClient
+def min_heaps(world: TokenWorld) -> dict[str, dict[str, int | None]]:
+    """Smallest -X heapsize (KB, 4 KB steps, bisection: tools/token_heap.py) per profile for:
+    payment (a provisioned token boots and pays), provision (a blank token is provisioned, then
+    pays), notice (pays, then loads a Receipt and a BalanceNotice), in the real simulator."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import token_heap
 
-            with TokenClient.open(sim.port, timeout_ms=5000, retries=0) as tok:
-                world.provision(tok, PAYER, "1234")
-                world.pay(sim, tok, world.request(PAYEE, 100), "1234", wheel=False)
-            return kb * 1024
-        except Exception:  # noqa: BLE001 - MemoryError on the token shows up as any link error
-            continue
-        finally:
-            sim.stop()
-    return None
+    return {
+        p: {k: token_heap.min_heap(p, k, 48, 320, 4, world) for k in SCENARIOS} for p in PROFILES
+    }
 
 
-def min_heap_payment(world: TokenWorld, profile: str) -> int | None:
-    """Smallest heap (8 KB steps from 128 KB) where a provisioned token boots and pays."""
-    for kb in range(128, 385, 8):
-        state = world.provisioned(PAYER, cap=10**9)
-        sim = world.sim(state, profile, heapsize=f"{kb}k")
-        try:
-            sim.start()
-            sim.wait_ready(10)
-            from hubi.token.client import TokenClient
-
-            with TokenClient.open(sim.port, timeout_ms=5000, retries=0) as tok:
-                req = world.request(PAYEE, 100)
-                if profile == "headless":
-                    tok.pay(req)
-                    tok.confirm_pay("1234")
-                else:
-                    world.pay(sim, tok, req, "1234", wheel=False)
-            return kb * 1024
-        except Exception:  # noqa: BLE001 - MemoryError on the token shows up as any link error
-            continue
-        finally:
-            sim.stop()
-    return None
+SCENARIOS = ("payment", "provision", "notice")
 
 
 def frames_per_board(nbytes: int) -> dict[str, str]:
@@ -184,10 +154,10 @@ st = FsStorage(state)
 ks = Keystore(st, Rng(), Clock(), 10000, 1000)
 w = Wallet(st, ks, Clock(), {})
 w.boot()
-w.load_trust()
 pay = w.prepare(req)
 priv = ks.unlock("1234")
-note = w.sign(pay, priv)
+if step != "verify":  # a request that was paid is refused when shown again
+    note = w.sign(pay, priv)
 d = FbDisplay(240, 240)
 for i in range(n):
     if step == "verify":
@@ -264,13 +234,9 @@ def main() -> int:
         for k, v in res["frames"].items():  # type: ignore[union-attr]
             print(f"frames {k:18} {v}")
         if not args.no_minheap:
-            res["min_heap"] = min_heap(world)
-            print(
-                f"smallest heap for provisioning + payment (m5stack_core profile): {res['min_heap']}"
-            )
-            res["min_heap_payment"] = {p: min_heap_payment(world, p) for p in PROFILES}
-            for p, v in res["min_heap_payment"].items():  # type: ignore[union-attr]
-                print(f"smallest heap for boot + one payment ({p}): {v}")
+            res["min_heap_kb"] = min_heaps(world)
+            for p, v in res["min_heap_kb"].items():  # type: ignore[union-attr]
+                print(f"smallest heap ({p}): " + ", ".join(f"{k} {kb} KB" for k, kb in v.items()))
         if not args.no_callgrind:
             res["callgrind"] = callgrind(world, tmp)
             for k, v in res["callgrind"].items():  # type: ignore[union-attr]

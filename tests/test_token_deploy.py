@@ -46,6 +46,7 @@ def test_deploy_dry_run_builds_the_bundle(tmp_path: Path) -> None:
     assert (out / "lib/hubi_core/p256_table.bin").stat().st_size > 60000
     mods = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.mpy"))
     for m in (
+        "app.mpy",
         "core/wallet.mpy",
         "ui/screens.mpy",
         "boards/m5stack_core.mpy",
@@ -58,7 +59,7 @@ def test_deploy_dry_run_builds_the_bundle(tmp_path: Path) -> None:
     # native kernels compiled for the ESP32's Xtensa (windowed ABI)
     assert _arch((out / "lib/hubi_core/ec_ct.mpy").read_bytes()) == ARCH_XTENSAWIN
     lines = [ln for ln in r.output.splitlines() if "mpremote" in ln]
-    assert "connect /dev/ttyUSB0 fs cp -r boards core drivers hal lib ui :" in lines[0]
+    assert "connect /dev/ttyUSB0 fs cp -r boards core drivers hal lib ui app.mpy :" in lines[0]
     assert "fs cp main.py board.json :" in lines[1] and lines[2].endswith("reset)")
 
 

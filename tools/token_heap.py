@@ -68,12 +68,43 @@ if mode == "imports":
                 del sys.modules[k]
             mark("drop " + m)
             __import__(m)
+elif mode == "flow":
+    # a payment without the link: boot, verify the request, unlock, sign, show the QR
+    import app, core
+    profile, state, req_path = args[0], args[1], args[2]
+    cfg = {"board": "sim", "profile": profile, "state": state, "frames": state + "/frames",
+           "script": state + "/input.txt", "settings": {"kdf_iterations": 1000}}
+    tok = app.build(cfg)
+    mark("boot")
+    w = tok.wallet
+    with open(req_path, "rb") as f:
+        req = f.read()
+    pay = w.prepare(req)
+    mark("verify")
+    core.release()
+    mark("verify released")
+    priv = w.ks.unlock("1234")
+    mark("unlock")
+    core.release()
+    mark("unlock released")
+    note = w.sign(pay, priv)
+    mark("sign")
+    priv = None
+    core.release()
+    mark("sign released")
+    if tok.ui is not None:
+        tok.ui.show_note(note)
+        mark("qr")
+        tok.ui.qr = None
+        core.release()
+        mark("qr released")
+    print("@@done")
 elif mode == "boot":
-    import main
+    import app
     profile, state = args[0], args[1]
     cfg = {"board": "sim", "profile": profile, "state": state, "frames": state + "/frames",
            "script": state + "/input.txt", "settings": {}}
-    tok = main.build(cfg)
+    tok = app.build(cfg)
     mark("boot")
     print("@@modules", " ".join(sorted(sys.modules)))
     if len(args) > 2:
@@ -194,6 +225,59 @@ DEFAULT_MODULES = [
 ]
 
 
+def _vuint(b: bytes, p: int) -> tuple[int, int]:
+    n = 0
+    while True:
+        c = b[p]
+        p += 1
+        n = (n << 7) | (c & 0x7F)
+        if not c & 0x80:
+            return n, p
+
+
+def mpy_qstrs(path: Path) -> list[str]:
+    """The qstrs a .mpy file interns when it is loaded (its qstr table, static ones left out:
+    those are in the firmware already). Layout: docs of MicroPython's .mpy format v6."""
+    b = path.read_bytes()
+    if b[:2] != b"M\x06":
+        raise ValueError(f"{path}: not a version 6 .mpy file")
+    p = 4
+    nq, p = _vuint(b, p)
+    _, p = _vuint(b, p)
+    out = []
+    for _ in range(nq):
+        n, p = _vuint(b, p)
+        if n & 1:
+            continue  # static qstr: an index into the firmware's own table
+        n >>= 1
+        out.append(b[p : p + n].decode())
+        p += n + 1
+    return out
+
+
+def cmd_census(a: argparse.Namespace) -> None:
+    """qstrs each module adds, in dependency order, read from the compiled bundle (no run):
+    the union over a session decides the qstr pools (they only grow)."""
+    bundle = build.sim_bundle()
+    names = dep_order(a.modules or DEFAULT_MODULES)
+    seen: set[str] = set()
+    print(f"{'module':32} {'qstrs':>6} {'new':>5} {'total':>6}")
+    for name in names:
+        rel = name.replace(".", "/")
+        cands = [bundle / (rel + ".mpy"), bundle / rel / "__init__.mpy"]
+        cands += [bundle / "lib" / (rel + ".mpy"), bundle / "lib" / rel / "__init__.mpy"]
+        path = next((c for c in cands if c.exists()), None)
+        if path is None:
+            continue
+        qs = mpy_qstrs(path)
+        qs.append("/rom/" + path.relative_to(bundle).as_posix())  # __file__, interned on import
+        new = [q for q in qs if q not in seen]
+        seen.update(qs)
+        print(f"{name:32} {len(qs):6d} {len(new):5d} {len(seen):6d}")
+        if a.verbose:
+            print("    " + " ".join(new))
+
+
 def cmd_imports(a: argparse.Namespace) -> None:
     names = dep_order(a.modules or DEFAULT_MODULES)
     rows = parse_marks(run_probe("imports", ["1" if a.drop else "0", *names]))
@@ -225,6 +309,55 @@ def cmd_imports(a: argparse.Namespace) -> None:
         f"{'total':32} {tot:8d} {int(last['n_qstr']) - int(rows[0]['n_qstr']):6d} "
         f"{int(last['pool_heap']):7d}   (qstr string data in ROM: {last['str_bytes']} bytes)"
     )
+
+
+def cmd_flow(a: argparse.Namespace) -> None:
+    """Heap in use after each step of a payment run in-process; with --min, the smallest
+    heap for the flow (bisection) and the step that fails just below it."""
+    from hubi.token.harness import TokenWorld
+
+    root = Path(tempfile.mkdtemp(prefix="token-heap-"))
+    world = TokenWorld(root)
+    req = root / "request.bin"
+    req.write_bytes(world.request("BKB-000000000007", 12345, "coffee+cake!"))
+    snap = world.provisioned("BKA-000000000042", cap=10**9)
+    import shutil
+
+    def run(profile: str, heap: str) -> tuple[bool, str]:
+        state = world.new_state()
+        shutil.copytree(snap / "flash", state / "flash")
+        (state / "frames").mkdir(parents=True, exist_ok=True)
+        try:
+            return True, run_probe("flow", [profile, str(state), str(req)], heap)
+        except SystemExit as e:
+            return False, str(e)
+
+    for profile in a.profile or PROFILES:
+        ok, out = run(profile, "4m")
+        if not ok:
+            print(out)
+            continue
+        rows = parse_marks(out)
+        print(f"{profile}:")
+        for r in rows:
+            print(f"  {r['tag']:18} {r['alloc']:7d} bytes in use, {r['n_qstr']} qstrs")
+        if a.min:
+            lo, hi = a.low, a.high
+            while hi - lo > a.step:
+                mid = (lo + hi) // 2 // a.step * a.step
+                if mid <= lo:
+                    break
+                if run(profile, f"{mid}k")[0]:
+                    hi = mid
+                else:
+                    lo = mid
+            fail = run(profile, f"{lo}k")[1]
+            last = [ln for ln in fail.splitlines() if ln.startswith("@@ ")]
+            err = [ln for ln in fail.splitlines() if "Error" in ln]
+            print(
+                f"  smallest heap {hi} KB; at {lo} KB it fails after "
+                f"{last[-1][3:] if last else 'nothing'}: {err[-1] if err else fail[-300:]}"
+            )
 
 
 def provisioned_state(profile: str = "headless") -> Path:
@@ -320,6 +453,15 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         p.add_argument("--profile", action="append", choices=PROFILES)
         p.add_argument("--state", help="a provisioned token's state folder (default: made)")
+    p = sub.add_parser("census")
+    p.add_argument("modules", nargs="*")
+    p.add_argument("-v", "--verbose", action="store_true", help="list each module's new qstrs")
+    p = sub.add_parser("flow")
+    p.add_argument("--profile", action="append", choices=PROFILES)
+    p.add_argument("--min", action="store_true", help="also bisect the smallest heap")
+    p.add_argument("--low", type=int, default=48)
+    p.add_argument("--high", type=int, default=320)
+    p.add_argument("--step", type=int, default=2)
     p = sub.add_parser("minheap")
     p.add_argument("--profile", action="append", choices=PROFILES)
     p.add_argument("--scenario", action="append", choices=("payment", "provision", "notice"))
@@ -333,6 +475,10 @@ def main(argv: list[str] | None = None) -> None:
         cmd_boot(a)
     elif a.cmd == "qstrs":
         cmd_boot(a, dump=True)
+    elif a.cmd == "census":
+        cmd_census(a)
+    elif a.cmd == "flow":
+        cmd_flow(a)
     else:
         cmd_minheap(a)
 

@@ -21,7 +21,10 @@ MicroPython cannot wipe it (immutable ints and bytes): see docs/token.md.
 
 from core import kdf
 from core.store import Corrupt, Records, open_record, seal_record
-from hubi_core import aesgcm, ct, suite
+from hubi_core import ct
+
+# suite (key generation) and aesgcm (the sealed key) are imported where they are used: the
+# keystore stays resident, they are loaded for one unlock or provisioning (core/__init__.py)
 
 LIMIT = 10
 FREE_TRIES = 3
@@ -87,6 +90,7 @@ class Keystore:
         self.backoff_base_ms = backoff_base_ms
         self.secret = None
         self._transport = None
+        self._transport_pub = None  # (private, public): GET_INFO asks for it often
         self.records = None
         self.account = None
         self.on_wipe = None  # wallet hook: remove everything else after the keys are gone
@@ -138,6 +142,8 @@ class Keystore:
         self._new_transport()
 
     def _new_transport(self):
+        from hubi_core import suite
+
         self._transport = suite.generate_private()
         self._save_dev()
 
@@ -152,7 +158,11 @@ class Keystore:
     def transport_public(self):
         if self._transport is None:
             return None
-        return suite.public_key(self._transport, compressed=True)
+        if self._transport_pub is None or self._transport_pub[0] != self._transport:
+            from hubi_core import suite
+
+            self._transport_pub = (self._transport, suite.public_key(self._transport, True))
+        return self._transport_pub[1]
 
     def transport_private(self):
         if self._transport is None:
@@ -192,6 +202,8 @@ class Keystore:
 
     def create(self, account, priv, pin):
         """Seal the account key under pin and write ks.bin (the provisioning commit point)."""
+        from hubi_core import suite
+
         check_pin(pin)
         suite.check_private(priv)
         self.records.put(PIN, b"\x00")
@@ -199,6 +211,8 @@ class Keystore:
         self.account = account
 
     def _write_ks(self, account, priv, pin):
+        from hubi_core import aesgcm
+
         salt = self.rng.bytes(16)
         nonce = self.rng.bytes(12)
         enc, check = self._derive(pin, salt, self.iterations)
@@ -260,6 +274,8 @@ class Keystore:
         except ValueError:
             good = False
         if good:
+            from hubi_core import aesgcm
+
             try:
                 priv = int.from_bytes(aesgcm.decrypt(enc, nonce, sealed, account.encode()), "big")
             except aesgcm.AuthError:

@@ -14,7 +14,7 @@ Payment, in order (DESIGN section 2 link 2):
 import gc
 import json
 
-from core import fmt
+from core import fmt, release
 from core.keystore import NotProvisioned, Wiped, WrongPin
 from core.wallet import WalletError
 from hubi_core import protocol as P
@@ -26,6 +26,25 @@ except ImportError:  # CPython
     mem_peak = None
 
 VERSION = "hubi-token 0.1"
+# request type -> handler method (one dispatcher: a closure per type would cost heap)
+_HANDLERS = {
+    P.GET_INFO: "h_info",
+    P.SET_TIME: "h_set_time",
+    P.PROVISION_COMMIT: "h_prov_commit",
+    P.LOAD_ALLOWANCE: "h_allowance",
+    P.PAY_REQUEST: "h_pay_request",
+    P.PAY_CONFIRM: "h_pay_confirm",
+    P.PAY_CANCEL: "h_pay_cancel",
+    P.NOTE_GET: "h_note_get",
+    P.NOTE_LIST: "h_note_list",
+    P.LOAD_NOTICE: "h_notice",
+    P.SHOW_BALANCE: "h_balance",
+    P.CHANGE_PIN: "h_change_pin",
+    P.WIPE: "h_wipe",
+}
+_ALWAYS = (P.GET_INFO, P.SET_TIME)  # answered even while the person uses the device
+# what a note on screen needs between requests (the animation redraws its frames)
+_QR = ("ui.qrview", "hubi_core.qr", "hubi_core.qrparts")
 
 
 def _json(obj):
@@ -76,44 +95,38 @@ class Token:
         self.busy = False  # a device-side flow is running: the link answers BUSY
         self.in_handler = False
         self.last_note = None
-        h = server.handle
-        h(P.GET_INFO, self._wrap(self.h_info, always=True))
-        h(P.SET_TIME, self._wrap(self.h_set_time, always=True))
-        h(P.PROVISION_FILE, self._wrap(self.h_prov_file), sink=self._prov_sink)
-        h(P.PROVISION_COMMIT, self._wrap(self.h_prov_commit))
-        h(P.LOAD_ALLOWANCE, self._wrap(self.h_allowance))
-        h(P.PAY_REQUEST, self._wrap(self.h_pay_request))
-        h(P.PAY_CONFIRM, self._wrap(self.h_pay_confirm))
-        h(P.PAY_CANCEL, self._wrap(self.h_pay_cancel))
-        h(P.NOTE_GET, self._wrap(self.h_note_get))
-        h(P.NOTE_LIST, self._wrap(self.h_note_list))
-        h(P.LOAD_NOTICE, self._wrap(self.h_notice))
-        h(P.SHOW_BALANCE, self._wrap(self.h_balance))
-        h(P.CHANGE_PIN, self._wrap(self.h_change_pin))
-        h(P.WIPE, self._wrap(self.h_wipe))
+        server.handle_all(_HANDLERS, self._dispatch)
+        server.handle(P.PROVISION_FILE, self._prov_file, sink=self._prov_sink)
         if ui is not None:
             ui.idle = self._idle
 
     # ------------------------------------------------------------------------ plumbing
-    def _wrap(self, fn, always=False):
-        def run(payload):
-            if self.busy and not always:
-                raise ErrorReply(P.ERR_BUSY, "the token is busy with the user on the device")
-            self.in_handler = True
-            try:
-                return fn(payload)
-            except ErrorReply:
-                raise
-            except Exception as e:  # noqa: BLE001 - every failure becomes a clear ERROR reply
-                r = _err(e)
-                if r is None:
-                    raise
-                raise r from None
-            finally:
-                self.in_handler = False
-                gc.collect()
+    def _dispatch(self, t, payload):
+        return self._run(getattr(self, _HANDLERS[t]), payload, t in _ALWAYS)
 
-        return run
+    def _prov_file(self, sink):
+        return self._run(self.h_prov_file, sink)
+
+    def _run(self, fn, payload, always=False):
+        if self.busy and not always:
+            raise ErrorReply(P.ERR_BUSY, "the token is busy with the user on the device")
+        self.in_handler = True
+        try:
+            return fn(payload)
+        except ErrorReply:
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure becomes a clear ERROR reply
+            r = _err(e)
+            if r is None:
+                raise
+            raise r from None
+        finally:
+            self.in_handler = False
+            self.release()
+
+    def release(self):
+        """Forget the modules this request loaded (core.release), but not a shown QR's."""
+        release(_QR if self.ui is not None and self.ui.qr is not None else ())
 
     def _idle(self):
         if self.in_handler:
@@ -189,9 +202,13 @@ class Token:
     def h_pay_request(self, payload):
         w = self.wallet
         w.pending = None
+        if self.ui is not None and self.ui.qr is not None:
+            self.ui.busy("Payment request", "Checking...")  # a new request replaces the note
+            self.release()
         t0 = self.clock.ticks_ms() if self.clock else 0
         pay = w.prepare(payload)
         self.timing = {"verify_ms": self._ms(t0)}
+        self.release()  # the verifier: the signer needs the room
         if self.ui is None:
             w.pending = pay
             return bytes([2]) + _json(pay.summary())
@@ -212,7 +229,7 @@ class Token:
             note = w.sign(pay, priv)
         finally:
             priv = None
-            gc.collect()
+            self.release()  # the signer: the QR encoder needs the room
         t1 = self.clock.ticks_ms()
         self.last_note = note
         view = ui.show_note(note)
@@ -248,6 +265,7 @@ class Token:
                 t0 = self.clock.ticks_ms()
                 priv = ks.unlock(pin, self._wait)
                 self._timing(unlock_ms=self._ms(t0))
+                self.release()
                 return priv
             except WrongPin as e:
                 ui.message("Wrong PIN", "%d tries left" % e.left, timeout_ms=3000)
@@ -278,11 +296,12 @@ class Token:
             raise
         t1 = self.clock.ticks_ms()
         w.pending = None
+        self.release()
         try:
             note = w.sign(pay, priv)
         finally:
             priv = None
-            gc.collect()
+            self.release()
         self.last_note = note
         self._timing(
             unlock_ms=self.clock.ticks_diff(t1, t0),
@@ -385,6 +404,7 @@ class Token:
         if ui.qr is not None:
             if ev in ("ok", "back"):
                 ui.qr = None
+                self.release()
                 self.refresh()
             return
         key = ui.menu_event(ev)
@@ -402,6 +422,7 @@ class Token:
             ui.message("Error", str(e))
         finally:
             self.busy = False
+            self.release()
         if ui.qr is None:
             self.refresh()
 
@@ -448,7 +469,7 @@ class Token:
     def _typed_payment(self):
         ui = self.ui
         w = self.wallet
-        banks = w.load_trust().consortium.bank_ids()
+        banks = w.bank_ids()
         bank = ui.choose("Payee bank", [(b, b) for b in banks])
         if bank is None:
             return None

@@ -12,8 +12,6 @@ it: "confirm", "pin", "menu", "message", "qr", "text", "amount", "home", "wait".
 from core import fmt
 from hal import ACCENT, BACK, BLACK, DOWN, OK, UP, WHITE
 
-from ui.qrview import QrView
-
 PIN_WHEEL = "0123456789<#"  # '<' deletes the last digit, '#' finishes
 TEXT_DEL = "<"
 TEXT_END = "#"
@@ -191,6 +189,8 @@ class Ui:
     # ------------------------------------------------------------------------ QR
     def show_note(self, raw, title=None):
         """Start showing raw as QR (single or animated); returns the QrView (tick animates)."""
+        from ui.qrview import QrView  # loaded while a note is shown (core.token releases it)
+
         self.qr = None
         self.qr = QrView(self.d, raw, self.level, self.min_px, self.frame_ms)
         self.qr.start(self.clock.ticks_ms())

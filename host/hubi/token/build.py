@@ -3,7 +3,9 @@
 Layout of a bundle (what `hubi token deploy` copies to the board's flash, and what the
 simulator runs from, so the simulator tests the shipped form):
 
-    main.py                    entry point (source: MicroPython runs /main.py by name)
+    main.py                    entry point (source: MicroPython runs /main.py by name); it
+                               only mounts the image and calls app.run()
+    app.mpy                    the application wiring (board, core, UI)
     board.json                 {"board": NAME} (deploy only)
     core/ hal/ ui/ boards/ drivers/   firmware modules as .mpy
     lib/hubi_core/*.mpy        shared code, and lib/hubi_core/p256_table.bin (signing table)
@@ -54,6 +56,9 @@ def sources(board: str | None = None) -> list[tuple[Path, str]]:
     """(source file, bundle path) for every file of a bundle; boards: all, or only `board`
     plus the ones the simulator emulates (their SETTINGS)."""
     out: list[tuple[Path, str]] = []
+    for p in sorted(FIRMWARE.glob("*.py")):  # app.py (main.py is added last, as source)
+        if p.name != "main.py":
+            out.append((p, p.name))
     for pkg in FW_PACKAGES:
         for p in sorted((FIRMWARE / pkg).rglob("*.py")):
             rel = p.relative_to(FIRMWARE).as_posix()
@@ -66,6 +71,19 @@ def sources(board: str | None = None) -> list[tuple[Path, str]]:
         out.append((SHARED / a, "lib/hubi_core/" + a))
     out.append((FIRMWARE / "main.py", "main.py"))
     return out
+
+
+def source_name(rel: str) -> str:
+    """The file name a module's .mpy records for tracebacks: its module name ("core.wallet",
+    "hubi_core.codec"). MicroPython interns that name (a qstr, for good) when the module is
+    loaded; the module name is interned anyway, so this costs no extra heap (a path like
+    "lib/hubi_core/codec.py" would be one more qstr per module)."""
+    name = rel[: -len(".py")] if rel.endswith(".py") else rel
+    if name.startswith("lib/"):
+        name = name[len("lib/") :]
+    if name.endswith("/__init__"):
+        name = name[: -len("/__init__")]
+    return name.replace("/", ".")
 
 
 def _fingerprint(files: list[tuple[Path, str]], march: str, exe: str) -> str:
@@ -109,7 +127,7 @@ def _build(out: Path, march: str, board: str | None, force: bool) -> Path:
             shutil.copyfile(src, dst)
             continue
         dst = dst.with_suffix(".mpy")
-        cmd = [exe, f"-march={march}", "-o", str(dst), "-s", rel, str(src)]
+        cmd = [exe, f"-march={march}", "-o", str(dst), "-s", source_name(rel), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise BuildError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")

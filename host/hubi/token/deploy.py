@@ -100,6 +100,7 @@ def deploy_commands(port: str, bundle: Path, romfs: bool = False) -> list[list[s
     mp = _exe("mpremote")
     con = [mp, "connect", port]
     dirs = sorted(p.name for p in bundle.iterdir() if p.is_dir())
+    dirs += sorted(p.name for p in bundle.iterdir() if p.suffix == ".mpy")  # app.mpy
     cmds = []
     if romfs:
         rom = bundle.with_name(bundle.name + "-rom")

@@ -1,0 +1,78 @@
+"""The token application: pick the board, wire HAL drivers, core and UI, and run.
+
+main.py (the only source file, which MicroPython runs by name at boot) mounts the ROMFS image
+in the simulator and calls run() here, so this code runs in place from flash like every other
+module: nothing of it is compiled into the heap.
+
+Nothing below imports a driver except through boards.load(): core never sees hardware.
+"""
+
+import sys
+
+
+def _config(argv):
+    import json
+
+    if len(argv) > 1:
+        with open(argv[1]) as f:
+            cfg = json.load(f)
+        cfg.setdefault("board", "sim")
+        return cfg
+    try:
+        with open("/board.json") as f:
+            return json.load(f)
+    except OSError:
+        return {"board": "headless"}
+
+
+def build(cfg):
+    """Board, wallet, link server, UI and the Token app from a config dict.
+
+    What is imported here stays in the heap (core.mark_resident); everything else is imported
+    for one step of one request and released after it (core/__init__.py)."""
+    import boards
+    import core
+    from core.keystore import Keystore
+    from core.token import Token
+    from core.wallet import Wallet
+
+    from hubi_core.link import Server
+
+    board = boards.load(cfg.get("board", "sim"), cfg)
+    s = board.settings
+    ks = Keystore(board.storage, board.rng, board.clock, s["kdf_iterations"], s["pin_backoff_ms"])
+    wallet = Wallet(board.storage, ks, board.clock, s)
+    server = Server(board.transport, name="hubi-token " + board.name, max_message=s["max_message"])
+    ui = None
+    if board.display is not None:
+        from ui.screens import Ui
+
+        ui = Ui(board.display, board.input, board.clock, s)
+    core.mark_resident()
+    wallet.boot()
+    core.release()
+    return Token(wallet, server, ui, board.clock, board.name, board.log)
+
+
+def main(argv=None):
+    cfg = _config(sys.argv if argv is None else argv)
+    if cfg.get("maintenance_check", True) and cfg.get("board") not in ("sim", None):
+        import boards
+
+        mod = boards.module(cfg["board"])
+        if getattr(mod, "maintenance", None) and mod.maintenance():
+            print("hubi: maintenance mode (button held at boot): REPL left free")
+            return None
+    token = build(cfg)
+    token.log("ready:", token.board, "provisioned" if token.wallet.provisioned else "blank")
+    token.run()
+
+
+def run():
+    try:
+        main()
+    except KeyboardInterrupt:
+        pass
+    except BaseException as e:  # noqa: BLE001 - report on stderr: stdout may be the link
+        sys.print_exception(e, sys.stderr)
+        raise SystemExit(1) from None
