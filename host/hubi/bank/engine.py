@@ -929,8 +929,8 @@ class BankEngine:
         uniq = list(dict.fromkeys(nids))
         for i in range(0, len(uniq), 500):
             chunk = uniq[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in tx.all(_NOTE_SELECT + f" WHERE note_id IN ({marks})", chunk):
+            cond, params = tx.among("note_id", chunk)
+            for r in tx.all(_NOTE_SELECT + " WHERE " + cond, params):
                 out[bytes(r[0])] = tuple(r)
         return out
 
@@ -939,8 +939,8 @@ class BankEngine:
         uniq = list(dict.fromkeys(digests))
         for i in range(0, len(uniq), 500):
             chunk = uniq[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in tx.all(_DUP_SELECT + f" WHERE digest IN ({marks})", chunk):
+            cond, params = tx.among("digest", chunk)
+            for r in tx.all(_DUP_SELECT + " WHERE " + cond, params):
                 out[bytes(r[0])] = tuple(r)
         return out
 
@@ -948,8 +948,8 @@ class BankEngine:
         heads: dict[str, Head] = {}
         for i in range(0, len(books), 500):
             chunk = list(books[i : i + 500])
-            marks = ",".join("?" * len(chunk))
-            for r in tx.all(_HEAD_SELECT + f" WHERE book IN ({marks})", chunk):
+            cond, params = tx.among("book", chunk)
+            for r in tx.all(_HEAD_SELECT + " WHERE " + cond, params):
                 heads[r[0]] = _head(r)
         for b in books:
             if b not in heads:
@@ -1211,14 +1211,21 @@ class BankEngine:
     def _commit_batch(self, items: list[_Item], mode: str, status: int) -> None:
         books = self._books_of(items, mode)
         t = self.now()
-        # optimistic: sign from the state as last committed, outside any lock
-        state = self._load_state(self.store.reader(), items, books)
         signed: dict[tuple, Any] = {}
-        plan = self._plan_batch(items, state, mode, status, t, cache=signed)
+        # SQLite: plan (sign) before taking the database's one write lock. PostgreSQL locks
+        # only these books' rows, so planning under the lock blocks no one else and saves the
+        # optimistic round of reads.
+        optimistic = self.store.dialect == "sqlite"
+        state = plan = None
+        if optimistic:
+            state = self._load_state(self.store.reader(), items, books)
+            plan = self._plan_batch(items, state, mode, status, t, cache=signed)
         with self.store.transaction() as tx:
             tx.lock_books(books)
             now = self._load_state(tx, items, books)
-            if now != state:  # something moved meanwhile: decide again under the lock,
+            if plan is None:
+                plan = self._plan_batch(items, now, mode, status, t, cache=signed)
+            elif now != state:  # something moved meanwhile: decide again under the lock,
                 # signing only what depends on what moved
                 plan = self._plan_batch(items, now, mode, status, t, cache=signed)
                 with self._stats_lock:

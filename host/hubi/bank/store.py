@@ -241,6 +241,13 @@ class Tx:
         row = self.one(sql, params)
         return default if row is None else row[0]
 
+    def among(self, column: str, values: Sequence[Any]) -> tuple[str, tuple]:
+        """``column IN (...)`` as (SQL, params): one array parameter on PostgreSQL, so the
+        statement text is the same for any number of values (and gets prepared once)."""
+        if self.pg:
+            return f"{column} = ANY(?)", (list(values),)
+        return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
+
     # --- meta
     def meta(self, key: str) -> bytes | None:
         v = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
