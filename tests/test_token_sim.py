@@ -14,7 +14,7 @@ from PIL import Image
 
 from hubi import kmc
 from hubi.token.harness import TokenWorld
-from hubi.token.sim import SIM_HEAP
+from hubi.token.sim import sim_heap
 from hubi_core import codec, ecies, qrparts, suite
 from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply
@@ -53,7 +53,7 @@ def test_payment_single_qr_on_320x240(world: TokenWorld) -> None:
     simulator drew decodes to exactly the note's bytes."""
     state = world.provisioned(PAYER)
     with world.running(state, "m5stack_core") as (sim, tok):
-        assert sim.heapsize == SIM_HEAP
+        assert sim.heapsize == sim_heap("m5stack_core")
         before = set(sim.frame_files())
         note = world.pay(sim, tok, world.request(PAYEE, 12345), "1234", wheel=True)
         check_note(world, note, 12345, 1)
