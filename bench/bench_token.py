@@ -4,7 +4,7 @@
     .venv/bin/python bench/bench_token.py --json bench/out/token.json --notes 5
 
 What it measures (results and method: bench/token.md):
-  timing    the simulator (real firmware, ROMFS-mapped .mpy bundle, SIM_HEAP heap) per board
+  timing    the simulator (real firmware, ROMFS-mapped .mpy bundle, the profile's SIM_HEAPS heap) per board
             profile: the firmware's own ticks_ms split of one payment, logged as "timing":
             verify (decode + offline verification of the Request), unlock (PIN KDF + attempt
             counter writes), sign (persist counter, sign 5 fields, encode, keep in history),
@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "shared"))
 
 from hubi.token import build  # noqa: E402
 from hubi.token.harness import TokenWorld  # noqa: E402
-from hubi.token.sim import SIM_HEAP, Simulator  # noqa: E402
+from hubi.token.sim import SIM_HEAPS, Simulator  # noqa: E402
 
 PAYER = "BKA-000000000042"
 PAYEE = "BKB-000000000007"
@@ -66,7 +66,7 @@ def bench_profile(world: TokenWorld, profile: str, n: int) -> dict[str, object]:
     rows = []
     walls = []
     with world.running(state, profile, settings={"kdf_iterations": 10000}) as (sim, tok):
-        boot_used = _heap_used(tok.info())
+        boot_used = _heap_used(tok.info(), sim.heapsize)
         for _ in range(n):
             req = world.request(PAYEE, 12345, "coffee+cake!")
             t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def bench_profile(world: TokenWorld, profile: str, n: int) -> dict[str, object]:
             if "sign_ms" in t:
                 rows.append(dict(merged))
                 merged = {}
-        after_used = _heap_used(tok.info())
+        after_used = _heap_used(tok.info(), sim.heapsize)
     keys = ["verify_ms", "unlock_ms", "sign_ms", "qr_ms", "qr_encode_ms"]
     med = {k: statistics.median(r.get(k, 0) for r in rows) for k in keys}
     med["request_to_qr_ms"] = med["verify_ms"] + med["unlock_ms"] + med["sign_ms"] + med["qr_ms"]
@@ -99,11 +99,11 @@ def bench_profile(world: TokenWorld, profile: str, n: int) -> dict[str, object]:
     }
 
 
-def _heap_used(info: dict[str, object]) -> int | None:
+def _heap_used(info: dict[str, object], heap: str) -> int | None:
     free = info.get("heap_free")
     if not isinstance(free, int):
         return None
-    return _kb(SIM_HEAP) - free
+    return _kb(heap) - free
 
 
 def _kb(spec: str) -> int:
@@ -219,7 +219,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="hubi-bench-token-"))
     try:
         world = TokenWorld(tmp / "world")
-        res: dict[str, object] = {"sim_heap": SIM_HEAP, "profiles": []}
+        res: dict[str, object] = {"sim_heaps": SIM_HEAPS, "profiles": []}
         for prof in PROFILES:
             r = bench_profile(world, prof, args.notes)
             res["profiles"].append(r)  # type: ignore[union-attr]
