@@ -97,6 +97,9 @@ def test_refusals_double_issue_and_rejections(store_url: str, world: World) -> N
     ref = codec.decode(out.refusal, codec.REFUSAL)
     assert verify.verify_object(ref, w.trust).ok and ref["payee"] == "BKA-dave"
     assert ref["reason_code"] == codec.REASON_INSUFFICIENT_FUNDS
+    assert (
+        "400" not in ref["reason"] and "400" not in out.reason
+    )  # the payer's balance stays private
     assert eng.register_size() == size and eng.balance("BKA-carol") == 400
     again = eng.book(big)
     assert again.replay and again.status == "refused" and again.refusal == out.refusal
@@ -173,6 +176,26 @@ def test_allowance_voucher(store_url: str, world: World) -> None:
     assert eng.book(_enc(codec.sign(n, fay.private))).reason_code == codec.REASON_EXPIRED
     n = codec.make_note(fay.template, 14, 1_760_000_500, 1, "BKA-gus", "x", allowance=999)
     assert eng.book(_enc(codec.sign(n, fay.private))).reason_code == codec.REASON_ALLOWANCE
+    _clean(eng, w)
+    eng.close()
+
+
+def test_allowance_found_by_serial(store_url: str, world: World) -> None:
+    """Tokens leave the allowance field out: the bank finds it from the note's serial."""
+    w = world
+    eng = make_bank(store_url, w, accounts=("BKA-hu", "BKA-ik"), fund=10_000)
+    assert eng.book(_enc(w.note("BKA-hu", "BKA-ik", 900, serial=3))).ok  # before any allowance
+    first = codec.decode(
+        eng.issue_allowance("BKA-hu", cap=100, expiry=2_000_000_000, first_serial=10)
+    )
+    assert eng.book(_enc(w.note("BKA-hu", "BKA-ik", 60, serial=10))).ok
+    over = eng.book(_enc(w.note("BKA-hu", "BKA-ik", 50, serial=11)))
+    assert over.reason_code == codec.REASON_ALLOWANCE and f"#{first.serial}" in over.reason
+    assert eng.book(_enc(w.note("BKA-hu", "BKA-ik", 500, serial=4))).ok  # below it: online
+    eng.issue_allowance("BKA-hu", cap=1000, expiry=1_760_000_000, first_serial=20)
+    late = eng.book(_enc(w.note("BKA-hu", "BKA-ik", 5, serial=25)))  # signed after it expired
+    assert late.reason_code == codec.REASON_EXPIRED
+    assert eng.book(_enc(w.note("BKA-hu", "BKA-ik", 40, serial=12))).ok  # still the first one
     _clean(eng, w)
     eng.close()
 

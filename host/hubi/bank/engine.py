@@ -27,9 +27,11 @@ Booking a same-bank note (``book``):
      template); a failure → status ``rejected`` with a signed Refusal (bad-signature or
      bad-template), nothing stored: a forged note must not claim its payer's serial.
   3. bind: payer and payee are accounts opened here (else ``rejected``/unknown-account),
-     amount > 0, payer != payee (bad-format); the allowance voucher, if the note names one:
-     issued to the payer, not expired at the note's time, serial >= first_serial, cap not
-     exceeded (``refused``/over-allowance or expired, stored).
+     amount > 0, payer != payee (bad-format); the offline allowance the note spends — the one
+     it names, else the payer's allowance whose serial range holds the note's serial (each
+     covers the serials from its first_serial on; tokens leave the field out): issued to the
+     payer, not expired at the note's time, serial >= first_serial, cap not exceeded
+     (``refused``/over-allowance or expired, stored).
   4. in one transaction, with both books locked: double issuance → the second note is kept in
      ``double_issues`` with a signed Refusal (double-issuance), the payer flagged
      (``FLAG_DOUBLE_ISSUE``), nothing booked; insufficient funds → ``refused`` with a signed
@@ -303,7 +305,7 @@ class _Item:
     """One note on its way through a booking batch."""
 
     __slots__ = ("raw", "obj", "nid", "digest", "payer", "payee", "amount", "serial",
-                 "allowance", "payer_key", "outcome")  # fmt: skip
+                 "allowance", "named_allowance", "payer_key", "outcome")  # fmt: skip
 
     def __init__(self, raw: bytes, obj: codec.Obj | None):
         self.raw = raw
@@ -314,13 +316,14 @@ class _Item:
             self.nid = self.digest = b""
             self.payer = self.payee = ""
             self.amount = self.serial = 0
-            self.allowance = None
+            self.allowance = self.named_allowance = None
             return
         self.payer = obj.signer
         self.payee = obj["payee"]
         self.amount = obj["amount"]
         self.serial = obj.serial
-        self.allowance = obj.get("allowance")
+        self.named_allowance = obj.get("allowance")
+        self.allowance = self.named_allowance  # or inferred from the serial (_load_state)
         self.nid = lsum.note_id(obj.signer, obj.serial)
         self.digest = hashlib.sha256(raw).digest()
 
@@ -954,17 +957,33 @@ class BankEngine:
         for b in books:
             if b not in heads:
                 raise UnknownAccount(f"no book {b} at bank {self.bank}")
+        # allowances: the one a note names, else the one its serial falls in (an allowance
+        # covers the payer's serials from its first_serial up to the next allowance's)
         allowances: dict[tuple[str, int], tuple[int, int, int, int]] = {}
-        for it in items:
-            a = it.allowance
-            if a is not None and (it.payer, a) not in allowances:
-                r = tx.one(
-                    "SELECT cap, expiry, first_serial, spent FROM allowances "
-                    "WHERE account = ? AND serial = ?",
-                    (it.payer, a),
+        payers = sorted({it.payer for it in items if it.obj is not None})
+        issued: dict[str, list[tuple[int, int, int, int, int]]] = {}
+        if payers:
+            cond, params = tx.among("account", payers)
+            for acct, serial, cap, expiry, first, spent in tx.all(
+                "SELECT account, serial, cap, expiry, first_serial, spent FROM allowances WHERE "
+                + cond,
+                params,
+            ):
+                issued.setdefault(acct, []).append(
+                    (int(first), int(serial), int(cap), int(expiry), int(spent))
                 )
-                if r is not None:
-                    allowances[(it.payer, a)] = (int(r[0]), int(r[1]), int(r[2]), int(r[3]))
+        for it in items:
+            if it.obj is None:
+                continue
+            mine = issued.get(it.payer, [])
+            if it.named_allowance is not None:
+                it.allowance = it.named_allowance
+            else:
+                covering = [a for a in mine if a[0] <= it.serial]
+                it.allowance = max(covering)[1] if covering else None
+            for first, serial, cap, expiry, spent in mine:
+                if serial == it.allowance:
+                    allowances[(it.payer, serial)] = (cap, expiry, first, spent)
         return _State(
             heads,
             self._note_rows(tx, [it.nid for it in items]),
@@ -1698,7 +1717,10 @@ def _covers(info: AccountInfo, balance: int, amount: int) -> bool:
 
 
 def _funds_reason(account: str, balance: int, amount: int) -> str:
-    return f"insufficient funds: {account} has {balance}, the note needs {amount}"
+    """The Refusal goes to the payee (and the upload answer to anyone): it never tells the
+    payer's balance."""
+    del balance
+    return f"insufficient funds: {account} cannot cover {amount}"
 
 
 def _double_reason(payer: str, serial: int) -> str:
