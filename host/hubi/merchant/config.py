@@ -141,10 +141,15 @@ def init_from_bank_home(
 
 def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: Path) -> None:
     """Set up a merchant from a key file (32 bytes or 64 hex digits) and a template file."""
-    raw = Path(key_file).read_bytes().strip()
-    if len(raw) == 64:
+    raw = Path(key_file).read_bytes()
+    # A binary key is exactly 32 bytes (any of which may look like whitespace); only the hex
+    # form may carry a trailing newline.
+    if len(raw) != 32:
+        text = raw.strip()
+        if len(text) != 64:
+            raise MerchantError(f"{key_file}: a private key is 32 bytes (or 64 hex digits)")
         try:
-            raw = bytes.fromhex(raw.decode())
+            raw = bytes.fromhex(text.decode())
         except ValueError:
             raise MerchantError(f"{key_file}: not a 32-byte key") from None
     if len(raw) != 32:
