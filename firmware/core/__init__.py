@@ -11,7 +11,7 @@ names (qstrs) stay: importing a module again costs time, not heap.
 
 Resident modules import the others inside functions, never at module level, and keep no
 object of a released module's classes (that would keep the whole module alive).
-On CPython both calls do nothing.
+On CPython these calls do nothing.
 """
 
 import gc
@@ -31,7 +31,7 @@ STICKY = (
 
 
 def mark_resident():
-    """The modules loaded now stay for good (main.build() calls this once)."""
+    """The modules loaded now stay for good (app.build() calls this once)."""
     global _resident
     if sys.implementation.name == "micropython":
         _resident = set(sys.modules)
