@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 sys.path.insert(0, str(SHARED))
 
+from hubi.binaries import find_exe  # noqa: E402
 from hubi_core import ecies, suite  # noqa: E402
 
 PRIV = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721  # RFC 6979 test key
@@ -46,11 +47,8 @@ MODULES = ["__init__", "ct", "ec", "ec_ct", "ec_vt", "suite", "aesgcm", "ecies"]
 
 
 def _exe(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if not found:
+    found = find_exe(name)
+    if found is None:
         raise SystemExit("%s not found (make installs it into .venv)" % name)
     return found
 

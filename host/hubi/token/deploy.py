@@ -18,10 +18,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hubi.binaries import find_exe
 from hubi.token import build
 
 # bootloader offset of a MicroPython image, per chip (esptool write_flash address)
@@ -35,11 +35,8 @@ class DeployError(RuntimeError):
 
 
 def _exe(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if not found:
+    found = find_exe(name)
+    if found is None:
         raise DeployError(f"{name} not found (pip install {name}; pyproject lists it)")
     return found
 
