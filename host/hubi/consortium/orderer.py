@@ -18,7 +18,6 @@ machine, e.g. ``make demo``; several processes on that machine may share the fil
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hubi.consortium.errors import OrdererError
+from hubi.infra.sqlite import ThreadSqlite
 
 __all__ = ["Claim", "LogEvent", "Orderer", "SqliteOrderer"]
 
@@ -106,48 +106,14 @@ class SqliteOrderer:
         self.description = f"embedded SQLite orderer {self.path}"
         if not self.path.parent.is_dir():
             raise OrdererError(f"cannot open {self.path}: folder {self.path.parent} does not exist")
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._db = ThreadSqlite(self.path, OrdererError, self.description)
         self._cond = threading.Condition()
-        self._closed = False
-        with self._tx() as c:
+        with self._db.tx() as c:
             for sql in _SCHEMA:
                 c.execute(sql)
 
     def __repr__(self) -> str:
         return f"SqliteOrderer({str(self.path)!r})"
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise OrdererError(f"{self.description} is closed")
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            try:
-                c = sqlite3.connect(
-                    str(self.path), timeout=60, isolation_level=None, check_same_thread=False
-                )
-                c.execute("PRAGMA journal_mode=WAL")
-                c.execute("PRAGMA synchronous=NORMAL")
-                c.execute("PRAGMA busy_timeout=60000")
-            except sqlite3.Error as exc:
-                raise OrdererError(f"cannot open {self.description}: {exc}") from None
-            self._local.conn = c
-            with self._lock:
-                self._conns.append(c)
-        return c
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
 
     def _k(self, key: bytes) -> bytes:
         return self.prefix + key
@@ -155,7 +121,7 @@ class SqliteOrderer:
     def claim(self, key: bytes, value: bytes) -> Claim:
         k = self._k(key)
         try:
-            with self._tx() as c:
+            with self._db.tx() as c:
                 row = c.execute("SELECT rev, value FROM log WHERE key = ?", (k,)).fetchone()
                 if row is not None:
                     return Claim(False, int(row[0]), bytes(row[1]))
@@ -168,7 +134,7 @@ class SqliteOrderer:
         return Claim(True, rev, value)
 
     def get(self, key: bytes) -> Claim | None:
-        c = self._conn()
+        c = self._db.conn()
         row = c.execute("SELECT rev, value FROM log WHERE key = ?", (self._k(key),)).fetchone()
         if row is not None:
             return Claim(False, int(row[0]), bytes(row[1]))
@@ -176,7 +142,7 @@ class SqliteOrderer:
         return None if row is None else Claim(False, int(row[0]), bytes(row[1]))
 
     def put(self, key: bytes, value: bytes) -> int:
-        with self._tx() as c:
+        with self._db.tx() as c:
             nxt = int(c.execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()[0])
             c.execute(
                 "INSERT INTO kv (key, value, rev) VALUES (?, ?, ?) "
@@ -188,7 +154,7 @@ class SqliteOrderer:
     def scan(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]:
         p = self._k(prefix)
         n = len(self.prefix)
-        c = self._conn()
+        c = self._db.conn()
         rows = c.execute(
             "SELECT key, value, rev FROM log WHERE substr(key, 1, ?) = ? "
             "UNION ALL SELECT key, value, rev FROM kv WHERE substr(key, 1, ?) = ? ORDER BY 1",
@@ -197,7 +163,7 @@ class SqliteOrderer:
         return [(bytes(k)[n:], bytes(v), int(r)) for k, v, r in rows]
 
     def revision(self) -> int:
-        row = self._conn().execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()
+        row = self._db.conn().execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()
         return int(row[0])
 
     def events(
@@ -208,7 +174,7 @@ class SqliteOrderer:
         last = after
         while not stop.is_set():
             rows = (
-                self._conn()
+                self._db.conn()
                 .execute(
                     "SELECT rev, key, value FROM log WHERE rev > ? ORDER BY rev LIMIT 512",
                     (last,),
@@ -228,20 +194,15 @@ class SqliteOrderer:
 
     def health(self) -> dict[str, bool]:
         try:
-            self._conn().execute("SELECT 1").fetchone()
+            self._db.conn().execute("SELECT 1").fetchone()
             return {str(self.path): True}
         except (sqlite3.Error, OrdererError):
             return {str(self.path): False}
 
     def close(self) -> None:
-        self._closed = True
+        self._db.close()
         with self._cond:
             self._cond.notify_all()
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(sqlite3.Error):
-                c.close()
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.01) -> bool:

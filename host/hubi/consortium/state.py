@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hubi.consortium.errors import ConsortiumError
+from hubi.infra.sqlite import ThreadSqlite
 
 __all__ = ["ConsortiumState", "EntryRow", "Report"]
 
@@ -255,11 +255,8 @@ class ConsortiumState:
             raise ConsortiumError(
                 f"cannot open consortium state {self.path}: folder {self.path.parent} is missing"
             )
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        with self._tx() as c:
+        self._db = ThreadSqlite(self.path, ConsortiumError, f"consortium state {self.path}")
+        with self._db.tx() as c:
             for sql in _SCHEMA:
                 c.execute(sql)
             row = c.execute("SELECT value FROM meta WHERE key = 'orderer'").fetchone()
@@ -273,49 +270,16 @@ class ConsortiumState:
                     "point the node at its own log, or move the state file away to start afresh"
                 )
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._closed:
-            raise ConsortiumError(f"consortium state {self.path} is closed")
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = sqlite3.connect(
-                str(self.path), timeout=60, isolation_level=None, check_same_thread=False
-            )
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
-            c.execute("PRAGMA busy_timeout=60000")
-            self._local.conn = c
-            with self._lock:
-                self._conns.append(c)
-        return c
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        c = self._conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
-
     def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(sqlite3.Error):
-                c.close()
+        self._db.close()
 
     # ------------------------------------------------------------------------ progress
     def applied_revision(self) -> int:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = 'applied_revision'")
+        row = self._db.conn().execute("SELECT value FROM meta WHERE key = 'applied_revision'")
         return int(row.fetchone()[0])
 
     def log_hash(self) -> bytes:
-        row = self._conn().execute("SELECT value FROM meta WHERE key = 'log_hash'").fetchone()
+        row = self._db.conn().execute("SELECT value FROM meta WHERE key = 'log_hash'").fetchone()
         return bytes.fromhex(row[0])
 
     @contextlib.contextmanager
@@ -323,7 +287,7 @@ class ConsortiumState:
         """One event's writes plus the new applied revision and log hash, atomically.
 
         Raises ConsortiumError if `revision` is not after the applied one (applied twice)."""
-        with self._tx() as c:
+        with self._db.tx() as c:
             have = int(
                 c.execute("SELECT value FROM meta WHERE key = 'applied_revision'").fetchone()[0]
             )
@@ -346,7 +310,7 @@ class ConsortiumState:
 
     # ------------------------------------------------------------------------- queries
     def entry(self, note_id: bytes) -> EntryRow | None:
-        return StateTx(self._conn()).entry(note_id)
+        return StateTx(self._db.conn()).entry(note_id)
 
     def entries(self, state: str | None = None, limit: int = 1000) -> list[EntryRow]:
         sql = f"SELECT {_ENTRY_COLS} FROM entries"
@@ -355,17 +319,17 @@ class ConsortiumState:
             sql += " WHERE state = ?"
             params = (state,)
         sql += " ORDER BY revision LIMIT ?"
-        rows = self._conn().execute(sql, (*params, limit)).fetchall()
+        rows = self._db.conn().execute(sql, (*params, limit)).fetchall()
         return [_entry(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        rows = self._conn().execute("SELECT state, COUNT(*) FROM entries GROUP BY state")
+        rows = self._db.conn().execute("SELECT state, COUNT(*) FROM entries GROUP BY state")
         return {r[0]: int(r[1]) for r in rows.fetchall()}
 
     def positions(self) -> dict[str, dict[str, int]]:
         """Settled interbank amounts: payer's bank -> payee's bank -> total (same at every bank)."""
         rows = (
-            self._conn()
+            self._db.conn()
             .execute("SELECT payer, payee, amount FROM entries WHERE state = ?", (SETTLED,))
             .fetchall()
         )
@@ -378,7 +342,7 @@ class ConsortiumState:
 
     def reports(self, after: int = 0, limit: int = 1000) -> list[Report]:
         rows = (
-            self._conn()
+            self._db.conn()
             .execute(
                 "SELECT id, revision, kind, subject, note_id, detail, time FROM reports "
                 "WHERE id > ? ORDER BY id LIMIT ?",
@@ -401,7 +365,7 @@ class ConsortiumState:
 
     def add_report(self, kind: str, subject: str, note_id: bytes | None, detail: str) -> None:
         """A report outside the log order (e.g. a forged endorsement received by this bank)."""
-        with self._tx() as c:
+        with self._db.tx() as c:
             StateTx(c).report(None, kind, subject, note_id, detail)
 
     def checkpoints(self, bank: str | None = None) -> list[dict[str, Any]]:
@@ -410,7 +374,7 @@ class ConsortiumState:
         if bank:
             sql += " WHERE bank = ?"
             params = (bank,)
-        rows = self._conn().execute(sql + " ORDER BY revision", params).fetchall()
+        rows = self._db.conn().execute(sql + " ORDER BY revision", params).fetchall()
         return [
             {"bank": r[0], "tree_size": int(r[1]), "root": bytes(r[2]).hex(), "revision": int(r[3])}
             for r in rows
@@ -420,7 +384,7 @@ class ConsortiumState:
     def endorse_once(self, note_id: bytes, digest: bytes) -> bytes | None:
         """Remember that this bank endorsed `digest` under `note_id`; returns the digest it had
         endorsed before under that id if it differs (double issuance), else None."""
-        with self._tx() as c:
+        with self._db.tx() as c:
             row = c.execute("SELECT digest FROM endorsed WHERE note_id = ?", (note_id,)).fetchone()
             if row is not None:
                 return None if bytes(row[0]) == digest else bytes(row[0])
