@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -27,21 +26,12 @@ import pytest
 from hubi import kmc as kmc_mod
 from hubi.bank import auth
 from hubi.bank.engine import BankEngine
+from hubi.consortium.supervisor import serve_argv
 from hubi.infra import _process
 from hubi.infra.ports import free_port, release_port
 from hubi_core import codec
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def serve_argv() -> list[str]:
-    """`hubi bank serve` (python -m hubi.bank.server until the bank group registers it)."""
-    from hubi.cli import main
-
-    group = getattr(main, "commands", {}).get("bank")
-    if group is not None and "serve" in getattr(group, "commands", {}):
-        return [sys.executable, "-c", "from hubi.cli import main; main()", "bank", "serve"]
-    return [sys.executable, "-m", "hubi.bank.server"]
 
 
 @dataclass

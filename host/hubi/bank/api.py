@@ -52,15 +52,9 @@ ACCOUNT_PATTERN = r"^[A-Z0-9]{2,16}-[A-Za-z0-9._]{1,30}$"
 # ------------------------------------------------------------------------------------ errors
 
 
-class ApiError(Exception):
-    """An error reply: HTTP status, a stable code, a message naming what is wrong."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
+class ApiError(AuthError):
+    """An error reply: HTTP status, a stable code, a message naming what is wrong (the same
+    shape as an authentication error, which is one kind of it)."""
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -434,12 +428,8 @@ def create_app(node: Node) -> FastAPI:
         m.errors.labels(code).inc()
         return JSONResponse(error_body(code, message, fld), status_code=exc_status)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _reply(exc.status, exc.code, exc.message, exc.field)
-
-    @app.exception_handler(AuthError)
-    async def _auth_error(request: Request, exc: AuthError) -> JSONResponse:
+    @app.exception_handler(AuthError)  # ApiError too: a subclass
+    async def _api_error(request: Request, exc: AuthError) -> JSONResponse:
         return _reply(exc.status, exc.code, exc.message, exc.field)
 
     @app.exception_handler(RequestValidationError)

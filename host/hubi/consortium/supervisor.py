@@ -152,16 +152,8 @@ def setup_bank(
 
 
 def serve_argv() -> list[str]:
-    """The bank node command: ``hubi bank serve`` if registered, else the server module."""
-    try:
-        from hubi.cli import main
-
-        group = getattr(main, "commands", {}).get("bank")
-        if group is not None and "serve" in getattr(group, "commands", {}):
-            return [sys.executable, "-c", "from hubi.cli import main; main()", "bank", "serve"]
-    except ImportError:  # pragma: no cover
-        pass
-    return [sys.executable, "-m", "hubi.bank.server"]
+    """The bank node command, `hubi bank serve`, run by this interpreter."""
+    return [sys.executable, "-c", "from hubi.cli import main; main()", "bank", "serve"]
 
 
 @dataclass
