@@ -51,10 +51,13 @@ def build(cfg):
     core.mark_resident()
     wallet.boot()
     core.release()
-    # the names a payment interns are interned now, while the heap is empty (core.warm_up)
-    core.warm_up(("core.pay", "hubi_core.verify", "hubi_core.cpk", "hubi_core.aesgcm"))
+    # the names a payment interns are interned now, while the heap is empty (core.warm_up),
+    # one step's modules at a time as a payment loads them
+    core.warm_up(
+        ("core.hand", "core.pay", "hubi_core.codec"), ("hubi_core.cpk", "hubi_core.aesgcm")
+    )
     if ui is not None:
-        core.warm_up(("ui.qrview",))
+        core.warm_up(("core.tui",), ("ui.qrview",))
     if not wallet.provisioned:
         core.warm_up(("core.prov", "hubi_core.consortium", "hubi_core.ecies", "hubi_core.tokenmsg"))
     return Token(wallet, server, ui, board.clock, board.name, board.log)

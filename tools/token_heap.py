@@ -79,7 +79,8 @@ elif mode == "flow":
     w = tok.wallet
     with open(req_path, "rb") as f:
         req = f.read()
-    pay = w.prepare(req)
+    from core import pay as P
+    pay = P.prepare(w, req)
     mark("verify")
     core.release()
     mark("verify released")
@@ -87,7 +88,8 @@ elif mode == "flow":
     mark("unlock")
     core.release()
     mark("unlock released")
-    note = w.sign(pay, priv)
+    from core import pay as P
+    note = P.sign(w, pay, priv)
     mark("sign")
     priv = None
     core.release()

@@ -1,25 +1,76 @@
 """Payments: verify a payee's request offline, check the allowance, sign the note.
 
-Imported for one step and released after it (core/__init__.py): ``prepare`` loads the verifier
-(hubi_core.verify, cpk, the public-data kernels), ``sign`` the signer (codec, suite, the
-secret-scalar kernels); neither stays in the heap while the person confirms or the QR shows.
+Imported for one step and released after it (core/__init__.py). A request is checked in two
+steps so that the decoder and the curve arithmetic never share the heap:
+
+1. ``_decode``: the shared codec (hubi_core.codec) decodes and validates the request, and the
+   exact bytes each signature covers (codec.field_message) are hashed; what the next step needs
+   (signer, bank, account, separating key, digests, signatures) is kept as plain values, and
+   the codec is released.
+2. ``_check``: the bank key cached at provisioning, the payee's key from the bank's public matrix
+   (read from flash by offset), then ECDSA on the digests (suite.verify_digest): the same checks
+   in the same order, with the same messages, as hubi_core.verify.verify_object.
+
+A note is signed without the codec as well (``note_bytes``): its fields are few and fixed, and
+their bytes are written as codec.encode writes them (tests compare both byte for byte; the host
+verifies every note the simulator returns with the shared core).
 
 Trust on the token: the bank keys computed at provisioning and the public matrices, each file
 checked against the SHA-256 recorded with the keys before it is used (trust/keys.bin, an
 authenticated record). The consortium file itself is read at provisioning only.
+
+A payment (``prepare`` -> ``sign``) is the tuple (payee, amount, purpose, request bytes or None,
+kind, expiry): no object of this module's classes outlives the step that made it.
 """
 
 import gc
 import hashlib
 
-from core import fmt
+from core import release
 from core.store import Corrupt
-from core.wallet import Payment, WalletError, _u64
-from hubi_core import protocol as P
+from core.wallet import WalletError, _u64
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# protocol.ERR_* (tests/test_token_core.py checks them against hubi_core.protocol)
+_ERR_BAD_PAYLOAD = const(0x0007)
+_ERR_STATE = const(0x0101)
+_ERR_ALLOWANCE = const(0x0104)
+_ERR_VERIFY = const(0x0105)
+_ERR_PROVISION = const(0x0107)
+_ERR_CODEC = const(0x0108)
+_ERR_EXPIRED = const(0x010A)
+_ERR_STORAGE = const(0x010B)
 
 KEYS = "trust/keys.bin"
 PAID = "hist/paid"  # digests of the last paid requests
 PAID_MAX = 16
+_SIG_DOMAIN = b"hubi/sig/1\x00"  # codec.SIG_DOMAIN
+_NOTE_PREFIX = b"\x01\x03\x01"  # suite 1, kind Note, version 1
+
+
+def _err(code, msg):
+    return WalletError(code, msg)
+
+
+def summary(w, p):
+    """What the screen shows and the headless host confirms."""
+    from core import fmt
+
+    return {
+        "payee": p[0],
+        "amount": p[1],
+        "amount_text": fmt.amount(p[1], w.currency),
+        "purpose": p[2] or "",
+        "kind": p[4],
+        "expiry": p[5],
+    }
 
 
 def keys_record(banks):
@@ -39,7 +90,7 @@ def _keys(w):
     except Corrupt:
         raw = None
     if not raw:
-        raise WalletError(P.ERR_STATE, "no trust files on the token (provision it)")
+        raise _err(_ERR_STATE, "no trust files on the token (provision it)")
     out = []
     p = 0
     while p < len(raw):
@@ -55,91 +106,139 @@ def bank_ids(w):
     return sorted(b for b, _, _ in _keys(w))
 
 
-def load_trust(w, matrices=True):
-    """A verify.Trust from the cached bank keys and (if `matrices`) the matrix files."""
+def _matrices(w):
+    """{bank: file-backed PublicMatrix}, each file checked against its recorded digest."""
     from hubi_core.cpk import PublicMatrix
-    from hubi_core.verify import Trust
 
     mats = {}
-    keys = {}
-    for bank, key, digest in _keys(w):
-        keys[bank] = key
-        if not matrices:
-            continue
+    for bank, _, digest in _keys(w):
         name = "trust/%s.pub" % bank
         if not w.storage.exists(name):
-            raise WalletError(
-                P.ERR_PROVISION, "public matrix of bank %s missing (%s)" % (bank, name)
-            )
+            raise _err(_ERR_PROVISION, "public matrix of bank %s missing (%s)" % (bank, name))
         m = PublicMatrix.open(w.storage.path(name))
         if m.digest() != digest:
-            raise WalletError(
-                P.ERR_VERIFY, "public matrix of %s does not match the consortium file" % bank
-            )
+            raise _err(_ERR_VERIFY, "public matrix of %s does not match the consortium file" % bank)
         mats[bank] = m
-    return Trust(None, mats, keys)
+    return mats
+
+
+def load_trust(w, matrices=True):
+    """A verify.Trust from the cached bank keys and (if `matrices`) the matrix files."""
+    from hubi_core.verify import Trust
+
+    keys = {}
+    for bank, key, _ in _keys(w):
+        keys[bank] = key
+    return Trust(None, _matrices(w) if matrices else {}, keys)
 
 
 def check_spend(w, amount):
+    from core import fmt
+
     c = w.counter
     if not c.allow_serial:
         if w.counter_damaged:
-            raise WalletError(
-                P.ERR_STORAGE,
-                "the serial counter is damaged: the bank must load a new allowance",
+            raise _err(
+                _ERR_STORAGE, "the serial counter is damaged: the bank must load a new allowance"
             )
-        raise WalletError(P.ERR_ALLOWANCE, "no offline allowance loaded: load one while online")
+        raise _err(_ERR_ALLOWANCE, "no offline allowance loaded: load one while online")
     if c.expiry and w.clock.is_set() and w.now() > c.expiry:
-        raise WalletError(P.ERR_ALLOWANCE, "offline allowance #%d expired" % c.allow_serial)
+        raise _err(_ERR_ALLOWANCE, "offline allowance #%d expired" % c.allow_serial)
     if amount <= 0:
-        raise WalletError(P.ERR_BAD_PAYLOAD, "amount must be positive")
+        raise _err(_ERR_BAD_PAYLOAD, "amount must be positive")
     if amount > c.left():
-        raise WalletError(
-            P.ERR_ALLOWANCE,
+        raise _err(
+            _ERR_ALLOWANCE,
             "amount %s exceeds the offline allowance left (%s)"
             % (fmt.amount(amount, w.currency), fmt.amount(c.left(), w.currency)),
         )
 
 
-def prepare(w, raw):
-    """Verify a payee's Request offline; return the Payment to confirm."""
-    from hubi_core import codec
+def _decode(w, raw):
+    """Step 1: decode and validate the request; return the plain values step 2 needs."""
+    from hubi_core import codec, ids
     from hubi_core.errors import CodecError
-    from hubi_core.verify import verify_object
 
-    w._need_ready()
     try:
-        req = codec.decode(bytes(raw), codec.REQUEST)
+        req = codec.decode(raw, codec.REQUEST)
     except CodecError as e:
-        raise WalletError(P.ERR_CODEC, "request: %s" % e) from None
+        raise _err(_ERR_CODEC, "request: %s" % e) from None
     if req.signer == w.account:
-        raise WalletError(P.ERR_VERIFY, "the request is from this token's own account")
+        raise _err(_ERR_VERIFY, "the request is from this token's own account")
     tpl = req["template"]
     if tpl["currency"] != w.currency:
-        raise WalletError(
-            P.ERR_VERIFY,
-            "request is in %s, this account holds %s" % (tpl["currency"], w.currency),
+        raise _err(
+            _ERR_VERIFY, "request is in %s, this account holds %s" % (tpl["currency"], w.currency)
         )
-    rep = verify_object(req, load_trust(w))
-    if not rep.ok:
-        f = rep.first_failure()
-        raise WalletError(P.ERR_VERIFY, "request not genuine: %s: %s" % (f[0], f[1]))
-    del rep
-    gc.collect()
-    if w.clock.is_set() and w.now() > req["expiry"]:
-        raise WalletError(
-            P.ERR_EXPIRED, "request expired at %d (now %d)" % (req["expiry"], w.now())
-        )
-    done = paid_serial(w, req.raw)
-    if done is not None:
-        raise WalletError(
-            P.ERR_STATE, "this request was already paid by note #%d (ask for a new one)" % done
-        )
-    amount = req["amount"]
-    check_spend(w, amount)
-    return Payment(
-        req.signer, amount, req.get("purpose"), w.currency, req.raw, "request", req["expiry"]
+    # verify_object's checks before any signature (reported after the trust files are checked)
+    bank = tpl.signer
+    account = tpl["account"]
+    pre = None
+    if account != req.signer:
+        pre = ("template", "template is for %s, not %s" % (account, req.signer))
+    elif ids.bank_of(account) != bank:
+        pre = ("template", "account %s is not an account of bank %s" % (account, bank))
+    sha = hashlib.sha256
+    sigs = []
+    for name in codec.signed_fields(codec.REQUEST):
+        if name in req.values:
+            sigs.append((name, sha(codec.field_message(req, name)).digest(), req.sigs[name]))
+    seal = (sha(codec.field_message(tpl, "seal")).digest(), tpl.sigs["seal"])
+    return (
+        (req.signer, req["amount"], req.get("purpose"), raw, "request", req["expiry"]),
+        (pre, bank, account, tpl["key"], seal, sigs),
     )
+
+
+def _check(w, bank, account, sep, seal, sigs, pre):
+    """Step 2: the signatures, as verify_object checks them; the first failure is reported."""
+    from hubi_core import suite
+
+    mats = _matrices(w)
+    fail = pre
+    if fail is None:
+        bkey = None
+        for b, k, _ in _keys(w):
+            if b == bank:
+                bkey = k
+        if bkey is None:
+            fail = ("bank", "bank %s is not in the consortium" % bank)
+        elif not suite.verify_digest(bkey, seal[0], seal[1]):
+            fail = ("template", "bank %s's seal does not verify" % bank)
+        else:
+            key = mats[bank].public_key(account, sep)
+            del mats
+            gc.collect()
+            for name, digest, sig in sigs:
+                if suite.is_high_s(sig):
+                    fail = (name, "high-S signature (not the canonical encoding)")
+                elif not suite.verify_digest(key, digest, sig):
+                    fail = (name, "signature does not verify")
+                if fail is not None:
+                    break
+    if fail is not None:
+        raise _err(_ERR_VERIFY, "request not genuine: %s: %s" % fail)
+
+
+def prepare(w, raw):
+    """Verify a payee's Request offline; return the payment to confirm."""
+    w._need_ready()
+    p, v = _decode(w, bytes(raw))
+    release(("core.pay",))  # the codec: the curve arithmetic needs the room
+    pre, bank, account, sep, seal, sigs = v
+    del v
+    _check(w, bank, account, sep, seal, sigs, pre)
+    release(("core.pay",))
+    expiry = p[5]
+    if w.clock.is_set() and w.now() > expiry:
+        raise _err(_ERR_EXPIRED, "request expired at %d (now %d)" % (expiry, w.now()))
+    done = paid_serial(w, p[3])
+    if done is not None:
+        raise _err(
+            _ERR_STATE, "this request was already paid by note #%d (ask for a new one)" % done
+        )
+    check_spend(w, p[1])
+    return p
 
 
 def prepare_typed(w, payee, amount, purpose=None):
@@ -151,41 +250,95 @@ def prepare_typed(w, payee, amount, purpose=None):
     try:
         ids.check_account_id(payee, "payee")
     except CodecError as e:
-        raise WalletError(P.ERR_VERIFY, str(e)) from None
+        raise _err(_ERR_VERIFY, str(e)) from None
     if payee == w.account:
-        raise WalletError(P.ERR_VERIFY, "cannot pay this token's own account")
+        raise _err(_ERR_VERIFY, "cannot pay this token's own account")
     bank = ids.bank_of(payee)
     if bank not in bank_ids(w):
-        raise WalletError(P.ERR_VERIFY, "bank %s is not in the consortium" % bank)
+        raise _err(_ERR_VERIFY, "bank %s is not in the consortium" % bank)
     check_spend(w, amount)
-    return Payment(payee, amount, purpose, w.currency, None, "typed")
+    return (payee, amount, purpose, None, "typed", 0)
 
 
-def sign(w, pay, priv):
+# -------------------------------------------------------------------------------- the note
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if not n:
+            out.append(b)
+            return bytes(out)
+        out.append(b | 0x80)
+
+
+def _tlv(tag, raw):
+    return bytes([tag]) + _varint(len(raw)) + raw
+
+
+def template_stub(tpl):
+    """The compact template a note carries (codec's note.template), from the account's encoded
+    Template: its header (bank, serial, time), currency and the bank's seal."""
+    p = 4 + tpl[3]  # suite, kind, version, bank length, bank
+    while tpl[p] & 0x80:  # serial (varint)
+        p += 1
+    hend = p + 5  # + time (u32)
+    p = hend
+    cur = None
+    while cur is None:  # fields: tag, length (< 128 in a template), value
+        n = tpl[p + 1]
+        if tpl[p] == 0x15:
+            cur = tpl[p + 2 : p + 2 + n]
+        p += 2 + n
+    return bytes(tpl[3:hend]) + bytes(cur) + bytes(tpl[-64:])
+
+
+def note_bytes(payer, serial, t, stub, amount, payee, purpose, priv):
+    """The signed Note, as codec.encode(codec.sign(codec.make_note(...), priv)) writes it."""
+    from hubi_core import lsum, suite
+
+    a = payer.encode()
+    head = bytes([len(a)]) + a + _varint(serial) + t.to_bytes(4, "big")
+    fields = [_tlv(0x10, _varint(amount))]
+    if purpose:
+        fields.append(_tlv(0x11, purpose.encode()))
+    fields.append(_tlv(0x12, payee.encode()))
+    fields.append(_tlv(0x3F, lsum.to_bytes(lsum.lsum(payer, serial, amount, purpose, payee))))
+    msgs = [_SIG_DOMAIN + _NOTE_PREFIX + head + f for f in fields]
+    sigs = suite.sign_batch(priv, msgs)
+    del msgs
+    fields[-1] = b"\x3f\x00"  # lsum: signed, but its value is not on the wire
+    out = _NOTE_PREFIX + head + _tlv(0x08, stub)
+    for f, s in zip(fields, sigs):
+        out += f + s
+    return out
+
+
+def sign(w, p, priv):
     """Persist serial + 1 and the allowance decrement, THEN sign; returns the note bytes."""
     from core.wallet import TPL
-    from hubi_core import codec
 
     w._need_ready()
-    check_spend(w, pay.amount)
-    template = codec.decode(w.records.get(TPL), codec.TEMPLATE)
+    payee, amount, purpose, request = p[0], p[1], p[2], p[3]
+    check_spend(w, amount)
+    stub = template_stub(w.records.get(TPL))
     c = w._copy_counter()
     serial = c.next_serial if c.next_serial >= c.first else c.first
     t = w.now()
     c.next_serial = serial + 1
-    c.spent += pay.amount
+    c.spent += amount
     c.last_time = t
     w._save_counter(c)  # <- the point of no return: this serial is used up
+    gc.collect()
     # no allowance field: the bank finds the allowance a note spends from its serial (each
     # allowance covers the serials from its first_serial on), which keeps notes ~70 bytes
     # shorter (one QR version less)
-    note = codec.make_note(template, serial, t, pay.amount, pay.payee, pay.purpose)
-    codec.sign(note, priv)
-    raw = codec.encode(note)
-    del note, template
+    raw = note_bytes(w.account, serial, t, stub, amount, payee, purpose, priv)
+    priv = None
+    gc.collect()
     _keep_note(w, serial, raw)
-    if pay.request is not None:
-        _remember_request(w, pay.request, serial)
+    if request is not None:
+        _remember_request(w, request, serial)
     gc.collect()
     return raw
 

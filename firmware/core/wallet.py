@@ -17,8 +17,9 @@ Files besides the keystore's (records, core.store):
     hist/nNNNNNNNN   the last HISTORY notes;  hist/bal, hist/rcpt   last balance notice, receipt
     stage/           public files uploaded for a provisioning that has not been committed
 
-Payment (``prepare`` then ``sign``): the request is verified offline (hubi_core.verify with a
-file-backed Trust), its expiry checked against the clock, the amount against the allowance;
+Payment (core.pay ``prepare`` then ``sign``): the request is verified offline (the shared codec,
+then the signatures against the file-backed matrix), its expiry checked against the clock, the
+amount against the allowance;
 after the PIN, ``sign`` writes ctr.bin with serial + 1 and spent + amount and only then signs,
 so a power cut can lose a note but never reuse a serial or sign past the allowance.
 """
@@ -104,31 +105,6 @@ class Counter:
         return self.cap - self.spent if self.cap > self.spent else 0
 
 
-class Payment:
-    """A payment being confirmed: what the screen shows and what the note will carry."""
-
-    __slots__ = ("payee", "amount", "purpose", "currency", "request", "kind", "expiry")
-
-    def __init__(self, payee, amount, purpose, currency, request=None, kind="request", expiry=0):
-        self.payee = payee
-        self.amount = amount
-        self.purpose = purpose
-        self.currency = currency
-        self.request = request
-        self.kind = kind
-        self.expiry = expiry
-
-    def summary(self):
-        return {
-            "payee": self.payee,
-            "amount": self.amount,
-            "amount_text": fmt.amount(self.amount, self.currency),
-            "purpose": self.purpose or "",
-            "kind": self.kind,
-            "expiry": self.expiry,
-        }
-
-
 class Wallet:
     def __init__(self, storage, keystore, clock, settings=None):
         self.storage = storage
@@ -139,7 +115,7 @@ class Wallet:
         self.counter_damaged = False
         self.account = None
         self.currency = ""
-        self.pending = None  # headless: the Payment waiting for PAY_CONFIRM
+        self.pending = None  # headless: the payment (core.pay) waiting for PAY_CONFIRM
         keystore.on_wipe = self._on_wipe
 
     # -------------------------------------------------------------------------- boot
@@ -240,69 +216,6 @@ class Wallet:
                 except ValueError:
                     pass
         return out
-
-    # ------------------------------------------------- entry points (code loaded per step)
-    def stage_sink(self, total):
-        from core import prov
-
-        return prov.stage_sink(self, total)
-
-    def provision(self, blob):
-        """Check and install a sealed provisioning bundle (see hubi_core.tokenmsg)."""
-        from core import prov
-
-        return prov.provision(self, blob)
-
-    def load_allowance(self, raw):
-        from core import prov
-
-        return prov.load_allowance(self, raw)
-
-    def prepare(self, raw):
-        """Verify a payee's Request offline; return the Payment to confirm."""
-        from core import pay
-
-        return pay.prepare(self, raw)
-
-    def prepare_typed(self, payee, amount, purpose=None):
-        """A payment typed on the device (no signed request): payee and amount checked."""
-        from core import pay
-
-        return pay.prepare_typed(self, payee, amount, purpose)
-
-    def bank_ids(self):
-        """The consortium's banks (from the keys cached at provisioning)."""
-        from core import pay
-
-        return pay.bank_ids(self)
-
-    def sign(self, pay, priv):
-        """Persist serial + 1 and the allowance decrement, THEN sign; returns the note bytes."""
-        from core import pay as _pay
-
-        return _pay.sign(self, pay, priv)
-
-    def note(self, serial=None):
-        from core import notes
-
-        return notes.note(self, serial)
-
-    def history(self):
-        from core import notes
-
-        return notes.history(self)
-
-    def load_notice(self, raw):
-        """A BalanceNotice (from the payer's bank) or a Receipt (from a payee), verified."""
-        from core import notes
-
-        return notes.load_notice(self, raw)
-
-    def balance(self, priv):
-        """Decrypt the latest BalanceNotice's balance with the account key."""
-        from core import notes
-
-        return notes.balance(self, priv)
 
     # -------------------------------------------------------------------------- wipe
     def _on_wipe(self):

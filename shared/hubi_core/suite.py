@@ -297,6 +297,21 @@ def verify(pub, msg, sig):
     return _pure_verify(pub, _sha256(msg), sig)
 
 
+def verify_digest(pub, digest, sig):
+    """verify() for a message given as its SHA-256 digest (pure back end on every interpreter).
+
+    A token hashes each signed message while its decoder is loaded and checks the signatures
+    after releasing it (firmware core.pay)."""
+    try:
+        pub = bytes(pub)
+        sig = bytes(sig)
+    except (TypeError, ValueError):
+        return False
+    if len(sig) != SIG_LEN or len(pub) not in (33, 65) or len(digest) != 32:
+        return False
+    return _pure_verify(pub, bytes(digest), sig)
+
+
 def recover(msg, sig):
     """Public keys (65-byte SEC1) for which sig is valid over msg: 0, 1 or 2 candidates.
 

@@ -1,0 +1,165 @@
+"""The screen boards' flows: payment confirmed and PIN typed on the device, the device menu.
+
+Imported for one request or one button event and released after it (core.token).
+"""
+
+from core import fmt
+from core.hand import timing, wait
+from core.keystore import Wiped, WrongPin
+from core.wallet import WalletError
+from hubi_core import protocol as P
+from hubi_core.errors import HubiError
+
+
+def pay_on_device(tok, pay):
+    """Confirm, PIN, sign, show. Raises WalletError(CANCELLED) if the user declines."""
+    from core.pay import summary
+
+    ui = tok.ui
+    w = tok.wallet
+    if not ui.confirm_payment(summary(w, pay)):
+        tok.refresh()
+        raise WalletError(P.ERR_CANCELLED, "payment declined on the device")
+    priv = ask_pin_loop(tok, "PIN to pay")
+    ui.busy("Signing", "serial %d" % max(w.counter.next_serial, w.counter.first))
+    clock = tok.clock
+    t0 = clock.ticks_ms()
+    from core import pay as _pay
+
+    try:
+        note = _pay.sign(w, pay, priv)
+    finally:
+        priv = None
+        tok.release()  # the signer: the QR encoder needs the room
+    t1 = clock.ticks_ms()
+    tok.last_note = note
+    view = ui.show_note(note)
+    timing(
+        tok,
+        sign_ms=clock.ticks_diff(t1, t0),
+        qr_ms=clock.ticks_diff(clock.ticks_ms(), t1),
+        qr_encode_ms=view.encode_ms,
+        frames=view.frames,
+        note_bytes=len(note),
+    )
+    return note
+
+
+def ask_pin_loop(tok, title):
+    ui = tok.ui
+    w = tok.wallet
+    ks = w.ks
+    clock = tok.clock
+    while True:
+        pin = ui.ask_pin(title, ks.tries_left())
+        if pin is None:
+            tok.refresh()
+            raise WalletError(P.ERR_CANCELLED, "PIN entry cancelled on the device")
+        try:
+            t0 = clock.ticks_ms()
+            priv = ks.unlock(pin, lambda ms: wait(tok, ms))
+            timing(tok, unlock_ms=clock.ticks_diff(clock.ticks_ms(), t0))
+            return priv
+        except WrongPin as e:
+            ui.message("Wrong PIN", "%d tries left" % e.left, timeout_ms=3000)
+        except Wiped:
+            w.boot()
+            ui.message("Wiped", "10 wrong PINs: the keys were erased.", timeout_ms=3000)
+            tok.refresh()
+            raise
+
+
+def on_event(tok, ev):
+    ui = tok.ui
+    if ui.qr is not None:
+        if ev in ("ok", "back"):
+            ui.qr = None
+            tok.release()
+            tok.refresh()
+        return
+    key = ui.menu_event(ev)
+    if key is None:
+        return
+    tok.busy = True
+    try:
+        _menu(tok, key)
+    except WalletError as e:
+        if e.code != P.ERR_CANCELLED:
+            ui.message("Refused", str(e))
+    except (WrongPin, Wiped) as e:
+        ui.message("PIN", str(e))
+    except HubiError as e:
+        ui.message("Error", str(e))
+    finally:
+        tok.busy = False
+        tok.release()
+    if ui.qr is None:
+        tok.refresh()
+
+
+def _menu(tok, key):
+    ui = tok.ui
+    w = tok.wallet
+    if key == "pay":
+        pay = _typed_payment(tok)
+        if pay is not None:
+            tok.release()
+            pay_on_device(tok, pay)
+    elif key == "last":
+        from core import notes
+
+        ui.show_note(notes.note(w))
+    elif key == "history":
+        from core import notes
+
+        items = notes.history(w)
+        if not items:
+            ui.message("History", "no notes yet")
+            return
+        lines = []
+        for h in items[::-1]:
+            mark = " R" if h["receipt"] else ""
+            lines.append("#%d %s %s%s" % (h["serial"], fmt.amount(h["amount"]), h["payee"], mark))
+        ui.show_lines("History", lines)
+    elif key == "balance":
+        from core import notes
+
+        priv = ask_pin_loop(tok, "PIN for balance")
+        try:
+            out = notes.balance(w, priv)
+        finally:
+            priv = None
+        ui.message("Balance", "%s\nnotice #%d" % (out["balance_text"], out["notice_serial"]))
+    elif key == "info":
+        i = w.info()
+        lines = [i["account"] or "not provisioned", "next serial %s" % i["next_serial"]]
+        if i["allowance"]:
+            lines.append("left %s" % fmt.amount(i["allowance"]["left"], i["currency"]))
+        lines.append("PIN tries %s" % i["pin_tries_left"])
+        ui.show_lines("Info", lines)
+    elif key == "wipe" and ui.confirm(
+        "Wipe token?", ["Erase the account key,", "history and trust files."]
+    ):
+        w.wipe()
+
+
+def _typed_payment(tok):
+    from core import pay
+
+    ui = tok.ui
+    w = tok.wallet
+    banks = pay.bank_ids(w)
+    bank = ui.choose("Payee bank", [(b, b) for b in banks])
+    if bank is None:
+        return None
+    local = ui.enter_text(
+        "Payee " + bank + "-",
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ._abcdefghijklmnopqrstuvwxyz",
+        max_len=31 - len(bank),
+    )
+    if not local:
+        return None
+    amount = ui.enter_amount(w.currency)
+    if amount is None:
+        return None
+    return pay.prepare_typed(w, bank + "-" + local, amount)

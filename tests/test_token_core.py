@@ -1,0 +1,68 @@
+"""The token's own byte paths (firmware core.pay) against the shared codec, on CPython.
+
+The token signs a note without hubi_core.codec (its fields are few and fixed, and the codec's
+tables would share the heap with the signer): the bytes must be exactly what codec.encode
+writes. Its request check hashes codec.field_message in one step and checks the signatures
+in the next: the digests must be the messages' and the verdict verify_object's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from hubi.token.harness import TokenWorld
+from hubi_core import codec, lsum, suite
+from hubi_core import protocol as P
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "firmware"))
+
+from core import pay  # noqa: E402
+
+PAYER = "BKA-000000000042"
+PAYEE = "BKB-000000000007"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> TokenWorld:
+    return TokenWorld(tmp_path_factory.mktemp("token-core"))
+
+
+def test_error_codes_match_the_protocol() -> None:
+    for name in dir(pay):
+        if name.startswith("_ERR_"):
+            assert getattr(pay, name) == getattr(P, name[1:]), name
+
+
+@pytest.mark.parametrize(
+    ("serial", "amount", "purpose"),
+    [(1, 12345, "coffee+cake!"), (300, 5, None), (2**40, 10**12, ""), (77, 100, "x" * 64)],
+)
+def test_note_bytes_are_the_codecs(world: TokenWorld, serial: int, amount: int, purpose) -> None:
+    payer = world.payee(PAYER)  # an issued account: its template and key
+    tpl = payer.template
+    t = 1_700_000_123
+    want = codec.make_note(tpl, serial, t, amount, PAYEE, purpose)
+    codec.sign(want, payer.private)
+    stub = pay.template_stub(codec.encode(tpl))
+    assert stub == codec._encode_stub(tpl, PAYER)
+    got = pay.note_bytes(PAYER, serial, t, stub, amount, PAYEE, purpose, payer.private)
+    assert got == codec.encode(want)
+    n = codec.decode(got, codec.NOTE)
+    assert n.sigs["lsum"] == want.sigs["lsum"] and lsum.of_note(n) == lsum.of_note(want)
+
+
+def test_verify_digest_is_verify(world: TokenWorld) -> None:
+    req = codec.decode(world.request(PAYEE, 100, "lunch"))
+    key = codec.decode(codec.encode(req["template"]))
+    msg = codec.field_message(req, "amount")
+    d = hashlib.sha256(msg).digest()
+    p = world.payee(PAYEE)
+    pub = suite.public_key(p.private)
+    for sig in (req.sigs["amount"], req.sigs["expiry"], bytes(64)):
+        assert suite.verify_digest(pub, d, sig) == suite.verify(pub, msg, sig)
+    assert key.kind == codec.TEMPLATE
