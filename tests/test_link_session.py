@@ -43,7 +43,9 @@ class Rig:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         self.cfaulty = L.FaultyTransport(StreamTransport(a))
-        self.client = Client(self.cfaulty, versions=client_versions, timeout_ms=400, retries=2)
+        # generous default: a loaded CI machine can stall the peer thread; tests of timeouts
+        # pass their own short timeout_ms
+        self.client = Client(self.cfaulty, versions=client_versions, timeout_ms=3000, retries=2)
         self.events: list = []
         self.client.on_event = self.events.append
 
