@@ -32,10 +32,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> TokenWorld:
     return TokenWorld(tmp_path_factory.mktemp("token-core"))
 
 
-def test_error_codes_match_the_protocol() -> None:
-    for name in dir(pay):
-        if name.startswith("_ERR_"):
-            assert getattr(pay, name) == getattr(P, name[1:]), name
+def test_constants_match_the_protocol() -> None:
+    """The token's modules keep protocol numbers as MicroPython const()s (no heap, no
+    interned name): each is hubi_core.protocol's."""
+    from core import hand, wallet
+
+    from hubi_core import link
+
+    seen = 0
+    for mod in (pay, hand, wallet, link):
+        for name in dir(mod):
+            if name.startswith("_") and name[1:].isupper() and hasattr(P, name[1:]):
+                assert getattr(mod, name) == getattr(P, name[1:]), (mod.__name__, name)
+                seen += 1
+    assert seen > 50
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,36 @@ import json
 
 from core.keystore import NotProvisioned, Wiped, WrongPin
 from core.wallet import WalletError
-from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply, HubiError
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# hubi_core.protocol's numbers (tests/test_token_core.py checks them)
+_CHANGE_PIN = const(0x38)
+_ERR_BAD_PAYLOAD = const(0x0007)
+_ERR_BUSY = const(0x000B)
+_ERR_CANCELLED = const(0x0106)
+_ERR_CODEC = const(0x0108)
+_ERR_PIN_WRONG = const(0x0102)
+_ERR_STATE = const(0x0101)
+_ERR_WIPED = const(0x0103)
+_GET_INFO = const(0x20)
+_LOAD_ALLOWANCE = const(0x24)
+_LOAD_NOTICE = const(0x30)
+_NOTE_GET = const(0x2B)
+_NOTE_LIST = const(0x2C)
+_PAY_CANCEL = const(0x2A)
+_PAY_CONFIRM = const(0x29)
+_PAY_REQUEST = const(0x28)
+_PROVISION_COMMIT = const(0x23)
+_SET_TIME = const(0x21)
+_SHOW_BALANCE = const(0x31)
 
 VERSION = "hubi-token 0.1"
 
@@ -24,49 +52,49 @@ def err(e):
     if isinstance(e, WalletError):
         return ErrorReply(e.code, str(e))
     if isinstance(e, WrongPin):
-        return ErrorReply(P.ERR_PIN_WRONG, str(e))
+        return ErrorReply(_ERR_PIN_WRONG, str(e))
     if isinstance(e, Wiped):
-        return ErrorReply(P.ERR_WIPED, str(e))
+        return ErrorReply(_ERR_WIPED, str(e))
     if isinstance(e, NotProvisioned):
-        return ErrorReply(P.ERR_STATE, str(e))
+        return ErrorReply(_ERR_STATE, str(e))
     if isinstance(e, HubiError):
-        return ErrorReply(P.ERR_CODEC, "%s: %s" % (e.__class__.__name__, e))
+        return ErrorReply(_ERR_CODEC, "%s: %s" % (e.__class__.__name__, e))
     return None
 
 
 def _busy():
-    return ErrorReply(P.ERR_BUSY, "the token is busy with the user on the device")
+    return ErrorReply(_ERR_BUSY, "the token is busy with the user on the device")
 
 
 def dispatch(tok, t, payload):
-    if t == P.GET_INFO:
+    if t == _GET_INFO:
         fn = h_info
-    elif t == P.SET_TIME:
+    elif t == _SET_TIME:
         fn = h_set_time
-    elif t == P.PROVISION_COMMIT:
+    elif t == _PROVISION_COMMIT:
         fn = h_prov_commit
-    elif t == P.LOAD_ALLOWANCE:
+    elif t == _LOAD_ALLOWANCE:
         fn = h_allowance
-    elif t == P.PAY_REQUEST:
+    elif t == _PAY_REQUEST:
         fn = h_pay_request
-    elif t == P.PAY_CONFIRM:
+    elif t == _PAY_CONFIRM:
         fn = h_pay_confirm
-    elif t == P.PAY_CANCEL:
+    elif t == _PAY_CANCEL:
         fn = h_pay_cancel
-    elif t == P.NOTE_GET:
+    elif t == _NOTE_GET:
         fn = h_note_get
-    elif t == P.NOTE_LIST:
+    elif t == _NOTE_LIST:
         fn = h_note_list
-    elif t == P.LOAD_NOTICE:
+    elif t == _LOAD_NOTICE:
         fn = h_notice
-    elif t == P.SHOW_BALANCE:
+    elif t == _SHOW_BALANCE:
         fn = h_balance
-    elif t == P.CHANGE_PIN:
+    elif t == _CHANGE_PIN:
         fn = h_change_pin
     else:
         fn = h_wipe
     # GET_INFO and SET_TIME are answered even while the person uses the device
-    return run(tok, fn, payload, t == P.GET_INFO or t == P.SET_TIME)
+    return run(tok, fn, payload, t in (_GET_INFO, _SET_TIME))
 
 
 def run(tok, fn, payload, always=False):
@@ -182,7 +210,7 @@ def h_info(tok, payload):
 
 def h_set_time(tok, payload):
     if len(payload) != 4:
-        raise ErrorReply(P.ERR_BAD_PAYLOAD, "SET_TIME needs a 4-byte Unix time")
+        raise ErrorReply(_ERR_BAD_PAYLOAD, "SET_TIME needs a 4-byte Unix time")
     tok.wallet.set_time(int.from_bytes(bytes(payload), "big"))
     return b""
 
@@ -238,11 +266,11 @@ def h_pay_confirm(tok, payload):
     w = tok.wallet
     if tok.ui is not None:
         raise ErrorReply(
-            P.ERR_STATE, "this token takes the PIN on its own keypad, not over the link"
+            _ERR_STATE, "this token takes the PIN on its own keypad, not over the link"
         )
     p = w.pending
     if p is None:
-        raise ErrorReply(P.ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)")
+        raise ErrorReply(_ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)")
     pin = bytes(payload).decode()
     t0 = tok.clock.ticks_ms()
     try:
@@ -337,7 +365,7 @@ def h_change_pin(tok, payload):
     if ui is None:
         raw = bytes(payload)
         if raw.count(b"\x00") != 1:
-            raise ErrorReply(P.ERR_BAD_PAYLOAD, "CHANGE_PIN needs old PIN, 0x00, new PIN")
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "CHANGE_PIN needs old PIN, 0x00, new PIN")
         old, new = raw.decode().split("\x00")
     else:
         old = ui.ask_pin("Current PIN", w.ks.tries_left())
@@ -345,11 +373,11 @@ def h_change_pin(tok, payload):
         again = ui.ask_pin("New PIN again") if new is not None else None
         if old is None or new is None or new != again:
             tok.refresh()
-            raise WalletError(P.ERR_CANCELLED, "PIN change cancelled or the new PINs differ")
+            raise WalletError(_ERR_CANCELLED, "PIN change cancelled or the new PINs differ")
     try:
         w.ks.change_pin(old, new, lambda ms: wait(tok, ms))
     except ValueError as e:
-        raise ErrorReply(P.ERR_BAD_PAYLOAD, str(e)) from None
+        raise ErrorReply(_ERR_BAD_PAYLOAD, str(e)) from None
     except Wiped:
         w.boot()
         raise
@@ -366,7 +394,7 @@ def h_wipe(tok, payload):
             screen="confirm",
         ):
             tok.refresh()
-            raise WalletError(P.ERR_CANCELLED, "wipe declined on the device")
+            raise WalletError(_ERR_CANCELLED, "wipe declined on the device")
     elif w.provisioned:
         _unlock(tok, bytes(payload).decode())
     w.wipe()

@@ -41,6 +41,7 @@ class Token:
             ui.idle = self._idle
 
     def _dispatch(self, t, payload):
+        self.release()  # what the link loaded since the last request (HELLO, bulk transfers)
         from core import hand
 
         return hand.dispatch(self, t, payload)

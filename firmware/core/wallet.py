@@ -26,7 +26,16 @@ so a power cut can lose a note but never reuse a serial or sign past the allowan
 
 from core import fmt
 from core.store import Corrupt
-from hubi_core import protocol as P
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_ERR_STATE = const(0x0101)  # hubi_core.protocol.ERR_STATE
 
 HISTORY = 8
 TPL = "tpl.obj"
@@ -177,7 +186,7 @@ class Wallet:
 
     def _need_ready(self):
         if not self.provisioned:
-            raise WalletError(P.ERR_STATE, "token not provisioned")
+            raise WalletError(_ERR_STATE, "token not provisioned")
 
     # ------------------------------------------------------------------------ info
     def info(self):

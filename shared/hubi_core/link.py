@@ -29,7 +29,6 @@ import select
 import struct
 import sys
 
-from hubi_core import protocol as P
 from hubi_core.errors import (
     BadCrc,
     BadHeader,
@@ -39,6 +38,68 @@ from hubi_core.errors import (
     Garbage,
     LinkClosed,
 )
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# hubi_core.protocol's numbers, as const()s: a token that serves the link does not keep the
+# protocol module (its names and tables) in its heap; it is imported for an error message's
+# type name only (tests/test_token_core.py checks the values)
+_SYNC0 = const(0xA5)
+_SYNC1 = const(0x96)
+_HEADER_LEN = const(12)
+_CRC_LEN = const(4)
+_OVERHEAD = const(16)
+_MAX_PAYLOAD = const(1024)
+_MIN_PAYLOAD = const(64)
+_MAX_MESSAGE = const(262144)
+_PROTOCOL_VERSION = const(1)
+_FRAME_TIMEOUT_MS = const(200)
+_WAIT_INTERVAL_MS = const(250)
+_REPLY = const(0x80)
+_HELLO = const(0x01)
+_PING = const(0x02)
+_STATS = const(0x03)
+_BULK_BEGIN = const(0x08)
+_BULK_DATA = const(0x09)
+_BULK_END = const(0x0A)
+_BULK_READ = const(0x0B)
+_HELLO_REPLY = const(0x81)
+_PONG = const(0x82)
+_STATS_REPLY = const(0x83)
+_BULK_BEGIN_REPLY = const(0x88)
+_BULK_DATA_REPLY = const(0x89)
+_BULK_READ_REPLY = const(0x8B)
+_BULK_REPLY = const(0xFD)
+_WAIT = const(0xFE)
+_ERROR = const(0xFF)
+_LINK_FIRST = const(0x01)
+_APP_FIRST = const(0x20)
+_TEST_LAST = const(0x7B)
+_ERR_UNKNOWN_TYPE = const(0x0001)
+_ERR_BAD_CRC = const(0x0002)
+_ERR_TRUNCATED = const(0x0003)
+_ERR_OVERSIZE = const(0x0004)
+_ERR_BAD_VERSION = const(0x0005)
+_ERR_NO_COMMON_VERSION = const(0x0006)
+_ERR_BAD_PAYLOAD = const(0x0007)
+_ERR_TOO_LARGE = const(0x0008)
+_ERR_BULK_STATE = const(0x0009)
+_ERR_BULK_CRC = const(0x000A)
+_ERR_INTERNAL = const(0x000C)
+_ERR_NOT_A_REQUEST = const(0x000D)
+
+
+def _type_name(t):
+    from hubi_core.protocol import type_name
+
+    return type_name(t)
+
 
 try:
     from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
@@ -65,8 +126,8 @@ except ImportError:  # pragma: no cover
 
 _MPY = sys.implementation.name == "micropython"
 _crc32 = binascii.crc32
-_SYNC0B = P.SYNC[0:1]
-_HL = P.HEADER_LEN
+_SYNC0B = b"\xa5"
+_HL = const(12)
 _EIO = 5
 
 # FrameDecoder.next() results
@@ -129,7 +190,7 @@ class Frame:
     def __repr__(self):
         return "Frame(v%d %s seq=%d len=%d)" % (
             self.version,
-            P.type_name(self.type),
+            _type_name(self.type),
             self.seq,
             len(self.payload),
         )
@@ -142,10 +203,10 @@ def finish_frame(buf, version, type, seq, n):
     """
     if not (0 <= version <= 255 and 0 <= type <= 255 and 0 <= seq <= 0xFFFF):
         raise ValueError("frame version/type must be 0..255 and seq 0..65535")
-    if not 0 <= n <= 0xFFFF or len(buf) < n + P.OVERHEAD:
+    if not 0 <= n <= 0xFFFF or len(buf) < n + _OVERHEAD:
         raise FrameOversize("payload of %d bytes does not fit the frame buffer" % n)
-    buf[0] = P.SYNC0
-    buf[1] = P.SYNC1
+    buf[0] = _SYNC0
+    buf[1] = _SYNC1
     buf[2] = version
     buf[3] = type
     struct.pack_into(">HH", buf, 4, seq, n)
@@ -153,21 +214,21 @@ def finish_frame(buf, version, type, seq, n):
     struct.pack_into(">I", buf, 8, _crc32(mv[0:8]))
     end = _HL + n
     struct.pack_into(">I", buf, end, _crc32(mv[0:end]))
-    return end + P.CRC_LEN
+    return end + _CRC_LEN
 
 
-def encode_frame(type, seq, payload=b"", version=P.PROTOCOL_VERSION, max_payload=P.MAX_PAYLOAD):
+def encode_frame(type, seq, payload=b"", version=_PROTOCOL_VERSION, max_payload=_MAX_PAYLOAD):
     """One complete frame as bytes; FrameOversize if the payload exceeds max_payload."""
     n = len(payload)
     if n > max_payload:
         raise FrameOversize(
             "payload of %d bytes exceeds the maximum of %d bytes per frame (%s)"
-            % (n, max_payload, P.type_name(type)),
+            % (n, max_payload, _type_name(type)),
             seq=seq,
             type=type,
             version=version,
         )
-    buf = bytearray(P.OVERHEAD + n)
+    buf = bytearray(_OVERHEAD + n)
     buf[_HL : _HL + n] = payload
     finish_frame(buf, version, type, seq, n)
     return bytes(buf)
@@ -191,11 +252,11 @@ class FrameDecoder:
     oversize, truncated; ``offset`` is the stream offset of the next undecoded byte.
     """
 
-    def __init__(self, max_payload=P.MAX_PAYLOAD):
-        if not P.MIN_PAYLOAD <= max_payload <= 0xFFFF:
-            raise ValueError("max_payload must be %d..65535" % P.MIN_PAYLOAD)
+    def __init__(self, max_payload=_MAX_PAYLOAD):
+        if not _MIN_PAYLOAD <= max_payload <= 0xFFFF:
+            raise ValueError("max_payload must be %d..65535" % _MIN_PAYLOAD)
         self.max_payload = max_payload
-        self.frame_max = P.OVERHEAD + max_payload
+        self.frame_max = _OVERHEAD + max_payload
         self._cap = 2 * self.frame_max
         self._buf = bytearray(self._cap)
         self._mv = memoryview(self._buf)
@@ -312,11 +373,11 @@ class FrameDecoder:
                         return self._garbage()
                     self._flush = False
                     return NEED_MORE
-                if buf[pos] != P.SYNC0:
+                if buf[pos] != _SYNC0:
                     i = buf.find(_SYNC0B, pos + 1, self._end)
                     self._skip((self._end if i < 0 else i) - pos)
                     continue
-                if avail >= 2 and buf[pos + 1] != P.SYNC1:
+                if avail >= 2 and buf[pos + 1] != _SYNC1:
                     self._skip(1)
                     continue
                 if avail < _HL:
@@ -344,7 +405,7 @@ class FrameDecoder:
                     ev = FrameOversize(
                         "oversize frame at stream offset %d: %s seq %d announces %d payload"
                         " bytes, the maximum is %d"
-                        % (self.offset, P.type_name(self.type), seq, ln, self.max_payload),
+                        % (self.offset, _type_name(self.type), seq, ln, self.max_payload),
                         offset=self.offset,
                         seq=seq,
                         type=self.type,
@@ -352,7 +413,7 @@ class FrameDecoder:
                     )
                     self._skip(2)
                     return self._emit(ev)
-                self._flen = P.OVERHEAD + ln
+                self._flen = _OVERHEAD + ln
                 if self._run:
                     return self._garbage()
                 continue
@@ -364,7 +425,7 @@ class FrameDecoder:
                     ev = FrameTruncated(
                         "truncated frame at stream offset %d: %s seq %d stopped after %d of"
                         " %d bytes (nothing more arrived within the frame timeout)"
-                        % (self.offset, P.type_name(self.type), self.seq, avail, flen),
+                        % (self.offset, _type_name(self.type), self.seq, avail, flen),
                         offset=self.offset,
                         seq=self.seq,
                         type=self.type,
@@ -373,7 +434,7 @@ class FrameDecoder:
                     self._skip(2)
                     return self._emit(ev)
                 return NEED_MORE
-            end = pos + flen - P.CRC_LEN
+            end = pos + flen - _CRC_LEN
             fcrc = struct.unpack_from(">I", buf, end)[0]
             self._flen = 0
             if _crc32(self._mv[pos:end]) != fcrc:
@@ -381,7 +442,7 @@ class FrameDecoder:
                 ev = BadCrc(
                     "frame CRC mismatch at stream offset %d: %s seq %d with %d payload bytes"
                     " was damaged in transit"
-                    % (self.offset, P.type_name(self.type), self.seq, flen - P.OVERHEAD),
+                    % (self.offset, _type_name(self.type), self.seq, flen - _OVERHEAD),
                     offset=self.offset,
                     seq=self.seq,
                     type=self.type,
@@ -442,7 +503,7 @@ def _hex(b):
     return binascii.hexlify(bytes(b)).decode()
 
 
-def decode_frames(data, max_payload=P.MAX_PAYLOAD):
+def decode_frames(data, max_payload=_MAX_PAYLOAD):
     """Decode a complete byte string (then flush): list of frames and events."""
     d = FrameDecoder(max_payload)
     return d.feed(data) + d.flush()
@@ -592,14 +653,14 @@ class Endpoint:
     reported truncated.
     """
 
-    def __init__(self, transport, max_payload=P.MAX_PAYLOAD, frame_timeout_ms=P.FRAME_TIMEOUT_MS):
+    def __init__(self, transport, max_payload=_MAX_PAYLOAD, frame_timeout_ms=_FRAME_TIMEOUT_MS):
         self.transport = transport
         self.max_payload = max_payload
         self.peer_max_payload = max_payload
         self.frame_timeout_ms = frame_timeout_ms
         self.decoder = FrameDecoder(max_payload)
-        self.version = P.PROTOCOL_VERSION
-        self._tx = bytearray(P.OVERHEAD + max_payload)
+        self.version = _PROTOCOL_VERSION
+        self._tx = bytearray(_OVERHEAD + max_payload)
         self._txv = memoryview(self._tx)
         self._readinto = getattr(transport, "readinto", None)
         self._last_rx = ticks_ms()
@@ -664,7 +725,7 @@ class Endpoint:
         if n > self.peer_max_payload:
             raise FrameOversize(
                 "payload of %d bytes exceeds the peer's maximum of %d bytes per frame (%s)"
-                % (n, self.peer_max_payload, P.type_name(type)),
+                % (n, self.peer_max_payload, _type_name(type)),
                 seq=seq,
                 type=type,
             )
@@ -725,21 +786,21 @@ class Server(Endpoint):
     def __init__(
         self,
         transport,
-        versions=P.SUPPORTED_VERSIONS,
+        versions=(1,),
         name="hubi-token",
-        max_payload=P.MAX_PAYLOAD,
-        max_message=P.MAX_MESSAGE,
-        frame_timeout_ms=P.FRAME_TIMEOUT_MS,
+        max_payload=_MAX_PAYLOAD,
+        max_message=_MAX_MESSAGE,
+        frame_timeout_ms=_FRAME_TIMEOUT_MS,
     ):
         super().__init__(transport, max_payload, frame_timeout_ms)
         self.versions = _check_versions(versions)
         self.version = self.versions[-1]
         self.name = name
         self.max_message = max_message
-        self.peer_max_message = P.MAX_MESSAGE
+        self.peer_max_message = _MAX_MESSAGE
         self.peer_name = None
         self._handlers = {}
-        self._err = bytearray(P.OVERHEAD + 160)
+        self._err = bytearray(_OVERHEAD + 160)
         self._dup_seq = -1
         self._dup_type = -1
         self._dup_crc = -1
@@ -754,10 +815,10 @@ class Server(Endpoint):
         self.errors_sent = 0
 
     def handle(self, type, fn, sink=None):
-        if not P.APP_FIRST <= type <= P.TEST_LAST:
+        if not _APP_FIRST <= type <= _TEST_LAST:
             raise ValueError(
                 "handlers serve application/test types 0x%02x..0x%02x, not %s"
-                % (P.APP_FIRST, P.TEST_LAST, P.type_name(type))
+                % (_APP_FIRST, _TEST_LAST, _type_name(type))
             )
         self._handlers[type] = (fn, sink)
 
@@ -786,17 +847,17 @@ class Server(Endpoint):
         while True:
             self.serve_once(_BIG_WAIT_MS)
 
-    def keepalive(self, hint_ms=2 * P.WAIT_INTERVAL_MS):
+    def keepalive(self, hint_ms=2 * _WAIT_INTERVAL_MS):
         """From inside a long handler: tell the host to keep waiting (at most one WAIT frame
         per WAIT_INTERVAL_MS, so call it as often as convenient)."""
         if self._cur_seq < 0:
             return
         now = ticks_ms()
-        if ticks_diff(now, self._last_wait) < P.WAIT_INTERVAL_MS:
+        if ticks_diff(now, self._last_wait) < _WAIT_INTERVAL_MS:
             return
         self._last_wait = now
         struct.pack_into(">H", self._err, _HL, hint_ms)
-        self._write_frame(self._err, self._cur_ver, P.WAIT, self._cur_seq, 2)
+        self._write_frame(self._err, self._cur_ver, _WAIT, self._cur_seq, 2)
 
     def stats(self):
         d = Endpoint.stats(self)
@@ -807,11 +868,11 @@ class Server(Endpoint):
     # --- internals -----------------------------------------------------------------------
     def _framing_error(self, ev):
         if isinstance(ev, BadCrc):
-            code = P.ERR_BAD_CRC
+            code = _ERR_BAD_CRC
         elif isinstance(ev, FrameTruncated):
-            code = P.ERR_TRUNCATED
+            code = _ERR_TRUNCATED
         elif isinstance(ev, FrameOversize):
-            code = P.ERR_OVERSIZE
+            code = _ERR_OVERSIZE
         else:
             return  # garbage, bad header: nobody to answer
         ver = ev.version if ev.version in self.versions else self.version
@@ -820,12 +881,12 @@ class Server(Endpoint):
     def _send_error(self, code, text, seq, ver, cache):
         buf = self._tx if cache else self._err
         tb = text.encode() if isinstance(text, str) else bytes(text)
-        room = min(len(buf), P.OVERHEAD + self.peer_max_payload) - P.OVERHEAD - 2
+        room = min(len(buf), _OVERHEAD + self.peer_max_payload) - _OVERHEAD - 2
         if len(tb) > room:
             tb = tb[:room]
         struct.pack_into(">H", buf, _HL, code)
         buf[_HL + 2 : _HL + 2 + len(tb)] = tb
-        total = self._write_frame(buf, ver, P.ERROR, seq, 2 + len(tb))
+        total = self._write_frame(buf, ver, _ERROR, seq, 2 + len(tb))
         self.errors_sent += 1
         if cache:
             self._dup_len = total
@@ -847,27 +908,27 @@ class Server(Endpoint):
         ver = dec.version
         self._cur_seq = seq
         self._cur_ver = ver if ver in self.versions else self.version
-        self._last_wait = ticks_add(ticks_ms(), -P.WAIT_INTERVAL_MS)  # first goes out
+        self._last_wait = ticks_add(ticks_ms(), -_WAIT_INTERVAL_MS)  # first goes out
         try:
-            if not P.is_request_type(t):
-                raise ErrorReply(P.ERR_NOT_A_REQUEST, "%s is not a request type" % P.type_name(t))
-            if t != P.HELLO and ver not in self.versions:
+            if not _LINK_FIRST <= t <= _TEST_LAST:
+                raise ErrorReply(_ERR_NOT_A_REQUEST, "%s is not a request type" % _type_name(t))
+            if t != _HELLO and ver not in self.versions:
                 raise ErrorReply(
-                    P.ERR_BAD_VERSION,
+                    _ERR_BAD_VERSION,
                     "frame uses protocol version %d; this end speaks %s (send HELLO)"
                     % (ver, _vlist(self.versions)),
                 )
             rtype, reply = self._process(t, dec.payload)
         except ErrorReply as e:
-            rtype, reply = P.ERROR, e
+            rtype, reply = _ERROR, e
         except Exception as e:  # a handler bug must not kill the token
-            rtype = P.ERROR
+            rtype = _ERROR
             reply = ErrorReply(
-                P.ERR_INTERNAL,
-                "%s while handling %s: %s" % (e.__class__.__name__, P.type_name(t), e),
+                _ERR_INTERNAL,
+                "%s while handling %s: %s" % (e.__class__.__name__, _type_name(t), e),
             )
         try:
-            if rtype == P.ERROR:
+            if rtype == _ERROR:
                 self._send_error(reply.code, reply.text, seq, self._cur_ver, True)
             else:
                 self._reply(rtype, reply, seq)
@@ -895,7 +956,7 @@ class Server(Endpoint):
             crc = self._source_crc(src, n)
         if n > self.peer_max_message:
             self._send_error(
-                P.ERR_TOO_LARGE,
+                _ERR_TOO_LARGE,
                 "reply of %d bytes exceeds the peer's limit of %d bytes"
                 % (n, self.peer_max_message),
                 seq,
@@ -905,7 +966,7 @@ class Server(Endpoint):
             return
         self._src = [rtype, src, n]
         struct.pack_into(">BII", self._tx, _HL, rtype, n, crc)
-        self._dup_len = self._write_frame(self._tx, ver, P.BULK_REPLY, seq, 9)
+        self._dup_len = self._write_frame(self._tx, ver, _BULK_REPLY, seq, 9)
 
     def _source_crc(self, src, total):
         area = self._txv[_HL : _HL + self.peer_max_payload]
@@ -923,15 +984,15 @@ class Server(Endpoint):
         return crc
 
     def _process(self, t, payload):
-        if t != P.BULK_DATA and t != P.BULK_END:
+        if t != _BULK_DATA and t != _BULK_END:
             self._up = None
-        if t != P.BULK_READ:
+        if t != _BULK_READ:
             self._src = None
-        if t == P.PING:
-            return P.PONG, payload
-        if t == P.HELLO:
+        if t == _PING:
+            return _PONG, payload
+        if t == _HELLO:
             return self._hello(payload)
-        if t == P.STATS:
+        if t == _STATS:
             vals = (
                 self.decoder.frames,
                 self.tx_frames,
@@ -946,44 +1007,44 @@ class Server(Endpoint):
             for i, v in enumerate(vals):
                 struct.pack_into(">I", self._tx, _HL + 4 * i, v & 0xFFFFFFFF)
             self._prep = 4 * len(vals)
-            return P.STATS_REPLY, _PREP
-        if t == P.BULK_BEGIN:
+            return _STATS_REPLY, _PREP
+        if t == _BULK_BEGIN:
             return self._bulk_begin(payload)
-        if t == P.BULK_DATA:
+        if t == _BULK_DATA:
             return self._bulk_data(payload)
-        if t == P.BULK_END:
+        if t == _BULK_END:
             return self._bulk_end()
-        if t == P.BULK_READ:
+        if t == _BULK_READ:
             return self._bulk_read(payload)
         entry = self._handlers.get(t)
         if entry is None:
-            raise ErrorReply(P.ERR_UNKNOWN_TYPE, "no handler for request %s" % P.type_name(t))
+            raise ErrorReply(_ERR_UNKNOWN_TYPE, "no handler for request %s" % _type_name(t))
         if len(entry) > 2:  # handle_all: the dispatcher is told the type
-            return t | P.REPLY, entry[0](t, payload)
+            return t | _REPLY, entry[0](t, payload)
         if entry[1] is not None:
             # a streaming handler gets a sink even for a one-frame message
             sink = entry[1](len(payload))
             if len(payload):
                 sink.write(payload)
-            return t | P.REPLY, entry[0](sink)
-        return t | P.REPLY, entry[0](payload)
+            return t | _REPLY, entry[0](sink)
+        return t | _REPLY, entry[0](payload)
 
     def _hello(self, payload):
         n = len(payload)
         k = payload[0] if n else 0
         if n < 1 + k + 6 or k == 0:
-            raise ErrorReply(P.ERR_BAD_PAYLOAD, "malformed HELLO (%d bytes)" % n)
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "malformed HELLO (%d bytes)" % n)
         offered = bytes(payload[1 : 1 + k])
         common = [v for v in self.versions if v in offered]
         if not common:
             raise ErrorReply(
-                P.ERR_NO_COMMON_VERSION,
+                _ERR_NO_COMMON_VERSION,
                 "%s speaks protocol versions %s; the host offered %s"
                 % (self.name, _vlist(self.versions), _vlist(offered)),
             )
         pmp, pmm = struct.unpack_from(">HI", payload, 1 + k)
-        if pmp < P.MIN_PAYLOAD:
-            raise ErrorReply(P.ERR_BAD_PAYLOAD, "HELLO max_payload %d < %d" % (pmp, P.MIN_PAYLOAD))
+        if pmp < _MIN_PAYLOAD:
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "HELLO max_payload %d < %d" % (pmp, _MIN_PAYLOAD))
         self.version = common[-1]
         self._cur_ver = self.version
         self.peer_max_payload = min(pmp, self.max_payload)
@@ -993,22 +1054,22 @@ class Server(Endpoint):
         struct.pack_into(">BHI", self._tx, _HL, self.version, self.max_payload, self.max_message)
         self._txv[_HL + 7 : _HL + 7 + len(name)] = name
         self._prep = 7 + len(name)
-        return P.HELLO_REPLY, _PREP
+        return _HELLO_REPLY, _PREP
 
     def _bulk_begin(self, payload):
         if len(payload) != 10:
-            raise ErrorReply(P.ERR_BAD_PAYLOAD, "BULK_BEGIN needs 10 bytes, got %d" % len(payload))
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "BULK_BEGIN needs 10 bytes, got %d" % len(payload))
         target, _flags, total, crc = struct.unpack_from(">BBII", payload)
-        if target != P.PING and not P.APP_FIRST <= target <= P.TEST_LAST:
+        if target != _PING and not _APP_FIRST <= target <= _TEST_LAST:
             raise ErrorReply(
-                P.ERR_BAD_PAYLOAD, "%s cannot be sent as a bulk message" % P.type_name(target)
+                _ERR_BAD_PAYLOAD, "%s cannot be sent as a bulk message" % _type_name(target)
             )
         entry = self._handlers.get(target)
-        if target != P.PING and entry is None:
-            raise ErrorReply(P.ERR_UNKNOWN_TYPE, "no handler for request %s" % P.type_name(target))
+        if target != _PING and entry is None:
+            raise ErrorReply(_ERR_UNKNOWN_TYPE, "no handler for request %s" % _type_name(target))
         if total > self.max_message:
             raise ErrorReply(
-                P.ERR_TOO_LARGE,
+                _ERR_TOO_LARGE,
                 "message of %d bytes exceeds this end's limit of %d bytes"
                 % (total, self.max_message),
             )
@@ -1024,20 +1085,20 @@ class Server(Endpoint):
             except MemoryError:
                 free = gc.mem_free() if gc is not None and hasattr(gc, "mem_free") else -1
                 raise ErrorReply(
-                    P.ERR_TOO_LARGE,
+                    _ERR_TOO_LARGE,
                     "cannot buffer a message of %d bytes (free heap %d bytes)" % (total, free),
                 ) from None
         self._up = [target, total, crc, 0, 0, buf, sink]
         struct.pack_into(">I", self._tx, _HL, total)
         self._prep = 4
-        return P.BULK_BEGIN_REPLY, _PREP
+        return _BULK_BEGIN_REPLY, _PREP
 
     def _bulk_data(self, payload):
         up = self._up
         if up is None:
-            raise ErrorReply(P.ERR_BULK_STATE, "BULK_DATA without BULK_BEGIN")
+            raise ErrorReply(_ERR_BULK_STATE, "BULK_DATA without BULK_BEGIN")
         if len(payload) < 4:
-            raise ErrorReply(P.ERR_BAD_PAYLOAD, "BULK_DATA needs a 4-byte offset")
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "BULK_DATA needs a 4-byte offset")
         off = struct.unpack_from(">I", payload)[0]
         data = payload[4:]
         n = len(data)
@@ -1046,7 +1107,7 @@ class Server(Endpoint):
             if have + n > up[1]:
                 self._up = None
                 raise ErrorReply(
-                    P.ERR_BULK_STATE,
+                    _ERR_BULK_STATE,
                     "chunk %d+%d overruns the announced %d bytes" % (off, n, up[1]),
                 )
             if up[5] is not None:
@@ -1056,46 +1117,46 @@ class Server(Endpoint):
             up[4] = _crc32(data, up[4])
             up[3] = have + n
         elif off + n > have:
-            raise ErrorReply(P.ERR_BULK_STATE, "BULK_DATA at offset %d, expected %d" % (off, have))
+            raise ErrorReply(_ERR_BULK_STATE, "BULK_DATA at offset %d, expected %d" % (off, have))
         # else: a chunk we already have (its acknowledgement was lost): acknowledge again
         struct.pack_into(">I", self._tx, _HL, up[3])
         self._prep = 4
-        return P.BULK_DATA_REPLY, _PREP
+        return _BULK_DATA_REPLY, _PREP
 
     def _bulk_end(self):
         up = self._up
         self._up = None
         if up is None:
-            raise ErrorReply(P.ERR_BULK_STATE, "BULK_END without BULK_BEGIN")
+            raise ErrorReply(_ERR_BULK_STATE, "BULK_END without BULK_BEGIN")
         target, total, crc, have, running, buf, sink = up
         if have != total:
             raise ErrorReply(
-                P.ERR_BULK_STATE, "bulk message incomplete: %d of %d bytes" % (have, total)
+                _ERR_BULK_STATE, "bulk message incomplete: %d of %d bytes" % (have, total)
             )
         if running != crc:
             raise ErrorReply(
-                P.ERR_BULK_CRC,
+                _ERR_BULK_CRC,
                 "reassembled message has CRC-32 0x%08x, announced 0x%08x" % (running, crc),
             )
         msg = buf if buf is not None else sink
-        if target == P.PING:
-            return P.PONG, msg
+        if target == _PING:
+            return _PONG, msg
         entry = self._handlers[target]
         if len(entry) > 2:
-            return target | P.REPLY, entry[0](target, msg)
-        return target | P.REPLY, entry[0](msg)
+            return target | _REPLY, entry[0](target, msg)
+        return target | _REPLY, entry[0](msg)
 
     def _bulk_read(self, payload):
         src = self._src
         if src is None:
-            raise ErrorReply(P.ERR_BULK_STATE, "BULK_READ but no large reply is pending")
+            raise ErrorReply(_ERR_BULK_STATE, "BULK_READ but no large reply is pending")
         if len(payload) != 6:
-            raise ErrorReply(P.ERR_BAD_PAYLOAD, "BULK_READ needs 6 bytes, got %d" % len(payload))
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "BULK_READ needs 6 bytes, got %d" % len(payload))
         off, want = struct.unpack_from(">IH", payload)
         rtype, s, total = src
         if off > total:
             raise ErrorReply(
-                P.ERR_BAD_PAYLOAD, "BULK_READ offset %d beyond the %d-byte reply" % (off, total)
+                _ERR_BAD_PAYLOAD, "BULK_READ offset %d beyond the %d-byte reply" % (off, total)
             )
         k = self.peer_max_payload - 4
         if want < k:
@@ -1111,7 +1172,7 @@ class Server(Endpoint):
             while got < k:
                 r = s.read_at(off + got, area[got:])
                 if not r or r < 0:
-                    raise ErrorReply(P.ERR_INTERNAL, "reply source ended at %d" % (off + got))
+                    raise ErrorReply(_ERR_INTERNAL, "reply source ended at %d" % (off + got))
                 got += r
         self._prep = 4 + k
-        return P.BULK_READ_REPLY, _PREP
+        return _BULK_READ_REPLY, _PREP
