@@ -178,3 +178,38 @@ def test_rewrite_and_recompute_without_the_key(copy: Sql, golden: Golden) -> Non
     assert {k for r, k in book if r == 1800} == {"bad-signature", "balance-mismatch"}
     assert all(k == "bad-signature" for r, k in book if 1800 < r < n)
     assert any(x.kind == "checkpoint-mismatch" for x in f)
+
+
+def _head_row(sql: Sql, book: str) -> tuple[bytes, bytes]:
+    statement, sig = sql.q("SELECT statement, sig FROM books WHERE book = ?", (book,))[0]
+    return bytes(statement), bytes(sig)
+
+
+def test_head_statement_of_another_book(copy: Sql, golden: Golden) -> None:
+    """Each head row carries its own leaf and path under the batch's one signed root: another
+    book's (validly signed) statement does not name this head."""
+    n = golden.head_a
+    statement, sig = _head_row(copy, B)
+    copy.x("UPDATE books SET statement = ?, sig = ? WHERE book = ?", (statement, sig, A))
+    assert _book(_findings(golden, copy)) == {(n, "altered")}
+
+
+def test_head_path_altered(copy: Sql, golden: Golden) -> None:
+    n = golden.head_a
+    statement, _ = _head_row(copy, A)
+    assert rec.parse_head(statement)[2] == [(A, n, rec.parse_head(statement)[2][0][2])]
+    bad = bytearray(statement)
+    bad[-1] ^= 1  # the inclusion path (or, for a one-book batch, the head's own hchain)
+    copy.x("UPDATE books SET statement = ? WHERE book = ?", (bytes(bad), A))
+    assert _book(_findings(golden, copy)) == {(n, "altered")}
+
+
+def test_head_root_resigned_without_the_key(copy: Sql, golden: Golden) -> None:
+    """A head statement whose signed root message changed: the signature no longer verifies."""
+    n = golden.head_a
+    statement, _ = _head_row(copy, A)
+    signed = rec.head_signed(statement)
+    forged = bytearray(statement)
+    forged[len(signed) - 37] ^= 1  # the signed time: the path still leads to the root
+    copy.x("UPDATE books SET statement = ? WHERE book = ?", (bytes(forged), A))
+    assert _book(_findings(golden, copy)) == {(n, "bad-signature")}

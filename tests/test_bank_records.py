@@ -177,3 +177,81 @@ def test_append_refuses_bad_input() -> None:
             evidence=b"",
             balance=(1 << 63) - 1,
         )
+
+
+def test_sign_many_is_sign_byte_for_byte(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch signer (libcrypto k*G, RFC 6979 nonces in Python, one blinded inversion) gives
+    exactly suite.sign's bytes, for batches of every size and with the plain path forced."""
+    import os
+
+    msgs = [os.urandom(i % 97) for i in range(70)]
+    want = [suite.sign(KEYS._priv, m) for m in msgs]
+    assert rec._basemul() is not None  # CPython with a system libcrypto: the fast path runs
+    for size in (1, 2, 3, 4, 17, 70):
+        assert KEYS.sign_many(msgs[:size]) == want[:size]
+    assert all(KEYS.verify(m, s) for m, s in zip(msgs, KEYS.sign_many(msgs)))
+    other = rec.BookKeys("BKB", W.banks["BKB"].private)
+    assert other.sign_many(msgs[:5]) == [suite.sign(W.banks["BKB"].private, m) for m in msgs[:5]]
+    monkeypatch.setattr(rec, "_BASEMUL_STATE", [None])
+    assert KEYS.sign_many(msgs[:9]) == want[:9]
+
+
+def test_rfc6979_first_nonce_matches_suite() -> None:
+    import hashlib
+
+    for i in range(20):
+        digest = hashlib.sha256(b"m%d" % i).digest()
+        assert KEYS._rfc6979.first(digest) == next(suite.rfc6979_nonces(KEYS._priv, digest))
+    # a digest above the group order is reduced first (bits2octets)
+    high = (suite.ec.N + 5).to_bytes(32, "big")
+    assert KEYS._rfc6979.first(high) == next(suite.rfc6979_nonces(KEYS._priv, high))
+
+
+def test_heads_statement_covers_every_book_with_one_signature() -> None:
+    heads = [(f"BKA-{i:06d}", i + 1, bytes([i]) * 32) for i in range(37)]
+    signed = rec.sign_heads_many(KEYS, 1_760_000_000, heads)
+    assert len({sig for _, sig in signed}) == 1  # one signature for all
+    root_msgs = {rec.head_signed(st) for st, _ in signed}
+    assert len(root_msgs) == 1
+    for (book, n, hc), (st, sig) in zip(heads, signed):
+        assert rec.parse_head(st) == ("BKA", 1_760_000_000, [(book, n, hc)])
+        assert KEYS.verify_head(st, sig)
+    st, sig = signed[5]
+    # another book's leaf, a changed path, a changed index: not under the signed root
+    tail = len(rec.head_signed(st))
+    leaf = 1 + len(heads[5][0]) + 8 + 32
+    other_leaf = signed[6][0][tail : tail + leaf]
+    with pytest.raises(rec.RecordFormatError, match="signed root"):  # book 6's head, 5's path
+        rec.parse_head(st[:tail] + other_leaf + st[tail + leaf :])
+    moved = bytearray(st)  # book 5's path claimed for another index
+    moved[tail + leaf + 3] ^= 1
+    with pytest.raises(rec.RecordFormatError, match="signed root"):
+        rec.parse_head(bytes(moved))
+    bad = bytearray(st)
+    bad[-1] ^= 1
+    with pytest.raises(rec.RecordFormatError, match="signed root"):
+        rec.parse_head(bytes(bad))
+    with pytest.raises(rec.RecordFormatError):
+        rec.parse_head(st[:-1])
+    # a changed root or time breaks the signature, not the parse
+    forged = bytearray(st)
+    forged[tail - 33] ^= 1
+    assert not KEYS.verify_head(bytes(forged), sig)
+    assert not KEYS.verify_head(b"nope", sig)
+    # the one-book statement still parses and verifies as before
+    st1, sig1 = rec.sign_heads(KEYS, 5, [("BKA-alice", 3, b"\x01" * 32)])
+    assert rec.head_signed(st1) == st1 and KEYS.verify_head(st1, sig1)
+    assert rec.parse_head(signed[0][0])[2] == [heads[0]]
+    single = rec.sign_heads_many(KEYS, 7, [("BKA-alice", 3, b"\x01" * 32)])
+    assert rec.parse_head(single[0][0])[2] == [("BKA-alice", 3, b"\x01" * 32)]
+
+
+def test_balance_key_schedule_is_ecies() -> None:
+    """The cached-PRK sealing is HKDF exactly as hubi_core.ecies: ecies opens what it seals."""
+    for i in range(5):
+        info = rec.balance_info("BKA-alice", i + 1, rec.DEBIT, bytes([i]) * 16)
+        blob = KEYS.seal_balance(info, 1000 * i - 7)
+        assert ecies.open_sealed(W.banks["BKA"].private, blob, info) == (1000 * i - 7).to_bytes(
+            8, "big", signed=True
+        )
+        assert KEYS.open_balance(info, blob) == 1000 * i - 7

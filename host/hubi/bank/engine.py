@@ -305,13 +305,14 @@ class _Item:
     """One note on its way through a booking batch."""
 
     __slots__ = ("raw", "obj", "nid", "digest", "payer", "payee", "amount", "serial",
-                 "allowance", "named_allowance", "payer_key", "outcome")  # fmt: skip
+                 "allowance", "named_allowance", "payer_key", "outcome", "_lsum")  # fmt: skip
 
     def __init__(self, raw: bytes, obj: codec.Obj | None):
         self.raw = raw
         self.obj = obj
         self.payer_key: bytes | None = None
         self.outcome: Outcome | None = None
+        self._lsum: bytes | None = None
         if obj is None:
             self.nid = self.digest = b""
             self.payer = self.payee = ""
@@ -326,6 +327,26 @@ class _Item:
         self.allowance = self.named_allowance  # or inferred from the serial (_load_state)
         self.nid = lsum.note_id(obj.signer, obj.serial)
         self.digest = hashlib.sha256(raw).digest()
+
+    def lsum(self, digests: dict[tuple[int, str], int]) -> bytes:
+        """``lsum.of_note`` of the note, the account digests taken from `digests` (a cache)."""
+        if self._lsum is None:
+            assert self.obj is not None
+            a = digests.get((lsum.T_ACCOUNT, self.payer))
+            if a is None:
+                a = digests[(lsum.T_ACCOUNT, self.payer)] = lsum.account_digest(self.payer)
+            c = digests.get((lsum.T_PAYEE, self.payee))
+            if c is None:
+                c = digests[(lsum.T_PAYEE, self.payee)] = lsum.counterparty_digest(self.payee)
+            total = (
+                a
+                + lsum.serial_digest(self.serial)
+                + lsum.amount_digest(self.amount)
+                + lsum.purpose_digest(self.obj.get("purpose"))
+                + c
+            )
+            self._lsum = lsum.to_bytes(total & lsum.MASK)
+        return self._lsum
 
     @classmethod
     def from_outcome(cls, out: Outcome) -> _Item:
@@ -343,7 +364,7 @@ class _Item:
 class _State:
     """What a booking batch's decisions depend on (compared again under the lock)."""
 
-    heads: dict[str, Head]
+    heads: dict[str, tuple]  # book -> (book, n, ecode, hchain, coded_bal, last_kind, last_lsum)
     notes: dict[bytes, tuple]
     dups: dict[bytes, tuple]
     allowances: dict[tuple[str, int], tuple[int, int, int, int]]
@@ -353,12 +374,23 @@ class _State:
 
 
 @dataclass
+class _Seen:
+    """Step 1's reads (note and double-issue rows of a batch's notes) and the database's
+    change counter just before them (``Tx.data_version``; None where there is none)."""
+
+    version: int | None
+    notes: dict[bytes, tuple]
+    dups: dict[bytes, tuple]
+
+
+@dataclass
 class _Plan:
     """Everything one booking transaction writes, signed in advance."""
 
     outcomes: list[Outcome] = field(default_factory=list)
-    records: list[tuple[rec.Record, bytes, bytes]] = field(default_factory=list)
-    heads: list[Head] = field(default_factory=list)
+    # book, n, body, hchain
+    records: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+    heads: list[tuple] = field(default_factory=list)  # n, ecode, hchain, coded_bal, ..., book
     notes: list[tuple[tuple, int | None, bytes]] = field(default_factory=list)
     dups: list[tuple] = field(default_factory=list)
     flags: set[str] = field(default_factory=set)
@@ -422,6 +454,11 @@ class BankEngine:
         self._serials: dict[str, list[int]] = {}
         self._ckpt_lock = threading.Lock()
         self._last_size = threading.local()
+        # record bytes this process committed, by register position, until a checkpoint covers
+        # them (the checkpoint then hashes them without reading them back)
+        self._leaves: dict[int, bytes] = {}
+        self._leaves_lock = threading.Lock()
+        self._digests: dict[tuple[int, str], int] = {}  # lsum digests of account ids
         self._accounts: dict[str, AccountInfo] = {}
         self._balances: dict[str, tuple[int, bytes, int]] = {}
         expected = trust.bank_key(self.bank) if self.bank in trust.consortium.banks else None
@@ -818,10 +855,13 @@ class BankEngine:
                 it.outcome.reason = err
         # 1. the same note again: the stored answer, without verifying it again
         pending = [it for it in items if it.outcome is None]
+        seen: _Seen | None = None
         if pending:
             reader = self.store.reader()
+            version = reader.data_version()  # before the reads: what they saw is this or newer
             known = self._note_rows(reader, [it.nid for it in pending])
             dups = self._dup_rows(reader, [it.digest for it in pending])
+            seen = _Seen(version, known, dups)
             for it in pending:
                 row = known.get(it.nid)
                 if row is not None and bytes(row[1]) == it.digest:
@@ -846,7 +886,7 @@ class BankEngine:
         # 4. plan (sign) outside the lock, commit under it
         active = [it for it in items if it.outcome is None]
         if active:
-            self._commit_batch(active, mode, status)
+            self._commit_batch(active, mode, status, seen)
             self._maybe_checkpoint()
         out = []
         counts: dict[str, int] = {}
@@ -947,13 +987,20 @@ class BankEngine:
                 out[bytes(r[0])] = tuple(r)
         return out
 
-    def _load_state(self, tx: Tx, items: Sequence[_Item], books: Sequence[str]) -> _State:
-        heads: dict[str, Head] = {}
+    def _load_state(
+        self, tx: Tx, items: Sequence[_Item], books: Sequence[str], seen: _Seen | None = None
+    ) -> _State:
+        """What the batch's decisions depend on, read through `tx`; the note and double-issue
+        rows from `seen` (step 1's reads) when given."""
+        heads: dict[str, tuple] = {}
         for i in range(0, len(books), 500):
             chunk = list(books[i : i + 500])
             cond, params = tx.among("book", chunk)
-            for r in tx.all(_HEAD_SELECT + " WHERE " + cond, params):
-                heads[r[0]] = _head(r)
+            for r in tx.all(_HEAD_STATE_SELECT + " WHERE " + cond, params):
+                heads[r[0]] = (
+                    r[0], int(r[1]), bytes(r[2]), bytes(r[3]),
+                    None if r[4] is None else bytes(r[4]), int(r[5]), bytes(r[6]),
+                )  # fmt: skip
         for b in books:
             if b not in heads:
                 raise UnknownAccount(f"no book {b} at bank {self.bank}")
@@ -984,12 +1031,13 @@ class BankEngine:
             for first, serial, cap, expiry, spent in mine:
                 if serial == it.allowance:
                     allowances[(it.payer, serial)] = (cap, expiry, first, spent)
-        return _State(
-            heads,
-            self._note_rows(tx, [it.nid for it in items]),
-            self._dup_rows(tx, [it.digest for it in items]),
-            allowances,
-        )
+        if seen is not None:
+            notes = {it.nid: seen.notes[it.nid] for it in items if it.nid in seen.notes}
+            dups = {it.digest: seen.dups[it.digest] for it in items if it.digest in seen.dups}
+        else:
+            notes = self._note_rows(tx, [it.nid for it in items])
+            dups = self._dup_rows(tx, [it.digest for it in items])
+        return _State(heads, notes, dups, allowances)
 
     def _allowance_check(self, state: _State, it: _Item) -> tuple[int, str] | None:
         serial = it.allowance
@@ -1029,11 +1077,16 @@ class BankEngine:
     ) -> _Plan:
         """Decide and (unless dry) sign everything one batch writes, from a state snapshot.
 
+        The batch's records (and eager notices) are drafted first and signed together
+        (``BookKeys.sign_many``); then the record bytes and hash chains are made in order.
         `cache` keeps what an earlier plan of the same batch signed, keyed by everything it
-        depends on (for a record: its book's previous head and balance), so planning again under
-        the lock signs only what another booking moved."""
+        depends on (for a record: its number, its evidence code, the balance it builds on), so
+        planning again under the lock signs only what another booking moved."""
         state = state.copy()
         memo: dict[tuple, Any] = {} if cache is None else cache
+        keys = self.keys
+        keeper = keys.keeper
+        heads = state.heads
 
         def signed(key: tuple, make: Callable[[], Any]) -> Any:
             hit = memo.get(key)
@@ -1043,28 +1096,69 @@ class BankEngine:
 
         plan = _Plan()
         balances: dict[str, int] = {}
-        touched: dict[str, Head] = {}
+        tips: dict[str, tuple[int, bytes]] = {}  # book -> (n, ecode) of its newest draft
+        # [book, n, kind, delta, lsum, ecode, coded, evidence, sig8, sig9]
+        drafts: list[list[Any]] = []
+        unsigned: list[tuple[list[Any], tuple]] = []  # drafts without signatures, memo key
+        notice_objs: list[tuple[codec.Obj, tuple]] = []  # eager notices to sign, memo key
+        rows: dict[bytes, Any] = {}  # note rows this batch writes (notices filled in at the end)
+        answers: list[Any] = []  # per item: an Outcome, or (note id, replay) of a row
         debit, credit = mode != "credit", mode != "debit"
         st = BOOKED if (debit and credit) else DEBITED if debit else CREDITED
+        eager = self.notice_mode == "eager" and not dry
+        cached = self._balances
 
         def bal(book: str) -> int:
-            if book not in balances:
-                h = state.heads[book]
-                hit = self._balances.get(book)
-                if hit is not None and hit[0] == h.n and hit[1] == h.hchain:
-                    balances[book] = hit[2]
+            b = balances.get(book)
+            if b is None:
+                h = heads[book]
+                hit = cached.get(book)
+                if hit is not None and hit[0] == h[1] and hit[1] == h[3]:
+                    b = hit[2]
                 else:
-                    balances[book] = self.keys.balance_of(h)
-            return balances[book]
+                    b = keys.balance_of(Head(*h))
+                balances[book] = b
+            return b
+
+        def draft(book: str, kind: int, delta: int, it: _Item, ls: bytes) -> int:
+            tip = tips.get(book)
+            if tip is None:
+                h = heads[book]
+                tip = (h[1], h[2])
+            n = tip[0] + 1
+            ecode = rec.xor16(tip[1], ls)
+            tips[book] = (n, ecode)
+            b0 = bal(book)
+            balances[book] = b0 + delta
+            if dry:
+                return n
+            key = ("record", book, n, ecode, kind, it.digest, b0)
+            hit = memo.get(key)
+            if hit is None:
+                coded = keys.seal_balance(rec.balance_info(book, n, kind, ls), b0 + delta)
+                d = [book, n, kind, delta, ls, ecode, coded, it.raw, None, None]
+                unsigned.append((d, key))
+            else:
+                d = [book, n, kind, delta, ls, ecode, hit[0], it.raw, hit[1], hit[2]]
+            drafts.append(d)
+            return n
+
+        def notice(key: tuple, make: Callable[[], codec.Obj]) -> Any:
+            hit = memo.get(key)
+            if hit is not None:
+                return hit
+            obj = make()
+            notice_objs.append((obj, key))
+            return key  # replaced by the signed bytes at the end
 
         for it in items:
             assert it.obj is not None
             row = state.notes.get(it.nid)
             if row is not None:
                 if bytes(row[1]) == it.digest:
-                    plan.outcomes.append(_outcome(row, replay=True))
+                    answers.append((it.nid, True))
                 elif it.digest in state.dups:
-                    plan.outcomes.append(_dup_outcome(state.dups[it.digest]))
+                    answers.append(_dup_outcome(state.dups[it.digest]))
                 else:  # double issuance: keep the second note as evidence, refuse it, flag
                     why = _double_reason(it.payer, it.serial)
                     refusal = (
@@ -1083,7 +1177,7 @@ class BankEngine:
                     if ids.bank_of(it.payer) == self.bank:
                         plan.flags.add(it.payer)
                     plan.notices.append((it.payee, codec.REFUSAL, it.nid, refusal, t))
-                    plan.outcomes.append(_dup_outcome(dup, replay=False))
+                    answers.append(_dup_outcome(dup, replay=False))
                 continue
             bad = None
             if debit:
@@ -1111,30 +1205,18 @@ class BankEngine:
                     it.nid, it.digest, it.payer, it.serial, it.payee, it.amount, REFUSED,
                     bad[0], bad[1], None, None, t, refusal, None, None, None,
                 )  # fmt: skip
-                state.notes[it.nid] = row
-                plan.notes.append((row, it.allowance, it.raw))
+                state.notes[it.nid] = rows[it.nid] = row
+                plan.notes.append((it.nid, it.allowance, it.raw))
                 plan.notices.append((it.payee, codec.REFUSAL, it.nid, refusal, t))
-                plan.outcomes.append(_outcome(row, replay=False))
+                answers.append((it.nid, False))
                 continue
             debit_n = credit_n = None
             settlement = balance_notice = None
-            ls = lsum.of_note(it.obj)
+            if len(self._digests) > 100_000:
+                self._digests.clear()
+            ls = it.lsum(self._digests)
             if debit:
-                h = state.heads[it.payer]
-                debit_n = h.n + 1
-                new_bal = bal(it.payer) - it.amount
-                if not dry:
-                    b0 = bal(it.payer)
-                    r, body, hc = signed(
-                        ("record", h.book, h.n, h.hchain, rec.DEBIT, it.digest, b0),
-                        lambda h=h, it=it, ls=ls, b0=b0: rec.append(
-                            self.keys, h, kind=rec.DEBIT, time=t, delta=-it.amount, lsum=ls,
-                            evidence=it.raw, balance=b0,
-                        ),
-                    )  # fmt: skip
-                    plan.records.append((r, body, hc))
-                    state.heads[it.payer] = touched[it.payer] = rec.next_head(r, hc, b"", b"")
-                balances[it.payer] = new_bal
+                debit_n = draft(it.payer, rec.DEBIT, -it.amount, it, ls)
                 if it.allowance is not None:
                     cap, expiry, first, spent = state.allowances[(it.payer, it.allowance)]
                     state.allowances[(it.payer, it.allowance)] = (
@@ -1144,53 +1226,102 @@ class BankEngine:
                         spent + it.amount,
                     )
                     plan.allowances[(it.payer, it.allowance)] = spent + it.amount
-                if self.notice_mode == "eager" and not dry:
-                    balance_notice = signed(
-                        ("balance", it.digest, new_bal),
-                        lambda it=it, nb=new_bal: self._balance_notice(it, nb, t),
+                if eager:
+                    nb = balances[it.payer]
+                    balance_notice = notice(
+                        ("balance", it.digest, nb),
+                        lambda it=it, nb=nb: self._balance_obj(it, nb, t),
                     )
             if credit:
-                h = state.heads[it.payee]
-                credit_n = h.n + 1
-                if not dry:
-                    b0 = bal(it.payee)
-                    r, body, hc = signed(
-                        ("record", h.book, h.n, h.hchain, rec.CREDIT, it.digest, b0),
-                        lambda h=h, it=it, ls=ls, b0=b0: rec.append(
-                            self.keys, h, kind=rec.CREDIT, time=t, delta=it.amount, lsum=ls,
-                            evidence=it.raw, balance=b0,
-                        ),
-                    )  # fmt: skip
-                    plan.records.append((r, body, hc))
-                    state.heads[it.payee] = touched[it.payee] = rec.next_head(r, hc, b"", b"")
-                balances[it.payee] = bal(it.payee) + it.amount
-                if self.notice_mode == "eager" and not dry:
-                    settlement = signed(
+                credit_n = draft(it.payee, rec.CREDIT, it.amount, it, ls)
+                if eager:
+                    settlement = notice(
                         ("settlement", it.digest, status),
-                        lambda it=it: self._settlement(it, status, t),
+                        lambda it=it: self._settlement_obj(it, status, t),
                     )
-            row = (
+            row = [
                 it.nid, it.digest, it.payer, it.serial, it.payee, it.amount, st, None, None,
                 debit_n, credit_n, t, None, settlement, balance_notice, status if credit else None,
-            )  # fmt: skip
-            state.notes[it.nid] = row
-            plan.notes.append((row, it.allowance, it.raw))
+            ]  # fmt: skip
+            state.notes[it.nid] = rows[it.nid] = row
+            plan.notes.append((it.nid, it.allowance, it.raw))
             if settlement is not None:
-                plan.notices.append((it.payee, codec.SETTLEMENT, it.nid, settlement, t))
+                plan.notices.append([it.payee, codec.SETTLEMENT, it.nid, settlement, t])
             if balance_notice is not None:
-                plan.notices.append((it.payer, codec.BALANCE, it.nid, balance_notice, t))
-            plan.outcomes.append(_outcome(row, replay=False))
-        # one signed statement per (up to) 255 books covers every head this batch moves
-        heads = list(touched.values())
-        for i in range(0, len(heads), 255):
-            chunk = heads[i : i + 255]
-            statement, sig = rec.sign_heads(self.keys, t, [(h.book, h.n, h.hchain) for h in chunk])
-            plan.heads.extend(replace(h, statement=statement, sig=sig) for h in chunk)
-        plan.balances = {b: (h.n, h.hchain, balances[b]) for b, h in touched.items()}
+                plan.notices.append([it.payer, codec.BALANCE, it.nid, balance_notice, t])
+            answers.append((it.nid, False))
+        # sign every record and notice of the batch at once
+        msgs: list[bytes] = []
+        sig8_message, sig9_message = rec.sig8_message, rec.sig9_message
+        for d, _key in unsigned:
+            msgs.append(sig8_message(keeper, d[0], d[1], d[5]))
+            msgs.append(sig9_message(keeper, d[0], d[1], d[6]))
+        fields: list[tuple[codec.Obj, str]] = []
+        for obj, _key in notice_objs:
+            for name in codec.signed_fields(obj.kind):
+                if name in obj.values:
+                    fields.append((obj, name))
+                    msgs.append(codec.field_message(obj, name))
+        if msgs:
+            sigs = keys.sign_many(msgs)
+            i = 0
+            for d, key in unsigned:
+                d[8], d[9] = sigs[i], sigs[i + 1]
+                memo[key] = (d[6], d[8], d[9])
+                i += 2
+            for obj, name in fields:
+                obj.sigs[name] = sigs[i]
+                i += 1
+            for obj, key in notice_objs:
+                obj.raw = None
+                memo[key] = codec.encode(obj)
+        if notice_objs:  # the signed notice bytes where the plan holds their memo keys
+            for row in rows.values():
+                if isinstance(row, list):
+                    for j in (13, 14):
+                        if isinstance(row[j], tuple):
+                            row[j] = memo[row[j]]
+            for ntc in plan.notices:
+                if isinstance(ntc[3], tuple):
+                    ntc[3] = memo[ntc[3]]
+        # record bytes and hash chains, book by book in order
+        chain: dict[str, bytes] = {}
+        last: dict[str, list[Any]] = {}
+        body_of = rec.record_body
+        sha256 = hashlib.sha256
+        for d in drafts:
+            book, n = d[0], d[1]
+            body = body_of(keeper, book, n, d[2], t, d[3], d[4], d[5], d[6], d[7], d[8], d[9])
+            prev = chain.get(book)
+            if prev is None:
+                prev = heads[book][3]
+            hc = chain[book] = sha256(prev + n.to_bytes(8, "big") + body).digest()
+            plan.records.append((book, n, body, hc))
+            last[book] = d
+        # one signature covers every head this batch moves (a Merkle root over them; each head
+        # row keeps its own inclusion path)
+        books = list(last)
+        if books:
+            signed_heads = rec.sign_heads_many(keys, t, [(b, last[b][1], chain[b]) for b in books])
+            for b, (statement, sig) in zip(books, signed_heads):
+                d = last[b]  # the UPDATE's parameters, book last
+                plan.heads.append((d[1], d[5], chain[b], d[6], d[2], d[4], statement, sig, b))
+        plan.balances = {b: (last[b][1], chain[b], balances[b]) for b in books}
+        for nid, row in rows.items():
+            if isinstance(row, list):
+                rows[nid] = state.notes[nid] = tuple(row)
+        plan.notes = [(rows[nid], allowance, raw) for nid, allowance, raw in plan.notes]
+        plan.notices = [tuple(x) for x in plan.notices]
+        for a in answers:
+            if isinstance(a, Outcome):
+                plan.outcomes.append(a)
+            else:
+                nid, replay = a
+                plan.outcomes.append(_outcome(state.notes[nid], replay=replay))
         return plan
 
-    def _settlement(self, it: _Item, status: int, t: int) -> bytes:
-        obj = codec.Obj(
+    def _settlement_obj(self, it: _Item, status: int, t: int) -> codec.Obj:
+        return codec.Obj(
             codec.SETTLEMENT,
             self.bank,
             self.next_serial("settlement"),
@@ -1203,16 +1334,18 @@ class BankEngine:
                 "status": status,
             },
         )
-        return codec.encode(self.keys.sign_obj(obj))
 
-    def _balance_notice(self, it: _Item, new_balance: int, t: int) -> bytes:
+    def _settlement(self, it: _Item, status: int, t: int) -> bytes:
+        return codec.encode(self.keys.sign_obj(self._settlement_obj(it, status, t)))
+
+    def _balance_obj(self, it: _Item, new_balance: int, t: int) -> codec.Obj:
         key = it.payer_key or self.account_key(it.payer)
         blob = rec.seal_to(
             key,
             new_balance.to_bytes(8, "big", signed=True),
             BALANCE_NOTICE_INFO + it.payer.encode(),
         )
-        obj = codec.Obj(
+        return codec.Obj(
             codec.BALANCE,
             self.bank,
             self.next_serial("balance"),
@@ -1225,9 +1358,13 @@ class BankEngine:
                 "balance": blob,
             },
         )
-        return codec.encode(self.keys.sign_obj(obj))
 
-    def _commit_batch(self, items: list[_Item], mode: str, status: int) -> None:
+    def _balance_notice(self, it: _Item, new_balance: int, t: int) -> bytes:
+        return codec.encode(self.keys.sign_obj(self._balance_obj(it, new_balance, t)))
+
+    def _commit_batch(
+        self, items: list[_Item], mode: str, status: int, seen: _Seen | None = None
+    ) -> None:
         books = self._books_of(items, mode)
         t = self.now()
         signed: dict[tuple, Any] = {}
@@ -1237,11 +1374,17 @@ class BankEngine:
         optimistic = self.store.dialect == "sqlite"
         state = plan = None
         if optimistic:
-            state = self._load_state(self.store.reader(), items, books)
+            state = self._load_state(self.store.reader(), items, books, seen)
             plan = self._plan_batch(items, state, mode, status, t, cache=signed)
         with self.store.transaction() as tx:
             tx.lock_books(books)
-            now = self._load_state(tx, items, books)
+            # no other connection committed since step 1 read the notes: what it read holds
+            fresh = seen is not None and seen.version is not None
+            fresh = fresh and tx.data_version() == seen.version
+            if state is not None and fresh:
+                now = state
+            else:
+                now = self._load_state(tx, items, books, seen if fresh else None)
             if plan is None:
                 plan = self._plan_batch(items, now, mode, status, t, cache=signed)
             elif now != state:  # something moved meanwhile: decide again under the lock,
@@ -1255,43 +1398,28 @@ class BankEngine:
         if len(self._balances) > 200_000:
             self._balances.clear()
         self._balances.update(plan.balances)
+        leaves = getattr(self._last_size, "leaves", None)
+        self._last_size.leaves = None
+        if leaves is not None:
+            first, bodies = leaves
+            with self._leaves_lock:
+                if len(self._leaves) > 4 * self.checkpoint_every + 4096:
+                    self._leaves.clear()  # checkpoints are made elsewhere: read them back then
+                self._leaves.update(zip(range(first, first + len(bodies)), bodies))
         for it, out in zip(items, plan.outcomes):
             it.outcome = out
 
     def _write(self, tx: Tx, plan: _Plan) -> None:
-        tx.executemany(
-            "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?)",
-            [(r.book, r.n, body, hc) for r, body, hc in plan.records],
-        )
-        tx.executemany(
-            "UPDATE books SET n = ?, ecode = ?, hchain = ?, coded_bal = ?, last_kind = ?, "
-            "last_lsum = ?, statement = ?, sig = ? WHERE book = ?",
-            [
-                (
-                    h.n,
-                    h.ecode,
-                    h.hchain,
-                    h.coded_bal,
-                    h.last_kind,
-                    h.last_lsum,
-                    h.statement,
-                    h.sig,
-                    h.book,
-                )
-                for h in plan.heads
-            ],
-        )
-        tx.executemany(
-            "INSERT INTO notes (note_id, digest, payer, serial, payee, amount, status, reason_code, "
-            "reason, debit_n, credit_n, time, refusal, settlement, balance_notice, settle_status, "
-            "allowance, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        """Everything a plan writes; one statement per table (PostgreSQL: over arrays)."""
+        tx.insert_many("records", ("book", "n", "body", "hchain"), _RECORD_TYPES, plan.records)
+        tx.update_many("books", "book", _HEAD_COLUMNS, _HEAD_TYPES, plan.heads)
+        tx.insert_many(
+            "notes",
+            _NOTE_COLUMNS,
+            _NOTE_TYPES,
             [row + (allowance, raw) for row, allowance, raw in plan.notes],
         )
-        tx.executemany(
-            "INSERT INTO double_issues (digest, note_id, payer, serial, payee, refusal, time, note) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            plan.dups,
-        )
+        tx.insert_many("double_issues", _DUP_COLUMNS, _DUP_TYPES, plan.dups)
         for account in sorted(plan.flags):
             tx.execute(
                 "UPDATE accounts SET flags = flags | ? WHERE account = ?",
@@ -1302,10 +1430,7 @@ class BankEngine:
                 "UPDATE allowances SET spent = ? WHERE account = ? AND serial = ?",
                 (spent, account, serial),
             )
-        tx.executemany(
-            "INSERT INTO notices (account, kind, note_id, obj, time) VALUES (?, ?, ?, ?, ?)",
-            plan.notices,
-        )
+        tx.insert_many("notices", _NOTICE_COLUMNS, _NOTICE_TYPES, plan.notices)
         # last: the register (PostgreSQL: this row lock is held only until commit)
         k = len(plan.records)
         if k:
@@ -1314,11 +1439,14 @@ class BankEngine:
                     "UPDATE register_head SET size = size + ? WHERE id = 1 RETURNING size", (k,)
                 )
             )
-            tx.executemany(
-                "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)",
-                [(size - k + i, r.book, r.n) for i, (r, _, _) in enumerate(plan.records)],
+            tx.insert_many(
+                "register",
+                ("seq", "book", "n"),
+                ("bigint", "text", "bigint"),
+                [(size - k + i, r[0], r[1]) for i, r in enumerate(plan.records)],
             )
             self._last_size.value = (size - k, size)
+            self._last_size.leaves = (size - k, [r[2] for r in plan.records])
 
     def double_issues(self, account: str | None = None) -> list[dict[str, Any]]:
         """Evidence of double issuance: each second note with a used serial, with the first."""
@@ -1493,7 +1621,15 @@ class BankEngine:
             (size,),
         )
         f = merkle.Frontier.from_bytes(bytes(row[0])) if row else merkle.Frontier()
-        for h in self._leaf_hashes(tx, f.size, size):
+        with self._leaves_lock:
+            mine = [self._leaves.get(i) for i in range(f.size, size)]
+            for i in [i for i in self._leaves if i < size]:
+                del self._leaves[i]  # covered by this checkpoint from now on
+        if all(b is not None for b in mine):  # this process committed them all
+            hashes = [merkle.leaf_hash(b) for b in mine if b is not None]
+        else:
+            hashes = self._leaf_hashes(tx, f.size, size)
+        for h in hashes:
             f.append_hash(h)
         return f
 
@@ -1666,6 +1802,23 @@ def _outcome(row: Sequence[Any], replay: bool) -> Outcome:
 _HEAD_SELECT = (
     "SELECT book, n, ecode, hchain, coded_bal, last_kind, last_lsum, statement, sig FROM books"
 )
+_RECORD_TYPES = ("text", "bigint", "bytea", "bytea")
+_HEAD_COLUMNS = ("n", "ecode", "hchain", "coded_bal", "last_kind", "last_lsum", "statement", "sig")
+_HEAD_TYPES = ("bigint", "bytea", "bytea", "bytea", "integer", "bytea", "bytea", "bytea", "text")
+_NOTE_COLUMNS = (
+    "note_id", "digest", "payer", "serial", "payee", "amount", "status", "reason_code", "reason",
+    "debit_n", "credit_n", "time", "refusal", "settlement", "balance_notice", "settle_status",
+    "allowance", "note",
+)  # fmt: skip
+_NOTE_TYPES = (
+    "bytea", "bytea", "text", "bigint", "text", "bigint", "text", "integer", "text", "bigint",
+    "bigint", "bigint", "bytea", "bytea", "bytea", "integer", "bigint", "bytea",
+)  # fmt: skip
+_DUP_COLUMNS = ("digest", "note_id", "payer", "serial", "payee", "refusal", "time", "note")
+_DUP_TYPES = ("bytea", "bytea", "text", "bigint", "text", "bytea", "bigint", "bytea")
+_NOTICE_COLUMNS = ("account", "kind", "note_id", "obj", "time")
+_NOTICE_TYPES = ("text", "integer", "bytea", "bytea", "bigint")
+_HEAD_STATE_SELECT = "SELECT book, n, ecode, hchain, coded_bal, last_kind, last_lsum FROM books"
 _DUP_SELECT = "SELECT digest, note_id, payer, serial, payee, refusal, time FROM double_issues"
 
 

@@ -34,6 +34,7 @@ register lock at once; the engine keeps that section short by signing before it 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -223,6 +224,43 @@ class Tx:
         else:
             self.conn.executemany(sql, rows)
 
+    def insert_many(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """INSERT rows (tuples in `columns` order). SQLite: executemany. PostgreSQL: one
+        statement over ``unnest`` of one array per column (`types`: their PostgreSQL types), so
+        a batch costs one round trip and one executor run instead of one per row."""
+        if not rows:
+            return
+        if self.pg:
+            self.conn.execute(
+                _bulk_sql("insert", table, tuple(columns), tuple(types)), _arrays(rows)
+            )
+        else:
+            self.conn.executemany(_bulk_sql("values", table, tuple(columns), ()), rows)
+
+    def update_many(
+        self,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """UPDATE table SET columns WHERE key = ..., one row per tuple (the columns' values, the
+        key last). PostgreSQL: one ``UPDATE ... FROM unnest(...)`` (`types`: columns', then key's)."""
+        if not rows:
+            return
+        if self.pg:
+            sql = _bulk_sql("update", table, (*columns, key), tuple(types))
+            self.conn.execute(sql, _arrays(rows))
+        else:
+            self.conn.executemany(_bulk_sql("set", table, (*columns, key), ()), rows)
+
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
         cur = self.execute(sql, params)
         try:
@@ -260,6 +298,13 @@ class Tx:
             (key, value),
         )
 
+    def data_version(self) -> int | None:
+        """SQLite: a number that changes whenever another connection commits to the database
+        (``PRAGMA data_version``); None on PostgreSQL (no such counter)."""
+        if self.pg:
+            return None
+        return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
+
     def lock_books(self, books: Sequence[str]) -> None:
         """PostgreSQL: row-lock the books' head rows in a fixed order (no-op on SQLite)."""
         if self.pg and books:
@@ -268,6 +313,28 @@ class Tx:
                 "SELECT book FROM books WHERE book = ANY(?) ORDER BY book FOR UPDATE",
                 (sorted(set(books)),),
             ).fetchall()
+
+
+@functools.lru_cache(maxsize=64)
+def _bulk_sql(how: str, table: str, columns: tuple[str, ...], types: tuple[str, ...]) -> str:
+    cols = ", ".join(columns)
+    if how == "values":
+        return f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * len(columns))})"
+    if how == "set":
+        sets = ", ".join(f"{c} = ?" for c in columns[:-1])
+        return f"UPDATE {table} SET {sets} WHERE {columns[-1]} = ?"
+    arrays = ", ".join(f"%b::{t}[]" for t in types)
+    if how == "insert":
+        return f"INSERT INTO {table} ({cols}) SELECT * FROM unnest({arrays})"
+    sets = ", ".join(f"{c} = v.{c}" for c in columns[:-1])
+    key = columns[-1]
+    return (
+        f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({cols}) WHERE t.{key} = v.{key}"
+    )
+
+
+def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    return [list(col) for col in zip(*rows)]
 
 
 class Store:
