@@ -48,19 +48,26 @@ def build(cfg):
         from ui.screens import Ui
 
         ui = Ui(board.display, board.input, board.clock, s)
+    clock, bname, log = board.clock, board.name, board.log
+    del board, s, boards
+    for name in list(sys.modules):  # the board is wired: its modules and tables can go
+        if name == "boards" or name.startswith("boards."):
+            del sys.modules[name]
     core.mark_resident()
     wallet.boot()
     core.release()
     # the names a payment interns are interned now, while the heap is empty (core.warm_up),
     # one step's modules at a time as a payment loads them
     core.warm_up(
-        ("core.hand", "core.pay", "hubi_core.codec"), ("hubi_core.cpk", "hubi_core.aesgcm")
+        ("core.hand", "core.pay", "hubi_core.codec"),
+        ("core.trust", "hubi_core.cpk", "hubi_core.aesgcm", "core.paysign"),
+        ("core.handx", "core.notes", "core.sigcheck", "hubi_core.ecies"),
     )
     if ui is not None:
         core.warm_up(("core.tui",), ("ui.qrview",))
     if not wallet.provisioned:
         core.warm_up(("core.prov", "hubi_core.consortium", "hubi_core.ecies", "hubi_core.tokenmsg"))
-    return Token(wallet, server, ui, board.clock, board.name, board.log)
+    return Token(wallet, server, ui, clock, bname, log)
 
 
 def main(argv=None):

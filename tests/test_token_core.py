@@ -21,7 +21,7 @@ from hubi_core import protocol as P
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "firmware"))
 
-from core import pay  # noqa: E402
+from core import pay, paysign  # noqa: E402
 
 PAYER = "BKA-000000000042"
 PAYEE = "BKB-000000000007"
@@ -35,12 +35,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> TokenWorld:
 def test_constants_match_the_protocol() -> None:
     """The token's modules keep protocol numbers as MicroPython const()s (no heap, no
     interned name): each is hubi_core.protocol's."""
-    from core import hand, wallet
+    from core import hand, handx, notes, prov, sigcheck, trust, tui, wallet
 
     from hubi_core import link
 
     seen = 0
-    for mod in (pay, hand, wallet, link):
+    for mod in (pay, hand, handx, notes, prov, sigcheck, trust, tui, wallet, link):
         for name in dir(mod):
             if name.startswith("_") and name[1:].isupper() and hasattr(P, name[1:]):
                 assert getattr(mod, name) == getattr(P, name[1:]), (mod.__name__, name)
@@ -58,9 +58,9 @@ def test_note_bytes_are_the_codecs(world: TokenWorld, serial: int, amount: int, 
     t = 1_700_000_123
     want = codec.make_note(tpl, serial, t, amount, PAYEE, purpose)
     codec.sign(want, payer.private)
-    stub = pay.template_stub(codec.encode(tpl))
+    stub = paysign.template_stub(codec.encode(tpl))
     assert stub == codec._encode_stub(tpl, PAYER)
-    got = pay.note_bytes(PAYER, serial, t, stub, amount, PAYEE, purpose, payer.private)
+    got = paysign.note_bytes(PAYER, serial, t, stub, amount, PAYEE, purpose, payer.private)
     assert got == codec.encode(want)
     n = codec.decode(got, codec.NOTE)
     assert n.sigs["lsum"] == want.sigs["lsum"] and lsum.of_note(n) == lsum.of_note(want)

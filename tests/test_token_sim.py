@@ -14,11 +14,11 @@ from PIL import Image
 
 from hubi import kmc
 from hubi.token.harness import TokenWorld
-from hubi.token.sim import sim_heap
+from hubi.token.sim import PAYMENT_HEAP, sim_heap
 from hubi_core import codec, ecies, qrparts, suite
 from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply
-from hubi_core.verify import verify_object
+from hubi_core.verify import verify_note, verify_object
 
 pytestmark = pytest.mark.micropython
 PAYER = "BKA-000000000042"
@@ -151,6 +151,26 @@ def test_headless_payment_and_refusals(world: TokenWorld) -> None:
         assert tok.info()["allowance"]["left"] == 0
         assert [h["serial"] for h in tok.notes()] == [1, 2]
         assert tok.note(1) == note
+
+
+def test_headless_payment_in_96k(world: TokenWorld) -> None:
+    """The issue's target: the headless profile boots and pays in a 96 KB heap
+    (micropython -X heapsize=96k). The request goes over the pseudo-terminal with pyserial and
+    is verified offline on the token, the PIN goes over the link, the note is signed and
+    returned; the host verifies it with the shared core against the trust bundle."""
+    assert PAYMENT_HEAP == "96k"
+    state = world.provisioned(PAYER)
+    with world.running(state, "headless", heapsize=PAYMENT_HEAP) as (sim, tok):
+        assert sim.heapsize == "96k"
+        r = tok.pay(world.request(PAYEE, 4321, "coffee+cake!"))
+        assert r.note is None and r.summary["payee"] == PAYEE and r.summary["amount"] == 4321
+        note = tok.confirm_pay("1234")
+        rep = verify_note(note, world.trust, None)
+        assert rep.ok, rep.as_dict()
+        check_note(world, note, 4321, 1)
+        info = tok.info()
+        assert info["next_serial"] == 2 and info["allowance"]["spent"] == 4321
+        assert sim.running()
 
 
 def test_notices_balance_and_receipt(world: TokenWorld) -> None:

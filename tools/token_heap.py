@@ -88,8 +88,8 @@ elif mode == "flow":
     mark("unlock")
     core.release()
     mark("unlock released")
-    from core import pay as P
-    note = P.sign(w, pay, priv)
+    from core import paysign
+    note = paysign.sign(w, pay, priv)
     mark("sign")
     priv = None
     core.release()

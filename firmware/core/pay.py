@@ -1,4 +1,4 @@
-"""Payments: verify a payee's request offline, check the allowance, sign the note.
+"""Payments: verify a payee's request offline, check the allowance (core.paysign signs the note).
 
 Imported for one step and released after it (core/__init__.py). A request is checked in two
 steps so that the decoder and the curve arithmetic never share the heap:
@@ -11,24 +11,18 @@ steps so that the decoder and the curve arithmetic never share the heap:
    (read from flash by offset), then ECDSA on the digests (suite.verify_digest): the same checks
    in the same order, with the same messages, as hubi_core.verify.verify_object.
 
-A note is signed without the codec as well (``note_bytes``): its fields are few and fixed, and
-their bytes are written as codec.encode writes them (tests compare both byte for byte; the host
-verifies every note the simulator returns with the shared core).
-
-Trust on the token: the bank keys computed at provisioning and the public matrices, each file
-checked against the SHA-256 recorded with the keys before it is used (trust/keys.bin, an
-authenticated record). The consortium file itself is read at provisioning only.
+Trust on the token: core.trust (bank keys cached at provisioning, matrices checked against
+their recorded digests).
 
 A payment (``prepare`` -> ``sign``) is the tuple (payee, amount, purpose, request bytes or None,
 kind, expiry): no object of this module's classes outlives the step that made it.
 """
 
-import gc
 import hashlib
 
 from core import release
 from core.store import Corrupt
-from core.wallet import WalletError, _u64
+from core.wallet import WalletError
 
 try:
     from micropython import const
@@ -48,11 +42,8 @@ _ERR_CODEC = const(0x0108)
 _ERR_EXPIRED = const(0x010A)
 _ERR_STORAGE = const(0x010B)
 
-KEYS = "trust/keys.bin"
 PAID = "hist/paid"  # digests of the last paid requests
 PAID_MAX = 16
-_SIG_DOMAIN = b"hubi/sig/1\x00"  # codec.SIG_DOMAIN
-_NOTE_PREFIX = b"\x01\x03\x01"  # suite 1, kind Note, version 1
 
 
 def _err(code, msg):
@@ -71,65 +62,6 @@ def summary(w, p):
         "kind": p[4],
         "expiry": p[5],
     }
-
-
-def keys_record(banks):
-    """trust/keys.bin body: per bank, u8 id length, id, 65-byte public key, 32-byte digest of
-    its matrix file. `banks`: [(bank id, key, digest)]."""
-    out = b""
-    for bank, key, digest in banks:
-        bid = bank.encode()
-        out += bytes([len(bid)]) + bid + key + digest
-    return out
-
-
-def _keys(w):
-    """[(bank id, 65-byte key, matrix digest)] from trust/keys.bin."""
-    try:
-        raw = w.records.get(KEYS)
-    except Corrupt:
-        raw = None
-    if not raw:
-        raise _err(_ERR_STATE, "no trust files on the token (provision it)")
-    out = []
-    p = 0
-    while p < len(raw):
-        n = raw[p]
-        bank = bytes(raw[p + 1 : p + 1 + n]).decode()
-        p += 1 + n
-        out.append((bank, bytes(raw[p : p + 65]), bytes(raw[p + 65 : p + 97])))
-        p += 97
-    return out
-
-
-def bank_ids(w):
-    return sorted(b for b, _, _ in _keys(w))
-
-
-def _matrices(w):
-    """{bank: file-backed PublicMatrix}, each file checked against its recorded digest."""
-    from hubi_core.cpk import PublicMatrix
-
-    mats = {}
-    for bank, _, digest in _keys(w):
-        name = "trust/%s.pub" % bank
-        if not w.storage.exists(name):
-            raise _err(_ERR_PROVISION, "public matrix of bank %s missing (%s)" % (bank, name))
-        m = PublicMatrix.open(w.storage.path(name))
-        if m.digest() != digest:
-            raise _err(_ERR_VERIFY, "public matrix of %s does not match the consortium file" % bank)
-        mats[bank] = m
-    return mats
-
-
-def load_trust(w, matrices=True):
-    """A verify.Trust from the cached bank keys and (if `matrices`) the matrix files."""
-    from hubi_core.verify import Trust
-
-    keys = {}
-    for bank, key, _ in _keys(w):
-        keys[bank] = key
-    return Trust(None, _matrices(w) if matrices else {}, keys)
 
 
 def check_spend(w, amount):
@@ -156,7 +88,7 @@ def check_spend(w, amount):
 
 def _decode(w, raw):
     """Step 1: decode and validate the request; return the plain values step 2 needs."""
-    from hubi_core import codec, ids
+    from hubi_core import codec
     from hubi_core.errors import CodecError
 
     try:
@@ -170,54 +102,12 @@ def _decode(w, raw):
         raise _err(
             _ERR_VERIFY, "request is in %s, this account holds %s" % (tpl["currency"], w.currency)
         )
-    # verify_object's checks before any signature (reported after the trust files are checked)
-    bank = tpl.signer
-    account = tpl["account"]
-    pre = None
-    if account != req.signer:
-        pre = ("template", "template is for %s, not %s" % (account, req.signer))
-    elif ids.bank_of(account) != bank:
-        pre = ("template", "account %s is not an account of bank %s" % (account, bank))
-    sha = hashlib.sha256
-    sigs = []
-    for name in codec.signed_fields(codec.REQUEST):
-        if name in req.values:
-            sigs.append((name, sha(codec.field_message(req, name)).digest(), req.sigs[name]))
-    seal = (sha(codec.field_message(tpl, "seal")).digest(), tpl.sigs["seal"])
+    from core.sigcheck import plan
+
     return (
         (req.signer, req["amount"], req.get("purpose"), raw, "request", req["expiry"]),
-        (pre, bank, account, tpl["key"], seal, sigs),
+        plan(req),
     )
-
-
-def _check(w, bank, account, sep, seal, sigs, pre):
-    """Step 2: the signatures, as verify_object checks them; the first failure is reported."""
-    from hubi_core import suite
-
-    mats = _matrices(w)
-    fail = pre
-    if fail is None:
-        bkey = None
-        for b, k, _ in _keys(w):
-            if b == bank:
-                bkey = k
-        if bkey is None:
-            fail = ("bank", "bank %s is not in the consortium" % bank)
-        elif not suite.verify_digest(bkey, seal[0], seal[1]):
-            fail = ("template", "bank %s's seal does not verify" % bank)
-        else:
-            key = mats[bank].public_key(account, sep)
-            del mats
-            gc.collect()
-            for name, digest, sig in sigs:
-                if suite.is_high_s(sig):
-                    fail = (name, "high-S signature (not the canonical encoding)")
-                elif not suite.verify_digest(key, digest, sig):
-                    fail = (name, "signature does not verify")
-                if fail is not None:
-                    break
-    if fail is not None:
-        raise _err(_ERR_VERIFY, "request not genuine: %s: %s" % fail)
 
 
 def prepare(w, raw):
@@ -225,10 +115,13 @@ def prepare(w, raw):
     w._need_ready()
     p, v = _decode(w, bytes(raw))
     release(("core.pay",))  # the codec: the curve arithmetic needs the room
-    pre, bank, account, sep, seal, sigs = v
+    from core import sigcheck
+
+    fail = sigcheck.check(w, v)
     del v
-    _check(w, bank, account, sep, seal, sigs, pre)
     release(("core.pay",))
+    if fail is not None:
+        raise _err(_ERR_VERIFY, "request not genuine: %s: %s" % fail)
     expiry = p[5]
     if w.clock.is_set() and w.now() > expiry:
         raise _err(_ERR_EXPIRED, "request expired at %d (now %d)" % (expiry, w.now()))
@@ -254,102 +147,12 @@ def prepare_typed(w, payee, amount, purpose=None):
     if payee == w.account:
         raise _err(_ERR_VERIFY, "cannot pay this token's own account")
     bank = ids.bank_of(payee)
+    from core.trust import bank_ids
+
     if bank not in bank_ids(w):
         raise _err(_ERR_VERIFY, "bank %s is not in the consortium" % bank)
     check_spend(w, amount)
     return (payee, amount, purpose, None, "typed", 0)
-
-
-# -------------------------------------------------------------------------------- the note
-def _varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if not n:
-            out.append(b)
-            return bytes(out)
-        out.append(b | 0x80)
-
-
-def _tlv(tag, raw):
-    return bytes([tag]) + _varint(len(raw)) + raw
-
-
-def template_stub(tpl):
-    """The compact template a note carries (codec's note.template), from the account's encoded
-    Template: its header (bank, serial, time), currency and the bank's seal."""
-    p = 4 + tpl[3]  # suite, kind, version, bank length, bank
-    while tpl[p] & 0x80:  # serial (varint)
-        p += 1
-    hend = p + 5  # + time (u32)
-    p = hend
-    cur = None
-    while cur is None:  # fields: tag, length (< 128 in a template), value
-        n = tpl[p + 1]
-        if tpl[p] == 0x15:
-            cur = tpl[p + 2 : p + 2 + n]
-        p += 2 + n
-    return bytes(tpl[3:hend]) + bytes(cur) + bytes(tpl[-64:])
-
-
-def note_bytes(payer, serial, t, stub, amount, payee, purpose, priv):
-    """The signed Note, as codec.encode(codec.sign(codec.make_note(...), priv)) writes it."""
-    from hubi_core import lsum, suite
-
-    a = payer.encode()
-    head = bytes([len(a)]) + a + _varint(serial) + t.to_bytes(4, "big")
-    fields = [_tlv(0x10, _varint(amount))]
-    if purpose:
-        fields.append(_tlv(0x11, purpose.encode()))
-    fields.append(_tlv(0x12, payee.encode()))
-    fields.append(_tlv(0x3F, lsum.to_bytes(lsum.lsum(payer, serial, amount, purpose, payee))))
-    msgs = [_SIG_DOMAIN + _NOTE_PREFIX + head + f for f in fields]
-    sigs = suite.sign_batch(priv, msgs)
-    del msgs
-    fields[-1] = b"\x3f\x00"  # lsum: signed, but its value is not on the wire
-    out = _NOTE_PREFIX + head + _tlv(0x08, stub)
-    for f, s in zip(fields, sigs):
-        out += f + s
-    return out
-
-
-def sign(w, p, priv):
-    """Persist serial + 1 and the allowance decrement, THEN sign; returns the note bytes."""
-    from core.wallet import TPL
-
-    w._need_ready()
-    payee, amount, purpose, request = p[0], p[1], p[2], p[3]
-    check_spend(w, amount)
-    stub = template_stub(w.records.get(TPL))
-    c = w._copy_counter()
-    serial = c.next_serial if c.next_serial >= c.first else c.first
-    t = w.now()
-    c.next_serial = serial + 1
-    c.spent += amount
-    c.last_time = t
-    w._save_counter(c)  # <- the point of no return: this serial is used up
-    gc.collect()
-    # no allowance field: the bank finds the allowance a note spends from its serial (each
-    # allowance covers the serials from its first_serial on), which keeps notes ~70 bytes
-    # shorter (one QR version less)
-    raw = note_bytes(w.account, serial, t, stub, amount, payee, purpose, priv)
-    priv = None
-    gc.collect()
-    _keep_note(w, serial, raw)
-    if request is not None:
-        _remember_request(w, request, serial)
-    gc.collect()
-    return raw
-
-
-def _keep_note(w, serial, raw):
-    from core.wallet import HISTORY
-
-    w.records.put("hist/n%08d" % serial, raw)
-    names = [n for n in w.storage.listdir("hist") if n[0] == "n" and not n.endswith(".tmp")]
-    for n in names[:-HISTORY]:
-        w.records.delete("hist/" + n)
 
 
 # -------------------------------------------------------------- paid requests
@@ -358,13 +161,6 @@ def _paid(w):
         return w.records.get(PAID) or b""
     except Corrupt:
         return b""
-
-
-def _remember_request(w, request, serial):
-    """Keep the digests of the last PAID_MAX paid requests (16 bytes + serial each), so
-    the same Request shown twice is not paid twice by mistake."""
-    entry = hashlib.sha256(bytes(request)).digest()[:16] + _u64(serial)
-    w.records.put(PAID, (_paid(w) + entry)[-24 * PAID_MAX :])
 
 
 def paid_serial(w, request):
@@ -377,3 +173,74 @@ def paid_serial(w, request):
         if ct.equal(b[i : i + 16], d):
             return int.from_bytes(b[i + 16 : i + 24], "big")
     return None
+
+
+# ------------------------------------------------------------------ link handlers (core.hand)
+def handler(t):
+    if t == 0x28:  # PAY_REQUEST
+        return h_pay_request
+    if t == 0x29:  # PAY_CONFIRM
+        return h_pay_confirm
+    return h_pay_cancel
+
+
+def h_pay_request(tok, payload):
+    from core.hand import _json, _ms
+
+    w = tok.wallet
+    w.pending = None
+    ui = tok.ui
+    if ui is not None and ui.qr is not None:
+        ui.busy("Payment request", "Checking...")  # a new request replaces the note
+        tok.release()
+    t0 = tok.clock.ticks_ms() if tok.clock else 0
+    p = prepare(w, payload)
+    tok.timing = {"verify_ms": _ms(tok, t0)}
+    if ui is None:
+        w.pending = p
+        return bytes([2]) + _json(summary(w, p))
+    tok.release()  # the verifier: the signer and the screens need the room
+    from core import tui
+
+    return bytes([1]) + tui.pay_on_device(tok, p)
+
+
+def h_pay_confirm(tok, payload):
+    from core.hand import _ms, _unlock, timing
+    from core.keystore import Wiped
+    from hubi_core.errors import ErrorReply
+
+    w = tok.wallet
+    if tok.ui is not None:
+        raise ErrorReply(
+            _ERR_STATE, "this token takes the PIN on its own keypad, not over the link"
+        )
+    p = w.pending
+    if p is None:
+        raise ErrorReply(_ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)")
+    pin = bytes(payload).decode()
+    t0 = tok.clock.ticks_ms()
+    try:
+        priv = _unlock(tok, pin)
+    except Wiped:
+        w.pending = None
+        w.boot()
+        raise
+    t1 = tok.clock.ticks_ms()
+    w.pending = None
+    tok.release()
+    from core import paysign
+
+    try:
+        note = paysign.sign(w, p, priv)
+    finally:
+        priv = None
+    tok.last_note = note
+    timing(tok, unlock_ms=tok.clock.ticks_diff(t1, t0), sign_ms=_ms(tok, t1), frames=0,
+           note_bytes=len(note))  # fmt: skip
+    return note
+
+
+def h_pay_cancel(tok, payload):
+    tok.wallet.pending = None
+    return b""

@@ -10,7 +10,22 @@ import gc
 import hashlib
 
 from core.wallet import ALLOW, TPL, Counter, WalletError
-from hubi_core import protocol as P
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# hubi_core.protocol's numbers (tests/test_token_core.py checks them)
+_ERR_ALLOWANCE = const(0x0104)
+_ERR_BAD_PAYLOAD = const(0x0007)
+_ERR_CODEC = const(0x0108)
+_ERR_PROVISION = const(0x0107)
+_ERR_STATE = const(0x0101)
+_ERR_VERIFY = const(0x0105)
 
 
 class FileSink:
@@ -48,7 +63,7 @@ class FileSink:
 
     def finish(self):
         if self.name is None:
-            raise WalletError(P.ERR_BAD_PAYLOAD, "PROVISION_FILE: no file name")
+            raise WalletError(_ERR_BAD_PAYLOAD, "PROVISION_FILE: no file name")
         self.f.close()
         self.f = None
         st = self.wallet.storage
@@ -58,7 +73,7 @@ class FileSink:
 
 def stage_sink(w, total):
     if w.provisioned:
-        raise WalletError(P.ERR_STATE, "token already provisioned: wipe it first")
+        raise WalletError(_ERR_STATE, "token already provisioned: wipe it first")
     return FileSink(w, total)
 
 
@@ -72,12 +87,12 @@ def _staged_trust(w, cons):
     for b in cons.bank_ids():
         name = "stage/" + b + ".pub"
         if not w.storage.exists(name):
-            raise WalletError(P.ERR_PROVISION, "public matrix of bank %s missing (%s)" % (b, name))
+            raise WalletError(_ERR_PROVISION, "public matrix of bank %s missing (%s)" % (b, name))
         mats[b] = PublicMatrix.open(w.storage.path(name))
     try:
         return Trust(cons, mats)
     except VerifyError as e:
-        raise WalletError(P.ERR_PROVISION, str(e)) from None
+        raise WalletError(_ERR_PROVISION, str(e)) from None
 
 
 def _trim(trust):
@@ -90,34 +105,34 @@ def _trim(trust):
 
 def provision(w, blob):
     """Check and install a sealed provisioning bundle (see hubi_core.tokenmsg)."""
-    from core.pay import KEYS, keys_record
+    from core.trust import KEYS, keys_record
     from hubi_core import codec, ct, ecies, suite, tokenmsg
     from hubi_core.consortium import Consortium
     from hubi_core.errors import HubiError
     from hubi_core.verify import template_key
 
     if w.provisioned:
-        raise WalletError(P.ERR_STATE, "token already provisioned: wipe it first")
+        raise WalletError(_ERR_STATE, "token already provisioned: wipe it first")
     try:
         plain = ecies.open_sealed(w.ks.transport_private(), bytes(blob), tokenmsg.PROVISION_INFO)
     except ValueError as e:
-        raise WalletError(P.ERR_PROVISION, "cannot open the provisioning bundle: %s" % e) from None
+        raise WalletError(_ERR_PROVISION, "cannot open the provisioning bundle: %s" % e) from None
     try:
         b = tokenmsg.decode_bundle(plain)
     except HubiError as e:
-        raise WalletError(P.ERR_PROVISION, str(e)) from None
+        raise WalletError(_ERR_PROVISION, str(e)) from None
     del plain
     cons_raw = w.storage.read("stage/consortium.json")
     if cons_raw is None:
-        raise WalletError(P.ERR_PROVISION, "consortium.json was not uploaded (PROVISION_FILE)")
+        raise WalletError(_ERR_PROVISION, "consortium.json was not uploaded (PROVISION_FILE)")
     if not ct.equal(hashlib.sha256(cons_raw).digest(), b["consortium"]):
         raise WalletError(
-            P.ERR_PROVISION, "uploaded consortium.json differs from the one in the bundle"
+            _ERR_PROVISION, "uploaded consortium.json differs from the one in the bundle"
         )
     try:
         cons = Consortium.from_json(cons_raw.decode())
     except (HubiError, ValueError, KeyError) as e:
-        raise WalletError(P.ERR_PROVISION, "consortium file: %s" % e) from None
+        raise WalletError(_ERR_PROVISION, "consortium file: %s" % e) from None
     del cons_raw
     gc.collect()
     trust = _staged_trust(w, cons)
@@ -128,16 +143,14 @@ def provision(w, blob):
         pub = template_key(tpl, trust)
         _trim(trust)
     except (HubiError, ValueError) as e:
-        raise WalletError(P.ERR_VERIFY, "provisioning: %s" % e) from None
+        raise WalletError(_ERR_VERIFY, "provisioning: %s" % e) from None
     priv = int.from_bytes(b["key"], "big")
     try:
         mine = suite.public_key(priv)
     except ValueError:
-        raise WalletError(P.ERR_PROVISION, "account key out of range") from None
+        raise WalletError(_ERR_PROVISION, "account key out of range") from None
     if not ct.equal(mine, pub):
-        raise WalletError(
-            P.ERR_PROVISION, "the account key does not match the bank-sealed template"
-        )
+        raise WalletError(_ERR_PROVISION, "the account key does not match the bank-sealed template")
     account = tpl["account"]
     del tpl
     allowance = None
@@ -149,7 +162,7 @@ def provision(w, blob):
     try:
         check_pin(pin)
     except ValueError as e:
-        raise WalletError(P.ERR_PROVISION, str(e)) from None
+        raise WalletError(_ERR_PROVISION, str(e)) from None
     # bank keys for every later verification (public; saves 32 point additions each) and the
     # digest of each matrix file (checked before the file is used)
     banks = cons.bank_ids()
@@ -194,17 +207,17 @@ def _check_allowance(raw, account, trust):
     try:
         a = codec.decode(raw, codec.ALLOWANCE)
     except CodecError as e:
-        raise WalletError(P.ERR_CODEC, "allowance: %s" % e) from None
+        raise WalletError(_ERR_CODEC, "allowance: %s" % e) from None
     if a["account"] != account:
-        raise WalletError(P.ERR_VERIFY, "allowance is for %s, not %s" % (a["account"], account))
+        raise WalletError(_ERR_VERIFY, "allowance is for %s, not %s" % (a["account"], account))
     if a.signer != ids.bank_of(account):
         raise WalletError(
-            P.ERR_VERIFY, "allowance signed by %s, not by the account's bank" % a.signer
+            _ERR_VERIFY, "allowance signed by %s, not by the account's bank" % a.signer
         )
     rep = verify_object(a, trust)
     if not rep.ok:
         f = rep.first_failure()
-        raise WalletError(P.ERR_VERIFY, "allowance %s: %s" % (f[0], f[1]))
+        raise WalletError(_ERR_VERIFY, "allowance %s: %s" % (f[0], f[1]))
     return a
 
 
@@ -219,14 +232,14 @@ def _apply_allowance(c, a):
 
 
 def load_allowance(w, raw):
-    from core.pay import load_trust
+    from core.trust import load_trust
 
     w._need_ready()
     a = _check_allowance(bytes(raw), w.account, load_trust(w, matrices=False))
     c = w._copy_counter()
     if a.serial <= c.allow_serial:
         raise WalletError(
-            P.ERR_ALLOWANCE,
+            _ERR_ALLOWANCE,
             "allowance #%d is not newer than the current #%d (replay refused)"
             % (a.serial, c.allow_serial),
         )

@@ -10,7 +10,8 @@ Payment, in order (DESIGN section 2 link 2):
   keystore.unlock (attempt counted first) -> wallet.sign (serial and allowance persisted,
   then signed) -> QR on the screen -> reply with the note.
 
-Only the dispatcher stays in the heap: the handlers (core.hand) and the screen flows (core.tui)
+Only the dispatcher stays in the heap: the handlers (core.hand for a payment, core.handx for
+the rest) and the screen flows (core.tui)
 are imported for one request or one button event and released after it (core/__init__.py).
 """
 
@@ -47,14 +48,14 @@ class Token:
         return hand.dispatch(self, t, payload)
 
     def _prov_sink(self, total):
-        from core import hand
+        from core import handx
 
-        return hand.prov_sink(self, total)
+        return handx.prov_sink(self, total)
 
     def _prov_file(self, sink):
-        from core import hand
+        from core import hand, handx
 
-        return hand.run(self, hand.h_prov_file, sink)
+        return hand.run(self, handx.h_prov_file, sink)
 
     def release(self):
         """Forget the modules this request loaded (core.release), but not a shown QR's."""

@@ -7,8 +7,18 @@ from core import fmt
 from core.hand import timing, wait
 from core.keystore import Wiped, WrongPin
 from core.wallet import WalletError
-from hubi_core import protocol as P
 from hubi_core.errors import HubiError
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+# hubi_core.protocol's numbers (tests/test_token_core.py checks them)
+_ERR_CANCELLED = const(0x0106)
 
 
 def pay_on_device(tok, pay):
@@ -19,15 +29,15 @@ def pay_on_device(tok, pay):
     w = tok.wallet
     if not ui.confirm_payment(summary(w, pay)):
         tok.refresh()
-        raise WalletError(P.ERR_CANCELLED, "payment declined on the device")
+        raise WalletError(_ERR_CANCELLED, "payment declined on the device")
     priv = ask_pin_loop(tok, "PIN to pay")
     ui.busy("Signing", "serial %d" % max(w.counter.next_serial, w.counter.first))
     clock = tok.clock
     t0 = clock.ticks_ms()
-    from core import pay as _pay
+    from core import paysign
 
     try:
-        note = _pay.sign(w, pay, priv)
+        note = paysign.sign(w, pay, priv)
     finally:
         priv = None
         tok.release()  # the signer: the QR encoder needs the room
@@ -54,7 +64,7 @@ def ask_pin_loop(tok, title):
         pin = ui.ask_pin(title, ks.tries_left())
         if pin is None:
             tok.refresh()
-            raise WalletError(P.ERR_CANCELLED, "PIN entry cancelled on the device")
+            raise WalletError(_ERR_CANCELLED, "PIN entry cancelled on the device")
         try:
             t0 = clock.ticks_ms()
             priv = ks.unlock(pin, lambda ms: wait(tok, ms))
@@ -84,7 +94,7 @@ def on_event(tok, ev):
     try:
         _menu(tok, key)
     except WalletError as e:
-        if e.code != P.ERR_CANCELLED:
+        if e.code != _ERR_CANCELLED:
             ui.message("Refused", str(e))
     except (WrongPin, Wiped) as e:
         ui.message("PIN", str(e))
@@ -148,7 +158,9 @@ def _typed_payment(tok):
 
     ui = tok.ui
     w = tok.wallet
-    banks = pay.bank_ids(w)
+    from core.trust import bank_ids
+
+    banks = bank_ids(w)
     bank = ui.choose("Payee bank", [(b, b) for b in banks])
     if bank is None:
         return None

@@ -5,7 +5,7 @@ Polled, debounced (an edge counts after ``debounce_ms`` of a stable level); OK f
 (machine.Pin, or fakes in tests).
 """
 
-from hal import BACK, DOWN, OK, UP, Input, ticks_diff, ticks_ms
+from hal.ui import BACK, DOWN, OK, UP, Input, ticks_diff, ticks_ms
 
 try:
     from time import sleep_ms

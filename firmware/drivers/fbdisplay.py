@@ -6,7 +6,7 @@ built-in 8 x 8 font one glyph at a time through an 8-byte glyph buffer.
 """
 
 import framebuf
-from hal import WHITE, Display
+from hal.ui import WHITE, Display
 
 
 class FbDisplay(Display):

@@ -12,7 +12,7 @@ that record the bus (tests/test_firmware_panel.py).
 """
 
 import framebuf
-from hal import ACCENT, BLACK, WHITE, Display
+from hal.ui import ACCENT, BLACK, WHITE, Display
 
 try:
     from time import sleep_ms

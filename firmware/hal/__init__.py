@@ -4,26 +4,15 @@
 (``boards/``) builds concrete drivers (``drivers/``) and hands them over. Nothing here touches
 ``machine``: every class is importable on the MicroPython unix port and on CPython.
 
-    Display  width, height, fill(c), fill_rect(x, y, w, h, c), text(s, x, y, c, scale),
-             show()                        colours: BLACK / WHITE / ACCENT (driver maps them)
-    Input    get(timeout_ms, screen) -> event name or None
+    Display  (hal.ui) width, height, fill(c), fill_rect(x, y, w, h, c), text(s, x, y, c,
+             scale), show()                colours: BLACK / WHITE / ACCENT (driver maps them)
+    Input    (hal.ui) get(timeout_ms, screen) -> event name or None
              events: "up", "down", "ok", "back", "0".."9"
     Storage  see hal.storage (files with atomic replace)
     Link     a transport for hubi_core.link: write(data), readinto(buf, timeout_ms)
     Clock    time() (Unix seconds), ticks_ms(), sleep_ms(ms), set_time(t), is_set()
     Rng      bytes(n) (os.urandom on every port; the ESP32's is the hardware RNG)
 """
-
-BLACK = 0
-WHITE = 1
-ACCENT = 2
-
-UP = "up"
-DOWN = "down"
-OK = "ok"
-BACK = "back"
-DIGITS = "0123456789"
-EVENTS = (UP, DOWN, OK, BACK) + tuple(DIGITS)
 
 try:
     from time import sleep_ms as _sleep_ms
@@ -39,36 +28,6 @@ except ImportError:  # CPython
 
     def _sleep_ms(ms):
         _t.sleep(ms / 1000)
-
-
-class Display:
-    """A screen. Coordinates in pixels, (0, 0) top left. Drivers override the primitives."""
-
-    width = 0
-    height = 0
-    font = 8  # the built-in framebuf font is 8 x 8 pixels
-
-    def fill(self, c):
-        self.fill_rect(0, 0, self.width, self.height, c)
-
-    def fill_rect(self, x, y, w, h, c):
-        raise NotImplementedError
-
-    def text(self, s, x, y, c=BLACK, scale=1):
-        raise NotImplementedError
-
-    def show(self):
-        """Make what was drawn visible (a no-op on displays that draw directly)."""
-
-    def text_width(self, s, scale=1):
-        return len(s) * self.font * scale
-
-
-class Input:
-    """Buttons, keys or a script. ``screen`` names the screen asking (scripts may match it)."""
-
-    def get(self, timeout_ms=0, screen=None):
-        raise NotImplementedError
 
 
 class Clock:

@@ -44,35 +44,13 @@ def _sync(f):
 
 
 class Storage:
-    """Contract: names are relative paths of [A-Za-z0-9_.-] parts separated by '/'."""
+    """Contract: names are relative paths of [A-Za-z0-9_.-] parts separated by '/'.
 
-    def read(self, name):
-        raise NotImplementedError
-
-    def write(self, name, data):
-        raise NotImplementedError
-
-    def remove(self, name):
-        raise NotImplementedError
-
-    def exists(self, name):
-        raise NotImplementedError
-
-    def listdir(self, folder):
-        raise NotImplementedError
-
-    def open(self, name, mode="rb"):
-        raise NotImplementedError
-
-    def rename(self, old, new):
-        raise NotImplementedError
-
-    def path(self, name):
-        """A path that ``open()`` of the running interpreter accepts (file-backed matrices)."""
-        raise NotImplementedError
-
-    def size(self, name):
-        raise NotImplementedError
+    read(name) -> bytes or None; write(name, data) (atomic replace); remove(name);
+    exists(name); size(name) -> bytes or -1; listdir(folder) -> names; open(name, mode);
+    rename(old, new); path(name) -> a path that ``open()`` of the running interpreter accepts
+    (file-backed matrices). The methods are FsStorage's: no abstract ones here, each would be
+    one more function object in a token's heap."""
 
 
 class FsStorage(Storage):

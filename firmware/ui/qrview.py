@@ -8,7 +8,7 @@ by ``qrparts.plan`` (3 px per module first, then 2). All frames are encoded once
 symbol is 270 bytes of bits) and redrawn in turn every ``frame_ms``.
 """
 
-from hal import BLACK, WHITE, ticks_diff, ticks_ms
+from hal.ui import BLACK, WHITE, ticks_diff, ticks_ms
 
 from hubi_core import qr, qrparts
 

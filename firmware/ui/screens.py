@@ -10,7 +10,7 @@ it: "confirm", "pin", "menu", "message", "qr", "text", "amount", "home", "wait".
 """
 
 from core import fmt
-from hal import ACCENT, BACK, BLACK, DOWN, OK, UP, WHITE
+from hal.ui import ACCENT, BACK, BLACK, DOWN, OK, UP, WHITE
 
 PIN_WHEEL = "0123456789<#"  # '<' deletes the last digit, '#' finishes
 TEXT_DEL = "<"

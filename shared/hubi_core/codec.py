@@ -18,24 +18,23 @@ payer's signatures and checked against the bank's seal (see ``verify.py``). That
 note near 400 bytes, within one QR code.
 """
 
-from hubi_core import ec, ids, lsum, suite
-from hubi_core.errors import (
-    BadPoint,
-    BadValue,
-    CodecError,
-    DuplicateTag,
-    HighS,
-    MissingField,
-    Oversize,
-    TagOrder,
-    TrailingBytes,
-    Truncated,
-    UnknownKind,
-    UnknownSuite,
-    UnknownTag,
-    UnknownVersion,
-)
+import sys
+
+from hubi_core import ec, ids, suite
+from hubi_core import errors as E
 from hubi_core.wire import Reader, utf8_text, varint
+
+_MPY = sys.implementation.name == "micropython"
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+_HOST_NAMES = ("_T_", "_REASON_", "_STATUS_", "_VERDICT_")  # public on the host only
 
 SUITE = 1
 VERSION = 1
@@ -70,31 +69,31 @@ KIND_NAMES = {
 
 # ----------------------------------------------------------------------------------------- tags
 # One number per meaning across all kinds (the linear sum digests use the same numbers).
-T_SIGNER = 0x01  # header pseudo-tags, used by lsum only
-T_SERIAL = 0x02
-T_TIME = 0x03
-T_TEMPLATE = 0x08
-T_AMOUNT = 0x10
-T_PURPOSE = 0x11
-T_PAYEE = 0x12
-T_PAYER = 0x13
-T_ACCOUNT = 0x14
-T_CURRENCY = 0x15
-T_KEY = 0x16
-T_EXPIRY = 0x17
-T_NOTE_ID = 0x18
-T_BALANCE = 0x19
-T_STATUS = 0x1A
-T_REASON_CODE = 0x1B
-T_REASON = 0x1C
-T_FIRST_SERIAL = 0x1D
-T_ALLOWANCE = 0x1E
-T_NOTE_DIGEST = 0x20
-T_VERDICT = 0x21
-T_TREE_SIZE = 0x22
-T_ROOT = 0x23
-T_SEAL = 0x3E
-T_LSUM = 0x3F
+_T_SIGNER = const(0x01)  # header pseudo-tags, used by lsum only
+_T_SERIAL = const(0x02)
+_T_TIME = const(0x03)
+_T_TEMPLATE = const(0x08)
+_T_AMOUNT = const(0x10)
+_T_PURPOSE = const(0x11)
+_T_PAYEE = const(0x12)
+_T_PAYER = const(0x13)
+_T_ACCOUNT = const(0x14)
+_T_CURRENCY = const(0x15)
+_T_KEY = const(0x16)
+_T_EXPIRY = const(0x17)
+_T_NOTE_ID = const(0x18)
+_T_BALANCE = const(0x19)
+_T_STATUS = const(0x1A)
+_T_REASON_CODE = const(0x1B)
+_T_REASON = const(0x1C)
+_T_FIRST_SERIAL = const(0x1D)
+_T_ALLOWANCE = const(0x1E)
+_T_NOTE_DIGEST = const(0x20)
+_T_VERDICT = const(0x21)
+_T_TREE_SIZE = const(0x22)
+_T_ROOT = const(0x23)
+_T_SEAL = const(0x3E)
+_T_LSUM = const(0x3F)
 
 # ---------------------------------------------------------------------------------- value types
 TEXT = "text"
@@ -114,30 +113,34 @@ MAX_TEXT = 64
 MAX_BLOB = 160
 
 # Status / verdict / reason codes carried in notices, refusals and endorsements.
-STATUS_VERIFIED = 1  # payer's signatures and template verified, note booked
-STATUS_SETTLED = 2  # interbank: validated by the consortium and settled
-VERDICT_REFUSE = 0
-VERDICT_ENDORSE = 1
-REASON_INSUFFICIENT_FUNDS = 1
-REASON_DOUBLE_ISSUE = 2
-REASON_BAD_SIGNATURE = 3
-REASON_BAD_TEMPLATE = 4
-REASON_UNKNOWN_ACCOUNT = 5
-REASON_ALLOWANCE = 6
-REASON_EXPIRED = 7
-REASON_FORMAT = 8
-REASON_CONSORTIUM = 9
-REASON_NAMES = {
-    REASON_INSUFFICIENT_FUNDS: "insufficient-funds",
-    REASON_DOUBLE_ISSUE: "double-issuance",
-    REASON_BAD_SIGNATURE: "bad-signature",
-    REASON_BAD_TEMPLATE: "bad-template",
-    REASON_UNKNOWN_ACCOUNT: "unknown-account",
-    REASON_ALLOWANCE: "over-allowance",
-    REASON_EXPIRED: "expired",
-    REASON_FORMAT: "bad-format",
-    REASON_CONSORTIUM: "consortium-refused",
-}
+_STATUS_VERIFIED = const(1)  # payer's signatures and template verified, note booked
+_STATUS_SETTLED = const(2)  # interbank: validated by the consortium and settled
+_VERDICT_REFUSE = const(0)
+_VERDICT_ENDORSE = const(1)
+_REASON_INSUFFICIENT_FUNDS = const(1)
+_REASON_DOUBLE_ISSUE = const(2)
+_REASON_BAD_SIGNATURE = const(3)
+_REASON_BAD_TEMPLATE = const(4)
+_REASON_UNKNOWN_ACCOUNT = const(5)
+_REASON_ALLOWANCE = const(6)
+_REASON_EXPIRED = const(7)
+_REASON_FORMAT = const(8)
+_REASON_CONSORTIUM = const(9)
+if not _MPY:
+    # The host's names: the tag, reason, status and verdict numbers as public constants (a
+    # token uses them as const()s, which take no room in its heap) and the reason texts.
+    globals().update({k[1:]: v for k, v in list(globals().items()) if k.startswith(_HOST_NAMES)})
+    REASON_NAMES = {
+        _REASON_INSUFFICIENT_FUNDS: "insufficient-funds",
+        _REASON_DOUBLE_ISSUE: "double-issuance",
+        _REASON_BAD_SIGNATURE: "bad-signature",
+        _REASON_BAD_TEMPLATE: "bad-template",
+        _REASON_UNKNOWN_ACCOUNT: "unknown-account",
+        _REASON_ALLOWANCE: "over-allowance",
+        _REASON_EXPIRED: "expired",
+        _REASON_FORMAT: "bad-format",
+        _REASON_CONSORTIUM: "consortium-refused",
+    }
 
 REQ = True
 OPT = False
@@ -151,107 +154,130 @@ SCHEMAS = {
     TEMPLATE: (
         BANK,
         (
-            (T_ACCOUNT, "account", ACCOUNT, REQ, SEALED),
-            (T_CURRENCY, "currency", CURRENCY, REQ, SEALED),
-            (T_KEY, "key", POINT, REQ, SEALED),
-            (T_SEAL, "seal", EMPTY, REQ, SIGNED),
+            (_T_ACCOUNT, "account", ACCOUNT, REQ, SEALED),
+            (_T_CURRENCY, "currency", CURRENCY, REQ, SEALED),
+            (_T_KEY, "key", POINT, REQ, SEALED),
+            (_T_SEAL, "seal", EMPTY, REQ, SIGNED),
         ),
     ),
     REQUEST: (
         ACCOUNT,
         (
-            (T_TEMPLATE, "template", TEMPLATE_FULL, REQ, PLAIN),
-            (T_AMOUNT, "amount", UINT, REQ, SIGNED),
-            (T_PURPOSE, "purpose", TEXT, OPT, SIGNED),
-            (T_EXPIRY, "expiry", TIME, REQ, SIGNED),
+            (_T_TEMPLATE, "template", TEMPLATE_FULL, REQ, PLAIN),
+            (_T_AMOUNT, "amount", UINT, REQ, SIGNED),
+            (_T_PURPOSE, "purpose", TEXT, OPT, SIGNED),
+            (_T_EXPIRY, "expiry", TIME, REQ, SIGNED),
         ),
     ),
     NOTE: (
         ACCOUNT,
         (
-            (T_TEMPLATE, "template", TEMPLATE_STUB, REQ, PLAIN),
-            (T_AMOUNT, "amount", UINT, REQ, SIGNED),
-            (T_PURPOSE, "purpose", TEXT, OPT, SIGNED),
-            (T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
-            (T_ALLOWANCE, "allowance", UINT, OPT, SIGNED),
-            (T_LSUM, "lsum", EMPTY, REQ, COMPUTED),
+            (_T_TEMPLATE, "template", TEMPLATE_STUB, REQ, PLAIN),
+            (_T_AMOUNT, "amount", UINT, REQ, SIGNED),
+            (_T_PURPOSE, "purpose", TEXT, OPT, SIGNED),
+            (_T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
+            (_T_ALLOWANCE, "allowance", UINT, OPT, SIGNED),
+            (_T_LSUM, "lsum", EMPTY, REQ, COMPUTED),
         ),
     ),
     SETTLEMENT: (
         BANK,
         (
-            (T_AMOUNT, "amount", UINT, REQ, SIGNED),
-            (T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
-            (T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
-            (T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
-            (T_STATUS, "status", UINT, REQ, SIGNED),
+            (_T_AMOUNT, "amount", UINT, REQ, SIGNED),
+            (_T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
+            (_T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
+            (_T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
+            (_T_STATUS, "status", UINT, REQ, SIGNED),
         ),
     ),
     BALANCE: (
         BANK,
         (
-            (T_AMOUNT, "amount", UINT, REQ, SIGNED),
-            (T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
-            (T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
-            (T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
-            (T_BALANCE, "balance", BLOB, REQ, SIGNED),
+            (_T_AMOUNT, "amount", UINT, REQ, SIGNED),
+            (_T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
+            (_T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
+            (_T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
+            (_T_BALANCE, "balance", BLOB, REQ, SIGNED),
         ),
     ),
     RECEIPT: (
         ACCOUNT,
         (
-            (T_TEMPLATE, "template", TEMPLATE_FULL, REQ, PLAIN),
-            (T_AMOUNT, "amount", UINT, REQ, SIGNED),
-            (T_PURPOSE, "purpose", TEXT, OPT, SIGNED),
-            (T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
-            (T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
+            (_T_TEMPLATE, "template", TEMPLATE_FULL, REQ, PLAIN),
+            (_T_AMOUNT, "amount", UINT, REQ, SIGNED),
+            (_T_PURPOSE, "purpose", TEXT, OPT, SIGNED),
+            (_T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
+            (_T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
         ),
     ),
     ALLOWANCE: (
         BANK,
         (
-            (T_AMOUNT, "amount", UINT, REQ, SIGNED),
-            (T_ACCOUNT, "account", ACCOUNT, REQ, SIGNED),
-            (T_EXPIRY, "expiry", TIME, REQ, SIGNED),
-            (T_FIRST_SERIAL, "first_serial", UINT, REQ, SIGNED),
+            (_T_AMOUNT, "amount", UINT, REQ, SIGNED),
+            (_T_ACCOUNT, "account", ACCOUNT, REQ, SIGNED),
+            (_T_EXPIRY, "expiry", TIME, REQ, SIGNED),
+            (_T_FIRST_SERIAL, "first_serial", UINT, REQ, SIGNED),
         ),
     ),
     REFUSAL: (
         BANK,
         (
-            (T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
-            (T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
-            (T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
-            (T_REASON_CODE, "reason_code", UINT, REQ, SIGNED),
-            (T_REASON, "reason", TEXT, OPT, SIGNED),
+            (_T_PAYEE, "payee", ACCOUNT, REQ, SIGNED),
+            (_T_PAYER, "payer", ACCOUNT, REQ, SIGNED),
+            (_T_NOTE_ID, "note_id", DIGEST, REQ, SIGNED),
+            (_T_REASON_CODE, "reason_code", UINT, REQ, SIGNED),
+            (_T_REASON, "reason", TEXT, OPT, SIGNED),
         ),
     ),
     ENDORSEMENT: (
         BANK,
         (
-            (T_NOTE_ID, "note_id", DIGEST, REQ, SEALED),
-            (T_REASON_CODE, "reason_code", UINT, OPT, SEALED),
-            (T_REASON, "reason", TEXT, OPT, SEALED),
-            (T_NOTE_DIGEST, "note_digest", DIGEST, REQ, SEALED),
-            (T_VERDICT, "verdict", UINT, REQ, SEALED),
-            (T_SEAL, "seal", EMPTY, REQ, SIGNED),
+            (_T_NOTE_ID, "note_id", DIGEST, REQ, SEALED),
+            (_T_REASON_CODE, "reason_code", UINT, OPT, SEALED),
+            (_T_REASON, "reason", TEXT, OPT, SEALED),
+            (_T_NOTE_DIGEST, "note_digest", DIGEST, REQ, SEALED),
+            (_T_VERDICT, "verdict", UINT, REQ, SEALED),
+            (_T_SEAL, "seal", EMPTY, REQ, SIGNED),
         ),
     ),
     CHECKPOINT: (
         BANK,
         (
-            (T_TREE_SIZE, "tree_size", UINT, REQ, SEALED),
-            (T_ROOT, "root", DIGEST, REQ, SEALED),
-            (T_SEAL, "seal", EMPTY, REQ, SIGNED),
+            (_T_TREE_SIZE, "tree_size", UINT, REQ, SEALED),
+            (_T_ROOT, "root", DIGEST, REQ, SEALED),
+            (_T_SEAL, "seal", EMPTY, REQ, SIGNED),
         ),
     ),
 }
 
-_BY_NAME = {}
-_BY_TAG = {}
-for _kind, (_st, _fields) in SCHEMAS.items():
-    _BY_NAME[_kind] = {f[1]: f for f in _fields}
-    _BY_TAG[_kind] = {f[0]: f for f in _fields}
+if _MPY:
+    # A token looks fields up in the schema itself (at most six per kind): twenty index dicts
+    # would take about 3.5 KB of its heap while a request is decoded.
+
+    def _by_tag(kind, tag):
+        for f in SCHEMAS[kind][1]:
+            if f[0] == tag:
+                return f
+        return None
+
+    def _by_name(kind, name):
+        for f in SCHEMAS[kind][1]:
+            if f[1] == name:
+                return f
+        raise KeyError(name)
+
+else:
+    _BY_NAME = {}
+    _BY_TAG = {}
+    for _kind, (_st, _fields) in SCHEMAS.items():
+        _BY_NAME[_kind] = {f[1]: f for f in _fields}
+        _BY_TAG[_kind] = {f[0]: f for f in _fields}
+
+    def _by_tag(kind, tag):
+        return _BY_TAG[kind].get(tag)
+
+    def _by_name(kind, name):
+        return _BY_NAME[kind][name]
 
 
 def kind_name(kind):
@@ -273,7 +299,7 @@ class Obj:
 
     def __init__(self, kind, signer, serial, time, values=None, sigs=None, raw=None):
         if kind not in SCHEMAS:
-            raise UnknownKind("unknown object kind %d" % kind)
+            raise E.UnknownKind("unknown object kind %d" % kind)
         self.kind = kind
         self.signer = signer
         self.serial = serial
@@ -310,9 +336,9 @@ def _check_sig(sig, kind, name):
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:], "big")
     if not (1 <= r < ec.N and 1 <= s < ec.N):
-        raise BadValue("%s.%s: signature r or s out of range" % (KIND_NAMES[kind], name))
+        raise E.BadValue("%s.%s: signature r or s out of range" % (KIND_NAMES[kind], name))
     if s > suite.HALF_N:
-        raise HighS(
+        raise E.HighS(
             "%s.%s: signature has high S (notes must have one encoding)" % (KIND_NAMES[kind], name)
         )
 
@@ -330,15 +356,15 @@ def _encode_value(kind, name, typ, value, signer):
         return varint(value)
     if typ == TIME:
         if not (0 <= value < 1 << 32):
-            raise BadValue("%s: time out of range" % name)
+            raise E.BadValue("%s: time out of range" % name)
         return value.to_bytes(4, "big")
     if typ == POINT:
         if len(value) != 33:
-            raise BadPoint("%s: point must be 33 bytes compressed" % name)
+            raise E.BadPoint("%s: point must be 33 bytes compressed" % name)
         try:
             ec.decode_point(value)
         except ValueError as exc:
-            raise BadPoint("%s: %s" % (name, exc)) from None
+            raise E.BadPoint("%s: %s" % (name, exc)) from None
         return bytes(value)
     if typ == CURRENCY:
         raw = value.encode()
@@ -346,11 +372,11 @@ def _encode_value(kind, name, typ, value, signer):
         return raw
     if typ == DIGEST:
         if len(value) != 32:
-            raise BadValue("%s: digest must be 32 bytes" % name)
+            raise E.BadValue("%s: digest must be 32 bytes" % name)
         return bytes(value)
     if typ == BLOB:
         if len(value) > MAX_BLOB:
-            raise Oversize("%s: %d bytes, over the limit %d" % (name, len(value), MAX_BLOB))
+            raise E.Oversize("%s: %d bytes, over the limit %d" % (name, len(value), MAX_BLOB))
         return bytes(value)
     if typ == TEMPLATE_FULL:
         return encode(value)
@@ -358,15 +384,15 @@ def _encode_value(kind, name, typ, value, signer):
         return _encode_stub(value, signer)
     if typ == EMPTY:
         return b""
-    raise BadValue("unknown value type %s" % typ)
+    raise E.BadValue("unknown value type %s" % typ)
 
 
 def _check_currency(raw, name):
     if len(raw) != 3:
-        raise BadValue("%s: currency must be 3 letters A-Z" % name)
+        raise E.BadValue("%s: currency must be 3 letters A-Z" % name)
     for b in raw:
         if not (65 <= b <= 90):
-            raise BadValue("%s: currency must be 3 letters A-Z" % name)
+            raise E.BadValue("%s: currency must be 3 letters A-Z" % name)
 
 
 def _decode_value(kind, name, typ, raw, signer):
@@ -380,30 +406,30 @@ def _decode_value(kind, name, typ, raw, signer):
         r = Reader(raw, KIND_NAMES[kind] + "." + name)
         n = r.varint(name)
         if r.remaining():
-            raise BadValue("%s.%s: bytes after the number" % (KIND_NAMES[kind], name))
+            raise E.BadValue("%s.%s: bytes after the number" % (KIND_NAMES[kind], name))
         return n
     if typ == TIME:
         if len(raw) != 4:
-            raise BadValue("%s.%s: time must be 4 bytes" % (KIND_NAMES[kind], name))
+            raise E.BadValue("%s.%s: time must be 4 bytes" % (KIND_NAMES[kind], name))
         return int.from_bytes(raw, "big")
     if typ == POINT:
         if len(raw) != 33:
-            raise BadPoint("%s.%s: point must be 33 bytes compressed" % (KIND_NAMES[kind], name))
+            raise E.BadPoint("%s.%s: point must be 33 bytes compressed" % (KIND_NAMES[kind], name))
         try:
             ec.decode_point(raw)
         except ValueError as exc:
-            raise BadPoint("%s.%s: %s" % (KIND_NAMES[kind], name, exc)) from None
+            raise E.BadPoint("%s.%s: %s" % (KIND_NAMES[kind], name, exc)) from None
         return raw
     if typ == CURRENCY:
         _check_currency(raw, name)
         return raw.decode()
     if typ == DIGEST:
         if len(raw) != 32:
-            raise BadValue("%s.%s: digest must be 32 bytes" % (KIND_NAMES[kind], name))
+            raise E.BadValue("%s.%s: digest must be 32 bytes" % (KIND_NAMES[kind], name))
         return raw
     if typ == BLOB:
         if len(raw) > MAX_BLOB:
-            raise Oversize(
+            raise E.Oversize(
                 "%s.%s: %d bytes, over the limit %d" % (KIND_NAMES[kind], name, len(raw), MAX_BLOB)
             )
         return raw
@@ -413,20 +439,22 @@ def _decode_value(kind, name, typ, raw, signer):
         return _decode_stub(raw, signer)
     if typ == EMPTY:
         if raw:
-            raise BadValue("%s.%s: must be empty on the wire" % (KIND_NAMES[kind], name))
+            raise E.BadValue("%s.%s: must be empty on the wire" % (KIND_NAMES[kind], name))
         return b""
-    raise BadValue("unknown value type %s" % typ)
+    raise E.BadValue("unknown value type %s" % typ)
 
 
 # The compact template inside a note: bank(str8) serial(varint) time(u32) currency(3) seal-sig(64).
 def _encode_stub(tpl, account):
     if tpl.kind != TEMPLATE:
-        raise BadValue("note.template must be a Template")
+        raise E.BadValue("note.template must be a Template")
     if tpl["account"] != account:
-        raise BadValue("note.template is for %s, not for the payer %s" % (tpl["account"], account))
+        raise E.BadValue(
+            "note.template is for %s, not for the payer %s" % (tpl["account"], account)
+        )
     sig = tpl.sigs.get("seal")
     if sig is None:
-        raise MissingField("note.template has no bank seal")
+        raise E.MissingField("note.template has no bank seal")
     return tpl.header_bytes() + tpl["currency"].encode() + sig
 
 
@@ -434,7 +462,7 @@ def _decode_stub(raw, account):
     r = Reader(raw, "Note.template")
     n = r.u8("bank length")
     if n == 0 or n > ids.MAX_BANK:
-        raise Oversize("Note.template: bank id length %d out of range" % n)
+        raise E.Oversize("Note.template: bank id length %d out of range" % n)
     bank = ids.check_bank_id(utf8_text(r.take(n, "bank id"), "template bank", ids.MAX_BANK))
     serial = r.varint("template serial")
     time = r.u32("template time")
@@ -442,7 +470,7 @@ def _decode_stub(raw, account):
     _check_currency(cur, "Note.template.currency")
     sig = r.take(SIG_LEN, "template seal")
     if r.remaining():
-        raise TrailingBytes("Note.template: %d bytes after the seal" % r.remaining())
+        raise E.TrailingBytes("Note.template: %d bytes after the seal" % r.remaining())
     _check_sig(sig, TEMPLATE, "seal")
     # The separating key is not carried: verify.recover_payer_key() restores it.
     return Obj(
@@ -459,8 +487,10 @@ def _tlv(tag, raw):
 
 def field_message(obj, name, value_bytes=None):
     """The exact bytes a field's signature covers."""
-    tag, _, typ, _, signing = _BY_NAME[obj.kind][name]
+    tag, _, typ, _, signing = _by_name(obj.kind, name)
     if signing == COMPUTED:
+        from hubi_core import lsum  # notes only: a token decoding a request does without
+
         value = lsum.of_note(obj)
     elif signing == SIGNED and typ == EMPTY:  # seal: covers every sealed field before it
         value = b"".join(
@@ -497,9 +527,9 @@ def _check_header(kind, signer, serial, time):
     else:
         ids.check_account_id(signer, "signer")
     if not (0 <= serial < 1 << 64):
-        raise BadValue("serial out of range")
+        raise E.BadValue("serial out of range")
     if not (0 <= time < 1 << 32):
-        raise BadValue("time out of range")
+        raise E.BadValue("time out of range")
 
 
 def encode(obj):
@@ -510,20 +540,20 @@ def encode(obj):
     for tag, name, typ, required, signing in SCHEMAS[kind][1]:
         if name not in obj.values:
             if required:
-                raise MissingField("%s: required field %s missing" % (KIND_NAMES[kind], name))
+                raise E.MissingField("%s: required field %s missing" % (KIND_NAMES[kind], name))
             continue
         raw = b"" if typ == EMPTY else _encode_value(kind, name, typ, obj.values[name], obj.signer)
         out.append(_tlv(tag, raw))
         if signing in (SIGNED, COMPUTED):
             sig = obj.sigs.get(name)
             if sig is None or len(sig) != SIG_LEN:
-                raise MissingField(
+                raise E.MissingField(
                     "%s.%s: signature missing (sign the object first)" % (KIND_NAMES[kind], name)
                 )
             out.append(bytes(sig))
     data = b"".join(out)
     if len(data) > MAX_OBJECT:
-        raise Oversize(
+        raise E.Oversize(
             "%s is %d bytes, over the limit %d" % (KIND_NAMES[kind], len(data), MAX_OBJECT)
         )
     obj.raw = data
@@ -535,48 +565,47 @@ def decode(data, expect=None):
     try:
         data = bytes(data)
     except (TypeError, ValueError):
-        raise BadValue("object must be bytes") from None
+        raise E.BadValue("object must be bytes") from None
     if len(data) > MAX_OBJECT:
-        raise Oversize("object is %d bytes, over the limit %d" % (len(data), MAX_OBJECT))
+        raise E.Oversize("object is %d bytes, over the limit %d" % (len(data), MAX_OBJECT))
     r = Reader(data, "object")
     s = r.u8("suite")
     if s != SUITE:
-        raise UnknownSuite("unknown suite %d (this build knows suite %d)" % (s, SUITE))
+        raise E.UnknownSuite("unknown suite %d (this build knows suite %d)" % (s, SUITE))
     kind = r.u8("kind")
     if kind not in SCHEMAS:
-        raise UnknownKind("unknown object kind %d" % kind)
+        raise E.UnknownKind("unknown object kind %d" % kind)
     what = KIND_NAMES[kind]
     if expect is not None and kind != expect:
-        raise UnknownKind("expected a %s, got a %s" % (KIND_NAMES[expect], what))
+        raise E.UnknownKind("expected a %s, got a %s" % (KIND_NAMES[expect], what))
     v = r.u8("version")
     if v != VERSION:
-        raise UnknownVersion(
+        raise E.UnknownVersion(
             "%s version %d is unknown (this build knows version %d)" % (what, v, VERSION)
         )
     r.what = what
     n = r.u8("signer length")
     if n == 0 or n > ids.MAX_ACCOUNT:
-        raise Oversize("%s: signer length %d out of range" % (what, n))
+        raise E.Oversize("%s: signer length %d out of range" % (what, n))
     signer = utf8_text(r.take(n, "signer"), what + ".signer", ids.MAX_ACCOUNT)
     serial = r.varint("serial")
     time = r.u32("time")
     try:
         _check_header(kind, signer, serial, time)
-    except BadValue as exc:
-        raise BadValue("%s: %s" % (what, exc)) from None
+    except E.BadValue as exc:
+        raise E.BadValue("%s: %s" % (what, exc)) from None
     obj = Obj(kind, signer, serial, time)
-    by_tag = _BY_TAG[kind]
     last = -1
     while r.remaining():
         at = r.pos
         tag = r.u8("tag")
-        spec = by_tag.get(tag)
+        spec = _by_tag(kind, tag)
         if spec is None:
-            raise UnknownTag("%s: unknown tag 0x%02x at offset %d" % (what, tag, at))
+            raise E.UnknownTag("%s: unknown tag 0x%02x at offset %d" % (what, tag, at))
         if tag == last:
-            raise DuplicateTag("%s: field %s appears twice (offset %d)" % (what, spec[1], at))
+            raise E.DuplicateTag("%s: field %s appears twice (offset %d)" % (what, spec[1], at))
         if tag < last:
-            raise TagOrder("%s: field %s out of order (offset %d)" % (what, spec[1], at))
+            raise E.TagOrder("%s: field %s out of order (offset %d)" % (what, spec[1], at))
         last = tag
         _, name, typ, _, signing = spec
         length = r.varint(name + " length", MAX_OBJECT)
@@ -588,7 +617,7 @@ def decode(data, expect=None):
             obj.sigs[name] = sig
     for spec in SCHEMAS[kind][1]:
         if spec[3] and spec[1] not in obj.values:
-            raise MissingField("%s: required field %s missing" % (what, spec[1]))
+            raise E.MissingField("%s: required field %s missing" % (what, spec[1]))
     obj.raw = data
     return obj
 
@@ -596,11 +625,11 @@ def decode(data, expect=None):
 def peek_kind(data):
     """Kind of an encoded object without a full decode (for routing); CodecError if unreadable."""
     if len(data) < 3:
-        raise Truncated("object shorter than its 3-byte prefix")
+        raise E.Truncated("object shorter than its 3-byte prefix")
     if data[0] != SUITE:
-        raise UnknownSuite("unknown suite %d" % data[0])
+        raise E.UnknownSuite("unknown suite %d" % data[0])
     if data[1] not in SCHEMAS:
-        raise UnknownKind("unknown object kind %d" % data[1])
+        raise E.UnknownKind("unknown object kind %d" % data[1])
     return data[1]
 
 
@@ -635,8 +664,10 @@ def make_note(template, serial, time, amount, payee, purpose=None, allowance=Non
 
 def note_id(payer, serial):
     """Identity of a note: hash of payer account and serial (DESIGN §5)."""
+    from hubi_core import lsum
+
     return lsum.note_id(payer, serial)
 
 
 def is_codec_error(exc):
-    return isinstance(exc, CodecError)
+    return isinstance(exc, E.CodecError)

@@ -131,24 +131,35 @@ class FrameTruncated(FrameError):
     """A frame whose bytes stopped arriving before it was complete (frame timeout)."""
 
 
-class LinkTimeout(LinkError):
-    """No reply to a request within its timeout, on every attempt."""
-
-
 class LinkClosed(LinkError):
     """The stream or port was closed (EOF, device unplugged)."""
 
 
-class VersionMismatch(LinkError):
-    """The two ends share no protocol version (HELLO), or a frame uses an unknown one."""
+if _MPY:
+    # The client's errors: a token, which only serves, makes them only if asked for (a class
+    # costs about 200 bytes of its heap).
+    _CLIENT_ERRORS = ("LinkTimeout", "VersionMismatch", "MessageTooLarge", "ProtocolViolation")
 
+    def __getattr__(name):
+        if name in _CLIENT_ERRORS:
+            cls = type(name, (LinkError,), {})
+            globals()[name] = cls
+            return cls
+        raise AttributeError(name)
 
-class MessageTooLarge(LinkError):
-    """A message larger than this end or the peer accepts (MAX_MESSAGE / HELLO limits)."""
+else:
 
+    class LinkTimeout(LinkError):
+        """No reply to a request within its timeout, on every attempt."""
 
-class ProtocolViolation(LinkError):
-    """The peer answered with something the protocol does not allow here."""
+    class VersionMismatch(LinkError):
+        """The two ends share no protocol version (HELLO), or a frame uses an unknown one."""
+
+    class MessageTooLarge(LinkError):
+        """A message larger than this end or the peer accepts (MAX_MESSAGE / HELLO limits)."""
+
+    class ProtocolViolation(LinkError):
+        """The peer answered with something the protocol does not allow here."""
 
 
 class ErrorReply(LinkError):
@@ -159,13 +170,22 @@ class ErrorReply(LinkError):
     """
 
     def __init__(self, code, text="", request_type=None):
-        from hubi_core.protocol import error_name, type_name
-
-        if request_type is None:
-            msg = "%s: %s" % (error_name(code), text)
-        else:
-            msg = "%s to %s: %s" % (error_name(code), type_name(request_type), text)
-        super().__init__(msg)
+        # On a token the names come from hubi_core.protocol, which it keeps out of its heap:
+        # the message is made when asked for (str), the same text as on the host.
+        super().__init__(text if _MPY else _reply_message(code, text, request_type))
         self.code = code
         self.text = text
         self.request_type = request_type
+
+    if _MPY:
+
+        def __str__(self):
+            return _reply_message(self.code, self.text, self.request_type)
+
+
+def _reply_message(code, text, request_type):
+    from hubi_core.protocol import error_name, type_name
+
+    if request_type is None:
+        return "%s: %s" % (error_name(code), text)
+    return "%s to %s: %s" % (error_name(code), type_name(request_type), text)

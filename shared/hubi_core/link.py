@@ -96,8 +96,10 @@ _ERR_NOT_A_REQUEST = const(0x000D)
 
 
 def _type_name(t):
-    from hubi_core.protocol import type_name
-
+    try:
+        from hubi_core.protocol import type_name
+    except MemoryError:  # a token out of heap still answers (the ERROR names the number)
+        return "0x%02x" % t
     return type_name(t)
 
 
@@ -139,11 +141,16 @@ _BIG_WAIT_MS = 60000
 
 
 def __getattr__(name):
-    # Client lives in link_client so that a token, which only serves, does not load it
+    # Client lives in link_client, Frame, encode_frame and decode_frames in linkframes, so that
+    # a token, which only serves, does not load them
     if name == "Client":
         from hubi_core.link_client import Client
 
         return Client
+    if name in ("Frame", "encode_frame", "decode_frames"):
+        from hubi_core import linkframes
+
+        return getattr(linkframes, name)
     raise AttributeError(name)
 
 
@@ -167,35 +174,6 @@ def _is_buffer(x):
 # ---------------------------------------------------------------------------------------------
 
 
-class Frame:
-    """One decoded frame: protocol version, type, sequence number and payload (bytes)."""
-
-    __slots__ = ("version", "type", "seq", "payload")
-
-    def __init__(self, version, type, seq, payload):
-        self.version = version
-        self.type = type
-        self.seq = seq
-        self.payload = payload
-
-    def __eq__(self, other):
-        return (
-            isinstance(other, Frame)
-            and self.version == other.version
-            and self.type == other.type
-            and self.seq == other.seq
-            and bytes(self.payload) == bytes(other.payload)
-        )
-
-    def __repr__(self):
-        return "Frame(v%d %s seq=%d len=%d)" % (
-            self.version,
-            _type_name(self.type),
-            self.seq,
-            len(self.payload),
-        )
-
-
 def finish_frame(buf, version, type, seq, n):
     """Write sync, header and both CRCs around a payload already at buf[12:12+n].
 
@@ -215,23 +193,6 @@ def finish_frame(buf, version, type, seq, n):
     end = _HL + n
     struct.pack_into(">I", buf, end, _crc32(mv[0:end]))
     return end + _CRC_LEN
-
-
-def encode_frame(type, seq, payload=b"", version=_PROTOCOL_VERSION, max_payload=_MAX_PAYLOAD):
-    """One complete frame as bytes; FrameOversize if the payload exceeds max_payload."""
-    n = len(payload)
-    if n > max_payload:
-        raise FrameOversize(
-            "payload of %d bytes exceeds the maximum of %d bytes per frame (%s)"
-            % (n, max_payload, _type_name(type)),
-            seq=seq,
-            type=type,
-            version=version,
-        )
-    buf = bytearray(_OVERHEAD + n)
-    buf[_HL : _HL + n] = payload
-    finish_frame(buf, version, type, seq, n)
-    return bytes(buf)
 
 
 class FrameDecoder:
@@ -464,6 +425,8 @@ class FrameDecoder:
             if k == NEED_MORE:
                 return out
             if k == FRAME:
+                from hubi_core.linkframes import Frame
+
                 out.append(Frame(self.version, self.type, self.seq, bytes(self.payload)))
             else:
                 out.append(self.event)
@@ -501,12 +464,6 @@ class FrameDecoder:
 
 def _hex(b):
     return binascii.hexlify(bytes(b)).decode()
-
-
-def decode_frames(data, max_payload=_MAX_PAYLOAD):
-    """Decode a complete byte string (then flush): list of frames and events."""
-    d = FrameDecoder(max_payload)
-    return d.feed(data) + d.flush()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ keyboard are the same driver.
 import os
 import time
 
-from hal import EVENTS, Input
+from hal.ui import EVENTS, Input
 
 _KNOWN = EVENTS + ("enter",)
 

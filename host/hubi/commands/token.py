@@ -21,7 +21,7 @@ from hubi.output import console, err_console, print_json
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
 from hubi.token.client import TokenClient
-from hubi.token.sim import PROFILES, SIM_HEAP, SimError, Simulator, run_forever
+from hubi.token.sim import PROFILES, SIM_HEAPS, SimError, Simulator, run_forever
 from hubi_core import codec
 from hubi_core.errors import HubiError
 
@@ -64,7 +64,13 @@ def token() -> None:
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--profile", "--board", type=click.Choice(PROFILES), default="esp32_st7789_240")
 @click.option("--script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--heapsize", default=SIM_HEAP, show_default=True)
+@click.option(
+    "--heapsize",
+    default=None,
+    help="MicroPython heap (default per profile: "
+    + ", ".join(f"{p} {h}" for p, h in SIM_HEAPS.items())
+    + ").",
+)
 @click.option("--settings", "settings_json", help='Overrides, e.g. {"kdf_iterations": 2000}.')
 @click.option("--keyboard/--no-keyboard", default=None, help="Forward key presses (default: tty).")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path))
@@ -72,7 +78,7 @@ def sim_cmd(
     state: Path,
     profile: str,
     script: Path | None,
-    heapsize: str,
+    heapsize: str | None,
     settings_json: str | None,
     keyboard: bool | None,
     port_file: Path | None,
