@@ -791,6 +791,10 @@ class BookKeys(BookVerifier):
 
     # -- signatures
     def sign(self, msg: bytes) -> bytes:
+        return self._sign_plain(msg)
+
+    def _sign_plain(self, msg: bytes) -> bytes:
+        """OpenSSL's deterministic ECDSA through ``cryptography`` (``suite.sign``'s bytes)."""
         if self._okey is None:  # pragma: no cover
             return suite.sign(self._priv, msg)
         r, s = cutils.decode_dss_signature(self._okey.sign(msg, _ECDSA))
@@ -802,12 +806,12 @@ class BookKeys(BookVerifier):
         share one inversion mod n, blinded by a random factor so it never sees a nonce alone."""
         bm = _basemul() if len(msgs) >= _BATCH_MIN else None
         if bm is None:
-            return [self.sign(m) for m in msgs]
+            return [self._sign_plain(m) for m in msgs]
         digests = [_sha256(m).digest() for m in msgs]
         first = self._rfc6979.first
         ks = [first(h) for h in digests]
         if 0 in ks:  # a first candidate >= n (about 2^-32): that message the plain way
-            return [self.sign(m) for m in msgs]
+            return [self._sign_plain(m) for m in msgs]
         xs = bm.base_x(ks)
         n = _N
         acc = int.from_bytes(os.urandom(32), "big") % (n - 1) + 1
@@ -824,7 +828,7 @@ class BookKeys(BookVerifier):
             r = xs[i] % n
             s = kinv * (int.from_bytes(digests[i], "big") + r * d) % n
             if r == 0 or s == 0:  # about 2^-256: the next RFC 6979 candidate, the plain way
-                out[i] = self.sign(msgs[i])
+                out[i] = self._sign_plain(msgs[i])
                 continue
             if s > _HALF_N:
                 s = n - s
@@ -835,9 +839,9 @@ class BookKeys(BookVerifier):
         """Sign every signed field of a hubi_core Obj with this key (same bytes as codec.sign)."""
         from hubi_core import codec
 
-        for name in codec.signed_fields(obj.kind):
-            if name in obj.values:
-                obj.sigs[name] = self.sign(codec.field_message(obj, name))
+        names = [name for name in codec.signed_fields(obj.kind) if name in obj.values]
+        sigs = self.sign_many([codec.field_message(obj, name) for name in names])
+        obj.sigs.update(zip(names, sigs))
         obj.raw = None
         return obj
 
