@@ -76,3 +76,84 @@ def test_verify_digest_is_verify(world: TokenWorld) -> None:
     for sig in (req.sigs["amount"], req.sigs["expiry"], bytes(64)):
         assert suite.verify_digest(pub, d, sig) == suite.verify(pub, msg, sig)
     assert key.kind == codec.TEMPLATE
+
+
+class _Records:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def get(self, name: str) -> bytes:
+        return self.body
+
+
+class _Storage:
+    """The token's trust/<bank>.pub names over the home's matrices/ folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, name: str) -> str:
+        return str(self.folder / "matrices" / name.split("/")[-1])
+
+    def exists(self, name: str) -> bool:
+        return Path(self.path(name)).exists()
+
+
+class _Wallet:
+    def __init__(self, world: TokenWorld):
+        from core import trust
+
+        banks = sorted(world.trust.matrices)
+        rows = [(b, world.trust.bank_key(b), world.trust.matrices[b].digest()) for b in banks]
+        self.records = _Records(trust.keys_record(rows))
+        self.storage = _Storage(world.home / "trust")
+
+
+def _resigned(obj: codec.Obj, field: str, value, priv: int | None = None) -> bytes:
+    """obj with one value changed; signatures kept unless `priv` re-signs the whole object."""
+    values = dict(obj.values)
+    values[field] = value
+    out = codec.Obj(obj.kind, obj.signer, obj.serial, obj.time, values)
+    out.sigs.update(obj.sigs)
+    if priv is not None:
+        codec.sign(out, priv)
+    return codec.encode(out)
+
+
+def test_sigcheck_agrees_with_verify_object(world: TokenWorld) -> None:
+    """The token's two-step check (core.sigcheck) gives verify_object's verdict and first
+    failure on genuine and broken requests, receipts and balance notices."""
+    from core import sigcheck
+
+    from hubi_core import verify
+
+    w = _Wallet(world)
+    req = codec.decode(world.request(PAYEE, 100, "lunch"))
+    payer = world.payee(PAYER)
+    note = codec.make_note(payer.template, 5, int(req.time), 100, PAYEE, "lunch")
+    codec.sign(note, payer.private)
+    receipt = codec.decode(world.receipt(codec.encode(note)))
+    notice = codec.decode(world.balance_notice(codec.encode(note), 900))
+    stranger = suite.generate_private()
+    other_tpl = world.payee("BKA-000000000099").template
+    cases = {
+        "genuine request": codec.encode(req),
+        "request amount altered": _resigned(req, "amount", 101),
+        "request purpose altered": _resigned(req, "purpose", "dinner"),
+        "request signed by a stranger": _resigned(req, "amount", 100, stranger),
+        "request carrying another account's template": _resigned(req, "template", other_tpl),
+        "genuine receipt": codec.encode(receipt),
+        "receipt signed by a stranger": _resigned(receipt, "amount", receipt["amount"], stranger),
+        "genuine balance notice": codec.encode(notice),
+        "balance notice signed by a stranger": _resigned(
+            notice, "balance", notice["balance"], stranger
+        ),
+    }
+    verdicts = {}
+    for name, raw in cases.items():
+        obj = codec.decode(raw)
+        want = verify.verify_object(obj, world.trust).first_failure()
+        got = sigcheck.check(w, sigcheck.plan(codec.decode(raw)))
+        assert got == want, name
+        verdicts[name] = got is None
+    assert verdicts == {name: name.startswith("genuine") for name in cases}
