@@ -182,7 +182,7 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         versions = {lvl: qr.min_version(len(note), lvl) for lvl in ("L", "M")}
         say(
             f"   note: {len(note)} bytes (QR version {versions['L']} at L, {versions['M']} at M); "
-            f"the 240-px screen drew it as animated QR: {len(shots)} frames in {frames_dir}"
+            f"the 240-px screen animated its QR parts: {len(shots)} screenshots in {frames_dir}"
         )
 
         # 6 --------------------------------------------------------------------- scan
@@ -200,8 +200,8 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         scan_result = accepted[0]
         checks = scan_result.verdict.as_dict()["checks"]
         say(
-            "   checked offline: "
-            + ", ".join(str(c[0] if isinstance(c, (list, tuple)) else c) for c in checks)
+            "   checked offline, field by field: "
+            + ", ".join(f"{c['field']} {'ok' if c['ok'] else 'FAILED'}" for c in checks)
         )
         receipt = scan_result.receipt
         files["receipt"] = _write(workdir / "receipt.bin", receipt)
@@ -254,7 +254,7 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         rep = audit(bank_db[b], trust=trust)
         audits[b] = rep.as_dict()
         say(
-            f"   {b}: {rep.books} books, {rep.records} records, "
+            f"   {b}: {_count(rep.books, 'book')}, {_count(rep.records, 'record')}, "
             + ("[green]clean[/green]" if rep.ok else f"[red]{rep.by_kind()}[/red]")
         )
     say(
@@ -284,3 +284,7 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         "seconds": round(time.monotonic() - t_start, 1),
         "files": files,
     }
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
