@@ -15,7 +15,9 @@ EVENTS = (UP, DOWN, OK, BACK) + tuple(DIGITS)
 
 
 class Display:
-    """A screen. Coordinates in pixels, (0, 0) top left. Drivers override the primitives."""
+    """A screen. Coordinates in pixels, (0, 0) top left. A driver provides the two primitives,
+    ``fill_rect(x, y, w, h, c)`` and ``text(s, x, y, c=BLACK, scale=1)`` (drivers.fbdisplay
+    over a framebuf, drivers.panel on SPI panels); the rest is built on them."""
 
     width = 0
     height = 0
@@ -23,12 +25,6 @@ class Display:
 
     def fill(self, c):
         self.fill_rect(0, 0, self.width, self.height, c)
-
-    def fill_rect(self, x, y, w, h, c):
-        raise NotImplementedError
-
-    def text(self, s, x, y, c=BLACK, scale=1):
-        raise NotImplementedError
 
     def show(self):
         """Make what was drawn visible (a no-op on displays that draw directly)."""
@@ -38,7 +34,6 @@ class Display:
 
 
 class Input:
-    """Buttons, keys or a script. ``screen`` names the screen asking (scripts may match it)."""
-
-    def get(self, timeout_ms=0, screen=None):
-        raise NotImplementedError
+    """Buttons, keys or a script. A driver provides ``get(timeout_ms=0, screen=None)``: the
+    next event in ``EVENTS``, or None after `timeout_ms`; ``screen`` names the screen asking
+    (scripts may match it). drivers.buttons on a board, drivers.sim.input in the simulator."""
