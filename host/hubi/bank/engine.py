@@ -968,24 +968,10 @@ class BankEngine:
         return sorted(books)
 
     def _note_rows(self, tx: Tx, nids: Sequence[bytes]) -> dict[bytes, tuple]:
-        out: dict[bytes, tuple] = {}
-        uniq = list(dict.fromkeys(nids))
-        for i in range(0, len(uniq), 500):
-            chunk = uniq[i : i + 500]
-            cond, params = tx.among("note_id", chunk)
-            for r in tx.all(_NOTE_SELECT + " WHERE " + cond, params):
-                out[bytes(r[0])] = tuple(r)
-        return out
+        return {bytes(r[0]): tuple(r) for r in tx.all_among(_NOTE_SELECT, "note_id", nids)}
 
     def _dup_rows(self, tx: Tx, digests: Sequence[bytes]) -> dict[bytes, tuple]:
-        out: dict[bytes, tuple] = {}
-        uniq = list(dict.fromkeys(digests))
-        for i in range(0, len(uniq), 500):
-            chunk = uniq[i : i + 500]
-            cond, params = tx.among("digest", chunk)
-            for r in tx.all(_DUP_SELECT + " WHERE " + cond, params):
-                out[bytes(r[0])] = tuple(r)
-        return out
+        return {bytes(r[0]): tuple(r) for r in tx.all_among(_DUP_SELECT, "digest", digests)}
 
     def _load_state(
         self, tx: Tx, items: Sequence[_Item], books: Sequence[str], seen: _Seen | None = None
@@ -993,14 +979,11 @@ class BankEngine:
         """What the batch's decisions depend on, read through `tx`; the note and double-issue
         rows from `seen` (step 1's reads) when given."""
         heads: dict[str, tuple] = {}
-        for i in range(0, len(books), 500):
-            chunk = list(books[i : i + 500])
-            cond, params = tx.among("book", chunk)
-            for r in tx.all(_HEAD_STATE_SELECT + " WHERE " + cond, params):
-                heads[r[0]] = (
-                    r[0], int(r[1]), bytes(r[2]), bytes(r[3]),
-                    None if r[4] is None else bytes(r[4]), int(r[5]), bytes(r[6]),
-                )  # fmt: skip
+        for r in tx.all_among(_HEAD_STATE_SELECT, "book", books):
+            heads[r[0]] = (
+                r[0], int(r[1]), bytes(r[2]), bytes(r[3]),
+                None if r[4] is None else bytes(r[4]), int(r[5]), bytes(r[6]),
+            )  # fmt: skip
         for b in books:
             if b not in heads:
                 raise UnknownAccount(f"no book {b} at bank {self.bank}")
@@ -1009,16 +992,14 @@ class BankEngine:
         allowances: dict[tuple[str, int], tuple[int, int, int, int]] = {}
         payers = sorted({it.payer for it in items if it.obj is not None})
         issued: dict[str, list[tuple[int, int, int, int, int]]] = {}
-        if payers:
-            cond, params = tx.among("account", payers)
-            for acct, serial, cap, expiry, first, spent in tx.all(
-                "SELECT account, serial, cap, expiry, first_serial, spent FROM allowances WHERE "
-                + cond,
-                params,
-            ):
-                issued.setdefault(acct, []).append(
-                    (int(first), int(serial), int(cap), int(expiry), int(spent))
-                )
+        for acct, serial, cap, expiry, first, spent in tx.all_among(
+            "SELECT account, serial, cap, expiry, first_serial, spent FROM allowances",
+            "account",
+            payers,
+        ):
+            issued.setdefault(acct, []).append(
+                (int(first), int(serial), int(cap), int(expiry), int(spent))
+            )
         for it in items:
             if it.obj is None:
                 continue

@@ -286,6 +286,15 @@ class Tx:
             return f"{column} = ANY(?)", (list(values),)
         return f"{column} IN ({','.join('?' * len(values))})", tuple(values)
 
+    def all_among(self, select: str, column: str, values: Sequence[Any]) -> list[tuple]:
+        """Rows of ``select WHERE column IN values`` (each value once), 500 values a statement."""
+        uniq = list(dict.fromkeys(values))
+        rows: list[tuple] = []
+        for i in range(0, len(uniq), 500):
+            cond, params = self.among(column, uniq[i : i + 500])
+            rows += self.all(f"{select} WHERE {cond}", params)
+        return rows
+
     # --- meta
     def meta(self, key: str) -> bytes | None:
         v = self.scalar("SELECT value FROM meta WHERE key = ?", (key,))
