@@ -22,13 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_suite import compile_mpy, min_heap_kb, run_mpy  # noqa: E402
+from bench.mpy import compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import codec, qr, suite, verify  # noqa: E402
 from tests.world import make_world  # noqa: E402
 
 PAYER = "BKA-000000000042"
 PAYEE = "BKB-000000000007"
-MODULES_ALL = None  # compile every module of hubi_core
 
 # Signing imports only what a token's signing step needs (codec + suite); verification loads the
 # verifier, CPK and consortium modules (a token does that for a Request, in its own step).
@@ -171,34 +170,16 @@ def micropython(spec_path: Path, runs: int, heap_search: bool) -> dict:
     sources on the device would take more heap than the whole payment flow)."""
     out: dict = {}
     with tempfile.TemporaryDirectory() as d:
-        mpy_path = compile_all_mpy(Path(d))
+        mpy_path = compile_mpy(Path(d))
         fmt = {"spec": str(spec_path), "payee": PAYEE, "runs": runs}
         for code, heap in ((MPY_SIGN_TIMING % fmt, "96k"), (MPY_VERIFY_TIMING % fmt, VERIFY_HEAP)):
-            proc = run_mpy(code, mpy_path, heap, timeout=900)
-            if proc.returncode:
-                raise SystemExit(
-                    "micropython failed:\n" + proc.stdout.decode() + proc.stderr.decode()
-                )
-            for line in proc.stdout.decode().splitlines():
-                if line.startswith("RESULT"):
-                    _, name, a, b = line.split()
-                    out[name] = (float(a), float(b))
+            for name, (a, b) in result_lines(run_mpy(code, mpy_path, heap, timeout=900)):
+                out[name] = (float(a), float(b))
         if heap_search:
             for name, body in (("sign", MPY_SIGN_ONLY), ("verify", MPY_VERIFY_ONLY)):
                 src = body % {"spec": str(spec_path), "payee": PAYEE}
-                out[f"min_heap_kb_{name}_mpy"] = min_heap_kb(src, mpy_path)
+                out[f"min_heap_kb_{name}_mpy"] = min_heap_kb(src, mpy_path, lo=8, margin=8)
     return out
-
-
-def compile_all_mpy(dest: Path) -> Path:
-    import bench.bench_suite as bs
-
-    saved = bs.MODULES
-    bs.MODULES = sorted(p.stem for p in (ROOT / "shared" / "hubi_core").glob("*.py"))
-    try:
-        return compile_mpy(dest)
-    finally:
-        bs.MODULES = saved
 
 
 def main(argv: list[str] | None = None) -> int:

