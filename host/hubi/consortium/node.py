@@ -775,26 +775,11 @@ class ConsortiumNode:
             with self.state.apply(ev.revision, ev.key, ev.value, "n:rejected") as tx:
                 if entry is not None and obj is not None:
                     tx.add_entry(
-                        EntryRow(
-                            nid,
-                            ev.revision,
-                            note_digest(entry.note),
-                            obj.signer,
-                            obj["payee"],
-                            obj["amount"],
-                            obj.serial,
-                            entry.submitter,
-                            evl.endorsers if evl else [],
-                            REJECTED,
-                            codec.REASON_CONSORTIUM,
-                            problem[:500],
-                            None,
-                            None,
-                            None,
-                            entry.note,
-                            now,
+                        _entry_row(
+                            nid, ev.revision, entry, obj, evl.endorsers if evl else [], now,
+                            REJECTED, codec.REASON_CONSORTIUM, problem[:500],
                         )
-                    )
+                    )  # fmt: skip
                 tx.report(ev.revision, rkind, submitter, nid, detail)
             self._publish_report(rkind, submitter, nid, detail)
             self._notify(nid)
@@ -810,25 +795,7 @@ class ConsortiumNode:
             local["result"] = result.hex()
         with self.state.apply(ev.revision, ev.key, ev.value, "n:ordered") as tx:
             tx.add_entry(
-                EntryRow(
-                    nid,
-                    ev.revision,
-                    note_digest(entry.note),
-                    obj.signer,
-                    obj["payee"],
-                    obj["amount"],
-                    obj.serial,
-                    entry.submitter,
-                    evl.endorsers,
-                    ORDERED,
-                    None,
-                    None,
-                    None,
-                    None,
-                    local,
-                    entry.note,
-                    now,
-                )
+                _entry_row(nid, ev.revision, entry, obj, evl.endorsers, now, ORDERED, local=local)
             )
         if local is not None:
             # the signed result goes to the log from the debit publisher, so that applying the
@@ -1058,3 +1025,23 @@ def _local(out: eng_mod.Outcome) -> dict[str, Any]:
         "settlement": out.settlement.hex() if out.settlement else None,
         "balance_notice": out.balance_notice.hex() if out.balance_notice else None,
     }
+
+
+def _entry_row(
+    nid: bytes,
+    revision: int,
+    entry: ent.NoteEntry,
+    obj: codec.Obj,
+    endorsers: list[str],
+    now: int,
+    state: str,
+    reason_code: int | None = None,
+    reason: str | None = None,
+    local: dict[str, Any] | None = None,
+) -> EntryRow:
+    """The state row of an ordered note entry as this bank applied it (no debit result yet)."""
+    return EntryRow(
+        nid, revision, note_digest(entry.note), obj.signer, obj["payee"], obj["amount"],
+        obj.serial, entry.submitter, endorsers, state, reason_code, reason, None, None, local,
+        entry.note, now,
+    )  # fmt: skip
