@@ -16,27 +16,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from hubi_core import aesgcm, ec, ecies, suite
+from tests.backends import BACKENDS, with_backend
 from tests.mpy import run_mpy
-
-BACKENDS = ["pure", "openssl"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    before = suite.backend()
-    suite.use_backend(request.param)
-    yield request.param
-    suite.use_backend(before)
-
-
-def _with(backend, fn, *args, **kw):
-    before = suite.backend()
-    suite.use_backend(backend)
-    try:
-        return fn(*args, **kw)
-    finally:
-        suite.use_backend(before)
-
 
 # ----------------------------------------------------------------------------- HKDF, GCM
 
@@ -129,15 +110,15 @@ def _reference_open(priv: int, blob: bytes, info: bytes) -> bytes:
 def test_round_trip_across_backends(seal_with, open_with):
     priv = suite.generate_private()
     for compressed in (False, True):
-        pub = _with("openssl", suite.public_key, priv, compressed)
+        pub = with_backend("openssl", suite.public_key, priv, compressed)
         for n in (0, 1, 8, 16, 33, 300):
             pt = os.urandom(n)
             info = os.urandom(n % 7)
-            blob = _with(seal_with, ecies.seal, pub, pt, info)
+            blob = with_backend(seal_with, ecies.seal, pub, pt, info)
             assert len(blob) == ecies.OVERHEAD + n == 50 + n
             assert blob[0] == 1 and blob[1] in (2, 3)
             assert ec.decode_point(blob[1:34])
-            assert _with(open_with, ecies.open_sealed, priv, blob, info) == pt
+            assert with_backend(open_with, ecies.open_sealed, priv, blob, info) == pt
             assert _reference_open(priv, blob, info) == pt
 
 
@@ -197,11 +178,11 @@ def test_error_classes_and_messages(backend):
 @pytest.mark.micropython
 def test_mpy_interop_both_ways():
     priv = suite.generate_private()
-    pub = _with("openssl", suite.public_key, priv)
+    pub = with_backend("openssl", suite.public_key, priv)
     info = b"balance|acct-42"
     plain = [b"", b"1234", os.urandom(100)]
     # CPython -> MicroPython, sealed with each back end
-    from_cpy = [_with(be, ecies.seal, pub, p, info) for be in BACKENDS for p in plain]
+    from_cpy = [with_backend(be, ecies.seal, pub, p, info) for be in BACKENDS for p in plain]
     code = r"""
 import binascii
 from hubi_core import ecies, suite
@@ -234,7 +215,7 @@ except ValueError as e:
     assert len(sealed) == len(plain)
     for blob, p in zip(sealed, plain):
         for be in BACKENDS:
-            assert _with(be, ecies.open_sealed, priv, blob, info) == p
+            assert with_backend(be, ecies.open_sealed, priv, blob, info) == p
         assert _reference_open(priv, blob, info) == p
     errors = [ln.split()[1] for ln in out if ln.startswith("ERR")]
     assert errors == ["AuthFailed", "ShortBlob", "BadSuite", "AuthFailed"]

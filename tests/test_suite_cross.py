@@ -16,25 +16,9 @@ from cryptography.hazmat.primitives.asymmetric import ec as cec
 from cryptography.hazmat.primitives.asymmetric import utils as cutils
 
 from hubi_core import ec, suite
+from tests.backends import with_backend
 
 N_RANDOM = 24
-
-
-@pytest.fixture
-def pure():
-    before = suite.backend()
-    suite.use_backend("pure")
-    yield
-    suite.use_backend(before)
-
-
-def _with(backend, fn, *args, **kw):
-    before = suite.backend()
-    suite.use_backend(backend)
-    try:
-        return fn(*args, **kw)
-    finally:
-        suite.use_backend(before)
 
 
 def _cases(seed):
@@ -52,7 +36,7 @@ def _cases(seed):
 def test_public_keys_identical():
     for priv, _ in _cases(1):
         for comp in (False, True):
-            assert _with("pure", suite.public_key, priv, comp) == _with(
+            assert with_backend("pure", suite.public_key, priv, comp) == with_backend(
                 "openssl", suite.public_key, priv, comp
             )
         key = cec.derive_private_key(priv, cec.SECP256R1()).public_key().public_numbers()
@@ -62,14 +46,14 @@ def test_public_keys_identical():
 @pytest.mark.parametrize("low_s", [True, False])
 def test_signatures_identical_and_cross_verify(low_s):
     for priv, msg in _cases(2 + low_s):
-        a = _with("pure", suite.sign, priv, msg, low_s)
-        b = _with("openssl", suite.sign, priv, msg, low_s)
+        a = with_backend("pure", suite.sign, priv, msg, low_s)
+        b = with_backend("openssl", suite.sign, priv, msg, low_s)
         assert a == b
         if low_s:
             assert not suite.is_high_s(a)
-        pub = _with("openssl", suite.public_key, priv)
-        assert _with("openssl", suite.verify, pub, msg, a)
-        assert _with("pure", suite.verify, pub, msg, b)
+        pub = with_backend("openssl", suite.public_key, priv)
+        assert with_backend("openssl", suite.verify, pub, msg, a)
+        assert with_backend("pure", suite.verify, pub, msg, b)
         # and straight through cryptography's own API (DER), no hubi code on the verify side
         r, s = suite.split_sig(a)
         key = cec.EllipticCurvePublicKey.from_encoded_point(cec.SECP256R1(), pub)
@@ -93,24 +77,24 @@ def test_pure_verifies_openssl_random_nonce_signatures(pure):
 def test_sign_batch_equals_sign(backend):
     priv = suite.generate_private()
     msgs = [os.urandom(n) for n in (0, 5, 64, 300)]
-    batch = _with(backend, suite.sign_batch, priv, msgs)
-    assert batch == [_with(backend, suite.sign, priv, m) for m in msgs]
-    assert batch == _with("openssl", suite.sign_batch, priv, msgs)
-    assert _with(backend, suite.sign_batch, priv, []) == []
-    assert _with(backend, suite.sign_batch, priv, iter(msgs[:2]), False) == [
-        _with("openssl", suite.sign, priv, m, False) for m in msgs[:2]
+    batch = with_backend(backend, suite.sign_batch, priv, msgs)
+    assert batch == [with_backend(backend, suite.sign, priv, m) for m in msgs]
+    assert batch == with_backend("openssl", suite.sign_batch, priv, msgs)
+    assert with_backend(backend, suite.sign_batch, priv, []) == []
+    assert with_backend(backend, suite.sign_batch, priv, iter(msgs[:2]), False) == [
+        with_backend("openssl", suite.sign, priv, m, False) for m in msgs[:2]
     ]
 
 
 @pytest.mark.parametrize("backend", ["pure", "openssl"])
 def test_recover_returns_signer(backend):
     for priv, msg in _cases(5)[:12]:
-        sig = _with(backend, suite.sign, priv, msg)
+        sig = with_backend(backend, suite.sign, priv, msg)
         cands = suite.recover(msg, sig)
         assert 1 <= len(cands) <= 2
-        assert _with("openssl", suite.public_key, priv) in cands
+        assert with_backend("openssl", suite.public_key, priv) in cands
         for c in cands:
-            assert _with(backend, suite.verify, c, msg, sig)
+            assert with_backend(backend, suite.verify, c, msg, sig)
     assert suite.recover(b"m", bytes(64)) == []
 
 
@@ -118,22 +102,25 @@ def test_recover_returns_signer(backend):
 def test_ecdh_identical(backend):
     for priv, _ in _cases(6)[:10]:
         other = suite.generate_private()
-        pub = _with("openssl", suite.public_key, other)
+        pub = with_backend("openssl", suite.public_key, other)
         want = cec.derive_private_key(priv, cec.SECP256R1()).exchange(
             cec.ECDH(), cec.EllipticCurvePublicKey.from_encoded_point(cec.SECP256R1(), pub)
         )
-        assert _with(backend, suite.ecdh, priv, pub) == want
-        pubc = _with("openssl", suite.public_key, other, True)
-        assert _with(backend, suite.ecdh, priv, pubc) == want
-        assert _with(backend, suite.ecdh, other, _with(backend, suite.public_key, priv)) == want
+        assert with_backend(backend, suite.ecdh, priv, pub) == want
+        pubc = with_backend("openssl", suite.public_key, other, True)
+        assert with_backend(backend, suite.ecdh, priv, pubc) == want
+        assert (
+            with_backend(backend, suite.ecdh, other, with_backend(backend, suite.public_key, priv))
+            == want
+        )
 
 
 @pytest.mark.parametrize("backend", ["pure", "openssl"])
 def test_verify_never_raises(backend):
     rng = random.Random(7)
     priv = 0x1234
-    pub = _with("openssl", suite.public_key, priv)
-    sig = _with("openssl", suite.sign, priv, b"m")
+    pub = with_backend("openssl", suite.public_key, priv)
+    sig = with_backend("openssl", suite.sign, priv, b"m")
     junk_pubs = [
         b"",
         b"\x04",
@@ -162,25 +149,25 @@ def test_verify_never_raises(backend):
     ]
     junk_pubs += [bytes(rng.randrange(256) for _ in range(rng.choice((33, 65)))) for _ in range(20)]
     for p in junk_pubs:
-        assert _with(backend, suite.verify, p, b"m", sig) is False
+        assert with_backend(backend, suite.verify, p, b"m", sig) is False
     for s in junk_sigs:
-        assert _with(backend, suite.verify, pub, b"m", s) is False
-    assert _with(backend, suite.verify, pub, b"m", bytearray(sig)) is True
-    assert _with(backend, suite.verify, memoryview(pub), b"m", sig) is True
+        assert with_backend(backend, suite.verify, pub, b"m", s) is False
+    assert with_backend(backend, suite.verify, pub, b"m", bytearray(sig)) is True
+    assert with_backend(backend, suite.verify, memoryview(pub), b"m", sig) is True
 
 
 @pytest.mark.parametrize("backend", ["pure", "openssl"])
 def test_bad_inputs_raise_valueerror(backend):
     for bad in (0, ec.N, -1, ec.N + 5):
         with pytest.raises(ValueError):
-            _with(backend, suite.sign, bad, b"m")
+            with_backend(backend, suite.sign, bad, b"m")
         with pytest.raises(ValueError):
-            _with(backend, suite.sign_batch, bad, [b"m"])
+            with_backend(backend, suite.sign_batch, bad, [b"m"])
         with pytest.raises(ValueError):
-            _with(backend, suite.public_key, bad)
+            with_backend(backend, suite.public_key, bad)
     for bad_pub in (b"\x04" + bytes(64), b"\x02" + ec.P.to_bytes(32, "big"), b"\x00", bytes(10)):
         with pytest.raises(ValueError):
-            _with(backend, suite.ecdh, 5, bad_pub)
+            with_backend(backend, suite.ecdh, 5, bad_pub)
 
 
 def test_generate_private():

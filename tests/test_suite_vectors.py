@@ -14,20 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-import pytest
-
 from hubi_core import ec, suite
 from tests.mpy import vectors_dir
-
-BACKENDS = ["pure", "openssl"]
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    before = suite.backend()
-    suite.use_backend(request.param)
-    yield request.param
-    suite.use_backend(before)
 
 
 def load(name: str) -> dict:
