@@ -26,7 +26,7 @@ import pytest
 from hubi import kmc as kmc_mod
 from hubi.bank import auth
 from hubi.bank.engine import BankEngine
-from hubi.consortium.supervisor import serve_argv
+from hubi.consortium.supervisor import open_treasury, serve_argv
 from hubi.infra import _process
 from hubi.infra.ports import free_port, release_port
 from hubi_core import codec
@@ -98,11 +98,7 @@ def prepare_bank(
     kmc = kmc_mod.load_kmc(home, bank)
     out: dict[str, Account] = {}
     with BankEngine.open(db, home=home, bank=bank, checkpoint_every=checkpoint_every) as eng:
-        if eng.account(eng.treasury) is None:
-            tkey = eng.setup_treasury(kmc)
-            kmc_mod.write_secret(
-                kmc_mod.bank_dir(home, bank) / "treasury.secret", tkey.to_bytes(32, "big")
-            )
+        open_treasury(eng, home, bank, kmc)
         for i in range(1, accounts + 1):
             acct = f"{bank}-{i:06d}"
             priv, tpl = eng.issue_account(kmc, acct)

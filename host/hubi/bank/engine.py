@@ -470,14 +470,21 @@ class BankEngine:
 
     @classmethod
     def open(
-        cls, url: str, *, home: Path, bank: str, trust_dir: Path | None = None, **kw: Any
+        cls,
+        url: str,
+        *,
+        home: Path,
+        bank: str,
+        trust_dir: Path | None = None,
+        trust: verify.Trust | None = None,
+        **kw: Any,
     ) -> BankEngine:
-        """Engine for `bank` from a hubi home (HOME/banks/<BANK>/identity.secret, HOME/trust,
-        HOME/banks/<BANK>/treasury.secret if present)."""
+        """Engine for `bank` from a hubi home (HOME/banks/<BANK>/identity.secret, HOME/trust
+        unless `trust` is given, HOME/banks/<BANK>/treasury.secret if present)."""
         from hubi import kmc as kmc_mod
 
         identity = kmc_mod.load_bank_identity(home, bank)
-        trust = kmc_mod.load_trust(trust_dir or Path(home) / "trust")
+        trust = trust or kmc_mod.load_trust(trust_dir or Path(home) / "trust")
         tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
         if "treasury_key" not in kw and tpath.exists():
             kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")

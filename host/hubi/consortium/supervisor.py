@@ -35,7 +35,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -44,7 +44,11 @@ from hubi.consortium import service
 from hubi.infra import _process
 from hubi.infra.etcd_server import EtcdCluster
 from hubi.infra.ports import free_port, reserve_port
+from hubi_core import codec
 from hubi_core.verify import Trust
+
+if TYPE_CHECKING:
+    from hubi.bank.engine import BankEngine
 
 log = logging.getLogger("hubi.consortium.up")
 
@@ -101,6 +105,16 @@ def init_home(
     return kmc_mod.load_trust(home / "trust")
 
 
+def open_treasury(eng: BankEngine, home: Path, bank: str, kmc: Any) -> None:
+    """The bank's treasury account, opened once; its key kept in HOME/banks/<BANK>/treasury.secret
+    (BankEngine.open reads it from there)."""
+    if eng.account(eng.treasury) is None:
+        tkey = eng.setup_treasury(kmc)
+        kmc_mod.write_secret(
+            kmc_mod.bank_dir(home, bank) / "treasury.secret", tkey.to_bytes(32, "big")
+        )
+
+
 def setup_bank(
     home: Path,
     bank: str,
@@ -109,39 +123,29 @@ def setup_bank(
     checkpoint_every: int | None = None,
     trust: Trust | None = None,
 ) -> list[str]:
-    """Open the bank's treasury (key in treasury.secret) and `accounts` funded accounts whose
-    keys go to HOME/accounts/<ACCOUNT>.json (0600). Idempotent. Returns the account ids."""
+    """Open the bank's treasury and `accounts` funded accounts whose keys go to
+    HOME/accounts/<ACCOUNT>.json (0600). Idempotent. Returns the account ids."""
     from hubi.bank.engine import BankEngine
 
     home = Path(home)
     kmc = kmc_mod.load_kmc(home, bank)
     made = []
     db = str(kmc_mod.bank_dir(home, bank) / "bank.db")
-    trust = trust or kmc_mod.load_trust(home / "trust")
-    kw: dict[str, Any] = {"checkpoint_every": checkpoint_every}
-    tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
-    if tpath.exists():
-        kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
-    ident = kmc_mod.load_bank_identity(home, bank)
-    with BankEngine(db, ident, trust, **kw) as eng:
-        if eng.account(eng.treasury) is None:
-            tkey = eng.setup_treasury(kmc)
-            kmc_mod.write_secret(
-                kmc_mod.bank_dir(home, bank) / "treasury.secret", tkey.to_bytes(32, "big")
-            )
+    with BankEngine.open(
+        db, home=home, bank=bank, trust=trust, checkpoint_every=checkpoint_every
+    ) as eng:
+        open_treasury(eng, home, bank, kmc)
         for i in range(1, accounts + 1):
             acct = f"{bank}-{i:06d}"
-            path = home / "accounts" / f"{acct}.json"
             if eng.account(acct) is None:
                 priv, tpl = eng.issue_account(kmc, acct)
-                from hubi_core import codec
-
                 doc = {
                     "account": acct,
                     "template": codec.encode(tpl).hex(),
                     "key": "%064x" % priv,
                     "next_serial": 1,
                 }
+                path = home / "accounts" / f"{acct}.json"
                 kmc_mod.write_secret(path, json.dumps(doc, indent=1).encode())
                 if funds:
                     out = eng.fund(acct, funds)
