@@ -390,3 +390,43 @@ def test_group_commit_shares_transactions(tmp_path, request, world: World) -> No
     assert eng.stats["transactions"] - before["transactions"] < 96  # batches were shared
     _clean(eng, w)
     eng.close()
+
+
+def test_note_booked_by_another_node_between_read_and_commit(
+    store_url: str, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two engines on one database. Between engine A's first read of a batch (the note is
+    not booked yet) and its commit, engine B books the same note, and then a second note with
+    the same serial. A's batch must still end as a replay of B's booking and a double issue,
+    each booked once. On PostgreSQL the unique key of the notes row catches this
+    (StoreConflict, decided again); on SQLite, the database's change counter does."""
+    from hubi.bank import engine as engine_mod
+
+    w = world
+    a = make_bank(store_url, w, accounts=("BKA-rosa", "BKA-sam"), fund=1000)
+    b = BankEngine(store_url, w.banks["BKA"], w.trust)
+    first = _enc(w.note("BKA-rosa", "BKA-sam", 10, serial=1))
+    second = _enc(w.note("BKA-rosa", "BKA-sam", 20, serial=2))
+    twin = _enc(w.note("BKA-rosa", "BKA-sam", 21, serial=2, purpose="twin"))
+    real_verify = engine_mod.verify.verify_note
+    raced: list[str] = []
+
+    def racing_verify(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        if not raced:  # A has read the notes and is verifying: B gets there first
+            raced.append("B")
+            assert [o.status for o in b.book_many([first, second])] == ["booked", "booked"]
+        return real_verify(*args, **kw)
+
+    monkeypatch.setattr(engine_mod.verify, "verify_note", racing_verify)
+    outs = a.book_many([first, twin])
+    assert raced == ["B"]
+    assert outs[0].status == "booked" and outs[0].debit_n == b.outcome(outs[0].note_id).debit_n
+    assert outs[1].status == "refused" and outs[1].reason_code == codec.REASON_DOUBLE_ISSUE
+    if a.store.dialect == "postgresql":
+        assert a.stats.get("conflicts") == 1
+    assert a.balance("BKA-rosa") == 1000 - 30 and a.balance("BKA-sam") == 1000 + 30
+    assert [r.record.delta for r in a.records("BKA-rosa")][-2:] == [-10, -20]
+    assert len(a.double_issues("BKA-rosa")) == 1
+    _clean(a, w)
+    a.close()
+    b.close()

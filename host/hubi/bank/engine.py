@@ -72,7 +72,7 @@ from typing import Any
 from hubi.bank import merkle
 from hubi.bank import records as rec
 from hubi.bank.records import BookKeys, Head
-from hubi.bank.store import Store, StoreError, Tx, open_store
+from hubi.bank.store import Store, StoreConflict, StoreError, Tx, open_store
 from hubi_core import codec, ids, lsum, verify
 from hubi_core.errors import CodecError, HubiError, VerifyError
 
@@ -981,12 +981,19 @@ class BankEngine:
         return {bytes(r[0]): tuple(r) for r in tx.all_among(_DUP_SELECT, "digest", digests)}
 
     def _load_state(
-        self, tx: Tx, items: Sequence[_Item], books: Sequence[str], seen: _Seen | None = None
+        self,
+        tx: Tx,
+        items: Sequence[_Item],
+        books: Sequence[str],
+        seen: _Seen | None = None,
+        head_rows: list[tuple] | None = None,
     ) -> _State:
         """What the batch's decisions depend on, read through `tx`; the note and double-issue
-        rows from `seen` (step 1's reads) when given."""
+        rows from `seen` (step 1's reads) and the head rows from `head_rows` when given."""
         heads: dict[str, tuple] = {}
-        for r in tx.all_among(_HEAD_STATE_SELECT, "book", books):
+        if head_rows is None:
+            head_rows = tx.all_among(_HEAD_STATE_SELECT, "book", books)
+        for r in head_rows:
             heads[r[0]] = (
                 r[0], int(r[1]), bytes(r[2]), bytes(r[3]),
                 None if r[4] is None else bytes(r[4]), int(r[5]), bytes(r[6]),
@@ -1353,26 +1360,62 @@ class BankEngine:
     def _commit_batch(
         self, items: list[_Item], mode: str, status: int, seen: _Seen | None = None
     ) -> None:
-        books = self._books_of(items, mode)
         t = self.now()
         signed: dict[tuple, Any] = {}
+        try:
+            plan, span = self._commit_once(items, mode, status, t, signed, seen)
+        except StoreConflict:
+            # PostgreSQL: another connection booked one of these notes (or recorded one of
+            # these double issues) after step 1 read them; decide again on reads under the lock
+            with self._stats_lock:
+                self.stats["conflicts"] = self.stats.get("conflicts", 0) + 1
+            plan, span = self._commit_once(items, mode, status, t, signed, None)
+        # committed: remember the new balances (opening a sealed balance costs an AES-GCM and
+        # an HKDF; the cache is keyed by the head it belongs to, so a stale entry never applies)
+        if len(self._balances) > 200_000:
+            self._balances.clear()
+        self._balances.update(plan.balances)
+        self._last_size.value = span
+        if span is not None:
+            with self._leaves_lock:
+                if len(self._leaves) > 4 * self.checkpoint_every + 4096:
+                    self._leaves.clear()  # checkpoints are made elsewhere: read them back then
+                self._leaves.update(zip(range(span[0], span[1]), (r[2] for r in plan.records)))
+        for it, out in zip(items, plan.outcomes):
+            it.outcome = out
+
+    def _commit_once(
+        self,
+        items: list[_Item],
+        mode: str,
+        status: int,
+        t: int,
+        signed: dict[tuple, Any],
+        seen: _Seen | None,
+    ) -> tuple[_Plan, tuple[int, int] | None]:
+        """One booking transaction for the batch: (its plan, the register span it appended)."""
+        books = self._books_of(items, mode)
+        pg = self.store.dialect == "postgresql"
         # SQLite: plan (sign) before taking the database's one write lock. PostgreSQL locks
         # only these books' rows, so planning under the lock blocks no one else and saves the
         # optimistic round of reads.
-        optimistic = self.store.dialect == "sqlite"
         state = plan = None
-        if optimistic:
+        if not pg:
             state = self._load_state(self.store.reader(), items, books, seen)
             plan = self._plan_batch(items, state, mode, status, t, cache=signed)
-        with self.store.transaction() as tx:
-            tx.lock_books(books)
-            # no other connection committed since step 1 read the notes: what it read holds
-            fresh = seen is not None and seen.version is not None
-            fresh = fresh and tx.data_version() == seen.version
+        with self.store.transaction(pipeline=True) as tx:
+            heads = tx.lock_books(books, _HEAD_STATE_COLUMNS)
+            if pg:
+                # step 1's note reads stand: a note or double issue another connection records
+                # meanwhile fails this transaction's insert on its unique key (StoreConflict)
+                fresh = seen is not None
+            else:  # no other connection committed since step 1 read the notes
+                fresh = seen is not None and seen.version is not None
+                fresh = fresh and tx.data_version() == seen.version
             if state is not None and fresh:
                 now = state
             else:
-                now = self._load_state(tx, items, books, seen if fresh else None)
+                now = self._load_state(tx, items, books, seen if fresh else None, heads)
             if plan is None:
                 plan = self._plan_batch(items, now, mode, status, t, cache=signed)
             elif now != state:  # something moved meanwhile: decide again under the lock,
@@ -1380,25 +1423,12 @@ class BankEngine:
                 plan = self._plan_batch(items, now, mode, status, t, cache=signed)
                 with self._stats_lock:
                     self.stats["replans"] = self.stats.get("replans", 0) + 1
-            self._write(tx, plan)
-        # committed: remember the new balances (opening a sealed balance costs an AES-GCM and
-        # an HKDF; the cache is keyed by the head it belongs to, so a stale entry never applies)
-        if len(self._balances) > 200_000:
-            self._balances.clear()
-        self._balances.update(plan.balances)
-        leaves = getattr(self._last_size, "leaves", None)
-        self._last_size.leaves = None
-        if leaves is not None:
-            first, bodies = leaves
-            with self._leaves_lock:
-                if len(self._leaves) > 4 * self.checkpoint_every + 4096:
-                    self._leaves.clear()  # checkpoints are made elsewhere: read them back then
-                self._leaves.update(zip(range(first, first + len(bodies)), bodies))
-        for it, out in zip(items, plan.outcomes):
-            it.outcome = out
+            span = self._write(tx, plan)
+        return plan, span
 
-    def _write(self, tx: Tx, plan: _Plan) -> None:
-        """Everything a plan writes; one statement per table (PostgreSQL: over arrays)."""
+    def _write(self, tx: Tx, plan: _Plan) -> tuple[int, int] | None:
+        """Everything a plan writes, one statement per table (PostgreSQL: over arrays); the
+        register's size before and after, if it grew."""
         tx.insert_many("records", ("book", "n", "body", "hchain"), _RECORD_TYPES, plan.records)
         tx.update_many("books", "book", _HEAD_COLUMNS, _HEAD_TYPES, plan.heads)
         tx.insert_many(
@@ -1419,22 +1449,11 @@ class BankEngine:
                 (spent, account, serial),
             )
         tx.insert_many("notices", _NOTICE_COLUMNS, _NOTICE_TYPES, plan.notices)
-        # last: the register (PostgreSQL: this row lock is held only until commit)
-        k = len(plan.records)
-        if k:
-            size = int(
-                tx.scalar(
-                    "UPDATE register_head SET size = size + ? WHERE id = 1 RETURNING size", (k,)
-                )
-            )
-            tx.insert_many(
-                "register",
-                ("seq", "book", "n"),
-                ("bigint", "text", "bigint"),
-                [(size - k + i, r[0], r[1]) for i, r in enumerate(plan.records)],
-            )
-            self._last_size.value = (size - k, size)
-            self._last_size.leaves = (size - k, [r[2] for r in plan.records])
+        # last: the register (PostgreSQL: its head row is locked only until commit)
+        if not plan.records:
+            return None
+        size = tx.append_register([(r[0], r[1]) for r in plan.records])
+        return size - len(plan.records), size
 
     def double_issues(self, account: str | None = None) -> list[dict[str, Any]]:
         """Evidence of double issuance: each second note with a used serial, with the first."""
@@ -1806,7 +1825,8 @@ _DUP_COLUMNS = ("digest", "note_id", "payer", "serial", "payee", "refusal", "tim
 _DUP_TYPES = ("bytea", "bytea", "text", "bigint", "text", "bytea", "bigint", "bytea")
 _NOTICE_COLUMNS = ("account", "kind", "note_id", "obj", "time")
 _NOTICE_TYPES = ("text", "integer", "bytea", "bytea", "bigint")
-_HEAD_STATE_SELECT = "SELECT book, n, ecode, hchain, coded_bal, last_kind, last_lsum FROM books"
+_HEAD_STATE_COLUMNS = "book, n, ecode, hchain, coded_bal, last_kind, last_lsum"
+_HEAD_STATE_SELECT = f"SELECT {_HEAD_STATE_COLUMNS} FROM books"
 _DUP_SELECT = "SELECT digest, note_id, payer, serial, payee, refusal, time FROM double_issues"
 
 

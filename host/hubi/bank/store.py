@@ -25,7 +25,11 @@ applies what is missing, under a lock, so several processes may open one databas
 Locking. PostgreSQL: a booking locks the book rows it appends to (``SELECT ... FOR UPDATE``, in
 account order, so two bookings never deadlock) and, just before commit, the single register_head
 row (so register positions follow commit order and a checkpoint never has a gap below it).
-Different accounts book in parallel; only the register append serialises. SQLite has one writer
+Different accounts book in parallel; only the register append serialises. A booking reads the
+note rows before it verifies the notes and does not read them again under the lock: a note (or
+double issue) that another connection recorded meanwhile fails the insert on its unique key,
+the transaction rolls back (``StoreConflict``) and the engine decides that batch again. The
+writes and the COMMIT go out in psycopg's pipeline mode, one round trip. SQLite has one writer
 at a time: ``transaction()`` is ``BEGIN IMMEDIATE``, which is the per-account lock and the
 register lock at once; the engine keeps that section short by signing before it takes the lock
 (optimistically, re-signing only if a head moved meanwhile).
@@ -47,6 +51,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 __all__ = [
     "MIGRATIONS",
     "Store",
+    "StoreConflict",
     "StoreError",
     "Tx",
     "open_store",
@@ -55,6 +60,11 @@ __all__ = [
 
 class StoreError(RuntimeError):
     """A database that cannot be opened, migrated or used; the message names URL and step."""
+
+
+class StoreConflict(StoreError):
+    """A PostgreSQL transaction rolled back because a row it inserted had been inserted by
+    another connection meanwhile (a unique key); the caller decides again on fresh reads."""
 
 
 # --------------------------------------------------------------------------------- migrations
@@ -314,14 +324,43 @@ class Tx:
             return None
         return int(self.conn.execute("PRAGMA data_version").fetchone()[0])
 
-    def lock_books(self, books: Sequence[str]) -> None:
-        """PostgreSQL: row-lock the books' head rows in a fixed order (no-op on SQLite)."""
-        if self.pg and books:
-            # one statement; LockRows sits above the Sort, so rows lock in book order
-            self.execute(
-                "SELECT book FROM books WHERE book = ANY(?) ORDER BY book FOR UPDATE",
-                (sorted(set(books)),),
-            ).fetchall()
+    def lock_books(self, books: Sequence[str], columns: str = "book") -> list[tuple] | None:
+        """PostgreSQL: row-lock the books' head rows in a fixed order and return their
+        `columns` as locked (one statement instead of a lock and a read). SQLite: None (the
+        transaction already holds the one write lock)."""
+        if not self.pg or not books:
+            return None
+        # LockRows sits above the Sort, so rows lock in book order and two bookings never
+        # deadlock; a row locked after a wait is re-read as committed by the other booking
+        return self.all(
+            f"SELECT {columns} FROM books WHERE book = ANY(?) ORDER BY book FOR UPDATE",
+            (sorted(set(books)),),
+        )
+
+    def append_register(self, entries: Sequence[tuple[str, int]]) -> int:
+        """Append (book, n) entries to the register; the register's new size. PostgreSQL: one
+        statement, and the register_head row it updates stays locked until commit, so positions
+        follow commit order."""
+        k = len(entries)
+        if self.pg:
+            books, ns = [e[0] for e in entries], [e[1] for e in entries]
+            return int(self.scalar(_REGISTER_APPEND_PG, (k, k, books, ns)))
+        size = int(self.scalar(_REGISTER_BUMP, (k,)))
+        self.conn.executemany(
+            "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)",
+            [(size - k + i, book, n) for i, (book, n) in enumerate(entries)],
+        )
+        return size
+
+
+_REGISTER_BUMP = "UPDATE register_head SET size = size + ? WHERE id = 1 RETURNING size"
+_REGISTER_APPEND_PG = (
+    "WITH h AS (UPDATE register_head SET size = size + %s WHERE id = 1 RETURNING size), "
+    "a AS (INSERT INTO register (seq, book, n) "
+    "SELECT h.size - %s + v.i - 1, v.book, v.n FROM h, "
+    "unnest(%b::text[], %b::bigint[]) WITH ORDINALITY AS v(book, n, i)) "
+    "SELECT size FROM h"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -421,9 +460,12 @@ class Store:
 
     # --- transactions
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Tx]:
+    def transaction(self, pipeline: bool = False) -> Iterator[Tx]:
         """A write transaction (SQLite: BEGIN IMMEDIATE; PostgreSQL: READ COMMITTED).
 
+        `pipeline` (PostgreSQL): statements whose results are not read go out without waiting
+        for the server (psycopg's pipeline mode), so the writes and the COMMIT of a booking
+        cost one round trip; an error shows at the next read or at commit.
         Nested calls on one thread join the outer transaction (they commit with it)."""
         outer = getattr(self._local, "tx", None)
         if outer is not None:
@@ -443,8 +485,16 @@ class Store:
                     raise
                 conn.execute("COMMIT")
             else:
-                with conn.transaction():
-                    yield tx
+                from psycopg import errors as pg_errors
+
+                try:
+                    with (
+                        conn.pipeline() if pipeline else contextlib.nullcontext(),
+                        conn.transaction(),
+                    ):
+                        yield tx
+                except pg_errors.UniqueViolation as exc:
+                    raise StoreConflict(f"{display_url(self.url)}: {exc}".strip()) from None
         finally:
             self._local.tx = None
 
