@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.mpy import compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
+from bench.mpy import MPY_MED, compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import codec, qr, suite, verify  # noqa: E402
 from tests.world import make_world  # noqa: E402
 
@@ -58,17 +58,6 @@ matrices = {b: cpk.PublicMatrix.open(p) for b, p in spec["matrices"].items()}
 spec = None
 """
 
-MPY_MED = r"""
-RUNS = %(runs)d
-def med(fn):
-    ts = []
-    for _ in range(RUNS):
-        t0 = time.ticks_us()
-        fn()
-        ts.append(time.ticks_diff(time.ticks_us(), t0))
-    ts.sort()
-    return "%%.3f %%.3f" %% (ts[len(ts) // 2] / 1000, ts[0] / 1000)
-"""
 
 MPY_SIGN_TIMING = (
     MPY_SIGN_SETUP

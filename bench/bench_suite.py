@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 sys.path[:0] = [str(ROOT), str(SHARED)]
 
-from bench.mpy import compile_mpy, exe, min_heap_kb, result_lines, run_mpy  # noqa: E402
+from bench.mpy import MPY_MED, compile_mpy, exe, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import ecies, suite  # noqa: E402
 
 PRIV = 0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721  # RFC 6979 test key
@@ -45,23 +45,18 @@ MSGS = [b"hubi note field %d: 0123456789abcdef0123456789abcdef" % i for i in ran
 MODULES = ["__init__", "ct", "ec", "ec_ct", "ec_vt", "suite", "aesgcm", "ecies"]
 
 
-MPY_TIMING = r"""
+MPY_TIMING = (
+    r"""
 import gc, time
 from hubi_core import suite, ecies
-RUNS = %(runs)d
 priv = %(priv)d
 msgs = %(msgs)r
 pub = suite.public_key(priv)
 sig = suite.sign(priv, msgs[0])
 blob = ecies.seal(pub, b"0123456789abcdef")
-def med(fn):
-    ts = []
-    for _ in range(RUNS):
-        t0 = time.ticks_us()
-        fn()
-        ts.append(time.ticks_diff(time.ticks_us(), t0))
-    ts.sort()
-    return "%%.3f %%.3f" %% (ts[len(ts) // 2] / 1000, ts[0] / 1000)
+"""
+    + MPY_MED
+    + r"""
 assert suite.sign_batch(priv, msgs) == [suite.sign(priv, m) for m in msgs]
 assert suite.verify(pub, msgs[0], sig)
 gc.collect()
@@ -75,6 +70,7 @@ print("RESULT", "seal", med(lambda: ecies.seal(pub, b"0123456789abcdef")))
 print("RESULT", "open", med(lambda: ecies.open_sealed(priv, blob)))
 print("RESULT", "resident", resident)
 """
+)
 
 # allocation volume: gc disabled, so run in a big heap (it is garbage, not live data)
 MPY_ALLOC = r"""

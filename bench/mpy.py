@@ -15,6 +15,21 @@ from hubi.binaries import find_exe
 SHARED = Path(__file__).resolve().parent.parent / "shared"
 
 
+# MicroPython: median and minimum of RUNS calls of fn, in ms ("%(runs)d" is filled in with
+# the rest of a script's template, so the percent signs are doubled)
+MPY_MED = r"""
+RUNS = %(runs)d
+def med(fn):
+    ts = []
+    for _ in range(RUNS):
+        t0 = time.ticks_us()
+        fn()
+        ts.append(time.ticks_diff(time.ticks_us(), t0))
+    ts.sort()
+    return "%%.3f %%.3f" %% (ts[len(ts) // 2] / 1000, ts[0] / 1000)
+"""
+
+
 def exe(name: str) -> str:
     found = find_exe(name)
     if found is None:
