@@ -133,20 +133,7 @@ class NodeProcess:
         self.starts = 0
 
     def argv(self) -> list[str]:
-        args = [
-            *serve_argv(),
-            "--home",
-            str(self.home),
-            "--bank",
-            self.bank,
-            "--port",
-            str(self.port),
-            "--ready-file",
-            str(self.ready),
-            "--log-level",
-            "info",
-        ]
-        return args + self.extra
+        return serve_argv(self.home, self.bank, self.port, self.ready, "info", self.extra)
 
     def start(self, timeout: float = 30.0) -> NodeProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"

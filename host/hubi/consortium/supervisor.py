@@ -33,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -155,9 +156,16 @@ def setup_bank(
     return made
 
 
-def serve_argv() -> list[str]:
-    """The bank node command, `hubi bank serve`, run by this interpreter."""
-    return [sys.executable, "-c", "from hubi.cli import main; main()", "bank", "serve"]
+def serve_argv(
+    home: Path, bank: str, port: int, ready_file: Path, log_level: str, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line of one bank node (`hubi bank serve`, run by this interpreter)."""
+    return [
+        *(sys.executable, "-c", "from hubi.cli import main; main()", "bank", "serve"),
+        *("--home", str(home), "--bank", bank, "--port", str(port)),
+        *("--ready-file", str(ready_file), "--log-level", log_level),
+        *extra,
+    ]
 
 
 @dataclass
@@ -189,20 +197,9 @@ class BankProcess:
 
     def spawn(self) -> None:
         self.ready_path.unlink(missing_ok=True)
-        argv = [
-            *serve_argv(),
-            "--home",
-            str(self.home),
-            "--bank",
-            self.bank,
-            "--port",
-            str(self.port),
-            "--ready-file",
-            str(self.ready_path),
-            "--log-level",
-            self.log_level,
-            *self.extra,
-        ]
+        argv = serve_argv(
+            self.home, self.bank, self.port, self.ready_path, self.log_level, self.extra
+        )
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop(service.ENV_CONFIG, None)
