@@ -78,12 +78,13 @@ def test_upload_outcomes_notices_and_books(bka):
     assert r.status_code == 200 and r.json()["duplicate"]
 
     # bounced: the payer cannot cover it; the Refusal is bank-signed and names the reason
-    big = anyone.upload(a3.note(a2.id, 10_001, serial=1))
+    bounced = a3.note(a2.id, 10_001, serial=1)  # one note: another would carry a later time
+    big = anyone.upload(bounced)
     assert big.outcome == "bounced" and big.reason_code == codec.REASON_INSUFFICIENT_FUNDS
     assert "10000" not in big.reason and "10,000" not in big.reason  # no balance to the payee
     ref = codec.decode(big.refusal, codec.REFUSAL)
     assert verify.verify_object(ref, trust).ok and ref["payee"] == a2.id
-    assert anyone.upload(a3.note(a2.id, 10_001, serial=1)).duplicate  # bounced, idempotent
+    assert anyone.upload(bounced).duplicate  # bounced, idempotent
 
     # refused: a forged field signature, and a second note with a used serial
     forged = bytearray(a1.note(a2.id, 5, serial=2))
@@ -282,9 +283,10 @@ def test_postgres_node_and_graceful_shutdown(bank_world, nodes, postgres_db):
     c = BankClient(node.url)
     assert c.health()["detail"]["store"] == "postgresql"
     assert "***" in c.health()["detail"]["database"] or "@" not in postgres_db
-    first = c.upload(a1.note(a2.id, 400, serial=1))
+    note = a1.note(a2.id, 400, serial=1)  # one note: another would carry a later time
+    first = c.upload(note)
     assert first.booked
-    assert c.upload(a1.note(a2.id, 400, serial=1)).duplicate
+    assert c.upload(note).duplicate
     assert c.upload(a1.note(a2.id, 700, serial=2)).outcome == "bounced"
 
     # SIGTERM while uploads are in flight: every answered upload is booked, exit status 0
