@@ -11,14 +11,14 @@ embedded, one-process set-up and unit tests).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-import httpx
-
 from hubi.bank.auth import Signer
 from hubi.consortium.errors import PeerError
+from hubi.infra.http_pool import HttpFailure, HttpPool, HttpTimeout
 from hubi_core.errors import CodecError, HubiError
 
 if TYPE_CHECKING:
@@ -30,57 +30,50 @@ VALIDATE_PATH = "/v1/consortium/validate"
 
 
 class HttpPeerTransport:
-    """Signed HTTP validation requests to peer bank nodes (one keep-alive pool per peer)."""
+    """Signed HTTP validation requests to peer bank nodes (one keep-alive pool per peer; a
+    validation request is safe to repeat, as :class:`HttpPool` may on a stale connection)."""
 
     def __init__(self, signer: Signer, endpoints: Mapping[str, str]):
         self.signer = signer
         self.endpoints = {b: url.rstrip("/") for b, url in endpoints.items()}
-        self._clients: dict[str, httpx.Client] = {}
+        self._pools: dict[str, HttpPool] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"HttpPeerTransport(as={self.signer.identity!r}, peers={sorted(self.endpoints)})"
 
-    def _client(self, bank: str) -> httpx.Client:
+    def _pool(self, bank: str) -> HttpPool:
         with self._lock:
-            c = self._clients.get(bank)
-            if c is None:
+            pool = self._pools.get(bank)
+            if pool is None:
                 url = self.endpoints.get(bank)
                 if url is None:
                     raise PeerError(bank, "no endpoint known for this bank (consortium file)")
-                c = httpx.Client(
-                    base_url=url,
-                    timeout=httpx.Timeout(10.0, connect=1.0),
-                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
-                )
-                self._clients[bank] = c
-            return c
+                pool = self._pools[bank] = HttpPool(url, timeout=10.0, connect_timeout=1.0)
+            return pool
 
     def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
-        client = self._client(bank)
+        pool = self._pool(bank)
         headers = self.signer.headers(bank, "POST", VALIDATE_PATH, None, note)
         headers["Content-Type"] = "application/octet-stream"
         try:
-            r = client.post(
-                VALIDATE_PATH,
-                content=note,
-                headers=headers,
-                timeout=httpx.Timeout(timeout, connect=min(1.0, timeout)),
-            )
-        except httpx.TimeoutException:
+            r = pool.post(VALIDATE_PATH, note, headers, timeout=timeout)
+        except HttpTimeout:
             raise PeerError(bank, f"no answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise PeerError(
-                bank, f"unreachable at {client.base_url}: {type(exc).__name__}"
-            ) from None
+        except HttpFailure as exc:
+            raise PeerError(bank, f"unreachable: {exc}") from None
         try:
-            doc = r.json()
+            doc = json.loads(r.body)
         except ValueError:
             doc = None
-        if r.status_code != 200 or not isinstance(doc, dict):
+        if r.status != 200 or not isinstance(doc, dict):
             code = doc.get("error") if isinstance(doc, dict) else None
-            msg = doc.get("message") if isinstance(doc, dict) else r.text[:200]
-            raise PeerError(bank, f"validation request failed: HTTP {r.status_code} {code}: {msg}")
+            msg = (
+                doc.get("message")
+                if isinstance(doc, dict)
+                else r.body[:200].decode("utf-8", "replace")
+            )
+            raise PeerError(bank, f"validation request failed: HTTP {r.status} {code}: {msg}")
         try:
             return bytes.fromhex(str(doc.get("endorsement", "")))
         except ValueError:
@@ -88,9 +81,9 @@ class HttpPeerTransport:
 
     def close(self) -> None:
         with self._lock:
-            clients, self._clients = list(self._clients.values()), {}
-        for c in clients:
-            c.close()
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
 
 
 class LocalPeerTransport:

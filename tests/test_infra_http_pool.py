@@ -1,0 +1,142 @@
+"""HttpPool against a real HTTP/1.1 server on loopback: reuse, stale connections, errors."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from hubi.infra.http_pool import HttpFailure, HttpPool, HttpTimeout
+from hubi.infra.ports import free_port
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    mode = (
+        "echo"  # echo | close-after-one | close-quietly | drop-second | drop-all | sleep | garbage
+    )
+
+    def __init__(self, port: int):
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.seen: list[tuple[int, str, bytes]] = []  # (client port, path, body)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        srv = self.server
+        port = self.client_address[1]
+        earlier = sum(1 for p, _, _ in srv.seen if p == port)
+        srv.seen.append((port, self.path, body))
+        if srv.mode == "garbage":
+            self.wfile.write(b"this is not HTTP\r\n\r\n")
+            self.close_connection = True
+            return
+        if srv.mode == "drop-all" or (srv.mode == "drop-second" and earlier == 1):
+            self.close_connection = True  # the second request on a connection: no reply at all
+            return
+        if srv.mode == "sleep":
+            time.sleep(0.6)
+        reply = b"got " + body
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        if srv.mode == "close-after-one":
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(reply)
+        if srv.mode == "close-quietly":
+            self.close_connection = True  # keep-alive promised, closed anyway
+
+
+@pytest.fixture
+def server() -> Iterator[_Server]:
+    srv = _Server(free_port())
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _url(srv: _Server, path: str = "") -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}{path}"
+
+
+def test_posts_reuse_one_connection_and_keep_the_path_prefix(server: _Server) -> None:
+    pool = HttpPool(_url(server, "/gw"))
+    replies = [pool.post("/v3/kv/put", b"n%d" % i, {}) for i in range(5)]
+    assert replies == [(200, b"got n%d" % i) for i in range(5)]
+    assert {path for _, path, _ in server.seen} == {"/gw/v3/kv/put"}
+    assert len({port for port, _, _ in server.seen}) == 1
+    pool.close()
+
+
+@pytest.mark.parametrize("mode", ["close-after-one", "close-quietly"])
+def test_connection_the_server_closed_is_not_used_again(server: _Server, mode: str) -> None:
+    server.mode = mode
+    pool = HttpPool(_url(server))
+    for i in range(3):
+        assert pool.post("/x", b"%d" % i, {}).body == b"got %d" % i
+        time.sleep(0.05)  # the server's close reaches the idle socket
+    assert len({port for port, _, _ in server.seen}) == 3
+    assert len(server.seen) == 3  # nothing was sent twice
+
+
+def test_reused_connection_closed_without_a_reply_is_retried_once_on_a_new_one(
+    server: _Server,
+) -> None:
+    server.mode = "drop-second"
+    pool = HttpPool(_url(server))
+    assert pool.post("/x", b"a", {}).body == b"got a"
+    assert pool.post("/x", b"b", {}).body == b"got b"
+    ports = [port for port, _, _ in server.seen]
+    assert [body for _, _, body in server.seen] == [b"a", b"b", b"b"]
+    assert ports[0] == ports[1] != ports[2]
+
+
+def test_new_connection_closed_without_a_reply_fails_without_a_retry(server: _Server) -> None:
+    server.mode = "drop-all"
+    pool = HttpPool(_url(server))
+    with pytest.raises(HttpFailure, match=r"127\.0\.0\.1:\d+: connection closed before the reply"):
+        pool.post("/x", b"a", {})
+    assert [body for _, _, body in server.seen] == [b"a"]
+
+
+def test_garbage_instead_of_a_reply_names_the_fault(server: _Server) -> None:
+    server.mode = "garbage"
+    pool = HttpPool(_url(server))
+    with pytest.raises(HttpFailure, match=r"127\.0\.0\.1:\d+: BadStatusLine"):
+        pool.post("/x", b"c", {})
+    server.mode = "echo"
+    assert pool.post("/x", b"d", {}).body == b"got d"  # the broken connection was not kept
+
+
+def test_timeout_names_the_server_and_the_limit(server: _Server) -> None:
+    server.mode = "sleep"
+    pool = HttpPool(_url(server), timeout=5.0)
+    with pytest.raises(HttpTimeout, match=r"http://127\.0\.0\.1:\d+: timed out after 0\.2 s"):
+        pool.post("/x", b"slow", {}, timeout=0.2)
+    assert pool.post("/x", b"slow", {}, timeout=3.0).body == b"got slow"
+
+
+def test_nothing_listening_is_a_failure_not_a_hang() -> None:
+    port = free_port()
+    pool = HttpPool(f"http://127.0.0.1:{port}", connect_timeout=0.5)
+    t0 = time.monotonic()
+    with pytest.raises(HttpFailure, match=rf"127\.0\.0\.1:{port}: ConnectionRefusedError"):
+        pool.post("/x", b"", {})
+    assert time.monotonic() - t0 < 5
+
+
+def test_bad_base_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="not an http"):
+        HttpPool("etcd://127.0.0.1:2379")
