@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
 
 from hubi.bank import audit, merkle
+from hubi.bank import engine as engine_mod
 from hubi.bank import records as rec
 from hubi.bank.engine import (
     FLAG_DOUBLE_ISSUE,
@@ -232,6 +234,46 @@ def test_interbank_sides_and_validate(tmp_path, request, world: World) -> None: 
     _clean(b, w)
     a.close()
     b.close()
+
+
+def test_booking_reuses_the_verification_validate_made_of_the_same_bytes(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, world: World
+) -> None:  # noqa: ANN001
+    w = world
+    eng = make_bank(f"sqlite:///{tmp_path}/memo.db", w, accounts=("BKA-mo", "BKA-ny"), fund=500)
+    calls: list[str] = []
+    real = verify.verify_note
+
+    def counted(obj, trust, now):  # noqa: ANN001, ANN202 - the real verifier, counted
+        calls.append(obj.signer)
+        return real(obj, trust, now)
+
+    monkeypatch.setattr(verify, "verify_note", counted)
+    monkeypatch.setattr(engine_mod, "VERIFIED_MEMO", 2)
+    notes = [_enc(w.note("BKA-mo", "BKA-ny", 10 + i, serial=i)) for i in range(1, 5)]
+    for n in notes[:3]:
+        assert eng.validate(n).ok
+    assert len(calls) == 3
+    assert eng.book(notes[2]).status == "booked" and len(calls) == 3  # from the memo
+    assert eng.book(notes[0]).status == "booked" and len(calls) == 4  # pushed out: verified
+    eng.trust = copy.copy(eng.trust)  # other trust anchors: nothing validated before counts
+    assert eng.book(notes[1]).status == "booked" and len(calls) == 5
+
+    # a failed validation is not remembered; altered bytes are other bytes
+    def forged(other: str) -> bytes:  # the amount's signature taken from another field
+        obj = codec.decode(notes[3], codec.NOTE)
+        obj.sigs["amount"] = obj.sigs[other]
+        obj.raw = None
+        return _enc(obj)
+
+    assert not eng.validate(forged("payee")).ok and len(calls) == 6
+    assert eng.book(forged("payee")).status == "rejected" and len(calls) == 7
+    assert eng.validate(notes[3]).ok and len(calls) == 8
+    assert eng.book(forged("purpose")).status == "rejected" and len(calls) == 9
+    assert eng.book(notes[3]).status == "booked" and len(calls) == 9
+    assert (eng.balance("BKA-mo"), eng.balance("BKA-ny")) == (500 - 11 - 12 - 13 - 14, 550)
+    _clean(eng, w)
+    eng.close()
 
 
 def test_book_many_matches_one_by_one(store_url: str, world: World) -> None:

@@ -25,7 +25,9 @@ Booking a same-bank note (``book``):
      serial is double issuance (step 4).
   2. verify offline (``verify_note``: every field signature, low S, the bank's seal over the
      template); a failure → status ``rejected`` with a signed Refusal (bad-signature or
-     bad-template), nothing stored: a forged note must not claim its payer's serial.
+     bad-template), nothing stored: a forged note must not claim its payer's serial. A note
+     ``validate()`` passed moments before (a peer's endorsement, then its debit from the log)
+     is not verified twice: its report is kept by the SHA-256 of its bytes and trust anchors.
   3. bind: payer and payee are accounts opened here (else ``rejected``/unknown-account),
      amount > 0, payer != payee (bad-format); the offline allowance the note spends — the one
      it names, else the payer's allowance whose serial range holds the note's serial (each
@@ -64,6 +66,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time as _time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -287,6 +290,7 @@ class Checkpoint:
 
 
 GROUP_MAX = 64  # notes per group-commit transaction
+VERIFIED_MEMO = 4096  # notes validate() passed, kept for their booking (about 1 MB)
 
 
 class _Slot:
@@ -461,6 +465,10 @@ class BankEngine:
         self._digests: dict[tuple[int, str], int] = {}  # lsum digests of account ids
         self._accounts: dict[str, AccountInfo] = {}
         self._balances: dict[str, tuple[int, bytes, int]] = {}
+        # passing verification reports of notes validate() checked, by SHA-256 of their bytes,
+        # for the booking that follows (a peer's endorsement, then its debit from the log)
+        self._verified: OrderedDict[bytes, tuple[verify.Trust, verify.Report]] = OrderedDict()
+        self._verified_lock = threading.Lock()
         expected = trust.bank_key(self.bank) if self.bank in trust.consortium.banks else None
         if expected is not None and expected != self.keys.public_key:
             raise BankEngineError(
@@ -792,10 +800,14 @@ class BankEngine:
             return Verdict(
                 False, codec.REASON_UNKNOWN_ACCOUNT, f"neither account is at {self.bank}", it.nid
             )
-        report = verify.verify_note(obj, self.trust, None)
+        report = self._verify(it)
         if not report.ok:
             code, why = _verify_reason(report)
             return Verdict(False, code, why, it.nid, report.as_dict())
+        with self._verified_lock:
+            self._verified[it.digest] = (self.trust, report)
+            while len(self._verified) > VERIFIED_MEMO:
+                self._verified.popitem(last=False)
         bad = self._bind(it, mode)
         if bad:
             return Verdict(False, bad[0], bad[1], it.nid, report.as_dict())
@@ -808,6 +820,16 @@ class BankEngine:
         if out.replay and out.status == REFUSED:
             return Verdict(False, out.reason_code, out.reason, it.nid, report.as_dict())
         return Verdict(True, None, None, it.nid, report.as_dict())
+
+    def _verify(self, it: _Item) -> verify.Report:
+        """``verify_note`` of the item, or the passing report validate() made of the very same
+        bytes under the same trust anchors (verification depends on nothing else)."""
+        with self._verified_lock:
+            memo = self._verified.pop(it.digest, None)
+        if memo is not None and memo[0] is self.trust:
+            return memo[1]
+        assert it.obj is not None
+        return verify.verify_note(it.obj, self.trust, None)
 
     def _route(self, obj: codec.Obj, mode: str) -> str | None:
         payer, payee = obj.signer, obj["payee"]
@@ -879,8 +901,7 @@ class BankEngine:
         for it in items:
             if it.outcome is not None:
                 continue
-            assert it.obj is not None
-            report = verify.verify_note(it.obj, self.trust, None)
+            report = self._verify(it)
             if not report.ok:
                 code, why = _verify_reason(report)
                 it.outcome = self._rejected(it.base(REJECTED, self.now()), code, why)
