@@ -31,9 +31,27 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         srv = self.server
+        if self.path == "/stream":  # a watch: lines in chunks, split anyhow, then a pause
+            srv.seen.append((self.client_address[1], self.path, body))
+            self.send_response(200 if body != b"bad" else 400)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self._chunk(b"first line\nsec")
+            time.sleep(0.05)
+            self._chunk(b"ond line\n")
+            if srv.mode == "stall":
+                time.sleep(0.8)
+            self._chunk(b"last\n")
+            self.wfile.write(b"0\r\n\r\n")
+            self.close_connection = True
+            return
         port = self.client_address[1]
         earlier = sum(1 for p, _, _ in srv.seen if p == port)
         srv.seen.append((port, self.path, body))
@@ -140,3 +158,36 @@ def test_nothing_listening_is_a_failure_not_a_hang() -> None:
 def test_bad_base_url_is_refused() -> None:
     with pytest.raises(ValueError, match="not an http"):
         HttpPool("etcd://127.0.0.1:2379")
+
+
+def test_stream_yields_whole_lines_as_they_come_and_ends_with_the_reply(server: _Server) -> None:
+    pool = HttpPool(_url(server))
+    with pool.stream("/stream", b"w", {}, idle_timeout=5.0) as resp:
+        assert resp.status == 200
+        assert list(resp.lines()) == [b"first line\n", b"second line\n", b"last\n"]
+    with pool.stream("/stream", b"bad", {}, idle_timeout=5.0) as resp:
+        assert resp.status == 400 and resp.read().startswith(b"first line")
+
+
+def test_stream_that_goes_quiet_raises_a_timeout_after_the_lines_it_had(server: _Server) -> None:
+    server.mode = "stall"
+    pool = HttpPool(_url(server))
+    got = []
+    with (
+        pytest.raises(HttpTimeout, match=r"nothing for 0\.3 s"),
+        pool.stream("/stream", b"w", {}, idle_timeout=0.3) as resp,
+    ):
+        for line in resp.lines():
+            got.append(line)
+    assert got == [b"first line\n", b"second line\n"]
+
+
+def test_stream_to_nothing_listening_fails_before_any_line() -> None:
+    port = free_port()
+    pool = HttpPool(f"http://127.0.0.1:{port}")
+    with (
+        pytest.raises(HttpFailure, match="ConnectionRefusedError") as info,
+        pool.stream("/stream", b"w", {}, idle_timeout=1.0),
+    ):
+        pass
+    assert not isinstance(info.value, HttpTimeout)

@@ -1,10 +1,11 @@
 """Keep-alive HTTP/1.1 POSTs on the standard library, for the per-note calls between processes.
 
 A bank node makes a few requests for every interbank note: etcd claims through the JSON gateway
-and signed validation requests to its peers. Through ``httpx`` each costs about 650 µs of CPU
-on loopback here; a reused ``http.client`` connection about 200 µs (bench/consortium.md). This
-module is the small part of a client those calls need: a pool of idle connections to one
-origin, a request timeout, and errors that say what failed.
+and signed validation requests to its peers, and it reads every log entry from an etcd watch
+stream. Through ``httpx`` a request costs about 650 µs of CPU on loopback here; on a reused
+``http.client`` connection about 200 µs (bench/consortium.md). This module is the small part of
+a client those calls need: a pool of idle connections to one server, timeouts, a reply read
+line by line as it arrives, and errors that say what failed.
 
 A connection taken from the pool is first checked with a zero-timeout ``select``: an idle
 socket that is readable has been closed by the server (or holds garbage), so it is dropped
@@ -18,10 +19,12 @@ from __future__ import annotations
 import http.client
 import select
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-__all__ = ["HttpFailure", "HttpPool", "HttpReply", "HttpTimeout"]
+__all__ = ["HttpFailure", "HttpPool", "HttpReply", "HttpStream", "HttpTimeout"]
 
 
 class HttpFailure(Exception):
@@ -35,6 +38,38 @@ class HttpTimeout(HttpFailure):
 class HttpReply(NamedTuple):
     status: int
     body: bytes
+
+
+class HttpStream:
+    """A reply read as it arrives (see :meth:`HttpPool.stream`)."""
+
+    def __init__(self, origin: str, resp: http.client.HTTPResponse, idle_timeout: float):
+        self.origin = origin
+        self.status = resp.status
+        self._resp = resp
+        self._idle = idle_timeout
+
+    def read(self) -> bytes:
+        """The rest of the reply (for an error reply's body)."""
+        return self._read(self._resp.read)
+
+    def lines(self) -> Iterator[bytes]:
+        """The reply's lines as they come; ends when the server ends the reply. Raises
+        :class:`HttpTimeout` when no byte came for ``idle_timeout`` s."""
+        readline = self._resp.readline
+        while True:
+            line = self._read(readline)
+            if not line:
+                return
+            yield line
+
+    def _read(self, fn: Callable[[], bytes]) -> bytes:
+        try:
+            return fn()
+        except TimeoutError:
+            raise HttpTimeout(f"{self.origin}: nothing for {self._idle:g} s") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise HttpFailure(f"{self.origin}: {type(exc).__name__}: {exc}") from None
 
 
 # a reused connection that fails like this was closed by the server while idle
@@ -137,6 +172,37 @@ class HttpPool:
             else:
                 self._give(conn)
             return HttpReply(resp.status, data)
+
+    @contextmanager
+    def stream(
+        self,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        idle_timeout: float,
+        timeout: float | None = None,
+    ) -> Iterator[HttpStream]:
+        """POST on a connection of its own and read the reply as it arrives (a watch). Until
+        the reply's headers: ``timeout`` and :class:`HttpFailure`; after them, each read waits
+        up to ``idle_timeout``. The connection is closed when the block ends."""
+        limit = self.timeout if timeout is None else timeout
+        conn = None
+        try:
+            conn = self._new(limit)
+            assert conn.sock is not None
+            conn.sock.settimeout(limit)
+            conn.request("POST", self._prefix + path, body=body, headers=headers)
+            resp = conn.getresponse()
+            conn.sock.settimeout(idle_timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            if conn is not None:
+                conn.close()
+            raise HttpFailure(f"{self.origin}: {type(exc).__name__}: {exc}") from None
+        try:
+            yield HttpStream(self.origin, resp, idle_timeout)
+        finally:
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
