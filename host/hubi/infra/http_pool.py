@@ -2,8 +2,8 @@
 
 A bank node makes a few requests for every interbank note: etcd claims through the JSON gateway
 and signed validation requests to its peers, and it reads every log entry from an etcd watch
-stream. Through ``httpx`` a request costs about 650 µs of CPU on loopback here; on a reused
-``http.client`` connection about 200 µs (bench/consortium.md). This module is the small part of
+stream. An etcd put through ``httpx`` costs about 670 µs of client CPU on loopback here, through
+a reused ``http.client`` connection about 310 µs (bench/consortium.md). This module is the part of
 a client those calls need: a pool of idle connections to one server, timeouts, a reply read
 line by line as it arrives, and errors that say what failed.
 
