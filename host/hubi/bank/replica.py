@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from typing import Any
 from hubi.bank import records as rec_mod
 from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError, BankUnavailable
+from hubi.infra.sqlite import connect_wal, immediate
 
 log = logging.getLogger("hubi.bank.replica")
 
@@ -81,9 +81,7 @@ class ReplicaStore:
             else:
                 path = self._path()
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-                c = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
-                c.execute("PRAGMA journal_mode=WAL")
-                c.execute("PRAGMA synchronous=NORMAL")
+                c = connect_wal(path)
             self._local.conn = c
             with self._lock:
                 self._conns.append(c)
@@ -101,13 +99,8 @@ class ReplicaStore:
             with c.transaction():
                 yield c
         else:
-            c.execute("BEGIN IMMEDIATE")
-            try:
+            with immediate(c):
                 yield c
-            except BaseException:
-                c.execute("ROLLBACK")
-                raise
-            c.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         return self._exec(self.conn(), sql, params).fetchall()

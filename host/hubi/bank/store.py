@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from hubi.infra.sqlite import connect_wal, immediate
+
 __all__ = [
     "MIGRATIONS",
     "Store",
@@ -414,12 +416,7 @@ class Store:
     def _connect(self) -> Any:
         if self.dialect == "sqlite":
             try:
-                conn = sqlite3.connect(
-                    self.location.target, timeout=120, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self._sync}")
-                conn.execute("PRAGMA busy_timeout=120000")
+                conn = connect_wal(self.location.target, self._sync, timeout=120)
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.url}: {exc}") from None
             return conn
@@ -476,14 +473,8 @@ class Store:
         self._local.tx = tx
         try:
             if self.dialect == "sqlite":
-                conn.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate(conn):
                     yield tx
-                except BaseException:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                    raise
-                conn.execute("COMMIT")
             else:
                 from psycopg import errors as pg_errors
 

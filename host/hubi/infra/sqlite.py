@@ -9,6 +9,32 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def connect_wal(
+    path: str | Path, synchronous: str = "NORMAL", timeout: float = 60.0
+) -> sqlite3.Connection:
+    """A connection to a WAL-mode database, usable from any thread, with explicit transactions
+    (autocommit otherwise) and `timeout` seconds of waiting for another writer's lock."""
+    c = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute(f"PRAGMA synchronous={synchronous}")
+    c.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    return c
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE (the write lock at once, so no deadlock on upgrade) ... COMMIT; ROLLBACK
+    and re-raise on any error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class ThreadSqlite:
     """Connections are opened lazily per thread and all closed by close(). Errors are raised as
     `error` (the caller's exception class) with a message naming `what`."""
@@ -28,12 +54,7 @@ class ThreadSqlite:
         c = getattr(self._local, "conn", None)
         if c is None:
             try:
-                c = sqlite3.connect(
-                    str(self.path), timeout=60, isolation_level=None, check_same_thread=False
-                )
-                c.execute("PRAGMA journal_mode=WAL")
-                c.execute("PRAGMA synchronous=NORMAL")
-                c.execute("PRAGMA busy_timeout=60000")
+                c = connect_wal(self.path)
             except sqlite3.Error as exc:
                 raise self._error(f"cannot open {self._what}: {exc}") from None
             self._local.conn = c
@@ -45,14 +66,8 @@ class ThreadSqlite:
     def tx(self) -> Iterator[sqlite3.Connection]:
         """A write transaction (BEGIN IMMEDIATE): committed on success, rolled back on error."""
         c = self.conn()
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(c):
             yield c
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
 
     def close(self) -> None:
         self.closed = True

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubi.infra.sqlite import connect_wal, immediate
+
 from . import book
 
 SCHEMA_VERSION = 1
@@ -205,11 +207,8 @@ class Outbox:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), isolation_level=None, timeout=30.0)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        self.db = connect_wal(self.path, "FULL", timeout=30.0)
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=30000")
         self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), one statement at a time
         book.ensure(self.db)
         self.db.execute(
@@ -228,13 +227,8 @@ class Outbox:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(self.db):
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
 
     # ------------------------------------------------------------------------- serials
     def _next_serial(self, signer: str) -> int:
