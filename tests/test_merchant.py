@@ -192,12 +192,13 @@ def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
 
 
 def test_outbox_is_wal_and_keeps_exact_bytes(shop: Shop) -> None:
+    # the Outbox first: run alone, this test is the one that creates the file
+    with Outbox(shop.home / "outbox.sqlite") as ob:
+        for row in ob.notes():
+            assert codec.encode(codec.decode(row.bytes)) == row.bytes
+        assert ob.integrity() == "ok"
     db = sqlite3.connect(shop.home / "outbox.sqlite")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
-    with Outbox(shop.home / "outbox.sqlite") as ob:
-        for row in ob.notes():
-            assert codec.encode(codec.decode(row.bytes)) == row.bytes
-        assert ob.integrity() == "ok"
