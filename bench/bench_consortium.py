@@ -15,7 +15,9 @@ Phases: `clients` closed-loop client threads each upload notes back to back (1 c
 latency of an idle consortium; more clients = throughput). Reported per phase: notes/s, latency
 p50/p90/p99/max; per bank: the stage timings the nodes record (collect endorsements, claim,
 wait for settlement, apply, engine debit/credit) and the CPU seconds each process used per
-settled note (from /proc), which is what decides how far it scales. Machine: CPU count and load
+settled note (from /proc), which is what decides how far it scales, and the CPU each bank's log
+applier thread used per note (serial in every bank, so it bounds the rate however many cores
+the rest gets). Machine: CPU count and load
 average before/after (a shared machine: other work runs beside the benchmark).
 
 Nothing is asserted; bench/consortium.md discusses the figures.
@@ -138,6 +140,17 @@ def run_phase(urls: dict[str, str], notes: list[tuple[str, bytes]], clients: int
     }
 
 
+def appliers(urls: dict[str, str], home: Path) -> dict[str, float]:
+    """CPU seconds each bank's log applier thread has used so far (its /status)."""
+    out = {}
+    for b, u in urls.items():
+        st = _consortium_status(u, home, b)
+        if st is None or "applier" not in st:
+            raise SystemExit(f"bank {b}: no consortium status at {u}")
+        out[b] = float(st["applier"]["cpu_s"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--banks", type=int, default=4)
@@ -182,11 +195,13 @@ def main() -> None:
         pids.update({f"etcd {m.name}": m.pid for m in sup.cluster.members})
         for i, clients in enumerate(phases):
             notes = make_notes(accounts, args.notes, seed=1 + i)
+            applier0 = appliers(urls, sup.home)
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             own0 = time.process_time()
             phase = run_phase(urls, notes, clients)
             own = time.process_time() - own0
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
+            applier1 = appliers(urls, sup.home)
             settled = max(1, phase["outcomes"].get("booked", 0))
             phase["cpu_ms_per_note"] = {
                 k: round((cpu1[k] - cpu0[k]) / settled * 1000, 2) for k in pids
@@ -194,6 +209,13 @@ def main() -> None:
             phase["cpu_ms_per_note_total"] = round(sum(phase["cpu_ms_per_note"].values()), 1)
             # not in the total: the uploading clients (this process) stand for the merchants
             phase["client_cpu_ms_per_note"] = round(own / settled * 1000, 2)
+            # every bank applies every interbank note on one thread: its CPU per note bounds
+            # the consortium's rate however many cores the rest of the node gets
+            phase["applier_cpu_ms_per_note"] = {
+                b: round((applier1[b] - applier0[b]) / settled * 1000, 3) for b in urls
+            }
+            worst = max(phase["applier_cpu_ms_per_note"].values())
+            phase["applier_bound_notes_per_s"] = round(1000 / worst) if worst > 0 else None
             result["phases"].append(phase)
             print(json.dumps(phase), flush=True)
         result["stages"] = {
@@ -213,13 +235,16 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(out + "\n")
     print()
-    print("| clients | notes/s | p50 ms | p90 ms | p99 ms | CPU ms/note (all processes) |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| clients | notes/s | p50 ms | p90 ms | p99 ms | CPU ms/note (all processes) "
+        "| applier CPU ms/note (busiest bank) |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for p in result["phases"]:
         lm = p["latency_ms"]
         print(
             f"| {p['clients']} | {p['notes_per_s']} | {lm['p50']} | {lm['p90']} | {lm['p99']} "
-            f"| {p['cpu_ms_per_note_total']} |"
+            f"| {p['cpu_ms_per_note_total']} | {max(p['applier_cpu_ms_per_note'].values())} |"
         )
 
 
