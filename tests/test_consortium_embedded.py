@@ -5,6 +5,7 @@ orderers (SQLite and a real etcd cluster)."""
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from pathlib import Path
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from hubi.bank import audit as audit_mod
+from hubi.bank.records import BookVerifier
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import EndorsementVerifier, evaluate, make_endorsement, note_digest
-from hubi.consortium.errors import NotEndorsed, PeerError
+from hubi.consortium.errors import NotEndorsed, OrdererError, PeerError
 from hubi.consortium.etcd_orderer import EtcdOrderer
 from hubi.consortium.node import ConsortiumNode
 from hubi.consortium.orderer import SqliteOrderer
@@ -357,6 +359,78 @@ def test_node_resumes_from_its_last_applied_revision(world, tmp_path: Path) -> N
     wait_all(ec)
     assert d2.state.counts() == {"settled": 6}
     assert ec.engine("BKD").balance("BKD-000001") == FUNDS + 1
+
+
+def test_applier_gets_signatures_checked_ahead_by_the_log_reader(
+    world, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-ahead checks each entry's signatures on the log reader's thread before the
+    applier gets there, and the applier uses that: at a bank that only applies (neither the
+    payer's nor the payee's bank), every endorsement seal and every field of the payer's bank's
+    BalanceNotice is verified by the reader, and none on the applier's thread."""
+    ec, acc = world
+    threads: list[str] = []
+    plain = BookVerifier.verify
+
+    def counted(self: BookVerifier, msg: bytes, sig: bytes) -> bool:
+        name = threading.current_thread().name
+        if name.startswith("hubi-BKC-"):
+            threads.append(name)
+        return plain(self, msg, sig)
+
+    monkeypatch.setattr(BookVerifier, "verify", counted)
+    before = ec.nodes["BKC"].status()["applier"]
+    k = 6
+    for i in range(k):
+        note = acc["BKA-000001"].note("BKB-000001", 20 + i)
+        assert ec.submit("BKB", note)["outcome"] == "booked"
+    wait_all(ec)
+    seen = collections.Counter(threads)
+    assert seen["hubi-BKC-apply"] == 0, seen
+    # 3 endorsements (the payee's, the payer's and one more bank's) and 5 signed fields
+    assert seen["hubi-BKC-log"] >= 8 * k, seen
+    after = ec.nodes["BKC"].status()["applier"]
+    assert after["events"] >= before["events"] + 2 * k
+    assert after["cpu_s"] > before["cpu_s"]
+    assert after["read_ahead_cpu_s"] > before["read_ahead_cpu_s"]
+    assert ec.engine("BKB").balance("BKB-000001") == FUNDS + sum(20 + i for i in range(k))
+
+
+def test_applier_goes_on_after_the_log_fails_mid_stream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log breaks off at BKC after two events, twice: the error reaches BKC's applier,
+    which waits, starts reading again after its last applied revision, and ends with the same
+    log as every other bank, each event applied once."""
+    accounts = make_home(tmp_path / "home", BANKS4)
+    ec = EmbeddedConsortium(
+        tmp_path / "home", settle_timeout=10.0, trust=load_trust(tmp_path / "home")
+    )
+    c = ec.nodes["BKC"]
+    plain = c.orderer.events
+    breaks = []
+
+    def breaking(after, stop, prefix=b"log/"):
+        for i, ev in enumerate(plain(after, stop, prefix)):
+            if i == 2 and len(breaks) < 2:
+                breaks.append(after)
+                raise OrdererError("watch broke off (test)")
+            yield ev
+
+    c.orderer.events = breaking
+    with ec:
+        for i in range(6):
+            note = accounts["BKA-000001"].note("BKB-000001", 30 + i)
+            assert ec.submit("BKB", note)["outcome"] == "booked"
+        wait_all(ec)
+        assert len(breaks) == 2
+        # the two events before a break were applied before the error reached the applier
+        assert breaks[1] >= breaks[0] + 2, breaks
+        assert c.status()["entries"] == {"settled": 6}
+        assert c.status()["log_hash"] == ec.nodes["BKA"].status()["log_hash"]
+        assert c.last_error is None  # cleared by the events applied after the break
+    paused = [r.getMessage() for r in caplog.records if "applying the log paused" in r.getMessage()]
+    assert len(paused) == 2 and all("watch broke off (test)" in m for m in paused), paused
 
 
 def test_endorsement_checks_name_the_problem(world) -> None:
