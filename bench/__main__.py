@@ -16,6 +16,7 @@ BENCHES = {
     "token": "bench.bench_token",  # request -> QR on screen per board, heap, ESP32 projection
     "bank": "bench.bench_bank",  # booking vs verification bound, 10^6-record audit, recovery
     "consortium": "bench.bench_consortium",  # interbank settlement with 4 banks + 3 etcd members
+    "applier": "bench.bench_applier",  # one bank catching up on the log it missed
 }
 
 

@@ -31,6 +31,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -154,6 +155,60 @@ def appliers(urls: dict[str, str], home: Path) -> dict[str, tuple[float, float]]
     return out
 
 
+def catch_up(
+    sup: Supervisor, urls: dict[str, str], accounts: dict[str, dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """How fast a bank that was away catches up: the last bank's process is paused (SIGSTOP)
+    while the others settle `n` notes among themselves, then resumed; timed until its applied
+    revision reaches theirs. The other banks are idle meanwhile, so this is one node's log
+    applier and its reader with the machine to themselves."""
+    lag = sorted(urls)[-1]
+    proc = sup.banks[lag].proc
+    assert proc is not None
+    others = {b: u for b, u in urls.items() if b != lag}
+    mine = {a: d for a, d in accounts.items() if a[:3] != lag}
+    notes = make_notes(mine, n, seed=99)
+    before = _consortium_status(urls[lag], sup.home, lag) or {}
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        phase = run_phase(others, notes, 8)
+        head = max(
+            (_consortium_status(u, sup.home, b) or {}).get("applied_revision", 0)
+            for b, u in others.items()
+        )
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    t0 = time.perf_counter()
+    while True:
+        st = _consortium_status(urls[lag], sup.home, lag) or {}
+        if st.get("applied_revision", 0) >= head:
+            break
+        if time.perf_counter() - t0 > 600:
+            raise SystemExit(f"bank {lag} did not catch up to revision {head}")
+        time.sleep(0.02)
+    seconds = time.perf_counter() - t0
+    events = st["applier"]["events"] - before["applier"]["events"]
+    return {
+        "bank": lag,
+        "notes_settled_meanwhile": phase["outcomes"].get("booked", 0),
+        "events": events,
+        "seconds": round(seconds, 3),
+        "events_per_s": round(events / seconds, 1),
+        "applier_cpu_ms_per_event": round(
+            (st["applier"]["cpu_s"] - before["applier"]["cpu_s"]) / events * 1000, 3
+        ),
+        "read_ahead_cpu_ms_per_event": round(
+            (
+                st["applier"].get("read_ahead_cpu_s", 0)
+                - before["applier"].get("read_ahead_cpu_s", 0)
+            )
+            / events
+            * 1000,
+            3,
+        ),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--banks", type=int, default=4)
@@ -162,6 +217,13 @@ def main() -> None:
     ap.add_argument("--no-fsync", action="store_true", help="etcd without fsync (not durable)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")
     ap.add_argument("--keep", action="store_true", help="keep the state folder")
+    ap.add_argument(
+        "--catch-up",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then pause one bank while the others settle N notes, and time its catching up",
+    )
     args = ap.parse_args()
     phases = [int(x) for x in args.clients.split(",")]
 
@@ -228,6 +290,9 @@ def main() -> None:
             phase["applier_bound_notes_per_s"] = round(1000 / worst) if worst > 0 else None
             result["phases"].append(phase)
             print(json.dumps(phase), flush=True)
+        if args.catch_up:
+            result["catch_up"] = catch_up(sup, urls, accounts, args.catch_up)
+            print(json.dumps({"catch_up": result["catch_up"]}), flush=True)
         result["stages"] = {
             b: (_consortium_status(u, sup.home, b) or {}).get("timings") for b, u in urls.items()
         }
