@@ -17,8 +17,8 @@ p50/p90/p99/max; per bank: the stage timings the nodes record (collect endorseme
 wait for settlement, apply, engine debit/credit) and the CPU seconds each process used per
 settled note (from /proc), which is what decides how far it scales, and the CPU per note of each
 bank's log applier thread and of the thread that reads and checks the log ahead of it (every
-bank runs both for every interbank note, in order, so the busier one bounds the rate however
-many cores the rest gets). Machine: CPU count and load
+bank runs both for every interbank note, in order, so by CPU the busier one bounds the rate
+however many cores the rest gets). Machine: CPU count and load
 average before/after (a shared machine: other work runs beside the benchmark).
 
 Nothing is asserted; bench/consortium.md discusses the figures.
@@ -143,7 +143,7 @@ def run_phase(urls: dict[str, str], notes: list[tuple[str, bytes]], clients: int
 
 
 def appliers(urls: dict[str, str], home: Path) -> dict[str, tuple[float, float]]:
-    """CPU seconds each bank's log applier thread, and the threads that read and check the
+    """CPU seconds each bank's log applier thread, and the thread that reads and checks the
     log ahead of it, have used so far (its /status)."""
     out = {}
     for b, u in urls.items():
@@ -160,8 +160,9 @@ def catch_up(
 ) -> dict[str, Any]:
     """How fast a bank that was away catches up: the last bank's process is paused (SIGSTOP)
     while the others settle `n` notes among themselves, then resumed; timed until its applied
-    revision reaches theirs. The other banks are idle meanwhile, so this is one node's log
-    applier and its reader with the machine to themselves."""
+    revision reaches theirs. The other banks are idle meanwhile; the paused bank's watch
+    resumes from an old revision, so etcd's replay of history sets the pace as much as the
+    node (bench_applier.py times the node alone)."""
     lag = sorted(urls)[-1]
     proc = sup.banks[lag].proc
     assert proc is not None
