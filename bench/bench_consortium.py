@@ -142,16 +142,21 @@ def run_phase(urls: dict[str, str], notes: list[tuple[str, bytes]], clients: int
     }
 
 
+def applier_cpu(status: dict[str, Any]) -> tuple[float, float]:
+    """CPU seconds a bank's log applier thread, and the thread that reads and checks the log
+    ahead of it, have used so far, from its consortium status."""
+    a = status["applier"]
+    return float(a["cpu_s"]), float(a.get("read_ahead_cpu_s", 0.0))
+
+
 def appliers(urls: dict[str, str], home: Path) -> dict[str, tuple[float, float]]:
-    """CPU seconds each bank's log applier thread, and the thread that reads and checks the
-    log ahead of it, have used so far (its /status)."""
+    """:func:`applier_cpu` of every bank."""
     out = {}
     for b, u in urls.items():
         st = _consortium_status(u, home, b)
         if st is None or "applier" not in st:
             raise SystemExit(f"bank {b}: no consortium status at {u}")
-        a = st["applier"]
-        out[b] = (float(a["cpu_s"]), float(a.get("read_ahead_cpu_s", 0.0)))
+        out[b] = applier_cpu(st)
     return out
 
 
@@ -189,24 +194,15 @@ def catch_up(
         time.sleep(0.02)
     seconds = time.perf_counter() - t0
     events = st["applier"]["events"] - before["applier"]["events"]
+    (apply1, read1), (apply0, read0) = applier_cpu(st), applier_cpu(before)
     return {
         "bank": lag,
         "notes_settled_meanwhile": phase["outcomes"].get("booked", 0),
         "events": events,
         "seconds": round(seconds, 3),
         "events_per_s": round(events / seconds, 1),
-        "applier_cpu_ms_per_event": round(
-            (st["applier"]["cpu_s"] - before["applier"]["cpu_s"]) / events * 1000, 3
-        ),
-        "read_ahead_cpu_ms_per_event": round(
-            (
-                st["applier"].get("read_ahead_cpu_s", 0)
-                - before["applier"].get("read_ahead_cpu_s", 0)
-            )
-            / events
-            * 1000,
-            3,
-        ),
+        "applier_cpu_ms_per_event": round((apply1 - apply0) / events * 1000, 3),
+        "read_ahead_cpu_ms_per_event": round((read1 - read0) / events * 1000, 3),
     }
 
 
