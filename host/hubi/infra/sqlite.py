@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -36,15 +36,17 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 class ThreadSqlite:
-    """Connections are opened lazily per thread and all closed by close(). Errors are raised as
-    `error` (the caller's exception class) with a message naming `what`."""
+    """Connections are opened lazily per thread; a finished thread's is closed when another
+    thread opens one, and all by close(). Errors are raised as `error` (the caller's exception
+    class) with a message naming `what`."""
 
     def __init__(self, path: Path, error: type[Exception], what: str):
         self.path = Path(path)
         self._error = error
         self._what = what
         self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
+        # each connection with the thread it was opened for, so a finished thread's can close
+        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
         self.closed = False
 
@@ -59,7 +61,12 @@ class ThreadSqlite:
                 raise self._error(f"cannot open {self._what}: {exc}") from None
             self._local.conn = c
             with self._lock:
-                self._conns.append(c)
+                # threads come and go (a log reader restarted after an error, a pool that shrank):
+                # close what finished threads left open, so connections do not pile up until close
+                done = [x for t, x in self._conns if not t.is_alive()]
+                self._conns = [(t, x) for t, x in self._conns if t.is_alive()]
+                self._conns.append((threading.current_thread(), c))
+            _close_all(done)
         return c
 
     @contextlib.contextmanager
@@ -73,6 +80,15 @@ class ThreadSqlite:
         self.closed = True
         with self._lock:
             conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(sqlite3.Error):
-                c.close()
+        _close_all(c for _, c in conns)
+
+    def open_count(self) -> int:
+        """How many connections are open (one per live thread that used this database)."""
+        with self._lock:
+            return len(self._conns)
+
+
+def _close_all(conns: Iterable[sqlite3.Connection]) -> None:
+    for c in conns:
+        with contextlib.suppress(sqlite3.Error):
+            c.close()
