@@ -6,6 +6,7 @@ orderers (SQLite and a real etcd cluster)."""
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from hubi.bank import audit as audit_mod
+from hubi.bank import engine as eng_mod
 from hubi.bank.records import BookVerifier
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import EndorsementVerifier, evaluate, make_endorsement, note_digest
-from hubi.consortium.errors import NotEndorsed, OrdererError, PeerError
+from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError, PeerError
 from hubi.consortium.etcd_orderer import EtcdOrderer
 from hubi.consortium.node import ConsortiumNode
 from hubi.consortium.orderer import SqliteOrderer
@@ -239,9 +241,14 @@ def test_forged_and_thin_entries_are_rejected_by_every_bank(world) -> None:
     out = ec.submit("BKB", note)
     assert out["outcome"] == "refused" and out["status"] == "rejected"
     assert "forged" in out["reason"]
-    # reports also land beside the log for everyone to read
-    published = orderer.scan(ent.REPORTS)
-    assert len(published) >= 2 * len(BANKS4)
+    # reports also land beside the log for everyone to read (each bank puts its own there just
+    # after it applied the entry, so the last ones may still be on their way)
+    deadline = time.monotonic() + 10
+    while len(published := orderer.scan(ent.REPORTS)) < 2 * len(BANKS4):
+        assert time.monotonic() < deadline, [k for k, _, _ in published]
+        time.sleep(0.05)
+    reporters = collections.Counter(json.loads(v)["reporter"] for _, v, _ in published)
+    assert all(reporters[b] >= 2 for b in BANKS4), reporters
 
 
 def test_forged_endorsement_from_a_peer_is_not_counted(world) -> None:
@@ -361,16 +368,41 @@ def test_node_resumes_from_its_last_applied_revision(world, tmp_path: Path) -> N
     assert ec.engine("BKD").balance("BKD-000001") == FUNDS + 1
 
 
+def test_node_stopped_and_started_again_asks_its_peers_and_catches_up(world) -> None:
+    """stop() shuts the node's peer-request threads down; start() on the same object brings
+    them back, and the applier picks up what was ordered while it was stopped."""
+    ec, acc = world
+    b = ec.nodes["BKB"]
+    assert ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", 3))["outcome"] == "booked"
+    b.stop()
+    with pytest.raises(ConsortiumError, match="bank BKB: the consortium node is stopped"):
+        b.submit(acc["BKA-000001"].note("BKB-000001", 4))
+    # ordered elsewhere while BKB is stopped (BKB still answers validation requests)
+    out = ec.submit("BKC", acc["BKA-000002"].note("BKC-000001", 5))
+    assert out["outcome"] == "booked"
+    b.start()
+    for i in range(3):  # the payee's bank asks its peers again, on new threads
+        out = ec.submit("BKB", acc["BKD-000001"].note("BKB-000002", 10 + i))
+        assert out["outcome"] == "booked", out
+    wait_all(ec)
+    assert b.state.counts() == {"settled": 5}
+    assert ec.engine("BKB").balance("BKB-000002") == FUNDS + 33
+    assert b.last_error is None
+
+
 def test_applier_gets_signatures_checked_ahead_by_the_log_reader(
     world, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The read-ahead checks each entry's signatures on the log reader's thread before the
     applier gets there, and the applier uses that: at a bank that only applies (neither the
-    payer's nor the payee's bank), every endorsement seal and every field of the payer's bank's
-    BalanceNotice is verified by the reader, and none on the applier's thread."""
+    payer's nor the payee's bank), every endorsement seal, every field of the payer's bank's
+    BalanceNotice and every bank's checkpoint is verified by the reader, none on the applier's
+    thread."""
     ec, acc = world
     threads: list[str] = []
+    checkpoints: list[str] = []
     plain = BookVerifier.verify
+    plain_checkpoint = eng_mod.verify_checkpoint
 
     def counted(self: BookVerifier, msg: bytes, sig: bytes) -> bool:
         name = threading.current_thread().name
@@ -378,17 +410,34 @@ def test_applier_gets_signatures_checked_ahead_by_the_log_reader(
             threads.append(name)
         return plain(self, msg, sig)
 
+    def counted_checkpoint(obj: bytes, trust, bank=None):
+        name = threading.current_thread().name
+        if name.startswith("hubi-BKC-"):
+            checkpoints.append(name)
+        return plain_checkpoint(obj, trust, bank)
+
     monkeypatch.setattr(BookVerifier, "verify", counted)
+    monkeypatch.setattr(eng_mod, "verify_checkpoint", counted_checkpoint)
     before = ec.nodes["BKC"].status()["applier"]
+    state = ec.nodes["BKC"].state
+    had = {b: len(state.checkpoints(b)) for b in ("BKA", "BKB")}
     k = 6
     for i in range(k):
         note = acc["BKA-000001"].note("BKB-000001", 20 + i)
         assert ec.submit("BKB", note)["outcome"] == "booked"
+    # the payer's and the payee's bank book k records each: with a checkpoint every 4
+    # register entries, each publishes at least one more, which BKC applies
+    deadline = time.monotonic() + 10
+    while any(len(state.checkpoints(b)) <= had[b] for b in had):
+        assert time.monotonic() < deadline, state.checkpoints()
+        time.sleep(0.05)
     wait_all(ec)
     seen = collections.Counter(threads)
     assert seen["hubi-BKC-apply"] == 0, seen
     # 3 endorsements (the payee's, the payer's and one more bank's) and 5 signed fields
     assert seen["hubi-BKC-log"] >= 8 * k, seen
+    assert checkpoints and set(checkpoints) == {"hubi-BKC-log"}, collections.Counter(checkpoints)
+    assert not state.reports()
     after = ec.nodes["BKC"].status()["applier"]
     assert after["events"] >= before["events"] + 2 * k
     assert after["cpu_s"] > before["cpu_s"]

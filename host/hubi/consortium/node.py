@@ -167,7 +167,14 @@ class _DebitRead(NamedTuple):
     signatures: str | None = None  # and what failed there (None: every one verifies)
 
 
-Precheck = _NoteCheck | _DebitRead | None  # what ConsortiumNode._precheck finds
+class _CheckpointCheck(NamedTuple):
+    """A checkpoint entry as its bytes show it (``ConsortiumNode._check_checkpoint``)."""
+
+    checkpoint: codec.Obj | None  # the verified Checkpoint, or None with the problem
+    problem: str | None
+
+
+Precheck = _NoteCheck | _DebitRead | _CheckpointCheck | None  # what ConsortiumNode._precheck finds
 
 
 class ConsortiumNode:
@@ -203,10 +210,7 @@ class ConsortiumNode:
         self.require_payee = require_payee
         self.clock = clock
         self.verifier = EndorsementVerifier(trust)
-        self._peers = cf.ThreadPoolExecutor(
-            max_workers=max(8, 4 * len(self.consortium.banks)),
-            thread_name_prefix=f"hubi-{self.bank}-peer",
-        )
+        self._peers: cf.ThreadPoolExecutor | None = self._peer_pool()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._waiters: dict[bytes, threading.Event] = {}
@@ -254,11 +258,20 @@ class ConsortiumNode:
         return f"ConsortiumNode(bank={self.bank!r}, orderer={self.orderer!r})"
 
     # ------------------------------------------------------------------------ lifecycle
+    def _peer_pool(self) -> cf.ThreadPoolExecutor:
+        """The threads that ask peers to validate (several at once per note, hedged)."""
+        return cf.ThreadPoolExecutor(
+            max_workers=max(8, 4 * len(self.consortium.banks)),
+            thread_name_prefix=f"hubi-{self.bank}-peer",
+        )
+
     def start(self) -> None:
         if self.started:
             return
         self.started = True
         self._stop.clear()
+        if self._peers is None:  # stopped before: stop() shut the last pool down
+            self._peers = self._peer_pool()
         for row in self.state.entries(ORDERED, limit=1_000_000):
             res = (row.local or {}).get("result")
             if ids.bank_of(row.payer) == self.bank and res:
@@ -280,7 +293,9 @@ class ConsortiumNode:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
-        self._peers.shutdown(wait=False, cancel_futures=True)
+        if self._peers is not None:
+            self._peers.shutdown(wait=False, cancel_futures=True)
+            self._peers = None
         self.started = False
 
     def close(self) -> None:
@@ -389,6 +404,9 @@ class ConsortiumNode:
         forgery; all the others if the first ones have not answered within ``hedge_delay``.
         Returns as soon as the policy is met, when it can no longer be met, or after
         ``endorse_timeout``."""
+        pool = self._peers
+        if pool is None:
+            raise ConsortiumError(f"bank {self.bank}: the consortium node is stopped")
         nid = lsum.note_id(obj.signer, obj.serial)
         digest = note_digest(raw)
         payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
@@ -402,7 +420,7 @@ class ConsortiumNode:
             for _ in range(n):
                 if waiting:
                     b = waiting.pop(0)
-                    f = self._peers.submit(self.transport.validate, b, raw, self.endorse_timeout)
+                    f = pool.submit(self.transport.validate, b, raw, self.endorse_timeout)
                     futures[f] = b
 
         ask(need)
@@ -800,8 +818,8 @@ class ConsortiumNode:
     def _precheck(self, ev: LogEvent) -> Precheck:
         """What an event's bytes alone say, this bank's state aside (so that it can be worked
         out before the applier gets to the event): for a note entry, :meth:`_check_note_entry`;
-        for a debit result, :meth:`_read_debit`. The applier decides with it as it would have
-        with its own."""
+        for a debit result, :meth:`_read_debit`; for a checkpoint, :meth:`_check_checkpoint`.
+        The applier decides with it as it would have with its own."""
         try:
             kind, what = ent.parse_key(ev.key)
         except EntryError:
@@ -810,7 +828,7 @@ class ConsortiumNode:
             return self._check_note_entry(ev, what)
         if kind == "d":
             return self._read_debit(ev, what)
-        return None
+        return self._check_checkpoint(ev, what[0], what[1])
 
     def _apply(self, ev: LogEvent, pre: Precheck = None) -> None:
         """Apply one event; `pre` is what :meth:`_precheck` found in its bytes, if it ran."""
@@ -831,7 +849,9 @@ class ConsortiumNode:
                     pre = self._read_debit(ev, what)
                 self._apply_debit(ev, what, pre)
             else:
-                self._apply_checkpoint(ev, what[0], what[1])
+                if not isinstance(pre, _CheckpointCheck):
+                    pre = self._check_checkpoint(ev, what[0], what[1])
+                self._apply_checkpoint(ev, what[0], what[1], pre)
         self._applied_now()
 
     def _applied_now(self) -> None:
@@ -1083,9 +1103,8 @@ class ConsortiumNode:
         return None
 
     # c/<bank>/<tree size>
-    def _apply_checkpoint(self, ev: LogEvent, bank: str, size: int) -> None:
-        problem = None
-        cp = None
+    def _check_checkpoint(self, ev: LogEvent, bank: str, size: int) -> _CheckpointCheck:
+        """The bank's seal and the tree size of a checkpoint entry, from its bytes alone."""
         try:
             entry = ent.decode_entry(ev.value)
             if not isinstance(entry, ent.CheckpointEntry) or entry.bank != bank:
@@ -1094,7 +1113,11 @@ class ConsortiumNode:
             if cp["tree_size"] != size:
                 raise EntryError(f"tree size {cp['tree_size']} differs from the key's {size}")
         except (EntryError, CodecError, HubiError) as exc:
-            problem = str(exc)
+            return _CheckpointCheck(None, str(exc))
+        return _CheckpointCheck(cp, None)
+
+    def _apply_checkpoint(self, ev: LogEvent, bank: str, size: int, pre: _CheckpointCheck) -> None:
+        cp, problem = pre
         verdict = "c:ok" if problem is None else "c:bad"
         with self.state.apply(ev.revision, ev.key, ev.value, verdict) as tx:
             if problem is not None or cp is None:
