@@ -327,3 +327,33 @@ def test_upload_json_base64_roundtrip(bka):
     r = httpx.post(node.url + "/v1/notes", json={"base64": base64.b64encode(note).decode()})
     assert r.status_code == 200 and r.json()["outcome"] == "booked"
     assert Path(db).exists()
+
+
+@pytest.mark.parametrize(
+    ("impl", "stack"), [("auto", "uvloop + httptools"), ("plain", "asyncio + h11")]
+)
+def test_both_http_stacks_serve_the_api(bank_world, nodes, tmp_path, impl, stack):
+    """`--http-impl auto` runs on uvloop and httptools (installed with hubi), `plain` on asyncio
+    and h11; the API answers the same on both, keep-alive and bad requests included."""
+    db = str(tmp_path / "bka.db")
+    accts = prepare_bank(bank_world.home, "BKA", db, accounts=2, funds=1_000)
+    node = nodes(bank_world.home, "BKA", db, extra=["--http-impl", impl]).start()
+    assert f"HTTP on {stack}" in node.log_text()
+    a1 = accts["BKA-000001"]
+    with httpx.Client(base_url=node.url, timeout=10) as c:  # one keep-alive connection
+        for k in range(1, 4):
+            r = c.post(
+                "/v1/notes",
+                content=a1.note("BKA-000002", 10 * k, serial=k),
+                headers={"content-type": "application/octet-stream"},
+            )
+            assert r.status_code == 200 and r.json()["outcome"] == "booked", r.text
+        bad = c.post(
+            "/v1/notes",
+            content=b"\x01garbage",
+            headers={"content-type": "application/octet-stream"},
+        )
+        assert bad.status_code == 400 and bad.json()["message"], bad.text
+        assert c.get("/health").json()["status"] == "ok"
+    with BankEngine.open(db, home=bank_world.home, bank="BKA") as eng:
+        assert eng.balance("BKA-000002") == 1_000 + 60

@@ -52,6 +52,7 @@ class ServeConfig:
     auth_window: int = DEFAULT_AUTH_WINDOW
     log_level: str = "info"
     access_log: bool = False
+    http_impl: str = "auto"  # "auto": uvloop + httptools when installed; "plain": asyncio + h11
 
     def db_url(self) -> str:
         from hubi import kmc as kmc_mod
@@ -60,6 +61,24 @@ class ServeConfig:
             return self.db
         name = "replica.db" if self.replica_of else "bank.db"
         return "sqlite:///" + str((kmc_mod.bank_dir(self.home, self.bank) / name).resolve())
+
+
+# uvicorn's event loop and HTTP parser: "auto" takes uvloop and httptools (C) when they are
+# installed, as they are with hubi; "plain" is pure-Python asyncio and h11, for comparison
+HTTP_IMPLS: dict[str, dict[str, str]] = {
+    "auto": {"loop": "auto", "http": "auto"},
+    "plain": {"loop": "asyncio", "http": "h11"},
+}
+
+
+def http_stack(impl: str) -> str:
+    """What uvicorn will run with `impl`: "uvloop + httptools" or "asyncio + h11"."""
+    import importlib.util
+
+    def have(name: str) -> bool:
+        return impl == "auto" and importlib.util.find_spec(name) is not None
+
+    return f"{'uvloop' if have('uvloop') else 'asyncio'} + {'httptools' if have('httptools') else 'h11'}"
 
 
 def display_url(url: str) -> str:
@@ -169,11 +188,12 @@ def serve(cfg: ServeConfig) -> int:
     configure_logging(cfg.log_level)
     node = build_node(cfg)
     log.info(
-        "bank %s (%s) database %s%s",
+        "bank %s (%s) database %s%s; HTTP on %s",
         cfg.bank,
         node.role,
         display_url(cfg.db_url()),
         f", replicating {cfg.replica_of}" if cfg.replica_of else "",
+        http_stack(cfg.http_impl),
     )
     app = api.create_app(node)
     config = uvicorn.Config(
@@ -186,6 +206,7 @@ def serve(cfg: ServeConfig) -> int:
         timeout_graceful_shutdown=cfg.grace,
         server_header=False,
         proxy_headers=False,
+        **HTTP_IMPLS[cfg.http_impl],
     )
     server = _server_class()(config)
     server.ready_file = cfg.ready_file
@@ -262,6 +283,13 @@ def serve(cfg: ServeConfig) -> int:
     show_default=True,
 )
 @click.option("--access-log/--no-access-log", default=False, help="Log every request line.")
+@click.option(
+    "--http-impl",
+    type=click.Choice(sorted(HTTP_IMPLS)),
+    default="auto",
+    show_default=True,
+    help="auto: uvloop and httptools when installed; plain: asyncio and h11 (pure Python).",
+)
 def serve_command(
     home: Path,
     bank: str,
@@ -275,6 +303,7 @@ def serve_command(
     max_body: int,
     log_level: str,
     access_log: bool,
+    http_impl: str,
 ) -> None:
     """Run the bank node (HTTP API, docs/bank-api.md) until SIGTERM or SIGINT."""
     from hubi_core.errors import HubiError
@@ -292,6 +321,7 @@ def serve_command(
         max_body=max_body,
         log_level=log_level,
         access_log=access_log,
+        http_impl=http_impl,
     )
     try:
         status = serve(cfg)
