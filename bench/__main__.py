@@ -17,6 +17,7 @@ BENCHES = {
     "bank": "bench.bench_bank",  # booking vs verification bound, 10^6-record audit, recovery
     "consortium": "bench.bench_consortium",  # interbank settlement with 4 banks + 3 etcd members
     "applier": "bench.bench_applier",  # one bank catching up on the log it missed
+    "http": "bench.bench_http",  # a bank node's CPU per request on its two HTTP stacks
 }
 
 
