@@ -78,7 +78,8 @@ def http_stack(impl: str) -> str:
     def have(name: str) -> bool:
         return impl == "auto" and importlib.util.find_spec(name) is not None
 
-    return f"{'uvloop' if have('uvloop') else 'asyncio'} + {'httptools' if have('httptools') else 'h11'}"
+    loop = "uvloop" if have("uvloop") else "asyncio"
+    return f"{loop} + {'httptools' if have('httptools') else 'h11'}"
 
 
 def display_url(url: str) -> str:
