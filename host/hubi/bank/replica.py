@@ -31,6 +31,7 @@ from typing import Any
 from hubi.bank import records as rec_mod
 from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError, BankUnavailable
+from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate
 
 log = logging.getLogger("hubi.bank.replica")
@@ -57,9 +58,7 @@ class ReplicaStore:
     def __init__(self, url: str):
         self.url = url
         self.pg = url.startswith(("postgresql://", "postgres://"))
-        self._local = threading.local()
-        self._conns: list[Any] = []
-        self._lock = threading.Lock()
+        self._conns: PerThread[Any] = PerThread(self._connect)
         blob = "BYTEA" if self.pg else "BLOB"
         with self.tx() as c:
             for sql in SCHEMA:
@@ -71,21 +70,17 @@ class ReplicaStore:
             return rest[2:] if rest.startswith("//") else rest
         return self.url
 
-    def conn(self) -> Any:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            if self.pg:
-                import psycopg
+    def _connect(self) -> Any:
+        if self.pg:
+            import psycopg
 
-                c = psycopg.connect(self.url, autocommit=True)
-            else:
-                path = self._path()
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-                c = connect_wal(path)
-            self._local.conn = c
-            with self._lock:
-                self._conns.append(c)
-        return c
+            return psycopg.connect(self.url, autocommit=True)
+        path = self._path()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return connect_wal(path)
+
+    def conn(self) -> Any:
+        return self._conns.get()
 
     def _exec(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.pg:
@@ -163,12 +158,7 @@ class ReplicaStore:
             )
 
     def close(self) -> None:
-        with self._lock:
-            conns, self._conns = self._conns, []
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.close()
-        self._local = threading.local()
+        self._conns.close()
 
 
 def record_json(seq: int, book: str, n: int, body: bytes, hchain: bytes) -> dict[str, Any]:

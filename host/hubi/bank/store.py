@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate
 
 __all__ = [
@@ -394,9 +395,8 @@ class Store:
         self.url = os.fspath(url)
         self.location = parse_url(self.url)
         self.dialect = self.location.dialect
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
+        self._local = threading.local()  # the thread's open transaction
+        self._conns: PerThread[Any] = PerThread(self._connect)
         self._closed = False
         if self.dialect == "sqlite":
             sync = self.location.options.get("synchronous", "NORMAL").upper()
@@ -432,21 +432,11 @@ class Store:
     def conn(self) -> Any:
         if self._closed:
             raise StoreError(f"store {display_url(self.url)} is closed")
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
+        return self._conns.get()
 
     def close(self) -> None:
         self._closed = True
-        with self._lock:
-            conns, self._all = self._all, []
-        for c in conns:
-            with contextlib.suppress(Exception):
-                c.close()
+        self._conns.close()
         self._local = threading.local()
 
     def __enter__(self) -> Store:

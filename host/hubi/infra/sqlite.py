@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+
+from hubi.infra.per_thread import PerThread
 
 
 def connect_wal(
@@ -36,38 +37,27 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 class ThreadSqlite:
-    """Connections are opened lazily per thread; a finished thread's is closed when another
-    thread opens one, and all by close(). Errors are raised as `error` (the caller's exception
-    class) with a message naming `what`."""
+    """A WAL-mode connection per thread (:class:`PerThread`: a finished thread's is closed when
+    another thread opens one, all by close()). Errors are raised as `error` (the caller's
+    exception class) with a message naming `what`."""
 
     def __init__(self, path: Path, error: type[Exception], what: str):
         self.path = Path(path)
         self._error = error
         self._what = what
-        self._local = threading.local()
-        # each connection with the thread it was opened for, so a finished thread's can close
-        self._conns: list[tuple[threading.Thread, sqlite3.Connection]] = []
-        self._lock = threading.Lock()
+        self._conns: PerThread[sqlite3.Connection] = PerThread(self._connect)
         self.closed = False
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            return connect_wal(self.path)
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot open {self._what}: {exc}") from None
 
     def conn(self) -> sqlite3.Connection:
         if self.closed:
             raise self._error(f"{self._what} is closed")
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            try:
-                c = connect_wal(self.path)
-            except sqlite3.Error as exc:
-                raise self._error(f"cannot open {self._what}: {exc}") from None
-            self._local.conn = c
-            with self._lock:
-                # threads come and go (a log reader restarted after an error, a pool that shrank):
-                # close what finished threads left open, so connections do not pile up until close
-                done = [x for t, x in self._conns if not t.is_alive()]
-                self._conns = [(t, x) for t, x in self._conns if t.is_alive()]
-                self._conns.append((threading.current_thread(), c))
-            _close_all(done)
-        return c
+        return self._conns.get()
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -78,17 +68,8 @@ class ThreadSqlite:
 
     def close(self) -> None:
         self.closed = True
-        with self._lock:
-            conns, self._conns = self._conns, []
-        _close_all(c for _, c in conns)
+        self._conns.close()
 
     def open_count(self) -> int:
         """How many connections are open (one per live thread that used this database)."""
-        with self._lock:
-            return len(self._conns)
-
-
-def _close_all(conns: Iterable[sqlite3.Connection]) -> None:
-    for c in conns:
-        with contextlib.suppress(sqlite3.Error):
-            c.close()
+        return self._conns.open_count()
