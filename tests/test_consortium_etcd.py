@@ -264,6 +264,78 @@ def test_a_peer_that_forges_its_endorsements_is_reported(cons: Consortium) -> No
     assert_agree_and_audit_clean(cons)  # BKD caught up with what it missed
 
 
+def test_a_hung_bank_is_not_waited_for_and_drops_stale_asks_when_it_wakes(
+    cons: Consortium,
+) -> None:
+    """BKD's node hangs (SIGSTOP: its kernel still accepts connections, so asks to it wait for
+    the endorsement timeout instead of failing). The other banks mark it stalled once an ask is
+    unanswered past stall_after (1 s), then send it one probe at a time and settle their notes
+    with the third bank that answers. When BKD wakes it drops the asks whose senders hung up,
+    catches up on the log, answers again and is no longer stalled."""
+    others = ["BKA", "BKB", "BKC"]
+    users = [f"{b}-00000{i}" for b in others for i in (2, 3)]
+    rng = random.Random(11)
+
+    def settle(n: int) -> None:
+        plan = []
+        while len(plan) < n:
+            payer, payee = rng.sample(users, 2)
+            if payer[:3] != payee[:3]:
+                plan.append((payee[:3], cons.accounts[payer].note(payee, rng.randint(1, 9))))
+        with ThreadPoolExecutor(4) as ex:
+            docs = list(ex.map(lambda job: cons.upload(*job).json(), plan))
+        assert all(doc["outcome"] == "booked" for doc in docs), docs
+
+    def asks_to_d() -> dict[str, dict]:
+        return {b: cons.status(b)["peers"].get("BKD", {"sent": 0}) for b in others}
+
+    d = cons.nodes["BKD"]
+    gone0 = cons.status("BKD")["validations"]["caller_gone"]
+    base = asks_to_d()
+    d.pause()
+    try:
+        settle(12)
+        deadline = time.monotonic() + 10
+        while True:  # every bank that asked BKD finds it stalled once its ask is 1 s old
+            peers = asks_to_d()
+            asked = [b for b, p in peers.items() if p["sent"] > base[b]["sent"]]
+            if asked and all(peers[b]["stalled"] for b in asked):
+                break
+            assert time.monotonic() < deadline, peers
+            time.sleep(0.2)
+        # a note only BKD can endorse (its customer pays) at a bank that finds BKD stalled:
+        # the first may go out as the probe and wait; the next is told at once, and why
+        payee = f"{asked[0]}-000002"
+        with ThreadPoolExecutor(1) as ex:
+            probe = ex.submit(cons.upload, asked[0], cons.accounts["BKD-000003"].note(payee, 3))
+            time.sleep(0.3)
+            r = cons.upload(asked[0], cons.accounts["BKD-000004"].note(payee, 4))
+            assert r.status_code == 503 and r.json()["error"] == "consortium-unavailable", r.text
+            assert "BKD: not asked: stalled" in r.json()["message"], r.text
+            assert probe.result().status_code == 503
+        before = asks_to_d()
+        t0 = time.monotonic()
+        settle(12)
+        spent = time.monotonic() - t0
+        after = asks_to_d()
+        # one probe at a time, each open until the endorsement timeout (5 s)
+        probes = 2 + int(spent // 5.0)
+        assert all(after[b]["sent"] - before[b]["sent"] <= probes for b in others), (
+            before,
+            after,
+            spent,
+        )
+        time.sleep(5.5)  # every ask to BKD has timed out: the banks that sent them hung up
+    finally:
+        d.resume()
+    assert_agree_and_audit_clean(cons)
+    assert cons.status("BKD")["validations"]["caller_gone"] > gone0
+    # a note that needs BKD (its customer pays) settles: BKD answered the probe
+    note = cons.accounts["BKD-000002"].note("BKA-000002", 5)
+    assert cons.upload("BKA", note).json()["outcome"] == "booked"
+    assert not cons.status("BKA")["peers"]["BKD"]["stalled"]
+
+
 # ---------------------------------------------------------------------------------- faults
 
 

@@ -22,12 +22,15 @@ class OrdererError(ConsortiumError):
 
 
 class PeerError(ConsortiumError):
-    """A peer bank did not answer a validation request usefully (down, error, forged answer)."""
+    """A peer bank did not answer a validation request usefully (down, error, forged answer).
 
-    def __init__(self, bank: str, message: str, *, forged: bool = False):
+    ``replied`` is False when nothing came back at all (timeout, unreachable)."""
+
+    def __init__(self, bank: str, message: str, *, forged: bool = False, replied: bool = True):
         super().__init__(f"bank {bank}: {message}")
         self.bank = bank
         self.forged = forged
+        self.replied = replied
 
 
 class NotEndorsed(ConsortiumError):

@@ -66,6 +66,7 @@ from hubi.consortium.endorse import (
 )
 from hubi.consortium.errors import ConsortiumError, EntryError, NotEndorsed, PeerError
 from hubi.consortium.orderer import LogEvent, Orderer
+from hubi.consortium.peers import DEFAULT_STALL_AFTER, PeerHealth, PeerThreads
 from hubi.consortium.state import (
     BOUNCED,
     ORDERED,
@@ -191,6 +192,7 @@ class ConsortiumNode:
         endorse_timeout: float = DEFAULT_ENDORSE_TIMEOUT,
         settle_timeout: float = DEFAULT_SETTLE_TIMEOUT,
         hedge_delay: float = DEFAULT_HEDGE_DELAY,
+        stall_after: float = DEFAULT_STALL_AFTER,
         checkpoint_interval: float = 1.0,
         require_payee: bool = True,
         clock: Callable[[], float] = time.time,
@@ -210,7 +212,12 @@ class ConsortiumNode:
         self.require_payee = require_payee
         self.clock = clock
         self.verifier = EndorsementVerifier(trust)
-        self._peers: cf.ThreadPoolExecutor | None = self._peer_pool()
+        self.peer_health = PeerHealth(stall_after)
+        self._peers: PeerThreads | None = PeerThreads(self.bank)
+        # peers' validation requests this bank answered, and those it dropped because the asking
+        # bank had hung up before they were read (it gave up on them: a stall here, its timeout)
+        self.validations = {"answered": 0, "caller_gone": 0}
+        self._vlock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._waiters: dict[bytes, threading.Event] = {}
@@ -258,20 +265,13 @@ class ConsortiumNode:
         return f"ConsortiumNode(bank={self.bank!r}, orderer={self.orderer!r})"
 
     # ------------------------------------------------------------------------ lifecycle
-    def _peer_pool(self) -> cf.ThreadPoolExecutor:
-        """The threads that ask peers to validate (several at once per note, hedged)."""
-        return cf.ThreadPoolExecutor(
-            max_workers=max(8, 4 * len(self.consortium.banks)),
-            thread_name_prefix=f"hubi-{self.bank}-peer",
-        )
-
     def start(self) -> None:
         if self.started:
             return
         self.started = True
         self._stop.clear()
-        if self._peers is None:  # stopped before: stop() shut the last pool down
-            self._peers = self._peer_pool()
+        if self._peers is None:  # stopped before: stop() shut the last threads down
+            self._peers = PeerThreads(self.bank)
         for row in self.state.entries(ORDERED, limit=1_000_000):
             res = (row.local or {}).get("result")
             if ids.bank_of(row.payer) == self.bank and res:
@@ -294,7 +294,7 @@ class ConsortiumNode:
             t.join(timeout)
         self._threads.clear()
         if self._peers is not None:
-            self._peers.shutdown(wait=False, cancel_futures=True)
+            self._peers.shutdown()
             self._peers = None
         self.started = False
 
@@ -309,6 +309,9 @@ class ConsortiumNode:
         """This bank's Endorsement of an interbank note (endorse or refuse, sealed).
 
         CodecError if `note` is not a Note at all (there is no note id to endorse)."""
+        if requester is not None:
+            with self._vlock:
+                self.validations["answered"] += 1
         obj = codec.decode(note, codec.NOTE)
         nid = lsum.note_id(obj.signer, obj.serial)
         digest = note_digest(note)
@@ -331,6 +334,13 @@ class ConsortiumNode:
             code,
             why,
         )
+
+    def caller_gone(self, requester: str) -> None:
+        """Count a validation request not answered because ``requester`` hung up before it was
+        read: it gave up on it, so checking the note would only delay the requests after it."""
+        with self._vlock:
+            self.validations["caller_gone"] += 1
+        log.info("bank %s: %s hung up before its validation request was read", self.bank, requester)
 
     def _judge(
         self, raw: bytes, obj: codec.Obj, nid: bytes, digest: bytes
@@ -388,20 +398,35 @@ class ConsortiumNode:
     # ----------------------------------------------------------------- collecting
     def peer_order(self, payer_bank: str, payee_bank: str) -> list[str]:
         """Peers to ask, in order: the payer's bank, the payee's bank, then the others in a
-        rotating order (so that the load of validation spreads over the third banks)."""
+        rotating order (so that the load of validation spreads over the third banks), the
+        stalled ones last."""
         first = [b for b in (payer_bank, payee_bank) if b != self.bank]
         others = [b for b in self.consortium.bank_ids() if b != self.bank and b not in first]
         if others:
             k = next(self._rotation) % len(others)
             others = others[k:] + others[:k]
-        return first + others
+        return first + self.peer_health.answering_first(others)
+
+    def _ask(self, pool: PeerThreads, bank: str, raw: bytes) -> cf.Future[bytes] | None:
+        """Send a validation request to ``bank`` on its own threads; None if it is stalled."""
+        token = self.peer_health.try_send(bank)
+        if token is None:
+            return None
+        try:
+            fut = pool.submit(bank, self.transport.validate, bank, raw, self.endorse_timeout)
+        except RuntimeError:  # stop() shut the threads down meanwhile
+            self.peer_health.done(bank, token, replied=False)
+            raise ConsortiumError(f"bank {self.bank}: the consortium node is stopped") from None
+        fut.add_done_callback(lambda f: self.peer_health.done(bank, token, replied=_replied(f)))
+        return fut
 
     def collect(self, raw: bytes, obj: codec.Obj) -> tuple[Evaluation, list[EndorsementCheck]]:
         """Gather endorsements: this bank's own, and its peers' over the transport.
 
         Hedged: first only as many peers as the policy needs (the payer's and the payee's bank
         first), in parallel; one more for every peer that fails, refuses or answers with a
-        forgery; all the others if the first ones have not answered within ``hedge_delay``.
+        forgery; all the others if the first ones have not answered within ``hedge_delay``. A
+        stalled peer (:mod:`hubi.consortium.peers`) with its probe open is not asked at all.
         Returns as soon as the policy is met, when it can no longer be met, or after
         ``endorse_timeout``."""
         pool = self._peers
@@ -416,16 +441,20 @@ class ConsortiumNode:
         futures: dict[cf.Future[bytes], str] = {}
         waiting = list(order)
 
-        def ask(n: int) -> None:
-            for _ in range(n):
-                if waiting:
-                    b = waiting.pop(0)
-                    f = pool.submit(self.transport.validate, b, raw, self.endorse_timeout)
-                    futures[f] = b
-
-        ask(need)
         checks: list[EndorsementCheck] = []
         problems: dict[str, str] = {}
+
+        def ask(n: int) -> None:
+            while n > 0 and waiting:
+                b = waiting.pop(0)
+                f = self._ask(pool, b, raw)
+                if f is None:
+                    problems[b] = self.peer_health.why_not(b)
+                    continue
+                futures[f] = b
+                n -= 1
+
+        ask(need)
         own = self.validate(raw)
         checks.append(self.verifier.check(own, nid, digest, self.bank))
         ev = self._eval(payer_bank, payee_bank, checks)
@@ -476,6 +505,9 @@ class ConsortiumNode:
                 problems.setdefault(bank, "not asked (the policy could no longer be met)")
         for f in pending:
             bank = futures[f]
+            if f.cancel():  # still waiting for a thread: never sent, and no longer needed
+                problems.setdefault(bank, "no answer in time")
+                continue
             if ev.ok:
                 # not needed any more, but a forged late answer is still reported
                 f.add_done_callback(lambda fut, b=bank: self._late(fut, b, nid, digest))
@@ -1171,12 +1203,22 @@ class ConsortiumNode:
             "applying": self.started and not self._stop.is_set(),
             "last_error": self.last_error,
             "timings": self.timings(),
+            "peers": self.peer_health.status(),
+            "validations": dict(self.validations),
             "applier": {
                 "events": self.applier_events,
                 "cpu_s": round(self.applier_cpu, 4),
                 "read_ahead_cpu_s": round(self.read_ahead_cpu, 4),
             },
         }
+
+
+def _replied(fut: cf.Future[bytes]) -> bool:
+    """Whether a finished validation request got anything back from the peer."""
+    if fut.cancelled():
+        return False
+    exc = fut.exception()
+    return exc is None or not isinstance(exc, PeerError) or exc.replied
 
 
 def _local(out: eng_mod.Outcome) -> dict[str, Any]:

@@ -47,6 +47,11 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
         the answer is this bank's sealed Endorsement (endorse, or refuse with a reason)."""
         auth.require(caller, Role.PEER, Role.SELF)
         note = await request.body()
+        if await request.is_disconnected():
+            # the asking bank gave up (its timeout, or this node stalled): nobody will read
+            # the answer, and a stalled node that caught up must not spend itself on old asks
+            cnode.caller_gone(caller.identity)
+            raise ApiError(503, "caller-gone", "the asking bank closed the connection")
         try:
             endorsement = await run_in_threadpool(cnode.validate, note, caller.identity)
         except CodecError as exc:

@@ -8,7 +8,8 @@ configuration says where the log is and how to reach the peers:
      "peers": {"BKB": "http://127.0.0.1:8702", ...},              # default: consortium file
      "state": "consortium.db",                                    # relative to the bank's folder
      "endorse_timeout": 5.0, "settle_timeout": 10.0, "checkpoint_interval": 1.0,
-     "hedge_delay": 0.25}                # ask more peers if the first have not answered
+     "hedge_delay": 0.25,                # ask more peers if the first have not answered
+     "stall_after": 1.0}                 # a peer silent that long is asked only once at a time
     {"orderer": "embedded", "path": "../../consortium/log.db"}    # one machine, no etcd
 
 ``attach(node, ...)`` (called from ``hubi.bank.server.build_node``) builds a
@@ -73,6 +74,7 @@ class NodeConfig:
     settle_timeout: float = 10.0
     checkpoint_interval: float = 1.0
     hedge_delay: float = 0.25
+    stall_after: float = 1.0
 
     def to_json(self) -> str:
         doc = {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
@@ -90,11 +92,24 @@ class NodeConfig:
         if unknown:
             raise ConsortiumError(f"{where}: unknown setting(s) {', '.join(unknown)}")
         cfg = cls(**doc)
+        for name in _SECONDS:
+            v = getattr(cfg, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 3600:
+                raise ConsortiumError(f"{where}: {name} must be seconds in (0, 3600), not {v!r}")
         if cfg.orderer not in ("etcd", "embedded"):
             raise ConsortiumError(f"{where}: orderer must be 'etcd' or 'embedded'")
         if cfg.orderer == "etcd" and not cfg.etcd:
             raise ConsortiumError(f"{where}: orderer etcd needs 'etcd' client URLs")
         return cfg
+
+
+_SECONDS = (
+    "endorse_timeout",
+    "settle_timeout",
+    "checkpoint_interval",
+    "hedge_delay",
+    "stall_after",
+)
 
 
 def config_path(home: Path, bank: str) -> Path:
@@ -171,6 +186,7 @@ def build_node(
         settle_timeout=cfg.settle_timeout,
         checkpoint_interval=cfg.checkpoint_interval,
         hedge_delay=cfg.hedge_delay,
+        stall_after=cfg.stall_after,
     )
 
 

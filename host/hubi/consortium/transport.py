@@ -59,9 +59,9 @@ class HttpPeerTransport:
         try:
             r = pool.post(VALIDATE_PATH, note, headers, timeout=timeout)
         except HttpTimeout:
-            raise PeerError(bank, f"no answer within {timeout:g} s") from None
+            raise PeerError(bank, f"no answer within {timeout:g} s", replied=False) from None
         except HttpFailure as exc:
-            raise PeerError(bank, f"unreachable: {exc}") from None
+            raise PeerError(bank, f"unreachable: {exc}", replied=False) from None
         try:
             doc = json.loads(r.body)
         except ValueError:
@@ -97,7 +97,7 @@ class LocalPeerTransport:
     def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
         node = self.nodes.get(bank)
         if node is None or bank in self.down:
-            raise PeerError(bank, "not reachable in this process")
+            raise PeerError(bank, "not reachable in this process", replied=False)
         try:
             return node.validate(note, self.own_bank)
         except (CodecError, HubiError) as exc:

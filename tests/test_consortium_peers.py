@@ -1,0 +1,104 @@
+"""PeerHealth: which peer banks answer validation requests (a clock the test moves), and the
+node configuration's checks of its time settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from hubi.consortium.errors import ConsortiumError
+from hubi.consortium.peers import PeerHealth
+from hubi.consortium.service import NodeConfig
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_peer_silent_past_the_limit_is_stalled_and_gets_one_probe_at_a_time() -> None:
+    clock = Clock()
+    h = PeerHealth(stall_after=1.0, clock=clock)
+    first = h.try_send("BKD")
+    second = h.try_send("BKD")
+    assert first is not None and second is not None and first != second
+    clock.t += 0.9
+    assert not h.status()["BKD"]["stalled"]
+    assert h.try_send("BKD") is not None  # within the limit: still asked
+    clock.t += 0.2  # the first request is now 1.1 s old, nothing came back
+    assert h.try_send("BKD") is None
+    assert h.status()["BKD"] == {"open": 3, "sent": 3, "stalled": True, "stalls": 1, "skipped": 1}
+    assert "stalled" in h.why_not("BKD") and "probe" in h.why_not("BKD")
+    # the open requests time out one by one: while any is open, nothing more goes
+    h.done("BKD", first, replied=False)
+    h.done("BKD", second, replied=False)
+    assert h.try_send("BKD") is None
+    h.done("BKD", first + 2, replied=False)
+    probe = h.try_send("BKD")  # none open: the next note sends the probe
+    assert probe is not None
+    assert h.try_send("BKD") is None  # and only one
+    st = h.status()["BKD"]
+    assert st["stalled"] and st["open"] == 1 and st["skipped"] == 3 and st["stalls"] == 1
+    # the peer answers the probe: asked again, as often as needed
+    h.done("BKD", probe, replied=True)
+    assert not h.status()["BKD"]["stalled"]
+    assert h.try_send("BKD") is not None and h.try_send("BKD") is not None
+
+
+def test_a_busy_peer_that_keeps_replying_is_not_stalled() -> None:
+    clock = Clock()
+    h = PeerHealth(stall_after=1.0, clock=clock)
+    slow = h.try_send("BKB")  # a long request...
+    for _ in range(5):  # ...while others come back
+        clock.t += 0.5
+        t = h.try_send("BKB")
+        assert t is not None
+        h.done("BKB", t, replied=True)
+    assert clock.t - 1000.0 > 1.0 and not h.status()["BKB"]["stalled"]
+    h.done("BKB", slow, replied=True)
+    # then it goes silent: stalled once a request waited past the limit
+    clock.t += 0.1
+    t = h.try_send("BKB")
+    clock.t += 1.1
+    assert h.try_send("BKB") is None
+    h.done("BKB", t, replied=True)  # an HTTP error or a refusal is a reply too
+    assert not h.status()["BKB"]["stalled"]
+
+
+def test_stalled_peers_with_a_probe_open_go_last_among_third_banks() -> None:
+    clock = Clock()
+    h = PeerHealth(stall_after=1.0, clock=clock)
+    t = h.try_send("BKC")
+    clock.t += 1.5
+    assert h.answering_first(["BKC", "BKD", "BKE"]) == ["BKD", "BKE", "BKC"]
+    h.done("BKC", t, replied=False)  # timed out: no probe open, it keeps its turn to be probed
+    assert h.answering_first(["BKC", "BKD", "BKE"]) == ["BKC", "BKD", "BKE"]
+    assert h.status()["BKC"]["stalled"]
+
+
+def test_stall_after_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="stall_after must be positive"):
+        PeerHealth(stall_after=0)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("stall_after", 0),
+        ("endorse_timeout", -1),
+        ("hedge_delay", "0.25"),
+        ("settle_timeout", True),
+    ],
+)
+def test_node_config_refuses_time_settings_that_are_not_seconds(
+    setting: str, value: object
+) -> None:
+    doc = f'{{"orderer": "embedded", "{setting}": {value!r}}}'.replace("'", '"')
+    doc = doc.replace("True", "true")
+    with pytest.raises(ConsortiumError, match=f"cfg.json: {setting} must be seconds"):
+        NodeConfig.from_json(doc, "cfg.json")
+    assert (
+        NodeConfig.from_json('{"orderer": "embedded", "stall_after": 2.5}', "x").stall_after == 2.5
+    )
