@@ -44,7 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from hubi.consortium.supervisor import Supervisor, _consortium_status  # noqa: E402
+from hubi.infra.etcd_client import Etcd  # noqa: E402
 from hubi.infra.http_pool import HttpPool  # noqa: E402
+from hubi.kmc import load_trust  # noqa: E402
 from hubi_core import codec  # noqa: E402
 
 ACCOUNTS = 16
@@ -165,9 +167,10 @@ def catch_up(
 ) -> dict[str, Any]:
     """How fast a bank that was away catches up: the last bank's process is paused (SIGSTOP)
     while the others settle `n` notes among themselves, then resumed; timed until its applied
-    revision reaches theirs. The other banks are idle meanwhile; the paused bank's watch
-    resumes from an old revision, so etcd's replay of history sets the pace as much as the
-    node (bench_applier.py times the node alone)."""
+    revision reaches theirs. The other banks are idle meanwhile. To tell the node's pace from
+    etcd's, the CPU the paused bank and the etcd members used while it caught up is reported,
+    and afterwards a bare watch replays the same revisions to this process, timed alone
+    (bench_applier.py times the node alone, on the embedded orderer)."""
     lag = sorted(urls)[-1]
     proc = sup.banks[lag].proc
     assert proc is not None
@@ -183,6 +186,9 @@ def catch_up(
             for b, u in others.items()
         )
     finally:
+        assert sup.cluster is not None
+        etcd_pids = [m.pid for m in sup.cluster.members]
+        cpu0 = cpu_seconds(proc.pid), sum(cpu_seconds(p) for p in etcd_pids)
         os.kill(proc.pid, signal.SIGCONT)
     t0 = time.perf_counter()
     while True:
@@ -193,17 +199,51 @@ def catch_up(
             raise SystemExit(f"bank {lag} did not catch up to revision {head}")
         time.sleep(0.02)
     seconds = time.perf_counter() - t0
+    node_cpu = cpu_seconds(proc.pid) - cpu0[0]
+    etcd_cpu = sum(cpu_seconds(p) for p in etcd_pids) - cpu0[1]
     events = st["applier"]["events"] - before["applier"]["events"]
     (apply1, read1), (apply0, read0) = applier_cpu(st), applier_cpu(before)
+    prefix = load_trust(sup.home / "trust").consortium.log_prefix().encode() + b"log/"
+    replay = bare_replay(sup.cluster.client(), prefix, before["applied_revision"], head)
     return {
         "bank": lag,
         "notes_settled_meanwhile": phase["outcomes"].get("booked", 0),
+        "meanwhile": {k: phase[k] for k in ("seconds", "notes_per_s", "latency_ms")},
         "events": events,
         "seconds": round(seconds, 3),
         "events_per_s": round(events / seconds, 1),
         "applier_cpu_ms_per_event": round((apply1 - apply0) / events * 1000, 3),
         "read_ahead_cpu_ms_per_event": round((read1 - read0) / events * 1000, 3),
+        "node_cpu_ms_per_event": round(node_cpu / events * 1000, 3),
+        "etcd_cpu_ms_per_event": round(etcd_cpu / events * 1000, 3),
+        "bare_watch_replay": replay,
+        # what the paused bank did with the validation requests that waited for it, and what
+        # the others made of it (requests sent, notes for which it was skipped as stalled)
+        "validations": {
+            k: n - before["validations"][k] for k, n in st.get("validations", {}).items()
+        },
+        "asked_by_others": {
+            b: (_consortium_status(u, sup.home, b) or {}).get("peers", {}).get(lag)
+            for b, u in others.items()
+        },
     }
+
+
+def bare_replay(etcd: Etcd, prefix: bytes, after: int, head: int) -> dict[str, Any]:
+    """Time etcd replaying the log's revisions (after, head] to a bare watch in this process
+    (JSON decoding included, nothing else): what etcd alone delivers to a bank catching up."""
+    stop = threading.Event()
+    n = 0
+    t0 = time.perf_counter()
+    try:
+        for ev in etcd.watch(prefix, prefix=True, start_revision=after + 1, stop=stop):
+            n += 1
+            if ev.revision >= head:
+                break
+    finally:
+        etcd.close()
+    seconds = time.perf_counter() - t0
+    return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
 
 
 def main() -> None:
