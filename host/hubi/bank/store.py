@@ -400,8 +400,11 @@ class Store:
         self._closed = False
         if self.dialect == "sqlite":
             sync = self.location.options.get("synchronous", "NORMAL").upper()
-            if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
-                raise StoreError(f"{self.url}: synchronous must be NORMAL, FULL or EXTRA")
+            if sync not in ("NORMAL", "FULL", "EXTRA"):  # OFF can corrupt books on power loss
+                raise StoreError(
+                    f"{display_url(self.url)}: synchronous must be NORMAL, FULL or EXTRA, "
+                    f"not {sync}"
+                )
             self._sync = sync
             parent = Path(self.location.target).parent
             if not parent.is_dir():

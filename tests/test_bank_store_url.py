@@ -1,0 +1,35 @@
+"""The bank store's SQLite URL options: the durability it is asked for, and clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hubi.bank.store import Store, StoreError
+
+
+@pytest.mark.parametrize(("option", "pragma"), [("NORMAL", 1), ("full", 2), ("EXTRA", 3)])
+def test_sqlite_synchronous_option_reaches_the_connection(
+    tmp_path: Path, option: str, pragma: int
+) -> None:
+    store = Store(f"sqlite:///{tmp_path}/b.db?synchronous={option}")
+    try:
+        assert store.conn().execute("PRAGMA synchronous").fetchone()[0] == pragma
+        assert store.conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+
+
+def test_sqlite_synchronous_off_or_unknown_is_refused_by_name(tmp_path: Path) -> None:
+    for bad in ("OFF", "sometimes"):
+        with pytest.raises(
+            StoreError, match=f"synchronous must be NORMAL, FULL or EXTRA, not {bad.upper()}"
+        ):
+            Store(f"sqlite:///{tmp_path}/b.db?synchronous={bad}")
+    assert not (tmp_path / "b.db").exists()
+
+
+def test_sqlite_in_a_missing_folder_is_refused_by_name(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="folder .*nowhere does not exist"):
+        Store(f"sqlite:///{tmp_path}/nowhere/b.db")
