@@ -1,12 +1,15 @@
-"""PeerHealth: which peer banks answer validation requests (a clock the test moves), and the
-node configuration's checks of its time settings."""
+"""PeerHealth: which peer banks answer validation requests (a clock the test moves);
+PeerThreads: a hung peer's requests wait on threads of their own; the node configuration's checks
+of its time settings."""
 
 from __future__ import annotations
+
+import threading
 
 import pytest
 
 from hubi.consortium.errors import ConsortiumError
-from hubi.consortium.peers import PeerHealth
+from hubi.consortium.peers import PeerHealth, PeerThreads
 from hubi.consortium.service import NodeConfig
 
 
@@ -30,7 +33,7 @@ def test_a_peer_silent_past_the_limit_is_stalled_and_gets_one_probe_at_a_time() 
     clock.t += 0.2  # the first request is now 1.1 s old, nothing came back
     assert h.try_send("BKD") is None
     assert h.status()["BKD"] == {"open": 3, "sent": 3, "stalled": True, "stalls": 1, "skipped": 1}
-    assert "stalled" in h.why_not("BKD") and "probe" in h.why_not("BKD")
+    assert h.why_not("BKD") == "not asked: stalled (no reply; 3 ask(s) still open)"
     # the open requests time out one by one: while any is open, nothing more goes
     h.done("BKD", first, replied=False)
     h.done("BKD", second, replied=False)
@@ -102,3 +105,20 @@ def test_node_config_refuses_time_settings_that_are_not_seconds(
     assert (
         NodeConfig.from_json('{"orderer": "embedded", "stall_after": 2.5}', "x").stall_after == 2.5
     )
+
+
+def test_peer_threads_keep_a_hung_peer_apart_and_refuse_work_once_shut_down() -> None:
+    threads = PeerThreads("BKA", per_peer=2)
+    release = threading.Event()
+    try:
+        hung = [threads.submit("BKD", release.wait, 30) for _ in range(3)]  # 2 run, 1 queues
+        # BKD's threads are all taken; BKB's request runs on threads of its own
+        assert threads.submit("BKB", lambda: "endorsed").result(timeout=5) == "endorsed"
+        assert hung[2].cancel()  # the queued one was never started: it can be withdrawn
+        assert not hung[0].cancel()  # the running ones cannot
+    finally:
+        release.set()
+        threads.shutdown()
+    assert all(f.result(timeout=5) for f in hung[:2])
+    with pytest.raises(RuntimeError, match="peer threads of BKA are shut down"):
+        threads.submit("BKB", lambda: None)

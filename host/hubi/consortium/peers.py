@@ -98,7 +98,7 @@ class PeerHealth:
             now = self.clock()
             p = self._peer(bank, now)
             since = "" if p.last_reply == float("-inf") else f" since {now - p.last_reply:.1f} s"
-            return f"not asked: stalled (no reply{since}; a probe is open)"
+            return f"not asked: stalled (no reply{since}; {len(p.open)} ask(s) still open)"
 
     def answering_first(self, banks: Iterable[str]) -> list[str]:
         """``banks`` with the stalled ones whose probe is open moved to the end (the order is
@@ -128,16 +128,20 @@ class PeerHealth:
 class PeerThreads:
     """A small pool of threads per peer bank, so that requests to a peer that does not answer
     wait behind each other and never in front of requests to the others. Threads start when
-    needed; :meth:`shutdown` cancels what has not started."""
+    needed; :meth:`shutdown` cancels what has not started, and later submits raise
+    RuntimeError, as a shut-down executor's do."""
 
     def __init__(self, owner: str, per_peer: int = 8):
         self.owner = owner
         self.per_peer = per_peer
         self._pools: dict[str, cf.ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
+        self._closed = False
 
     def submit(self, bank: str, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"the peer threads of {self.owner} are shut down")
             pool = self._pools.get(bank)
             if pool is None:
                 pool = self._pools[bank] = cf.ThreadPoolExecutor(
@@ -147,6 +151,7 @@ class PeerThreads:
 
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
             pools, self._pools = list(self._pools.values()), {}
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
