@@ -1,7 +1,7 @@
 """`hubi consortium up --banks N` and `hubi consortium status --json` as a user runs them: real
-processes in a folder, a note settled between the banks, an etcd member killed (status says so),
-Ctrl-C (SIGINT) stops everything cleanly; a second `up` in the same folder brings the same
-consortium back and restarts a bank node that dies."""
+processes in a folder, a note settled between the banks, a bank node that hangs and an etcd
+member killed (status says so), Ctrl-C (SIGINT) stops everything cleanly; a second `up` in the
+same folder brings the same consortium back and restarts a bank node that dies."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -105,6 +106,31 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["outcome"] == "booked", r.text
+
+        # BKA's node hangs (SIGSTOP) while BKB asks it to endorse a note BKA's customer pays:
+        # status shows BKA not healthy, and BKB finding BKA stalled
+        bka = up["banks"][0]["pid"]
+        os.kill(bka, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(1) as ex:
+                waiting = ex.submit(
+                    httpx.post,
+                    url + "/v1/notes",
+                    content=acc["BKA-000001"].note("BKB-000001", 7),
+                    headers={"content-type": "application/octet-stream"},
+                    timeout=30,
+                )
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    st = _status(tmp_path)
+                    if st["banks"][1].get("stalled_peers") == ["BKA"]:
+                        break
+                    time.sleep(0.3)
+                assert st["banks"][1]["stalled_peers"] == ["BKA"], st["banks"]
+                assert st["banks"][0]["healthy"] is False and st["healthy"] is False
+                assert waiting.result().status_code == 503  # BKA never answered
+        finally:
+            os.kill(bka, signal.SIGCONT)
 
         # one etcd member killed: status names it unhealthy, the rest stay (or, if it led,
         # become healthy again after the election of a new leader)

@@ -432,6 +432,8 @@ def status_cmd(folder: Path, as_json: bool) -> None:
     for b in st["banks"]:
         mark = "[green]healthy[/green]" if b["healthy"] else "[red]down[/red]"
         extra = f"  applied revision {b.get('applied_revision')}" if b["healthy"] else ""
+        if b.get("stalled_peers"):
+            extra += f"  [yellow]finds stalled: {', '.join(b['stalled_peers'])}[/yellow]"
         console.print(f"  bank {b['id']}  {b['url']}  {mark}{extra}")
     for m in st["etcd"]:
         mark = "[green]healthy[/green]" if m["healthy"] else "[red]down[/red]"

@@ -20,7 +20,8 @@ bank node or etcd member that dies (after ``restart_delay``), and on SIGINT/SIGT
 banks (SIGTERM, they finish requests in flight), then etcd, and marks ``up.json`` stopped.
 
 ``status(folder)`` is ``hubi consortium status``: each bank's ``/health`` and each etcd member's
-``/health``, each with ``healthy`` true or false, plus what each bank applied from the log.
+``/health``, each with ``healthy`` true or false, plus what each bank applied from the log and
+the peers it finds stalled (``hubi.consortium.peers``).
 """
 
 from __future__ import annotations
@@ -519,6 +520,8 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                     item["log_hash"] = cs.get("log_hash")
                     item["entries"] = cs.get("entries")
                     item["reports"] = cs.get("reports")
+                    peers = cs.get("peers") or {}
+                    item["stalled_peers"] = sorted(p for p, d in peers.items() if d.get("stalled"))
             out["banks"].append(item)
         for m in up["etcd"]:
             ok, err = _healthy_etcd(http, m["url"])
