@@ -394,6 +394,53 @@ def test_kill9_member_failover_and_restart(tmp_path: Path) -> None:
     assert _wait_dead(pids) == []  # stop() leaves no process behind
 
 
+def test_calls_and_watch_pass_over_a_hung_member(tmp_path: Path) -> None:
+    """The member that a writer and a watch both try first hangs (SIGSTOP: its kernel still
+    accepts connections). The writes go to another member after ``first_try`` (1 s), and the
+    watch resumes there after its idle timeout and a short wait for the new watch to be
+    confirmed: neither waits for the request timeout (30 s here). Every event is delivered."""
+    with EtcdCluster(
+        tmp_path / "etcd",
+        members=3,
+        durable=False,
+        heartbeat_ms=FAST_HEARTBEAT_MS,
+        election_ms=FAST_ELECTION_MS,
+    ) as cluster:
+        urls = cluster.client_urls
+        with Etcd(urls) as probe:
+            leader = probe.leader_endpoint()
+        hung = next(i for i, u in enumerate(urls) if u != leader)  # writes need no election
+        watcher = Etcd(urls[hung:] + urls[:hung], timeout=30.0)
+        writer = Etcd(urls[hung:] + urls[:hung], timeout=30.0)
+        stop = threading.Event()
+        seen: list[WatchEvent] = []
+        done = threading.Event()
+        watch = watcher.watch(b"h/", prefix=True, stop=stop, idle_timeout=0.5)
+        t = threading.Thread(target=_collect, args=(watch, 4, seen, done), daemon=True)
+        t.start()
+        time.sleep(0.3)
+        revs = [writer.put(b"h/0", b"before")]
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e.revision for e in seen] == revs  # served by the member about to hang
+        pid = cluster.members[hung].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            revs += [writer.put(b"h/%d" % i, b"during") for i in (1, 2, 3)]
+            assert time.monotonic() - t0 < 10, "writes waited for the hung member"
+            assert writer.create_if_absent(b"h/claim", b"x").created
+            assert done.wait(10), "watch delivered only %d events" % len(seen)
+            assert [e.revision for e in seen] == revs
+        finally:
+            stop.set()
+            os.kill(pid, signal.SIGCONT)
+            watcher.close()
+            writer.close()
+
+
 @pytest.mark.slow
 def test_members_die_with_killed_parent(tmp_path: Path) -> None:
     """kill -9 the Python process that started a cluster: its etcd members die too."""

@@ -238,9 +238,14 @@ def _normalise(endpoint: str) -> str:
 class Etcd:
     """etcd v3 client over the JSON gateway of one or more members (failover in order).
 
-    ``timeout``: seconds for one HTTP request to one member. ``connect_timeout``: seconds to
-    connect to one member. ``retry_deadline``: total seconds a call keeps trying the members
-    (long enough to ride out a leader election) before :class:`EtcdUnavailable`.
+    ``timeout``: seconds for one HTTP request to one member. ``first_try``: the patience with
+    each member on a call's first pass over them (at most ``timeout``): a member that hangs, or
+    a follower whose request waits on a leader that hangs, would otherwise hold every call in
+    flight for the whole ``timeout``; a request that was only slow is retried elsewhere, which
+    every call here allows (a create-if-absent that went through finds its own value).
+    ``connect_timeout``: seconds to connect to one member. ``retry_deadline``: total seconds a
+    call keeps trying the members (long enough to ride out a leader election) before
+    :class:`EtcdUnavailable`.
 
     Thread-safe: one client may be shared by threads (both connection pools are).
     """
@@ -250,6 +255,7 @@ class Etcd:
         endpoints: Sequence[str] | str,
         *,
         timeout: float = 5.0,
+        first_try: float = 1.0,
         connect_timeout: float = 1.0,
         retry_deadline: float = 15.0,
     ) -> None:
@@ -260,6 +266,7 @@ class Etcd:
         self._endpoints = eps
         self._preferred = 0
         self.timeout = timeout
+        self.first_try = min(first_try, timeout)
         self.connect_timeout = connect_timeout
         self.retry_deadline = retry_deadline
         # calls and watches on stdlib connections: about half of httpx's CPU per request;
@@ -301,10 +308,12 @@ class Etcd:
         start = self._preferred % n
         return [(start + i) % n for i in range(n)]
 
-    def _post_one(self, endpoint: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post_one(
+        self, endpoint: str, path: str, body: dict[str, Any], timeout: float
+    ) -> dict[str, Any]:
         data = json.dumps(body, separators=(",", ":")).encode()
         try:
-            r = self._pools[endpoint].post(path, data, _JSON_HEADERS)
+            r = self._pools[endpoint].post(path, data, _JSON_HEADERS, timeout=timeout)
         except HttpFailure as exc:
             raise _Retryable("%s: %s" % (type(exc).__name__, exc)) from exc
         return self._decode(endpoint, path, r.status, r.body)
@@ -335,11 +344,12 @@ class Etcd:
         deadline = time.monotonic() + self.retry_deadline
         errors: dict[str, str] = {}
         delay = 0.05
+        patience = self.first_try
         while True:
             for i in self._order():
                 ep = self._endpoints[i]
                 try:
-                    out = self._post_one(ep, path, body)
+                    out = self._post_one(ep, path, body, patience)
                 except _Retryable as exc:
                     errors[ep] = str(exc)
                     continue
@@ -349,6 +359,7 @@ class Etcd:
                 raise EtcdUnavailable("POST " + path, errors)
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+            patience = self.timeout
 
     # ------------------------------------------------------------------ key-value
     def get(self, key: KeyLike, *, revision: int | None = None) -> KeyValue | None:
@@ -461,7 +472,10 @@ class Etcd:
         ``start_revision``: first revision to deliver (history included); default: changes
         after the watch starts. If the member serving the stream fails, the watch resumes on
         another member from the revision after the last one delivered, so no event is lost or
-        repeated. To resume a watch yourself later, pass the last revision you fully processed
+        repeated. A member that does not confirm a new watch within ``max(idle_timeout,
+        first_try)`` (at most ``timeout``) is passed over for the next: a hung member's kernel still
+        accepts the connection, and waiting the whole request timeout there would hold the
+        stream up for that long. To resume a watch yourself later, pass the last revision you fully processed
         plus one (all events of one revision come together).
 
         The generator ends when ``stop`` is set (checked at least every ``idle_timeout`` s) or
@@ -473,6 +487,7 @@ class Etcd:
         if prefix:
             create["range_end"] = _enc(prefix_end(k))
         next_rev = start_revision or 0
+        create_timeout = min(self.timeout, max(idle_timeout, self.first_try))
         errors: dict[str, str] = {}
         deadline = time.monotonic() + self.retry_deadline
         delay = 0.05
@@ -488,7 +503,11 @@ class Etcd:
                 request = json.dumps({"create_request": body}).encode()
                 try:
                     with self._pools[ep].stream(
-                        "/v3/watch", request, _JSON_HEADERS, idle_timeout=idle_timeout
+                        "/v3/watch",
+                        request,
+                        _JSON_HEADERS,
+                        idle_timeout=idle_timeout,
+                        timeout=create_timeout,
                     ) as resp:
                         if resp.status != 200:
                             self._decode(ep, "/v3/watch", resp.status, resp.read())
