@@ -229,6 +229,27 @@ def catch_up(
     }
 
 
+def etcd_member_stopped(
+    sup: Supervisor, urls: dict[str, str], accounts: dict[str, dict[str, Any]], n: int
+) -> dict[str, Any]:
+    """What the consortium does while one etcd member hangs: the first member's process is
+    stopped (SIGSTOP; it is the own member of the first bank, tried first by it) during two
+    phases of `n` notes at 8 clients, then resumed. The first phase includes the clients'
+    fail-over to the other members, the second runs on two members."""
+    assert sup.cluster is not None
+    member = sup.cluster.members[0]
+    assert member.pid is not None
+    out: dict[str, Any] = {"member": member.name}
+    os.kill(member.pid, signal.SIGSTOP)
+    try:
+        for i, name in enumerate(("first", "second")):
+            phase = run_phase(urls, make_notes(accounts, n, seed=200 + i), 8)
+            out[name] = {k: phase[k] for k in ("notes_per_s", "latency_ms", "outcomes")}
+    finally:
+        os.kill(member.pid, signal.SIGCONT)
+    return out
+
+
 def bare_replay(etcd: Etcd, prefix: bytes, after: int, head: int) -> dict[str, Any]:
     """Time etcd replaying the log's revisions (after, head] to a bare watch in this process
     (JSON decoding included, nothing else): what etcd alone delivers to a bank catching up."""
@@ -260,6 +281,13 @@ def main() -> None:
         default=0,
         metavar="N",
         help="then pause one bank while the others settle N notes, and time its catching up",
+    )
+    ap.add_argument(
+        "--stop-etcd-member",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then stop one etcd member for two phases of N notes (8 clients)",
     )
     args = ap.parse_args()
     phases = [int(x) for x in args.clients.split(",")]
@@ -330,6 +358,10 @@ def main() -> None:
         if args.catch_up:
             result["catch_up"] = catch_up(sup, urls, accounts, args.catch_up)
             print(json.dumps({"catch_up": result["catch_up"]}), flush=True)
+        if args.stop_etcd_member:
+            stopped = etcd_member_stopped(sup, urls, accounts, args.stop_etcd_member)
+            result["etcd_member_stopped"] = stopped
+            print(json.dumps({"etcd_member_stopped": stopped}), flush=True)
         result["stages"] = {
             b: (_consortium_status(u, sup.home, b) or {}).get("timings") for b, u in urls.items()
         }
