@@ -396,8 +396,8 @@ def test_kill9_member_failover_and_restart(tmp_path: Path) -> None:
 
 def test_calls_and_watch_pass_over_a_hung_member(tmp_path: Path) -> None:
     """The member that a writer and a watch both try first hangs (SIGSTOP: its kernel still
-    accepts connections). The writes go to another member after ``first_try`` (1 s), and the
-    watch resumes there after its idle timeout and a short wait for the new watch to be
+    accepts connections). Claims and reads go to another member after ``first_try`` (1 s), and
+    the watch resumes there after its idle timeout and a short wait for the new watch to be
     confirmed: neither waits for the request timeout (30 s here). Every event is delivered."""
     with EtcdCluster(
         tmp_path / "etcd",
@@ -429,9 +429,11 @@ def test_calls_and_watch_pass_over_a_hung_member(tmp_path: Path) -> None:
         os.kill(pid, signal.SIGSTOP)
         try:
             t0 = time.monotonic()
-            revs += [writer.put(b"h/%d" % i, b"during") for i in (1, 2, 3)]
-            assert time.monotonic() - t0 < 10, "writes waited for the hung member"
-            assert writer.create_if_absent(b"h/claim", b"x").created
+            claims = [writer.create_if_absent(b"h/%d" % i, b"during") for i in (1, 2, 3)]
+            kv = writer.get(b"h/0")
+            assert time.monotonic() - t0 < 10, "calls waited for the hung member"
+            assert all(c.created for c in claims) and kv is not None and kv.value == b"before"
+            revs += [c.revision for c in claims]
             assert done.wait(10), "watch delivered only %d events" % len(seen)
             assert [e.revision for e in seen] == revs
         finally:

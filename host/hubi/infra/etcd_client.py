@@ -239,10 +239,11 @@ class Etcd:
     """etcd v3 client over the JSON gateway of one or more members (failover in order).
 
     ``timeout``: seconds for one HTTP request to one member. ``first_try``: the patience with
-    each member on a call's first pass over them (at most ``timeout``): a member that hangs, or
-    a follower whose request waits on a leader that hangs, would otherwise hold every call in
-    flight for the whole ``timeout``; a request that was only slow is retried elsewhere, which
-    every call here allows (a create-if-absent that went through finds its own value).
+    each member on the first pass over them of a call that may be repeated (reads, the
+    create-if-absent transaction, which finds its own value if it went through, watches): a
+    member that hangs, or a follower whose request waits on a leader that hangs, would otherwise
+    hold every such call in flight for the whole ``timeout``. Writes whose repetition would
+    answer differently (put, delete, compaction, lease grant) wait the whole ``timeout``.
     ``connect_timeout``: seconds to connect to one member. ``retry_deadline``: total seconds a
     call keeps trying the members (long enough to ride out a leader election) before
     :class:`EtcdUnavailable`.
@@ -339,12 +340,13 @@ class Etcd:
             raise _Retryable("HTTP %d: %s" % (status, msg))
         raise EtcdRequestError(endpoint, path, status, code, msg)
 
-    def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` to ``path`` on the first member that answers; fail over on errors."""
+    def _call(self, path: str, body: dict[str, Any], *, repeatable: bool = True) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first member that answers; fail over on errors
+        (after ``first_try`` on the first pass if the call is ``repeatable``)."""
         deadline = time.monotonic() + self.retry_deadline
         errors: dict[str, str] = {}
         delay = 0.05
-        patience = self.first_try
+        patience = self.first_try if repeatable else self.timeout
         while True:
             for i in self._order():
                 ep = self._endpoints[i]
@@ -408,7 +410,7 @@ class Etcd:
         body: dict[str, Any] = {"key": _enc(_b(key)), "value": _enc(_b(value))}
         if lease:
             body["lease"] = str(lease)
-        return _header_revision(self._call("/v3/kv/put", body))
+        return _header_revision(self._call("/v3/kv/put", body, repeatable=False))
 
     def delete(self, key: KeyLike, *, prefix: bool = False) -> int:
         """Delete ``key`` (or every key under it with ``prefix=True``); returns how many."""
@@ -416,7 +418,7 @@ class Etcd:
         body: dict[str, Any] = {"key": _enc(k)}
         if prefix:
             body["range_end"] = _enc(prefix_end(k))
-        return _int(self._call("/v3/kv/deleterange", body), "deleted")
+        return _int(self._call("/v3/kv/deleterange", body, repeatable=False), "deleted")
 
     def create_if_absent(
         self, key: KeyLike, value: KeyLike, *, lease: int | None = None
@@ -455,7 +457,11 @@ class Etcd:
 
     def compact(self, revision: int, *, physical: bool = False) -> None:
         """Discard history before ``revision`` (watches from older revisions then fail)."""
-        self._call("/v3/kv/compaction", {"revision": str(revision), "physical": physical})
+        self._call(
+            "/v3/kv/compaction",
+            {"revision": str(revision), "physical": physical},
+            repeatable=False,
+        )
 
     # ------------------------------------------------------------------ watch
     def watch(
@@ -472,11 +478,11 @@ class Etcd:
         ``start_revision``: first revision to deliver (history included); default: changes
         after the watch starts. If the member serving the stream fails, the watch resumes on
         another member from the revision after the last one delivered, so no event is lost or
-        repeated. A member that does not confirm a new watch within ``max(idle_timeout,
-        first_try)`` (at most ``timeout``) is passed over for the next: a hung member's kernel still
-        accepts the connection, and waiting the whole request timeout there would hold the
-        stream up for that long. To resume a watch yourself later, pass the last revision you fully processed
-        plus one (all events of one revision come together).
+        repeated. A member that does not confirm a new watch within
+        ``max(idle_timeout, first_try)`` (at most ``timeout``) is passed over for the next: a
+        hung member's kernel still accepts the connection, and waiting the whole request timeout
+        there would hold the stream up for that long. To resume a watch yourself later, pass the
+        last revision you fully processed plus one (all events of one revision come together).
 
         The generator ends when ``stop`` is set (checked at least every ``idle_timeout`` s) or
         when it is closed. Raises :class:`EtcdCompacted` if the start revision was compacted,
@@ -577,7 +583,7 @@ class Etcd:
     # ------------------------------------------------------------------ leases
     def lease_grant(self, ttl: int) -> int:
         """Grant a lease of ``ttl`` seconds; returns its id."""
-        return _int(self._call("/v3/lease/grant", {"TTL": str(ttl)}), "ID")
+        return _int(self._call("/v3/lease/grant", {"TTL": str(ttl)}, repeatable=False), "ID")
 
     def lease_keepalive(self, lease_id: int) -> int:
         """Refresh a lease once; returns its new TTL in seconds (0 if it has expired)."""
