@@ -18,6 +18,7 @@ BENCHES = {
     "consortium": "bench.bench_consortium",  # interbank settlement with 4 banks + 3 etcd members
     "applier": "bench.bench_applier",  # one bank catching up on the log it missed
     "http": "bench.bench_http",  # a bank node's CPU per request on its two HTTP stacks
+    "gil": "bench.bench_gil",  # how long a bank node holds the GIL per interbank note
 }
 
 
