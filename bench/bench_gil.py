@@ -113,6 +113,8 @@ def main() -> None:
         load.join()
         if phase.get("outcomes", {}).get("booked") != args.notes:
             raise SystemExit(f"not every note settled: {phase.get('outcomes')}")
+        if phase["seconds"] < window + 2.5:  # the load must cover the whole sampling window
+            raise SystemExit(f"the notes took only {phase['seconds']} s: raise --notes")
         result["notes_per_s"] = phase["notes_per_s"]
         notes = phase["notes_per_s"] * window  # settled during the sampling window
         for b, (raw, proc) in spies.items():
