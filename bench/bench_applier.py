@@ -32,6 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from bench.bench_consortium import applier_cpu, load_accounts, make_notes  # noqa: E402
 from hubi import kmc as kmc_mod  # noqa: E402
 from hubi.consortium.node import ConsortiumNode  # noqa: E402
@@ -133,11 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="hubi-bench-applier-") as tmp:
         result = run(args.notes, args.rounds, Path(tmp))
-    out = json.dumps(result)
-    print(out)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(out + "\n")
+    report(result, args.json, indent=None)
 
 
 if __name__ == "__main__":

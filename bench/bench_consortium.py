@@ -43,6 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from hubi.consortium.supervisor import Supervisor, _consortium_status  # noqa: E402
 from hubi.infra.etcd_client import Etcd  # noqa: E402
 from hubi.infra.http_pool import HttpPool  # noqa: E402
@@ -373,11 +374,7 @@ def main() -> None:
         sup.stop()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    out = json.dumps(result, indent=1)
-    print(out)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(out + "\n")
+    report(result, args.json)
     print()
     print(
         "| clients | notes/s | p50 ms | p90 ms | p99 ms | CPU ms/note (all processes) "

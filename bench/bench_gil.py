@@ -18,7 +18,6 @@ Nothing is asserted; bench/consortium.md discusses the figures.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from bench.bench_consortium import (  # noqa: E402
     ACCOUNTS,
     Supervisor,
@@ -135,11 +135,7 @@ def main() -> None:
     finally:
         sup.stop()
         shutil.rmtree(folder, ignore_errors=True)
-    out = json.dumps(result, indent=1)
-    print(out)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(out + "\n")
+    report(result, args.json)
 
 
 if __name__ == "__main__":

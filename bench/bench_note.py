@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import report  # noqa: E402
 from bench.mpy import MPY_MED, compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import codec, qr, suite, verify  # noqa: E402
 from tests.world import make_world  # noqa: E402
@@ -185,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             "micropython": micropython(spec_path, args.runs, not args.no_heap_search),
             "cpython": cpython(spec_path, note_bytes, args.runs),
         }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    report(result, args.json, indent=2)
     mp = result["micropython"]
     print(
         f"\nnote: {result['note_bytes']} bytes, QR version L {result['qr_version']['L']}, M {result['qr_version']['M']}"

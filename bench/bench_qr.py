@@ -26,7 +26,6 @@ Timings are medians of --runs repetitions on a shared machine: nothing here is a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 sys.path[:0] = [str(ROOT), str(SHARED)]
 
+from bench import report  # noqa: E402
 from bench.mpy import compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import qr, qrparts  # noqa: E402
 
@@ -224,11 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         .strip(),
         "cpython_version": sys.version.split()[0],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    report(result, args.json, indent=2)
 
     print()
 

@@ -24,7 +24,6 @@ Timings are medians of --runs repetitions; machines are noisy, so nothing here i
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 sys.path[:0] = [str(ROOT), str(SHARED)]
 
+from bench import report  # noqa: E402
 from bench.mpy import MPY_MED, compile_mpy, exe, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import ecies, suite  # noqa: E402
 
@@ -226,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     result["cpython_version"] = sys.version.split()[0]
 
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
+    report(result, args.json, indent=2)
 
     ms = result["micropython"]["ms"]
     cp = result["cpython_ms"]
