@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,12 +57,23 @@ def _wait_dead(pids: list[int], timeout: float = 10.0) -> list[int]:
     return alive
 
 
-def _collect(it: object, n: int, out: list[WatchEvent], done: threading.Event) -> None:
-    for ev in it:  # type: ignore[attr-defined]
-        out.append(ev)
-        if len(out) >= n:
-            break
-    done.set()
+class _Watching:
+    """A watch read on a thread of its own until ``n`` events came (then ``done`` is set)."""
+
+    def __init__(self, client: Etcd, prefix: bytes, n: int, idle_timeout: float, settle: float):
+        self.stop = threading.Event()
+        self.done = threading.Event()
+        self.seen: list[WatchEvent] = []
+        it = client.watch(prefix, prefix=True, stop=self.stop, idle_timeout=idle_timeout)
+        threading.Thread(target=self._collect, args=(it, n), daemon=True).start()
+        time.sleep(settle)  # let the watch be created (events before that are not delivered)
+
+    def _collect(self, it: Iterator[WatchEvent], n: int) -> None:
+        for ev in it:
+            self.seen.append(ev)
+            if len(self.seen) >= n:
+                break
+        self.done.set()
 
 
 # ------------------------------------------------------------------ pure helpers
@@ -178,13 +190,8 @@ def test_create_if_absent_race(etcd_cluster: EtcdCluster, etcd_prefix: bytes) ->
 def test_watch_order_and_resume(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
     p = etcd_prefix
     start = etcd.put(p + b"start", b"")
-    stop = threading.Event()
-    seen: list[WatchEvent] = []
-    done = threading.Event()
-    it = etcd.watch(p + b"w/", prefix=True, stop=stop, idle_timeout=1.0)
-    t = threading.Thread(target=_collect, args=(it, 21, seen, done), daemon=True)
-    t.start()
-    time.sleep(0.3)  # let the watch be created (events before that are not delivered)
+    w = _Watching(etcd, p + b"w/", 21, idle_timeout=1.0, settle=0.3)
+    stop, seen, done = w.stop, w.seen, w.done
     revs = []
     for i in range(20):
         revs.append(etcd.put(p + b"w/%02d" % i, b"v%d" % i))
@@ -213,13 +220,8 @@ def test_watch_order_and_resume(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa
 
 
 def test_watch_stop_event_ends_idle_watch(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: F811
-    stop = threading.Event()
-    out: list[WatchEvent] = []
-    done = threading.Event()
-    it = etcd.watch(etcd_prefix, prefix=True, stop=stop, idle_timeout=0.3)
-    t = threading.Thread(target=_collect, args=(it, 1000, out, done), daemon=True)
-    t.start()
-    time.sleep(0.8)  # idle across at least one re-open
+    w = _Watching(etcd, etcd_prefix, 1000, idle_timeout=0.3, settle=0.8)  # idle, re-opened
+    stop, out, done = w.stop, w.seen, w.done
     etcd.put(etcd_prefix + b"x", b"1")
     time.sleep(0.3)
     stop.set()
@@ -344,13 +346,8 @@ def test_kill9_member_failover_and_restart(tmp_path: Path) -> None:
         # on the next member) after 2 s instead of the default 5 s.
         c = Etcd(urls[li:] + urls[:li], timeout=2.0)
 
-        stop = threading.Event()
-        seen: list[WatchEvent] = []
-        done = threading.Event()
-        watch = c.watch(b"f/w/", prefix=True, stop=stop, idle_timeout=1.0)
-        t = threading.Thread(target=_collect, args=(watch, 10, seen, done), daemon=True)
-        t.start()
-        time.sleep(0.3)
+        w = _Watching(c, b"f/w/", 10, idle_timeout=1.0, settle=0.3)
+        stop, seen, done = w.stop, w.seen, w.done
         revs = [c.put(b"f/w/%d" % i, b"%d" % i) for i in range(5)]
 
         pid = cluster.members[li].pid
@@ -412,13 +409,8 @@ def test_calls_and_watch_pass_over_a_hung_member(tmp_path: Path) -> None:
         hung = next(i for i, u in enumerate(urls) if u != leader)  # writes need no election
         watcher = Etcd(urls[hung:] + urls[:hung], timeout=30.0)
         writer = Etcd(urls[hung:] + urls[:hung], timeout=30.0)
-        stop = threading.Event()
-        seen: list[WatchEvent] = []
-        done = threading.Event()
-        watch = watcher.watch(b"h/", prefix=True, stop=stop, idle_timeout=0.5)
-        t = threading.Thread(target=_collect, args=(watch, 4, seen, done), daemon=True)
-        t.start()
-        time.sleep(0.3)
+        w = _Watching(watcher, b"h/", 4, idle_timeout=0.5, settle=0.3)
+        stop, seen, done = w.stop, w.seen, w.done
         revs = [writer.put(b"h/0", b"before")]
         deadline = time.monotonic() + 5
         while not seen and time.monotonic() < deadline:
