@@ -205,7 +205,8 @@ def catch_up(
     events = st["applier"]["events"] - before["applier"]["events"]
     (apply1, read1), (apply0, read0) = applier_cpu(st), applier_cpu(before)
     prefix = load_trust(sup.home / "trust").consortium.log_prefix().encode() + b"log/"
-    replay = bare_replay(sup.cluster.client(), prefix, before["applied_revision"], head)
+    with sup.cluster.client() as etcd:
+        replay = bare_replay(etcd, prefix, before["applied_revision"], head)
     return {
         "bank": lag,
         "notes_settled_meanwhile": phase["outcomes"].get("booked", 0),
@@ -254,16 +255,12 @@ def etcd_member_stopped(
 def bare_replay(etcd: Etcd, prefix: bytes, after: int, head: int) -> dict[str, Any]:
     """Time etcd replaying the log's revisions (after, head] to a bare watch in this process
     (JSON decoding included, nothing else): what etcd alone delivers to a bank catching up."""
-    stop = threading.Event()
     n = 0
     t0 = time.perf_counter()
-    try:
-        for ev in etcd.watch(prefix, prefix=True, start_revision=after + 1, stop=stop):
-            n += 1
-            if ev.revision >= head:
-                break
-    finally:
-        etcd.close()
+    for ev in etcd.watch(prefix, prefix=True, start_revision=after + 1):
+        n += 1
+        if ev.revision >= head:
+            break
     seconds = time.perf_counter() - t0
     return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
 
