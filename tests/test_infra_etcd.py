@@ -284,6 +284,43 @@ def test_watch_from_compacted_revision(tmp_path: Path) -> None:
         assert next(iter(c.watch(b"single/a", start_revision=r2))).value == b"2"
 
 
+def test_full_database_refuses_writes_at_once_and_keeps_what_it_holds(tmp_path: Path) -> None:
+    """At its space quota etcd raises the NOSPACE alarm on every member and answers writes with
+    gRPC code 8, the code of "too many requests" too. The client used to retry that until its
+    deadline (15 s a call) and then say no member had answered. Now it raises EtcdNoSpace at
+    once, naming the cause and the remedy; reads and everything written before still work."""
+    from hubi.consortium.errors import OrdererError
+    from hubi.consortium.etcd_orderer import EtcdOrderer
+    from hubi.infra.etcd_client import EtcdNoSpace
+
+    with (
+        EtcdCluster(tmp_path / "etcd", members=3, durable=False, quota_bytes=1 << 20) as cluster,
+        cluster.client(retry_deadline=60.0) as c,
+    ):
+        written = 0
+        with pytest.raises(EtcdNoSpace) as info:
+            for i in range(2000):  # 8 MB: far past the 1 MiB quota
+                t0 = time.monotonic()
+                c.put(b"full/%06d" % i, b"x" * 4000)
+                written += 1
+        assert time.monotonic() - t0 < 10.0, "retried towards the 60 s deadline"
+        assert 50 < written < 2000
+        text = str(info.value)
+        assert "database is full" in text and "quota-backend-bytes" in text
+        assert "database space exceeded" in text  # etcd's own words, kept
+        # a claim is refused the same way, at every member, and through the orderer as well
+        with pytest.raises(EtcdNoSpace):
+            c.create_if_absent(b"full/claim", b"v")
+        orderer = EtcdOrderer(cluster.client_urls, b"full/log/", client=c)
+        with pytest.raises(OrdererError, match="database is full"):
+            orderer.claim(b"n/1", b"entry")
+        # nothing accepted is lost, reads go on, and every member reports the alarm
+        kept = c.range(b"full/")
+        assert [kv.key for kv in kept.kvs] == [b"full/%06d" % i for i in range(written)]
+        assert c.get(b"full/claim") is None
+        assert not any(c.health().values())
+
+
 # ------------------------------------------------------------------ whole-cluster restart
 def test_cluster_restarts_from_its_datadir(tmp_path: Path) -> None:
     """A new EtcdCluster on an existing datadir is the same cluster: ports, token, data."""

@@ -36,6 +36,7 @@ __all__ = [
     "Etcd",
     "EtcdCompacted",
     "EtcdError",
+    "EtcdNoSpace",
     "EtcdRequestError",
     "EtcdUnavailable",
     "EndpointStatus",
@@ -48,6 +49,9 @@ __all__ = [
 
 KeyLike = bytes | str
 
+# etcd's answer to a write once the database has reached its quota (gRPC code 8, like "too many
+# requests", which is worth retrying; this is not)
+_NO_SPACE = "database space exceeded"
 # gRPC status codes that mean "this member cannot answer now, ask another".
 _RETRYABLE_GRPC = {4, 8, 10, 14}  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, UNAVAILABLE
 _RETRYABLE_TEXT = (
@@ -90,6 +94,20 @@ class EtcdRequestError(EtcdError):
         super().__init__(
             "etcd %s failed at %s: HTTP %d, grpc code %s: %s"
             % (what, endpoint, status, code, message)
+        )
+
+
+class EtcdNoSpace(EtcdRequestError):
+    """The cluster's database has reached its space quota (etcd's NOSPACE alarm): every member
+    refuses writes until an operator frees space, so no retry elsewhere can help. Reads go on."""
+
+    def __init__(self, endpoint: str, what: str, status: int, code: int | None, message: str):
+        super().__init__(endpoint, what, status, code, message)
+        self.args = (
+            "etcd %s refused at %s: the cluster's database is full (%s). Writes stay refused "
+            "until an operator frees space: compact and defragment the members, then "
+            "`etcdctl alarm disarm`, or restart them with a larger --quota-backend-bytes"
+            % (what, endpoint, message),
         )
 
 
@@ -332,6 +350,8 @@ class Etcd:
             code = data.get("code")
         else:
             msg, code = content[:200].decode("utf-8", "replace"), None
+        if _NO_SPACE in msg.lower():  # cluster-wide (an alarm): before the retryable code 8
+            raise EtcdNoSpace(endpoint, path, status, code, msg)
         if (
             status in (502, 503, 504)
             or code in _RETRYABLE_GRPC

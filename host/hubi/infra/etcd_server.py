@@ -112,6 +112,8 @@ class EtcdCluster:
     for ``hubi consortium up`` after a reboot; it fails clearly if an old port is now taken.
 
     ``durable=False`` passes ``--unsafe-no-fsync`` (tests: faster, still a real Raft cluster).
+    ``quota_bytes`` sets each member's ``--quota-backend-bytes`` (etcd's default: 2 GiB); at the
+    quota the cluster refuses writes (``EtcdNoSpace``) until space is freed.
     ``die_with_parent`` makes Linux kill the members if the starting thread dies (see
     :mod:`hubi.infra._process`).
     """
@@ -128,9 +130,13 @@ class EtcdCluster:
         start_timeout: float = 30.0,
         die_with_parent: bool = True,
         etcd_binary: str | None = None,
+        quota_bytes: int | None = None,
     ) -> None:
         if members < 1:
             raise ValueError("an etcd cluster needs at least one member, got %d" % members)
+        if quota_bytes is not None and quota_bytes <= 0:
+            raise ValueError("quota_bytes must be a positive number of bytes, got %d" % quota_bytes)
+        self.quota_bytes = quota_bytes
         self.datadir = Path(datadir).resolve()
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.binary = etcd_binary or find_etcd()
@@ -262,6 +268,8 @@ class EtcdCluster:
         ]
         if not self.durable:
             argv.append("--unsafe-no-fsync")
+        if self.quota_bytes is not None:
+            argv += ["--quota-backend-bytes", str(self.quota_bytes)]
         return argv
 
     def _spawn(self, m: EtcdMember) -> None:
