@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -426,6 +427,67 @@ def test_kill9_bank_node_and_etcd_member_during_a_stream(tmp_path: Path) -> None
             assert len(ds) == len(set(ds)), f"{a}: a note booked twice"
             assert c.balance(a) == expect[a], a
         assert c.nodes["BKD"].starts == 2
+    finally:
+        c.close()
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_a_full_etcd_refuses_interbank_notes_clearly_and_loses_nothing(tmp_path: Path) -> None:
+    """etcd at its space quota refuses every write. An interbank upload then gets a 503 that
+    names the full database (not a 15 s wait and "no member answered"); same-bank notes go on;
+    once an operator has freed space (delete, compact, then etcdctl's defrag and alarm disarm)
+    the same note settles once, and the banks agree with clean audits."""
+    from hubi.infra.etcd_client import EtcdNoSpace
+
+    cluster = EtcdCluster(
+        tmp_path / "etcd",
+        durable=False,
+        heartbeat_ms=FAST_HEARTBEAT_MS,
+        election_ms=FAST_ELECTION_MS,
+        quota_bytes=2 << 20,
+    )
+    etcdctl = Path(cluster.binary).with_name("etcdctl")
+    assert etcdctl.is_file(), f"no etcdctl beside {cluster.binary}"
+    c = Consortium(tmp_path / "c", cluster.client_urls)
+    try:
+        c.start()
+        acc = c.accounts
+        before = {a: c.balance(a) for a in ("BKA-000002", "BKB-000002")}
+        first = c.upload("BKB", acc["BKA-000001"].note("BKB-000001", 3))
+        assert first.status_code == 200 and first.json()["outcome"] == "booked", first.text
+        with cluster.client(retry_deadline=30.0) as e:
+            with pytest.raises(EtcdNoSpace):
+                for i in range(5000):  # 20 MB, far past the 2 MiB quota
+                    e.put(b"junk/%06d" % i, b"j" * 4000)
+            assert not any(e.health().values())  # ALARM NOSPACE on every member
+            note = acc["BKA-000002"].note("BKB-000002", 7)
+            t0 = time.monotonic()
+            r = c.upload("BKB", note)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "orderer-unavailable"
+            assert "database is full" in r.json()["message"]
+            assert time.monotonic() - t0 < 10.0, "the claim waited for the client's deadline"
+            same = c.upload("BKA", acc["BKA-000003"].note("BKA-000004", 5))
+            assert same.status_code == 200 and same.json()["outcome"] == "booked", same.text
+            # the operator frees space: etcd's procedure, the last two steps with its own tool
+            assert e.delete(b"junk/", prefix=True) > 0
+            e.compact(e.status()[cluster.client_urls[0]].revision, physical=True)
+            urls = "--endpoints=" + ",".join(cluster.client_urls)
+            for args in (["defrag"], ["alarm", "disarm"]):
+                done = subprocess.run(
+                    [str(etcdctl), urls, *args], capture_output=True, text=True, timeout=60
+                )
+                assert done.returncode == 0, (args, done.stdout, done.stderr)
+            assert all(e.health().values())
+        again = c.upload("BKB", note)
+        assert again.status_code == 200 and again.json()["outcome"] == "booked", again.text
+        assert_agree_and_audit_clean(c)
+        assert c.balance("BKA-000002") == before["BKA-000002"] - 7
+        assert c.balance("BKB-000002") == before["BKB-000002"] + 7
+        digest = hashlib.sha256(note).digest()
+        assert [d for d, x in book_notes(c, "BKA-000002") if x == digest] == [-7]
+        assert [d for d, x in book_notes(c, "BKB-000002") if x == digest] == [7]
     finally:
         c.close()
         cluster.stop()
