@@ -308,7 +308,7 @@ def test_full_database_refuses_writes_at_once_and_keeps_what_it_holds(tmp_path: 
         text = str(info.value)
         assert "database is full" in text and "quota-backend-bytes" in text
         assert "database space exceeded" in text  # etcd's own words, kept
-        # a claim is refused the same way, at every member, and through the orderer as well
+        # a claim is refused the same way, and through the orderer as well
         with pytest.raises(EtcdNoSpace):
             c.create_if_absent(b"full/claim", b"v")
         orderer = EtcdOrderer(cluster.client_urls, b"full/log/", client=c)

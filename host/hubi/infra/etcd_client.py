@@ -105,9 +105,9 @@ class EtcdNoSpace(EtcdRequestError):
         super().__init__(endpoint, what, status, code, message)
         self.args = (
             "etcd %s refused at %s: the cluster's database is full (%s). Writes stay refused "
-            "until an operator frees space: compact and defragment the members, then "
-            "`etcdctl alarm disarm`, or restart them with a larger --quota-backend-bytes"
-            % (what, endpoint, message),
+            "until an operator frees space (delete keys, compact, defragment the members) or "
+            "restarts the members with a larger --quota-backend-bytes, and then runs "
+            "`etcdctl alarm disarm`" % (what, endpoint, message),
         )
 
 
