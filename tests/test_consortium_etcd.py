@@ -23,10 +23,9 @@ from hubi.bank.records import Record
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import make_endorsement, note_digest
 from hubi.infra.etcd_client import Etcd
-from hubi.infra.etcd_server import EtcdCluster
 from hubi_core import codec, lsum
 from tests.consortium_support import BANKS4, FUNDS, Consortium
-from tests.servers import FAST_ELECTION_MS, FAST_HEARTBEAT_MS, etcd_cluster  # noqa: F401
+from tests.servers import etcd_cluster, fast_etcd_cluster  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -346,12 +345,7 @@ def test_kill9_bank_node_and_etcd_member_during_a_stream(tmp_path: Path) -> None
     """A stream of interbank notes among 4 banks; kill -9 bank BKD's node, then the etcd leader;
     bring both back. No acknowledged note is lost or booked twice; unanswered uploads retried
     settle once; BKD catches up; all banks agree and their audits are clean."""
-    cluster = EtcdCluster(
-        tmp_path / "etcd",
-        durable=False,
-        heartbeat_ms=FAST_HEARTBEAT_MS,
-        election_ms=FAST_ELECTION_MS,
-    )
+    cluster = fast_etcd_cluster(tmp_path / "etcd")
     c = Consortium(tmp_path / "c", cluster.client_urls, settle_timeout=8.0)
     try:
         c.start()
@@ -440,13 +434,7 @@ def test_a_full_etcd_refuses_interbank_notes_clearly_and_loses_nothing(tmp_path:
     the same note settles once, and the banks agree with clean audits."""
     from hubi.infra.etcd_client import EtcdNoSpace
 
-    cluster = EtcdCluster(
-        tmp_path / "etcd",
-        durable=False,
-        heartbeat_ms=FAST_HEARTBEAT_MS,
-        election_ms=FAST_ELECTION_MS,
-        quota_bytes=2 << 20,
-    )
+    cluster = fast_etcd_cluster(tmp_path / "etcd", quota_bytes=2 << 20)
     etcdctl = Path(cluster.binary).with_name("etcdctl")
     assert etcdctl.is_file(), f"no etcdctl beside {cluster.binary}"
     c = Consortium(tmp_path / "c", cluster.client_urls)

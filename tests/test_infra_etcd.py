@@ -24,12 +24,11 @@ from hubi.infra.etcd_client import (
 from hubi.infra.etcd_server import EtcdCluster, EtcdStartError
 from hubi.infra.ports import free_ports, release_port
 from tests.servers import (  # noqa: F401
-    FAST_ELECTION_MS,
-    FAST_HEARTBEAT_MS,
     etcd,
     etcd_cluster,
     etcd_prefix,
     etcd_single,
+    fast_etcd_cluster,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,7 +293,7 @@ def test_full_database_refuses_writes_at_once_and_keeps_what_it_holds(tmp_path: 
     from hubi.infra.etcd_client import EtcdNoSpace
 
     with (
-        EtcdCluster(tmp_path / "etcd", members=3, durable=False, quota_bytes=1 << 20) as cluster,
+        fast_etcd_cluster(tmp_path / "etcd", quota_bytes=1 << 20) as cluster,
         cluster.client(retry_deadline=60.0) as c,
     ):
         written = 0
@@ -326,13 +325,7 @@ def test_cluster_restarts_from_its_datadir(tmp_path: Path) -> None:
     """A new EtcdCluster on an existing datadir is the same cluster: ports, token, data."""
 
     def make(members: int = 3) -> EtcdCluster:
-        return EtcdCluster(
-            tmp_path / "c",
-            members=members,
-            durable=False,
-            heartbeat_ms=FAST_HEARTBEAT_MS,
-            election_ms=FAST_ELECTION_MS,
-        )
+        return fast_etcd_cluster(tmp_path / "c", members)
 
     first = make()
     urls, token = first.client_urls, first.token
@@ -365,13 +358,7 @@ def test_start_failure_names_member_and_log(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ faults (own cluster)
 @pytest.mark.slow
 def test_kill9_member_failover_and_restart(tmp_path: Path) -> None:
-    with EtcdCluster(
-        tmp_path / "etcd",
-        members=3,
-        durable=False,
-        heartbeat_ms=FAST_HEARTBEAT_MS,
-        election_ms=FAST_ELECTION_MS,
-    ) as cluster:
+    with fast_etcd_cluster(tmp_path / "etcd") as cluster:
         client = cluster.client()
         client.put(b"f/before", b"1")
         # Put the leader first in the client's list and kill it: worst case for failover.
@@ -433,13 +420,7 @@ def test_calls_and_watch_pass_over_a_hung_member(tmp_path: Path) -> None:
     accepts connections). Claims and reads go to another member after ``first_try`` (1 s), and
     the watch resumes there after its idle timeout and a short wait for the new watch to be
     confirmed: neither waits for the request timeout (30 s here). Every event is delivered."""
-    with EtcdCluster(
-        tmp_path / "etcd",
-        members=3,
-        durable=False,
-        heartbeat_ms=FAST_HEARTBEAT_MS,
-        election_ms=FAST_ELECTION_MS,
-    ) as cluster:
+    with fast_etcd_cluster(tmp_path / "etcd") as cluster:
         urls = cluster.client_urls
         with Etcd(urls) as probe:
             leader = probe.leader_endpoint()
