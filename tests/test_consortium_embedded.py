@@ -28,7 +28,7 @@ from hubi.consortium.transport import LocalPeerTransport
 from hubi_core import codec, lsum
 from tests.bank_nodes import nodes  # noqa: F401
 from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
-from tests.servers import etcd, etcd_cluster, etcd_prefix  # noqa: F401
+from tests.servers import etcd, etcd_cluster, etcd_prefix, fast_etcd_cluster  # noqa: F401
 
 
 @pytest.fixture
@@ -559,6 +559,44 @@ def test_etcd_orderer_contract(etcd_cluster, etcd_prefix) -> None:  # noqa: F811
         _orderer_contract(o, "etcd")
     finally:
         o.close()
+
+
+def test_etcd_orderer_replays_the_log_past_a_compaction(tmp_path: Path) -> None:
+    """An operator compacts etcd's history past where a bank's watch stands (as etcd's own
+    procedure for a full database does). The watch used to fail for good ("cannot resume the
+    log"), and every bank whose watch restarted paused. The log's keys are created once, so the
+    creations since are read from the store, in order, past a page of 1,000, and the watch goes
+    on from the compaction. A log key overwritten in the compacted stretch is an error."""
+    with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
+        o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
+        try:
+            after = o.claim(b"log/n/0", b"v0").revision
+            expected = []
+            for i in range(1, 1101):  # the stretch the watch has not seen yet
+                rev = o.claim(b"log/n/%d" % i, b"v%d" % i).revision
+                expected.append((rev, b"log/n/%d" % i, b"v%d" % i))
+                if i % 300 == 0:
+                    o.put(b"junk/%d" % i, b"not in the log")  # revisions outside the log
+            compacted = o.put(b"junk/last", b"x")
+            o.etcd.compact(compacted)
+            stop = threading.Event()
+            seen = []
+            for ev in o.events(after, stop):
+                seen.append((ev.revision, ev.key, ev.value))
+                if ev.key == b"log/n/1100":  # the replay is done: the watch comes next
+                    expected.append((o.claim(b"log/n/new", b"new").revision, b"log/n/new", b"new"))
+                elif ev.key == b"log/n/new":
+                    stop.set()
+            assert seen == expected
+            # a log key overwritten, then compacted: its first value is gone, and that is said
+            before = o.claim(b"log/n/x", b"first").revision - 1
+            o.put(b"log/n/x", b"second")
+            o.etcd.compact(o.put(b"junk/again", b"x"))
+            with pytest.raises(OrdererError, match="overwritten"):
+                for _ in o.events(before, threading.Event()):
+                    pass
+        finally:
+            o.close()
 
 
 def test_peer_errors_name_the_bank() -> None:

@@ -10,7 +10,10 @@ The log is read with an etcd watch from a revision: etcd replays history from th
 streams new changes in revision order; the client resumes a broken stream on another member
 from the revision after the last one delivered. Only creations count (a key's first version);
 an overwrite or a delete under the log prefix is not part of the order and is reported by the
-applier.
+applier. If an operator has compacted etcd's history past where a watch stands, the keys created
+since are read from the store, in creation order, and the watch goes on from the compaction: the
+log's keys are created once and never changed, so compaction loses none of its creations (a key
+overwritten in the compacted stretch has lost its first value, and that is an error).
 """
 
 from __future__ import annotations
@@ -108,29 +111,61 @@ class EtcdOrderer:
         self, after: int, stop: threading.Event, prefix: bytes = b"log/"
     ) -> Iterator[LogEvent]:
         n = len(self.prefix)
-        try:
-            for ev in self.etcd.watch(
-                self._k(prefix),
-                prefix=True,
-                start_revision=after + 1,
-                stop=stop,
-                idle_timeout=1.0,
-            ):
-                if ev.type != "PUT" or ev.version != 1:
-                    self.last_events.append(
-                        f"revision {ev.revision}: {ev.type} of {ev.key!r} (version {ev.version})"
-                        " is not a creation; ignored"
+        while True:
+            try:
+                for ev in self.etcd.watch(
+                    self._k(prefix),
+                    prefix=True,
+                    start_revision=after + 1,
+                    stop=stop,
+                    idle_timeout=1.0,
+                ):
+                    if ev.type != "PUT" or ev.version != 1:
+                        self.last_events.append(
+                            f"revision {ev.revision}: {ev.type} of {ev.key!r} (version "
+                            f"{ev.version}) is not a creation; ignored"
+                        )
+                        del self.last_events[:-100]
+                        continue
+                    after = ev.revision
+                    yield LogEvent(ev.revision, ev.key[n:], ev.value)
+                return
+            except EtcdCompacted as exc:
+                # An operator compacted etcd past where this watch stood. The log's keys are
+                # created once and never changed, so no creation was lost: the keys created
+                # since are all still there, with their create revisions. Replay them, then
+                # watch on from the compaction.
+                yield from self._created_since(after, exc.compact_revision, prefix)
+                after = exc.compact_revision
+            except EtcdError as exc:
+                raise OrdererError(f"watching the log failed: {exc}") from None
+
+    def _created_since(self, after: int, compacted: int, prefix: bytes) -> Iterator[LogEvent]:
+        """The log's creations in (after, compacted], in order, read at revision `compacted`."""
+        n = len(self.prefix)
+        since = after
+        while True:
+            try:
+                page = self.etcd.range(
+                    self._k(prefix), revision=compacted, created_after=since, limit=1000
+                )
+            except EtcdError as exc:
+                raise OrdererError(
+                    f"replaying the log after revision {after} (etcd compacted up to revision "
+                    f"{compacted}) failed: {exc}"
+                ) from None
+            for kv in page.kvs:
+                if kv.version != 1:  # overwritten: its first value is gone with the history
+                    raise OrdererError(
+                        f"cannot replay the log after revision {after}: {kv.key!r}, created at "
+                        f"revision {kv.create_revision}, was overwritten and etcd compacted its "
+                        f"history up to revision {compacted} (restore this bank's consortium "
+                        "state from a peer)"
                     )
-                    del self.last_events[:-100]
-                    continue
-                yield LogEvent(ev.revision, ev.key[n:], ev.value)
-        except EtcdCompacted as exc:
-            raise OrdererError(
-                f"cannot resume the log after revision {after}: {exc} (restore this bank's "
-                "consortium state from a peer or replay from a snapshot)"
-            ) from None
-        except EtcdError as exc:
-            raise OrdererError(f"watching the log failed: {exc}") from None
+                since = kv.create_revision
+                yield LogEvent(kv.create_revision, kv.key[n:], kv.value)
+            if not page.more:
+                return
 
     def health(self) -> dict[str, bool]:
         return self.etcd.health(timeout=1.0)

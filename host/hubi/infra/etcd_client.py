@@ -401,10 +401,13 @@ class Etcd:
         revision: int | None = None,
         limit: int = 0,
         keys_only: bool = False,
+        created_after: int | None = None,
     ) -> RangeResult:
         """All keys starting with ``prefix`` (or in ``[prefix, range_end)``), sorted by key.
 
         ``revision`` reads the store as it was at that revision (a consistent snapshot).
+        ``created_after``: only the keys created after that revision, sorted by creation (etcd
+        then reads the whole range before it applies ``limit``).
         """
         start = _b(prefix)
         end = _b(range_end) if range_end is not None else prefix_end(start)
@@ -417,6 +420,10 @@ class Etcd:
             body["limit"] = str(limit)
         if keys_only:
             body["keys_only"] = True
+        if created_after is not None:
+            body["min_create_revision"] = str(created_after + 1)
+            body["sort_order"] = "ASCEND"
+            body["sort_target"] = "CREATE"
         out = self._call("/v3/kv/range", body)
         return RangeResult(
             kvs=[_kv(d) for d in out.get("kvs") or []],
