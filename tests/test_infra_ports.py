@@ -24,6 +24,9 @@ def test_ports_distinct_bindable_and_outside_ephemeral_range() -> None:
         assert set(got) <= ports.reserved_ports()
         for p in got[:5]:
             with socket.socket() as s:
+                # as the servers bind (and free_port probes): a socket an earlier test left in
+                # TIME_WAIT on the port would stop a bind without SO_REUSEADDR, not theirs
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", p))
                 s.listen()
     finally:
