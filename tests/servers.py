@@ -29,6 +29,7 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "FAST_ELECTION_MS",
     "FAST_HEARTBEAT_MS",
     "fast_etcd_cluster",
+    "member_health",
     "postgres_db",
     "postgres_server",
     "postgres_url",
@@ -95,6 +97,17 @@ def fast_etcd_cluster(datadir: Path, members: int = 3, **kw: Any) -> EtcdCluster
         election_ms=FAST_ELECTION_MS,
         **kw,
     )
+
+
+def member_health(client: Etcd, want: bool, timeout: float = 10.0) -> dict[str, bool]:
+    """Each member's ``/health``, asked again until all say ``want`` or ``timeout`` passes. An
+    alarm (raised or disarmed) reaches each member when it applies the Raft entry, not at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = client.health()
+        if all(v == want for v in health.values()) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.1)
 
 
 def shared_etcd_cluster(members: int = 3) -> EtcdCluster:
