@@ -265,6 +265,26 @@ def bare_replay(etcd: Etcd, prefix: bytes, after: int, head: int) -> dict[str, A
     return {"events": n, "seconds": round(seconds, 3), "events_per_s": round(n / seconds, 1)}
 
 
+def etcd_size(sup: Supervisor, urls: dict[str, str]) -> dict[str, Any]:
+    """What the log holds in etcd now: keys, the members' database files (largest) and the part
+    of them in use, and how far the lowest bank has had the log forget (DESIGN §6: it forgets
+    what every bank has applied)."""
+    assert sup.cluster is not None
+    with Etcd(sup.cluster.client_urls) as etcd:
+        keys = etcd.range(b"", keys_only=True, limit=1).count
+        st = [m for m in etcd.status().values() if m.ok]
+    low = min(urls)
+    pruning = (_consortium_status(urls[low], sup.home, low) or {}).get("pruning") or {}
+    return {
+        "keys": keys,
+        "db_bytes": max((m.db_size for m in st), default=None),
+        "db_bytes_in_use": max((m.db_size_in_use for m in st), default=None),
+        "revision": max((m.revision for m in st), default=None),
+        "forgot_through": pruning.get("through"),
+        "forgot_keys": pruning.get("keys"),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--banks", type=int, default=4)
@@ -351,6 +371,7 @@ def main() -> None:
                 max(phase["read_ahead_cpu_ms_per_note"].values()),
             )
             phase["applier_bound_notes_per_s"] = round(1000 / worst) if worst > 0 else None
+            phase["etcd"] = etcd_size(sup, urls)
             result["phases"].append(phase)
             print(json.dumps(phase), flush=True)
         if args.catch_up:
@@ -360,6 +381,18 @@ def main() -> None:
             stopped = etcd_member_stopped(sup, urls, accounts, args.stop_etcd_member)
             result["etcd_member_stopped"] = stopped
             print(json.dumps({"etcd_member_stopped": stopped}), flush=True)
+        # the log forgets behind the banks' marks (every 10 s): wait for it to pass this head
+        head = max(
+            (_consortium_status(u, sup.home, b) or {}).get("applied_revision", 0)
+            for b, u in urls.items()
+        )
+        deadline = time.monotonic() + 60
+        while (result.setdefault("etcd", etcd_size(sup, urls))["forgot_through"] or 0) < head:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+            result["etcd"] = etcd_size(sup, urls)
+        print(json.dumps({"etcd_after_forgetting": result["etcd"]}), flush=True)
         result["stages"] = {
             b: (_consortium_status(u, sup.home, b) or {}).get("timings") for b, u in urls.items()
         }

@@ -119,6 +119,7 @@ class Consortium:
         accounts: int = 4,
         checkpoint_every: int | None = 8,
         settle_timeout: float = 10.0,
+        prune_interval: float = 0.5,
         log_level: str = "warning",
     ):
         self.root = Path(root)
@@ -146,6 +147,7 @@ class Consortium:
                 etcd=[own] + [u for u in self.etcd_urls if u != own],
                 settle_timeout=settle_timeout,
                 checkpoint_interval=0.5,
+                prune_interval=prune_interval,
             )
             service.write_config(self.home, b, cfg)
         self.http = httpx.Client(timeout=30)

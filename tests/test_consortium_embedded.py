@@ -25,6 +25,7 @@ from hubi.consortium.orderer import SqliteOrderer
 from hubi.consortium.service import EmbeddedConsortium
 from hubi.consortium.state import ConsortiumState
 from hubi.consortium.transport import LocalPeerTransport
+from hubi.infra.etcd_client import EtcdRequestError
 from hubi_core import codec, lsum
 from tests.bank_nodes import nodes  # noqa: F401
 from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
@@ -38,6 +39,7 @@ def world(tmp_path: Path):
         tmp_path / "home",
         settle_timeout=10.0,
         checkpoint_interval=0.2,
+        prune_interval=None,  # the tests that forget call mark_applied/prune_log themselves
         trust=load_trust(tmp_path / "home"),
         engine_kw={"checkpoint_every": 4},
     )
@@ -507,6 +509,96 @@ def test_endorsement_checks_name_the_problem(world) -> None:
     assert not evl.ok and "payer's bank BKA" in evl.reason
 
 
+# ------------------------------------------------------------------------------ forgetting
+
+
+def test_the_log_forgets_what_every_bank_applied_and_a_second_claim_settles_nothing(
+    world,
+) -> None:
+    """The log forgets only what every bank has marked as applied. A note whose key it forgot
+    can be claimed again (a submission under way at that moment could); every bank then keeps the
+    first ordering, books nothing and reports the second alike, for the same note and for
+    another note with the same payer serial."""
+    ec, acc = world
+    pruner, orderer = ec.nodes["BKA"], ec.nodes["BKA"].orderer
+    assert pruner.pruner == "BKA" and all(n.pruner == "BKA" for n in ec.nodes.values())
+    n1 = acc["BKA-000001"].note("BKB-000001", 100, serial=500)
+    n2 = acc["BKC-000001"].note("BKD-000001", 40)
+    for bank, note in (("BKB", n1), ("BKD", n2)):
+        assert ec.submit(bank, note)["outcome"] == "booked"
+    wait_all(ec)
+    nid = lsum.note_id("BKA-000001", 500)
+    first = orderer.get(ent.note_key(nid))
+    assert first is not None
+    # nothing goes until every bank has a mark, and then only what the lowest mark passed
+    assert pruner.prune_log() == 0 and pruner.pruning["waiting_for"] == BANKS4
+    for b in ("BKA", "BKB", "BKC"):
+        ec.nodes[b].mark_applied()
+    assert pruner.prune_log() == 0 and pruner.pruning["waiting_for"] == ["BKD"]
+    head = orderer.revision()
+    through = ec.nodes["BKD"].mark_applied()
+    assert pruner.applied_marks()["BKD"] == through
+    gone = pruner.prune_log()
+    left = orderer.scan(ent.LOG)
+    assert gone >= 4 and pruner.pruning == {
+        "marked": pruner.pruning["marked"], "through": through, "keys": gone, "waiting_for": [],
+    }  # fmt: skip
+    assert all(rev > through for _, _, rev in left), left
+    assert orderer.get(ent.note_key(nid)) is None
+    assert orderer.revision() == head  # revisions never go back
+    assert pruner.prune_log() == 0  # no bank moved since
+    # an upload of a settled note is answered from the banks' state, as before
+    again = ec.submit("BKA", n1)
+    assert again["outcome"] == "booked" and again["duplicate"] is True
+    # a second claim of the forgotten key: the same note, then another with its serial
+    assert orderer.claim(ent.note_key(nid), first.value).created
+    other = acc["BKC-000001"].note("BKA-000002", 7, serial=1)  # n2's serial
+    other_nid = lsum.note_id("BKC-000001", 1)
+    assert orderer.claim(ent.note_key(other_nid), ent.NoteEntry(other, [], "BKC").encode()).created
+    wait_all(ec)  # every bank applied both, with the same verdicts (log hashes agree)
+    for bank, n in ec.nodes.items():
+        assert n.state.counts() == {"settled": 2}, bank
+        again = [r for r in n.state.reports() if r.kind == "ordered-again"]
+        assert [r.note_id for r in again] == [nid, other_nid], (bank, again)
+        assert "the same note ordered again" in again[0].detail
+        assert f"ordered at revision {first.revision} (settled), which stands" in again[0].detail
+        assert "another note with the same payer serial (double issuance)" in again[1].detail
+        assert n.last_error is None
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS - 100
+    assert ec.engine("BKB").balance("BKB-000001") == FUNDS + 100
+    assert ec.engine("BKC").balance("BKC-000001") == FUNDS - 40
+    assert ec.engine("BKD").balance("BKD-000001") == FUNDS + 40
+    assert ec.engine("BKA").balance("BKA-000002") == FUNDS
+    for b in BANKS4:
+        report = audit_mod.api_audit(ec.engine(b))
+        assert report["ok"], (b, report["findings"][:5])
+
+
+def test_banks_mark_and_the_lowest_forgets_on_their_own(tmp_path: Path) -> None:
+    """With ``prune_interval`` set, each bank marks its applied revision and BKA, the lowest
+    bank id, has the log forget behind the lowest mark, while notes keep settling."""
+    acc = make_home(tmp_path / "home", BANKS4)
+    with EmbeddedConsortium(
+        tmp_path / "home", prune_interval=0.1, trust=load_trust(tmp_path / "home")
+    ) as ec:
+        for i in range(6):
+            payer, payee = BANKS4[i % 4], BANKS4[(i + 1) % 4]
+            out = ec.submit(payee, acc[f"{payer}-000001"].note(f"{payee}-000001", 10 + i))
+            assert out["outcome"] == "booked", out
+        head = wait_all(ec)
+        orderer = ec.nodes["BKA"].orderer
+        deadline = time.monotonic() + 10
+        while ec.nodes["BKA"].pruning["through"] < head:
+            assert time.monotonic() < deadline, ec.nodes["BKA"].status()["pruning"]
+            time.sleep(0.05)
+        assert [k for k, _, r in orderer.scan(ent.LOG) if r <= head] == []
+        assert ec.nodes["BKA"].status()["pruning"]["keys"] >= 12
+        assert {b: n.state.counts() for b, n in ec.nodes.items()} == {
+            b: {"settled": 6} for b in BANKS4
+        }
+        assert ec.submit("BKB", acc["BKA-000002"].note("BKB-000002", 5))["outcome"] == "booked"
+
+
 # ------------------------------------------------------------------------------ orderers
 
 
@@ -559,6 +651,63 @@ def test_etcd_orderer_contract(etcd_cluster, etcd_prefix) -> None:  # noqa: F811
         _orderer_contract(o, "etcd")
     finally:
         o.close()
+
+
+def _forget_contract(orderer) -> None:
+    """forget() deletes the log's keys created through a revision, and only those: what comes
+    after, and keys beside the log, stay; the revision does not go back; a forgotten key can be
+    claimed again; the log read from the start gives what is left, in order."""
+    revs = [orderer.claim(b"log/n/%d" % i, b"v%d" % i).revision for i in range(5)]
+    orderer.put(b"applied/BKA", b"%d" % revs[2])
+    assert orderer.forget(revs[2]) == 3
+    assert orderer.forget(revs[2]) == 0
+    assert [(k, r) for k, _, r in orderer.scan(b"log/")] == [
+        (b"log/n/3", revs[3]), (b"log/n/4", revs[4]),
+    ]  # fmt: skip
+    assert orderer.get(b"applied/BKA").value == b"%d" % revs[2]
+    assert orderer.revision() >= revs[4]
+    again = orderer.claim(b"log/n/0", b"again")
+    assert again.created and again.revision > revs[4]
+    stop = threading.Event()
+    seen = []
+    for ev in orderer.events(0, stop):
+        seen.append((ev.key, ev.value))
+        if len(seen) == 3:
+            stop.set()
+    assert seen == [(b"log/n/3", b"v3"), (b"log/n/4", b"v4"), (b"log/n/0", b"again")]
+
+
+def test_sqlite_orderer_forgets(tmp_path: Path) -> None:
+    o = SqliteOrderer(tmp_path / "log.db", prefix=b"hubi/x/")
+    other = SqliteOrderer(tmp_path / "log.db", prefix=b"hubi/y/")  # another log in the file
+    try:
+        kept = other.claim(b"log/n/0", b"other").revision
+        _forget_contract(o)
+        assert other.get(b"log/n/0").revision == kept
+    finally:
+        o.close()
+        other.close()
+
+
+def test_etcd_orderer_forgets_and_compacts(tmp_path: Path) -> None:
+    """On etcd, forget() also compacts the history there (its own cluster: compaction is
+    cluster-wide). A watch that stood before the forgotten stretch gets what is left, and the
+    delete events of the forgetting are no anomaly."""
+    with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
+        o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
+        try:
+            _forget_contract(o)
+            with pytest.raises(EtcdRequestError, match="compacted"):
+                o.etcd.get(b"hubi/c/log/n/1", revision=2)
+            assert o.last_events == []
+            # more than one page (1,000) and more than one transaction (100) of keys
+            last = 0
+            for i in range(1200):
+                last = o.claim(b"log/d/%04d" % i, b"x").revision
+            assert o.forget(last) == 1200 + 3
+            assert o.scan(b"log/") == []
+        finally:
+            o.close()
 
 
 def test_etcd_orderer_replays_the_log_past_a_compaction(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 from hubi.bank.records import Record
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import make_endorsement, note_digest
-from hubi.infra.etcd_client import Etcd
+from hubi.infra.etcd_client import Etcd, EtcdRequestError
 from hubi_core import codec, lsum
 from tests.consortium_support import BANKS4, FUNDS, Consortium
 from tests.servers import etcd_cluster, fast_etcd_cluster, member_health  # noqa: F401
@@ -107,6 +107,51 @@ def test_interbank_notes_settle_among_four_banks(cons: Consortium) -> None:
             break
         time.sleep(0.3)
     assert {c["bank"] for c in cps} == set(BANKS4)
+
+
+def test_the_log_forgets_what_every_bank_applied(cons: Consortium) -> None:
+    """The bank nodes mark their applied revisions every 0.5 s and BKA has etcd forget the log's
+    keys behind the lowest mark, and compact there. An upload of a forgotten note is answered from
+    the banks' state; a second claim of its key (as a submission under way at that moment could
+    make) settles nothing, at every bank alike."""
+    acc = cons.accounts
+    payer, payee = "BKC-000002", "BKD-000002"
+    before = {a: cons.balance(a) for a in (payer, payee)}
+    note = acc[payer].note(payee, 321)
+    assert cons.upload("BKD", note).json()["outcome"] == "booked"
+    head = cons.wait_caught_up()
+    deadline = time.monotonic() + 30
+    while (pruning := cons.status("BKA")["pruning"])["through"] < head:
+        assert time.monotonic() < deadline, pruning
+        time.sleep(0.2)
+    assert pruning["pruner"] == "BKA" and pruning["waiting_for"] == [] and pruning["keys"] >= 2
+    obj = codec.decode(note, codec.NOTE)
+    nid = lsum.note_id(obj.signer, obj.serial)
+    with Etcd(cons.etcd_urls) as etcd:
+        left = etcd.range(cons.prefix + ent.LOG, keys_only=True).kvs
+        assert all(kv.create_revision > pruning["through"] for kv in left), left
+        marks = etcd.range(cons.prefix + ent.APPLIED).kvs
+        assert sorted(kv.key[len(cons.prefix + ent.APPLIED) :] for kv in marks) == [
+            b.encode() for b in BANKS4
+        ]
+        with pytest.raises(EtcdRequestError, match="compacted"):
+            etcd.get(cons.prefix + ent.note_key(nid), revision=head)
+        # the payer's bank answers the same upload from its state
+        again = cons.upload("BKC", note).json()
+        assert again["outcome"] == "booked" and again["duplicate"] is True, again
+        # a second claim of the forgotten key
+        value = ent.NoteEntry(note, [], "BKB").encode()
+        assert etcd.create_if_absent(cons.prefix + ent.note_key(nid), value).created
+    cons.wait_caught_up()
+    for b in BANKS4:
+        again_reports = [r for r in cons.reports(b) if r["kind"] == "ordered-again"]
+        assert [r["note_id"] for r in again_reports] == [nid.hex()], (b, again_reports)
+        assert cons.status(b)["last_error"] is None
+    assert {a: cons.balance(a) for a in (payer, payee)} == {
+        payer: before[payer] - 321,
+        payee: before[payee] + 321,
+    }
+    assert_agree_and_audit_clean(cons)
 
 
 def _race(cons: Consortium, jobs: list[tuple[str, bytes]]) -> list[httpx.Response]:

@@ -13,8 +13,10 @@ watch of that prefix in revision order is the global order every bank applies:
     log/c/<bank>/<tree size, 16 digits>  CheckpointEntry: a bank's signed Merkle tree head.
 
 Entry values are canonical JSON (sorted keys, no spaces) with binary objects as hex; ``v`` is
-the entry format version (1). Reports (what a bank found wrong in the log) live beside the log,
-under ``reports/<reporting bank>/<revision>``, and are not part of the order.
+the entry format version (1). Beside the log, not part of the order: reports (what a bank found
+wrong in the log) under ``reports/<reporting bank>/<revision>``, and each bank's applied mark
+under ``applied/<bank>`` (the revision through which it has applied the log, ASCII digits):
+the log forgets what every bank's mark has passed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ __all__ = [
     "LOG",
     "NoteEntry",
     "REPORTS",
+    "APPLIED",
+    "applied_key",
     "checkpoint_key",
     "debit_key",
     "decode_entry",
@@ -41,6 +45,7 @@ __all__ = [
 
 LOG = b"log/"
 REPORTS = b"reports/"
+APPLIED = b"applied/"
 VERSION = 1
 MAX_ENDORSEMENTS = 64
 
@@ -55,6 +60,10 @@ def debit_key(note_id: bytes, bank: str) -> bytes:
 
 def checkpoint_key(bank: str, tree_size: int) -> bytes:
     return LOG + b"c/" + bank.encode() + b"/" + b"%016d" % tree_size
+
+
+def applied_key(bank: str) -> bytes:
+    return APPLIED + bank.encode()
 
 
 def parse_key(key: bytes) -> tuple[str, Any]:

@@ -8,9 +8,10 @@ be down (or killed) and claims still go through.
 
 The log is read with an etcd watch from a revision: etcd replays history from there and then
 streams new changes in revision order; the client resumes a broken stream on another member
-from the revision after the last one delivered. Only creations count (a key's first version);
-an overwrite or a delete under the log prefix is not part of the order and is reported by the
-applier. If an operator has compacted etcd's history past where a watch stands, the keys created
+from the revision after the last one delivered. Only creations count (a key's first version).
+A delete under the log prefix is how the log forgets what every bank has applied
+(:meth:`EtcdOrderer.forget`) and is passed over; an overwrite is not part of the order and is
+reported. If an operator has compacted etcd's history past where a watch stands, the keys created
 since are read from the store, in creation order, and the watch goes on from the compaction: the
 log's keys are created once and never changed, so compaction loses none of its creations (a key
 overwritten in the compacted stretch has lost its first value, and that is an error).
@@ -23,9 +24,12 @@ from collections.abc import Iterator, Sequence
 
 from hubi.consortium.errors import OrdererError
 from hubi.consortium.orderer import Claim, LogEvent
-from hubi.infra.etcd_client import Etcd, EtcdCompacted, EtcdError
+from hubi.infra.etcd_client import Etcd, EtcdCompacted, EtcdError, EtcdRequestError, prefix_end
 
 __all__ = ["EtcdOrderer"]
+
+# keys deleted per etcd transaction (etcd's --max-txn-ops is 128 by default)
+_DELETES_PER_TXN = 100
 
 
 class EtcdOrderer:
@@ -51,7 +55,7 @@ class EtcdOrderer:
         self._own_client = client is None
         self.etcd = client or Etcd(endpoints, timeout=timeout, retry_deadline=retry_deadline)
         self.description = f"etcd {','.join(self.etcd.endpoints)} prefix {prefix.decode()}"
-        self.last_events: list[str] = []  # anomalies seen by events() (overwrites, deletes)
+        self.last_events: list[str] = []  # anomalies seen by events(): overwrites
 
     def __repr__(self) -> str:
         return f"EtcdOrderer({self.etcd.endpoints!r}, prefix={self.prefix!r})"
@@ -86,8 +90,6 @@ class EtcdOrderer:
         n = len(self.prefix)
         out: list[tuple[bytes, bytes, int]] = []
         start = self._k(prefix)
-        from hubi.infra.etcd_client import prefix_end
-
         end = prefix_end(start)
         try:
             while True:
@@ -120,10 +122,12 @@ class EtcdOrderer:
                     stop=stop,
                     idle_timeout=1.0,
                 ):
-                    if ev.type != "PUT" or ev.version != 1:
+                    if ev.type == "DELETE":  # the log forgetting applied keys (forget())
+                        continue
+                    if ev.version != 1:
                         self.last_events.append(
-                            f"revision {ev.revision}: {ev.type} of {ev.key!r} (version "
-                            f"{ev.version}) is not a creation; ignored"
+                            f"revision {ev.revision}: PUT of {ev.key!r} (version {ev.version}) "
+                            "is not a creation; ignored"
                         )
                         del self.last_events[:-100]
                         continue
@@ -166,6 +170,41 @@ class EtcdOrderer:
                 yield LogEvent(kv.create_revision, kv.key[n:], kv.value)
             if not page.more:
                 return
+
+    def forget(self, through: int, prefix: bytes = b"log/") -> int:
+        """Delete the log's keys created at or before revision ``through``, then compact etcd's
+        history up to the deletions, which frees the space they held; returns how many keys
+        went. Every bank must have applied ``through`` (the caller's job). A bank whose watch
+        restarts from before the compaction reads the keys created since from the store
+        (:meth:`events`); none of those is forgotten, as each was created after ``through``."""
+        start, end = self._k(prefix), prefix_end(self._k(prefix))
+        gone = 0
+        try:
+            while True:
+                page = self.etcd.range(
+                    start, range_end=end, keys_only=True, created_through=through, limit=1000
+                )
+                keys = [(kv.key, kv.create_revision) for kv in page.kvs]
+                for i in range(0, len(keys), _DELETES_PER_TXN):
+                    chunk = keys[i : i + _DELETES_PER_TXN]
+                    if self.etcd.delete_created(chunk):
+                        gone += len(chunk)
+                    else:  # one was deleted (and maybe claimed again) since: each on its own
+                        gone += sum(self.etcd.delete_created([k]) for k in chunk)
+                if not page.more or not keys:
+                    break
+                start = keys[-1][0] + b"\0"
+            if gone:
+                try:
+                    self.etcd.compact(self.revision())
+                except EtcdRequestError as exc:
+                    if "compacted" not in exc.message:  # compacted there or later already
+                        raise
+        except EtcdError as exc:
+            raise OrdererError(
+                f"forgetting the log through revision {through} failed: {exc}"
+            ) from None
+        return gone
 
     def health(self) -> dict[str, bool]:
         return self.etcd.health(timeout=1.0)

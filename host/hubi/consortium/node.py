@@ -33,6 +33,13 @@ debit result's signatures), so that the signature checks run beside the booking:
   ``engine.credit``, and issues the SettlementNotice); a Refusal bounces it.
 - ``c/<bank>/<size>``: a bank's checkpoint (signed Merkle tree head), checked and kept.
 
+Forgetting. Every bank puts the revision through which it has applied the log under
+``applied/<bank>`` every ``prune_interval`` seconds; the bank with the lowest id then has the log
+forget (``orderer.forget``) every key created at or before the lowest of those marks, so that
+the log holds only what some bank has still to apply. A note id is then free in the log again,
+but every bank keeps it in its state: a second claim of it (only a submission already under way
+when its key went can make one) settles nothing, and every bank reports it alike.
+
 Every bank reaches the same verdict on every event (the verdicts depend only on the log and the
 consortium file), and chains them into ``log_hash``: two banks at the same applied revision with
 different hashes disagree about the log, which the tests check.
@@ -86,6 +93,7 @@ __all__ = ["ConsortiumNode", "PeerTransport", "SubmitResult"]
 DEFAULT_ENDORSE_TIMEOUT = 5.0
 DEFAULT_SETTLE_TIMEOUT = 10.0
 DEFAULT_HEDGE_DELAY = 0.25
+DEFAULT_PRUNE_INTERVAL = 10.0
 READ_AHEAD = 256  # log events read and checked ahead of the applier
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 
@@ -194,6 +202,7 @@ class ConsortiumNode:
         hedge_delay: float = DEFAULT_HEDGE_DELAY,
         stall_after: float = DEFAULT_STALL_AFTER,
         checkpoint_interval: float = 1.0,
+        prune_interval: float | None = DEFAULT_PRUNE_INTERVAL,
         require_payee: bool = True,
         clock: Callable[[], float] = time.time,
     ):
@@ -209,6 +218,14 @@ class ConsortiumNode:
         self._rotation = itertools.count()
         self.settle_timeout = settle_timeout
         self.checkpoint_interval = checkpoint_interval
+        self.prune_interval = prune_interval  # None: neither mark nor forget (tests)
+        self.pruner = min(self.consortium.bank_ids())  # the bank that has the log forget
+        self.pruning: dict[str, Any] = {
+            "marked": None,  # the applied revision this bank last put under applied/<bank>
+            "through": 0,  # the log forgot the keys created up to here (pruner only)
+            "keys": 0,  # keys it forgot, since this node started (pruner only)
+            "waiting_for": [],  # banks with no applied mark yet (pruner only)
+        }
         self.require_payee = require_payee
         self.clock = clock
         self.verifier = EndorsementVerifier(trust)
@@ -277,11 +294,14 @@ class ConsortiumNode:
             if ids.bank_of(row.payer) == self.bank and res:
                 entry = ent.DebitEntry(self.bank, bytes.fromhex(res), row.time)
                 self._debits.put((row.note_id, entry.encode()))
-        for name, target in (
+        loops = [
             ("apply", self._apply_loop),
             ("checkpoints", self._publish_loop),
             ("debits", self._debit_loop),
-        ):
+        ]
+        if self.prune_interval:
+            loops.append(("prune", self._prune_loop))
+        for name, target in loops:
             t = threading.Thread(target=target, name=f"hubi-{self.bank}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -938,6 +958,10 @@ class ConsortiumNode:
 
     def _apply_note(self, ev: LogEvent, nid: bytes, pre: _NoteCheck) -> None:
         entry, obj, problem, rkind, evl = pre
+        first = self.state.entry(nid)
+        if first is not None:
+            self._ordered_again(ev, nid, entry, first)
+            return
         now = int(self.clock())
         if problem is not None:
             submitter = entry.submitter if entry else "?"
@@ -973,6 +997,28 @@ class ConsortiumNode:
             # next events does not wait for this etcd round trip (start() re-queues results of
             # entries still ordered, after a crash between here and the claim)
             self._debits.put((nid, ent.DebitEntry(self.bank, result, now).encode()))
+
+    def _ordered_again(
+        self, ev: LogEvent, nid: bytes, entry: ent.NoteEntry | None, first: EntryRow
+    ) -> None:
+        """A note id claimed a second time, after the log forgot its first claim: the first
+        stands and this one books nothing. Every bank holds the first (the log forgets only what
+        all have applied), so every bank decides alike."""
+        submitter = entry.submitter if entry else "?"
+        if entry is None:
+            what = "an entry that does not decode, under that note id,"
+        elif note_digest(entry.note) == first.digest:
+            what = "the same note"
+        else:
+            what = "another note with the same payer serial (double issuance)"
+        detail = (
+            f"log revision {ev.revision}, submitted by {submitter}: {what} ordered again; the "
+            f"note id was ordered at revision {first.revision} ({first.state}), which stands"
+        )
+        log.warning("bank %s ignores note entry %s: %s", self.bank, nid.hex()[:16], detail)
+        with self.state.apply(ev.revision, ev.key, ev.value, "n:again") as tx:
+            tx.report(ev.revision, "ordered-again", submitter, nid, detail)
+        self._notify(nid)
 
     def _debit_loop(self) -> None:
         """Put this bank's debit results into the log, retrying until the log takes them."""
@@ -1187,6 +1233,57 @@ class ConsortiumNode:
             except Exception as exc:
                 log.warning("bank %s: publishing checkpoints failed: %s", self.bank, exc)
 
+    # ------------------------------------------------------------------------ forgetting
+    def mark_applied(self) -> int:
+        """Put this bank's applied revision under ``applied/<bank>`` if it moved; returns it.
+        The first mark after a start is put even if lower than the one in the log (a state
+        restored from a backup): the log must not forget what this bank has to apply again."""
+        rev = self.state.applied_revision()
+        if rev != self.pruning["marked"]:
+            self.orderer.put(ent.applied_key(self.bank), str(rev).encode())
+            self.pruning["marked"] = rev
+        return rev
+
+    def applied_marks(self) -> dict[str, int]:
+        """Every member bank's applied mark found in the orderer (a mark that is not digits, or
+        of a bank outside the consortium, is left out and logged)."""
+        out: dict[str, int] = {}
+        banks = set(self.consortium.bank_ids())
+        for key, value, _ in self.orderer.scan(ent.APPLIED):
+            bank = key[len(ent.APPLIED) :].decode("ascii", "replace")
+            if bank in banks and value.isdigit():
+                out[bank] = int(value)
+            else:
+                log.warning("bank %s: ignoring applied mark %r = %r", self.bank, key, value[:40])
+        return out
+
+    def prune_log(self) -> int:
+        """Have the log forget what every member bank has applied; returns how many keys went.
+        Nothing goes while a bank has no mark (it never started, or runs an older version)."""
+        marks = self.applied_marks()
+        self.pruning["waiting_for"] = sorted(set(self.consortium.bank_ids()) - set(marks))
+        if self.pruning["waiting_for"]:
+            return 0
+        through = min(marks.values())
+        if through <= self.pruning["through"]:
+            return 0
+        gone = self.orderer.forget(through)
+        self.pruning["through"] = through
+        self.pruning["keys"] += gone
+        log.info(
+            "bank %s: the log forgot %d keys created through revision %d", self.bank, gone, through
+        )
+        return gone
+
+    def _prune_loop(self) -> None:
+        while not self._stop.wait(self.prune_interval):
+            try:
+                self.mark_applied()
+                if self.bank == self.pruner:
+                    self.prune_log()
+            except Exception as exc:
+                log.warning("bank %s: marking or forgetting the log failed: %s", self.bank, exc)
+
     # ------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
         return {
@@ -1199,6 +1296,7 @@ class ConsortiumNode:
             "entries": self.state.counts(),
             "positions": self.state.positions(),
             "published_checkpoint": self.published_checkpoint,
+            "pruning": {"pruner": self.pruner, **self.pruning},
             "reports": len(self.state.reports(limit=100000)),
             "applying": self.started and not self._stop.is_set(),
             "last_error": self.last_error,

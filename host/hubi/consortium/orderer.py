@@ -9,7 +9,11 @@ revision, increasing in the order of creation. That is all the consortium needs:
 - ``events(after)``: every created key with revision > ``after``, in revision order, then the
   new ones as they come (blocking), until ``stop`` is set. Each bank applies these in order and
   remembers the last revision it applied, so it resumes exactly there after a restart.
-- ``get``, ``put`` (plain overwrite, for reports outside the log), ``scan``, ``revision``.
+- ``get``, ``put`` (plain overwrite, for reports and marks outside the log), ``scan``,
+  ``revision``.
+- ``forget(through)``: delete the log's keys created at or before revision ``through``, once
+  every bank has applied them, so that the log does not grow for ever. A claim of a forgotten key
+  succeeds again; the appliers, which all hold the first one, make it settle nothing.
 
 Two implementations share it: :class:`hubi.consortium.etcd_orderer.EtcdOrderer` (a real etcd
 cluster: Raft; etcd revisions are the order) and :class:`SqliteOrderer` (one SQLite file; for one
@@ -68,6 +72,8 @@ class Orderer(Protocol):
     ) -> Iterator[LogEvent]: ...
 
     def revision(self) -> int: ...
+
+    def forget(self, through: int, prefix: bytes = b"log/") -> int: ...
 
     def health(self) -> dict[str, bool]: ...
 
@@ -143,7 +149,7 @@ class SqliteOrderer:
 
     def put(self, key: bytes, value: bytes) -> int:
         with self._db.tx() as c:
-            nxt = int(c.execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()[0])
+            nxt = _head(c)
             c.execute(
                 "INSERT INTO kv (key, value, rev) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
@@ -163,8 +169,18 @@ class SqliteOrderer:
         return [(bytes(k)[n:], bytes(v), int(r)) for k, v, r in rows]
 
     def revision(self) -> int:
-        row = self._db.conn().execute("SELECT COALESCE(MAX(rev), 0) FROM log").fetchone()
-        return int(row[0])
+        return _head(self._db.conn())
+
+    def forget(self, through: int, prefix: bytes = b"log/") -> int:
+        p = self._k(prefix)
+        try:
+            with self._db.tx() as c:
+                cur = c.execute(
+                    "DELETE FROM log WHERE rev <= ? AND substr(key, 1, ?) = ?", (through, len(p), p)
+                )
+                return cur.rowcount
+        except sqlite3.Error as exc:
+            raise OrdererError(f"forgetting the log in {self.description} failed: {exc}") from None
 
     def events(
         self, after: int, stop: threading.Event, prefix: bytes = b"log/"
@@ -203,6 +219,12 @@ class SqliteOrderer:
         self._db.close()
         with self._cond:
             self._cond.notify_all()
+
+
+def _head(c: sqlite3.Connection) -> int:
+    """The last revision given out: AUTOINCREMENT's counter, which forget() does not lower."""
+    row = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'log'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def wait_until(predicate: object, timeout: float, interval: float = 0.01) -> bool:

@@ -9,7 +9,8 @@ configuration says where the log is and how to reach the peers:
      "state": "consortium.db",                                    # relative to the bank's folder
      "endorse_timeout": 5.0, "settle_timeout": 10.0, "checkpoint_interval": 1.0,
      "hedge_delay": 0.25,                # ask more peers if the first have not answered
-     "stall_after": 1.0}                 # a peer silent that long is asked only once at a time
+     "stall_after": 1.0,                 # a peer silent that long is asked only once at a time
+     "prune_interval": 10.0}             # mark the applied revision, forget what all applied
     {"orderer": "embedded", "path": "../../consortium/log.db"}    # one machine, no etcd
 
 ``attach(node, ...)`` (called from ``hubi.bank.server.build_node``) builds a
@@ -33,7 +34,7 @@ from typing import Any
 from hubi import kmc as kmc_mod
 from hubi.bank.engine import BankEngine
 from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError
-from hubi.consortium.node import ConsortiumNode
+from hubi.consortium.node import DEFAULT_PRUNE_INTERVAL, ConsortiumNode
 from hubi.consortium.orderer import Orderer, SqliteOrderer
 from hubi.consortium.state import ConsortiumState
 from hubi.consortium.transport import HttpPeerTransport, LocalPeerTransport
@@ -75,6 +76,7 @@ class NodeConfig:
     checkpoint_interval: float = 1.0
     hedge_delay: float = 0.25
     stall_after: float = 1.0
+    prune_interval: float = DEFAULT_PRUNE_INTERVAL
 
     def to_json(self) -> str:
         doc = {k: v for k, v in self.__dict__.items() if v not in (None, [], {})}
@@ -109,6 +111,7 @@ _SECONDS = (
     "checkpoint_interval",
     "hedge_delay",
     "stall_after",
+    "prune_interval",
 )
 
 
@@ -187,6 +190,7 @@ def build_node(
         checkpoint_interval=cfg.checkpoint_interval,
         hedge_delay=cfg.hedge_delay,
         stall_after=cfg.stall_after,
+        prune_interval=cfg.prune_interval,
     )
 
 
@@ -288,6 +292,7 @@ class EmbeddedConsortium:
         orderer_path: Path | None = None,
         settle_timeout: float = 10.0,
         checkpoint_interval: float = 1.0,
+        prune_interval: float | None = DEFAULT_PRUNE_INTERVAL,
         engine_kw: dict[str, Any] | None = None,
         trust: Trust | None = None,
     ):
@@ -321,6 +326,7 @@ class EmbeddedConsortium:
                 state,
                 settle_timeout=settle_timeout,
                 checkpoint_interval=checkpoint_interval,
+                prune_interval=prune_interval,
             )
         for tr in self.transports.values():
             tr.nodes.update(self.nodes)

@@ -187,7 +187,8 @@ class EndpointStatus:
     raft_applied_index: int = 0
     revision: int = 0
     version: str = ""
-    db_size: int = 0
+    db_size: int = 0  # bytes of the member's database file
+    db_size_in_use: int = 0  # of those, bytes in use (the rest is free for reuse)
     error: str | None = None
 
     @property
@@ -402,12 +403,14 @@ class Etcd:
         limit: int = 0,
         keys_only: bool = False,
         created_after: int | None = None,
+        created_through: int | None = None,
     ) -> RangeResult:
         """All keys starting with ``prefix`` (or in ``[prefix, range_end)``), sorted by key.
 
         ``revision`` reads the store as it was at that revision (a consistent snapshot).
-        ``created_after``: only the keys created after that revision, sorted by creation (etcd
-        then reads the whole range before it applies ``limit``).
+        ``created_after``: only the keys created after that revision, sorted by creation.
+        ``created_through``: only the keys created at or before that revision. With either, etcd
+        reads the whole range before it applies ``limit``.
         """
         start = _b(prefix)
         end = _b(range_end) if range_end is not None else prefix_end(start)
@@ -424,6 +427,8 @@ class Etcd:
             body["min_create_revision"] = str(created_after + 1)
             body["sort_order"] = "ASCEND"
             body["sort_target"] = "CREATE"
+        if created_through is not None:
+            body["max_create_revision"] = str(created_through)
         out = self._call("/v3/kv/range", body)
         return RangeResult(
             kvs=[_kv(d) for d in out.get("kvs") or []],
@@ -446,6 +451,25 @@ class Etcd:
         if prefix:
             body["range_end"] = _enc(prefix_end(k))
         return _int(self._call("/v3/kv/deleterange", body, repeatable=False), "deleted")
+
+    def delete_created(self, keys: Sequence[tuple[KeyLike, int]]) -> bool:
+        """Delete every key of ``keys`` (key, create revision) in one transaction, only if each
+        still has that create revision: a key deleted and created again since it was read is
+        another key and stays. True if they went, False if any had changed (none went).
+        etcd allows ``--max-txn-ops`` (default 128) keys per call."""
+        body = {
+            "compare": [
+                {
+                    "key": _enc(_b(k)),
+                    "result": "EQUAL",
+                    "target": "CREATE",
+                    "create_revision": str(r),
+                }
+                for k, r in keys
+            ],
+            "success": [{"request_delete_range": {"key": _enc(_b(k))}} for k, _ in keys],
+        }
+        return bool(self._call("/v3/kv/txn", body).get("succeeded"))
 
     def create_if_absent(
         self, key: KeyLike, value: KeyLike, *, lease: int | None = None
@@ -668,6 +692,7 @@ class Etcd:
                 revision=_int(hdr, "revision"),
                 version=str(d.get("version", "")),
                 db_size=_int(d, "dbSize"),
+                db_size_in_use=_int(d, "dbSizeInUse"),
             )
         return result
 
