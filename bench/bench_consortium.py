@@ -285,6 +285,35 @@ def etcd_size(sup: Supervisor, urls: dict[str, str]) -> dict[str, Any]:
     }
 
 
+class EtcdSampler:
+    """Samples :func:`etcd_size` every second while a phase runs: the most keys and the most
+    database in use etcd held during it (between two forgettings the log grows)."""
+
+    def __init__(self, sup: Supervisor, urls: dict[str, str]):
+        self.sup, self.urls = sup, urls
+        self.peak = {"keys": 0, "db_bytes_in_use": 0, "samples": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                now = etcd_size(self.sup, self.urls)
+            except Exception:  # noqa: BLE001 - a sample lost to a busy member is no figure
+                continue
+            self.peak["samples"] += 1
+            for k in ("keys", "db_bytes_in_use"):
+                self.peak[k] = max(self.peak[k], now[k] or 0)
+
+    def __enter__(self) -> EtcdSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--banks", type=int, default=4)
@@ -346,7 +375,9 @@ def main() -> None:
             applier0 = appliers(urls, sup.home)
             cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
             own0 = time.process_time()
-            phase = run_phase(urls, notes, clients)
+            with EtcdSampler(sup, urls) as sampler:
+                phase = run_phase(urls, notes, clients)
+            phase["etcd_peak"] = sampler.peak
             own = time.process_time() - own0
             cpu1 = {k: cpu_seconds(p) for k, p in pids.items()}
             applier1 = appliers(urls, sup.home)
