@@ -1276,13 +1276,15 @@ class ConsortiumNode:
         return gone
 
     def _prune_loop(self) -> None:
-        while not self._stop.wait(self.prune_interval):
+        while True:  # the first mark goes out at start: the lowest bank need not wait a round
             try:
                 self.mark_applied()
                 if self.bank == self.pruner:
                     self.prune_log()
             except Exception as exc:
                 log.warning("bank %s: marking or forgetting the log failed: %s", self.bank, exc)
+            if self._stop.wait(self.prune_interval):
+                return
 
     # ------------------------------------------------------------------------- status
     def status(self) -> dict[str, Any]:
