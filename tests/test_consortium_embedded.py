@@ -710,6 +710,32 @@ def test_etcd_orderer_forgets_and_compacts(tmp_path: Path) -> None:
             o.close()
 
 
+def test_a_lagging_watch_loses_nothing_when_the_log_forgets_behind_it(tmp_path: Path) -> None:
+    """A bank reading far behind the head (catching up) when the log forgets up to its position
+    and compacts etcd to the head: its watch, still replaying history, may be cancelled as
+    compacted. It must still get every creation after its position, once, in order."""
+    with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
+        o = EtcdOrderer(cluster.client_urls, b"hubi/lag/")
+        try:
+            keys = [b"log/n/%05d" % i for i in range(3000)]
+            for k in keys:
+                o.claim(k, b"v")
+            stop = threading.Event()
+            seen: list[bytes] = []
+            for ev in o.events(0, stop):
+                seen.append(ev.key)
+                if len(seen) == 10:  # this bank has applied 10: every key up to here goes
+                    assert o.forget(ev.revision) == 10
+                    assert o.etcd.range(b"hubi/lag/log/", limit=1).count == 2990
+                    keys.append(b"log/n/new")
+                    o.claim(b"log/n/new", b"after the forgetting")
+                if len(seen) == len(keys):
+                    stop.set()
+            assert seen == keys
+        finally:
+            o.close()
+
+
 def test_etcd_orderer_replays_the_log_past_a_compaction(tmp_path: Path) -> None:
     """An operator compacts etcd's history past where a bank's watch stands (as etcd's own
     procedure for a full database does). The watch used to fail for good ("cannot resume the
