@@ -106,6 +106,10 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
             timeout=30,
         )
         assert r.status_code == 200 and r.json()["outcome"] == "booked", r.text
+        # every bank put its applied mark at start; BKA, the lowest id, has the log forget
+        pruning = {b["id"]: b["pruning"] for b in _status(tmp_path)["banks"]}
+        assert {p["pruner"] for p in pruning.values()} == {"BKA"}
+        assert all(isinstance(p["marked"], int) for p in pruning.values()), pruning
 
         # BKA's node hangs (SIGSTOP) while BKB asks it to endorse a note BKA's customer pays:
         # status shows BKA not healthy, and BKB finding BKA stalled

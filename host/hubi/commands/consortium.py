@@ -434,6 +434,11 @@ def status_cmd(folder: Path, as_json: bool) -> None:
         extra = f"  applied revision {b.get('applied_revision')}" if b["healthy"] else ""
         if b.get("stalled_peers"):
             extra += f"  [yellow]finds stalled: {', '.join(b['stalled_peers'])}[/yellow]"
+        pruning = b.get("pruning") or {}
+        if pruning.get("pruner") == b["id"]:  # the bank that has the log forget
+            extra += f"  log forgotten through revision {pruning.get('through')}"
+            if pruning.get("waiting_for"):
+                extra += f" [yellow](waits for {', '.join(pruning['waiting_for'])})[/yellow]"
         console.print(f"  bank {b['id']}  {b['url']}  {mark}{extra}")
     for m in st["etcd"]:
         mark = "[green]healthy[/green]" if m["healthy"] else "[red]down[/red]"

@@ -522,6 +522,7 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                     item["reports"] = cs.get("reports")
                     peers = cs.get("peers") or {}
                     item["stalled_peers"] = sorted(p for p, d in peers.items() if d.get("stalled"))
+                    item["pruning"] = cs.get("pruning")  # its applied mark; how far the log forgot
             out["banks"].append(item)
         for m in up["etcd"]:
             ok, err = _healthy_etcd(http, m["url"])
