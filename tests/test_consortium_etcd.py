@@ -111,7 +111,7 @@ def test_interbank_notes_settle_among_four_banks(cons: Consortium) -> None:
 
 def test_the_log_forgets_what_every_bank_applied(cons: Consortium) -> None:
     """The bank nodes mark their applied revisions every 0.5 s and BKA has etcd forget the log's
-    keys behind the lowest mark, and compact there. An upload of a forgotten note is answered from
+    keys behind the lowest mark, then compact its history. An upload of a forgotten note is answered from
     the banks' state; a second claim of its key (as a submission under way at that moment could
     make) settles nothing, at every bank alike."""
     acc = cons.accounts
