@@ -19,6 +19,7 @@ BENCHES = {
     "applier": "bench.bench_applier",  # one bank catching up on the log it missed
     "http": "bench.bench_http",  # a bank node's CPU per request on its two HTTP stacks
     "gil": "bench.bench_gil",  # how long a bank node holds the GIL per interbank note
+    "forget": "bench.bench_forget",  # the log forgetting a large backlog on etcd
 }
 
 

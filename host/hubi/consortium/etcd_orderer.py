@@ -181,12 +181,14 @@ class EtcdOrderer:
         gone = 0
         try:
             while True:
-                page = self.etcd.range(
-                    start, range_end=end, keys_only=True, created_through=through, limit=1000
-                )
+                # pages of keys in key order, filtered here: etcd's own filter by create
+                # revision reads the whole rest of the range for every page (quadratic after a
+                # long outage: 200,000 keys took 48 s)
+                page = self.etcd.range(start, range_end=end, keys_only=True, limit=1000)
                 keys = [(kv.key, kv.create_revision) for kv in page.kvs]
-                for i in range(0, len(keys), _DELETES_PER_TXN):
-                    chunk = keys[i : i + _DELETES_PER_TXN]
+                old = [k for k in keys if k[1] <= through]
+                for i in range(0, len(old), _DELETES_PER_TXN):
+                    chunk = old[i : i + _DELETES_PER_TXN]
                     if self.etcd.delete_created(chunk):
                         gone += len(chunk)
                     else:  # one was deleted (and maybe claimed again) since: each on its own

@@ -403,14 +403,12 @@ class Etcd:
         limit: int = 0,
         keys_only: bool = False,
         created_after: int | None = None,
-        created_through: int | None = None,
     ) -> RangeResult:
         """All keys starting with ``prefix`` (or in ``[prefix, range_end)``), sorted by key.
 
         ``revision`` reads the store as it was at that revision (a consistent snapshot).
-        ``created_after``: only the keys created after that revision, sorted by creation.
-        ``created_through``: only the keys created at or before that revision. With either, etcd
-        reads the whole range before it applies ``limit``.
+        ``created_after``: only the keys created after that revision, sorted by creation (etcd
+        then reads the whole range before it applies ``limit``).
         """
         start = _b(prefix)
         end = _b(range_end) if range_end is not None else prefix_end(start)
@@ -427,8 +425,6 @@ class Etcd:
             body["min_create_revision"] = str(created_after + 1)
             body["sort_order"] = "ASCEND"
             body["sort_target"] = "CREATE"
-        if created_through is not None:
-            body["max_create_revision"] = str(created_through)
         out = self._call("/v3/kv/range", body)
         return RangeResult(
             kvs=[_kv(d) for d in out.get("kvs") or []],

@@ -1,0 +1,124 @@
+"""Benchmark: how long the log takes to forget a large backlog on etcd (`EtcdOrderer.forget`).
+
+    .venv/bin/python -m bench.bench_forget [--keys 50000,200000] [--json FILE]
+
+A bank that was down for an hour at 85 notes/s holds the log back by about 600,000 keys; once
+it has caught up, the lowest bank forgets them in one round. For each size this fills a fresh
+single-member etcd (no fsync) with that many log keys (random note ids, 200-byte values, 100 per
+transaction), then times `forget` through the last of them. As a reference, measured in the same
+run on a second fill of the same size: the first version of `forget`, which let etcd filter each
+page by create revision (`max_create_revision`); etcd then reads the whole rest of the range for
+every page of 1,000. Both delete with the same conditional transactions of 100 keys.
+
+Nothing is asserted; bench/consortium.md discusses the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
+
+from bench import report  # noqa: E402
+from hubi.consortium.etcd_orderer import EtcdOrderer  # noqa: E402
+from hubi.infra.etcd_client import prefix_end  # noqa: E402
+from hubi.infra.etcd_server import EtcdCluster  # noqa: E402
+
+PREFIX = b"hubi/bench/"
+
+
+def _enc(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def fill(o: EtcdOrderer, n: int, salt: bytes) -> int:
+    """n log keys, 100 per transaction; returns the revision of the last."""
+    for i in range(0, n, 100):
+        ops = [
+            {
+                "request_put": {
+                    "key": _enc(
+                        PREFIX + b"log/n/" + hashlib.sha256(salt + b"%d" % j).hexdigest().encode()
+                    ),
+                    "value": _enc(b"x" * 200),
+                }
+            }
+            for j in range(i, min(n, i + 100))
+        ]
+        o.etcd._call("/v3/kv/txn", {"compare": [], "success": ops})
+    return o.revision()
+
+
+def forget_filtered_by_etcd(o: EtcdOrderer, through: int) -> int:
+    """The reference: pages that etcd filters by create revision, then the same deletions."""
+    start = PREFIX + b"log/"
+    end = prefix_end(start)
+    gone = 0
+    while True:
+        body = {
+            "key": _enc(start),
+            "range_end": _enc(end),
+            "keys_only": True,
+            "limit": "1000",
+            "max_create_revision": str(through),
+        }
+        out = o.etcd._call("/v3/kv/range", body)
+        kvs = out.get("kvs") or []
+        keys = [(base64.b64decode(kv["key"]), int(kv["create_revision"])) for kv in kvs]
+        for i in range(0, len(keys), 100):
+            if o.etcd.delete_created(keys[i : i + 100]):
+                gone += len(keys[i : i + 100])
+        if not out.get("more") or not keys:
+            return gone
+        start = keys[-1][0] + b"\0"
+
+
+def measure(n: int) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="hubi-bench-forget-") as d,
+        EtcdCluster(Path(d), members=1, durable=False, quota_bytes=8 * 2**30) as cluster,
+    ):
+        o = EtcdOrderer(cluster.client_urls, PREFIX)
+        try:
+            out: dict[str, Any] = {"keys": n}
+            for name, how in (("forget", o.forget), ("reference", None)):
+                through = fill(o, n, name.encode())
+                o.claim(b"log/n/after", name.encode())  # created after: must stay
+                t0 = time.perf_counter()
+                gone = how(through) if how else forget_filtered_by_etcd(o, through)
+                seconds = time.perf_counter() - t0
+                left = [k for k, _, _ in o.scan(b"log/")]
+                assert gone == n and left == [b"log/n/after"], (name, gone, left[:3])
+                out[name] = {"seconds": round(seconds, 2), "keys_per_s": round(n / seconds)}
+                o.etcd.delete(PREFIX + b"log/n/after")
+            out["reference_over_forget"] = round(
+                out["reference"]["seconds"] / out["forget"]["seconds"], 2
+            )
+            return out
+        finally:
+            o.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--keys", default="50000,200000", help="backlog sizes, comma-separated")
+    ap.add_argument("--json", type=Path, default=None, help="write the results here too")
+    args = ap.parse_args()
+    result = {"runs": []}
+    for n in (int(x) for x in args.keys.split(",")):
+        run = measure(n)
+        result["runs"].append(run)
+        print(json.dumps(run), flush=True)
+    report(result, args.json)
+
+
+if __name__ == "__main__":
+    main()
