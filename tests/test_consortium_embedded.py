@@ -656,7 +656,7 @@ def test_etcd_orderer_contract(etcd_cluster, etcd_prefix) -> None:  # noqa: F811
 def _forget_contract(orderer) -> None:
     """forget() deletes the log's keys created through a revision, and only those: what comes
     after, and keys beside the log, stay; the revision does not go back; a forgotten key can be
-    claimed again; the log read from the start gives what is left, in order."""
+    claimed again; a bank that has applied that revision reads on what is left, in order."""
     revs = [orderer.claim(b"log/n/%d" % i, b"v%d" % i).revision for i in range(5)]
     orderer.put(b"applied/BKA", b"%d" % revs[2])
     assert orderer.forget(revs[2]) == 3
@@ -670,7 +670,7 @@ def _forget_contract(orderer) -> None:
     assert again.created and again.revision > revs[4]
     stop = threading.Event()
     seen = []
-    for ev in orderer.events(0, stop):
+    for ev in orderer.events(revs[2], stop):
         seen.append((ev.key, ev.value))
         if len(seen) == 3:
             stop.set()
@@ -691,8 +691,7 @@ def test_sqlite_orderer_forgets(tmp_path: Path) -> None:
 
 def test_etcd_orderer_forgets_and_compacts(tmp_path: Path) -> None:
     """On etcd, forget() also compacts the history there (its own cluster: compaction is
-    cluster-wide). A watch that stood before the forgotten stretch gets what is left, and the
-    delete events of the forgetting are no anomaly."""
+    cluster-wide), and the delete events of the forgetting are no anomaly."""
     with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
         o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
         try:
@@ -711,9 +710,9 @@ def test_etcd_orderer_forgets_and_compacts(tmp_path: Path) -> None:
 
 
 def test_a_lagging_watch_loses_nothing_when_the_log_forgets_behind_it(tmp_path: Path) -> None:
-    """A bank reading far behind the head (catching up) when the log forgets up to its position
-    and compacts etcd to the head: its watch, still replaying history, may be cancelled as
-    compacted. It must still get every creation after its position, once, in order."""
+    """A bank reading far behind the head (catching up) when the log forgets up to its position:
+    its watch, still replaying history, is not cancelled (etcd is compacted only up to there)
+    and gets every creation after its position, once, in order."""
     with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
         o = EtcdOrderer(cluster.client_urls, b"hubi/lag/")
         try:

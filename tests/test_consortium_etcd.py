@@ -135,7 +135,7 @@ def test_the_log_forgets_what_every_bank_applied(cons: Consortium) -> None:
             b.encode() for b in BANKS4
         ]
         with pytest.raises(EtcdRequestError, match="compacted"):
-            etcd.get(cons.prefix + ent.note_key(nid), revision=head)
+            etcd.get(cons.prefix + ent.note_key(nid), revision=head - 1)
         # the payer's bank answers the same upload from its state
         again = cons.upload("BKC", note).json()
         assert again["outcome"] == "booked" and again["duplicate"] is True, again

@@ -172,11 +172,12 @@ class EtcdOrderer:
                 return
 
     def forget(self, through: int, prefix: bytes = b"log/") -> int:
-        """Delete the log's keys created at or before revision ``through``, then compact etcd's
-        history up to the deletions, which frees the space they held; returns how many keys
-        went. Every bank must have applied ``through`` (the caller's job). A bank whose watch
-        restarts from before the compaction reads the keys created since from the store
-        (:meth:`events`); none of those is forgotten, as each was created after ``through``."""
+        """Delete the log's keys created at or before revision ``through`` and compact etcd's
+        history there; returns how many keys went. Every bank must have applied ``through``
+        (the caller's job), so every bank's watch stands after it and none is cancelled: a
+        bank catching up a long backlog would otherwise have to read it from the store again
+        at every round. The space of this round's deletions (made after ``through``) is freed
+        by the next round's compaction."""
         start, end = self._k(prefix), prefix_end(self._k(prefix))
         gone = 0
         try:
@@ -196,12 +197,11 @@ class EtcdOrderer:
                 if not page.more or not keys:
                     break
                 start = keys[-1][0] + b"\0"
-            if gone:
-                try:
-                    self.etcd.compact(self.revision())
-                except EtcdRequestError as exc:
-                    if "compacted" not in exc.message:  # compacted there or later already
-                        raise
+            try:
+                self.etcd.compact(through)
+            except EtcdRequestError as exc:
+                if "compacted" not in exc.message:  # compacted there or later already
+                    raise
         except EtcdError as exc:
             raise OrdererError(
                 f"forgetting the log through revision {through} failed: {exc}"
