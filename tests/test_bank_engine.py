@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sqlite3
 import threading
 
 import pytest
@@ -18,6 +19,7 @@ from hubi.bank.engine import (
     NotLocal,
     verify_inclusion_proof,
 )
+from hubi.bank.store import full_reason
 from hubi_core import codec, ecies, lsum, verify
 from tests import test_bank_support as support
 from tests.test_bank_support import make_bank, make_url, postgres_server  # noqa: F401
@@ -36,6 +38,42 @@ def _clean(eng: BankEngine, w: World) -> audit.AuditReport:
     report = audit.audit(eng.store, trust=w.trust, keys=eng.keys)
     assert report.ok, [f.as_dict() for f in report.findings][:5]
     return report
+
+
+def test_a_full_database_refuses_bookings_whole_and_books_on_once_there_is_room(
+    tmp_path, world: World
+) -> None:
+    """SQLite answers SQLITE_FULL when the disk (or the database's cap) is full. The booking
+    that meets it, alone or in a group commit, stores nothing and leaves the engine's caches as
+    they were: once there is room again the same notes book, in the same process, and the books
+    audit clean."""
+    w = world
+    eng = make_bank(
+        f"sqlite:///{tmp_path}/bank.db", w, accounts=("BKA-alice", "BKA-bob"), fund=10**5
+    )
+    try:
+        for i in range(5):
+            assert eng.book(_enc(w.note("BKA-alice", "BKA-bob", 1, serial=100 + i))).ok
+        heads = (eng.head("BKA-alice").n, eng.head("BKA-bob").n)
+        conn = eng.store.conn()  # this thread's connection, which book() and book_many() use
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")  # no page more: as a full disk
+        notes = [_enc(w.note("BKA-alice", "BKA-bob", 10, serial=200 + i)) for i in range(4)]
+        with pytest.raises(sqlite3.OperationalError) as info:
+            eng.book(notes[0])
+        assert full_reason(info.value) == "database or disk is full"
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            eng.book_many(notes[1:])
+        assert (eng.balance("BKA-alice"), eng.balance("BKA-bob")) == (10**5 - 5, 10**5 + 5)
+        assert (eng.head("BKA-alice").n, eng.head("BKA-bob").n) == heads
+        conn.execute(f"PRAGMA max_page_count = {pages * 100}")  # room again
+        outs = [eng.book(notes[0]), *eng.book_many(notes[1:])]
+        assert [(o.status, o.replay) for o in outs] == [("booked", False)] * 4
+        assert (eng.balance("BKA-alice"), eng.balance("BKA-bob")) == (10**5 - 45, 10**5 + 45)
+        assert (eng.head("BKA-alice").n, eng.head("BKA-bob").n) == (heads[0] + 4, heads[1] + 4)
+        _clean(eng, w)
+    finally:
+        eng.close()
 
 
 def test_book_a_note_debit_credit_notices(store_url: str, world: World) -> None:

@@ -33,3 +33,19 @@ def test_sqlite_synchronous_off_or_unknown_is_refused_by_name(tmp_path: Path) ->
 def test_sqlite_in_a_missing_folder_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="folder .*nowhere does not exist"):
         Store(f"sqlite:///{tmp_path}/nowhere/b.db")
+
+
+def test_sqlite_max_bytes_caps_the_database_file(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path}/b.db?max_bytes=1048576")
+    try:
+        page = store.conn().execute("PRAGMA page_size").fetchone()[0]
+        assert store.conn().execute("PRAGMA max_page_count").fetchone()[0] == 1048576 // page
+    finally:
+        store.close()
+
+
+def test_sqlite_max_bytes_that_is_no_size_is_refused_by_name(tmp_path: Path) -> None:
+    for bad in ("lots", "-5", "1000"):
+        with pytest.raises(StoreError, match=f"max_bytes must be .* not '{bad}'"):
+            Store(f"sqlite:///{tmp_path}/b.db?max_bytes={bad}")
+    assert not (tmp_path / "b.db").exists()

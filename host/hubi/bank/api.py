@@ -373,6 +373,23 @@ def _store_down() -> tuple[type[BaseException], ...]:
     return out + (psycopg.OperationalError,)
 
 
+def store_error(exc: BaseException, detail: str) -> ApiError:
+    """The 503 for a database that failed: ``store-full`` when it (or its disk) is full, so
+    that the operator sees what to do, else ``store-unavailable`` with `detail`. Either way the
+    transaction rolled back: nothing of the request was stored, and it can be sent again."""
+    from hubi.bank.store import full_reason
+
+    full = full_reason(exc)
+    if full:
+        return ApiError(
+            503,
+            "store-full",
+            f"the bank's database is full ({full}): nothing was stored; send it again once "
+            "there is room (free disk space, or raise the database's max_bytes)",
+        )
+    return ApiError(503, "store-unavailable", detail)
+
+
 def _codec_api_error(exc: CodecError) -> ApiError:
     code = "unknown-kind" if type(exc).__name__ == "UnknownKind" else "bad-object"
     return ApiError(400, code, f"{type(exc).__name__}: {exc}")
@@ -458,9 +475,8 @@ def create_app(node: Node) -> FastAPI:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, _store_down()):
             log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-            return _reply(
-                503, "store-unavailable", f"database unavailable ({type(exc).__name__})", None
-            )
+            e = store_error(exc, f"database unavailable ({type(exc).__name__})")
+            return _reply(e.status, e.code, e.message, None)
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _reply(500, "internal", f"internal error ({type(exc).__name__})", None)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from hubi.bank import engine as eng_mod
 from hubi.bank import merkle
-from hubi.bank.api import ApiError
+from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
 from hubi.bank.store import StoreError, display_url
 from hubi_core import codec, ids
@@ -205,7 +205,7 @@ class EngineBackend:
         try:
             out = self.commits.submit(data)
         except _STORE_DOWN as exc:
-            raise ApiError(503, "store-unavailable", f"{type(exc).__name__}: {exc}") from None
+            raise store_error(exc, f"{type(exc).__name__}: {exc}") from None
         except eng_mod.MalformedNote as exc:
             raise ApiError(400, "bad-object", str(exc)) from None
         except eng_mod.NotLocal as exc:

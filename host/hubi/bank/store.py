@@ -57,6 +57,7 @@ __all__ = [
     "StoreConflict",
     "StoreError",
     "Tx",
+    "full_reason",
     "open_store",
 ]
 
@@ -203,6 +204,29 @@ def parse_url(url: str | os.PathLike[str]) -> Location:
     if "://" in text:
         raise StoreError(f"database URL {text!r}: scheme must be sqlite:// or postgresql://")
     return Location("sqlite", text, {})
+
+
+def _max_bytes(value: str | None, url: str) -> int | None:
+    """The ``max_bytes`` option of a SQLite URL: a cap on the database file (not its WAL), so
+    that a full database is refused cleanly before the disk itself fills up."""
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 65536:
+        raise StoreError(
+            f"{display_url(url)}: max_bytes must be a whole number of bytes, at least 65536, "
+            f"not {value!r}"
+        )
+    return int(value)
+
+
+def full_reason(exc: BaseException) -> str | None:
+    """The database's own words if `exc` says that it (or its disk) is full, else None: SQLite's
+    SQLITE_FULL (a full disk, or the ``max_bytes`` cap), PostgreSQL's disk_full (53100)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
+    else:
+        full = getattr(exc, "sqlstate", None) == "53100" or "No space left" in str(exc)
+    return str(exc).strip() if full else None
 
 
 def display_url(url: str) -> str:
@@ -406,6 +430,7 @@ class Store:
                     f"not {sync}"
                 )
             self._sync = sync
+            self._max_bytes = _max_bytes(self.location.options.get("max_bytes"), self.url)
             parent = Path(self.location.target).parent
             if not parent.is_dir():
                 raise StoreError(f"cannot open {self.url}: folder {parent} does not exist")
@@ -420,6 +445,9 @@ class Store:
         if self.dialect == "sqlite":
             try:
                 conn = connect_wal(self.location.target, self._sync, timeout=120)
+                if self._max_bytes:  # a write past it fails as on a full disk (SQLITE_FULL)
+                    page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                    conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page)}")
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot open SQLite database {self.url}: {exc}") from None
             return conn
