@@ -24,7 +24,14 @@ from collections.abc import Iterator, Sequence
 
 from hubi.consortium.errors import OrdererError
 from hubi.consortium.orderer import Claim, LogEvent
-from hubi.infra.etcd_client import Etcd, EtcdCompacted, EtcdError, EtcdRequestError, prefix_end
+from hubi.infra.etcd_client import (
+    Etcd,
+    EtcdCompacted,
+    EtcdError,
+    EtcdRequestError,
+    KeyValue,
+    prefix_end,
+)
 
 __all__ = ["EtcdOrderer"]
 
@@ -86,22 +93,29 @@ class EtcdOrderer:
         except EtcdError as exc:
             raise OrdererError(f"put of {key.decode(errors='replace')} failed: {exc}") from None
 
-    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]:
-        n = len(self.prefix)
-        out: list[tuple[bytes, bytes, int]] = []
+    def _pages(self, prefix: bytes, *, keys_only: bool = False) -> Iterator[list[KeyValue]]:
+        """The keys under ``prefix``, 1,000 at a time in key order. Each page is read when the
+        caller asks for it, so the caller may delete what it got before the next is read."""
         start = self._k(prefix)
         end = prefix_end(start)
+        while True:
+            page = self.etcd.range(start, range_end=end, keys_only=keys_only, limit=1000)
+            if page.kvs:
+                yield page.kvs
+            if not page.more or not page.kvs:
+                return
+            start = page.kvs[-1].key + b"\0"
+
+    def scan(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]:
+        n = len(self.prefix)
         try:
-            while True:
-                page = self.etcd.range(start, range_end=end, limit=1000)
-                for kv in page.kvs:
-                    out.append((kv.key[n:], kv.value, kv.create_revision))
-                if not page.more or not page.kvs:
-                    break
-                start = page.kvs[-1].key + b"\0"
+            return [
+                (kv.key[n:], kv.value, kv.create_revision)
+                for page in self._pages(prefix)
+                for kv in page
+            ]
         except EtcdError as exc:
             raise OrdererError(f"scan of {prefix!r} failed: {exc}") from None
-        return out
 
     def revision(self) -> int:
         try:
@@ -178,25 +192,19 @@ class EtcdOrderer:
         bank catching up a long backlog would otherwise have to read it from the store again
         at every round. The space of this round's deletions (made after ``through``) is freed
         by the next round's compaction."""
-        start, end = self._k(prefix), prefix_end(self._k(prefix))
         gone = 0
         try:
-            while True:
-                # pages of keys in key order, filtered here: etcd's own filter by create
-                # revision reads the whole rest of the range for every page (quadratic after a
-                # long outage: 200,000 keys took 48 s)
-                page = self.etcd.range(start, range_end=end, keys_only=True, limit=1000)
-                keys = [(kv.key, kv.create_revision) for kv in page.kvs]
-                old = [k for k in keys if k[1] <= through]
+            # pages in key order, filtered here: etcd's own filter by create revision reads
+            # the whole rest of the range for every page (quadratic after a long outage:
+            # 200,000 keys took 48 s)
+            for page in self._pages(prefix, keys_only=True):
+                old = [(kv.key, kv.create_revision) for kv in page if kv.create_revision <= through]
                 for i in range(0, len(old), _DELETES_PER_TXN):
                     chunk = old[i : i + _DELETES_PER_TXN]
                     if self.etcd.delete_created(chunk):
                         gone += len(chunk)
                     else:  # one was deleted (and maybe claimed again) since: each on its own
                         gone += sum(self.etcd.delete_created([k]) for k in chunk)
-                if not page.more or not keys:
-                    break
-                start = keys[-1][0] + b"\0"
             try:
                 self.etcd.compact(through)
             except EtcdRequestError as exc:
