@@ -418,9 +418,8 @@ def main() -> None:
             for b, u in urls.items()
         )
         deadline = time.monotonic() + 60
-        while (result.setdefault("etcd", etcd_size(sup, urls))["forgot_through"] or 0) < head:
-            if time.monotonic() > deadline:
-                break
+        result["etcd"] = etcd_size(sup, urls)
+        while (result["etcd"]["forgot_through"] or 0) < head and time.monotonic() < deadline:
             time.sleep(1.0)
             result["etcd"] = etcd_size(sup, urls)
         print(json.dumps({"etcd_after_forgetting": result["etcd"]}), flush=True)
