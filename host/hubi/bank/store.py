@@ -223,8 +223,8 @@ def full_reason(exc: BaseException) -> str | None:
     """The database's own words if `exc` says that it (or its disk) is full, else None: SQLite's
     SQLITE_FULL (a full disk, or the ``max_bytes`` cap), PostgreSQL's disk_full (53100)."""
     if isinstance(exc, sqlite3.OperationalError):
-        full = getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL" or "is full" in str(exc)
-    else:
+        full = exc.sqlite_errorname == "SQLITE_FULL"
+    else:  # a server that crashed on a full disk closes the connection: no SQLSTATE then
         full = getattr(exc, "sqlstate", None) == "53100" or "No space left" in str(exc)
     return str(exc).strip() if full else None
 
