@@ -314,9 +314,13 @@ def test_full_database_refuses_writes_at_once_and_keeps_what_it_holds(tmp_path: 
         orderer = EtcdOrderer(cluster.client_urls, b"full/log/", client=c)
         with pytest.raises(OrdererError, match="database is full"):
             orderer.claim(b"n/1", b"entry")
-        # nothing accepted is lost, reads go on, and every member reports the alarm
-        kept = c.range(b"full/")
-        assert [kv.key for kv in kept.kvs] == [b"full/%06d" % i for i in range(written)]
+        # nothing accepted is lost, reads go on, and every member reports the alarm. The put
+        # refused last may have landed all the same: a member that timed out on it under the
+        # load committed it later, while the member the client failed over to answered with
+        # the alarm (a failover client cannot tell; a clean-clone run saw it once)
+        kept = [kv.key for kv in c.range(b"full/").kvs]
+        accepted = [b"full/%06d" % i for i in range(written)]
+        assert kept in (accepted, [*accepted, b"full/%06d" % written]), kept[-3:]
         assert c.get(b"full/claim") is None
         assert not any(member_health(c, False).values())
 
