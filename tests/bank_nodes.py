@@ -30,6 +30,7 @@ from hubi.consortium.supervisor import open_treasury, serve_argv
 from hubi.infra import _process
 from hubi.infra.ports import free_port, release_port
 from hubi_core import codec
+from tests.procs import hang
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -176,7 +177,7 @@ class NodeProcess:
     def pause(self) -> None:
         """SIGSTOP: the process hangs while its kernel still accepts connections (a stall)."""
         assert self.proc is not None and self.proc.poll() is None, "not running"
-        os.kill(self.proc.pid, signal.SIGSTOP)
+        hang(self.proc.pid)
 
     def resume(self) -> None:
         assert self.proc is not None

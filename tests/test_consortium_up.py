@@ -20,22 +20,9 @@ import pytest
 from hubi.infra import _process
 from tests.consortium_support import load_accounts
 from tests.mpy import ROOT
+from tests.procs import alive, hang, wake
 
 HUBI = [sys.executable, "-m", "hubi.cli"]
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def _up(folder: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -114,7 +101,7 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         # BKA's node hangs (SIGSTOP) while BKB asks it to endorse a note BKA's customer pays:
         # status shows BKA not healthy, and BKB finding BKA stalled
         bka = up["banks"][0]["pid"]
-        os.kill(bka, signal.SIGSTOP)
+        hang(bka)
         try:
             with ThreadPoolExecutor(1) as ex:
                 waiting = ex.submit(
@@ -134,7 +121,7 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
                 assert st["banks"][0]["healthy"] is False and st["healthy"] is False
                 assert waiting.result().status_code == 503  # BKA never answered
         finally:
-            os.kill(bka, signal.SIGCONT)
+            wake(bka)
 
         # one etcd member killed: status names it unhealthy, the rest stay (or, if it led,
         # become healthy again after the election of a new leader)
@@ -152,7 +139,7 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
 
         pids = [b["pid"] for b in up["banks"]] + [m["pid"] for m in up["etcd"]]
         _sigint_and_wait(proc, tmp_path)
-        assert not [p for p in pids if _alive(p)], "processes left behind after Ctrl-C"
+        assert not [p for p in pids if alive(p)], "processes left behind after Ctrl-C"
         doc = json.loads((tmp_path / "hubi-consortium" / "up.json").read_text())
         assert doc["state"] == "stopped"
         st = _status(tmp_path)
@@ -179,7 +166,7 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         assert st["banks"][0]["healthy"] and st["banks"][0]["pid"] != old, st["banks"]
         pids = [b["pid"] for b in st["banks"]] + [m["pid"] for m in st["etcd"]]
         _sigint_and_wait(proc, tmp_path)
-        assert not [p for p in pids if _alive(p)]
+        assert not [p for p in pids if alive(p)]
     finally:
         if proc.poll() is None:
             _process.stop(proc, first=signal.SIGINT, grace=30)

@@ -16,17 +16,10 @@ import pytest
 
 from hubi.infra import postgres_server
 from hubi.infra.postgres_server import PostgresServer, PostgresStartError, find_postgres_bin_dir
+from tests.procs import alive
 from tests.servers import postgres_db, postgres_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def _exercise(url: str) -> None:
@@ -72,7 +65,7 @@ def test_start_create_db_sql_stop(tmp_path: Path) -> None:
         # Stop and start again on the same data dir: data and password survive.
         pid = pg.pid
         pg.stop()
-        assert not pg.running and not _alive(pid)
+        assert not pg.running and not alive(pid)
         pg.start()
         with psycopg.connect(url) as conn:  # same URL: same port and password
             assert conn.execute("SELECT count(*) FROM notes").fetchone() == (2,)
@@ -85,7 +78,7 @@ def test_start_create_db_sql_stop(tmp_path: Path) -> None:
     finally:
         pg.close()
     assert not pg.running
-    assert not _alive(pid)
+    assert not alive(pid)
     if os.geteuid() == 0:  # ran as the unprivileged service user
         st = (tmp_path / "pg" / "pgdata").stat()
         assert stat.S_IMODE(st.st_mode) == 0o700
@@ -189,10 +182,10 @@ def test_server_dies_with_killed_parent(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     pid = int(proc.stdout.readline())
-    assert _alive(pid)
+    assert alive(pid)
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 30
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(pid)
+    assert not alive(pid)

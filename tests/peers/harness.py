@@ -15,6 +15,7 @@ from hubi_core.errors import LinkTimeout
 from hubi_core.link import Client
 from tests.mpy import SHARED, micropython_exe, mpy_env
 from tests.peers.peerlib import FaultyTransport
+from tests.procs import hang
 
 PEERS = Path(__file__).resolve().parent
 PEER_SCRIPT = PEERS / "link_peer.py"
@@ -96,7 +97,7 @@ class Peer:
         return self.log_path.read_text(errors="replace")
 
     def suspend(self) -> None:
-        self.proc.send_signal(signal.SIGSTOP)
+        hang(self.proc.pid)
 
     def resume(self) -> None:
         self.proc.send_signal(signal.SIGCONT)

@@ -1,0 +1,50 @@
+"""Process states the tests need: is a pid alive, and hang a process for sure (SIGSTOP)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+
+def _state(stat_path: Path) -> str:
+    # the state letter follows the command name, which is in parentheses and may hold spaces
+    return stat_path.read_text().rsplit(") ", 1)[1][0]
+
+
+def alive(pid: int | None) -> bool:
+    """True while the process exists and is not a zombie (a zombie still answers kill(0))."""
+    if not pid:
+        return False
+    try:
+        return _state(Path(f"/proc/{pid}/stat")) != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def hang(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP the process and return once every one of its threads has stopped.
+
+    kill() returns before the signal has reached threads running on another core; a request sent
+    at once could still be served (etcd forwarding a claim to its leader, then never answering),
+    which is not the hang a test means."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    tasks = Path(f"/proc/{pid}/task")
+    while True:
+        states = []
+        for stat in tasks.glob("*/stat"):
+            try:
+                states.append(_state(stat))
+            except (OSError, IndexError):
+                pass  # a thread that ended meanwhile
+        if states and all(s in "TtZX" for s in states):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not stop within {timeout} s: {states}")
+        time.sleep(0.005)
+
+
+def wake(pid: int) -> None:
+    os.kill(pid, signal.SIGCONT)
