@@ -4,8 +4,10 @@ funded accounts, consortia of real bank node processes over a real etcd cluster,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -105,6 +107,16 @@ def make_home(
         cons.sign(b, kmc_mod.load_bank_identity(dest, b).private)
     kmc_mod.save_trust(dest / "trust", cons, trust.matrices)
     return load_accounts(dest)
+
+
+def copy_sqlite(src: Path, dst: Path) -> None:
+    """Copy a SQLite database (WAL and all) as its online backup does, while it may be in use;
+    a bank's consortium state backed up, or put back."""
+    with (
+        contextlib.closing(sqlite3.connect(src)) as a,
+        contextlib.closing(sqlite3.connect(dst)) as b,
+    ):
+        a.backup(b)
 
 
 class Consortium:

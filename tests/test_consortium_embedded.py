@@ -18,17 +18,23 @@ from hubi.bank import engine as eng_mod
 from hubi.bank.records import BookVerifier
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import EndorsementVerifier, evaluate, make_endorsement, note_digest
-from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError, PeerError
+from hubi.consortium.errors import (
+    ConsortiumError,
+    MarkFell,
+    NotEndorsed,
+    OrdererError,
+    PeerError,
+)
 from hubi.consortium.etcd_orderer import EtcdOrderer
 from hubi.consortium.node import ConsortiumNode
-from hubi.consortium.orderer import SqliteOrderer
+from hubi.consortium.orderer import SqliteOrderer, read_revision, revision_value
 from hubi.consortium.service import EmbeddedConsortium
 from hubi.consortium.state import ConsortiumState
 from hubi.consortium.transport import LocalPeerTransport
 from hubi.infra.etcd_client import EtcdRequestError
 from hubi_core import codec, lsum
 from tests.bank_nodes import nodes  # noqa: F401
-from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
+from tests.consortium_support import BANKS4, FUNDS, copy_sqlite, load_trust, make_home
 from tests.servers import etcd, etcd_cluster, etcd_prefix, fast_etcd_cluster  # noqa: F401
 
 
@@ -542,7 +548,10 @@ def test_the_log_forgets_what_every_bank_applied_and_a_second_claim_settles_noth
     left = orderer.scan(ent.LOG)
     assert gone >= 4 and pruner.pruning == {
         "marked": pruner.pruning["marked"], "through": through, "keys": gone, "waiting_for": [],
+        "forgotten": 0,
     }  # fmt: skip
+    assert orderer.get(ent.FORGOTTEN).value == revision_value(through)
+    assert orderer.get(ent.applied_key("BKD")).value == b"%020d" % through
     assert all(rev > through for _, _, rev in left), left
     assert orderer.get(ent.note_key(nid)) is None
     assert orderer.revision() == head  # revisions never go back
@@ -597,6 +606,91 @@ def test_banks_mark_and_the_lowest_forgets_on_their_own(tmp_path: Path) -> None:
             b: {"settled": 6} for b in BANKS4
         }
         assert ec.submit("BKB", acc["BKA-000002"].note("BKB-000002", 5))["outcome"] == "booked"
+
+
+def test_a_bank_whose_state_went_back_stops_the_forgetting_and_applies_nothing_it_lost(
+    world, tmp_path: Path
+) -> None:
+    """BKD's consortium state goes back to a backup taken before a note that the log has since
+    forgotten. Restarted on it, BKD marks its lower revision before it applies anything, so the
+    log forgets nothing more past it, and then refuses to apply: it names how far its state
+    stands, how far the log forgot and what to do, books nothing and shows halted. Restored from
+    a backup taken after the forgetting, it applies on and agrees with every other bank."""
+    ec, acc = world
+    pruner, orderer = ec.nodes["BKA"], ec.nodes["BKA"].orderer
+    prefix = ec.trust.consortium.log_prefix().encode()
+    path = ec.home / "banks" / "BKD" / "consortium.db"
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+
+    def restart_bkd(state_file: Path) -> ConsortiumNode:
+        ec.nodes["BKD"].close()
+        copy_sqlite(state_file, path)
+        node = ConsortiumNode(
+            ec.engine("BKD"), ec.trust, SqliteOrderer(ec.orderer_path, prefix=prefix),
+            LocalPeerTransport("BKD", ec.nodes),
+            ConsortiumState(path, f"embedded:{prefix.decode()}"),
+            prune_interval=3600,  # marks at start, as every node with forgetting on
+        )  # fmt: skip
+        ec.nodes["BKD"] = node
+        for tr in ec.transports.values():
+            tr.nodes["BKD"] = node
+        node.start()
+        return node
+
+    assert ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", 10))["outcome"] == "booked"
+    wait_all(ec)
+    copy_sqlite(path, old)
+    stands_at = ec.nodes["BKD"].applied_revision()
+    assert ec.submit("BKD", acc["BKC-000001"].note("BKD-000001", 20))["outcome"] == "booked"
+    head = wait_all(ec)
+    for n in ec.nodes.values():
+        n.mark_applied()
+    assert pruner.prune_log() >= 2 and pruner.pruning["through"] == head
+    copy_sqlite(path, new)
+
+    d = restart_bkd(old)
+    deadline = time.monotonic() + 10
+    while d.halted is None:
+        assert time.monotonic() < deadline, d.status()
+        time.sleep(0.02)
+    assert d.halted == (
+        f"this bank's consortium state stands at revision {stands_at}, but the log has forgotten "
+        f"everything created through revision {head}: entries this bank has not applied are "
+        "gone, so it applies nothing (it would disagree with every other bank). Restore its "
+        f"consortium state from a backup taken at or after revision {head} and start it again"
+    )
+    st = d.status()
+    assert st["applying"] is False and st["halted"] == d.halted
+    assert st["last_error"] == "LogForgotten: " + d.halted
+    assert st["pruning"]["forgotten"] == head and st["applied_revision"] == stands_at
+    assert d.state.counts() == {"settled": 1}
+    assert ec.engine("BKD").balance("BKD-000001") == FUNDS + 20  # its own books keep the note
+    # its lower mark went out first: from now on the log forgets nothing past it
+    assert pruner.applied_marks()["BKD"] == stands_at
+    assert ec.submit("BKB", acc["BKA-000002"].note("BKB-000002", 30))["outcome"] == "booked"
+    for b in ("BKA", "BKB", "BKC"):
+        assert ec.nodes[b].wait_applied(orderer.revision(), 10)
+        ec.nodes[b].mark_applied()
+    kept = orderer.scan(ent.LOG)
+    assert pruner.prune_log() == 0 and orderer.scan(ent.LOG) == kept != []
+    # a round that read BKD's old mark before it fell stops at the first deletion
+    marks = [ent.applied_key(b) for b in BANKS4]
+    with pytest.raises(
+        MarkFell, match=f"applied/BKD no longer stands at or past revision {head + 1}"
+    ):
+        orderer.forget(head + 1, marks=marks, record=ent.FORGOTTEN)
+    assert orderer.scan(ent.LOG) == kept
+    assert read_revision(orderer.get(ent.FORGOTTEN).value) == head
+
+    d = restart_bkd(new)
+    wait_all(ec)
+    assert d.halted is None and d.last_error is None
+    assert d.state.counts() == {"settled": 3}
+    for n in ec.nodes.values():
+        n.mark_applied()
+    assert pruner.prune_log() >= 2 and orderer.scan(ent.LOG) == []
+    for b in BANKS4:
+        assert audit_mod.api_audit(ec.engine(b))["ok"], b
 
 
 # ------------------------------------------------------------------------------ orderers
@@ -658,13 +752,24 @@ def _forget_contract(orderer) -> None:
     after, and keys beside the log, stay; the revision does not go back; a forgotten key can be
     claimed again; a bank that has applied that revision reads on what is left, in order."""
     revs = [orderer.claim(b"log/n/%d" % i, b"v%d" % i).revision for i in range(5)]
-    orderer.put(b"applied/BKA", b"%d" % revs[2])
-    assert orderer.forget(revs[2]) == 3
+    # every deletion compares the banks' marks: one below `through`, or none, stops it all
+    marks = [b"applied/BKA", b"applied/BKB"]
+    orderer.put(b"applied/BKA", revision_value(revs[4]))
+    orderer.put(b"applied/BKB", revision_value(revs[2] - 1))  # its state went back
+    with pytest.raises(MarkFell, match=r"applied/BKB no longer stands at or past revision %d .*"
+                       r"stopped forgetting there, after 0 keys" % revs[2]):  # fmt: skip
+        orderer.forget(revs[2], marks=marks, record=b"forgotten")
+    with pytest.raises(MarkFell, match="applied/BKC no longer stands"):
+        orderer.forget(revs[0], marks=[*marks, b"applied/BKC"], record=b"forgotten")
+    assert len(orderer.scan(b"log/")) == 5 and orderer.get(b"forgotten") is None
+    orderer.put(b"applied/BKB", revision_value(revs[2]))
+    assert orderer.forget(revs[2], marks=marks, record=b"forgotten") == 3
+    assert orderer.get(b"forgotten").value == revision_value(revs[2])
     assert orderer.forget(revs[2]) == 0
     assert [(k, r) for k, _, r in orderer.scan(b"log/")] == [
         (b"log/n/3", revs[3]), (b"log/n/4", revs[4]),
     ]  # fmt: skip
-    assert orderer.get(b"applied/BKA").value == b"%d" % revs[2]
+    assert orderer.get(b"applied/BKA").value == revision_value(revs[4])
     assert orderer.revision() >= revs[4]
     again = orderer.claim(b"log/n/0", b"again")
     assert again.created and again.revision > revs[4]
@@ -703,7 +808,9 @@ def test_etcd_orderer_forgets_and_compacts(tmp_path: Path) -> None:
             last = 0
             for i in range(1200):
                 last = o.claim(b"log/d/%04d" % i, b"x").revision
-            assert o.forget(last) == 1200 + 3
+            o.put(b"applied/BKA", revision_value(last))
+            o.put(b"applied/BKB", revision_value(last + 1))
+            assert o.forget(last, marks=[b"applied/BKA", b"applied/BKB"]) == 1200 + 3
             assert o.scan(b"log/") == []
         finally:
             o.close()

@@ -24,7 +24,7 @@ from hubi.consortium import entries as ent
 from hubi.consortium.endorse import make_endorsement, note_digest
 from hubi.infra.etcd_client import Etcd, EtcdRequestError
 from hubi_core import codec, lsum
-from tests.consortium_support import BANKS4, FUNDS, Consortium
+from tests.consortium_support import BANKS4, FUNDS, Consortium, copy_sqlite
 from tests.servers import etcd_cluster, fast_etcd_cluster, member_health  # noqa: F401
 
 
@@ -152,6 +152,87 @@ def test_the_log_forgets_what_every_bank_applied(cons: Consortium) -> None:
         payee: before[payee] + 321,
     }
     assert_agree_and_audit_clean(cons)
+
+
+def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_why(
+    etcd_cluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Two real bank nodes on etcd, forgetting every 0.3 s. BKB's consortium state is backed up,
+    a second note settles and the log forgets it; BKB is restarted on the old backup. It marks
+    its lower revision before applying anything (so BKA forgets nothing more past it), then
+    refuses to apply: its status and /health say halted, how far each stands and what to do.
+    Restarted on a backup taken after the forgetting, it applies on; the banks agree."""
+    c = Consortium(tmp_path / "c", etcd_cluster.client_urls, banks=["BKA", "BKB"],
+                   prune_interval=0.3)  # fmt: skip
+    state = c.home / "banks" / "BKB" / "consortium.db"
+    try:
+        c.start()
+        acc = c.accounts
+
+        def forgotten_through(head: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 20
+            while (pruning := c.status("BKA")["pruning"])["through"] < head:
+                assert time.monotonic() < deadline, pruning
+                time.sleep(0.1)
+            return pruning
+
+        assert (
+            c.upload("BKB", acc["BKA-000001"].note("BKB-000001", 5)).json()["outcome"] == "booked"
+        )
+        old_at = c.wait_caught_up()
+        copy_sqlite(state, tmp_path / "old.db")
+        assert (
+            c.upload("BKA", acc["BKB-000001"].note("BKA-000001", 7)).json()["outcome"] == "booked"
+        )
+        head = c.wait_caught_up()
+        forgotten_through(head)
+        copy_sqlite(state, tmp_path / "new.db")
+
+        c.nodes["BKB"].stop()
+        copy_sqlite(tmp_path / "old.db", state)
+        c.nodes["BKB"].start()
+        deadline = time.monotonic() + 20
+        while not (st := c.status("BKB"))["halted"]:
+            assert time.monotonic() < deadline, st
+            time.sleep(0.1)
+        at = st["applied_revision"]
+        assert at <= old_at < head <= st["pruning"]["forgotten"], st
+        assert st["halted"].startswith(
+            f"this bank's consortium state stands at revision {at}, but the log has forgotten "
+            f"everything created through revision {st['pruning']['forgotten']}"
+        ), st["halted"]
+        assert "Restore its consortium state from a backup taken at or after" in st["halted"]
+        assert st["applying"] is False and st["entries"] == {"settled": 1}
+        health = c.http.get(c.url("BKB") + "/health").json()
+        assert health["status"] == "degraded", health
+        assert health["detail"]["consortium"]["halted"] == st["halted"]
+        with Etcd(c.etcd_urls) as etcd:
+            kv = etcd.get(c.prefix + ent.applied_key("BKB"))
+            assert kv is not None and kv.value == b"%020d" % at
+        # BKA forgets nothing more while BKB's mark stands below, not even a note settled since
+        # (BKB still endorses as the payee's bank; it will credit once restored)
+        kept = c.status("BKA")["pruning"]
+        note = acc["BKA-000002"].note("BKB-000002", 3)
+        assert c.upload("BKA", note).json()["outcome"] == "booked"
+        nid = lsum.note_id("BKA-000002", codec.decode(note, codec.NOTE).serial)
+        time.sleep(1.5)  # five rounds
+        assert c.status("BKA")["pruning"]["keys"] == kept["keys"]
+        with Etcd(c.etcd_urls) as etcd:
+            assert etcd.get(c.prefix + ent.note_key(nid)) is not None
+
+        c.nodes["BKB"].stop()
+        copy_sqlite(tmp_path / "new.db", state)
+        c.nodes["BKB"].start()
+        c.wait_caught_up()
+        st = c.status("BKB")
+        assert st["halted"] is None and st["last_error"] is None
+        assert st["entries"] == {"settled": 3}
+        assert c.balance("BKB-000002") == FUNDS + 3
+        forgotten_through(c.wait_caught_up())
+        assert_agree_and_audit_clean(c)
+    finally:
+        c.close()
 
 
 def _race(cons: Consortium, jobs: list[tuple[str, bytes]]) -> list[httpx.Response]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import rich.markup
 
 from hubi.output import console, err_console, print_json
 
@@ -430,8 +431,11 @@ def status_cmd(folder: Path, as_json: bool) -> None:
         f"{st['supervisor']['pid']} {'running' if st['supervisor']['running'] else 'gone'}"
     )
     for b in st["banks"]:
+        answers = b["healthy"] or "applied_revision" in b  # a halted bank answers
         mark = "[green]healthy[/green]" if b["healthy"] else "[red]down[/red]"
-        extra = f"  applied revision {b.get('applied_revision')}" if b["healthy"] else ""
+        if answers and not b["healthy"]:
+            mark = "[red]halted[/red]"
+        extra = f"  applied revision {b.get('applied_revision')}" if answers else ""
         if b.get("stalled_peers"):
             extra += f"  [yellow]finds stalled: {', '.join(b['stalled_peers'])}[/yellow]"
         pruning = b.get("pruning") or {}
@@ -440,6 +444,8 @@ def status_cmd(folder: Path, as_json: bool) -> None:
             if pruning.get("waiting_for"):
                 extra += f" [yellow](waits for {', '.join(pruning['waiting_for'])})[/yellow]"
         console.print(f"  bank {b['id']}  {b['url']}  {mark}{extra}")
+        if not b["healthy"] and b.get("error"):
+            console.print(f"    [red]{rich.markup.escape(str(b['error']))}[/red]")
     for m in st["etcd"]:
         mark = "[green]healthy[/green]" if m["healthy"] else "[red]down[/red]"
         console.print(f"  etcd {m['name']}  {m['url']}  {mark}")

@@ -14,9 +14,10 @@ watch of that prefix in revision order is the global order every bank applies:
 
 Entry values are canonical JSON (sorted keys, no spaces) with binary objects as hex; ``v`` is
 the entry format version (1). Beside the log, not part of the order: reports (what a bank found
-wrong in the log) under ``reports/<reporting bank>/<revision>``, and each bank's applied mark
-under ``applied/<bank>`` (the revision through which it has applied the log, ASCII digits):
-the log forgets what every bank's mark has passed.
+wrong in the log) under ``reports/<reporting bank>/<revision>``, each bank's applied mark
+under ``applied/<bank>`` (the revision through which it has applied the log, 20 ASCII digits),
+and ``forgotten`` (the revision through which the log has forgotten): the log forgets what
+every bank's mark has passed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "NoteEntry",
     "REPORTS",
     "APPLIED",
+    "FORGOTTEN",
     "applied_key",
     "checkpoint_key",
     "debit_key",
@@ -46,6 +48,7 @@ __all__ = [
 LOG = b"log/"
 REPORTS = b"reports/"
 APPLIED = b"applied/"
+FORGOTTEN = b"forgotten"
 VERSION = 1
 MAX_ENDORSEMENTS = 64
 

@@ -7,6 +7,8 @@ from hubi_core.errors import HubiError
 __all__ = [
     "ConsortiumError",
     "EntryError",
+    "LogForgotten",
+    "MarkFell",
     "NotEndorsed",
     "OrdererError",
     "PeerError",
@@ -19,6 +21,22 @@ class ConsortiumError(HubiError):
 
 class OrdererError(ConsortiumError):
     """The ordering service (etcd or the embedded SQLite orderer) could not do what was asked."""
+
+
+class MarkFell(OrdererError):
+    """A bank's applied mark fell below what the log was forgetting (its state was restored from
+    an older backup): the forgetting stopped there. ``gone``: keys forgotten before it stopped."""
+
+    def __init__(self, mark: bytes, through: int, gone: int):
+        super().__init__(
+            f"{mark.decode('ascii', 'replace')} no longer stands at or past revision {through} "
+            f"(that bank's state went back?): the log stopped forgetting there, after {gone} keys"
+        )
+        self.gone = gone
+
+
+class LogForgotten(ConsortiumError):
+    """The log has forgotten entries that this bank has not applied: it cannot go on."""
 
 
 class PeerError(ConsortiumError):

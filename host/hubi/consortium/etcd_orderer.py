@@ -22,8 +22,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 
-from hubi.consortium.errors import OrdererError
-from hubi.consortium.orderer import Claim, LogEvent
+from hubi.consortium.errors import MarkFell, OrdererError
+from hubi.consortium.orderer import Claim, LogEvent, read_revision, revision_value
 from hubi.infra.etcd_client import (
     Etcd,
     EtcdCompacted,
@@ -35,8 +35,10 @@ from hubi.infra.etcd_client import (
 
 __all__ = ["EtcdOrderer"]
 
-# keys deleted per etcd transaction (etcd's --max-txn-ops is 128 by default)
+# keys deleted per etcd transaction: etcd's --max-txn-ops (128 by default) bounds its compares
+# (one per key, one per bank's mark) and its operations (one per key, the record)
 _DELETES_PER_TXN = 100
+_ETCD_MAX_TXN_OPS = 128
 
 
 class EtcdOrderer:
@@ -185,13 +187,33 @@ class EtcdOrderer:
             if not page.more:
                 return
 
-    def forget(self, through: int, prefix: bytes = b"log/") -> int:
+    def forget(
+        self,
+        through: int,
+        prefix: bytes = b"log/",
+        *,
+        marks: Sequence[bytes] = (),
+        record: bytes | None = None,
+    ) -> int:
         """Delete the log's keys created at or before revision ``through`` and compact etcd's
         history there; returns how many keys went. Every bank must have applied ``through``
         (the caller's job), so every bank's watch stands after it and none is cancelled: a
         bank catching up a long backlog would otherwise have to read it from the store again
         at every round. The space of this round's deletions (made after ``through``) is freed
-        by the next round's compaction."""
+        by the next round's compaction.
+
+        Each transaction of deletions also compares every key of ``marks`` with ``through``
+        and puts ``through`` under ``record``: a mark that falls during the round stops it
+        (:class:`MarkFell`, nothing compacted) before one more key goes."""
+        at_least = [(self._k(m), revision_value(through - 1)) for m in marks]
+        put = None if record is None else (self._k(record), revision_value(through))
+        per_txn = min(_DELETES_PER_TXN, _ETCD_MAX_TXN_OPS - len(at_least) - 1)
+        if per_txn < 1:
+            raise OrdererError(f"{len(marks)} marks leave no room for deletions in a transaction")
+
+        def delete(chunk: list[tuple[bytes, int]]) -> bool:
+            return self.etcd.delete_created(chunk, values_above=at_least, then_put=put)
+
         gone = 0
         try:
             # pages in key order, filtered here: etcd's own filter by create revision reads
@@ -199,12 +221,14 @@ class EtcdOrderer:
             # 200,000 keys took 48 s)
             for page in self._pages(prefix, keys_only=True):
                 old = [(kv.key, kv.create_revision) for kv in page if kv.create_revision <= through]
-                for i in range(0, len(old), _DELETES_PER_TXN):
-                    chunk = old[i : i + _DELETES_PER_TXN]
-                    if self.etcd.delete_created(chunk):
+                for i in range(0, len(old), per_txn):
+                    chunk = old[i : i + per_txn]
+                    if delete(chunk):
                         gone += len(chunk)
-                    else:  # one was deleted (and maybe claimed again) since: each on its own
-                        gone += sum(self.etcd.delete_created([k]) for k in chunk)
+                        continue
+                    self._check_marks(marks, through, gone)
+                    # one key was deleted (and maybe claimed again) since: each on its own
+                    gone += sum(delete([k]) for k in chunk)
             try:
                 self.etcd.compact(through)
             except EtcdRequestError as exc:
@@ -215,6 +239,12 @@ class EtcdOrderer:
                 f"forgetting the log through revision {through} failed: {exc}"
             ) from None
         return gone
+
+    def _check_marks(self, marks: Sequence[bytes], through: int, gone: int) -> None:
+        for mark in marks:
+            kv = self.etcd.get(self._k(mark))
+            if kv is None or (read_revision(kv.value) or 0) < through:
+                raise MarkFell(mark, through, gone)
 
     def health(self) -> dict[str, bool]:
         return self.etcd.health(timeout=1.0)

@@ -38,7 +38,10 @@ Forgetting. Every bank puts the revision through which it has applied the log un
 forget (``orderer.forget``) every key created at or before the lowest of those marks, so that
 the log holds only what some bank has still to apply. A note id is then free in the log again,
 but every bank keeps it in its state: a second claim of it (only a submission already under way
-when its key went can make one) settles nothing, and every bank reports it alike.
+when its key went can make one) settles nothing, and every bank reports it alike. A bank whose
+state went back (restored from an older backup) puts its lower mark before it applies anything,
+which stops any forgetting past it, and then refuses to apply if the log already forgot what it
+has still to apply (``forgotten``, written with every deletion): it would miss those entries.
 
 Every bank reaches the same verdict on every event (the verdicts depend only on the log and the
 consortium file), and chains them into ``log_hash``: two banks at the same applied revision with
@@ -71,8 +74,15 @@ from hubi.consortium.endorse import (
     make_endorsement,
     note_digest,
 )
-from hubi.consortium.errors import ConsortiumError, EntryError, NotEndorsed, PeerError
-from hubi.consortium.orderer import LogEvent, Orderer
+from hubi.consortium.errors import (
+    ConsortiumError,
+    EntryError,
+    LogForgotten,
+    MarkFell,
+    NotEndorsed,
+    PeerError,
+)
+from hubi.consortium.orderer import LogEvent, Orderer, read_revision, revision_value
 from hubi.consortium.peers import DEFAULT_STALL_AFTER, PeerHealth, PeerThreads
 from hubi.consortium.state import (
     BOUNCED,
@@ -225,6 +235,7 @@ class ConsortiumNode:
             "through": 0,  # the log forgot the keys created up to here (pruner only)
             "keys": 0,  # keys it forgot, since this node started (pruner only)
             "waiting_for": [],  # banks with no applied mark yet (pruner only)
+            "forgotten": 0,  # how far the log had forgotten when this bank last began reading
         }
         self.require_payee = require_payee
         self.clock = clock
@@ -241,6 +252,7 @@ class ConsortiumNode:
         self._wlock = threading.Lock()
         self._applied = threading.Condition()
         self.last_error: str | None = None
+        self.halted: str | None = None  # why this bank stopped applying for good (LogForgotten)
         self.published_checkpoint = 0
         self.started = False
         self._timings: dict[str, deque[float]] = {}
@@ -796,12 +808,18 @@ class ConsortiumNode:
         while not self._stop.is_set():
             try:
                 after = self.state.applied_revision()
+                self._refuse_if_forgotten(after)
                 for ev, pre in self._read_ahead(after):
                     self._apply(ev, pre)
                     self.applier_cpu = time.thread_time() - cpu0
                     self.applier_events += 1
                     delay = 0.05
                     self.last_error = None
+            except LogForgotten as exc:  # lasts until the state is restored: no retry
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.halted = str(exc)
+                log.error("bank %s: %s", self.bank, exc)
+                return
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -1240,9 +1258,27 @@ class ConsortiumNode:
         restored from a backup): the log must not forget what this bank has to apply again."""
         rev = self.state.applied_revision()
         if rev != self.pruning["marked"]:
-            self.orderer.put(ent.applied_key(self.bank), str(rev).encode())
+            self.orderer.put(ent.applied_key(self.bank), revision_value(rev))
             self.pruning["marked"] = rev
         return rev
+
+    def _refuse_if_forgotten(self, applied: int) -> None:
+        """Before reading the log from ``applied``: mark it (with forgetting on), which stops any
+        forgetting past it (each deletion compares every mark), then check that the log has not
+        already forgotten past it; raises :class:`LogForgotten` if it has."""
+        if self.prune_interval is not None:
+            self.mark_applied()
+        got = self.orderer.get(ent.FORGOTTEN)
+        forgotten = (read_revision(got.value) or 0) if got is not None else 0
+        self.pruning["forgotten"] = forgotten
+        if applied < forgotten:
+            raise LogForgotten(
+                f"this bank's consortium state stands at revision {applied}, but the log has "
+                f"forgotten everything created through revision {forgotten}: entries this bank "
+                "has not applied are gone, so it applies nothing (it would disagree with every "
+                "other bank). Restore its consortium state from a backup taken at or after "
+                f"revision {forgotten} and start it again"
+            )
 
     def applied_marks(self) -> dict[str, int]:
         """Every member bank's applied mark found in the orderer (a mark that is not digits, or
@@ -1251,8 +1287,9 @@ class ConsortiumNode:
         banks = set(self.consortium.bank_ids())
         for key, value, _ in self.orderer.scan(ent.APPLIED):
             bank = key[len(ent.APPLIED) :].decode("ascii", "replace")
-            if bank in banks and value.isdigit():
-                out[bank] = int(value)
+            rev = read_revision(value)
+            if bank in banks and rev is not None:
+                out[bank] = rev
             else:
                 log.warning("bank %s: ignoring applied mark %r = %r", self.bank, key, value[:40])
         return out
@@ -1267,7 +1304,16 @@ class ConsortiumNode:
         through = min(marks.values())
         if through <= self.pruning["through"]:
             return 0
-        gone = self.orderer.forget(through)
+        try:
+            gone = self.orderer.forget(
+                through,
+                marks=[ent.applied_key(b) for b in sorted(marks)],
+                record=ent.FORGOTTEN,
+            )
+        except MarkFell as exc:  # the next round reads the lower mark and forgets nothing
+            self.pruning["keys"] += exc.gone
+            log.warning("bank %s: %s", self.bank, exc)
+            return exc.gone
         self.pruning["through"] = through
         self.pruning["keys"] += gone
         log.info(
@@ -1300,8 +1346,9 @@ class ConsortiumNode:
             "published_checkpoint": self.published_checkpoint,
             "pruning": {"pruner": self.pruner, **self.pruning},
             "reports": len(self.state.reports(limit=100000)),
-            "applying": self.started and not self._stop.is_set(),
+            "applying": self.started and not self._stop.is_set() and self.halted is None,
             "last_error": self.last_error,
+            "halted": self.halted,
             "timings": self.timings(),
             "peers": self.peer_health.status(),
             "validations": dict(self.validations),

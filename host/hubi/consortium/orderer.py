@@ -11,9 +11,14 @@ revision, increasing in the order of creation. That is all the consortium needs:
   remembers the last revision it applied, so it resumes exactly there after a restart.
 - ``get``, ``put`` (plain overwrite, for reports and marks outside the log), ``scan``,
   ``revision``.
-- ``forget(through)``: delete the log's keys created at or before revision ``through``, once
-  every bank has applied them, so that the log does not grow for ever. A claim of a forgotten key
-  succeeds again; the appliers, which all hold the first one, make it settle nothing.
+- ``forget(through, marks=..., record=...)``: delete the log's keys created at or before
+  revision ``through``, once every bank has applied them, so that the log does not grow for
+  ever. Each deletion happens only while every bank's mark (``marks``: keys holding
+  :func:`revision_value`) still stands at or past ``through``, and writes ``through`` under
+  ``record`` with it: a bank whose state went back (restored from an older backup) stops the
+  forgetting as soon as its lower mark lands, and finds under ``record`` whether anything it
+  has still to apply went before. A claim of a forgotten key succeeds again; the appliers,
+  which all hold the first one, make it settle nothing.
 
 Two implementations share it: :class:`hubi.consortium.etcd_orderer.EtcdOrderer` (a real etcd
 cluster: Raft; etcd revisions are the order) and :class:`SqliteOrderer` (one SQLite file; for one
@@ -25,15 +30,27 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from hubi.consortium.errors import OrdererError
+from hubi.consortium.errors import MarkFell, OrdererError
 from hubi.infra.sqlite import ThreadSqlite
 
-__all__ = ["Claim", "LogEvent", "Orderer", "SqliteOrderer"]
+__all__ = ["Claim", "LogEvent", "Orderer", "SqliteOrderer", "read_revision", "revision_value"]
+
+
+def revision_value(revision: int) -> bytes:
+    """A revision as a value beside the log (a bank's mark, how far the log forgot): 20 ASCII
+    digits, so that byte order is number order and etcd can compare marks in a transaction."""
+    return b"%020d" % revision
+
+
+def read_revision(value: bytes) -> int | None:
+    """The revision in a value written by :func:`revision_value` (or plain digits); None if it
+    is not one."""
+    return int(value) if value.isdigit() and len(value) <= 20 else None
 
 
 @dataclass(frozen=True)
@@ -73,7 +90,14 @@ class Orderer(Protocol):
 
     def revision(self) -> int: ...
 
-    def forget(self, through: int, prefix: bytes = b"log/") -> int: ...
+    def forget(
+        self,
+        through: int,
+        prefix: bytes = b"log/",
+        *,
+        marks: Sequence[bytes] = (),
+        record: bytes | None = None,
+    ) -> int: ...
 
     def health(self) -> dict[str, bool]: ...
 
@@ -149,13 +173,7 @@ class SqliteOrderer:
 
     def put(self, key: bytes, value: bytes) -> int:
         with self._db.tx() as c:
-            nxt = _head(c)
-            c.execute(
-                "INSERT INTO kv (key, value, rev) VALUES (?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
-                (self._k(key), value, nxt),
-            )
-        return nxt
+            return _put(c, self._k(key), value)
 
     def scan(self, prefix: bytes) -> list[tuple[bytes, bytes, int]]:
         p = self._k(prefix)
@@ -171,13 +189,27 @@ class SqliteOrderer:
     def revision(self) -> int:
         return _head(self._db.conn())
 
-    def forget(self, through: int, prefix: bytes = b"log/") -> int:
+    def forget(
+        self,
+        through: int,
+        prefix: bytes = b"log/",
+        *,
+        marks: Sequence[bytes] = (),
+        record: bytes | None = None,
+    ) -> int:
         p = self._k(prefix)
         try:
-            with self._db.tx() as c:
+            with self._db.tx() as c:  # one transaction: the marks cannot fall in between
+                for mark in marks:
+                    row = c.execute("SELECT value FROM kv WHERE key = ?", (self._k(mark),))
+                    found = row.fetchone()
+                    if found is None or (read_revision(bytes(found[0])) or 0) < through:
+                        raise MarkFell(mark, through, 0)
                 cur = c.execute(
                     "DELETE FROM log WHERE rev <= ? AND substr(key, 1, ?) = ?", (through, len(p), p)
                 )
+                if record is not None and cur.rowcount:
+                    _put(c, self._k(record), revision_value(through))
                 return cur.rowcount
         except sqlite3.Error as exc:
             raise OrdererError(f"forgetting the log in {self.description} failed: {exc}") from None
@@ -219,6 +251,16 @@ class SqliteOrderer:
         self._db.close()
         with self._cond:
             self._cond.notify_all()
+
+
+def _put(c: sqlite3.Connection, key: bytes, value: bytes) -> int:
+    rev = _head(c)  # revisions count the log's keys only: a key beside it takes the current one
+    c.execute(
+        "INSERT INTO kv (key, value, rev) VALUES (?, ?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, rev = excluded.rev",
+        (key, value, rev),
+    )
+    return rev
 
 
 def _head(c: sqlite3.Connection) -> int:

@@ -234,6 +234,7 @@ class ConsortiumBackend:
             "orderer": c.orderer.kind,
             "applying": c.started,
             "last_error": c.last_error,
+            "halted": c.halted,  # set: it applies nothing until its state is restored
         }
         return out
 

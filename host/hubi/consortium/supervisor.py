@@ -513,7 +513,7 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             item["healthy"] = ok
             if not ok:
                 item["error"] = doc.get("error") or doc.get("status")
-            if ok and details:
+            if "status" in doc and details:  # it answers, even if not well
                 cs = _consortium_status(b["url"], home, b["id"])
                 if cs is not None:
                     item["applied_revision"] = cs.get("applied_revision")
@@ -523,6 +523,8 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                     peers = cs.get("peers") or {}
                     item["stalled_peers"] = sorted(p for p, d in peers.items() if d.get("stalled"))
                     item["pruning"] = cs.get("pruning")  # its applied mark; how far the log forgot
+                    if cs.get("halted"):  # it answers, but applies nothing until restored
+                        item["error"] = cs["halted"]
             out["banks"].append(item)
         for m in up["etcd"]:
             ok, err = _healthy_etcd(http, m["url"])

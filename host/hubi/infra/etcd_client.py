@@ -448,24 +448,38 @@ class Etcd:
             body["range_end"] = _enc(prefix_end(k))
         return _int(self._call("/v3/kv/deleterange", body, repeatable=False), "deleted")
 
-    def delete_created(self, keys: Sequence[tuple[KeyLike, int]]) -> bool:
+    def delete_created(
+        self,
+        keys: Sequence[tuple[KeyLike, int]],
+        *,
+        values_above: Sequence[tuple[KeyLike, KeyLike]] = (),
+        then_put: tuple[KeyLike, KeyLike] | None = None,
+    ) -> bool:
         """Delete every key of ``keys`` (key, create revision) in one transaction, only if each
-        still has that create revision: a key deleted and created again since it was read is
-        another key and stays. True if they went, False if any had changed (none went).
-        etcd allows ``--max-txn-ops`` (default 128) keys per call."""
-        body = {
-            "compare": [
-                {
-                    "key": _enc(_b(k)),
-                    "result": "EQUAL",
-                    "target": "CREATE",
-                    "create_revision": str(r),
-                }
-                for k, r in keys
-            ],
-            "success": [{"request_delete_range": {"key": _enc(_b(k))}} for k, _ in keys],
-        }
-        return bool(self._call("/v3/kv/txn", body).get("succeeded"))
+        still has that create revision (a key deleted and created again since it was read is
+        another key and stays) and each key of ``values_above`` (key, value) exists with a value
+        above that value in byte order; puts ``then_put`` (key, value) with the deletions. True
+        if they went, False if any compare failed (nothing changed). etcd allows
+        ``--max-txn-ops`` (default 128) compares and as many operations per call."""
+        compare = [
+            {"key": _enc(_b(k)), "result": "EQUAL", "target": "CREATE", "create_revision": str(r)}
+            for k, r in keys
+        ]
+        # a VALUE compare of a key that does not exist fails: a missing mark stops it too
+        compare += [
+            {"key": _enc(_b(k)), "result": "GREATER", "target": "VALUE", "value": _enc(_b(v))}
+            for k, v in values_above
+        ]
+        success: list[dict[str, Any]] = [
+            {"request_delete_range": {"key": _enc(_b(k))}} for k, _ in keys
+        ]
+        if then_put is not None:
+            success.append(
+                {"request_put": {"key": _enc(_b(then_put[0])), "value": _enc(_b(then_put[1]))}}
+            )
+        return bool(
+            self._call("/v3/kv/txn", {"compare": compare, "success": success}).get("succeeded")
+        )
 
     def create_if_absent(
         self, key: KeyLike, value: KeyLike, *, lease: int | None = None
