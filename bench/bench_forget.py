@@ -8,7 +8,8 @@ single-member etcd (no fsync) with that many log keys (random note ids, 200-byte
 transaction), then times `forget` through the last of them. As a reference, measured in the same
 run on a second fill of the same size: the first version of `forget`, which let etcd filter each
 page by create revision (`max_create_revision`); etcd then reads the whole rest of the range for
-every page of 1,000. Both delete with the same conditional transactions of 100 keys.
+every page of 1,000. Both delete with conditional transactions of 100 keys; `forget` runs as the
+lowest bank runs it, comparing four banks' marks in each transaction and writing `forgotten`.
 
 Nothing is asserted; bench/consortium.md discusses the figures.
 """
@@ -29,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "host"))
 
 from bench import report  # noqa: E402
 from hubi.consortium.etcd_orderer import EtcdOrderer  # noqa: E402
+from hubi.consortium.orderer import revision_value  # noqa: E402
 from hubi.infra.etcd_client import prefix_end  # noqa: E402
 from hubi.infra.etcd_server import EtcdCluster  # noqa: E402
 
 PREFIX = b"hubi/bench/"
+MARKS = [b"applied/BK%s" % x for x in (b"A", b"B", b"C", b"D")]  # four banks' marks
 
 
 def _enc(b: bytes) -> str:
@@ -89,11 +92,16 @@ def measure(n: int) -> dict[str, Any]:
         o = EtcdOrderer(cluster.client_urls, PREFIX)
         try:
             out: dict[str, Any] = {"keys": n}
-            for name, how in (("forget", o.forget), ("reference", None)):
+            for name in ("forget", "reference"):
                 through = fill(o, n, name.encode())
+                for m in MARKS:
+                    o.put(m, revision_value(through))
                 o.claim(b"log/n/after", name.encode())  # created after: must stay
                 t0 = time.perf_counter()
-                gone = how(through) if how else forget_filtered_by_etcd(o, through)
+                if name == "forget":
+                    gone = o.forget(through, marks=MARKS, record=b"forgotten")
+                else:
+                    gone = forget_filtered_by_etcd(o, through)
                 seconds = time.perf_counter() - t0
                 left = [k for k, _, _ in o.scan(b"log/")]
                 assert gone == n and left == [b"log/n/after"], (name, gone, left[:3])
