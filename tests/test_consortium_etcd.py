@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +24,7 @@ import pytest
 from hubi.bank.records import Record
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import make_endorsement, note_digest
+from hubi.consortium.supervisor import STATE_DIR
 from hubi.infra.etcd_client import Etcd, EtcdRequestError
 from hubi_core import codec, lsum
 from tests.consortium_support import BANKS4, FUNDS, Consortium, copy_sqlite
@@ -210,6 +213,27 @@ def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_
         with Etcd(c.etcd_urls) as etcd:
             kv = etcd.get(c.prefix + ent.applied_key("BKB"))
             assert kv is not None and kv.value == b"%020d" % at
+        # `hubi consortium status`, over an up.json naming these nodes as `up` would
+        folder = tmp_path / "up"
+        (folder / STATE_DIR).mkdir(parents=True)
+        up = {
+            "home": str(c.home),
+            "consortium": c.name,
+            "state": "running",
+            "etcd": [],
+            "banks": [{"id": b, "url": c.url(b), "pid": c.nodes[b].pid} for b in c.banks],
+        }
+        (folder / STATE_DIR / "up.json").write_text(json.dumps(up))
+        cli = [sys.executable, "-m", "hubi.cli", "consortium", "status", "--dir", str(folder)]
+        doc = json.loads(subprocess.run([*cli, "--json"], capture_output=True, check=True).stdout)
+        bkb = doc["banks"][1]
+        assert bkb["halted"] is True and bkb["healthy"] is False and bkb["error"] == st["halted"]
+        assert doc["banks"][0]["healthy"] is True and doc["healthy"] is False
+        text = subprocess.run(
+            cli, capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "1000"}
+        ).stdout
+        assert f"bank BKB  {c.url('BKB')}  halted  applied revision {at}\n" in text, text
+        assert f"    {st['halted']}\n" in text, text
         # BKA forgets nothing more while BKB's mark stands below, not even a note settled since
         # (BKB still endorses as the payee's bank; it will credit once restored)
         kept = c.status("BKA")["pruning"]

@@ -431,11 +431,11 @@ def status_cmd(folder: Path, as_json: bool) -> None:
         f"{st['supervisor']['pid']} {'running' if st['supervisor']['running'] else 'gone'}"
     )
     for b in st["banks"]:
-        answers = b["healthy"] or "applied_revision" in b  # a halted bank answers
+        answers = "applied_revision" in b  # healthy, or up but not well (halted, store down)
         mark = "[green]healthy[/green]" if b["healthy"] else "[red]down[/red]"
-        if answers and not b["healthy"]:
+        if b.get("halted"):
             mark = "[red]halted[/red]"
-        extra = f"  applied revision {b.get('applied_revision')}" if answers else ""
+        extra = f"  applied revision {b['applied_revision']}" if answers else ""
         if b.get("stalled_peers"):
             extra += f"  [yellow]finds stalled: {', '.join(b['stalled_peers'])}[/yellow]"
         pruning = b.get("pruning") or {}

@@ -524,6 +524,7 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                     item["stalled_peers"] = sorted(p for p, d in peers.items() if d.get("stalled"))
                     item["pruning"] = cs.get("pruning")  # its applied mark; how far the log forgot
                     if cs.get("halted"):  # it answers, but applies nothing until restored
+                        item["halted"] = True
                         item["error"] = cs["halted"]
             out["banks"].append(item)
         for m in up["etcd"]:
