@@ -210,6 +210,7 @@ def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_
         health = c.http.get(c.url("BKB") + "/health").json()
         assert health["status"] == "degraded", health
         assert health["detail"]["consortium"]["halted"] == st["halted"]
+        assert health["detail"]["consortium"]["applying"] is False
         with Etcd(c.etcd_urls) as etcd:
             kv = etcd.get(c.prefix + ent.applied_key("BKB"))
             assert kv is not None and kv.value == b"%020d" % at

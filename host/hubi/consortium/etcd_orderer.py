@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from hubi.consortium.errors import MarkFell, OrdererError
-from hubi.consortium.orderer import Claim, LogEvent, read_revision, revision_value
+from hubi.consortium.orderer import Claim, LogEvent, mark_stands, revision_value
 from hubi.infra.etcd_client import (
     Etcd,
     EtcdCompacted,
@@ -180,7 +180,7 @@ class EtcdOrderer:
                         f"cannot replay the log after revision {after}: {kv.key!r}, created at "
                         f"revision {kv.create_revision}, was overwritten and etcd compacted its "
                         f"history up to revision {compacted} (restore this bank's consortium "
-                        "state from a peer)"
+                        f"state from a backup taken at or after revision {compacted})"
                     )
                 since = kv.create_revision
                 yield LogEvent(kv.create_revision, kv.key[n:], kv.value)
@@ -243,7 +243,7 @@ class EtcdOrderer:
     def _check_marks(self, marks: Sequence[bytes], through: int, gone: int) -> None:
         for mark in marks:
             kv = self.etcd.get(self._k(mark))
-            if kv is None or (read_revision(kv.value) or 0) < through:
+            if not mark_stands(None if kv is None else kv.value, through):
                 raise MarkFell(mark, through, gone)
 
     def health(self) -> dict[str, bool]:

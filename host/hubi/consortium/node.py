@@ -1333,6 +1333,11 @@ class ConsortiumNode:
                 return
 
     # ------------------------------------------------------------------------- status
+    @property
+    def applying(self) -> bool:
+        """Started, not stopped, and not halted (LogForgotten)."""
+        return self.started and not self._stop.is_set() and self.halted is None
+
     def status(self) -> dict[str, Any]:
         return {
             "bank": self.bank,
@@ -1346,7 +1351,7 @@ class ConsortiumNode:
             "published_checkpoint": self.published_checkpoint,
             "pruning": {"pruner": self.pruner, **self.pruning},
             "reports": len(self.state.reports(limit=100000)),
-            "applying": self.started and not self._stop.is_set() and self.halted is None,
+            "applying": self.applying,
             "last_error": self.last_error,
             "halted": self.halted,
             "timings": self.timings(),

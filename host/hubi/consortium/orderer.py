@@ -38,7 +38,15 @@ from typing import Protocol
 from hubi.consortium.errors import MarkFell, OrdererError
 from hubi.infra.sqlite import ThreadSqlite
 
-__all__ = ["Claim", "LogEvent", "Orderer", "SqliteOrderer", "read_revision", "revision_value"]
+__all__ = [
+    "Claim",
+    "LogEvent",
+    "Orderer",
+    "SqliteOrderer",
+    "mark_stands",
+    "read_revision",
+    "revision_value",
+]
 
 
 def revision_value(revision: int) -> bytes:
@@ -51,6 +59,11 @@ def read_revision(value: bytes) -> int | None:
     """The revision in a value written by :func:`revision_value` (or plain digits); None if it
     is not one."""
     return int(value) if value.isdigit() and len(value) <= 20 else None
+
+
+def mark_stands(value: bytes | None, through: int) -> bool:
+    """Whether a bank's mark (None: it has none) lets the log forget through ``through``."""
+    return value is not None and (read_revision(value) or 0) >= through
 
 
 @dataclass(frozen=True)
@@ -203,7 +216,7 @@ class SqliteOrderer:
                 for mark in marks:
                     row = c.execute("SELECT value FROM kv WHERE key = ?", (self._k(mark),))
                     found = row.fetchone()
-                    if found is None or (read_revision(bytes(found[0])) or 0) < through:
+                    if not mark_stands(None if found is None else bytes(found[0]), through):
                         raise MarkFell(mark, through, 0)
                 cur = c.execute(
                     "DELETE FROM log WHERE rev <= ? AND substr(key, 1, ?) = ?", (through, len(p), p)

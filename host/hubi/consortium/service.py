@@ -232,7 +232,7 @@ class ConsortiumBackend:
         out["consortium"] = {
             "applied_revision": c.state.applied_revision(),
             "orderer": c.orderer.kind,
-            "applying": c.started,
+            "applying": c.applying,
             "last_error": c.last_error,
             "halted": c.halted,  # set: it applies nothing until its state is restored
         }
