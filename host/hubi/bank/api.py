@@ -359,33 +359,26 @@ def _decode_upload(body: bytes, content_type: str) -> bytes:
     )
 
 
-def _store_down() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean the database is unreachable or busy (503, not a bug)."""
-    import sqlite3
-
-    from hubi.bank.store import StoreError
-
-    out: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError)
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        return out
-    return out + (psycopg.OperationalError,)
-
-
 def store_error(exc: BaseException, detail: str) -> ApiError:
     """The 503 for a database that failed: ``store-full`` when it (or its disk) is full, so
     that the operator sees what to do, else ``store-unavailable`` with `detail`. Either way the
     transaction rolled back: nothing of the request was stored, and it can be sent again."""
+    import sqlite3
+
     from hubi.bank.store import full_reason
 
     full = full_reason(exc)
     if full:
+        room = (
+            "free disk space, or raise the database's max_bytes"
+            if isinstance(exc, sqlite3.Error)
+            else "free disk space on the database server"
+        )
         return ApiError(
             503,
             "store-full",
             f"the bank's database is full ({full}): nothing was stored; send it again once "
-            "there is room (free disk space, or raise the database's max_bytes)",
+            f"there is room ({room})",
         )
     return ApiError(503, "store-unavailable", detail)
 
@@ -473,7 +466,9 @@ def create_app(node: Node) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, _store_down()):
+        from hubi.bank.store import down_errors
+
+        if isinstance(exc, down_errors()):
             log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
             e = store_error(exc, f"database unavailable ({type(exc).__name__})")
             return _reply(e.status, e.code, e.message, None)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -29,18 +28,12 @@ from hubi.bank import engine as eng_mod
 from hubi.bank import merkle
 from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
-from hubi.bank.store import StoreError, display_url
+from hubi.bank.store import display_url, down_errors
 from hubi_core import codec, ids
 from hubi_core.errors import CodecError
 
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 log = logging.getLogger("hubi.bank.backend")
-# the database is unreachable or busy: 503, not a bug (a 500 is kept for those)
-_STORE_DOWN: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError)
-with contextlib.suppress(ImportError):
-    import psycopg
-
-    _STORE_DOWN += (psycopg.OperationalError,)
 
 
 class GroupCommit:
@@ -204,7 +197,7 @@ class EngineBackend:
             )
         try:
             out = self.commits.submit(data)
-        except _STORE_DOWN as exc:
+        except down_errors() as exc:  # 503, not a bug (a 500 is kept for those)
             raise store_error(exc, f"{type(exc).__name__}: {exc}") from None
         except eng_mod.MalformedNote as exc:
             raise ApiError(400, "bad-object", str(exc)) from None

