@@ -11,6 +11,10 @@ page by create revision (`max_create_revision`); etcd then reads the whole rest 
 every page of 1,000. Both delete with conditional transactions of 100 keys; `forget` runs as the
 lowest bank runs it, comparing four banks' marks in each transaction and writing `forgotten`.
 
+On the first fill, before it is forgotten, it also times the replay a bank makes when an operator
+has compacted etcd past its watch (`_created_since`: every key, in creation order), against its
+first version, which had etcd sort each page of 1,000 by creation.
+
 Nothing is asserted; bench/consortium.md discusses the figures.
 """
 
@@ -84,6 +88,48 @@ def forget_filtered_by_etcd(o: EtcdOrderer, through: int) -> int:
         start = keys[-1][0] + b"\0"
 
 
+def replay_sorted_by_etcd(o: EtcdOrderer, compacted: int) -> int:
+    """The reference replay (the first version of ``_created_since``): pages of 1,000 that etcd
+    sorts by creation, from the last one's create revision on."""
+    start = PREFIX + b"log/"
+    since, events = 0, 0
+    while True:
+        body = {
+            "key": _enc(start),
+            "range_end": _enc(prefix_end(start)),
+            "revision": str(compacted),
+            "limit": "1000",
+            "min_create_revision": str(since + 1),
+            "sort_order": "ASCEND",
+            "sort_target": "CREATE",
+        }
+        out = o.etcd._call("/v3/kv/range", body)
+        kvs = out.get("kvs") or []
+        for kv in kvs:
+            since = int(kv["create_revision"])
+            events += 1
+        if not out.get("more"):
+            return events
+
+
+def time_replays(o: EtcdOrderer, n: int, through: int) -> dict[str, Any]:
+    """The log's replay after a compaction (every key, in creation order), both ways."""
+    out: dict[str, Any] = {}
+    for name in ("replay", "replay_reference"):
+        t0 = time.perf_counter()
+        if name == "replay":
+            revs = [ev.revision for ev in o._created_since(0, through, b"log/")]
+            assert len(revs) == n and revs == sorted(revs), (len(revs), n)
+        else:
+            assert replay_sorted_by_etcd(o, through) == n
+        seconds = time.perf_counter() - t0
+        out[name] = {"seconds": round(seconds, 2), "keys_per_s": round(n / seconds)}
+    out["replay_reference_over_replay"] = round(
+        out["replay_reference"]["seconds"] / out["replay"]["seconds"], 2
+    )
+    return out
+
+
 def measure(n: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="hubi-bench-forget-") as d,
@@ -97,6 +143,8 @@ def measure(n: int) -> dict[str, Any]:
                 for m in MARKS:
                     o.put(m, revision_value(through))
                 o.claim(b"log/n/after", name.encode())  # created after: must stay
+                if name == "forget":
+                    out.update(time_replays(o, n, through))
                 t0 = time.perf_counter()
                 if name == "forget":
                     gone = o.forget(through, marks=MARKS, record=b"forgotten")

@@ -109,6 +109,12 @@ def test_put_get_range_delete(etcd: Etcd, etcd_prefix: bytes) -> None:  # noqa: 
     assert [(x.key, x.value) for x in snap.kvs] == [(p + b"a", b"1"), (p + b"b", res.kvs[1].value)]
     limited = etcd.range(p, limit=1, keys_only=True)
     assert limited.more and limited.count == 2 and limited.kvs[0].value == b""
+    # several keys in one transaction, in the order asked, None where missing; and at r2
+    now = etcd.get_many([p + b"b", p + b"missing", p + b"a"])
+    assert [kv and kv.value for kv in now] == ["zwei \u4e8c".encode(), None, b"\x00\xffbinary"]
+    then = etcd.get_many([p + b"a", p + b"b"], revision=r1)
+    assert then[0] is not None and then[0].value == b"1" and then[1] is None
+    assert etcd.get_many([]) == []
     # a sibling prefix is not included
     etcd.put(p[:-1] + b"X", b"outside")
     assert etcd.range(p).count == 2

@@ -39,6 +39,7 @@ __all__ = ["EtcdOrderer"]
 # (one per key, one per bank's mark) and its operations (one per key, the record)
 _DELETES_PER_TXN = 100
 _ETCD_MAX_TXN_OPS = 128
+_READS_PER_TXN = 100  # values read per transaction when the log is replayed from the store
 
 
 class EtcdOrderer:
@@ -95,13 +96,18 @@ class EtcdOrderer:
         except EtcdError as exc:
             raise OrdererError(f"put of {key.decode(errors='replace')} failed: {exc}") from None
 
-    def _pages(self, prefix: bytes, *, keys_only: bool = False) -> Iterator[list[KeyValue]]:
-        """The keys under ``prefix``, 1,000 at a time in key order. Each page is read when the
-        caller asks for it, so the caller may delete what it got before the next is read."""
+    def _pages(
+        self, prefix: bytes, *, keys_only: bool = False, revision: int | None = None
+    ) -> Iterator[list[KeyValue]]:
+        """The keys under ``prefix`` (at ``revision``), 1,000 at a time in key order. Each page
+        is read when the caller asks for it, so the caller may delete what it got before the
+        next is read."""
         start = self._k(prefix)
         end = prefix_end(start)
         while True:
-            page = self.etcd.range(start, range_end=end, keys_only=keys_only, limit=1000)
+            page = self.etcd.range(
+                start, range_end=end, keys_only=keys_only, limit=1000, revision=revision
+            )
             if page.kvs:
                 yield page.kvs
             if not page.more or not page.kvs:
@@ -161,31 +167,38 @@ class EtcdOrderer:
                 raise OrdererError(f"watching the log failed: {exc}") from None
 
     def _created_since(self, after: int, compacted: int, prefix: bytes) -> Iterator[LogEvent]:
-        """The log's creations in (after, compacted], in order, read at revision `compacted`."""
+        """The log's creations in (after, compacted], in order, read at revision `compacted`:
+        first the keys alone in key order, sorted here by creation, then their values
+        ``_READS_PER_TXN`` at a time. Pages that etcd sorts by creation would each read the
+        whole rest of the log (quadratic on a long one: the first version did that)."""
         n = len(self.prefix)
-        since = after
-        while True:
-            try:
-                page = self.etcd.range(
-                    self._k(prefix), revision=compacted, created_after=since, limit=1000
-                )
-            except EtcdError as exc:
-                raise OrdererError(
-                    f"replaying the log after revision {after} (etcd compacted up to revision "
-                    f"{compacted}) failed: {exc}"
-                ) from None
-            for kv in page.kvs:
-                if kv.version != 1:  # overwritten: its first value is gone with the history
-                    raise OrdererError(
-                        f"cannot replay the log after revision {after}: {kv.key!r}, created at "
-                        f"revision {kv.create_revision}, was overwritten and etcd compacted its "
-                        f"history up to revision {compacted} (restore this bank's consortium "
-                        f"state from a backup taken at or after revision {compacted})"
-                    )
-                since = kv.create_revision
-                yield LogEvent(kv.create_revision, kv.key[n:], kv.value)
-            if not page.more:
-                return
+        try:
+            created = sorted(
+                (kv.create_revision, kv.version, kv.key)
+                for page in self._pages(prefix, keys_only=True, revision=compacted)
+                for kv in page
+                if kv.create_revision > after
+            )
+            for i in range(0, len(created), _READS_PER_TXN):
+                chunk = created[i : i + _READS_PER_TXN]
+                values = self.etcd.get_many([key for _, _, key in chunk], revision=compacted)
+                for (rev, version, key), kv in zip(chunk, values, strict=True):
+                    if version != 1:  # overwritten: its first value is gone with the history
+                        raise OrdererError(
+                            f"cannot replay the log after revision {after}: {key!r}, created "
+                            f"at revision {rev}, was overwritten and etcd compacted its "
+                            f"history up to revision {compacted} (restore this bank's "
+                            f"consortium state from a backup taken at or after revision "
+                            f"{compacted})"
+                        )
+                    if kv is None or kv.create_revision != rev:  # one revision: cannot happen
+                        raise OrdererError(f"{key!r} changed at revision {compacted} while read")
+                    yield LogEvent(rev, key[n:], kv.value)
+        except EtcdError as exc:
+            raise OrdererError(
+                f"replaying the log after revision {after} (etcd compacted up to revision "
+                f"{compacted}) failed: {exc}"
+            ) from None
 
     def forget(
         self,

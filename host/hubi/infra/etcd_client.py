@@ -394,6 +394,26 @@ class Etcd:
         kvs = out.get("kvs") or []
         return _kv(kvs[0]) if kvs else None
 
+    def get_many(
+        self, keys: Sequence[KeyLike], *, revision: int | None = None
+    ) -> list[KeyValue | None]:
+        """Each key's value (or at ``revision``), None where it does not exist, in one
+        transaction: at most ``--max-txn-ops`` keys (128 by default)."""
+        ranges: list[dict[str, Any]] = []
+        for key in keys:
+            one: dict[str, Any] = {"key": _enc(_b(key))}
+            if revision:
+                one["revision"] = str(revision)
+            ranges.append({"request_range": one})
+        if not ranges:
+            return []
+        out = self._call("/v3/kv/txn", {"compare": [], "success": ranges})
+        responses = out.get("responses") or []
+        if len(responses) != len(ranges):
+            raise EtcdError(f"etcd answered {len(responses)} of {len(ranges)} reads")
+        found = [(r.get("response_range") or {}).get("kvs") or [] for r in responses]
+        return [_kv(kvs[0]) if kvs else None for kvs in found]
+
     def range(
         self,
         prefix: KeyLike,
@@ -402,13 +422,10 @@ class Etcd:
         revision: int | None = None,
         limit: int = 0,
         keys_only: bool = False,
-        created_after: int | None = None,
     ) -> RangeResult:
         """All keys starting with ``prefix`` (or in ``[prefix, range_end)``), sorted by key.
 
         ``revision`` reads the store as it was at that revision (a consistent snapshot).
-        ``created_after``: only the keys created after that revision, sorted by creation (etcd
-        then reads the whole range before it applies ``limit``).
         """
         start = _b(prefix)
         end = _b(range_end) if range_end is not None else prefix_end(start)
@@ -421,10 +438,6 @@ class Etcd:
             body["limit"] = str(limit)
         if keys_only:
             body["keys_only"] = True
-        if created_after is not None:
-            body["min_create_revision"] = str(created_after + 1)
-            body["sort_order"] = "ASCEND"
-            body["sort_target"] = "CREATE"
         out = self._call("/v3/kv/range", body)
         return RangeResult(
             kvs=[_kv(d) for d in out.get("kvs") or []],
