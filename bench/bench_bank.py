@@ -56,6 +56,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
 from hubi.bank import audit as audit_mod  # noqa: E402
 from hubi.bank import records as rec  # noqa: E402
 from hubi.bank import recover as recover_mod  # noqa: E402
+from hubi.bank.backend import MAX_BATCH  # noqa: E402
 from hubi.bank.engine import BankEngine  # noqa: E402
 from hubi.bank.store import open_store  # noqa: E402
 from hubi_core import codec, lsum, verify  # noqa: E402
@@ -639,7 +640,9 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=4000)
     ap.add_argument("--accounts", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument(
+        "--batch", type=int, default=MAX_BATCH, help="group commit size (default: a node's)"
+    )
     ap.add_argument("--stores", default="sqlite,postgresql")
     ap.add_argument("--modes", default=None, help="notice modes to run (default: lazy,eager)")
     ap.add_argument("--rounds", type=int, default=3, help="booking: rounds (median reported)")

@@ -33,6 +33,9 @@ from hubi_core import codec, ids
 from hubi_core.errors import CodecError
 
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
+# the most notes one group commit books: a transaction has a fixed cost of about 2 ms of CPU
+# (the commit, the heads' signature; bench/bank.md), and a batch's notes all wait for its slowest
+MAX_BATCH = 64
 log = logging.getLogger("hubi.bank.backend")
 
 
@@ -47,7 +50,7 @@ class GroupCommit:
     node also keeps SQLite's single write lock uncontended within the process.
     """
 
-    def __init__(self, engine: eng_mod.BankEngine, max_batch: int = 64):
+    def __init__(self, engine: eng_mod.BankEngine, max_batch: int = MAX_BATCH):
         self.engine = engine
         self.max_batch = max_batch
         self._q: queue.SimpleQueue[tuple[bytes, Future[eng_mod.Outcome]] | None] = (
@@ -126,7 +129,7 @@ class EngineBackend:
 
     UPLOAD_KINDS: frozenset[int] = frozenset({codec.NOTE})
 
-    def __init__(self, engine: eng_mod.BankEngine, max_batch: int = 64):
+    def __init__(self, engine: eng_mod.BankEngine, max_batch: int = MAX_BATCH):
         self.engine = engine
         self.bank = engine.bank
         self.commits = GroupCommit(engine, max_batch)
