@@ -33,8 +33,8 @@ from hubi_core import codec, ids
 from hubi_core.errors import CodecError
 
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
-# the most notes one group commit books: a transaction has a fixed cost of about 2 ms of CPU
-# (the commit, the heads' signature; bench/bank.md), and a batch's notes all wait for its slowest
+# the most notes one group commit books: a transaction has a fixed cost (the commit, the heads'
+# signature; bench/bank.md), and a batch's notes all wait for its slowest
 MAX_BATCH = 64
 log = logging.getLogger("hubi.bank.backend")
 
