@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterator, Sequence
 
 from hubi.consortium.errors import MarkFell, OrdererError
-from hubi.consortium.orderer import Claim, LogEvent, mark_stands, revision_value
+from hubi.consortium.orderer import Claim, LogEvent, mark_stands, read_revision, revision_value
 from hubi.infra.etcd_client import (
     Etcd,
     EtcdCompacted,
@@ -216,19 +216,29 @@ class EtcdOrderer:
         by the next round's compaction.
 
         Each transaction of deletions also compares every key of ``marks`` with ``through``
-        and puts ``through`` under ``record``: a mark that falls during the round stops it
+        and puts under ``record`` the newest create revision forgotten so far (see
+        :meth:`Orderer.forget`): a mark that falls during the round stops it
         (:class:`MarkFell`, nothing compacted) before one more key goes."""
         at_least = [(self._k(m), revision_value(through - 1)) for m in marks]
-        put = None if record is None else (self._k(record), revision_value(through))
         per_txn = min(_DELETES_PER_TXN, _ETCD_MAX_TXN_OPS - len(at_least) - 1)
         if per_txn < 1:
             raise OrdererError(f"{len(marks)} marks leave no room for deletions in a transaction")
+        newest = 0  # the newest creation forgotten, as `record` holds it
 
         def delete(chunk: list[tuple[bytes, int]]) -> bool:
-            return self.etcd.delete_created(chunk, values_above=at_least, then_put=put)
+            nonlocal newest
+            top = max(newest, *(rev for _, rev in chunk))
+            put = None if record is None else (self._k(record), revision_value(top))
+            done = self.etcd.delete_created(chunk, values_above=at_least, then_put=put)
+            if done:
+                newest = top
+            return done
 
         gone = 0
         try:
+            if record is not None:  # only the lowest bank writes it: read once, never lowered
+                kv = self.etcd.get(self._k(record))
+                newest = (read_revision(kv.value) or 0) if kv is not None else 0
             # pages in key order, filtered here: etcd's own filter by create revision reads
             # the whole rest of the range for every page (quadratic after a long outage:
             # 200,000 keys took 48 s)

@@ -14,10 +14,12 @@ revision, increasing in the order of creation. That is all the consortium needs:
 - ``forget(through, marks=..., record=...)``: delete the log's keys created at or before
   revision ``through``, once every bank has applied them, so that the log does not grow for
   ever. Each deletion happens only while every bank's mark (``marks``: keys holding
-  :func:`revision_value`) still stands at or past ``through``, and writes ``through`` under
-  ``record`` with it: a bank whose state went back (restored from an older backup) stops the
-  forgetting as soon as its lower mark lands, and finds under ``record`` whether anything it
-  has still to apply went before. A claim of a forgotten key succeeds again; the appliers,
+  :func:`revision_value`) still stands at or past ``through``, and writes under ``record`` with
+  it the newest create revision forgotten so far (never lowered): a bank whose state went back
+  (restored from an older backup) stops the forgetting as soon as its lower mark lands, and
+  finds under ``record`` whether anything it has still to apply went before. It is the newest
+  key forgotten, not ``through``, so that a bank restored while a round ran, which lost
+  nothing if every key that went is older than its state, is not stopped for nothing. A claim of a forgotten key succeeds again; the appliers,
   which all hold the first one, make it settle nothing.
 
 Two implementations share it: :class:`hubi.consortium.etcd_orderer.EtcdOrderer` (a real etcd
@@ -218,12 +220,18 @@ class SqliteOrderer:
                     found = row.fetchone()
                     if not mark_stands(None if found is None else bytes(found[0]), through):
                         raise MarkFell(mark, through, 0)
-                cur = c.execute(
-                    "DELETE FROM log WHERE rev <= ? AND substr(key, 1, ?) = ?", (through, len(p), p)
-                )
-                if record is not None and cur.rowcount:
-                    _put(c, self._k(record), revision_value(through))
-                return cur.rowcount
+                where = "FROM log WHERE rev <= ? AND substr(key, 1, ?) = ?"
+                args = (through, len(p), p)
+                top = c.execute("SELECT MAX(rev) " + where, args).fetchone()[0]
+                if top is None:
+                    return 0
+                gone = c.execute("DELETE " + where, args).rowcount
+                if record is not None:  # never lowered (a key a stopped round left behind)
+                    row = c.execute("SELECT value FROM kv WHERE key = ?", (self._k(record),))
+                    found = row.fetchone()
+                    before = (read_revision(bytes(found[0])) or 0) if found is not None else 0
+                    _put(c, self._k(record), revision_value(max(before, int(top))))
+                return gone
         except sqlite3.Error as exc:
             raise OrdererError(f"forgetting the log in {self.description} failed: {exc}") from None
 
