@@ -655,7 +655,7 @@ def test_a_bank_whose_state_went_back_stops_the_forgetting_and_applies_nothing_i
         time.sleep(0.02)
     assert d.halted == (
         f"this bank's consortium state stands at revision {stands_at}, but the log has forgotten "
-        f"everything created through revision {head}: entries this bank has not applied are "
+        f"entries created as late as revision {head}: entries this bank has not applied are "
         "gone, so it applies nothing (it would disagree with every other bank). Restore its "
         f"consortium state from a backup taken at or after revision {head} and start it again"
     )

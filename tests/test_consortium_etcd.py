@@ -203,7 +203,7 @@ def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_
         assert at <= old_at < head <= st["pruning"]["forgotten"], st
         assert st["halted"].startswith(
             f"this bank's consortium state stands at revision {at}, but the log has forgotten "
-            f"everything created through revision {st['pruning']['forgotten']}"
+            f"entries created as late as revision {st['pruning']['forgotten']}"
         ), st["halted"]
         assert "Restore its consortium state from a backup taken at or after" in st["halted"]
         assert st["applying"] is False and st["entries"] == {"settled": 1}

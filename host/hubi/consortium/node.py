@@ -1274,7 +1274,7 @@ class ConsortiumNode:
         if applied < forgotten:
             raise LogForgotten(
                 f"this bank's consortium state stands at revision {applied}, but the log has "
-                f"forgotten everything created through revision {forgotten}: entries this bank "
+                f"forgotten entries created as late as revision {forgotten}: entries this bank "
                 "has not applied are gone, so it applies nothing (it would disagree with every "
                 "other bank). Restore its consortium state from a backup taken at or after "
                 f"revision {forgotten} and start it again"
