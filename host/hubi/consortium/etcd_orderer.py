@@ -227,7 +227,7 @@ class EtcdOrderer:
 
         def delete(chunk: list[tuple[bytes, int]]) -> bool:
             nonlocal newest
-            top = max(newest, *(rev for _, rev in chunk))
+            top = max([newest, *(rev for _, rev in chunk)])
             put = None if record is None else (self._k(record), revision_value(top))
             done = self.etcd.delete_created(chunk, values_above=at_least, then_put=put)
             if done:
