@@ -834,6 +834,52 @@ def test_etcd_orderer_forgets_and_compacts(tmp_path: Path) -> None:
             o.close()
 
 
+def test_a_bank_restored_during_a_round_that_lost_nothing_is_not_halted(tmp_path: Path) -> None:
+    """BKB, restored from a backup, puts its lower mark right after the lowest bank's first
+    transaction of deletions on etcd (the restore is injected there, on the real cluster). The
+    round deletes in key order, not creation order, and stops at its next transaction.
+    `forgotten` names the newest creation that went; BKB's state is newer than all of them, so
+    it lost nothing and must not halt. `forgotten` used to hold the revision the round aimed
+    at, past BKB's state, and BKB halted for nothing."""
+    import hashlib
+
+    with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
+        o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
+        try:
+            created = {}  # key -> create revision; hashed keys: key order is not creation order
+            for i in range(1500):
+                key = b"log/n/" + hashlib.sha256(b"%d" % i).hexdigest().encode()
+                created[key] = o.claim(key, b"x").revision
+            for i in range(500):  # the newest, last in key order too
+                created[b"log/z/%04d" % i] = o.claim(b"log/z/%04d" % i, b"x").revision
+            last = max(created.values())
+            marks = [b"applied/BKA", b"applied/BKB"]
+            for mark in marks:
+                o.put(mark, revision_value(last))
+            first_txn = sorted(created)[:100]  # what the round's first transaction deletes
+            restored_at = max(created[k] for k in first_txn)  # BKB's backup: newer than those
+            assert restored_at <= last - 500
+            delete_created = o.etcd.delete_created
+
+            def restore_after_the_first_transaction(*args, **kwargs):
+                done = delete_created(*args, **kwargs)
+                if done and o.get(b"applied/BKB").value == revision_value(last):
+                    o.put(b"applied/BKB", revision_value(restored_at))
+                return done
+
+            o.etcd.delete_created = restore_after_the_first_transaction
+            with pytest.raises(MarkFell, match="applied/BKB no longer stands") as info:
+                o.forget(last, marks=marks, record=b"forgotten")
+            left = {k for k, _, _ in o.scan(b"log/")}
+            went = sorted(rev for key, rev in created.items() if key not in left)
+            assert info.value.gone == len(went) == 100
+            forgotten = read_revision(o.get(b"forgotten").value)
+            assert forgotten == max(went) == restored_at < last
+            assert not restored_at < forgotten  # BKB (applied = restored_at) goes on
+        finally:
+            o.close()
+
+
 def test_a_lagging_watch_loses_nothing_when_the_log_forgets_behind_it(tmp_path: Path) -> None:
     """A bank reading far behind the head (catching up) when the log forgets up to its position:
     its watch, still replaying history, is not cancelled (etcd is compacted only up to there)
