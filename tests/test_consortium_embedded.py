@@ -880,6 +880,36 @@ def test_a_bank_restored_during_a_round_that_lost_nothing_is_not_halted(tmp_path
             o.close()
 
 
+def test_deletions_whose_answer_was_lost_are_counted_and_forgotten_never_goes_back(
+    tmp_path: Path,
+) -> None:
+    """etcd applies the round's first transaction of deletions but its answer is lost; the
+    client's retry then fails its compares (the keys are gone). The keys it deleted count as
+    gone, and `forgotten`, which that transaction raised to the newest key, is not lowered by
+    the next ones, which delete older keys (key order here is the reverse of creation)."""
+    with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
+        o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
+        try:
+            revs = [o.claim(b"log/n/%04d" % (999 - i), b"x").revision for i in range(300)]
+            last = max(revs)
+            o.put(b"applied/BKA", revision_value(last))
+            delete_created = o.etcd.delete_created
+            lost = []
+
+            def answer_lost_once(*args, **kwargs):
+                if lost:
+                    return delete_created(*args, **kwargs)
+                lost.append(delete_created(*args, **kwargs))  # applied ...
+                return delete_created(*args, **kwargs)  # ... and the retry finds nothing
+
+            o.etcd.delete_created = answer_lost_once
+            assert o.forget(last, marks=[b"applied/BKA"], record=b"forgotten") == 300
+            assert lost == [True] and o.scan(b"log/") == []
+            assert read_revision(o.get(b"forgotten").value) == last
+        finally:
+            o.close()
+
+
 def test_a_lagging_watch_loses_nothing_when_the_log_forgets_behind_it(tmp_path: Path) -> None:
     """A bank reading far behind the head (catching up) when the log forgets up to its position:
     its watch, still replaying history, is not cancelled (etcd is compacted only up to there)

@@ -225,6 +225,10 @@ class EtcdOrderer:
             raise OrdererError(f"{len(marks)} marks leave no room for deletions in a transaction")
         newest = 0  # the newest creation forgotten, as `record` holds it
 
+        def recorded() -> int:
+            kv = None if record is None else self.etcd.get(self._k(record))
+            return (read_revision(kv.value) or 0) if kv is not None else 0
+
         def delete(chunk: list[tuple[bytes, int]]) -> bool:
             nonlocal newest
             top = max([newest, *(rev for _, rev in chunk)])
@@ -236,9 +240,7 @@ class EtcdOrderer:
 
         gone = 0
         try:
-            if record is not None:  # only the lowest bank writes it: read once, never lowered
-                kv = self.etcd.get(self._k(record))
-                newest = (read_revision(kv.value) or 0) if kv is not None else 0
+            newest = recorded()  # only the lowest bank writes it, and never lower
             # pages in key order, filtered here: etcd's own filter by create revision reads
             # the whole rest of the range for every page (quadratic after a long outage:
             # 200,000 keys took 48 s)
@@ -250,8 +252,13 @@ class EtcdOrderer:
                         gone += len(chunk)
                         continue
                     self._check_marks(marks, through, gone)
-                    # one key was deleted (and maybe claimed again) since: each on its own
-                    gone += sum(delete([k]) for k in chunk)
+                    # A key went since it was read (and maybe was claimed again), or a member
+                    # applied this very transaction and its answer was lost, so the client's
+                    # retry failed: `record` may hold more than we know, and must not go back.
+                    newest = max(newest, recorded())
+                    for key, rev in chunk:  # each on its own; one that is gone went
+                        if delete([(key, rev)]) or self.etcd.get(key) is None:
+                            gone += 1
             try:
                 self.etcd.compact(through)
             except EtcdRequestError as exc:
