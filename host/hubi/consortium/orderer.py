@@ -19,8 +19,9 @@ revision, increasing in the order of creation. That is all the consortium needs:
   (restored from an older backup) stops the forgetting as soon as its lower mark lands, and
   finds under ``record`` whether anything it has still to apply went before. It is the newest
   key forgotten, not ``through``, so that a bank restored while a round ran, which lost
-  nothing if every key that went is older than its state, is not stopped for nothing. A claim of a forgotten key succeeds again; the appliers,
-  which all hold the first one, make it settle nothing.
+  nothing if every key that went is older than its state, is not stopped for nothing. A claim
+  of a forgotten key succeeds again; the appliers, which all hold the first one, make it settle
+  nothing.
 
 Two implementations share it: :class:`hubi.consortium.etcd_orderer.EtcdOrderer` (a real etcd
 cluster: Raft; etcd revisions are the order) and :class:`SqliteOrderer` (one SQLite file; for one
