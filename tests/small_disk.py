@@ -29,9 +29,11 @@ def small_disk(path: Path, size: int, owner: str | None = None) -> Iterator[Path
         pw = pwd.getpwnam(owner)
         opts += f",uid={pw.pw_uid},gid={pw.pw_gid}"
     res = _mount("-t", "tmpfs", "-o", opts, "hubi-small-disk", str(path))
-    if res.returncode != 0:
-        # mounting needs root with CAP_SYS_ADMIN: a container without it cannot run this test
-        pytest.skip(f"cannot mount a tmpfs here (uid {os.geteuid()}): {res.stderr.strip()}")
+    if res.returncode != 0:  # mounting needs root with CAP_SYS_ADMIN, as the test machines have
+        pytest.fail(
+            f"cannot mount a tmpfs on {path} (uid {os.geteuid()}; run the tests as root with "
+            f"CAP_SYS_ADMIN): {res.stderr.strip()}"
+        )
     try:
         yield path
     finally:

@@ -6,6 +6,7 @@ orderers (SQLite and a real etcd cluster)."""
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import threading
 import time
@@ -841,8 +842,6 @@ def test_a_bank_restored_during_a_round_that_lost_nothing_is_not_halted(tmp_path
     `forgotten` names the newest creation that went; BKB's state is newer than all of them, so
     it lost nothing and must not halt. `forgotten` used to hold the revision the round aimed
     at, past BKB's state, and BKB halted for nothing."""
-    import hashlib
-
     with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
         o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
         try:
