@@ -909,6 +909,42 @@ def test_deletions_whose_answer_was_lost_are_counted_and_forgotten_never_goes_ba
             o.close()
 
 
+def test_a_mark_that_falls_while_a_round_deletes_key_by_key_stops_it_uncompacted(
+    tmp_path: Path,
+) -> None:
+    """The round's only transaction of deletions fails (a key of it was claimed again), so it
+    deletes key by key; before those, a bank's mark falls (a restore). The round stops there
+    with MarkFell and etcd's history is not compacted, as when a mark falls between two
+    transactions. (It used to go on to the compaction when that transaction was the last.)"""
+    with fast_etcd_cluster(tmp_path / "etcd", members=1) as cluster:
+        o = EtcdOrderer(cluster.client_urls, b"hubi/c/")
+        try:
+            revs = [o.claim(b"log/n/a%03d" % i, b"x").revision for i in range(50)]
+            first, last = revs[0], revs[-1]
+            o.put(b"applied/BKA", revision_value(last))
+            delete_created = o.etcd.delete_created
+            calls = []
+
+            def interfere(chunk, **kwargs):
+                calls.append(len(chunk))
+                if len(calls) == 1:  # the key is deleted and claimed again meanwhile
+                    o.etcd.delete(b"hubi/c/log/n/a001")
+                    o.claim(b"log/n/a001", b"again")
+                elif len(calls) == 2:  # and before the first key alone, BKA is restored
+                    o.put(b"applied/BKA", revision_value(first))
+                return delete_created(chunk, **kwargs)
+
+            o.etcd.delete_created = interfere
+            with pytest.raises(MarkFell) as fell:
+                o.forget(last, marks=[b"applied/BKA"], record=b"forgotten")
+            assert fell.value.gone == 0 and calls == [50, 1]
+            assert len(o.scan(b"log/")) == 50 and o.get(b"forgotten") is None
+            # not compacted: the history from the first claim on can still be read
+            assert o.etcd.get(b"hubi/c/log/n/a001", revision=revs[1]).value == b"x"
+        finally:
+            o.close()
+
+
 def test_a_lagging_watch_loses_nothing_when_the_log_forgets_behind_it(tmp_path: Path) -> None:
     """A bank reading far behind the head (catching up) when the log forgets up to its position:
     its watch, still replaying history, is not cancelled (etcd is compacted only up to there)

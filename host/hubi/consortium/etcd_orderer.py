@@ -259,6 +259,8 @@ class EtcdOrderer:
                     for key, rev in chunk:  # each on its own; one that is gone went
                         if delete([(key, rev)]) or self.etcd.get(key) is None:
                             gone += 1
+                        else:  # claimed again, or a mark fell meanwhile: then stop here
+                            self._check_marks(marks, through, gone)
             try:
                 self.etcd.compact(through)
             except EtcdRequestError as exc:

@@ -221,12 +221,13 @@ class SqliteOrderer:
                     found = row.fetchone()
                     if not mark_stands(None if found is None else bytes(found[0]), through):
                         raise MarkFell(mark, through, 0)
-                where = "FROM log WHERE rev <= ? AND substr(key, 1, ?) = ?"
-                args = (through, len(p), p)
-                top = c.execute("SELECT MAX(rev) " + where, args).fetchone()[0]
-                if top is None:
+                revs = c.execute(
+                    "DELETE FROM log WHERE rev <= ? AND substr(key, 1, ?) = ? RETURNING rev",
+                    (through, len(p), p),
+                ).fetchall()
+                if not revs:
                     return 0
-                gone = c.execute("DELETE " + where, args).rowcount
+                gone, top = len(revs), max(r[0] for r in revs)
                 if record is not None:  # never lowered (a key a stopped round left behind)
                     row = c.execute("SELECT value FROM kv WHERE key = ?", (self._k(record),))
                     found = row.fetchone()
