@@ -12,6 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from hubi import kmc
+from hubi.bank import restore
+from hubi.bank.store import StoreError
 from hubi.cli import main
 from hubi_core import codec
 from tests.test_bank_support import make_url, postgres_server  # noqa: F401
@@ -157,9 +159,64 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
     assert "sqlite:// or postgresql://" in err["message"]
 
 
+def test_a_mistyped_database_is_named_and_nothing_is_created(home: Path, tmp_path: Path) -> None:
+    """Only `hubi bank init` makes a database. Every other command (and `bank serve`) on a path
+    with no file, on a file that is not SQLite, or on a database without the books' schema
+    says which, exits non-zero, and leaves the path as it was: an audit of a mistyped path used
+    to create an empty file there and fail on a missing table, and `bank show` made new empty
+    books that the audit then called clean."""
+    h = str(home)
+    typo = tmp_path / "bnak.db"
+    url = f"sqlite:///{typo}"
+    uses = [
+        ("audit", "verify", "--db", url, "--json"),
+        ("audit", "locate", "--db", url, "--book", "BKA-amy", "--json"),
+        ("bank", "show", "BKA-treasury", "--home", h, "--bank", "BKA", "--db", url, "--json"),
+        ("bank", "fund", "BKA-treasury", "5", "--home", h, "--bank", "BKA", "--db", url),
+    ]
+
+    def said(args: tuple[str, ...] | list[str]) -> str:  # exits non-zero; its words, unwrapped
+        res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert res.exit_code != 0, (args, res.output)
+        return " ".join(res.output.split())
+
+    for args in uses:
+        assert f"no database at {typo}: the file does not exist" in said(args), args
+    assert not typo.exists() and not list(tmp_path.iterdir())
+    serve = ["bank", "serve", "--home", h, "--bank", "BKA", "--db", url, "--port", "0"]
+    assert f"no database at {typo}" in said(serve)
+    with pytest.raises(StoreError, match=f"no database at {typo}: the file does not exist"):
+        restore.open_source(url)  # `hubi audit restore --backup URL`: a bank's or a replica's
+    assert not typo.exists()
+    # three slashes and a relative-looking path: the message says which file it looked for
+    err = run("audit", "verify", "--db", "sqlite:///bnak.db", "--json", code=2)["message"]
+    assert err == (
+        "no database at /bnak.db: the file does not exist "
+        "(sqlite:///bnak.db names the absolute path /bnak.db)"
+    )
+
+    typo.write_bytes(bytes(range(256)) * 20)  # not SQLite
+    err = run("audit", "verify", "--db", url, "--json", code=2)["message"]
+    assert "file is not a database" in err and typo.read_bytes() == bytes(range(256)) * 20
+    typo.unlink()
+    con = sqlite3.connect(typo)  # SQLite, but not bank books
+    con.execute("CREATE TABLE other (x)")
+    con.close()
+    for args in [*uses, serve]:
+        assert "holds no bank books (no hubi schema in it" in said(args), args
+    con = sqlite3.connect(typo)
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["other"]
+    con.close()
+
+
 def test_bank_cli_on_postgresql(home: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     h = str(home)
     url = make_url("postgresql", tmp_path, request)
+    # an empty database is not books: named, and left empty
+    err = run("audit", "verify", "--db", url, "--json", code=2)["message"]
+    assert "holds no bank books (no hubi schema in it" in err
+    err = run("bank", "show", "BKB-x", "--home", h, "--bank", "BKB", "--db", url, "--json", code=2)
+    assert "holds no bank books" in err["message"]
     run("bank", "init", "--home", h, "--bank", "BKB", "--db", url, "--json")
     run(
         "bank",

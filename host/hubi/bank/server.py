@@ -120,7 +120,10 @@ def build_node(cfg: ServeConfig) -> api.Node:
         node.on_shutdown.append(replica.close)
         return node
     from hubi.bank.backend import EngineBackend
+    from hubi.bank.store import open_store
 
+    # the books must be there (`hubi bank init`): a mistyped --db must not serve empty books
+    open_store(cfg.db_url(), migrate=False).close()
     backend = EngineBackend.open(
         cfg.home, cfg.bank, cfg.db_url(), trust, identity, checkpoint_every=cfg.checkpoint_every
     )

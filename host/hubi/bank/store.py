@@ -429,7 +429,7 @@ def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 class Store:
     """A bank database. Thread-safe: each thread gets its own connection."""
 
-    def __init__(self, url: str | os.PathLike[str], *, migrate: bool = True):
+    def __init__(self, url: str | os.PathLike[str], *, migrate: bool = True, books: bool = True):
         self.url = os.fspath(url)
         self.location = parse_url(self.url)
         self.dialect = self.location.dialect
@@ -450,9 +450,42 @@ class Store:
                 raise StoreError(f"cannot open {self.url}: folder {parent} does not exist")
         if migrate:
             self.migrate()
+        else:
+            self._require_existing(books)
 
     def __repr__(self) -> str:
         return f"Store({display_url(self.url)!r})"
+
+    def _require_existing(self, books: bool) -> None:
+        """Opened without migrating (an audit, a restore, a command on existing books): the
+        database must be there and (with `books`) hold the books' schema. A mistyped path must
+        not leave an empty database behind, nor be audited "clean" with no books in it."""
+        if self.dialect == "sqlite" and not Path(self.location.target).is_file():
+            where = self.location.target
+            where = "/" + where.lstrip("/") if where.startswith("//") else where
+            hint = ""
+            if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:////"):
+                hint = f" ({self.url} names the absolute path {where})"
+            raise StoreError(f"no database at {where}: the file does not exist{hint}")
+        if not books:
+            return
+        try:
+            if self.dialect == "sqlite":
+                sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            else:
+                sql = "SELECT 1 WHERE to_regclass('schema_version') IS NOT NULL"
+            found = self.reader().scalar(sql)
+        except Exception as exc:  # e.g. SQLite's "file is not a database"
+            self.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot read {display_url(self.url)}: {exc}") from None
+        if not found:
+            self.close()
+            raise StoreError(
+                f"{display_url(self.url)} holds no bank books (no hubi schema in it; "
+                "`hubi bank init` creates them)"
+            )
 
     # --- connections
     def _connect(self) -> Any:
@@ -593,6 +626,7 @@ class Store:
         return int(row[0]) - count + 1
 
 
-def open_store(url: str | os.PathLike[str], *, migrate: bool = True) -> Store:
-    """Open (and by default migrate) the bank database at `url`."""
-    return Store(url, migrate=migrate)
+def open_store(url: str | os.PathLike[str], *, migrate: bool = True, books: bool = True) -> Store:
+    """Open (and by default migrate) the bank database at `url`. Without `migrate` it must
+    exist, and with `books` hold the books' schema (StoreError names what is missing)."""
+    return Store(url, migrate=migrate, books=books)

@@ -59,11 +59,18 @@ def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
     sys.exit(code)
 
 
-def _engine(home: Path, bank: str | None, db: str | None, **kw: Any) -> Any:
+def _engine(
+    home: Path, bank: str | None, db: str | None, *, create: bool = False, **kw: Any
+) -> Any:
+    """The bank's engine; only `hubi bank init` (`create`) makes a database that is not there."""
     from hubi.bank.engine import BankEngine
+    from hubi.bank.store import open_store
 
     bank = resolve_bank(home, bank)
-    return BankEngine.open(db or default_db_url(home, bank), home=home, bank=bank, **kw)
+    url = db or default_db_url(home, bank)
+    if not create:
+        open_store(url, migrate=False).close()  # StoreError: no books there
+    return BankEngine.open(url, home=home, bank=bank, **kw)
 
 
 def _home_option(f: Any) -> Any:
@@ -106,7 +113,7 @@ def init_cmd(
     try:
         bank = resolve_bank(home, bank)
         url = db or default_db_url(home, bank)
-        eng = _engine(home, bank, url, checkpoint_every=checkpoint_every)
+        eng = _engine(home, bank, url, create=True, checkpoint_every=checkpoint_every)
         secret = kmc_mod.bank_dir(home, bank) / TREASURY_SECRET
         created = False
         with eng:
