@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 
-def report(result: object, path: Path | None, indent: int | None = 1) -> None:
-    """Print a benchmark's result as JSON and, with ``--json PATH``, write it there too."""
+def report(result: object, path: Path | None, indent: int | None = 1, show: bool = True) -> None:
+    """Print a benchmark's result as JSON (unless it printed its own table: `show`) and, with
+    ``--json PATH``, write it there too."""
     text = json.dumps(result, indent=indent)
-    print(text)
+    if show:
+        print(text)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + "\n")

@@ -36,7 +36,6 @@ Machines are noisy (this one is shared), so nothing here is asserted by the test
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import random
@@ -53,6 +52,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from bench import report  # noqa: E402
 from hubi.bank import audit as audit_mod  # noqa: E402
 from hubi.bank import records as rec  # noqa: E402
 from hubi.bank import recover as recover_mod  # noqa: E402
@@ -662,11 +662,7 @@ def main() -> None:
     if "booking" in parts:
         result["booking"] = bench_booking(args)
     result["load_avg_end"] = os.getloadavg()
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    report(result, args.json, indent=2)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from bench import report  # noqa: E402
 from hubi.bank.server import http_stack  # noqa: E402
 from tests.bank_nodes import NodeProcess, copy_world, prepare_bank  # noqa: E402
 
@@ -119,10 +120,8 @@ def main() -> None:
             f"| {statistics.median(b):.3f} ({min(b):.3f}–{max(b):.3f}) "
             f"| {statistics.median(q):.2f} ({min(q):.2f}–{max(q):.2f}) |"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        out = {"stacks": stacks, "requests": args.requests, "rounds": rounds, "summary": summary}
-        args.json.write_text(json.dumps(out, indent=1))
+    out = {"stacks": stacks, "requests": args.requests, "rounds": rounds, "summary": summary}
+    report(out, args.json, show=False)
 
 
 if __name__ == "__main__":

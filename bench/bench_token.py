@@ -35,9 +35,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "host"))
-sys.path.insert(0, str(ROOT / "shared"))
+for p in (ROOT, ROOT / "host", ROOT / "shared"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
 
+from bench import report  # noqa: E402
 from hubi.token import build  # noqa: E402
 from hubi.token.harness import TokenWorld  # noqa: E402
 from hubi.token.sim import SIM_HEAPS, Simulator  # noqa: E402
@@ -241,9 +243,7 @@ def main() -> int:
             res["callgrind"] = callgrind(world, tmp)
             for k, v in res["callgrind"].items():  # type: ignore[union-attr]
                 print(f"callgrind {k:10} {v}")
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(res, indent=2))
+        report(res, args.json, indent=2, show=False)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
