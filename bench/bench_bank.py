@@ -270,13 +270,18 @@ def bench_booking(args: argparse.Namespace) -> dict[str, Any]:
     accounts = [f"BKA-{i:08d}" for i in range(args.accounts)]
     for a in accounts:
         w.open_account(a)
-    notes = _make_notes(w, accounts, args.notes)
     warm = _warm_notes(w, accounts)
     k = args.workers
-    shares = [notes[i::k] for i in range(k)]
+    if args.disjoint:  # worker i's notes stay among its own accounts: no book is shared
+        shares = [_make_notes(w, accounts[i::k], args.notes // k, seed=1 + i) for i in range(k)]
+        notes = [raw for share in shares for raw in share]
+    else:
+        notes = _make_notes(w, accounts, args.notes)
+        shares = [notes[i::k] for i in range(k)]
     out: dict[str, Any] = {
         "notes": len(notes),
         "accounts": len(accounts),
+        "disjoint": args.disjoint,
         "workers": k,
         "batch": args.batch,
         "rounds": args.rounds,
@@ -640,6 +645,12 @@ def main() -> None:
     ap.add_argument("--notes", type=int, default=4000)
     ap.add_argument("--accounts", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--disjoint",
+        action="store_true",
+        help="booking: each worker's notes among its own share of the accounts (no book in "
+        "common, so no commit of one moves the other's books; default: any two accounts)",
+    )
     ap.add_argument(
         "--batch", type=int, default=MAX_BATCH, help="group commit size (default: a node's)"
     )
