@@ -186,6 +186,36 @@ def test_cli_init_join_sign_show(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "already in consortium" in r.output
 
 
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (
+            ["init", "--banks", "BKA,BKB", "--endpoint", "BKC=http://127.0.0.1:8703"],
+            "'BKC=http://127.0.0.1:8703' names BKC, which is not among the banks BKA, BKB",
+        ),
+        (["init", "--banks", "BKA,BKB", "--endpoint", "BKA=127.0.0.1:8701"], "'127.0.0.1:8701'"),
+        (["init", "--banks", "BKA,BKB", "--etcd", "BKB=http://127.0.0.1:99999"], "1-65535"),
+        (["init", "--banks", "BKA,BKB", "--etcd", "BKB=http://"], "'http://' is not an http://"),
+        (["join", "--bank", "BKC", "--endpoint", "ftp://bank.example"], "'ftp://bank.example'"),
+        (["join", "--bank", "BKC", "--etcd", "bank.example:2379"], "'bank.example:2379'"),
+    ],
+)
+def test_cli_refuses_an_endpoint_that_is_not_a_url_or_not_a_member(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    """A peer or etcd URL that is not one, or one for a bank outside the file, used to be written
+    into the signed file (or dropped) and failed only at the first request. It is a usage error
+    naming it, and nothing is written."""
+    home = tmp_path / "home"
+    if args[0] == "join":
+        _cli("consortium", "init", "--home", str(home), "--banks", "BKA,BKB", "--json")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = CliRunner().invoke(main, ["consortium", args[0], "--home", str(home), *args[1:]])
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "Invalid value for" in said and words in said, said
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 def test_status_without_a_running_consortium_says_so(tmp_path: Path) -> None:
     r = subprocess.run(
         [

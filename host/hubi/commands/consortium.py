@@ -32,13 +32,39 @@ from hubi.output import console, err_console, print_json
 __all__ = ["consortium"]
 
 
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, list[str]]:
+def _url(value: str, what: str) -> str:
+    """An http(s) URL with a host (and a valid port, if any), else a usage error that names it:
+    a peer or etcd URL that is not one would only fail later, at the first request."""
+    from urllib.parse import urlsplit
+
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:
+        ok = False
+    if not ok:
+        raise click.BadParameter(
+            f"{url!r} is not an http:// or https:// URL (a host, and a port 1-65535 if any)",
+            param_hint=what,
+        )
+    return url
+
+
+def _pairs(values: tuple[str, ...], what: str, banks: list[str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for v in values:
         bank, sep, url = v.partition("=")
+        bank = bank.strip()
         if not sep or not bank or not url:
             raise click.BadParameter(f"{v!r}: expected BANK=URL", param_hint=what)
-        out.setdefault(bank.strip(), []).append(url.strip())
+        if bank not in banks:
+            raise click.BadParameter(
+                f"{v!r} names {bank}, which is not among the banks {', '.join(banks)}",
+                param_hint=what,
+            )
+        out.setdefault(bank, []).append(_url(url, what))
     return out
 
 
@@ -112,8 +138,8 @@ def init_cmd(
         ids_ = [ids.check_bank_id(b.strip()) for b in banks.split(",") if b.strip()]
         if len(set(ids_)) != len(ids_):
             raise click.BadParameter("a bank is listed twice", param_hint="--banks")
-        eps = _pairs(endpoints, "--endpoint")
-        etc = _pairs(etcd, "--etcd")
+        eps = _pairs(endpoints, "--endpoint", ids_)
+        etc = _pairs(etcd, "--etcd", ids_)
         if orderer == "etcd" and not etc:
             raise click.BadParameter("orderer etcd needs --etcd BANK=URL", param_hint="--etcd")
         trust = init_home(
@@ -165,6 +191,8 @@ def join_cmd(
     from hubi_core import ids
     from hubi_core.consortium import BankEntry
 
+    endpoints = tuple(_url(u, "--endpoint") for u in endpoints)
+    etcd = tuple(_url(u, "--etcd") for u in etcd)
     try:
         ids.check_bank_id(bank)
         trust = kmc_mod.load_trust(Path(home) / "trust")
