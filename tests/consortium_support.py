@@ -21,6 +21,7 @@ from hubi import kmc as kmc_mod
 from hubi.bank.auth import Signer, bank_signer
 from hubi.consortium import service
 from hubi.consortium.supervisor import init_home, setup_bank
+from hubi.infra import _process
 from hubi_core import codec
 from hubi_core.consortium import Consortium as ConsortiumFile
 from hubi_core.verify import Trust
@@ -232,7 +233,16 @@ class Consortium:
                 return revs.pop()
             last = st
             time.sleep(0.2)
+        top = max(s["applied_revision"] for s in last.values())
+        behind = {
+            b: {k: s.get(k) for k in ("applying", "halted", "last_error", "applier", "pruning")}
+            | {"log": _process.log_tail(self.nodes[b].log, lines=15)}
+            for b, s in last.items()
+            if s["applied_revision"] < top or s["entries"].get("ordered")
+        }
         raise AssertionError(
             "banks did not catch up: "
             + json.dumps({b: (s["applied_revision"], s["entries"]) for b, s in last.items()})
+            + "; behind: "
+            + json.dumps(behind, indent=1)
         )
