@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hubi.bank.store import Store, StoreError
+from hubi.bank.store import Store, StoreError, parse_url
 
 
 @pytest.mark.parametrize(("option", "pragma"), [("NORMAL", 1), ("full", 2), ("EXTRA", 3)])
@@ -49,3 +49,11 @@ def test_sqlite_max_bytes_that_is_no_size_is_refused_by_name(tmp_path: Path) -> 
         with pytest.raises(StoreError, match=f"max_bytes must be .* not '{bad}'"):
             Store(f"sqlite:///{tmp_path}/b.db?max_bytes={bad}")
     assert not (tmp_path / "b.db").exists()
+
+
+def test_sqlite_urls_name_one_file_however_many_slashes() -> None:
+    """`sqlite:///abs` and `sqlite:////abs` (the second is what ``"sqlite:///" + str(path)``
+    makes of an absolute path) name the same file, spelled once, as messages print it."""
+    assert parse_url("sqlite:///tmp/b.db").target == "/tmp/b.db"
+    assert parse_url("sqlite:////tmp/b.db").target == "/tmp/b.db"
+    assert parse_url("sqlite:b.db").target == parse_url("b.db").target == "b.db"

@@ -675,7 +675,7 @@ class _Auditor:
 def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[tuple[str, int, str, str]], int]:
     """One worker process's share of a chain-level audit (its own connection)."""
     url, level, books = args
-    st = open_store(url, migrate=False)
+    st = open_store(url, create=False, migrate=False)
     try:
         a = _Auditor(st, trust=None, keys=None, level=level, memo=None, progress=None)
         for b in books:
@@ -701,7 +701,7 @@ def audit(
     ``"chain"`` (numbering, hash chain, XOR chain, heads) or ``"full"`` (everything).
     ``workers`` > 1 spreads a chain-level audit's books over that many processes."""
     own = not isinstance(store, Store)
-    st = open_store(store, migrate=False) if own else store
+    st = open_store(store, create=False, migrate=False) if own else store
     try:
         a = _Auditor(st, trust=trust, keys=keys, level=level, memo=memo, progress=progress)
         names = a.book_names(books)

@@ -28,7 +28,7 @@ from hubi.bank import engine as eng_mod
 from hubi.bank import merkle
 from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
-from hubi.bank.store import display_url, down_errors
+from hubi.bank.store import Store, display_url, down_errors
 from hubi_core import codec, ids
 from hubi_core.errors import CodecError
 
@@ -139,7 +139,7 @@ class EngineBackend:
         cls,
         home: Path,
         bank: str,
-        url: str,
+        url: str | Store,
         trust: Any = None,
         identity: Any = None,
         checkpoint_every: int | None = None,

@@ -479,7 +479,7 @@ class BankEngine:
     @classmethod
     def open(
         cls,
-        url: str,
+        url: str | Store,
         *,
         home: Path,
         bank: str,

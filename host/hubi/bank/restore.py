@@ -81,7 +81,7 @@ class StoreRecordSource:
 
     def __init__(self, url: str):
         self.url = url
-        self.store = open_store(url, migrate=False, books=False)  # a replica's too
+        self.store = open_store(url, create=False, migrate=False, books=False)  # a replica's too
         tx = self.store.reader()
         self.table = None
         for table in ("replica_records", "records"):

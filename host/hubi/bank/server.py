@@ -123,9 +123,9 @@ def build_node(cfg: ServeConfig) -> api.Node:
     from hubi.bank.store import open_store
 
     # the books must be there (`hubi bank init`): a mistyped --db must not serve empty books
-    open_store(cfg.db_url(), migrate=False).close()
+    store = open_store(cfg.db_url(), create=False)
     backend = EngineBackend.open(
-        cfg.home, cfg.bank, cfg.db_url(), trust, identity, checkpoint_every=cfg.checkpoint_every
+        cfg.home, cfg.bank, store, trust, identity, checkpoint_every=cfg.checkpoint_every
     )
     authenticator = auth.Authenticator(cfg.bank, trust, backend.template_of, window=cfg.auth_window)
     node = api.Node(cfg.bank, backend, authenticator, role="primary", max_body=cfg.max_body)

@@ -197,6 +197,8 @@ def parse_url(url: str | os.PathLike[str]) -> Location:
     if text.startswith("sqlite:"):
         parts = urlsplit(text)
         path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if path.startswith("//"):  # sqlite:////abs/path: one leading slash is the path's
+            path = "/" + path.lstrip("/")
         if not path:
             raise StoreError(f"database URL {text!r} names no file")
         opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -429,7 +431,14 @@ def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 class Store:
     """A bank database. Thread-safe: each thread gets its own connection."""
 
-    def __init__(self, url: str | os.PathLike[str], *, migrate: bool = True, books: bool = True):
+    def __init__(
+        self,
+        url: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        migrate: bool = True,
+        books: bool = True,
+    ):
         self.url = os.fspath(url)
         self.location = parse_url(self.url)
         self.dialect = self.location.dialect
@@ -448,21 +457,20 @@ class Store:
             parent = Path(self.location.target).parent
             if not parent.is_dir():
                 raise StoreError(f"cannot open {self.url}: folder {parent} does not exist")
+        if not create:
+            self._require_existing(books)
         if migrate:
             self.migrate()
-        else:
-            self._require_existing(books)
 
     def __repr__(self) -> str:
         return f"Store({display_url(self.url)!r})"
 
     def _require_existing(self, books: bool) -> None:
-        """Opened without migrating (an audit, a restore, a command on existing books): the
+        """Not `create` (every command but `hubi bank init`: an audit, a restore, a node): the
         database must be there and (with `books`) hold the books' schema. A mistyped path must
-        not leave an empty database behind, nor be audited "clean" with no books in it."""
+        not leave an empty database behind, nor be served or audited "clean" with no books."""
         if self.dialect == "sqlite" and not Path(self.location.target).is_file():
             where = self.location.target
-            where = "/" + where.lstrip("/") if where.startswith("//") else where
             hint = ""
             if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:////"):
                 hint = f" ({self.url} names the absolute path {where})"
@@ -626,7 +634,10 @@ class Store:
         return int(row[0]) - count + 1
 
 
-def open_store(url: str | os.PathLike[str], *, migrate: bool = True, books: bool = True) -> Store:
-    """Open (and by default migrate) the bank database at `url`. Without `migrate` it must
-    exist, and with `books` hold the books' schema (StoreError names what is missing)."""
-    return Store(url, migrate=migrate, books=books)
+def open_store(
+    url: str | os.PathLike[str], *, create: bool = True, migrate: bool = True, books: bool = True
+) -> Store:
+    """Open the bank database at `url`: made if missing (`create`; otherwise it must exist and,
+    with `books`, hold the books' schema: StoreError names what is missing), and brought to the
+    newest schema (`migrate`)."""
+    return Store(url, create=create, migrate=migrate, books=books)

@@ -40,7 +40,7 @@ def _keys(db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any,
     from hubi.bank import records as rec
     from hubi.bank.store import open_store
 
-    store = open_store(db, migrate=False)
+    store = open_store(db, create=False, migrate=False)
     trust = keys = None
     if trust_dir is not None:
         trust = kmc_mod.load_trust(trust_dir)

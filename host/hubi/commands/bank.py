@@ -67,10 +67,8 @@ def _engine(
     from hubi.bank.store import open_store
 
     bank = resolve_bank(home, bank)
-    url = db or default_db_url(home, bank)
-    if not create:
-        open_store(url, migrate=False).close()  # StoreError: no books there
-    return BankEngine.open(url, home=home, bank=bank, **kw)
+    store = open_store(db or default_db_url(home, bank), create=create)
+    return BankEngine.open(store, home=home, bank=bank, **kw)
 
 
 def _home_option(f: Any) -> Any:
