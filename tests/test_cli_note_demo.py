@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,6 +84,39 @@ def test_note_show_without_trust_says_so(tmp_path: Path, bundle: Path) -> None:
     code, out = run("note", "show", str(lone), "--json")
     assert code == 0
     assert json.loads(out)["verification"]["ok"] is None
+
+
+def _broken_bundles(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    """Trust bundles each wrong in one way, with the words the error must say."""
+    out: dict[str, tuple[Path, str]] = {"missing": (root / "nowhere", "no such folder")}
+    for case in ("no-file", "not-json", "no-matrix", "short-matrix", "unsigned"):
+        d = root / case
+        shutil.copytree(good, d)
+        out[case] = (d, "")
+    (out["no-file"][0] / "consortium.json").unlink()
+    out["no-file"] = (out["no-file"][0], "no consortium.json in it")
+    (out["not-json"][0] / "consortium.json").write_text("{bad")
+    out["not-json"] = (out["not-json"][0], "consortium file is not JSON")
+    (out["no-matrix"][0] / "matrices" / "BKB.pub").unlink()
+    out["no-matrix"] = (out["no-matrix"][0], "public matrix of bank BKB missing")
+    short = out["short-matrix"][0] / "matrices" / "BKA.pub"
+    short.write_bytes(short.read_bytes()[:100])
+    out["short-matrix"] = (out["short-matrix"][0], "matrices/BKA.pub: public matrix: expected")
+    doc = json.loads((good / "consortium.json").read_text())
+    doc["signatures"] = {}
+    (out["unsigned"][0] / "consortium.json").write_text(json.dumps(doc))
+    out["unsigned"] = (out["unsigned"][0], "has not signed")
+    return out
+
+
+def test_note_show_names_a_broken_trust_bundle_not_the_note(tmp_path: Path, bundle: Path) -> None:
+    """The note is fine; the bundle given to check it is not. The error says which, and where."""
+    for case, (trust, words) in _broken_bundles(bundle / "trust", tmp_path).items():
+        code, out = run("note", "show", str(bundle / "note.bin"), "--trust", str(trust), "--json")
+        assert code == 2, (case, out)
+        err = json.loads(out)
+        assert err["error"] == "TrustBundleError", (case, err)
+        assert f"trust bundle {trust}: " in err["message"] and words in err["message"], (case, err)
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hubi_core import codec, cpk, suite
 from hubi_core.consortium import BankEntry, Consortium
+from hubi_core.errors import HubiError
 from hubi_core.verify import Trust
 
 
@@ -96,16 +97,41 @@ def save_trust(
     write_atomic(directory / "consortium.json", consortium.to_json().encode())
 
 
+class TrustBundleError(HubiError, ValueError):
+    """A trust bundle that cannot be used; the message names the folder and what is wrong."""
+
+
 def load_trust(directory: Path) -> Trust:
     """Load and check a trust bundle: matrices must match the digests the consortium pins."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise TrustBundleError(f"trust bundle {directory}: no such folder")
+    try:
+        return _load_trust(directory)
+    except (OSError, ValueError, HubiError) as exc:
+        # Name the bundle: the caller is usually reading something else (a note, a book).
+        raise TrustBundleError(f"trust bundle {directory}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"no {Path(exc.filename).name} in it"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
+
+
+def _load_trust(directory: Path) -> Trust:
     consortium = Consortium.from_json((directory / "consortium.json").read_text())
     matrices = {}
     for bank in consortium.bank_ids():
         path = directory / "matrices" / f"{bank}.pub"
         if not path.exists():
-            raise FileNotFoundError(f"public matrix of bank {bank} missing: {path}")
-        matrices[bank] = cpk.PublicMatrix.from_bytes(path.read_bytes())
+            raise ValueError(f"public matrix of bank {bank} missing: matrices/{bank}.pub")
+        try:
+            matrices[bank] = cpk.PublicMatrix.from_bytes(path.read_bytes())
+        except ValueError as exc:
+            raise ValueError(f"matrices/{bank}.pub: {exc}") from exc
     trust = Trust(consortium, matrices)
     consortium.check_signatures(trust)
     return trust

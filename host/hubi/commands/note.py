@@ -28,8 +28,7 @@ def describe(data: bytes, trust_dir: Path | None) -> dict[str, Any]:
     if trust_dir is None:
         out["verification"] = {"ok": None, "reason": "no trust bundle found (pass --trust DIR)"}
     else:
-        trust = kmc.load_trust(trust_dir)
-        out["verification"] = verify.verify_object(obj, trust).as_dict()
+        out["verification"] = verify.verify_object(obj, kmc.load_trust(trust_dir)).as_dict()
         out["verification"]["trust"] = str(trust_dir)
     return out
 
@@ -53,18 +52,24 @@ def show(file: Path, trust_dir: Path | None, as_json: bool) -> None:
     try:
         data = objects.read_object_bytes(file)
         info = describe(data, trust_dir or kmc.find_trust(file.parent))
+    except kmc.TrustBundleError as exc:  # the note may be fine; the bundle to check it is not
+        _fail(as_json, type(exc).__name__, f"cannot verify {file}: {exc}")
     except (HubiError, ValueError, OSError) as exc:
-        if as_json:
-            print_json({"error": type(exc).__name__, "message": str(exc)})
-        else:
-            err_console.print(f"[red]cannot read {file}: {type(exc).__name__}: {exc}[/red]")
-        sys.exit(2)
+        _fail(as_json, type(exc).__name__, f"cannot read {file}: {type(exc).__name__}: {exc}")
     if as_json:
         print_json(info)
     else:
         _print_human(info)
     ver = info["verification"]
     sys.exit(0 if ver["ok"] is not False else 1)
+
+
+def _fail(as_json: bool, error: str, message: str) -> None:
+    if as_json:
+        print_json({"error": error, "message": message})
+    else:
+        err_console.print(f"[red]{message}[/red]")
+    sys.exit(2)
 
 
 def _print_human(info: dict[str, Any]) -> None:
