@@ -41,9 +41,14 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Shop:
 def test_amounts() -> None:
     assert parse_amount("12.50") == 1250 and parse_amount("1,000") == 100000
     assert parse_amount(3) == 300 and parse_amount("0.01") == 1
-    for bad in ("1.234", "-1", "0", "abc", "nan", "1e30"):
+    assert parse_amount("12,345.6") == 1234560 and parse_amount(" .5 ") == 50
+    for bad in ("1.234", "-1", "0", "abc", "nan", "1e30", "1e3", "+1", "١٢"):
         with pytest.raises(ValueError):
             parse_amount(bad)
+    # A decimal comma is refused, not dropped: '1,5' asked 15.00 of a customer who meant 1.50.
+    for comma in ("1,5", "1,50", "12,34.5", "1,2345"):
+        with pytest.raises(ValueError, match="a comma only separates thousands"):
+            parse_amount(comma)
     assert format_amount(123456, "CNY") == "1,234.56 CNY" and format_amount(5) == "0.05"
 
 

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 MINOR_DIGITS = 2  # every currency hubi knows (CNY, ...) has two decimal places
+
+
+# Digits, commas only between groups of three (1,250.00), '.' before at most the decimals.
+# A comma elsewhere is refused rather than dropped: '1,5' meant 1.5 to whoever typed it.
+_AMOUNT = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+", re.ASCII)
 
 
 def parse_amount(text: str | int | Decimal) -> int:
     """'12.50' -> 1250 minor units. Refuses negatives, zero, more than two decimals."""
     if isinstance(text, int):
         value = Decimal(text)
+    elif isinstance(text, Decimal):
+        value = text
     else:
-        try:
-            value = Decimal(str(text).strip().replace(",", "").replace("_", ""))
-        except InvalidOperation:
-            raise ValueError(f"amount {text!r} is not a number") from None
+        typed = str(text).strip()
+        if not _AMOUNT.fullmatch(typed):
+            if "," in typed and _AMOUNT.fullmatch(typed.replace(",", "")):
+                raise ValueError(
+                    f"amount {text!r}: a comma only separates thousands (1,250.00);"
+                    " the decimal point is '.'"
+                )
+            if typed.startswith("-"):
+                raise ValueError(f"amount {text!r} must be positive")
+            raise ValueError(f"amount {text!r} is not a number (write digits, e.g. 12.50)")
+        value = Decimal(typed.replace(",", ""))
     if not value.is_finite():
         raise ValueError(f"amount {text!r} is not a number")
     minor = value.scaleb(MINOR_DIGITS)
