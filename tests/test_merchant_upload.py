@@ -11,9 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from hubi import kmc
 from hubi.bank.engine import BankEngine
+from hubi.cli import main
 from hubi.merchant import Merchant, import_identity
 from hubi.merchant.upload import backoff_delay
 from hubi_core import codec
@@ -138,6 +140,37 @@ def test_upload_keeps_notes_while_the_bank_is_down_and_retries(shop: Shop, nodes
     node.start()
     code, out = hubi_json("merchant", "--home", str(shop.home), "upload", "--bank", node.url)
     assert code == 0 and out["counts"]["booked"] == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--bank", "bkb.example", "'bkb.example' is not an http:// or https:// URL"),
+        ("--bank", "ftp://127.0.0.1:8080", "is not an http:// or https:// URL"),
+        ("--bank", "http://127.0.0.1:99999", "a port 1-65535"),
+        ("--bank", "http://[::1", "is not an http:// or https:// URL"),
+        ("--backoff", "-1", "not in the range x>=0"),
+        ("--max-backoff", "nan", "'nan' is not a finite number of seconds"),
+        ("--timeout", "0", "not in the range x>0"),
+    ],
+)
+def test_upload_refuses_a_bad_url_or_delay_before_it_tries(
+    shop: Shop, option: str, value: str, words: str
+) -> None:
+    """A mistyped --bank was tried and retried as 'bank unreachable' (or crashed in httpx), and a
+    negative back-off failed in the middle of the loop; now it is a usage error, nothing tried."""
+    payers = prepare(shop)
+    with shop.merchant() as m:
+        pay(m, payers[PAYER], 500)
+    args = ["merchant", "--home", str(shop.home), "upload", "--retries", "0"]
+    if option != "--bank":
+        args += ["--bank", "http://127.0.0.1:1"]
+    result = CliRunner().invoke(main, [*args, option, value])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{option}'" in result.output and words in result.output
+    with shop.merchant() as m:
+        (row,) = m.notes()
+        assert row.state == "pending" and row.attempts == 0
 
 
 def test_backoff_is_exponential_and_capped() -> None:

@@ -27,29 +27,10 @@ from typing import Any
 import click
 import rich.markup
 
+from hubi.commands.params import check_url
 from hubi.output import console, err_console, print_json
 
 __all__ = ["consortium"]
-
-
-def _url(value: str, what: str) -> str:
-    """An http(s) URL with a host (and a valid port, if any), else a usage error that names it:
-    a peer or etcd URL that is not one would only fail later, at the first request."""
-    from urllib.parse import urlsplit
-
-    url = value.strip()
-    try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
-    except ValueError:
-        ok = False
-    if not ok:
-        raise click.BadParameter(
-            f"{url!r} is not an http:// or https:// URL (a host, and a port 1-65535 if any)",
-            param_hint=what,
-        )
-    return url
 
 
 def _pairs(values: tuple[str, ...], what: str, banks: list[str]) -> dict[str, list[str]]:
@@ -64,7 +45,7 @@ def _pairs(values: tuple[str, ...], what: str, banks: list[str]) -> dict[str, li
                 f"{v!r} names {bank}, which is not among the banks {', '.join(banks)}",
                 param_hint=what,
             )
-        out.setdefault(bank, []).append(_url(url, what))
+        out.setdefault(bank, []).append(check_url(url, what))
     return out
 
 
@@ -191,8 +172,8 @@ def join_cmd(
     from hubi_core import ids
     from hubi_core.consortium import BankEntry
 
-    endpoints = tuple(_url(u, "--endpoint") for u in endpoints)
-    etcd = tuple(_url(u, "--etcd") for u in etcd)
+    endpoints = tuple(check_url(u, "--endpoint") for u in endpoints)
+    etcd = tuple(check_url(u, "--etcd") for u in etcd)
     try:
         ids.check_bank_id(bank)
         trust = kmc_mod.load_trust(Path(home) / "trust")

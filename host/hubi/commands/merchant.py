@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import click
 
+from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS
 from hubi.output import console, err_console, print_json
 
 HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
@@ -264,7 +265,7 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
 )
 @click.option(
     "--timeout",
-    type=float,
+    type=POSITIVE_SECONDS,
     default=120.0,
     show_default=True,
     help="Camera: give up after this many seconds.",
@@ -416,11 +417,15 @@ def _print_result(res: Any, no_qr: bool, req_mod: Any) -> None:
 
 # ---------------------------------------------------------------------------------- upload
 @merchant.command()
-@click.option("--bank", "bank_url", help="Bank node URL (default: the consortium's endpoint).")
+@click.option(
+    "--bank", "bank_url", type=HTTP_URL, help="Bank node URL (default: the consortium's endpoint)."
+)
 @click.option("--retries", default=6, show_default=True, type=click.IntRange(0), help="Per note.")
-@click.option("--backoff", default=0.5, show_default=True, type=float, help="First delay (s).")
-@click.option("--max-backoff", default=30.0, show_default=True, type=float, help="Delay cap (s).")
-@click.option("--timeout", default=10.0, show_default=True, type=float, help="HTTP timeout (s).")
+@click.option("--backoff", default=0.5, show_default=True, type=SECONDS, help="First delay (s).")
+@click.option("--max-backoff", default=30.0, show_default=True, type=SECONDS, help="Delay cap (s).")
+@click.option(
+    "--timeout", default=10.0, show_default=True, type=POSITIVE_SECONDS, help="HTTP timeout (s)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def upload(

@@ -1,0 +1,53 @@
+"""Command-line values checked where they are typed: a usage error names the option at once,
+instead of a request that fails later (or is retried as if the network were down)."""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import urlsplit
+
+import click
+
+
+def check_url(value: str, what: str) -> str:
+    """An http(s) URL with a host (and a port in 1-65535, if any), else a usage error."""
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
+    except ValueError:  # e.g. "http://[::1" or a port of 99999
+        ok = False
+    if not ok:
+        raise click.BadParameter(
+            f"{url!r} is not an http:// or https:// URL (a host, and a port 1-65535 if any)",
+            param_hint=what,
+        )
+    return url
+
+
+class HttpUrl(click.ParamType):
+    """click type for a node URL: `type=HTTP_URL`."""
+
+    name = "URL"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        if not isinstance(value, str):
+            self.fail(f"{value!r} is not a URL", param, ctx)
+        what = f"'{param.opts[0]}'" if param is not None and param.opts else "URL"
+        return check_url(value, what)
+
+
+class Seconds(click.FloatRange):
+    """A finite number of seconds in range (FloatRange alone lets nan through)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
+
+
+HTTP_URL = HttpUrl()
+SECONDS = Seconds(min=0.0)  # a delay: 0 (no wait) or more
+POSITIVE_SECONDS = Seconds(min=0.0, min_open=True)  # a timeout: more than 0
