@@ -72,6 +72,40 @@ def test_cli_provision_pay_info(tmp_path: Path) -> None:
     assert code == 2 and "cannot talk to the token" in out
 
 
+def test_cli_provision_refuses_bad_values_before_the_token_gets_anything(tmp_path: Path) -> None:
+    """A PIN the token would refuse was found out only at the commit, after 68 KB of trust
+    files; a negative allowance after them too; --days -1 gave a token an expired allowance.
+    Now each is refused first: exit 2, the reason, nothing uploaded, the token still blank."""
+    world = TokenWorld(tmp_path / "w")
+    sim = world.sim(world.new_state(), "headless").start()
+    try:
+        sim.wait_ready()
+        port = str(sim.port)
+        base = ["provision", "--port", port, "--home", str(world.home)]
+        cases = [
+            (["--account", PAYER, "--pin", "12"], "PIN must be 4 to 8 digits"),
+            (["--account", PAYER, "--pin", "123456789"], "PIN must be 4 to 8 digits"),
+            (["--account", PAYER, "--pin", "12a4"], "PIN must be digits only"),
+            (["--account", PAYER, "--pin", "2468", "--days", "-1"], "'--days': -1 is not in"),
+            (["--account", PAYER, "--pin", "2468", "--allowance", "-5"], "'--allowance': -5"),
+            (["--account", PAYER, "--pin", "2468", "--first-serial", "0"], "'--first-serial'"),
+            (["--account", "BKZ-000000000001", "--pin", "2468"], "bank BKZ has no KMC in home"),
+        ]
+        for args, words in cases:
+            code, out = run(*base, *args)
+            flat = " ".join(out.split())
+            assert code == 2 and words in flat, (args, out)
+            assert "uploaded" not in flat, (args, out)
+            code, out = run("info", "--port", port, "--json")
+            assert json.loads(out)["state"] == "blank", args
+        # --allowance 0: no allowance; the summary has no 'None' for what provisioning omits
+        code, out = run(*base, "--account", PAYER, "--pin", "2468", "--allowance", "0")
+        assert code == 0 and "state: ready" in out and "None" not in out, out
+        assert "allowance" not in out.split("state: ready", 1)[1]
+    finally:
+        sim.stop()
+
+
 def test_sim_command_keyboard_mode(tmp_path: Path) -> None:
     """`hubi token sim` on a terminal: prints the pty path, forwards key presses to the
     firmware's input, q quits and stops the firmware."""

@@ -29,6 +29,8 @@ from hubi_core import ct
 LIMIT = 10
 FREE_TRIES = 3
 MAX_BACKOFF_STEPS = 6  # the delay doubles at most this many times
+# The rule of hubi_core.tokenmsg.check_pin (the host checks a PIN before provisioning with it);
+# written out here so that the resident keystore does not keep tokenmsg in the heap.
 PIN_MIN = 4
 PIN_MAX = 8
 DEV = "dev.bin"

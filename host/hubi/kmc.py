@@ -60,10 +60,6 @@ class Kmc:
     def create(cls, bank: str, seed: bytes | None = None) -> Kmc:
         return cls(cpk.PrivateMatrix.generate(bank, seed))
 
-    @classmethod
-    def load(cls, path: Path) -> Kmc:
-        return cls(cpk.PrivateMatrix.from_bytes(Path(path).read_bytes()))
-
     def save(self, path: Path) -> None:
         write_secret(Path(path), self._matrix.to_bytes())
 
@@ -211,12 +207,23 @@ def create_home(
     return load_trust(Path(home) / "trust")
 
 
+def _bank_secret(home: Path, bank: str, name: str, what: str) -> bytes:
+    path = bank_dir(home, bank) / name
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        # Usually a mistyped account or --home: say which bank and which home, not just ENOENT.
+        raise FileNotFoundError(
+            f"bank {bank} has no {what} in home {home} (no file {path})"
+        ) from None
+
+
 def load_bank_identity(home: Path, bank: str) -> BankIdentity:
-    raw = (bank_dir(home, bank) / "identity.secret").read_bytes()
+    raw = _bank_secret(home, bank, "identity.secret", "identity key")
     if len(raw) != 65:
         raise ValueError(f"identity file of bank {bank} is corrupt ({len(raw)} bytes)")
     return BankIdentity(bank, suite.check_private(int.from_bytes(raw[:32], "big")), raw[32:])
 
 
 def load_kmc(home: Path, bank: str) -> Kmc:
-    return Kmc.load(bank_dir(home, bank) / "kmc.secret")
+    return Kmc(cpk.PrivateMatrix.from_bytes(_bank_secret(home, bank, "kmc.secret", "KMC")))

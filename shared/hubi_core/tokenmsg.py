@@ -37,6 +37,19 @@ _NAMES = {
     B_TIME: "time",
 }
 _REQUIRED = (B_KEY, B_TEMPLATE, B_PIN, B_CONSORTIUM)
+PIN_MIN = 4
+PIN_MAX = 8
+
+
+def check_pin(pin):
+    """The bundle's PIN as the token will take it (core.keystore.check_pin, same rule)."""
+    if not isinstance(pin, str) or not PIN_MIN <= len(pin) <= PIN_MAX:
+        raise BadValue("PIN must be %d to %d digits" % (PIN_MIN, PIN_MAX))
+    for ch in pin:
+        if ch not in "0123456789":
+            raise BadValue("PIN must be digits only")
+    return pin
+
 
 # PAY_REQUEST reply status byte
 PAY_NOTE = 1  # the user confirmed on the device; the note follows

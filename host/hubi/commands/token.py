@@ -114,7 +114,9 @@ def info_cmd(port: str, as_json: bool) -> None:
 
 
 def _print_info(i: dict[str, Any]) -> None:
-    console.print(f"[bold]{i.get('board')}[/bold] {i.get('firmware')}  state: {i['state']}")
+    # provisioning's reply has no board or firmware: print what the token said, no "None"
+    head = " ".join(str(i[k]) for k in ("board", "firmware") if i.get(k))
+    console.print(f"[bold]{head}[/bold]  state: {i['state']}" if head else f"state: {i['state']}")
     if i["state"] == "ready":
         console.print(f"account {i['account']} ({i['currency']})  next serial {i['next_serial']}")
         al = i.get("allowance")
@@ -131,10 +133,15 @@ def _print_info(i: dict[str, Any]) -> None:
 @click.option("--account", required=True)
 @click.option("--pin", help="Initial PIN (4-8 digits); prompted if not given.")
 @click.option(
-    "--allowance", "cap", type=int, default=100000, show_default=True, help="Minor units."
+    "--allowance",
+    "cap",
+    type=click.IntRange(0),
+    default=100000,
+    show_default=True,
+    help="Minor units (0: none).",
 )
-@click.option("--days", type=int, default=30, show_default=True)
-@click.option("--first-serial", type=int, default=1, show_default=True)
+@click.option("--days", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--first-serial", type=click.IntRange(1), default=1, show_default=True)
 @json_opt
 def provision_cmd(
     port: str,
@@ -174,8 +181,8 @@ def _upload_progress(name: str, done: int, total: int) -> None:
 @token.command("allowance")
 @port_opt
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--amount", type=int, required=True, help="Cap in minor units.")
-@click.option("--days", type=int, default=30, show_default=True)
+@click.option("--amount", type=click.IntRange(1), required=True, help="Cap in minor units.")
+@click.option("--days", type=click.IntRange(1), default=30, show_default=True)
 @json_opt
 def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) -> None:
     """Load a new bank-signed offline allowance (the old one is replaced)."""

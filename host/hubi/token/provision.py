@@ -113,6 +113,7 @@ def provision(
     `issued`: an account the bank already opened (key + template); `allowance`: an
     OfflineAllowance the bank recorded (BankEngine.issue_allowance); without one, an allowance
     of `allowance_cap` is signed here with the bank's key."""
+    tokenmsg.check_pin(pin)  # before ~68 KB of trust files go over the link, not after
     info = tok.info()
     if info["state"] != "blank":
         raise RuntimeError(
