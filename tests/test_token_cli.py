@@ -102,6 +102,23 @@ def test_cli_provision_refuses_bad_values_before_the_token_gets_anything(tmp_pat
         code, out = run(*base, "--account", PAYER, "--pin", "2468", "--allowance", "0")
         assert code == 0 and "state: ready" in out and "None" not in out, out
         assert "allowance" not in out.split("state: ready", 1)[1]
+        # the allowance command: a home without the bank's key is named (it was a traceback);
+        # what the token loaded is printed in words (it was a Python dict)
+        code, out = run("allowance", "--port", port, "--home", str(tmp_path), "--amount", "700")
+        assert code == 2 and "bank BKA has no identity key in home" in " ".join(out.split())
+        code, out = run("allowance", "--port", port, "--home", str(world.home), "--amount", "700")
+        assert code == 0 and "700 of 700 left" in out and "from note serial 1" in out, out
+        # pay --out into a folder that is not there: refused before the token signs anything
+        req = tmp_path / "req.bin"
+        req.write_bytes(world.request(PAYEE, 300, "tea"))
+        lost = tmp_path / "no-such-folder" / "note.bin"
+        code, out = run(
+            "pay", "--port", port, "--request", str(req), "--pin", "2468", "--yes",
+            "--out", str(lost),
+        )  # fmt: skip
+        assert code == 2 and "no folder" in out, out
+        code, out = run("info", "--port", port, "--json")
+        assert json.loads(out)["notes"] == 0 and json.loads(out)["next_serial"] == 1
     finally:
         sim.stop()
 

@@ -193,16 +193,31 @@ def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) 
         i = tok.info()
         if i["state"] != "ready":
             _fail("token not provisioned")
-        bank = kmc.load_bank_identity(home, ids.bank_of(i["account"]))
-        now = int(time.time())
-        a = prov.make_allowance(bank, i["account"], amount, i["next_serial"], now + days * 86400)
-        _out(tok.load_allowance(codec.encode(a)), as_json, lambda d: console.print(d))
+        try:
+            bank = kmc.load_bank_identity(home, ids.bank_of(i["account"]))
+            now = int(time.time())
+            expiry = now + days * 86400
+            a = prov.make_allowance(bank, i["account"], amount, i["next_serial"], expiry)
+        except (OSError, ValueError) as e:
+            _fail(str(e))
+        _out(tok.load_allowance(codec.encode(a)), as_json, _print_allowance)
+
+
+def _print_allowance(a: dict[str, Any]) -> None:
+    expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(a["expiry"]))
+    console.print(
+        f"allowance #{a['serial']}: {a['left']} of {a['cap']} left (minor units), from note"
+        f" serial {a['first_serial']}, expires {expires}"
+    )
 
 
 @token.command("pay")
 @port_opt
 @click.option(
-    "--request", "request_file", type=click.Path(exists=True, path_type=Path), required=True
+    "--request",
+    "request_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
 )
 @click.option("--pin", help="Headless tokens: the PIN (prompted if not given).")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
@@ -214,7 +229,12 @@ def pay_cmd(
     """Send a payee's Request; confirm on the token (or here, for headless ones); get the note."""
     from hubi import objects
 
-    raw = objects.read_object_bytes(request_file)
+    try:
+        raw = objects.read_object_bytes(request_file)
+    except (HubiError, OSError, ValueError) as e:
+        _fail(f"cannot read {request_file}: {e}")
+    if out_file and not out_file.parent.is_dir():  # before the token signs, not after
+        _fail(f"cannot write the note to {out_file}: no folder {out_file.parent}")
     with _token(port) as tok:
         if not as_json:
             console.print("confirm the payment on the token...")
@@ -279,7 +299,7 @@ def notes_cmd(port: str, as_json: bool) -> None:
 
 @token.command("notice")
 @port_opt
-@click.argument("file", type=click.Path(exists=True, path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @json_opt
 def notice_cmd(port: str, file: Path, as_json: bool) -> None:
     """Load a BalanceNotice or Receipt into the token (verified there)."""
