@@ -4,6 +4,7 @@ files, show; audit verify / locate / recover / restore with JSON and exit codes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -15,7 +16,7 @@ from hubi import kmc
 from hubi.bank import restore
 from hubi.bank.store import StoreError
 from hubi.cli import main
-from hubi_core import codec
+from hubi_core import codec, png
 from tests.test_bank_support import make_url, postgres_server  # noqa: F401
 
 pytestmark = pytest.mark.xdist_group("bank-cli")
@@ -90,6 +91,19 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
         "bank", "book", str(tmp_path / "junk.note"), "--home", h, "--bank", "BKA", "--json", code=1
     )
     assert bad["outcomes"][0]["status"] == "rejected"
+    # One outcome per file, in the files' order: an empty file is a rejected note (it was
+    # dropped: no outcome, exit 0), an image with no QR code in it is rejected with its reason.
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a-empty.note").write_bytes(b"")
+    with (mixed / "b-blank.png").open("wb") as f:
+        png.write(f, 64, 64, [bytes([255] * 64)] * 64)
+    shutil.copy(files[3], mixed / "c-again.note")
+    shutil.copy(tmp_path / "junk.note", mixed / "d-junk.note")
+    out = run("bank", "book", str(mixed), "--home", h, "--bank", "BKA", "--json", code=1)
+    assert [Path(o["file"]).name for o in out["outcomes"]] == sorted(os.listdir(mixed))
+    assert [o["status"] for o in out["outcomes"]] == ["rejected", "rejected", "booked", "rejected"]
+    assert "truncated" in out["outcomes"][0]["reason"] and out["outcomes"][2]["replay"]
     show = run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA", "--json")
     assert show["balance"] == 5000 - sum(10 * s for s in range(1, 13)) and show["records"] == 13
     assert "amy" in run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA")["output"]

@@ -283,27 +283,26 @@ def book_cmd(
             task = prog.add_task("booking", total=len(paths))
             for i in range(0, len(paths), batch):
                 chunk = paths[i : i + batch]
-                datas: list[bytes] = []
+                # None marks a file that could not be read (b"" is an empty file: a bad note)
+                datas: list[bytes | None] = []
+                unreadable: dict[Path, dict[str, Any]] = {}
                 for p in chunk:
                     try:
                         datas.append(objects.read_object_bytes(p))
                     except Exception as exc:  # noqa: BLE001 - an unreadable file is one result
-                        datas.append(b"")
-                        results.append(
-                            {
-                                "file": str(p),
-                                "status": "rejected",
-                                "ok": False,
-                                "reason": f"{type(exc).__name__}: {exc}",
-                            }
-                        )
-                outs = eng.book_many([d for d in datas if d])
-                it = iter(outs)
-                for p, d in zip(chunk, datas):
-                    if d:
-                        doc = next(it).as_dict()
-                        doc["file"] = str(p)
-                        results.append(doc)
+                        datas.append(None)
+                        unreadable[p] = {
+                            "file": str(p),
+                            "status": "rejected",
+                            "ok": False,
+                            "reason": f"{type(exc).__name__}: {exc}",
+                        }
+                outs = iter(eng.book_many([d for d in datas if d is not None]))
+                for p, d in zip(chunk, datas):  # one result per file, in the files' order
+                    if d is None:
+                        results.append(unreadable[p])
+                    else:
+                        results.append({**next(outs).as_dict(), "file": str(p)})
                 prog.advance(task, len(chunk))
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
