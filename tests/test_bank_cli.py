@@ -164,6 +164,16 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
         "item 6",
         True,
     )
+    # a candidates file that is not text, and a book that is not there, are named plainly
+    latin = tmp_path / "payees-latin1.txt"
+    latin.write_bytes("BKA-bö\n".encode("latin-1"))
+    for book, cands, words in (
+        ("BKA-amy", latin, f"{latin} is not UTF-8 text (byte 5)"),
+        ("BKA-nobody", payees, f"no book BKA-nobody in {url}"),
+    ):
+        args = ["--book", book, "--payees", str(cands), "--purposes", str(purposes), "--json"]
+        err = run("audit", "recover", "--db", url, "--home", h, *args, code=2)
+        assert err["error"] == "RecoveryError" and words in err["message"], err
     restored = run(
         "audit", "restore", "--db", url, "--backup", f"sqlite:///{backup}", "--home", h, "--json"
     )

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hubi.bank import records as rec
-from hubi.bank.store import Store
+from hubi.bank.store import Store, display_url
 from hubi_core import codec, lsum
 
 __all__ = [
@@ -118,7 +118,7 @@ def locate(
         "SELECT n, ecode, coded_bal, last_kind, last_lsum FROM books WHERE book = ?", (book,)
     )
     if head is None:
-        raise RecoveryError(f"no book {book} in {store!r}")
+        raise RecoveryError(f"no book {book} in {display_url(store.url)}")
     head_n = int(head[0])
     present = {int(r[0]) for r in tx.all("SELECT n FROM records WHERE book = ?", (book,))}
     if n is None:
@@ -345,5 +345,8 @@ def recover(
 
 def read_lines(path: Any) -> list[str]:
     """Candidate file: one value per line (UTF-8); blank lines count as "" (no purpose)."""
-    with open(path, encoding="utf-8") as fh:
-        return [line.rstrip("\r\n") for line in fh]
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [line.rstrip("\r\n") for line in fh]
+    except UnicodeDecodeError as exc:
+        raise RecoveryError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from None
