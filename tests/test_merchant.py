@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -157,6 +158,13 @@ def test_init_refuses_a_key_that_is_not_the_templates(shop: Shop, tmp_path: Path
     tpl.write_bytes((shop.home / "template.bin").read_bytes())
     with pytest.raises(MerchantError, match="does not belong"):
         import_identity(tmp_path / "m2", key, tpl, shop.bank_home / "trust")
+    assert not (tmp_path / "m2").exists()  # a refused init leaves no half-made home behind
+    broken = tmp_path / "broken-trust"
+    shutil.copytree(shop.bank_home / "trust", broken)
+    (broken / "consortium.json").write_text("{")
+    with pytest.raises(ValueError, match=f"trust bundle {broken}: consortium file is not JSON"):
+        import_identity(tmp_path / "m2", key, tpl, broken)
+    assert not (tmp_path / "m2").exists()
     with pytest.raises(MerchantError, match="already holds a merchant"):
         init_from_bank_home(shop.home, shop.bank_home, MERCHANT)
     with pytest.raises(MerchantError, match="merchant init"):

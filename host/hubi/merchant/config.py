@@ -68,8 +68,6 @@ class Identity:
 
 def _copy_trust(src: Path, dst: Path) -> None:
     src = Path(src)
-    if not (src / "consortium.json").exists():
-        raise MerchantError(f"{src} is not a trust bundle (no consortium.json)")
     tmp = dst.with_name(dst.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -83,10 +81,10 @@ def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) 
     home = Path(home)
     if (home / CONFIG).exists():
         raise MerchantError(f"{home} already holds a merchant ({CONFIG}); pick another --home")
+    # Check the bundle and the identity first: a refused init writes nothing into the home.
+    check_identity(private, template, kmc.load_trust(trust_src))
     home.mkdir(parents=True, exist_ok=True)
     _copy_trust(trust_src, home / TRUST)
-    trust = kmc.load_trust(home / TRUST)
-    check_identity(private, template, trust)
     kmc.write_secret(home / SECRET, private.to_bytes(32, "big"))
     kmc.write_atomic(home / TEMPLATE, codec.encode(template))
     cfg = {
