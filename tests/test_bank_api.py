@@ -357,3 +357,43 @@ def test_both_http_stacks_serve_the_api(bank_world, nodes, tmp_path, impl, stack
         assert c.get("/health").json()["status"] == "ok"
     with BankEngine.open(db, home=bank_world.home, bank="BKA") as eng:
         assert eng.balance("BKA-000002") == 1_000 + 60
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--port", "99999"], "'--port': 99999 is not in the range 0<=x<=65535"),
+        (["--port", "-1"], "'--port': -1 is not in the range"),
+        (["--grace", "nan"], "'--grace': 'nan' is not a finite number of seconds"),
+        (["--grace", "-1"], "'--grace': -1.0 is not in the range x>=0.0"),
+        (["--replica-of", "primary:8700"], "is not an http:// or https:// URL"),
+    ],
+)
+def test_serve_refuses_a_bad_option_before_it_starts(bank_world, args, words):
+    """--port 99999 listened on 34463 (the kernel keeps 16 bits) while uvicorn announced 99999;
+    a replica of 'primary:8700' ran and failed every pull. Now each is a usage error."""
+    from click.testing import CliRunner
+
+    from hubi.bank.server import serve_command
+
+    home = ["--home", str(bank_world.home), "--bank", "BKA"]
+    result = CliRunner().invoke(serve_command, [*home, *args])
+    assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_serve_names_the_address_it_cannot_listen_on(bank_world, nodes, tmp_path):
+    """A port already taken: the node exits non-zero, says which address, writes no ready file."""
+    import subprocess
+
+    db = str(tmp_path / "bka.db")
+    prepare_bank(bank_world.home, "BKA", db, accounts=1, funds=0)
+    first = nodes(bank_world.home, "BKA", db).start()
+    ready = tmp_path / "second.json"
+    argv = bank_nodes.serve_argv(bank_world.home, "BKA", first.port, ready, "info", [])
+    proc = subprocess.run(
+        [*argv, "--db", db], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert proc.returncode != 0
+    assert f"bank BKA could not listen on 127.0.0.1 port {first.port}" in proc.stderr
+    assert "address already in use" in proc.stderr and not ready.exists()
+    assert httpx.get(f"{first.url}/health", timeout=10).json()["status"] == "ok"

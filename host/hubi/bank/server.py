@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hubi.commands.params import HTTP_URL, SECONDS
+
 if TYPE_CHECKING:  # the web stack loads only when a node runs, not on every `hubi` call
     from hubi.bank import api
 
@@ -216,6 +218,13 @@ def serve(cfg: ServeConfig) -> int:
     server.ready_file = cfg.ready_file
     try:
         server.run()
+    except SystemExit as exc:  # uvicorn exits when it cannot listen; say where it tried
+        if server.started:
+            raise
+        log.error(
+            "bank %s could not listen on %s port %d (see above)", cfg.bank, cfg.host, cfg.port
+        )
+        return exc.code if isinstance(exc.code, int) and exc.code else 1
     finally:
         if cfg.ready_file is not None:
             cfg.ready_file.unlink(missing_ok=True)
@@ -246,7 +255,11 @@ def serve(cfg: ServeConfig) -> int:
 )
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on.")
 @click.option(
-    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port (0: any free port)."
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port (0: any free port).",
 )
 @click.option(
     "--checkpoint-every",
@@ -256,6 +269,7 @@ def serve(cfg: ServeConfig) -> int:
 )
 @click.option(
     "--replica-of",
+    type=HTTP_URL,
     default=None,
     metavar="URL",
     help="Run as the hot backup of the primary node at URL (copies its records).",
@@ -268,7 +282,7 @@ def serve(cfg: ServeConfig) -> int:
 )
 @click.option(
     "--grace",
-    type=float,
+    type=SECONDS,
     default=10.0,
     show_default=True,
     help="Seconds requests in flight get to finish on SIGTERM/SIGINT.",
