@@ -57,3 +57,20 @@ def test_sqlite_urls_name_one_file_however_many_slashes() -> None:
     assert parse_url("sqlite:///tmp/b.db").target == "/tmp/b.db"
     assert parse_url("sqlite:////tmp/b.db").target == "/tmp/b.db"
     assert parse_url("sqlite:b.db").target == parse_url("b.db").target == "b.db"
+
+
+def test_a_hot_backup_reads_its_url_as_the_books_do(tmp_path: Path) -> None:
+    """The replica's database had its own URL parser, which made `?max_bytes=...` part of the
+    file name. Every spelling now lands in the file `parse_url` names, and nowhere else; the
+    books' options, which a replica does not apply, are refused by name."""
+    from hubi.bank.replica import ReplicaError, ReplicaStore
+
+    target = tmp_path / "r.db"
+    with pytest.raises(ReplicaError, match=r"takes no options \(max_bytes\)"):
+        ReplicaStore(f"sqlite:///{target}?max_bytes=1000000")
+    assert not list(tmp_path.iterdir())
+    for url in (f"sqlite:///{target}", f"sqlite://{target}", f"sqlite:{target}", str(target)):
+        ReplicaStore(url).close()  # it writes its schema on opening
+        assert parse_url(url).target == str(target)
+        names = {p.name for p in tmp_path.iterdir()} - {"r.db-wal", "r.db-shm"}
+        assert names == {"r.db"}, (url, names)

@@ -31,6 +31,7 @@ from typing import Any
 from hubi.bank import records as rec_mod
 from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError, BankUnavailable
+from hubi.bank.store import display_url, parse_url
 from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate
 
@@ -57,25 +58,25 @@ class ReplicaStore:
 
     def __init__(self, url: str):
         self.url = url
-        self.pg = url.startswith(("postgresql://", "postgres://"))
+        self._where = parse_url(url)  # the books' own URL rules: one reading of a URL
+        if self._where.options:  # synchronous=, max_bytes= are the books' store's, not applied here
+            raise ReplicaError(
+                f"{display_url(url)}: a hot backup's database takes no options"
+                f" ({', '.join(sorted(self._where.options))})"
+            )
+        self.pg = self._where.dialect == "postgresql"
         self._conns: PerThread[Any] = PerThread(self._connect)
         blob = "BYTEA" if self.pg else "BLOB"
         with self.tx() as c:
             for sql in SCHEMA:
                 self._exec(c, sql.format(BLOB=blob))
 
-    def _path(self) -> str:
-        if self.url.startswith("sqlite:"):
-            rest = self.url[len("sqlite:") :]
-            return rest[2:] if rest.startswith("//") else rest
-        return self.url
-
     def _connect(self) -> Any:
         if self.pg:
             import psycopg
 
-            return psycopg.connect(self.url, autocommit=True)
-        path = self._path()
+            return psycopg.connect(self._where.target, autocommit=True)
+        path = self._where.target
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return connect_wal(path)
 
