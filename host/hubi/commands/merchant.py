@@ -211,7 +211,7 @@ def _pay_over_link(
 
     if not as_json:
         console.print(
-            f"request #{issued.serial} sent to the token on {port}; waiting for the payer"
+            f"sending request #{issued.serial} to the token on {port}; the payer confirms there"
         )
     try:
         note, info = link.pay(port, issued.bytes, ask_pin)
