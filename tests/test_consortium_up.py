@@ -1,7 +1,8 @@
 """`hubi consortium up --banks N` and `hubi consortium status --json` as a user runs them: real
 processes in a folder, a note settled between the banks, a bank node that hangs and an etcd
 member killed (status says so), Ctrl-C (SIGINT) stops everything cleanly; a second `up` in the
-same folder brings the same consortium back and restarts a bank node that dies."""
+same folder brings the same consortium back and restarts a bank node that dies; an `up` beside a
+running one is refused and changes nothing."""
 
 from __future__ import annotations
 
@@ -154,6 +155,22 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         st = _status(tmp_path)
         assert st["healthy"] is True, st
         assert all(b["entries"] == {"settled": 1} for b in st["banks"]), st["banks"]
+        # a second `up` while this one runs: refused before it touches anything (it used to
+        # fail on a port, then mark the running consortium 'stopped' in up.json)
+        again = subprocess.run(
+            [*HUBI, "consortium", "up", "--banks", "2", "--no-fsync"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        said = " ".join((again.stdout + again.stderr).split())
+        assert again.returncode == 2, said
+        assert f"already running in {tmp_path} (supervisor pid {proc.pid})" in said, said
+        doc = json.loads((tmp_path / "hubi-consortium" / "up.json").read_text())
+        assert doc["state"] == "running" and doc["supervisor_pid"] == proc.pid
+        assert _status(tmp_path)["healthy"] is True
         old = up2["banks"][0]["pid"]
         os.kill(old, signal.SIGKILL)
         deadline = time.monotonic() + 60

@@ -26,6 +26,7 @@ the peers it finds stalled (``hubi.consortium.peers``).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -281,11 +282,30 @@ class Supervisor:
         self.banks: dict[str, BankProcess] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._folder_lock: int | None = None  # fd holding up.lock while this supervisor runs
 
     # ------------------------------------------------------------------------ set-up
+    def _lock_folder(self) -> None:
+        """One supervisor per folder: a second `up` stops here, before it touches anything
+        (it used to fail on a port later and then mark the running consortium stopped)."""
+        fd = os.open(self.root / "up.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            pid = _read_pid(self.state_path)
+            raise RuntimeError(
+                f"a `hubi consortium up` is already running in {self.folder}"
+                + (f" (supervisor pid {pid})" if pid else "")
+                + ": stop it with Ctrl-C first, or pass another --dir"
+            ) from None
+        self._folder_lock = fd
+
     def prepare(self) -> None:
         """Create (first run) or reload (later runs) the layout, home and configuration."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self._folder_lock is None:
+            self._lock_folder()
         self.run_dir.mkdir(exist_ok=True)
         layout = self._load_layout()
         cluster = EtcdCluster(
@@ -448,8 +468,19 @@ class Supervisor:
                 bp.ready_path.unlink(missing_ok=True)
             if self.cluster is not None:
                 self.cluster.stop()
-            if self.state_path.exists():
-                self.write_state("stopped")
+            if self._folder_lock is not None:  # only the folder's own supervisor says so
+                if self.state_path.exists():
+                    self.write_state("stopped")
+                os.close(self._folder_lock)
+                self._folder_lock = None
+
+
+def _read_pid(state_path: Path) -> int | None:
+    try:
+        pid = json.loads(state_path.read_text()).get("supervisor_pid")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) else None
 
 
 # ------------------------------------------------------------------------------ status
