@@ -117,6 +117,11 @@ def test_note_show_names_a_broken_trust_bundle_not_the_note(tmp_path: Path, bund
         err = json.loads(out)
         assert err["error"] == "TrustBundleError", (case, err)
         assert f"trust bundle {trust}: " in err["message"] and words in err["message"], (case, err)
+    # people read the same words: a folder named like rich markup ("[old]") is printed as it is
+    odd = tmp_path / "[old]"
+    odd.mkdir()
+    code, out = run("note", "show", str(bundle / "note.bin"), "--trust", str(odd))
+    assert code == 2 and f"trust bundle {odd}: no consortium.json" in " ".join(out.split()), out
 
 
 @pytest.mark.slow

@@ -190,3 +190,33 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
 
 
 _ = ROOT
+
+
+def test_damaged_state_files_are_named_not_a_traceback(tmp_path: Path) -> None:
+    """up.json and layout.json are written by `up`; edited by hand or cut short they were a
+    KeyError/TypeError traceback. Now the error names the file and what it lacks."""
+    from hubi.consortium.supervisor import Supervisor, status
+
+    root = tmp_path / "hubi-consortium"
+    root.mkdir()
+    for text, words in (
+        ("{bad", "is damaged: not JSON"),
+        ("[]", "is damaged: it needs home, banks, etcd"),
+        ('{"home": "/x", "banks": 3, "etcd": []}', "is damaged: it needs home, banks, etcd"),
+    ):
+        (root / "up.json").write_text(text)
+        with pytest.raises(RuntimeError, match=f"{root / 'up.json'} {words}"):
+            status(tmp_path)
+        r = subprocess.run(
+            [*HUBI, "consortium", "status"], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert r.returncode == 2 and words in " ".join(r.stderr.split()), r.stderr
+    for text, words in (
+        ('{"banks": 5}', "it needs banks"),
+        ('{"banks": [["BKA", "8700"]]}', "banks must be pairs of a bank id and a port"),
+    ):
+        (root / "layout.json").write_text(text)
+        with pytest.raises(RuntimeError, match=f"{root / 'layout.json'} is damaged: {words}"):
+            Supervisor(tmp_path, banks=1).prepare()
+    made = {p.name for p in root.iterdir()}
+    assert not made & {"etcd", "home"}, made  # refused before any key or member was made

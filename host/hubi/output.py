@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=False, highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -15,3 +16,9 @@ err_console = Console(stderr=True, highlight=False)
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def styled(style: str, text: object) -> str:
+    """`text` in a rich style, escaped: a message may hold '[...]' (a path, a list) that rich
+    would otherwise take for markup and drop."""
+    return f"[{style}]{escape(str(text))}[/{style}]"

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from hubi.output import console, err_console, print_json
+from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["audit"]
 
@@ -30,7 +30,7 @@ def _fail(as_json: bool, exc: BaseException) -> None:
     if as_json:
         print_json({"error": type(exc).__name__, "message": str(exc)})
     else:
-        err_console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        err_console.print(styled("red", f"{type(exc).__name__}: {exc}"))
     sys.exit(2)
 
 

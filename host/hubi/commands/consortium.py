@@ -28,7 +28,7 @@ import click
 import rich.markup
 
 from hubi.commands.params import check_url
-from hubi.output import console, err_console, print_json
+from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["consortium"]
 
@@ -53,7 +53,7 @@ def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
     if as_json:
         print_json({"error": type(exc).__name__, "message": str(exc)})
     else:
-        err_console.print(f"[red]{type(exc).__name__}: {exc}[/red]")
+        err_console.print(styled("red", f"{type(exc).__name__}: {exc}"))
     sys.exit(code)
 
 
@@ -429,7 +429,7 @@ def status_cmd(folder: Path, as_json: bool) -> None:
 
     try:
         st = status(folder)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError) as exc:
         _fail(as_json, exc)
         return
     if as_json:

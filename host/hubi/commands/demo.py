@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hubi.output import console, print_json
+from hubi.output import console, print_json, styled
 
 
 @click.command()
@@ -30,7 +30,7 @@ def demo(workdir: Path, as_json: bool) -> None:
         if as_json:
             print_json({"ok": False, "error": str(exc)})
         else:
-            console.print(f"[red]demo failed: {exc}[/red]")
+            console.print(styled("red", f"demo failed: {exc}"))
         sys.exit(1)
     if as_json:
         print_json(summary)

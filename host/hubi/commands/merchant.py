@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from rich.markup import escape
 
 from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS
-from hubi.output import console, err_console, print_json
+from hubi.output import console, err_console, print_json, styled
 
 HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
 
@@ -24,7 +25,7 @@ def _fail(as_json: bool, exc: BaseException | str, code: int = 2) -> NoReturn:
     if as_json:
         print_json({"ok": False, "error": kind, "message": msg})
     else:
-        err_console.print(f"[red]error:[/red] {msg}", markup=True, highlight=False)
+        err_console.print(f"[red]error:[/red] {escape(str(msg))}", highlight=False)
     sys.exit(code)
 
 
@@ -217,7 +218,7 @@ def _pay_over_link(
         note, info = link.pay(port, issued.bytes, ask_pin)
     except _errors() as exc:
         if not as_json:
-            err_console.print(f"[red]link {port}: no note: {exc}[/red]")
+            err_console.print(styled("red", f"link {port}: no note: {exc}"))
         return {"port": port, "paid": False, "error": f"{type(exc).__name__}: {exc}"}, None
     res = m.accept(note, request_serial=issued.serial)
     out: dict[str, Any] = {"port": port, "paid": True, **info, "note": note.hex()}
@@ -235,7 +236,7 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
         res = link.send(port, what, data)
     except _errors() as exc:
         if not as_json:
-            err_console.print(f"[yellow]link {port}: {what} not sent: {exc}[/yellow]")
+            err_console.print(styled("yellow", f"link {port}: {what} not sent: {exc}"))
         return {"port": port, "sent": False, "error": f"{type(exc).__name__}: {exc}"}
     if not as_json:
         console.print(f"{what} handed to the token on {port}")
@@ -340,7 +341,7 @@ def scan(
 
     def frame_error(src: Any, exc: Exception) -> None:
         if not as_json:
-            err_console.print(f"[yellow]skipped {src}: {exc}[/yellow]")
+            err_console.print(styled("yellow", f"skipped {src}: {exc}"))
 
     with _open(ctx, as_json) as m:
         try:
@@ -412,7 +413,8 @@ def _print_result(res: Any, no_qr: bool, req_mod: Any) -> None:
             console.print(f"receipt #{res.receipt_serial}: {res.receipt_png}")
     else:
         who = f" from {info['payer']} serial {info['serial']}" if info else ""
-        console.print(f"[red]REJECTED[/red]{who}: [bold]{v.field}[/bold] — {v.reason}")
+        field, reason = escape(str(v.field)), escape(str(v.reason))
+        console.print(f"[red]REJECTED[/red]{escape(who)}: [bold]{field}[/bold] — {reason}")
 
 
 # ---------------------------------------------------------------------------------- upload
@@ -477,7 +479,7 @@ def _say(text: str) -> None:
 def _print_upload(report: Any) -> None:
     c = report.counts()
     if report.stopped:
-        err_console.print(f"[yellow]stopped: {report.stopped}[/yellow]")
+        err_console.print(styled("yellow", f"stopped: {report.stopped}"))
     console.print(
         f"uploaded to {report.bank_url}: {c['booked']} settled, {c['bounced']} bounced,"
         f" {c['refused']} refused, {c['pending']} still pending"

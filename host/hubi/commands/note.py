@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from hubi import kmc, objects
-from hubi.output import console, err_console, print_json
+from hubi.output import console, err_console, print_json, styled
 from hubi_core import codec, qr, verify
 from hubi_core.errors import HubiError
 
@@ -68,7 +68,7 @@ def _fail(as_json: bool, error: str, message: str) -> None:
     if as_json:
         print_json({"error": error, "message": message})
     else:
-        err_console.print(f"[red]{message}[/red]")
+        err_console.print(styled("red", message))
     sys.exit(2)
 
 
@@ -89,7 +89,7 @@ def _print_human(info: dict[str, Any]) -> None:
     console.print(table)
     ver = info["verification"]
     if ver["ok"] is None:
-        console.print(f"[yellow]not verified: {ver['reason']}[/yellow]")
+        console.print(styled("yellow", f"not verified: {ver['reason']}"))
         return
     for f in ver["fields"]:
         mark = "[green]ok[/green]" if f["ok"] else f"[red]FAILED[/red] {f['reason']}"

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from hubi.output import console, err_console, print_json
+from hubi.output import console, err_console, print_json, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
 from hubi.token.client import TokenClient
@@ -30,7 +30,7 @@ json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[red]{msg}[/red]")
+    err_console.print(styled("red", msg))
     sys.exit(code)
 
 

@@ -306,6 +306,18 @@ class Supervisor:
         self.root.mkdir(parents=True, exist_ok=True)
         if self._folder_lock is None:
             self._lock_folder()
+        try:
+            self._prepare()
+        except BaseException:
+            self._unlock_folder()  # nothing started: the folder is free again
+            raise
+
+    def _unlock_folder(self) -> None:
+        if self._folder_lock is not None:
+            os.close(self._folder_lock)
+            self._folder_lock = None
+
+    def _prepare(self) -> None:
         self.run_dir.mkdir(exist_ok=True)
         layout = self._load_layout()
         cluster = EtcdCluster(
@@ -362,7 +374,14 @@ class Supervisor:
                     f"{self.home} holds a consortium but {self.layout_path} is missing"
                 )
             return None
-        layout: dict[str, Any] = json.loads(self.layout_path.read_text())
+        layout = _read_doc(self.layout_path, "banks")
+        if not all(
+            isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int)
+            for x in layout["banks"]
+        ):
+            raise RuntimeError(
+                f"{self.layout_path} is damaged: banks must be pairs of a bank id and a port"
+            )
         if len(layout["banks"]) != self.n:
             log.info(
                 "%s holds %d banks; --banks %d ignored", self.root, len(layout["banks"]), self.n
@@ -471,8 +490,19 @@ class Supervisor:
             if self._folder_lock is not None:  # only the folder's own supervisor says so
                 if self.state_path.exists():
                     self.write_state("stopped")
-                os.close(self._folder_lock)
-                self._folder_lock = None
+                self._unlock_folder()
+
+
+def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
+    """A state file `up` wrote (a JSON object with `keys`), or an error that names the file."""
+    try:
+        doc = json.loads(path.read_text())
+        ok = isinstance(doc, dict) and all(k in doc for k in keys)
+    except ValueError as exc:
+        raise RuntimeError(f"{path} is damaged: not JSON ({exc})") from None
+    if not ok or any(isinstance(doc[k], list) is not (k != "home") for k in keys):
+        raise RuntimeError(f"{path} is damaged: it needs {', '.join(keys)}")
+    return doc
 
 
 def _read_pid(state_path: Path) -> int | None:
@@ -526,7 +556,7 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             f"no consortium in {Path(folder).resolve()} (no {STATE_DIR}/up.json): run "
             "`hubi consortium up` there first"
         )
-    up = json.loads(path.read_text())
+    up = _read_doc(path, "home", "banks", "etcd")
     home = Path(up["home"])
     sup_pid = up.get("supervisor_pid")
     out: dict[str, Any] = {
