@@ -123,6 +123,21 @@ def test_cli_provision_refuses_bad_values_before_the_token_gets_anything(tmp_pat
         sim.stop()
 
 
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--settings", "{bad"], "'--settings': not JSON"),
+        (["--settings", "[1]"], "'--settings': a JSON object"),
+        (["--heapsize", "96 KB"], "'--heapsize': '96 KB': bytes, or a number of k or M"),
+        # the firmware itself refuses a setting it does not have (it was ignored)
+        (["--settings", '{"kdf_iteration": 5}'], "unknown setting(s) kdf_iteration; known:"),
+    ],
+)
+def test_sim_refuses_bad_settings_and_heap_sizes(tmp_path: Path, args: list[str], words: str):
+    code, out = run("sim", "--state", str(tmp_path / "t"), "--board", "headless", *args)
+    assert code == 2 and words in " ".join(out.split()), out
+
+
 def test_sim_command_keyboard_mode(tmp_path: Path) -> None:
     """`hubi token sim` on a terminal: prints the pty path, forwards key presses to the
     firmware's input, q quits and stops the firmware."""

@@ -43,6 +43,11 @@ def settings_of(name, overrides=None):
     s = dict(DEFAULTS)
     s.update(mod.SETTINGS)
     if overrides:
+        unknown = [k for k in overrides if k not in s]
+        if unknown:  # a misspelt setting would otherwise be ignored without a word
+            raise ValueError(
+                "unknown setting(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(s)))
+            )
         s.update(overrides)
     return s
 

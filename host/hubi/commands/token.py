@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -60,6 +61,13 @@ def token() -> None:
     """The customer's token: simulator, provisioning, payments, flashing, deployment."""
 
 
+def _heapsize(value: str | None) -> str | None:
+    """MicroPython's -X heapsize: a number of bytes, or of k or M (it refuses anything else)."""
+    if value is not None and not re.fullmatch(r"[0-9]+[kKmM]?", value):
+        raise click.BadParameter(f"{value!r}: bytes, or a number of k or M (e.g. 96k)")
+    return value
+
+
 @token.command("sim")
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--profile", "--board", type=click.Choice(PROFILES), default="esp32_st7789_240")
@@ -67,6 +75,7 @@ def token() -> None:
 @click.option(
     "--heapsize",
     default=None,
+    callback=lambda _ctx, _param, v: _heapsize(v),
     help="MicroPython heap (default per profile: "
     + ", ".join(f"{p} {h}" for p, h in SIM_HEAPS.items())
     + ").",
@@ -87,7 +96,14 @@ def sim_cmd(
 
     Screen frames are written to STATE/frames/*.png; input comes from --script and from the
     keyboard (arrows/w/s, Enter = OK, Backspace = BACK, digits; q quits)."""
-    settings = json.loads(settings_json) if settings_json else {}
+    try:
+        settings = json.loads(settings_json) if settings_json else {}
+    except ValueError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="'--settings'") from None
+    if not isinstance(settings, dict):
+        raise click.BadParameter(
+            'a JSON object, e.g. {"kdf_iterations": 2000}', param_hint="'--settings'"
+        )
     sim = Simulator(state, profile, settings, heapsize=heapsize, script=script)
     try:
         sim.start()

@@ -178,7 +178,8 @@ class Simulator:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise SimError(f"simulator exited with {self.proc.returncode}: {self.tail()}")
+                said = self.tail() or f"(nothing in {self.log_path}: too small a heap?)"
+                raise SimError(f"simulator exited with {self.proc.returncode}: {said}")
             if b"hubi-sim: ready:" in self._log_bytes():
                 return
             time.sleep(0.02)
