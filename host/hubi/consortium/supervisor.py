@@ -497,10 +497,10 @@ def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
     """A state file `up` wrote (a JSON object with `keys`), or an error that names the file."""
     try:
         doc = json.loads(path.read_text())
-        ok = isinstance(doc, dict) and all(k in doc for k in keys)
     except ValueError as exc:
         raise RuntimeError(f"{path} is damaged: not JSON ({exc})") from None
-    if not ok or any(isinstance(doc[k], list) is not (k != "home") for k in keys):
+    kinds = {k: str if k == "home" else list for k in keys}  # home is a path, the rest lists
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k), t) for k, t in kinds.items()):
         raise RuntimeError(f"{path} is damaged: it needs {', '.join(keys)}")
     return doc
 
