@@ -429,7 +429,8 @@ class _Auditor:
                     book,
                     n,
                     "bad-signature",
-                    " and ".join(what[b] for b in bad) + " does not verify",
+                    " and ".join(what[b] for b in bad)
+                    + (" do not verify" if len(bad) > 1 else " does not verify"),
                 )
             else:
                 self.memo.bodies.add(ident)
