@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -215,3 +216,38 @@ def test_outbox_is_wal_and_keeps_exact_bytes(shop: Shop) -> None:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
+
+
+def test_a_damaged_merchant_home_is_named(shop: Shop, tmp_path: Path) -> None:
+    """A home with a file gone or damaged: the error says which (a damaged outbox was a
+    sqlite3 traceback, a damaged merchant.json a bare JSON error)."""
+    from click.testing import CliRunner
+
+    from hubi.cli import main
+
+    def broken(name: str, damage) -> Path:  # noqa: ANN001 - a callable on the copy's path
+        home = tmp_path / name
+        shutil.copytree(shop.home, home)
+        damage(home)
+        return home
+
+    cases = [
+        (broken("outbox", lambda h: (h / "outbox.sqlite").write_bytes(b"garbage" * 100)),
+         "outbox", "cannot open the outbox"),
+        (broken("cfg", lambda h: (h / "merchant.json").write_text("{bad")),
+         "outbox", "merchant.json is damaged (JSONDecodeError"),
+        (broken("cfg2", lambda h: (h / "merchant.json").write_text("{}")),
+         "outbox", "merchant.json is damaged (KeyError: 'account'); it needs account and currency"),
+        (broken("tpl", lambda h: (h / "template.bin").unlink()),
+         "request", "has no template.bin"),
+        (broken("key", lambda h: (h / "account.secret").unlink()),
+         "request", "has no account.secret"),
+    ]  # fmt: skip
+    for home, command, words in cases:
+        args = ["merchant", "--home", str(home), command, "--json"]
+        if command == "request":
+            args += ["--amount", "1"]
+        result = CliRunner().invoke(main, args)
+        out = json.loads(result.stdout)
+        assert result.exit_code == 2 and out["error"] == "MerchantError", (home, result.stdout)
+        assert str(home) in out["message"] and words in out["message"], out

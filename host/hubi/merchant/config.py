@@ -172,8 +172,19 @@ class MerchantHome:
             raise MerchantError(
                 f"no merchant in {path}: run `hubi merchant init` first (or pass --home)"
             )
-        cfg = json.loads(cfg_path.read_text())
-        return cls(path, cfg["account"], cfg["currency"])
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            return cls(path, cfg["account"], cfg["currency"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MerchantError(
+                f"{cfg_path} is damaged ({type(exc).__name__}: {exc}); it needs account and currency"
+            ) from None
+
+    def _read(self, name: str) -> bytes:
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            raise MerchantError(f"merchant home {self.path} has no {name}") from None
 
     @property
     def outbox_path(self) -> Path:
@@ -191,12 +202,12 @@ class MerchantHome:
         return kmc.load_trust(self.trust_dir)
 
     def load_identity(self, trust: Trust) -> Identity:
-        template = codec.decode((self.path / TEMPLATE).read_bytes(), codec.TEMPLATE)
+        template = codec.decode(self._read(TEMPLATE), codec.TEMPLATE)
         if template["account"] != self.account:
             raise MerchantError(
                 f"{TEMPLATE} is for {template['account']}, {CONFIG} says {self.account}"
             )
-        raw = (self.path / SECRET).read_bytes()
+        raw = self._read(SECRET)
         if len(raw) != 32:
             raise MerchantError(f"{SECRET} is corrupt ({len(raw)} bytes)")
         private = int.from_bytes(raw, "big")

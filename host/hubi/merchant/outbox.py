@@ -30,6 +30,7 @@ from typing import Any
 from hubi.infra.sqlite import connect_wal, immediate
 
 from . import book
+from .config import MerchantError
 
 SCHEMA_VERSION = 1
 
@@ -207,6 +208,14 @@ class Outbox:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:  # not SQLite, damaged, or locked past the timeout
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            raise MerchantError(f"cannot open the outbox {self.path}: {exc}") from None
+
+    def _open(self) -> None:
         self.db = connect_wal(self.path, "FULL", timeout=30.0)
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), one statement at a time
