@@ -16,6 +16,7 @@ from hubi.infra.etcd_client import (
     ClaimResult,
     Etcd,
     EtcdCompacted,
+    EtcdError,
     EtcdUnavailable,
     WatchEvent,
     prefix_end,
@@ -450,6 +451,51 @@ def test_calls_and_watch_pass_over_a_hung_member(tmp_path: Path) -> None:
         finally:
             stop.set()
             wake(pid)
+            watcher.close()
+            writer.close()
+
+
+def test_a_watch_does_not_stay_with_a_member_that_lost_its_leader(tmp_path: Path) -> None:
+    """The two other members hang, so the one serving a watch has no leader. Such a member
+    used to keep the watch open and silent for ever (had the others gone on, as with a member
+    cut off by the network, the watch would never have heard of it). With gRPC's "hasleader"
+    metadata it ends the watch and refuses a new one, so the client moves on: here, with no
+    member able, it says so in time."""
+    with fast_etcd_cluster(tmp_path / "etcd") as cluster:
+        urls = cluster.client_urls
+        watcher = Etcd(urls, timeout=2.0, retry_deadline=3.0)
+        writer = Etcd(urls)
+        outcome: list[BaseException | WatchEvent] = []
+        stop = threading.Event()
+
+        def follow() -> None:
+            try:
+                for ev in watcher.watch(b"l/", prefix=True, stop=stop, idle_timeout=0.5):
+                    outcome.append(ev)
+            except EtcdError as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=follow, daemon=True)
+        thread.start()
+        time.sleep(0.3)
+        writer.put(b"l/0", b"seen")
+        deadline = time.monotonic() + 5
+        while not outcome and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [e.key for e in outcome if isinstance(e, WatchEvent)] == [b"l/0"]
+        others = [m.pid for m in cluster.members[1:] if m.pid is not None]
+        for pid in others:
+            hang(pid)
+        try:
+            thread.join(30)
+            assert not thread.is_alive(), "the watch stayed, silent, on a member with no leader"
+            failure = outcome[-1]
+            assert isinstance(failure, EtcdUnavailable), outcome
+            assert "no leader" in failure.errors[urls[0]], failure.errors
+        finally:
+            stop.set()
+            for pid in others:
+                wake(pid)
             watcher.close()
             writer.close()
 

@@ -244,6 +244,11 @@ def _header_revision(d: dict[str, Any]) -> int:
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
+# A watch asks its member to have a leader (gRPC metadata "hasleader", passed by the gateway).
+# Without it, a member cut off from the others accepts the watch and then says nothing, for
+# ever, while the rest of the cluster moves on; with it, that member refuses the watch, and ends
+# a running one a few election timeouts after it loses its leader, so the watch moves on.
+_WATCH_HEADERS = {**_JSON_HEADERS, "Grpc-Metadata-Hasleader": "true"}
 
 
 def _normalise(endpoint: str) -> str:
@@ -585,7 +590,7 @@ class Etcd:
                     with self._pools[ep].stream(
                         "/v3/watch",
                         request,
-                        _JSON_HEADERS,
+                        _WATCH_HEADERS,
                         idle_timeout=idle_timeout,
                         timeout=create_timeout,
                     ) as resp:
