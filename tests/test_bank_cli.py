@@ -183,6 +183,16 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
     assert "sqlite:// or postgresql://" in err["message"]
 
 
+def test_error_lines_keep_a_long_path_whole(tmp_path: Path) -> None:
+    """Error lines are not wrapped: a path longer than the terminal was folded mid-word, so it
+    could not be copied, and a test matching it failed when the fold fell at its colon."""
+    deep = tmp_path / ("d" * 90) / "bank.db"
+    deep.parent.mkdir()
+    res = CliRunner().invoke(main, ["audit", "verify", "--db", f"sqlite:///{deep}"])
+    assert res.exit_code == 2
+    assert f"no database at {deep}: the file does not exist" in res.output, res.output
+
+
 def test_a_mistyped_database_is_named_and_nothing_is_created(home: Path, tmp_path: Path) -> None:
     """Only `hubi bank init` makes a database. Every other command (and `bank serve`) on a path
     with no file, on a file that is not SQLite, or on a database without the books' schema

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 
 console = Console(stderr=False, highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Errors are not wrapped: a path or URL broken across lines cannot be copied (nor matched).
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
