@@ -88,25 +88,30 @@ def test_note_show_without_trust_says_so(tmp_path: Path, bundle: Path) -> None:
 
 def _broken_bundles(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
     """Trust bundles each wrong in one way, with the words the error must say."""
-    out: dict[str, tuple[Path, str]] = {"missing": (root / "nowhere", "no such folder")}
-    for case in ("no-file", "not-json", "no-matrix", "short-matrix", "unsigned"):
-        d = root / case
-        shutil.copytree(good, d)
-        out[case] = (d, "")
-    (out["no-file"][0] / "consortium.json").unlink()
-    out["no-file"] = (out["no-file"][0], "no consortium.json in it")
-    (out["not-json"][0] / "consortium.json").write_text("{bad")
-    out["not-json"] = (out["not-json"][0], "consortium file is not JSON")
-    (out["no-matrix"][0] / "matrices" / "BKB.pub").unlink()
-    out["no-matrix"] = (out["no-matrix"][0], "public matrix of bank BKB missing")
-    short = out["short-matrix"][0] / "matrices" / "BKA.pub"
-    short.write_bytes(short.read_bytes()[:100])
-    out["short-matrix"] = (out["short-matrix"][0], "matrices/BKA.pub: public matrix: expected")
+
+    def copy(name: str) -> Path:
+        shutil.copytree(good, root / name)
+        return root / name
+
+    no_file, not_json, no_matrix, short, unsigned = (
+        copy(n) for n in ("no-file", "not-json", "no-matrix", "short-matrix", "unsigned")
+    )
+    (no_file / "consortium.json").unlink()
+    (not_json / "consortium.json").write_text("{bad")
+    (no_matrix / "matrices" / "BKB.pub").unlink()
+    matrix = short / "matrices" / "BKA.pub"
+    matrix.write_bytes(matrix.read_bytes()[:100])
     doc = json.loads((good / "consortium.json").read_text())
     doc["signatures"] = {}
-    (out["unsigned"][0] / "consortium.json").write_text(json.dumps(doc))
-    out["unsigned"] = (out["unsigned"][0], "has not signed")
-    return out
+    (unsigned / "consortium.json").write_text(json.dumps(doc))
+    return {
+        "missing": (root / "nowhere", "no such folder"),
+        "no-file": (no_file, "no consortium.json in it"),
+        "not-json": (not_json, "consortium file is not JSON"),
+        "no-matrix": (no_matrix, "public matrix of bank BKB missing"),
+        "short-matrix": (short, "matrices/BKA.pub: public matrix: expected"),
+        "unsigned": (unsigned, "has not signed"),
+    }
 
 
 def test_note_show_names_a_broken_trust_bundle_not_the_note(tmp_path: Path, bundle: Path) -> None:
