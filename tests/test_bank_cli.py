@@ -193,6 +193,16 @@ def test_error_lines_keep_a_long_path_whole(tmp_path: Path) -> None:
     assert f"no database at {deep}: the file does not exist" in res.output, res.output
 
 
+@pytest.mark.parametrize("backup", ["http://[::1", "http://127.0.0.1:99999", "https://"])
+def test_restore_refuses_a_backup_node_url_that_is_not_one(tmp_path: Path, backup: str) -> None:
+    """It was a bare 'ValueError: Invalid IPv6 URL', or a failed request after the audit."""
+    res = CliRunner().invoke(
+        main, ["audit", "restore", "--db", f"sqlite:///{tmp_path}/b.db", "--backup", backup]
+    )
+    assert res.exit_code == 2 and "Invalid value for '--backup'" in res.output, res.output
+    assert "is not an http:// or https:// URL" in res.output and not list(tmp_path.iterdir())
+
+
 def test_a_mistyped_database_is_named_and_nothing_is_created(home: Path, tmp_path: Path) -> None:
     """Only `hubi bank init` makes a database. Every other command (and `bank serve`) on a path
     with no file, on a file that is not SQLite, or on a database without the books' schema

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from hubi.commands.params import check_url
 from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["audit"]
@@ -314,11 +315,17 @@ def recover_cmd(
     sys.exit(0 if len(docs) == 1 else 1)
 
 
+def _backup_source(value: str) -> str:
+    """A node's URL is checked as a URL; anything else is a database URL (the store checks it)."""
+    return check_url(value, "'--backup'") if value.startswith(("http://", "https://")) else value
+
+
 @audit.command("restore")
 @_db_option
 @click.option(
     "--backup",
     required=True,
+    callback=lambda _ctx, _param, v: _backup_source(v),
     help="Hot backup: a database URL (replica or standby) or http(s)://node.",
 )
 def restore_cmd(
