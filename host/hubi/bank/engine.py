@@ -75,7 +75,7 @@ from typing import Any
 from hubi.bank import merkle
 from hubi.bank import records as rec
 from hubi.bank.records import BookKeys, Head
-from hubi.bank.store import Store, StoreConflict, StoreError, Tx, open_store
+from hubi.bank.store import Store, StoreConflict, StoreError, Tx, display_url, open_store
 from hubi_core import codec, ids, lsum, verify
 from hubi_core.errors import CodecError, HubiError, VerifyError
 
@@ -518,12 +518,14 @@ class BankEngine:
                 tx.set_meta("bank", self.bank.encode())
                 tx.set_meta("bank_key", self.keys.public_key)
             elif have.decode() != self.bank:
+                where = display_url(self.store.url)
                 raise BankEngineError(
-                    f"database {self.store!r} belongs to bank {have.decode()}, not {self.bank}"
+                    f"database {where} belongs to bank {have.decode()}, not {self.bank}"
                 )
             elif tx.meta("bank_key") != self.keys.public_key:
+                where = display_url(self.store.url)
                 raise BankEngineError(
-                    f"database {self.store!r} was written under another key of {self.bank}"
+                    f"database {where} was written under another key of {self.bank}"
                 )
             if checkpoint_every is not None:
                 if checkpoint_every < 1:
