@@ -74,3 +74,11 @@ def test_a_hot_backup_reads_its_url_as_the_books_do(tmp_path: Path) -> None:
         assert parse_url(url).target == str(target)
         names = {p.name for p in tmp_path.iterdir()} - {"r.db-wal", "r.db-shm"}
         assert names == {"r.db"}, (url, names)
+
+
+def test_a_refused_url_does_not_repeat_its_password() -> None:
+    """A URL of the wrong scheme is quoted in the error; its password was quoted with it."""
+    with pytest.raises(StoreError) as caught:
+        parse_url("mysql://bob:hunter2@db.example/books")
+    assert "hunter2" not in str(caught.value)
+    assert "'mysql://bob:***@db.example/books': scheme must be" in str(caught.value)

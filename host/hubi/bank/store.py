@@ -200,11 +200,13 @@ def parse_url(url: str | os.PathLike[str]) -> Location:
         if path.startswith("//"):  # sqlite:////abs/path: one leading slash is the path's
             path = "/" + path.lstrip("/")
         if not path:
-            raise StoreError(f"database URL {text!r} names no file")
+            raise StoreError(f"database URL {display_url(text)!r} names no file")
         opts = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         return Location("sqlite", path, opts)
     if "://" in text:
-        raise StoreError(f"database URL {text!r}: scheme must be sqlite:// or postgresql://")
+        raise StoreError(
+            f"database URL {display_url(text)!r}: scheme must be sqlite:// or postgresql://"
+        )
     return Location("sqlite", text, {})
 
 
