@@ -244,3 +244,32 @@ def test_interbank_upload_through_the_consortium(tmp_path: Path, nodes) -> None:
         assert notice.signer == "BKB" and notice["status"] == codec.STATUS_SETTLED
         assert rows[poor].state == "bounced" and "insufficient" in rows[poor].outcome["reason"]
         assert m.book_balance() == 1250 and m.audit_book() == []
+
+
+def test_upload_to_a_server_that_is_no_bank_keeps_the_note_and_says_so_briefly(
+    shop: Shop,
+) -> None:
+    """--bank pointing at some other web server (here Python's own, which answers POST with a
+    501 HTML page): the note stays pending, and the error is one short line that says what
+    answered, not the whole page (it is kept in the outbox and printed on the terminal)."""
+    import http.server
+    import threading
+
+    payers = prepare(shop)
+    with shop.merchant() as m:
+        pay(m, payers[PAYER], 700)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with shop.merchant() as m:
+            rep = m.upload(url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None)
+            assert not rep.ok
+            (row,) = m.notes()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert row.state == "pending", row
+    error = row.last_error or ""
+    assert "not a hubi bank node's answer (text/html)" in error and "Unsupported method" in error
+    assert "\n" not in error and len(error) < 300, error

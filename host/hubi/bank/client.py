@@ -12,6 +12,7 @@ Errors: a reply with a 4xx/5xx status raises :class:`BankError` carrying the nod
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -295,7 +296,14 @@ def _error(resp: httpx.Response) -> BankError:
         return BankError(
             resp.status_code, doc["error"], str(doc.get("message", "")), doc.get("field"), doc
         )
-    return BankError(resp.status_code, "http-%d" % resp.status_code, resp.text[:500], None, doc)
+    # Not a bank node's answer (a proxy's or another server's page): say so in one short line,
+    # not the whole HTML page (it lands in the merchant's outbox and on the terminal).
+    text = " ".join(re.sub(r"<[^>]*>", " ", resp.text).split())  # an HTML page's words
+    kind = resp.headers.get("content-type", "no content type").split(";")[0]
+    said = f"not a hubi bank node's answer ({kind}): {text[:160]}" + (
+        "…" if len(text) > 160 else ""
+    )
+    return BankError(resp.status_code, "http-%d" % resp.status_code, said, None, doc)
 
 
 class HttpRecordSource:
