@@ -161,7 +161,7 @@ class BankClient:
             return resp
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
-        return self._send(method, path, **kw).json()
+        return _doc(self._send(method, path, **kw))
 
     # --------------------------------------------------------------------------- anyone
     def health(self) -> dict[str, Any]:
@@ -195,7 +195,10 @@ class BankClient:
             )
         else:
             raise ValueError("encoding must be raw, hex or base64")
-        return UploadResult.from_json(resp.json())
+        doc = _doc(resp)
+        if not isinstance(doc, dict) or not isinstance(doc.get("outcome"), str):
+            raise BankError(resp.status_code, "not-a-bank", _foreign(resp), None, None)
+        return UploadResult.from_json(doc)
 
     # ---------------------------------------------------------------- customers/regulators
     def notices(self, account: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
@@ -296,14 +299,24 @@ def _error(resp: httpx.Response) -> BankError:
         return BankError(
             resp.status_code, doc["error"], str(doc.get("message", "")), doc.get("field"), doc
         )
-    # Not a bank node's answer (a proxy's or another server's page): say so in one short line,
-    # not the whole HTML page (it lands in the merchant's outbox and on the terminal).
+    return BankError(resp.status_code, "http-%d" % resp.status_code, _foreign(resp), None, doc)
+
+
+def _doc(resp: httpx.Response) -> Any:
+    """A success's JSON body; a body that is not JSON did not come from a bank node."""
+    try:
+        return resp.json()
+    except ValueError:
+        raise BankError(resp.status_code, "not-a-bank", _foreign(resp), None, None) from None
+
+
+def _foreign(resp: httpx.Response) -> str:
+    """An answer that is not a bank node's (a proxy's, a portal's, another server's page) in one
+    short line, not the whole page: it lands in the merchant's outbox and on the terminal."""
     text = " ".join(re.sub(r"<[^>]*>", " ", resp.text).split())  # an HTML page's words
     kind = resp.headers.get("content-type", "no content type").split(";")[0]
-    said = f"not a hubi bank node's answer ({kind}): {text[:160]}" + (
-        "…" if len(text) > 160 else ""
-    )
-    return BankError(resp.status_code, "http-%d" % resp.status_code, said, None, doc)
+    more = "…" if len(text) > 160 else ""
+    return f"not a hubi bank node's answer ({kind}): {text[:160]}{more}"
 
 
 class HttpRecordSource:
