@@ -6,7 +6,9 @@ banks, the bank's own hot backup (replication), and ``hubi audit restore`` fetch
 from a hot-backup node (:class:`HttpRecordSource`).
 
 Errors: a reply with a 4xx/5xx status raises :class:`BankError` carrying the node's JSON error
-(``code``, ``message``, ``field``); transport failures raise :class:`BankUnavailable`.
+(``code``, ``message``, ``field``); a reply that is not a node's JSON (another server's page)
+raises it with code ``not-a-bank`` (or ``http-NNN``) and one short line of what answered;
+transport failures raise :class:`BankUnavailable`.
 """
 
 from __future__ import annotations
