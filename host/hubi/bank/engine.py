@@ -512,18 +512,17 @@ class BankEngine:
 
     # ---------------------------------------------------------------------------- set-up
     def _init_meta(self, checkpoint_every: int | None) -> None:
+        where = display_url(self.store.url)  # for the errors: the URL, password masked
         with self.store.transaction() as tx:
             have = tx.meta("bank")
             if have is None:
                 tx.set_meta("bank", self.bank.encode())
                 tx.set_meta("bank_key", self.keys.public_key)
             elif have.decode() != self.bank:
-                where = display_url(self.store.url)
                 raise BankEngineError(
                     f"database {where} belongs to bank {have.decode()}, not {self.bank}"
                 )
             elif tx.meta("bank_key") != self.keys.public_key:
-                where = display_url(self.store.url)
                 raise BankEngineError(
                     f"database {where} was written under another key of {self.bank}"
                 )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from hubi.commands.params import check_url
 from hubi.output import console, err_console, print_json, styled
@@ -315,7 +316,7 @@ def recover_cmd(
     sys.exit(0 if len(docs) == 1 else 1)
 
 
-def _backup_source(value: str) -> str:
+def _backup_source(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     """A node's URL is checked as a URL; anything else is a database URL (the store checks it)."""
     return check_url(value, "'--backup'") if value.startswith(("http://", "https://")) else value
 
@@ -325,7 +326,7 @@ def _backup_source(value: str) -> str:
 @click.option(
     "--backup",
     required=True,
-    callback=lambda _ctx, _param, v: _backup_source(v),
+    callback=_backup_source,
     help="Hot backup: a database URL (replica or standby) or http(s)://node.",
 )
 def restore_cmd(
@@ -363,7 +364,7 @@ def restore_cmd(
             highlight=False,
         )
         for b, n, why in result.rejected:
-            console.print(f"[red]refused[/red] {b} #{n}: {why}", highlight=False)
+            console.print(f"[red]refused[/red] {b} #{n}: {escape(why)}", highlight=False)
         for b, n in result.unavailable:
             console.print(f"[yellow]not in the backup[/yellow] {b} #{n}", highlight=False)
         console.print(

@@ -61,7 +61,7 @@ def token() -> None:
     """The customer's token: simulator, provisioning, payments, flashing, deployment."""
 
 
-def _heapsize(value: str | None) -> str | None:
+def _heapsize(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """MicroPython's -X heapsize: a number of bytes, or of k or M (it refuses anything else)."""
     if value is not None and not re.fullmatch(r"[0-9]+[kKmM]?", value):
         raise click.BadParameter(f"{value!r}: bytes, or a number of k or M (e.g. 96k)")
@@ -75,7 +75,7 @@ def _heapsize(value: str | None) -> str | None:
 @click.option(
     "--heapsize",
     default=None,
-    callback=lambda _ctx, _param, v: _heapsize(v),
+    callback=_heapsize,
     help="MicroPython heap (default per profile: "
     + ", ".join(f"{p} {h}" for p, h in SIM_HEAPS.items())
     + ").",
