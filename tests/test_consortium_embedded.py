@@ -172,6 +172,48 @@ def test_same_serial_in_two_notes_settles_at_most_once(world) -> None:
     assert again["outcome"] == "refused" and again["reason_code"] == codec.REASON_DOUBLE_ISSUE
 
 
+def test_a_serial_ordered_while_the_peers_were_asked_is_a_double_issue_not_a_retry(
+    world, tmp_path: Path
+) -> None:
+    """The race a loaded machine showed: BKC asks for n2 while n1 (same serial) is being ordered
+    and applied; the third banks that applied n1 refuse n2, the payer's bank has not answered
+    yet, so the policy cannot be met. The answer is the double issue, not "retry later" (503).
+    Here BKC's applier has not seen n1 (a node not started) and the payer's bank is out of
+    reach; the third banks have applied n1."""
+    ec, acc = world
+    a = acc["BKA-000001"]
+    n1, n2 = a.note("BKB-000001", 10, serial=91), a.note("BKC-000001", 20, serial=91)
+    assert ec.submit("BKB", n1)["outcome"] == "booked"
+    wait_all(ec)
+    prefix = ec.trust.consortium.log_prefix().encode()
+    tr = LocalPeerTransport("BKC", ec.nodes)
+    tr.down.add("BKA")
+    late = ConsortiumNode(
+        ec.engine("BKC"),
+        ec.trust,
+        SqliteOrderer(ec.orderer_path, prefix=prefix),
+        tr,
+        ConsortiumState(tmp_path / "late-bkc.db", f"embedded:{prefix.decode()}"),
+        settle_timeout=0.5,
+    )
+    try:
+        out = late.submit(n2).as_json()
+    finally:
+        late.close()
+    assert (out["outcome"], out["status"]) == ("refused", "double-issue"), out
+    assert out["reason_code"] == codec.REASON_DOUBLE_ISSUE
+    assert "serial 91 of BKA-000001" in out["reason"] and "submitted by BKB" in out["reason"]
+    refusal = codec.decode(bytes.fromhex(out["refusal"]), codec.REFUSAL)
+    assert refusal.signer == "BKC" and refusal["reason_code"] == codec.REASON_DOUBLE_ISSUE
+    evaluation = out["consortium"]["evaluation"]  # what the peers said is kept
+    assert evaluation["ok"] is False and "BKA: bank BKA: not reachable" in evaluation["reason"]
+    # banks still open when the policy failed were not late: nobody waited for them
+    assert "no answer in time" not in evaluation["reason"], evaluation
+    wait_all(ec)
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS - 10
+    assert ec.engine("BKC").balance("BKC-000001") == FUNDS
+
+
 def test_payer_bank_refusal_bounces_before_ordering(world) -> None:
     ec, acc = world
     out = ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", FUNDS * 3))

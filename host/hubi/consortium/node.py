@@ -80,9 +80,10 @@ from hubi.consortium.errors import (
     LogForgotten,
     MarkFell,
     NotEndorsed,
+    OrdererError,
     PeerError,
 )
-from hubi.consortium.orderer import LogEvent, Orderer, read_revision, revision_value
+from hubi.consortium.orderer import Claim, LogEvent, Orderer, read_revision, revision_value
 from hubi.consortium.peers import DEFAULT_STALL_AFTER, PeerHealth, PeerThreads
 from hubi.consortium.state import (
     BOUNCED,
@@ -495,9 +496,11 @@ class ConsortiumNode:
         hedge_at = now + self.hedge_delay
         processed: set[cf.Future[bytes]] = set()
         pending = set(futures)
+        unanswered = "no answer in time"  # what the banks still open are told, if ev fails
         while not ev.ok and (pending or waiting):
             open_banks = {futures[f] for f in pending} | set(waiting)
             if self._hopeless(ev, payer_bank, payee_bank, open_banks):
+                unanswered = "not waited for (the policy could no longer be met)"
                 break
             now = time.monotonic()
             if now >= deadline:
@@ -538,13 +541,13 @@ class ConsortiumNode:
         for f in pending:
             bank = futures[f]
             if f.cancel():  # still waiting for a thread: never sent, and no longer needed
-                problems.setdefault(bank, "no answer in time")
+                problems.setdefault(bank, unanswered)
                 continue
             if ev.ok:
                 # not needed any more, but a forged late answer is still reported
                 f.add_done_callback(lambda fut, b=bank: self._late(fut, b, nid, digest))
             else:
-                problems.setdefault(bank, "no answer in time")
+                problems.setdefault(bank, unanswered)
         if not ev.ok and problems:
             ev = Evaluation(
                 ev.ok,
@@ -636,25 +639,46 @@ class ConsortiumNode:
             ev, checks = self.collect(raw, obj)
         base.evaluation = ev.as_dict()
         if not ev.ok:
+            taken = self._ordered_meanwhile(nid)
+            if taken is not None:
+                # a race lost while the peers were asked: banks that applied the other note
+                # refuse this one, and the policy fails before the payer's bank answers
+                return self._claimed(base, obj, taken, digest)
             return self._not_endorsed(base, ev, payer_bank, payee_bank)
         entry = ent.NoteEntry(
             raw, [c.raw for c in checks if c.endorses], self.bank, int(self.clock())
         )
         with self.timed("claim"):
             claim = self.orderer.claim(ent.note_key(nid), entry.encode())
-        duplicate = False
-        if not claim.created:
-            try:
-                other = ent.decode_entry(claim.value)
-                same = isinstance(other, ent.NoteEntry) and note_digest(other.note) == digest
-                who = other.submitter if isinstance(other, ent.NoteEntry) else "?"
-            except EntryError:
-                same, who = False, "?"
-            if not same:
-                return self._double(base, obj, claim.revision, who)
-            duplicate = True
+        if claim.created:
+            with self.timed("settle"):
+                return self._answer(nid, base, duplicate=False, revision=claim.revision)
+        return self._claimed(base, obj, claim, digest)
+
+    def _ordered_meanwhile(self, nid: bytes) -> Claim | None:
+        """The log's entry for a note id, if one was ordered (None: none, or the log is down,
+        so what the peers said stands)."""
+        try:
+            return self.orderer.get(ent.note_key(nid))
+        except OrdererError as exc:
+            log.warning("bank %s: cannot look the note id up in the log: %s", self.bank, exc)
+            return None
+
+    def _claimed(
+        self, base: SubmitResult, obj: codec.Obj, claim: Claim, digest: bytes
+    ) -> SubmitResult:
+        """The answer for a note whose id another entry holds in the log: the same note's
+        settlement (a duplicate), or a double issue when it is another note."""
+        try:
+            other = ent.decode_entry(claim.value)
+            same = isinstance(other, ent.NoteEntry) and note_digest(other.note) == digest
+            who = other.submitter if isinstance(other, ent.NoteEntry) else "?"
+        except EntryError:
+            same, who = False, "?"
+        if not same:
+            return self._double(base, obj, claim.revision, who)
         with self.timed("settle"):
-            return self._answer(nid, base, duplicate=duplicate, revision=claim.revision)
+            return self._answer(base.note_id, base, duplicate=True, revision=claim.revision)
 
     def _double(self, base: SubmitResult, obj: codec.Obj, revision: int, who: str) -> SubmitResult:
         why = (
