@@ -180,6 +180,41 @@ def test_refusals_double_issue_and_rejections(store_url: str, world: World) -> N
     eng.close()
 
 
+def test_a_balance_that_would_leave_the_64_bit_range_is_a_refusal_not_a_failed_batch(
+    tmp_path, world: World
+) -> None:
+    """A book's balance is a signed 64-bit number. Only an account with an unlimited overdraft
+    (the treasury, or one opened so) can take a payee's balance to the top, or its own below
+    the bottom. The note that would is refused on its own, signed, and the rest of its batch
+    books: it used to fail the whole group commit with a ChainError."""
+    w = world
+    eng = make_bank(f"sqlite:///{tmp_path}/bank.db", w, accounts=("BKA-alice", "BKA-bob"), fund=50)
+    whale = w.open_account("BKA-whale")
+    eng.open_account(whale.template, overdraft=-1)
+    top = 2**63 - 1
+    assert eng.book(_enc(w.note("BKA-whale", "BKA-bob", top - 50, serial=1))).status == "booked"
+    assert eng.balance("BKA-bob") == top
+    size = eng.register_size()
+    over = _enc(w.note("BKA-alice", "BKA-bob", 1, serial=1))  # bob past the top
+    under = _enc(w.note("BKA-whale", "BKA-alice", 100, serial=2))  # whale past the bottom
+    fine = _enc(w.note("BKA-bob", "BKA-alice", 7, serial=1))
+    outs = eng.book_many([over, under, fine])
+    assert [o.status for o in outs] == ["refused", "refused", "booked"], outs
+    for o in outs[:2]:
+        assert o.reason_code == codec.REASON_FORMAT and "64-bit" in o.reason, o
+        ref = codec.decode(o.refusal, codec.REFUSAL)
+        assert verify.verify_object(ref, w.trust).ok and ref["reason_code"] == codec.REASON_FORMAT
+    assert str(top) not in outs[0].reason  # the payee's balance stays private
+    assert eng.register_size() == size + 2  # the good note's two records only
+    assert (eng.balance("BKA-alice"), eng.balance("BKA-bob")) == (57, top - 7)
+    assert eng.balance("BKA-whale") == -(top - 50)
+    # the treasury too: funding past its bottom is refused, and says why
+    out = eng.fund("BKA-alice", top)
+    assert out.status == "refused" and "64-bit" in out.reason, out
+    _clean(eng, w)
+    eng.close()
+
+
 def test_allowance_voucher(store_url: str, world: World) -> None:
     w = world
     eng = make_bank(store_url, w, accounts=("BKA-fay", "BKA-gus"), fund=1000)

@@ -1207,6 +1207,10 @@ class BankEngine:
                             codec.REASON_INSUFFICIENT_FUNDS,
                             _funds_reason(it.payer, bal(it.payer), it.amount),
                         )
+                    elif bal(it.payer) - it.amount < rec.I64_MIN:  # unlimited overdraft
+                        bad = _out_of_range(it.amount, "payer")
+            if bad is None and credit and bal(it.payee) + it.amount > rec.I64_MAX:
+                bad = _out_of_range(it.amount, "payee")
             if bad is not None:
                 refusal = (
                     b""
@@ -1897,6 +1901,15 @@ def _covers(info: AccountInfo, balance: int, amount: int) -> bool:
     if info.overdraft < 0:
         return True
     return balance - amount >= -info.overdraft
+
+
+def _out_of_range(amount: int, side: str) -> tuple[int, str]:
+    """A refusal for a note that would take a balance past the signed 64-bit range of a book
+    (only accounts with an unlimited overdraft get near it); the balance is not told."""
+    return (
+        codec.REASON_FORMAT,
+        f"amount {amount} would take the {side}'s balance past the 64-bit range of a book",
+    )
 
 
 def _funds_reason(account: str, balance: int, amount: int) -> str:

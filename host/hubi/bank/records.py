@@ -136,8 +136,8 @@ SEAL_ROTATE = 4096  # blobs per sealing context before a fresh ephemeral key
 
 _FIXED = struct.Struct(">BBQIq16s16s64s64s")
 assert _FIXED.size == BODY_FIXED
-_I64_MIN = -(1 << 63)
-_I64_MAX = (1 << 63) - 1
+I64_MIN = -(1 << 63)  # a balance and a record's delta are signed 64-bit numbers
+I64_MAX = (1 << 63) - 1
 
 
 class RecordFormatError(ValueError):
@@ -441,7 +441,7 @@ def record_body(
     sig9: bytes,
 ) -> bytes:
     """Record bytes from its fields (``Record(...).body()`` without the object)."""
-    if not _I64_MIN <= delta <= _I64_MAX:
+    if not I64_MIN <= delta <= I64_MAX:
         raise ChainError(f"record {book}#{n}: delta {delta} out of range")
     if len(coded_bal) > 255:
         raise ChainError(f"record {book}#{n}: coded balance over 255 bytes")
@@ -860,7 +860,7 @@ class BookKeys(BookVerifier):
 
     def seal_balance(self, info: bytes, balance: int) -> bytes:
         """ECIES blob of the balance (i64) for this keeper, openable by ecies.open_sealed."""
-        if not _I64_MIN <= balance <= _I64_MAX:
+        if not I64_MIN <= balance <= I64_MAX:
             raise ChainError(f"balance {balance} out of the 64-bit range")
         ctx = self._context()
         okm = _okm(ctx.prk, ctx.header + self._recipient + info)
