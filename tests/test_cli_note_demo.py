@@ -71,6 +71,19 @@ def test_note_show_names_the_failing_field(bundle: Path) -> None:
     assert code == 1 and "FAILED" in out and "payee" in out
 
 
+def test_note_show_prints_a_purpose_as_it_is_not_as_markup(tmp_path: Path) -> None:
+    """The purpose is whatever the payer's token signed. Rich took '[/x]' for a closing tag
+    and 'note show' died with a MarkupError; '[red]…[/red]' would have been styled away."""
+    w = make_world()
+    w.open_account(PAYER)
+    w.open_account(PAYEE)
+    kmc.save_trust(tmp_path / "trust", w.consortium, {b: k.public for b, k in w.kmcs.items()})
+    purpose = "[/x] [red]FREE[/red]"
+    (tmp_path / "n.bin").write_bytes(codec.encode(w.note(PAYER, PAYEE, 5, purpose=purpose)))
+    code, out = run("note", "show", str(tmp_path / "n.bin"))
+    assert code == 0 and purpose in out and "verified offline" in out, out
+
+
 def test_note_show_rejects_garbage_with_clear_error(bundle: Path) -> None:
     code, out = run("note", "show", str(bundle / "garbage.bin"), "--json")
     assert code == 2

@@ -116,10 +116,17 @@ def test_micropython_reads_a_joined_file(tmp_path: Path) -> None:
         "c1 = Consortium.from_json(spec['c1'])\n"
         "c2 = Consortium.from_json(spec['c2'])\n"
         "c2.check_successor(c1)\n"
+        "d = json.loads(spec['c1'])\n"
+        "d['name'] = 'a/b'\n"
+        "try:\n"
+        "    Consortium.from_json(json.dumps(d))\n"
+        "    nested = 'accepted'\n"
+        "except Exception as e:\n"
+        "    nested = str(e)\n"
         "print(json.dumps({'same': c2.to_json() == spec['c2'], 'epoch': c2.epoch,"
         " 'quorum': c2.quorum(), 'prefix': c2.log_prefix(),"
         " 'ok': c2.quorum_ok(['BKA', 'BKB'], 'BKA')[0],"
-        " 'digest': c1.digest().hex()}))\n"
+        " 'digest': c1.digest().hex(), 'nested': nested}))\n"
     )
     out = json.loads(run_mpy(code=code, heapsize="512k").strip().splitlines()[-1])
     assert out == {
@@ -129,6 +136,7 @@ def test_micropython_reads_a_joined_file(tmp_path: Path) -> None:
         "prefix": "hubi/test/",
         "ok": True,
         "digest": c1.digest().hex(),
+        "nested": "consortium name 'a/b' may only use A-Z a-z 0-9 . _ -",
     }
 
 
@@ -198,14 +206,19 @@ def test_cli_init_join_sign_show(tmp_path: Path) -> None:
         (["init", "--banks", "BKA,BKB", "--etcd", "BKB=http://"], "'http://' is not an http://"),
         (["join", "--bank", "BKC", "--endpoint", "ftp://bank.example"], "'ftp://bank.example'"),
         (["join", "--bank", "BKC", "--etcd", "bank.example:2379"], "'bank.example:2379'"),
+        # the name makes the log's prefix hubi/<name>/: 'a/b' would sit inside consortium a's
+        (["init", "--banks", "BKA,BKB", "--name", "a/b"], "'a/b' may only use A-Z a-z 0-9 . _ -"),
+        (["init", "--banks", "BKA,BKB", "--name", "[b]x"], "'[b]x' may only use"),
+        (["init", "--banks", "BKA,BKB", "--name", "x" * 33], "must be 1-32 characters"),
     ],
 )
-def test_cli_refuses_an_endpoint_that_is_not_a_url_or_not_a_member(
+def test_cli_refuses_an_endpoint_or_a_name_it_cannot_use(
     tmp_path: Path, args: list[str], words: str
 ) -> None:
     """A peer or etcd URL that is not one, or one for a bank outside the file, used to be written
-    into the signed file (or dropped) and failed only at the first request. It is a usage error
-    naming it, and nothing is written."""
+    into the signed file (or dropped) and failed only at the first request; a name with a '/'
+    made a log prefix inside another consortium's. Each is a usage error naming it, and nothing
+    is written."""
     home = tmp_path / "home"
     if args[0] == "join":
         _cli("consortium", "init", "--home", str(home), "--banks", "BKA,BKB", "--json")
@@ -214,6 +227,30 @@ def test_cli_refuses_an_endpoint_that_is_not_a_url_or_not_a_member(
     said = " ".join(r.output.split())
     assert r.exit_code == 2 and "Invalid value for" in said and words in said, said
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_show_prints_an_ipv6_endpoint_whole(tmp_path: Path) -> None:
+    """Rich took the host of http://[fe80::1]:8700 for markup and printed http://:8700."""
+    home = str(tmp_path / "home")
+    url = "http://[fe80::1]:8700"
+    args = ["--banks", "BKA,BKB", "--endpoint", f"BKA={url}", "--orderer", "none"]
+    _cli("consortium", "init", "--home", home, *args, "--json")
+    r = CliRunner().invoke(main, ["consortium", "show", "--home", home])
+    assert r.exit_code == 0 and f"BKA: {url}  etcd -" in r.output, r.output
+    assert "orderer none" in r.output
+
+
+def test_a_file_whose_name_would_nest_its_log_or_that_has_none_is_refused() -> None:
+    c = make_world(("BKA", "BKB")).consortium
+    assert Consortium.from_json(c.to_json()).log_prefix() == f"hubi/{c.name}/"
+    for name, words in (("a/b", "may only use"), (None, "must be 1-32"), ("", "must be 1-32")):
+        doc = json.loads(c.to_json())
+        if name is None:
+            del doc["name"]  # was a KeyError: 'name'
+        else:
+            doc["name"] = name
+        with pytest.raises(ValueError, match=words):
+            Consortium.from_json(json.dumps(doc))
 
 
 def test_status_without_a_running_consortium_says_so(tmp_path: Path) -> None:

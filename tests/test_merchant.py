@@ -199,6 +199,10 @@ def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
     assert {"pending", "booked"} <= set(out["notes"])
     proc = hubi("merchant", "--home", str(tmp_path / "none"), "outbox")
     assert proc.returncode == 2 and "merchant init" in proc.stderr
+    # a purpose is printed as typed: '[/x]' used to end the command in a MarkupError after
+    # the request was signed
+    proc = hubi("merchant", "--home", h, "request", "--amount", "3", "--purpose", "[/x]", "--no-qr")
+    assert proc.returncode == 0 and "for '[/x]'" in proc.stdout, proc.stderr
     # the key never shows up in any output
     secret = (shop.home / "account.secret").read_bytes().hex()
     proc = hubi("merchant", "--home", h, "request", "--amount", "2", "--json")

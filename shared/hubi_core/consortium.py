@@ -105,6 +105,21 @@ class BankEntry:
         )
 
 
+MAX_NAME = 32
+_NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+def check_name(text):
+    """A consortium's name: 1-32 characters A-Z a-z 0-9 . _ -. It makes the log's key prefix
+    hubi/<name>/, so a '/' would put one consortium's log inside another's on one etcd."""
+    if not isinstance(text, str) or not 1 <= len(text) <= MAX_NAME:
+        raise BadValue("consortium name %r must be 1-%d characters" % (text, MAX_NAME))
+    for ch in text:
+        if ch not in _NAME_CHARS:
+            raise BadValue("consortium name %r may only use A-Z a-z 0-9 . _ -" % (text,))
+    return text
+
+
 class Consortium:
     __slots__ = (
         "name",
@@ -130,7 +145,7 @@ class Consortium:
         previous=None,
         orderer=None,
     ):
-        self.name = name
+        self.name = check_name(name)
         self.epoch = epoch
         self.time = time
         self.policy = dict(policy or DEFAULT_POLICY)
@@ -312,7 +327,7 @@ class Consortium:
         }
         prev = doc.get("previous")
         return cls(
-            doc["name"],
+            doc.get("name"),
             banks,
             doc.get("founders"),
             doc.get("epoch", 1),

@@ -147,7 +147,7 @@ def _print_report(doc: dict[str, Any]) -> None:
     checks = doc["checks"]
     console.print(
         f"bank {doc['bank']}: {doc['books']} books, {doc['records']:,} records, level {doc['level']} "
-        f"({doc['seconds']} s); bank key from {checks.get('bank_key', 'nowhere')}; notes {checks.get('notes')}; "
+        f"({doc['seconds']} s); bank key from {escape(str(checks.get('bank_key', 'nowhere')))}; notes {checks.get('notes')}; "
         f"balances {checks.get('balances')}",
         highlight=False,
     )
@@ -173,7 +173,8 @@ def _print_report(doc: dict[str, Any]) -> None:
             f"#{a['record']}" if len(run) == 1 else f"#{a['record']}..#{b['record']} ({len(run)})"
         )
         console.print(
-            f"[red]{a['kind']:<19}[/red] {a['book']} {where}: {a['detail']}", highlight=False
+            f"[red]{a['kind']:<19}[/red] {a['book']} {where}: {escape(str(a['detail']))}",
+            highlight=False,
         )
     console.print(
         f"[red]{len(doc['findings'])} finding(s)[/red]: "
@@ -309,7 +310,7 @@ def recover_cmd(
         for d in docs:
             console.print(
                 f"{d['book']} #{d['record']}: {d['kind']} {d['payer']} -> {d['payee']} amount {d['amount']} "
-                f"serial {d['serial']} purpose {d['purpose']!r} (note {d['note_id'][:16]}…"
+                f"serial {d['serial']} purpose {escape(repr(d['purpose']))} (note {d['note_id'][:16]}…"
                 f"{', in the note index' if d['note_in_db'] else ''}; {d['seconds']} s)",
                 highlight=False,
             )

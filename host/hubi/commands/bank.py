@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from hubi.output import console, err_console, print_json, styled
 
@@ -139,7 +140,7 @@ def init_cmd(
         print_json(info)
     else:
         console.print(
-            f"bank [bold]{bank}[/bold]: database {info['database']} (schema {info['schema_version']}), "
+            f"bank [bold]{bank}[/bold]: database {escape(info['database'])} (schema {info['schema_version']}), "
             f"treasury {info['treasury']}{' opened' if created else ''}, "
             f"checkpoint every {info['checkpoint_every']} records"
         )
@@ -205,7 +206,8 @@ def open_account_cmd(
         print_json(info)
     else:
         console.print(
-            f"opened [bold]{account}[/bold] at {bank}; template {info['template_file']}, key {info['key_file']} (0600)"
+            f"opened [bold]{account}[/bold] at {bank}; template {escape(info['template_file'])},"
+            f" key {escape(info['key_file'])} (0600)"
         )
         if funded:
             console.print(f"funded with {fund_amount}: {funded['status']}")
@@ -238,7 +240,7 @@ def fund_cmd(
     else:
         console.print(
             f"{doc['status']}: {eng.treasury} -> {account} {amount}"
-            + (f" ({doc['reason']})" if doc["reason"] else "")
+            + (f" ({escape(doc['reason'])})" if doc["reason"] else "")
         )
     sys.exit(0 if out.ok else 1)
 

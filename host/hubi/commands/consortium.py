@@ -27,7 +27,7 @@ from typing import Any
 import click
 import rich.markup
 
-from hubi.commands.params import check_url
+from hubi.commands.params import CONSORTIUM_NAME, check_url
 from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["consortium"]
@@ -91,7 +91,13 @@ def consortium() -> None:
 @consortium.command("init")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--banks", required=True, help="Founding bank ids, comma-separated (BKA,BKB,...).")
-@click.option("--name", default="hubi", show_default=True, help="Consortium name.")
+@click.option(
+    "--name",
+    type=CONSORTIUM_NAME,
+    default="hubi",
+    show_default=True,
+    help="Consortium name (A-Z a-z 0-9 . _ -).",
+)
 @click.option("--endpoint", "endpoints", multiple=True, metavar="BANK=URL", help="Bank node URL.")
 @click.option("--etcd", "etcd", multiple=True, metavar="BANK=URL", help="Bank's etcd member URL.")
 @click.option(
@@ -143,7 +149,7 @@ def init_cmd(
     else:
         console.print(
             f"consortium [bold]{name}[/bold] epoch 1: banks {', '.join(ids_)}, signed by all; "
-            f"trust bundle in {Path(home) / 'trust'}"
+            f"trust bundle in {rich.markup.escape(str(Path(home) / 'trust'))}"
         )
 
 
@@ -228,7 +234,8 @@ def join_cmd(
         console.print(f"bank {bank} joined: epoch {result['epoch']}, signed by all founders")
     else:
         console.print(
-            f"epoch {result['epoch']} with {bank} is pending in {result['pending']}: founders "
+            f"epoch {result['epoch']} with {bank} is pending in {rich.markup.escape(str(result['pending']))}:"
+            " founders "
             f"{', '.join(result['missing'])} must sign it (hubi consortium sign)"
         )
 
@@ -299,12 +306,23 @@ def show_cmd(home: Path, as_json: bool) -> None:
         return
     console.print(
         f"consortium [bold]{out['name']}[/bold] epoch {out['epoch']}, quorum {out['quorum']} "
-        f"of {len(out['banks'])} (payer's bank always), orderer {out['orderer']}"
+        f"of {len(out['banks'])} (payer's bank always), orderer {_orderer_text(out['orderer'])}"
     )
     for b in out["banks"]:
+        # URLs are escaped: rich would take the host of http://[fe80::1]:8700 for markup
+        endpoints = rich.markup.escape(", ".join(b["endpoints"]) or "-")
         console.print(
-            f"  {b['id']}: {', '.join(b['endpoints']) or '-'}  etcd {', '.join(b['etcd']) or '-'}"
+            f"  {b['id']}: {endpoints}  etcd {rich.markup.escape(', '.join(b['etcd']) or '-')}"
         )
+
+
+def _orderer_text(orderer: dict[str, Any] | None) -> str:
+    """'etcd (log prefix hubi/x/)', or 'none' for a file that names no ordering service."""
+    if not orderer:
+        return "none"
+    prefix = orderer.get("prefix")
+    kind = rich.markup.escape(str(orderer.get("kind")))
+    return f"{kind} (log prefix {rich.markup.escape(str(prefix))})" if prefix else kind
 
 
 # ------------------------------------------------------------------------- up/status
@@ -320,7 +338,7 @@ def show_cmd(home: Path, as_json: bool) -> None:
     show_default=True,
     help="Folder for all state (default: the current folder).",
 )
-@click.option("--name", default="hubi", show_default=True)
+@click.option("--name", type=CONSORTIUM_NAME, default="hubi", show_default=True)
 @click.option(
     "--accounts",
     type=click.IntRange(0, 100000),
@@ -400,7 +418,9 @@ def up_cmd(
         if as_json:
             print_json(st)
         else:
-            console.print(f"consortium [bold]{name}[/bold] up in {sup.root}")
+            console.print(
+                f"consortium [bold]{name}[/bold] up in {rich.markup.escape(str(sup.root))}"
+            )
             for b in st["banks"]:
                 console.print(f"  bank {b['id']}  {b['url']}  pid {b['pid']}")
             for m in st["etcd"]:

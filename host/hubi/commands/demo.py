@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from hubi.output import console, print_json, styled
 
@@ -35,5 +36,5 @@ def demo(workdir: Path, as_json: bool) -> None:
     if as_json:
         print_json(summary)
     else:
-        console.print(f"\nFiles are in {workdir.resolve()}")
+        console.print(f"\nFiles are in {escape(str(workdir.resolve()))}")
     sys.exit(0 if summary["ok"] else 1)

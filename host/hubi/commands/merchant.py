@@ -122,7 +122,7 @@ def init(
     if as_json:
         print_json(info)
     else:
-        console.print(f"merchant {mh.account} ({mh.currency}) set up in {home}")
+        console.print(f"merchant {mh.account} ({mh.currency}) set up in {escape(str(home))}")
 
 
 # --------------------------------------------------------------------------------- request
@@ -179,8 +179,9 @@ def request_cmd(
                 sys.stdout.write(req_mod.terminal_qr(issued.bytes))
             console.print(
                 f"request #{issued.serial}: pay {format_amount(minor, m.currency)} to {m.account}"
-                + (f" for {issued.purpose!r}" if issued.purpose else "")
-                + f", payable for {expires} s  ({len(issued.bytes)} bytes, PNG {issued.png})"
+                + (f" for {escape(repr(issued.purpose))}" if issued.purpose else "")
+                + f", payable for {expires} s  ({len(issued.bytes)} bytes,"
+                + f" PNG {escape(str(issued.png))})"
             )
         if port:
             out["link"], res = _pay_over_link(m, port, issued, as_json, no_qr)
@@ -204,7 +205,7 @@ def _pay_over_link(
     def ask_pin(summary: dict[str, Any]) -> str | None:
         amount = format_amount(issued.amount, issued.currency)
         err_console.print(
-            f"the token on {port} asks its owner's PIN to pay {amount} to {m.account}"
+            f"the token on {escape(port)} asks its owner's PIN to pay {amount} to {m.account}"
         )
         return click.prompt(
             "payer's PIN", hide_input=True, default="", show_default=False, err=True
@@ -212,7 +213,8 @@ def _pay_over_link(
 
     if not as_json:
         console.print(
-            f"sending request #{issued.serial} to the token on {port}; the payer confirms there"
+            f"sending request #{issued.serial} to the token on {escape(port)};"
+            " the payer confirms there"
         )
     try:
         note, info = link.pay(port, issued.bytes, ask_pin)
@@ -239,7 +241,7 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
             err_console.print(styled("yellow", f"link {port}: {what} not sent: {exc}"))
         return {"port": port, "sent": False, "error": f"{type(exc).__name__}: {exc}"}
     if not as_json:
-        console.print(f"{what} handed to the token on {port}")
+        console.print(f"{what} handed to the token on {escape(port)}")
     return {"port": port, "sent": True, **res}
 
 
@@ -382,7 +384,7 @@ def scan(
         print_json(out)
     elif not results:
         err_console.print(
-            f"[red]no complete note in {what}[/red] (frames {last_prog.get('frames', 0)}, "
+            f"[red]no complete note in {escape(what)}[/red] (frames {last_prog.get('frames', 0)}, "
             f"parts {last_prog.get('have', 0)}/{last_prog.get('need', 0)})"
         )
     sys.exit(0 if out["ok"] else (1 if results else 2))
@@ -410,7 +412,7 @@ def _print_result(res: Any, no_qr: bool, req_mod: Any) -> None:
         if res.receipt is not None:
             if not no_qr:
                 sys.stdout.write(req_mod.terminal_qr(res.receipt))
-            console.print(f"receipt #{res.receipt_serial}: {res.receipt_png}")
+            console.print(f"receipt #{res.receipt_serial}: {escape(str(res.receipt_png))}")
     else:
         who = f" from {info['payer']} serial {info['serial']}" if info else ""
         field, reason = escape(str(v.field)), escape(str(v.reason))
@@ -481,7 +483,7 @@ def _print_upload(report: Any) -> None:
     if report.stopped:
         err_console.print(styled("yellow", f"stopped: {report.stopped}"))
     console.print(
-        f"uploaded to {report.bank_url}: {c['booked']} settled, {c['bounced']} bounced,"
+        f"uploaded to {escape(report.bank_url)}: {c['booked']} settled, {c['bounced']} bounced,"
         f" {c['refused']} refused, {c['pending']} still pending"
     )
 
@@ -496,6 +498,7 @@ def _print_upload(report: Any) -> None:
 def outbox(ctx: click.Context, state: str | None, as_json: bool) -> None:
     """List the notes in the outbox and what the bank said about them."""
     from rich.table import Table
+    from rich.text import Text
 
     from hubi.merchant import format_amount
 
@@ -521,7 +524,7 @@ def outbox(ctx: click.Context, state: str | None, as_json: bool) -> None:
             str(r.serial),
             format_amount(r.amount, r.currency),
             "settled" if r.state == "booked" else r.state,
-            str(detail),
+            Text(str(detail)),  # the bank's words, or an error: never markup
         )
     console.print(table)
     n = status["notes"]

@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from hubi import kmc, objects
 from hubi.output import console, err_console, print_json, styled
@@ -73,15 +75,16 @@ def _fail(as_json: bool, error: str, message: str) -> None:
 
 
 def _print_human(info: dict[str, Any]) -> None:
-    table = Table(title=f"{info['kind']} — {info['size']} bytes", show_header=True)
+    # values are Text, never markup: a purpose is whatever the payer's token signed
+    table = Table(title=Text(f"{info['kind']} — {info['size']} bytes"), show_header=True)
     table.add_column("field")
     table.add_column("value", overflow="fold")
     for key in ("signer", "serial", "time"):
-        table.add_row(key, str(info[key]))
+        table.add_row(key, Text(str(info[key])))
     for key, value in info["fields"].items():
         if isinstance(value, dict):
             value = f"{value['kind']} of {value['signer']} #{value['serial']}"
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))
     if "note_id" in info:
         table.add_row("note id", info["note_id"])
     qrv = info["qr_version"]
@@ -92,8 +95,8 @@ def _print_human(info: dict[str, Any]) -> None:
         console.print(styled("yellow", f"not verified: {ver['reason']}"))
         return
     for f in ver["fields"]:
-        mark = "[green]ok[/green]" if f["ok"] else f"[red]FAILED[/red] {f['reason']}"
-        console.print(f"  {f['field']:<10} {mark}")
+        mark = "[green]ok[/green]" if f["ok"] else f"[red]FAILED[/red] {escape(f['reason'])}"
+        console.print(f"  {escape(f['field']):<10} {mark}")
     console.print(
         "[green]verified offline[/green]" if ver["ok"] else "[red]verification failed[/red]"
     )

@@ -48,6 +48,22 @@ class Seconds(click.FloatRange):
         return seconds
 
 
+class ConsortiumName(click.ParamType):
+    """click type for a consortium's name (``hubi_core.consortium.check_name``)."""
+
+    name = "NAME"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
+        from hubi_core.consortium import check_name
+        from hubi_core.errors import BadValue
+
+        try:
+            return check_name(value)
+        except BadValue as exc:
+            self.fail(str(exc), param, ctx)
+
+
 HTTP_URL = HttpUrl()
+CONSORTIUM_NAME = ConsortiumName()
 SECONDS = Seconds(min=0.0)  # a delay: 0 (no wait) or more
 POSITIVE_SECONDS = Seconds(min=0.0, min_open=True)  # a timeout: more than 0

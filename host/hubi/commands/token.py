@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from hubi.output import console, err_console, print_json, styled
 from hubi.token import deploy as dep
@@ -131,7 +132,7 @@ def info_cmd(port: str, as_json: bool) -> None:
 
 def _print_info(i: dict[str, Any]) -> None:
     # provisioning's reply has no board or firmware: print what the token said, no "None"
-    head = " ".join(str(i[k]) for k in ("board", "firmware") if i.get(k))
+    head = escape(" ".join(str(i[k]) for k in ("board", "firmware") if i.get(k)))
     console.print(f"[bold]{head}[/bold]  state: {i['state']}" if head else f"state: {i['state']}")
     if i["state"] == "ready":
         console.print(f"account {i['account']} ({i['currency']})  next serial {i['next_serial']}")
@@ -259,7 +260,8 @@ def pay_cmd(
         if note is None:
             s = r.summary or {}
             (err_console if as_json else console).print(
-                f"pay [bold]{s.get('amount_text')}[/bold] to {s.get('payee')} {s.get('purpose', '')}"
+                f"pay [bold]{escape(str(s.get('amount_text')))}[/bold] to"
+                f" {escape(str(s.get('payee')))} {escape(str(s.get('purpose') or ''))}"
             )
             if not yes and not click.confirm("confirm?", default=False):
                 tok.cancel_pay()
@@ -279,7 +281,8 @@ def pay_cmd(
             print_json(info)
         else:
             console.print(
-                f"note #{n.serial}: {len(note)} bytes" + (f" -> {out_file}" if out_file else "")
+                f"note #{n.serial}: {len(note)} bytes"
+                + (f" -> {escape(str(out_file))}" if out_file else "")
             )
             _terminal_qr(note)
 
