@@ -94,3 +94,8 @@ def test_flash_dry_run_and_image_check(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "not an ESP firmware image" in " ".join(r.output.split())
     with pytest.raises(dep.DeployError):
         dep.flash_commands("p", img, chip="esp8266")
+    # a baud rate esptool cannot use is a usage error, not a command line handed to esptool
+    r = CliRunner().invoke(
+        main, ["token", "flash", "-p", "p", "--firmware", str(img), "--baud", "0", "--dry-run"]
+    )
+    assert r.exit_code == 2 and "Invalid value for '--baud'" in r.output, r.output

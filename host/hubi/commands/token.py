@@ -356,7 +356,7 @@ def wipe_cmd(port: str, pin: str | None) -> None:
 @click.option(
     "--chip", type=click.Choice(sorted(dep.FLASH_OFFSET)), default="esp32", show_default=True
 )
-@click.option("--baud", type=int, default=460800, show_default=True)
+@click.option("--baud", type=click.IntRange(min=1), default=460800, show_default=True)
 @click.option("--no-erase", is_flag=True)
 @click.option("--dry-run", is_flag=True, help="Print the esptool commands only.")
 def flash_cmd(
