@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -174,3 +177,39 @@ def test_small_images_are_upscaled() -> None:
     tiny = cv2.resize(_module_image(data, 1), None, fx=1.5, fy=1.5, interpolation=cv2.INTER_AREA)
     assert min(tiny.shape) < 200
     assert qrscan.decode_image(tiny) == [data]
+
+
+def _white_png(path: Path, width: int, height: int) -> None:
+    """A valid grey PNG, all white, written row by row (the pixels never sit in memory)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    z = zlib.compressobj(9)
+    row = b"\x00" + b"\xff" * width  # filter byte "none", then the row
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    path.write_bytes(png)
+
+
+def test_an_image_of_too_many_pixels_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """A 20000 x 20000 white PNG (a few hundred KB) held 5.5 GB and 100 s of CPU before 'note
+    show' said it had no QR code. Scans now refuse an image over 50 million pixels from its
+    header, and say so. Run as the command line: OpenCV takes its limit when cv2 is first
+    imported, which the hubi package arranges."""
+    bomb = tmp_path / "bomb.png"
+    _white_png(bomb, 20_000, 20_000)
+    assert bomb.stat().st_size < 1_000_000
+    r = subprocess.run(
+        [sys.executable, "-m", "hubi.cli", "note", "show", str(bomb), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    message = json.loads(r.stdout)["message"]
+    assert "more than 50,000,000 pixels" in message and str(bomb) in message

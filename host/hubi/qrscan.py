@@ -48,14 +48,9 @@ ImageSource = str | os.PathLike | bytes | np.ndarray | Any
 def load_grey(image: ImageSource) -> np.ndarray:
     """A 2-D uint8 grey image from a path, encoded image bytes, an ndarray or a PIL image."""
     if isinstance(image, str | os.PathLike):
-        data = np.fromfile(str(image), dtype=np.uint8)
-        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise ValueError(f"{image}: not an image OpenCV can read")
+        arr = _decode(np.fromfile(str(image), dtype=np.uint8), str(image))
     elif isinstance(image, bytes | bytearray | memoryview):
-        arr = cv2.imdecode(np.frombuffer(image, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-        if arr is None:
-            raise ValueError("image bytes: not an image OpenCV can read")
+        arr = _decode(np.frombuffer(image, dtype=np.uint8), "image bytes")
     elif isinstance(image, np.ndarray):
         arr = image
     elif hasattr(image, "convert"):  # PIL.Image
@@ -80,6 +75,22 @@ def load_grey(image: ImageSource) -> np.ndarray:
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"image of shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def _decode(data: np.ndarray, name: str) -> np.ndarray:
+    """OpenCV's decoding of an encoded image, or ValueError naming what is wrong with it."""
+    try:
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # its size check failed: refused before the pixels are made
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            cap = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "0"))
+            raise ValueError(
+                f"{name}: an image of more than {cap:,} pixels, the most a scan reads"
+            ) from None
+        raise ValueError(f"{name}: not an image OpenCV can read ({exc.err})") from None
+    if arr is None:
+        raise ValueError(f"{name}: not an image OpenCV can read")
+    return arr
 
 
 def _read(grey: np.ndarray, binarizer=None) -> list[bytes]:
