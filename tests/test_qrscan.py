@@ -145,6 +145,14 @@ def test_video_and_camera_errors(tmp_path: Path) -> None:
         qrscan.frames_from_video(bad)
     with pytest.raises(OSError, match="camera 97"):
         qrscan.frames_from_camera(97)
+    # a video whose frames are over the pixel limit is refused from its header (one white
+    # 7100 x 7100 frame, 320 KB, took 12 s and 1.2 GB to find no code in)
+    big = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(big), cv2.VideoWriter_fourcc(*"MJPG"), 1, (7100, 7100), False)
+    writer.write(np.full((7100, 7100), 255, np.uint8))
+    writer.release()
+    with pytest.raises(ValueError, match="frames of more than 50,000,000 pixels"):
+        qrscan.frames_from_video(big)
 
 
 def _module_image(data: bytes, scale: int) -> np.ndarray:

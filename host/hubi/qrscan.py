@@ -77,16 +77,27 @@ def load_grey(image: ImageSource) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _pixel_cap() -> int:
+    """The most pixels an image or video frame to scan may have (see ``hubi.MAX_IMAGE_PIXELS``)."""
+    from hubi import MAX_IMAGE_PIXELS
+
+    try:
+        return int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+    except ValueError:
+        return MAX_IMAGE_PIXELS
+
+
+def _too_large(name: str, what: str = "an image") -> str:
+    return f"{name}: {what} of more than {_pixel_cap():,} pixels, the most a scan reads"
+
+
 def _decode(data: np.ndarray, name: str) -> np.ndarray:
     """OpenCV's decoding of an encoded image, or ValueError naming what is wrong with it."""
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # its size check failed: refused before the pixels are made
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
-            cap = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", "0"))
-            raise ValueError(
-                f"{name}: an image of more than {cap:,} pixels, the most a scan reads"
-            ) from None
+            raise ValueError(_too_large(name)) from None
         raise ValueError(f"{name}: not an image OpenCV can read ({exc.err})") from None
     if arr is None:
         raise ValueError(f"{name}: not an image OpenCV can read")
@@ -259,6 +270,10 @@ def frames_from_video(
     if not Path(path).exists():
         raise FileNotFoundError(str(path))
     cap = _opened(cv2.VideoCapture(str(path)), f"video {path}")
+    size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if size > _pixel_cap():  # each frame would be decoded whole, as an image is
+        cap.release()
+        raise ValueError(_too_large(f"video {path}", "frames"))
     return _frames(cap, max_frames, max(1, step))
 
 
