@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -239,6 +241,33 @@ def test_strict_decoding_errors(world: World) -> None:
         codec.decode(data + b"\x00")
     with pytest.raises(errors.Oversize):
         codec.decode(b"\x01" * 5000)
+
+
+@pytest.mark.parametrize(
+    "char, words",
+    [
+        ("\x1b", "control character (U+001B)"),  # ESC: starts a terminal escape sequence
+        ("\x7f", "control character (U+007F)"),
+        ("\x9b", "control character (U+009B)"),  # C1 CSI, which some terminals act on
+        ("\u202e", "bidirectional control (U+202E)"),  # RLO: shows the text reversed
+        ("\u2066", "bidirectional control (U+2066)"),
+        ("\u200f", "bidirectional control (U+200F)"),
+    ],
+)
+def test_text_refuses_control_and_bidirectional_characters(
+    world: World, char: str, words: str
+) -> None:
+    """A purpose is shown on the token, the merchant's terminal and statements: nothing in it
+    may act on a terminal or reorder what is shown. Refused when signing and when decoding."""
+    with pytest.raises(errors.BadValue, match=rf"purpose contains a {re.escape(words)}"):
+        world.note(PAYER, PAYEE, 5, purpose=f"tea{char}")
+    good = codec.encode(world.note(PAYER, PAYEE, 5, purpose="tea" + "x" * len(char.encode())))
+    bad = good.replace(b"tea" + b"x" * len(char.encode()), b"tea" + char.encode(), 1)
+    assert bad != good and len(bad) == len(good)
+    with pytest.raises(errors.BadValue, match=re.escape(words)):
+        codec.decode(bad)
+    # letters of any script, and emoji, stay welcome
+    assert codec.decode(codec.encode(world.note(PAYER, PAYEE, 5, purpose="café ☕ 咖啡 قهوة")))
 
 
 def _fields(data: bytes) -> tuple[bytes, list[tuple[int, bytes]]]:

@@ -23,6 +23,12 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
     tampered = codec.decode(codec.encode(note))
     tampered.values["amount"] = 5
     tampered_bytes = codec.encode(tampered)
+    # the purpose's bytes swapped for a right-to-left override and a C1 control: refused there too
+    plain = codec.encode(w.note(payer.id, payee.id, 7, serial=2, purpose="tea-xyz"))
+    refuse = [
+        plain.replace(b"xyz", "\u202e".encode()),
+        plain.replace(b"-xy", b"-" + "\x9b".encode()),
+    ]
     spec = {
         "matrices": {b: k.public.to_bytes().hex() for b, k in w.kmcs.items()},
         "consortium": w.consortium.to_json(),
@@ -59,6 +65,7 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
             },
         ],
         "decode": [codec.encode(note).hex(), codec.encode(req).hex(), tampered_bytes.hex()],
+        "refuse": [b.hex() for b in refuse],
     }
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -74,3 +81,7 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
     assert out["verified"] == [[True, []], [True, []], [False, ["amount", "lsum"]]]
     assert out["lsum"] == lsum.lsum("BKA-000000000042", 7, 1250, "coffee", "BKB-000000000007")
     assert out["note_id"] == lsum.note_id("BKA-000000000042", 7).hex()
+    assert out["refused"] == [
+        "purpose contains a bidirectional control (U+202E)",
+        "purpose contains a control character (U+009B)",
+    ]

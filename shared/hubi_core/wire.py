@@ -77,8 +77,28 @@ class Reader:
         return n
 
 
+# Bidirectional controls reorder what a screen shows ("Trojan Source"): a purpose could read
+# differently on the token, the merchant's terminal and a statement. ALM, LRM, RLM, LRE..RLO,
+# LRI..PDI.
+_BIDI = (
+    0x061C,
+    0x200E,
+    0x200F,
+    0x202A,
+    0x202B,
+    0x202C,
+    0x202D,
+    0x202E,
+    0x2066,
+    0x2067,
+    0x2068,
+    0x2069,
+)
+
+
 def utf8_text(raw, name, limit):
-    """Validate a text field: UTF-8, no control characters, at most `limit` bytes."""
+    """Validate a text field: UTF-8, at most `limit` bytes, no control characters (C0, DEL and
+    C1: a terminal may act on them) and no bidirectional controls."""
     if len(raw) > limit:
         raise Oversize("%s is %d bytes, over the limit %d" % (name, len(raw), limit))
     try:
@@ -86,6 +106,9 @@ def utf8_text(raw, name, limit):
     except (UnicodeError, ValueError):
         raise BadValue("%s is not valid UTF-8" % name) from None
     for ch in text:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise BadValue("%s contains a control character" % name)
+        o = ord(ch)
+        if o < 0x20 or 0x7F <= o <= 0x9F:
+            raise BadValue("%s contains a control character (U+%04X)" % (name, o))
+        if o in _BIDI:
+            raise BadValue("%s contains a bidirectional control (U+%04X)" % (name, o))
     return text

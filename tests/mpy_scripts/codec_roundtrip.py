@@ -56,6 +56,14 @@ for h in spec["decode"]:
     rep = verify.verify_object(obj, trust)
     out["verified"].append([rep.ok, rep.failed])
 
+out["refused"] = []
+for h in spec.get("refuse", []):
+    try:
+        codec.decode(bytes.fromhex(h))
+        out["refused"].append("accepted")
+    except Exception as e:
+        out["refused"].append(str(e))
+
 out["lsum"] = lsum.lsum("BKA-000000000042", 7, 1250, "coffee", "BKB-000000000007")
 out["note_id"] = lsum.note_id("BKA-000000000042", 7).hex()
 print(json.dumps(out))
