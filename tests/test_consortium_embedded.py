@@ -10,12 +10,14 @@ import hashlib
 import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from hubi.bank import audit as audit_mod
 from hubi.bank import engine as eng_mod
+from hubi.bank.auth import Signer
 from hubi.bank.records import BookVerifier
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import EndorsementVerifier, evaluate, make_endorsement, note_digest
@@ -31,7 +33,7 @@ from hubi.consortium.node import ConsortiumNode
 from hubi.consortium.orderer import SqliteOrderer, read_revision, revision_value
 from hubi.consortium.service import EmbeddedConsortium
 from hubi.consortium.state import ConsortiumState
-from hubi.consortium.transport import LocalPeerTransport
+from hubi.consortium.transport import HttpPeerTransport, LocalPeerTransport
 from hubi.infra.etcd_client import EtcdRequestError
 from hubi_core import codec, lsum
 from tests.bank_nodes import nodes  # noqa: F401
@@ -329,6 +331,57 @@ def test_forged_endorsement_from_a_peer_is_not_counted(world) -> None:
     assert out["outcome"] == "booked"
     reports = ec.nodes["BKB"].state.reports()
     assert any(r.kind == "forged-endorsement" and r.subject == "BKD" for r in reports)
+
+
+class _Megabytes(BaseHTTPRequestHandler):
+    """A peer bank's node gone wrong: every answer is 1 MB of JSON-looking bytes."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"endorsement": "' + b"00" * (1 << 19) + b'"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except ConnectionError:
+            pass  # the asking bank stopped reading, as it should
+
+
+def test_a_peer_that_answers_with_megabytes_is_not_read_and_is_reported(world) -> None:
+    """BKD's node answers validation requests with 1 MB over real HTTP. BKB reads no more than
+    64 KiB of it (a peer could otherwise fill its memory), does not count it, reports BKD,
+    and says why the note cannot be settled without it."""
+    ec, acc = world
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Megabytes)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    http = HttpPeerTransport(Signer("BKB", 12345), {"BKD": f"http://127.0.0.1:{srv.server_port}"})
+
+    class ViaHttpToBKD(LocalPeerTransport):
+        def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
+            if bank == "BKD":
+                return http.validate(bank, note, timeout)
+            return super().validate(bank, note, timeout)
+
+    tr = ViaHttpToBKD("BKB", ec.nodes)
+    tr.down.add("BKC")  # BKD's answer is needed
+    ec.nodes["BKB"].transport = tr
+    try:
+        with pytest.raises(NotEndorsed, match="BKD: bank BKD: reply too large"):
+            ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", 5))
+    finally:
+        http.close()
+        srv.shutdown()
+        srv.server_close()
+    reports = [r for r in ec.nodes["BKB"].state.reports() if r.subject == "BKD"]
+    assert [r.kind for r in reports] == ["forged-endorsement"], reports
+    assert "a reply of more than 65536 bytes" in reports[0].detail
 
 
 def test_forged_debit_result_is_ignored_and_reported(world) -> None:

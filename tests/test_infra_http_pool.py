@@ -10,15 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from hubi.infra.http_pool import HttpFailure, HttpPool, HttpTimeout
+from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
 from hubi.infra.ports import free_port
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
-    mode = (
-        "echo"  # echo | close-after-one | close-quietly | drop-second | drop-all | sleep | garbage
-    )
+    mode = "echo"  # echo | close-after-one | close-quietly | drop-second | drop-all | sleep | garbage  # | huge | huge-chunked
 
     def __init__(self, port: int):
         super().__init__(("127.0.0.1", port), _Handler)
@@ -70,6 +68,24 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if srv.mode == "sleep":
             time.sleep(0.6)
+        if srv.mode in ("huge", "huge-chunked"):  # 64 MB, with or without a Content-Length
+            self.send_response(200)
+            if srv.mode == "huge":
+                self.send_header("Content-Length", str(64 << 20))
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            block = b"x" * (1 << 20)
+            try:
+                for _ in range(64):
+                    if srv.mode == "huge-chunked":
+                        self._chunk(block)
+                    else:
+                        self.wfile.write(block)
+            except ConnectionError:
+                pass  # the client stopped reading, as it should
+            self.close_connection = True
+            return
         reply = b"got " + body
         self.send_response(200)
         self.send_header("Content-Length", str(len(reply)))
@@ -142,6 +158,27 @@ def test_garbage_instead_of_a_reply_names_the_fault(server: _Server) -> None:
         pool.post("/x", b"c", {})
     server.mode = "echo"
     assert pool.post("/x", b"d", {}).body == b"got d"  # the broken connection was not kept
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge-chunked"])
+def test_a_reply_over_the_callers_limit_is_not_read_and_the_pool_goes_on(
+    server: _Server, mode: str
+) -> None:
+    """A server that answers with 64 MB (a peer bank gone wrong or lying) used to have all of
+    it read into memory. With ``max_reply`` the read stops past the limit, the error names the
+    server, and the next request gets a fresh connection."""
+    pool = HttpPool(_url(server))
+    assert pool.post("/a", b"1", {}, max_reply=100).body == b"got 1"
+    server.mode = mode
+    t0 = time.monotonic()
+    with pytest.raises(
+        HttpReplyTooLarge, match=r"127\.0\.0\.1:\d+: a reply of more than 100 bytes"
+    ):
+        pool.post("/a", b"2", {}, max_reply=100)
+    assert time.monotonic() - t0 < 5
+    server.mode = "echo"
+    assert pool.post("/a", b"3", {}, max_reply=100).body == b"got 3"
+    pool.close()
 
 
 def test_timeout_names_the_server_and_the_limit(server: _Server) -> None:

@@ -521,6 +521,8 @@ class ConsortiumNode:
                     answer = f.result()
                 except PeerError as exc:
                     problems[bank] = str(exc)
+                    if exc.forged:  # an answer no honest node gives, reported like a forgery
+                        self._report_forged(bank, nid, str(exc))
                     ask(1)
                     continue
                 except Exception as exc:  # a transport bug must not hang the upload

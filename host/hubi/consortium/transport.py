@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from hubi.bank.auth import Signer
 from hubi.consortium.errors import PeerError
-from hubi.infra.http_pool import HttpFailure, HttpPool, HttpTimeout
+from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
 from hubi_core.errors import CodecError, HubiError
 
 if TYPE_CHECKING:
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["VALIDATE_PATH", "HttpPeerTransport", "LocalPeerTransport"]
 
 VALIDATE_PATH = "/v1/consortium/validate"
+# A validation reply is a few hundred bytes of JSON (a sealed Endorsement, a reason of at most
+# a few hundred characters); a peer that sends more is not read further.
+MAX_VALIDATE_REPLY = 64 * 1024
 
 
 class HttpPeerTransport:
@@ -57,7 +60,11 @@ class HttpPeerTransport:
         headers = self.signer.headers(bank, "POST", VALIDATE_PATH, None, note)
         headers["Content-Type"] = "application/octet-stream"
         try:
-            r = pool.post(VALIDATE_PATH, note, headers, timeout=timeout)
+            r = pool.post(
+                VALIDATE_PATH, note, headers, timeout=timeout, max_reply=MAX_VALIDATE_REPLY
+            )
+        except HttpReplyTooLarge as exc:
+            raise PeerError(bank, f"reply too large: {exc}", forged=True) from None
         except HttpTimeout:
             raise PeerError(bank, f"no answer within {timeout:g} s", replied=False) from None
         except HttpFailure as exc:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-__all__ = ["HttpFailure", "HttpPool", "HttpReply", "HttpStream", "HttpTimeout"]
+__all__ = ["HttpFailure", "HttpPool", "HttpReply", "HttpReplyTooLarge", "HttpStream", "HttpTimeout"]
 
 
 class HttpFailure(Exception):
@@ -33,6 +33,11 @@ class HttpFailure(Exception):
 
 class HttpTimeout(HttpFailure):
     """No reply within the timeout."""
+
+
+class HttpReplyTooLarge(HttpFailure):
+    """A reply longer than the caller's ``max_reply``: not read further (the server answered,
+    but with more than any answer it should give)."""
 
 
 class HttpReply(NamedTuple):
@@ -137,9 +142,12 @@ class HttpPool:
         headers: dict[str, str],
         *,
         timeout: float | None = None,
+        max_reply: int | None = None,
     ) -> HttpReply:
         """POST ``body`` to ``path``; the reply's status and body. Raises :class:`HttpTimeout`
-        or :class:`HttpFailure` (naming the origin and the error) when there is no reply."""
+        or :class:`HttpFailure` (naming the origin and the error) when there is no reply, and
+        :class:`HttpReplyTooLarge` for a body over ``max_reply`` bytes (read no further: a
+        server that sends gigabytes would otherwise fill this process's memory)."""
         limit = self.timeout if timeout is None else timeout
         conn = self._take()
         reused = conn is not None
@@ -151,7 +159,10 @@ class HttpPool:
                 conn.sock.settimeout(limit)
                 conn.request("POST", self._prefix + path, body=body, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
+                if max_reply is not None and (resp.length or 0) > max_reply:
+                    data = b"x" * (max_reply + 1)  # its Content-Length says so: not read
+                else:
+                    data = resp.read() if max_reply is None else resp.read(max_reply + 1)
             except TimeoutError:
                 if conn is not None:
                     conn.close()
@@ -167,6 +178,11 @@ class HttpPool:
                 if conn is not None:
                     conn.close()
                 raise HttpFailure(f"{self.origin}: {type(exc).__name__}: {exc}") from None
+            if max_reply is not None and len(data) > max_reply:
+                conn.close()  # the rest of the reply is still on the line
+                raise HttpReplyTooLarge(
+                    f"{self.origin}: a reply of more than {max_reply} bytes (HTTP {resp.status})"
+                )
             if resp.will_close:
                 conn.close()
             else:
