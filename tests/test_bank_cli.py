@@ -100,10 +100,14 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
         png.write(f, 64, 64, [bytes([255] * 64)] * 64)
     shutil.copy(files[3], mixed / "c-again.note")
     shutil.copy(tmp_path / "junk.note", mixed / "d-junk.note")
+    # a note as hex text, as `hubi token note` prints it (it was "unknown suite 48": the '0')
+    (mixed / "e-hex.txt").write_text(files[4].read_bytes().hex() + "\n")
     out = run("bank", "book", str(mixed), "--home", h, "--bank", "BKA", "--json", code=1)
     assert [Path(o["file"]).name for o in out["outcomes"]] == sorted(os.listdir(mixed))
-    assert [o["status"] for o in out["outcomes"]] == ["rejected", "rejected", "booked", "rejected"]
+    statuses = [o["status"] for o in out["outcomes"]]
+    assert statuses == ["rejected", "rejected", "booked", "rejected", "booked"], out
     assert "truncated" in out["outcomes"][0]["reason"] and out["outcomes"][2]["replay"]
+    assert out["outcomes"][4]["replay"]  # the same note as files[4], booked above
     show = run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA", "--json")
     assert show["balance"] == 5000 - sum(10 * s for s in range(1, 13)) and show["records"] == 13
     assert "amy" in run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA")["output"]

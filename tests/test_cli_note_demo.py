@@ -84,6 +84,19 @@ def test_note_show_prints_a_purpose_as_it_is_not_as_markup(tmp_path: Path) -> No
     assert code == 0 and purpose in out and "verified offline" in out, out
 
 
+def test_note_show_reads_a_note_as_hex_text(bundle: Path, tmp_path: Path) -> None:
+    """`hubi token note` prints a note as hex: saved to a file, it reads like the binary one."""
+    note = (bundle / "note.bin").read_bytes()
+    text = bundle / "note.hex"
+    text.write_text(note.hex()[:100] + "\n" + note.hex()[100:] + "\n")
+    code, out = run("note", "show", str(text), "--json")
+    assert code == 0 and json.loads(out)["verification"]["ok"] is True, out
+    assert json.loads(out)["size"] == len(note)
+    (tmp_path / "odd.hex").write_text(note.hex()[:-1])
+    code, out = run("note", "show", str(tmp_path / "odd.hex"), "--json")
+    assert code == 2 and "hex text that does not make whole bytes" in json.loads(out)["message"]
+
+
 def test_note_show_rejects_garbage_with_clear_error(bundle: Path) -> None:
     code, out = run("note", "show", str(bundle / "garbage.bin"), "--json")
     assert code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,24 @@ def is_image(data: bytes) -> bool:
     return any(data.startswith(m) for m in IMAGE_MAGIC)
 
 
+# hex digits, spaces and line breaks only: `hubi token note`, the JSON outputs and the bank API
+# give objects as hex, and a binary object starts with its suite byte 0x01, never with one of these
+_HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
+
+
 def read_object_bytes(path: Path) -> bytes:
-    """Bytes of a hubi object from a binary file or from an image of its QR code(s)."""
+    """Bytes of a hubi object from a binary file, a text file of its hex (as `hubi token note`
+    prints it), or an image of its QR code(s)."""
     data = Path(path).read_bytes()
     if is_image(data):
         from hubi import qrscan
 
         return qrscan.collect([Path(path)])
+    if _HEX_TEXT.fullmatch(data):
+        try:
+            return bytes.fromhex(data.decode("ascii"))
+        except ValueError:  # an odd number of digits, or a digit pair cut by a space
+            raise ValueError(f"{path}: hex text that does not make whole bytes") from None
     return data
 
 

@@ -267,8 +267,9 @@ def _note_files(paths: tuple[Path, ...]) -> Iterator[Path]:
 def book_cmd(
     files: tuple[Path, ...], home: Path, bank: str | None, db: str | None, batch: int, as_json: bool
 ) -> None:
-    """Book note FILES (binary notes or QR images; folders are read whole) into the bank's
-    database. Exit status 0 when every note is booked (or was already), 1 otherwise."""
+    """Book note FILES (binary notes, their hex as text, or QR images; folders are read whole)
+    into the bank's database. Exit status 0 when every note is booked (or was already), 1
+    otherwise."""
     from rich.progress import Progress
 
     from hubi import objects

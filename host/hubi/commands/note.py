@@ -50,7 +50,7 @@ def note() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(file: Path, trust_dir: Path | None, as_json: bool) -> None:
-    """Decode FILE (binary object or QR image) and verify it offline, field by field."""
+    """Decode FILE (binary object, its hex as text, or QR image) and verify it offline, field by field."""
     try:
         data = objects.read_object_bytes(file)
         info = describe(data, trust_dir or kmc.find_trust(file.parent))
