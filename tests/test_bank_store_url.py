@@ -30,6 +30,16 @@ def test_sqlite_synchronous_off_or_unknown_is_refused_by_name(tmp_path: Path) ->
     assert not (tmp_path / "b.db").exists()
 
 
+def test_a_misspelt_sqlite_option_is_refused_by_name(tmp_path: Path) -> None:
+    """`?synchronus=full` was ignored: the operator asked for FULL and got NORMAL, unaware."""
+    with pytest.raises(
+        StoreError,
+        match=r"unknown option synchronus \(a SQLite URL takes synchronous and max_bytes\)",
+    ):
+        Store(f"sqlite:///{tmp_path}/b.db?synchronus=full")
+    assert not (tmp_path / "b.db").exists()
+
+
 def test_sqlite_in_a_missing_folder_is_refused_by_name(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="folder .*nowhere does not exist"):
         Store(f"sqlite:///{tmp_path}/nowhere/b.db")

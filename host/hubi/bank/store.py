@@ -189,6 +189,9 @@ class Location:
     options: dict[str, str]
 
 
+SQLITE_OPTIONS = ("synchronous", "max_bytes")  # what a sqlite:///path?... URL may set
+
+
 def parse_url(url: str | os.PathLike[str]) -> Location:
     """Where a database is: ``sqlite:///path``, a file path, or ``postgresql://...``."""
     text = os.fspath(url)
@@ -448,6 +451,12 @@ class Store:
         self._conns: PerThread[Any] = PerThread(self._connect)
         self._closed = False
         if self.dialect == "sqlite":
+            unknown = sorted(set(self.location.options) - set(SQLITE_OPTIONS))
+            if unknown:  # a misspelt synchronous=FULL would leave the default in force
+                raise StoreError(
+                    f"{display_url(self.url)}: unknown option {', '.join(unknown)}"
+                    f" (a SQLite URL takes {' and '.join(SQLITE_OPTIONS)})"
+                )
             sync = self.location.options.get("synchronous", "NORMAL").upper()
             if sync not in ("NORMAL", "FULL", "EXTRA"):  # OFF can corrupt books on power loss
                 raise StoreError(
