@@ -77,6 +77,17 @@ class HttpStream:
             raise HttpFailure(f"{self.origin}: {type(exc).__name__}: {exc}") from None
 
 
+def _body(resp: http.client.HTTPResponse, max_reply: int | None) -> bytes | None:
+    """The reply's body, or None when it is longer than ``max_reply`` bytes: by its
+    Content-Length (then nothing is read), or once that much has been read."""
+    if max_reply is None:
+        return resp.read()
+    if (resp.length or 0) > max_reply:
+        return None
+    data = resp.read(max_reply + 1)
+    return None if len(data) > max_reply else data
+
+
 # a reused connection that fails like this was closed by the server while idle
 _CLOSED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
@@ -159,10 +170,7 @@ class HttpPool:
                 conn.sock.settimeout(limit)
                 conn.request("POST", self._prefix + path, body=body, headers=headers)
                 resp = conn.getresponse()
-                if max_reply is not None and (resp.length or 0) > max_reply:
-                    data = b"x" * (max_reply + 1)  # its Content-Length says so: not read
-                else:
-                    data = resp.read() if max_reply is None else resp.read(max_reply + 1)
+                data = _body(resp, max_reply)
             except TimeoutError:
                 if conn is not None:
                     conn.close()
@@ -178,7 +186,7 @@ class HttpPool:
                 if conn is not None:
                     conn.close()
                 raise HttpFailure(f"{self.origin}: {type(exc).__name__}: {exc}") from None
-            if max_reply is not None and len(data) > max_reply:
+            if data is None:
                 conn.close()  # the rest of the reply is still on the line
                 raise HttpReplyTooLarge(
                     f"{self.origin}: a reply of more than {max_reply} bytes (HTTP {resp.status})"
