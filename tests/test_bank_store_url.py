@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from hubi.bank.store import Store, StoreError, parse_url
+from hubi.bank.store import Store, StoreError, open_store, parse_url
 
 
 @pytest.mark.parametrize(("option", "pragma"), [("NORMAL", 1), ("full", 2), ("EXTRA", 3)])
@@ -38,6 +39,24 @@ def test_a_misspelt_sqlite_option_is_refused_by_name(tmp_path: Path) -> None:
     ):
         Store(f"sqlite:///{tmp_path}/b.db?synchronus=full")
     assert not (tmp_path / "b.db").exists()
+
+
+def test_a_database_a_newer_hubi_migrated_is_refused(tmp_path: Path) -> None:
+    """A node, an audit or `bank init` of an older build would read records by rules it does
+    not know, or write old ones among them: each refuses the database and says why."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    Store(url).close()
+    db = sqlite3.connect(tmp_path / "b.db")
+    db.execute("INSERT INTO schema_version VALUES (99, 'from a newer hubi', 0)")
+    db.commit()
+    db.close()
+    before = (tmp_path / "b.db").read_bytes()
+    words = r"schema version 99, newer than this build knows \(\d+\)"
+    with pytest.raises(StoreError, match=words):
+        Store(url)  # bank init, a node: migrates
+    with pytest.raises(StoreError, match=words):
+        open_store(url, create=False, migrate=False)  # an audit
+    assert (tmp_path / "b.db").read_bytes() == before
 
 
 def test_sqlite_in_a_missing_folder_is_refused_by_name(tmp_path: Path) -> None:

@@ -222,6 +222,18 @@ def test_outbox_is_wal_and_keeps_exact_bytes(shop: Shop) -> None:
         db.close()
 
 
+def test_an_outbox_a_newer_hubi_wrote_is_refused_untouched(tmp_path: Path) -> None:
+    Outbox(tmp_path / "outbox.sqlite").close()
+    db = sqlite3.connect(tmp_path / "outbox.sqlite")
+    db.execute("UPDATE meta SET value = '7' WHERE key = 'schema'")
+    db.commit()
+    db.close()
+    before = (tmp_path / "outbox.sqlite").read_bytes()
+    with pytest.raises(MerchantError, match=r"schema version 7, newer than this build knows \(1\)"):
+        Outbox(tmp_path / "outbox.sqlite")
+    assert (tmp_path / "outbox.sqlite").read_bytes() == before
+
+
 def test_a_damaged_merchant_home_is_named(shop: Shop, tmp_path: Path) -> None:
     """A home with a file gone or damaged: the error says which (a damaged outbox was a
     sqlite3 traceback, a damaged merchant.json a bare JSON error)."""

@@ -505,6 +505,23 @@ class Store:
                 f"{display_url(self.url)} holds no bank books (no hubi schema in it; "
                 "`hubi bank init` creates them)"
             )
+        try:
+            self._refuse_newer(
+                {int(r[0]) for r in self.reader().all("SELECT version FROM schema_version")}
+            )
+        except StoreError:
+            self.close()
+            raise
+
+    def _refuse_newer(self, versions: set[int]) -> None:
+        """StoreError for a database a newer hubi migrated: this build would read its records
+        by rules it does not know, or write old ones among them."""
+        known = max(v for v, _, _ in MIGRATIONS)
+        if versions and max(versions) > known:
+            raise StoreError(
+                f"{display_url(self.url)} has schema version {max(versions)}, newer than this "
+                f"build knows ({known}): open it with the hubi that wrote it, or a newer one"
+            )
 
     # --- connections
     def _connect(self) -> Any:
@@ -609,6 +626,7 @@ class Store:
                     "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
                 )
                 have = {r[0] for r in tx.all("SELECT version FROM schema_version")}
+                self._refuse_newer(have)
                 for version, description, steps in MIGRATIONS:
                     if version in have:
                         continue

@@ -210,19 +210,36 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._open()
-        except sqlite3.DatabaseError as exc:  # not SQLite, damaged, or locked past the timeout
+        except (sqlite3.DatabaseError, MerchantError) as exc:
+            # not SQLite, damaged, locked past the timeout, or written by a newer hubi
             if getattr(self, "db", None) is not None:
                 self.db.close()
+            if isinstance(exc, MerchantError):
+                raise
             raise MerchantError(f"cannot open the outbox {self.path}: {exc}") from None
 
     def _open(self) -> None:
         self.db = connect_wal(self.path, "FULL", timeout=30.0)
+        self._refuse_newer()
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), one statement at a time
         book.ensure(self.db)
         self.db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
+
+    def _refuse_newer(self) -> None:
+        """MerchantError for an outbox a newer hubi wrote (checked before anything is written:
+        this build would keep notes in it by rules older than the file's)."""
+        has_meta = self.db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        row = has_meta and self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if row and str(row[0]).isdigit() and int(row[0]) > SCHEMA_VERSION:
+            raise MerchantError(
+                f"the outbox {self.path} has schema version {row[0]}, newer than this build knows"
+                f" ({SCHEMA_VERSION}): open it with the hubi that wrote it, or a newer one"
+            )
 
     def close(self) -> None:
         self.db.close()
