@@ -60,3 +60,38 @@ def test_connections_of_finished_threads_are_closed(tmp_path: Path) -> None:
     assert db.open_count() == 0
     with pytest.raises(Failed, match="test database is closed"):
         db.conn()
+
+
+def _user_version(path: Path, set_to: int | None = None) -> int:
+    db = sqlite3.connect(path)
+    try:
+        if set_to is not None:
+            db.execute(f"PRAGMA user_version = {set_to}")
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_state_and_log_files_a_newer_build_stamped_are_refused_untouched(tmp_path: Path) -> None:
+    """A bank's consortium state and the embedded orderer's log carry their schema number in the
+    file's header; an older build refuses a newer file instead of reading (and writing) it."""
+    from hubi.consortium.errors import ConsortiumError, OrdererError
+    from hubi.consortium.orderer import SqliteOrderer
+    from hubi.consortium.state import ConsortiumState
+
+    opens = [
+        ("state.db", lambda p: ConsortiumState(p, "embedded:hubi/x/"), ConsortiumError),
+        ("log.db", lambda p: SqliteOrderer(p, prefix=b"hubi/x/"), OrdererError),
+    ]
+    for name, open_, error in opens:
+        path = tmp_path / name
+        open_(path).close()
+        assert _user_version(path) == 1
+        _user_version(path, set_to=9)
+        before = path.read_bytes()
+        with pytest.raises(error, match=r"schema version 9, newer than this build knows \(1\)"):
+            open_(path)
+        assert path.read_bytes() == before
+        _user_version(path, set_to=0)  # a file from before the stamp: taken, and stamped
+        open_(path).close()
+        assert _user_version(path) == 1

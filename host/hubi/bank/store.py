@@ -49,7 +49,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hubi.infra.per_thread import PerThread
-from hubi.infra.sqlite import connect_wal, immediate
+from hubi.infra.sqlite import connect_wal, immediate, newer_schema
 
 __all__ = [
     "MIGRATIONS",
@@ -518,10 +518,7 @@ class Store:
         by rules it does not know, or write old ones among them."""
         known = max(v for v, _, _ in MIGRATIONS)
         if versions and max(versions) > known:
-            raise StoreError(
-                f"{display_url(self.url)} has schema version {max(versions)}, newer than this "
-                f"build knows ({known}): open it with the hubi that wrote it, or a newer one"
-            )
+            raise StoreError(newer_schema(display_url(self.url), max(versions), known))
 
     # --- connections
     def _connect(self) -> Any:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from hubi.consortium.errors import MarkFell, OrdererError
-from hubi.infra.sqlite import ThreadSqlite
+from hubi.infra.sqlite import ThreadSqlite, stamp_schema
 
 __all__ = [
     "Claim",
@@ -122,6 +122,7 @@ class Orderer(Protocol):
 
 # ------------------------------------------------------------------------------------ SQLite
 
+SCHEMA_VERSION = 1  # PRAGMA user_version: a newer build's file is refused
 _SCHEMA = [
     """CREATE TABLE IF NOT EXISTS log (
         rev INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -155,6 +156,7 @@ class SqliteOrderer:
         self._db = ThreadSqlite(self.path, OrdererError, self.description)
         self._cond = threading.Condition()
         with self._db.tx() as c:
+            stamp_schema(c, SCHEMA_VERSION, self.description, OrdererError)
             for sql in _SCHEMA:
                 c.execute(sql)
 

@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from hubi.consortium.errors import ConsortiumError
-from hubi.infra.sqlite import ThreadSqlite
+from hubi.infra.sqlite import ThreadSqlite, stamp_schema
 
 __all__ = ["ConsortiumState", "EntryRow", "Report"]
 
+SCHEMA_VERSION = 1  # PRAGMA user_version: a newer build's file is refused
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS entries (
@@ -257,6 +258,7 @@ class ConsortiumState:
             )
         self._db = ThreadSqlite(self.path, ConsortiumError, f"consortium state {self.path}")
         with self._db.tx() as c:
+            stamp_schema(c, SCHEMA_VERSION, f"consortium state {self.path}", ConsortiumError)
             for sql in _SCHEMA:
                 c.execute(sql)
             row = c.execute("SELECT value FROM meta WHERE key = 'orderer'").fetchone()

@@ -36,6 +36,25 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+def newer_schema(what: str, have: object, known: int) -> str:
+    """The refusal of a database a newer hubi wrote (an older build would read its rows by rules
+    it does not know, or write old ones among them)."""
+    return (
+        f"{what} has schema version {have}, newer than this build knows ({known}):"
+        " open it with the hubi that wrote it, or a newer one"
+    )
+
+
+def stamp_schema(conn: sqlite3.Connection, known: int, what: str, error: type[Exception]) -> None:
+    """Give a new database this build's schema number (PRAGMA user_version, in the file's
+    header), and refuse one that a newer build stamped: call it before creating any table."""
+    have = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if have > known:
+        raise error(newer_schema(what, have, known))
+    if have < known:
+        conn.execute(f"PRAGMA user_version = {int(known)}")
+
+
 class ThreadSqlite:
     """A WAL-mode connection per thread (:class:`PerThread`: a finished thread's is closed when
     another thread opens one, all by close()). Errors are raised as `error` (the caller's

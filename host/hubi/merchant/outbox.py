@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubi.infra.sqlite import connect_wal, immediate
+from hubi.infra.sqlite import connect_wal, immediate, newer_schema
 
 from . import book
 from .config import MerchantError
@@ -236,10 +236,7 @@ class Outbox:
         ).fetchone()
         row = has_meta and self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row and str(row[0]).isdigit() and int(row[0]) > SCHEMA_VERSION:
-            raise MerchantError(
-                f"the outbox {self.path} has schema version {row[0]}, newer than this build knows"
-                f" ({SCHEMA_VERSION}): open it with the hubi that wrote it, or a newer one"
-            )
+            raise MerchantError(newer_schema(f"the outbox {self.path}", row[0], SCHEMA_VERSION))
 
     def close(self) -> None:
         self.db.close()
