@@ -288,3 +288,24 @@ def test_bank_cli_on_postgresql(home: Path, tmp_path: Path, request: pytest.Fixt
     report = run("audit", "verify", "--db", url, "--home", h, "--json")
     assert report["ok"] and report["records"] == 2 * 4 + 0
     assert "***" in report["checks"]["database"] or "@" not in report["checks"]["database"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bank", "serve", "--home", "H", "--bank", "BKA", "--port", "0", "--ready-file"],
+        ["token", "sim", "--state", "S", "--port-file"],
+    ],
+)
+def test_a_file_to_write_in_a_missing_folder_is_named_before_anything_starts(
+    tmp_path: Path, args: list[str]
+) -> None:
+    """`bank serve --ready-file` and `token sim --port-file` in a folder that does not exist:
+    the node listened (the simulator ran) and then died with a FileNotFoundError traceback."""
+    missing = tmp_path / "no" / "such" / "ready.json"
+    args = [str(tmp_path) if a in ("H", "S") else a for a in args] + [str(missing)]
+    res = CliRunner().invoke(main, args)
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert f"there is no folder {missing.parent} to write ready.json in" in said, said
+    assert not (tmp_path / "no").exists()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hubi.commands.params import HTTP_URL, SECONDS
+from hubi.commands.params import HTTP_URL, SECONDS, in_existing_folder
 
 if TYPE_CHECKING:  # the web stack loads only when a node runs, not on every `hubi` call
     from hubi.bank import api
@@ -277,6 +277,7 @@ def serve(cfg: ServeConfig) -> int:
 @click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
+    callback=in_existing_folder,
     default=None,
     help="Write {url, pid} as JSON here once listening (removed on exit).",
 )

@@ -4,6 +4,7 @@ instead of a request that fails later (or is retried as if the network were down
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
@@ -24,6 +25,16 @@ def check_url(value: str, what: str) -> str:
             param_hint=what,
         )
     return url
+
+
+def in_existing_folder(
+    _ctx: click.Context, param: click.Parameter, value: Path | None
+) -> Path | None:
+    """click callback for a file a command writes once it runs (a ready file, a port file): its
+    folder must exist, so that a typo is named before anything starts, not in a traceback after."""
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(f"there is no folder {value.parent} to write {value.name} in")
+    return value
 
 
 class HttpUrl(click.ParamType):

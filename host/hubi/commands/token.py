@@ -19,6 +19,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from hubi.commands.params import in_existing_folder
 from hubi.output import console, err_console, print_json, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
@@ -83,7 +84,9 @@ def _heapsize(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 )
 @click.option("--settings", "settings_json", help='Overrides, e.g. {"kdf_iterations": 2000}.')
 @click.option("--keyboard/--no-keyboard", default=None, help="Forward key presses (default: tty).")
-@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--port-file", type=click.Path(dir_okay=False, path_type=Path), callback=in_existing_folder
+)
 def sim_cmd(
     state: Path,
     profile: str,
