@@ -191,6 +191,12 @@ def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
     qrscan.cv2.imwrite(str(blank), np.full((100, 100), 255, np.uint8))
     code, out = hubi_json("merchant", "--home", h, "scan", "--image", str(blank))
     assert code == 2 and out["error"] == "no note found"
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    proc = hubi("merchant", "--home", h, "scan", "--image", str(text))
+    said = " ".join(proc.stderr.split())
+    assert f"skipped {text}: not an image OpenCV can read" in said, said
+    assert said.count(str(text)) == 1, said  # named once ("skipped X: X: …" before)
     with shop.merchant() as m:
         m.request(5555, None, expires=600, now=T0)
         assert m.accept(shop.payer().note(5555, purpose=None), now=T0).ok

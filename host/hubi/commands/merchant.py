@@ -343,7 +343,9 @@ def scan(
 
     def frame_error(src: Any, exc: Exception) -> None:
         if not as_json:
-            err_console.print(styled("yellow", f"skipped {src}: {exc}"))
+            said = str(exc)  # the image reader's own words often name the file already
+            text = said if said.startswith(f"{src}:") else f"{src}: {said}"
+            err_console.print(styled("yellow", f"skipped {text}"))
 
     with _open(ctx, as_json) as m:
         try:
