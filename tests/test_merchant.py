@@ -183,6 +183,9 @@ def test_cli_errors_and_outbox_json(shop: Shop, tmp_path: Path) -> None:
     h = str(shop.home)
     code, out = hubi_json("merchant", "--home", h, "request", "--amount", "1.234")
     assert code == 2 and "decimal" in out["message"]
+    # an expiry past what a 32-bit time holds was "expiry: time out of range" after the checks
+    proc = hubi("merchant", "--home", h, "request", "--amount", "1", "--expires", "9" * 20)
+    assert proc.returncode == 2 and "Invalid value for '--expires'" in proc.stderr, proc.stderr
     code, out = hubi_json("merchant", "--home", h, "scan")
     assert code == 2 and "exactly one" in out["message"]
     code, out = hubi_json("merchant", "--home", h, "scan", "--camera", "97", "--timeout", "1")

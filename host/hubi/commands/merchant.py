@@ -126,11 +126,18 @@ def init(
 
 
 # --------------------------------------------------------------------------------- request
+MAX_EXPIRES = 10 * 366 * 86400  # an expiry is a 32-bit time: far beyond this it cannot be written
+
+
 @merchant.command("request")
 @click.option("--amount", required=True, help="Amount in major units, e.g. 12.50.")
 @click.option("--purpose", default=None, help="What the payment is for (at most 64 bytes).")
 @click.option(
-    "--expires", default=300, show_default=True, type=click.IntRange(1), help="Seconds payable."
+    "--expires",
+    default=300,
+    show_default=True,
+    type=click.IntRange(1, MAX_EXPIRES),
+    help="Seconds payable (at most ten years: a printed, standing request).",
 )
 @click.option(
     "--png",
