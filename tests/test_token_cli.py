@@ -74,8 +74,9 @@ def test_cli_provision_pay_info(tmp_path: Path) -> None:
 
 def test_cli_provision_refuses_bad_values_before_the_token_gets_anything(tmp_path: Path) -> None:
     """A PIN the token would refuse was found out only at the commit, after 68 KB of trust
-    files; a negative allowance after them too; --days -1 gave a token an expired allowance.
-    Now each is refused first: exit 2, the reason, nothing uploaded, the token still blank."""
+    files; a negative allowance after them too; --days -1 gave a token an expired allowance, and
+    --days 99999999 an expiry no 32-bit time holds (refused after the uploads). Now each is
+    refused first: exit 2, the reason, nothing uploaded, the token still blank."""
     world = TokenWorld(tmp_path / "w")
     sim = world.sim(world.new_state(), "headless").start()
     try:
@@ -89,6 +90,10 @@ def test_cli_provision_refuses_bad_values_before_the_token_gets_anything(tmp_pat
             (["--account", PAYER, "--pin", "2468", "--days", "-1"], "'--days': -1 is not in"),
             (["--account", PAYER, "--pin", "2468", "--allowance", "-5"], "'--allowance': -5"),
             (["--account", PAYER, "--pin", "2468", "--first-serial", "0"], "'--first-serial'"),
+            # past what the allowance's fields hold: the codec refused it after the uploads
+            (["--account", PAYER, "--pin", "2468", "--days", "99999999"], "'--days': 99999999"),
+            (["--account", PAYER, "--pin", "2468", "--allowance", "9" * 20], "'--allowance'"),
+            (["--account", PAYER, "--pin", "2468", "--first-serial", "9" * 20], "'--first-s"),
             (["--account", "BKZ-000000000001", "--pin", "2468"], "bank BKZ has no KMC in home"),
         ]
         for args, words in cases:

@@ -63,6 +63,14 @@ def token() -> None:
     """The customer's token: simulator, provisioning, payments, flashing, deployment."""
 
 
+# Checked before the token is touched: past these the codec refuses the allowance, which used to
+# happen after the trust files (68 KB) had gone over the link.
+MAX_AMOUNT = (1 << 63) - 1  # a balance is a signed 64-bit number
+MAX_SERIAL = (1 << 64) - 1
+DAYS = click.IntRange(1, 3660)  # an expiry is a 32-bit time; ten years is plenty for a voucher
+DAYS_HELP = "Days the allowance is valid (at most ten years)."
+
+
 def _heapsize(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """MicroPython's -X heapsize: a number of bytes, or of k or M (it refuses anything else)."""
     if value is not None and not re.fullmatch(r"[0-9]+[kKmM]?", value):
@@ -155,13 +163,13 @@ def _print_info(i: dict[str, Any]) -> None:
 @click.option(
     "--allowance",
     "cap",
-    type=click.IntRange(0),
+    type=click.IntRange(0, MAX_AMOUNT),
     default=100000,
     show_default=True,
     help="Minor units (0: none).",
 )
-@click.option("--days", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--first-serial", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--days", type=DAYS, default=30, show_default=True, help=DAYS_HELP)
+@click.option("--first-serial", type=click.IntRange(1, MAX_SERIAL), default=1, show_default=True)
 @json_opt
 def provision_cmd(
     port: str,
@@ -201,8 +209,10 @@ def _upload_progress(name: str, done: int, total: int) -> None:
 @token.command("allowance")
 @port_opt
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--amount", type=click.IntRange(1), required=True, help="Cap in minor units.")
-@click.option("--days", type=click.IntRange(1), default=30, show_default=True)
+@click.option(
+    "--amount", type=click.IntRange(1, MAX_AMOUNT), required=True, help="Cap in minor units."
+)
+@click.option("--days", type=DAYS, default=30, show_default=True, help=DAYS_HELP)
 @json_opt
 def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) -> None:
     """Load a new bank-signed offline allowance (the old one is replaced)."""
