@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -276,3 +277,21 @@ def test_a_damaged_merchant_home_is_named(shop: Shop, tmp_path: Path) -> None:
         out = json.loads(result.stdout)
         assert result.exit_code == 2 and out["error"] == "MerchantError", (home, result.stdout)
         assert str(home) in out["message"] and words in out["message"], out
+
+
+def test_scan_takes_a_note_saved_as_a_file(tmp_path: Path) -> None:
+    """`hubi token pay --out` saves the note as a file, `hubi token note` prints it as hex;
+    `scan --image` read only images and skipped both ("not an image OpenCV can read")."""
+    shop = make_shop(tmp_path / "shop")
+    h = str(shop.home)
+    with shop.merchant() as m:
+        m.request(4321, "tea", expires=600)
+    raw = shop.payer().note(4321, purpose="tea", time=int(time.time()))
+    (tmp_path / "n.bin").write_bytes(raw)
+    (tmp_path / "n.hex").write_text(raw.hex() + "\n")
+    code, out = hubi_json("merchant", "--home", h, "scan", "--image", str(tmp_path / "n.bin"))
+    assert code == 0 and out["accepted"] == 1, out
+    assert out["results"][0]["note"]["amount"] == 4321, out
+    # the same note again, from its hex: read, and refused as the duplicate it is
+    code, out = hubi_json("merchant", "--home", h, "scan", "--image", str(tmp_path / "n.hex"))
+    assert code == 1 and out["results"][0]["field"] == "note_id", out

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hubi import qrscan
+from hubi import objects, qrscan
 from hubi_core import qrparts
 from hubi_core.qrparts import Collector, PartError
 
@@ -128,6 +128,9 @@ def scan_objects(
         if count:
             p.frames += 1
         try:
+            saved = _object_file(src)
+            if saved is not None:  # a note saved as a file (`hubi token pay --out`), not a QR
+                return [saved]
             payloads = qrscan.decode_image(src, thorough=slow)
         except (OSError, ValueError) as exc:
             if on_frame_error is None:
@@ -163,6 +166,20 @@ def scan_objects(
                     return
             if not col.collectors and found:
                 return
+
+
+def _object_file(src: Any) -> bytes | None:
+    """The object in a file that holds one as bytes or hex text (it starts with the suite byte,
+    0x01, as no image does), or None: an image, or anything else, is read as an image."""
+    if not isinstance(src, str | os.PathLike):
+        return None
+    path = Path(src)
+    with path.open("rb") as f:
+        head = f.read(2)
+    if head[:1] != b"\x01" and head.lower() != b"01":
+        return None
+    data = objects.read_object_bytes(path)
+    return data if data[:1] == b"\x01" else None
 
 
 def image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
