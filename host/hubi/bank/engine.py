@@ -1202,12 +1202,13 @@ class BankEngine:
                 if bad is None:
                     info = self._info(it.payer)
                     assert info is not None
-                    if not _covers(info, bal(it.payer), it.amount):
+                    have = bal(it.payer)
+                    if not _covers(info, have, it.amount):
                         bad = (
                             codec.REASON_INSUFFICIENT_FUNDS,
-                            _funds_reason(it.payer, bal(it.payer), it.amount),
+                            _funds_reason(it.payer, have, it.amount),
                         )
-                    elif bal(it.payer) - it.amount < rec.I64_MIN:  # unlimited overdraft
+                    elif have - it.amount < rec.I64_MIN:  # unlimited overdraft
                         bad = _out_of_range(it.amount, "payer")
             if bad is None and credit and bal(it.payee) + it.amount > rec.I64_MAX:
                 bad = _out_of_range(it.amount, "payee")

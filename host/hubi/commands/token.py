@@ -69,6 +69,8 @@ MAX_AMOUNT = (1 << 63) - 1  # a balance is a signed 64-bit number
 MAX_SERIAL = (1 << 64) - 1
 DAYS = click.IntRange(1, 3660)  # an expiry is a 32-bit time; ten years is plenty for a voucher
 DAYS_HELP = "Days the allowance is valid (at most ten years)."
+# a note written to a file: its folder is checked before the token signs, not after
+OUT_FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 def _heapsize(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -250,7 +252,7 @@ def _print_allowance(a: dict[str, Any]) -> None:
     required=True,
 )
 @click.option("--pin", help="Headless tokens: the PIN (prompted if not given).")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_file", type=OUT_FILE, callback=in_existing_folder)
 @click.option("--yes", is_flag=True, help="Headless: do not ask for confirmation.")
 @json_opt
 def pay_cmd(
@@ -263,8 +265,6 @@ def pay_cmd(
         raw = objects.read_object_bytes(request_file)
     except (HubiError, OSError, ValueError) as e:
         _fail(f"cannot read {request_file}: {e}")
-    if out_file and not out_file.parent.is_dir():  # before the token signs, not after
-        _fail(f"cannot write the note to {out_file}: no folder {out_file.parent}")
     with _token(port) as tok:
         if not as_json:
             console.print("confirm the payment on the token...")
@@ -309,7 +309,7 @@ def _terminal_qr(data: bytes) -> None:
 @token.command("note")
 @port_opt
 @click.option("--serial", type=int)
-@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_file", type=OUT_FILE, callback=in_existing_folder)
 def note_cmd(port: str, serial: int | None, out_file: Path | None) -> None:
     """Fetch a kept note (default: the last one)."""
     with _token(port) as tok:
