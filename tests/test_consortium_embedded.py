@@ -216,6 +216,64 @@ def test_a_serial_ordered_while_the_peers_were_asked_is_a_double_issue_not_a_ret
     assert ec.engine("BKC").balance("BKC-000001") == FUNDS
 
 
+def test_a_serial_applied_and_forgotten_while_the_peers_were_asked_is_a_double_issue(
+    world, tmp_path: Path
+) -> None:
+    """As above, but while the peers are asked this bank applies n1 and the log forgets it
+    (every bank has applied it): the log has nothing under the id any more, so the answer
+    comes from what this bank applied, not "cannot be settled now"."""
+    ec, acc = world
+    a = acc["BKA-000001"]
+    n1, n2 = a.note("BKB-000001", 10, serial=92), a.note("BKC-000001", 20, serial=92)
+    assert ec.submit("BKB", n1)["outcome"] == "booked"
+    head = wait_all(ec)
+    nid = lsum.note_id("BKA-000001", 92)
+    prefix = ec.trust.consortium.log_prefix().encode()
+    orderer = SqliteOrderer(ec.orderer_path, prefix=prefix)
+    late: ConsortiumNode | None = None
+
+    def apply_and_forget() -> None:
+        assert late is not None
+        late.start()
+        assert late.wait_applied(head, 10)
+        for n in ec.nodes.values():
+            n.mark_applied()
+        assert ec.nodes["BKA"].prune_log() > 0
+        assert orderer.get(ent.note_key(nid)) is None  # forgotten
+
+    tr = LocalPeerTransport("BKC", ec.nodes)
+    tr.down.add("BKA")
+    late = ConsortiumNode(
+        ec.engine("BKC"),
+        ec.trust,
+        orderer,
+        tr,
+        ConsortiumState(tmp_path / "late-bkc.db", f"embedded:{prefix.decode()}"),
+        settle_timeout=0.5,
+    )
+    collect = late.collect
+
+    def collect_meanwhile(raw: bytes, obj: codec.Obj):
+        got = collect(raw, obj)  # BKB and BKD refuse n2, BKA is out of reach, BKC endorses
+        apply_and_forget()
+        return got
+
+    late.collect = collect_meanwhile  # type: ignore[method-assign]
+    try:
+        out = late.submit(n2).as_json()
+        again = late.submit(n1).as_json()  # and n1 itself is a duplicate of its settlement
+    finally:
+        late.close()
+    assert (out["outcome"], out["status"]) == ("refused", "double-issue"), out
+    assert "serial 92 of BKA-000001" in out["reason"] and "submitted by BKB" in out["reason"]
+    refusal = codec.decode(bytes.fromhex(out["refusal"]), codec.REFUSAL)
+    assert refusal.signer == "BKC" and refusal["reason_code"] == codec.REASON_DOUBLE_ISSUE
+    assert (again["outcome"], again["duplicate"]) == ("booked", True), again
+    wait_all(ec)
+    assert ec.engine("BKA").balance("BKA-000001") == FUNDS - 10
+    assert ec.engine("BKC").balance("BKC-000001") == FUNDS
+
+
 def test_payer_bank_refusal_bounces_before_ordering(world) -> None:
     ec, acc = world
     out = ec.submit("BKB", acc["BKA-000001"].note("BKB-000001", FUNDS * 3))

@@ -634,13 +634,14 @@ class ConsortiumNode:
             raise ConsortiumError(f"note {obj.signer} -> {obj['payee']} is not interbank")
         row = self.state.entry(nid)
         if row is not None:
-            if row.digest != digest:
-                return self._double(base, obj, row.revision, row.submitter)
-            return self._answer(nid, base, duplicate=True)
+            return self._known(base, obj, row, digest)
         with self.timed("collect"):
             ev, checks = self.collect(raw, obj)
         base.evaluation = ev.as_dict()
         if not ev.ok:
+            row = self.state.entry(nid)  # applied here meanwhile: the log may have forgotten it
+            if row is not None:
+                return self._known(base, obj, row, digest)
             taken = self._ordered_meanwhile(nid)
             if taken is not None:
                 # a race lost while the peers were asked: banks that applied the other note
@@ -656,6 +657,15 @@ class ConsortiumNode:
             with self.timed("settle"):
                 return self._answer(nid, base, duplicate=False, revision=claim.revision)
         return self._claimed(base, obj, claim, digest)
+
+    def _known(
+        self, base: SubmitResult, obj: codec.Obj, row: EntryRow, digest: bytes
+    ) -> SubmitResult:
+        """The answer for a note id this bank has applied: a duplicate of that note's
+        settlement, or a double issue when another note holds the id."""
+        if row.digest != digest:
+            return self._double(base, obj, row.revision, row.submitter)
+        return self._answer(base.note_id, base, duplicate=True)
 
     def _ordered_meanwhile(self, nid: bytes) -> Claim | None:
         """The log's entry for a note id, if one was ordered (None: none, or the log is down,
