@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hubi.bank.store import Store, StoreError, open_store, parse_url
+from tests.servers import postgres_db  # noqa: F401
 
 
 @pytest.mark.parametrize(("option", "pragma"), [("NORMAL", 1), ("full", 2), ("EXTRA", 3)])
@@ -103,6 +104,58 @@ def test_a_hot_backup_reads_its_url_as_the_books_do(tmp_path: Path) -> None:
         assert parse_url(url).target == str(target)
         names = {p.name for p in tmp_path.iterdir()} - {"r.db-wal", "r.db-shm"}
         assert names == {"r.db"}, (url, names)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_hot_backup_database_a_newer_hubi_wrote_is_refused(
+    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    """The replica's database had no schema number: an older build would have stored records
+    in a newer one's. It now records one when it is made, and refuses a newer one (or one that
+    is not a number) before it stores anything."""
+    from hubi.bank.replica import SCHEMA_VERSION, ReplicaError, ReplicaStore
+
+    url = (
+        request.getfixturevalue("postgres_db")
+        if dialect == "postgresql"
+        else str(tmp_path / "r.db")
+    )
+    store = ReplicaStore(url)
+    try:
+        assert store.get_meta("schema") == str(SCHEMA_VERSION)
+        store.put([(0, "BKA-000001", 1, b"body", b"h" * 32)])
+        store.set_meta("schema", str(SCHEMA_VERSION + 1))
+    finally:
+        store.close()
+    with pytest.raises(
+        ReplicaError,
+        match=rf"hot backup's database .* has schema version {SCHEMA_VERSION + 1}, newer than"
+        rf" this build knows \({SCHEMA_VERSION}\)",
+    ):
+        ReplicaStore(url)
+    for bad in ("two", ""):
+        _set_replica_schema(url, bad)
+        with pytest.raises(ReplicaError, match=f"schema number that is not a number: '{bad}'"):
+            ReplicaStore(url)
+    _set_replica_schema(url, str(SCHEMA_VERSION))  # this build's own number: opens as before
+    store = ReplicaStore(url)
+    try:
+        assert store.count() == 1
+    finally:
+        store.close()
+
+
+def _set_replica_schema(url: str, value: str) -> None:
+    """Write the schema number behind the store's back (as a newer build or damage would)."""
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("UPDATE replica_meta SET value = %s WHERE key = 'schema'", (value,))
+        return
+    with sqlite3.connect(url) as db:
+        db.execute("UPDATE replica_meta SET value = ? WHERE key = 'schema'", (value,))
+    db.close()
 
 
 def test_a_refused_url_does_not_repeat_its_password() -> None:

@@ -6,7 +6,7 @@ own identity key (role ``bank``: only the bank itself may replicate its register
 record in its own database, in the primary's register order:
 
     replica_records(seq PRIMARY KEY, book, n, body, hchain)   UNIQUE (book, n)
-    replica_meta(key PRIMARY KEY, value)                      primary bank id
+    replica_meta(key PRIMARY KEY, value)                      primary bank id, schema number
 
 Before storing a record it checks the keeper's signatures (sig8 over the evidence code, sig9 over
 the coded balance) under the bank's public key from the trust bundle, and the SHA-256 hash chain
@@ -33,10 +33,11 @@ from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError, BankUnavailable
 from hubi.bank.store import display_url, parse_url
 from hubi.infra.per_thread import PerThread
-from hubi.infra.sqlite import connect_wal, immediate
+from hubi.infra.sqlite import connect_wal, immediate, newer_schema
 
 log = logging.getLogger("hubi.bank.replica")
 
+SCHEMA_VERSION = 1  # in replica_meta under 'schema'; a newer number is refused
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS replica_records (
         seq BIGINT PRIMARY KEY,
@@ -67,9 +68,27 @@ class ReplicaStore:
         self.pg = self._where.dialect == "postgresql"
         self._conns: PerThread[Any] = PerThread(self._connect)
         blob = "BYTEA" if self.pg else "BLOB"
-        with self.tx() as c:
+        with self.tx() as c:  # a refusal rolls back the tables a new file just got
             for sql in SCHEMA:
                 self._exec(c, sql.format(BLOB=blob))
+            self._stamp_schema(c)
+
+    def _stamp_schema(self, c: Any) -> None:
+        """Record this build's schema number in a new database; refuse one a newer hubi wrote
+        (this build would store records in it by rules older than the file's)."""
+        rows = self._exec(c, "SELECT value FROM replica_meta WHERE key = 'schema'").fetchall()
+        if not rows:
+            self._exec(
+                c,
+                "INSERT INTO replica_meta (key, value) VALUES ('schema', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+            return
+        what, have = f"the hot backup's database {display_url(self.url)}", str(rows[0][0])
+        if not have.isdigit():
+            raise ReplicaError(f"{what} has a schema number that is not a number: {have[:20]!r}")
+        if int(have) > SCHEMA_VERSION:
+            raise ReplicaError(newer_schema(what, have, SCHEMA_VERSION))
 
     def _connect(self) -> Any:
         if self.pg:
