@@ -296,3 +296,69 @@ def test_upload_to_a_server_that_is_no_bank_keeps_the_note_and_says_so_briefly(
     error = row.last_error or ""
     assert "not a hubi bank node's answer (text/html)" in error and words in error, error
     assert "\n" not in error and len(error) < 300, error
+
+
+class _Flood(http.server.BaseHTTPRequestHandler):
+    """A server gone wrong: 200 and an endless JSON-looking body, chunked or with a length."""
+
+    protocol_version = "HTTP/1.1"
+    asked: list[str] = []
+    sent: list[int] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's API
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.asked.append(self.path)
+        chunked = len(self.asked) % 2 == 1  # the first ask chunked, the second with a length
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        if chunked:
+            self.send_header("transfer-encoding", "chunked")
+        else:
+            self.send_header("content-length", str(1 << 40))
+        self.end_headers()
+        block = b'{"outcome": "' + b"x" * (1 << 20)
+        sent = 0
+        try:
+            while sent < 1 << 30:  # 1 GiB at most, should the client read on
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+                sent += len(block)
+        except OSError:  # the client hung up: what is asserted
+            pass
+        self.sent.append(sent)
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_reply_that_never_ends_is_not_read_past_the_cap_and_the_note_stays(shop: Shop) -> None:
+    """A bank URL answered by a server gone wrong (or a hostile one) with gigabytes: the
+    merchant's upload read the whole reply into memory. It now stops at 64 MiB, drops the
+    connection, and keeps the note pending with one line that says why; chunked or not."""
+    from hubi.bank.client import MAX_REPLY
+
+    payers = prepare(shop)
+    with shop.merchant() as m:
+        pay(m, payers[PAYER], 700)
+    _Flood.asked, _Flood.sent = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        for _ in range(2):  # chunked, then with a Content-Length of 1 TiB
+            with shop.merchant() as m:
+                rep = m.upload(
+                    url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None
+                )
+                assert not rep.ok
+                (row,) = m.notes()
+            assert row.state == "pending", row
+            error = row.last_error or ""
+            assert f"longer than {MAX_REPLY:,} bytes" in error and "not read further" in error
+            assert "\n" not in error and len(error) < 300, error
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Flood.asked == ["/v1/notes"] * 2 and len(_Flood.sent) == 2
+    # the server stopped at the client's hang-up, a little past the cap (socket buffers)
+    assert all(MAX_REPLY <= s < MAX_REPLY + (16 << 20) for s in _Flood.sent), _Flood.sent

@@ -34,6 +34,9 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 30.0
+# the longest answer a node gives is a page of a book, of the replication log or an audit's
+# findings: a few MB. Anything past this is not a bank node's answer.
+MAX_REPLY = 64 << 20
 
 
 class BankError(Exception):
@@ -99,11 +102,13 @@ class BankClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
         retries: int = 0,
+        max_reply: int = MAX_REPLY,
     ):
         self.base_url = base_url.rstrip("/")
         self.signer = signer
         self._bank = bank
         self.retries = retries
+        self.max_reply = max_reply
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -118,7 +123,11 @@ class BankClient:
     def with_signer(self, signer: Signer | None) -> BankClient:
         """A client for the same node acting as another caller (shares nothing mutable)."""
         return BankClient(
-            self.base_url, signer, self._bank, self._http.timeout.read or DEFAULT_TIMEOUT
+            self.base_url,
+            signer,
+            self._bank,
+            self._http.timeout.read or DEFAULT_TIMEOUT,
+            max_reply=self.max_reply,
         )
 
     # -------------------------------------------------------------------------- plumbing
@@ -151,7 +160,7 @@ class BankClient:
                 headers.update(who.headers(self.bank, method, path, query, body))
             url = path + ("?" + query if query else "")
             try:
-                resp = self._http.request(method, url, content=body or None, headers=headers)
+                resp = self._request(method, url, body, headers)
             except httpx.TransportError as exc:
                 if attempt < self.retries:
                     attempt += 1
@@ -161,6 +170,30 @@ class BankClient:
             if resp.status_code >= 400:
                 raise _error(resp)
             return resp
+
+    def _request(
+        self, method: str, url: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """One exchange, its reply read to at most ``max_reply`` bytes: a server that is no bank
+        node (or one gone wrong) must not fill the caller's memory. A longer reply is not read
+        further, and the connection is dropped."""
+        with self._http.stream(method, url, content=body or None, headers=headers) as resp:
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in resp.iter_bytes():  # decoded: the cap holds for a compressed reply too
+                size += len(chunk)
+                if size > self.max_reply:
+                    raise BankError(
+                        resp.status_code,
+                        "reply-too-large",
+                        f"the reply is longer than {self.max_reply:,} bytes, the most this client"
+                        " reads: not read further",
+                    )
+                chunks.append(chunk)
+        kept = [(k, v) for k, v in resp.headers.multi_items() if k.lower() != "content-encoding"]
+        return httpx.Response(
+            resp.status_code, headers=kept, content=b"".join(chunks), request=resp.request
+        )
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return _doc(self._send(method, path, **kw))
