@@ -257,6 +257,39 @@ def test_a_mistyped_database_is_named_and_nothing_is_created(home: Path, tmp_pat
     con.close()
 
 
+def test_a_bank_id_the_home_does_not_hold_is_named_before_any_file_is_touched(
+    home: Path, tmp_path: Path
+) -> None:
+    """`--bank BKZ` (a typo) was only found out when the database folder was missing, and
+    `--bank ..` made the books' default path HOME/bank.db, outside HOME/banks. A bank id is
+    now checked as one, and against the banks HOME holds; a home with no bank says how to make
+    one (it named a `hubi kmc` command that does not exist)."""
+    before = sorted(str(p.relative_to(home)) for p in home.rglob("*"))
+
+    def said(*args: str) -> str:
+        res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        assert res.exit_code == 2, (args, res.output)  # a usage error
+        return " ".join(res.output.split())
+
+    for command in (
+        ["bank", "init"],
+        ["bank", "show", "BKA-treasury"],
+        ["bank", "fund", "BKA-x", "5"],
+    ):
+        err = said(*command, "--home", str(home), "--bank", "BKZ")
+        assert f"{home} holds no bank BKZ (it holds BKA, BKB)" in err, err
+        assert "hubi consortium init" in err
+        for bad in ("..", "bka"):
+            err = said(*command, "--home", str(home), "--bank", bad)
+            assert f"Invalid value for --bank: bank id '{bad}' may only use A-Z and 0-9" in err
+    assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    err = said("bank", "init", "--home", str(empty))
+    assert f"make the home first (`hubi consortium init --home {empty} --banks BKA,BKB`" in err
+    assert "hubi kmc" not in err and not list(empty.iterdir())
+
+
 def test_bank_cli_on_postgresql(home: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     h = str(home)
     url = make_url("postgresql", tmp_path, request)

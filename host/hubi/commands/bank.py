@@ -32,16 +32,31 @@ TREASURY_SECRET = "treasury.secret"
 
 
 def resolve_bank(home: Path, bank: str | None) -> str:
-    """The bank to act for: --bank, or the only bank under HOME/banks."""
-    if bank:
-        return bank
+    """The bank to act for: --bank (a bank id whose keys are in HOME), or the only bank under
+    HOME/banks."""
+    from hubi_core import ids
+    from hubi_core.errors import BadValue
+
     banks_dir = Path(home) / "banks"
     found = sorted(p.name for p in banks_dir.iterdir() if p.is_dir()) if banks_dir.is_dir() else []
+    if bank:
+        try:  # the id names a folder: '..' or 'a/b' would reach outside HOME/banks
+            ids.check_bank_id(bank)
+        except BadValue as exc:
+            raise click.BadParameter(str(exc), param_hint="--bank") from None
+        if bank not in found:
+            held = f"it holds {', '.join(found)}" if found else "it holds none"
+            raise click.UsageError(
+                f"{home} holds no bank {bank} ({held}): a bank's keys are made by"
+                " `hubi consortium init` or `hubi consortium join`"
+            )
+        return bank
     if len(found) == 1:
         return found[0]
     if not found:
         raise click.UsageError(
-            f"no bank under {banks_dir}: create the home first (hubi kmc / hubi demo)"
+            f"no bank under {banks_dir}: make the home first (`hubi consortium init --home"
+            f" {home} --banks BKA,BKB`, or `hubi demo`)"
         )
     raise click.UsageError(f"{home} holds banks {', '.join(found)}: choose one with --bank")
 
@@ -200,6 +215,8 @@ def open_account_cmd(
                 "key_file": str(folder / f"{account}.secret"),
                 "funding": funded,
             }
+    except click.ClickException:  # a usage error (--bank) stays one
+        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     if as_json:
@@ -233,6 +250,8 @@ def fund_cmd(
         with _engine(home, bank, db) as eng:
             out = eng.fund(account, amount, purpose)
             doc = out.as_dict()
+    except click.ClickException:  # a usage error (--bank) stays one
+        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     if as_json:
@@ -307,6 +326,8 @@ def book_cmd(
                     else:
                         results.append({**next(outs).as_dict(), "file": str(p)})
                 prog.advance(task, len(chunk))
+    except click.ClickException:  # a usage error (--bank) stays one
+        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     ok = all(r.get("ok") for r in results)
