@@ -253,6 +253,79 @@ def test_a_file_whose_name_would_nest_its_log_or_that_has_none_is_refused() -> N
             Consortium.from_json(json.dumps(doc))
 
 
+def _damaged(doc: dict, path: str, value: object) -> str:
+    """The file's JSON with one value replaced ("policy.rule", "banks.0.key"; _DROP removes
+    it)."""
+    doc = json.loads(json.dumps(doc))
+    *parents, last = path.split(".")
+    node = doc
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key = int(last) if isinstance(node, list) else last
+    if value is _DROP:
+        del node[key]
+    else:
+        node[key] = value
+    return json.dumps(doc)
+
+
+_DROP = object()
+DAMAGE = [  # (where, what, the error's words)
+    ("banks.0.key", _DROP, "bank BKA has no key"),
+    ("banks.0", "BKA", "a bank entry must be an object, not a string"),
+    ("banks.0.id", 5, "a bank entry's id must be a string, not a number"),
+    ("banks.0.endpoints", "http://x", "bank BKA endpoints must be a list of strings"),
+    ("banks.1.etcd", "http://x", "bank BKB etcd must be a list of strings"),
+    ("banks", {"BKA": 1}, "consortium file must list its banks"),
+    ("banks", [], "consortium file must list its banks"),
+    ("policy", "majority", "policy must be an object, not a string"),
+    ("policy.rule", "most", 'policy rule must be "majority", "all" or a count, not \'most\''),
+    ("policy.rule", 3, "policy rule 3 must be a count of 1 to 2 (the banks)"),
+    ("policy.rule", True, 'policy rule must be "majority", "all" or a count, not True'),
+    ("policy.include_payer_bank", "yes", "policy include_payer_bank must be true or false"),
+    ("policy.min_banks", 1, "policy has an unknown key 'min_banks'"),
+    ("epoch", "one", "epoch must be a whole number of at least 1, not 'one'"),
+    ("time", -1, "time must be a whole number of at least 0, not -1"),
+    ("founders", "BKA", "founders must be a list of strings"),
+    ("founders", ["BKA", "BKZ"], "founder BKZ is not one of the banks"),
+    ("signatures", ["00"], "signatures must be an object, not a list"),
+    ("orderer", "etcd", "orderer must be an object, not a string"),
+]
+
+
+def test_a_damaged_file_is_refused_with_what_is_wrong_on_both_interpreters(
+    tmp_path: Path,
+) -> None:
+    """A file edited by hand, cut or from a faulty tool: each fault was a KeyError, a TypeError,
+    an AttributeError or "dictionary update sequence element #0" (or, for a policy the banks
+    can never meet, only a failed signature). Each is now named; the token's MicroPython reads
+    the file with the same code and gives the same words."""
+    c = make_world(("BKA", "BKB")).consortium
+    doc = json.loads(c.to_json())
+    texts = [_damaged(doc, where, value) for where, value, _ in DAMAGE]
+    for text, (where, _, words) in zip(texts, DAMAGE):
+        with pytest.raises(ValueError) as caught:
+            Consortium.from_json(text)
+        assert str(caught.value) == words, where
+    spec = tmp_path / "damaged.json"
+    spec.write_text(json.dumps(texts))
+    code = (
+        "import json\n"
+        "from hubi_core.consortium import Consortium\n"
+        f"texts = json.load(open({str(spec)!r}))\n"
+        "said = []\n"
+        "for t in texts:\n"
+        "    try:\n"
+        "        Consortium.from_json(t)\n"
+        "        said.append('accepted')\n"
+        "    except Exception as e:\n"
+        "        said.append(str(e))\n"
+        "print(json.dumps(said))\n"
+    )
+    said = json.loads(run_mpy(code=code, heapsize="512k").strip().splitlines()[-1])
+    assert said == [words for _, _, words in DAMAGE]
+
+
 def test_status_without_a_running_consortium_says_so(tmp_path: Path) -> None:
     r = subprocess.run(
         [

@@ -94,15 +94,71 @@ class BankEntry:
 
     @classmethod
     def from_doc(cls, doc):
+        if not isinstance(doc, dict):
+            raise BadValue("a bank entry must be an object, not %s" % _kind(doc))
+        bank_id = doc.get("id")
+        if bank_id is None:
+            raise BadValue("a bank entry has no id")
+        if not isinstance(bank_id, str):
+            raise BadValue("a bank entry's id must be a string, not %s" % _kind(bank_id))
+        for field in ("key", "matrix"):
+            if field not in doc:
+                raise BadValue("bank %s has no %s" % (bank_id, field))
+        for field in ("endpoints", "etcd"):
+            _strings(doc.get(field, []), "bank %s %s" % (bank_id, field))
         known = ("id", "key", "matrix", "endpoints")
         extra = {k: v for k, v in doc.items() if k not in known}
         return cls(
-            doc["id"],
-            _unhex(doc["key"], 33, "bank %s key" % doc.get("id")),
-            _unhex(doc["matrix"], 32, "bank %s matrix digest" % doc.get("id")),
+            bank_id,
+            _unhex(doc["key"], 33, "bank %s key" % bank_id),
+            _unhex(doc["matrix"], 32, "bank %s matrix digest" % bank_id),
             doc.get("endpoints", []),
             extra,
         )
+
+
+def _kind(value):
+    """A JSON value's kind, for errors."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
+
+
+def _strings(value, what):
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadValue("%s must be a list of strings" % what)
+    return value
+
+
+def _count(value, what, least):
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise BadValue("%s must be a whole number of at least %d, not %r" % (what, least, value))
+    return value
+
+
+_POLICY_FLAGS = ("include_payer_bank", "include_payee_bank")
+
+
+def check_policy(policy, banks):
+    """The validation policy, checked: a rule the banks can meet, and flags that are booleans.
+    An unknown key is refused: a build that ignored it would validate by other rules."""
+    if not isinstance(policy, dict):
+        raise BadValue("policy must be an object, not %s" % _kind(policy))
+    for key in policy:
+        if key != "rule" and key not in _POLICY_FLAGS:
+            raise BadValue("policy has an unknown key %r" % (key,))
+    rule = policy.get("rule", "majority")
+    if rule not in ("majority", "all"):
+        if isinstance(rule, bool) or not isinstance(rule, int):
+            raise BadValue('policy rule must be "majority", "all" or a count, not %r' % (rule,))
+        if not 1 <= rule <= banks:
+            raise BadValue("policy rule %d must be a count of 1 to %d (the banks)" % (rule, banks))
+    for flag in _POLICY_FLAGS:
+        if not isinstance(policy.get(flag, False), bool):
+            raise BadValue("policy %s must be true or false" % flag)
+    return policy
 
 
 MAX_NAME = 32
@@ -146,17 +202,23 @@ class Consortium:
         orderer=None,
     ):
         self.name = check_name(name)
-        self.epoch = epoch
-        self.time = time
-        self.policy = dict(policy or DEFAULT_POLICY)
+        self.epoch = _count(epoch, "epoch", 1)
+        self.time = _count(time, "time", 0)
         self.previous = previous  # 32-byte digest of the previous epoch, or None
+        if orderer is not None and not isinstance(orderer, dict):
+            raise BadValue("orderer must be an object, not %s" % _kind(orderer))
         self.orderer = dict(orderer) if orderer else None
         self.banks = {}
         for b in banks:
             if b.id in self.banks:
                 raise BadValue("bank %s listed twice" % b.id)
             self.banks[b.id] = b
-        self.founders = list(founders if founders is not None else [b.id for b in banks])
+        self.policy = dict(check_policy(policy or DEFAULT_POLICY, len(self.banks)))
+        founders = _strings(founders if founders is not None else [b.id for b in banks], "founders")
+        for f in founders:
+            if f not in self.banks:
+                raise BadValue("founder %s is not one of the banks" % (f,))
+        self.founders = list(founders)
         self.signatures = dict(signatures or {})
 
     # -------------------------------------------------------------------------------- queries
@@ -321,10 +383,13 @@ class Consortium:
             raise BadValue("consortium file is not JSON") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise BadValue("consortium file format must be %s" % FORMAT)
-        banks = [BankEntry.from_doc(b) for b in doc.get("banks", [])]
-        sigs = {
-            k: _unhex(v, 64, "signature of %s" % k) for k, v in doc.get("signatures", {}).items()
-        }
+        if not isinstance(doc.get("banks"), list) or not doc["banks"]:
+            raise BadValue("consortium file must list its banks")
+        banks = [BankEntry.from_doc(b) for b in doc["banks"]]
+        signed = doc.get("signatures", {})
+        if not isinstance(signed, dict):
+            raise BadValue("signatures must be an object, not %s" % _kind(signed))
+        sigs = {k: _unhex(v, 64, "signature of %s" % k) for k, v in signed.items()}
         prev = doc.get("previous")
         return cls(
             doc.get("name"),
