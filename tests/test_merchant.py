@@ -244,6 +244,12 @@ def test_an_outbox_a_newer_hubi_wrote_is_refused_untouched(tmp_path: Path) -> No
     assert (tmp_path / "outbox.sqlite").read_bytes() == before
 
 
+def _edit(home: Path, **values: object) -> None:
+    cfg = json.loads((home / "merchant.json").read_text())
+    cfg.update(values)
+    (home / "merchant.json").write_text(json.dumps(cfg))
+
+
 def test_a_damaged_merchant_home_is_named(shop: Shop, tmp_path: Path) -> None:
     """A home with a file gone or damaged: the error says which (a damaged outbox was a
     sqlite3 traceback, a damaged merchant.json a bare JSON error)."""
@@ -261,9 +267,21 @@ def test_a_damaged_merchant_home_is_named(shop: Shop, tmp_path: Path) -> None:
         (broken("outbox", lambda h: (h / "outbox.sqlite").write_bytes(b"garbage" * 100)),
          "outbox", "cannot open the outbox"),
         (broken("cfg", lambda h: (h / "merchant.json").write_text("{bad")),
-         "outbox", "merchant.json is damaged (JSONDecodeError"),
+         "outbox", "merchant.json is damaged (not JSON: Expecting property name"),
         (broken("cfg2", lambda h: (h / "merchant.json").write_text("{}")),
-         "outbox", "merchant.json is damaged (KeyError: 'account'); it needs account and currency"),
+         "outbox", "merchant.json is damaged: it needs account (a string)"),
+        (broken("cfg3", lambda h: (h / "merchant.json").write_text("[1, 2]")),
+         "outbox", "merchant.json is damaged: it must be a JSON object"),
+        # fields that were read and then ignored (or never read) when they disagreed
+        (broken("int", lambda h: _edit(h, account=7)),
+         "outbox", "merchant.json is damaged: it needs account (a string)"),
+        (broken("cur", lambda h: _edit(h, currency="EUR")),
+         "request", "template.bin is for currency CNY, merchant.json says EUR"),
+        (broken("bank", lambda h: _edit(h, bank="BKZ")),
+         "request", "template.bin is for bank BKB, merchant.json says BKZ"),
+        (broken("tplname", lambda h: _edit(h, template="other.bin")),
+         "outbox", "merchant.json names template 'other.bin': a merchant home keeps it as"
+         " template.bin"),
         (broken("tpl", lambda h: (h / "template.bin").unlink()),
          "request", "has no template.bin"),
         (broken("key", lambda h: (h / "account.secret").unlink()),

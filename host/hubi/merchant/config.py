@@ -163,6 +163,7 @@ class MerchantHome:
     path: Path
     account: str
     currency: str
+    bank: str | None = None  # written by init; checked against the template
 
     @classmethod
     def open(cls, path: Path | None = None) -> MerchantHome:
@@ -174,11 +175,21 @@ class MerchantHome:
             )
         try:
             cfg = json.loads(cfg_path.read_text())
-            return cls(path, cfg["account"], cfg["currency"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise MerchantError(
-                f"{cfg_path} is damaged ({type(exc).__name__}: {exc}); it needs account and currency"
-            ) from None
+        except ValueError as exc:
+            raise MerchantError(f"{cfg_path} is damaged (not JSON: {exc})") from None
+        if not isinstance(cfg, dict):
+            raise MerchantError(f"{cfg_path} is damaged: it must be a JSON object")
+        for key in ("account", "currency"):
+            if not isinstance(cfg.get(key), str):
+                raise MerchantError(f"{cfg_path} is damaged: it needs {key} (a string)")
+        # the files sit at fixed names: a file that names others would be silently ignored
+        for key, name in (("template", TEMPLATE), ("trust", TRUST)):
+            if cfg.get(key, name) != name:
+                raise MerchantError(
+                    f"{cfg_path} names {key} {cfg[key]!r}: a merchant home keeps it as {name}"
+                    " (copy it there)"
+                )
+        return cls(path, cfg["account"], cfg["currency"], cfg.get("bank"))
 
     def _read(self, name: str) -> bytes:
         try:
@@ -203,10 +214,15 @@ class MerchantHome:
 
     def load_identity(self, trust: Trust) -> Identity:
         template = codec.decode(self._read(TEMPLATE), codec.TEMPLATE)
-        if template["account"] != self.account:
-            raise MerchantError(
-                f"{TEMPLATE} is for {template['account']}, {CONFIG} says {self.account}"
-            )
+        for what, sealed, said in (
+            ("account", template["account"], self.account),
+            ("currency", template["currency"], self.currency),
+            ("bank", template.signer, self.bank or template.signer),
+        ):
+            if sealed != said:  # the template is what the bank sealed: it decides
+                raise MerchantError(
+                    f"{self.path / TEMPLATE} is for {what} {sealed}, {CONFIG} says {said}"
+                )
         raw = self._read(SECRET)
         if len(raw) != 32:
             raise MerchantError(f"{SECRET} is corrupt ({len(raw)} bytes)")
