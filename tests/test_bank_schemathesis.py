@@ -129,3 +129,54 @@ def test_generated_requests_never_5xx(api_schema, node, mode):
 def test_node_log_has_no_traceback(node):
     text = node.log_text()
     assert "Traceback" not in text and "internal error" not in text
+
+
+# ------------------------------------------------------------------ a consortium member
+@pytest.fixture(scope="module")
+def member(tmp_path_factory):
+    """BKA and BKB nodes of one consortium over the embedded orderer; BKA is fuzzed, BKB is
+    there so that BKA has a peer (and an interbank note settles first, to have an entry)."""
+    from tests.consortium_support import make_home
+
+    base = tmp_path_factory.mktemp("schemathesis-consortium")
+    nodes = {b: NodeProcess(base / "home", b, name=b) for b in ("BKA", "BKB")}
+    accounts = make_home(
+        base / "home",
+        ["BKA", "BKB"],
+        endpoints={b: [n.url] for b, n in nodes.items()},
+        orderer="embedded",
+    )
+    for n in nodes.values():
+        n.start()
+    import httpx
+
+    payer = accounts["BKA-000001"]
+    reply = httpx.post(
+        nodes["BKA"].url + "/v1/notes", content=payer.note("BKB-000001", 25), timeout=30
+    )
+    assert reply.status_code == 200 and reply.json()["outcome"] == "booked", reply.text
+    yield nodes["BKA"]
+    for n in nodes.values():
+        n.close()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
+@pytest.mark.parametrize("signer", ["BKB", None], ids=["signed-by-a-peer", "as-generated"])
+def test_consortium_routes_never_5xx(member, mode, signer):
+    """The /v1/consortium/* routes of a member node (in its OpenAPI description only when the
+    node is in a consortium): signed by a peer bank, and as generated."""
+    schema = schemathesis.openapi.from_url(member.url + "/openapi.json")
+    ops = [o for o in operations(schema) if o.path.startswith("/v1/consortium/")]
+    assert len(ops) == 5, [o.label for o in ops]
+    session = requests.Session()
+    if signer:
+        session.auth = SignedAuth(auth.bank_signer(member.home, signer), "BKA")
+    for op in ops:
+        fuzz(
+            op,
+            mode,
+            lambda c: c.call_and_validate(base_url=member.url, session=session, checks=CHECKS),
+        )
+    text = member.log_text()
+    assert "Traceback" not in text and "internal error" not in text

@@ -67,7 +67,7 @@ class ErrorModel(BaseModel):
     field: str | None = Field(None, description="the header, parameter or field at fault")
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     texts = {
         400: "bad input (bad hex/base64, unknown kind, malformed object or header)",
         401: "unsigned, unknown caller, bad signature, stale timestamp or replayed nonce",
@@ -78,11 +78,13 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
         415: "unsupported Content-Type",
         422: "parameter out of range or of the wrong type",
         429: "too many signed requests in the time window",
+        503: "cannot answer now: retry later (store-full, consortium-unavailable,"
+        " orderer-unavailable, caller-gone)",
     }
     return {s: {"model": ErrorModel, "description": texts[s]} for s in statuses}
 
 
-SIGNED_ERRORS = _errors(400, 401, 403, 413, 422, 429)
+SIGNED_ERRORS = error_responses(400, 401, 403, 413, 422, 429)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -556,7 +558,7 @@ def create_app(node: Node) -> FastAPI:
             "/v1/notes",
             response_model=UploadOut,
             tags=["upload"],
-            responses=_errors(400, 409, 413, 415, 422),
+            responses=error_responses(400, 409, 413, 415, 422, 503),
             openapi_extra={
                 "requestBody": {
                     "required": True,
@@ -625,7 +627,7 @@ def create_app(node: Node) -> FastAPI:
         "/v1/accounts/{account}/book",
         response_model=BookOut,
         tags=["accounts"],
-        responses=SIGNED_ERRORS | _errors(404),
+        responses=SIGNED_ERRORS | error_responses(404),
     )
     def book(
         caller: SignedCaller,
@@ -643,7 +645,7 @@ def create_app(node: Node) -> FastAPI:
     @app.get(
         "/v1/accounts/{account}",
         tags=["accounts"],
-        responses=SIGNED_ERRORS | _errors(404),
+        responses=SIGNED_ERRORS | error_responses(404),
     )
     def account_info(
         caller: SignedCaller, account: Annotated[str, _account_path()]
@@ -661,7 +663,7 @@ def create_app(node: Node) -> FastAPI:
         "/v1/accounts",
         tags=["accounts"],
         status_code=201,
-        responses=SIGNED_ERRORS | _errors(409),
+        responses=SIGNED_ERRORS | error_responses(409),
     )
     def open_account(caller: SignedCaller, body: TemplateIn) -> dict[str, Any]:
         """Open an account from a Template this bank sealed (the bank itself only: operators)."""
@@ -703,7 +705,9 @@ def create_app(node: Node) -> FastAPI:
         auth.require(caller, Role.SELF)
         return backend.checkpoint_now()
 
-    @app.get("/v1/checkpoints/latest", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
+    @app.get(
+        "/v1/checkpoints/latest", tags=["proofs"], responses=SIGNED_ERRORS | error_responses(404)
+    )
     def latest_checkpoint(caller: SignedCaller) -> dict[str, Any]:
         _primary_only(node)
         cp = backend.latest_checkpoint()
@@ -711,7 +715,9 @@ def create_app(node: Node) -> FastAPI:
             raise ApiError(404, "not-found", "no checkpoint yet")
         return cp
 
-    @app.get("/v1/proofs/inclusion", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
+    @app.get(
+        "/v1/proofs/inclusion", tags=["proofs"], responses=SIGNED_ERRORS | error_responses(404)
+    )
     def inclusion(
         caller: SignedCaller,
         book: Annotated[str, Query(pattern=ACCOUNT_PATTERN)],
@@ -723,7 +729,9 @@ def create_app(node: Node) -> FastAPI:
         _primary_only(node)
         return backend.inclusion_proof(tree_size, book, number)
 
-    @app.get("/v1/proofs/consistency", tags=["proofs"], responses=SIGNED_ERRORS | _errors(404))
+    @app.get(
+        "/v1/proofs/consistency", tags=["proofs"], responses=SIGNED_ERRORS | error_responses(404)
+    )
     def consistency(
         caller: SignedCaller,
         first: Annotated[int, Query(ge=1, le=2**62)],

@@ -19,7 +19,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from hubi.bank import auth
-from hubi.bank.api import ApiError
+from hubi.bank.api import SIGNED_ERRORS, ApiError, error_responses
 from hubi.bank.auth import Authenticator, Caller, Role
 from hubi.consortium.node import ConsortiumNode
 from hubi_core import codec
@@ -41,7 +41,19 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
 
     Signed = Annotated[Caller, Depends(signed)]
 
-    @app.post("/v1/consortium/validate", tags=["consortium"])
+    @app.post(
+        "/v1/consortium/validate",
+        tags=["consortium"],
+        responses=SIGNED_ERRORS | error_responses(503),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    )
     async def consortium_validate(request: Request, caller: Signed) -> dict[str, Any]:
         """A peer bank asks this bank to validate an interbank note (body: the note's bytes);
         the answer is this bank's sealed Endorsement (endorse, or refuse with a reason)."""
@@ -65,13 +77,17 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
             "reason": obj.get("reason"),
         }
 
-    @app.get("/v1/consortium/status", tags=["consortium"])
+    @app.get("/v1/consortium/status", tags=["consortium"], responses=SIGNED_ERRORS)
     def consortium_status(caller: Signed) -> dict[str, Any]:
         """Applied log revision, log hash, entry counts, interbank positions, reports."""
         auth.require(caller, *READERS)
         return cnode.status()
 
-    @app.get("/v1/consortium/entries/{note_id}", tags=["consortium"])
+    @app.get(
+        "/v1/consortium/entries/{note_id}",
+        tags=["consortium"],
+        responses=SIGNED_ERRORS | error_responses(404),
+    )
     def consortium_entry(caller: Signed, note_id: str) -> dict[str, Any]:
         """What this bank applied for one note id (state, endorsers, debit result)."""
         auth.require(caller, *READERS)
@@ -84,7 +100,7 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
             raise ApiError(404, "not-found", f"no log entry for note {note_id}", "note_id")
         return row.as_dict()
 
-    @app.get("/v1/consortium/reports", tags=["consortium"])
+    @app.get("/v1/consortium/reports", tags=["consortium"], responses=SIGNED_ERRORS)
     def consortium_reports(
         caller: Signed,
         after: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -94,7 +110,7 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
         auth.require(caller, *READERS)
         return {"reports": [r.as_dict() for r in cnode.state.reports(after, limit)]}
 
-    @app.get("/v1/consortium/checkpoints", tags=["consortium"])
+    @app.get("/v1/consortium/checkpoints", tags=["consortium"], responses=SIGNED_ERRORS)
     def consortium_checkpoints(caller: Signed, bank: str | None = None) -> dict[str, Any]:
         """Every bank's checkpoints as applied from the log."""
         auth.require(caller, *READERS)
