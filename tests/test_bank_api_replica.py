@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hubi.bank import records as rec_mod
@@ -96,6 +97,13 @@ def test_replica_copies_and_restore_brings_the_audit_back(bank_world, nodes, tmp
     with pytest.raises(BankError) as e:  # a hot backup takes no uploads
         BankClient(replica.url).upload(accts["BKA-000001"].note("BKA-000002", 1, serial=99))
     assert e.value.status in (404, 405)
+    for ask in (lambda: me.book("BKA-000002"), lambda: me.account("BKA-000002"), me.audit):
+        with pytest.raises(BankError) as e:  # the primary's routes: 404, naming what it serves
+            ask()  # a book's page was a 500 (the replica has no books to page through)
+        assert (e.value.status, e.value.code) == (404, "not-found"), e.value
+        assert "serves /v1/backup/records only" in e.value.message
+    described = httpx.get(replica.url + "/openapi.json").json()["paths"]
+    assert "/v1/backup/records" in described and "/v1/accounts/{account}/book" not in described
     src = HttpRecordSource(replica.url, world.bank_signer("BKA"))
     got = list(src.fetch([("BKA-000001", 1), ("BKA-000001", 999)]))
     assert [g["number"] for g in got] == [1]

@@ -180,3 +180,35 @@ def test_consortium_routes_never_5xx(member, mode, signer):
         )
     text = member.log_text()
     assert "Traceback" not in text and "internal error" not in text
+
+
+@pytest.fixture(scope="module")
+def replica(node, tmp_path_factory):
+    """A hot backup of the fuzzed node, caught up with it."""
+    base = tmp_path_factory.mktemp("schemathesis-replica")
+    rep = NodeProcess(
+        node.home, "BKA", str(base / "rep.db"), extra=["--replica-of", node.url], name="replica"
+    ).start()
+    yield rep
+    rep.close()
+
+
+@pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
+@pytest.mark.parametrize("signer", ["BKA", None], ids=["signed-by-the-bank", "as-generated"])
+def test_hot_backup_routes_never_5xx(replica, mode, signer):
+    """A hot backup's own description (health, metrics, named records): signed by the bank,
+    and as generated."""
+    schema = schemathesis.openapi.from_url(replica.url + "/openapi.json")
+    ops = [r.ok() for r in schema.get_all_operations()]
+    assert "POST /v1/backup/records" in [o.label for o in ops], [o.label for o in ops]
+    session = requests.Session()
+    if signer:
+        session.auth = SignedAuth(auth.bank_signer(replica.home, signer), "BKA")
+    for op in ops:
+        fuzz(
+            op,
+            mode,
+            lambda c: c.call_and_validate(base_url=replica.url, session=session, checks=CHECKS),
+        )
+    text = replica.log_text()
+    assert "Traceback" not in text and "internal error" not in text

@@ -551,6 +551,10 @@ def create_app(node: Node) -> FastAPI:
         """Prometheus metrics: uploads by outcome, booking latency, requests, errors."""
         return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
 
+    # a hot backup answers the primary's routes with 404 (and says what it serves), and does
+    # not describe them
+    serves_books = node.role == "primary"
+
     # ------------------------------------------------------------------------ upload
     if node.role == "primary":
 
@@ -611,6 +615,7 @@ def create_app(node: Node) -> FastAPI:
         response_model=NoticesOut,
         tags=["accounts"],
         responses=SIGNED_ERRORS,
+        include_in_schema=serves_books,
     )
     def notices(
         caller: SignedCaller,
@@ -628,6 +633,7 @@ def create_app(node: Node) -> FastAPI:
         response_model=BookOut,
         tags=["accounts"],
         responses=SIGNED_ERRORS | error_responses(404),
+        include_in_schema=serves_books,
     )
     def book(
         caller: SignedCaller,
@@ -636,6 +642,7 @@ def create_app(node: Node) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     ) -> BookOut:
         """A page of an account's book: its owner, a regulator or the bank itself."""
+        _primary_only(node)
         auth.require_account_access(caller, account, regulator=True)
         doc = backend.book(account, start, limit)
         if doc is None:
@@ -646,6 +653,7 @@ def create_app(node: Node) -> FastAPI:
         "/v1/accounts/{account}",
         tags=["accounts"],
         responses=SIGNED_ERRORS | error_responses(404),
+        include_in_schema=serves_books,
     )
     def account_info(
         caller: SignedCaller, account: Annotated[str, _account_path()]
@@ -664,6 +672,7 @@ def create_app(node: Node) -> FastAPI:
         tags=["accounts"],
         status_code=201,
         responses=SIGNED_ERRORS | error_responses(409),
+        include_in_schema=serves_books,
     )
     def open_account(caller: SignedCaller, body: TemplateIn) -> dict[str, Any]:
         """Open an account from a Template this bank sealed (the bank itself only: operators)."""
@@ -676,7 +685,7 @@ def create_app(node: Node) -> FastAPI:
         return backend.open_account(raw)
 
     # -------------------------------------------------------------------- regulators
-    @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS)
+    @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS, include_in_schema=serves_books)
     def audit(
         caller: SignedCaller,
         book: Annotated[list[str] | None, Query(description="limit to these books")] = None,
@@ -688,7 +697,9 @@ def create_app(node: Node) -> FastAPI:
         return backend.audit(book or None, chain_only)
 
     # ------------------------------------------------------------- checkpoints/proofs
-    @app.get("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS)
+    @app.get(
+        "/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, include_in_schema=serves_books
+    )
     def checkpoints(
         caller: SignedCaller,
         after: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -698,7 +709,9 @@ def create_app(node: Node) -> FastAPI:
         _primary_only(node)
         return {"checkpoints": backend.checkpoints(after, limit)}
 
-    @app.post("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS)
+    @app.post(
+        "/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, include_in_schema=serves_books
+    )
     def make_checkpoint(caller: SignedCaller) -> dict[str, Any]:
         """Sign a tree head over the whole register now (the bank itself only)."""
         _primary_only(node)
@@ -706,7 +719,10 @@ def create_app(node: Node) -> FastAPI:
         return backend.checkpoint_now()
 
     @app.get(
-        "/v1/checkpoints/latest", tags=["proofs"], responses=SIGNED_ERRORS | error_responses(404)
+        "/v1/checkpoints/latest",
+        tags=["proofs"],
+        responses=SIGNED_ERRORS | error_responses(404),
+        include_in_schema=serves_books,
     )
     def latest_checkpoint(caller: SignedCaller) -> dict[str, Any]:
         _primary_only(node)
@@ -716,7 +732,10 @@ def create_app(node: Node) -> FastAPI:
         return cp
 
     @app.get(
-        "/v1/proofs/inclusion", tags=["proofs"], responses=SIGNED_ERRORS | error_responses(404)
+        "/v1/proofs/inclusion",
+        tags=["proofs"],
+        responses=SIGNED_ERRORS | error_responses(404),
+        include_in_schema=serves_books,
     )
     def inclusion(
         caller: SignedCaller,
@@ -730,7 +749,10 @@ def create_app(node: Node) -> FastAPI:
         return backend.inclusion_proof(tree_size, book, number)
 
     @app.get(
-        "/v1/proofs/consistency", tags=["proofs"], responses=SIGNED_ERRORS | error_responses(404)
+        "/v1/proofs/consistency",
+        tags=["proofs"],
+        responses=SIGNED_ERRORS | error_responses(404),
+        include_in_schema=serves_books,
     )
     def consistency(
         caller: SignedCaller,
@@ -767,7 +789,12 @@ def create_app(node: Node) -> FastAPI:
         found, missing = backend.records(names)
         return RecordsOut(records=found, missing=missing)
 
-    @app.get("/v1/replication/log", tags=["backup"], responses=SIGNED_ERRORS)
+    @app.get(
+        "/v1/replication/log",
+        tags=["backup"],
+        responses=SIGNED_ERRORS,
+        include_in_schema=serves_books,
+    )
     def replication_log(
         caller: SignedCaller,
         start: Annotated[int, Query(alias="from", ge=0, le=2**62)] = 0,
