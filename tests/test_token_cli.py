@@ -58,6 +58,24 @@ def test_cli_provision_pay_info(tmp_path: Path) -> None:
         assert code == 0 and json.loads(out)[0]["amount"] == 4321
         code, out = run("note", "--port", port)
         assert code == 0 and out.strip() == note.hex()
+        # without --json, notes, notices and the balance are told in words (they were JSON)
+        code, out = run("notes", "--port", port)
+        assert code == 0 and "43.21 CNY" in out and "books" in out and PAYEE in out, out
+        assert not out.lstrip().startswith("["), out
+        files = {"notice.bin": world.balance_notice(note, 123_456), "rc.bin": world.receipt(note)}
+        for name, data in files.items():
+            (tmp_path / name).write_bytes(data)
+        code, out = run("notice", "--port", port, str(tmp_path / "notice.bin"))
+        assert code == 0 and "loaded balance notice #9 of bank BKA: 43.21 to " + PAYEE in out, out
+        code, out = run("notice", "--port", port, str(tmp_path / "rc.bin"))
+        flat = " ".join(out.split())
+        assert code == 0 and f"loaded the receipt #3 of {PAYEE}: 43.21" in flat, out
+        assert "for 'books'" in flat, out
+        code, out = run("balance", "--port", port, "--pin", "2468")
+        flat = " ".join(out.split())
+        assert code == 0 and "balance 1,234.56 CNY (balance notice #9 of bank BKA" in flat, out
+        code, out = run("info", "--port", port)
+        assert code == 0 and "allowance #" in out and "456.79 of 500.00 CNY left" in out, out
         # a refusal is a clear message and a non-zero exit
         req.write_bytes(world.request(PAYEE, 10**6))
         code, out = run("pay", "--port", port, "--request", str(req), "--pin", "2468", "--yes")
@@ -112,7 +130,7 @@ def test_cli_provision_refuses_bad_values_before_the_token_gets_anything(tmp_pat
         code, out = run("allowance", "--port", port, "--home", str(tmp_path), "--amount", "700")
         assert code == 2 and "bank BKA has no identity key in home" in " ".join(out.split())
         code, out = run("allowance", "--port", port, "--home", str(world.home), "--amount", "700")
-        assert code == 0 and "700 of 700 left" in out and "from note serial 1" in out, out
+        assert code == 0 and "7.00 of 7.00 left" in out and "from note serial 1" in out, out
         # pay --out into a folder that is not there: refused before the token signs anything
         req = tmp_path / "req.bin"
         req.write_bytes(world.request(PAYEE, 300, "tea"))

@@ -151,7 +151,10 @@ def _print_info(i: dict[str, Any]) -> None:
         console.print(f"account {i['account']} ({i['currency']})  next serial {i['next_serial']}")
         al = i.get("allowance")
         if al:
-            console.print(f"allowance #{al['serial']}: {al['left']} of {al['cap']} left")
+            from hubi.merchant.money import format_amount
+
+            left, cap = format_amount(al["left"]), format_amount(al["cap"], i["currency"])
+            console.print(f"allowance #{al['serial']}: {left} of {cap} left")
         console.print(f"PIN tries left {i['pin_tries_left']}, notes kept {i['notes']}")
     else:
         console.print(f"transport key {i.get('transport_key')}")
@@ -236,10 +239,11 @@ def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) 
 
 
 def _print_allowance(a: dict[str, Any]) -> None:
-    expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(a["expiry"]))
+    from hubi.merchant.money import format_amount
+
     console.print(
-        f"allowance #{a['serial']}: {a['left']} of {a['cap']} left (minor units), from note"
-        f" serial {a['first_serial']}, expires {expires}"
+        f"allowance #{a['serial']}: {format_amount(a['left'])} of {format_amount(a['cap'])} left,"
+        f" from note serial {a['first_serial']}, expires {_utc(a['expiry'])} UTC"
     )
 
 
@@ -326,7 +330,30 @@ def note_cmd(port: str, serial: int | None, out_file: Path | None) -> None:
 def notes_cmd(port: str, as_json: bool) -> None:
     """The notes kept on the token."""
     with _token(port) as tok:
-        _out(tok.notes(), as_json, None)
+        notes = tok.notes()
+        currency = None if as_json or not notes else tok.info().get("currency")
+    _out(notes, as_json, lambda n: _print_notes(n, currency))
+
+
+def _print_notes(notes: list[dict[str, Any]], currency: str | None) -> None:
+    from hubi.merchant.money import format_amount
+
+    if not notes:
+        console.print("no notes kept on this token")
+    for n in notes:  # a line each: a table squeezes account ids at 80 columns
+        purpose = f" for {n['purpose']!r}" if n.get("purpose") else ""  # as the token signed it
+        receipt = "receipt kept" if n.get("receipt") else "no receipt"
+        console.print(
+            escape(
+                f"#{n['serial']}  {_utc(n['time'])} UTC  {format_amount(n['amount'], currency)}"
+                f" to {n['payee']}{purpose}  ({receipt}; note {str(n['note_id'])[:16]}…)"
+            ),
+            soft_wrap=True,
+        )
+
+
+def _utc(t: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
 
 
 @token.command("notice")
@@ -338,7 +365,24 @@ def notice_cmd(port: str, file: Path, as_json: bool) -> None:
     from hubi import objects
 
     with _token(port) as tok:
-        _out(tok.load_notice(objects.read_object_bytes(file)), as_json, None)
+        loaded = tok.load_notice(objects.read_object_bytes(file))
+    _out(loaded, as_json, _print_notice)
+
+
+def _print_notice(n: dict[str, Any]) -> None:
+    from hubi.merchant.money import format_amount
+
+    paid = f"{format_amount(n['amount'])} to {n['payee']}, note {str(n['note_id'])[:16]}…"
+    if n["kind"] == "BalanceNotice":
+        console.print(
+            f"loaded balance notice #{n['serial']} of bank {n['signer']}: {escape(paid)}"
+            " (`hubi token balance` opens the new balance)"
+        )
+    else:
+        purpose = f" for {n['purpose']!r}" if n.get("purpose") else ""
+        console.print(
+            f"loaded the receipt #{n['serial']} of {n['signer']}: {escape(paid + purpose)}"
+        )
 
 
 @token.command("balance")
@@ -348,7 +392,17 @@ def notice_cmd(port: str, file: Path, as_json: bool) -> None:
 def balance_cmd(port: str, pin: str | None, as_json: bool) -> None:
     """Decrypt the last balance notice (PIN on the token, or --pin for headless ones)."""
     with _token(port) as tok:
-        _out(tok.balance(pin), as_json, None)
+        _out(tok.balance(pin), as_json, _print_balance)
+
+
+def _print_balance(b: dict[str, Any]) -> None:
+    from hubi.merchant.money import format_amount
+
+    console.print(
+        f"balance [bold]{escape(str(b['balance_text']))}[/bold] (balance notice #{b['notice_serial']}"
+        f" of bank {b['bank']}, {_utc(b['time'])} UTC: {format_amount(b['debited'])} to"
+        f" {escape(str(b['payee']))})"
+    )
 
 
 @token.command("wipe")
