@@ -282,6 +282,12 @@ def test_a_bank_id_the_home_does_not_hold_is_named_before_any_file_is_touched(
         for bad in ("..", "bka"):
             err = said(*command, "--home", str(home), "--bank", bad)
             assert f"Invalid value for --bank: bank id '{bad}' may only use A-Z and 0-9" in err
+    # funding another bank's account named the engine's debit()/credit() (an interbank note)
+    err = said("bank", "fund", "BKB-bo", "5", "--home", str(home), "--bank", "BKA")
+    assert "BKB-bo is an account of bank BKB: bank BKA's treasury funds its own accounts" in err
+    assert "(fund it with --bank BKB)" in err and "debit()" not in err
+    err = said("bank", "fund", "bka-x", "5", "--home", str(home), "--bank", "BKA")
+    assert "Invalid value for ACCOUNT: account id" in err, err
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == before
     empty = tmp_path / "empty"
     empty.mkdir()

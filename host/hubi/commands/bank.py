@@ -246,6 +246,19 @@ def fund_cmd(
     as_json: bool,
 ) -> None:
     """The bank's treasury pays AMOUNT (minor units) to ACCOUNT with an ordinary booked note."""
+    from hubi_core import ids
+    from hubi_core.errors import BadValue
+
+    bank = resolve_bank(home, bank)
+    try:
+        owner = ids.bank_of(ids.check_account_id(account))
+    except BadValue as exc:
+        raise click.BadParameter(str(exc), param_hint="ACCOUNT") from None
+    if owner != bank:  # the treasury pays its own bank's accounts: no interbank note
+        raise click.UsageError(
+            f"{account} is an account of bank {owner}: bank {bank}'s treasury funds its own"
+            f" accounts only (fund it with --bank {owner})"
+        )
     try:
         with _engine(home, bank, db) as eng:
             out = eng.fund(account, amount, purpose)
