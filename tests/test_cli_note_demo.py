@@ -97,6 +97,27 @@ def test_note_show_reads_a_note_as_hex_text(bundle: Path, tmp_path: Path) -> Non
     assert code == 2 and "hex text that does not make whole bytes" in json.loads(out)["message"]
 
 
+def test_a_file_too_long_for_an_object_is_not_read_whole(tmp_path: Path) -> None:
+    """A file that is not an image was read whole: `hubi note show /dev/zero` never ended, and
+    a large file of hex digits was decoded in full before the codec refused it. Past 64 KiB (a
+    hubi object is at most 4 KiB) it is refused, naming the file."""
+    from hubi.objects import MAX_OBJECT_FILE
+
+    big = tmp_path / "big.hex"
+    big.write_text("0123456789abcdef" * (MAX_OBJECT_FILE // 16 + 1))
+    for path in (str(big), "/dev/zero"):
+        r = subprocess.run(
+            [sys.executable, "-m", "hubi.cli", "note", "show", path, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2, (path, r.stdout, r.stderr)
+        message = json.loads(r.stdout)["message"]
+        assert f"{path}: more than 65,536 bytes and not an image" in message, message
+        assert "a hubi object is at most 4,096 bytes" in message
+
+
 def test_note_show_rejects_garbage_with_clear_error(bundle: Path) -> None:
     code, out = run("note", "show", str(bundle / "garbage.bin"), "--json")
     assert code == 2

@@ -21,14 +21,26 @@ def is_image(data: bytes) -> bool:
 _HEX_TEXT = re.compile(rb"[0-9a-fA-F\s]+")
 
 
+# a hubi object is at most codec.MAX_OBJECT bytes; its hex, with line breaks, fits in this many
+# times. A longer file that is not an image is not read further (`note show /dev/zero` would never
+# end, a misnamed backup would fill memory).
+MAX_OBJECT_FILE = 64 * 1024
+
+
 def read_object_bytes(path: Path) -> bytes:
     """Bytes of a hubi object from a binary file, a text file of its hex (as `hubi token note`
     prints it), or an image of its QR code(s)."""
-    data = Path(path).read_bytes()
+    with open(path, "rb") as f:
+        data = f.read(MAX_OBJECT_FILE + 1)
     if is_image(data):
         from hubi import qrscan
 
         return qrscan.collect([Path(path)])
+    if len(data) > MAX_OBJECT_FILE:
+        raise ValueError(
+            f"{path}: more than {MAX_OBJECT_FILE:,} bytes and not an image: a hubi object is at"
+            f" most {codec.MAX_OBJECT:,} bytes (not read further)"
+        )
     if _HEX_TEXT.fullmatch(data):
         try:
             return bytes.fromhex(data.decode("ascii"))
