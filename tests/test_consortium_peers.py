@@ -4,6 +4,7 @@ of its time settings."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -105,6 +106,26 @@ def test_node_config_refuses_time_settings_that_are_not_seconds(
     assert (
         NodeConfig.from_json('{"orderer": "embedded", "stall_after": 2.5}', "x").stall_after == 2.5
     )
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ({"orderer": "etcd", "etcd": "http://127.0.0.1:2379"}, "etcd must be a list of http(s)"),
+        ({"orderer": "etcd", "etcd": ["127.0.0.1:2379"]}, "etcd must be a list of http(s)"),
+        ({"peers": ["http://x"]}, "peers must map bank ids to http(s) node URLs"),
+        ({"peers": {"BKB": 8700}}, "peers must map bank ids to http(s) node URLs"),
+        ({"path": 5}, "path must be a non-empty string, not 5"),
+        ({"state": ""}, "state must be a non-empty string, not ''"),
+        ({"prefix": ["hubi/"]}, "prefix must be a non-empty string, not ['hubi/']"),
+    ],
+)
+def test_node_config_refuses_settings_of_the_wrong_shape(doc: dict, words: str) -> None:
+    """A bank's consortium.json edited by hand: an etcd URL given as a string was read as a
+    list of one-letter endpoints, a peers list or a numeric path failed deep in the node."""
+    with pytest.raises(ConsortiumError) as caught:
+        NodeConfig.from_json(json.dumps(doc), "cfg.json")
+    assert str(caught.value).startswith(f"cfg.json: {words}"), caught.value
 
 
 def test_peer_threads_keep_a_hung_peer_apart_and_refuse_work_once_shut_down() -> None:

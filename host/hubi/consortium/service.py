@@ -94,6 +94,19 @@ class NodeConfig:
         if unknown:
             raise ConsortiumError(f"{where}: unknown setting(s) {', '.join(unknown)}")
         cfg = cls(**doc)
+        if not isinstance(cfg.etcd, list) or not all(
+            isinstance(u, str) and u.startswith(("http://", "https://")) for u in cfg.etcd
+        ):
+            raise ConsortiumError(f"{where}: etcd must be a list of http(s) client URLs")
+        if not isinstance(cfg.peers, dict) or not all(
+            isinstance(b, str) and isinstance(u, str) and u.startswith(("http://", "https://"))
+            for b, u in cfg.peers.items()
+        ):
+            raise ConsortiumError(f"{where}: peers must map bank ids to http(s) node URLs")
+        for name in ("path", "prefix", "state"):
+            v = getattr(cfg, name)
+            if not (v is None and name != "state") and not (isinstance(v, str) and v):
+                raise ConsortiumError(f"{where}: {name} must be a non-empty string, not {v!r}")
         for name in _SECONDS:
             v = getattr(cfg, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 3600:
