@@ -5,10 +5,13 @@ back with `hubi audit restore --db ... --backup http://replica` and the audit is
 
 from __future__ import annotations
 
+import http.server
 import json
+import re
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -180,6 +183,59 @@ def test_replica_refuses_a_record_that_does_not_verify(bank_world, nodes, tmp_pa
     assert "BKA-000002#2" in d["stopped"] and "sig8" in d["stopped"], d
     held = BankClient(replica.url, world.bank_signer("BKA")).records([("BKA-000002", 2)])
     assert held == []
+
+
+class _OddPrimary(http.server.BaseHTTPRequestHandler):
+    """A 'primary' whose replication log is JSON of the wrong shape (set ``answer``)."""
+
+    answer: bytes = b"{}"
+
+    def do_GET(self) -> None:  # noqa: N802 - the handler's API
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(self.answer)))
+        self.end_headers()
+        self.wfile.write(self.answer)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answer", "words"),
+    [
+        ([1, 2], "is not a list of records: [1, 2]"),
+        ({"records": "none"}, "is not a list of records"),
+        ({"records": [{"seq": 0, "book": "BKA-000001"}]}, "malformed record entry: KeyError"),
+        ({"records": [7]}, "malformed record entry: '7'"),
+    ],
+)
+def test_replica_stops_on_a_replication_log_of_the_wrong_shape(bank_world, tmp_path, answer, words):
+    """JSON of the wrong shape from the primary was retried for ever, with a traceback in the
+    log each time (AttributeError, TypeError). It is now looked at as bad records are: the
+    replica stops pulling and /health says why."""
+    from hubi.bank.replica import Replica, ReplicaError, ReplicaStore
+
+    world = bank_world
+    handler = type("Odd", (_OddPrimary,), {"answer": json.dumps(answer).encode()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = ReplicaStore(str(tmp_path / "rep.db"))
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    replica = Replica("BKA", url, store, world.bank_signer("BKA"), world_bank_key(world))
+    try:
+        with pytest.raises(ReplicaError, match=re.escape(words)):
+            replica.pull_once()
+        replica.poll_interval = 0.01
+        replica.start()
+        deadline = time.monotonic() + 10
+        while replica.health()["stopped"] is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert words in (replica.health()["stopped"] or ""), replica.health()
+    finally:
+        replica.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_replica_of_a_postgresql_primary(bank_world, nodes, tmp_path, postgres_db):

@@ -197,6 +197,8 @@ def record_json(seq: int, book: str, n: int, body: bytes, hchain: bytes) -> dict
 
 def parse_record_json(doc: dict[str, Any]) -> tuple[int, str, int, bytes, bytes]:
     """(seq, book, n, body, hchain) from a record as served; ValueError if malformed."""
+    if not isinstance(doc, dict):
+        raise ValueError(f"malformed record entry: {str(doc)[:40]!r}")
     try:
         seq = int(doc["seq"])
         book = str(doc["book"])
@@ -287,7 +289,16 @@ class Replica:
         """Fetch and store one batch after the last held sequence number; returns its size."""
         client = self._client or BankClient(self.primary_url, self.signer, self.bank)
         doc = client.replication_log(self.store.next_seq(), self.batch)
-        rows = [parse_record_json(d) for d in doc.get("records", [])]
+        if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+            # a primary that answers the replication log with something else is looked at,
+            # as one that serves bad records is: not retried for ever with a traceback each time
+            raise ReplicaError(
+                f"the primary's replication log is not a list of records: {str(doc)[:80]}"
+            )
+        try:
+            rows = [parse_record_json(d) for d in doc["records"]]
+        except ValueError as exc:
+            raise ReplicaError(f"the primary's replication log: {exc}") from None
         checked = self._check(rows)
         self.store.put(checked)
         self.last_pull = time.time()
