@@ -197,6 +197,10 @@ class _OddPrimary(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.answer)
 
+    def do_POST(self) -> None:  # noqa: N802 - the handler's API
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.do_GET()
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -215,6 +219,7 @@ def test_replica_stops_on_a_replication_log_of_the_wrong_shape(bank_world, tmp_p
     log each time (AttributeError, TypeError). It is now looked at as bad records are: the
     replica stops pulling and /health says why."""
     from hubi.bank.replica import Replica, ReplicaError, ReplicaStore
+    from hubi.bank.restore import RestoreError, _coerce
 
     world = bank_world
     handler = type("Odd", (_OddPrimary,), {"answer": json.dumps(answer).encode()})
@@ -232,6 +237,14 @@ def test_replica_stops_on_a_replication_log_of_the_wrong_shape(bank_world, tmp_p
         while replica.health()["stopped"] is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert words in (replica.health()["stopped"] or ""), replica.health()
+        # `hubi audit restore --backup URL` asking the same server: named, not a TypeError
+        source = HttpRecordSource(url, world.bank_signer("BKA"), "BKA")
+        with pytest.raises((BankError, RestoreError)) as caught:
+            for item in source.fetch([("BKA-000001", 1)]):
+                _coerce(item)
+        said = str(caught.value)
+        assert "records answer of the wrong shape" in said or "malformed record" in said, said
+        source.close()
     finally:
         replica.close()
         server.shutdown()

@@ -316,6 +316,10 @@ class BankClient:
         """Named records (book, number), each with its signatures; missing ones are left out."""
         body = json.dumps({"records": [{"book": b, "number": int(n)} for b, n in names]}).encode()
         doc = self._json("POST", "/v1/backup/records", body=body, content_type="application/json")
+        if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+            raise BankError(
+                200, "not-a-bank", f"records answer of the wrong shape: {str(doc)[:80]}"
+            )
         return doc["records"]
 
     def replication_log(self, start: int, limit: int = 500) -> dict[str, Any]:

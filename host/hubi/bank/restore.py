@@ -70,9 +70,12 @@ def _coerce(item: Any) -> _Got:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RestoreError(f"the source sent a malformed record: {exc}") from None
-    return _Got(
-        item.book, int(item.n), bytes(item.body), bytes(item.hchain), getattr(item, "seq", None)
-    )
+    try:  # a row of a database source
+        return _Got(
+            item.book, int(item.n), bytes(item.body), bytes(item.hchain), getattr(item, "seq", None)
+        )
+    except (AttributeError, TypeError, ValueError):
+        raise RestoreError(f"the source sent a malformed record: {str(item)[:40]!r}") from None
 
 
 class StoreRecordSource:
