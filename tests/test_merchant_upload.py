@@ -9,6 +9,7 @@ chained into the merchant's own book, idempotent re-uploads, back-off while the 
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -362,3 +363,59 @@ def test_a_reply_that_never_ends_is_not_read_past_the_cap_and_the_note_stays(sho
     assert _Flood.asked == ["/v1/notes"] * 2 and len(_Flood.sent) == 2
     # the server stopped at the client's hang-up, a little past the cap (socket buffers)
     assert all(MAX_REPLY <= s < MAX_REPLY + (16 << 20) for s in _Flood.sent), _Flood.sent
+
+
+def _answering(doc: object) -> type:
+    """A server answering every POST with 200 and `doc` as JSON: a bank node gone wrong."""
+    body = json.dumps(doc).encode()
+
+    class Odd(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the handler's API
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Odd
+
+
+@pytest.mark.parametrize(
+    ("doc", "words"),
+    [
+        ({"outcome": "refused", "refusal": "zz"}, "refusal is not hex"),
+        ({"outcome": "booked", "notices": 5}, "notices is not a list"),
+        (
+            {"outcome": "booked", "duplicate": "yes", "notices": []},
+            "duplicate is not true or false",
+        ),
+        ({"outcome": "refused", "reason_code": "two"}, "reason_code is not a number"),
+    ],
+)
+def test_an_answer_of_the_wrong_shape_keeps_the_note_and_says_what_is_wrong(
+    shop: Shop, doc: dict, words: str
+) -> None:
+    """A JSON answer with an outcome but fields of the wrong type stopped the whole upload with
+    a ValueError or TypeError traceback. The note now stays pending with one line naming the
+    field, and the run goes on to the next note."""
+    payers = prepare(shop)
+    with shop.merchant() as m:
+        pay(m, payers[PAYER], 700)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _answering(doc))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with shop.merchant() as m:
+            rep = m.upload(url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None)
+            assert not rep.ok
+            (row,) = m.notes()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert row.state == "pending", row
+    error = row.last_error or ""
+    assert "not a hubi bank node's answer" in error and words in error, error

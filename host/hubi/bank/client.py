@@ -74,15 +74,34 @@ class UploadResult:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> UploadResult:
-        ref = doc.get("refusal")
+        """The node's answer; ValueError naming the field that is of the wrong type."""
+
+        def field_(name: str, kind: type, what: str, default: Any) -> Any:
+            value = doc.get(name, default)
+            if value is None:
+                return None
+            # bool is an int to Python: a number must not be true/false, nor a flag a number
+            if kind is bool:
+                ok = isinstance(value, bool)
+            else:
+                ok = isinstance(value, kind) and not isinstance(value, bool)
+            if not ok:
+                raise ValueError(f"{name} is not {what}")
+            return value
+
+        ref = field_("refusal", str, "hex", None)
+        try:
+            refusal = bytes.fromhex(ref) if ref else None
+        except ValueError:
+            raise ValueError("refusal is not hex") from None
         return cls(
-            note_id=doc.get("note_id", ""),
+            note_id=field_("note_id", str, "a string", "") or "",
             outcome=doc["outcome"],
-            reason_code=doc.get("reason_code"),
-            reason=doc.get("reason"),
-            refusal=bytes.fromhex(ref) if ref else None,
-            notices=list(doc.get("notices", [])),
-            duplicate=bool(doc.get("duplicate", False)),
+            reason_code=field_("reason_code", int, "a number", None),
+            reason=field_("reason", str, "a string", None),
+            refusal=refusal,
+            notices=list(field_("notices", list, "a list", []) or []),
+            duplicate=bool(field_("duplicate", bool, "true or false", False)),
             raw=doc,
         )
 
@@ -233,7 +252,12 @@ class BankClient:
         doc = _doc(resp)
         if not isinstance(doc, dict) or not isinstance(doc.get("outcome"), str):
             raise BankError(resp.status_code, "not-a-bank", _foreign(resp), None, None)
-        return UploadResult.from_json(doc)
+        try:
+            return UploadResult.from_json(doc)
+        except ValueError as exc:
+            raise BankError(
+                resp.status_code, "not-a-bank", f"not a hubi bank node's answer: {exc}"
+            ) from None
 
     # ---------------------------------------------------------------- customers/regulators
     def notices(self, account: str, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
