@@ -75,23 +75,25 @@ def _user_version(path: Path, set_to: int | None = None) -> int:
 def test_state_and_log_files_a_newer_build_stamped_are_refused_untouched(tmp_path: Path) -> None:
     """A bank's consortium state and the embedded orderer's log carry their schema number in the
     file's header; an older build refuses a newer file instead of reading (and writing) it."""
+    from hubi.consortium import orderer, state
     from hubi.consortium.errors import ConsortiumError, OrdererError
     from hubi.consortium.orderer import SqliteOrderer
     from hubi.consortium.state import ConsortiumState
 
     opens = [
-        ("state.db", lambda p: ConsortiumState(p, "embedded:hubi/x/"), ConsortiumError),
-        ("log.db", lambda p: SqliteOrderer(p, prefix=b"hubi/x/"), OrdererError),
+        ("state.db", lambda p: ConsortiumState(p, "embedded:hubi/x/"), ConsortiumError, state),
+        ("log.db", lambda p: SqliteOrderer(p, prefix=b"hubi/x/"), OrdererError, orderer),
     ]
-    for name, open_, error in opens:
-        path = tmp_path / name
+    for name, open_, error, module in opens:
+        path, known = tmp_path / name, module.SCHEMA_VERSION
         open_(path).close()
-        assert _user_version(path) == 1
+        assert _user_version(path) == known
         _user_version(path, set_to=9)
         before = path.read_bytes()
-        with pytest.raises(error, match=r"schema version 9, newer than this build knows \(1\)"):
+        words = rf"schema version 9, newer than this build knows \({known}\)"
+        with pytest.raises(error, match=words):
             open_(path)
         assert path.read_bytes() == before
         _user_version(path, set_to=0)  # a file from before the stamp: taken, and stamped
         open_(path).close()
-        assert _user_version(path) == 1
+        assert _user_version(path) == known

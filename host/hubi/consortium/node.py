@@ -1386,7 +1386,7 @@ class ConsortiumNode:
             "positions": self.state.positions(),
             "published_checkpoint": self.published_checkpoint,
             "pruning": {"pruner": self.pruner, **self.pruning},
-            "reports": len(self.state.reports(limit=100000)),
+            "reports": self.state.report_count(),
             "applying": self.applying,
             "last_error": self.last_error,
             "halted": self.halted,

@@ -36,7 +36,10 @@ from hubi.infra.sqlite import ThreadSqlite, stamp_schema
 
 __all__ = ["ConsortiumState", "EntryRow", "Report"]
 
-SCHEMA_VERSION = 1  # PRAGMA user_version: a newer build's file is refused
+# PRAGMA user_version: a newer build's file is refused. 2: interbank positions kept in their own
+# table as entries settle (version 1 summed every settled entry on each status call); a version-1
+# file is brought up by summing its entries once.
+SCHEMA_VERSION = 2
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS entries (
@@ -58,6 +61,13 @@ _SCHEMA = [
         note BLOB NOT NULL,
         time INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS entries_state ON entries (state)",
+    # settled interbank amounts per pair of banks; the sum as decimal text: exact past 64 bits
+    """CREATE TABLE IF NOT EXISTS positions (
+        payer_bank TEXT NOT NULL,
+        payee_bank TEXT NOT NULL,
+        amount TEXT NOT NULL,
+        notes INTEGER NOT NULL,
+        PRIMARY KEY (payer_bank, payee_bank))""",
     """CREATE TABLE IF NOT EXISTS endorsed (
         note_id BLOB PRIMARY KEY,
         digest BLOB NOT NULL,
@@ -180,6 +190,23 @@ def _entry(row: tuple) -> EntryRow:
     )
 
 
+def add_position(
+    c: sqlite3.Connection, payer: str, payee: str, amount: int, notes: int = 1
+) -> None:
+    """Add a settled amount to the position of the payer's bank towards the payee's."""
+    a, b = payer.split("-", 1)[0], payee.split("-", 1)[0]
+    row = c.execute(
+        "SELECT amount, notes FROM positions WHERE payer_bank = ? AND payee_bank = ?", (a, b)
+    ).fetchone()
+    total, count = (int(row[0]), int(row[1])) if row else (0, 0)
+    c.execute(
+        "INSERT INTO positions (payer_bank, payee_bank, amount, notes) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (payer_bank, payee_bank) DO UPDATE SET amount = excluded.amount,"
+        " notes = excluded.notes",
+        (a, b, str(total + amount), count + notes),
+    )
+
+
 class StateTx:
     """Writes of one applied event (inside ConsortiumState.apply)."""
 
@@ -222,6 +249,11 @@ class StateTx:
             cols["local"] = json.dumps(cols["local"])
         sets = ", ".join(f"{k} = ?" for k in cols)
         self.c.execute(f"UPDATE entries SET {sets} WHERE note_id = ?", (*cols.values(), note_id))
+        if cols.get("state") == SETTLED:  # an entry settles once (FINAL): counted once
+            row = self.c.execute(
+                "SELECT payer, payee, amount FROM entries WHERE note_id = ?", (note_id,)
+            ).fetchone()
+            add_position(self.c, row[0], row[1], int(row[2]))
 
     def add_checkpoint(self, bank: str, size: int, root: bytes, revision: int, obj: bytes) -> None:
         self.c.execute(
@@ -258,9 +290,16 @@ class ConsortiumState:
             )
         self._db = ThreadSqlite(self.path, ConsortiumError, f"consortium state {self.path}")
         with self._db.tx() as c:
+            had = int(c.execute("PRAGMA user_version").fetchone()[0])
             stamp_schema(c, SCHEMA_VERSION, f"consortium state {self.path}", ConsortiumError)
             for sql in _SCHEMA:
                 c.execute(sql)
+            if had < 2:  # a file of version 1 (or before the stamp): its positions, summed once
+                rows = c.execute(
+                    "SELECT payer, payee, amount FROM entries WHERE state = ?", (SETTLED,)
+                ).fetchall()
+                for payer, payee, amount in rows:
+                    add_position(c, payer, payee, int(amount))
             row = c.execute("SELECT value FROM meta WHERE key = 'orderer'").fetchone()
             if row is None:
                 c.execute("INSERT INTO meta (key, value) VALUES ('orderer', ?)", (orderer_id,))
@@ -330,17 +369,16 @@ class ConsortiumState:
 
     def positions(self) -> dict[str, dict[str, int]]:
         """Settled interbank amounts: payer's bank -> payee's bank -> total (same at every bank)."""
-        rows = (
-            self._db.conn()
-            .execute("SELECT payer, payee, amount FROM entries WHERE state = ?", (SETTLED,))
-            .fetchall()
+        rows = self._db.conn().execute(
+            "SELECT payer_bank, payee_bank, amount FROM positions ORDER BY payer_bank, payee_bank"
         )
         out: dict[str, dict[str, int]] = {}
-        for payer, payee, amount in rows:
-            a, b = payer.split("-", 1)[0], payee.split("-", 1)[0]
-            out.setdefault(a, {}).setdefault(b, 0)
-            out[a][b] += int(amount)
+        for a, b, amount in rows.fetchall():
+            out.setdefault(a, {})[b] = int(amount)
         return out
+
+    def report_count(self) -> int:
+        return int(self._db.conn().execute("SELECT COUNT(*) FROM reports").fetchone()[0])
 
     def reports(self, after: int = 0, limit: int = 1000) -> list[Report]:
         rows = (
