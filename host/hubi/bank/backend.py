@@ -318,8 +318,7 @@ class EngineBackend:
 
     # --------------------------------------------------------------- checkpoints/proofs
     def checkpoints(self, after: int, limit: int) -> list[dict[str, Any]]:
-        out = [c.as_dict() for c in self.engine.checkpoints() if c.tree_size > after]
-        return out[:limit]
+        return [c.as_dict() for c in self.engine.checkpoints(after, limit)]
 
     def latest_checkpoint(self) -> dict[str, Any] | None:
         c = self.engine.latest_checkpoint()
@@ -345,13 +344,13 @@ class EngineBackend:
             raise ApiError(409, "register-damaged", str(exc)) from None
         except merkle.MerkleError as exc:
             raise ApiError(422, "bad-parameter", str(exc)) from None
-        cps = {c.tree_size: c for c in self.engine.checkpoints()}
+        cps = {size: self.engine.checkpoint_at(size) for size in (first, second)}
         return {
             "first": first,
             "second": second,
             "path": [p.hex() for p in path],
-            "first_checkpoint": cps[first].obj.hex() if first in cps else None,
-            "second_checkpoint": cps[second].obj.hex() if second in cps else None,
+            "first_checkpoint": cps[first].obj.hex() if cps[first] else None,
+            "second_checkpoint": cps[second].obj.hex() if cps[second] else None,
         }
 
     # ------------------------------------------------------------- hot backup records

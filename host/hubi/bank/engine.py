@@ -1710,11 +1710,21 @@ class BankEngine:
         assert row is not None
         return Checkpoint(int(row[0]), bytes(row[1]), bytes(row[2]), int(row[3]))
 
-    def checkpoints(self) -> list[Checkpoint]:
-        rows = self.store.reader().all(
-            "SELECT tree_size, root, obj, time FROM checkpoints ORDER BY tree_size"
-        )
+    def checkpoints(self, after: int = 0, limit: int | None = None) -> list[Checkpoint]:
+        """Checkpoints of tree size above `after`, oldest first (at most `limit`): read from
+        the database as asked, not all of them (one per `checkpoint_every` records)."""
+        sql = "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size > ?"
+        sql += " ORDER BY tree_size" + (" LIMIT ?" if limit is not None else "")
+        params = (after,) if limit is None else (after, limit)
+        rows = self.store.reader().all(sql, params)
         return [Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows]
+
+    def checkpoint_at(self, tree_size: int) -> Checkpoint | None:
+        """The signed checkpoint of `tree_size`, if there is one (reads; signs nothing)."""
+        r = self.store.reader().one(
+            "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (tree_size,)
+        )
+        return None if r is None else Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
 
     def latest_checkpoint(self) -> Checkpoint | None:
         r = self.store.reader().one(
@@ -1734,16 +1744,17 @@ class BankEngine:
         """RFC 9162 inclusion proof of record (book, n) in the checkpoint of `tree_size` (default:
         the newest checkpoint that contains it). Verify with ``verify_inclusion_proof``."""
         seq = self.register_position(book, n)
-        cps = {c.tree_size: c for c in self.checkpoints()}
         if tree_size is None:
-            sizes = sorted(s for s in cps if s > seq)
-            if not sizes:
+            cp = self.latest_checkpoint()
+            if cp is None or cp.tree_size <= seq:
                 raise BankEngineError(
                     f"record {book}#{n} (register {seq}) is not under a checkpoint yet"
                 )
-            tree_size = sizes[-1]
-        if tree_size not in cps:
-            raise BankEngineError(f"no checkpoint of tree size {tree_size}")
+        else:
+            cp = self.checkpoint_at(tree_size)
+            if cp is None:
+                raise BankEngineError(f"no checkpoint of tree size {tree_size}")
+        tree_size = cp.tree_size
         with self.store.snapshot() as tx:
             hashes = self._leaf_hashes(tx, 0, tree_size)
             body = tx.scalar("SELECT body FROM records WHERE book = ? AND n = ?", (book, n))
@@ -1755,7 +1766,7 @@ class BankEngine:
             "tree_size": tree_size,
             "record": bytes(body).hex(),
             "path": [p.hex() for p in proof],
-            "checkpoint": cps[tree_size].obj.hex(),
+            "checkpoint": cp.obj.hex(),
         }
 
     def consistency_proof(self, first: int, second: int) -> list[bytes]:

@@ -1267,9 +1267,7 @@ class ConsortiumNode:
     def publish_checkpoints(self) -> int:
         """Put this bank's checkpoints that are not in the log yet into it; returns how many."""
         made = 0
-        for cp in self.engine.checkpoints():
-            if cp.tree_size <= self.published_checkpoint:
-                continue
+        for cp in self.engine.checkpoints(after=self.published_checkpoint):
             self.orderer.claim(
                 ent.checkpoint_key(self.bank, cp.tree_size),
                 ent.CheckpointEntry(self.bank, cp.obj).encode(),
