@@ -1634,7 +1634,7 @@ class BankEngine:
             if tree_size is not None:
                 if not 0 < tree_size <= size:
                     raise BankEngineError(f"tree size {tree_size} not in 1..{size}")
-                have = self._checkpoint_at(tree_size)
+                have = self.checkpoint_at(tree_size)
                 return have if have is not None else self._make_checkpoint(tree_size)
             last = self.latest_checkpoint()
             done = last.tree_size if last else 0
@@ -1643,7 +1643,8 @@ class BankEngine:
                 made = self._make_checkpoint(target)
             return made
 
-    def _checkpoint_at(self, size: int) -> Checkpoint | None:
+    def checkpoint_at(self, size: int) -> Checkpoint | None:
+        """The signed checkpoint of tree size `size`, if there is one (reads; signs nothing)."""
         r = self.store.reader().one(
             "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (size,)
         )
@@ -1718,13 +1719,6 @@ class BankEngine:
         params = (after,) if limit is None else (after, limit)
         rows = self.store.reader().all(sql, params)
         return [Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) for r in rows]
-
-    def checkpoint_at(self, tree_size: int) -> Checkpoint | None:
-        """The signed checkpoint of `tree_size`, if there is one (reads; signs nothing)."""
-        r = self.store.reader().one(
-            "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (tree_size,)
-        )
-        return None if r is None else Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
 
     def latest_checkpoint(self) -> Checkpoint | None:
         r = self.store.reader().one(
