@@ -54,6 +54,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
 
 from bench import report  # noqa: E402
 from hubi.bank import audit as audit_mod  # noqa: E402
+from hubi.bank import merkle  # noqa: E402
 from hubi.bank import records as rec  # noqa: E402
 from hubi.bank import recover as recover_mod  # noqa: E402
 from hubi.bank.backend import MAX_BATCH  # noqa: E402
@@ -591,6 +592,76 @@ def bench_audit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------- recover
+def bench_proofs(args: argparse.Namespace) -> dict[str, Any]:
+    """Inclusion and consistency proofs on a register of --audit-records records (the audit's
+    database, with a register and one checkpoint over all of it): from the kept subtrees, and
+    from every leaf as before version 2, in the same run."""
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"proofs-{args.audit_records}-{args.audit_books}.db"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp.db")
+        tmp.unlink(missing_ok=True)
+        build_register(tmp, args.audit_records, args.audit_books, args.workers)
+        con = sqlite3.connect(tmp)
+        con.execute(
+            "INSERT INTO register (seq, book, n) SELECT ROW_NUMBER() OVER (ORDER BY n, book) - 1,"
+            " book, n FROM records"
+        )
+        con.execute(
+            "INSERT OR REPLACE INTO register_head (id, size) VALUES (1, (SELECT COUNT(*) FROM register))"
+        )
+        con.commit()
+        con.close()
+        tmp.rename(path)
+    w = make_world()
+    eng = BankEngine(f"sqlite:///{path}", w.banks["BKA"], w.trust)
+    size = eng.register_size()
+    t0 = time.perf_counter()
+    latest = eng.latest_checkpoint()
+    if latest is None or latest.tree_size != size:
+        eng.checkpoint(tree_size=size)  # from no earlier head: every leaf, once
+    head_secs = time.perf_counter() - t0
+    kept = int(eng.store.reader().scalar("SELECT COUNT(*) FROM merkle_nodes") or 0)
+    out: dict[str, Any] = {
+        "records": size,
+        "kept_subtrees": kept,
+        "first_head_s": round(head_secs, 1),
+    }
+    rows = []
+    books = sorted(r[0] for r in eng.store.reader().all("SELECT DISTINCT book FROM records"))
+    per_book = size // len(books)
+    for book, n in ((books[0], 1), (books[len(books) // 2], per_book // 2), (books[-1], per_book)):
+        t0 = time.perf_counter()
+        proof = eng.inclusion_proof(book, n)
+        kept_ms = (time.perf_counter() - t0) * 1000
+        t0 = time.perf_counter()
+        with eng.store.snapshot() as tx:
+            hashes = eng._leaf_hashes(tx, 0, size)
+        before = merkle.inclusion_proof(hashes, proof["index"], size)
+        every_ms = (time.perf_counter() - t0) * 1000
+        del hashes
+        assert [h.hex() for h in before] == proof["path"]
+        rows.append(
+            {
+                "index": proof["index"],
+                "kept_ms": round(kept_ms, 1),
+                "every_leaf_ms": round(every_ms),
+            }
+        )
+        print(
+            f"proofs: inclusion of entry {proof['index']:,} of {size:,}: {kept_ms:.1f} ms from kept"
+            f" subtrees, {every_ms:,.0f} ms from every leaf",
+            flush=True,
+        )
+    t0 = time.perf_counter()
+    eng.consistency_proof(size // 3, size)
+    out["consistency_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+    out["inclusion"] = rows
+    eng.close()
+    return out
+
+
 def bench_recover(args: argparse.Namespace) -> dict[str, Any]:
     w = make_world()
     tmp = Path(tempfile.mkdtemp(prefix="hubi-bench-recover-"))
@@ -641,7 +712,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--only", choices=["booking", "audit", "recover"], action="append")
+    ap.add_argument("--only", choices=["booking", "audit", "recover", "proofs"], action="append")
     ap.add_argument("--notes", type=int, default=4000)
     ap.add_argument("--accounts", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
@@ -664,12 +735,14 @@ def main() -> None:
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "hubi-bench-bank"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    parts = args.only or ["booking", "audit", "recover"]
+    parts = args.only or ["booking", "audit", "recover", "proofs"]
     result: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
     if "recover" in parts:
         result["recover"] = bench_recover(args)
     if "audit" in parts:
         result["audit"] = bench_audit(args)
+    if "proofs" in parts:
+        result["proofs"] = bench_proofs(args)
     if "booking" in parts:
         result["booking"] = bench_booking(args)
     result["load_avg_end"] = os.getloadavg()

@@ -623,6 +623,17 @@ class _Auditor:
         broken_from: int | None = None
         unverifiable = False
         mismatched = 0
+        kept = self._kept_subtrees(tx)
+        self.checks["kept_subtrees"] = len(kept)
+
+        differ: list[tuple[int, int]] = []
+
+        def compare(level: int, idx: int, h: bytes) -> None:
+            # a kept subtree must hash as the records do: proofs are made from it
+            was = kept.get((level, idx))
+            if was is not None and was != h:
+                differ.append((level, idx))
+
         for start in range(0, max(size, 1), _ROW_BATCH):
             rows = tx.all(
                 "SELECT g.seq, g.book, g.n, r.body FROM register g LEFT JOIN records r "
@@ -647,7 +658,7 @@ class _Auditor:
                     unverifiable = True
                     continue
                 if not unverifiable:
-                    frontier.append_hash(merkle.leaf_hash(bytes(body)))
+                    frontier.append_hash(merkle.leaf_hash(bytes(body)), compare if kept else None)
                 if seq + 1 in targets and not unverifiable:
                     if frontier.root() != targets[seq + 1]:
                         mismatched += 1
@@ -666,8 +677,25 @@ class _Auditor:
             f.add(REGISTER, expect, "missing", f"register entry {expect} is missing")
             expect += 1
         self.checks["checkpoints_mismatched"] = mismatched
+        if not mismatched:  # else the records changed, and the kept subtrees with them
+            for level, idx in differ:
+                first, end = idx << level, (idx + 1) << level
+                f.add(
+                    REGISTER,
+                    end,
+                    "checkpoint-mismatch",
+                    f"the kept subtree of register entries {first}..{end - 1} (merkle_nodes"
+                    f" level {level}) differs from the records: proofs made from it fail",
+                )
         if unverifiable:
             self.checks["checkpoint_roots"] = "not all recomputed: register entries without records"
+
+    def _kept_subtrees(self, tx: Any) -> dict[tuple[int, int], bytes]:
+        """merkle_nodes (schema version 2; none in an older database)."""
+        if self.store.schema_version() < 2:
+            return {}
+        rows = tx.all("SELECT level, idx, hash FROM merkle_nodes")
+        return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
 
     def report(self, books: int) -> AuditReport:
         return AuditReport(self.bank, self.level, self.f.sorted(), books, self.records, self.checks)

@@ -97,6 +97,10 @@ __all__ = [
 FLAG_DOUBLE_ISSUE = 1
 BALANCE_NOTICE_INFO = b"hubi/balance/1\x00"  # + payer account id (firmware/core/wallet.py)
 DEFAULT_CHECKPOINT_EVERY = 1000
+# Proofs: perfect subtrees of at least 2^NODE_LEVEL leaves are kept (merkle_nodes, about one row
+# per 128 records); a range without a kept node is split down to runs of at most 2^NODE_LEVEL
+# records, hashed from the records.
+NODE_LEVEL = 8
 _SERIAL_BLOCK = 64
 
 BOOKED = "booked"
@@ -462,6 +466,8 @@ class BankEngine:
         # them (the checkpoint then hashes them without reading them back)
         self._leaves: dict[int, bytes] = {}
         self._leaves_lock = threading.Lock()
+        self._has_nodes: bool | None = None  # merkle_nodes in this database (schema 2)
+        self.proof_leaves = 0  # records hashed for proofs (tests, bench)
         self._digests: dict[tuple[int, str], int] = {}  # lsum digests of account ids
         self._accounts: dict[str, AccountInfo] = {}
         self._balances: dict[str, tuple[int, bytes, int]] = {}
@@ -1650,7 +1656,9 @@ class BankEngine:
         )
         return None if r is None else Checkpoint(int(r[0]), bytes(r[1]), bytes(r[2]), int(r[3]))
 
-    def _frontier_at(self, tx: Tx, size: int) -> merkle.Frontier:
+    def _frontier_at(
+        self, tx: Tx, size: int, nodes: list[tuple[int, int, bytes]] | None = None
+    ) -> merkle.Frontier:
         row = tx.one(
             "SELECT frontier FROM checkpoints WHERE tree_size <= ? ORDER BY tree_size DESC LIMIT 1",
             (size,),
@@ -1664,8 +1672,13 @@ class BankEngine:
             hashes = [merkle.leaf_hash(b) for b in mine if b is not None]
         else:
             hashes = self._leaf_hashes(tx, f.size, size)
+
+        def keep(level: int, idx: int, h: bytes) -> None:
+            if level >= NODE_LEVEL and nodes is not None:
+                nodes.append((level, idx, h))
+
         for h in hashes:
-            f.append_hash(h)
+            f.append_hash(h, keep)
         return f
 
     def _leaf_hashes(self, tx: Tx, start: int, end: int) -> list[bytes]:
@@ -1692,8 +1705,9 @@ class BankEngine:
 
     def _make_checkpoint(self, size: int) -> Checkpoint:
         t = self.now()
+        nodes: list[tuple[int, int, bytes]] = []
         with self.store.snapshot() as tx:
-            f = self._frontier_at(tx, size)
+            f = self._frontier_at(tx, size, nodes)
         root = f.root()
         obj = codec.Obj(
             codec.CHECKPOINT, self.bank, size, t, {"tree_size": size, "root": root, "seal": b""}
@@ -1705,6 +1719,12 @@ class BankEngine:
                 "ON CONFLICT (tree_size) DO NOTHING",
                 (size, root, raw, f.to_bytes(), t),
             )
+            if nodes and self._keeps_nodes():
+                tx.executemany(
+                    "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?) "
+                    "ON CONFLICT (level, idx) DO NOTHING",
+                    nodes,
+                )
             row = tx.one(
                 "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (size,)
             )
@@ -1750,9 +1770,8 @@ class BankEngine:
                 raise BankEngineError(f"no checkpoint of tree size {tree_size}")
         tree_size = cp.tree_size
         with self.store.snapshot() as tx:
-            hashes = self._leaf_hashes(tx, 0, tree_size)
+            proof = merkle.inclusion_proof_by(self._subtrees(tx), seq, tree_size)
             body = tx.scalar("SELECT body FROM records WHERE book = ? AND n = ?", (book, n))
-        proof = merkle.inclusion_proof(hashes, seq, tree_size)
         return {
             "book": book,
             "n": n,
@@ -1766,8 +1785,40 @@ class BankEngine:
     def consistency_proof(self, first: int, second: int) -> list[bytes]:
         """RFC 9162 consistency proof between the register's first `first` and `second` entries."""
         with self.store.snapshot() as tx:
-            hashes = self._leaf_hashes(tx, 0, second)
-        return merkle.consistency_proof(hashes, first, second)
+            return merkle.consistency_proof_by(self._subtrees(tx), first, second)
+
+    def _keeps_nodes(self) -> bool:
+        """The database has merkle_nodes (schema version 2; an audit may open an older one)."""
+        if self._has_nodes is None:
+            self._has_nodes = self.store.schema_version() >= 2
+        return self._has_nodes
+
+    def _subtrees(self, tx: Tx) -> merkle.SubtreeHash:
+        """MTH of register ranges for the proofs: a perfect subtree of at least 2^NODE_LEVEL
+        leaves from merkle_nodes when a checkpoint stored it; any other range split as RFC 9162
+        splits it, down to runs of at most 2^NODE_LEVEL leaves hashed from the records. A proof
+        reads O(log n) nodes and fewer than 2 * 2^NODE_LEVEL records, not the whole register (a
+        database from before the nodes, or a range past the last checkpoint, is read in runs)."""
+        keeps = self._keeps_nodes()
+
+        def mth(a: int, b: int) -> bytes:
+            n = b - a
+            if n <= 0:
+                return merkle.EMPTY_ROOT
+            if keeps and n & (n - 1) == 0 and a % n == 0 and n >= 1 << NODE_LEVEL:
+                level = n.bit_length() - 1
+                h = tx.scalar(
+                    "SELECT hash FROM merkle_nodes WHERE level = ? AND idx = ?", (level, a >> level)
+                )
+                if h is not None:
+                    return bytes(h)
+            if n <= 1 << NODE_LEVEL:  # below the kept subtrees: from the records
+                self.proof_leaves += n
+                return merkle.root_of_hashes(self._leaf_hashes(tx, a, b))
+            k = merkle.split(n)
+            return merkle.node_hash(mth(a, a + k), mth(a + k, b))
+
+        return mth
 
 
 # ----------------------------------------------------------------------- proof verifiers

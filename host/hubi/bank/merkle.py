@@ -23,10 +23,13 @@ __all__ = [
     "Frontier",
     "MerkleError",
     "consistency_proof",
+    "consistency_proof_by",
     "inclusion_proof",
+    "inclusion_proof_by",
     "leaf_hash",
     "node_hash",
     "root",
+    "split",
     "verify_consistency",
     "verify_inclusion",
 ]
@@ -47,7 +50,7 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def _split(n: int) -> int:
+def split(n: int) -> int:
     """Largest power of two strictly smaller than n (n >= 2)."""
     return 1 << ((n - 1).bit_length() - 1)
 
@@ -66,13 +69,20 @@ class Frontier:
         if len(self.nodes) != bin(size).count("1"):
             raise MerkleError(f"frontier of size {size} needs {bin(size).count('1')} nodes")
 
-    def append_hash(self, lh: bytes) -> None:
-        """Add one leaf, given its leaf hash."""
+    def append_hash(
+        self, lh: bytes, on_node: Callable[[int, int, bytes], None] | None = None
+    ) -> None:
+        """Add one leaf, given its leaf hash. ``on_node(level, index, hash)`` hears of every
+        perfect subtree this leaf completes: leaves [index << level, (index + 1) << level)."""
         node = lh
         size = self.size
+        level = 0
         while size & 1:
             node = node_hash(self.nodes.pop(), node)
             size >>= 1
+            level += 1
+            if on_node is not None:
+                on_node(level, ((self.size + 1) >> level) - 1, node)
         self.nodes.append(node)
         self.size += 1
 
@@ -126,42 +136,59 @@ def _as_accessor(hashes: Sequence[bytes] | LeafHashes) -> LeafHashes:
     return lambda a, b: seq[a:b]
 
 
-def _mth(get: LeafHashes, start: int, end: int) -> bytes:
-    return root_of_hashes(get(start, end)) if end > start else EMPTY_ROOT
+# Or on a subtree-hash accessor: (start, end) -> MTH(D[start:end]). Every range the proofs ask
+# for is a perfect subtree aligned on its size, or the right edge of the tree, so a store that
+# keeps perfect subtrees' hashes answers each in O(log n) (hubi.bank.engine).
+SubtreeHash = Callable[[int, int], bytes]
 
 
-def _path(get: LeafHashes, m: int, start: int, end: int) -> list[bytes]:
+def _by_leaves(hashes: Sequence[bytes] | LeafHashes) -> SubtreeHash:
+    get = _as_accessor(hashes)
+    return lambda a, b: root_of_hashes(get(a, b)) if b > a else EMPTY_ROOT
+
+
+def _path(mth: SubtreeHash, m: int, start: int, end: int) -> list[bytes]:
     n = end - start
     if n == 1:
         return []
-    k = _split(n)
+    k = split(n)
     if m < k:
-        return _path(get, m, start, start + k) + [_mth(get, start + k, end)]
-    return _path(get, m - k, start + k, end) + [_mth(get, start, start + k)]
+        return _path(mth, m, start, start + k) + [mth(start + k, end)]
+    return _path(mth, m - k, start + k, end) + [mth(start, start + k)]
 
 
 def inclusion_proof(hashes: Sequence[bytes] | LeafHashes, m: int, n: int) -> list[bytes]:
     """PATH(m, D[n]) of RFC 9162 §2.1.3.1 over leaf hashes (a list or an accessor)."""
+    return inclusion_proof_by(_by_leaves(hashes), m, n)
+
+
+def inclusion_proof_by(mth: SubtreeHash, m: int, n: int) -> list[bytes]:
+    """PATH(m, D[n]) over a subtree-hash accessor."""
     if not 0 <= m < n:
         raise MerkleError(f"leaf index {m} not in a tree of size {n}")
-    return _path(_as_accessor(hashes), m, 0, n)
+    return _path(mth, m, 0, n)
 
 
-def _subproof(get: LeafHashes, m: int, start: int, end: int, b: bool) -> list[bytes]:
+def _subproof(mth: SubtreeHash, m: int, start: int, end: int, b: bool) -> list[bytes]:
     n = end - start
     if m == n:
-        return [] if b else [_mth(get, start, end)]
-    k = _split(n)
+        return [] if b else [mth(start, end)]
+    k = split(n)
     if m <= k:
-        return _subproof(get, m, start, start + k, b) + [_mth(get, start + k, end)]
-    return _subproof(get, m - k, start + k, end, False) + [_mth(get, start, start + k)]
+        return _subproof(mth, m, start, start + k, b) + [mth(start + k, end)]
+    return _subproof(mth, m - k, start + k, end, False) + [mth(start, start + k)]
 
 
 def consistency_proof(hashes: Sequence[bytes] | LeafHashes, m: int, n: int) -> list[bytes]:
     """PROOF(m, D[n]) of RFC 9162 §2.1.4.1 (0 < m <= n)."""
+    return consistency_proof_by(_by_leaves(hashes), m, n)
+
+
+def consistency_proof_by(mth: SubtreeHash, m: int, n: int) -> list[bytes]:
+    """PROOF(m, D[n]) over a subtree-hash accessor."""
     if not 0 < m <= n:
         raise MerkleError(f"consistency proof needs 0 < first ({m}) <= second ({n})")
-    return _subproof(_as_accessor(hashes), m, 0, n, True)
+    return _subproof(mth, m, 0, n, True)
 
 
 def verify_inclusion(

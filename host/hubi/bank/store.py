@@ -19,6 +19,8 @@ applies what is missing, under a lock, so several processes may open one databas
     double_issues(digest, note_id, ...)               second notes with a used payer serial
     notices(id, account, kind, note_id, obj, time)    what each account may fetch
     checkpoints(tree_size, root, obj, frontier, time) signed RFC 9162 tree heads
+    merkle_nodes(level, idx, hash)                    perfect subtrees of 2^level >= 256 leaves
+                                                      (version 2; written with each checkpoint)
     counters(name, value)                             blocks of serials for bank-signed objects
     allowances(account, serial, cap, expiry, first_serial, obj, spent)
 
@@ -167,6 +169,17 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 obj {BLOB} NOT NULL,
                 spent BIGINT NOT NULL DEFAULT 0,
                 PRIMARY KEY (account, serial))""",
+        ],
+    ),
+    (
+        2,
+        "merkle_nodes: perfect subtrees of the register, for proofs in O(log n)",
+        [
+            """CREATE TABLE merkle_nodes (
+                level INTEGER NOT NULL,
+                idx BIGINT NOT NULL,
+                hash {BLOB} NOT NULL,
+                PRIMARY KEY (level, idx))""",
         ],
     ),
 ]
