@@ -249,6 +249,31 @@ def test_interbank_upload_through_the_consortium(tmp_path: Path, nodes) -> None:
         assert m.book_balance() == 1250 and m.audit_book() == []
 
 
+def _upload_to(shop: Shop, handler: type, times: int = 1) -> list:
+    """Pay one note into the shop and upload it `times` to a server run by `handler` (a bank
+    URL answered by something else); the note's outbox row after each upload."""
+    payers = prepare(shop)
+    with shop.merchant() as m:
+        pay(m, payers[PAYER], 700)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        for _ in range(times):
+            with shop.merchant() as m:
+                rep = m.upload(
+                    url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None
+                )
+                assert not rep.ok
+                (row,) = m.notes()
+            rows.append(row)
+    finally:
+        server.shutdown()
+        server.server_close()
+    return rows
+
+
 class _NotABank(http.server.BaseHTTPRequestHandler):
     """A captive portal: 200 and a page, whatever is asked."""
 
@@ -279,20 +304,7 @@ def test_upload_to_a_server_that_is_no_bank_keeps_the_note_and_says_so_briefly(
 ) -> None:
     """--bank pointing at some other web server: the note stays pending, and the error is one
     short line that says what answered, not the whole page, nor a JSON decoding error."""
-    payers = prepare(shop)
-    with shop.merchant() as m:
-        pay(m, payers[PAYER], 700)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        with shop.merchant() as m:
-            rep = m.upload(url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None)
-            assert not rep.ok
-            (row,) = m.notes()
-    finally:
-        server.shutdown()
-        server.server_close()
+    (row,) = _upload_to(shop, handler)
     assert row.state == "pending", row
     error = row.last_error or ""
     assert "not a hubi bank node's answer (text/html)" in error and words in error, error
@@ -338,28 +350,12 @@ def test_a_reply_that_never_ends_is_not_read_past_the_cap_and_the_note_stays(sho
     connection, and keeps the note pending with one line that says why; chunked or not."""
     from hubi.bank.client import MAX_REPLY
 
-    payers = prepare(shop)
-    with shop.merchant() as m:
-        pay(m, payers[PAYER], 700)
     _Flood.asked, _Flood.sent = [], []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Flood)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        for _ in range(2):  # chunked, then with a Content-Length of 1 TiB
-            with shop.merchant() as m:
-                rep = m.upload(
-                    url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None
-                )
-                assert not rep.ok
-                (row,) = m.notes()
-            assert row.state == "pending", row
-            error = row.last_error or ""
-            assert f"longer than {MAX_REPLY:,} bytes" in error and "not read further" in error
-            assert "\n" not in error and len(error) < 300, error
-    finally:
-        server.shutdown()
-        server.server_close()
+    for row in _upload_to(shop, _Flood, times=2):  # chunked, then with a Content-Length of 1 TiB
+        assert row.state == "pending", row
+        error = row.last_error or ""
+        assert f"longer than {MAX_REPLY:,} bytes" in error and "not read further" in error
+        assert "\n" not in error and len(error) < 300, error
     assert _Flood.asked == ["/v1/notes"] * 2 and len(_Flood.sent) == 2
     # the server stopped at the client's hang-up, a little past the cap (socket buffers)
     assert all(MAX_REPLY <= s < MAX_REPLY + (16 << 20) for s in _Flood.sent), _Flood.sent
@@ -401,21 +397,8 @@ def test_an_answer_of_the_wrong_shape_keeps_the_note_and_says_what_is_wrong(
 ) -> None:
     """A JSON answer with an outcome but fields of the wrong type stopped the whole upload with
     a ValueError or TypeError traceback. The note now stays pending with one line naming the
-    field, and the run goes on to the next note."""
-    payers = prepare(shop)
-    with shop.merchant() as m:
-        pay(m, payers[PAYER], 700)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _answering(doc))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        with shop.merchant() as m:
-            rep = m.upload(url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None)
-            assert not rep.ok
-            (row,) = m.notes()
-    finally:
-        server.shutdown()
-        server.server_close()
+    field."""
+    (row,) = _upload_to(shop, _answering(doc))
     assert row.state == "pending", row
     error = row.last_error or ""
     assert "not a hubi bank node's answer" in error and words in error, error
