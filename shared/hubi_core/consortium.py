@@ -121,7 +121,7 @@ def _kind(value):
     """A JSON value's kind, for errors."""
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, int):
+    if isinstance(value, (int, float)):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(value), "null")
 
