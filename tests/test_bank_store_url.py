@@ -145,6 +145,34 @@ def test_a_hot_backup_database_a_newer_hubi_wrote_is_refused(
         store.close()
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_a_hot_backup_counts_its_records_as_it_stores_them(
+    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
+) -> None:
+    """/health gave the records held by a COUNT over them all (about a second at 10^7 rows, on
+    every health check). The count is kept as records are stored, and counted once in a
+    database that has none."""
+    from hubi.bank.replica import ReplicaStore
+
+    url = (
+        request.getfixturevalue("postgres_db")
+        if dialect == "postgresql"
+        else str(tmp_path / "r.db")
+    )
+    store = ReplicaStore(url)
+    try:
+        rows = [(i, "BKA-000001", i + 1, b"body", bytes(32)) for i in range(5)]
+        assert store.put(rows[:3]) == 3 and store.count() == 3
+        assert store.put(rows) == 2 and store.count() == 5  # the three held are not counted again
+        assert store.get_meta("records") == "5"
+        with store.tx() as c:  # a database from before the kept count
+            store._exec(c, "DELETE FROM replica_meta WHERE key = 'records'")
+        assert store.count() == 5 and store.get_meta("records") == "5"
+        assert store.put([(9, "BKA-000002", 1, b"b", bytes(32))]) == 1 and store.count() == 6
+    finally:
+        store.close()
+
+
 def _set_replica_schema(url: str, value: str) -> None:
     """Write the schema number behind the store's back (as a newer build or damage would)."""
     if url.startswith("postgresql"):

@@ -126,7 +126,15 @@ class ReplicaStore:
         return 0 if row[0][0] is None else int(row[0][0]) + 1
 
     def count(self) -> int:
-        return int(self.query("SELECT COUNT(*) FROM replica_records")[0][0])
+        """Records held: kept in replica_meta as they are stored (/health asks for it, and a
+        COUNT over millions of rows takes a second), counted once in a database without it."""
+        held = self.get_meta("records")
+        if held is not None:
+            return int(held)
+        with self.tx() as c:
+            n = int(self._exec(c, "SELECT COUNT(*) FROM replica_records").fetchone()[0])
+            self._set_meta(c, "records", str(n))
+        return n
 
     def previous(self, book: str, n: int) -> bytes | None:
         """hchain of record n-1 of `book` (32 zero bytes for n = 1), None if not held."""
@@ -141,6 +149,7 @@ class ReplicaStore:
         """Store (seq, book, n, body, hchain) rows; rows already held are skipped."""
         if not rows:
             return 0
+        held = self.count()  # before the transaction: the count's own, if it makes one
         added = 0
         with self.tx() as c:
             for seq, book, n, body, hchain in rows:
@@ -151,6 +160,8 @@ class ReplicaStore:
                     (seq, book, n, body, hchain),
                 )
                 added += max(cur.rowcount, 0)
+            row = self._exec(c, "SELECT value FROM replica_meta WHERE key = 'records'").fetchone()
+            self._set_meta(c, "records", str(int(row[0] if row else held) + added))
         return added
 
     def get(self, names: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
@@ -170,12 +181,15 @@ class ReplicaStore:
 
     def set_meta(self, key: str, value: str) -> None:
         with self.tx() as c:
-            self._exec(
-                c,
-                "INSERT INTO replica_meta (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._set_meta(c, key, value)
+
+    def _set_meta(self, c: Any, key: str, value: str) -> None:
+        self._exec(
+            c,
+            "INSERT INTO replica_meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     def close(self) -> None:
         self._conns.close()
