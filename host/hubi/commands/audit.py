@@ -368,9 +368,10 @@ def restore_cmd(
             console.print(f"[red]refused[/red] {b} #{n}: {escape(why)}", highlight=False)
         for b, n in result.unavailable:
             console.print(f"[yellow]not in the backup[/yellow] {b} #{n}", highlight=False)
-        console.print(
-            "[green]audit clean again[/green]"
-            if result.ok
-            else "[red]the audit still has findings[/red]"
-        )
+        if not result.ok:
+            console.print("[red]the audit still has findings[/red]")
+        elif result.wanted:
+            console.print("[green]audit clean again[/green]")
+        else:
+            console.print("[green]nothing was lost: the audit is clean[/green]")
     sys.exit(0 if result.ok else 1)
