@@ -229,6 +229,17 @@ def test_cli_refuses_an_endpoint_or_a_name_it_cannot_use(
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 
+def test_up_refuses_funds_no_balance_holds_before_it_starts_anything(tmp_path: Path) -> None:
+    """`consortium up --funds` past 2^63 - 1 made the folder and the banks' keys, then failed
+    funding the first demo account; it is a usage error now, and the folder is not made."""
+    r = CliRunner().invoke(
+        main, ["consortium", "up", "--dir", str(tmp_path / "c"), "--funds", str(1 << 63)]
+    )
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and "Invalid value for '--funds'" in said, said
+    assert "0<=x<=9223372036854775807" in said and not (tmp_path / "c").exists()
+
+
 def test_show_prints_an_ipv6_endpoint_whole(tmp_path: Path) -> None:
     """Rich took the host of http://[fe80::1]:8700 for markup and printed http://:8700."""
     home = str(tmp_path / "home")

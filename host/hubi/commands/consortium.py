@@ -27,7 +27,7 @@ from typing import Any
 import click
 import rich.markup
 
-from hubi.commands.params import CONSORTIUM_NAME, check_url
+from hubi.commands.params import CONSORTIUM_NAME, MAX_AMOUNT, check_url
 from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["consortium"]
@@ -346,7 +346,13 @@ def _orderer_text(orderer: dict[str, Any] | None) -> str:
     show_default=True,
     help="Funded demo accounts per bank (keys in hubi-consortium/home/accounts/).",
 )
-@click.option("--funds", type=click.IntRange(0), default=1_000_000, show_default=True)
+@click.option(
+    "--funds",
+    type=click.IntRange(0, MAX_AMOUNT),
+    default=1_000_000,
+    show_default=True,
+    help="Minor units each demo account is funded with.",
+)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=None)
 @click.option(
     "--restart/--no-restart",

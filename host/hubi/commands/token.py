@@ -19,7 +19,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from hubi.commands.params import in_existing_folder
+from hubi.commands.params import MAX_AMOUNT, in_existing_folder
 from hubi.output import console, err_console, print_json, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
@@ -65,7 +65,6 @@ def token() -> None:
 
 # Checked before the token is touched: past these the codec refuses the allowance, which used to
 # happen after the trust files (68 KB) had gone over the link.
-MAX_AMOUNT = (1 << 63) - 1  # a balance is a signed 64-bit number
 MAX_SERIAL = (1 << 64) - 1
 DAYS = click.IntRange(1, 3660)  # an expiry is a 32-bit time; ten years is plenty for a voucher
 DAYS_HELP = "Days the allowance is valid (at most ten years)."
