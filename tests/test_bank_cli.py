@@ -288,6 +288,9 @@ def test_a_bank_id_the_home_does_not_hold_is_named_before_any_file_is_touched(
     assert "(fund it with --bank BKB)" in err and "debit()" not in err
     err = said("bank", "fund", "bka-x", "5", "--home", str(home), "--bank", "BKA")
     assert "Invalid value for ACCOUNT: account id" in err, err
+    # an amount no balance holds was "BadValue: varint out of range"
+    err = said("bank", "fund", "BKA-bo", str(1 << 64), "--home", str(home), "--bank", "BKA")
+    assert "Invalid value for 'AMOUNT'" in err and "1<=x<=9223372036854775807" in err, err
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == before
     empty = tmp_path / "empty"
     empty.mkdir()

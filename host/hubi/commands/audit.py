@@ -22,7 +22,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from hubi.commands.params import check_url
+from hubi.commands.params import MAX_AMOUNT, check_url
 from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["audit"]
@@ -258,7 +258,9 @@ def _serial_range(text: str | None) -> range | None:
 )
 @click.option("--serials", help="Serial range A-B (needed for a credit; a debit's is derived).")
 @click.option(
-    "--amount", type=click.IntRange(min=1), help="The amount, when the bank key is not at hand."
+    "--amount",
+    type=click.IntRange(1, MAX_AMOUNT),
+    help="The amount, when the bank key is not at hand.",
 )
 @click.option(
     "--kind",

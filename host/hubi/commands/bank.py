@@ -23,6 +23,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from hubi.commands.params import MAX_AMOUNT
 from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["bank", "resolve_bank", "default_db_url"]
@@ -179,7 +180,7 @@ def _display(url: str) -> str:
 @click.option(
     "--fund",
     "fund_amount",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_AMOUNT),
     help="Then have the treasury pay this much.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -232,7 +233,7 @@ def open_account_cmd(
 
 @bank.command("fund")
 @click.argument("account")
-@click.argument("amount", type=click.IntRange(min=1))
+@click.argument("amount", type=click.IntRange(1, MAX_AMOUNT))
 @_home_option
 @click.option("--purpose", default="funding", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
