@@ -518,6 +518,13 @@ def test_checkpoints_of_every_bank_go_through_the_log(world) -> None:
             latest = ec.engine(b).latest_checkpoint()
             mine = [c for c in cps if c["bank"] == b and c["tree_size"] == latest.tree_size]
             assert mine and mine[0]["root"] == latest.root.hex()
+            assert n.state.last_checkpoint(b) == max(c["tree_size"] for c in cps if c["bank"] == b)
+        # paged in log order, two at a time, the pages are the whole list
+        paged, after = [], 0
+        while page := n.state.checkpoints(after=after, limit=2):
+            paged += page
+            after = page[-1]["revision"]
+        assert paged == cps and [c["revision"] for c in cps] == sorted(c["revision"] for c in cps)
 
 
 def test_node_resumes_from_its_last_applied_revision(world, tmp_path: Path) -> None:

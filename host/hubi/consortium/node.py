@@ -1277,8 +1277,7 @@ class ConsortiumNode:
         return made
 
     def _publish_loop(self) -> None:
-        mine = [c["tree_size"] for c in self.state.checkpoints(self.bank)]
-        self.published_checkpoint = max(mine, default=0)
+        self.published_checkpoint = self.state.last_checkpoint(self.bank)
         while not self._stop.wait(self.checkpoint_interval):
             try:
                 self.publish_checkpoints()

@@ -7,7 +7,7 @@ No ``from __future__ import annotations`` here: FastAPI reads these signatures a
     GET  /v1/consortium/status              applied revision, log hash, counts, positions
     GET  /v1/consortium/entries/{note_id}   what this bank applied for one note
     GET  /v1/consortium/reports?after=&limit=   what this bank found wrong
-    GET  /v1/consortium/checkpoints?bank=   checkpoints of every bank from the log
+    GET  /v1/consortium/checkpoints?bank=&after=&limit=   checkpoints of every bank from the log
 
 All are signed requests (hubi.bank.auth); validate needs the "peer bank" role (or the bank
 itself), the others a peer, the bank itself or a regulator.
@@ -111,7 +111,13 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
         return {"reports": [r.as_dict() for r in cnode.state.reports(after, limit)]}
 
     @app.get("/v1/consortium/checkpoints", tags=["consortium"], responses=SIGNED_ERRORS)
-    def consortium_checkpoints(caller: Signed, bank: str | None = None) -> dict[str, Any]:
-        """Every bank's checkpoints as applied from the log."""
+    def consortium_checkpoints(
+        caller: Signed,
+        bank: str | None = None,
+        after: Annotated[int, Query(ge=0, le=2**62, description="log revision")] = 0,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    ) -> dict[str, Any]:
+        """Every bank's checkpoints (or one bank's) as applied from the log, in log order:
+        those after log revision `after`, at most `limit` (page on with the last one's)."""
         auth.require(caller, *READERS)
-        return {"checkpoints": cnode.state.checkpoints(bank)}
+        return {"checkpoints": cnode.state.checkpoints(bank, after, limit)}

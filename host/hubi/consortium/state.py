@@ -377,6 +377,11 @@ class ConsortiumState:
             out.setdefault(a, {})[b] = int(amount)
         return out
 
+    def last_checkpoint(self, bank: str) -> int:
+        """The largest tree size of `bank`'s checkpoints applied from the log (0: none)."""
+        last = StateTx(self._db.conn()).last_checkpoint(bank)
+        return last[0] if last else 0
+
     def report_count(self) -> int:
         return int(self._db.conn().execute("SELECT COUNT(*) FROM reports").fetchone()[0])
 
@@ -408,13 +413,21 @@ class ConsortiumState:
         with self._db.tx() as c:
             StateTx(c).report(None, kind, subject, note_id, detail)
 
-    def checkpoints(self, bank: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT bank, tree_size, root, revision FROM checkpoints"
-        params: tuple[Any, ...] = ()
+    def checkpoints(
+        self, bank: str | None = None, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Checkpoints applied from the log (of one bank, or every bank's) at log revisions
+        after `after`, in log order; at most `limit`."""
+        sql = "SELECT bank, tree_size, root, revision FROM checkpoints WHERE revision > ?"
+        params: tuple[Any, ...] = (after,)
         if bank:
-            sql += " WHERE bank = ?"
-            params = (bank,)
-        rows = self._db.conn().execute(sql + " ORDER BY revision", params).fetchall()
+            sql += " AND bank = ?"
+            params += (bank,)
+        sql += " ORDER BY revision"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params += (limit,)
+        rows = self._db.conn().execute(sql, params).fetchall()
         return [
             {"bank": r[0], "tree_size": int(r[1]), "root": bytes(r[2]).hex(), "revision": int(r[3])}
             for r in rows
