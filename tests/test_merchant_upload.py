@@ -402,3 +402,29 @@ def test_an_answer_of_the_wrong_shape_keeps_the_note_and_says_what_is_wrong(
     assert row.state == "pending", row
     error = row.last_error or ""
     assert "not a hubi bank node's answer" in error and words in error, error
+
+
+def test_outbox_shows_the_newest_notes_and_says_how_many_there_are(shop: Shop) -> None:
+    """A shop's outbox grows for ever, and `merchant outbox` printed every note it ever took.
+    The table now shows the newest 50 (`--last N`; 0: all) and says how many there are; JSON
+    still lists them all unless asked."""
+    payers = prepare(shop)
+    with shop.merchant() as m:
+        for i in range(7):
+            pay(m, payers[PAYER], 100 + i)
+    base = ["merchant", "--home", str(shop.home), "outbox"]
+
+    def outbox(*args: str) -> str:
+        r = CliRunner().invoke(main, [*base, *args])
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    said = " ".join(outbox("--last", "3").split())
+    assert "the newest 3 of 7 shown (--last 0: all)" in said, said
+    assert all(f"1.0{i} CNY" in said for i in (4, 5, 6)) and "1.03 CNY" not in said, said
+    said = " ".join(outbox("--state", "pending", "--last", "2").split())
+    assert "the newest 2 of 7 shown" in said and "7 pending" in said, said
+    said = " ".join(outbox().split())  # 7 < 50: all of them, and no "newest" line
+    assert "newest" not in said and all(f"1.0{i} CNY" in said for i in range(7)), said
+    assert len(json.loads(outbox("--json"))["items"]) == 7
+    assert [i["amount"] for i in json.loads(outbox("--json", "--last", "2"))["items"]] == [105, 106]

@@ -502,19 +502,30 @@ def _print_upload(report: Any) -> None:
 @click.option(
     "--state", type=click.Choice(["pending", "booked", "bounced", "refused"]), default=None
 )
+@click.option(
+    "--last",
+    type=click.IntRange(0),
+    default=None,
+    help="Only the newest N notes (default: 50 in the table, all in JSON; 0: all).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def outbox(ctx: click.Context, state: str | None, as_json: bool) -> None:
+def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: bool) -> None:
     """List the notes in the outbox and what the bank said about them."""
     from rich.table import Table
     from rich.text import Text
 
     from hubi.merchant import format_amount
 
+    if last is None:  # a shop's outbox grows for ever: a terminal gets the newest
+        last = 0 if as_json else 50
     with _open(ctx, as_json) as m:
-        rows = m.notes(state)
+        rows = m.notes(state, last or None)
         status = m.status()
-        rejects = m.outbox.rejects()
+        if as_json:
+            rejects = m.outbox.rejects()
+        else:
+            rejected = m.outbox.reject_count()
     if as_json:
         print_json(
             {**status, "items": [r.as_dict() for r in rows], "reject_log": rejects, "ok": True}
@@ -537,7 +548,10 @@ def outbox(ctx: click.Context, state: str | None, as_json: bool) -> None:
         )
     console.print(table)
     n = status["notes"]
+    held = n[state] if state else sum(n.values())
+    if len(rows) < held:
+        console.print(f"the newest {len(rows)} of {held} shown (--last 0: all)")
     console.print(
         f"{n['pending']} pending, {n['booked']} settled, {n['bounced']} bounced,"
-        f" {n['refused']} refused; {len(rejects)} rejected scan(s)"
+        f" {n['refused']} refused; {rejected} rejected scan(s)"
     )

@@ -305,8 +305,8 @@ class Merchant:
         return up.upload(self, bank_url or up.bank_url_of(self), **kw)
 
     # --------------------------------------------------------------------- views
-    def notes(self, state: str | None = None) -> list[NoteRow]:
-        return self.outbox.notes(state)
+    def notes(self, state: str | None = None, last: int | None = None) -> list[NoteRow]:
+        return self.outbox.notes(state, last)
 
     def receipt_of(self, note_id: bytes) -> bytes | None:
         row = self.outbox.find(note_id)

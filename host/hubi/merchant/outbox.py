@@ -415,15 +415,19 @@ class Outbox:
             for r in rows
         ]
 
-    def notes(self, state: str | None = None) -> list[NoteRow]:
-        if state is None:
-            rows = self.db.execute(f"SELECT {_NOTE_COLS} FROM notes ORDER BY scanned_at, rowid")
-        else:
-            rows = self.db.execute(
-                f"SELECT {_NOTE_COLS} FROM notes WHERE state = ? ORDER BY scanned_at, rowid",
-                (state,),
-            )
-        return [_note_row(r) for r in rows.fetchall()]
+    def notes(self, state: str | None = None, last: int | None = None) -> list[NoteRow]:
+        """Notes in the order they were scanned (of one state); with `last`, the newest
+        `last` of them only."""
+        where, params = ("WHERE state = ?", (state,)) if state is not None else ("", ())
+        if last is None:
+            sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY scanned_at, rowid"
+            return [_note_row(r) for r in self.db.execute(sql, params).fetchall()]
+        sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY scanned_at DESC, rowid DESC LIMIT ?"
+        rows = self.db.execute(sql, (*params, last)).fetchall()
+        return [_note_row(r) for r in reversed(rows)]
+
+    def reject_count(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM rejects").fetchone()[0])
 
     def pending(self) -> list[NoteRow]:
         return self.notes(PENDING)
