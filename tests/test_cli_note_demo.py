@@ -118,6 +118,20 @@ def test_a_file_too_long_for_an_object_is_not_read_whole(tmp_path: Path) -> None
         assert "a hubi object is at most 4,096 bytes" in message
 
 
+def test_a_qr_code_of_a_web_address_is_said_to_be_text(tmp_path: Path) -> None:
+    """A QR code of another app (a payment link) read as "unknown suite 104", which tells a
+    merchant nothing; it now says the code holds text, and which."""
+    import segno
+
+    segno.make("https://pay.example/x?id=42", error="m").save(tmp_path / "url.png", scale=6)
+    code, out = run("note", "show", str(tmp_path / "url.png"), "--json")
+    message = json.loads(out)["message"]
+    assert (
+        code == 2
+        and 'these bytes are text, not a hubi object: "https://pay.example/x?id=42"' in message
+    )
+
+
 def test_note_show_rejects_garbage_with_clear_error(bundle: Path) -> None:
     code, out = run("note", "show", str(bundle / "garbage.bin"), "--json")
     assert code == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hubi_core import codec, lsum
+from hubi_core.errors import CodecError
 from tests.mpy import ROOT, run_mpy
 from tests.world import T0, make_world
 
@@ -28,6 +29,9 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
     refuse = [
         plain.replace(b"xyz", "\u202e".encode()),
         plain.replace(b"-xy", b"-" + "\x9b".encode()),
+        # a QR code of a web address: said to be text, not just "unknown suite 104"
+        b"https://example.com/pay?id=0123456789abcdefghijklmnopqrstuvwxyz",
+        b"\x07\x01\x02\x03",  # not text: the suite alone
     ]
     spec = {
         "matrices": {b: k.public.to_bytes().hex() for b, k in w.kmcs.items()},
@@ -81,7 +85,16 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
     assert out["verified"] == [[True, []], [True, []], [False, ["amount", "lsum"]]]
     assert out["lsum"] == lsum.lsum("BKA-000000000042", 7, 1250, "coffee", "BKB-000000000007")
     assert out["note_id"] == lsum.note_id("BKA-000000000042", 7).hex()
+    text = (
+        'unknown suite 104 (this build knows suite 1); these bytes are text, not a hubi object: "'
+    )
     assert out["refused"] == [
         "purpose contains a bidirectional control (U+202E)",
         "purpose contains a control character (U+009B)",
+        text + 'https://example.com/pay?id=0123456789abc..."',
+        "unknown suite 7 (this build knows suite 1)",
     ]
+    for raw, words in zip(refuse[2:], out["refused"][2:]):  # the same words on CPython
+        with pytest.raises(CodecError) as caught:
+            codec.decode(raw)
+        assert str(caught.value) == words

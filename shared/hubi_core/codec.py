@@ -571,7 +571,7 @@ def decode(data, expect=None):
     r = Reader(data, "object")
     s = r.u8("suite")
     if s != SUITE:
-        raise E.UnknownSuite("unknown suite %d (this build knows suite %d)" % (s, SUITE))
+        raise E.UnknownSuite(_unknown_suite(data))
     kind = r.u8("kind")
     if kind not in SCHEMAS:
         raise E.UnknownKind("unknown object kind %d" % kind)
@@ -622,12 +622,24 @@ def decode(data, expect=None):
     return obj
 
 
+def _unknown_suite(data):
+    """The refusal of bytes whose first is not a suite this build knows. A QR code of a web
+    address or of another app's payment (text) gets said as such: 'unknown suite 104' alone
+    tells a merchant nothing."""
+    why = "unknown suite %d (this build knows suite %d)" % (data[0], SUITE)
+    head = bytes(data[:40])
+    if len(head) >= 4 and all(32 <= b < 127 for b in head):
+        more = "..." if len(data) > len(head) else ""
+        why += '; these bytes are text, not a hubi object: "%s%s"' % (head.decode(), more)
+    return why
+
+
 def peek_kind(data):
     """Kind of an encoded object without a full decode (for routing); CodecError if unreadable."""
     if len(data) < 3:
         raise E.Truncated("object shorter than its 3-byte prefix")
     if data[0] != SUITE:
-        raise E.UnknownSuite("unknown suite %d" % data[0])
+        raise E.UnknownSuite(_unknown_suite(data))
     if data[1] not in SCHEMAS:
         raise E.UnknownKind("unknown object kind %d" % data[1])
     return data[1]
