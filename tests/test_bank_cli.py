@@ -299,6 +299,43 @@ def test_a_bank_id_the_home_does_not_hold_is_named_before_any_file_is_touched(
     assert "hubi kmc" not in err and not list(empty.iterdir())
 
 
+def test_bank_init_keeps_the_subtrees_a_version_1_database_lacks(
+    home: Path, tmp_path: Path
+) -> None:
+    """A database migrated from schema version 1 has no kept subtrees for its older records, so
+    proofs over them read the records. `hubi bank init` (the migration command) now hashes the
+    register once and keeps them, but only when the tree they make is the signed one."""
+    h, db = str(home), f"sqlite:///{tmp_path / 'v1.db'}"
+    on = ["--home", h, "--bank", "BKA", "--db", db]
+    run("bank", "init", *on, "--checkpoint-every", "64", "--json")
+    run("bank", "open-account", "BKA-cy", *on, "--fund", "1000000", "--json")
+    run("bank", "open-account", "BKA-di", *on, "--json")
+    _notes(home, tmp_path / "notes", "BKA-cy", "BKA-di", 150)
+    assert run("bank", "book", str(tmp_path / "notes"), *on, "--json")["ok"]
+    con = sqlite3.connect(tmp_path / "v1.db")
+    kept = con.execute("SELECT level, idx, hash FROM merkle_nodes ORDER BY level, idx").fetchall()
+    assert [(lv, i) for lv, i, _ in kept] == [(8, 0)]  # 300+ entries, heads every 64
+    con.execute("DELETE FROM merkle_nodes")  # as a version-1 database comes out of migration
+    con.commit()
+    init = run("bank", "init", *on, "--json")
+    assert (init["kept_subtrees_added"], init["kept_subtrees_not_added"]) == (1, None), init
+    assert con.execute("SELECT level, idx, hash FROM merkle_nodes").fetchall() == kept
+    assert run("bank", "init", *on, "--json")["kept_subtrees_added"] == 0  # all there
+    # a record changed since it was signed: nothing is kept from it
+    con.execute("DELETE FROM merkle_nodes")
+    (body,) = con.execute("SELECT body FROM records WHERE book = 'BKA-cy' AND n = 5").fetchone()
+    con.execute(
+        "UPDATE records SET body = ? WHERE book = 'BKA-cy' AND n = 5",
+        (body[:-1] + bytes([body[-1] ^ 1]),),
+    )
+    con.commit()
+    init = run("bank", "init", *on, "--json")
+    assert init["kept_subtrees_added"] == 0, init
+    assert "differs from the signed checkpoint of tree size" in init["kept_subtrees_not_added"]
+    assert con.execute("SELECT COUNT(*) FROM merkle_nodes").fetchone()[0] == 0
+    con.close()
+
+
 def test_bank_cli_on_postgresql(home: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     h = str(home)
     url = make_url("postgresql", tmp_path, request)

@@ -1787,6 +1787,45 @@ class BankEngine:
         with self.store.snapshot() as tx:
             return merkle.consistency_proof_by(self._subtrees(tx), first, second)
 
+    def keep_subtrees(self) -> tuple[int, str | None]:
+        """Keep the perfect subtrees of the register up to its latest checkpoint that are not
+        kept yet (a database migrated from version 1 has none for its older records), hashing
+        the records once; they are kept only if the tree they make is the signed one. Returns
+        (rows added, None) or (0, why nothing was kept)."""
+        last = self.latest_checkpoint()
+        if last is None or not self._keeps_nodes():
+            return 0, None
+        with self.store.snapshot() as tx:
+            want = last.tree_size >> NODE_LEVEL
+            have = tx.scalar(
+                "SELECT COUNT(*) FROM merkle_nodes WHERE level = ? AND idx < ?", (NODE_LEVEL, want)
+            )
+            if int(have or 0) >= want:
+                return 0, None
+            nodes: list[tuple[int, int, bytes]] = []
+
+            def keep(level: int, idx: int, h: bytes) -> None:
+                if level >= NODE_LEVEL:
+                    nodes.append((level, idx, h))
+
+            f = merkle.Frontier()
+            run = 1 << 12  # records read at a time: bounded memory at any register size
+            for start in range(0, last.tree_size, run):
+                for h in self._leaf_hashes(tx, start, min(start + run, last.tree_size)):
+                    f.append_hash(h, keep)
+        if f.root() != last.root:
+            return 0, (
+                f"the register differs from the signed checkpoint of tree size {last.tree_size}:"
+                " run `hubi audit verify`"
+            )
+        with self.store.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?) "
+                "ON CONFLICT (level, idx) DO NOTHING",
+                nodes,
+            )
+        return len(nodes), None
+
     def _keeps_nodes(self) -> bool:
         """The database has merkle_nodes (schema version 2; an audit may open an older one)."""
         if self._has_nodes is None:

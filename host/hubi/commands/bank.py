@@ -140,6 +140,8 @@ def init_cmd(
                 raise click.ClickException(
                     f"{eng.treasury} is open in {url} but {secret} is missing: restore it from backup"
                 )
+            # a database migrated from version 1: its older records get their kept subtrees
+            kept, unkept = eng.keep_subtrees()
             info = {
                 "bank": bank,
                 "database": _display(url),
@@ -147,6 +149,8 @@ def init_cmd(
                 "treasury": eng.treasury,
                 "treasury_created": created,
                 "checkpoint_every": eng.checkpoint_every,
+                "kept_subtrees_added": kept,
+                "kept_subtrees_not_added": unkept,
             }
     except click.ClickException:
         raise
@@ -160,6 +164,12 @@ def init_cmd(
             f"treasury {info['treasury']}{' opened' if created else ''}, "
             f"checkpoint every {info['checkpoint_every']} records"
         )
+        if info["kept_subtrees_added"]:
+            console.print(f"kept {info['kept_subtrees_added']} subtrees of the register for proofs")
+        if info["kept_subtrees_not_added"]:
+            err_console.print(
+                styled("yellow", f"no subtrees kept: {info['kept_subtrees_not_added']}")
+            )
 
 
 def _display(url: str) -> str:
