@@ -73,6 +73,62 @@ HTTP_IMPLS: dict[str, dict[str, str]] = {
 }
 
 
+# A request's line and headers (the X-Hubi-* of a signed request, a template: well under 4 KiB).
+# uvicorn's h11 parser caps them itself; httptools (llhttp) buffers a header however long it is,
+# so one client sending an endless header filled the node's memory (a 200 MB header: +250 MB).
+MAX_HEAD = 64 * 1024
+
+
+def _bounded_httptools() -> type:
+    """uvicorn's httptools protocol, answering 431 and closing the connection when a request's
+    line and headers pass MAX_HEAD bytes."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class BoundedHttpTools(HttpToolsProtocol):
+        _head = 0  # bytes received since the last request's headers ended
+        _in_body = False
+
+        def data_received(self, data: bytes) -> None:
+            if not self._in_body:
+                self._head += len(data)
+                if self._head > MAX_HEAD:
+                    self._too_large()
+                    return
+            super().data_received(data)
+
+        def on_headers_complete(self) -> None:
+            self._in_body, self._head = True, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_body = False
+            super().on_message_complete()
+
+        def _too_large(self) -> None:
+            msg = b"request headers over %d bytes" % MAX_HEAD
+            self.logger.warning(
+                "closed a connection whose request headers passed %d bytes", MAX_HEAD
+            )
+            self.transport.write(
+                b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                b"content-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
+            )
+            self.transport.close()
+
+    return BoundedHttpTools
+
+
+def _uvicorn_stack(impl: str) -> dict[str, Any]:
+    """uvicorn.Config's loop and http for `impl`, with the request head bounded either way."""
+    import importlib.util
+
+    stack: dict[str, Any] = dict(HTTP_IMPLS[impl], h11_max_incomplete_event_size=MAX_HEAD)
+    if impl == "auto" and importlib.util.find_spec("httptools") is not None:
+        stack["http"] = _bounded_httptools()
+    return stack
+
+
 def http_stack(impl: str) -> str:
     """What uvicorn will run with `impl`: "uvloop + httptools" or "asyncio + h11"."""
     import importlib.util
@@ -212,7 +268,7 @@ def serve(cfg: ServeConfig) -> int:
         timeout_graceful_shutdown=cfg.grace,
         server_header=False,
         proxy_headers=False,
-        **HTTP_IMPLS[cfg.http_impl],
+        **_uvicorn_stack(cfg.http_impl),
     )
     server = _server_class()(config)
     server.ready_file = cfg.ready_file
