@@ -106,21 +106,21 @@ def test_a_hot_backup_reads_its_url_as_the_books_do(tmp_path: Path) -> None:
         assert names == {"r.db"}, (url, names)
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_a_hot_backup_database_a_newer_hubi_wrote_is_refused(
-    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
-) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def replica_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A hot backup's database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_db")
+    return str(tmp_path / "r.db")
+
+
+def test_a_hot_backup_database_a_newer_hubi_wrote_is_refused(replica_url: str) -> None:
     """The replica's database had no schema number: an older build would have stored records
     in a newer one's. It now records one when it is made, and refuses a newer one (or one that
     is not a number) before it stores anything."""
     from hubi.bank.replica import SCHEMA_VERSION, ReplicaError, ReplicaStore
 
-    url = (
-        request.getfixturevalue("postgres_db")
-        if dialect == "postgresql"
-        else str(tmp_path / "r.db")
-    )
-    store = ReplicaStore(url)
+    store = ReplicaStore(replica_url)
     try:
         assert store.get_meta("schema") == str(SCHEMA_VERSION)
         store.put([(0, "BKA-000001", 1, b"body", b"h" * 32)])
@@ -132,34 +132,27 @@ def test_a_hot_backup_database_a_newer_hubi_wrote_is_refused(
         match=rf"hot backup's database .* has schema version {SCHEMA_VERSION + 1}, newer than"
         rf" this build knows \({SCHEMA_VERSION}\)",
     ):
-        ReplicaStore(url)
+        ReplicaStore(replica_url)
     for bad in ("two", ""):
-        _set_replica_schema(url, bad)
+        _set_replica_schema(replica_url, bad)
         with pytest.raises(ReplicaError, match=f"schema number that is not a number: '{bad}'"):
-            ReplicaStore(url)
-    _set_replica_schema(url, str(SCHEMA_VERSION))  # this build's own number: opens as before
-    store = ReplicaStore(url)
+            ReplicaStore(replica_url)
+    # this build's own number: opens as before
+    _set_replica_schema(replica_url, str(SCHEMA_VERSION))
+    store = ReplicaStore(replica_url)
     try:
         assert store.count() == 1
     finally:
         store.close()
 
 
-@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
-def test_a_hot_backup_counts_its_records_as_it_stores_them(
-    tmp_path: Path, dialect: str, request: pytest.FixtureRequest
-) -> None:
+def test_a_hot_backup_counts_its_records_as_it_stores_them(replica_url: str) -> None:
     """/health gave the records held by a COUNT over them all (about a second at 10^7 rows, on
     every health check). The count is kept as records are stored, and counted once in a
     database that has none."""
     from hubi.bank.replica import ReplicaStore
 
-    url = (
-        request.getfixturevalue("postgres_db")
-        if dialect == "postgresql"
-        else str(tmp_path / "r.db")
-    )
-    store = ReplicaStore(url)
+    store = ReplicaStore(replica_url)
     try:
         rows = [(i, "BKA-000001", i + 1, b"body", bytes(32)) for i in range(5)]
         assert store.put(rows[:3]) == 3 and store.count() == 3
