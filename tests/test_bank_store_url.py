@@ -147,8 +147,8 @@ def test_a_hot_backup_database_a_newer_hubi_wrote_is_refused(replica_url: str) -
 
 
 def test_a_hot_backup_counts_its_records_as_it_stores_them(replica_url: str) -> None:
-    """/health gave the records held by a COUNT over them all (about a second at 10^7 rows, on
-    every health check). The count is kept as records are stored, and counted once in a
+    """/health gave the records held by a COUNT over them all on every health check (at 10^6
+    rows: 2 s cold, 0.03 s warm). The count is kept as records are stored, and counted once in a
     database that has none."""
     from hubi.bank.replica import ReplicaStore
 
