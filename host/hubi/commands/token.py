@@ -19,6 +19,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from hubi.amounts import format_amount
 from hubi.commands.params import MAX_AMOUNT, in_existing_folder
 from hubi.output import console, err_console, print_json, styled
 from hubi.token import deploy as dep
@@ -150,8 +151,6 @@ def _print_info(i: dict[str, Any]) -> None:
         console.print(f"account {i['account']} ({i['currency']})  next serial {i['next_serial']}")
         al = i.get("allowance")
         if al:
-            from hubi.merchant.money import format_amount
-
             left, cap = format_amount(al["left"]), format_amount(al["cap"], i["currency"])
             console.print(f"allowance #{al['serial']}: {left} of {cap} left")
         console.print(f"PIN tries left {i['pin_tries_left']}, notes kept {i['notes']}")
@@ -238,8 +237,6 @@ def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) 
 
 
 def _print_allowance(a: dict[str, Any]) -> None:
-    from hubi.merchant.money import format_amount
-
     console.print(
         f"allowance #{a['serial']}: {format_amount(a['left'])} of {format_amount(a['cap'])} left,"
         f" from note serial {a['first_serial']}, expires {_utc(a['expiry'])} UTC"
@@ -335,8 +332,6 @@ def notes_cmd(port: str, as_json: bool) -> None:
 
 
 def _print_notes(notes: list[dict[str, Any]], currency: str | None) -> None:
-    from hubi.merchant.money import format_amount
-
     if not notes:
         console.print("no notes kept on this token")
     for n in notes:  # a line each: a table squeezes account ids at 80 columns
@@ -369,8 +364,6 @@ def notice_cmd(port: str, file: Path, as_json: bool) -> None:
 
 
 def _print_notice(n: dict[str, Any]) -> None:
-    from hubi.merchant.money import format_amount
-
     paid = f"{format_amount(n['amount'])} to {n['payee']}, note {str(n['note_id'])[:16]}…"
     if n["kind"] == "BalanceNotice":
         console.print(
@@ -395,8 +388,6 @@ def balance_cmd(port: str, pin: str | None, as_json: bool) -> None:
 
 
 def _print_balance(b: dict[str, Any]) -> None:
-    from hubi.merchant.money import format_amount
-
     console.print(
         f"balance [bold]{escape(str(b['balance_text']))}[/bold] (balance notice #{b['notice_serial']}"
         f" of bank {b['bank']}, {_utc(b['time'])} UTC: {format_amount(b['debited'])} to"

@@ -3,6 +3,8 @@
 Library API (what `hubi merchant` and `hubi demo` use): see ``core.Merchant``.
 """
 
+from hubi.amounts import format_amount, parse_amount
+
 from .checks import Verdict, check_note
 from .config import (
     Identity,
@@ -13,7 +15,6 @@ from .config import (
     init_from_bank_home,
 )
 from .core import IssuedRequest, Merchant, ScanResult
-from .money import format_amount, parse_amount
 from .outbox import Outbox
 
 __all__ = [

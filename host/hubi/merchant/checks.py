@@ -31,11 +31,11 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
 
+from hubi.amounts import format_amount
 from hubi_core import codec, lsum
 from hubi_core.errors import CodecError
 from hubi_core.verify import Trust, verify_object
 
-from .money import format_amount
 from .outbox import Outbox, RequestRow
 
 

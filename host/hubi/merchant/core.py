@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hubi.amounts import format_amount
 from hubi_core import codec
 
 from . import book, checks, receipt, request, scan
 from .config import Identity, MerchantError, MerchantHome
-from .money import format_amount
 from .outbox import Duplicate, NoteRow, Outbox, RequestRow
 
 

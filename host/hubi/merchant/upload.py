@@ -52,7 +52,7 @@ class UploadItem:
 
     def line(self, i: int, n: int) -> str:
         """One line for people: '[2/5] 8606e8de… 5.00 CNY from BKB-43: bounced (why)'."""
-        from .money import format_amount
+        from hubi.amounts import format_amount
 
         word = {BOOKED: "settled"}.get(self.state, self.state)
         tail = f" ({self.detail})" if self.detail else ""
