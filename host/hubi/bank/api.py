@@ -551,9 +551,16 @@ def create_app(node: Node) -> FastAPI:
         """Prometheus metrics: uploads by outcome, booking latency, requests, errors."""
         return Response(m.render(), media_type=CONTENT_TYPE_LATEST)
 
-    # a hot backup answers the primary's routes with 404 (and says what it serves), and does
-    # not describe them
-    serves_books = node.role == "primary"
+    def primary_only() -> None:
+        if node.role != "primary":
+            raise ApiError(404, "not-found", "a hot-backup node serves /v1/backup/records only")
+
+    # the primary's routes: a hot backup answers them with 404 (saying what it serves), before
+    # anything else, and does not describe them
+    primary_route: dict[str, Any] = {
+        "include_in_schema": node.role == "primary",
+        "dependencies": [Depends(primary_only)],
+    }
 
     # ------------------------------------------------------------------------ upload
     if node.role == "primary":
@@ -615,7 +622,7 @@ def create_app(node: Node) -> FastAPI:
         response_model=NoticesOut,
         tags=["accounts"],
         responses=SIGNED_ERRORS,
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def notices(
         caller: SignedCaller,
@@ -624,7 +631,6 @@ def create_app(node: Node) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> NoticesOut:
         """Notices for an account (signed by that account, or by the bank itself)."""
-        _primary_only(node)
         auth.require_account_access(caller, account, regulator=False)
         return NoticesOut(account=account, notices=backend.notices(account, after, limit))
 
@@ -633,7 +639,7 @@ def create_app(node: Node) -> FastAPI:
         response_model=BookOut,
         tags=["accounts"],
         responses=SIGNED_ERRORS | error_responses(404),
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def book(
         caller: SignedCaller,
@@ -642,7 +648,6 @@ def create_app(node: Node) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     ) -> BookOut:
         """A page of an account's book: its owner, a regulator or the bank itself."""
-        _primary_only(node)
         auth.require_account_access(caller, account, regulator=True)
         doc = backend.book(account, start, limit)
         if doc is None:
@@ -653,14 +658,13 @@ def create_app(node: Node) -> FastAPI:
         "/v1/accounts/{account}",
         tags=["accounts"],
         responses=SIGNED_ERRORS | error_responses(404),
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def account_info(
         caller: SignedCaller, account: Annotated[str, _account_path()]
     ) -> dict[str, Any]:
         """An account: template, flags (double issuance), book length and balance (its owner,
         a regulator or the bank itself)."""
-        _primary_only(node)
         auth.require_account_access(caller, account, regulator=True)
         info = backend.account_info(account)
         if info is None:
@@ -672,11 +676,10 @@ def create_app(node: Node) -> FastAPI:
         tags=["accounts"],
         status_code=201,
         responses=SIGNED_ERRORS | error_responses(409),
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def open_account(caller: SignedCaller, body: TemplateIn) -> dict[str, Any]:
         """Open an account from a Template this bank sealed (the bank itself only: operators)."""
-        _primary_only(node)
         auth.require(caller, Role.SELF)
         try:
             raw = bytes.fromhex(body.template)
@@ -685,36 +688,29 @@ def create_app(node: Node) -> FastAPI:
         return backend.open_account(raw)
 
     # -------------------------------------------------------------------- regulators
-    @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS, include_in_schema=serves_books)
+    @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS, **primary_route)
     def audit(
         caller: SignedCaller,
         book: Annotated[list[str] | None, Query(description="limit to these books")] = None,
         chain_only: bool = False,
     ) -> dict[str, Any]:
         """Run the audit over the register (or some books): findings by book and record."""
-        _primary_only(node)
         auth.require(caller, Role.REGULATOR, Role.SELF)
         return backend.audit(book or None, chain_only)
 
     # ------------------------------------------------------------- checkpoints/proofs
-    @app.get(
-        "/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, include_in_schema=serves_books
-    )
+    @app.get("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, **primary_route)
     def checkpoints(
         caller: SignedCaller,
         after: Annotated[int, Query(ge=0, le=2**62)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         """Signed Merkle tree heads of the register (any signed caller)."""
-        _primary_only(node)
         return {"checkpoints": backend.checkpoints(after, limit)}
 
-    @app.post(
-        "/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, include_in_schema=serves_books
-    )
+    @app.post("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, **primary_route)
     def make_checkpoint(caller: SignedCaller) -> dict[str, Any]:
         """Sign a tree head over the whole register now (the bank itself only)."""
-        _primary_only(node)
         auth.require(caller, Role.SELF)
         return backend.checkpoint_now()
 
@@ -722,10 +718,9 @@ def create_app(node: Node) -> FastAPI:
         "/v1/checkpoints/latest",
         tags=["proofs"],
         responses=SIGNED_ERRORS | error_responses(404),
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def latest_checkpoint(caller: SignedCaller) -> dict[str, Any]:
-        _primary_only(node)
         cp = backend.latest_checkpoint()
         if cp is None:
             raise ApiError(404, "not-found", "no checkpoint yet")
@@ -735,7 +730,7 @@ def create_app(node: Node) -> FastAPI:
         "/v1/proofs/inclusion",
         tags=["proofs"],
         responses=SIGNED_ERRORS | error_responses(404),
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def inclusion(
         caller: SignedCaller,
@@ -745,14 +740,13 @@ def create_app(node: Node) -> FastAPI:
     ) -> dict[str, Any]:
         """RFC 9162 inclusion proof of record (book, number) under a signed checkpoint (default:
         the newest one that covers it)."""
-        _primary_only(node)
         return backend.inclusion_proof(tree_size, book, number)
 
     @app.get(
         "/v1/proofs/consistency",
         tags=["proofs"],
         responses=SIGNED_ERRORS | error_responses(404),
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def consistency(
         caller: SignedCaller,
@@ -760,7 +754,6 @@ def create_app(node: Node) -> FastAPI:
         second: Annotated[int, Query(ge=1, le=2**62)],
     ) -> dict[str, Any]:
         """RFC 9162 consistency proof between two tree heads."""
-        _primary_only(node)
         if first > second:
             raise ApiError(422, "bad-parameter", "first must not exceed second", "first")
         return backend.consistency_proof(first, second)
@@ -793,7 +786,7 @@ def create_app(node: Node) -> FastAPI:
         "/v1/replication/log",
         tags=["backup"],
         responses=SIGNED_ERRORS,
-        include_in_schema=serves_books,
+        **primary_route,
     )
     def replication_log(
         caller: SignedCaller,
@@ -802,7 +795,6 @@ def create_app(node: Node) -> FastAPI:
     ) -> dict[str, Any]:
         """Register entries from sequence number `from` on, with their records, in booking
         order (the bank's own hot backup pulls these)."""
-        _primary_only(node)
         auth.require(caller, Role.SELF)
         return backend.log(start, limit)
 
@@ -817,8 +809,3 @@ def _account_path():  # type: ignore[no-untyped-def]
     from fastapi import Path as PathParam
 
     return PathParam(pattern=ACCOUNT_PATTERN, description="account id, e.g. BKA-000000000042")
-
-
-def _primary_only(node: Node) -> None:
-    if node.role != "primary":
-        raise ApiError(404, "not-found", "a hot-backup node serves /v1/backup/records only")
