@@ -1672,11 +1672,7 @@ class BankEngine:
             hashes = [merkle.leaf_hash(b) for b in mine if b is not None]
         else:
             hashes = self._leaf_hashes(tx, f.size, size)
-
-        def keep(level: int, idx: int, h: bytes) -> None:
-            if level >= NODE_LEVEL and nodes is not None:
-                nodes.append((level, idx, h))
-
+        keep = _keeper(nodes) if nodes is not None else None
         for h in hashes:
             f.append_hash(h, keep)
         return f
@@ -1720,11 +1716,7 @@ class BankEngine:
                 (size, root, raw, f.to_bytes(), t),
             )
             if nodes and self._keeps_nodes():
-                tx.executemany(
-                    "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?) "
-                    "ON CONFLICT (level, idx) DO NOTHING",
-                    nodes,
-                )
+                _keep_nodes(tx, nodes)
             row = tx.one(
                 "SELECT tree_size, root, obj, time FROM checkpoints WHERE tree_size = ?", (size,)
             )
@@ -1803,11 +1795,7 @@ class BankEngine:
             if int(have or 0) >= want:
                 return 0, None
             nodes: list[tuple[int, int, bytes]] = []
-
-            def keep(level: int, idx: int, h: bytes) -> None:
-                if level >= NODE_LEVEL:
-                    nodes.append((level, idx, h))
-
+            keep = _keeper(nodes)
             f = merkle.Frontier()
             run = 1 << 12  # records read at a time: bounded memory at any register size
             for start in range(0, last.tree_size, run):
@@ -1819,11 +1807,7 @@ class BankEngine:
                 " run `hubi audit verify`"
             )
         with self.store.transaction() as tx:
-            tx.executemany(
-                "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?) "
-                "ON CONFLICT (level, idx) DO NOTHING",
-                nodes,
-            )
+            _keep_nodes(tx, nodes)
         return len(nodes), None
 
     def _keeps_nodes(self) -> bool:
@@ -1858,6 +1842,24 @@ class BankEngine:
             return merkle.node_hash(mth(a, a + k), mth(a + k, b))
 
         return mth
+
+
+def _keeper(nodes: list[tuple[int, int, bytes]]) -> Callable[[int, int, bytes], None]:
+    """A Frontier.append_hash callback that collects the subtrees proofs keep."""
+
+    def keep(level: int, idx: int, h: bytes) -> None:
+        if level >= NODE_LEVEL:
+            nodes.append((level, idx, h))
+
+    return keep
+
+
+def _keep_nodes(tx: Tx, nodes: list[tuple[int, int, bytes]]) -> None:
+    tx.executemany(
+        "INSERT INTO merkle_nodes (level, idx, hash) VALUES (?, ?, ?) "
+        "ON CONFLICT (level, idx) DO NOTHING",
+        nodes,
+    )
 
 
 # ----------------------------------------------------------------------- proof verifiers

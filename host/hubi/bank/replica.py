@@ -133,8 +133,15 @@ class ReplicaStore:
         if held is not None:
             return int(held)
         with self.tx() as c:
-            n = int(self._exec(c, "SELECT COUNT(*) FROM replica_records").fetchone()[0])
-            self._set_meta(c, "records", str(n))
+            return self._held(c)
+
+    def _held(self, c: Any) -> int:
+        """The kept count of records, in transaction `c`; counted (and kept) if there is none."""
+        row = self._exec(c, "SELECT value FROM replica_meta WHERE key = 'records'").fetchone()
+        if row is not None:
+            return int(row[0])
+        n = int(self._exec(c, "SELECT COUNT(*) FROM replica_records").fetchone()[0])
+        self._set_meta(c, "records", str(n))
         return n
 
     def previous(self, book: str, n: int) -> bytes | None:
@@ -150,9 +157,9 @@ class ReplicaStore:
         """Store (seq, book, n, body, hchain) rows; rows already held are skipped."""
         if not rows:
             return 0
-        held = self.count()  # before the transaction: the count's own, if it makes one
         added = 0
         with self.tx() as c:
+            held = self._held(c)
             for seq, book, n, body, hchain in rows:
                 cur = self._exec(
                     c,
@@ -161,8 +168,7 @@ class ReplicaStore:
                     (seq, book, n, body, hchain),
                 )
                 added += max(cur.rowcount, 0)
-            row = self._exec(c, "SELECT value FROM replica_meta WHERE key = 'records'").fetchone()
-            self._set_meta(c, "records", str(int(row[0] if row else held) + added))
+            self._set_meta(c, "records", str(held + added))
         return added
 
     def get(self, names: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple]:

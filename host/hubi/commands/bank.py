@@ -69,6 +69,8 @@ def default_db_url(home: Path, bank: str) -> str:
 
 
 def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
+    if isinstance(exc, click.ClickException):  # a usage error (--bank) stays click's own
+        raise exc
     if as_json:
         print_json({"error": type(exc).__name__, "message": str(exc)})
     else:
@@ -152,8 +154,6 @@ def init_cmd(
                 "kept_subtrees_added": kept,
                 "kept_subtrees_not_added": unkept,
             }
-    except click.ClickException:
-        raise
     except Exception as exc:  # noqa: BLE001 - any failure is reported with its type and message
         _fail(as_json, exc)
     if as_json:
@@ -226,8 +226,6 @@ def open_account_cmd(
                 "key_file": str(folder / f"{account}.secret"),
                 "funding": funded,
             }
-    except click.ClickException:  # a usage error (--bank) stays one
-        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     if as_json:
@@ -274,8 +272,6 @@ def fund_cmd(
         with _engine(home, bank, db) as eng:
             out = eng.fund(account, amount, purpose)
             doc = out.as_dict()
-    except click.ClickException:  # a usage error (--bank) stays one
-        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     if as_json:
@@ -350,8 +346,6 @@ def book_cmd(
                     else:
                         results.append({**next(outs).as_dict(), "file": str(p)})
                 prog.advance(task, len(chunk))
-    except click.ClickException:  # a usage error (--bank) stays one
-        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     ok = all(r.get("ok") for r in results)
@@ -409,8 +403,6 @@ def show_cmd(
                     ],
                 }
             )
-    except click.ClickException:
-        raise
     except Exception as exc:  # noqa: BLE001
         _fail(as_json, exc)
     if as_json:

@@ -77,5 +77,5 @@ class ConsortiumName(click.ParamType):
 HTTP_URL = HttpUrl()
 CONSORTIUM_NAME = ConsortiumName()
 SECONDS = Seconds(min=0.0)  # a delay: 0 (no wait) or more
-MAX_AMOUNT = (1 << 63) - 1  # minor units: a balance is a signed 64-bit number
 POSITIVE_SECONDS = Seconds(min=0.0, min_open=True)  # a timeout: more than 0
+MAX_AMOUNT = (1 << 63) - 1  # minor units: a balance is a signed 64-bit number

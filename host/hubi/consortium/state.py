@@ -190,9 +190,7 @@ def _entry(row: tuple) -> EntryRow:
     )
 
 
-def add_position(
-    c: sqlite3.Connection, payer: str, payee: str, amount: int, notes: int = 1
-) -> None:
+def add_position(c: sqlite3.Connection, payer: str, payee: str, amount: int) -> None:
     """Add a settled amount to the position of the payer's bank towards the payee's."""
     a, b = payer.split("-", 1)[0], payee.split("-", 1)[0]
     row = c.execute(
@@ -203,7 +201,7 @@ def add_position(
         "INSERT INTO positions (payer_bank, payee_bank, amount, notes) VALUES (?, ?, ?, ?) "
         "ON CONFLICT (payer_bank, payee_bank) DO UPDATE SET amount = excluded.amount,"
         " notes = excluded.notes",
-        (a, b, str(total + amount), count + notes),
+        (a, b, str(total + amount), count + 1),
     )
 
 
