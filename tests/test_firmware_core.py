@@ -111,10 +111,14 @@ def test_backoff_schedule_caps() -> None:
 
 
 def test_pin_rules() -> None:
-    for bad in ("123", "123456789", "12a4", ""):
-        with pytest.raises(ValueError):
+    """The token and the host that provisions it take the same PINs (one rule, hubi_core.pin)."""
+    for bad in ("123", "123456789", "12a4", "", "１２３４", None):
+        with pytest.raises(ValueError, match="PIN must be"):
             keystore.check_pin(bad)
-    assert keystore.check_pin("0000") == "0000"
+        with pytest.raises(BadValue, match="PIN must be"):
+            tokenmsg.check_pin(bad)
+    for good in ("0000", "12345678"):
+        assert keystore.check_pin(good) == tokenmsg.check_pin(good) == good
 
 
 def test_amount_format() -> None:

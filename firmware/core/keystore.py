@@ -22,6 +22,7 @@ MicroPython cannot wipe it (immutable ints and bytes): see docs/token.md.
 from core import kdf
 from core.store import Corrupt, Records, open_record, seal_record
 from hubi_core import ct
+from hubi_core.pin import pin_problem
 
 # suite (key generation) and aesgcm (the sealed key) are imported where they are used: the
 # keystore stays resident, they are loaded for one unlock or provisioning (core/__init__.py)
@@ -29,10 +30,6 @@ from hubi_core import ct
 LIMIT = 10
 FREE_TRIES = 3
 MAX_BACKOFF_STEPS = 6  # the delay doubles at most this many times
-# The rule of hubi_core.tokenmsg.check_pin (the host checks a PIN before provisioning with it);
-# written out here so that the resident keystore does not keep tokenmsg in the heap.
-PIN_MIN = 4
-PIN_MAX = 8
 DEV = "dev.bin"
 KS = "ks.bin"
 PIN = "pin.cnt"
@@ -65,11 +62,9 @@ class NotProvisioned(KeystoreError):
 
 
 def check_pin(pin):
-    if not isinstance(pin, str) or not PIN_MIN <= len(pin) <= PIN_MAX:
-        raise ValueError("PIN must be %d to %d digits" % (PIN_MIN, PIN_MAX))
-    for ch in pin:
-        if ch not in "0123456789":
-            raise ValueError("PIN must be digits only")
+    why = pin_problem(pin)
+    if why:
+        raise ValueError(why)
     return pin
 
 

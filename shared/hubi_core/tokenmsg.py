@@ -18,6 +18,7 @@ PAY_REQUEST reply: ``status:u8`` then a note (PAY_NOTE) or a JSON summary (PAY_N
 """
 
 from hubi_core.errors import BadValue
+from hubi_core.pin import pin_problem
 from hubi_core.wire import Reader, varint
 
 PROVISION_INFO = b"hubi/provision/1"
@@ -37,17 +38,13 @@ _NAMES = {
     B_TIME: "time",
 }
 _REQUIRED = (B_KEY, B_TEMPLATE, B_PIN, B_CONSORTIUM)
-PIN_MIN = 4
-PIN_MAX = 8
 
 
 def check_pin(pin):
-    """The bundle's PIN as the token will take it (core.keystore.check_pin, same rule)."""
-    if not isinstance(pin, str) or not PIN_MIN <= len(pin) <= PIN_MAX:
-        raise BadValue("PIN must be %d to %d digits" % (PIN_MIN, PIN_MAX))
-    for ch in pin:
-        if ch not in "0123456789":
-            raise BadValue("PIN must be digits only")
+    """The bundle's PIN as the token will take it (the rule of hubi_core.pin)."""
+    why = pin_problem(pin)
+    if why:
+        raise BadValue(why)
     return pin
 
 
