@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from hubi import kmc
 from hubi.bank import restore
+from hubi.bank.server import ServeConfig, build_node
 from hubi.bank.store import StoreError
 from hubi.cli import main
 from hubi_core import codec, png
@@ -303,8 +304,9 @@ def test_bank_init_keeps_the_subtrees_a_version_1_database_lacks(
     home: Path, tmp_path: Path
 ) -> None:
     """A database migrated from schema version 1 has no kept subtrees for its older records, so
-    proofs over them read the records. `hubi bank init` (the migration command) now hashes the
-    register once and keeps them, but only when the tree they make is the signed one."""
+    proofs over them read the records. `hubi bank init` (the migration command) and a node as it
+    starts hash the register once and keep them, but only when the tree they make is the signed
+    one."""
     h, db = str(home), f"sqlite:///{tmp_path / 'v1.db'}"
     on = ["--home", h, "--bank", "BKA", "--db", db]
     run("bank", "init", *on, "--checkpoint-every", "64", "--json")
@@ -321,6 +323,12 @@ def test_bank_init_keeps_the_subtrees_a_version_1_database_lacks(
     assert (init["kept_subtrees_added"], init["kept_subtrees_not_added"]) == (1, None), init
     assert con.execute("SELECT level, idx, hash FROM merkle_nodes").fetchall() == kept
     assert run("bank", "init", *on, "--json")["kept_subtrees_added"] == 0  # all there
+    # a node started on such a database (without `bank init`) keeps them as it starts
+    con.execute("DELETE FROM merkle_nodes")
+    con.commit()
+    node = build_node(ServeConfig(home=home, bank="BKA", db=db))
+    node.backend.close()
+    assert con.execute("SELECT level, idx, hash FROM merkle_nodes").fetchall() == kept
     # a record changed since it was signed: nothing is kept from it
     con.execute("DELETE FROM merkle_nodes")
     (body,) = con.execute("SELECT body FROM records WHERE book = 'BKA-cy' AND n = 5").fetchone()

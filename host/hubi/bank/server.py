@@ -185,6 +185,13 @@ def build_node(cfg: ServeConfig) -> api.Node:
     backend = EngineBackend.open(
         cfg.home, cfg.bank, store, trust, identity, checkpoint_every=cfg.checkpoint_every
     )
+    # a database migrated from version 1 lacks the kept subtrees of its older records (proofs
+    # over them would read the records): kept here once, as `hubi bank init` does
+    kept, unkept = backend.engine.keep_subtrees()
+    if kept:
+        log.info("kept %d subtrees of the register that the database lacked", kept)
+    if unkept:
+        log.warning("no subtrees kept for proofs: %s", unkept)
     authenticator = auth.Authenticator(cfg.bank, trust, backend.template_of, window=cfg.auth_window)
     node = api.Node(cfg.bank, backend, authenticator, role="primary", max_body=cfg.max_body)
     node.on_shutdown.append(backend.close)
