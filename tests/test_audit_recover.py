@@ -11,6 +11,7 @@ import pytest
 
 from hubi.bank import audit, recover, restore
 from hubi.bank import records as rec
+from hubi.bank.engine import BankEngine
 from hubi.bank.store import open_store
 from hubi_core import codec, lsum
 from tests.test_bank_support import BACKENDS, Sql, clone_store, make_bank, make_url, postgres_server  # noqa: F401
@@ -211,6 +212,7 @@ def test_restore_refuses_forged_records_and_reads_a_replica_store(
         n: (
             sql.body(A, n),
             bytes(sql.q("SELECT hchain FROM records WHERE book = ? AND n = ?", (A, n))[0][0]),
+            sql.q("SELECT seq FROM register WHERE book = ? AND n = ?", (A, n))[0][0],
         )
         for n in (20, 21)
     }
@@ -227,10 +229,12 @@ def test_restore_refuses_forged_records_and_reads_a_replica_store(
     forged = rec.Record.parse(good[21][0])
     forged = dataclasses.replace(forged, delta=forged.delta - 1)
     con.execute(
-        "INSERT INTO replica_records VALUES (?, ?, ?, ?, ?)", (1, A, 20, good[20][0], good[20][1])
+        "INSERT INTO replica_records VALUES (?, ?, ?, ?, ?)",
+        (good[20][2], A, 20, good[20][0], good[20][1]),
     )
     con.execute(
-        "INSERT INTO replica_records VALUES (?, ?, ?, ?, ?)", (2, A, 21, forged.body(), good[21][1])
+        "INSERT INTO replica_records VALUES (?, ?, ?, ?, ?)",
+        (good[21][2], A, 21, forged.body(), good[21][1]),
     )
     con.commit()
     con.close()
@@ -248,3 +252,54 @@ def test_restore_refuses_forged_records_and_reads_a_replica_store(
     with pytest.raises(restore.RestoreError, match="signed by the bank"):
         restore.open_source("http://127.0.0.1:9")
     store.close()
+
+
+def test_restore_writes_no_register_position_the_register_lacks(
+    tmp_path: Path, request: pytest.FixtureRequest, source
+) -> None:  # noqa: ANN001
+    """A record's register position comes unsigned from the backup. One past the register's end
+    used to go in as sent, and the next booking then failed on that position for good (a
+    position of 10^30 stopped the restore with an OverflowError naming nothing)."""
+    w, src, keys, _ = source
+    url = _copy("sqlite", tmp_path, request, src)
+    sql = Sql(url)
+    size = int(sql.q("SELECT size FROM register_head")[0][0])
+    rows = {
+        n: sql.q(
+            "SELECT r.body, r.hchain, g.seq FROM records r JOIN register g"
+            " ON g.book = r.book AND g.n = r.n WHERE r.book = ? AND r.n = ?",
+            (A, n),
+        )[0]
+        for n in (20, 21, 22, 23)
+    }
+    (other,) = sql.q("SELECT seq FROM register WHERE book = ? AND n = 5", (A,))[0]
+    sql.x("DELETE FROM records WHERE book = ? AND n IN (20, 21, 22, 23)", (A,))
+    sql.x("DELETE FROM register WHERE book = ? AND n IN (20, 21, 22, 23)", (A,))
+    sql.close()
+    backup = tmp_path / "replica.db"
+    import sqlite3
+
+    con = sqlite3.connect(backup)
+    con.execute("CREATE TABLE replica_records (seq, book TEXT, n BIGINT, body BLOB, hchain BLOB)")
+    sent = {20: size, 21: str(10**30), 22: other, 23: rows[23][2]}  # 23: its true position
+    for n, (body, hchain, _) in rows.items():
+        con.execute(
+            "INSERT INTO replica_records VALUES (?, ?, ?, ?, ?)", (sent[n], A, n, body, hchain)
+        )
+    con.commit()
+    con.close()
+    store = open_store(url, migrate=False)
+    result = restore.restore(
+        store, restore.open_source(f"sqlite:///{backup}"), trust=w.trust, keys=keys
+    )
+    store.close()
+    why = {n: text for _, n, text in result.rejected}
+    assert result.restored == [(A, 23)], result.as_dict()
+    assert why[20] == f"its register position {size} is not below the register's size {size}"
+    assert why[21] == f"its register position {10**30} is not below the register's size {size}"
+    assert why[22] == f"its register position {other} holds {A}#5"
+    # the bank books on: the next booking takes the register's next positions
+    eng = BankEngine(url, w.banks["BKA"], w.trust)
+    assert eng.book(codec.encode(w.note(B, C, 5, serial=10_000))).ok
+    assert eng.register_size() == size + 2  # its debit and credit records
+    eng.close()

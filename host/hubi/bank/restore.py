@@ -66,7 +66,7 @@ def _coerce(item: Any) -> _Got:
                 int(item["number"] if "number" in item else item["n"]),
                 bytes.fromhex(item["body"]),
                 bytes.fromhex(item["hchain"]),
-                None if seq is None or int(seq) < 0 else int(seq),
+                None if seq is None else int(seq),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RestoreError(f"the source sent a malformed record: {exc}") from None
@@ -210,12 +210,13 @@ def restore(
     for g in got.values():
         by_book.setdefault(g.book, []).append(g)
     accepted: list[_Got] = []
+    size = int(tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0) or 0)
     for book, items in sorted(by_book.items()):
         items.sort(key=lambda g: g.n)
         head = tx.one("SELECT n, hchain FROM books WHERE book = ?", (book,))
         restored_here: dict[int, bytes] = {}
         for g in items:
-            why = _check(tx, verifier, g, restored_here, head)
+            why = _check(tx, verifier, g, restored_here, head) or _check_seq(tx, g, size)
             if why:
                 result.rejected.append((g.book, g.n, why))
             else:
@@ -227,12 +228,13 @@ def restore(
                 "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?) ON CONFLICT (book, n) DO NOTHING",
                 (g.book, g.n, g.body, g.hchain),
             )
-            if g.seq is not None:
-                have = wtx.one("SELECT book, n FROM register WHERE seq = ?", (g.seq,))
-                if have is None:
-                    wtx.execute(
-                        "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)", (g.seq, g.book, g.n)
-                    )
+            if (
+                g.seq is not None
+                and wtx.one("SELECT 1 FROM register WHERE seq = ?", (g.seq,)) is None
+            ):
+                wtx.execute(
+                    "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)", (g.seq, g.book, g.n)
+                )
             result.restored.append((g.book, g.n))
     result.after = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
     return result
@@ -265,4 +267,21 @@ def _check(
         return f"record {g.n + 1} does not chain onto it"
     if head is not None and int(head[0]) == g.n and bytes(head[1]) != g.hchain:
         return "its hash chain value is not the one the signed head names"
+    return None
+
+
+def _check_seq(tx: Any, g: _Got, size: int) -> str | None:
+    """Why the register position the source gives must not be written (None: it fits). The
+    position is not signed: one at or past the register's end would take the place of the next
+    booking (whose insert then fails: the bank could book nothing more)."""
+    if g.seq is None:
+        return None
+    if not 0 <= g.seq < size:
+        return f"its register position {g.seq} is not below the register's size {size}"
+    have = tx.one("SELECT book, n FROM register WHERE seq = ?", (g.seq,))
+    if have is not None and (have[0], int(have[1])) != (g.book, g.n):
+        return f"its register position {g.seq} holds {have[0]}#{have[1]}"
+    at = tx.one("SELECT seq FROM register WHERE book = ? AND n = ?", (g.book, g.n))
+    if at is not None and int(at[0]) != g.seq:
+        return f"the register has it at position {at[0]}, not {g.seq}"
     return None
