@@ -124,6 +124,8 @@ def test_unsigned_forged_replayed_stale_requests(node):
     expect(_signed_get(n, a1.signer, path, **{"X-Hubi-Signature": "zz"}), 400, "bad-header")
     expect(_signed_get(n, a1.signer, path, **{"X-Hubi-Nonce": "short"}), 400, "bad-header")
     expect(_signed_get(n, a1.signer, path, **{"X-Hubi-Time": "yesterday"}), 400, "bad-header")
+    # '²' (latin-1 0xB2) is a digit to str.isdigit() and not to int(): that answered 500
+    expect(_signed_get(n, a1.signer, path, **{"X-Hubi-Time": b"\xb2"}), 400, "bad-header")
 
     # forged: signed by someone else's key, a tampered signature, another path than signed
     thief = Signer(a1.id, a2.private)
@@ -171,6 +173,11 @@ def test_unsigned_forged_replayed_stale_requests(node):
     h = me.headers("BKA", "POST", "/v1/backup/records", body=body)
     h["content-type"] = "application/json"
     assert httpx.post(n.url + "/v1/backup/records", content=body, headers=h).status_code == 200
+    huge = b'{"records": [{"book": "BKA-000001", "number": %d}]}' % 2**63  # was 500
+    h = me.headers("BKA", "POST", "/v1/backup/records", body=huge)
+    h["content-type"] = "application/json"
+    r = httpx.post(n.url + "/v1/backup/records", content=huge, headers=h)
+    assert "1 <= n <= 2^62" in expect(r, 422, "bad-parameter", "records.0")["message"]
     assert "Traceback" not in n.log_text()
 
 

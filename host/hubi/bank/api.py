@@ -46,6 +46,7 @@ log = logging.getLogger("hubi.bank.api")
 
 DEFAULT_MAX_BODY = 64 * 1024
 MAX_PAGE = 5000
+MAX_NUMBER = 2**62  # the largest record number, tree size or sequence number a route takes
 ACCOUNT_PATTERN = r"^[A-Z0-9]{2,16}-[A-Za-z0-9._]{1,30}$"
 
 
@@ -323,6 +324,8 @@ def _decode_upload(body: bytes, content_type: str) -> bytes:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise ApiError(400, "bad-json", "body is not JSON") from None
+        except RecursionError:  # the parser's own limit: an upload is one level deep
+            raise ApiError(400, "bad-json", "body is JSON nested too deep") from None
         if not isinstance(doc, dict):
             raise ApiError(400, "bad-json", 'body must be a JSON object {"hex": ...}')
         unknown = sorted(set(doc) - {"hex", "base64"})
@@ -627,7 +630,7 @@ def create_app(node: Node) -> FastAPI:
     def notices(
         caller: SignedCaller,
         account: Annotated[str, _account_path()],
-        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_NUMBER)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> NoticesOut:
         """Notices for an account (signed by that account, or by the bank itself)."""
@@ -644,7 +647,7 @@ def create_app(node: Node) -> FastAPI:
     def book(
         caller: SignedCaller,
         account: Annotated[str, _account_path()],
-        start: Annotated[int, Query(alias="from", ge=1, le=2**62)] = 1,
+        start: Annotated[int, Query(alias="from", ge=1, le=MAX_NUMBER)] = 1,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
     ) -> BookOut:
         """A page of an account's book: its owner, a regulator or the bank itself."""
@@ -702,7 +705,7 @@ def create_app(node: Node) -> FastAPI:
     @app.get("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, **primary_route)
     def checkpoints(
         caller: SignedCaller,
-        after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_NUMBER)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
     ) -> dict[str, Any]:
         """Signed Merkle tree heads of the register (any signed caller)."""
@@ -735,8 +738,8 @@ def create_app(node: Node) -> FastAPI:
     def inclusion(
         caller: SignedCaller,
         book: Annotated[str, Query(pattern=ACCOUNT_PATTERN)],
-        number: Annotated[int, Query(ge=1, le=2**62)],
-        tree_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+        number: Annotated[int, Query(ge=1, le=MAX_NUMBER)],
+        tree_size: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
     ) -> dict[str, Any]:
         """RFC 9162 inclusion proof of record (book, number) under a signed checkpoint (default:
         the newest one that covers it)."""
@@ -750,8 +753,8 @@ def create_app(node: Node) -> FastAPI:
     )
     def consistency(
         caller: SignedCaller,
-        first: Annotated[int, Query(ge=1, le=2**62)],
-        second: Annotated[int, Query(ge=1, le=2**62)],
+        first: Annotated[int, Query(ge=1, le=MAX_NUMBER)],
+        second: Annotated[int, Query(ge=1, le=MAX_NUMBER)],
     ) -> dict[str, Any]:
         """RFC 9162 consistency proof between two tree heads."""
         if first > second:
@@ -771,11 +774,11 @@ def create_app(node: Node) -> FastAPI:
         names: list[tuple[str, int]] = []
         for i, item in enumerate(body.records):
             b, n = item.get("book"), item.get("number")
-            if not isinstance(b, str) or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            if not (isinstance(b, str) and type(n) is int and 1 <= n <= MAX_NUMBER):
                 raise ApiError(
                     422,
                     "bad-parameter",
-                    f"records[{i}] must be {{'book': account id, 'number': n >= 1}}",
+                    f"records[{i}] must be {{'book': account id, 'number': 1 <= n <= 2^62}}",
                     f"records.{i}",
                 )
             names.append((b, n))
@@ -790,7 +793,7 @@ def create_app(node: Node) -> FastAPI:
     )
     def replication_log(
         caller: SignedCaller,
-        start: Annotated[int, Query(alias="from", ge=0, le=2**62)] = 0,
+        start: Annotated[int, Query(alias="from", ge=0, le=MAX_NUMBER)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 500,
     ) -> dict[str, Any]:
         """Register entries from sequence number `from` on, with their records, in booking

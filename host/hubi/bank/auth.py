@@ -450,7 +450,7 @@ class Authenticator:
         ts = headers[H_TIME]
         nonce = headers[H_NONCE]
         sig_hex = headers[H_SIG]
-        if not ts.isdigit() or len(ts) > 12:
+        if not (ts.isascii() and ts.isdigit()) or len(ts) > 12:
             raise AuthError(400, "bad-header", "X-Hubi-Time must be Unix seconds", "X-Hubi-Time")
         if not _NONCE_RE.match(nonce):
             raise AuthError(

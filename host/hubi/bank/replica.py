@@ -85,7 +85,7 @@ class ReplicaStore:
             )
             return
         what, have = f"the hot backup's database {display_url(self.url)}", str(rows[0][0])
-        if not have.isdigit():
+        if not (have.isascii() and have.isdigit()):
             raise ReplicaError(f"{what} has a schema number that is not a number: {have[:20]!r}")
         if int(have) > SCHEMA_VERSION:
             raise ReplicaError(newer_schema(what, have, SCHEMA_VERSION))

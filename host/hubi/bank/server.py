@@ -89,12 +89,20 @@ def _bounded_httptools() -> type:
         _in_body = False
 
         def data_received(self, data: bytes) -> None:
-            if not self._in_body:
-                self._head += len(data)
-                if self._head > MAX_HEAD:
+            # a chunk may hold the head and part of the body: the parser gets the head's share
+            # first (up to the cap), and what follows once it has seen the head end
+            while data and not self._in_body:
+                room = MAX_HEAD - self._head
+                if room <= 0:
                     self._too_large()
                     return
-            super().data_received(data)
+                part, data = data[:room], data[room:]
+                self._head += len(part)
+                super().data_received(part)
+                if self.transport.is_closing():
+                    return
+            if data:
+                super().data_received(data)
 
         def on_headers_complete(self) -> None:
             self._in_body, self._head = True, 0

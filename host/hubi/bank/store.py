@@ -231,7 +231,7 @@ def _max_bytes(value: str | None, url: str) -> int | None:
     that a full database is refused cleanly before the disk itself fills up."""
     if value is None:
         return None
-    if not value.isdigit() or int(value) < 65536:
+    if not (value.isascii() and value.isdigit()) or int(value) < 65536:
         raise StoreError(
             f"{display_url(url)}: max_bytes must be a whole number of bytes, at least 65536, "
             f"not {value!r}"
