@@ -374,6 +374,53 @@ def test_both_http_stacks_serve_the_api(bank_world, nodes, tmp_path, impl, stack
     assert _status_of(node.port, head + b"Content-Length: 80000\r\n\r\n" + body) == b"413"
 
 
+def test_a_request_that_does_not_arrive_in_time_is_dropped(bank_world, nodes, tmp_path):
+    """uvicorn times out only idle kept-alive connections: a client that connected and said
+    nothing, or sent its head a byte at a time (slowloris), held its connection for good (1,000
+    such held 1,000 of the node's descriptors). A request now has --request-timeout seconds to
+    arrive: 408 and the connection closed; a request in time is served as before."""
+    import socket
+
+    db = str(tmp_path / "bka.db")
+    prepare_bank(bank_world.home, "BKA", db, accounts=1, funds=1_000)
+    node = nodes(bank_world.home, "BKA", db, extra=["--request-timeout", "1"]).start()
+
+    def held(first: bytes, then: bytes = b"", every: float = 0.3) -> tuple[bytes, float]:
+        """What the node says to a client that sends `first`, then a byte of `then` every
+        `every` seconds, and how long until it closed the connection."""
+        t0 = time.monotonic()
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as s:
+            s.sendall(first)
+            said = b""
+            s.settimeout(every)
+            for i in range(100):
+                try:
+                    got = s.recv(4096)
+                except TimeoutError:
+                    if i < len(then):
+                        s.sendall(then[i : i + 1])
+                    continue
+                if not got:
+                    break
+                said += got
+            return said, time.monotonic() - t0
+
+    said, took = held(b"")  # connected, said nothing
+    assert said.startswith(b"HTTP/1.1 408 ") and 0.9 < took < 5, (said, took)
+    said, took = held(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a" * 100)
+    assert said.startswith(b"HTTP/1.1 408 ") and 0.9 < took < 5, (said, took)
+    # a body that trickles: the app has the request already, so no answer, just the close
+    said, took = held(
+        b"POST /v1/notes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", b"x" * 100
+    )
+    assert said == b"" and 0.9 < took < 5, (said, took)
+    with httpx.Client(base_url=node.url, timeout=10) as c:  # in time: served, kept alive
+        assert c.get("/health").json()["status"] == "ok"
+        time.sleep(1.5)  # idle between requests is uvicorn's keep-alive (5 s), not ours
+        assert c.get("/health").json()["status"] == "ok"
+    assert "did not arrive within 1 s" in node.log_text()
+
+
 def _rss_kb(pid: int | None) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -14,6 +14,7 @@ status — never keys, request bodies or signature headers.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from hubi.commands.params import HTTP_URL, SECONDS, in_existing_folder
+from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS, in_existing_folder
 
 if TYPE_CHECKING:  # the web stack loads only when a node runs, not on every `hubi` call
     from hubi.bank import api
@@ -55,6 +56,7 @@ class ServeConfig:
     log_level: str = "info"
     access_log: bool = False
     http_impl: str = "auto"  # "auto": uvloop + httptools when installed; "plain": asyncio + h11
+    request_timeout: float = 30.0  # seconds a request may take to arrive, head and body
 
     def db_url(self) -> str:
         from hubi import kmc as kmc_mod
@@ -79,14 +81,55 @@ HTTP_IMPLS: dict[str, dict[str, str]] = {
 MAX_HEAD = 64 * 1024
 
 
-def _bounded_httptools() -> type:
+def _bounded_httptools(request_timeout: float) -> type:
     """uvicorn's httptools protocol, answering 431 and closing the connection when a request's
-    line and headers pass MAX_HEAD bytes."""
+    line and headers pass MAX_HEAD bytes, and 408 when a request has not arrived whole within
+    `request_timeout` seconds of its first byte (or of the connection, for the first request).
+    uvicorn times out only an idle kept-alive connection: a client that sends its head a byte
+    at a time, or connects and says nothing, held its connection for good (slowloris)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class BoundedHttpTools(HttpToolsProtocol):
         _head = 0  # bytes received since the last request's headers ended
         _in_body = False
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            self._arm()
+            super().on_message_begin()
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(request_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            self.logger.warning(
+                "closed a connection whose request did not arrive within %g s", request_timeout
+            )
+            if not self._in_body:  # the app has not started: the answer is still ours to give
+                msg = b"request not received within %g s" % request_timeout
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\n"
+                    b"content-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
+                )
+            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             # a chunk may hold the head and part of the body: the parser gets the head's share
@@ -110,6 +153,7 @@ def _bounded_httptools() -> type:
 
         def on_message_complete(self) -> None:
             self._in_body = False
+            self._disarm()
             super().on_message_complete()
 
         def _too_large(self) -> None:
@@ -127,13 +171,14 @@ def _bounded_httptools() -> type:
     return BoundedHttpTools
 
 
-def _uvicorn_stack(impl: str) -> dict[str, Any]:
-    """uvicorn.Config's loop and http for `impl`, with the request head bounded either way."""
+def _uvicorn_stack(impl: str, request_timeout: float) -> dict[str, Any]:
+    """uvicorn.Config's loop and http for `impl`, with the request head bounded either way (and
+    the time a request takes to arrive, on httptools: "plain" is there for comparison)."""
     import importlib.util
 
     stack: dict[str, Any] = dict(HTTP_IMPLS[impl], h11_max_incomplete_event_size=MAX_HEAD)
     if impl == "auto" and importlib.util.find_spec("httptools") is not None:
-        stack["http"] = _bounded_httptools()
+        stack["http"] = _bounded_httptools(request_timeout)
     return stack
 
 
@@ -283,7 +328,7 @@ def serve(cfg: ServeConfig) -> int:
         timeout_graceful_shutdown=cfg.grace,
         server_header=False,
         proxy_headers=False,
-        **_uvicorn_stack(cfg.http_impl),
+        **_uvicorn_stack(cfg.http_impl, cfg.request_timeout),
     )
     server = _server_class()(config)
     server.ready_file = cfg.ready_file
@@ -367,6 +412,13 @@ def serve(cfg: ServeConfig) -> int:
     help="Largest request body accepted, in bytes.",
 )
 @click.option(
+    "--request-timeout",
+    type=POSITIVE_SECONDS,
+    default=30.0,
+    show_default=True,
+    help="Seconds a request may take to arrive (408 and the connection closed after).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -391,6 +443,7 @@ def serve_command(
     ready_file: Path | None,
     grace: float,
     max_body: int,
+    request_timeout: float,
     log_level: str,
     access_log: bool,
     http_impl: str,
@@ -409,6 +462,7 @@ def serve_command(
         ready_file=ready_file,
         grace=grace,
         max_body=max_body,
+        request_timeout=request_timeout,
         log_level=log_level,
         access_log=access_log,
         http_impl=http_impl,
