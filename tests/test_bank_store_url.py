@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hubi.bank.store import Store, StoreError, open_store, parse_url
+from hubi.bank.store import Store, StoreError, display_url, open_store, parse_url
 from tests.servers import postgres_db  # noqa: F401
 
 
@@ -75,7 +75,7 @@ def test_sqlite_max_bytes_caps_the_database_file(tmp_path: Path) -> None:
 
 
 def test_sqlite_max_bytes_that_is_no_size_is_refused_by_name(tmp_path: Path) -> None:
-    for bad in ("lots", "-5", "1000"):
+    for bad in ("lots", "-5", "1000", "²"):  # '²' passed str.isdigit(), then failed int()
         with pytest.raises(StoreError, match=f"max_bytes must be .* not '{bad}'"):
             Store(f"sqlite:///{tmp_path}/b.db?max_bytes={bad}")
     assert not (tmp_path / "b.db").exists()
@@ -185,3 +185,14 @@ def test_a_refused_url_does_not_repeat_its_password() -> None:
         parse_url("mysql://bob:hunter2@db.example/books")
     assert "hunter2" not in str(caught.value)
     assert "'mysql://bob:***@db.example/books': scheme must be" in str(caught.value)
+
+
+def test_a_password_in_the_query_is_not_shown_either() -> None:
+    """libpq also takes ?password= (and ?sslpassword=): errors and the serve log showed it."""
+    shown = display_url("postgresql://u@127.0.0.1:1/db?sslmode=disable&password=topsecret")
+    assert shown == "postgresql://u@127.0.0.1:1/db?sslmode=disable&password=***"
+    shown = display_url("postgresql://u:pw1@h/db?SSLPASSWORD=pw2&password=pw3")
+    assert "pw" not in shown and shown.count("***") == 3, shown
+    # a URL urlsplit refuses: the part after the scheme is not shown at all
+    assert display_url("postgresql://u:pw@[::1") == "postgresql://… (not a URL that parses)"
+    assert display_url("sqlite:///rel/b.db") == "sqlite:///rel/b.db"  # as given

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -263,13 +264,22 @@ def full_reason(exc: BaseException) -> str | None:
     return str(exc).strip().splitlines()[0] if full else None
 
 
+# libpq takes a password in the URL's user part and in its query (?password=, ?sslpassword=)
+_QUERY_SECRET = re.compile(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*")
+
+
 def display_url(url: str) -> str:
     """URL with any password replaced by *** (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # e.g. "postgresql://[::1": where a password would be is anyone's guess
+        return url.partition("://")[0] + "://… (not a URL that parses)"
+    query = _QUERY_SECRET.sub(r"\1***", parts.query)
+    if not password and query == parts.query:
+        return url  # as given (a round trip through urlsplit may respell it)
+    netloc = parts.netloc.replace(":" + password + "@", ":***@") if password else parts.netloc
+    return parts._replace(netloc=netloc, query=query).geturl()
 
 
 class Tx:
