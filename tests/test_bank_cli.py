@@ -179,6 +179,18 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
         args = ["--book", book, "--payees", str(cands), "--purposes", str(purposes), "--json"]
         err = run("audit", "recover", "--db", url, "--home", h, *args, code=2)
         assert err["error"] == "RecoveryError" and words in err["message"], err
+    # a serial range past what a serial holds, or too wide to try, is a usage error (a range of
+    # 10^11 took 2.3 GB before a MemoryError; 2^64 was an OverflowError naming nothing)
+    for serials, words in (
+        ("1-100000000000", "a range of 100,000,000,000 serials: at most 1,000,000"),
+        ("18446744073709551616", "serials must be 0 <= A <= B < 2^64"),
+    ):
+        args = ["--book", "BKA-amy", "--payees", str(payees), "--purposes", str(purposes)]
+        res = CliRunner().invoke(
+            main, ["audit", "recover", "--db", url, "--home", h, *args, "--serials", serials]
+        )
+        assert res.exit_code == 2 and "Invalid value for --serials" in res.output, res.output
+        assert words in res.output, res.output
     restored = run(
         "audit", "restore", "--db", url, "--backup", f"sqlite:///{backup}", "--home", h, "--json"
     )
@@ -289,6 +301,10 @@ def test_a_bank_id_the_home_does_not_hold_is_named_before_any_file_is_touched(
     assert "(fund it with --bank BKB)" in err and "debit()" not in err
     err = said("bank", "fund", "bka-x", "5", "--home", str(home), "--bank", "BKA")
     assert "Invalid value for ACCOUNT: account id" in err, err
+    # a folder with no files in it booked nothing and said nothing, with exit status 0
+    (tmp_path / "none").mkdir()
+    err = said("bank", "book", str(tmp_path / "none"), "--home", str(home), "--bank", "BKA")
+    assert f"no note files in {tmp_path / 'none'}" in err, err
     # an amount no balance holds was "BadValue: varint out of range"
     err = said("bank", "fund", "BKA-bo", str(1 << 64), "--home", str(home), "--bank", "BKA")
     assert "Invalid value for 'AMOUNT'" in err and "1<=x<=9223372036854775807" in err, err

@@ -223,6 +223,9 @@ def locate_cmd(
         )
 
 
+MAX_SERIALS = 1_000_000  # serials one recovery tries (each is a row of the search's table)
+
+
 def _serial_range(text: str | None) -> range | None:
     if not text:
         return None
@@ -230,9 +233,16 @@ def _serial_range(text: str | None) -> range | None:
         a, _, b = text.partition("-")
         lo, hi = int(a), int(b or a)
     except ValueError:
-        raise click.BadParameter("serials must look like A-B (or one number)") from None
-    if lo < 0 or hi < lo:
-        raise click.BadParameter("serials must be 0 <= A <= B")
+        raise click.BadParameter(
+            "serials must look like A-B (or one number)", param_hint="--serials"
+        ) from None
+    if not 0 <= lo <= hi < 1 << 64:
+        raise click.BadParameter("serials must be 0 <= A <= B < 2^64", param_hint="--serials")
+    if hi - lo >= MAX_SERIALS:
+        raise click.BadParameter(
+            f"a range of {hi - lo + 1:,} serials: at most {MAX_SERIALS:,} are tried at once",
+            param_hint="--serials",
+        )
     return range(lo, hi + 1)
 
 
@@ -256,7 +266,10 @@ def _serial_range(text: str | None) -> range | None:
 @click.option(
     "--record", "number", type=int, help="Record number (default: the book's one lost record)."
 )
-@click.option("--serials", help="Serial range A-B (needed for a credit; a debit's is derived).")
+@click.option(
+    "--serials",
+    help="Serial range A-B, at most 10^6 serials (needed for a credit; a debit's is derived).",
+)
 @click.option(
     "--amount",
     type=click.IntRange(1, MAX_AMOUNT),

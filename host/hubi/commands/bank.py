@@ -314,6 +314,10 @@ def book_cmd(
     from hubi import objects
 
     paths = list(_note_files(files))
+    if not paths:  # folders with no files in them: nothing booked is not a success
+        raise click.UsageError(
+            f"no note files in {', '.join(str(f) for f in files)}", click.get_current_context()
+        )
     results: list[dict[str, Any]] = []
     try:
         with (
