@@ -196,3 +196,20 @@ def test_a_password_in_the_query_is_not_shown_either() -> None:
     # a URL urlsplit refuses: the part after the scheme is not shown at all
     assert display_url("postgresql://u:pw@[::1") == "postgresql://… (not a URL that parses)"
     assert display_url("sqlite:///rel/b.db") == "sqlite:///rel/b.db"  # as given
+
+
+def test_a_database_that_lost_a_table_is_refused_by_name(tmp_path: Path) -> None:
+    """The notes index dropped: the audit said clean (it reads the records) while every booking
+    failed on the missing table. Opening the books now names what is gone, for a command that
+    reads them and for `bank init` (which migrates) alike."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    open_store(url).close()
+    con = sqlite3.connect(tmp_path / "b.db")
+    con.execute("DROP TABLE notes")
+    con.execute("DROP TABLE merkle_nodes")
+    con.commit()
+    con.close()
+    for create in (False, True):
+        with pytest.raises(StoreError) as caught:
+            open_store(url, create=create)
+        assert "lacks the table(s) notes, merkle_nodes of its schema" in str(caught.value)

@@ -529,12 +529,28 @@ class Store:
                 "`hubi bank init` creates them)"
             )
         try:
-            self._refuse_newer(
-                {int(r[0]) for r in self.reader().all("SELECT version FROM schema_version")}
-            )
+            versions = {int(r[0]) for r in self.reader().all("SELECT version FROM schema_version")}
+            self._refuse_newer(versions)
+            self._refuse_missing_tables(versions)
         except StoreError:
             self.close()
             raise
+
+    def _refuse_missing_tables(self, versions: set[int]) -> None:
+        """StoreError for a database that lacks a table its schema versions made: one dropped
+        (the notes index, say) audited clean while every booking failed on it."""
+        want = [t for v, _, steps in MIGRATIONS if v in versions for t in _created_tables(steps)]
+        if self.dialect == "sqlite":
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            sql = "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        have = {str(r[0]) for r in self.reader().all(sql)}
+        missing = [t for t in want if t not in have]
+        if missing:
+            raise StoreError(
+                f"{display_url(self.url)} lacks the table(s) {', '.join(missing)} of its schema: "
+                "the database is damaged (restore it from a backup)"
+            )
 
     def _refuse_newer(self, versions: set[int]) -> None:
         """StoreError for a database a newer hubi migrated: this build would read its records
@@ -664,6 +680,7 @@ class Store:
                 f"migrating {display_url(self.url)} failed: {type(exc).__name__}: {exc}"
             ) from exc
         del conn
+        self._refuse_missing_tables(have | set(applied))
         return applied
 
     def schema_version(self) -> int:
@@ -681,6 +698,10 @@ class Store:
             )
         assert row is not None
         return int(row[0]) - count + 1
+
+
+def _created_tables(steps: Sequence[str]) -> list[str]:
+    return [m.group(1) for step in steps if (m := re.match(r"\s*CREATE TABLE (\w+)", step))]
 
 
 def open_store(
