@@ -74,7 +74,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "unsigned, unknown caller, bad signature, stale timestamp or replayed nonce",
         403: "role denied",
         404: "not found",
-        409: "conflicts with the node's state (not-local, conflict, register-damaged)",
+        409: "conflicts with the node's state (not-local, conflict, register-damaged, book-damaged)",
         413: "request body over the size cap",
         415: "unsupported Content-Type",
         422: "parameter out of range or of the wrong type",
@@ -660,7 +660,7 @@ def create_app(node: Node) -> FastAPI:
     @app.get(
         "/v1/accounts/{account}",
         tags=["accounts"],
-        responses=SIGNED_ERRORS | error_responses(404),
+        responses=SIGNED_ERRORS | error_responses(404, 409),
         **primary_route,
     )
     def account_info(
@@ -691,7 +691,12 @@ def create_app(node: Node) -> FastAPI:
         return backend.open_account(raw)
 
     # -------------------------------------------------------------------- regulators
-    @app.get("/v1/audit", tags=["audit"], responses=SIGNED_ERRORS, **primary_route)
+    @app.get(
+        "/v1/audit",
+        tags=["audit"],
+        responses=SIGNED_ERRORS | error_responses(404, 409),
+        **primary_route,
+    )
     def audit(
         caller: SignedCaller,
         book: Annotated[list[str] | None, Query(description="limit to these books")] = None,

@@ -21,7 +21,9 @@ Checks per record n of book B (``level="chain"`` does the first four, ``"full"``
     numbering (gaps, tail vs head, copies, records stored at another number's place);
     hash chain  hchain_n == SHA-256(hchain_(n-1) || u64(n) || body_n);
     XOR chain   ecode_n == ecode_(n-1) XOR lsum_n;
-    head        the signed head names (n, hchain) of the last record;
+    head        the signed head names (n, hchain) of the last record, and the head's cached
+                fields the next booking builds on (ecode, coded balance, kind, lsum) are the
+                last record's;
     evidence    the note decodes, its payer's signatures verify, lsum and delta match it and the
                 book is its payer (debit) or payee (credit);
     signatures  sig8, sig9 (low S), the head statement, each checkpoint's seal;
@@ -30,6 +32,12 @@ Checks per record n of book B (``level="chain"`` does the first four, ``"full"``
 
 A link check between n-1 and n runs only when both records are in their places, so one tampered
 record is reported once, at its own number, not again at its neighbour.
+
+A damaged cell (NULL, text where bytes or a number belong) is an ``altered`` finding where it is,
+and the audit goes on. Numbers missing from a book or the register are named one by one as far
+as the rows stored for it (records and register entries) can account for them; a count beyond
+that (a head or register size that was overwritten) is one finding naming the whole range, so an
+audit's time and memory follow the rows stored, never a damaged number.
 
 ``AuditMemo`` remembers (by SHA-256) record bytes and notes whose signatures verified, so a repeat
 audit re-verifies only what changed; it is content-addressed, so a changed byte is re-checked.
@@ -47,14 +55,16 @@ from hubi.bank import merkle
 from hubi.bank import records as rec
 from hubi.bank.store import Store, display_url, open_store
 from hubi_core import codec, lsum, suite, verify
-from hubi_core.errors import CodecError
+from hubi_core.errors import CodecError, HubiError
 
 __all__ = [
+    "AuditError",
     "AuditMemo",
     "AuditReport",
     "Finding",
     "KINDS",
     "REGISTER",
+    "UnknownBook",
     "api_audit",
     "audit",
 ]
@@ -72,6 +82,73 @@ KINDS = (
 REGISTER = "(register)"
 _ROW_BATCH = 5000
 _U64 = struct.Struct(">Q").pack
+_BLOBS = (bytes, bytearray, memoryview)
+_HEAD_SELECT = (
+    "SELECT n, ecode, hchain, statement, sig, coded_bal, last_kind, last_lsum FROM books "
+    "WHERE book = ?"
+)
+
+
+class AuditError(HubiError):
+    """A database the audit cannot run on; the message names what is wrong and where."""
+
+
+class UnknownBook(AuditError, LookupError):
+    """An audit asked for a book the database does not hold."""
+
+
+def _int(v: Any) -> int | None:
+    """A stored integer; None for NULL, text, a real or whatever else a damaged cell holds."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _blob(v: Any) -> bytes | None:
+    """Stored bytes; None for NULL, text or a number in a bytes column."""
+    return bytes(v) if isinstance(v, _BLOBS) else None
+
+
+def _what(v: Any) -> str:
+    """A damaged cell, as a finding names it."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, str):
+        return f"text {v[:40]!r}"
+    if isinstance(v, _BLOBS):
+        return f"{len(v)} bytes"
+    return repr(v)
+
+
+def _meta(tx: Any, key: str) -> bytes | None:
+    v = tx.scalar("SELECT value FROM meta WHERE key = ?", (key,))
+    raw = _blob(v)
+    if v is not None and raw is None:
+        raise AuditError(f"meta {key!r} holds {_what(v)}, not bytes: the database is damaged")
+    return raw
+
+
+def bank_of(tx: Any) -> str:
+    """The database's bank id (meta 'bank'; "" when it has none); AuditError when damaged."""
+    raw = _meta(tx, "bank")
+    try:
+        return raw.decode() if raw else ""
+    except UnicodeDecodeError as exc:
+        raise AuditError(f"meta 'bank' is not a bank id (not UTF-8: {exc})") from None
+
+
+def _cache_diffs(head_row: tuple, body: bytes) -> list[str] | None:
+    """The head's cached fields that the next booking builds on (beyond n, hchain and ecode,
+    checked on their own) and that differ from the last record's; None if it does not parse."""
+    try:
+        r = rec.Record.parse(body)
+    except rec.RecordFormatError:
+        return None
+    want = {"coded_bal": r.coded_bal, "last_kind": r.kind, "last_lsum": r.lsum}
+    got = {
+        "coded_bal": _blob(head_row[5]),
+        "last_kind": _int(head_row[6]),
+        "last_lsum": _blob(head_row[7]),
+    }
+    return [name for name in want if got[name] != want[name]]
 
 
 @dataclass(frozen=True)
@@ -138,19 +215,22 @@ class AuditMemo:
 class _Findings:
     def __init__(self) -> None:
         self._by: dict[tuple[str, int, str], list[str]] = {}
+        self._at: set[tuple[str, int]] = set()  # has() in constant time: the register asks often
 
     def add(self, book: str, record: int, kind: str, detail: str) -> None:
         assert kind in KINDS, kind
         lst = self._by.setdefault((book, record, kind), [])
+        self._at.add((book, record))
         if detail not in lst:
             lst.append(detail)
 
     def drop(self, book: str, record: int) -> None:
         for key in [k for k in self._by if k[0] == book and k[1] == record]:
             del self._by[key]
+        self._at.discard((book, record))
 
     def has(self, book: str, record: int) -> bool:
-        return any(k[0] == book and k[1] == record for k in self._by)
+        return (book, record) in self._at
 
     def sorted(self) -> list[Finding]:
         def order(k: tuple[str, int, str]) -> tuple:
@@ -194,9 +274,8 @@ class _Auditor:
         self.f = _Findings()
         self.checks: dict[str, Any] = {"level": level}
         reader = store.reader()
-        raw_bank = reader.meta("bank")
-        self.bank = raw_bank.decode() if raw_bank else ""
-        db_key = reader.meta("bank_key")
+        self.bank = bank_of(reader)
+        db_key = _meta(reader, "bank_key")
         key = None
         if trust is not None and self.bank in trust.consortium.banks:
             key = trust.bank_key(self.bank)
@@ -211,7 +290,10 @@ class _Auditor:
         elif db_key is not None:
             key = db_key
             self.checks["bank_key"] = "database (not checked against a consortium file)"
-        self.verifier = rec.BookVerifier(self.bank, key) if key is not None else None
+        try:
+            self.verifier = rec.BookVerifier(self.bank, key) if key is not None else None
+        except ValueError as exc:
+            raise AuditError(f"meta 'bank_key' is not a P-256 public key: {exc}") from None
         if self.full and self.verifier is None:
             self.checks["signatures"] = "not checked: no bank key"
         self.checks["notes"] = (
@@ -230,15 +312,89 @@ class _Auditor:
         )
         self.records = 0
         self._heads_ok: dict[tuple[bytes, bytes], bool] = {}
+        self._bounds: dict[str, int] = {}
 
     # ------------------------------------------------------------------------------ books
     def book_names(self, only: Iterable[str] | None) -> list[str]:
-        if only is not None:
-            return sorted(set(only))
+        """The books to walk: `only` (UnknownBook for one the database does not hold), else
+        every book with a head or a record; rows stored under no book name are findings."""
         tx = self.store.reader()
-        names = {r[0] for r in tx.all("SELECT book FROM books")}
-        names |= {r[0] for r in tx.all("SELECT DISTINCT book FROM records")}
-        return sorted(names)
+        if only is not None:
+            names = sorted(set(only))
+            for b in names:
+                if (
+                    tx.one("SELECT 1 FROM books WHERE book = ?", (b,)) is None
+                    and tx.one("SELECT 1 FROM records WHERE book = ? LIMIT 1", (b,)) is None
+                ):
+                    raise UnknownBook(f"no book {b} in {display_url(self.store.url)}")
+            return names
+        heads = [r[0] for r in tx.all("SELECT book FROM books")]
+        stored = [r[0] for r in tx.all("SELECT DISTINCT book FROM records")]
+        for v in heads:
+            if not isinstance(v, str):
+                self.f.add(f"(book {_what(v)})", 0, "altered", "a book head has no book name")
+        for v in stored:
+            if not isinstance(v, str):
+                self._strays(tx, v)
+        return sorted({b for b in heads + stored if isinstance(b, str)})
+
+    def _strays(self, tx: Any, value: Any) -> None:
+        """Records stored under `value` (NULL or bytes), not a book name: each is a finding at
+        the book and number its bytes name, when they parse."""
+        if value is None:
+            rows = tx.all("SELECT n, body FROM records WHERE book IS NULL")
+        else:
+            rows = tx.all("SELECT n, body FROM records WHERE book = ?", (value,))
+        label = f"(book {_what(value)})"
+        for raw_n, raw_body in rows:
+            book, n = label, _int(raw_n) or 0
+            body = _blob(raw_body)
+            try:
+                if body is not None:
+                    r = rec.Record.parse(body)
+                    book, n = r.book, r.n
+            except rec.RecordFormatError:
+                pass
+            self.f.add(
+                book, n, "altered", f"record {n} of {book} is stored under book {_what(value)}"
+            )
+
+    def _bound(self, book: str) -> int:
+        """How many numbers the rows stored for `book` (or the register) can account for: a
+        count beyond it was overwritten, not lost row by row."""
+        got = self._bounds.get(book)
+        if got is None:
+            tx = self.store.reader()
+            if book == REGISTER:
+                counts = ("SELECT COUNT(*) FROM register", "SELECT COUNT(*) FROM records")
+                got = max(int(tx.scalar(q, default=0) or 0) for q in counts)
+            else:
+                counts = (
+                    "SELECT COUNT(*) FROM register WHERE book = ?",
+                    "SELECT COUNT(*) FROM records WHERE book = ?",
+                )
+                got = max(int(tx.scalar(q, (book,), default=0) or 0) for q in counts)
+            self._bounds[book] = got
+        return got
+
+    def _gap(
+        self, book: str, first: int, last: int, kind: str, each: Callable[[int], str], whole: str
+    ) -> None:
+        """Findings for the numbers first..last: one each as far as the stored rows account
+        for, then one naming the rest of the range."""
+        bound = self._bound(book)
+        top = bound - 1 if book == REGISTER else bound  # register positions count from 0
+        upto = min(last, max(first - 1, top))
+        for k in range(first, upto + 1):
+            self.f.add(book, k, kind, each(k))
+        if upto < last:
+            self.f.add(
+                book,
+                upto + 1,
+                kind,
+                f"{whole}: numbers {upto + 1}..{last} ({last - upto:,} of them), more than the "
+                f"{bound:,} rows stored for {book} account for",
+            )
 
     def _rows(self, book: str) -> Iterator[list[tuple]]:
         """The book's rows (n, body, hchain) in number order, in pages."""
@@ -260,18 +416,28 @@ class _Auditor:
         """Chain-level checks of a book that is in order, in one tight loop: True when the book
         is clean (numbering, hash chain, XOR chain, head). On the first anomaly it stops and
         returns False; ``walk_book`` then examines the book in detail and names the findings."""
-        head_row = self.store.reader().one(
-            "SELECT n, ecode, hchain, statement, sig FROM books WHERE book = ?", (book,)
-        )
+        head_row = self.store.reader().one(_HEAD_SELECT, (book,))
         if head_row is None:
+            return False
+        head_n, head_e, head_h, statement = (
+            _int(head_row[0]),
+            _blob(head_row[1]),
+            _blob(head_row[2]),
+            _blob(head_row[3]),
+        )
+        if head_n is None or head_e is None or head_h is None or statement is None:
             return False
         sha256 = hashlib.sha256
         from_bytes = int.from_bytes
         u64 = _U64
+        blobs = _BLOBS
         p_h, p_e, expected, count = rec.ZERO32, 0, 1, 0
+        body = b""
         for page in self._rows(book):
             for n, body, hc in page:
-                if n != expected or from_bytes(body[2:10], "big") != n:
+                if n != expected or not isinstance(body, blobs):
+                    return False
+                if from_bytes(body[2:10], "big") != n:
                     return False
                 if sha256(p_h + u64(n) + body).digest() != hc:
                     return False
@@ -280,15 +446,12 @@ class _Auditor:
                     return False
                 p_h, p_e, expected = hc, e, n + 1
             count += len(page)
-        head_n = int(head_row[0])
-        if (
-            head_n != expected - 1
-            or bytes(head_row[2]) != p_h
-            or from_bytes(bytes(head_row[1]), "big") != p_e
-        ):
+        if head_n != expected - 1 or head_h != p_h or from_bytes(head_e, "big") != p_e:
+            return False
+        if count and _cache_diffs(head_row, bytes(body)) != []:
             return False
         try:
-            keeper, _, entries = rec.parse_head(bytes(head_row[3]))
+            keeper, _, entries = rec.parse_head(statement)
         except rec.RecordFormatError:
             return False
         if (book, head_n, p_h) not in entries or (self.bank and keeper != self.bank):
@@ -306,10 +469,10 @@ class _Auditor:
         """Every check of one book, record by record, naming each finding."""
         f = self.f
         full = self.full
-        head_row = self.store.reader().one(
-            "SELECT n, ecode, hchain, statement, sig FROM books WHERE book = ?", (book,)
-        )
-        head_n = int(head_row[0]) if head_row else None
+        head_row = self.store.reader().one(_HEAD_SELECT, (book,))
+        head_n = _int(head_row[0]) if head_row else None
+        if head_n is not None and head_n < 0:
+            head_n = None  # reported by _head_checks
         sha256 = hashlib.sha256
         from_bytes = int.from_bytes
         seen: dict[bytes, tuple[int, bool]] = {}  # identity -> (n, in place)
@@ -318,22 +481,36 @@ class _Auditor:
         p_n, p_h, p_e, p_ok, p_bal = 0, rec.ZERO32, 0, True, 0
         expected = 1
         last_in_place = last_row = 0
-        last_hc = last_ec = b""
-        count = 0
+        last_hc = last_ec = last_body = b""
         for page in self._rows(book):
-            for n, body, hc in page:
-                n = int(n)
-                body = bytes(body)
-                hc = bytes(hc)
-                count += 1
+            for raw_n, raw_body, raw_hc in page:
+                n = _int(raw_n)
+                if n is None:  # no place in the numbering: named by what its bytes say
+                    self._misnumbered(book, raw_n, raw_body)
+                    continue
                 if n != expected:
-                    while expected < n:
-                        f.add(book, expected, "missing", f"no record {expected} in book {book}")
-                        expected += 1
+                    if expected < n:
+                        self._gap(
+                            book,
+                            expected,
+                            n - 1,
+                            "missing",
+                            lambda k: f"no record {k} in book {book}",
+                            f"no records before record {n} in book {book}",
+                        )
                     expected = max(expected, n + 1)
                 else:
                     expected = n + 1
                 last_row = n
+                body, hc = _blob(raw_body), _blob(raw_hc)
+                if body is None or hc is None:
+                    cells = (("body", raw_body), ("hchain", raw_hc))
+                    what = " and ".join(
+                        f"its {c} is {_what(v)}" for c, v in cells if _blob(v) is None
+                    )
+                    f.add(book, n, "altered", f"record {n} cannot be read: {what}, not bytes")
+                    p_n, p_ok = n, False
+                    continue
                 ident = sha256(body).digest() if full else hc
                 record = None
                 if len(body) < rec.BODY_FIXED:
@@ -397,13 +574,25 @@ class _Auditor:
                         book, n, record, body, ident, hash_ok and link, notes_seen, prev
                     )
                 p_n, p_h, p_e, p_ok, p_bal = n, hc, ecode, True, balance
-                last_in_place, last_hc, last_ec = n, hc, body[38:54]
+                last_in_place, last_hc, last_ec, last_body = n, hc, body[38:54], body
             self.records += len(page)
             if self.progress:
                 self.progress(self.records)
-        del count
-        tail = {last_in_place: (last_hc, last_ec)} if last_in_place else {}
+        tail = {last_in_place: (last_hc, last_ec, last_body)} if last_in_place else {}
         self._head_checks(book, head_row, last_in_place, last_row, tail)
+
+    def _misnumbered(self, book: str, raw_n: Any, raw_body: Any) -> None:
+        """A row of `book` whose record number is not an integer: a finding at the number its
+        bytes say (0 when they say none)."""
+        body = _blob(raw_body)
+        n = int.from_bytes(body[2:10], "big") if body is not None and len(body) >= 10 else 0
+        self.f.add(
+            book,
+            n,
+            "altered",
+            f"a record of book {book} (its bytes say record {n}) is stored under record number "
+            f"{_what(raw_n)}, not an integer",
+        )
 
     def _full_checks(
         self,
@@ -534,60 +723,92 @@ class _Auditor:
         head_row: tuple | None,
         last_in_place: int,
         last_row: int,
-        tail: dict[int, tuple[bytes, bytes]],
+        tail: dict[int, tuple[bytes, bytes, bytes]],
     ) -> None:
         f = self.f
         if head_row is None:
             if last_row:
                 f.add(book, last_row + 1, "truncated", "the book has records but no signed head")
             return
-        head_n, ecode, hchain, statement, sig = (
-            int(head_row[0]),
-            bytes(head_row[1]),
-            bytes(head_row[2]),
-            bytes(head_row[3]),
-            bytes(head_row[4]),
-        )
-        if self.full and self.verifier is not None and not self._head_sig_ok(statement, sig):
-            f.add(book, head_n, "bad-signature", "the book head's signature does not verify")
-        try:
-            keeper, _, entries = rec.parse_head(statement)
-            if (book, head_n, hchain) not in entries or (self.bank and keeper != self.bank):
-                f.add(book, head_n, "altered", "the signed head statement does not name this head")
-        except rec.RecordFormatError as exc:
-            f.add(book, head_n, "altered", f"the head statement does not parse: {exc}")
+        head_n = _int(head_row[0])
+        if head_n is None or head_n < 0:
+            f.add(
+                book,
+                last_row,
+                "altered",
+                f"the book head's record count is {_what(head_row[0])}, not a record number",
+            )
+            return
+        cells = dict(zip(("ecode", "hchain", "statement", "sig"), head_row[1:5]))
+        unread = [f"{c} is {_what(v)}" for c, v in cells.items() if _blob(v) is None]
+        if unread:
+            f.add(book, head_n, "altered", f"the book head's {' and '.join(unread)}, not bytes")
+        ecode, hchain, statement, sig = (_blob(v) for v in cells.values())
+        if statement is not None:
+            signed = self.full and self.verifier is not None and sig is not None
+            if signed and not self._head_sig_ok(statement, sig):
+                f.add(book, head_n, "bad-signature", "the book head's signature does not verify")
+            try:
+                keeper, _, entries = rec.parse_head(statement)
+                if (book, head_n, hchain) not in entries or (self.bank and keeper != self.bank):
+                    f.add(
+                        book, head_n, "altered", "the signed head statement does not name this head"
+                    )
+            except rec.RecordFormatError as exc:
+                f.add(book, head_n, "altered", f"the head statement does not parse: {exc}")
         if last_row < head_n:
-            start = last_row + 1
-            for k in range(start, head_n + 1):
-                f.add(
-                    book,
-                    k,
-                    "truncated",
-                    f"the signed head says {head_n} records, the book ends at {last_row}",
-                )
+            says = f"the signed head says {head_n} records, the book ends at {last_row}"
+            self._gap(book, last_row + 1, head_n, "truncated", lambda k: says, says)
+        if head_n == 0 and not last_row and ecode is not None and ecode != rec.ZERO16:
+            f.add(book, 0, "altered", "the empty book's head has an ecode other than zero")
         if head_n in tail and last_in_place == head_n:
-            hc, ec = tail[head_n]
-            if hc != hchain:
+            hc, ec, body = tail[head_n]
+            if hchain is not None and hc != hchain:
                 f.add(
                     book,
                     head_n,
                     "altered",
                     "the hash chain up to here differs from the signed head: records were rewritten and the chain recomputed",
                 )
-            if ec != ecode:
+            if ecode is not None and ec != ecode:
                 f.add(book, head_n, "altered", "the head's ecode differs from the last record's")
+            diffs = _cache_diffs(head_row, body)
+            if diffs:
+                f.add(
+                    book,
+                    head_n,
+                    "altered",
+                    f"the book head's {' and '.join(diffs)} "
+                    f"{'differs' if len(diffs) == 1 else 'differ'} from record {head_n}'s, which "
+                    "the next booking builds on",
+                )
 
     # --------------------------------------------------------------------------- register
     def register(self) -> None:
         f = self.f
         tx = self.store.reader()
-        size = int(tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0) or 0)
+        raw_size = tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0)
+        size = _int(raw_size)
+        if size is None or size < 0:
+            f.add(REGISTER, 0, "altered", f"the register's size is {_what(raw_size)}, not a count")
+            size = self._bound(REGISTER)
         cps = tx.all("SELECT tree_size, root, obj FROM checkpoints ORDER BY tree_size")
         self.checks["register_size"] = size
         self.checks["checkpoints"] = len(cps)
         bank_key = self.verifier.public_key if self.verifier is not None else None
-        for tree_size, root, obj in cps:
-            tree_size, root, obj = int(tree_size), bytes(root), bytes(obj)
+        targets: dict[int, bytes] = {}
+        for raw_cp in cps:
+            tree_size, root, obj = _int(raw_cp[0]), _blob(raw_cp[1]), _blob(raw_cp[2])
+            if tree_size is None or root is None or obj is None:
+                f.add(
+                    REGISTER,
+                    tree_size or 0,
+                    "checkpoint-mismatch",
+                    "checkpoint row cannot be read: tree size, root, object are "
+                    + ", ".join(_what(v) for v in raw_cp),
+                )
+                continue
+            targets[tree_size] = root
             try:
                 cp = codec.decode(obj, codec.CHECKPOINT)
             except CodecError as exc:
@@ -616,7 +837,6 @@ class _Auditor:
                     "checkpoint-mismatch",
                     f"checkpoint covers {tree_size} entries, the register has {size}",
                 )
-        targets = {int(r[0]): bytes(r[1]) for r in cps}
         frontier = merkle.Frontier()
         expect = 0
         last_good = 0
@@ -634,31 +854,57 @@ class _Auditor:
             if was is not None and was != h:
                 differ.append((level, idx))
 
-        for start in range(0, max(size, 1), _ROW_BATCH):
+        def gap(first: int, last: int) -> None:
+            self._gap(
+                REGISTER,
+                first,
+                last,
+                "missing",
+                lambda k: f"register entry {k} is missing",
+                "register entries are missing",
+            )
+
+        after: Any = -1  # pages follow the stored rows (the last seq read), not the size
+        while True:
             rows = tx.all(
                 "SELECT g.seq, g.book, g.n, r.body FROM register g LEFT JOIN records r "
-                "ON r.book = g.book AND r.n = g.n WHERE g.seq >= ? AND g.seq < ? ORDER BY g.seq",
-                (start, start + _ROW_BATCH),
+                "ON r.book = g.book AND r.n = g.n WHERE g.seq > ? AND g.seq < ? "
+                "ORDER BY g.seq LIMIT ?",
+                (after, size, _ROW_BATCH),
             )
-            for seq, book, n, body in rows:
-                seq, n = int(seq), int(n)
-                while expect < seq:
-                    f.add(REGISTER, expect, "missing", f"register entry {expect} is missing")
+            for raw_seq, book, raw_n, body in rows:
+                seq, n = _int(raw_seq), _int(raw_n)
+                if seq is None:
+                    f.add(REGISTER, 0, "altered", f"a register entry's seq is {_what(raw_seq)}")
                     unverifiable = True
-                    expect += 1
+                    continue
+                if expect < seq:
+                    gap(expect, seq - 1)
+                    unverifiable = True
                 expect = seq + 1
-                if body is None:
-                    if not self.f.has(book, n):
+                if n is None or not isinstance(book, str):
+                    f.add(
+                        REGISTER,
+                        seq,
+                        "altered",
+                        f"register entry {seq} names book {_what(book)} record {_what(raw_n)}, "
+                        "not a book and record number",
+                    )
+                    unverifiable = True
+                    continue
+                blob = _blob(body)
+                if blob is None:
+                    if body is None and not self.f.has(book, n):
                         f.add(
                             book,
                             n,
                             "missing",
                             f"register entry {seq} names record {book}#{n}, which is not stored",
                         )
-                    unverifiable = True
+                    unverifiable = True  # a record that is not bytes is its book's finding
                     continue
                 if not unverifiable:
-                    frontier.append_hash(merkle.leaf_hash(bytes(body)), compare if kept else None)
+                    frontier.append_hash(merkle.leaf_hash(blob), compare if kept else None)
                 if seq + 1 in targets and not unverifiable:
                     if frontier.root() != targets[seq + 1]:
                         mismatched += 1
@@ -673,9 +919,11 @@ class _Auditor:
                             )
                     else:
                         last_good = seq + 1
-        while expect < size:
-            f.add(REGISTER, expect, "missing", f"register entry {expect} is missing")
-            expect += 1
+            if len(rows) < _ROW_BATCH:
+                break
+            after = rows[-1][0]
+        if expect < size:
+            gap(expect, size - 1)
         self.checks["checkpoints_mismatched"] = mismatched
         if not mismatched:  # else the records changed, and the kept subtrees with them
             for level, idx in differ:
@@ -760,12 +1008,20 @@ def audit(
 def api_audit(
     engine: Any, books: list[str] | None = None, chain_only: bool = False
 ) -> dict[str, Any]:
-    """What the node's /v1/audit endpoint answers: ``audit(...).as_dict()`` with the engine's keys."""
-    report = audit(
-        engine.store,
-        trust=engine.trust,
-        keys=engine.keys,
-        level="chain" if chain_only else "full",
-        books=books,
-    )
+    """What the node's /v1/audit endpoint answers: ``audit(...).as_dict()`` with the engine's keys;
+    a book it does not hold is a 404, a database the audit cannot read a 409, both naming why."""
+    try:
+        report = audit(
+            engine.store,
+            trust=engine.trust,
+            keys=engine.keys,
+            level="chain" if chain_only else "full",
+            books=books,
+        )
+    except AuditError as exc:
+        from hubi.bank.api import ApiError  # the node's error reply (only a node calls this)
+
+        if isinstance(exc, UnknownBook):
+            raise ApiError(404, "not-found", str(exc), "book") from None
+        raise ApiError(409, "conflict", str(exc)) from None
     return report.as_dict()

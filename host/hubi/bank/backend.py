@@ -26,13 +26,17 @@ from typing import Any
 
 from hubi.bank import engine as eng_mod
 from hubi.bank import merkle
+from hubi.bank import records as rec
 from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
 from hubi.bank.store import Store, display_url, down_errors
-from hubi_core import codec, ids
+from hubi_core import codec, ecies, ids
 from hubi_core.errors import CodecError
 
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
+# a book's stored head or record that cannot be read (a damaged row: `hubi audit verify` names
+# it): the notes on that book cannot be booked, and no other's booking should fail with them
+DAMAGED = (rec.ChainError, rec.RecordFormatError, ecies.EciesError)
 # the most notes one group commit books: a transaction has a fixed cost (the commit, the heads'
 # signature; bench/bank.md), and a batch's notes all wait for its slowest
 MAX_BATCH = 64
@@ -98,6 +102,14 @@ class GroupCommit:
         self.notes += len(batch)
         try:
             outs = self.engine.book_many([d for d, _ in batch])
+        except DAMAGED as exc:  # one book's stored head: its notes fail, not their neighbours'
+            if len(batch) > 1:  # the batch's transaction rolled back; each on its own
+                for item in batch:
+                    self._book([item])
+                return
+            log.error("booking a note failed on a damaged book: %s: %s", type(exc).__name__, exc)
+            batch[0][1].set_exception(exc)
+            return
         except Exception as exc:  # the store failed: every waiting upload gets the error
             log.error("booking a batch of %d failed: %s: %s", len(batch), type(exc).__name__, exc)
             for _, fut in batch:
@@ -114,6 +126,15 @@ class GroupCommit:
         if thread is not None:
             self._q.put(None)
             thread.join(60)
+
+
+def _damaged(exc: Exception) -> ApiError:
+    return ApiError(
+        409,
+        "book-damaged",
+        f"a book this needs cannot be read: {type(exc).__name__}: {exc} (the bank's operator: "
+        "hubi audit verify names the record, hubi audit restore brings it back)",
+    )
 
 
 def outcome_name(out: eng_mod.Outcome) -> str:
@@ -206,6 +227,8 @@ class EngineBackend:
             raise ApiError(400, "bad-object", str(exc)) from None
         except eng_mod.NotLocal as exc:
             raise ApiError(409, "not-local", str(exc)) from None
+        except DAMAGED as exc:
+            raise _damaged(exc) from None
         return self.outcome_json(out)
 
     @staticmethod
@@ -281,7 +304,10 @@ class EngineBackend:
         out = info.as_dict()
         head = e.head(account)
         out["length"] = head.n
-        out["balance"] = e.keys.balance_of(head)
+        try:
+            out["balance"] = e.keys.balance_of(head)
+        except DAMAGED as exc:
+            raise _damaged(exc) from None
         return out
 
     def open_account(self, template: bytes) -> dict[str, Any]:

@@ -903,9 +903,16 @@ class BookKeys(BookVerifier):
         return int.from_bytes(plain, "big", signed=True)
 
     def balance_of(self, head: Head) -> int:
-        """Current balance of a book from its head (0 for an empty book)."""
-        if head.n == 0 or head.coded_bal is None:
+        """Current balance of a book from its head (0 for an empty book). ChainError for a head
+        past record 0 without a coded balance: its row was altered, and 0 would be a lie that
+        the next record signs."""
+        if head.n == 0:
             return 0
+        if head.coded_bal is None:
+            raise ChainError(
+                f"book {head.book}'s head is at record {head.n} but holds no coded balance: "
+                "the head row was altered (hubi audit verify names it)"
+            )
         return self.open_balance(head.balance_info(), head.coded_bal)
 
 

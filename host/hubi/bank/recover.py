@@ -119,10 +119,29 @@ def locate(
     )
     if head is None:
         raise RecoveryError(f"no book {book} in {display_url(store.url)}")
-    head_n = int(head[0])
-    present = {int(r[0]) for r in tx.all("SELECT n FROM records WHERE book = ?", (book,))}
+    head_n = head[0]
+    if not isinstance(head_n, int) or isinstance(head_n, bool) or head_n < 0:
+        raise RecoveryError(
+            f"book {book}'s head holds record count {head_n!r}, not a number: the head row was "
+            "altered (hubi audit verify names it)"
+        )
+    numbers = tx.all("SELECT n FROM records WHERE book = ?", (book,))
+    present = {r[0] for r in numbers if isinstance(r[0], int)}
     if n is None:
-        lost = [k for k in range(1, head_n + 1) if k not in present]
+        # the numbers 1..head_n not stored, gap by gap over the stored rows: a damaged head
+        # count costs no more than the rows there are (eleven are enough to answer)
+        def gaps() -> Iterable[int]:
+            at = 1
+            for k in sorted(x for x in present if 1 <= x <= head_n):
+                yield from range(at, k)
+                at = k + 1
+            yield from range(at, head_n + 1)
+
+        lost: list[int] = []
+        for k in gaps():
+            lost.append(k)
+            if len(lost) > 10:
+                break
         if not lost:
             raise RecoveryError(
                 f"book {book} has no lost record (records 1..{head_n} are all there)"

@@ -40,6 +40,7 @@ def _keys(db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any,
     """(store, trust or None, BookKeys or None) for an audit of `db`."""
     from hubi import kmc as kmc_mod
     from hubi.bank import records as rec
+    from hubi.bank.audit import bank_of
     from hubi.bank.store import open_store
 
     store = open_store(db, create=False, migrate=False)
@@ -47,8 +48,8 @@ def _keys(db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any,
     if trust_dir is not None:
         trust = kmc_mod.load_trust(trust_dir)
     if home is not None:
+        bank = bank_of(store.reader())  # first: a damaged id is named before any file is read
         trust = trust or kmc_mod.load_trust(Path(home) / "trust")
-        bank = (store.reader().meta("bank") or b"").decode()
         if not bank:
             raise click.ClickException(f"{db} is not a bank database (no bank id in it)")
         ident = kmc_mod.load_bank_identity(home, bank)
@@ -351,11 +352,12 @@ def restore_cmd(
     """Fetch exactly the lost records, with their signatures, from a hot backup and put them back."""
     from hubi import kmc as kmc_mod
     from hubi.bank import restore as restore_mod
+    from hubi.bank.audit import bank_of
 
     try:
         store, trust, keys = _keys(db, home, trust_dir)
         signer = None
-        bank = (store.reader().meta("bank") or b"").decode()
+        bank = bank_of(store.reader())
         if backup.startswith(("http://", "https://")) and home is not None:
             from hubi.bank.auth import Signer
 
