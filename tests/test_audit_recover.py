@@ -83,6 +83,13 @@ def test_recover_names_a_lost_debit_and_credit(
     hits = recover.recover(store, A, candidates, purposes, keys=keys)
     assert len(hits) == 1
     h = hits[0]
+    # candidates from a file that starts with a byte order mark and names the payee twice: the
+    # first line was "\ufeffBKA-..." (no hit), and a name twice was two hits (exit status 1)
+    listed = tmp_path / "payees.txt"
+    listed.write_text("\ufeff" + "\n".join([note["payee"], *candidates[:50], note["payee"]]))
+    assert recover.read_lines(listed)[0] == note["payee"]
+    again = recover.recover(store, A, recover.read_lines(listed), purposes, keys=keys)
+    assert [(x.payee, x.serial) for x in again] == [(h.payee, h.serial)]
     assert (h.kind, h.payer, h.payee, h.serial, h.amount, h.purpose) == (
         "debit",
         A,

@@ -211,12 +211,14 @@ def _prefix(tag: int) -> Any:
 def digests(tag: int, values: Sequence[bytes]) -> bytes:
     """Concatenated 16-byte lsum digests d(tag, v) of every value (one SHA-256 each)."""
     base = _prefix(tag)
-    out = []
+    out = bytearray(16 * len(values))  # not a list of small bytes: millions of candidates
+    at = 0
     for v in values:
         h = base.copy()
         h.update(v)
-        out.append(h.digest()[:16])
-    return b"".join(out)
+        out[at : at + 16] = h.digest()[:16]
+        at += 16
+    return bytes(out)
 
 
 def _halves(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +328,8 @@ def recover(
         other_tag = lsum.T_ACCOUNT
     target &= MASK
     purposes = list(dict.fromkeys(purposes))
-    hits = meet_in_the_middle(target, list(candidates), other_tag, serial_list, purposes)
+    candidates = list(dict.fromkeys(candidates))  # a name twice is one candidate, one hit
+    hits = meet_in_the_middle(target, candidates, other_tag, serial_list, purposes)
     out = []
     elapsed = time.perf_counter() - t0
     for other, serial, purpose in hits:
@@ -363,9 +366,10 @@ def recover(
 
 
 def read_lines(path: Any) -> list[str]:
-    """Candidate file: one value per line (UTF-8); blank lines count as "" (no purpose)."""
+    """Candidate file: one value per line (UTF-8, a byte order mark allowed: editors on some
+    systems write one); blank lines count as "" (no purpose)."""
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             return [line.rstrip("\r\n") for line in fh]
     except UnicodeDecodeError as exc:
         raise RecoveryError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from None
