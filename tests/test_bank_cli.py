@@ -107,7 +107,7 @@ def test_bank_and_audit_cli(home: Path, tmp_path: Path) -> None:
     assert [Path(o["file"]).name for o in out["outcomes"]] == sorted(os.listdir(mixed))
     statuses = [o["status"] for o in out["outcomes"]]
     assert statuses == ["rejected", "rejected", "booked", "rejected", "booked"], out
-    assert "truncated" in out["outcomes"][0]["reason"] and out["outcomes"][2]["replay"]
+    assert "empty file" in out["outcomes"][0]["reason"] and out["outcomes"][2]["replay"]
     assert out["outcomes"][4]["replay"]  # the same note as files[4], booked above
     show = run("bank", "show", "BKA-amy", "--home", h, "--bank", "BKA", "--json")
     assert show["balance"] == 5000 - sum(10 * s for s in range(1, 13)) and show["records"] == 13

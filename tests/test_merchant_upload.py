@@ -11,7 +11,9 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -249,9 +251,10 @@ def test_interbank_upload_through_the_consortium(tmp_path: Path, nodes) -> None:
         assert m.book_balance() == 1250 and m.audit_book() == []
 
 
-def _upload_to(shop: Shop, handler: type, times: int = 1) -> list:
+def _upload_to(shop: Shop, handler: type, times: int = 1, **kw: Any) -> list:
     """Pay one note into the shop and upload it `times` to a server run by `handler` (a bank
-    URL answered by something else); the note's outbox row after each upload."""
+    URL answered by something else); the note's outbox row after each upload. `kw`: more
+    arguments of the upload (its timeout)."""
     payers = prepare(shop)
     with shop.merchant() as m:
         pay(m, payers[PAYER], 700)
@@ -263,7 +266,7 @@ def _upload_to(shop: Shop, handler: type, times: int = 1) -> list:
         for _ in range(times):
             with shop.merchant() as m:
                 rep = m.upload(
-                    url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None
+                    url, retries=0, base_delay=0.01, max_delay=0.01, sleep=lambda _s: None, **kw
                 )
                 assert not rep.ok
                 (row,) = m.notes()
@@ -361,14 +364,47 @@ def test_a_reply_that_never_ends_is_not_read_past_the_cap_and_the_note_stays(sho
     assert all(MAX_REPLY <= s < MAX_REPLY + (16 << 20) for s in _Flood.sent), _Flood.sent
 
 
-def _answering(doc: object) -> type:
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """A server that meets every read timeout: 200, a length of 1 MB, then a byte now and then."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's API
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(1 << 20))
+        self.end_headers()
+        try:
+            for _ in range(200):  # 40 s at most, should the client wait on
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:  # the client hung up: what is asserted
+            pass
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_reply_trickled_a_byte_at_a_time_ends_at_the_deadline(shop: Shop) -> None:
+    """httpx's timeout holds for each read, so a server sending a byte every 0.2 s held
+    `merchant upload` for ever (1 MB: 58 hours). One exchange now ends at ten times the
+    timeout, and the note stays pending."""
+    started = time.monotonic()
+    (row,) = _upload_to(shop, _Trickle, timeout=0.5)
+    took = time.monotonic() - started
+    assert row.state == "pending", row
+    assert "no whole answer within 5 s" in (row.last_error or ""), row.last_error
+    assert 5 <= took < 30, took
+
+
+def _answering(doc: object, status: int = 200) -> type:
     """A server answering every POST with 200 and `doc` as JSON: a bank node gone wrong."""
     body = json.dumps(doc).encode()
 
     class Odd(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802 - the handler's API
             self.rfile.read(int(self.headers.get("content-length") or 0))
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -402,6 +438,40 @@ def test_an_answer_of_the_wrong_shape_keeps_the_note_and_says_what_is_wrong(
     assert row.state == "pending", row
     error = row.last_error or ""
     assert "not a hubi bank node's answer" in error and words in error, error
+
+
+class _Portal(_NotABank):
+    """A page with terminal escape sequences in it (retitle the window, clear the screen)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - the handler's API
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = b"captive \x1b]0;PWNED\x07\x1b[2J\x1b[1;31m log in \xe2\x80\xae"
+        self.send_response(200)
+        self.send_header("content-type", "text/plain")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize(
+    "handler",
+    [
+        _Portal,
+        _answering({"error": "bad\x1b[2J", "message": "\x1b]0;PWNED\x07" + "m" * 100_000}, 400),
+    ],
+)
+def test_a_servers_words_reach_the_outbox_and_terminal_escaped_and_short(
+    shop: Shop, handler: type
+) -> None:
+    """Text from the server (a portal's page, an error's message) went into the outbox and onto
+    the merchant's terminal as sent: escape sequences retitled the window, cleared the screen;
+    a 100 KB message was kept and printed whole. Control and bidi characters are now shown as
+    escapes, and the text is cut short."""
+    (row,) = _upload_to(shop, handler)
+    error = row.last_error or ""
+    assert row.state == "pending" and error, row
+    assert not any(c in error for c in "\x1b\x07\u202e"), repr(error)
+    assert "\\x1b" in error and len(error) < 600, error
 
 
 def test_outbox_shows_the_newest_notes_and_says_how_many_there_are(shop: Shop) -> None:

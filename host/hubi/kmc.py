@@ -107,6 +107,10 @@ def load_trust(directory: Path) -> Trust:
     except (OSError, ValueError, HubiError) as exc:
         # Name the bundle: the caller is usually reading something else (a note, a book).
         raise TrustBundleError(f"trust bundle {directory}: {_reason(exc)}") from exc
+    except RecursionError:  # consortium.json nested deeper than the parser's stack
+        raise TrustBundleError(
+            f"trust bundle {directory}: consortium.json is damaged (JSON nested too deeply)"
+        ) from None
 
 
 def _reason(exc: BaseException) -> str:

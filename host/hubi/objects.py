@@ -2,18 +2,74 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from hubi_core import codec, lsum
 from hubi_core.codec import Obj
 
-IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM")
+# PNG, JPEG, GIF, BMP, TIFF (both byte orders); WebP is RIFF....WEBP (see is_image)
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+# An image file is read whole before OpenCV decodes it: past this many bytes it is refused
+# unread (a phone photo is a few MB; a 50-megapixel PNG of a QR code far less).
+MAX_IMAGE_FILE = 64 * 1024 * 1024
 
 
 def is_image(data: bytes) -> bool:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return True
     return any(data.startswith(m) for m in IMAGE_MAGIC)
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str | os.PathLike, devices: bool = False) -> BinaryIO:
+    """`path` opened for reading if it is a regular file, else ValueError naming it: a FIFO
+    would block the open (or the read) for ever. devices: a character device (/dev/zero) is
+    opened too, non-blocking: the caller reads a bounded amount, and one with nothing to read
+    gives None at once instead of waiting."""
+    st = os.stat(path)
+    if not _allowed(st.st_mode, devices):
+        raise ValueError(f"{path}: {_kind(st.st_mode)}, not a file to read")
+    # O_NONBLOCK: if it was swapped for a FIFO since the stat, the open still returns
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    f = os.fdopen(fd, "rb")
+    mode = os.fstat(fd).st_mode
+    if not _allowed(mode, devices):
+        f.close()
+        raise ValueError(f"{path}: {_kind(mode)}, not a file to read")
+    return f
+
+
+def _allowed(mode: int, devices: bool) -> bool:
+    return stat.S_ISREG(mode) or (devices and stat.S_ISCHR(mode))
+
+
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of an image file, refused unread past MAX_IMAGE_FILE."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_IMAGE_FILE:
+            raise ValueError(
+                f"{path}: {size:,} bytes, more than the {MAX_IMAGE_FILE:,} an image to scan may"
+                " have (not read)"
+            )
+        return f.read(MAX_IMAGE_FILE + 1)
 
 
 # hex digits, spaces and line breaks only: `hubi token note`, the JSON outputs and the bank API
@@ -30,8 +86,12 @@ MAX_OBJECT_FILE = 64 * 1024
 def read_object_bytes(path: Path) -> bytes:
     """Bytes of a hubi object from a binary file, a text file of its hex (as `hubi token note`
     prints it), or an image of its QR code(s)."""
-    with open(path, "rb") as f:
+    with open_regular(path, devices=True) as f:
         data = f.read(MAX_OBJECT_FILE + 1)
+    if data is None:  # a device with nothing to read now: not worth waiting for
+        raise ValueError(f"{path}: a device with nothing to read")
+    if not data:
+        raise ValueError(f"{path}: empty file")
     if is_image(data):
         from hubi import qrscan
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -23,3 +24,20 @@ def styled(style: str, text: object) -> str:
     """`text` in a rich style, escaped: a message may hold '[...]' (a path, a list) that rich
     would otherwise take for markup and drop."""
     return f"[{style}]{escape(str(text))}[/{style}]"
+
+
+# C0, DEL, C1 (a terminal acts on them: ESC starts a sequence that can retitle the window or
+# rewrite the screen), line and paragraph separators, and the bidirectional controls that
+# reorder what a screen shows (hubi_core.wire refuses the same in signed text).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+MAX_SHOWN = 300  # characters of someone else's text (a bank's reply, a stored error) shown
+
+
+def printable(text: object, limit: int = MAX_SHOWN) -> str:
+    """`text` safe for a terminal and for keeping: every control or bidirectional character
+    shown as a Python-style escape (\\x1b, \\u202e), cut to `limit` characters with '…'.
+    For text from elsewhere (a bank's reply, a damaged file), never for our own markup."""
+    safe = _UNSAFE.sub(lambda m: repr(m.group())[1:-1], str(text))
+    if len(safe) > limit:
+        safe = safe[: max(0, limit - 1)] + "…"
+    return safe

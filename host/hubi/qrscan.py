@@ -15,6 +15,7 @@ an adaptive threshold (dim, noisy photos), and zxing's other binarizers.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -46,9 +47,16 @@ ImageSource = str | os.PathLike | bytes | np.ndarray | Any
 
 
 def load_grey(image: ImageSource) -> np.ndarray:
-    """A 2-D uint8 grey image from a path, encoded image bytes, an ndarray or a PIL image."""
+    """A 2-D uint8 grey image from a path, encoded image bytes, an ndarray or a PIL image.
+
+    A path must be a regular file of at most ``hubi.objects.MAX_IMAGE_FILE`` bytes (ValueError
+    naming it otherwise: checked before anything is read)."""
     if isinstance(image, str | os.PathLike):
-        arr = _decode(np.fromfile(str(image), dtype=np.uint8), str(image))
+        from hubi.objects import read_image_file
+
+        data = read_image_file(image)
+        arr = _decode(np.frombuffer(data, dtype=np.uint8), str(image))
+        del data
     elif isinstance(image, bytes | bytearray | memoryview):
         arr = _decode(np.frombuffer(image, dtype=np.uint8), "image bytes")
     elif isinstance(image, np.ndarray):
@@ -59,13 +67,11 @@ def load_grey(image: ImageSource) -> np.ndarray:
         raise TypeError(f"cannot read an image from {type(image).__name__}")
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
-    elif arr.dtype != np.uint8:
-        arr = cv2.normalize(arr, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    elif arr.dtype != np.uint8:  # straight to 8 bits: no wide intermediate copy
+        arr = cv2.normalize(arr, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
     if arr.ndim == 3:
-        if arr.shape[2] == 4:  # BGRA: composite on white, transparent areas are paper
-            alpha = arr[:, :, 3:4].astype(np.float32) / 255.0
-            bgr = arr[:, :, :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
-            arr = cv2.cvtColor(bgr.astype(np.uint8), cv2.COLOR_BGR2GRAY)
+        if arr.shape[2] == 4:
+            arr = _on_white(arr)
         elif arr.shape[2] == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGR2GRAY)
         elif arr.shape[2] == 1:
@@ -75,6 +81,18 @@ def load_grey(image: ImageSource) -> np.ndarray:
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"image of shape {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def _on_white(bgra: np.ndarray) -> np.ndarray:
+    """Grey of a BGRA image composited on white (transparent areas are paper).
+
+    Grey first, then grey * alpha / 255 + (255 - alpha): the same as compositing each colour
+    (grey is linear in them), in uint8 planes the size of the image, not float copies of all
+    four channels."""
+    grey = cv2.cvtColor(bgra, cv2.COLOR_BGRA2GRAY)
+    alpha = cv2.extractChannel(bgra, 3)
+    cv2.multiply(grey, alpha, dst=grey, scale=1 / 255)
+    return cv2.add(grey, cv2.bitwise_not(alpha, dst=alpha), dst=grey)
 
 
 def _pixel_cap() -> int:
@@ -113,30 +131,52 @@ def _read(grey: np.ndarray, binarizer=None) -> list[bytes]:
     return [bytes(b.bytes) for b in found if b.valid]
 
 
-def _variants(grey: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
-    """Preprocessed versions of a hard image, cheapest and most likely first."""
+def _bases(grey: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """The image, then resized copies of it, made one at a time (each can be large)."""
+    yield "", grey
     h, w = grey.shape
-    bases = [("", grey)]
     short = min(h, w)
     if short < 500:  # small or distant codes: give zxing more pixels per module
-        f = max(2, int(np.ceil(800 / short)))
-        f = min(f, 8)
-        bases.append(
-            (f"x{f}n", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST))
-        )
-        bases.append((f"x{f}c", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)))
+        f = min(8, max(2, int(np.ceil(800 / short))))
+        # a thin strip would grow past the pixel cap (999,999 x 50 by 8: 3.2 gigapixels):
+        # enlarge as far as the cap allows, or not at all
+        f = min(f, math.isqrt(_pixel_cap() // (h * w)))
+        if f >= 2:
+            for tag, how in (("n", cv2.INTER_NEAREST), ("c", cv2.INTER_CUBIC)):
+                yield f"x{f}{tag}", cv2.resize(grey, None, fx=f, fy=f, interpolation=how)
     elif short > 2000:
         f = 1500 / short
-        bases.append(("down", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)))
+        yield "down", cv2.resize(grey, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+
+
+def _percentiles(grey: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.percentile(grey, qs) (linear interpolation) from a histogram: no flattened copy."""
+    cum = np.cumsum(cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel().astype(np.int64))
+    n = int(cum[-1])
+
+    def kth(k: int) -> int:  # the k-th smallest value (0-based)
+        return int(np.searchsorted(cum, k, side="right"))
+
+    out = []
+    for q in qs:
+        pos = q / 100 * (n - 1)
+        lo = math.floor(pos)
+        a, b = kth(lo), kth(min(lo + 1, n - 1))
+        out.append(a + (pos - lo) * (b - a))
+    return out
+
+
+def _variants(grey: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
+    """Preprocessed versions of a hard image, cheapest and most likely first."""
     clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8))
-    for tag, g in bases:
+    for tag, g in _bases(grey):
         if tag:
             yield tag, g
         yield tag + "+clahe", clahe.apply(g)
-        lo, hi = np.percentile(g, (2, 98))
-        if hi - lo >= 4:
-            stretched = np.clip((g.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
-            yield tag + "+stretch", stretched.astype(np.uint8)
+        lo, hi = _percentiles(g, (2, 98))
+        if hi - lo >= 4:  # a lookup table: no float copy of the image
+            lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255)
+            yield tag + "+stretch", cv2.LUT(g, lut.astype(np.uint8))
         blur = cv2.GaussianBlur(g, (0, 0), 3)
         yield tag + "+sharpen", cv2.addWeighted(g, 2.0, blur, -1.0, 0)
         yield tag + "+median", cv2.medianBlur(g, 5)
@@ -175,6 +215,16 @@ def decode_image(image: ImageSource, thorough: bool = True) -> list[bytes]:
     thorough: when plain zxing finds nothing, try the OpenCV fallbacks (slower: use False on
     live camera frames).
     """
+    try:
+        return _decode_image(image, thorough)
+    except (MemoryError, cv2.error) as exc:
+        # a big image's working copies (or OpenCV's) did not fit: say so, not a traceback
+        name = str(image) if isinstance(image, str | os.PathLike) else "the image"
+        why = "not enough memory" if isinstance(exc, MemoryError) else exc.err
+        raise ValueError(f"{name}: too large or too odd to scan ({why})") from None
+
+
+def _decode_image(image: ImageSource, thorough: bool) -> list[bytes]:
     grey = load_grey(image)
     found = _read(grey)
     if not found and thorough:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +26,8 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from hubi.bank.auth import Signer
+from hubi.infra.deadlines import DEADLINES, shut
+from hubi.output import printable
 
 __all__ = [
     "BankClient",
@@ -37,6 +41,8 @@ DEFAULT_TIMEOUT = 30.0
 # the longest answer a node gives is a page of a book, of the replication log or an audit's
 # findings: a few MB. Anything past this is not a bank node's answer.
 MAX_REPLY = 64 << 20
+# httpx's timeout holds for each read; one exchange as a whole gets this many times as long
+DEADLINE_FACTOR = 10
 
 
 class BankError(Exception):
@@ -122,13 +128,16 @@ class BankClient:
         transport: httpx.BaseTransport | None = None,
         retries: int = 0,
         max_reply: int = MAX_REPLY,
+        deadline: float | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.signer = signer
         self._bank = bank
         self.retries = retries
         self.max_reply = max_reply
+        self.deadline = deadline if deadline is not None else timeout * DEADLINE_FACTOR
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     def close(self) -> None:
         self._http.close()
@@ -147,6 +156,7 @@ class BankClient:
             self._bank,
             self._http.timeout.read or DEFAULT_TIMEOUT,
             max_reply=self.max_reply,
+            deadline=self.deadline,
         )
 
     # -------------------------------------------------------------------------- plumbing
@@ -195,24 +205,54 @@ class BankClient:
     ) -> httpx.Response:
         """One exchange, its reply read to at most ``max_reply`` bytes: a server that is no bank
         node (or one gone wrong) must not fill the caller's memory. A longer reply is not read
-        further, and the connection is dropped."""
-        with self._http.stream(method, url, content=body or None, headers=headers) as resp:
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in resp.iter_bytes():  # decoded: the cap holds for a compressed reply too
-                size += len(chunk)
-                if size > self.max_reply:
-                    raise BankError(
-                        resp.status_code,
-                        "reply-too-large",
-                        f"the reply is longer than {self.max_reply:,} bytes, the most this client"
-                        " reads: not read further",
-                    )
-                chunks.append(chunk)
+        further, and the connection is dropped. The exchange as a whole ends by ``deadline``
+        seconds: a server trickling its answer a byte at a time meets every read's timeout."""
+        token = DEADLINES.watch(self.deadline, self._expire)
+        try:
+            with self._http.stream(
+                method,
+                url,
+                content=body or None,
+                headers=headers,
+                extensions={"trace": self._trace},
+            ) as resp:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in resp.iter_bytes():  # decoded: the cap holds for a compressed reply
+                    size += len(chunk)
+                    if size > self.max_reply:
+                        raise BankError(
+                            resp.status_code,
+                            "reply-too-large",
+                            f"the reply is longer than {self.max_reply:,} bytes, the most this"
+                            " client reads: not read further",
+                        )
+                    chunks.append(chunk)
+        except httpx.TransportError:
+            if DEADLINES.done(token):
+                raise httpx.ReadTimeout(
+                    f"no whole answer within {self.deadline:g} s (the deadline of one exchange)"
+                ) from None
+            raise
+        finally:
+            DEADLINES.done(token)
         kept = [(k, v) for k, v in resp.headers.multi_items() if k.lower() != "content-encoding"]
         return httpx.Response(
             resp.status_code, headers=kept, content=b"".join(chunks), request=resp.request
         )
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: note each new connection's socket (for _expire)."""
+        if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                self._sockets.add(sock)
+
+    def _expire(self) -> None:
+        """The deadline passed: shut the client's sockets down, which wakes the read that waits
+        (one exchange at a time per client; an idle pooled connection just reconnects)."""
+        for sock in list(self._sockets):
+            shut(sock)
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return _doc(self._send(method, path, **kw))
@@ -355,12 +395,17 @@ class BankClient:
 
 def _error(resp: httpx.Response) -> BankError:
     try:
-        doc = resp.json()
+        doc = _json_of(resp)
     except ValueError:
         doc = None
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        # the node's words, but they land in the merchant's outbox and on a terminal
         return BankError(
-            resp.status_code, doc["error"], str(doc.get("message", "")), doc.get("field"), doc
+            resp.status_code,
+            printable(doc["error"], 60),
+            printable(doc.get("message", "")),
+            printable(doc["field"], 60) if isinstance(doc.get("field"), str) else None,
+            doc,
         )
     return BankError(resp.status_code, "http-%d" % resp.status_code, _foreign(resp), None, doc)
 
@@ -368,18 +413,27 @@ def _error(resp: httpx.Response) -> BankError:
 def _doc(resp: httpx.Response) -> Any:
     """A success's JSON body; a body that is not JSON did not come from a bank node."""
     try:
-        return resp.json()
+        return _json_of(resp)
     except ValueError:
         raise BankError(resp.status_code, "not-a-bank", _foreign(resp), None, None) from None
 
 
+def _json_of(resp: httpx.Response) -> Any:
+    """The reply's JSON; ValueError for one nested deeper than the parser goes (a RecursionError
+    otherwise: a node's JSON is a few levels deep)."""
+    try:
+        return resp.json()
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
 def _foreign(resp: httpx.Response) -> str:
     """An answer that is not a bank node's (a proxy's, a portal's, another server's page) in one
-    short line, not the whole page: it lands in the merchant's outbox and on the terminal."""
+    short line, not the whole page: it lands in the merchant's outbox and on the terminal (so
+    control characters are shown as escapes, never sent to the terminal)."""
     text = " ".join(re.sub(r"<[^>]*>", " ", resp.text).split())  # an HTML page's words
     kind = resp.headers.get("content-type", "no content type").split(";")[0]
-    more = "…" if len(text) > 160 else ""
-    return f"not a hubi bank node's answer ({kind}): {text[:160]}{more}"
+    return f"not a hubi bank node's answer ({printable(kind, 60)}): {printable(text, 160)}"
 
 
 class HttpRecordSource:

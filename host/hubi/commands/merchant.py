@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +13,7 @@ import click
 from rich.markup import escape
 
 from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS
-from hubi.output import console, err_console, print_json, styled
+from hubi.output import console, err_console, print_json, printable, styled
 
 HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
 
@@ -25,7 +26,8 @@ def _fail(as_json: bool, exc: BaseException | str, code: int = 2) -> NoReturn:
     if as_json:
         print_json({"ok": False, "error": kind, "message": msg})
     else:
-        err_console.print(f"[red]error:[/red] {escape(str(msg))}", highlight=False)
+        # a message may quote a damaged file or a bank: no terminal controls from them
+        err_console.print(f"[red]error:[/red] {escape(printable(msg, 2000))}", highlight=False)
     sys.exit(code)
 
 
@@ -126,6 +128,7 @@ def init(
 
 
 # --------------------------------------------------------------------------------- request
+MAX_AMOUNT_TEXT = 64  # characters: "9,223,372,036,854,775.807" is 25
 MAX_EXPIRES = 10 * 366 * 86400  # an expiry is a 32-bit time: far beyond this it cannot be written
 
 
@@ -166,6 +169,8 @@ def request_cmd(
     from hubi.merchant import format_amount, parse_amount
     from hubi.merchant import request as req_mod
 
+    if len(amount) > MAX_AMOUNT_TEXT:  # the error would quote it all
+        _fail(as_json, f"--amount {printable(amount, 24)!r}: not an amount (too long)")
     try:
         minor = parse_amount(amount)
     except ValueError as exc:
@@ -254,7 +259,12 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
 
 # ------------------------------------------------------------------------------------ scan
 @merchant.command()
-@click.option("--camera", type=int, default=None, help="Scan from camera index N (OpenCV).")
+@click.option(
+    "--camera",
+    type=click.IntRange(0),  # OpenCV crashes the process on a negative index
+    default=None,
+    help="Scan from camera index N (OpenCV).",
+)
 @click.option(
     "--image",
     "images",
@@ -484,13 +494,14 @@ def upload(
 
 
 def _say(text: str) -> None:
-    console.print(text, markup=False, highlight=False)
+    # lines carry the bank's words: no terminal controls (upload escapes them; so does this)
+    console.print(printable(text, 1000), markup=False, highlight=False)
 
 
 def _print_upload(report: Any) -> None:
     c = report.counts()
     if report.stopped:
-        err_console.print(styled("yellow", f"stopped: {report.stopped}"))
+        err_console.print(styled("yellow", f"stopped: {printable(report.stopped)}"))
     console.print(
         f"uploaded to {escape(report.bank_url)}: {c['booked']} settled, {c['bounced']} bounced,"
         f" {c['refused']} refused, {c['pending']} still pending"
@@ -520,12 +531,15 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
     if last is None:  # a shop's outbox grows for ever: a terminal gets the newest
         last = 0 if as_json else 50
     with _open(ctx, as_json) as m:
-        rows = m.notes(state, last or None)
-        status = m.status()
-        if as_json:
-            rejects = m.outbox.rejects()
-        else:
-            rejected = m.outbox.reject_count()
+        try:
+            rows = m.notes(state, last or None)
+            status = m.status()
+            if as_json:
+                rejects = m.outbox.rejects()
+            else:
+                rejected = m.outbox.reject_count()
+        except (sqlite3.DatabaseError, TypeError, ValueError) as exc:  # a table edited by hand
+            _fail(as_json, f"cannot read the outbox {m.outbox.path}: {printable(exc)}")
     if as_json:
         print_json(
             {**status, "items": [r.as_dict() for r in rows], "reject_log": rejects, "ok": True}
@@ -538,13 +552,15 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
         detail = r.last_error or (r.outcome or {}).get("reason") or ""
         if r.state == "booked" and r.notice is not None:
             detail = "SettlementNotice verified and in the book"
+        if r.damage is not None:
+            detail = f"DAMAGED outbox row {r.rowid}: {r.damage}"
         table.add_row(
-            r.note_id.hex()[:16] + "…",
-            r.payer,
+            r.note_id.hex()[:16] + "…" if r.note_id else f"row {r.rowid}",
+            Text(printable(r.payer, 40)),
             str(r.serial),
-            format_amount(r.amount, r.currency),
-            "settled" if r.state == "booked" else r.state,
-            Text(str(detail)),  # the bank's words, or an error: never markup
+            format_amount(r.amount, printable(r.currency, 8)),
+            "settled" if r.state == "booked" else printable(r.state, 20),
+            Text(printable(detail)),  # the bank's words, or an error: never markup nor controls
         )
     console.print(table)
     n = status["notes"]

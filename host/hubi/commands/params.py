@@ -16,8 +16,13 @@ def check_url(value: str, what: str) -> str:
     try:
         parts = urlsplit(url)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
-    except ValueError:  # e.g. "http://[::1" or a port of 99999
+        # urlsplit takes a space in the host and port 0; neither reaches a server
+        ok = (
+            ok
+            and parts.port != 0
+            and all(c.isprintable() and not c.isspace() for c in parts.netloc)
+        )
+    except ValueError:  # e.g. "http://[::1" or a port of 99999 (parts.port raises)
         ok = False
     if not ok:
         raise click.BadParameter(

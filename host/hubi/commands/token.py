@@ -280,8 +280,8 @@ def pay_cmd(
                 tok.cancel_pay()
                 _fail("cancelled", 1)
             note = tok.confirm_pay(pin or getpass.getpass("PIN: "))
-        if out_file:
-            out_file.write_bytes(note)
+        # the token has signed: from here on the note is shown whatever else fails
+        unsaved = _save(note, out_file) if out_file else None
         n = codec.decode(note, codec.NOTE)
         info = {
             "serial": n.serial,
@@ -290,14 +290,31 @@ def pay_cmd(
             "size": len(note),
             "note": note.hex(),
         }
+        if unsaved is not None:
+            info["error"] = unsaved
         if as_json:
             print_json(info)
         else:
-            console.print(
-                f"note #{n.serial}: {len(note)} bytes"
-                + (f" -> {escape(str(out_file))}" if out_file else "")
-            )
+            saved = f" -> {escape(str(out_file))}" if out_file and unsaved is None else ""
+            console.print(f"note #{n.serial}: {len(note)} bytes{saved}")
+            if unsaved is not None:
+                console.print(note.hex(), soft_wrap=True)
             _terminal_qr(note)
+    if unsaved is not None:
+        _fail(
+            f"{unsaved}; the note is kept on the token (`hubi token note --port {port}`"
+            f" shows it again)",
+            1,
+        )
+
+
+def _save(note: bytes, out_file: Path) -> str | None:
+    """Write the note to out_file; None, or what went wrong (naming the file)."""
+    try:
+        out_file.write_bytes(note)
+    except OSError as e:
+        return f"cannot write the note to {out_file}: {e.strerror or e}"
+    return None
 
 
 def _terminal_qr(data: bytes) -> None:
@@ -308,14 +325,16 @@ def _terminal_qr(data: bytes) -> None:
 
 @token.command("note")
 @port_opt
-@click.option("--serial", type=int)
+@click.option("--serial", type=click.IntRange(1, MAX_SERIAL), help="Default: the last note.")
 @click.option("--out", "out_file", type=OUT_FILE, callback=in_existing_folder)
 def note_cmd(port: str, serial: int | None, out_file: Path | None) -> None:
     """Fetch a kept note (default: the last one)."""
     with _token(port) as tok:
         note = tok.note(serial)
     if out_file:
-        out_file.write_bytes(note)
+        unsaved = _save(note, out_file)
+        if unsaved is not None:
+            _fail(unsaved)
     else:
         click.echo(note.hex())
 
@@ -358,8 +377,12 @@ def notice_cmd(port: str, file: Path, as_json: bool) -> None:
     """Load a BalanceNotice or Receipt into the token (verified there)."""
     from hubi import objects
 
+    try:  # before the port is opened: a bad file is named, the token is not touched
+        raw = objects.read_object_bytes(file)
+    except (HubiError, OSError, ValueError) as e:
+        _fail(f"cannot read {file}: {e}")
     with _token(port) as tok:
-        loaded = tok.load_notice(objects.read_object_bytes(file))
+        loaded = tok.load_notice(raw)
     _out(loaded, as_json, _print_notice)
 
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubi import kmc
+from hubi import kmc, objects
 from hubi_core import codec, ids, suite
 from hubi_core.verify import Trust, template_key
 
@@ -156,6 +156,27 @@ def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: 
     _write_home(home, int.from_bytes(raw, "big"), template, trust_dir)
 
 
+MAX_CONFIG = 1024 * 1024  # merchant.json is a few lines: past this it is not read further
+
+
+def _read_config(cfg_path: Path) -> object:
+    """merchant.json parsed, or MerchantError naming it (a FIFO, a huge or deeply nested file
+    would hang, fill memory or overflow the parser's stack)."""
+    try:
+        with objects.open_regular(cfg_path) as f:
+            raw = f.read(MAX_CONFIG + 1)
+    except ValueError as exc:
+        raise MerchantError(f"{exc}: a merchant home keeps its settings in that file") from None
+    if len(raw) > MAX_CONFIG:
+        raise MerchantError(f"{cfg_path} is damaged: more than {MAX_CONFIG:,} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:  # UnicodeDecodeError too
+        raise MerchantError(f"{cfg_path} is damaged (not JSON: {exc})") from None
+    except RecursionError:
+        raise MerchantError(f"{cfg_path} is damaged: JSON nested too deeply to read") from None
+
+
 @dataclass
 class MerchantHome:
     """An initialised merchant home folder."""
@@ -173,10 +194,7 @@ class MerchantHome:
             raise MerchantError(
                 f"no merchant in {path}: run `hubi merchant init` first (or pass --home)"
             )
-        try:
-            cfg = json.loads(cfg_path.read_text())
-        except ValueError as exc:
-            raise MerchantError(f"{cfg_path} is damaged (not JSON: {exc})") from None
+        cfg = _read_config(cfg_path)
         if not isinstance(cfg, dict):
             raise MerchantError(f"{cfg_path} is damaged: it must be a JSON object")
         for key in ("account", "currency"):

@@ -17,6 +17,7 @@ killed at any instant leaves either the whole acceptance or none of it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
@@ -122,9 +123,15 @@ class NoteRow:
     outcome: dict[str, Any] | None
     notice: bytes | None
     refusal: bytes | None
+    rowid: int = 0
+    damage: str | None = None  # what is wrong with a row edited or damaged outside hubi
+
+    def name(self) -> str:
+        """How a message names the note: its id, or its row when the id itself is damaged."""
+        return f"note {self.note_id.hex()}" if self.note_id else f"outbox row {self.rowid}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "note_id": self.note_id.hex(),
             "payer": self.payer,
             "serial": self.serial,
@@ -141,6 +148,9 @@ class NoteRow:
             "outcome": self.outcome,
             "bytes": len(self.bytes),
         }
+        if self.damage is not None:
+            out["damaged"] = f"outbox row {self.rowid}: {self.damage}"
+        return out
 
 
 @dataclass
@@ -171,19 +181,75 @@ class RequestRow:
 _NOTE_COLS = (
     "note_id, payer, serial, payee, amount, currency, purpose, note_time, bytes, request_serial,"
     " scanned_at, receipt, receipt_serial, state, attempts, last_error, outcome_at, outcome,"
-    " notice, refusal"
+    " notice, refusal, rowid"
 )
 _REQ_COLS = "serial, time, amount, currency, purpose, expiry, bytes, state, note_id"
 
+# What each column of a notes row must hold (SQLite keeps whatever was written, whatever the
+# declared type): (name, type, NULL allowed, stand-in shown for a damaged value).
+_NOTE_TYPES: tuple[tuple[str, type, bool, Any], ...] = (
+    ("note_id", bytes, False, b""),
+    ("payer", str, False, "?"),
+    ("serial", int, False, 0),
+    ("payee", str, False, "?"),
+    ("amount", int, False, 0),
+    ("currency", str, False, ""),
+    ("purpose", str, True, None),
+    ("note_time", int, False, 0),
+    ("bytes", bytes, False, b""),
+    ("request_serial", int, True, None),
+    ("scanned_at", int, False, 0),
+    ("receipt", bytes, True, None),
+    ("receipt_serial", int, True, None),
+    ("state", str, False, "?"),
+    ("attempts", int, False, 0),
+    ("last_error", str, True, None),
+    ("outcome_at", int, True, None),
+    ("outcome", str, True, None),
+    ("notice", bytes, True, None),
+    ("refusal", bytes, True, None),
+)
+
 
 def _note_row(r: tuple) -> NoteRow:
-    vals = list(r)
-    vals[0] = bytes(vals[0])
-    vals[8] = bytes(vals[8])
-    vals[17] = json.loads(vals[17]) if vals[17] else None
-    for i in (11, 18, 19):
-        vals[i] = bytes(vals[i]) if vals[i] is not None else None
-    return NoteRow(*vals)
+    """A NoteRow; a value of the wrong type is replaced by a stand-in and named in `damage`
+    (an outbox edited by hand must not stop the listing or the upload of the other notes)."""
+    vals: list[Any] = []
+    damage: list[str] = []
+    for (name, kind, nullable, stand_in), v in zip(_NOTE_TYPES, r, strict=False):
+        if v is None and nullable:
+            vals.append(None)
+            continue
+        ok = isinstance(v, kind) and not isinstance(v, bool)
+        if kind is bytes and isinstance(v, memoryview):
+            v, ok = bytes(v), True
+        if not ok:
+            damage.append(f"{name} is {_shown(v)}, not {_TYPE_WORDS[kind]}")
+            v = stand_in
+        vals.append(v)
+    outcome = vals[17]
+    if outcome is not None:
+        try:
+            vals[17] = json.loads(outcome)
+        except (ValueError, RecursionError):
+            vals[17] = None
+            damage.append(f"outcome is not JSON ({_shown(outcome)})")
+        else:
+            if not isinstance(vals[17], dict):
+                damage.append(f"outcome is {_shown(outcome)}, not a JSON object")
+                vals[17] = None
+    if vals[13] not in (PENDING, *FINAL):
+        damage.append(f"state is {_shown(vals[13])}")
+    return NoteRow(*vals, rowid=r[20], damage="; ".join(damage) or None)
+
+
+_TYPE_WORDS = {bytes: "bytes", str: "text", int: "an integer"}
+
+
+def _shown(value: Any) -> str:
+    from hubi.output import printable
+
+    return printable(repr(value), 40)
 
 
 def _req_row(r: tuple) -> RequestRow:
@@ -191,6 +257,23 @@ def _req_row(r: tuple) -> RequestRow:
     vals[6] = bytes(vals[6])
     vals[8] = bytes(vals[8]) if vals[8] is not None else None
     return RequestRow(*vals)
+
+
+@functools.cache
+def _columns() -> dict[str, list[str]]:
+    """The columns of every table of a new outbox (made in memory from the same schema)."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        book.ensure(db)
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {
+            t: [r[1] for r in db.execute(f"PRAGMA table_info({t})")]
+            for t in tables
+            if not t.startswith("sqlite_")
+        }
+    finally:
+        db.close()
 
 
 class Duplicate(Exception):
@@ -224,9 +307,22 @@ class Outbox:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.executescript(_SCHEMA)  # idempotent (IF NOT EXISTS), one statement at a time
         book.ensure(self.db)
+        self._check_columns()
         self.db.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
+
+    def _check_columns(self) -> None:
+        """MerchantError naming the file if a table lacks a column this build uses (a table
+        replaced by hand: IF NOT EXISTS keeps it, and every query on it would fail later)."""
+        for table, want in _columns().items():
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            missing = [c for c in want if c not in have]
+            if missing:
+                raise MerchantError(
+                    f"the outbox {self.path} is damaged: its table {table} has no column"
+                    f" {', '.join(missing)} (restore it from a backup)"
+                )
 
     def _refuse_newer(self) -> None:
         """MerchantError for an outbox a newer hubi wrote (checked before anything is written:
@@ -235,7 +331,7 @@ class Outbox:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
         ).fetchone()
         row = has_meta and self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row and str(row[0]).isdigit() and int(row[0]) > SCHEMA_VERSION:
+        if row and str(row[0]).isascii() and str(row[0]).isdigit() and int(row[0]) > SCHEMA_VERSION:
             raise MerchantError(newer_schema(f"the outbox {self.path}", row[0], SCHEMA_VERSION))
 
     def close(self) -> None:
@@ -256,6 +352,11 @@ class Outbox:
     # ------------------------------------------------------------------------- serials
     def _next_serial(self, signer: str) -> int:
         row = self.db.execute("SELECT serial FROM counter WHERE signer = ?", (signer,)).fetchone()
+        if row is not None and (not isinstance(row[0], int) or row[0] < 0):
+            raise MerchantError(
+                f"the outbox {self.path} is damaged: the serial counter of {signer} is"
+                f" {_shown(row[0])} (restore it from a backup)"
+            )
         serial = (row[0] if row else 0) + 1
         self.db.execute(
             "INSERT INTO counter (signer, serial) VALUES (?, ?)"
@@ -409,8 +510,9 @@ class Outbox:
                 "at": r[1],
                 "field": r[2],
                 "reason": r[3],
-                "note_id": bytes(r[4]).hex() if r[4] else None,
-                "bytes": len(r[5]) if r[5] else 0,
+                # evidence kept as found: a value of the wrong type is not one to show
+                "note_id": r[4].hex() if isinstance(r[4], bytes) else None,
+                "bytes": len(r[5]) if isinstance(r[5], bytes) else 0,
             }
             for r in rows
         ]
@@ -433,7 +535,11 @@ class Outbox:
         return self.notes(PENDING)
 
     def record_attempt(self, note_id: bytes, error: str | None, now: int | None = None) -> None:
+        from hubi.output import printable
+
         now = int(time.time()) if now is None else now
+        if error is not None:  # often the bank's words: no terminal controls, bounded
+            error = printable(error)
         with self.transaction():
             self.db.execute(
                 "UPDATE notes SET attempts = attempts + 1, last_try = ?, last_error = ?"

@@ -174,7 +174,7 @@ def _object_file(src: Any) -> bytes | None:
     if not isinstance(src, str | os.PathLike):
         return None
     path = Path(src)
-    with path.open("rb") as f:
+    with objects.open_regular(path) as f:  # a FIFO given as an image must not hang the scan
         head = f.read(2)
     if head[:1] != b"\x01" and head.lower() != b"01":
         return None

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubi.output import printable
 from hubi_core import codec, ids, lsum
 from hubi_core.errors import CodecError
 from hubi_core.verify import verify_object
@@ -273,9 +274,23 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
         item.state = res.outcome
         item.detail = outcome["reason"]
         return
-    if res.outcome == PENDING:
-        raise NotYet(res.reason or "the consortium has not settled it yet")
-    raise Answer(f"the bank answered an unknown outcome {res.outcome!r}")
+    if res.outcome == PENDING:  # the bank's own words: kept and shown, so made printable
+        raise NotYet(printable(res.reason or "the consortium has not settled it yet"))
+    raise Answer(f"the bank answered an unknown outcome {printable(repr(res.outcome))}")
+
+
+def _intact(row: NoteRow, item: UploadItem) -> codec.Obj | None:
+    """The row's note, or None with item.detail saying what is damaged (nothing is sent)."""
+    if row.damage is not None:
+        item.detail = f"damaged outbox row {row.rowid}: {row.damage}; not uploaded"
+        return None
+    try:
+        return codec.decode(row.bytes, codec.NOTE)
+    except CodecError as exc:
+        item.detail = (
+            f"damaged outbox row {row.rowid}: the note's bytes do not decode ({exc}); not uploaded"
+        )
+        return None
 
 
 def upload(
@@ -306,11 +321,14 @@ def upload(
         say(f"uploading {len(pending)} note(s) to {bank_url}")
     with BankClient(bank_url, timeout=timeout) as client:
         for row in pending:
-            note = codec.decode(row.bytes, codec.NOTE)
             item = UploadItem(row.note_id, row.payer, row.serial, row.amount, row.currency, PENDING)
             report.items.append(item)
             if report.stopped is not None:
                 item.detail = report.stopped
+                continue
+            note = _intact(row, item)
+            if note is None:  # named and skipped: the other notes still go up
+                say(item.line(len(report.items), len(pending)))
                 continue
             attempt = 0
             settle_until = time.monotonic() + settle_wait
@@ -323,16 +341,17 @@ def upload(
                 except Transient as exc:
                     merchant.outbox.record_attempt(row.note_id, f"transient: {exc}")
                     if attempt >= retries:
-                        item.detail = f"bank unreachable after {item.attempts} attempts: {exc}"
-                        report.stopped = f"bank unreachable: {exc}"
+                        why = printable(exc)
+                        item.detail = f"bank unreachable after {item.attempts} attempts: {why}"
+                        report.stopped = f"bank unreachable: {why}"
                         break
                     delay = backoff_delay(attempt, base_delay, max_delay, rng)
-                    say(f"  {exc}; retrying in {delay:.1f} s")
+                    say(f"  {printable(exc)}; retrying in {delay:.1f} s")
                     sleep(delay)
                     attempt += 1
                 except Answer as exc:
                     merchant.outbox.record_attempt(row.note_id, str(exc))
-                    item.detail = str(exc)
+                    item.detail = printable(exc)
                     break
                 except NotYet as exc:
                     merchant.outbox.record_attempt(row.note_id, f"not settled yet: {exc}")
