@@ -163,7 +163,9 @@ class Consortium:
                 prune_interval=prune_interval,
             )
             service.write_config(self.home, b, cfg)
-        self.http = httpx.Client(timeout=30)
+        # idle connections dropped before the nodes' own keep-alive (uvicorn: 5 s) closes them:
+        # a request sent on one just as the node closes it fails with "Server disconnected"
+        self.http = httpx.Client(timeout=30, limits=httpx.Limits(keepalive_expiry=2.0))
 
     @property
     def prefix(self) -> bytes:

@@ -161,6 +161,40 @@ def check_policy(policy, banks):
     return policy
 
 
+ORDERER_KINDS = ("etcd", "embedded")
+MAX_PREFIX = 128
+
+
+def check_orderer(orderer):
+    """The orderer's fields, checked: a known kind (a node that did not know it would order
+    with another one) and a prefix that is printable ASCII ending in '/'. An unknown key is
+    refused, as in the policy."""
+    if not isinstance(orderer, dict):
+        raise BadValue("orderer must be an object, not %s" % _kind(orderer))
+    for key in orderer:
+        if key not in ("kind", "prefix"):
+            raise BadValue("orderer has an unknown key %r" % (key,))
+    kind = orderer.get("kind", "etcd")
+    if kind not in ORDERER_KINDS:
+        raise BadValue(
+            'orderer kind must be "etcd" or "embedded", not %s'
+            % (repr(kind)[:40] if isinstance(kind, str) else _kind(kind))
+        )
+    prefix = orderer.get("prefix")
+    if prefix is not None:
+        if not isinstance(prefix, str):
+            raise BadValue("orderer prefix must be a string, not %s" % _kind(prefix))
+        if not 1 <= len(prefix) <= MAX_PREFIX or prefix[-1] != "/":
+            raise BadValue(
+                "orderer prefix must be 1-%d characters ending in '/', not %r"
+                % (MAX_PREFIX, prefix[:40])
+            )
+        for ch in prefix:
+            if ord(ch) <= 0x20 or ord(ch) > 0x7E or ch in '"\\':
+                raise BadValue("orderer prefix %r may only use printable ASCII" % prefix[:40])
+    return orderer
+
+
 MAX_NAME = 32
 _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
 
@@ -205,8 +239,8 @@ class Consortium:
         self.epoch = _count(epoch, "epoch", 1)
         self.time = _count(time, "time", 0)
         self.previous = previous  # 32-byte digest of the previous epoch, or None
-        if orderer is not None and not isinstance(orderer, dict):
-            raise BadValue("orderer must be an object, not %s" % _kind(orderer))
+        if orderer is not None:
+            check_orderer(orderer)
         self.orderer = dict(orderer) if orderer else None
         self.banks = {}
         for b in banks:

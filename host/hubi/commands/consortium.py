@@ -123,6 +123,11 @@ def init_cmd(
 
     try:
         ids_ = [ids.check_bank_id(b.strip()) for b in banks.split(",") if b.strip()]
+        if not ids_:  # nothing written: a home without banks could not be retried
+            raise click.BadParameter(
+                f"{banks!r} names no bank: give bank ids, comma-separated (BKA,BKB,...)",
+                param_hint="--banks",
+            )
         if len(set(ids_)) != len(ids_):
             raise click.BadParameter("a bank is listed twice", param_hint="--banks")
         eps = _pairs(endpoints, "--endpoint", ids_)

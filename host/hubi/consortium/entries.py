@@ -115,8 +115,12 @@ def _hex(doc: dict[str, Any], name: str, what: str) -> bytes:
 
 def _bank(doc: dict[str, Any], name: str, what: str) -> str:
     v = doc.get(name)
+    if not isinstance(v, str):
+        raise EntryError(f"{what}: field {name!r} missing or not a string")
+    if len(v) > 64:  # the error would quote it whole
+        raise EntryError(f"{what}: field {name!r} is not a bank id ({len(v)} characters)")
     try:
-        return ids.check_bank_id(str(v))
+        return ids.check_bank_id(v)
     except ValueError as exc:
         raise EntryError(f"{what}: field {name!r}: {exc}") from None
 
@@ -176,16 +180,38 @@ class CheckpointEntry:
         )
 
 
+def _shown(v: Any) -> str:
+    """A value from a hostile entry as an error names it: short, whatever its depth."""
+    try:
+        text = repr(v)
+    except (RecursionError, ValueError):  # nested too deep; an int past repr's digit limit
+        text = f"a {type(v).__name__}"
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
 def decode_entry(value: bytes) -> NoteEntry | DebitEntry | CheckpointEntry:
-    """Parse an entry value; EntryError naming the field at fault."""
+    """Parse an entry value; EntryError naming the field at fault.
+
+    Whatever the bytes (anyone with write access to etcd can put them there), the outcome is an
+    entry or an EntryError, never another exception: the applier rejects what does not decode
+    and goes on, and every bank rejects it alike."""
     try:
         doc = json.loads(value)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        raise EntryError("log entry is JSON nested too deep") from None
+    except (ValueError, TypeError):  # UnicodeDecodeError and the digit limit are ValueErrors
         raise EntryError("log entry is not JSON") from None
+    try:
+        return _decode_doc(doc)
+    except RecursionError:
+        raise EntryError("log entry holds a value nested too deep") from None
+
+
+def _decode_doc(doc: Any) -> NoteEntry | DebitEntry | CheckpointEntry:
     if not isinstance(doc, dict):
         raise EntryError("log entry is not a JSON object")
     if doc.get("v") != VERSION:
-        raise EntryError(f"log entry version {doc.get('v')!r} is not {VERSION}")
+        raise EntryError(f"log entry version {_shown(doc.get('v'))} is not {VERSION}")
     kind = doc.get("type")
     t = doc.get("time", 0)
     if not isinstance(t, int) or isinstance(t, bool):
@@ -213,4 +239,4 @@ def decode_entry(value: bytes) -> NoteEntry | DebitEntry | CheckpointEntry:
         return CheckpointEntry(
             _bank(doc, "bank", "checkpoint entry"), _hex(doc, "checkpoint", "checkpoint entry")
         )
-    raise EntryError(f"log entry type {kind!r} is unknown")
+    raise EntryError(f"log entry type {_shown(kind)} is unknown")

@@ -10,8 +10,8 @@ The log is read with an etcd watch from a revision: etcd replays history from th
 streams new changes in revision order; the client resumes a broken stream on another member
 from the revision after the last one delivered. Only creations count (a key's first version).
 A delete under the log prefix is how the log forgets what every bank has applied
-(:meth:`EtcdOrderer.forget`) and is passed over; an overwrite is not part of the order and is
-reported. If an operator has compacted etcd's history past where a watch stands, the keys created
+(:meth:`EtcdOrderer.forget`) and is passed over; an overwrite is not part of the order: it is
+passed over and handed to ``on_overwrite`` (the node logs and reports it). If an operator has compacted etcd's history past where a watch stands, the keys created
 since are read from the store, in creation order, and the watch goes on from the compaction: the
 log's keys are created once and never changed, so compaction loses none of its creations (a key
 overwritten in the compacted stretch has lost its first value, and that is an error).
@@ -20,7 +20,7 @@ overwritten in the compacted stretch has lost its first value, and that is an er
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from hubi.consortium.errors import MarkFell, OrdererError
 from hubi.consortium.orderer import Claim, LogEvent, mark_stands, read_revision, revision_value
@@ -66,6 +66,8 @@ class EtcdOrderer:
         self.etcd = client or Etcd(endpoints, timeout=timeout, retry_deadline=retry_deadline)
         self.description = f"etcd {','.join(self.etcd.endpoints)} prefix {prefix.decode()}"
         self.last_events: list[str] = []  # anomalies seen by events(): overwrites
+        # called with (revision, key relative to the prefix, version) for each overwrite seen
+        self.on_overwrite: Callable[[int, bytes, int], None] | None = None
 
     def __repr__(self) -> str:
         return f"EtcdOrderer({self.etcd.endpoints!r}, prefix={self.prefix!r})"
@@ -152,6 +154,8 @@ class EtcdOrderer:
                             "is not a creation; ignored"
                         )
                         del self.last_events[:-100]
+                        if self.on_overwrite is not None:
+                            self.on_overwrite(ev.revision, ev.key[n:], ev.version)
                         continue
                     after = ev.revision
                     yield LogEvent(ev.revision, ev.key[n:], ev.value)

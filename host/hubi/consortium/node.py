@@ -106,6 +106,11 @@ DEFAULT_SETTLE_TIMEOUT = 10.0
 DEFAULT_HEDGE_DELAY = 0.25
 DEFAULT_PRUNE_INTERVAL = 10.0
 READ_AHEAD = 256  # log events read and checked ahead of the applier
+STUCK_AFTER = 5.0  # seconds of applier failures, no event applied, before /health says degraded
+# seconds a log read runs without error or event before it counts as working: longer than the
+# etcd client's retry deadline (15 s), after which a watch no member serves raises
+QUIET_AFTER = 20.0
+_DEBIT_ERROR = "publishing a debit result"
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 
 
@@ -253,6 +258,9 @@ class ConsortiumNode:
         self._wlock = threading.Lock()
         self._applied = threading.Condition()
         self.last_error: str | None = None
+        # since when the applier has failed without applying an event in between (None: it
+        # has not): a streak longer than STUCK_AFTER makes /health say degraded
+        self.failing_since: float | None = None
         self.halted: str | None = None  # why this bank stopped applying for good (LogForgotten)
         self.published_checkpoint = 0
         self.started = False
@@ -264,6 +272,8 @@ class ConsortiumNode:
         self.applier_events = 0
         self.read_ahead_cpu = 0.0
         self._debits: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
+        if hasattr(orderer, "on_overwrite"):  # etcd: a log key put again is reported
+            orderer.on_overwrite = self._overwritten
 
     # ------------------------------------------------------------------------- timings
     @contextmanager
@@ -390,6 +400,8 @@ class ConsortiumNode:
                     f"bank {b} is not in consortium {self.consortium.name}",
                 )
         row = self.state.entry(nid)
+        if row is not None and not row.digest:  # burnt by an entry that is no note (§4)
+            return False, codec.REASON_CONSORTIUM, f"note id burnt: {row.reason}"
         if row is not None and row.digest != digest:
             return (
                 False,
@@ -663,9 +675,9 @@ class ConsortiumNode:
     ) -> SubmitResult:
         """The answer for a note id this bank has applied: a duplicate of that note's
         settlement, or a double issue when another note holds the id."""
-        if row.digest != digest:
+        if row.digest and row.digest != digest:
             return self._double(base, obj, row.revision, row.submitter)
-        return self._answer(base.note_id, base, duplicate=True)
+        return self._answer(base.note_id, base, duplicate=bool(row.digest))
 
     def _ordered_meanwhile(self, nid: bytes) -> Claim | None:
         """The log's entry for a note id, if one was ordered (None: none, or the log is down,
@@ -681,14 +693,14 @@ class ConsortiumNode:
     ) -> SubmitResult:
         """The answer for a note whose id another entry holds in the log: the same note's
         settlement (a duplicate), or a double issue when it is another note."""
-        try:
-            other = ent.decode_entry(claim.value)
-            same = isinstance(other, ent.NoteEntry) and note_digest(other.note) == digest
-            who = other.submitter if isinstance(other, ent.NoteEntry) else "?"
-        except EntryError:
-            same, who = False, "?"
-        if not same:
-            return self._double(base, obj, claim.revision, who)
+        other = _note_entry(claim.value)
+        if other is None:
+            # no note at all under the id: every bank rejects it and burns the id (§4); answer
+            # as this bank's applier decides, as every later upload of this note is answered
+            with self.timed("settle"):
+                return self._answer(base.note_id, base, duplicate=False, revision=claim.revision)
+        if note_digest(other.note) != digest:
+            return self._double(base, obj, claim.revision, other.submitter)
         with self.timed("settle"):
             return self._answer(base.note_id, base, duplicate=True, revision=claim.revision)
 
@@ -790,7 +802,11 @@ class ConsortiumNode:
             base.outcome, base.status = "refused", "rejected"
             base.reason_code, base.reason = codec.REASON_CONSORTIUM, row.reason
             base.refusal = self._refusal(
-                row.payer, row.payee, nid, codec.REASON_CONSORTIUM, row.reason or "rejected"
+                row.payer or base.payer or "",
+                row.payee or base.payee or "",
+                nid,
+                codec.REASON_CONSORTIUM,
+                row.reason or "rejected",
             )
         else:
             base.outcome, base.status = "pending", "pending"
@@ -850,7 +866,7 @@ class ConsortiumNode:
                     self.applier_cpu = time.thread_time() - cpu0
                     self.applier_events += 1
                     delay = 0.05
-                    self.last_error = None
+                    self._recovered()
             except LogForgotten as exc:  # lasts until the state is restored: no retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.halted = str(exc)
@@ -859,10 +875,29 @@ class ConsortiumNode:
             except Exception as exc:
                 if self._stop.is_set():
                     return
-                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:500]}"
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
                 log.warning("bank %s: applying the log paused: %s", self.bank, self.last_error)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _recovered(self) -> None:
+        """The applier works again (an event applied, or the log read quietly): forget the
+        error it met, so that status and /health do not show one that has passed."""
+        if self.failing_since is not None or self.last_error is not None:
+            self.failing_since = None
+            self.last_error = None
+
+    def stuck(self) -> str | None:
+        """Why the applier has applied nothing for at least ``STUCK_AFTER`` s, failing on
+        every try (None: it is not)."""
+        since = self.failing_since
+        if since is None or time.monotonic() - since < STUCK_AFTER:
+            return None
+        return (
+            f"applying the log has failed for {time.monotonic() - since:.0f} s: {self.last_error}"
+        )
 
     def _read_ahead(self, after: int) -> Iterator[tuple[LogEvent, Precheck]]:
         """The log's events after revision `after`, in order, each with what :meth:`_precheck`
@@ -906,11 +941,14 @@ class ConsortiumNode:
 
         reader = threading.Thread(target=read, name=f"hubi-{self.bank}-log", daemon=True)
         reader.start()
+        began = time.monotonic()
         try:
             while not self._stop.is_set():
                 try:
                     item = items.get(timeout=0.2)
                 except queue.Empty:
+                    if time.monotonic() - began >= QUIET_AFTER:  # a log with nothing new
+                        self._recovered()
                     continue
                 if item is None:
                     return
@@ -931,10 +969,10 @@ class ConsortiumNode:
         except EntryError:
             return None
         if kind == "n":
-            return self._check_note_entry(ev, what)
+            return _bytes_check(self._check_note_entry, ev, what, _bad_note)
         if kind == "d":
-            return self._read_debit(ev, what)
-        return self._check_checkpoint(ev, what[0], what[1])
+            return _bytes_check(self._read_debit, ev, what, _bad_debit)
+        return _bytes_check(self._check_checkpoint, ev, what, _bad_checkpoint)
 
     def _apply(self, ev: LogEvent, pre: Precheck = None) -> None:
         """Apply one event; `pre` is what :meth:`_precheck` found in its bytes, if it ran."""
@@ -948,15 +986,15 @@ class ConsortiumNode:
         with self.timed("apply-" + kind):
             if kind == "n":
                 if not isinstance(pre, _NoteCheck):
-                    pre = self._check_note_entry(ev, what)
+                    pre = _bytes_check(self._check_note_entry, ev, what, _bad_note)
                 self._apply_note(ev, what, pre)
             elif kind == "d":
                 if not isinstance(pre, _DebitRead):
-                    pre = self._read_debit(ev, what)
+                    pre = _bytes_check(self._read_debit, ev, what, _bad_debit)
                 self._apply_debit(ev, what, pre)
             else:
                 if not isinstance(pre, _CheckpointCheck):
-                    pre = self._check_checkpoint(ev, what[0], what[1])
+                    pre = _bytes_check(self._check_checkpoint, ev, what, _bad_checkpoint)
                 self._apply_checkpoint(ev, what[0], what[1], pre)
         self._applied_now()
 
@@ -971,6 +1009,27 @@ class ConsortiumNode:
             w.set()
 
     # n/<note id>
+    def _overwritten(self, revision: int, key: bytes, version: int) -> None:
+        """A log key put again (only a hostile or mistaken writer does that): not part of the
+        order, so nothing is applied, but logged and reported once (a watch that resumes from
+        before it sees it again)."""
+        try:
+            kind, what = ent.parse_key(key)
+            nid = what if kind == "n" else what[0] if kind == "d" else None
+        except EntryError:
+            nid = None
+        detail = (
+            f"log revision {revision}: {key[:120]!r} written again (version {version}); a log "
+            "key is created once, so the new value is ignored"
+        )
+        try:
+            if not self.state.add_report_once(revision, "overwritten-key", "?", nid, detail):
+                return
+        except HubiError as exc:  # the report is lost, the log read goes on
+            log.warning("bank %s: could not record %s: %s", self.bank, detail, exc)
+        log.warning("bank %s: %s", self.bank, detail)
+        self._publish_report("overwritten-key", "?", nid, detail)
+
     def _check_note_entry(self, ev: LogEvent, nid: bytes) -> _NoteCheck:
         """(entry, note, problem, report kind, evaluation): problem None = valid entry. From
         the event's bytes and the consortium file only, not from this bank's state."""
@@ -1029,6 +1088,8 @@ class ConsortiumNode:
                             REJECTED, codec.REASON_CONSORTIUM, problem[:500],
                         )
                     )  # fmt: skip
+                else:  # no note to keep, but the id is burnt all the same, at every bank
+                    tx.add_entry(_burnt_row(nid, ev.revision, submitter, problem[:500], now))
                 tx.report(ev.revision, rkind, submitter, nid, detail)
             self._publish_report(rkind, submitter, nid, detail)
             self._notify(nid)
@@ -1086,13 +1147,15 @@ class ConsortiumNode:
                 try:
                     with self.timed("claim-debit"):
                         claim = self.orderer.claim(ent.debit_key(nid, self.bank), value)
+                    if (self.last_error or "").startswith(_DEBIT_ERROR):
+                        self.last_error = None
                     if not claim.created and claim.value != value:
                         detail = f"the debit key of note {nid.hex()[:16]} under {self.bank} holds another value"
                         log.error("bank %s: %s", self.bank, detail)
                         self.state.add_report("debit-key-taken", self.bank, nid, detail)
                     break
                 except Exception as exc:
-                    self.last_error = f"publishing a debit result: {type(exc).__name__}: {exc}"
+                    self.last_error = f"{_DEBIT_ERROR}: {type(exc).__name__}: {exc}"
                     log.warning("bank %s: %s", self.bank, self.last_error)
                     self._stop.wait(delay)
                     delay = min(delay * 2, 2.0)
@@ -1235,8 +1298,9 @@ class ConsortiumNode:
         return None
 
     # c/<bank>/<tree size>
-    def _check_checkpoint(self, ev: LogEvent, bank: str, size: int) -> _CheckpointCheck:
+    def _check_checkpoint(self, ev: LogEvent, what: tuple[str, int]) -> _CheckpointCheck:
         """The bank's seal and the tree size of a checkpoint entry, from its bytes alone."""
+        bank, size = what
         try:
             entry = ent.decode_entry(ev.value)
             if not isinstance(entry, ent.CheckpointEntry) or entry.bank != bank:
@@ -1438,3 +1502,55 @@ def _entry_row(
         obj.serial, entry.submitter, endorsers, state, reason_code, reason, None, None, local,
         entry.note, now,
     )  # fmt: skip
+
+
+def _burnt_row(nid: bytes, revision: int, submitter: str, reason: str, now: int) -> EntryRow:
+    """The state row of a note id whose entry holds no note: rejected, no digest (no note can
+    match it), so that every later upload of a note with this id gets the same answer."""
+    return EntryRow(
+        nid, revision, b"", "", "", 0, 0, submitter, [], REJECTED, codec.REASON_CONSORTIUM,
+        reason, None, None, None, b"", now,
+    )  # fmt: skip
+
+
+def _note_entry(value: bytes) -> ent.NoteEntry | None:
+    """The note entry in a log value, if it is one whose note decodes (None: no note there)."""
+    try:
+        entry = ent.decode_entry(value)
+        if isinstance(entry, ent.NoteEntry):
+            codec.decode(entry.note, codec.NOTE)
+            return entry
+    except (EntryError, CodecError, ValueError, RecursionError):
+        pass
+    return None
+
+
+def _bytes_check(
+    check: Callable[[LogEvent, Any], Precheck],
+    ev: LogEvent,
+    what: Any,
+    failed: Callable[[str], Precheck],
+) -> Precheck:
+    """One of the checks that depend on an event's bytes alone. A failure there that is not an
+    entry's own error (a decoder meeting bytes it was never meant to see) is the same at every
+    bank and on every retry: the entry gets ``failed(problem)``, it is not retried for ever."""
+    try:
+        return check(ev, what)
+    except (MemoryError, OSError):  # this machine's trouble, not the bytes': retried
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other exception: the same at every bank
+        problem = f"entry cannot be checked: {type(exc).__name__}: {str(exc)[:200]}"
+        log.warning("log revision %d: %s", ev.revision, problem)
+        return failed(problem)
+
+
+def _bad_note(problem: str) -> _NoteCheck:
+    return _NoteCheck(None, None, problem, "bad-entry", None)
+
+
+def _bad_debit(problem: str) -> _DebitRead:
+    return _DebitRead(None, None, problem)
+
+
+def _bad_checkpoint(problem: str) -> _CheckpointCheck:
+    return _CheckpointCheck(None, problem)

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hubi import kmc as kmc_mod
 from hubi.bank.engine import BankEngine
@@ -86,6 +87,8 @@ class NodeConfig:
     def from_json(cls, text: str, where: str) -> NodeConfig:
         try:
             doc = json.loads(text)
+        except RecursionError:
+            raise ConsortiumError(f"{where} is not a node configuration: nested too deep") from None
         except ValueError as exc:
             raise ConsortiumError(f"{where} is not JSON: {exc}") from None
         if not isinstance(doc, dict):
@@ -94,28 +97,57 @@ class NodeConfig:
         if unknown:
             raise ConsortiumError(f"{where}: unknown setting(s) {', '.join(unknown)}")
         cfg = cls(**doc)
-        if not isinstance(cfg.etcd, list) or not all(
-            isinstance(u, str) and u.startswith(("http://", "https://")) for u in cfg.etcd
-        ):
+        if not isinstance(cfg.etcd, list):
             raise ConsortiumError(f"{where}: etcd must be a list of http(s) client URLs")
-        if not isinstance(cfg.peers, dict) or not all(
-            isinstance(b, str) and isinstance(u, str) and u.startswith(("http://", "https://"))
-            for b, u in cfg.peers.items()
-        ):
+        for i, u in enumerate(cfg.etcd):
+            _check_url(u, f"{where}: etcd must be a list of http(s) client URLs: etcd[{i}]")
+        if not isinstance(cfg.peers, dict):
             raise ConsortiumError(f"{where}: peers must map bank ids to http(s) node URLs")
+        for b, u in cfg.peers.items():
+            _check_url(
+                u, f"{where}: peers must map bank ids to http(s) node URLs: peers[{_shown(b)}]"
+            )
         for name in ("path", "prefix", "state"):
             v = getattr(cfg, name)
             if not (v is None and name != "state") and not (isinstance(v, str) and v):
-                raise ConsortiumError(f"{where}: {name} must be a non-empty string, not {v!r}")
+                raise ConsortiumError(
+                    f"{where}: {name} must be a non-empty string, not {_shown(v)}"
+                )
         for name in _SECONDS:
             v = getattr(cfg, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 3600:
-                raise ConsortiumError(f"{where}: {name} must be seconds in (0, 3600), not {v!r}")
+                raise ConsortiumError(
+                    f"{where}: {name} must be seconds in (0, 3600), not {_shown(v)}"
+                )
         if cfg.orderer not in ("etcd", "embedded"):
-            raise ConsortiumError(f"{where}: orderer must be 'etcd' or 'embedded'")
+            raise ConsortiumError(
+                f"{where}: orderer must be 'etcd' or 'embedded', not {_shown(cfg.orderer)}"
+            )
         if cfg.orderer == "etcd" and not cfg.etcd:
             raise ConsortiumError(f"{where}: orderer etcd needs 'etcd' client URLs")
         return cfg
+
+
+def _shown(v: Any) -> str:
+    """A value of a damaged file as an error names it: short, whatever it holds."""
+    try:
+        text = repr(v)
+    except (RecursionError, ValueError):
+        text = f"a {type(v).__name__}"
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _check_url(url: Any, what: str) -> None:
+    """An http(s) URL with a host and a valid port; ConsortiumError naming ``what`` if not."""
+    if not isinstance(url, str):
+        raise ConsortiumError(f"{what} is {_shown(url)}, not a URL")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError as exc:
+        raise ConsortiumError(f"{what} is {_shown(url)}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConsortiumError(f"{what} is {_shown(url)}, not an http(s) URL with a host")
 
 
 _SECONDS = (
@@ -143,7 +175,15 @@ def load_config(home: Path, bank: str, trust: Trust) -> NodeConfig | None:
     env = os.environ.get(ENV_CONFIG)
     path = Path(env) if env else config_path(home, bank)
     if path.exists():
-        return NodeConfig.from_json(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as exc:
+            raise ConsortiumError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConsortiumError(
+                f"{path} is not a node configuration: not UTF-8 text (byte {exc.start})"
+            ) from None
+        return NodeConfig.from_json(text, str(path))
     cons = trust.consortium
     if cons.orderer:
         kind = cons.orderer.get("kind", "etcd")
@@ -247,7 +287,9 @@ class ConsortiumBackend:
             "orderer": c.orderer.kind,
             "applying": c.applying,
             "last_error": c.last_error,
-            "halted": c.halted,  # set: it applies nothing until its state is restored
+            # set: it applies nothing until its state is restored, or its applier has failed
+            # on every try for a while (then /health says degraded, not ok)
+            "halted": c.halted or c.stuck(),
         }
         return out
 

@@ -290,6 +290,7 @@ class ConsortiumState:
         with self._db.tx() as c:
             had = int(c.execute("PRAGMA user_version").fetchone()[0])
             stamp_schema(c, SCHEMA_VERSION, f"consortium state {self.path}", ConsortiumError)
+            self._check_tables(c, had)
             for sql in _SCHEMA:
                 c.execute(sql)
             if had < 2:  # a file of version 1 (or before the stamp): its positions, summed once
@@ -300,6 +301,8 @@ class ConsortiumState:
                     add_position(c, payer, payee, int(amount))
             row = c.execute("SELECT value FROM meta WHERE key = 'orderer'").fetchone()
             if row is None:
+                if c.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None:
+                    raise self._damaged("meta has no orderer")
                 c.execute("INSERT INTO meta (key, value) VALUES ('orderer', ?)", (orderer_id,))
                 c.execute("INSERT INTO meta (key, value) VALUES ('applied_revision', '0')")
                 c.execute("INSERT INTO meta (key, value) VALUES ('log_hash', ?)", ("00" * 32,))
@@ -308,6 +311,52 @@ class ConsortiumState:
                     f"consortium state {self.path} belongs to log {row[0]!r}, not {orderer_id!r}: "
                     "point the node at its own log, or move the state file away to start afresh"
                 )
+            self._check_rows(c)
+
+    def _damaged(self, what: str) -> ConsortiumError:
+        return ConsortiumError(
+            f"consortium state {self.path} is damaged: {what}; restore it from a backup (the "
+            "node would otherwise answer from, and apply the log onto, a state that is wrong)"
+        )
+
+    def _check_tables(self, c: sqlite3.Connection, had: int) -> None:
+        """A file with some of the state's tables must have them all: one that went missing
+        would come back empty, and the bank would apply the log as if it had never seen it."""
+        have = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {"meta", "entries", "endorsed", "checkpoints", "reports", "positions"}
+        if not have & tables:
+            return  # a new file
+        # positions came with schema version 2: a version-1 file gets it when it is opened
+        missing = tables - have - ({"positions"} if had < 2 else set())
+        if missing:
+            raise self._damaged(f"table(s) {', '.join(sorted(missing))} missing")
+
+    def _check_rows(self, c: sqlite3.Connection) -> None:
+        """The rows the node reads on every request and every event: its progress, and the
+        JSON and numbers of the entries (SQLite's json_valid: no Python loop over them)."""
+        meta = dict(c.execute("SELECT key, value FROM meta").fetchall())
+        rev = meta.get("applied_revision")
+        if not isinstance(rev, str) or not rev.isdigit() or not rev.isascii():
+            raise self._damaged(f"meta applied_revision {str(rev)[:40]!r} is not a number")
+        h = meta.get("log_hash")
+        if not isinstance(h, str) or len(h) != 64 or h.strip("0123456789abcdef"):
+            raise self._damaged(f"meta log_hash {str(h)[:80]!r} is not 64 hex digits")
+        bad = c.execute(
+            "SELECT note_id FROM entries WHERE"
+            " CASE WHEN json_valid(endorsers) THEN json_type(endorsers) != 'array' ELSE 1 END"
+            " OR (local IS NOT NULL AND NOT json_valid(local))"
+            " OR typeof(revision) != 'integer' OR typeof(amount) != 'integer'"
+            " OR typeof(serial) != 'integer' OR typeof(time) != 'integer' LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            nid = bytes(bad[0]).hex() if isinstance(bad[0], bytes) else repr(bad[0])[:80]
+            raise self._damaged(f"entry {nid} has a field that is not what it should be")
+        bad = c.execute(
+            "SELECT payer_bank, payee_bank FROM positions WHERE typeof(amount) != 'text'"
+            " OR amount = '' OR amount GLOB '*[^0-9]*' LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            raise self._damaged(f"position {bad[0]} -> {bad[1]} is not a decimal amount")
 
     def close(self) -> None:
         self._db.close()
@@ -410,6 +459,19 @@ class ConsortiumState:
         """A report outside the log order (e.g. a forged endorsement received by this bank)."""
         with self._db.tx() as c:
             StateTx(c).report(None, kind, subject, note_id, detail)
+
+    def add_report_once(
+        self, revision: int, kind: str, subject: str, note_id: bytes | None, detail: str
+    ) -> bool:
+        """A report about log revision `revision` outside the order (an overwrite the watch
+        passes over), unless one of that kind is there already; True if added."""
+        with self._db.tx() as c:
+            seen = c.execute(
+                "SELECT 1 FROM reports WHERE revision = ? AND kind = ?", (revision, kind)
+            ).fetchone()
+            if seen is None:
+                StateTx(c).report(revision, kind, subject, note_id, detail)
+        return seen is None
 
     def checkpoints(
         self, bank: str | None = None, after: int = 0, limit: int | None = None

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from hubi.bank.auth import Signer
 from hubi.consortium.errors import PeerError
 from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
+from hubi.output import printable
 from hubi_core.errors import CodecError, HubiError
 
 if TYPE_CHECKING:
@@ -30,6 +31,9 @@ VALIDATE_PATH = "/v1/consortium/validate"
 # A validation reply is a few hundred bytes of JSON (a sealed Endorsement, a reason of at most
 # a few hundred characters); a peer that sends more is not read further.
 MAX_VALIDATE_REPLY = 64 * 1024
+# what of a peer's error reply goes into the error (and so into a merchant's 503 and the logs):
+# its text with control and bidirectional characters escaped, cut to this many characters
+MAX_PEER_TEXT = 200
 
 
 class HttpPeerTransport:
@@ -71,16 +75,20 @@ class HttpPeerTransport:
             raise PeerError(bank, f"unreachable: {exc}", replied=False) from None
         try:
             doc = json.loads(r.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past any honest reply
             doc = None
         if r.status != 200 or not isinstance(doc, dict):
             code = doc.get("error") if isinstance(doc, dict) else None
             msg = (
                 doc.get("message")
                 if isinstance(doc, dict)
-                else r.body[:200].decode("utf-8", "replace")
+                else r.body[: MAX_PEER_TEXT * 4].decode("utf-8", "replace")
             )
-            raise PeerError(bank, f"validation request failed: HTTP {r.status} {code}: {msg}")
+            raise PeerError(
+                bank,
+                f"validation request failed: HTTP {r.status} {printable(code, 40)}: "
+                + printable(msg, MAX_PEER_TEXT),
+            )
         try:
             return bytes.fromhex(str(doc.get("endorsement", "")))
         except ValueError:

@@ -29,7 +29,7 @@ from typing import Any, Literal, NamedTuple
 
 import httpx
 
-from hubi.infra.http_pool import HttpFailure, HttpPool, HttpTimeout
+from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
 
 __all__ = [
     "ClaimResult",
@@ -568,7 +568,10 @@ class Etcd:
         :class:`EtcdUnavailable` if no member can serve the watch within ``retry_deadline``.
         """
         k = _b(key)
-        create: dict[str, Any] = {"key": _enc(k)}
+        # fragment: etcd splits a message of many events (history replayed to a watch that
+        # starts far back) into messages of at most its request size limit (1.5 MiB by
+        # default); unsplit, a log of large values came as one message of 100 MB and more
+        create: dict[str, Any] = {"key": _enc(k), "fragment": True}
         if prefix:
             create["range_end"] = _enc(prefix_end(k))
         next_rev = start_revision or 0
@@ -637,6 +640,12 @@ class Etcd:
                                 next_rev = max(next_rev, kv.mod_revision + 1)
                             if stop is not None and stop.is_set():
                                 return
+                except HttpReplyTooLarge as exc:
+                    # reopening would read the same message again: say so, do not loop
+                    raise EtcdError(
+                        "watch %r from revision %d: %s (a member that does not split its "
+                        "messages: etcd 3.4 or later splits them)" % (k, next_rev, exc)
+                    ) from None
                 except HttpTimeout:
                     # Idle: nothing changed for idle_timeout s. Re-open on the same member.
                     if served:

@@ -12,17 +12,27 @@ socket that is readable has been closed by the server (or holds garbage), so it 
 instead of failing the request. If a reused connection still turns out closed before any reply
 arrives, the request is sent once more on a new connection: callers use this only for requests
 that are safe to repeat (an etcd create-if-absent, a validation request).
+
+A POST's timeout is a deadline for the whole exchange, not for each read: a server that sends a
+byte now and then would otherwise hold the request open for ever. The process's deadline thread
+(``deadlines``) shuts down the socket of an exchange whose deadline has passed, which wakes the read
+blocked on it. :meth:`HttpPool.close` shuts down the sockets of exchanges still under way, so
+that a thread waiting for a server that does not answer does not hold up its process's exit.
 """
 
 from __future__ import annotations
 
 import http.client
 import select
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NamedTuple
 from urllib.parse import urlsplit
+
+from hubi.infra.deadlines import DEADLINES, shut
 
 __all__ = ["HttpFailure", "HttpPool", "HttpReply", "HttpReplyTooLarge", "HttpStream", "HttpTimeout"]
 
@@ -38,6 +48,9 @@ class HttpTimeout(HttpFailure):
 class HttpReplyTooLarge(HttpFailure):
     """A reply longer than the caller's ``max_reply``: not read further (the server answered,
     but with more than any answer it should give)."""
+
+
+MAX_LINE = 64 * 1024 * 1024  # a streamed reply's line (an etcd watch message) is held whole
 
 
 class HttpReply(NamedTuple):
@@ -58,14 +71,20 @@ class HttpStream:
         """The rest of the reply (for an error reply's body)."""
         return self._read(self._resp.read)
 
-    def lines(self) -> Iterator[bytes]:
+    def lines(self, max_line: int = MAX_LINE) -> Iterator[bytes]:
         """The reply's lines as they come; ends when the server ends the reply. Raises
-        :class:`HttpTimeout` when no byte came for ``idle_timeout`` s."""
-        readline = self._resp.readline
+        :class:`HttpTimeout` when no byte came for ``idle_timeout`` s, and
+        :class:`HttpReplyTooLarge` for a line longer than ``max_line`` bytes (not read
+        further: it would be held whole in memory)."""
+        resp = self._resp
         while True:
-            line = self._read(readline)
+            line = self._read(lambda: resp.readline(max_line + 1))
             if not line:
                 return
+            if len(line) > max_line and not line.endswith(b"\n"):
+                raise HttpReplyTooLarge(
+                    f"{self.origin}: a line of more than {max_line} bytes in a streamed reply"
+                )
             yield line
 
     def _read(self, fn: Callable[[], bytes]) -> bytes:
@@ -116,6 +135,7 @@ class HttpPool:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self._idle: list[http.client.HTTPConnection] = []
+        self._busy: set[socket.socket] = set()  # sockets of exchanges under way
         self._lock = threading.Lock()
         self._closed = False
 
@@ -160,42 +180,69 @@ class HttpPool:
         :class:`HttpReplyTooLarge` for a body over ``max_reply`` bytes (read no further: a
         server that sends gigabytes would otherwise fill this process's memory)."""
         limit = self.timeout if timeout is None else timeout
+        end = time.monotonic() + limit
         conn = self._take()
         reused = conn is not None
         while True:
+            token, sock = None, None
             try:
                 if conn is None:
-                    conn = self._new(limit)
-                assert conn.sock is not None
-                conn.sock.settimeout(limit)
+                    conn = self._new(max(0.001, end - time.monotonic()))
+                sock = conn.sock
+                assert sock is not None
+                sock.settimeout(max(0.001, end - time.monotonic()))
+                token = self._begin(sock, end)
+                if token is None:
+                    conn.close()
+                    raise HttpFailure(f"{self.origin}: the client was closed")
                 conn.request("POST", self._prefix + path, body=body, headers=headers)
                 resp = conn.getresponse()
                 data = _body(resp, max_reply)
-            except TimeoutError:
+            except (OSError, http.client.HTTPException) as exc:
+                late = self._end(sock, token)
                 if conn is not None:
                     conn.close()
-                raise HttpTimeout(f"{self.origin}: timed out after {limit:g} s") from None
-            except _CLOSED:
-                if conn is not None:
-                    conn.close()
-                if reused:  # closed while idle, just after the check: once more, on a new one
+                if late or isinstance(exc, TimeoutError):
+                    raise HttpTimeout(f"{self.origin}: timed out after {limit:g} s") from None
+                if self._closed:
+                    raise HttpFailure(f"{self.origin}: the client was closed") from None
+                if isinstance(exc, _CLOSED) and reused:
+                    # closed while idle, just after the check: once more, on a new one
                     conn, reused = None, False
                     continue
-                raise HttpFailure(f"{self.origin}: connection closed before the reply") from None
-            except (OSError, http.client.HTTPException) as exc:
-                if conn is not None:
-                    conn.close()
+                if isinstance(exc, _CLOSED):
+                    raise HttpFailure(
+                        f"{self.origin}: connection closed before the reply"
+                    ) from None
                 raise HttpFailure(f"{self.origin}: {type(exc).__name__}: {exc}") from None
+            late = self._end(sock, token)  # shut down as the reply came in: not reused
             if data is None:
                 conn.close()  # the rest of the reply is still on the line
                 raise HttpReplyTooLarge(
                     f"{self.origin}: a reply of more than {max_reply} bytes (HTTP {resp.status})"
                 )
-            if resp.will_close:
+            if late or resp.will_close:
                 conn.close()
             else:
                 self._give(conn)
             return HttpReply(resp.status, data)
+
+    def _begin(self, sock: socket.socket, end: float) -> int | None:
+        """Watch an exchange on ``sock`` until ``end`` (monotonic), and let :meth:`close` wake
+        it; None if the pool is closed."""
+        with self._lock:
+            if self._closed:
+                return None
+            self._busy.add(sock)
+        return DEADLINES.watch(max(0.0, end - time.monotonic()), lambda: shut(sock))
+
+    def _end(self, sock: socket.socket | None, token: int | None) -> bool:
+        """The exchange is over; True if its deadline had passed and its socket was shut."""
+        if sock is None or token is None:
+            return False
+        with self._lock:
+            self._busy.discard(sock)
+        return DEADLINES.done(token)
 
     @contextmanager
     def stream(
@@ -229,8 +276,12 @@ class HttpPool:
             conn.close()
 
     def close(self) -> None:
+        """Close the idle connections and wake the exchanges under way (they fail at once)."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
+            busy, self._busy = list(self._busy), set()
         for conn in idle:
             conn.close()
+        for sock in busy:
+            shut(sock)
