@@ -4,7 +4,7 @@ PIN change, wipe), imported for one request and released after it (core.hand dis
 import gc
 
 from core.hand import VERSION, _busy, _json, _unlock, err, wait
-from core.keystore import Wiped
+from core.keystore import Wiped, check_pin
 from core.wallet import WalletError
 from hubi_core.errors import ErrorReply
 
@@ -86,7 +86,11 @@ def h_change_pin(tok, payload):
         raw = bytes(payload)
         if raw.count(b"\x00") != 1:
             raise ErrorReply(_ERR_BAD_PAYLOAD, "CHANGE_PIN needs old PIN, 0x00, new PIN")
-        old, new = raw.decode().split("\x00")
+        old, new = raw.split(b"\x00")
+        try:
+            new = check_pin(new)  # before the old PIN is tried: a bad new PIN costs no try
+        except ValueError as e:
+            raise ErrorReply(_ERR_BAD_PAYLOAD, "new PIN: %s" % e) from None
     else:
         old = ui.ask_pin("Current PIN", w.ks.tries_left())
         new = ui.ask_pin("New PIN") if old is not None else None
@@ -116,7 +120,7 @@ def h_wipe(tok, payload):
             tok.refresh()
             raise WalletError(_ERR_CANCELLED, "wipe declined on the device")
     elif w.provisioned:
-        _unlock(tok, bytes(payload).decode())
+        _unlock(tok, bytes(payload))  # the keystore checks the PIN's form (counted)
     w.wipe()
     tok.refresh()
     return b""

@@ -44,10 +44,10 @@ class KeystoreError(Exception):
 
 
 class WrongPin(KeystoreError):
-    def __init__(self, left):
+    def __init__(self, left, why=None):
         super().__init__(
-            "wrong PIN: %d tr%s left before the keys are wiped"
-            % (left, "y" if left == 1 else "ies")
+            "wrong PIN%s: %d tr%s left before the keys are wiped"
+            % (" (%s)" % why if why else "", left, "y" if left == 1 else "ies")
         )
         self.left = left
 
@@ -62,6 +62,14 @@ class NotProvisioned(KeystoreError):
 
 
 def check_pin(pin):
+    """The PIN as a str if it follows the rule of hubi_core.pin; ValueError saying what is
+    wrong otherwise. Bytes (a PIN sent over the link) are decoded: bytes that are not UTF-8
+    are not digits either."""
+    if not isinstance(pin, str) and pin is not None:
+        try:
+            pin = bytes(pin).decode()
+        except (UnicodeError, TypeError):
+            raise ValueError("PIN must be digits only") from None
     why = pin_problem(pin)
     if why:
         raise ValueError(why)
@@ -264,12 +272,14 @@ class Keystore:
                 wait(delay)
             else:
                 self.clock.sleep_ms(delay)
+        why = None
         try:
-            pin = check_pin(pin)
+            pin = check_pin(pin)  # a PIN that breaks the rule is a wrong try, counted above
             enc, got = self._derive(pin, salt, iters)
             good = ct.equal(got, check)
-        except ValueError:
+        except ValueError as e:
             good = False
+            why = str(e)
         if good:
             from hubi_core import aesgcm
 
@@ -281,12 +291,12 @@ class Keystore:
             if fails + 1 >= LIMIT:
                 self.wipe()
                 raise Wiped()
-            raise WrongPin(LIMIT - fails - 1)
+            raise WrongPin(LIMIT - fails - 1, why)
         self.records.put(PIN, b"\x00")
         return priv
 
     def change_pin(self, old, new, wait=None):
-        check_pin(new)
+        new = check_pin(new)
         priv = self.unlock(old, wait)
         self._write_ks(self.account, priv, new)
 

@@ -247,7 +247,7 @@ def h_balance(tok, payload):
     w = tok.wallet
     w._need_ready()
     if tok.ui is None:
-        priv = _unlock(tok, bytes(payload).decode())
+        priv = _unlock(tok, bytes(payload))  # the keystore checks the PIN's form
     else:
         from core import tui
 

@@ -122,16 +122,26 @@ def prepare(w, raw):
     release(("core.pay",))
     if fail is not None:
         raise _err(_ERR_VERIFY, "request not genuine: %s: %s" % fail)
-    expiry = p[5]
-    if w.clock.is_set() and w.now() > expiry:
-        raise _err(_ERR_EXPIRED, "request expired at %d (now %d)" % (expiry, w.now()))
-    done = paid_serial(w, p[3])
-    if done is not None:
-        raise _err(
-            _ERR_STATE, "this request was already paid by note #%d (ask for a new one)" % done
-        )
-    check_spend(w, p[1])
+    recheck(w, p)
     return p
+
+
+def recheck(w, p):
+    """What ``prepare`` checked that can change between the request and the signature (the
+    clock, the allowance, the paid requests): run again before the PIN is taken and again
+    by paysign.sign, with the same errors, so a request that expired while it waited for
+    its confirmation is refused as it would be if sent now."""
+    request = p[3]
+    if request is not None:
+        expiry = p[5]
+        if w.clock.is_set() and w.now() > expiry:
+            raise _err(_ERR_EXPIRED, "request expired at %d (now %d)" % (expiry, w.now()))
+        done = paid_serial(w, request)
+        if done is not None:
+            raise _err(
+                _ERR_STATE, "this request was already paid by note #%d (ask for a new one)" % done
+            )
+    check_spend(w, p[1])
 
 
 def prepare_typed(w, payee, amount, purpose=None):
@@ -218,10 +228,14 @@ def h_pay_confirm(tok, payload):
     p = w.pending
     if p is None:
         raise ErrorReply(_ERR_STATE, "no payment is waiting for confirmation (send PAY_REQUEST)")
-    pin = bytes(payload).decode()
+    try:
+        recheck(w, p)  # before the PIN: an expired request costs no try and signs nothing
+    except WalletError:
+        w.pending = None
+        raise
     t0 = tok.clock.ticks_ms()
     try:
-        priv = _unlock(tok, pin)
+        priv = _unlock(tok, bytes(payload))  # the keystore checks the PIN's form (counted)
     except Wiped:
         w.pending = None
         w.boot()

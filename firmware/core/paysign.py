@@ -9,7 +9,7 @@ and the allowance are persisted BEFORE the note is signed.
 import gc
 import hashlib
 
-from core.pay import PAID, PAID_MAX, _paid, check_spend
+from core.pay import PAID, PAID_MAX, _paid, recheck
 from core.wallet import _u64
 
 _SIG_DOMAIN = b"hubi/sig/1\x00"  # codec.SIG_DOMAIN
@@ -75,7 +75,7 @@ def sign(w, p, priv):
 
     w._need_ready()
     payee, amount, purpose, request = p[0], p[1], p[2], p[3]
-    check_spend(w, amount)
+    recheck(w, p)  # expiry, paid requests, allowance: as now, not as when it was checked
     stub = template_stub(w.records.get(TPL))
     c = w._copy_counter()
     serial = c.next_serial if c.next_serial >= c.first else c.first

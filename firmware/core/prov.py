@@ -51,7 +51,13 @@ class FileSink:
             if len(data) < 1 + k:
                 self.pending = data
                 return
-            self.name = tokenmsg.check_file_name(bytes(data[1 : 1 + k]).decode())
+            try:
+                name = bytes(data[1 : 1 + k]).decode()
+            except UnicodeError:
+                raise WalletError(
+                    _ERR_BAD_PAYLOAD, "PROVISION_FILE: the file name is not UTF-8"
+                ) from None
+            self.name = tokenmsg.check_file_name(name)
             self.pending = b""
             self.f = self.wallet.storage.open("stage/" + self.name + ".part", "wb")
             chunk = data[1 + k :]

@@ -875,6 +875,16 @@ class Server(Endpoint):
                     "frame uses protocol version %d; this end speaks %s (send HELLO)"
                     % (ver, _vlist(self.versions)),
                 )
+            n = len(dec.payload)
+            if n > self.peer_max_payload and t != _HELLO:
+                # the host agreed to this many bytes per frame in HELLO; a larger frame is a
+                # protocol violation (and a PING echo of it would be served from the decoder's
+                # buffer, which the next frames overwrite)
+                raise ErrorReply(
+                    _ERR_OVERSIZE,
+                    "%d payload bytes, above the %d per frame agreed in HELLO"
+                    % (n, self.peer_max_payload),
+                )
             rtype, reply = self._process(t, dec.payload)
         except ErrorReply as e:
             rtype, reply = _ERROR, e

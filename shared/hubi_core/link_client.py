@@ -34,10 +34,21 @@ from hubi_core.link import (
     ticks_ms,
 )
 
+# The longest one request may be kept waiting by WAIT frames, from its first send, unless the
+# caller gives another limit (call(wait_limit_ms=)): long enough for the token's slowest work
+# that sends WAIT without a person (a PIN back-off of at most 64 s), short enough that a token
+# answering WAIT for ever does not hang the host. Requests that wait for a person on the
+# device (confirm, PIN) pass a longer limit (hubi.token.client).
+WAIT_LIMIT_MS = 90000
+
 
 def _parse_error(payload):
+    """(code, text) of an ERROR reply; code None if the reply is too short to hold one."""
     if len(payload) < 2:
-        return P.ERR_BAD_PAYLOAD, "malformed ERROR reply (%d bytes)" % len(payload)
+        return None, "malformed ERROR reply (%d byte%s, no error code)" % (
+            len(payload),
+            "" if len(payload) == 1 else "s",
+        )
     return (payload[0] << 8) | payload[1], _text(payload[2:])
 
 
@@ -48,7 +59,8 @@ class Client(Endpoint):
     server answers a duplicate from its reply cache instead of running the handler twice.
     Replies with another sequence number are stale and dropped; a damaged reply to the
     current request, or an ERROR saying the request arrived damaged (BAD_CRC, TRUNCATED,
-    OVERSIZE), triggers an immediate retry; WAIT restarts the timeout. Messages longer than
+    OVERSIZE), triggers an immediate retry; WAIT restarts the timeout, but never past
+    ``wait_limit_ms`` from the request's first send (LinkTimeout then). Messages longer than
     one frame go through BULK_BEGIN/DATA/END (upload) and BULK_REPLY/BULK_READ (download).
     """
 
@@ -62,11 +74,13 @@ class Client(Endpoint):
         max_payload=P.MAX_PAYLOAD,
         max_message=P.MAX_MESSAGE,
         frame_timeout_ms=P.FRAME_TIMEOUT_MS,
+        wait_limit_ms=WAIT_LIMIT_MS,
     ):
         super().__init__(transport, max_payload, frame_timeout_ms)
         self.versions = _check_versions(versions)
         self.version = self.versions[-1]
         self.timeout_ms = timeout_ms
+        self.wait_limit_ms = wait_limit_ms
         self.retries = retries
         self.name = name
         self.max_message = max_message
@@ -84,12 +98,16 @@ class Client(Endpoint):
         self._seq = self._seq % 0xFFFF + 1  # 1..65535; 0 is never used
         return self._seq
 
-    def _transact(self, type, head, data, timeout_ms, retries):
+    def _transact(self, type, head, data, timeout_ms, retries, wait_limit_ms=None):
         """One request frame (head + data) -> (reply type, reply payload bytes)."""
         if timeout_ms is None:
             timeout_ms = self.timeout_ms
         if retries is None:
             retries = self.retries
+        if wait_limit_ms is None:
+            wait_limit_ms = self.wait_limit_ms
+        if wait_limit_ms < timeout_ms:
+            wait_limit_ms = timeout_ms  # WAIT never shortens the wait for a reply
         nh = len(head)
         n = nh + len(data)
         if n > self.peer_max_payload:
@@ -106,6 +124,8 @@ class Client(Endpoint):
         problem = None
         seen = None
         attempts = retries + 1
+        start = ticks_ms()
+        waits = 0
         for attempt in range(attempts):
             if attempt:
                 self.retransmits += 1
@@ -115,6 +135,24 @@ class Client(Endpoint):
             wait_ms = timeout_ms
             while True:
                 left = wait_ms - ticks_diff(ticks_ms(), timer)
+                if waits:  # kept waiting by WAIT: never past the limit
+                    spent = ticks_diff(ticks_ms(), start)
+                    if spent >= wait_limit_ms:
+                        self.timeouts += 1
+                        raise LinkTimeout(
+                            "no reply to %s seq %d after %d ms: the peer only answered WAIT"
+                            " (%d frame%s), past the limit of %d ms for one request"
+                            % (
+                                P.type_name(type),
+                                seq,
+                                spent,
+                                waits,
+                                "" if waits == 1 else "s",
+                                wait_limit_ms,
+                            )
+                        )
+                    if wait_limit_ms - spent < left:
+                        left = wait_limit_ms - spent
                 if left <= 0:
                     self.timeouts += 1
                     problem = None
@@ -139,6 +177,7 @@ class Client(Endpoint):
                     self.stale += 1
                     continue
                 if rt == P.WAIT:
+                    waits += 1
                     hint = 0
                     if len(dec.payload) >= 2:
                         hint = (dec.payload[0] << 8) | dec.payload[1]
@@ -147,6 +186,10 @@ class Client(Endpoint):
                     continue
                 if rt == P.ERROR:
                     code, text = _parse_error(dec.payload)
+                    if code is None:
+                        raise ProtocolViolation(
+                            "%s was answered with a %s" % (P.type_name(type), text)
+                        )
                     if code in P.FRAMING_ERRORS:
                         problem = ErrorReply(code, text, type)
                         seen = self.last_problem = problem
@@ -216,10 +259,14 @@ class Client(Endpoint):
         self.peer = {"version": v, "max_payload": pmp, "max_message": pmm, "name": _text(rp[7:])}
         return self.peer
 
-    def call(self, type, payload=b"", timeout_ms=None, retries=None, progress=None):
+    def call(
+        self, type, payload=b"", timeout_ms=None, retries=None, progress=None, wait_limit_ms=None
+    ):
         """Send a request, return the reply payload (bytes).
 
-        ``timeout_ms``/``retries`` apply to each frame exchanged; ``progress(done, total)``
+        ``timeout_ms``/``retries`` apply to each frame exchanged, and so does
+        ``wait_limit_ms`` (default ``self.wait_limit_ms``): the longest WAIT frames may keep
+        one exchange going, from its first send; ``progress(done, total)``
         is called through a bulk upload (0..len(payload)) and again through a bulk download
         (0..len(reply)). Raises ErrorReply (the peer answered ERROR), LinkTimeout,
         FrameError subclasses (the last attempt's reply arrived damaged),
@@ -235,9 +282,9 @@ class Client(Endpoint):
                 % (P.type_name(type), n, limit, self.max_message, self.peer_max_message)
             )
         if n <= self.peer_max_payload:
-            rt, rp = self._transact(type, b"", payload, timeout_ms, retries)
+            rt, rp = self._transact(type, b"", payload, timeout_ms, retries, wait_limit_ms)
         else:
-            rt, rp = self._upload(type, payload, timeout_ms, retries, progress)
+            rt, rp = self._upload(type, payload, timeout_ms, retries, progress, wait_limit_ms)
         if rt == P.BULK_REPLY:
             rt, rp = self._download(type, rp, timeout_ms, retries, progress)
         if rt != type | P.REPLY:
@@ -246,7 +293,7 @@ class Client(Endpoint):
             )
         return rp
 
-    def _upload(self, type, payload, timeout_ms, retries, progress):
+    def _upload(self, type, payload, timeout_ms, retries, progress, wait_limit_ms=None):
         mv = memoryview(payload)
         total = len(mv)
         head = struct.pack(">BBII", type, 0, total, _crc32(mv))
@@ -272,7 +319,7 @@ class Client(Endpoint):
             off += k
             if progress is not None:
                 progress(off, total)
-        return self._transact(P.BULK_END, b"", b"", timeout_ms, retries)
+        return self._transact(P.BULK_END, b"", b"", timeout_ms, retries, wait_limit_ms)
 
     def _download(self, type, info, timeout_ms, retries, progress):
         if len(info) != 9:

@@ -93,7 +93,10 @@ def decode_bundle(data):
         if len(out["time"]) != 4:
             raise BadValue("provisioning bundle: time must be 4 bytes")
         out["time"] = int.from_bytes(out["time"], "big")
-    out["pin"] = bytes(out["pin"]).decode()
+    try:
+        out["pin"] = bytes(out["pin"]).decode()
+    except UnicodeError:
+        raise BadValue("provisioning bundle: pin: PIN must be digits only") from None
     return out
 
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from hubi.amounts import format_amount
 from hubi.commands.params import MAX_AMOUNT, in_existing_folder
-from hubi.output import console, err_console, print_json, styled
+from hubi.output import console, err_console, print_json, printable, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
 from hubi.token.client import TokenClient
@@ -38,16 +38,26 @@ def _fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+# what the token says (its error texts fit one frame) is shown escaped: no markup, no control
+# or bidirectional characters reach the terminal
+ERROR_SHOWN = 1100
+
+
+def _t(value: object, limit: int = 200) -> str:
+    """A value the token sent, for console.print: control characters escaped, cut, no markup."""
+    return escape(printable(value, limit))
+
+
 @contextmanager
 def _token(port: str) -> Iterator[TokenClient]:
     try:
         tok = TokenClient.open(port)
     except HubiError as e:
-        _fail(f"cannot talk to the token on {port}: {e}")
+        _fail(f"cannot talk to the token on {port}: {printable(e, ERROR_SHOWN)}")
     try:
         yield tok
     except HubiError as e:
-        _fail(f"token: {e}")
+        _fail(f"token: {printable(e, ERROR_SHOWN)}")
     finally:
         tok.close()
 
@@ -145,17 +155,22 @@ def info_cmd(port: str, as_json: bool) -> None:
 
 def _print_info(i: dict[str, Any]) -> None:
     # provisioning's reply has no board or firmware: print what the token said, no "None"
-    head = escape(" ".join(str(i[k]) for k in ("board", "firmware") if i.get(k)))
-    console.print(f"[bold]{head}[/bold]  state: {i['state']}" if head else f"state: {i['state']}")
+    # (TokenClient checked the keys and types used here; the strings are the token's: escaped)
+    head = _t(" ".join(str(i[k]) for k in ("board", "firmware") if i.get(k)), 120)
+    state = _t(i["state"])
+    console.print(f"[bold]{head}[/bold]  state: {state}" if head else f"state: {state}")
     if i["state"] == "ready":
-        console.print(f"account {i['account']} ({i['currency']})  next serial {i['next_serial']}")
+        console.print(
+            f"account {_t(i['account'])} ({_t(i['currency'])})  next serial {i['next_serial']}"
+        )
         al = i.get("allowance")
         if al:
-            left, cap = format_amount(al["left"]), format_amount(al["cap"], i["currency"])
+            left = escape(format_amount(al["left"]))
+            cap = escape(format_amount(al["cap"], printable(i["currency"], 16)))
             console.print(f"allowance #{al['serial']}: {left} of {cap} left")
         console.print(f"PIN tries left {i['pin_tries_left']}, notes kept {i['notes']}")
     else:
-        console.print(f"transport key {i.get('transport_key')}")
+        console.print(f"transport key {_t(i.get('transport_key'))}")
 
 
 @token.command("provision")
@@ -239,7 +254,8 @@ def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) 
 def _print_allowance(a: dict[str, Any]) -> None:
     console.print(
         f"allowance #{a['serial']}: {format_amount(a['left'])} of {format_amount(a['cap'])} left,"
-        f" from note serial {a['first_serial']}, expires {_utc(a['expiry'])} UTC"
+        f" from note serial {a['first_serial']}, expires {_utc(a['expiry'])} UTC",
+        markup=False,
     )
 
 
@@ -273,16 +289,23 @@ def pay_cmd(
         if note is None:
             s = r.summary or {}
             (err_console if as_json else console).print(
-                f"pay [bold]{escape(str(s.get('amount_text')))}[/bold] to"
-                f" {escape(str(s.get('payee')))} {escape(str(s.get('purpose') or ''))}"
+                f"pay [bold]{_t(s.get('amount_text'))}[/bold] to"
+                f" {_t(s.get('payee'))} {_t(s.get('purpose') or '')}"
             )
             if not yes and not click.confirm("confirm?", default=False):
                 tok.cancel_pay()
                 _fail("cancelled", 1)
             note = tok.confirm_pay(pin or getpass.getpass("PIN: "))
-        # the token has signed: from here on the note is shown whatever else fails
+            said = "PAY_CONFIRM"
+        else:
+            said = "PAY_REQUEST"
+        # the token has signed: from here on the note is shown whatever else fails. Decoded
+        # first: bytes that are not a note are kept apart, never in the note's file
+        try:
+            n = codec.decode(note, codec.NOTE)
+        except HubiError as e:
+            _not_a_note(said, note, e, out_file, port)
         unsaved = _save(note, out_file) if out_file else None
-        n = codec.decode(note, codec.NOTE)
         info = {
             "serial": n.serial,
             "amount": n["amount"],
@@ -306,6 +329,20 @@ def pay_cmd(
             f" shows it again)",
             1,
         )
+
+
+def _not_a_note(said: str, reply: bytes, e: HubiError, out_file: Path | None, port: str) -> None:
+    """The token's reply to a payment is not a note: say so, and keep its bytes (the token may
+    have used up a serial for them) in OUT.not-a-note, never in OUT itself."""
+    msg = f"token: the reply to {said} is not a note ({printable(e)})"
+    if out_file is not None:
+        raw = out_file.with_name(out_file.name + ".not-a-note")
+        unsaved = _save(reply, raw)
+        if unsaved is None:
+            msg += f"; its {len(reply)} bytes were written to {raw} (not to {out_file})"
+        else:
+            msg += f"; {unsaved.replace('the note', 'its bytes')}"
+    _fail(f"{msg}; `hubi token note --port {port}` shows what the token kept")
 
 
 def _save(note: bytes, out_file: Path) -> str | None:
@@ -358,15 +395,21 @@ def _print_notes(notes: list[dict[str, Any]], currency: str | None) -> None:
         receipt = "receipt kept" if n.get("receipt") else "no receipt"
         console.print(
             escape(
-                f"#{n['serial']}  {_utc(n['time'])} UTC  {format_amount(n['amount'], currency)}"
-                f" to {n['payee']}{purpose}  ({receipt}; note {str(n['note_id'])[:16]}…)"
+                printable(
+                    f"#{n['serial']}  {_utc(n['time'])} UTC  {format_amount(n['amount'], currency)}"
+                    f" to {n['payee']}{purpose}  ({receipt}; note {str(n['note_id'])[:16]}…)",
+                    600,
+                )
             ),
             soft_wrap=True,
         )
 
 
 def _utc(t: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+    try:
+        return time.strftime("%Y-%m-%d %H:%M", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):  # a time no calendar here holds
+        return f"{t} (Unix time)"
 
 
 @token.command("notice")
@@ -390,13 +433,13 @@ def _print_notice(n: dict[str, Any]) -> None:
     paid = f"{format_amount(n['amount'])} to {n['payee']}, note {str(n['note_id'])[:16]}…"
     if n["kind"] == "BalanceNotice":
         console.print(
-            f"loaded balance notice #{n['serial']} of bank {n['signer']}: {escape(paid)}"
+            f"loaded balance notice #{n['serial']} of bank {_t(n['signer'])}: {_t(paid, 400)}"
             " (`hubi token balance` opens the new balance)"
         )
     else:
         purpose = f" for {n['purpose']!r}" if n.get("purpose") else ""
         console.print(
-            f"loaded the receipt #{n['serial']} of {n['signer']}: {escape(paid + purpose)}"
+            f"loaded the receipt #{n['serial']} of {_t(n['signer'])}: {_t(paid + purpose, 600)}"
         )
 
 
@@ -412,9 +455,9 @@ def balance_cmd(port: str, pin: str | None, as_json: bool) -> None:
 
 def _print_balance(b: dict[str, Any]) -> None:
     console.print(
-        f"balance [bold]{escape(str(b['balance_text']))}[/bold] (balance notice #{b['notice_serial']}"
-        f" of bank {b['bank']}, {_utc(b['time'])} UTC: {format_amount(b['debited'])} to"
-        f" {escape(str(b['payee']))})"
+        f"balance [bold]{_t(b['balance_text'])}[/bold] (balance notice #{b['notice_serial']}"
+        f" of bank {_t(b['bank'])}, {_utc(b['time'])} UTC: {format_amount(b['debited'])} to"
+        f" {_t(b['payee'])})"
     )
 
 
