@@ -383,3 +383,20 @@ def test_a_damaged_head_fails_its_own_notes_not_the_batch_they_came_in(tmp_path:
         backend.close()
     report = audit.audit(url, trust=w.trust, books=[c, d])
     assert report.ok, report.findings
+
+
+def test_recovery_names_a_damaged_head_or_neighbour(golden: Golden, damage) -> None:  # noqa: ANN001
+    """Recovering a lost record reads its neighbours and, for the last record, the head: a
+    damaged cell there was a TypeError naming nothing."""
+    url = damage(f"DELETE FROM records WHERE book = '{A}' AND n = {golden.head};"
+                 f"UPDATE books SET coded_bal = 'zz' WHERE book = '{A}'")  # fmt: skip
+    st = open_store(url, migrate=False)
+    with pytest.raises(recover.RecoveryError, match="head holds str as its coded_bal"):
+        recover.locate(st, A, keys=golden.keys)
+    st.close()
+    url = damage(f"DELETE FROM records WHERE book = '{A}' AND n = 7;"
+                 f"UPDATE records SET body = 'text' WHERE book = '{A}' AND n = 6")  # fmt: skip
+    st = open_store(url, migrate=False)
+    with pytest.raises(recover.RecoveryError, match=f"record {A}#6 is stored as str"):
+        recover.locate(st, A, keys=golden.keys)
+    st.close()

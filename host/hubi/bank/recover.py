@@ -101,10 +101,28 @@ def _row(tx: Any, book: str, n: int) -> rec.Record | None:
     body = tx.scalar("SELECT body FROM records WHERE book = ? AND n = ?", (book, n))
     if body is None:
         return None
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise RecoveryError(
+            f"record {book}#{n} is stored as {type(body).__name__}, not bytes: it was altered "
+            "(hubi audit verify names it)"
+        )
     try:
         return rec.Record.parse(bytes(body))
     except rec.RecordFormatError:
         return None
+
+
+def _head_fields(book: str, head: tuple) -> None:
+    """The head's fields a lost last record is recovered from: RecoveryError when a damaged
+    row holds something else (a TypeError naming nothing, before)."""
+    blobs = bytes | bytearray | memoryview
+    kinds = {"ecode": blobs, "coded_bal": blobs, "last_kind": int, "last_lsum": blobs}
+    for (name, kind), value in zip(kinds.items(), head[1:], strict=True):
+        if not isinstance(value, kind):
+            raise RecoveryError(
+                f"book {book}'s head holds {type(value).__name__} as its {name}: the head row "
+                "was altered (hubi audit verify names it)"
+            )
 
 
 def locate(
@@ -170,6 +188,7 @@ def locate(
             )
         ecode_n = rec.xor16(after.ecode, after.lsum)
     else:
+        _head_fields(book, head)
         ecode_n = bytes(head[1])
     ls = rec.xor16(ecode_prev, ecode_n)
     delta = None
