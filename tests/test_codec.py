@@ -196,6 +196,26 @@ def test_field_cut_and_paste_between_notes_is_rejected(world: World) -> None:
     assert "amount" in report.failed
 
 
+def test_an_altered_template_stub_fails_after_its_twin_verified(world: World) -> None:
+    """The payer key recovered for a note is kept, keyed by the bank's seal and the payer. A
+    stub with another currency or bank under the same seal then took that key unchecked: the
+    altered note verified once the genuine one had, with the same trust (a bank, an auditor
+    and a merchant each keep one for their whole run). It is now checked against the very
+    message the seal verified over."""
+    data = codec.encode(world.note(PAYER, PAYEE, 1250, serial=3))
+    assert verify.verify_note(data, world.trust, None).ok
+    for field, value in (("currency", "USD"), ("bank", "BKC")):
+        altered = codec.decode(data)
+        stub = altered["template"]
+        if field == "bank":
+            stub.signer = value
+        else:
+            stub.values[field] = value
+        report = verify.verify_note(codec.encode(altered), world.trust, None)
+        assert not report.ok and report.failed[0] == "template", (field, report.as_dict())
+    assert verify.verify_note(data, world.trust, None).ok  # the genuine one still does
+
+
 def test_note_signed_by_another_key_fails_template(world: World) -> None:
     note = codec.make_note(world.accounts[PAYER].template, 5, T0, 10, PAYEE)
     codec.sign(note, world.accounts["BKA-000000000099"].private)  # wrong payer key

@@ -11,6 +11,8 @@ it is recovered from the payer's signatures (ECDSA public-key recovery) and acce
 bank's seal covers it.
 """
 
+import hashlib
+
 from hubi_core import codec, ec, ids, suite
 from hubi_core.errors import VerifyError
 
@@ -135,8 +137,12 @@ def recover_payer_key(note, trust):
     cache_key = stub.sigs["seal"] + note.signer.encode()
     hit = trust._payer_keys.get(cache_key)
     if hit is not None:
+        # the seal verified over one message: this stub's, with the key recovered then, must be
+        # that message (a stub with another currency or bank under the same seal is not)
         stub.values["key"] = hit[1]
-        return hit[0]
+        if hashlib.sha256(codec.field_message(stub, "seal")).digest() == hit[2]:
+            return hit[0]
+        stub.values.pop("key", None)
     bank_key = _template_bank_checks(stub, trust)
     combined = trust.matrix(stub.signer).combined(note.signer)
     neg_combined = ec.point_neg(combined)
@@ -152,7 +158,8 @@ def recover_payer_key(note, trust):
             if suite.verify(bank_key, codec.field_message(stub, "seal"), stub.sigs["seal"]):
                 if len(trust._payer_keys) > 4096:
                     trust._payer_keys.clear()
-                trust._payer_keys[cache_key] = (cand, stub.values["key"])
+                sealed = hashlib.sha256(codec.field_message(stub, "seal")).digest()
+                trust._payer_keys[cache_key] = (cand, stub.values["key"], sealed)
                 return cand
         stub.values.pop("key", None)
     raise VerifyError("template", _NO_KEY % stub.signer)
