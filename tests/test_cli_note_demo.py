@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -243,3 +244,33 @@ def test_demo_json_summary(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1 and "not made by hubi demo" in json.loads(bad.stdout)["error"]
     assert (foreign / "keep.txt").read_text() == "mine"
+
+
+def test_note_show_names_its_trust_bundle_and_reads_it_bounded(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """The trust bundle is found next to FILE: the human output now says which one a verdict
+    was made against (anyone can make a bundle under which a forged note verifies). A FIFO as
+    its consortium.json hung `note show`, and a link to /dev/zero filled its memory; a file
+    name with escape sequences reached the terminal raw in the error."""
+    code, out = run("note", "show", str(bundle / "note.bin"))
+    said = " ".join(out.split())  # the console wraps a long line
+    assert code == 0 and f"verified offline against the trust bundle {bundle / 'trust'}" in said
+    for name, make in (("fifo", os.mkfifo), ("zero", lambda p: p.symlink_to("/dev/zero"))):
+        d = tmp_path / name
+        (d / "trust").mkdir(parents=True)
+        shutil.copytree(bundle / "trust" / "matrices", d / "trust" / "matrices")
+        make(d / "trust" / "consortium.json")
+        shutil.copy(bundle / "note.bin", d / "note.bin")
+        proc = subprocess.run(
+            [sys.executable, "-m", "hubi.cli", "note", "show", str(d / "note.bin")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, (name, proc.stdout, proc.stderr)
+        assert "consortium.json" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    odd = tmp_path / "x\x1b]0;PWNED\x07.bin"
+    odd.write_bytes(b"\x01\x63")
+    code, out = run("note", "show", str(odd))
+    assert code == 2 and "\x1b" not in out and "\\x1b]0;PWNED\\x07" in out, repr(out)

@@ -121,15 +121,32 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
+MAX_TRUST_FILE = 1 << 20  # a consortium file or a public matrix is tens of KB
+
+
+def _read_trust_file(path: Path) -> bytes:
+    """A file of the bundle, read only if it is a regular file of at most MAX_TRUST_FILE bytes:
+    a bundle is found next to the file shown, so a FIFO there would hang `note show` and a link
+    to /dev/zero fill its memory."""
+    from hubi.objects import open_regular
+
+    with open_regular(path) as f:
+        data = f.read(MAX_TRUST_FILE + 1)
+    if len(data) > MAX_TRUST_FILE:
+        raise ValueError(f"{path.name} is over {MAX_TRUST_FILE:,} bytes: not a trust file")
+    return data
+
+
 def _load_trust(directory: Path) -> Trust:
-    consortium = Consortium.from_json((directory / "consortium.json").read_text())
+    text = _read_trust_file(directory / "consortium.json").decode("utf-8")
+    consortium = Consortium.from_json(text)
     matrices = {}
     for bank in consortium.bank_ids():
         path = directory / "matrices" / f"{bank}.pub"
         if not path.exists():
             raise ValueError(f"public matrix of bank {bank} missing: matrices/{bank}.pub")
         try:
-            matrices[bank] = cpk.PublicMatrix.from_bytes(path.read_bytes())
+            matrices[bank] = cpk.PublicMatrix.from_bytes(_read_trust_file(path))
         except ValueError as exc:
             raise ValueError(f"matrices/{bank}.pub: {exc}") from exc
     trust = Trust(consortium, matrices)

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hubi import kmc, objects
-from hubi.output import console, err_console, print_json, styled
+from hubi.output import console, err_console, print_json, printable, styled
 from hubi_core import codec, qr, verify
 from hubi_core.errors import HubiError
 
@@ -70,7 +70,7 @@ def _fail(as_json: bool, error: str, message: str) -> None:
     if as_json:
         print_json({"error": error, "message": message})
     else:
-        err_console.print(styled("red", message))
+        err_console.print(styled("red", printable(message, 2000)))  # names a file: escaped
     sys.exit(2)
 
 
@@ -97,6 +97,11 @@ def _print_human(info: dict[str, Any]) -> None:
     for f in ver["fields"]:
         mark = "[green]ok[/green]" if f["ok"] else f"[red]FAILED[/red] {escape(f['reason'])}"
         console.print(f"  {escape(f['field']):<10} {mark}")
+    # against which consortium: a bundle found next to FILE came with it, and anyone can make
+    # one (a forged note verifies against its forger's own bundle)
+    against = escape(printable(ver.get("trust", "?"), 300))
     console.print(
-        "[green]verified offline[/green]" if ver["ok"] else "[red]verification failed[/red]"
+        f"[green]verified offline[/green] against the trust bundle {against}"
+        if ver["ok"]
+        else f"[red]verification failed[/red] against the trust bundle {against}"
     )
