@@ -15,6 +15,7 @@ an adaptive threshold (dim, noisy photos), and zxing's other binarizers.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -356,7 +357,12 @@ def render_png(
     """
     qr = segno.make_qr(bytes(data), error=level.lower(), mode="byte", boost_error=False)
     out = Path(path)
-    qr.save(str(out), kind="png", scale=scale, border=border)
+    buf = io.BytesIO()
+    qr.save(buf, kind="png", scale=scale, border=border)
+    # whole or not at all: a process killed while writing left a PNG cut short
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, out)
     return out
 
 
