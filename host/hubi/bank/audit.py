@@ -80,6 +80,7 @@ KINDS = (
     "checkpoint-mismatch",
 )
 REGISTER = "(register)"
+MAX_LOST = 100_000  # record numbers a restore asks a backup for at once
 _ROW_BATCH = 5000
 _U64 = struct.Struct(">Q").pack
 _BLOBS = (bytes, bytearray, memoryview)
@@ -157,9 +158,13 @@ class Finding:
     record: int
     kind: str
     detail: str
+    through: int | None = None  # a finding for the numbers record..through, all alike
 
     def as_dict(self) -> dict[str, Any]:
-        return {"book": self.book, "record": self.record, "kind": self.kind, "detail": self.detail}
+        out = {"book": self.book, "record": self.record, "kind": self.kind, "detail": self.detail}
+        if self.through is not None:
+            out["through"] = self.through
+        return out
 
 
 @dataclass
@@ -175,12 +180,18 @@ class AuditReport:
     def ok(self) -> bool:
         return not self.findings
 
-    def lost(self) -> list[tuple[str, int]]:
-        """Records the audit found missing or cut off (what ``restore`` fetches)."""
+    def lost(self, most: int = MAX_LOST) -> list[tuple[str, int]]:
+        """Records the audit found missing or cut off (what ``restore`` fetches): a range
+        finding's numbers too, up to `most` in all (a count overwritten with 2^63 names a range
+        no backup holds)."""
         seen: dict[tuple[str, int], None] = {}
         for f in self.findings:
             if f.book != REGISTER and f.kind in ("missing", "truncated"):
-                seen[(f.book, f.record)] = None
+                last = f.record if f.through is None else f.through
+                for n in range(f.record, min(last, f.record + most - len(seen)) + 1):
+                    seen[(f.book, n)] = None
+                if len(seen) >= most:
+                    break
         return list(seen)
 
     def by_kind(self) -> dict[str, int]:
@@ -216,11 +227,16 @@ class _Findings:
     def __init__(self) -> None:
         self._by: dict[tuple[str, int, str], list[str]] = {}
         self._at: set[tuple[str, int]] = set()  # has() in constant time: the register asks often
+        self._through: dict[tuple[str, int, str], int] = {}  # range findings' last numbers
 
-    def add(self, book: str, record: int, kind: str, detail: str) -> None:
+    def add(
+        self, book: str, record: int, kind: str, detail: str, through: int | None = None
+    ) -> None:
         assert kind in KINDS, kind
         lst = self._by.setdefault((book, record, kind), [])
         self._at.add((book, record))
+        if through is not None:
+            self._through[(book, record, kind)] = through
         if detail not in lst:
             lst.append(detail)
 
@@ -237,7 +253,7 @@ class _Findings:
             return (k[0] == REGISTER, k[0], k[1], KINDS.index(k[2]))
 
         return [
-            Finding(b, n, kind, "; ".join(self._by[(b, n, kind)]))
+            Finding(b, n, kind, "; ".join(self._by[(b, n, kind)]), self._through.get((b, n, kind)))
             for b, n, kind in sorted(self._by, key=order)
         ]
 
@@ -394,6 +410,7 @@ class _Auditor:
                 kind,
                 f"{whole}: numbers {upto + 1}..{last} ({last - upto:,} of them), more than the "
                 f"{bound:,} rows stored for {book} account for",
+                through=last,
             )
 
     def _rows(self, book: str) -> Iterator[list[tuple]]:

@@ -199,13 +199,39 @@ def restore(
     if key is None:
         raise RestoreError("no bank key to check restored records with (pass the trust bundle)")
     verifier = rec.BookVerifier(bank, key)
+    tried: set[tuple[str, int]] = set()
+    batch = wanted
+    while True:
+        tried.update(batch)
+        done = len(result.restored)
+        _put_back(store, source, verifier, batch, result)
+        result.after = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
+        # records lost with their register rows: the audit names them one by one only as far
+        # as the rows left account for them, so each round back may bring more into view
+        more = [] if names is not None else [w for w in result.after.lost() if w not in tried]
+        if not more or len(result.restored) == done:
+            return result
+        result.wanted += more
+        batch = more
+
+
+def _put_back(
+    store: Store,
+    source: RecordSource,
+    verifier: rec.BookVerifier,
+    wanted: list[tuple[str, int]],
+    result: RestoreResult,
+) -> None:
+    """Fetch `wanted` from `source`, check each record and insert the ones that fit (one
+    transaction); what was restored, unavailable or rejected goes into `result`."""
+    tx = store.reader()
     got: dict[tuple[str, int], _Got] = {}
     want_set = set(wanted)
     for item in source.fetch(wanted):
         g = _coerce(item)
         if (g.book, g.n) in want_set:
             got[(g.book, g.n)] = g
-    result.unavailable = [w for w in wanted if w not in got]
+    result.unavailable += [w for w in wanted if w not in got]
     by_book: dict[str, list[_Got]] = {}
     for g in got.values():
         by_book.setdefault(g.book, []).append(g)
@@ -236,8 +262,6 @@ def restore(
                     "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)", (g.seq, g.book, g.n)
                 )
             result.restored.append((g.book, g.n))
-    result.after = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
-    return result
 
 
 def _check(
