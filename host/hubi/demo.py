@@ -74,14 +74,21 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     from hubi.token.sim import Simulator
 
     workdir = Path(workdir).resolve()
-    if workdir.exists() and any(workdir.iterdir()):
-        if not (workdir / MARKER).exists():
-            raise DemoError(
-                f"{workdir} is not empty and was not made by hubi demo; pick another --workdir"
-            )
-        shutil.rmtree(workdir)  # a previous demo run: start afresh
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / MARKER).write_text("made by hubi demo; the next run empties this folder\n")
+    try:
+        if workdir.exists() and any(workdir.iterdir()):
+            if not (workdir / MARKER).exists():
+                raise DemoError(
+                    f"{workdir} is not empty and was not made by hubi demo; pick another --workdir"
+                )
+            shutil.rmtree(workdir)  # a previous demo run: start afresh
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / MARKER).write_text("made by hubi demo; the next run empties this folder\n")
+    except OSError as exc:  # a file on the way, a folder we may not write, /proc, ...
+        why = exc.strerror or type(exc).__name__
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(workdir) else ""
+        raise DemoError(
+            f"cannot make the demo's folder {workdir}: {why}{where}; pick another --workdir"
+        ) from None
     home = workdir / "home"
     files: dict[str, Any] = {}
     t_start = time.monotonic()

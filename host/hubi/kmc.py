@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hubi_core import codec, cpk, suite
 from hubi_core.consortium import BankEntry, Consortium
@@ -40,6 +41,52 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+TREASURY_SECRET = "treasury.secret"
+TREASURY_TEMPLATE = "treasury.template"  # kept with the key: another database opens it too
+
+
+class KeyKept(HubiError):
+    """A key file is there and will not be written over; the message says what to do."""
+
+
+def kept(key: Path, template: Path) -> bool:
+    """A key and its Template kept before their account was opened (both are needed)."""
+    return key.is_file() and template.is_file()
+
+
+def read_key(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[:32], "big")
+
+
+def keep_key(key: Path, template: Path, priv: int, tpl: Any) -> None:
+    """Write a new account's key (0600) and Template, each whole or not at all, before the
+    account is opened: a key is random, one the database has and no file keeps is lost."""
+    write_atomic(template, codec.encode(tpl))
+    write_secret(key, priv.to_bytes(32, "big"))
+
+
+def open_treasury(eng: Any, home: Path, bank: str) -> bool:
+    """Open the treasury of `eng`'s database (which has none) with the key kept in
+    HOME/banks/<BANK>/, or with a new one kept there first; True if the key is new. KeyKept
+    for a key file with no Template beside it (a home from before the Template was kept): the
+    key is not written over, nor can the account be opened with it."""
+    folder = bank_dir(home, bank)
+    secret, template = folder / TREASURY_SECRET, folder / TREASURY_TEMPLATE
+    if kept(secret, template):  # an init killed before its commit, or another database's
+        eng.open_kept(read_key(secret), template.read_bytes(), treasury=True)
+        return False
+    if secret.exists() or secret.is_symlink():
+        raise KeyKept(
+            f"{secret} already holds the treasury key of another database, with no"
+            f" {TREASURY_TEMPLATE} beside it to open this one with: use that database, or move"
+            " the key file away (keep it) first"
+        )
+    eng.setup_treasury(
+        load_kmc(home, bank), keep=lambda priv, tpl: keep_key(secret, template, priv, tpl)
+    )
+    return True
 
 
 class Kmc:

@@ -72,11 +72,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from hubi.bank import merkle
+from hubi.bank import issuance, merkle
 from hubi.bank import records as rec
 from hubi.bank.records import BookKeys, Head
 from hubi.bank.store import Store, StoreConflict, StoreError, Tx, display_url, open_store
-from hubi_core import codec, ids, lsum, verify
+from hubi_core import codec, ec, ids, lsum, suite, verify
 from hubi_core.errors import CodecError, HubiError, VerifyError
 
 __all__ = [
@@ -376,9 +376,18 @@ class _State:
     notes: dict[bytes, tuple]
     dups: dict[bytes, tuple]
     allowances: dict[tuple[str, int], tuple[int, int, int, int]]
+    # note id -> the booked note's bytes, read only where a batch's note under that id differs
+    # from it (is it the same issuance with signed fields removed? ``issuance.same_issuance``)
+    firsts: dict[bytes, bytes] = field(default_factory=dict)
 
     def copy(self) -> _State:
-        return _State(dict(self.heads), dict(self.notes), dict(self.dups), dict(self.allowances))
+        return _State(
+            dict(self.heads),
+            dict(self.notes),
+            dict(self.dups),
+            dict(self.allowances),
+            dict(self.firsts),
+        )
 
 
 @dataclass
@@ -603,10 +612,18 @@ class BankEngine:
         assert info is not None
         return info
 
-    def issue_account(self, kmc: Any, account: str, currency: str = "CNY") -> tuple[int, codec.Obj]:
+    def issue_account(
+        self,
+        kmc: Any,
+        account: str,
+        currency: str = "CNY",
+        keep: Callable[[int, codec.Obj], None] | None = None,
+    ) -> tuple[int, codec.Obj]:
         """Issue an account key from this bank's KMC, seal its Template and open the account.
 
-        Returns (private key, template); the caller hands the key to the token, never logs it."""
+        Returns (private key, template); the caller hands the key to the token, never logs it.
+        `keep(key, template)` runs before the account is opened: a key is random, so one the
+        database has and its keeper lost (a process killed between the two) is lost for good."""
         from hubi import kmc as kmc_mod
 
         ids.check_account_id(account)
@@ -618,18 +635,49 @@ class BankEngine:
         priv, tpl = kmc_mod.issue_account(
             kmc, identity, account, self.next_serial("template"), self.now(), currency
         )
+        if keep is not None:
+            keep(priv, tpl)
         self.open_account(tpl)
         return priv, tpl
 
-    def setup_treasury(self, kmc: Any, currency: str = "CNY") -> int:
+    def open_kept(
+        self, private: int, template: codec.Obj | bytes, *, treasury: bool = False
+    ) -> AccountInfo:
+        """Open an account from a key and Template kept earlier (an `issue_account` or
+        `setup_treasury` killed after `keep`, or another database of this bank): the key must be
+        the one the Template's seal covers."""
+        tpl = (
+            template if isinstance(template, codec.Obj) else codec.decode(template, codec.TEMPLATE)
+        )
+        want = self.treasury if treasury else tpl["account"]
+        if tpl["account"] != want:
+            raise BankEngineError(f"the kept template is of {tpl['account']}, not {want}")
+        sealed = ec.encode_point(ec.decode_point(verify.template_key(tpl, self.trust)), True)
+        if sealed != suite.public_key(private, compressed=True):
+            raise BankEngineError(f"the kept key of {want} is not the one its template seals")
+        if not treasury:
+            return self.open_account(tpl)
+        info = self.open_account(tpl, role="treasury", overdraft=-1)
+        self._treasury_key = private
+        return info
+
+    def setup_treasury(
+        self,
+        kmc: Any,
+        currency: str = "CNY",
+        keep: Callable[[int, codec.Obj], None] | None = None,
+    ) -> int:
         """Open ``<BANK>-treasury`` (unlimited overdraft) and return its private key (store it
-        0600, e.g. HOME/banks/<BANK>/treasury.secret); the engine keeps it for ``fund()``."""
+        0600, e.g. HOME/banks/<BANK>/treasury.secret); the engine keeps it for ``fund()``.
+        `keep(key, template)` runs before the account is opened (see issue_account)."""
         from hubi import kmc as kmc_mod
 
         identity = _Identity(self.bank, self.keys._priv)
         priv, tpl = kmc_mod.issue_account(
             kmc, identity, self.treasury, self.next_serial("template"), self.now(), currency
         )
+        if keep is not None:
+            keep(priv, tpl)
         self.open_account(tpl, role="treasury", overdraft=-1)
         self._treasury_key = priv
         return priv
@@ -1060,7 +1108,18 @@ class BankEngine:
         else:
             notes = self._note_rows(tx, [it.nid for it in items])
             dups = self._dup_rows(tx, [it.digest for it in items])
-        return _State(heads, notes, dups, allowances)
+        # rare: a note under a booked id with other bytes (double issuance, or the same note
+        # with signed fields removed): the booked note's bytes, to tell which
+        other = [
+            it.nid
+            for it in items
+            if it.nid in notes and bytes(notes[it.nid][1]) != it.digest and it.digest not in dups
+        ]
+        firsts: dict[bytes, bytes] = {}
+        if other:
+            for r in tx.all_among("SELECT note_id, note FROM notes", "note_id", other):
+                firsts[bytes(r[0])] = bytes(r[1])
+        return _State(heads, notes, dups, allowances, firsts)
 
     def _allowance_check(self, state: _State, it: _Item) -> tuple[int, str] | None:
         serial = it.allowance
@@ -1174,6 +1233,22 @@ class BankEngine:
             notice_objs.append((obj, key))
             return key  # replaced by the signed bytes at the end
 
+        planned: dict[bytes, codec.Obj] = {}  # note id -> the note this batch booked under it
+
+        def same_issuance(it: _Item) -> bool:
+            """`it` is the note booked under its id with signed fields removed (or added)."""
+            assert it.obj is not None
+            first = planned.get(it.nid)
+            if first is None:
+                raw = state.firsts.get(it.nid)
+                if raw is None:
+                    return False
+                try:
+                    first = codec.decode(raw, codec.NOTE)
+                except CodecError:
+                    return False
+            return issuance.same_issuance(first, it.obj)
+
         for it in items:
             assert it.obj is not None
             row = state.notes.get(it.nid)
@@ -1182,6 +1257,8 @@ class BankEngine:
                     answers.append((it.nid, True))
                 elif it.digest in state.dups:
                     answers.append(_dup_outcome(state.dups[it.digest]))
+                elif same_issuance(it):  # one issuance by the payer: a duplicate, no flag
+                    answers.append((it.nid, True))
                 else:  # double issuance: keep the second note as evidence, refuse it, flag
                     why = _double_reason(it.payer, it.serial)
                     refusal = (
@@ -1234,6 +1311,7 @@ class BankEngine:
                     bad[0], bad[1], None, None, t, refusal, None, None, None,
                 )  # fmt: skip
                 state.notes[it.nid] = rows[it.nid] = row
+                planned[it.nid] = it.obj
                 plan.notes.append((it.nid, it.allowance, it.raw))
                 plan.notices.append((it.payee, codec.REFUSAL, it.nid, refusal, t))
                 answers.append((it.nid, False))
@@ -1272,6 +1350,7 @@ class BankEngine:
                 debit_n, credit_n, t, None, settlement, balance_notice, status if credit else None,
             ]  # fmt: skip
             state.notes[it.nid] = rows[it.nid] = row
+            planned[it.nid] = it.obj
             plan.notes.append((it.nid, it.allowance, it.raw))
             if settlement is not None:
                 plan.notices.append([it.payee, codec.SETTLEMENT, it.nid, settlement, t])

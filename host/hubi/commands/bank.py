@@ -29,7 +29,6 @@ from hubi.output import console, err_console, print_json, styled
 __all__ = ["bank", "resolve_bank", "default_db_url"]
 
 DB_NAME = "bank.db"
-TREASURY_SECRET = "treasury.secret"
 
 
 def resolve_bank(home: Path, bank: str | None) -> str:
@@ -130,14 +129,18 @@ def init_cmd(
     try:
         bank = resolve_bank(home, bank)
         url = db or default_db_url(home, bank)
+        secret = kmc_mod.bank_dir(home, bank) / kmc_mod.TREASURY_SECRET
+        _check_init_target(url)
         eng = _engine(home, bank, url, create=True, checkpoint_every=checkpoint_every)
-        secret = kmc_mod.bank_dir(home, bank) / TREASURY_SECRET
         created = False
         with eng:
             if eng.account(eng.treasury) is None:
-                priv = eng.setup_treasury(kmc_mod.load_kmc(home, bank))
-                kmc_mod.write_secret(secret, priv.to_bytes(32, "big"))
-                created = True
+                try:
+                    created = kmc_mod.open_treasury(eng, home, bank)
+                except kmc_mod.KeyKept as exc:
+                    raise click.ClickException(
+                        f"{exc}: {_display(url)} was left as it is"
+                    ) from None
             elif not secret.exists():
                 raise click.ClickException(
                     f"{eng.treasury} is open in {url} but {secret} is missing: restore it from backup"
@@ -170,6 +173,41 @@ def init_cmd(
             err_console.print(
                 styled("yellow", f"no subtrees kept: {info['kept_subtrees_not_added']}")
             )
+
+
+def _check_init_target(url: str) -> None:
+    """Refuse, before anything is made, a database that keeps nothing (SQLite ``:memory:``)."""
+    from hubi.bank.store import parse_url
+
+    loc = parse_url(url)
+    if loc.dialect == "sqlite" and Path(loc.target).name == ":memory:":
+        raise click.ClickException(
+            f"database {_display(url)!r} is an in-memory SQLite database: `hubi bank init`"
+            " needs a database file that keeps the books (give --db sqlite:///PATH)"
+        )
+
+
+def _check_key_folder(folder: Path, key: Path) -> None:
+    """Before an account is opened: its key file must not exist yet (a key is never
+    overwritten), and `folder` must be a folder the key can be written to."""
+    import os
+    import tempfile
+
+    if key.exists() or key.is_symlink():
+        raise click.ClickException(
+            f"{key} already exists: it holds the key of an account opened before (never"
+            " overwritten); choose another --out folder or move that file away (keep it)"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".hubi-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise click.ClickException(
+            f"cannot write the account's key to {folder}: {why}; nothing was opened"
+        ) from None
 
 
 def _display(url: str) -> str:
@@ -209,14 +247,27 @@ def open_account_cmd(
 
     try:
         bank = resolve_bank(home, bank)
+        from hubi_core import ids
+
+        ids.check_account_id(account)  # before its name is made into a file's
+        folder = out or Path(home) / "accounts"
+        key_file, tpl_file = folder / f"{account}.secret", folder / f"{account}.template"
         with _engine(home, bank, db) as eng:
-            priv, tpl = eng.issue_account(kmc_mod.load_kmc(home, bank), account, currency)
+            if kmc_mod.kept(key_file, tpl_file) and eng.account(account) is None:
+                # kept by an open-account killed before its commit (or for another database
+                # of this bank): opened with that key, never a new one over it
+                tpl = eng.open_kept(kmc_mod.read_key(key_file), tpl_file.read_bytes()).template
+            else:
+                _check_key_folder(folder, key_file)
+                _, tpl = eng.issue_account(
+                    kmc_mod.load_kmc(home, bank),
+                    account,
+                    currency,
+                    keep=lambda priv, tpl: kmc_mod.keep_key(key_file, tpl_file, priv, tpl),
+                )
             from hubi_core import codec
 
-            raw = codec.encode(tpl)
-            folder = out or Path(home) / "accounts"
-            kmc_mod.write_secret(folder / f"{account}.secret", priv.to_bytes(32, "big"))
-            kmc_mod.write_atomic(folder / f"{account}.template", raw)
+            raw = tpl if isinstance(tpl, bytes) else codec.encode(tpl)
             funded = eng.fund(account, fund_amount).as_dict() if fund_amount else None
             info = {
                 "account": account,

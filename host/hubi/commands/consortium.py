@@ -159,14 +159,48 @@ def init_cmd(
 
 
 def _install(home: Path, cons: Any, trust: Any, kmc_mod: Any, matrices: dict[str, Any]) -> None:
-    """Archive the current epoch and install `cons` (fully signed) as the consortium file."""
+    """Archive the current epoch and install `cons` (fully signed) as the consortium file.
+
+    `cons` is checked first (every signature, the matrices it pins, the chain to the current
+    epoch): one that does not verify leaves the installed consortium file as it was. Each file
+    is written atomically (a temporary file in the same folder, then os.replace)."""
+    from hubi_core.verify import Trust
+
     prev = trust.consortium
+    cons.check_successor(prev)
+    cons.check_signatures(Trust(cons, matrices))
     archive = Path(home) / "trust" / "epochs" / f"{prev.epoch}.json"
     kmc_mod.write_atomic(archive, prev.to_json().encode())
     kmc_mod.save_trust(Path(home) / "trust", cons, matrices)
-    new = kmc_mod.load_trust(Path(home) / "trust")
-    new.consortium.check_successor(prev)
     (Path(home) / "trust" / f"pending-{cons.epoch}.json").unlink(missing_ok=True)
+
+
+def _pending(home: Path) -> list[Path]:
+    return sorted((Path(home) / "trust").glob("pending-*.json"))
+
+
+MAX_CONSORTIUM_FILE = 1 << 20  # a consortium file is a few KiB; past this it is not one
+
+
+def _read_consortium_file(path: Path) -> Any:
+    """The consortium file at `path`, parsed: a regular file (a FIFO would block for ever) of at
+    most MAX_CONSORTIUM_FILE bytes, UTF-8 JSON; ValueError naming the file otherwise."""
+    from hubi.objects import open_regular
+    from hubi_core.consortium import Consortium
+    from hubi_core.errors import HubiError
+
+    with open_regular(path) as f:
+        raw = f.read(MAX_CONSORTIUM_FILE + 1)
+    if len(raw) > MAX_CONSORTIUM_FILE:
+        raise ValueError(f"{path}: larger than {MAX_CONSORTIUM_FILE} bytes, not a consortium file")
+    try:
+        return Consortium.from_json(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text, not a consortium file") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply, not a consortium file") from None
+    except (ValueError, HubiError) as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 @consortium.command("join")
@@ -182,6 +216,7 @@ def join_cmd(
     from hubi import kmc as kmc_mod
     from hubi_core import ids
     from hubi_core.consortium import BankEntry
+    from hubi_core.errors import HubiError
 
     endpoints = tuple(check_url(u, "--endpoint") for u in endpoints)
     etcd = tuple(check_url(u, "--etcd") for u in etcd)
@@ -191,6 +226,13 @@ def join_cmd(
         cons = trust.consortium
         if bank in cons.banks:
             raise ValueError(f"bank {bank} is already in consortium {cons.name}")
+        pending = _pending(home)
+        if pending:  # its signatures would be lost: one epoch at a time
+            raise ValueError(
+                f"epoch pending in {pending[-1]}: the founders finish it first (`hubi consortium"
+                f" sign --home {home} --bank FOUNDER`), or drop it by deleting that file, before"
+                " another bank joins"
+            )
         kdir = kmc_mod.bank_dir(home, bank)
         if (kdir / "identity.secret").exists():
             kmc = kmc_mod.load_kmc(home, bank)
@@ -228,9 +270,15 @@ def join_cmd(
                 "missing": missing,
             }
         else:
-            _install(home, nxt, trust, kmc_mod, matrices)
+            try:
+                _install(home, nxt, trust, kmc_mod, matrices)
+            except HubiError as exc:
+                raise ValueError(
+                    f"epoch {nxt.epoch} not installed ({Path(home) / 'trust' / 'consortium.json'}"
+                    f" left as it was): {exc}"
+                ) from None
             result = {"installed": True, "epoch": nxt.epoch, "signed": signed + [bank]}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, HubiError) as exc:
         _fail(as_json, exc)
         return
     if as_json:
@@ -254,19 +302,21 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
     """Sign a pending epoch as a founder; installs it when every founder has signed."""
     from hubi import kmc as kmc_mod
     from hubi_core import cpk
-    from hubi_core.consortium import Consortium
-    from hubi_core.verify import Trust
+    from hubi_core.errors import HubiError
 
     try:
         trust = kmc_mod.load_trust(Path(home) / "trust")
         path = file
         if path is None:
-            found = sorted((Path(home) / "trust").glob("pending-*.json"))
+            found = _pending(home)
             if not found:
                 raise FileNotFoundError(f"no pending epoch in {Path(home) / 'trust'}")
             path = found[-1]
-        nxt = Consortium.from_json(path.read_text())
-        nxt.check_successor(trust.consortium)
+        nxt = _read_consortium_file(path)
+        try:
+            nxt.check_successor(trust.consortium)
+        except HubiError as exc:
+            raise ValueError(f"{path}: {exc}") from None
         if bank not in nxt.founders:
             raise ValueError(f"{bank} is not a founder of {nxt.name}")
         nxt.sign(bank, kmc_mod.load_bank_identity(home, bank).private)
@@ -279,10 +329,12 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
             for b in nxt.bank_ids():
                 raw = (Path(home) / "trust" / "matrices" / f"{b}.pub").read_bytes()
                 matrices[b] = cpk.PublicMatrix.from_bytes(raw)
-            nxt.check_signatures(Trust(nxt, matrices))
-            _install(home, nxt, trust, kmc_mod, matrices)
+            try:
+                _install(home, nxt, trust, kmc_mod, matrices)
+            except HubiError as exc:
+                raise ValueError(f"{path}: {exc}") from None
             result = {"installed": True, "epoch": nxt.epoch}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, HubiError) as exc:
         _fail(as_json, exc)
         return
     if as_json:

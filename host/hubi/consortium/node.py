@@ -65,6 +65,7 @@ from typing import Any, NamedTuple, Protocol
 
 from hubi.bank import engine as eng_mod
 from hubi.bank.engine import BankEngine
+from hubi.bank.issuance import same_issuance, same_issuance_bytes
 from hubi.consortium import entries as ent
 from hubi.consortium.endorse import (
     EndorsementCheck,
@@ -402,7 +403,7 @@ class ConsortiumNode:
         row = self.state.entry(nid)
         if row is not None and not row.digest:  # burnt by an entry that is no note (§4)
             return False, codec.REASON_CONSORTIUM, f"note id burnt: {row.reason}"
-        if row is not None and row.digest != digest:
+        if row is not None and row.digest != digest and not _one_issuance(row.note, obj):
             return (
                 False,
                 codec.REASON_DOUBLE_ISSUE,
@@ -420,7 +421,9 @@ class ConsortiumNode:
                 return False, v.reason_code, v.reason
             if self.bank == payer_bank:
                 other = self.state.endorse_once(nid, digest)
-                if other is not None:
+                if other is not None and not (
+                    row is not None and other == row.digest and _one_issuance(row.note, obj)
+                ):
                     return (
                         False,
                         codec.REASON_DOUBLE_ISSUE,
@@ -675,7 +678,7 @@ class ConsortiumNode:
     ) -> SubmitResult:
         """The answer for a note id this bank has applied: a duplicate of that note's
         settlement, or a double issue when another note holds the id."""
-        if row.digest and row.digest != digest:
+        if row.digest and row.digest != digest and not _one_issuance(row.note, obj):
             return self._double(base, obj, row.revision, row.submitter)
         return self._answer(base.note_id, base, duplicate=bool(row.digest))
 
@@ -699,7 +702,7 @@ class ConsortiumNode:
             # as this bank's applier decides, as every later upload of this note is answered
             with self.timed("settle"):
                 return self._answer(base.note_id, base, duplicate=False, revision=claim.revision)
-        if note_digest(other.note) != digest:
+        if note_digest(other.note) != digest and not _one_issuance(other.note, obj):
             return self._double(base, obj, claim.revision, other.submitter)
         with self.timed("settle"):
             return self._answer(base.note_id, base, duplicate=True, revision=claim.revision)
@@ -1124,6 +1127,8 @@ class ConsortiumNode:
             what = "an entry that does not decode, under that note id,"
         elif note_digest(entry.note) == first.digest:
             what = "the same note"
+        elif _one_issuance(first.note, entry.note):
+            what = "the same note with signed fields removed or added (one issuance)"
         else:
             what = "another note with the same payer serial (double issuance)"
         detail = (
@@ -1460,6 +1465,20 @@ class ConsortiumNode:
                 "read_ahead_cpu_s": round(self.read_ahead_cpu, 4),
             },
         }
+
+
+def _one_issuance(first: bytes, other: bytes | codec.Obj) -> bool:
+    """`other` is the note `first` (bytes every bank holds) with signed fields removed or added:
+    one issuance by the payer, not a double issuance. From the two notes' bytes only, so every
+    bank decides alike."""
+    if not first:
+        return False
+    if not isinstance(other, codec.Obj):
+        return same_issuance_bytes(first, other)
+    try:
+        return same_issuance(codec.decode(first, codec.NOTE), other)
+    except CodecError:
+        return False
 
 
 def _replied(fut: cf.Future[bytes]) -> bool:

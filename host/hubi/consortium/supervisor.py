@@ -86,6 +86,22 @@ def init_home(
     home = Path(home)
     if (home / "trust" / "consortium.json").exists():
         raise FileExistsError(f"{home} already holds a consortium (trust/consortium.json)")
+    # never overwrite a key: a home left half made (or holding other banks' keys) is refused
+    held = [
+        str(p)
+        for b in banks
+        for p in (
+            kmc_mod.bank_dir(home, b) / "kmc.secret",
+            kmc_mod.bank_dir(home, b) / "identity.secret",
+            home / "trust" / "matrices" / f"{b}.pub",
+        )
+        if p.exists() or p.is_symlink()
+    ]
+    if held:
+        raise FileExistsError(
+            f"{home} already holds bank files that would be overwritten: {', '.join(held)};"
+            " move them away (keep them) or choose another home"
+        )
     kmcs = {b: kmc_mod.Kmc.create(b, None if seed is None else seed + b.encode()) for b in banks}
     cons, identities = kmc_mod.make_consortium(
         name, kmcs, endpoints=endpoints or {}, time=int(time_now or time.time())
@@ -112,10 +128,7 @@ def open_treasury(eng: BankEngine, home: Path, bank: str, kmc: Any) -> None:
     """The bank's treasury account, opened once; its key kept in HOME/banks/<BANK>/treasury.secret
     (BankEngine.open reads it from there)."""
     if eng.account(eng.treasury) is None:
-        tkey = eng.setup_treasury(kmc)
-        kmc_mod.write_secret(
-            kmc_mod.bank_dir(home, bank) / "treasury.secret", tkey.to_bytes(32, "big")
-        )
+        kmc_mod.open_treasury(eng, home, bank)
 
 
 def setup_bank(
