@@ -485,6 +485,16 @@ def _tlv(tag, raw):
     return bytes([tag]) + varint(len(raw)) + raw
 
 
+def sealed_bytes(obj, skip=()):
+    """The sealed fields of obj as its seal covers them, leaving out those named in `skip`
+    (a note's template stub before its key is known: encoding a key decodes its point)."""
+    return b"".join(
+        _tlv(f[0], _encode_value(obj.kind, f[1], f[2], obj.values[f[1]], obj.signer))
+        for f in SCHEMAS[obj.kind][1]
+        if f[4] == SEALED and f[1] in obj.values and f[1] not in skip
+    )
+
+
 def field_message(obj, name, value_bytes=None):
     """The exact bytes a field's signature covers."""
     tag, _, typ, _, signing = _by_name(obj.kind, name)
@@ -493,11 +503,7 @@ def field_message(obj, name, value_bytes=None):
 
         value = lsum.of_note(obj)
     elif signing == SIGNED and typ == EMPTY:  # seal: covers every sealed field before it
-        value = b"".join(
-            _tlv(f[0], _encode_value(obj.kind, f[1], f[2], obj.values[f[1]], obj.signer))
-            for f in SCHEMAS[obj.kind][1]
-            if f[4] == SEALED and f[1] in obj.values
-        )
+        value = sealed_bytes(obj)
     elif value_bytes is not None:
         value = value_bytes
     else:

@@ -134,15 +134,15 @@ def recover_payer_key(note, trust):
     template with the implied separating key verifies.
     """
     stub = note["template"]
-    cache_key = stub.sigs["seal"] + note.signer.encode()
+    stub.values.pop("key", None)  # not on the wire: recovered below
+    # keyed by everything the seal covers but the key: a stub with another currency or bank
+    # under the same seal is another entry (it was taken for this one, unchecked)
+    sealed = hashlib.sha256(stub.header_bytes() + codec.sealed_bytes(stub)).digest()
+    cache_key = stub.sigs["seal"] + note.signer.encode() + sealed
     hit = trust._payer_keys.get(cache_key)
     if hit is not None:
-        # the seal verified over one message: this stub's, with the key recovered then, must be
-        # that message (a stub with another currency or bank under the same seal is not)
         stub.values["key"] = hit[1]
-        if hashlib.sha256(codec.field_message(stub, "seal")).digest() == hit[2]:
-            return hit[0]
-        stub.values.pop("key", None)
+        return hit[0]
     bank_key = _template_bank_checks(stub, trust)
     combined = trust.matrix(stub.signer).combined(note.signer)
     neg_combined = ec.point_neg(combined)
@@ -158,8 +158,7 @@ def recover_payer_key(note, trust):
             if suite.verify(bank_key, codec.field_message(stub, "seal"), stub.sigs["seal"]):
                 if len(trust._payer_keys) > 4096:
                     trust._payer_keys.clear()
-                sealed = hashlib.sha256(codec.field_message(stub, "seal")).digest()
-                trust._payer_keys[cache_key] = (cand, stub.values["key"], sealed)
+                trust._payer_keys[cache_key] = (cand, stub.values["key"])
                 return cand
         stub.values.pop("key", None)
     raise VerifyError("template", _NO_KEY % stub.signer)
