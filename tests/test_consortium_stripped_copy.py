@@ -14,9 +14,10 @@ import pytest
 
 from hubi.bank.engine import FLAG_DOUBLE_ISSUE
 from hubi.consortium.service import EmbeddedConsortium
-from hubi_core import codec, lsum, verify
+from hubi_core import codec, lsum
 from tests.consortium_support import BANKS4, FUNDS
 from tests.test_consortium_embedded import wait_all, world  # noqa: F401  (fixture)
+from tests.test_stripped_copy import stripped_pair
 
 PAYER, PAYEE = "BKA-000001", "BKB-000001"
 
@@ -24,18 +25,9 @@ PAYER, PAYEE = "BKA-000001", "BKB-000001"
 def _pair(ec: EmbeddedConsortium, acc, allowance: int, serial: int, amount: int):  # type: ignore[no-untyped-def]
     """(genuine interbank note naming an allowance voucher, the same note stripped of it)."""
     a = acc[PAYER]
-    n = codec.make_note(
-        a.template, serial, int(time.time()), amount, PAYEE, "snack", allowance=allowance
+    return stripped_pair(
+        a.template, a.key, PAYEE, ec.trust, allowance, serial, amount, int(time.time())
     )
-    genuine = codec.encode(codec.sign(n, a.key))
-    obj = codec.decode(genuine, codec.NOTE)
-    del obj.values["allowance"]
-    del obj.sigs["allowance"]
-    stripped = codec.encode(obj)
-    assert stripped != genuine
-    for raw in (genuine, stripped):
-        assert verify.verify_note(codec.decode(raw, codec.NOTE), ec.trust, None).ok
-    return genuine, stripped
 
 
 def _not_flagged(ec: EmbeddedConsortium) -> None:

@@ -33,21 +33,32 @@ def _bank(url: str, w: World) -> tuple[BankEngine, int]:
     return eng, voucher.serial
 
 
-def _pair(w: World, allowance: int, serial: int, amount: int) -> tuple[bytes, bytes]:
+def stripped_pair(
+    template: codec.Obj,
+    private: int,
+    payee: str,
+    trust: verify.Trust,
+    allowance: int,
+    serial: int,
+    amount: int,
+    t: int = 1_760_000_500,
+) -> tuple[bytes, bytes]:
     """(genuine note with an allowance voucher, the same note with the allowance stripped)."""
-    acct = w.accounts[PAYER]
-    n = codec.make_note(
-        acct.template, serial, 1_760_000_500, amount, PAYEE, "snack", allowance=allowance
-    )
-    genuine = codec.encode(codec.sign(n, acct.private))
+    n = codec.make_note(template, serial, t, amount, payee, "snack", allowance=allowance)
+    genuine = codec.encode(codec.sign(n, private))
     obj = codec.decode(genuine, codec.NOTE)
     del obj.values["allowance"]
     del obj.sigs["allowance"]
     stripped = codec.encode(obj)
     assert stripped != genuine
     for raw in (genuine, stripped):
-        assert verify.verify_note(codec.decode(raw, codec.NOTE), w.trust, None).ok
+        assert verify.verify_note(codec.decode(raw, codec.NOTE), trust, None).ok
     return genuine, stripped
+
+
+def _pair(w: World, allowance: int, serial: int, amount: int) -> tuple[bytes, bytes]:
+    acct = w.accounts[PAYER]
+    return stripped_pair(acct.template, acct.private, PAYEE, w.trust, allowance, serial, amount)
 
 
 def _not_flagged(eng: BankEngine) -> None:
