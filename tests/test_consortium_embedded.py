@@ -216,6 +216,7 @@ def test_a_serial_ordered_while_the_peers_were_asked_is_a_double_issue_not_a_ret
         tr,
         ConsortiumState(tmp_path / "late-bkc.db", f"embedded:{prefix.decode()}"),
         settle_timeout=0.5,
+        prune_interval=None,  # as the world's nodes: its own mark (put at start) would race theirs
     )
     try:
         out = late.submit(n2).as_json()
@@ -269,6 +270,7 @@ def test_a_serial_applied_and_forgotten_while_the_peers_were_asked_is_a_double_i
         tr,
         ConsortiumState(tmp_path / "late-bkc.db", f"embedded:{prefix.decode()}"),
         settle_timeout=0.5,
+        prune_interval=None,  # as the world's nodes: its own mark (put at start) would race theirs
     )
     collect = late.collect
 
@@ -547,7 +549,12 @@ def test_node_resumes_from_its_last_applied_revision(world, tmp_path: Path) -> N
     assert state.applied_revision() == stopped_at
     tr = LocalPeerTransport("BKD", ec.nodes)
     d2 = ConsortiumNode(
-        d.engine, ec.trust, SqliteOrderer(ec.orderer_path, prefix=prefix), tr, state
+        d.engine,
+        ec.trust,
+        SqliteOrderer(ec.orderer_path, prefix=prefix),
+        tr,
+        state,
+        prune_interval=None,
     )
     ec.nodes["BKD"] = d2
     d2.start()
