@@ -7,7 +7,7 @@ Pin map:
     keys A GPIO39 = UP, B GPIO38 = OK, C GPIO37 = DOWN (external pull-ups on the board)
     link USB-UART bridge (CP2104/CH9102) on UART0, 115200 baud
 
-Settings: 0.17 mm pixels; a note fits one version-15 QR at 2 px per module (170 px).
+Settings: 0.125 mm pixels (2.0"; 0.18 mm on a 2.8" module); a note fits one version-15 QR at 2 px per module (170 px).
 """
 
 NAME = "m5stack_core"

@@ -462,9 +462,9 @@ def upload(
 ) -> None:
     """Upload every pending note to the bank; keep each until the bank gives a final answer.
 
-    Idempotent: a note the bank has seen gets its first answer again. Network errors and 5xx
-    replies are retried with exponential back-off. Exit status 0 when nothing is left
-    pending, 1 otherwise.
+    Idempotent: a note the bank has seen gets its first answer again. Network errors and 5xx,
+    408, 425 and 429 replies are retried with exponential back-off. Exit status 0 when nothing
+    is left pending, 1 otherwise.
     """
     from hubi.merchant import upload as up
 

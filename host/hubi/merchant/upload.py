@@ -10,11 +10,11 @@ bank's final answer changes its state:
   bounced  the payer could not cover it; the bank's signed Refusal says why
   refused  the bank refused it (double issuance, bad template, ...); signed Refusal says why
 
-Network errors, 5xx and 429 replies are retried with exponential back-off (with jitter); a
-4xx reply or an answer that does not verify leaves the note pending with the error, so
-nothing is lost and the next `upload` tries again. An interbank note the consortium has not
-settled yet ("pending") is asked about again for up to ``settle_wait`` seconds, then left
-pending for the next run.
+Network errors and 5xx, 408, 425 and 429 replies are retried with exponential back-off
+(with jitter); any other 4xx reply or an answer that does not verify leaves the note pending
+with the error, so nothing is lost and the next `upload` tries again. An interbank note the
+consortium has not settled yet ("pending") is asked about again for up to ``settle_wait``
+seconds, then left pending for the next run.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class UploadReport:
 
 
 class Transient(Exception):
-    """Worth retrying: no reply, 5xx, 429."""
+    """Worth retrying: no reply, 5xx, 408, 425, 429."""
 
 
 class Answer(Exception):
