@@ -188,7 +188,7 @@ class AuditReport:
         for f in self.findings:
             if f.book != REGISTER and f.kind in ("missing", "truncated"):
                 last = f.record if f.through is None else f.through
-                for n in range(f.record, min(last, f.record + most - len(seen)) + 1):
+                for n in range(f.record, min(last, f.record + most - len(seen) - 1) + 1):
                     seen[(f.book, n)] = None
                 if len(seen) >= most:
                     break
@@ -966,15 +966,16 @@ class _Auditor:
         return AuditReport(self.bank, self.level, self.f.sorted(), books, self.records, self.checks)
 
 
-def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[tuple[str, int, str, str]], int]:
-    """One worker process's share of a chain-level audit (its own connection)."""
+def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[Finding], int]:
+    """One worker process's share of a chain-level audit (its own connection): its findings
+    whole (a range finding's last number too: restore fetches by it)."""
     url, level, books = args
     st = open_store(url, create=False, migrate=False)
     try:
         a = _Auditor(st, trust=None, keys=None, level=level, memo=None, progress=None)
         for b in books:
             a.walk(b)
-        return [(f.book, f.record, f.kind, f.detail) for f in a.f.sorted()], a.records
+        return a.f.sorted(), a.records
     finally:
         st.close()
 
@@ -1007,8 +1008,8 @@ def audit(
             with ctx.Pool(workers) as pool:
                 for found, count in pool.map(_audit_share, shares):
                     a.records += count
-                    for book, record, kind, detail in found:
-                        a.f.add(book, record, kind, detail)
+                    for x in found:
+                        a.f.add(x.book, x.record, x.kind, x.detail, x.through)
             a.checks["workers"] = workers
         else:
             for b in names:

@@ -282,6 +282,8 @@ class EngineBackend:
             head = e.head(account)
         except eng_mod.UnknownAccount:
             return None
+        except DAMAGED as exc:
+            raise _damaged(exc) from None
         recs = e.records(account, start, start + limit - 1)
         return {
             "account": account,
@@ -302,9 +304,9 @@ class EngineBackend:
         if info is None:
             return None
         out = info.as_dict()
-        head = e.head(account)
-        out["length"] = head.n
-        try:
+        try:  # the head row itself may be the damaged part
+            head = e.head(account)
+            out["length"] = head.n
             out["balance"] = e.keys.balance_of(head)
         except DAMAGED as exc:
             raise _damaged(exc) from None

@@ -641,15 +641,21 @@ class BankEngine:
         return priv, tpl
 
     def open_kept(
-        self, private: int, template: codec.Obj | bytes, *, treasury: bool = False
+        self,
+        private: int,
+        template: codec.Obj | bytes,
+        *,
+        treasury: bool = False,
+        account: str | None = None,
     ) -> AccountInfo:
         """Open an account from a key and Template kept earlier (an `issue_account` or
         `setup_treasury` killed after `keep`, or another database of this bank): the key must be
-        the one the Template's seal covers."""
+        the one the Template's seal covers, and the Template `account`'s when it is named (the
+        files are found by that name: a copy of another account's must not open that one)."""
         tpl = (
             template if isinstance(template, codec.Obj) else codec.decode(template, codec.TEMPLATE)
         )
-        want = self.treasury if treasury else tpl["account"]
+        want = self.treasury if treasury else (account or tpl["account"])
         if tpl["account"] != want:
             raise BankEngineError(f"the kept template is of {tpl['account']}, not {want}")
         sealed = ec.encode_point(ec.decode_point(verify.template_key(tpl, self.trust)), True)
@@ -1070,10 +1076,7 @@ class BankEngine:
         if head_rows is None:
             head_rows = tx.all_among(_HEAD_STATE_SELECT, "book", books)
         for r in head_rows:
-            heads[r[0]] = (
-                r[0], int(r[1]), bytes(r[2]), bytes(r[3]),
-                None if r[4] is None else bytes(r[4]), int(r[5]), bytes(r[6]),
-            )  # fmt: skip
+            heads[r[0]] = _head_state(r)
         for b in books:
             if b not in heads:
                 raise UnknownAccount(f"no book {b} at bank {self.bank}")
@@ -2049,18 +2052,69 @@ def _dup_outcome(row: Sequence[Any], replay: bool = True) -> Outcome:
     )
 
 
+_BLOBS = (bytes, bytearray, memoryview)
+
+
+def _cell(v: Any) -> str:
+    """A damaged cell, as an error names it."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, _BLOBS):
+        return f"{len(v)} bytes"
+    if isinstance(v, str):
+        return f"text {v[:40]!r}"
+    return repr(v)[:40]
+
+
+def _blob(v: Any, size: int | None) -> bool:
+    return isinstance(v, _BLOBS) and (size is None or len(v) == size)
+
+
+def _whole(v: Any) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _head_state(row: Sequence[Any]) -> tuple:
+    """(book, n, ecode, hchain, coded_bal, last_kind, last_lsum) of a head row. ChainError
+    naming each damaged cell: the next record is built on them and signed (a 1-byte hchain
+    or ecode was booked on, and every later record chained onto the damage)."""
+    book, n, ecode, hchain, coded, kind, last_lsum = row[:7]
+    if not (  # one test on the booking path; the names only when something is wrong
+        _whole(n)
+        and _blob(ecode, 16)
+        and _blob(hchain, 32)
+        and (coded is None or _blob(coded, None))
+        and _whole(kind)
+        and _blob(last_lsum, 16)
+    ):
+        cells = (
+            ("record count", n, _whole(n)),
+            ("ecode", ecode, _blob(ecode, 16)),
+            ("hchain", hchain, _blob(hchain, 32)),
+            ("coded_bal", coded, coded is None or _blob(coded, None)),
+            ("last_kind", kind, _whole(kind)),
+            ("last_lsum", last_lsum, _blob(last_lsum, 16)),
+        )
+        bad = [f"{name} is {_cell(v)}" for name, v, ok in cells if not ok]
+        raise rec.ChainError(
+            f"book {book}'s head row is damaged: its {' and its '.join(bad)} "
+            "(hubi audit verify names it, hubi audit restore brings the records back)"
+        )
+    return (
+        book, n, bytes(ecode), bytes(hchain),
+        None if coded is None else bytes(coded), kind, bytes(last_lsum),
+    )  # fmt: skip
+
+
 def _head(row: Sequence[Any]) -> Head:
-    return Head(
-        row[0],
-        int(row[1]),
-        bytes(row[2]),
-        bytes(row[3]),
-        None if row[4] is None else bytes(row[4]),
-        int(row[5]),
-        bytes(row[6]),
-        bytes(row[7]),
-        bytes(row[8]),
-    )
+    bad = [
+        f"{c} is {_cell(v)}"
+        for c, v in zip(("statement", "sig"), row[7:9])
+        if not isinstance(v, _BLOBS)
+    ]
+    if bad:
+        raise rec.ChainError(f"book {row[0]}'s head row is damaged: its {' and its '.join(bad)}")
+    return Head(*_head_state(row), bytes(row[7]), bytes(row[8]))
 
 
 def _account_info(row: Sequence[Any]) -> AccountInfo:

@@ -236,7 +236,10 @@ def _put_back(
     for g in got.values():
         by_book.setdefault(g.book, []).append(g)
     accepted: list[_Got] = []
-    size = int(tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0) or 0)
+    raw_size = tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0)
+    size = audit_mod._int(raw_size)
+    if size is None or size < 0:  # no bound to check a position against: named, not a traceback
+        size = f"the register's size is {audit_mod._what(raw_size)}, not a count"
     for book, items in sorted(by_book.items()):
         items.sort(key=lambda g: g.n)
         head = tx.one("SELECT n, hchain FROM books WHERE book = ?", (book,))
@@ -248,6 +251,7 @@ def _put_back(
             else:
                 accepted.append(g)
                 restored_here[g.n] = g.hchain
+    accepted = _one_per_position(accepted, result)
     with store.transaction() as wtx:
         for g in accepted:
             wtx.execute(
@@ -267,7 +271,8 @@ def _put_back(
 def _check(
     tx: Any, verifier: rec.BookVerifier, g: _Got, restored: dict[int, bytes], head: tuple | None
 ) -> str | None:
-    """Why a fetched record must not go back in (None: it fits)."""
+    """Why a fetched record must not go back in (None: it fits). A neighbour or head cell that
+    is damaged (the audit names it) links nothing, as a neighbour that is not there."""
     try:
         r = rec.Record.parse(g.body)
     except rec.RecordFormatError as exc:
@@ -283,29 +288,65 @@ def _check(
         prev = restored[g.n - 1]
     else:
         row = tx.one("SELECT hchain FROM records WHERE book = ? AND n = ?", (g.book, g.n - 1))
-        prev = bytes(row[0]) if row else None
+        prev = audit_mod._blob(row[0]) if row else None
     if prev is not None and rec.chain_hash(prev, g.n, g.body) != g.hchain:
         return f"does not chain onto record {g.n - 1}"
     nxt = tx.one("SELECT body, hchain FROM records WHERE book = ? AND n = ?", (g.book, g.n + 1))
-    if nxt is not None and rec.chain_hash(g.hchain, g.n + 1, bytes(nxt[0])) != bytes(nxt[1]):
+    nxt_body, nxt_hc = (audit_mod._blob(v) for v in nxt) if nxt else (None, None)
+    if (
+        nxt_body is not None
+        and nxt_hc is not None
+        and rec.chain_hash(g.hchain, g.n + 1, nxt_body) != nxt_hc
+    ):
         return f"record {g.n + 1} does not chain onto it"
-    if head is not None and int(head[0]) == g.n and bytes(head[1]) != g.hchain:
+    head_n, head_hc = (audit_mod._int(head[0]), audit_mod._blob(head[1])) if head else (None, None)
+    if head_n == g.n and head_hc is not None and head_hc != g.hchain:
         return "its hash chain value is not the one the signed head names"
     return None
 
 
-def _check_seq(tx: Any, g: _Got, size: int) -> str | None:
+def _check_seq(tx: Any, g: _Got, size: int | str) -> str | None:
     """Why the register position the source gives must not be written (None: it fits). The
     position is not signed: one at or past the register's end would take the place of the next
-    booking (whose insert then fails: the bank could book nothing more)."""
+    booking (whose insert then fails: the bank could book nothing more). `size` is the
+    register's size, or why it cannot be read."""
     if g.seq is None:
         return None
-    if not 0 <= g.seq < size:
+    if isinstance(size, str):
+        return f"its register position {g.seq} cannot be checked: {size}"
+    if g.seq < 0:
+        return f"its register position {g.seq} is negative"
+    if g.seq >= size:
         return f"its register position {g.seq} is not below the register's size {size}"
     have = tx.one("SELECT book, n FROM register WHERE seq = ?", (g.seq,))
-    if have is not None and (have[0], int(have[1])) != (g.book, g.n):
+    if have is not None and (have[0], audit_mod._int(have[1])) != (g.book, g.n):
         return f"its register position {g.seq} holds {have[0]}#{have[1]}"
     at = tx.one("SELECT seq FROM register WHERE book = ? AND n = ?", (g.book, g.n))
-    if at is not None and int(at[0]) != g.seq:
-        return f"the register has it at position {at[0]}, not {g.seq}"
+    if at is not None and audit_mod._int(at[0]) != g.seq:
+        return f"the register has it at position {audit_mod._what(at[0])}, not {g.seq}"
     return None
+
+
+def _one_per_position(accepted: list[_Got], result: RestoreResult) -> list[_Got]:
+    """`accepted` less the records whose position the source gives to another record too:
+    positions are not signed, so neither claim can be trusted, and the register row a record
+    goes back without is never brought back (the record stays lost: a sound backup can)."""
+    claims: dict[int, list[_Got]] = {}
+    for g in accepted:
+        if g.seq is not None:
+            claims.setdefault(g.seq, []).append(g)
+    out = []
+    for g in accepted:
+        same = claims.get(g.seq, []) if g.seq is not None else []
+        if len(same) > 1:
+            others = ", ".join(f"{o.book}#{o.n}" for o in same if o is not g)
+            result.rejected.append(
+                (
+                    g.book,
+                    g.n,
+                    f"its register position {g.seq} is the one the source gives {others} too",
+                )
+            )
+        else:
+            out.append(g)
+    return out

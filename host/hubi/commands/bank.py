@@ -256,7 +256,9 @@ def open_account_cmd(
             if kmc_mod.kept(key_file, tpl_file) and eng.account(account) is None:
                 # kept by an open-account killed before its commit (or for another database
                 # of this bank): opened with that key, never a new one over it
-                tpl = eng.open_kept(kmc_mod.read_key(key_file), tpl_file.read_bytes()).template
+                tpl = eng.open_kept(
+                    kmc_mod.read_key(key_file), tpl_file.read_bytes(), account=account
+                ).template
             else:
                 _check_key_folder(folder, key_file)
                 _, tpl = eng.issue_account(
