@@ -169,7 +169,7 @@ def _broken_bundles(good: Path, root: Path) -> dict[str, tuple[Path, str]]:
     return {
         "missing": (root / "nowhere", "no such folder"),
         "no-file": (no_file, "no consortium.json in it"),
-        "not-json": (not_json, "consortium file is not JSON"),
+        "not-json": (not_json, "consortium.json is not valid JSON (Expecting"),
         "no-matrix": (no_matrix, "public matrix of bank BKB missing"),
         "short-matrix": (short, "matrices/BKA.pub: public matrix: expected"),
         "unsigned": (unsigned, "has not signed"),

@@ -164,7 +164,9 @@ def test_init_refuses_a_key_that_is_not_the_templates(shop: Shop, tmp_path: Path
     broken = tmp_path / "broken-trust"
     shutil.copytree(shop.bank_home / "trust", broken)
     (broken / "consortium.json").write_text("{")
-    with pytest.raises(ValueError, match=f"trust bundle {broken}: consortium file is not JSON"):
+    with pytest.raises(
+        ValueError, match=f"trust bundle {broken}: consortium.json is not valid JSON"
+    ):
         import_identity(tmp_path / "m2", key, tpl, broken)
     assert not (tmp_path / "m2").exists()
     with pytest.raises(MerchantError, match="already holds a merchant"):
@@ -267,7 +269,7 @@ def test_a_damaged_merchant_home_is_named(shop: Shop, tmp_path: Path) -> None:
         (broken("outbox", lambda h: (h / "outbox.sqlite").write_bytes(b"garbage" * 100)),
          "outbox", "cannot open the outbox"),
         (broken("cfg", lambda h: (h / "merchant.json").write_text("{bad")),
-         "outbox", "merchant.json is damaged (not JSON: Expecting property name"),
+         "outbox", "merchant.json is damaged: it is not valid JSON (Expecting property name"),
         (broken("cfg2", lambda h: (h / "merchant.json").write_text("{}")),
          "outbox", "merchant.json is damaged: it needs account (a string)"),
         (broken("cfg3", lambda h: (h / "merchant.json").write_text("[1, 2]")),

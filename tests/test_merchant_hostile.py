@@ -183,7 +183,10 @@ def test_deeply_nested_json_is_named_not_a_recursion_error(shop: Shop, tmp_path:
     (home / "merchant.json").write_text("[" * 200_000 + "]" * 200_000)
     code, out = hubi_json("merchant", "--home", str(home), "outbox")
     assert code == 2 and out["error"] == "MerchantError", out
-    assert f"{home / 'merchant.json'} is damaged: JSON nested too deeply" in out["message"]
+    assert (
+        f"{home / 'merchant.json'} is damaged: it is not valid JSON (nested too deeply"
+        in out["message"]
+    )
     # the same in the trust bundle a note is checked with
     note = tmp_path / "note.bin"
     note.write_bytes(shop.payer().note(5))
@@ -192,7 +195,10 @@ def test_deeply_nested_json_is_named_not_a_recursion_error(shop: Shop, tmp_path:
     (trust / "consortium.json").write_text("[" * 200_000)
     proc = hubi("note", "show", str(note), "--trust", str(trust))
     said = _no_trace(proc)
-    assert proc.returncode == 2 and f"trust bundle {trust}: consortium.json is damaged" in said
+    assert (
+        proc.returncode == 2
+        and f"trust bundle {trust}: consortium.json is not valid JSON (nested too" in said
+    )
 
 
 def test_a_negative_camera_and_a_bad_bank_url_are_usage_errors(shop: Shop) -> None:

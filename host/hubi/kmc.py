@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubi import jsonload
 from hubi_core import codec, cpk, suite
 from hubi_core.consortium import BankEntry, Consortium
 from hubi_core.errors import HubiError
@@ -154,10 +155,6 @@ def load_trust(directory: Path) -> Trust:
     except (OSError, ValueError, HubiError) as exc:
         # Name the bundle: the caller is usually reading something else (a note, a book).
         raise TrustBundleError(f"trust bundle {directory}: {_reason(exc)}") from exc
-    except RecursionError:  # consortium.json nested deeper than the parser's stack
-        raise TrustBundleError(
-            f"trust bundle {directory}: consortium.json is damaged (JSON nested too deeply)"
-        ) from None
 
 
 def _reason(exc: BaseException) -> str:
@@ -185,8 +182,10 @@ def _read_trust_file(path: Path) -> bytes:
 
 
 def _load_trust(directory: Path) -> Trust:
-    text = _read_trust_file(directory / "consortium.json").decode("utf-8")
-    consortium = Consortium.from_json(text)
+    raw = _read_trust_file(directory / "consortium.json")
+    # read here first for the guarantees the shared parser (MicroPython's too) cannot give
+    jsonload.loads(raw, "consortium.json")
+    consortium = Consortium.from_json(raw.decode("utf-8"))
     matrices = {}
     for bank in consortium.bank_ids():
         path = directory / "matrices" / f"{bank}.pub"

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hubi import jsonload
 from hubi.bank import auth
 from hubi.bank.auth import AuthError, Caller, Role
 from hubi_core import codec
@@ -321,11 +322,9 @@ def _decode_upload(body: bytes, content_type: str) -> bytes:
     ctype = content_type.split(";")[0].strip().lower()
     if ctype == "application/json":
         try:
-            doc = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "bad-json", "body is not JSON") from None
-        except RecursionError:  # the parser's own limit: an upload is one level deep
-            raise ApiError(400, "bad-json", "body is JSON nested too deep") from None
+            doc = jsonload.loads(body, "body")  # an upload is one level deep
+        except jsonload.JsonError as exc:
+            raise ApiError(400, "bad-json", str(exc)) from None
         if not isinstance(doc, dict):
             raise ApiError(400, "bad-json", 'body must be a JSON object {"hex": ...}')
         unknown = sorted(set(doc) - {"hex", "base64"})

@@ -25,6 +25,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from hubi import jsonload
 from hubi.bank.auth import Signer
 from hubi.infra.deadlines import DEADLINES, shut
 from hubi.output import printable
@@ -419,12 +420,8 @@ def _doc(resp: httpx.Response) -> Any:
 
 
 def _json_of(resp: httpx.Response) -> Any:
-    """The reply's JSON; ValueError for one nested deeper than the parser goes (a RecursionError
-    otherwise: a node's JSON is a few levels deep)."""
-    try:
-        return resp.json()
-    except RecursionError:
-        raise ValueError("JSON nested too deep") from None
+    """The reply's JSON; JsonError (a ValueError) for one that is not JSON a node would send."""
+    return jsonload.loads(resp.content, "the bank node's answer")
 
 
 def _foreign(resp: httpx.Response) -> str:

@@ -185,6 +185,7 @@ MAX_CONSORTIUM_FILE = 1 << 20  # a consortium file is a few KiB; past this it is
 def _read_consortium_file(path: Path) -> Any:
     """The consortium file at `path`, parsed: a regular file (a FIFO would block for ever) of at
     most MAX_CONSORTIUM_FILE bytes, UTF-8 JSON; ValueError naming the file otherwise."""
+    from hubi import jsonload
     from hubi.objects import open_regular
     from hubi_core.consortium import Consortium
     from hubi_core.errors import HubiError
@@ -193,12 +194,12 @@ def _read_consortium_file(path: Path) -> Any:
         raw = f.read(MAX_CONSORTIUM_FILE + 1)
     if len(raw) > MAX_CONSORTIUM_FILE:
         raise ValueError(f"{path}: larger than {MAX_CONSORTIUM_FILE} bytes, not a consortium file")
+    try:  # read here first for the guarantees the shared parser (MicroPython's too) lacks
+        jsonload.loads(raw, str(path))
+    except jsonload.JsonError as exc:
+        raise ValueError(f"{exc}, not a consortium file") from None
     try:
         return Consortium.from_json(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text, not a consortium file") from None
-    except RecursionError:
-        raise ValueError(f"{path}: JSON nested too deeply, not a consortium file") from None
     except (ValueError, HubiError) as exc:
         raise ValueError(f"{path}: {exc}") from None
 

@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from hubi import jsonload
 from hubi.consortium.errors import EntryError
 from hubi_core import ids
 
@@ -196,10 +197,14 @@ def decode_entry(value: bytes) -> NoteEntry | DebitEntry | CheckpointEntry:
     entry or an EntryError, never another exception: the applier rejects what does not decode
     and goes on, and every bank rejects it alike."""
     try:
-        doc = json.loads(value)
-    except RecursionError:
-        raise EntryError("log entry is JSON nested too deep") from None
-    except (ValueError, TypeError):  # UnicodeDecodeError and the digit limit are ValueErrors
+        # What parses is part of the log's rule, the same at every bank whatever its version:
+        # bytes decoded as json.loads decodes them (UTF-16 and -32 too), no depth limit but
+        # the parser's own. A stricter reading would need every bank upgraded at once.
+        text = value.decode(json.detect_encoding(value), "surrogatepass")
+        doc = jsonload.loads(text, "log entry", max_depth=None)
+    except jsonload.JsonError as exc:
+        raise EntryError(str(exc)) from None
+    except (ValueError, TypeError, AttributeError):  # UnicodeDecodeError; a value not bytes
         raise EntryError("log entry is not JSON") from None
     try:
         return _decode_doc(doc)

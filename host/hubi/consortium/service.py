@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from hubi import jsonload
 from hubi import kmc as kmc_mod
 from hubi.bank.engine import BankEngine
 from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError
@@ -84,13 +85,11 @@ class NodeConfig:
         return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, where: str) -> NodeConfig:
+    def from_json(cls, text: bytes | str, where: str) -> NodeConfig:
         try:
-            doc = json.loads(text)
-        except RecursionError:
-            raise ConsortiumError(f"{where} is not a node configuration: nested too deep") from None
-        except ValueError as exc:
-            raise ConsortiumError(f"{where} is not JSON: {exc}") from None
+            doc = jsonload.loads(text, where)
+        except jsonload.JsonError as exc:
+            raise ConsortiumError(str(exc)) from None
         if not isinstance(doc, dict):
             raise ConsortiumError(f"{where} must hold a JSON object")
         unknown = sorted(set(doc) - set(cls.__dataclass_fields__))
@@ -176,14 +175,10 @@ def load_config(home: Path, bank: str, trust: Trust) -> NodeConfig | None:
     path = Path(env) if env else config_path(home, bank)
     if path.exists():
         try:
-            text = path.read_bytes().decode("utf-8")
+            raw = path.read_bytes()
         except OSError as exc:
             raise ConsortiumError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except UnicodeDecodeError as exc:
-            raise ConsortiumError(
-                f"{path} is not a node configuration: not UTF-8 text (byte {exc.start})"
-            ) from None
-        return NodeConfig.from_json(text, str(path))
+        return NodeConfig.from_json(raw, str(path))
     cons = trust.consortium
     if cons.orderer:
         kind = cons.orderer.get("kind", "etcd")

@@ -11,11 +11,11 @@ embedded, one-process set-up and unit tests).
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from hubi import jsonload
 from hubi.bank.auth import Signer
 from hubi.consortium.errors import PeerError
 from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
@@ -74,8 +74,8 @@ class HttpPeerTransport:
         except HttpFailure as exc:
             raise PeerError(bank, f"unreachable: {exc}", replied=False) from None
         try:
-            doc = json.loads(r.body)
-        except (ValueError, RecursionError):  # not JSON, or nested past any honest reply
+            doc = jsonload.loads(r.body, "the reply")
+        except jsonload.JsonError:  # no answer a node gives: shown below as text
             doc = None
         if r.status != 200 or not isinstance(doc, dict):
             code = doc.get("error") if isinstance(doc, dict) else None

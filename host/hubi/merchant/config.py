@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hubi import kmc, objects
+from hubi import jsonload, kmc, objects
 from hubi_core import codec, ids, suite
 from hubi_core.verify import Trust, template_key
 
@@ -170,11 +170,9 @@ def _read_config(cfg_path: Path) -> object:
     if len(raw) > MAX_CONFIG:
         raise MerchantError(f"{cfg_path} is damaged: more than {MAX_CONFIG:,} bytes")
     try:
-        return json.loads(raw)
-    except ValueError as exc:  # UnicodeDecodeError too
-        raise MerchantError(f"{cfg_path} is damaged (not JSON: {exc})") from None
-    except RecursionError:
-        raise MerchantError(f"{cfg_path} is damaged: JSON nested too deeply to read") from None
+        return jsonload.loads(raw, "it")
+    except jsonload.JsonError as exc:
+        raise MerchantError(f"{cfg_path} is damaged: {exc}") from None
 
 
 @dataclass

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hubi import jsonload
 from hubi.infra.sqlite import connect_wal, immediate, newer_schema
 
 from . import book
@@ -230,8 +231,8 @@ def _note_row(r: tuple) -> NoteRow:
     outcome = vals[17]
     if outcome is not None:
         try:
-            vals[17] = json.loads(outcome)
-        except (ValueError, RecursionError):
+            vals[17] = jsonload.loads(outcome, "outcome")
+        except jsonload.JsonError:
             vals[17] = None
             damage.append(f"outcome is not JSON ({_shown(outcome)})")
         else:

@@ -17,14 +17,13 @@ wait for a person on the device (confirm, PIN entry) or for the PIN back-off.
 
 from __future__ import annotations
 
-import json
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hubi import link_client
+from hubi import jsonload, link_client
 from hubi_core import protocol as P
 from hubi_core import tokenmsg
 from hubi_core.errors import ProtocolViolation
@@ -164,17 +163,10 @@ def check_layout(what: str, obj: Any, layout: Layout, path: str = "") -> dict[st
 
 def parse_json(type_: int, raw: bytes) -> Any:
     """A JSON reply to `type_`; BadReply if it is not UTF-8 or not JSON."""
-    what = f"reply to {P.type_name(type_)}"
     try:
-        text = bytes(raw).decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadReply(f"{what} is not UTF-8 (byte {e.start} of {len(raw)})") from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise BadReply(f"{what} is not valid JSON (nested too deeply)") from None
-    except ValueError as e:
-        raise BadReply(f"{what} is not valid JSON ({e})") from None
+        return jsonload.loads(bytes(raw), f"reply to {P.type_name(type_)}")
+    except jsonload.JsonError as e:
+        raise BadReply(str(e)) from None
 
 
 def _info_layout(type_: int, obj: Any) -> dict[str, Any]:
