@@ -62,6 +62,17 @@ def _damaged(g: Golden, tmp_path: Path, script: str) -> str:
     return f"sqlite:///{dst}"
 
 
+def _restore_from_golden(g: Golden, url: str) -> restore.RestoreResult:
+    """Restore the damaged copy at `url` from the golden database, as a standby would."""
+    st = open_store(url, migrate=False)
+    src = restore.StoreRecordSource(f"sqlite:///{g.path}")
+    try:
+        return restore.restore(st, src, trust=g.world.trust, keys=g.keys)
+    finally:
+        src.close()
+        st.close()
+
+
 # ------------------------------------------------ booking on a head with a damaged cell
 
 
@@ -158,13 +169,7 @@ def test_restore_beside_a_damaged_cell_restores_and_does_not_crash(
         tmp_path,
         script.replace("{A}", A) + f";DELETE FROM records WHERE book = '{A}' AND n = {lost}",
     )
-    st = open_store(url, migrate=False)
-    src = restore.StoreRecordSource(f"sqlite:///{golden.path}")
-    try:
-        result = restore.restore(st, src, trust=golden.world.trust, keys=golden.keys)
-    finally:
-        src.close()
-        st.close()
+    result = _restore_from_golden(golden, url)
     assert result.restored == [(A, lost)], result.as_dict()
     assert not result.rejected
     assert (A, lost) not in result.after.lost()  # the damaged cell is still a finding
@@ -200,13 +205,7 @@ def test_restore_names_a_damaged_register_it_cannot_check_a_position_against(
         tmp_path,
         script.replace("{A}", A) + f";DELETE FROM records WHERE book = '{A}' AND n = 5",
     )
-    st = open_store(url, migrate=False)
-    src = restore.StoreRecordSource(f"sqlite:///{golden.path}")
-    try:
-        result = restore.restore(st, src, trust=golden.world.trust, keys=golden.keys)
-    finally:
-        src.close()
-        st.close()
+    result = _restore_from_golden(golden, url)
     assert result.rejected == [(A, 5, why.format(seq=seq))], result.as_dict()
     assert not result.restored
 

@@ -53,7 +53,9 @@ from typing import Any
 
 from hubi.bank import merkle
 from hubi.bank import records as rec
+from hubi.bank.store import BLOB_TYPES as _BLOBS
 from hubi.bank.store import Store, display_url, open_store
+from hubi.bank.store import describe_cell as _what
 from hubi_core import codec, lsum, suite, verify
 from hubi_core.errors import CodecError, HubiError
 
@@ -83,7 +85,6 @@ REGISTER = "(register)"
 MAX_LOST = 100_000  # record numbers a restore asks a backup for at once
 _ROW_BATCH = 5000
 _U64 = struct.Struct(">Q").pack
-_BLOBS = (bytes, bytearray, memoryview)
 _HEAD_SELECT = (
     "SELECT n, ecode, hchain, statement, sig, coded_bal, last_kind, last_lsum FROM books "
     "WHERE book = ?"
@@ -106,17 +107,6 @@ def _int(v: Any) -> int | None:
 def _blob(v: Any) -> bytes | None:
     """Stored bytes; None for NULL, text or a number in a bytes column."""
     return bytes(v) if isinstance(v, _BLOBS) else None
-
-
-def _what(v: Any) -> str:
-    """A damaged cell, as a finding names it."""
-    if v is None:
-        return "NULL"
-    if isinstance(v, str):
-        return f"text {v[:40]!r}"
-    if isinstance(v, _BLOBS):
-        return f"{len(v)} bytes"
-    return repr(v)
 
 
 def _meta(tx: Any, key: str) -> bytes | None:

@@ -75,7 +75,16 @@ from typing import Any
 from hubi.bank import issuance, merkle
 from hubi.bank import records as rec
 from hubi.bank.records import BookKeys, Head
-from hubi.bank.store import Store, StoreConflict, StoreError, Tx, display_url, open_store
+from hubi.bank.store import (
+    BLOB_TYPES,
+    Store,
+    StoreConflict,
+    StoreError,
+    Tx,
+    describe_cell,
+    display_url,
+    open_store,
+)
 from hubi_core import codec, ec, ids, lsum, suite, verify
 from hubi_core.errors import CodecError, HubiError, VerifyError
 
@@ -2052,22 +2061,8 @@ def _dup_outcome(row: Sequence[Any], replay: bool = True) -> Outcome:
     )
 
 
-_BLOBS = (bytes, bytearray, memoryview)
-
-
-def _cell(v: Any) -> str:
-    """A damaged cell, as an error names it."""
-    if v is None:
-        return "NULL"
-    if isinstance(v, _BLOBS):
-        return f"{len(v)} bytes"
-    if isinstance(v, str):
-        return f"text {v[:40]!r}"
-    return repr(v)[:40]
-
-
 def _blob(v: Any, size: int | None) -> bool:
-    return isinstance(v, _BLOBS) and (size is None or len(v) == size)
+    return isinstance(v, BLOB_TYPES) and (size is None or len(v) == size)
 
 
 def _whole(v: Any) -> bool:
@@ -2095,7 +2090,7 @@ def _head_state(row: Sequence[Any]) -> tuple:
             ("last_kind", kind, _whole(kind)),
             ("last_lsum", last_lsum, _blob(last_lsum, 16)),
         )
-        bad = [f"{name} is {_cell(v)}" for name, v, ok in cells if not ok]
+        bad = [f"{name} is {describe_cell(v)}" for name, v, ok in cells if not ok]
         raise rec.ChainError(
             f"book {book}'s head row is damaged: its {' and its '.join(bad)} "
             "(hubi audit verify names it, hubi audit restore brings the records back)"
@@ -2108,9 +2103,9 @@ def _head_state(row: Sequence[Any]) -> tuple:
 
 def _head(row: Sequence[Any]) -> Head:
     bad = [
-        f"{c} is {_cell(v)}"
+        f"{c} is {describe_cell(v)}"
         for c, v in zip(("statement", "sig"), row[7:9])
-        if not isinstance(v, _BLOBS)
+        if not isinstance(v, BLOB_TYPES)
     ]
     if bad:
         raise rec.ChainError(f"book {row[0]}'s head row is damaged: its {' and its '.join(bad)}")

@@ -265,6 +265,21 @@ def full_reason(exc: BaseException) -> str | None:
 
 
 # libpq takes a password in the URL's user part and in its query (?password=, ?sslpassword=)
+BLOB_TYPES = (bytes, bytearray, memoryview)  # what a bytes column reads back as
+
+
+def describe_cell(v: Any) -> str:
+    """A stored cell as an error or an audit finding names it (a damaged one may hold NULL,
+    text or a number where bytes belong, or the other way round)."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, str):
+        return f"text {v[:40]!r}"
+    if isinstance(v, BLOB_TYPES):
+        return f"{len(v)} bytes"
+    return repr(v)[:40]
+
+
 _QUERY_SECRET = re.compile(r"(?i)((?:^|&)(?:ssl)?password=)[^&]*")
 
 
