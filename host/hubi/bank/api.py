@@ -81,7 +81,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         422: "parameter out of range or of the wrong type",
         429: "too many signed requests in the time window",
         503: "cannot answer now: retry later (store-full, consortium-unavailable,"
-        " orderer-unavailable, caller-gone)",
+        " orderer-unavailable, caller-gone, crypto-unavailable)",
     }
     return {s: {"model": ErrorModel, "description": texts[s]} for s in statuses}
 

@@ -37,6 +37,9 @@ BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 # a book's stored head or record that cannot be read (a damaged row: `hubi audit verify` names
 # it): the notes on that book cannot be booked, and no other's booking should fail with them
 DAMAGED = (rec.ChainError, rec.RecordFormatError, ecies.EciesError)
+# the crypto library failed (out of memory): nothing is wrong with the books, and the same
+# request may succeed in a moment, so a 503 to retry, never 409 book-damaged
+TRANSIENT = (rec.CryptoFailure, MemoryError)
 # the most notes one group commit books: a transaction has a fixed cost (the commit, the heads'
 # signature; bench/bank.md), and a batch's notes all wait for its slowest
 MAX_BATCH = 64
@@ -126,6 +129,16 @@ class GroupCommit:
         if thread is not None:
             self._q.put(None)
             thread.join(60)
+
+
+def _transient(exc: BaseException) -> ApiError:
+    log.error("crypto library failure: %s: %s", type(exc).__name__, exc)
+    return ApiError(
+        503,
+        "crypto-unavailable",
+        f"the node's crypto library failed ({type(exc).__name__}: {exc}); the books are not "
+        "damaged and nothing was stored: send it again",
+    )
 
 
 def _damaged(exc: Exception) -> ApiError:
@@ -227,6 +240,8 @@ class EngineBackend:
             raise ApiError(400, "bad-object", str(exc)) from None
         except eng_mod.NotLocal as exc:
             raise ApiError(409, "not-local", str(exc)) from None
+        except TRANSIENT as exc:
+            raise _transient(exc) from None
         except DAMAGED as exc:
             raise _damaged(exc) from None
         return self.outcome_json(out)
@@ -308,6 +323,8 @@ class EngineBackend:
             head = e.head(account)
             out["length"] = head.n
             out["balance"] = e.keys.balance_of(head)
+        except TRANSIENT as exc:
+            raise _transient(exc) from None
         except DAMAGED as exc:
             raise _damaged(exc) from None
         return out

@@ -84,6 +84,7 @@ __all__ = [
     "BookKeys",
     "BookVerifier",
     "ChainError",
+    "CryptoFailure",
     "Head",
     "KIND_CODES",
     "KIND_NAMES",
@@ -146,6 +147,11 @@ class RecordFormatError(ValueError):
 
 class ChainError(ValueError):
     """An append that would break the chain (wrong head, balance overflow, bad values)."""
+
+
+class CryptoFailure(RuntimeError):
+    """The crypto library failed (out of memory, ...): nothing is wrong with the data, and the
+    same call may succeed later. Not a ChainError, which a caller takes for a damaged book."""
 
 
 @functools.lru_cache(maxsize=65536)
@@ -627,11 +633,11 @@ class _BaseMul:
         try:
             for k in ks:
                 if not bin2bn(k.to_bytes(32, "big"), 32, kbn):
-                    raise ChainError("libcrypto: BN_bin2bn failed")
+                    raise CryptoFailure("libcrypto: BN_bin2bn failed")
                 if mul(group, pt, kbn, None, None, ctx) != 1:
-                    raise ChainError("libcrypto: EC_POINT_mul failed")
+                    raise CryptoFailure("libcrypto: EC_POINT_mul failed")
                 if affine(group, pt, xbn, None, ctx) != 1 or bn2bin(xbn, buf, 32) != 32:
-                    raise ChainError("libcrypto: affine coordinates failed")
+                    raise CryptoFailure("libcrypto: affine coordinates failed")
                 out.append(int.from_bytes(buf.raw, "big"))
         finally:
             lib.BN_clear(kbn)
@@ -651,7 +657,7 @@ class _Scratch:
         self.x = lib.BN_new()
         self.pt = lib.EC_POINT_new(self.group) if self.group else None
         if not (self.group and self.ctx and self.k and self.x and self.pt):
-            raise ChainError("libcrypto: out of memory")
+            raise CryptoFailure("libcrypto: out of memory")
         lib.BN_set_flags(self.k, _BaseMul._BN_FLG_CONSTTIME)
         self.buf = ctypes.create_string_buffer(32)
 
@@ -896,6 +902,8 @@ class BookKeys(BookVerifier):
                 plain = aesgcm.decrypt(okm[:32], okm[32:], blob[ecies.HEADER_LEN :], header)
             else:
                 plain = AESGCM(okm[:32]).decrypt(okm[32:], blob[ecies.HEADER_LEN :], header)
+        except MemoryError as exc:  # the library's trouble, not the blob's
+            raise CryptoFailure("opening a coded balance: out of memory") from exc
         except Exception:
             raise ecies.AuthFailed(
                 "coded balance does not open (wrong key, altered blob, or moved to another record)"

@@ -19,6 +19,7 @@ Sources here:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,25 +58,71 @@ class _Got:
     seq: int | None
 
 
+@dataclass(frozen=True)
+class _Row:
+    """A database source's row, its cells as stored (bytes, or whatever a damaged cell holds)."""
+
+    book: Any
+    n: Any
+    body: Any
+    hchain: Any
+    seq: Any
+
+
+class _Malformed(RestoreError):
+    """A record from the source that cannot be read: `name` is its (book, n) when those could
+    be read (it is then refused by name), `why` says which field is wrong and how."""
+
+    def __init__(self, name: tuple[str, int] | None, why: str):
+        where = f"{name[0]}#{name[1]}: " if name else ""
+        super().__init__(f"the source sent a malformed record: {where}{why}")
+        self.name, self.why = name, why
+
+
+def _bytes_field(name: str, v: Any, hex_ok: bool) -> bytes:
+    """A record's bytes field: bytes, or (`hex_ok`: the JSON a node sends) hex."""
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    if not (hex_ok and isinstance(v, str)):
+        raise ValueError(f"its {name} is {audit_mod._what(v)}, not bytes")
+    if len(v) % 2:
+        raise ValueError(f"its {name} is {len(v)} hex digits, an odd number (cut short?)")
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        raise ValueError(f"its {name} is not hex: {v[:40]!r}") from None
+
+
 def _coerce(item: Any) -> _Got:
-    if isinstance(item, dict):
-        try:
-            seq = item.get("seq")
-            return _Got(
-                str(item["book"]),
-                int(item["number"] if "number" in item else item["n"]),
-                bytes.fromhex(item["body"]),
-                bytes.fromhex(item["hchain"]),
-                None if seq is None else int(seq),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RestoreError(f"the source sent a malformed record: {exc}") from None
-    try:  # a row of a database source
-        return _Got(
-            item.book, int(item.n), bytes(item.body), bytes(item.hchain), getattr(item, "seq", None)
-        )
-    except (AttributeError, TypeError, ValueError):
-        raise RestoreError(f"the source sent a malformed record: {str(item)[:40]!r}") from None
+    """`item` as a record; _Malformed naming the field that is wrong (never the whole restore:
+    one bad record from a backup must not stop the good ones going back)."""
+    hex_ok = isinstance(item, dict)
+    if hex_ok:
+        get = item.get
+        book, n = get("book"), get("number", get("n"))
+    elif not hasattr(item, "book"):
+        raise _Malformed(None, f"{str(item)[:40]!r}, not a record")
+    else:  # a StoredRecord or a row of a database source
+        book, n = getattr(item, "book", None), getattr(item, "n", None)
+        item = {k: getattr(item, k, None) for k in ("body", "hchain", "seq")}
+        get = item.get
+    if not isinstance(book, str) or not book:
+        raise _Malformed(None, f"a record whose book is {audit_mod._what(book)}")
+    num = audit_mod._int(n)
+    if num is None:
+        raise _Malformed(None, f"a record of {book} whose number is {audit_mod._what(n)}")
+    raw_seq = get("seq")
+    seq = audit_mod._int(raw_seq)
+    if isinstance(raw_seq, str):  # a number as text (an untyped column) is still a number
+        with contextlib.suppress(ValueError):
+            seq = int(raw_seq)
+    try:
+        if raw_seq is not None and seq is None:
+            raise ValueError(f"its register position is {audit_mod._what(raw_seq)}, not a number")
+        body, hchain = (_bytes_field(k, get(k), hex_ok) for k in ("body", "hchain"))
+    except ValueError as exc:
+        raise _Malformed((book, num), str(exc)) from None
+    return _Got(book, num, body, hchain, seq)
 
 
 class StoreRecordSource:
@@ -100,7 +147,7 @@ class StoreRecordSource:
                 f"{display_url(url)} holds no records table (not a bank or replica database)"
             )
 
-    def fetch(self, names: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
+    def fetch(self, names: Sequence[tuple[str, int]]) -> list[_Row]:
         tx = self.store.reader()
         out = []
         seq_col = "seq" if self.table == "replica_records" else None
@@ -116,16 +163,8 @@ class StoreRecordSource:
                     "ON g.book = r.book AND g.n = r.n WHERE r.book = ? AND r.n = ?",
                     (book, n),
                 )
-            if row is not None:
-                out.append(
-                    {
-                        "book": row[0],
-                        "number": int(row[1]),
-                        "body": bytes(row[2]).hex(),
-                        "hchain": bytes(row[3]).hex(),
-                        "seq": None if row[4] is None else int(row[4]),
-                    }
-                )
+            if row is not None:  # cells as stored: a damaged one is named by _coerce
+                out.append(_Row(*row))
         return out
 
     def close(self) -> None:
@@ -152,6 +191,8 @@ class RestoreResult:
     restored: list[tuple[str, int]] = field(default_factory=list)
     unavailable: list[tuple[str, int]] = field(default_factory=list)
     rejected: list[tuple[str, int, str]] = field(default_factory=list)
+    # records the source sent that name no book and number (what is wrong with each)
+    malformed: list[str] = field(default_factory=list)
     before: audit_mod.AuditReport | None = None
     after: audit_mod.AuditReport | None = None
 
@@ -166,6 +207,7 @@ class RestoreResult:
             "restored": [{"book": b, "record": n} for b, n in self.restored],
             "unavailable": [{"book": b, "record": n} for b, n in self.unavailable],
             "rejected": [{"book": b, "record": n, "reason": r} for b, n, r in self.rejected],
+            "malformed": list(self.malformed),
             "before": self.before.as_dict() if self.before else None,
             "after": self.after.as_dict() if self.after else None,
         }
@@ -226,12 +268,21 @@ def _put_back(
     transaction); what was restored, unavailable or rejected goes into `result`."""
     tx = store.reader()
     got: dict[tuple[str, int], _Got] = {}
+    bad: dict[tuple[str, int], str] = {}
     want_set = set(wanted)
     for item in source.fetch(wanted):
-        g = _coerce(item)
+        try:
+            g = _coerce(item)
+        except _Malformed as exc:  # refused on its own: the good records still go back
+            if exc.name is None:
+                result.malformed.append(exc.why)
+            elif exc.name in want_set:
+                bad[exc.name] = f"the source sent it malformed: {exc.why}"
+            continue
         if (g.book, g.n) in want_set:
             got[(g.book, g.n)] = g
-    result.unavailable += [w for w in wanted if w not in got]
+    result.rejected += [(b, n, why) for (b, n), why in bad.items() if (b, n) not in got]
+    result.unavailable += [w for w in wanted if w not in got and w not in bad]
     by_book: dict[str, list[_Got]] = {}
     for g in got.values():
         by_book.setdefault(g.book, []).append(g)
@@ -252,7 +303,7 @@ def _put_back(
                 accepted.append(g)
                 restored_here[g.n] = g.hchain
     accepted = _one_per_position(accepted, result)
-    with store.transaction() as wtx:
+    with store.transaction() as wtx:  # reported once committed
         for g in accepted:
             wtx.execute(
                 "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?) ON CONFLICT (book, n) DO NOTHING",
@@ -265,7 +316,7 @@ def _put_back(
                 wtx.execute(
                     "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)", (g.seq, g.book, g.n)
                 )
-            result.restored.append((g.book, g.n))
+    result.restored += [(g.book, g.n) for g in accepted]
 
 
 def _check(

@@ -416,7 +416,10 @@ def serve(cfg: ServeConfig) -> int:
     type=POSITIVE_SECONDS,
     default=30.0,
     show_default=True,
-    help="Seconds a request may take to arrive (408 and the connection closed after).",
+    help=(  # only the httptools stack bounds it (_uvicorn_stack): no promise for plain
+        "Seconds a request may take to arrive (408 and the connection closed after). "
+        "Enforced with --http-impl auto (httptools) only: with plain it has no effect."
+    ),
 )
 @click.option(
     "--log-level",

@@ -216,6 +216,48 @@ def _display(url: str) -> str:
     return display_url(url)
 
 
+class KeptFileError(ValueError):
+    """A key or template kept by an earlier open-account cannot be used as it is."""
+
+
+def _open_kept(eng: Any, account: str, key_file: Path, tpl_file: Path) -> Any:
+    """Open `account` with its kept key and template; KeptFileError naming the file at fault
+    and what to do (the engine's and codec's own errors name neither file)."""
+    from hubi import kmc as kmc_mod
+    from hubi.bank.engine import BankEngineError
+    from hubi_core import codec, suite
+    from hubi_core.errors import CodecError
+
+    fix = (
+        f"restore both files from a backup; if {account} is open in no database of this bank,"
+        f" move {key_file.name} and {tpl_file.name} away (keep them) and run again for a new key"
+    )
+    raw: dict[Path, bytes] = {}
+    for f in (key_file, tpl_file):
+        try:
+            raw[f] = f.read_bytes()
+        except OSError as exc:  # a read error's own message has no file name
+            why = exc.strerror or str(exc)
+            raise KeptFileError(f"cannot read {f}: {why}: make it readable, or {fix}") from None
+    raw_key = raw[key_file]
+    try:
+        tpl = codec.decode(raw[tpl_file], codec.TEMPLATE)
+    except CodecError as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise KeptFileError(f"{tpl_file} is not a whole template ({why}): {fix}") from None
+    if len(raw_key) != 32:
+        raise KeptFileError(f"{key_file} holds {len(raw_key)} bytes, not a 32-byte key: {fix}")
+    key = kmc_mod.read_key(key_file)
+    try:
+        suite.check_private(key)
+    except ValueError:
+        raise KeptFileError(f"{key_file} holds no usable key (out of range): {fix}") from None
+    try:
+        return eng.open_kept(key, tpl, account=account).template
+    except BankEngineError as exc:  # the key is not the template's, or the template another's
+        raise KeptFileError(f"{exc} ({key_file}, {tpl_file}): {fix}") from None
+
+
 @bank.command("open-account")
 @click.argument("account")
 @_home_option
@@ -256,9 +298,7 @@ def open_account_cmd(
             if kmc_mod.kept(key_file, tpl_file) and eng.account(account) is None:
                 # kept by an open-account killed before its commit (or for another database
                 # of this bank): opened with that key, never a new one over it
-                tpl = eng.open_kept(
-                    kmc_mod.read_key(key_file), tpl_file.read_bytes(), account=account
-                ).template
+                tpl = _open_kept(eng, account, key_file, tpl_file)
             else:
                 _check_key_folder(folder, key_file)
                 _, tpl = eng.issue_account(
