@@ -273,12 +273,20 @@ def collect(
     seen = 0
     for src in _as_sources(sources):
         seen += 1
+        # every code of the image is added before one is returned: an image that holds two
+        # objects (two notes, a note beside a web address) is refused, not read as the first
         for payload in decode_image(src, thorough=thorough):
-            have, need = col.add(payload)
+            try:
+                have, need = col.add(payload)
+            except qrparts.MixedMessages as exc:
+                name = str(src) if isinstance(src, str | os.PathLike) else f"image {seen}"
+                raise qrparts.MixedMessages(
+                    f"{name}: QR codes of more than one object ({exc}); show one at a time"
+                ) from None
             if progress is not None:
                 progress(have, need)
-            if col.complete:
-                return col.message()
+        if col.complete:
+            return col.message()
     have, need = col.progress
     if need == 0:
         raise Incomplete(f"no QR code found in {seen} image(s)")

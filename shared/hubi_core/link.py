@@ -638,6 +638,7 @@ class Endpoint:
     def receive(self, timeout_ms):
         dec = self.decoder
         start = ticks_ms()
+        late = False
         while True:
             k = dec.next()
             if k != NEED_MORE:
@@ -646,6 +647,8 @@ class Endpoint:
                     if self.on_event is not None:
                         self.on_event(dec.event)
                 return k
+            if late:  # past the timeout and bytes still coming (a peer streaming garbage)
+                return NEED_MORE
             now = ticks_ms()
             left = timeout_ms - ticks_diff(now, start)
             wait = left
@@ -667,6 +670,7 @@ class Endpoint:
             if n:
                 dec.commit(n)
                 self._last_rx = ticks_ms()
+                late = left <= 0
             elif left <= 0:
                 return NEED_MORE
 

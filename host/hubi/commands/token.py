@@ -305,6 +305,9 @@ def pay_cmd(
             n = codec.decode(note, codec.NOTE)
         except HubiError as e:
             _not_a_note(said, note, e, out_file, port)
+        other = _pays_other(raw, n)
+        if other is not None:  # a note for another payment (an earlier one, another payee)
+            _not_a_note(said, note, other, out_file, port, "a note for this request")
         unsaved = _save(note, out_file) if out_file else None
         info = {
             "serial": n.serial,
@@ -331,10 +334,33 @@ def pay_cmd(
         )
 
 
-def _not_a_note(said: str, reply: bytes, e: HubiError, out_file: Path | None, port: str) -> None:
-    """The token's reply to a payment is not a note: say so, and keep its bytes (the token may
-    have used up a serial for them) in OUT.not-a-note, never in OUT itself."""
-    msg = f"token: the reply to {said} is not a note ({printable(e)})"
+def _pays_other(request: bytes, n: codec.Obj) -> str | None:
+    """How the signed note differs from the Request sent (payee, amount, purpose), or None."""
+    try:
+        req = codec.decode(request, codec.REQUEST)
+    except HubiError:  # not a Request: a token refuses it, it signs nothing for it
+        return None
+    for name, want, got in (
+        ("payee", req.signer, n["payee"]),
+        ("amount", req["amount"], n["amount"]),
+        ("purpose", req.get("purpose") or None, n.get("purpose") or None),
+    ):
+        if want != got:
+            return f"its {name} is {got!r}, the request's {want!r}"
+    return None
+
+
+def _not_a_note(
+    said: str,
+    reply: bytes,
+    e: object,
+    out_file: Path | None,
+    port: str,
+    what: str = "a note",
+) -> None:
+    """The token's reply to a payment is not a note (for this request): say so, and keep its
+    bytes (the token may have used up a serial for them) in OUT.not-a-note, never in OUT."""
+    msg = f"token: the reply to {said} is not {what} ({printable(e)})"
     if out_file is not None:
         raw = out_file.with_name(out_file.name + ".not-a-note")
         unsaved = _save(reply, raw)

@@ -279,18 +279,39 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
     raise Answer(f"the bank answered an unknown outcome {printable(repr(res.outcome))}")
 
 
-def _intact(row: NoteRow, item: UploadItem) -> codec.Obj | None:
+def _shown(v: Any) -> str:
+    return printable(v.hex() if isinstance(v, bytes) else repr(v), 80)
+
+
+def _intact(row: NoteRow, item: UploadItem, account: str) -> codec.Obj | None:
     """The row's note, or None with item.detail saying what is damaged (nothing is sent)."""
     if row.damage is not None:
         item.detail = f"damaged outbox row {row.rowid}: {row.damage}; not uploaded"
         return None
     try:
-        return codec.decode(row.bytes, codec.NOTE)
+        note = codec.decode(row.bytes, codec.NOTE)
     except CodecError as exc:
         item.detail = (
             f"damaged outbox row {row.rowid}: the note's bytes do not decode ({exc}); not uploaded"
         )
         return None
+    # the bytes are what is sent: a row whose bytes were swapped for another note (another
+    # shop's, another payer's) must not go up as if it were the note the row names
+    for name, want, got in (
+        ("payee", account, note["payee"]),
+        ("note_id", row.note_id, lsum.note_id(note.signer, note.serial)),
+        ("payer", row.payer, note.signer),
+        ("serial", row.serial, note.serial),
+        ("amount", row.amount, note["amount"]),
+    ):
+        if want != got:
+            whose = "this shop's account" if name == "payee" else "the row"
+            item.detail = (
+                f"damaged outbox row {row.rowid}: its note's {name} is {_shown(got)},"
+                f" {whose} is {_shown(want)}; not uploaded"
+            )
+            return None
+    return note
 
 
 def upload(
@@ -326,7 +347,7 @@ def upload(
             if report.stopped is not None:
                 item.detail = report.stopped
                 continue
-            note = _intact(row, item)
+            note = _intact(row, item, merchant.account)
             if note is None:  # named and skipped: the other notes still go up
                 say(item.line(len(report.items), len(pending)))
                 continue

@@ -26,8 +26,9 @@ from typing import Any
 from hubi import jsonload, link_client
 from hubi_core import protocol as P
 from hubi_core import tokenmsg
-from hubi_core.errors import ProtocolViolation
+from hubi_core.errors import HubiError, ProtocolViolation
 from hubi_core.link import Client
+from hubi_core.pin import pin_problem
 from hubi_core.wire import varint
 
 # a payment waits for a person on the device: WAIT frames keep it alive, this caps a frame
@@ -41,6 +42,19 @@ PERSON_WAIT_MS = 600_000  # pay, confirm, balance, PIN change, wipe
 
 class BadReply(ProtocolViolation):
     """The token's reply does not have the layout its message type says."""
+
+
+class BadPin(HubiError, ValueError):
+    """A PIN the token cannot take, refused here: the token would count it as a wrong try."""
+
+
+def pin_bytes(pin: str, what: str = "PIN") -> bytes:
+    """`pin` for the link, or BadPin: the token counts a PIN that breaks its rule (a space, a
+    full-width digit, too short) as a wrong try, and the last try wipes its keys."""
+    why = pin_problem(pin)
+    if why:
+        raise BadPin(f"{what} not sent: {why} (the token would count it as a wrong try)")
+    return pin.encode()
 
 
 _U64 = 1 << 64
@@ -270,7 +284,7 @@ class TokenClient:
         )
 
     def confirm_pay(self, pin: str) -> bytes:
-        return self._call(P.PAY_CONFIRM, pin.encode(), True, timeout_ms=120000)
+        return self._call(P.PAY_CONFIRM, pin_bytes(pin), True, timeout_ms=120000)
 
     def cancel_pay(self) -> None:
         self._call(P.PAY_CANCEL)
@@ -290,13 +304,14 @@ class TokenClient:
         return self._json(P.LOAD_NOTICE, raw, NOTICE)
 
     def balance(self, pin: str | None = None) -> dict[str, Any]:
-        return self._json(
-            P.SHOW_BALANCE, (pin or "").encode(), BALANCE, person=True, timeout_ms=120000
-        )
+        payload = pin_bytes(pin) if pin else b""  # none: typed on the device
+        return self._json(P.SHOW_BALANCE, payload, BALANCE, person=True, timeout_ms=120000)
 
     def change_pin(self, old: str | None = None, new: str | None = None) -> None:
-        payload = b"" if old is None else old.encode() + b"\x00" + (new or "").encode()
+        payload = b""  # none: typed on the device
+        if old is not None:
+            payload = pin_bytes(old, "current PIN") + b"\x00" + pin_bytes(new or "", "new PIN")
         self._call(P.CHANGE_PIN, payload, True, timeout_ms=120000)
 
     def wipe(self, pin: str | None = None) -> None:
-        self._call(P.WIPE, (pin or "").encode(), True, timeout_ms=120000)
+        self._call(P.WIPE, pin_bytes(pin) if pin else b"", True, timeout_ms=120000)
