@@ -9,40 +9,16 @@ KMC secret store (one per bank, mode 0600, never printed):
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hubi import jsonload
+from hubi.files import write_atomic, write_secret
 from hubi_core import codec, cpk, suite
 from hubi_core.consortium import BankEntry, Consortium
 from hubi_core.errors import HubiError
 from hubi_core.verify import Trust
-
-
-def write_secret(path: Path, data: bytes) -> None:
-    """Write secret bytes atomically with owner-only permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 TREASURY_SECRET = "treasury.secret"
 TREASURY_TEMPLATE = "treasury.template"  # kept with the key: another database opens it too

@@ -27,6 +27,7 @@ import numpy as np
 import segno
 import zxingcpp
 
+from hubi.files import write_atomic
 from hubi_core import qrparts
 from hubi_core.qrparts import Collector, Incomplete
 
@@ -367,10 +368,7 @@ def render_png(
     out = Path(path)
     buf = io.BytesIO()
     qr.save(buf, kind="png", scale=scale, border=border)
-    # whole or not at all: a process killed while writing left a PNG cut short
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, out)
+    write_atomic(out, buf.getvalue())  # a process killed while writing left a PNG cut short
     return out
 
 

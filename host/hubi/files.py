@@ -1,0 +1,34 @@
+"""Files written whole or not at all: a process killed mid-write leaves the old file (or none),
+never one cut short. The bytes go to a temporary file of a name of its own in the same folder
+(two writers never share one), are synced, and replace the target in one rename; a write that
+fails removes its temporary file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["write_atomic", "write_secret"]
+
+
+def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """`data` into `path` atomically, the file given `mode` (folders made as needed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)  # mkstemp makes it 0600: a public file keeps the usual mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_secret(path: str | os.PathLike, data: bytes) -> None:
+    """Secret bytes into `path` atomically, readable by the owner only (from its first byte)."""
+    write_atomic(path, data, mode=0o600)
