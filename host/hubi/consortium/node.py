@@ -113,6 +113,7 @@ STUCK_AFTER = 5.0  # seconds of applier failures, no event applied, before /heal
 QUIET_AFTER = 20.0
 _DEBIT_ERROR = "publishing a debit result"
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
+I64_MAX = (1 << 63) - 1  # an amount, serial or reason code the consortium state (SQLite) holds
 
 
 class PeerTransport(Protocol):
@@ -400,6 +401,9 @@ class ConsortiumNode:
                     codec.REASON_UNKNOWN_ACCOUNT,
                     f"bank {b} is not in consortium {self.consortium.name}",
                 )
+        for name, n in (("amount", obj["amount"]), ("serial", obj.serial)):
+            if n > I64_MAX:  # every applier would reject the entry: not for the log
+                return False, codec.REASON_FORMAT, f"note {name} {n} is past {I64_MAX}"
         row = self.state.entry(nid)
         if row is not None and not row.digest:  # burnt by an entry that is no note (§4)
             return False, codec.REASON_CONSORTIUM, f"note id burnt: {row.reason}"
@@ -1052,6 +1056,11 @@ class ConsortiumNode:
             return _NoteCheck(
                 entry, obj, "note id of the key is not the note's id", "bad-entry", None
             )
+        for name, n in (("amount", obj["amount"]), ("serial", obj.serial)):
+            if n > I64_MAX:  # no balance holds it, and the state's row could not: the id burns
+                return _NoteCheck(
+                    entry, None, f"note {name} {n} is past {I64_MAX}", "bad-entry", None
+                )
         payer_bank, payee_bank = ids.bank_of(obj.signer), ids.bank_of(obj["payee"])
         if payer_bank == payee_bank:
             return _NoteCheck(entry, obj, "not an interbank note", "bad-entry", None)
@@ -1288,6 +1297,8 @@ class ConsortiumNode:
             return "result names other accounts"
         if result.kind == codec.BALANCE and result["amount"] != row.amount:
             return f"BalanceNotice amount {result['amount']} is not the note's {row.amount}"
+        if (result.get("reason_code") or 0) > I64_MAX:  # the state's row could not hold it
+            return f"Refusal reason code {result['reason_code']} is past {I64_MAX}"
         if pre.checked_for == payer_bank:
             return pre.signatures
         return self._result_signatures(result, payer_bank)
@@ -1403,7 +1414,10 @@ class ConsortiumNode:
         self.pruning["waiting_for"] = sorted(set(self.consortium.bank_ids()) - set(marks))
         if self.pruning["waiting_for"]:
             return 0
-        through = min(marks.values())
+        # never past what this bank applied: a mark is only what someone wrote under the key
+        # (a forged one past the head, even past SQLite's 64 bits, would have the log forget
+        # what this bank has still to apply, or fail every round)
+        through = min(*marks.values(), self.state.applied_revision())
         if through <= self.pruning["through"]:
             return 0
         try:

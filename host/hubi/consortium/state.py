@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -277,6 +278,40 @@ class StateTx:
         )
 
 
+class _StateDb(ThreadSqlite):
+    """The state's connections, all to the file first opened: the file at the path is checked
+    before a thread connects and before each event is applied. An operator who puts a backup
+    (or nothing) there while the node runs would otherwise have new threads answer from that
+    file while the applier goes on writing to the old one, whose progress is then lost."""
+
+    def __init__(self, path: Path, what: str):
+        super().__init__(path, ConsortiumError, what)
+        self.ident: tuple[int, int] | None = None
+
+    def same_file(self) -> None:
+        """ConsortiumError if the file at the path is not the one first opened."""
+        try:
+            st = os.stat(self.path)
+            now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except OSError:
+            now = None
+        if self.ident is None and now is not None:
+            self.ident = now
+        elif now != self.ident:
+            raise ConsortiumError(
+                f"consortium state {self.path} was replaced or removed while the node ran: it "
+                "applies nothing more; restart the node to open the file now there"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.ident is not None:  # before opening: another file's WAL is not to be touched
+            self.same_file()
+        conn = super()._connect()
+        if self.ident is None:  # the first connection creates a new file: only then its identity
+            self.same_file()
+        return conn
+
+
 class ConsortiumState:
     """The consortium state of one bank (thread-safe: one SQLite connection per thread)."""
 
@@ -286,7 +321,7 @@ class ConsortiumState:
             raise ConsortiumError(
                 f"cannot open consortium state {self.path}: folder {self.path.parent} is missing"
             )
-        self._db = ThreadSqlite(self.path, ConsortiumError, f"consortium state {self.path}")
+        self._db = _StateDb(self.path, f"consortium state {self.path}")
         with self._db.tx() as c:
             had = int(c.execute("PRAGMA user_version").fetchone()[0])
             stamp_schema(c, SCHEMA_VERSION, f"consortium state {self.path}", ConsortiumError)
@@ -374,7 +409,9 @@ class ConsortiumState:
     def apply(self, revision: int, key: bytes, value: bytes, verdict: str) -> Iterator[StateTx]:
         """One event's writes plus the new applied revision and log hash, atomically.
 
-        Raises ConsortiumError if `revision` is not after the applied one (applied twice)."""
+        Raises ConsortiumError if `revision` is not after the applied one (applied twice), or
+        if the file was replaced since it was opened."""
+        self._db.same_file()
         with self._db.tx() as c:
             have = int(
                 c.execute("SELECT value FROM meta WHERE key = 'applied_revision'").fetchone()[0]
