@@ -318,6 +318,10 @@ class _Slot:
         self.error: BaseException | None = None
 
 
+# the largest amount or serial a book holds (its rows, and every balance, are signed 64-bit)
+MAX_STORED = (1 << 63) - 1
+
+
 class _Item:
     """One note on its way through a booking batch."""
 
@@ -1009,6 +1013,9 @@ class BankEngine:
         payer, payee, amount = it.payer, it.payee, it.amount
         if amount <= 0:
             return codec.REASON_FORMAT, "amount must be positive"
+        for name, n in (("amount", amount), ("serial", it.serial)):
+            if n > MAX_STORED:  # the wire allows 2^64 - 1; a book's row stopped on it (500)
+                return codec.REASON_FORMAT, f"note {name} {n} is past {MAX_STORED}"
         if payer == payee:
             return codec.REASON_FORMAT, f"payer and payee are the same account {payer}"
         for who, needed in ((payer, mode != "credit"), (payee, mode != "debit")):

@@ -76,7 +76,7 @@ def token() -> None:
 
 # Checked before the token is touched: past these the codec refuses the allowance, which used to
 # happen after the trust files (68 KB) had gone over the link.
-MAX_SERIAL = (1 << 64) - 1
+MAX_SERIAL = (1 << 63) - 1  # a bank refuses a note past it (a book's row is signed 64-bit)
 DAYS = click.IntRange(1, 3660)  # an expiry is a 32-bit time; ten years is plenty for a voucher
 DAYS_HELP = "Days the allowance is valid (at most ten years)."
 # a note written to a file: its folder is checked before the token signs, not after

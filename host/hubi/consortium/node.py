@@ -113,7 +113,7 @@ STUCK_AFTER = 5.0  # seconds of applier failures, no event applied, before /heal
 QUIET_AFTER = 20.0
 _DEBIT_ERROR = "publishing a debit result"
 BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
-I64_MAX = (1 << 63) - 1  # an amount, serial or reason code the consortium state (SQLite) holds
+I64_MAX = eng_mod.MAX_STORED  # an amount, serial or reason code the state (SQLite) holds
 
 
 class PeerTransport(Protocol):
