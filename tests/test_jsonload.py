@@ -141,16 +141,33 @@ def test_a_trust_bundle_whose_consortium_file_is_no_json_is_named(tmp_path: Path
 
 
 def test_log_entries_keep_the_rule_every_bank_reads_them_by() -> None:
-    """What parses in the log is the same at every bank whatever its version: no depth limit
-    but the parser's, UTF-16 read as json.loads reads it; still never another exception."""
+    """What parses in the log is the same at every bank, however deep the call that reads it:
+    at most MAX_DEPTH levels (the parser's own limit is the stack left to it: an entry 950
+    deep parsed at the top of a thread and not 50 calls down), UTF-16 read as json.loads
+    reads it; still never another exception."""
     entry = ent.NoteEntry(b"\x01\x02", [b"\x03"], "BKA", 5)
     assert ent.decode_entry(entry.encode()) == entry
     assert ent.decode_entry(entry.encode().decode().encode("utf-16")) == entry
     junk = json.loads(entry.encode())
-    junk["x"] = json.loads("[" * 100 + "]" * 100)  # deeper than MAX_DEPTH, not than the parser
+    junk["x"] = json.loads("[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1))  # the whole: 64 deep
     assert ent.decode_entry(json.dumps(junk).encode()) == entry
+    junk["x"] = json.loads("[" * 900 + "]" * 900)
+    deep = json.dumps(junk).encode()  # parses at the top of a thread ...
+
+    def at_depth(n: int) -> str:  # ... and gets one verdict however deep the call
+        if n:
+            return at_depth(n - 1)
+        with pytest.raises(EntryError) as exc:
+            ent.decode_entry(deep)
+        return str(exc.value)
+
+    assert (
+        at_depth(0)
+        == at_depth(60)
+        == (f"log entry is not valid JSON (nested too deeply: more than {MAX_DEPTH} levels)")
+    )
     for value, words in [
-        (DEEP_ARRAYS, "log entry is not valid JSON (nested too deeply)"),
+        (DEEP_ARRAYS, "log entry is not valid JSON (nested too deeply"),
         (b"", "log entry is empty"),
         (b"\xff\xff", "log entry is not JSON"),
         (b"{", "log entry is not valid JSON (Expecting property name"),

@@ -197,11 +197,12 @@ def decode_entry(value: bytes) -> NoteEntry | DebitEntry | CheckpointEntry:
     entry or an EntryError, never another exception: the applier rejects what does not decode
     and goes on, and every bank rejects it alike."""
     try:
-        # What parses is part of the log's rule, the same at every bank whatever its version:
-        # bytes decoded as json.loads decodes them (UTF-16 and -32 too), no depth limit but
-        # the parser's own. A stricter reading would need every bank upgraded at once.
+        # What parses is part of the log's rule, the same at every bank: bytes decoded as
+        # json.loads decodes them (UTF-16 and -32 too), at most MAX_DEPTH levels deep. The
+        # parser's own limit is the stack left to it, which differs with the caller and the
+        # Python version: a bank checking from a deeper call rejected what another accepted.
         text = value.decode(json.detect_encoding(value), "surrogatepass")
-        doc = jsonload.loads(text, "log entry", max_depth=None)
+        doc = jsonload.loads(text, "log entry")
     except jsonload.JsonError as exc:
         raise EntryError(str(exc)) from None
     except (ValueError, TypeError, AttributeError):  # UnicodeDecodeError; a value not bytes
