@@ -155,7 +155,11 @@ def h_info(tok, payload):
 def h_set_time(tok, payload):
     if len(payload) != 4:
         raise ErrorReply(_ERR_BAD_PAYLOAD, "SET_TIME needs a 4-byte Unix time")
-    tok.wallet.set_time(int.from_bytes(bytes(payload), "big"))
+    t = int.from_bytes(bytes(payload), "big")
+    ok = tok.wallet.clock.EPOCH_OK
+    if t < ok:  # would read as "never set", and requests and allowances as never expiring
+        raise ErrorReply(_ERR_BAD_PAYLOAD, "SET_TIME %d is before %d (2020)" % (t, ok))
+    tok.wallet.set_time(t)
     return b""
 
 
