@@ -47,6 +47,7 @@ from hubi.consortium import service
 from hubi.infra import _process
 from hubi.infra.etcd_server import EtcdCluster
 from hubi.infra.ports import free_port, reserve_port
+from hubi.jsonload import loads
 from hubi_core import codec
 from hubi_core.verify import Trust
 
@@ -234,10 +235,10 @@ class BankProcess:
                 )
             if self.ready_path.exists():
                 try:
-                    info = json.loads(self.ready_path.read_text())
-                except ValueError:
+                    info = loads(self.ready_path.read_bytes(), str(self.ready_path))
+                except (OSError, ValueError):  # gone again, or written only in part
                     info = None
-                if info and info.get("pid") == self.proc.pid:
+                if isinstance(info, dict) and info.get("pid") == self.proc.pid:
                     return
             time.sleep(0.05)
         raise TimeoutError(
@@ -509,8 +510,8 @@ class Supervisor:
 def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
     """A state file `up` wrote (a JSON object with `keys`), or an error that names the file."""
     try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
+        doc = loads(path.read_bytes(), "the text")
+    except ValueError as exc:  # JsonError: not UTF-8, not JSON, too deep
         raise RuntimeError(f"{path} is damaged: not JSON ({exc})") from None
     kinds = {k: str if k == "home" else list for k in keys}  # home is a path, the rest lists
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), t) for k, t in kinds.items()):
@@ -519,11 +520,21 @@ def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
 
 
 def _read_pid(state_path: Path) -> int | None:
+    """The pid in up.json, if it can be read (only to say who holds the folder)."""
     try:
-        pid = json.loads(state_path.read_text()).get("supervisor_pid")
-    except (OSError, ValueError, AttributeError):
+        doc = loads(state_path.read_bytes(), str(state_path))
+    except (OSError, ValueError):
         return None
-    return pid if isinstance(pid, int) else None
+    pid = doc.get("supervisor_pid") if isinstance(doc, dict) else None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+
+
+def _reply(r: httpx.Response, what: str) -> dict[str, Any]:
+    """A reply's JSON object, or JsonError/ValueError naming `what`."""
+    doc = loads(r.content, what)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{what} is {type(doc).__name__}, not an object")
+    return doc
 
 
 # ------------------------------------------------------------------------------ status
@@ -532,18 +543,18 @@ def _read_pid(state_path: Path) -> int | None:
 def _healthy_bank(http: httpx.Client, url: str) -> tuple[bool, dict[str, Any]]:
     try:
         r = http.get(url + "/health")
-        doc = r.json()
+        doc = _reply(r, f"{url}/health's reply")
         return r.status_code == 200 and doc.get("status") == "ok", doc
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return False, {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _healthy_etcd(http: httpx.Client, url: str) -> tuple[bool, str | None]:
     try:
         r = http.get(url + "/health")
-        ok = r.status_code == 200 and r.json().get("health") == "true"
+        ok = r.status_code == 200 and _reply(r, f"{url}/health's reply").get("health") == "true"
         return ok, None if ok else r.text.strip()[:200]
-    except (httpx.HTTPError, ValueError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return False, f"{type(exc).__name__}: {exc}"
 
 
@@ -555,9 +566,9 @@ def _consortium_status(url: str, home: Path, bank: str) -> dict[str, Any] | None
         signer = bank_signer(home, bank)
         headers = signer.headers(bank, "GET", path)
         r = httpx.get(url + path, headers=headers, timeout=3.0)
-        return r.json() if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError, OSError):
-        return None
+        return _reply(r, url + path) if r.status_code == 200 else None
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError):
+        return None  # details unknown: the bank's health says the rest
 
 
 def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
@@ -570,6 +581,11 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             "`hubi consortium up` there first"
         )
     up = _read_doc(path, "home", "banks", "etcd")
+    for part, keys in (("banks", ("id", "url")), ("etcd", ("name", "url"))):
+        if not all(isinstance(x, dict) and _texts(x, *keys) for x in up[part]):
+            raise RuntimeError(
+                f"{path} is damaged: {part} must be objects with {' and '.join(keys)}"
+            )
     home = Path(up["home"])
     sup_pid = up.get("supervisor_pid")
     out: dict[str, Any] = {
@@ -594,9 +610,13 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                     item["log_hash"] = cs.get("log_hash")
                     item["entries"] = cs.get("entries")
                     item["reports"] = cs.get("reports")
-                    peers = cs.get("peers") or {}
-                    item["stalled_peers"] = sorted(p for p, d in peers.items() if d.get("stalled"))
-                    item["pruning"] = cs.get("pruning")  # its applied mark; how far the log forgot
+                    peers = cs.get("peers")
+                    peers = peers if isinstance(peers, dict) else {}  # strange: none reported
+                    stalled = [
+                        p for p, d in peers.items() if isinstance(d, dict) and d.get("stalled")
+                    ]
+                    item["stalled_peers"] = sorted(stalled)
+                    item["pruning"] = _pruning(cs.get("pruning"))
                     if cs.get("halted"):  # it answers, but applies nothing until restored
                         item["halted"] = True
                         item["error"] = cs["halted"]
@@ -611,6 +631,22 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
         m["healthy"] for m in out["etcd"]
     )
     return out
+
+
+def _texts(doc: dict[str, Any], *keys: str) -> bool:
+    return all(isinstance(doc.get(k), str) for k in keys)
+
+
+def _pruning(doc: Any) -> dict[str, Any] | None:
+    """A bank's pruning report (its applied mark; how far the log forgot), None if strange."""
+    if not isinstance(doc, dict):
+        return None
+    waiting = doc.get("waiting_for")
+    if waiting is not None and not (
+        isinstance(waiting, list) and all(isinstance(b, str) for b in waiting)
+    ):
+        return None
+    return doc
 
 
 def _pid_alive(pid: Any) -> bool:

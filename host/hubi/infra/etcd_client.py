@@ -19,21 +19,24 @@ revision is the global order of the claim.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import httpx
 
 from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
+from hubi.jsonload import JsonError, loads
 
 __all__ = [
     "ClaimResult",
     "Etcd",
+    "EtcdBadReply",
     "EtcdCompacted",
     "EtcdError",
     "EtcdNoSpace",
@@ -48,6 +51,7 @@ __all__ = [
 ]
 
 KeyLike = bytes | str
+_T = TypeVar("_T")
 
 # etcd's answer to a write once the database has reached its quota (gRPC code 8, like "too many
 # requests", which is worth retrying; this is not)
@@ -111,6 +115,17 @@ class EtcdNoSpace(EtcdRequestError):
         )
 
 
+class EtcdBadReply(EtcdError):
+    """A member answered a write with something etcd does not send; the write may or may not
+    have been applied, so it is not repeated elsewhere."""
+
+    def __init__(self, endpoint: str, what: str, problem: str) -> None:
+        self.endpoint = endpoint
+        self.what = what
+        self.problem = problem
+        super().__init__("etcd %s at %s: malformed reply: %s" % (what, endpoint, problem))
+
+
 class EtcdCompacted(EtcdError):
     """A watch asked for a revision that has been compacted away."""
 
@@ -125,6 +140,10 @@ class EtcdCompacted(EtcdError):
 
 class _Retryable(Exception):
     """Internal: this endpoint failed in a way another endpoint may not."""
+
+
+class _Malformed(_Retryable):
+    """Internal: a reply etcd would not send (a field of the wrong type, a bad message)."""
 
 
 # ---------------------------------------------------------------------------- results
@@ -209,12 +228,56 @@ def _enc(x: bytes) -> str:
     return base64.b64encode(x).decode("ascii")
 
 
-def _dec(s: str | None) -> bytes:
-    return base64.b64decode(s) if s else b""
+def _kind(x: Any) -> str:
+    return "missing" if x is None else type(x).__name__
+
+
+def _dec(d: dict[str, Any], name: str) -> bytes:
+    s = d.get(name)
+    if not s:
+        return b""
+    if not isinstance(s, str):
+        raise _Malformed("%s is %s, not base64 text" % (name, _kind(s)))
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Malformed("%s %.40r is not base64" % (name, s)) from None
 
 
 def _int(d: dict[str, Any], name: str) -> int:
-    return int(d.get(name, 0) or 0)
+    v = d.get(name) or 0
+    # the gateway sends 64-bit integers as decimal text, others as numbers
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise _Malformed("%s is %s, not an integer" % (name, _kind(v)))
+    try:
+        return int(v)
+    except ValueError:
+        raise _Malformed("%s %.40r is not an integer" % (name, v)) from None
+
+
+def _obj(d: Any, what: str) -> dict[str, Any]:
+    """`d` if an object (None: an empty one, as the gateway leaves empty fields out)."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise _Malformed("%s is %s, not an object" % (what, _kind(d)))
+    return d
+
+
+def _list(d: dict[str, Any], name: str) -> list[Any]:
+    v = d.get(name)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise _Malformed("%s is %s, not a list" % (name, _kind(v)))
+    return v
+
+
+def _strs(d: dict[str, Any], name: str) -> list[str]:
+    v = _list(d, name)
+    if not all(isinstance(x, str) for x in v):
+        raise _Malformed("%s holds something other than text" % name)
+    return v
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -228,10 +291,11 @@ def prefix_end(prefix: bytes) -> bytes:
     return b"\0"  # empty prefix or all 0xff: to the end of the keyspace
 
 
-def _kv(d: dict[str, Any]) -> KeyValue:
+def _kv(d: Any) -> KeyValue:
+    d = _obj(d, "kv")
     return KeyValue(
-        key=_dec(d.get("key")),
-        value=_dec(d.get("value")),
+        key=_dec(d, "key"),
+        value=_dec(d, "value"),
         create_revision=_int(d, "create_revision"),
         mod_revision=_int(d, "mod_revision"),
         version=_int(d, "version"),
@@ -240,7 +304,45 @@ def _kv(d: dict[str, Any]) -> KeyValue:
 
 
 def _header_revision(d: dict[str, Any]) -> int:
-    return _int(d.get("header") or {}, "revision")
+    """The store revision a reply was served at: etcd's start at 1 and every reply says it."""
+    rev = _int(_obj(d.get("header"), "header"), "revision")
+    if rev < 1:
+        raise _Malformed("header revision is %s" % (rev or "missing"))
+    return rev
+
+
+def _range(d: dict[str, Any]) -> list[Any]:
+    """The kvs of a range (or txn) reply, once its header is found sound."""
+    _header_revision(d)
+    return _list(d, "kvs")
+
+
+def _first_kv(kvs: list[Any]) -> KeyValue | None:
+    return _kv(kvs[0]) if kvs else None
+
+
+def _range_kvs(response: Any) -> list[Any]:
+    """The kvs of one response of a txn of ranges."""
+    return _list(_obj(_obj(response, "response").get("response_range"), "response_range"), "kvs")
+
+
+def _watch_events(result: dict[str, Any], low: int) -> list[WatchEvent]:
+    """The events of one watch message, every one checked before any is delivered: revisions
+    from `low` on (etcd never sends older ones), never going back."""
+    out = []
+    for ev in _list(result, "events"):
+        ev = _obj(ev, "event")
+        kind = ev.get("type") or "PUT"  # the gateway leaves PUT (0) out
+        if kind not in ("PUT", "DELETE"):
+            raise _Malformed("event type %.40r is neither PUT nor DELETE" % (kind,))
+        kv = _kv(ev.get("kv"))
+        if kv.mod_revision < max(low, 1):
+            raise _Malformed(
+                "event of revision %d where %d or later was due" % (kv.mod_revision, low)
+            )
+        low = kv.mod_revision
+        out.append(WatchEvent(kind, kv.key, kv.value, low, kv.create_revision, kv.version))
+    return out
 
 
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -346,14 +448,20 @@ class Etcd:
     @staticmethod
     def _decode(endpoint: str, path: str, status: int, content: bytes) -> dict[str, Any]:
         try:
-            data = json.loads(content) if content else {}
-        except ValueError:
+            data = loads(content, "the reply") if content else {}
+        except JsonError as exc:  # not JSON, too deep: an error reply's text is shown below
+            if status == 200:
+                raise _Malformed(str(exc)) from None
             data = None
-        if status == 200 and isinstance(data, dict) and "error" not in data:
+        if status == 200 and not isinstance(data, dict):
+            raise _Malformed("the reply is %s, not an object" % _kind(data))
+        if status == 200 and "error" not in data:
             return data
         if isinstance(data, dict):
-            msg = str(data.get("message") or data.get("error") or data)
+            msg = str(data.get("message") or data.get("error") or data)[:500]
             code = data.get("code")
+            if not isinstance(code, int) or isinstance(code, bool):
+                code = None  # a strange code is no code (and a list one is not hashable)
         else:
             msg, code = content[:200].decode("utf-8", "replace"), None
         if _NO_SPACE in msg.lower():  # cluster-wide (an alarm): before the retryable code 8
@@ -366,9 +474,18 @@ class Etcd:
             raise _Retryable("HTTP %d: %s" % (status, msg))
         raise EtcdRequestError(endpoint, path, status, code, msg)
 
-    def _call(self, path: str, body: dict[str, Any], *, repeatable: bool = True) -> dict[str, Any]:
-        """POST ``body`` to ``path`` on the first member that answers; fail over on errors
-        (after ``first_try`` on the first pass if the call is ``repeatable``)."""
+    def _call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        parse: Callable[[dict[str, Any]], _T],
+        *,
+        repeatable: bool = True,
+    ) -> _T:
+        """``parse`` of the reply to POST ``body`` to ``path`` on the first member that answers;
+        fail over on errors (after ``first_try`` on the first pass if the call is
+        ``repeatable``). A reply ``parse`` finds malformed counts against its member if the
+        call is repeatable, else it is :class:`EtcdBadReply` (the write may have happened)."""
         deadline = time.monotonic() + self.retry_deadline
         errors: dict[str, str] = {}
         delay = 0.05
@@ -377,7 +494,12 @@ class Etcd:
             for i in self._order():
                 ep = self._endpoints[i]
                 try:
-                    out = self._post_one(ep, path, body, patience)
+                    out = parse(self._post_one(ep, path, body, patience))
+                except _Malformed as exc:
+                    if not repeatable:
+                        raise EtcdBadReply(ep, "POST " + path, str(exc)) from None
+                    errors[ep] = "malformed reply: %s" % exc
+                    continue
                 except _Retryable as exc:
                     errors[ep] = str(exc)
                     continue
@@ -395,9 +517,7 @@ class Etcd:
         body: dict[str, Any] = {"key": _enc(_b(key))}
         if revision:
             body["revision"] = str(revision)
-        out = self._call("/v3/kv/range", body)
-        kvs = out.get("kvs") or []
-        return _kv(kvs[0]) if kvs else None
+        return self._call("/v3/kv/range", body, lambda out: _first_kv(_range(out)))
 
     def get_many(
         self, keys: Sequence[KeyLike], *, revision: int | None = None
@@ -412,12 +532,15 @@ class Etcd:
             ranges.append({"request_range": one})
         if not ranges:
             return []
-        out = self._call("/v3/kv/txn", {"compare": [], "success": ranges})
-        responses = out.get("responses") or []
-        if len(responses) != len(ranges):
-            raise EtcdError(f"etcd answered {len(responses)} of {len(ranges)} reads")
-        found = [(r.get("response_range") or {}).get("kvs") or [] for r in responses]
-        return [_kv(kvs[0]) if kvs else None for kvs in found]
+
+        def parse(out: dict[str, Any]) -> list[KeyValue | None]:
+            _header_revision(out)
+            responses = _list(out, "responses")
+            if len(responses) != len(ranges):
+                raise _Malformed(f"{len(responses)} answers to {len(ranges)} reads")
+            return [_first_kv(_range_kvs(r)) for r in responses]
+
+        return self._call("/v3/kv/txn", {"compare": [], "success": ranges}, parse)
 
     def range(
         self,
@@ -443,20 +566,23 @@ class Etcd:
             body["limit"] = str(limit)
         if keys_only:
             body["keys_only"] = True
-        out = self._call("/v3/kv/range", body)
-        return RangeResult(
-            kvs=[_kv(d) for d in out.get("kvs") or []],
-            revision=_header_revision(out),
-            count=_int(out, "count"),
-            more=bool(out.get("more")),
-        )
+
+        def parse(out: dict[str, Any]) -> RangeResult:
+            return RangeResult(
+                kvs=[_kv(d) for d in _range(out)],
+                revision=_header_revision(out),
+                count=_int(out, "count"),
+                more=bool(out.get("more")),
+            )
+
+        return self._call("/v3/kv/range", body, parse)
 
     def put(self, key: KeyLike, value: KeyLike, *, lease: int | None = None) -> int:
         """Set ``key`` to ``value``; returns the new store revision."""
         body: dict[str, Any] = {"key": _enc(_b(key)), "value": _enc(_b(value))}
         if lease:
             body["lease"] = str(lease)
-        return _header_revision(self._call("/v3/kv/put", body, repeatable=False))
+        return self._call("/v3/kv/put", body, _header_revision, repeatable=False)
 
     def delete(self, key: KeyLike, *, prefix: bool = False) -> int:
         """Delete ``key`` (or every key under it with ``prefix=True``); returns how many."""
@@ -464,7 +590,9 @@ class Etcd:
         body: dict[str, Any] = {"key": _enc(k)}
         if prefix:
             body["range_end"] = _enc(prefix_end(k))
-        return _int(self._call("/v3/kv/deleterange", body, repeatable=False), "deleted")
+        return self._call(
+            "/v3/kv/deleterange", body, lambda out: _int(out, "deleted"), repeatable=False
+        )
 
     def delete_created(
         self,
@@ -495,9 +623,8 @@ class Etcd:
             success.append(
                 {"request_put": {"key": _enc(_b(then_put[0])), "value": _enc(_b(then_put[1]))}}
             )
-        return bool(
-            self._call("/v3/kv/txn", {"compare": compare, "success": success}).get("succeeded")
-        )
+        body = {"compare": compare, "success": success}
+        return self._call("/v3/kv/txn", body, lambda out: bool(out.get("succeeded")))
 
     def create_if_absent(
         self, key: KeyLike, value: KeyLike, *, lease: int | None = None
@@ -523,22 +650,24 @@ class Etcd:
             "success": [{"request_put": put}],
             "failure": [{"request_range": {"key": _enc(k)}}],
         }
-        out = self._call("/v3/kv/txn", body)
-        rev = _header_revision(out)
-        if out.get("succeeded"):
-            return ClaimResult(True, rev, v)
-        responses = out.get("responses") or [{}]
-        kvs = (responses[0].get("response_range") or {}).get("kvs") or []
-        if not kvs:  # deleted between compare and range cannot happen in one txn; be explicit
-            raise EtcdError("etcd txn on %r failed its compare but returned no value" % k)
-        existing = _kv(kvs[0])
-        return ClaimResult(False, existing.create_revision, existing.value)
+
+        def parse(out: dict[str, Any]) -> ClaimResult:
+            rev = _header_revision(out)
+            if out.get("succeeded"):
+                return ClaimResult(True, rev, v)
+            existing = _first_kv(_range_kvs((_list(out, "responses") or [{}])[0]))
+            if existing is None:  # deleted between compare and range cannot happen in one txn
+                raise EtcdError("etcd txn on %r failed its compare but returned no value" % k)
+            return ClaimResult(False, existing.create_revision, existing.value)
+
+        return self._call("/v3/kv/txn", body, parse)
 
     def compact(self, revision: int, *, physical: bool = False) -> None:
         """Discard history before ``revision`` (watches from older revisions then fail)."""
         self._call(
             "/v3/kv/compaction",
             {"revision": str(revision), "physical": physical},
+            lambda out: None,
             repeatable=False,
         )
 
@@ -589,6 +718,8 @@ class Etcd:
                 if next_rev:
                     body["start_revision"] = str(next_rev)
                 request = json.dumps({"create_request": body}).encode()
+                asked = next_rev
+                delivered = 0  # revision of the last event this member delivered
                 try:
                     with self._pools[ep].stream(
                         "/v3/watch",
@@ -602,42 +733,33 @@ class Etcd:
                         for line in resp.lines():
                             if not line.strip():
                                 continue
-                            msg = json.loads(line)
+                            msg = _obj(loads(line, "the message"), "the message")
                             if "error" in msg:
                                 err = msg["error"]
                                 self._decode(
                                     ep, "/v3/watch", 500, json.dumps(err).encode()
                                 )  # raises
-                            result = msg.get("result") or {}
+                            result = msg.get("result")
+                            if not isinstance(result, dict):
+                                raise _Malformed("result is %s, not an object" % _kind(result))
                             if result.get("canceled"):
                                 compact = _int(result, "compact_revision")
                                 if compact:
                                     raise EtcdCompacted(next_rev, compact)
                                 raise _Retryable(
-                                    "watch canceled: %s" % result.get("cancel_reason", "")
+                                    "watch canceled: %.200s" % result.get("cancel_reason", "")
                                 )
                             if result.get("created"):
                                 served = True
                                 self._preferred = i
-                                errors.clear()
-                                deadline = time.monotonic() + self.retry_deadline
-                                delay = 0.05
                                 if not next_rev:  # pin "now" so a resume misses nothing
                                     next_rev = _header_revision(result) + 1
-                            for ev in result.get("events") or []:
-                                kv = _kv(ev.get("kv") or {})
-                                kind: Literal["PUT", "DELETE"] = (
-                                    "DELETE" if ev.get("type") == "DELETE" else "PUT"
-                                )
-                                yield WatchEvent(
-                                    kind,
-                                    kv.key,
-                                    kv.value,
-                                    kv.mod_revision,
-                                    kv.create_revision,
-                                    kv.version,
-                                )
-                                next_rev = max(next_rev, kv.mod_revision + 1)
+                            # a message is delivered whole or not at all
+                            # (the rest of a revision may come in the next message)
+                            for ev in _watch_events(result, delivered or next_rev):
+                                delivered = ev.revision
+                                yield ev
+                                next_rev = max(next_rev, ev.revision + 1)
                             if stop is not None and stop.is_set():
                                 return
                 except HttpReplyTooLarge as exc:
@@ -652,6 +774,19 @@ class Etcd:
                         break
                     errors[ep] = "ReadTimeout before the watch was created"
                     continue
+                except (_Malformed, JsonError) as exc:
+                    # This member does not serve the watch: the next one goes on from next_rev
+                    # (never this one again at once, which may send the same again and again).
+                    errors[ep] = "malformed watch message: %s" % exc
+                    served = False
+                    if delivered:  # it did serve until then: the deadline counts from here
+                        deadline = time.monotonic() + self.retry_deadline
+                        delay = 0.05
+                    else:
+                        next_rev = asked  # a pin of "now" by a member found broken is undone
+                    if self._preferred == i:
+                        self._preferred = (i + 1) % len(self._endpoints)
+                    continue
                 except (HttpFailure, _Retryable) as exc:
                     errors[ep] = "%s: %s" % (type(exc).__name__, exc)
                     if served:
@@ -661,7 +796,10 @@ class Etcd:
                     if served:
                         break  # stream ended cleanly (member shutting down): resume
                     errors[ep] = "watch stream ended before it was created"
-            if served:
+            if served:  # a member served the watch: the deadline counts from now
+                errors.clear()
+                deadline = time.monotonic() + self.retry_deadline
+                delay = 0.05
                 continue
             if time.monotonic() + delay >= deadline:
                 raise EtcdUnavailable("watch " + repr(k), errors)
@@ -671,31 +809,37 @@ class Etcd:
     # ------------------------------------------------------------------ leases
     def lease_grant(self, ttl: int) -> int:
         """Grant a lease of ``ttl`` seconds; returns its id."""
-        return _int(self._call("/v3/lease/grant", {"TTL": str(ttl)}, repeatable=False), "ID")
+        body = {"TTL": str(ttl)}
+        return self._call("/v3/lease/grant", body, lambda out: _int(out, "ID"), repeatable=False)
 
     def lease_keepalive(self, lease_id: int) -> int:
         """Refresh a lease once; returns its new TTL in seconds (0 if it has expired)."""
-        out = self._call("/v3/lease/keepalive", {"ID": str(lease_id)})
-        return _int(out.get("result") or {}, "TTL")
+        body = {"ID": str(lease_id)}
+        return self._call(
+            "/v3/lease/keepalive", body, lambda out: _int(_obj(out.get("result"), "result"), "TTL")
+        )
 
     def lease_revoke(self, lease_id: int) -> None:
         """Revoke a lease (deleting every key attached to it)."""
-        self._call("/v3/lease/revoke", {"ID": str(lease_id)})
+        self._call("/v3/lease/revoke", {"ID": str(lease_id)}, lambda out: None)
 
     # ------------------------------------------------------------------ cluster
     def member_list(self) -> list[Member]:
         """The cluster's members as seen by the first member that answers."""
-        out = self._call("/v3/cluster/member/list", {})
-        return [
-            Member(
+
+        def member(m: Any) -> Member:
+            m = _obj(m, "member")
+            return Member(
                 id=_int(m, "ID"),
-                name=m.get("name", ""),
-                peer_urls=list(m.get("peerURLs") or []),
-                client_urls=list(m.get("clientURLs") or []),
+                name=str(m.get("name") or ""),
+                peer_urls=_strs(m, "peerURLs"),
+                client_urls=_strs(m, "clientURLs"),
                 is_learner=bool(m.get("isLearner")),
             )
-            for m in out.get("members") or []
-        ]
+
+        return self._call(
+            "/v3/cluster/member/list", {}, lambda out: [member(m) for m in _list(out, "members")]
+        )
 
     def health(self, timeout: float = 2.0) -> dict[str, bool]:
         """``/health`` of every endpoint: True if that member is healthy and has a leader."""
@@ -703,7 +847,8 @@ class Etcd:
         for ep in self._endpoints:
             try:
                 r = self._http.get(ep + "/health", timeout=timeout)
-                result[ep] = r.status_code == 200 and r.json().get("health") == "true"
+                doc = loads(r.content, "health") if r.status_code == 200 else None
+                result[ep] = isinstance(doc, dict) and doc.get("health") == "true"
             except (httpx.HTTPError, ValueError):
                 result[ep] = False
         return result
@@ -715,22 +860,22 @@ class Etcd:
             try:
                 r = self._http.post(ep + "/v3/maintenance/status", json={}, timeout=timeout)
                 d = self._decode(ep, "/v3/maintenance/status", r.status_code, r.content)
+                hdr = _obj(d.get("header"), "header")
+                result[ep] = EndpointStatus(
+                    endpoint=ep,
+                    member_id=_int(hdr, "member_id"),
+                    leader=_int(d, "leader"),
+                    raft_term=_int(d, "raftTerm"),
+                    raft_index=_int(d, "raftIndex"),
+                    raft_applied_index=_int(d, "raftAppliedIndex"),
+                    revision=_int(hdr, "revision"),
+                    version=str(d.get("version", "")),
+                    db_size=_int(d, "dbSize"),
+                    db_size_in_use=_int(d, "dbSizeInUse"),
+                )
             except (httpx.HTTPError, _Retryable, EtcdRequestError) as exc:
-                result[ep] = EndpointStatus(ep, error="%s: %s" % (type(exc).__name__, exc))
-                continue
-            hdr = d.get("header") or {}
-            result[ep] = EndpointStatus(
-                endpoint=ep,
-                member_id=_int(hdr, "member_id"),
-                leader=_int(d, "leader"),
-                raft_term=_int(d, "raftTerm"),
-                raft_index=_int(d, "raftIndex"),
-                raft_applied_index=_int(d, "raftAppliedIndex"),
-                revision=_int(hdr, "revision"),
-                version=str(d.get("version", "")),
-                db_size=_int(d, "dbSize"),
-                db_size_in_use=_int(d, "dbSizeInUse"),
-            )
+                name = "malformed reply" if isinstance(exc, _Malformed) else type(exc).__name__
+                result[ep] = EndpointStatus(ep, error="%s: %s" % (name, exc))
         return result
 
     def leader_endpoint(self) -> str | None:
