@@ -136,7 +136,7 @@ class NodeProcess:
     def argv(self) -> list[str]:
         return serve_argv(self.home, self.bank, self.port, self.ready, "info", self.extra)
 
-    def start(self, timeout: float = 30.0) -> NodeProcess:
+    def start(self, timeout: float = 60.0) -> NodeProcess:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.ready.unlink(missing_ok=True)
         env = dict(os.environ)

@@ -23,7 +23,7 @@ def alive(pid: int | None) -> bool:
         return False
 
 
-def hang(pid: int, timeout: float = 5.0) -> None:
+def hang(pid: int, timeout: float = 30.0) -> None:
     """SIGSTOP the process and return once every one of its threads has stopped.
 
     kill() returns before the signal has reached threads running on another core; a request sent

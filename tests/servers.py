@@ -89,6 +89,7 @@ def _tempdir(kind: str) -> Path:
 
 def fast_etcd_cluster(datadir: Path, members: int = 3, **kw: Any) -> EtcdCluster:
     """A test's own etcd cluster: no fsync, fast Raft timing; ``kw`` goes to EtcdCluster."""
+    kw.setdefault("start_timeout", 90.0)  # 30 s by default: short for 3 members on a loaded CI
     return EtcdCluster(
         datadir,
         members=members,
@@ -99,7 +100,7 @@ def fast_etcd_cluster(datadir: Path, members: int = 3, **kw: Any) -> EtcdCluster
     )
 
 
-def member_health(client: Etcd, want: bool, timeout: float = 10.0) -> dict[str, bool]:
+def member_health(client: Etcd, want: bool, timeout: float = 30.0) -> dict[str, bool]:
     """Each member's ``/health``, asked again until all say ``want`` or ``timeout`` passes. An
     alarm (raised or disarmed) reaches each member when it applies the Raft entry, not at once."""
     deadline = time.monotonic() + timeout

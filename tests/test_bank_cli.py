@@ -52,9 +52,18 @@ def _notes(
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def made_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     h = tmp_path_factory.mktemp("home")
     kmc.create_home(h, ["BKA", "BKB"], seed=b"cli-test")
+    return h
+
+
+@pytest.fixture
+def home(made_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the home for each test: the tests make treasuries and accounts in it (`bank
+    init` in one made the next one's "treasury_created" false, whichever ran first)."""
+    h = tmp_path_factory.mktemp("home") / "home"  # not in tmp_path: tests look at what is there
+    shutil.copytree(made_home, h)
     return h
 
 

@@ -93,7 +93,7 @@ def run_kill_points(world, node, accts: dict[str, Account], seed: int, points: i
         target = stats["answered"] + answers
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while stats["answered"] < target and time.monotonic() < deadline:
             time.sleep(0.001)
         time.sleep(extra)

@@ -103,7 +103,7 @@ def test_interbank_notes_settle_among_four_banks(cons: Consortium) -> None:
         assert [x for x in book_notes(cons, payee) if x[1] == d][0][0] > 0
     assert all(s["entries"].get("rejected", 0) == 0 for s in st.values())
     # checkpoints of every bank went through the log and every bank holds them
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         cps = cons.get("BKC", "/v1/consortium/checkpoints")["checkpoints"]
         if {c["bank"] for c in cps} == set(BANKS4):
@@ -174,7 +174,7 @@ def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_
         acc = c.accounts
 
         def forgotten_through(head: int) -> dict[str, Any]:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60
             while (pruning := c.status("BKA")["pruning"])["through"] < head:
                 assert time.monotonic() < deadline, pruning
                 time.sleep(0.1)
@@ -195,7 +195,7 @@ def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_
         c.nodes["BKB"].stop()
         copy_sqlite(tmp_path / "old.db", state)
         c.nodes["BKB"].start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not (st := c.status("BKB"))["halted"]:
             assert time.monotonic() < deadline, st
             time.sleep(0.1)
@@ -400,7 +400,7 @@ def test_a_peer_that_forges_its_endorsements_is_reported(cons: Consortium) -> No
             note = cons.accounts["BKA-000001"].note("BKB-000001", 9 + i)
             r = cons.upload("BKB", note).json()
             assert r["outcome"] == "booked", r
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             reports = [x for x in cons.reports("BKB") if x["kind"] == "forged-endorsement"]
             if any(x["subject"] == "BKD" and x["note_id"] is not None for x in reports):
@@ -446,7 +446,7 @@ def test_a_hung_bank_is_not_waited_for_and_drops_stale_asks_when_it_wakes(
     d.pause()
     try:
         settle(12)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:  # every bank that asked BKD finds it stalled once its ask is 1 s old
             peers = asks_to_d()
             asked = [b for b, p in peers.items() if p["sent"] > base[b]["sent"]]
@@ -465,11 +465,11 @@ def test_a_hung_bank_is_not_waited_for_and_drops_stale_asks_when_it_wakes(
         assert any("BKD: not asked: stalled" in r.json()["message"] for r in replies), [
             r.text for r in replies
         ]
+        t0 = time.monotonic()  # the window counts the status reads too (slow on a loaded machine)
         before = asks_to_d()
-        t0 = time.monotonic()
         settle(12)
-        spent = time.monotonic() - t0
         after = asks_to_d()
+        spent = time.monotonic() - t0
         # one probe at a time, each open until the endorsement timeout (5 s)
         probes = 2 + int(spent // 5.0)
         assert all(after[b]["sent"] - before[b]["sent"] <= probes for b in others), (
@@ -481,7 +481,10 @@ def test_a_hung_bank_is_not_waited_for_and_drops_stale_asks_when_it_wakes(
     finally:
         d.resume()
     assert_agree_and_audit_clean(cons)
-    assert cons.status("BKD")["validations"]["caller_gone"] > gone0
+    deadline = time.monotonic() + 30  # BKD drops the stale asks as it works through them
+    while (gone := cons.status("BKD")["validations"]["caller_gone"]) <= gone0:
+        assert time.monotonic() < deadline, (gone, gone0)
+        time.sleep(0.2)
     # a note that needs BKD (its customer pays) settles: BKD answered the probe
     note = cons.accounts["BKD-000002"].note("BKA-000002", 5)
     assert cons.upload("BKA", note).json()["outcome"] == "booked"
@@ -529,18 +532,25 @@ def test_kill9_bank_node_and_etcd_member_during_a_stream(tmp_path: Path) -> None
                         acked[note] = doc
                     else:
                         failed[note] = f"{r.status_code} {doc.get('error') or doc.get('outcome')}"
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, ValueError) as exc:  # ValueError: a reply not JSON
                     failed[note] = type(exc).__name__
             http.close()
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(2.0)
+        deadline = time.monotonic() + 120  # the stream is under way: some notes answered
+        while len(acked) < 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
         c.nodes["BKD"].kill9()
         time.sleep(1.0)
+        deadline = time.monotonic() + 60  # a loaded machine can make the members elect anew
         with Etcd(cluster.client_urls) as probe:
-            st = list(probe.status(timeout=2).values())
+            st = list(probe.status(timeout=10).values())
+            while not any(s.is_leader for s in st):
+                assert time.monotonic() < deadline, st
+                time.sleep(0.2)
+                st = list(probe.status(timeout=10).values())
         leader = next(i for i, s in enumerate(st) if s.is_leader)
         cluster.kill(leader)
         time.sleep(2.0)

@@ -112,7 +112,7 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
                     headers={"content-type": "application/octet-stream"},
                     timeout=30,
                 )
-                deadline = time.monotonic() + 20
+                deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:
                     st = _status(tmp_path)
                     if st["banks"][1].get("stalled_peers") == ["BKA"]:

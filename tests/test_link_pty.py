@@ -281,7 +281,7 @@ def test_silent_peer_times_out_then_recovers(peer: Peer, client: Client) -> None
         with pytest.raises(LinkTimeout) as ei:
             client.ping(b"anyone?", timeout_ms=250, retries=1)
         took = time.monotonic() - t
-        assert 0.45 < took < 2.0, took
+        assert 0.45 < took < 6.0, took  # the upper bound is room for a loaded machine
         assert "no reply to PING (0x02) seq" in str(ei.value)
         assert "within 250 ms (2 attempts)" in str(ei.value)
     finally:

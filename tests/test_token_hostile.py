@@ -257,7 +257,7 @@ def test_a_token_that_answers_wait_for_ever(monkeypatch: pytest.MonkeyPatch) -> 
             with pytest.raises(LinkTimeout) as e:
                 c.call(P.GET_INFO, wait_limit_ms=1500)
             took = time.monotonic() - t0
-            assert 1.4 < took < 4, took
+            assert 1.4 < took < 6, took  # room for a loaded machine (the fake waits 8 s)
             assert "GET_INFO (0x20)" in str(e.value) and "only answered WAIT" in str(e.value)
             assert "limit of 1500 ms" in str(e.value)
         finally:
