@@ -11,9 +11,7 @@ MicroPython on a pseudo-terminal), the merchant's real `hubi merchant` processes
 from __future__ import annotations
 
 import json
-import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -91,17 +89,7 @@ def test_scan_the_tokens_own_animated_frames(world: TokenWorld, home: Path, tmp_
             note = tok.pay(req.bytes, timeout_ms=20000).note
             shown = set(sim.frame_files())  # the loop's first frame is drawn before the reply
         assert note is not None
-        # let the loop draw every frame at least once (each is written once, in files numbered
-        # in drawing order): the firmware logs how many frames the note has, so wait for the
-        # others to be written (a fixed 1 s sleep was too short on a loaded machine)
-        deadline = time.monotonic() + 60
-        while not (timings := re.findall(r'"frames": (\d+)', sim.tail(10**7))):
-            assert time.monotonic() < deadline, sim.tail()
-            time.sleep(0.1)
-        frames = int(timings[-1])
-        while len(later := [p for p in sim.frame_files() if p not in shown]) < frames - 1:
-            assert time.monotonic() < deadline, (len(later), frames)
-            time.sleep(0.1)
+        sim.wait_note_frames(shown)  # every frame drawn at least once
         shots = [p for p in sim.frame_files() if p not in before]
         assert len(shots) >= 5
         proc = subprocess.run(

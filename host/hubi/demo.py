@@ -172,12 +172,13 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         before = set(sim.frame_files())
         sim.press("confirm: ok", "pin: " + " ".join(PIN) + " enter")
         paid = tok.pay(req.bytes, timeout_ms=30000)
+        shown = set(sim.frame_files())
         note = paid.note
         if note is None:
             raise DemoError("the token did not return a note")
         files["note"] = _write(workdir / "note.bin", note)
         files["note_png"] = str(qrscan.render_png(note, workdir / "note.png"))
-        time.sleep(1.0)  # the frames cycle every 60 ms: let each be drawn at least once
+        sim.wait_note_frames(shown)  # the frames cycle every 60 ms: each drawn at least once
         frames_dir = workdir / "frames"
         frames_dir.mkdir()
         shots = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import shutil
 import signal
 import subprocess
@@ -259,6 +260,19 @@ class Simulator:
         if not self.frames.exists():
             return []
         return sorted(p for p in self.frames.glob("[0-9]*.png"))
+
+    def wait_note_frames(self, shown: set[Path], timeout: float = 60.0) -> list[Path]:
+        """The frame files drawn after `shown` (the frame files as the payment's reply came:
+        its first frame is drawn before) once the note's every frame has been drawn: the
+        firmware logs how many the note has ("frames": N), and writes each frame's file once.
+        A fixed wait was too short on a loaded machine (the scan then found parts missing)."""
+
+        def drawn() -> list[Path] | None:
+            counts = re.findall(rb'"frames": (\d+)', self._log_bytes())
+            later = sorted(set(self.frame_files()) - shown)
+            return later if counts and len(later) >= int(counts[-1]) - 1 else None
+
+        return self.wait_for(drawn, timeout, "every frame of the note drawn")
 
     def wait_for(self, pred: Any, timeout: float = 20.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
