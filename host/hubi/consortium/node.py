@@ -238,6 +238,9 @@ class ConsortiumNode:
         self.checkpoint_interval = checkpoint_interval
         self.prune_interval = prune_interval  # None: neither mark nor forget (tests)
         self.pruner = min(self.consortium.bank_ids())  # the bank that has the log forget
+        # the applier (before it reads the log) and the forgetting loop both mark: one at a
+        # time, or a mark read earlier could be put after a later one (the mark going back)
+        self._mark_lock = threading.Lock()
         self.pruning: dict[str, Any] = {
             "marked": None,  # the applied revision this bank last put under applied/<bank>
             "through": 0,  # the log forgot the keys created up to here (pruner only)
@@ -1369,11 +1372,12 @@ class ConsortiumNode:
         """Put this bank's applied revision under ``applied/<bank>`` if it moved; returns it.
         The first mark after a start is put even if lower than the one in the log (a state
         restored from a backup): the log must not forget what this bank has to apply again."""
-        rev = self.state.applied_revision()
-        if rev != self.pruning["marked"]:
-            self.orderer.put(ent.applied_key(self.bank), revision_value(rev))
-            self.pruning["marked"] = rev
-        return rev
+        with self._mark_lock:
+            rev = self.state.applied_revision()
+            if rev != self.pruning["marked"]:
+                self.orderer.put(ent.applied_key(self.bank), revision_value(rev))
+                self.pruning["marked"] = rev
+            return rev
 
     def _refuse_if_forgotten(self, applied: int) -> None:
         """Before reading the log from ``applied``: mark it (with forgetting on), which stops any
