@@ -42,6 +42,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         srv = self.server
+        if self.path == "/stream" and self.server.mode == "http10":  # no length: until close
+            self.wfile.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst line\n")
+            self.wfile.flush()
+            time.sleep(6.0)  # then quiet, past the client's idle timeout
+            self.close_connection = True
+            return
         if self.path == "/stream":  # a watch: lines in chunks, split anyhow, then a pause
             srv.seen.append((self.client_address[1], self.path, body))
             self.send_response(200 if body != b"bad" else 400)
@@ -235,3 +241,22 @@ def test_stream_to_nothing_listening_fails_before_any_line() -> None:
     ):
         pass
     assert not isinstance(info.value, HttpTimeout)
+
+
+def test_a_stream_without_a_length_in_http_1_0_is_read_and_timed_out_too(
+    server: _Server,
+) -> None:
+    """A member answering in HTTP/1.0 with no length (the reply lasts until it closes):
+    http.client drops the connection's socket once it has the reply, and setting the idle
+    timeout on it raised AttributeError out of the watch."""
+    server.mode = "http10"
+    pool = HttpPool(_url(server))
+    got = []
+    with (
+        pytest.raises(HttpTimeout, match=r"nothing for 1\.5 s"),
+        pool.stream("/stream", b"w", {}, idle_timeout=1.5) as resp,
+    ):
+        assert resp.status == 200
+        for line in resp.lines():
+            got.append(line)
+    assert got == [b"first line\n"]

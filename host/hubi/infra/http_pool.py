@@ -261,11 +261,12 @@ class HttpPool:
         conn = None
         try:
             conn = self._new(limit)
-            assert conn.sock is not None
-            conn.sock.settimeout(limit)
+            sock = conn.sock  # kept: a reply read until close takes it from the connection
+            assert sock is not None
+            sock.settimeout(limit)
             conn.request("POST", self._prefix + path, body=body, headers=headers)
             resp = conn.getresponse()
-            conn.sock.settimeout(idle_timeout)
+            sock.settimeout(idle_timeout)
         except (OSError, http.client.HTTPException) as exc:
             if conn is not None:
                 conn.close()
