@@ -704,6 +704,9 @@ class Etcd:
         if prefix:
             create["range_end"] = _enc(prefix_end(k))
         next_rev = start_revision or 0
+        # events of revision next_rev delivered already: a message split in fragments may end
+        # within a revision, and a resume from that revision must not deliver them again
+        seen = 0
         create_timeout = min(self.timeout, max(idle_timeout, self.first_try))
         errors: dict[str, str] = {}
         deadline = time.monotonic() + self.retry_deadline
@@ -718,7 +721,8 @@ class Etcd:
                 if next_rev:
                     body["start_revision"] = str(next_rev)
                 request = json.dumps({"create_request": body}).encode()
-                asked = next_rev
+                asked, skip = next_rev, seen
+                sent = 0  # events of revision `asked` this member sent
                 delivered = 0  # revision of the last event this member delivered
                 try:
                     with self._pools[ep].stream(
@@ -754,12 +758,20 @@ class Etcd:
                                 self._preferred = i
                                 if not next_rev:  # pin "now" so a resume misses nothing
                                     next_rev = _header_revision(result) + 1
-                            # a message is delivered whole or not at all
-                            # (the rest of a revision may come in the next message)
+                            # a message is checked whole before any of it is delivered; a
+                            # fragment may end within a revision (the rest comes next)
+                            last = 0
                             for ev in _watch_events(result, delivered or next_rev):
-                                delivered = ev.revision
+                                delivered = last = ev.revision
+                                if ev.revision == asked:
+                                    sent += 1
+                                    if sent <= skip:
+                                        continue  # delivered before the last stream broke
+                                seen = seen + 1 if ev.revision == next_rev else 1
+                                next_rev = ev.revision
                                 yield ev
-                                next_rev = max(next_rev, ev.revision + 1)
+                            if last and result.get("fragment") is not True:
+                                next_rev, seen = last + 1, 0  # that revision came whole
                             if stop is not None and stop.is_set():
                                 return
                 except HttpReplyTooLarge as exc:
@@ -783,7 +795,7 @@ class Etcd:
                         deadline = time.monotonic() + self.retry_deadline
                         delay = 0.05
                     else:
-                        next_rev = asked  # a pin of "now" by a member found broken is undone
+                        next_rev, seen = asked, skip  # a pin of "now" by a broken member undone
                     if self._preferred == i:
                         self._preferred = (i + 1) % len(self._endpoints)
                     continue
