@@ -746,7 +746,10 @@ def create_app(node: Node) -> FastAPI:
         tree_size: Annotated[int | None, Query(ge=1, le=MAX_NUMBER)] = None,
     ) -> dict[str, Any]:
         """RFC 9162 inclusion proof of record (book, number) under a signed checkpoint (default:
-        the newest one that covers it)."""
+        the newest one that covers it). The proof carries the record: a customer gets proofs of
+        its own book only."""
+        if caller.role == Role.CUSTOMER:
+            auth.require_account_access(caller, book, regulator=True)
         return backend.inclusion_proof(tree_size, book, number)
 
     @app.get(

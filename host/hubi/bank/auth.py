@@ -293,7 +293,7 @@ class NonceCache:
         # entries are inserted with nondecreasing expiry (now + 2*window), so the oldest first
         while self._seen:
             key, exp = next(iter(self._seen.items()))
-            if exp > now:
+            if exp >= now:  # at exp itself a request of this nonce may still be in the window
                 break
             self._seen.popitem(last=False)
 

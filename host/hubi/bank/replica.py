@@ -12,7 +12,9 @@ Before storing a record it checks the keeper's signatures (sig8 over the evidenc
 the coded balance) under the bank's public key from the trust bundle, and the SHA-256 hash chain
 against the previous record of the same book when it holds that one. A record that fails is not
 stored; the replica stops pulling and reports it in /health (a primary that serves bad records
-is exactly what an audit should look at).
+is exactly what an audit should look at). So does a primary whose history was rewritten: one
+whose register is shorter than what the replica holds, or that serves under a new sequence
+number a record the replica holds with other bytes (restored from an older copy).
 
 It serves ``POST /v1/backup/records`` (the bank itself or a regulator): ``hubi audit restore
 --backup URL`` asks for exactly the records its audit found missing and puts them back.
@@ -31,7 +33,7 @@ from typing import Any
 from hubi.bank import records as rec_mod
 from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError, BankUnavailable
-from hubi.bank.store import display_url, parse_url
+from hubi.bank.store import display_url, live_conn, parse_url
 from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate, newer_schema
 
@@ -100,7 +102,7 @@ class ReplicaStore:
         return connect_wal(path)
 
     def conn(self) -> Any:
-        return self._conns.get()
+        return live_conn(self._conns)
 
     def _exec(self, c: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         if self.pg:
@@ -167,9 +169,26 @@ class ReplicaStore:
                     " ON CONFLICT DO NOTHING",
                     (seq, book, n, body, hchain),
                 )
+                if cur.rowcount == 0:
+                    self._same_as_held(c, seq, book, n, body)
                 added += max(cur.rowcount, 0)
             self._set_meta(c, "records", str(held + added))
         return added
+
+    def _same_as_held(self, c: Any, seq: int, book: str, n: int, body: bytes) -> None:
+        """A row not inserted is already held: it must be this very record at this very place
+        (else the primary rewrote its history, and keeping both versions quietly hides it)."""
+        held = self._exec(
+            c,
+            "SELECT seq, body FROM replica_records WHERE seq = ? OR (book = ? AND n = ?)",
+            (seq, book, n),
+        ).fetchall()
+        if any(int(s) != seq or bytes(b) != bytes(body) for s, b in held):
+            raise ReplicaError(
+                f"record {book}#{n} (seq {seq}) from the primary differs from the one this"
+                " backup holds: the primary's history was rewritten (restored from an older"
+                " copy?); pulling stopped, the held records are kept"
+            )
 
     def get(self, names: Sequence[tuple[str, int]]) -> dict[tuple[str, int], tuple]:
         out: dict[tuple[str, int], tuple] = {}
@@ -309,12 +328,22 @@ class Replica:
     def pull_once(self) -> int:
         """Fetch and store one batch after the last held sequence number; returns its size."""
         client = self._client or BankClient(self.primary_url, self.signer, self.bank)
-        doc = client.replication_log(self.store.next_seq(), self.batch)
+        start = self.store.next_seq()
+        doc = client.replication_log(start, self.batch)
         if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
             # a primary that answers the replication log with something else is looked at,
             # as one that serves bad records is: not retried for ever with a traceback each time
             raise ReplicaError(
                 f"the primary's replication log is not a list of records: {str(doc)[:80]}"
+            )
+        size = doc.get("register_size")
+        if type(size) is int and size < start:
+            # a primary restored from an older copy: what it books next would reuse numbers
+            # this backup holds, and the backup is what the operator should restore from
+            raise ReplicaError(
+                f"the primary's register has {size} entries, fewer than the {start} this backup"
+                " holds: the primary went back in time (restored from an older copy?); pulling"
+                " stopped, the held records are kept"
             )
         try:
             rows = [parse_record_json(d) for d in doc["records"]]

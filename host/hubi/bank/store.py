@@ -240,6 +240,16 @@ def _max_bytes(value: str | None, url: str) -> int | None:
     return int(value)
 
 
+def live_conn(conns: PerThread[Any]) -> Any:
+    """This thread's connection; a new one if the PostgreSQL server dropped the old (it went
+    away and came back): psycopg never reconnects, so the thread would fail for ever."""
+    conn = conns.get()
+    if getattr(conn, "closed", False):
+        conns.discard()
+        conn = conns.get()
+    return conn
+
+
 @functools.cache
 def down_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean the database is unreachable, busy or full: a 503 for the caller,
@@ -597,7 +607,7 @@ class Store:
     def conn(self) -> Any:
         if self._closed:
             raise StoreError(f"store {display_url(self.url)} is closed")
-        return self._conns.get()
+        return live_conn(self._conns)
 
     def close(self) -> None:
         self._closed = True

@@ -41,6 +41,17 @@ class PerThread(Generic[C]):
             _close_all(done)
         return conn
 
+    def discard(self) -> None:
+        """Forget this thread's connection (closed under it: the server went away); the
+        thread's next `get` opens a new one."""
+        conn: C | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            self._open = [(t, c) for t, c in self._open if c is not conn]
+        _close_all([conn])
+
     def open_count(self) -> int:
         """Connections open now (one per live thread that asked, at most)."""
         with self._lock:
