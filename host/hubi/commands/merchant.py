@@ -484,6 +484,8 @@ def upload(
                 timeout=timeout,
                 say=say,
             )
+        except up.UploadBusy as exc:  # the notes are in the other upload's hands: not usage
+            _fail(as_json, exc, 1)
         except _errors() as exc:
             _fail(as_json, exc)
     if as_json:
@@ -535,7 +537,7 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
             rows = m.notes(state, last or None)
             status = m.status()
             if as_json:
-                rejects = m.outbox.rejects()
+                rejects = m.outbox.rejects(last or None)
             else:
                 rejected = m.outbox.reject_count()
         except (sqlite3.DatabaseError, TypeError, ValueError) as exc:  # a table edited by hand

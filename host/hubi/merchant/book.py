@@ -132,6 +132,10 @@ def entries(db: sqlite3.Connection) -> list[Entry]:
     return [Entry(R.Record.parse(bytes(b)), bytes(nid), bytes(hc)) for _n, nid, b, hc in rows]
 
 
+def count(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM book").fetchone()[0])
+
+
 def balance(db: sqlite3.Connection, keys: R.BookKeys) -> int:
     return keys.balance_of(head(db, keys.keeper))
 

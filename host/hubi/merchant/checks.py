@@ -32,6 +32,7 @@ from dataclasses import field as dc_field
 from typing import Any
 
 from hubi.amounts import format_amount
+from hubi.bank.issuance import same_issuance_bytes
 from hubi_core import codec, lsum
 from hubi_core.errors import CodecError
 from hubi_core.verify import Trust, verify_object
@@ -169,12 +170,15 @@ def check_note(
     if outbox is not None:
         old = outbox.find(nid)
         if old is not None:
-            if old.bytes == raw:
+            # a copy with signed fields dropped (allowance, purpose) is the payer's one note
+            # again, not a second issuance: calling it one would accuse an honest payer
+            if old.bytes == raw or same_issuance_bytes(old.bytes, raw):
+                copy = "" if old.bytes == raw else " (this copy lacks some of its signed fields)"
                 return reject(
                     "duplicate",
                     "note_id",
                     f"duplicate: note {nid.hex()[:16]}… (payer {obj.signer} serial {obj.serial})"
-                    f" is already in the outbox, state {old.state}",
+                    f" is already in the outbox, state {old.state}{copy}",
                     **ok,
                 )
             return reject(

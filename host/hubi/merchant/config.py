@@ -83,6 +83,14 @@ def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) 
         raise MerchantError(f"{home} already holds a merchant ({CONFIG}); pick another --home")
     # Check the bundle and the identity first: a refused init writes nothing into the home.
     check_identity(private, template, kmc.load_trust(trust_src))
+    # merchant.json lost but the rest kept: a new identity would overwrite the key of the
+    # account the outbox's notes pay (and its book's signer). Without an outbox the home was
+    # never used (an init killed before it wrote merchant.json): that one may be redone.
+    if (home / OUTBOX).exists():
+        raise MerchantError(
+            f"{home} has no {CONFIG} but holds an outbox ({OUTBOX}) and the key of the account"
+            f" its notes pay: restore its {CONFIG}, or pick another --home"
+        )
     home.mkdir(parents=True, exist_ok=True)
     _copy_trust(trust_src, home / TRUST)
     kmc.write_secret(home / SECRET, private.to_bytes(32, "big"))
@@ -198,6 +206,8 @@ class MerchantHome:
         for key in ("account", "currency"):
             if not isinstance(cfg.get(key), str):
                 raise MerchantError(f"{cfg_path} is damaged: it needs {key} (a string)")
+        if cfg.get("bank") is not None and not isinstance(cfg["bank"], str):
+            raise MerchantError(f"{cfg_path} is damaged: its bank must be a string")
         # the files sit at fixed names: a file that names others would be silently ignored
         for key, name in (("template", TEMPLATE), ("trust", TRUST)):
             if cfg.get(key, name) != name:

@@ -320,8 +320,9 @@ class Merchant:
             "home": str(self.home.path),
             "notes": self.outbox.counts(),
             "open_request": req.as_dict() if req else None,
-            "rejects": len(self.outbox.rejects()),
-            "book": {"records": len(self.book()), "balance": self.book_balance()},
+            # counted in SQL: an outbox kept for years must not be read whole to count it
+            "rejects": self.outbox.reject_count(),
+            "book": {"records": book.count(self.outbox.db), "balance": self.book_balance()},
         }
 
 

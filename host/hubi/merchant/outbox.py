@@ -501,10 +501,16 @@ class Outbox:
                 (now, field, reason, note_id, raw),
             )
 
-    def rejects(self) -> list[dict[str, Any]]:
-        rows = self.db.execute(
-            "SELECT id, at, field, reason, note_id, bytes FROM rejects ORDER BY id"
-        ).fetchall()
+    def rejects(self, last: int | None = None) -> list[dict[str, Any]]:
+        """Rejected scans, oldest first; with `last`, the newest `last` of them only."""
+        sql = (  # the evidence's size, not the evidence: a blob's length, 0 for anything else
+            "SELECT id, at, field, reason, note_id,"
+            " CASE WHEN typeof(bytes) = 'blob' THEN length(bytes) ELSE 0 END FROM rejects"
+        )
+        if last is None:
+            rows = self.db.execute(f"{sql} ORDER BY id").fetchall()
+        else:
+            rows = self.db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (last,)).fetchall()[::-1]
         return [
             {
                 "id": r[0],
@@ -513,7 +519,7 @@ class Outbox:
                 "reason": r[3],
                 # evidence kept as found: a value of the wrong type is not one to show
                 "note_id": r[4].hex() if isinstance(r[4], bytes) else None,
-                "bytes": len(r[5]) if isinstance(r[5], bytes) else 0,
+                "bytes": r[5] if isinstance(r[5], int) else 0,
             }
             for r in rows
         ]

@@ -19,9 +19,12 @@ seconds, then left pending for the next run.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +107,33 @@ class UploadReport:
             "seconds": round(self.seconds, 3),
             "items": [it.as_dict() for it in self.items],
         }
+
+
+class UploadBusy(MerchantError):
+    """Another upload from the same outbox is running."""
+
+
+LOCK = "upload.lock"
+
+
+@contextmanager
+def only_upload(outbox_path: Any) -> Iterator[None]:
+    """Hold HOME/upload.lock for one upload: two at once would send every note twice and
+    each report the other's answers as its own. The kernel drops the lock when the process
+    dies, even by SIGKILL, so a killed upload never blocks the next."""
+    path = outbox_path.with_name(LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UploadBusy(
+                f"another upload from {outbox_path.parent} is running (it holds {path});"
+                " nothing was sent: let it finish, or run this again later"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class Transient(Exception):
@@ -314,7 +344,14 @@ def _intact(row: NoteRow, item: UploadItem, account: str) -> codec.Obj | None:
     return note
 
 
-def upload(
+def upload(merchant: Any, bank_url: str, **kw: Any) -> UploadReport:
+    """Upload every pending note of `merchant` to `bank_url`; see the module docstring and
+    ``_upload`` for the options. UploadBusy if another upload of this outbox is running."""
+    with only_upload(merchant.outbox.path):
+        return _upload(merchant, bank_url, **kw)
+
+
+def _upload(
     merchant: Any,
     bank_url: str,
     retries: int = 6,
@@ -326,11 +363,8 @@ def upload(
     seed: int | None = None,
     settle_wait: float = 15.0,
 ) -> UploadReport:
-    """Upload every pending note of `merchant` to `bank_url`; see the module docstring.
-
-    settle_wait: how long to keep asking about a note the bank answered "pending" (an
-    interbank note the consortium has not settled yet) before leaving it for the next run.
-    """
+    """settle_wait: how long to keep asking about a note the bank answered "pending" (an
+    interbank note the consortium has not settled yet) before leaving it for the next run."""
     from hubi.bank.client import BankClient
 
     say = say or (lambda _s: None)
