@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.backends import BACKENDS, using
+from tests.http_fakes import fake_bank  # noqa: F401  (a fixture for every test)
 
 
 @pytest.fixture(params=BACKENDS)

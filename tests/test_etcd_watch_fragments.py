@@ -12,9 +12,10 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from hubi.infra.etcd_client import Etcd
+from tests.http_fakes import serving
 
 # revision 5 holds three events (one transaction), revision 6 one
 LOG = [(5, b"k1"), (5, b"k2"), (5, b"k3"), (6, b"k4")]
@@ -73,14 +74,8 @@ class _Member(BaseHTTPRequestHandler):
 @contextmanager
 def _member(cut: int | None) -> Iterator[tuple[str, type[_Member]]]:
     handler = type("Member", (_Member,), {"cut": cut, "asked": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url, handler
 
 
 def test_a_stream_broken_within_a_revision_resumes_at_that_revision() -> None:

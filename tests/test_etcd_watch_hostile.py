@@ -11,12 +11,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from hubi.infra.etcd_client import Etcd, EtcdBadReply, EtcdUnavailable, WatchEvent
 from hubi.infra.etcd_server import EtcdCluster
+from tests.http_fakes import serving
 from tests.servers import etcd_cluster, etcd_prefix  # noqa: F401
 
 KV = {"key": "a2V5", "create_revision": "7", "mod_revision": "7", "version": "1"}
@@ -94,14 +95,8 @@ class _Hostile(BaseHTTPRequestHandler):
 def _serve(**attrs: object) -> Iterator[tuple[str, type[_Hostile]]]:
     """A hostile member of its own (its class counts the watch requests)."""
     handler = type("Hostile", (_Hostile,), {"watches": [], **attrs})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url, handler
 
 
 def _read(

@@ -9,15 +9,12 @@ scanner, FIFOs, `hubi` child processes, a real HTTP server playing the bank.
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -215,40 +212,8 @@ def test_a_negative_camera_and_a_bad_bank_url_are_usage_errors(shop: Shop) -> No
 
 
 # ----------------------------------------------------------------- a bank that says things
-class _Bank(http.server.BaseHTTPRequestHandler):
-    """A bank that takes notes and answers each with `answer` (status, JSON); keeps what came."""
-
-    got: list[bytes] = []
-    answer: tuple[int, dict] = (400, {"error": "bad-note", "message": "no"})
-
-    def do_POST(self) -> None:  # noqa: N802 - the handler's API
-        self.got.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
-        status, doc = self.answer
-        body = json.dumps(doc).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def bank() -> Iterator[tuple[str, type[_Bank]]]:
-    handler = type("Bank", (_Bank,), {"got": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_the_banks_words_cannot_drive_the_terminal(shop: Shop, tmp_path: Path, bank) -> None:
-    url, handler = bank
+def test_the_banks_words_cannot_drive_the_terminal(shop: Shop, tmp_path: Path, fake_bank) -> None:
+    url, handler = fake_bank
     home = _home(shop, tmp_path)
     _pending(shop, home, 1)
     handler.answer = (400, {"error": "bad-note", "message": ESC + "x" * 5000})
@@ -296,12 +261,12 @@ def _sql(home: Path, *statements: str) -> None:
 
 
 def test_a_damaged_row_is_named_and_the_others_still_go_up(
-    shop: Shop, tmp_path: Path, bank
+    shop: Shop, tmp_path: Path, fake_bank
 ) -> None:
     """One row with garbage note bytes stopped the whole upload ("expected a Note, got a
     Request", naming no note), and rows with an id stored as text, an amount as text or an
     outcome that is not JSON were tracebacks in `outbox` and `upload`."""
-    url, handler = bank
+    url, handler = fake_bank
     home = _home(shop, tmp_path)
     notes = _pending(shop, home, 5)
     with sqlite3.connect(home / "outbox.sqlite") as db:

@@ -7,13 +7,10 @@ processes, a real HTTP server playing the bank, the real SQLite outbox.
 
 from __future__ import annotations
 
-import http.server
 import io
 import shutil
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -73,42 +70,12 @@ def test_an_image_with_two_objects_is_refused_not_read_as_the_first(
     assert objects.read_object_bytes(_side_by_side(tmp_path / "twice.png", a, a)) == a
 
 
-class _Bank(http.server.BaseHTTPRequestHandler):
-    """A bank that answers 400 to every note and keeps what came."""
-
-    got: list[bytes] = []
-
-    def do_POST(self) -> None:  # noqa: N802 - the handler's API
-        self.got.append(self.rfile.read(int(self.headers.get("content-length") or 0)))
-        body = b'{"error": "bad-note", "message": "no"}'
-        self.send_response(400)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def bank() -> Iterator[tuple[str, type[_Bank]]]:
-    handler = type("Bank", (_Bank,), {"got": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_row_whose_bytes_are_another_note_is_not_uploaded(
-    shop: Shop, tmp_path: Path, bank
+    shop: Shop, tmp_path: Path, fake_bank
 ) -> None:
     """The outbox row's note bytes replaced by another genuine note (another shop's, another
     amount, another payer's serial): upload sent those bytes to the bank as the row's note."""
-    url, handler = bank
+    url, handler = fake_bank
     home = tmp_path / "home"
     shutil.copytree(shop.home, home)
     now = int(time.time())

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from hubi.merchant import Merchant, import_identity
 from hubi.merchant.upload import backoff_delay
 from hubi_core import codec
 from tests.bank_nodes import NodeProcess, nodes  # noqa: F401  (fixture)
+from tests.http_fakes import serving
 from tests.test_merchant_support import MERCHANT, T0, Payer, Shop, hubi_json, make_shop
 
 PAYER = "BKB-000000000042"  # same bank as the merchant: booked by one node
@@ -258,11 +258,8 @@ def _upload_to(shop: Shop, handler: type, times: int = 1, **kw: Any) -> list:
     payers = prepare(shop)
     with shop.merchant() as m:
         pay(m, payers[PAYER], 700)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     rows = []
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    with serving(handler) as url:
         for _ in range(times):
             with shop.merchant() as m:
                 rep = m.upload(
@@ -271,9 +268,6 @@ def _upload_to(shop: Shop, handler: type, times: int = 1, **kw: Any) -> list:
                 assert not rep.ok
                 (row,) = m.notes()
             rows.append(row)
-    finally:
-        server.shutdown()
-        server.server_close()
     return rows
 
 
