@@ -328,8 +328,13 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
         else:
             matrices = {}
             for b in nxt.bank_ids():
-                raw = (Path(home) / "trust" / "matrices" / f"{b}.pub").read_bytes()
-                matrices[b] = cpk.PublicMatrix.from_bytes(raw)
+                mpath = Path(home) / "trust" / "matrices" / f"{b}.pub"
+                if not mpath.exists():  # the joining bank's matrix stays in the home it joined in
+                    raise FileNotFoundError(
+                        f"{mpath} is missing: copy {b}.pub from trust/matrices/ of the home"
+                        f" where {b} joined, then sign again (nothing was installed)"
+                    )
+                matrices[b] = cpk.PublicMatrix.from_bytes(mpath.read_bytes())
             try:
                 _install(home, nxt, trust, kmc_mod, matrices)
             except HubiError as exc:
@@ -466,17 +471,25 @@ def up_cmd(
     def on_signal(signum: int, frame: object) -> None:
         sup._stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGHUP too: a closed terminal stops the banks cleanly rather than kill them with us
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     try:
         sup.prepare()
-        if not sup._stop.is_set():
-            sup.start()
+        started = not sup._stop.is_set() and sup.start()
     except BaseException as exc:
         sup.stop()
         if isinstance(exc, (OSError, RuntimeError, TimeoutError, ValueError)):
             _fail(as_json, exc)
         raise
+    if not started or sup._stop.is_set():  # a signal during start-up: stop what started
+        sup.stop()
+        msg = "stopped during start-up: nothing is left running; run `hubi consortium up` again"
+        if as_json:
+            print_json({"stopped": True, "message": msg})
+        else:
+            console.print(msg)
+        return
     try:
         st = status(folder, details=False)
         if as_json:
@@ -519,10 +532,16 @@ def status_cmd(folder: Path, as_json: bool) -> None:
     if as_json:
         print_json(st)
         return
+    gone = not st["supervisor"]["running"]
     console.print(
         f"consortium {st['consortium']} ({st['state']}), supervisor pid "
-        f"{st['supervisor']['pid']} {'running' if st['supervisor']['running'] else 'gone'}"
+        f"{st['supervisor']['pid']} {'gone' if gone else 'running'}"
     )
+    if gone and st["state"] != "stopped":  # killed (SIGKILL, power cut): up.json is stale
+        console.print(
+            "[yellow]its `hubi consortium up` was killed without stopping: run it again"
+            " here to bring the consortium back[/yellow]"
+        )
     for b in st["banks"]:
         answers = "applied_revision" in b  # healthy, or up but not well (halted, store down)
         mark = "[green]healthy[/green]" if b["healthy"] else "[red]down[/red]"

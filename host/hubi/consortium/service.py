@@ -173,6 +173,11 @@ def load_config(home: Path, bank: str, trust: Trust) -> NodeConfig | None:
     """The bank's node configuration, or None if this node is not in a consortium set-up."""
     env = os.environ.get(ENV_CONFIG)
     path = Path(env) if env else config_path(home, bank)
+    if env and not path.exists():  # a typo must not silently fall back to another orderer
+        raise ConsortiumError(
+            f"{ENV_CONFIG} names {path}, which does not exist: point it at the node"
+            f" configuration file, or unset it to use {config_path(home, bank)}"
+        )
     if path.exists():
         try:
             raw = path.read_bytes()

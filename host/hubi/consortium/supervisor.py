@@ -30,6 +30,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,9 +57,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hubi.consortium.up")
 
-__all__ = ["STATE_DIR", "Supervisor", "bank_ids", "init_home", "status"]
+__all__ = ["STATE_DIR", "Supervisor", "bank_ids", "init_home", "lock_holder", "status"]
 
 STATE_DIR = "hubi-consortium"
+PARTIAL_HOME = "home.partial"  # the first run's home while it is made (renamed once laid out)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -224,9 +226,12 @@ class BankProcess:
         self.proc = _process.spawn(argv, log_path=self.log_path, cwd=self.run_dir, env=env)
         self.died_at = None
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> bool:
+        """True once the node listens; False if `stop` is set first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                return False
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
                 raise RuntimeError(
@@ -239,7 +244,7 @@ class BankProcess:
                 except (OSError, ValueError):  # gone again, or written only in part
                     info = None
                 if isinstance(info, dict) and info.get("pid") == self.proc.pid:
-                    return
+                    return True
             time.sleep(0.05)
         raise TimeoutError(
             f"bank node {self.bank} did not listen within {timeout:g} s; log {self.log_path}:\n"
@@ -307,12 +312,14 @@ class Supervisor:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            pid = _read_pid(self.state_path)
+            pid = lock_holder(self.root)  # not up.json's: that may be a killed run's
             raise RuntimeError(
                 f"a `hubi consortium up` is already running in {self.folder}"
                 + (f" (supervisor pid {pid})" if pid else "")
                 + ": stop it with Ctrl-C first, or pass another --dir"
             ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for `status` and a second `up`
         self._folder_lock = fd
 
     def prepare(self) -> None:
@@ -344,12 +351,19 @@ class Supervisor:
         )
         self.cluster = cluster
         urls = cluster.client_urls
+        partial = self.root / PARTIAL_HOME
         if layout is None:
+            # Made aside and renamed once the layout is written: a first run killed half-way
+            # leaves only home.partial, which never ran (no money in it), and is made again.
+            if partial.exists():
+                log.warning("%s is left from a first `up` that was killed; making it anew", partial)
+                shutil.rmtree(partial)
+            made = self.home if self.home.exists() else partial  # a home of old: init_home says
             ids_ = bank_ids(self.n)
             ports = {b: free_port() for b in ids_}
             etcd_of = {b: [urls[i % len(urls)]] for i, b in enumerate(ids_)}
             init_home(
-                self.home,
+                made,
                 ids_,
                 name=self.name,
                 endpoints={b: [f"http://127.0.0.1:{p}"] for b, p in ports.items()},
@@ -360,6 +374,8 @@ class Supervisor:
             tmp = self.layout_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(layout, indent=1) + "\n")
             tmp.replace(self.layout_path)
+        if not self.home.exists() and partial.exists():  # killed between layout and rename
+            partial.replace(self.home)
         ids_ = [b for b, _ in layout["banks"]]
         trust = kmc_mod.load_trust(self.home / "trust")
         for i, (b, port) in enumerate(layout["banks"]):
@@ -385,7 +401,9 @@ class Supervisor:
         if not self.layout_path.exists():
             if (self.home / "trust" / "consortium.json").exists():
                 raise RuntimeError(
-                    f"{self.home} holds a consortium but {self.layout_path} is missing"
+                    f"{self.home} holds a consortium but {self.layout_path} is missing: put"
+                    f" layout.json back from a backup, or move {self.root} away (keep it) to"
+                    " start a new consortium"
                 )
             return None
         layout = _read_doc(self.layout_path, "banks")
@@ -403,22 +421,31 @@ class Supervisor:
         for b, port in layout["banks"]:
             if not reserve_port(int(port)):
                 raise RuntimeError(
-                    f"bank {b} of {self.root} needs its old port {port} back, which is in use "
-                    "(is another `hubi consortium up` running in this folder?)"
+                    f"bank {b} of {self.root} needs its old port {port} back, which another"
+                    f" program holds: stop that program (`ss -ltnp 'sport = :{port}'` names it)"
+                    " and run `hubi consortium up` again"
                 )
         return layout
 
     # --------------------------------------------------------------------- lifecycle
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0) -> bool:
+        """Start etcd and the banks; False (nothing more started) once stop is asked for."""
         if self.cluster is None:
             self.prepare()
         assert self.cluster is not None
+        self.write_state("starting")  # `status` meanwhile: this pid, not a killed run's
+        if self._stop.is_set():
+            return False
         self.cluster.start()
         for bp in self.banks.values():
+            if self._stop.is_set():
+                return False
             bp.spawn()
         for bp in self.banks.values():
-            bp.wait_ready(timeout)
+            if not bp.wait_ready(timeout, self._stop):
+                return False
         self.write_state("running")
+        return True
 
     def write_state(self, state: str) -> None:
         doc = {
@@ -473,8 +500,8 @@ class Supervisor:
                 bp.restarts += 1
                 bp.spawn()
                 try:
-                    bp.wait_ready(60)
-                    done.append(b)
+                    if bp.wait_ready(60, self._stop):
+                        done.append(b)
                 except (RuntimeError, TimeoutError) as exc:
                     log.error("restarting bank node %s failed: %s", b, exc)
             if done:
@@ -491,6 +518,8 @@ class Supervisor:
         """Stop the banks (SIGTERM, requests in flight finish), then etcd; idempotent."""
         self._stop.set()
         with self._lock:
+            if self._folder_lock is not None and self.state_path.exists():
+                self.write_state("stopping")  # `status` meanwhile
             procs = [bp for bp in self.banks.values() if bp.proc is not None]
             for bp in procs:
                 if bp.running():
@@ -519,14 +548,14 @@ def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
     return doc
 
 
-def _read_pid(state_path: Path) -> int | None:
-    """The pid in up.json, if it can be read (only to say who holds the folder)."""
+def lock_holder(root: Path) -> int | None:
+    """The pid of the `up` holding root/up.lock, if it is alive (it writes it there)."""
     try:
-        doc = loads(state_path.read_bytes(), str(state_path))
-    except (OSError, ValueError):
+        text = (root / "up.lock").read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
         return None
-    pid = doc.get("supervisor_pid") if isinstance(doc, dict) else None
-    return pid if isinstance(pid, int) and not isinstance(pid, bool) else None
+    pid = int(text) if text.isdigit() and len(text) < 10 else None
+    return pid if pid and _pid_alive(pid) else None
 
 
 def _reply(r: httpx.Response, what: str) -> dict[str, Any]:
@@ -575,6 +604,12 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
     """What ``hubi consortium up`` started in `folder`, each part with ``healthy``."""
     root = Path(folder).resolve() / STATE_DIR
     path = root / "up.json"
+    holder = lock_holder(root)
+    if not path.exists() and holder is not None:
+        raise FileNotFoundError(
+            f"`hubi consortium up` (pid {holder}) is still setting up {Path(folder).resolve()}:"
+            " ask again once it says it is up"
+        )
     if not path.exists():
         raise FileNotFoundError(
             f"no consortium in {Path(folder).resolve()} (no {STATE_DIR}/up.json): run "
@@ -587,11 +622,13 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                 f"{path} is damaged: {part} must be objects with {' and '.join(keys)}"
             )
     home = Path(up["home"])
-    sup_pid = up.get("supervisor_pid")
+    sup_pid, state = up.get("supervisor_pid"), up.get("state")
+    if holder is not None and holder != sup_pid:  # up.json is a previous run's: a new one starts
+        sup_pid, state = holder, "starting"
     out: dict[str, Any] = {
         "folder": str(Path(folder).resolve()),
         "consortium": up.get("consortium"),
-        "state": up.get("state"),
+        "state": state,
         "supervisor": {"pid": sup_pid, "running": _pid_alive(sup_pid)},
         "banks": [],
         "etcd": [],

@@ -203,8 +203,9 @@ class EtcdCluster:
             for port in (cport, pport):
                 if not reserve_port(port):
                     raise EtcdStartError(
-                        "etcd member %s of %s needs its old port %d back, which is in use"
-                        % (name, self.datadir, port)
+                        "etcd member %s of %s needs its old port %d back, which another"
+                        " program holds: stop that program (`ss -ltnp 'sport = :%d'` names it)"
+                        " and start again" % (name, self.datadir, port, port)
                     )
                 self._ports.append(port)
         layout["members"] = saved
