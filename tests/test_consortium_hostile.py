@@ -231,6 +231,15 @@ def test_init_without_banks_is_a_usage_error_and_writes_nothing(tmp_path: Path, 
     assert not home.exists() or not any(home.iterdir())
 
 
+def test_init_names_the_bank_listed_twice(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    r = CliRunner().invoke(
+        main, ["consortium", "init", "--home", str(home), "--banks", "BKB,BKA,BKC,BKA"]
+    )
+    assert r.exit_code == 2 and "listed twice: BKA" in r.output, r.output
+    assert not home.exists() or not any(home.iterdir())
+
+
 # ------------------------------------------------------------------ peers
 
 

@@ -128,8 +128,9 @@ def init_cmd(
                 f"{banks!r} names no bank: give bank ids, comma-separated (BKA,BKB,...)",
                 param_hint="--banks",
             )
-        if len(set(ids_)) != len(ids_):
-            raise click.BadParameter("a bank is listed twice", param_hint="--banks")
+        twice = sorted({b for b in ids_ if ids_.count(b) > 1})
+        if twice:
+            raise click.BadParameter(f"listed twice: {', '.join(twice)}", param_hint="--banks")
         eps = _pairs(endpoints, "--endpoint", ids_)
         etc = _pairs(etcd, "--etcd", ids_)
         if orderer == "etcd" and not etc:
