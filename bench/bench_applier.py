@@ -32,7 +32,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from bench.bench_consortium import applier_cpu, load_accounts, make_notes  # noqa: E402
 from hubi import kmc as kmc_mod  # noqa: E402
 from hubi.consortium.node import ConsortiumNode  # noqa: E402
@@ -128,8 +128,8 @@ def run(notes: int, rounds: int, folder: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--notes", type=int, default=600, help="notes the bank misses")
-    ap.add_argument("--rounds", type=int, default=7, help="catch-ups of the same backlog")
+    ap.add_argument("--notes", type=count, default=600, help="notes the bank misses")
+    ap.add_argument("--rounds", type=count, default=7, help="catch-ups of the same backlog")
     ap.add_argument("--json", type=Path, default=None, help="write the result here too")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="hubi-bench-applier-") as tmp:

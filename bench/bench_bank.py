@@ -52,7 +52,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from hubi.bank import audit as audit_mod  # noqa: E402
 from hubi.bank import merkle  # noqa: E402
 from hubi.bank import records as rec  # noqa: E402
@@ -713,9 +713,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--only", choices=["booking", "audit", "recover", "proofs"], action="append")
-    ap.add_argument("--notes", type=int, default=4000)
-    ap.add_argument("--accounts", type=int, default=200)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--notes", type=count, default=4000)
+    ap.add_argument("--accounts", type=count, default=200)
+    ap.add_argument("--workers", type=count, default=2)
     ap.add_argument(
         "--disjoint",
         action="store_true",
@@ -727,11 +727,11 @@ def main() -> None:
     )
     ap.add_argument("--stores", default="sqlite,postgresql")
     ap.add_argument("--modes", default=None, help="notice modes to run (default: lazy,eager)")
-    ap.add_argument("--rounds", type=int, default=3, help="booking: rounds (median reported)")
-    ap.add_argument("--audit-records", type=int, default=1_000_000)
-    ap.add_argument("--audit-books", type=int, default=1000)
-    ap.add_argument("--candidates", type=int, default=1_000_000)
-    ap.add_argument("--purposes", type=int, default=1000)
+    ap.add_argument("--rounds", type=count, default=3, help="booking: rounds (median reported)")
+    ap.add_argument("--audit-records", type=count, default=1_000_000)
+    ap.add_argument("--audit-books", type=count, default=1000)
+    ap.add_argument("--candidates", type=count, default=1_000_000)
+    ap.add_argument("--purposes", type=count, default=1000)
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "hubi-bench-bank"))
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from hubi.consortium.supervisor import Supervisor, _consortium_status  # noqa: E402
 from hubi.infra.etcd_client import Etcd  # noqa: E402
 from hubi.infra.http_pool import HttpPool  # noqa: E402
@@ -316,8 +316,8 @@ class EtcdSampler:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--banks", type=int, default=4)
-    ap.add_argument("--notes", type=int, default=400, help="notes per phase")
+    ap.add_argument("--banks", type=count, default=4)
+    ap.add_argument("--notes", type=count, default=400, help="notes per phase")
     ap.add_argument("--clients", default="1,8,32", help="client threads per phase")
     ap.add_argument("--no-fsync", action="store_true", help="etcd without fsync (not durable)")
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")

@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from bench.bench_consortium import (  # noqa: E402
     ACCOUNTS,
     Supervisor,
@@ -61,8 +61,8 @@ def held_samples(raw: Path) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--notes", type=int, default=1600, help="notes uploaded meanwhile")
-    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--notes", type=count, default=1600, help="notes uploaded meanwhile")
+    ap.add_argument("--clients", type=count, default=32)
     ap.add_argument("--seconds", type=float, default=10.0, help="sampling window")
     ap.add_argument("--banks", default="BKA,BKB", help="bank nodes to sample")
     ap.add_argument("--json", type=Path, default=None, help="write the results here too")

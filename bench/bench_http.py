@@ -30,7 +30,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from hubi.bank.server import http_stack  # noqa: E402
 from tests.bank_nodes import NodeProcess, copy_world, prepare_bank  # noqa: E402
 
@@ -86,8 +86,8 @@ def _one(impl: str, requests: int, work: Path) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--requests", type=int, default=1500, help="requests of each kind per node")
-    ap.add_argument("--rounds", type=int, default=3, help="pairs of nodes (auto, plain)")
+    ap.add_argument("--requests", type=count, default=1500, help="requests of each kind per node")
+    ap.add_argument("--rounds", type=count, default=3, help="pairs of nodes (auto, plain)")
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args()
     stacks = {impl: http_stack(impl) for impl in IMPLS}

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from bench.mpy import MPY_MED, compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import codec, qr, suite, verify  # noqa: E402
 from tests.world import make_world  # noqa: E402
@@ -174,7 +174,7 @@ def micropython(spec_path: Path, runs: int, heap_search: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=21)
+    ap.add_argument("--runs", type=count, default=21)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-heap-search", action="store_true")
     args = ap.parse_args(argv)

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 sys.path[:0] = [str(ROOT), str(SHARED)]
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from bench.mpy import compile_mpy, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import qr, qrparts  # noqa: E402
 
@@ -190,7 +190,7 @@ def plans() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="QR / multi-part QR / PNG benchmark")
-    ap.add_argument("--runs", type=int, default=11, help="repetitions per timing (median)")
+    ap.add_argument("--runs", type=count, default=11, help="repetitions per timing (median)")
     ap.add_argument("--json", type=Path, help="also write the JSON here")
     ap.add_argument("--no-heap-search", action="store_true", help="skip the min-heap bisection")
     args = ap.parse_args(argv)

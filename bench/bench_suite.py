@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT / "shared"
 sys.path[:0] = [str(ROOT), str(SHARED)]
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from bench.mpy import MPY_MED, compile_mpy, exe, min_heap_kb, result_lines, run_mpy  # noqa: E402
 from hubi_core import ecies, suite  # noqa: E402
 
@@ -187,7 +187,7 @@ def cpython_timings(runs: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="crypto suite 1 benchmark")
-    ap.add_argument("--runs", type=int, default=21, help="repetitions per timing (median)")
+    ap.add_argument("--runs", type=count, default=21, help="repetitions per timing (median)")
     ap.add_argument("--json", type=Path, help="also write the JSON here")
     ap.add_argument("--no-heap-search", action="store_true", help="skip the min-heap bisection")
     args = ap.parse_args(argv)

@@ -39,7 +39,7 @@ for p in (ROOT, ROOT / "host", ROOT / "shared"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-from bench import report  # noqa: E402
+from bench import count, report  # noqa: E402
 from hubi.token import build  # noqa: E402
 from hubi.token.harness import TokenWorld  # noqa: E402
 from hubi.token.sim import SIM_HEAPS, Simulator  # noqa: E402
@@ -213,7 +213,7 @@ def callgrind(world: TokenWorld, tmp: Path) -> dict[str, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--notes", type=int, default=5)
+    ap.add_argument("--notes", type=count, default=5)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--no-callgrind", action="store_true")
     ap.add_argument("--no-minheap", action="store_true")

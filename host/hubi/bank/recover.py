@@ -30,9 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from hubi import objects
 from hubi.bank import records as rec
 from hubi.bank.store import Store, display_url
-from hubi_core import codec, lsum
+from hubi_core import codec, ids, lsum, wire
+from hubi_core.errors import HubiError
 
 __all__ = [
     "LostRecord",
@@ -41,11 +43,20 @@ __all__ = [
     "digests",
     "locate",
     "meet_in_the_middle",
+    "read_lines",
+    "read_payees",
+    "read_purposes",
     "recover",
 ]
 
 MASK = (1 << 128) - 1
 M64 = (1 << 64) - 1
+_BOM = b"\xef\xbb\xbf"
+MAX_LINE = 256  # bytes of a line of a candidates file (an account id is 32, a purpose 64)
+MAX_CANDIDATES = 2_000_000  # lines of a payees file (twice the figure bench/bank.md measures)
+MAX_PURPOSES = 1_000_000  # lines of a purposes file
+MAX_SERIALS = 1_000_000  # serials one search tries (as `--serials` allows)
+MAX_PAIRS = 1_000_000_000  # (serial, purpose) lookups of one search: minutes, not days
 
 
 class RecoveryError(RuntimeError):
@@ -329,12 +340,26 @@ def recover(
         kind = "debit" if delta < 0 else "credit"
     if kind not in ("debit", "credit"):
         raise RecoveryError("kind must be debit or credit")
+    if delta is not None and (amount, kind) != (abs(delta), "debit" if delta < 0 else "credit"):
+        # a search for other fields than the record's finds nothing, and said only that
+        raise RecoveryError(
+            f"the balances on either side say record {book}#{lost.n} was a "
+            f"{'debit' if delta < 0 else 'credit'} of {abs(delta)}, not a {kind} of {amount}: "
+            "leave --amount and --kind out when the bank key is at hand"
+        )
     if serials is None:
         if kind == "credit":
             raise RecoveryError(
                 "a credit's serial is the payer's: give a serial range (--serials A-B)"
             )
         top = max(lost.known_serials, default=0) + serial_window
+        if top - len(lost.known_serials) > MAX_SERIALS:
+            # a payer whose serials jumped (a token may start anywhere below 2^64): the unused
+            # ones below its highest were listed one by one, for ever
+            raise RecoveryError(
+                f"{book}'s serials reach {top - serial_window:,}: more than {MAX_SERIALS:,} unused"
+                " ones below that to try; give the range around the lost one (--serials A-B)"
+            )
         serial_list = [s for s in range(1, top + 1) if s not in lost.known_serials]
     else:
         serial_list = sorted(set(serials))
@@ -347,6 +372,11 @@ def recover(
         other_tag = lsum.T_ACCOUNT
     target &= MASK
     purposes = list(dict.fromkeys(purposes))
+    if len(serial_list) * len(purposes) > MAX_PAIRS:
+        raise RecoveryError(
+            f"{len(serial_list):,} serials x {len(purposes):,} purposes is more than the "
+            f"{MAX_PAIRS:,} combinations one search tries: narrow --serials or the purposes"
+        )
     candidates = list(dict.fromkeys(candidates))  # a name twice is one candidate, one hit
     hits = meet_in_the_middle(target, candidates, other_tag, serial_list, purposes)
     out = []
@@ -384,11 +414,58 @@ def recover(
     return out
 
 
-def read_lines(path: Any) -> list[str]:
+def read_lines(path: Any, max_lines: int = MAX_CANDIDATES) -> list[str]:
     """Candidate file: one value per line (UTF-8, a byte order mark allowed: editors on some
-    systems write one); blank lines count as "" (no purpose)."""
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            return [line.rstrip("\r\n") for line in fh]
-    except UnicodeDecodeError as exc:
-        raise RecoveryError(f"{path} is not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    systems write one; CRLF or LF); blank lines count as "" (no purpose). Read line by line and
+    refused past `max_lines` lines or a line of MAX_LINE bytes: /dev/zero, a FIFO or a misnamed
+    backup filled memory or waited for ever."""
+    out: list[str] = []
+    at = 0
+    with objects.open_regular(path) as fh:
+        while raw := fh.readline(MAX_LINE + 2):
+            if len(out) >= max_lines:
+                raise RecoveryError(
+                    f"{path} has more than {max_lines:,} lines: at most that many are tried at once"
+                )
+            if len(raw) == MAX_LINE + 2 and not raw.endswith(b"\n"):
+                raise RecoveryError(
+                    f"{path} line {len(out) + 1} is longer than {MAX_LINE} bytes: not a list of "
+                    "one value a line"
+                )
+            skip = len(_BOM) if at == 0 and raw.startswith(_BOM) else 0
+            try:
+                text = raw[skip:].decode()
+            except UnicodeDecodeError as exc:
+                raise RecoveryError(
+                    f"{path} is not UTF-8 text (byte {at + skip + exc.start}): {exc.reason}"
+                ) from None
+            out.append(text.rstrip("\r\n"))
+            at += len(raw)
+    return out
+
+
+def read_payees(path: Any) -> list[str]:
+    """Account ids, one a line; blanks skipped, spaces around an id dropped (an id has none). A
+    line that is no account id is refused by number: it can never fit (swapped files, a header)."""
+    out = []
+    for i, line in enumerate(read_lines(path, MAX_CANDIDATES), 1):
+        if line := line.strip():
+            try:
+                out.append(ids.check_account_id(line))
+            except HubiError as exc:
+                raise RecoveryError(f"{path} line {i}: {exc}") from None
+    if not out:
+        raise RecoveryError(f"{path} lists no account id: nothing to search")
+    return out
+
+
+def read_purposes(path: Any) -> list[str]:
+    """Purposes, one a line ("" for a blank line; an empty file: no purpose). A line no note's
+    purpose can be (over 64 bytes, a control or bidirectional character) is refused by number."""
+    lines = read_lines(path, MAX_PURPOSES)
+    for i, line in enumerate(lines, 1):
+        try:
+            wire.utf8_text(line.encode(), f"{path} line {i}", codec.MAX_TEXT)
+        except HubiError as exc:
+            raise RecoveryError(str(exc)) from None
+    return lines or [""]

@@ -329,8 +329,8 @@ def recover_cmd(
 
     try:
         store, _trust, keys = _keys(db, home, trust_dir)
-        payees = [p for p in rec_mod.read_lines(payees_file) if p]
-        purposes = rec_mod.read_lines(purposes_file) or [""]
+        payees = rec_mod.read_payees(payees_file)
+        purposes = rec_mod.read_purposes(purposes_file)
         hits = rec_mod.recover(
             store,
             book,
