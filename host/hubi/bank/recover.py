@@ -178,7 +178,8 @@ def locate(
         if len(lost) > 1:
             raise RecoveryError(
                 f"book {book} lost records {lost[:10]}{'...' if len(lost) > 10 else ''}: name one with "
-                "--record; two adjacent lost records leave only the XOR of their sums (restore them)"
+                "--record whose neighbours are both there (two lost side by side leave only the "
+                "XOR of their sums: restore those)"
             )
         n = lost[0]
     if n in present:
