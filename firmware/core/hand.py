@@ -89,9 +89,11 @@ def run(tok, fn, payload, always=False):
     tok.in_handler = True
     try:
         return fn(tok, payload)
-    except ErrorReply:
-        raise
     except Exception as e:  # noqa: BLE001 - every failure becomes a clear ERROR reply
+        if not always:
+            tok.refresh()  # not the PIN or "Checking..." screen of the failed flow
+        if isinstance(e, ErrorReply):
+            raise
         r = err(e)
         if r is None:
             raise

@@ -240,9 +240,9 @@ class Keystore:
         try:
             body = self.records.get(PIN)
         except Corrupt:
-            return LIMIT - 1  # unreadable counter: assume the worst but one
-        if not body:
-            return 0
+            body = None
+        if not body:  # unreadable or removed (create() writes it before ks.bin): the worst but one
+            return LIMIT - 1
         return body[0]
 
     def tries_left(self):

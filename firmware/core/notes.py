@@ -109,6 +109,7 @@ def load_notice(w, raw):
         del old
         w.records.put(BAL, raw)
     else:
+        _match_note(w, out)  # with the receipt's codec object gone: the note is decoded
         w.records.put(RCPT, raw)
     return out
 
@@ -146,6 +147,28 @@ def _decode_notice(w, raw):
     if not balance:
         out["purpose"] = obj.get("purpose") or ""
     return out, plan(obj), obj.serial, obj.raw
+
+
+def _match_note(w, out):
+    """A receipt for a note this token keeps must be signed by that note's payee and name its
+    amount and purpose: anyone else's receipt would mark the note as received."""
+    from hubi_core import codec
+    from hubi_core.errors import CodecError
+
+    for s in w.note_serials():
+        if fmt.hexs(codec.note_id(w.account, s)) != out["note_id"]:
+            continue
+        try:
+            n = codec.decode(w.records.get("hist/n%08d" % s), codec.NOTE)
+        except (Corrupt, CodecError, TypeError):  # a damaged copy cannot be compared
+            return
+        if n["payee"] != out["signer"]:
+            why = "is signed by %s, but the note pays %s" % (out["signer"], n["payee"])
+        elif n["amount"] != out["amount"] or (n.get("purpose") or "") != out["purpose"]:
+            why = "names another amount or purpose than the note"
+        else:
+            return
+        raise WalletError(_ERR_VERIFY, "receipt for note #%d %s" % (s, why))
 
 
 def balance(w, priv):
@@ -248,6 +271,8 @@ def h_balance(tok, payload):
     w._need_ready()
     if tok.ui is None:
         priv = _unlock(tok, bytes(payload))  # the keystore checks the PIN's form
+    elif not w.storage.exists(BAL):  # nothing to open: the owner is not asked for the PIN
+        raise WalletError(_ERR_NOT_FOUND, "no balance notice loaded")
     else:
         from core import tui
 

@@ -84,6 +84,8 @@ def sign(w, p, priv):
     c.spent += amount
     c.last_time = t
     w._save_counter(c)  # <- the point of no return: this serial is used up
+    if request is not None:  # before the note: a power cut must not let it be paid twice
+        _remember_request(w, request, serial)
     gc.collect()
     # no allowance field: the bank finds the allowance a note spends from its serial (each
     # allowance covers the serials from its first_serial on), which keeps notes ~70 bytes
@@ -92,8 +94,6 @@ def sign(w, p, priv):
     priv = None
     gc.collect()
     _keep_note(w, serial, raw)
-    if request is not None:
-        _remember_request(w, request, serial)
     gc.collect()
     return raw
 
@@ -102,9 +102,8 @@ def _keep_note(w, serial, raw):
     from core.wallet import HISTORY
 
     w.records.put("hist/n%08d" % serial, raw)
-    names = [n for n in w.storage.listdir("hist") if n[0] == "n" and not n.endswith(".tmp")]
-    for n in names[:-HISTORY]:
-        w.records.delete("hist/" + n)
+    for s in w.note_serials()[:-HISTORY]:  # the oldest by serial, not by name
+        w.records.delete("hist/n%08d" % s)
 
 
 def _remember_request(w, request, serial):

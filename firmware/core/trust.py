@@ -70,7 +70,12 @@ def matrices(w):
         name = "trust/%s.pub" % bank
         if not w.storage.exists(name):
             raise _err(_ERR_PROVISION, "public matrix of bank %s missing (%s)" % (bank, name))
-        m = PublicMatrix.open(w.storage.path(name))
+        try:
+            m = PublicMatrix.open(w.storage.path(name))
+        except ValueError as e:  # a damaged header: name the file, not an internal error
+            raise _err(
+                _ERR_VERIFY, "public matrix of %s is damaged (%s): %s" % (bank, name, e)
+            ) from None
         if m.digest() != digest:
             raise _err(_ERR_VERIFY, "public matrix of %s does not match the consortium file" % bank)
         mats[bank] = m

@@ -136,6 +136,9 @@ class Wallet:
             self.clock.set_time(self.counter.last_time)
         self.account = None
         if not ready:
+            st = self.storage
+            if st.exists(TPL) or st.listdir("hist") or st.listdir("trust"):
+                self._clear()  # a wipe cut after the key went: the account's notes go too
             return False
         from hubi_core import codec
         from hubi_core.errors import CodecError
@@ -224,17 +227,21 @@ class Wallet:
                     out.append(int(n[1:]))
                 except ValueError:
                     pass
+        out.sort()  # by number: past 10^8 the names' text order is not the serials' order
         return out
 
     # -------------------------------------------------------------------------- wipe
     def _on_wipe(self):
         """Called by the keystore after the account key is destroyed."""
+        self._clear()
+        self.storage.remove_tree("stage")
+
+    def _clear(self):
         st = self.storage
         for name in (TPL, ALLOW):
             self.records.delete(name)
         st.remove_tree("hist")
         st.remove_tree("trust")
-        st.remove_tree("stage")
         self.account = None
         self.pending = None
 
