@@ -16,13 +16,8 @@ traceback or a hang.
 from __future__ import annotations
 
 import json
-import os
-import pty
-import threading
 import time
-import tty
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,6 +32,7 @@ from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply, LinkTimeout
 from hubi_core.link import Client
 from hubi_core.wire import varint
+from tests.token_fakes import FakeToken, fake_token, run
 
 PAYER = "BKA-000000000042"
 PAYEE = "BKB-000000000007"
@@ -174,64 +170,6 @@ def test_frames_above_the_agreed_max_payload_are_refused(world: TokenWorld) -> N
 
 
 # ---------------------------------------------------------------------------- host side
-class FakeToken:
-    """A token on a pty that misbehaves on purpose: the real link Server, with handlers that
-    answer what `replies` says (type -> bytes or callable(payload) -> bytes)."""
-
-    def __init__(self, replies: dict[int, bytes | Callable[[bytes], bytes]]) -> None:
-        self.master, self.slave = pty.openpty()
-        tty.setraw(self.slave)
-        self.port = os.ttyname(self.slave)
-        r = os.fdopen(os.dup(self.master), "rb", buffering=0)
-        w = os.fdopen(os.dup(self.master), "wb", buffering=0)
-        self.streams = (r, w)
-        self.srv = link.Server(link.StreamTransport(r, w), name="fake-token")
-        self.stop = threading.Event()
-        replies = {P.SET_TIME: b"", **replies}
-        for t, reply in replies.items():
-            self.srv.handle(t, self._handler(reply))
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    @staticmethod
-    def _handler(reply: bytes | Callable[[bytes], bytes]) -> Callable[[memoryview], bytes]:
-        return lambda payload: reply(bytes(payload)) if callable(reply) else reply
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            self.srv.serve_once(50)
-
-    def wait_forever(self, _payload: bytes) -> bytes:
-        """WAIT every 250 ms (for 8 s: longer than the host's limit in the test, and then the
-        next host is served)."""
-        end = time.monotonic() + 8
-        while not self.stop.is_set() and time.monotonic() < end:
-            self.srv.keepalive()
-            time.sleep(0.05)
-        return b""
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        for s in self.streams:
-            s.close()
-        os.close(self.master)
-        os.close(self.slave)
-
-
-@contextmanager
-def fake_token(replies: dict[int, bytes | Callable[[bytes], bytes]]) -> Iterator[FakeToken]:
-    f = FakeToken(replies)
-    f.thread.start()
-    try:
-        yield f
-    finally:
-        f.close()
-
-
-def run(*args: str) -> tuple[int, str]:
-    r = CliRunner().invoke(main, ["token", *args])
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    return r.exit_code, " ".join(r.output.split())
 
 
 INFO = {

@@ -10,80 +10,16 @@ refuses it before sending.
 
 from __future__ import annotations
 
-import os
-import pty
-import threading
-import tty
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from hubi.cli import main
 from hubi.merchant import Merchant
 from hubi.token.client import TokenClient
-from hubi_core import link
 from hubi_core import protocol as P
 from hubi_core.errors import HubiError
 from tests.test_merchant_support import MERCHANT, Shop, make_shop
-
-
-class FakeToken:
-    """The real link Server on a pty; handlers answer from `replies`; payloads are kept."""
-
-    def __init__(self, replies: dict[int, bytes | Callable[[bytes], bytes]]) -> None:
-        self.master, self.slave = pty.openpty()
-        tty.setraw(self.slave)
-        self.port = os.ttyname(self.slave)
-        r = os.fdopen(os.dup(self.master), "rb", buffering=0)
-        w = os.fdopen(os.dup(self.master), "wb", buffering=0)
-        self.streams = (r, w)
-        self.srv = link.Server(link.StreamTransport(r, w), name="fake-token")
-        self.got: list[tuple[int, bytes]] = []
-        self.stop = threading.Event()
-        for t, reply in {P.SET_TIME: b"", **replies}.items():
-            self.srv.handle(t, self._handler(t, reply))
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    def _handler(self, t: int, reply: bytes | Callable[[bytes], bytes]) -> Callable:
-        def handle(payload: memoryview) -> bytes:
-            self.got.append((t, bytes(payload)))
-            return reply(bytes(payload)) if callable(reply) else reply
-
-        return handle
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            self.srv.serve_once(50)
-
-    def types(self) -> list[int]:
-        return [t for t, _ in self.got]
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(5)
-        for s in self.streams:
-            s.close()
-        os.close(self.master)
-        os.close(self.slave)
-
-
-@contextmanager
-def fake_token(replies: dict[int, bytes | Callable[[bytes], bytes]]) -> Iterator[FakeToken]:
-    f = FakeToken(replies)
-    f.thread.start()
-    try:
-        yield f
-    finally:
-        f.close()
-
-
-def run(*args: str) -> tuple[int, str]:
-    r = CliRunner().invoke(main, ["token", *args])
-    assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-    return r.exit_code, " ".join(r.output.split())
+from tests.token_fakes import fake_token, run
 
 
 @pytest.fixture(scope="module")
