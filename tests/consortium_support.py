@@ -221,15 +221,18 @@ class Consortium:
         bank = account.split("-")[0]
         return int(self.get(bank, f"/v1/accounts/{account}")["balance"])
 
-    def wait_caught_up(self, timeout: float = 30.0, banks: list[str] | None = None) -> int:
-        """Wait until every bank applied the same revision with the same log hash; returns it."""
+    def wait_caught_up(
+        self, timeout: float = 60.0, banks: list[str] | None = None, at_least: int = 0
+    ) -> int:
+        """Wait until every bank applied the same revision, `at_least` (one the test wrote: the
+        banks may all still stand before it), with the same log hash; returns it."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
             st = {b: self.status(b) for b in (banks or self.banks)}
             revs = {s["applied_revision"] for s in st.values()}
             pending = sum(s["entries"].get("ordered", 0) for s in st.values())
-            if len(revs) == 1 and pending == 0:
+            if len(revs) == 1 and pending == 0 and min(revs) >= at_least:
                 hashes = {s["log_hash"] for s in st.values()}
                 assert len(hashes) == 1, f"banks disagree about the log: {st}"
                 return revs.pop()

@@ -344,11 +344,12 @@ def test_forged_or_thin_entries_are_rejected_by_every_bank(cons: Consortium) -> 
         nid2 = lsum.note_id(o2.signer, o2.serial)
         thin = _endorsements(cons, note2, ["BKA"], "BKD")
         key2 = cons.prefix + ent.note_key(nid2)
-        assert etcd.create_if_absent(key2, ent.NoteEntry(note2, thin, "BKD").encode()).created
+        claim = etcd.create_if_absent(key2, ent.NoteEntry(note2, thin, "BKD").encode())
+        assert claim.created
     finally:
         etcd.close()
     before = cons.balance("BKA-000004")
-    cons.wait_caught_up()
+    cons.wait_caught_up(at_least=claim.revision)
     for b in BANKS4:
         reports = cons.reports(b)
         kinds = {(r["kind"], r["subject"], r["note_id"]) for r in reports}
