@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,20 @@ def make_home(
         cons.sign(b, kmc_mod.load_bank_identity(dest, b).private)
     kmc_mod.save_trust(dest / "trust", cons, trust.matrices)
     return load_accounts(dest)
+
+
+def quiet_consortium(home: Path) -> Iterator[tuple[service.EmbeddedConsortium, dict]]:
+    """An embedded consortium of BANKS4 at `home` whose log holds the notes alone: no
+    checkpoints, and no forgetting but what the test asks for; (consortium, accounts)."""
+    accounts = make_home(home, BANKS4)
+    ec = service.EmbeddedConsortium(
+        home, prune_interval=None, checkpoint_interval=3600.0, trust=load_trust(home)
+    )
+    ec.start()
+    try:
+        yield ec, accounts
+    finally:
+        ec.close()
 
 
 def copy_sqlite(src: Path, dst: Path) -> None:

@@ -15,23 +15,17 @@ from hubi.consortium import entries as ent
 from hubi.consortium.errors import ConsortiumError
 from hubi.consortium.orderer import read_revision, revision_value
 from hubi.consortium.service import EmbeddedConsortium
-from tests.consortium_support import BANKS4, FUNDS, copy_sqlite, load_trust, make_home
+from tests.consortium_support import (
+    BANKS4,
+    FUNDS,
+    copy_sqlite,
+    quiet_consortium,
+)
 
 
 @pytest.fixture
 def world(tmp_path: Path):
-    accounts = make_home(tmp_path / "home", BANKS4)
-    ec = EmbeddedConsortium(
-        tmp_path / "home",
-        prune_interval=None,  # the test marks and forgets itself
-        checkpoint_interval=3600.0,  # no checkpoints: the log holds the notes alone
-        trust=load_trust(tmp_path / "home"),
-    )
-    ec.start()
-    try:
-        yield ec, accounts
-    finally:
-        ec.close()
+    yield from quiet_consortium(tmp_path / "home")
 
 
 def _caught_up(ec: EmbeddedConsortium, banks: list[str], timeout: float = 60.0) -> int:

@@ -13,25 +13,14 @@ import pytest
 from hubi.consortium import entries as ent
 from hubi.consortium.service import EmbeddedConsortium
 from hubi_core import codec, lsum
-from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
+from tests.consortium_support import BANKS4, FUNDS, quiet_consortium
 
 I64 = 1 << 63
 
 
 @pytest.fixture
 def world(tmp_path: Path):
-    accounts = make_home(tmp_path / "home", BANKS4)
-    ec = EmbeddedConsortium(
-        tmp_path / "home",
-        prune_interval=None,
-        checkpoint_interval=3600.0,  # no checkpoints: the log holds the notes alone
-        trust=load_trust(tmp_path / "home"),
-    )
-    ec.start()
-    try:
-        yield ec, accounts
-    finally:
-        ec.close()
+    yield from quiet_consortium(tmp_path / "home")
 
 
 def _nid(note: bytes) -> bytes:
