@@ -10,6 +10,9 @@ A SQLite file (WAL) beside the bank's database, default ``HOME/banks/<BANK>/cons
     endorsed(note_id, ...) notes this bank endorsed as the payer's bank (a second note with the
                            same payer serial is refused before it reaches the log)
     checkpoints(bank, tree_size, root, revision, obj)   every bank's checkpoints from the log
+    positions(...)         settled interbank amounts per pair of banks, added as entries settle
+    tallies(name, n)       how many entries are in each state ("entries/settled", ...) and
+                           how many reports there are ("reports"), kept by triggers
     reports(id, ...)       what this bank found wrong: forged endorsements, entries with too few
                            endorsements, debit results not signed by the payer's bank, ...
 
@@ -39,8 +42,11 @@ __all__ = ["ConsortiumState", "EntryRow", "Report"]
 
 # PRAGMA user_version: a newer build's file is refused. 2: interbank positions kept in their own
 # table as entries settle (version 1 summed every settled entry on each status call); a version-1
-# file is brought up by summing its entries once.
-SCHEMA_VERSION = 2
+# file is brought up by summing its entries once. 3: the number of entries in each state and of
+# reports kept in their own table by triggers (version 2 counted every entry and report on each
+# status call: 28 ms at 300,000 entries, 77 ms at 300,000 reports); an older file is brought up
+# by counting them once.
+SCHEMA_VERSION = 3
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS entries (
@@ -88,6 +94,28 @@ _SCHEMA = [
         note_id BLOB,
         detail TEXT NOT NULL,
         time INTEGER NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS tallies (name TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+    # in the transaction of each write, whatever writes it: never out of step
+    """CREATE TRIGGER IF NOT EXISTS entries_tally_insert AFTER INSERT ON entries BEGIN
+        INSERT INTO tallies (name, n) VALUES ('entries/' || NEW.state, 1)
+        ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS entries_tally_update AFTER UPDATE OF state ON entries
+    WHEN OLD.state IS NOT NEW.state BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'entries/' || OLD.state;
+        INSERT INTO tallies (name, n) VALUES ('entries/' || NEW.state, 1)
+        ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS entries_tally_delete AFTER DELETE ON entries BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'entries/' || OLD.state;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS reports_tally_insert AFTER INSERT ON reports BEGIN
+        INSERT INTO tallies (name, n) VALUES ('reports', 1)
+        ON CONFLICT (name) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS reports_tally_delete AFTER DELETE ON reports BEGIN
+        UPDATE tallies SET n = n - 1 WHERE name = 'reports';
+    END""",
 ]
 
 ORDERED = "ordered"
@@ -334,6 +362,13 @@ class ConsortiumState:
                 ).fetchall()
                 for payer, payee, amount in rows:
                     add_position(c, payer, payee, int(amount))
+            if had < 3:  # a file of version 2 or before: its tallies, from one COUNT each
+                c.execute("DELETE FROM tallies")
+                c.execute(
+                    "INSERT INTO tallies (name, n) "
+                    "SELECT 'entries/' || state, COUNT(*) FROM entries GROUP BY state"
+                )
+                c.execute("INSERT INTO tallies (name, n) SELECT 'reports', COUNT(*) FROM reports")
             row = c.execute("SELECT value FROM meta WHERE key = 'orderer'").fetchone()
             if row is None:
                 if c.execute("SELECT 1 FROM meta LIMIT 1").fetchone() is not None:
@@ -359,10 +394,13 @@ class ConsortiumState:
         would come back empty, and the bank would apply the log as if it had never seen it."""
         have = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         tables = {"meta", "entries", "endorsed", "checkpoints", "reports", "positions"}
+        tables.add("tallies")
         if not have & tables:
             return  # a new file
-        # positions came with schema version 2: a version-1 file gets it when it is opened
+        # positions came with schema version 2, tallies with 3: an older file gets them when
+        # it is opened
         missing = tables - have - ({"positions"} if had < 2 else set())
+        missing -= {"tallies"} if had < 3 else set()
         if missing:
             raise self._damaged(f"table(s) {', '.join(sorted(missing))} missing")
 
@@ -392,6 +430,11 @@ class ConsortiumState:
         ).fetchone()
         if bad is not None:
             raise self._damaged(f"position {bad[0]} -> {bad[1]} is not a decimal amount")
+        bad = c.execute(
+            "SELECT name FROM tallies WHERE typeof(n) != 'integer' OR n < 0 LIMIT 1"
+        ).fetchone()
+        if bad is not None:
+            raise self._damaged(f"the tally {str(bad[0])[:40]!r} is not a count")
 
     def close(self) -> None:
         self._db.close()
@@ -448,7 +491,10 @@ class ConsortiumState:
         return [_entry(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
-        rows = self._db.conn().execute("SELECT state, COUNT(*) FROM entries GROUP BY state")
+        """How many entries are in each state (kept as entries are written: no COUNT)."""
+        rows = self._db.conn().execute(
+            "SELECT substr(name, 9), n FROM tallies WHERE name GLOB 'entries/*' AND n > 0"
+        )
         return {r[0]: int(r[1]) for r in rows.fetchall()}
 
     def positions(self) -> dict[str, dict[str, int]]:
@@ -467,7 +513,9 @@ class ConsortiumState:
         return last[0] if last else 0
 
     def report_count(self) -> int:
-        return int(self._db.conn().execute("SELECT COUNT(*) FROM reports").fetchone()[0])
+        """How many reports there are (kept as they are written: no COUNT)."""
+        row = self._db.conn().execute("SELECT n FROM tallies WHERE name = 'reports'").fetchone()
+        return 0 if row is None else int(row[0])
 
     def reports(self, after: int = 0, limit: int = 1000) -> list[Report]:
         rows = (

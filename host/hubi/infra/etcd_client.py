@@ -146,6 +146,20 @@ class _Malformed(_Retryable):
     """Internal: a reply etcd would not send (a field of the wrong type, a bad message)."""
 
 
+class _Refused(_Retryable):
+    """Internal: a member refused a watch (an error reply) or canceled it without compaction:
+    asking it again at once would only get the same answer."""
+
+
+def _refused(ep: str, status: int, content: bytes) -> None:
+    """Raise what `content`, an error reply to a watch, means: _Retryable if etcd says "try
+    another member", else _Refused (another member may serve the watch)."""
+    try:
+        Etcd._decode(ep, "/v3/watch", status, content)
+    except EtcdRequestError as exc:
+        raise _Refused("watch refused: HTTP %d: %s" % (status, exc.message)) from None
+
+
 # ---------------------------------------------------------------------------- results
 class KeyValue(NamedTuple):
     key: bytes
@@ -723,7 +737,8 @@ class Etcd:
                 request = json.dumps({"create_request": body}).encode()
                 asked, skip = next_rev, seen
                 sent = 0  # events of revision `asked` this member sent
-                delivered = 0  # revision of the last event this member delivered
+                delivered = 0  # revision of the last event this member sent
+                fresh = False  # this stream yielded an event not yielded before
                 try:
                     with self._pools[ep].stream(
                         "/v3/watch",
@@ -733,24 +748,26 @@ class Etcd:
                         timeout=create_timeout,
                     ) as resp:
                         if resp.status != 200:
-                            self._decode(ep, "/v3/watch", resp.status, resp.read())
+                            _refused(ep, resp.status, resp.read())
                         for line in resp.lines():
                             if not line.strip():
                                 continue
                             msg = _obj(loads(line, "the message"), "the message")
                             if "error" in msg:
-                                err = msg["error"]
-                                self._decode(
-                                    ep, "/v3/watch", 500, json.dumps(err).encode()
-                                )  # raises
+                                _refused(ep, 500, json.dumps(msg["error"]).encode())
                             result = msg.get("result")
                             if not isinstance(result, dict):
                                 raise _Malformed("result is %s, not an object" % _kind(result))
                             if result.get("canceled"):
                                 compact = _int(result, "compact_revision")
+                                if compact and compact <= next_rev:  # nothing asked is gone
+                                    raise _Malformed(
+                                        "watch from revision %d canceled as compacted up to "
+                                        "revision %d" % (next_rev, compact)
+                                    )
                                 if compact:
                                     raise EtcdCompacted(next_rev, compact)
-                                raise _Retryable(
+                                raise _Refused(
                                     "watch canceled: %.200s" % result.get("cancel_reason", "")
                                 )
                             if result.get("created"):
@@ -768,7 +785,7 @@ class Etcd:
                                     if sent <= skip:
                                         continue  # delivered before the last stream broke
                                 seen = seen + 1 if ev.revision == next_rev else 1
-                                next_rev = ev.revision
+                                next_rev, fresh = ev.revision, True
                                 yield ev
                             if last and result.get("fragment") is not True:
                                 next_rev, seen = last + 1, 0  # that revision came whole
@@ -786,12 +803,13 @@ class Etcd:
                         break
                     errors[ep] = "ReadTimeout before the watch was created"
                     continue
-                except (_Malformed, JsonError) as exc:
+                except (_Malformed, _Refused, JsonError) as exc:
                     # This member does not serve the watch: the next one goes on from next_rev
                     # (never this one again at once, which may send the same again and again).
-                    errors[ep] = "malformed watch message: %s" % exc
+                    bad = "" if isinstance(exc, _Refused) else "malformed watch message: "
+                    errors[ep] = bad + str(exc)
                     served = False
-                    if delivered:  # it did serve until then: the deadline counts from here
+                    if fresh:  # it did serve until then: the deadline counts from here
                         deadline = time.monotonic() + self.retry_deadline
                         delay = 0.05
                     else:
@@ -801,13 +819,20 @@ class Etcd:
                     continue
                 except (HttpFailure, _Retryable) as exc:
                     errors[ep] = "%s: %s" % (type(exc).__name__, exc)
-                    if served:
+                    if served and fresh:
                         break  # member died mid-stream: resume at once from next_rev
-                    continue
                 else:
-                    if served:
+                    if served and fresh:
                         break  # stream ended cleanly (member shutting down): resume
-                    errors[ep] = "watch stream ended before it was created"
+                    errors[ep] = "watch stream ended before it %s" % (
+                        "delivered anything new" if served else "was created"
+                    )
+                # Created and gone before any new event (none, or only those delivered before):
+                # a member that does so every time would be asked again at once, for ever; it
+                # counts against it, as no answer does.
+                served = False
+                if self._preferred == i:
+                    self._preferred = (i + 1) % len(self._endpoints)
             if served:  # a member served the watch: the deadline counts from now
                 errors.clear()
                 deadline = time.monotonic() + self.retry_deadline
