@@ -11,18 +11,31 @@ import sys
 
 
 def _config(argv):
-    import json
-
     if len(argv) > 1:
-        with open(argv[1]) as f:
-            cfg = json.load(f)
+        cfg = _read_config(argv[1])
         cfg.setdefault("board", "sim")
         return cfg
     try:
-        with open("/board.json") as f:
-            return json.load(f)
+        return _read_config("/board.json")
     except OSError:
         return {"board": "headless"}
+
+
+def _read_config(path):
+    """The JSON object in `path`; a damaged file is named (a bare "syntax error in JSON" said
+    neither which file nor what to do)."""
+    import json
+
+    with open(path) as f:
+        text = f.read()
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        cfg = e
+    if not isinstance(cfg, dict):
+        why = "damaged (%s)" % cfg if isinstance(cfg, ValueError) else "not a JSON object"
+        raise ValueError("%s is %s: write it again (hubi token deploy)" % (path, why))
+    return cfg
 
 
 def build(cfg):
@@ -56,6 +69,13 @@ def build(cfg):
     core.mark_resident()
     wallet.boot()
     core.release()
+    if wallet.provisioned:  # a ctr.bin rolled back below the serials used (core.serials)
+        from core.serials import past_kept
+
+        moved = past_kept(wallet)
+        if moved:
+            log(moved)
+        core.release()
     # the names a payment interns are interned now, while the heap is empty (core.warm_up),
     # one step's modules at a time as a payment loads them
     core.warm_up(

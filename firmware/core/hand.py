@@ -31,7 +31,9 @@ _ERR_CANCELLED = const(0x0106)
 _ERR_CODEC = const(0x0108)
 _ERR_PIN_WRONG = const(0x0102)
 _ERR_STATE = const(0x0101)
+_ERR_STORAGE = const(0x010B)
 _ERR_WIPED = const(0x0103)
+_ENOSPC = const(28)
 _GET_INFO = const(0x20)
 _LOAD_ALLOWANCE = const(0x24)
 _LOAD_NOTICE = const(0x30)
@@ -63,6 +65,10 @@ def err(e):
         return ErrorReply(_ERR_STATE, str(e))
     if isinstance(e, HubiError):
         return ErrorReply(_ERR_CODEC, "%s: %s" % (e.__class__.__name__, e))
+    if isinstance(e, OSError):  # the flash: full, or failing
+        n = e.args[0] if e.args else None
+        why = "the flash is full" if n == _ENOSPC else "a flash error (%s)" % (n,)
+        return ErrorReply(_ERR_STORAGE, "the token could not write its files: %s" % why)
     return None
 
 

@@ -112,11 +112,9 @@ def h_change_pin(tok, payload):
 def h_wipe(tok, payload):
     w = tok.wallet
     if tok.ui is not None:
-        if not tok.ui.confirm(
-            "Wipe token?",
-            ["Erase the account key,", "history and trust files."],
-            screen="confirm",
-        ):
+        from core import tui
+
+        if not tui.confirm_wipe(tok):  # a PIN cancelled raises CANCELLED itself
             tok.refresh()
             raise WalletError(_ERR_CANCELLED, "wipe declined on the device")
     elif w.provisioned:

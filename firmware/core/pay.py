@@ -22,7 +22,7 @@ import hashlib
 
 from core import release
 from core.store import Corrupt
-from core.wallet import WalletError
+from core.wallet import PAID, WalletError
 
 try:
     from micropython import const
@@ -42,8 +42,7 @@ _ERR_CODEC = const(0x0108)
 _ERR_EXPIRED = const(0x010A)
 _ERR_STORAGE = const(0x010B)
 
-PAID = "hist/paid"  # digests of the last paid requests
-PAID_MAX = 16
+PAID_MAX = 16  # PAID (core.wallet) keeps the digests of the last paid requests
 
 
 def _err(code, msg):

@@ -79,6 +79,11 @@ def sign(w, p, priv):
     stub = template_stub(w.records.get(TPL))
     c = w._copy_counter()
     serial = c.next_serial if c.next_serial >= c.first else c.first
+    from core.serials import highest_used
+
+    top = highest_used(w)
+    if serial <= top:  # the counter went back: never sign a serial this token used
+        serial = top + 1
     t = w.now()
     c.next_serial = serial + 1
     c.spent += amount
@@ -93,7 +98,10 @@ def sign(w, p, priv):
     raw = note_bytes(w.account, serial, t, stub, amount, payee, purpose, priv)
     priv = None
     gc.collect()
-    _keep_note(w, serial, raw)
+    try:
+        _keep_note(w, serial, raw)
+    except OSError:  # flash full: the note is signed and its serial used, so it goes out
+        pass  # all the same (only this token's copy of it is missing)
     gc.collect()
     return raw
 

@@ -128,6 +128,12 @@ def provision(w, blob):
     except HubiError as e:
         raise WalletError(_ERR_PROVISION, str(e)) from None
     del plain
+    if "time" in b and b["time"] < w.clock.EPOCH_OK:  # as SET_TIME: the clock would read as
+        raise WalletError(  # never set, and the allowance and requests as never expiring
+            _ERR_PROVISION,
+            "provisioning bundle: time %d is before %d (2020): set the host's clock"
+            % (b["time"], w.clock.EPOCH_OK),
+        )
     cons_raw = w.storage.read("stage/consortium.json")
     if cons_raw is None:
         raise WalletError(_ERR_PROVISION, "consortium.json was not uploaded (PROVISION_FILE)")

@@ -4,10 +4,9 @@ Imported for one request or one button event and released after it (core.token).
 """
 
 from core import fmt
-from core.hand import timing, wait
+from core.hand import err, timing, wait
 from core.keystore import Wiped, WrongPin
 from core.wallet import WalletError
-from hubi_core.errors import HubiError
 
 try:
     from micropython import const
@@ -98,8 +97,9 @@ def on_event(tok, ev):
             ui.message("Refused", str(e))
     except (WrongPin, Wiped) as e:
         ui.message("PIN", str(e))
-    except HubiError as e:
-        ui.message("Error", str(e))
+    except Exception as e:  # noqa: BLE001 - the flash, a bug: never the end of the token
+        r = err(e)
+        ui.message("Error", r.text if r is not None else "%s: %s" % (e.__class__.__name__, e))
     finally:
         tok.busy = False
         tok.release()
@@ -134,6 +134,9 @@ def _menu(tok, key):
     elif key == "balance":
         from core import notes
 
+        if not w.storage.exists(notes.BAL):  # nothing to open: the PIN is not asked for
+            ui.message("Balance", "no balance notice loaded")
+            return
         priv = ask_pin_loop(tok, "PIN for balance")
         try:
             out = notes.balance(w, priv)
@@ -147,10 +150,18 @@ def _menu(tok, key):
             lines.append("left %s" % fmt.amount(i["allowance"]["left"], i["currency"]))
         lines.append("PIN tries %s" % i["pin_tries_left"])
         ui.show_lines("Info", lines)
-    elif key == "wipe" and ui.confirm(
-        "Wipe token?", ["Erase the account key,", "history and trust files."]
-    ):
+    elif key == "wipe" and confirm_wipe(tok):
         w.wipe()
+
+
+def confirm_wipe(tok):
+    """Confirm, then the PIN, as a headless token asks it: UP OK OK from the home menu (Wipe
+    is one UP away) erased the account key and the notes without it."""
+    if not tok.ui.confirm("Wipe token?", ["Erase the account key,", "history and trust files."]):
+        return False
+    if tok.wallet.provisioned:
+        ask_pin_loop(tok, "PIN to wipe")  # the key itself is not needed: dropped at once
+    return True
 
 
 def _typed_payment(tok):

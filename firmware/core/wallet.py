@@ -41,6 +41,7 @@ HISTORY = 8
 TPL = "tpl.obj"
 ALLOW = "allow.obj"
 CTR = "ctr.bin"
+PAID = "hist/paid"  # core.pay: digest (16 bytes) + serial (u64) of each paid request
 
 
 class WalletError(Exception):
@@ -224,9 +225,11 @@ class Wallet:
         for n in self.storage.listdir("hist"):
             if n[0] == "n" and not n.endswith(".tmp"):
                 try:
-                    out.append(int(n[1:]))
+                    s = int(n[1:])
                 except ValueError:
-                    pass
+                    continue
+                if 0 < s < 0xFFFFFFFFFFFFFFFF:  # a planted name must not overflow ctr.bin
+                    out.append(s)
         out.sort()  # by number: past 10^8 the names' text order is not the serials' order
         return out
 

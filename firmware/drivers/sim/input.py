@@ -44,7 +44,13 @@ class ScriptInput(Input):
         lines = data.split(b"\n")
         self.partial = lines.pop()
         for raw in lines:
-            line = raw.decode().split("#", 1)[0].strip()
+            try:
+                line = raw.decode()
+            except UnicodeError:  # a script saved in another encoding ended the simulator
+                if self.log:
+                    self.log("script: a line that is not UTF-8 ignored: %r" % bytes(raw[:40]))
+                continue
+            line = line.split("#", 1)[0].strip()
             if not line:
                 continue
             screen = None
@@ -67,6 +73,8 @@ class ScriptInput(Input):
             if want is None or want == screen:
                 self.queue.pop(0)
                 self.taken += 1
+                if not self.queue and self.log:  # what a script's writer can wait for
+                    self.log("script: all %d events taken" % self.taken)
                 return ev
         return None
 

@@ -132,10 +132,11 @@ def sim_cmd(
     try:
         sim.start()
         sim.wait_ready()
-    except SimError as e:
-        _fail(str(e))
-    if port_file:
-        port_file.write_text(str(sim.port) + "\n")
+        if port_file:
+            port_file.write_text(str(sim.port) + "\n")
+    except (SimError, OSError) as e:
+        sim.stop()  # a simulator left running with no one to stop it held its pty for good
+        _fail(str(e) if isinstance(e, SimError) else f"token sim: {e.strerror or e}: {e.filename}")
     click.echo(f"token simulator ({profile}) on {sim.port}")
     click.echo(f"frames: {sim.frames}   log: {sim.log_path}   input: {sim.script}")
     sys.stdout.flush()

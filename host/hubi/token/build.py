@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,11 +101,36 @@ def build(out: Path, march: str = "x64", board: str | None = None, force: bool =
     Safe to call from parallel test workers: a lock file serialises builds of one folder."""
     import fcntl
 
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # "." and ".." have no name to put the temp folder beside
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.with_name(out.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _build(out, march, board, force)
+
+
+def check_replaceable(folder: Path) -> None:
+    """A build replaces its output folder: refuse one that is not a bundle built before (its
+    .build.json) and not empty, so `--out ~/project` never deletes the user's files."""
+    try:
+        here = Path.cwd()
+    except OSError:  # the current folder was deleted: it cannot be this one
+        here = None
+    if here is not None and (folder == here or folder in here.parents):
+        raise BuildError(
+            f"{folder} is the current folder or holds it: a build replaces its folder, "
+            "name another one"
+        )
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise BuildError(f"{folder} is a file, not a folder for the firmware bundle")
+    if (folder / ".build.json").is_file() or not any(folder.iterdir()):
+        return
+    raise BuildError(
+        f"{folder} holds other files (it is not a firmware bundle built before): "
+        "name a new or empty folder; nothing was changed"
+    )
 
 
 def _build(out: Path, march: str, board: str | None, force: bool) -> Path:

@@ -16,6 +16,7 @@ Both run the commands unless ``dry_run``; the tests check the bundle and the com
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -42,7 +43,11 @@ def _exe(name: str) -> str:
 
 
 def check_image(path: Path, chip: str) -> None:
-    data = Path(path).read_bytes()[:64]
+    try:
+        with open(path, "rb") as f:  # the header only: not the whole image, nor a device
+            data = f.read(64)
+    except OSError as e:
+        raise DeployError(f"cannot read {path}: {e.strerror or e}") from None
     if not data:
         raise DeployError(f"{path}: empty file")
     if data[0] != ESP_IMAGE_MAGIC:
@@ -86,9 +91,14 @@ def bundle_for(board: str, out: Path | None = None, force: bool = False) -> Path
     if board not in CHIP_OF_BOARD:
         raise DeployError(f"unknown board {board!r} (one of {', '.join(CHIP_OF_BOARD)})")
     march = build.ARCH_OF_BOARD[board]
-    out = out or build.ROOT / "build" / f"token-{board}"
-    build.build(out, march, board, force)
-    (out / "board.json").write_text(json.dumps({"board": board}) + "\n")
+    out = Path(os.path.abspath(out or build.ROOT / "build" / f"token-{board}"))
+    try:
+        build.build(out, march, board, force)
+        (out / "board.json").write_text(json.dumps({"board": board}) + "\n")
+    except build.BuildError as e:
+        raise DeployError(str(e)) from None
+    except OSError as e:
+        raise DeployError(f"cannot build the bundle in {out}: {e.strerror or e}") from None
     return out
 
 
@@ -101,8 +111,14 @@ def deploy_commands(port: str, bundle: Path, romfs: bool = False) -> list[list[s
     cmds = []
     if romfs:
         rom = bundle.with_name(bundle.name + "-rom")
-        shutil.rmtree(rom, ignore_errors=True)
-        shutil.copytree(bundle, rom, ignore=shutil.ignore_patterns("main.py", "board.json"))
+        try:
+            build.check_replaceable(rom)  # a copy made here before (its .build.json), or new
+            shutil.rmtree(rom, ignore_errors=True)
+            shutil.copytree(bundle, rom, ignore=shutil.ignore_patterns("main.py", "board.json"))
+        except build.BuildError as e:
+            raise DeployError(str(e)) from None
+        except OSError as e:
+            raise DeployError(f"cannot copy the bundle to {rom}: {e.strerror or e}") from None
         cmds.append(con + ["romfs", "--no-mpy", "deploy", str(rom)])
     else:
         cmds.append(con + ["fs", "cp", "-r", *dirs, ":"])
