@@ -453,7 +453,7 @@ def up_cmd(
     """Start N bank nodes and a 3-member etcd cluster on loopback; Ctrl-C stops them cleanly."""
     import logging
 
-    from hubi.consortium.supervisor import Supervisor, status
+    from hubi.consortium.supervisor import Stopped, Supervisor, status
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -478,6 +478,8 @@ def up_cmd(
     try:
         sup.prepare()
         started = not sup._stop.is_set() and sup.start()
+    except Stopped:  # a signal while it prepared: what is made is kept for the next run
+        started = False
     except BaseException as exc:
         sup.stop()
         if isinstance(exc, (OSError, RuntimeError, TimeoutError, ValueError)):
@@ -497,7 +499,7 @@ def up_cmd(
             print_json(st)
         else:
             console.print(
-                f"consortium [bold]{name}[/bold] up in {rich.markup.escape(str(sup.root))}"
+                f"consortium [bold]{sup.name}[/bold] up in {rich.markup.escape(str(sup.root))}"
             )
             for b in st["banks"]:
                 console.print(f"  bank {b['id']}  {b['url']}  pid {b['pid']}")
@@ -548,6 +550,8 @@ def status_cmd(folder: Path, as_json: bool) -> None:
         mark = "[green]healthy[/green]" if b["healthy"] else "[red]down[/red]"
         if b.get("halted"):
             mark = "[red]halted[/red]"
+        if b.get("failed"):  # given up by the supervisor: the error says why
+            mark = "[red]failed[/red]"
         extra = f"  applied revision {b['applied_revision']}" if answers else ""
         if b.get("stalled_peers"):
             extra += f"  [yellow]finds stalled: {', '.join(b['stalled_peers'])}[/yellow]"
@@ -561,6 +565,8 @@ def status_cmd(folder: Path, as_json: bool) -> None:
             console.print(f"    [red]{rich.markup.escape(str(b['error']))}[/red]")
     for m in st["etcd"]:
         mark = "[green]healthy[/green]" if m["healthy"] else "[red]down[/red]"
+        if m.get("failed"):  # given up by the supervisor
+            mark = f"[red]failed[/red]\n    [red]{rich.markup.escape(str(m['failed']))}[/red]"
         console.print(f"  etcd {m['name']}  {m['url']}  {mark}")
 
 

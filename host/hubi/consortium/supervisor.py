@@ -16,8 +16,12 @@ Everything lives under one folder (the current folder for the command):
 The first ``up`` creates the home (one KMC and key per bank, a consortium file signed by every
 founding bank listing each bank's HTTP endpoint and etcd member, orderer etcd), opens each bank's
 treasury and demo accounts; later runs reuse it, with the same ports. The supervisor restarts a
-bank node or etcd member that dies (after ``restart_delay``), and on SIGINT/SIGTERM stops the
-banks (SIGTERM, they finish requests in flight), then etcd, and marks ``up.json`` stopped.
+bank node or etcd member that dies (after ``restart_delay``; one that dies again soon after waits
+twice as long each time, and after ``quick_failures`` such deaths in a row it is given up and
+shown ``failed`` with the reason, e.g. its port taken by another program), and on
+SIGINT/SIGTERM stops the banks (SIGTERM, they finish requests in flight), then etcd, and marks
+``up.json`` stopped. A signal while it prepares or starts is acted on at once: what is made is
+kept (a demo account's key is written before the account is opened) for the next run.
 
 ``status(folder)`` is ``hubi consortium status``: each bank's ``/health`` and each etcd member's
 ``/health``, each with ``healthy`` true or false, plus what each bank applied from the log and
@@ -46,10 +50,11 @@ import httpx
 from hubi import kmc as kmc_mod
 from hubi.consortium import service
 from hubi.infra import _process
-from hubi.infra.etcd_server import EtcdCluster
-from hubi.infra.ports import free_port, reserve_port
+from hubi.infra.etcd_server import EtcdCluster, EtcdStartCancelled
+from hubi.infra.ports import free_port, port_taken, reserve_port
 from hubi.jsonload import loads
-from hubi_core import codec
+from hubi_core import codec, ids
+from hubi_core.errors import HubiError
 from hubi_core.verify import Trust
 
 if TYPE_CHECKING:
@@ -57,7 +62,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hubi.consortium.up")
 
-__all__ = ["STATE_DIR", "Supervisor", "bank_ids", "init_home", "lock_holder", "status"]
+__all__ = ["STATE_DIR", "Stopped", "Supervisor", "bank_ids", "init_home", "lock_holder", "status"]
 
 STATE_DIR = "hubi-consortium"
 PARTIAL_HOME = "home.partial"  # the first run's home while it is made (renamed once laid out)
@@ -74,6 +79,15 @@ def bank_ids(n: int) -> list[str]:
     return out
 
 
+class Stopped(Exception):
+    """A stop (Ctrl-C, SIGTERM) was asked for while `up` prepared or started."""
+
+
+def _check(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise Stopped("stop asked for")
+
+
 def init_home(
     home: Path,
     banks: list[str],
@@ -84,8 +98,10 @@ def init_home(
     orderer: str | None = "etcd",
     seed: bytes | None = None,
     time_now: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Trust:
-    """Create KMCs, bank keys and a consortium file signed by every founding bank."""
+    """Create KMCs, bank keys and a consortium file signed by every founding bank (Stopped,
+    before anything is written, once `stop` is set: each KMC takes a while)."""
     home = Path(home)
     if (home / "trust" / "consortium.json").exists():
         raise FileExistsError(f"{home} already holds a consortium (trust/consortium.json)")
@@ -105,7 +121,10 @@ def init_home(
             f"{home} already holds bank files that would be overwritten: {', '.join(held)};"
             " move them away (keep them) or choose another home"
         )
-    kmcs = {b: kmc_mod.Kmc.create(b, None if seed is None else seed + b.encode()) for b in banks}
+    kmcs = {}
+    for b in banks:
+        _check(stop)
+        kmcs[b] = kmc_mod.Kmc.create(b, None if seed is None else seed + b.encode())
     cons, identities = kmc_mod.make_consortium(
         name, kmcs, endpoints=endpoints or {}, time=int(time_now or time.time())
     )
@@ -141,9 +160,12 @@ def setup_bank(
     funds: int,
     checkpoint_every: int | None = None,
     trust: Trust | None = None,
+    stop: threading.Event | None = None,
 ) -> list[str]:
     """Open the bank's treasury and `accounts` funded accounts whose keys go to
-    HOME/accounts/<ACCOUNT>.json (0600). Idempotent. Returns the account ids."""
+    HOME/accounts/<ACCOUNT>.json (0600). Idempotent, and safe to kill at any point: a key is
+    written before its account is opened, an account is funded until it has a record. Stopped
+    (what is done is kept) once `stop` is set. Returns the account ids."""
     from hubi.bank.engine import BankEngine
 
     home = Path(home)
@@ -155,23 +177,49 @@ def setup_bank(
     ) as eng:
         open_treasury(eng, home, bank, kmc)
         for i in range(1, accounts + 1):
+            _check(stop)
             acct = f"{bank}-{i:06d}"
-            if eng.account(acct) is None:
-                priv, tpl = eng.issue_account(kmc, acct)
-                doc = {
-                    "account": acct,
-                    "template": codec.encode(tpl).hex(),
-                    "key": "%064x" % priv,
-                    "next_serial": 1,
-                }
-                path = home / "accounts" / f"{acct}.json"
-                kmc_mod.write_secret(path, json.dumps(doc, indent=1).encode())
-                if funds:
-                    out = eng.fund(acct, funds)
-                    if not out.ok:
-                        raise RuntimeError(f"funding {acct} failed: {out.reason}")
+            _open_demo_account(eng, kmc, home / "accounts" / f"{acct}.json", acct)
+            if funds and eng.head(acct).n == 0:  # opened by a run killed before funding it
+                out = eng.fund(acct, funds)
+                if not out.ok:
+                    raise RuntimeError(f"funding {acct} failed: {out.reason}")
             made.append(acct)
     return made
+
+
+def _open_demo_account(eng: BankEngine, kmc: Any, path: Path, acct: str) -> None:
+    """Open `acct` with its key kept in `path` first (a key is random: one the database has and
+    no file keeps is lost), or with the key a killed run kept there."""
+    if eng.account(acct) is not None:
+        if not path.exists():  # made before keys were kept first: nothing can bring it back
+            log.warning("demo account %s has no key file %s: it cannot pay", acct, path)
+        return
+    if path.exists():
+        try:
+            doc = loads(path.read_bytes(), str(path))
+            priv, tpl = int(doc["key"], 16), bytes.fromhex(doc["template"])
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise RuntimeError(
+                f"{path} is damaged ({type(exc).__name__}): move it away (keep it) and run"
+                " `hubi consortium up` again to open a new account"
+            ) from None
+        try:
+            eng.open_kept(priv, tpl, account=acct)
+        except HubiError as exc:  # another account's or another database's key
+            raise RuntimeError(f"{path}: {exc}; move it away (keep it) and run again") from None
+        return
+
+    def keep(priv: int, tpl: Any) -> None:
+        doc = {
+            "account": acct,
+            "template": codec.encode(tpl).hex(),
+            "key": "%064x" % priv,
+            "next_serial": 1,
+        }
+        kmc_mod.write_secret(path, json.dumps(doc, indent=1).encode())
+
+    eng.issue_account(kmc, acct, keep=keep)
 
 
 def serve_argv(
@@ -197,6 +245,10 @@ class BankProcess:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     died_at: float | None = None
+    up_since: float | None = None  # when it last listened (None: not since its last spawn)
+    failures: int = 0  # quick deaths in a row (before listening, or soon after)
+    delay: float = 0.0  # before the next restart
+    failed: str | None = None  # why it is no longer restarted
 
     @property
     def url(self) -> str:
@@ -225,6 +277,7 @@ class BankProcess:
         # it while the node is down between restarts; the reservation does not stop the bind.
         self.proc = _process.spawn(argv, log_path=self.log_path, cwd=self.run_dir, env=env)
         self.died_at = None
+        self.up_since = None
 
     def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """True once the node listens; False if `stop` is set first."""
@@ -244,6 +297,7 @@ class BankProcess:
                 except (OSError, ValueError):  # gone again, or written only in part
                     info = None
                 if isinstance(info, dict) and info.get("pid") == self.proc.pid:
+                    self.up_since = time.monotonic()
                     return True
             time.sleep(0.05)
         raise TimeoutError(
@@ -255,6 +309,17 @@ class BankProcess:
         if self.proc is not None:
             _process.stop(self.proc, first=signal.SIGTERM, grace=grace)
             self.proc = None
+
+
+@dataclass
+class MemberWatch:
+    """An etcd member's restarts, as BankProcess keeps a bank node's (see _count_death)."""
+
+    died_at: float | None = None
+    up_since: float | None = None
+    failures: int = 0
+    delay: float = 0.0
+    failed: str | None = None
 
 
 class Supervisor:
@@ -274,6 +339,9 @@ class Supervisor:
         log_level: str = "warning",
         restart: bool = True,
         restart_delay: float = 1.0,
+        max_restart_delay: float = 30.0,
+        quick_failures: int = 5,
+        stable_after: float = 10.0,
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
         settle_timeout: float | None = None,
@@ -294,11 +362,17 @@ class Supervisor:
         self.log_level = log_level
         self.restart = restart
         self.restart_delay = restart_delay
+        # a node that dies before it listens, or within stable_after s, waits twice as long
+        # each time (up to max_restart_delay), and is given up after quick_failures in a row
+        self.max_restart_delay = max_restart_delay
+        self.quick_failures = quick_failures
+        self.stable_after = stable_after
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.settle_timeout = settle_timeout
         self.cluster: EtcdCluster | None = None
         self.banks: dict[str, BankProcess] = {}
+        self.members: dict[str, MemberWatch] = {}  # etcd members by name, once supervised
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._folder_lock: int | None = None  # fd holding up.lock while this supervisor runs
@@ -308,9 +382,7 @@ class Supervisor:
         """One supervisor per folder: a second `up` stops here, before it touches anything
         (it used to fail on a port later and then mark the running consortium stopped)."""
         fd = os.open(self.root / "up.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_flock(fd, fcntl.LOCK_EX):
             os.close(fd)
             pid = lock_holder(self.root)  # not up.json's: that may be a killed run's
             raise RuntimeError(
@@ -323,7 +395,9 @@ class Supervisor:
         self._folder_lock = fd
 
     def prepare(self) -> None:
-        """Create (first run) or reload (later runs) the layout, home and configuration."""
+        """Create (first run) or reload (later runs) the layout, home and configuration;
+        Stopped (the folder let go; what is done is kept, and taken up by the next run) once
+        stop is asked for."""
         self.root.mkdir(parents=True, exist_ok=True)
         if self._folder_lock is None:
             self._lock_folder()
@@ -369,6 +443,7 @@ class Supervisor:
                 endpoints={b: [f"http://127.0.0.1:{p}"] for b, p in ports.items()},
                 etcd=etcd_of,
                 orderer="etcd",
+                stop=self._stop,
             )
             layout = {"name": self.name, "banks": [[b, ports[b]] for b in ids_]}
             tmp = self.layout_path.with_suffix(".tmp")
@@ -378,6 +453,21 @@ class Supervisor:
             partial.replace(self.home)
         ids_ = [b for b, _ in layout["banks"]]
         trust = kmc_mod.load_trust(self.home / "trust")
+        if trust.consortium.name != self.name:  # the home's, not this run's --name
+            log.info(
+                "%s holds consortium %s; --name %s ignored",
+                self.root,
+                trust.consortium.name,
+                self.name,
+            )
+            self.name = trust.consortium.name
+        strangers = [b for b in ids_ if b not in trust.consortium.banks]
+        if strangers:
+            raise RuntimeError(
+                f"{self.layout_path} names {', '.join(strangers)}, not in the consortium file"
+                f" {self.home / 'trust' / 'consortium.json'}: put the layout.json of this home"
+                " back from a backup"
+            )
         for i, (b, port) in enumerate(layout["banks"]):
             own = urls[i % len(urls)]
             cfg = service.NodeConfig(
@@ -387,8 +477,17 @@ class Supervisor:
             )
             if self.settle_timeout is not None:
                 cfg.settle_timeout = self.settle_timeout
+            _check(self._stop)
             service.write_config(self.home, b, cfg)
-            setup_bank(self.home, b, self.accounts, self.funds, self.checkpoint_every, trust=trust)
+            setup_bank(
+                self.home,
+                b,
+                self.accounts,
+                self.funds,
+                self.checkpoint_every,
+                trust=trust,
+                stop=self._stop,
+            )
             extra = []
             if self.checkpoint_every:
                 extra = ["--checkpoint-every", str(self.checkpoint_every)]
@@ -414,6 +513,7 @@ class Supervisor:
             raise RuntimeError(
                 f"{self.layout_path} is damaged: banks must be pairs of a bank id and a port"
             )
+        _check_layout_banks(self.layout_path, layout["banks"])
         if len(layout["banks"]) != self.n:
             log.info(
                 "%s holds %d banks; --banks %d ignored", self.root, len(layout["banks"]), self.n
@@ -436,7 +536,10 @@ class Supervisor:
         self.write_state("starting")  # `status` meanwhile: this pid, not a killed run's
         if self._stop.is_set():
             return False
-        self.cluster.start()
+        try:
+            self.cluster.start(self._stop)  # up to 30 s: a Ctrl-C meanwhile calls it off
+        except EtcdStartCancelled:
+            return False
         for bp in self.banks.values():
             if self._stop.is_set():
                 return False
@@ -460,17 +563,22 @@ class Supervisor:
                     "url": bp.url,
                     "pid": bp.proc.pid if bp.running() and bp.proc else None,
                     "restarts": bp.restarts,
+                    **({"failed": bp.failed} if bp.failed else {}),
                 }
                 for b, bp in self.banks.items()
             ],
             "etcd": [
-                {"name": m.name, "url": m.client_url, "pid": m.pid}
+                {"name": m.name, "url": m.client_url, "pid": m.pid, **self._failed(m.name)}
                 for m in (self.cluster.members if self.cluster else [])
             ],
         }
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(self.state_path)
+
+    def _failed(self, member: str) -> dict[str, str]:
+        w = self.members.get(member)
+        return {"failed": w.failed} if w is not None and w.failed else {}
 
     def supervise_once(self) -> list[str]:
         """Restart whatever died (after restart_delay); returns what was restarted."""
@@ -480,22 +588,36 @@ class Supervisor:
             if self._stop.is_set():
                 return done
             assert self.cluster is not None
+            changed = False
             for i, m in enumerate(self.cluster.members):
-                if not m.running:
-                    log.warning("etcd member %s is down; restarting it", m.name)
-                    try:
-                        self.cluster.restart(i, timeout=30)
-                        done.append(m.name)
-                    except Exception as exc:
-                        log.error("restarting etcd member %s failed: %s", m.name, exc)
+                w = self.members.setdefault(m.name, MemberWatch(up_since=now))
+                if w.failed is not None or m.running:
+                    continue
+                if w.died_at is None:
+                    w.died_at = now
+                    code = m.proc.returncode if m.proc is not None else None
+                    ports = [m.client_port, m.peer_port]
+                    self._count_death(w, f"etcd member {m.name}", ports, code, m.log_path, now)
+                    changed |= w.failed is not None
+                if w.failed is not None or now - w.died_at < w.delay:
+                    continue
+                w.up_since = None  # until it is healthy again
+                try:
+                    self.cluster.restart(i, timeout=30, stop=self._stop)
+                    w.died_at, w.up_since = None, time.monotonic()
+                    done.append(m.name)
+                except Exception as exc:
+                    w.died_at = None  # found dead again next time: a quick failure
+                    log.error("restarting etcd member %s failed: %s", m.name, exc)
             for b, bp in self.banks.items():
-                if bp.running():
+                if bp.failed is not None or bp.running():
                     continue
                 if bp.died_at is None:
                     bp.died_at = now
                     code = bp.proc.returncode if bp.proc is not None else None
-                    log.warning("bank node %s exited (%s)", b, code)
-                if now - bp.died_at < self.restart_delay:
+                    self._count_death(bp, f"bank node {b}", [bp.port], code, bp.log_path, now)
+                    changed |= bp.failed is not None
+                if bp.failed is not None or now - bp.died_at < bp.delay:
                     continue
                 bp.restarts += 1
                 bp.spawn()
@@ -504,9 +626,33 @@ class Supervisor:
                         done.append(b)
                 except (RuntimeError, TimeoutError) as exc:
                     log.error("restarting bank node %s failed: %s", b, exc)
-            if done:
+            if done or changed:
                 self.write_state("running")
         return done
+
+    def _count_death(
+        self, w: Any, what: str, ports: list[int], code: int | None, log_path: Path, now: float
+    ) -> None:
+        """Set when `w` (a BankProcess or MemberWatch), found dead, is restarted, or give it up
+        (w.failed says why): one port taken by another program made it one restart a second
+        for ever."""
+        quick = w.up_since is None or now - w.up_since < self.stable_after
+        w.failures = w.failures + 1 if quick else 0
+        w.delay = min(self.restart_delay * 2**w.failures, self.max_restart_delay)
+        if w.failures < self.quick_failures:
+            log.warning("%s exited (%s); restarting it in %g s", what, code, w.delay)
+            return
+        taken = [p for p in ports if port_taken(p)]
+        if taken:
+            why = f"port {taken[0]} is taken by another program (`ss -ltnp 'sport = :{taken[0]}'`"
+            why += " names it)"
+        else:
+            why = f"it exited with {code}; log {log_path}"
+        w.failed = (
+            f"not restarted after {w.failures} failed starts in a row: {why}; fix that, then"
+            " stop and run `hubi consortium up` again"
+        )
+        log.error("%s %s", what, w.failed)
 
     def run(self, poll: float = 0.5) -> None:
         """Supervise until stop() (or SIGINT/SIGTERM in the main thread)."""
@@ -536,6 +682,24 @@ class Supervisor:
                 self._unlock_folder()
 
 
+def _check_layout_banks(path: Path, banks: list[list[Any]]) -> None:
+    """RuntimeError naming `path` unless `banks` are distinct bank ids on distinct ports
+    1-65535 (a hand edit: a bad port was a traceback, a bad id a path under the home)."""
+    if not banks:
+        raise RuntimeError(f"{path} is damaged: it lists no bank")
+    for b, port in banks:
+        try:
+            ids.check_bank_id(b)
+        except HubiError as exc:
+            raise RuntimeError(f"{path} is damaged: {exc}") from None
+        if isinstance(port, bool) or not 0 < port < 65536:
+            raise RuntimeError(f"{path} is damaged: bank {b}'s port {port} is not 1-65535")
+    for what, values in (("bank", [b for b, _ in banks]), ("port", [p for _, p in banks])):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise RuntimeError(f"{path} is damaged: {what} {', '.join(twice)} listed twice")
+
+
 def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
     """A state file `up` wrote (a JSON object with `keys`), or an error that names the file."""
     try:
@@ -548,12 +712,34 @@ def _read_doc(path: Path, *keys: str) -> dict[str, Any]:
     return doc
 
 
+def _try_flock(fd: int, kind: int, tries: int = 10) -> bool:
+    """Take flock `kind` on fd without blocking; a few tries, since `status` holds the lock
+    shared for an instant to see whether anybody holds it."""
+    for i in range(tries):
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if i + 1 < tries:
+                time.sleep(0.01)
+    return False
+
+
 def lock_holder(root: Path) -> int | None:
-    """The pid of the `up` holding root/up.lock, if it is alive (it writes it there)."""
+    """The pid of the `up` holding root/up.lock, if it is alive (it writes it there). A lock
+    file nobody holds is a killed run's: its pid may be another program's by now (a reboot)."""
     try:
-        text = (root / "up.lock").read_text(encoding="ascii", errors="replace").strip()
+        fd = os.open(root / "up.lock", os.O_RDONLY | os.O_NONBLOCK)
     except OSError:
         return None
+    try:
+        if _try_flock(fd, fcntl.LOCK_SH, tries=1):  # `up` holds it for good, or not at all
+            return None  # free: no `up` holds the folder
+        text = os.read(fd, 64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     pid = int(text) if text.isdigit() and len(text) < 10 else None
     return pid if pid and _pid_alive(pid) else None
 
@@ -635,8 +821,12 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
     }
     with httpx.Client(timeout=httpx.Timeout(2.0, connect=1.0)) as http:
         for b in up["banks"]:
-            ok, doc = _healthy_bank(http, b["url"])
             item: dict[str, Any] = {"id": b["id"], "url": b["url"], "pid": b.get("pid")}
+            if isinstance(b.get("failed"), str):  # given up: its port may be another program's,
+                item.update(healthy=False, failed=b["failed"], error=b["failed"])
+                out["banks"].append(item)  # which is not asked (nor sent a signed request)
+                continue
+            ok, doc = _healthy_bank(http, b["url"])
             item["healthy"] = ok
             if not ok:
                 item["error"] = doc.get("error") or doc.get("status")
@@ -663,6 +853,8 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             item = {"name": m["name"], "url": m["url"], "pid": m.get("pid"), "healthy": ok}
             if err:
                 item["error"] = err
+            if isinstance(m.get("failed"), str):  # the supervisor gave it up
+                item.update(failed=m["failed"], error=m["failed"], healthy=False)
             out["etcd"].append(item)
     out["healthy"] = all(b["healthy"] for b in out["banks"]) and all(
         m["healthy"] for m in out["etcd"]

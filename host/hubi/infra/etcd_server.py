@@ -22,6 +22,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -36,11 +37,20 @@ from hubi.infra import _process
 from hubi.infra.etcd_client import Etcd
 from hubi.infra.ports import free_port, release_port, reserve_port
 
-__all__ = ["EtcdCluster", "EtcdMember", "EtcdStartError", "find_etcd"]
+__all__ = ["EtcdCluster", "EtcdMember", "EtcdStartCancelled", "EtcdStartError", "find_etcd"]
 
 
 class EtcdStartError(RuntimeError):
     """An etcd member did not start or the cluster did not become healthy."""
+
+
+class EtcdStartCancelled(EtcdStartError):
+    """The start was called off (its `stop` event set) before the cluster was healthy."""
+
+
+def _check_cancel(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise EtcdStartCancelled("etcd start called off: stop asked for")
 
 
 def find_etcd() -> str:
@@ -100,6 +110,19 @@ def _stop_all(procs: list[subprocess.Popen[bytes]], ports: list[int], graceful: 
     for port in ports:
         release_port(port)
     ports.clear()
+
+
+def _damage(saved: list[tuple[str, int, int]]) -> str | None:
+    """What is wrong with a saved layout's members (names are folders: plain words only)."""
+    if not saved:
+        return "it lists no member"
+    for name, cport, pport in saved:
+        if not name.isascii() or not name.isalnum():
+            return "member name %r is not letters and digits" % name
+        for port in (cport, pport):
+            if not 0 < port < 65536:
+                return "member %s's port %d is not 1-65535" % (name, port)
+    return None
 
 
 class EtcdCluster:
@@ -191,7 +214,17 @@ class EtcdCluster:
             return None
         except (OSError, ValueError) as exc:
             raise EtcdStartError("cannot read %s: %s" % (self.layout_path, exc)) from exc
-        saved = [(str(n), int(c), int(p)) for n, c, p in layout["members"]]
+        try:  # written by _save_layout; edited by hand or cut short it was a traceback
+            saved = [(str(n), int(c), int(p)) for n, c, p in layout["members"]]
+            str(layout["token"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EtcdStartError(
+                "%s is damaged (%s: %s): it needs a token and members [name, client port, peer"
+                " port]" % (self.layout_path, type(exc).__name__, exc)
+            ) from None
+        why = _damage(saved)
+        if why:
+            raise EtcdStartError("%s is damaged: %s" % (self.layout_path, why))
         if not any((self.datadir / n / "member").exists() for n, _, _ in saved):
             return None  # never started: lay it out afresh
         if len(saved) != members:
@@ -289,8 +322,11 @@ class EtcdCluster:
         )
         self._procs.append(m.proc)
 
-    def start(self) -> None:
-        """Start every member that is not running and wait until the cluster is healthy."""
+    def start(self, stop: threading.Event | None = None) -> None:
+        """Start every member that is not running and wait until the cluster is healthy.
+
+        Once `stop` is set (a Ctrl-C meanwhile) it stops what it started and raises
+        EtcdStartCancelled, within a second or so rather than at the end of start_timeout."""
         if self._stopped:
             raise EtcdStartError("%r was stopped; its ports are released, make a new one" % self)
         t0 = time.monotonic()
@@ -301,9 +337,11 @@ class EtcdCluster:
             # port but does not serve yet costs it a 1 s timeout per peer (etcd 3.5).
             for m in self.members:
                 if not m.running:
+                    _check_cancel(stop)
                     self._spawn(m)
-                    self._wait_serving(m, deadline)
-            self.wait_healthy(max(1.0, deadline - time.monotonic()))
+                    self._wait_serving(m, deadline, stop)
+            members = [m for m in self.members if m.proc is not None]
+            self._wait(members, max(1.0, deadline - time.monotonic()), stop)
         except BaseException:
             self.stop()
             raise
@@ -325,15 +363,18 @@ class EtcdCluster:
             self._forget(m.proc)
             m.proc = None
 
-    def restart(self, index: int, *, timeout: float | None = None) -> None:
-        """Start member ``index`` again (after :meth:`kill`) and wait until it is healthy."""
+    def restart(
+        self, index: int, *, timeout: float | None = None, stop: threading.Event | None = None
+    ) -> None:
+        """Start member ``index`` again (after :meth:`kill`) and wait until it is healthy
+        (EtcdStartCancelled once `stop` is set meanwhile; the member is left running)."""
         if self._stopped:
             raise EtcdStartError("%r was stopped; its ports are released, make a new one" % self)
         m = self.members[index]
         if m.proc is not None:
             self.kill(index)
         self._spawn(m)
-        self.wait_member_healthy(index, timeout or self.start_timeout)
+        self._wait([m], timeout or self.start_timeout, stop)
 
     def stop(self) -> None:
         """Stop all members and release their ports. Idempotent.
@@ -389,10 +430,13 @@ class EtcdCluster:
         except (httpx.HTTPError, ValueError) as exc:
             return "%s: %s" % (type(exc).__name__, exc)
 
-    def _wait_serving(self, m: EtcdMember, deadline: float) -> None:
+    def _wait_serving(
+        self, m: EtcdMember, deadline: float, stop: threading.Event | None = None
+    ) -> None:
         """Wait until member ``m`` serves its peer port (``/members``; no leader needed)."""
         with httpx.Client(timeout=httpx.Timeout(0.3, connect=0.3)) as http:
             while True:
+                _check_cancel(stop)
                 self._check_alive(m)
                 try:
                     if http.get(m.peer_url + "/members").status_code == 200:
@@ -415,7 +459,9 @@ class EtcdCluster:
         """Wait until every running member answers /health with ``true``."""
         self._wait([m for m in self.members if m.proc is not None], timeout)
 
-    def _wait(self, members: Sequence[EtcdMember], timeout: float) -> None:
+    def _wait(
+        self, members: Sequence[EtcdMember], timeout: float, stop: threading.Event | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
         reasons: dict[str, str] = {}
         # Short timeouts: /health blocks while no leader is elected; asking again is cheaper.
@@ -423,6 +469,7 @@ class EtcdCluster:
             while True:
                 pending = []
                 for m in members:
+                    _check_cancel(stop)
                     self._check_alive(m)
                     why = self._member_ok(http, m)
                     if why is not None:

@@ -27,6 +27,7 @@ __all__ = [
     "PortRangeExhausted",
     "free_port",
     "free_ports",
+    "port_taken",
     "release_port",
     "reserve_port",
     "reserved_ports",
@@ -53,14 +54,29 @@ def _allocation_range() -> tuple[int, int]:
     """Half-open [low, high) range of candidate ports, outside the ephemeral range."""
     env = os.environ.get("HUBI_PORT_RANGE")  # e.g. "21000-23000"
     if env:
-        lo_s, hi_s = env.split("-", 1)
-        return int(lo_s), int(hi_s)
+        return _parse_range(env)
     eph_lo, eph_hi = _ephemeral_range()
     if eph_lo - _DEFAULT_LOW >= 1000:
         return _DEFAULT_LOW, eph_lo
     if eph_lo > 2048:
         return 1024, eph_lo
     return eph_hi + 1, 65536
+
+
+def _parse_range(text: str) -> tuple[int, int]:
+    """HUBI_PORT_RANGE's LOW-HIGH, or ValueError naming it (a typo was `not enough values to
+    unpack`, and a range from 0 handed out port 0: any port the kernel picks)."""
+    lo_s, sep, hi_s = text.partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError:
+        lo = hi = 0
+    if not sep or not 0 < lo < hi <= 65536:
+        raise ValueError(
+            "HUBI_PORT_RANGE=%r: expected LOW-HIGH with 1 <= LOW < HIGH <= 65536, e.g."
+            " 21000-23000 (HIGH itself is not used)" % text
+        )
+    return lo, hi
 
 
 def _lock_dir() -> Path:
@@ -123,6 +139,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def reserve_port(port: int, host: str = "127.0.0.1") -> bool:
     """Reserve one given port (e.g. a restarted server's old one); False if taken or busy."""
+    if not 0 < port < 65536:  # bind() would raise OverflowError, after the lock file is made
+        raise ValueError("port %d is not 1-65535" % port)
     lock_dir = _lock_dir()
     with _LOCK:
         if port in _HELD:
@@ -133,6 +151,11 @@ def reserve_port(port: int, host: str = "127.0.0.1") -> bool:
             return True
         _release_locked(port)
         return False
+
+
+def port_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """True if something binds `port` on `host` now (a reservation alone does not)."""
+    return not _bindable(host, port)
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
