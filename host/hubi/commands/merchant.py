@@ -551,7 +551,8 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
     for col in ("note", "payer", "serial", "amount", "state", "detail"):
         table.add_column(col)
     for r in rows:
-        detail = r.last_error or (r.outcome or {}).get("reason") or ""
+        said = r.outcome or {}
+        detail = r.last_error or "; ".join(str(said[k]) for k in ("reason", "clock") if said.get(k))
         if r.state == "booked" and r.notice is not None:
             detail = "SettlementNotice verified and in the book"
         if r.damage is not None:

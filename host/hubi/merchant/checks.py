@@ -27,6 +27,7 @@ it is judged against the latest open request, so the reason says what differs fr
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -130,8 +131,10 @@ def check_note(
     currency: str,
     request: RequestRow | list[RequestRow] | None,
     outbox: Outbox | None = None,
+    now: float | None = None,
 ) -> Verdict:
-    """All offline checks of a note for merchant `account` against its open request(s)."""
+    """All offline checks of a note for merchant `account` against its open request(s);
+    `now`: this computer's clock (only to explain an expiry that looks like the clock's)."""
     raw = bytes(raw)
     try:
         obj = codec.decode(raw)
@@ -234,7 +237,26 @@ def check_note(
             "expired",
             "expiry",
             f"expired: the note was signed at {obj.time}, {obj.time - request.expiry} s after"
-            f" request #{request.serial} expired (expiry {request.expiry})",
+            f" request #{request.serial} expired (expiry {request.expiry})"
+            + _clock_words(obj.time, time.time() if now is None else now),
             **ok,
         )
     return Verdict(True, **ok)
+
+
+CLOCK_SKEW = 600  # seconds a note's time may run ahead of this computer's clock unremarked
+
+
+def _clock_words(signed: int, now: float) -> str:
+    """A note signed far 'in the future' of this computer's clock: every note then comes out
+    expired (a request's expiry is this clock's), so say which clocks to look at."""
+    ahead = signed - now
+    if ahead < CLOCK_SKEW:
+        return ""
+    hours = ahead / 3600
+    gap = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+    here = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now))
+    return (
+        f"; the note's time is {gap} ahead of this computer's clock ({here}): if this"
+        " computer's clock is behind, set it and make a new request"
+    )

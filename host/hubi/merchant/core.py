@@ -190,13 +190,14 @@ class Merchant:
     ) -> ScanResult:
         """Check a note offline and, if it passes, store it with its receipt (one transaction)."""
         now = int(time.time()) if now is None else now
+        try:
+            picked = self._pick_request(request_serial)
+        except MerchantError as exc:
+            if request_serial is None or self.outbox.request(request_serial) is None:
+                raise  # no such request: a usage error, before any note is read
+            return self._late(raw, request_serial, str(exc), now)
         verdict = checks.check_note(
-            raw,
-            self.trust,
-            self.account,
-            self.currency,
-            self._pick_request(request_serial),
-            self.outbox,
+            raw, self.trust, self.account, self.currency, picked, self.outbox, now
         )
         req = verdict.request
         if not verdict.ok:
@@ -237,6 +238,26 @@ class Merchant:
             path = self.home.qr_dir / f"receipt-{rserial:06d}.png"
             res.receipt_png = request.save_png(row.receipt, path)
         return res
+
+    def _late(self, raw: bytes, serial: int, why: str, now: int) -> ScanResult:
+        """A note for request #serial, which was paid or cancelled while the note was on its
+        way (another counter's scan paid it; a token took long over its PIN): the token has
+        signed it all the same, so its bytes go to the reject log, not nowhere."""
+        verdict = checks.check_note(
+            raw, self.trust, self.account, self.currency, None, self.outbox, now
+        )
+        if verdict.category == "no-request":  # else what is wrong with the note comes first
+            verdict = checks.reject(
+                "no-request",
+                "request",
+                f"{why} (it was paid or cancelled meanwhile): this note is kept in the reject"
+                " log, not taken as a payment; make a new request",
+                note=verdict.note,
+                raw=verdict.raw,
+                checks=verdict.checks,
+            )
+        self._keep_reject(verdict, now)
+        return ScanResult(verdict, request_serial=serial)
 
     def _keep_reject(self, verdict: checks.Verdict, now: int) -> None:
         keep_bytes = verdict.category not in ("duplicate",) and bool(verdict.raw)

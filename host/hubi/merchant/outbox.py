@@ -41,6 +41,7 @@ BOOKED = "booked"
 BOUNCED = "bounced"
 REFUSED = "refused"
 FINAL = (BOOKED, BOUNCED, REFUSED)
+PAGE = 500  # pending notes read at a time by an upload
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS notes (
     UNIQUE (payer, serial)
 );
 CREATE INDEX IF NOT EXISTS notes_state ON notes (state);
+CREATE INDEX IF NOT EXISTS notes_state_order ON notes (state, scanned_at);
 CREATE TABLE IF NOT EXISTS rejects (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     at      INTEGER NOT NULL,
@@ -540,6 +542,48 @@ class Outbox:
 
     def pending(self) -> list[NoteRow]:
         return self.notes(PENDING)
+
+    def pending_walk(self, size: int = PAGE) -> tuple[int, Iterator[list[NoteRow]]]:
+        """The notes pending now, in scan order as ``pending()`` lists them, `size` rows at a
+        time (an outbox of a long offline spell must not be loaded whole): their count, and
+        the pages. Notes accepted meanwhile wait for the next walk."""
+        top = self.db.execute("SELECT MAX(rowid) FROM notes").fetchone()[0] or 0
+        count = self.db.execute(
+            "SELECT COUNT(*) FROM notes WHERE state = 'pending' AND rowid <= ?", (top,)
+        ).fetchone()[0]
+        return int(count), self._pending_pages(top, size)
+
+    def _pending_pages(self, top: int, size: int) -> Iterator[list[NoteRow]]:
+        base = f"SELECT {_NOTE_COLS} FROM notes WHERE state = 'pending' AND rowid <= ?"
+        # NULL sorts first and compares with nothing: such rows (a table rebuilt by hand
+        # without its NOT NULL) go first, by rowid; then the rest by (scanned_at, rowid)
+        yield from self._pages(
+            f"{base} AND scanned_at IS NULL AND rowid > ? ORDER BY rowid LIMIT ?",
+            lambda r: (r[20],),
+            (top, 0),
+            size,
+        )
+        yield from self._pages(
+            f"{base} AND scanned_at IS NOT NULL AND (scanned_at, rowid) > (?, ?)"
+            " ORDER BY scanned_at, rowid LIMIT ?",
+            lambda r: (r[10], r[20]),
+            (top, float("-inf"), 0),
+            size,
+        )
+
+    def _pages(
+        self, sql: str, key: Callable[[tuple], tuple], first: tuple, size: int
+    ) -> Iterator[list[NoteRow]]:
+        """Keyset pages of `sql` (its parameters: top, the key after which, the page size)."""
+        after = first
+        while True:
+            rows = self.db.execute(sql, (*after, size)).fetchall()
+            if not rows:
+                return
+            after = (after[0], *key(rows[-1]))
+            yield [_note_row(r) for r in rows]
+            if len(rows) < size:
+                return
 
     def record_attempt(self, note_id: bytes, error: str | None, now: int | None = None) -> None:
         from hubi.output import printable

@@ -10,32 +10,40 @@ bank's final answer changes its state:
   bounced  the payer could not cover it; the bank's signed Refusal says why
   refused  the bank refused it (double issuance, bad template, ...); signed Refusal says why
 
-Network errors and 5xx, 408, 425 and 429 replies are retried with exponential back-off
-(with jitter); any other 4xx reply or an answer that does not verify leaves the note pending
-with the error, so nothing is lost and the next `upload` tries again. An interbank note the
-consortium has not settled yet ("pending") is asked about again for up to ``settle_wait``
-seconds, then left pending for the next run.
+Bounced or refused is decided by the reason code the bank signed in its Refusal, not by the
+reply's unsigned JSON. Network errors and 5xx, 408, 425 and 429 replies are retried with
+exponential back-off (with jitter); any other 4xx reply or an answer that does not verify
+(a "refused" with no valid signed Refusal) leaves the note pending with the error, so nothing
+is lost and the next `upload` tries again. Interbank notes the consortium has not settled yet
+("pending") are asked about again, in rounds, until one shared deadline ``settle_wait``
+seconds after the first of them, then left pending for the next run. The outbox is read a
+page of notes at a time.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import fcntl
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from hubi.output import printable
 from hubi_core import codec, ids, lsum
-from hubi_core.errors import CodecError
+from hubi_core.errors import CodecError, HubiError
 from hubi_core.verify import verify_object
 
 from . import book
 from .config import MerchantError
-from .outbox import BOOKED, BOUNCED, PENDING, REFUSED, NoteRow
+from .outbox import BOOKED, BOUNCED, PAGE, PENDING, REFUSED, NoteRow
 
 Say = Callable[[str], None]
 
@@ -225,11 +233,55 @@ def check_refusal(raw: bytes, merchant: Any, note: codec.Obj) -> codec.Obj:
             raise Answer(f"refusal: field {fld} is {got!r}, expected {want!r}")
     if obj.signer not in merchant.trust.consortium.banks:
         raise Answer(f"refusal signed by {obj.signer}, not a bank of the consortium")
+    # only the payee's bank or the payer's may refuse the note: a third bank's word (or its
+    # signed refusal replayed) must not end a good note here
+    parties = (ids.bank_of(merchant.account), ids.bank_of(note.signer))
+    if obj.signer not in parties:
+        raise Answer(
+            f"refusal signed by {obj.signer}, neither this shop's bank {parties[0]} nor the"
+            f" payer's bank {parties[1]}"
+        )
     rep = verify_object(obj, merchant.trust)
     if not rep.ok:
         f, why = rep.first_failure()
         raise Answer(f"refusal: bank signature of field {f} does not verify: {why}")
     return obj
+
+
+# which signed reason codes are a bounce (the payer could not cover the note), as the bank
+# node names its outcomes (hubi.bank.backend.BOUNCE_REASONS); any other code is a refusal
+BOUNCE_CODES = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
+
+# the merchant's book read back wrong (a head or record edited or damaged outside hubi): the
+# types it fails with, from the record codec, the balance's ECIES, bytes() of a text, SQLite
+BOOK_DAMAGE = (ValueError, TypeError, HubiError, sqlite3.DatabaseError)
+
+CLOCK_SKEW = 600  # seconds between the bank's clock and this computer's worth a word
+
+
+def clock_hint(bank_time: float | None, here: float) -> str | None:
+    """A word about this computer's clock when it is far from the bank's (an 'expired'
+    refusal is then likely the clock's doing), else None."""
+    if bank_time is None or abs(bank_time - here) < CLOCK_SKEW:
+        return None
+    gap = _duration(abs(bank_time - here))
+    side = "behind" if here < bank_time else "ahead of"
+    return (
+        f"this computer's clock is {gap} {side} the bank's (bank {_utc(bank_time)},"
+        f" here {_utc(here)}): check the clock of this computer and of the payers' tokens"
+    )
+
+
+def _duration(s: float) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= size:
+            n = round(s / size)  # the clocks are read a moment apart: 2 days, not 1 day 23:59
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{int(s)} s"
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 def refusal_text(obj: codec.Obj) -> str:
@@ -254,8 +306,16 @@ def _upload_once(client: Any, row: NoteRow) -> Any:
         raise Answer(f"bank answered {exc.status} {exc.code}: {exc.message}{field_}") from None
 
 
-def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: UploadItem) -> None:
-    """Apply one upload answer to the outbox (and book); Answer if it cannot be accepted."""
+def _settle(
+    merchant: Any,
+    row: NoteRow,
+    note: codec.Obj,
+    res: Any,
+    item: UploadItem,
+    bank_clock: float | None = None,
+) -> None:
+    """Apply one upload answer to the outbox (and book); Answer if it cannot be accepted.
+    bank_clock: the bank's time when it answered (its Date header), if it said."""
     outcome = {
         "outcome": res.outcome,
         "reason_code": res.reason_code,
@@ -285,9 +345,17 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
             recs.append(book.append(db, merchant.book_keys, note, notice_raw, int(time.time())))
 
         outcome["status"] = notice_obj["status"]
-        merchant.outbox.record_outcome(
-            row.note_id, BOOKED, outcome, notice=notice_raw, on_commit=add_to_book
-        )
+        try:
+            merchant.outbox.record_outcome(
+                row.note_id, BOOKED, outcome, notice=notice_raw, on_commit=add_to_book
+            )
+        except BOOK_DAMAGE as exc:  # rolled back: the note, and the bank's answer, wait
+            raise Answer(
+                "the bank booked it (its SettlementNotice verifies), but this shop's own book"
+                f" could not take the record: {type(exc).__name__}: {exc}; nothing was"
+                " changed, the note stays pending: restore the outbox from a backup (or"
+                " repair its book), then upload again"
+            ) from None
         item.state = BOOKED
         item.notice = True
         item.book_record = recs[0].record.n if recs else None
@@ -299,10 +367,21 @@ def _settle(merchant: Any, row: NoteRow, note: codec.Obj, res: Any, item: Upload
         if res.refusal is None:
             raise Answer(f"the bank says {res.outcome} but sent no signed Refusal")
         ref = check_refusal(res.refusal, merchant, note)
+        # the signed reason code decides, not the reply's unsigned words around it
+        state = BOUNCED if ref["reason_code"] in BOUNCE_CODES else REFUSED
+        outcome["outcome"], outcome["reason_code"] = state, ref["reason_code"]
         outcome["reason"] = refusal_text(ref)
-        merchant.outbox.record_outcome(row.note_id, res.outcome, outcome, refusal=res.refusal)
-        item.state = res.outcome
+        if state != res.outcome:
+            outcome["reply_said"] = printable(res.outcome)
+        if ref["reason_code"] == codec.REASON_EXPIRED:
+            hint = clock_hint(bank_clock, time.time())
+            if hint:
+                outcome["clock"] = hint
+        merchant.outbox.record_outcome(row.note_id, state, outcome, refusal=res.refusal)
+        item.state = state
         item.detail = outcome["reason"]
+        if "clock" in outcome:
+            item.detail += f"; {outcome['clock']}"
         return
     if res.outcome == PENDING:  # the bank's own words: kept and shown, so made printable
         raise NotYet(printable(res.reason or "the consortium has not settled it yet"))
@@ -351,6 +430,105 @@ def upload(merchant: Any, bank_url: str, **kw: Any) -> UploadReport:
         return _upload(merchant, bank_url, **kw)
 
 
+class DateWatch(httpx.BaseTransport):
+    """The default HTTP transport, keeping the Date header of the last reply: the bank's
+    clock, to tell an 'expired' that is this computer's clock's doing."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.date: float | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.date = None
+        resp = self.inner.handle_request(request)
+        self.date = http_date(resp.headers.get("date"))
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def http_date(text: str | None) -> float | None:
+    """Seconds since the epoch of an HTTP Date header; None if absent or not a date."""
+    if not text:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+        if when.tzinfo is None:  # "-0000": UTC, RFC 5322 says
+            when = when.replace(tzinfo=datetime.UTC)
+        return when.timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+@dataclass
+class _Waiting:
+    """A note the bank has not settled yet, to ask about again."""
+
+    i: int
+    row: NoteRow
+    note: codec.Obj
+    item: UploadItem
+    why: str
+
+
+@dataclass
+class _Run:
+    """One upload's bank, outbox and retry settings (what asking about a note needs)."""
+
+    merchant: Any
+    client: Any
+    clock: DateWatch
+    report: UploadReport
+    say: Say
+    sleep: Callable[[float], None]
+    rng: random.Random
+    retries: int
+    base_delay: float
+    max_delay: float
+
+    def ask(self, row: NoteRow, note: codec.Obj, item: UploadItem) -> str | None:
+        """Send one note until the bank answers: None once there is nothing more to ask
+        (a final answer, an answer kept as the note's error, or the bank unreachable:
+        report.stopped), else the bank's words why the note is not settled yet."""
+        attempt = 0
+        while True:
+            item.attempts += 1
+            try:
+                res = _upload_once(self.client, row)
+                _settle(self.merchant, row, note, res, item, self.bank_time(res))
+                return None
+            except Transient as exc:
+                self.merchant.outbox.record_attempt(row.note_id, f"transient: {exc}")
+                if attempt >= self.retries:
+                    why = printable(exc)
+                    item.detail = f"bank unreachable after {item.attempts} attempts: {why}"
+                    self.report.stopped = f"bank unreachable: {why}"
+                    return None
+                delay = backoff_delay(attempt, self.base_delay, self.max_delay, self.rng)
+                self.say(f"  {printable(exc)}; retrying in {delay:.1f} s")
+                self.sleep(delay)
+                attempt += 1
+            except Answer as exc:
+                self.merchant.outbox.record_attempt(row.note_id, str(exc))
+                item.detail = printable(exc)
+                return None
+            except NotYet as exc:
+                self.merchant.outbox.record_attempt(row.note_id, f"not settled yet: {exc}")
+                return str(exc)
+
+    def bank_time(self, res: Any) -> float | None:
+        """The bank's clock as it answered: its Date header, else the time in the header of
+        its signed Refusal when the answer is a fresh one (a repeated answer is as old as the
+        first)."""
+        if self.clock.date is not None or res.duplicate or not res.refusal:
+            return self.clock.date
+        try:
+            return float(codec.decode(res.refusal, codec.REFUSAL).time)
+        except CodecError:
+            return None
+
+
 def _upload(
     merchant: Any,
     bank_url: str,
@@ -362,58 +540,70 @@ def _upload(
     sleep: Callable[[float], None] = time.sleep,
     seed: int | None = None,
     settle_wait: float = 15.0,
+    page: int = PAGE,
 ) -> UploadReport:
-    """settle_wait: how long to keep asking about a note the bank answered "pending" (an
-    interbank note the consortium has not settled yet) before leaving it for the next run."""
+    """settle_wait: how long to keep asking about the notes the bank answered "pending"
+    (interbank notes the consortium has not settled yet) before leaving them for the next
+    run; one deadline for all of them, asked about in rounds. page: notes read at a time."""
     from hubi.bank.client import BankClient
 
     say = say or (lambda _s: None)
-    rng = random.Random(seed)
     report = UploadReport(bank_url)
     t0 = time.monotonic()
-    pending = merchant.outbox.pending()
-    if pending:
-        say(f"uploading {len(pending)} note(s) to {bank_url}")
-    with BankClient(bank_url, timeout=timeout) as client:
-        for row in pending:
-            item = UploadItem(row.note_id, row.payer, row.serial, row.amount, row.currency, PENDING)
-            report.items.append(item)
-            if report.stopped is not None:
-                item.detail = report.stopped
-                continue
-            note = _intact(row, item, merchant.account)
-            if note is None:  # named and skipped: the other notes still go up
-                say(item.line(len(report.items), len(pending)))
-                continue
-            attempt = 0
-            settle_until = time.monotonic() + settle_wait
-            while True:
-                item.attempts += 1
-                try:
-                    res = _upload_once(client, row)
-                    _settle(merchant, row, note, res, item)
-                    break
-                except Transient as exc:
-                    merchant.outbox.record_attempt(row.note_id, f"transient: {exc}")
-                    if attempt >= retries:
-                        why = printable(exc)
-                        item.detail = f"bank unreachable after {item.attempts} attempts: {why}"
-                        report.stopped = f"bank unreachable: {why}"
-                        break
-                    delay = backoff_delay(attempt, base_delay, max_delay, rng)
-                    say(f"  {printable(exc)}; retrying in {delay:.1f} s")
-                    sleep(delay)
-                    attempt += 1
-                except Answer as exc:
-                    merchant.outbox.record_attempt(row.note_id, str(exc))
-                    item.detail = printable(exc)
-                    break
-                except NotYet as exc:
-                    merchant.outbox.record_attempt(row.note_id, f"not settled yet: {exc}")
-                    if time.monotonic() >= settle_until:
-                        item.detail = f"not settled yet ({exc}): upload again later"
-                        break
-                    sleep(min(1.0, max(0.1, base_delay)))
-            say(item.line(len(report.items), len(pending)))
+    total, pages = merchant.outbox.pending_walk(page)
+    if total:
+        say(f"uploading {total} note(s) to {bank_url}")
+    clock = DateWatch()
+    with BankClient(bank_url, timeout=timeout, transport=clock) as client:
+        run = _Run(
+            merchant, client, clock, report, say, sleep, random.Random(seed), retries,
+            base_delay, max_delay,
+        )  # fmt: skip
+        waiting: list[_Waiting] = []
+        settle_until: float | None = None
+        for rows in pages:
+            for row in rows:
+                item = UploadItem(
+                    row.note_id, row.payer, row.serial, row.amount, row.currency, PENDING
+                )
+                report.items.append(item)
+                i = len(report.items)
+                if report.stopped is not None:
+                    item.detail = report.stopped
+                    continue
+                note = _intact(row, item, merchant.account)
+                if note is None:  # named and skipped: the other notes still go up
+                    say(item.line(i, max(total, i)))
+                    continue
+                why = run.ask(row, note, item)
+                if why is not None:  # asked about again below, with the others
+                    if settle_until is None:
+                        settle_until = time.monotonic() + settle_wait
+                    waiting.append(_Waiting(i, row, note, item, why))
+                    item.detail = f"not settled yet ({why}): asking again"
+                say(item.line(i, max(total, i)))
+        if waiting and settle_until is not None:
+            _ask_again(run, waiting, settle_until, min(1.0, max(0.1, base_delay)), total)
     report.seconds = time.monotonic() - t0
     return report
+
+
+def _ask_again(run: _Run, waiting: list[_Waiting], until: float, pause: float, n: int) -> None:
+    """Ask the bank about the unsettled notes in rounds until all are settled or `until`
+    (one deadline for all: a hundred of them must not each wait the whole settle_wait)."""
+    while waiting and run.report.stopped is None and time.monotonic() < until:
+        run.sleep(max(0.0, min(pause, until - time.monotonic())))
+        still: list[_Waiting] = []
+        for w in waiting:
+            if run.report.stopped is None:
+                why = run.ask(w.row, w.note, w.item)
+                if why is None:
+                    run.say(w.item.line(w.i, n))
+                    continue
+                w.why = why
+            still.append(w)
+        waiting = still
+    for w in waiting:
+        if w.item.state == PENDING:
+            w.item.detail = run.report.stopped or f"not settled yet ({w.why}): upload again later"
+            run.say(w.item.line(w.i, n))
