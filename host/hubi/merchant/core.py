@@ -226,10 +226,12 @@ class Merchant:
                 checks=verdict.checks,
             )
             return ScanResult(verdict, request_serial=req.serial)
-        except ValueError as exc:  # the request was paid meanwhile
+        except ValueError as exc:  # the request was paid meanwhile: the note is signed all
+            # the same, so its bytes go to the reject log (as in _late), not nowhere
             verdict = checks.reject(
                 "no-request", "request", str(exc), note=note, raw=verdict.raw, checks=verdict.checks
             )
+            self._keep_reject(verdict, now)
             return ScanResult(verdict, request_serial=req.serial)
         res = ScanResult(
             verdict, True, req.serial, row.receipt, rserial, extra={"state": row.state}
