@@ -15,7 +15,7 @@ from typing import Any
 
 from hubi import jsonload
 from hubi.files import write_atomic, write_secret
-from hubi_core import codec, cpk, suite
+from hubi_core import codec, cpk, ec, suite
 from hubi_core.consortium import BankEntry, Consortium
 from hubi_core.errors import HubiError
 from hubi_core.verify import Trust
@@ -265,8 +265,23 @@ def load_bank_identity(home: Path, bank: str) -> BankIdentity:
     raw = _bank_secret(home, bank, "identity.secret", "identity key")
     if len(raw) != 65:
         raise ValueError(f"identity file of bank {bank} is corrupt ({len(raw)} bytes)")
-    return BankIdentity(bank, suite.check_private(int.from_bytes(raw[:32], "big")), raw[32:])
+    priv = int.from_bytes(raw[:32], "big")
+    if not 1 <= priv < ec.N:
+        raise ValueError(f"identity file of bank {bank} is corrupt (bytes 0..31, key out of range)")
+    try:
+        ec.decode_point(raw[32:])  # the separating key: a point its templates' keys add to
+    except ValueError as exc:
+        raise ValueError(
+            f"identity file of bank {bank} is corrupt (bytes 32..64, separating key: {exc})"
+        ) from None
+    return BankIdentity(bank, priv, raw[32:])
 
 
 def load_kmc(home: Path, bank: str) -> Kmc:
-    return Kmc(cpk.PrivateMatrix.from_bytes(_bank_secret(home, bank, "kmc.secret", "KMC")))
+    raw = _bank_secret(home, bank, "kmc.secret", "KMC")
+    try:
+        matrix = cpk.PrivateMatrix.from_bytes(raw)
+    except ValueError as exc:  # says sizes and offsets only, never a scalar
+        path = bank_dir(home, bank) / "kmc.secret"
+        raise ValueError(f"KMC file of bank {bank} ({path}) is corrupt: {exc}") from None
+    return Kmc(matrix)

@@ -268,10 +268,14 @@ def collect(
     A single QR carries the raw object; animated frames carry parts (hubi_core.qrparts) that
     may come in any order, repeated, with lost frames covered by parity. progress(have, need)
     is called after every accepted payload. Frames of another message raise
-    qrparts.MixedMessages; running out of sources raises qrparts.Incomplete.
+    qrparts.MixedMessages; running out of sources raises qrparts.Incomplete (or the BadPart
+    of an unusable frame, when nothing else was found; such frames are skipped otherwise). A
+    frame contradicting an earlier one is kept as another copy of its part (qrparts.Collector)
+    and the copy that hashes to the message id wins: one forged frame does not stop the scan.
     """
     col = collector if collector is not None else Collector()
     seen = 0
+    bad: qrparts.BadPart | None = None  # the first unusable payload: said if nothing else came
     for src in _as_sources(sources):
         seen += 1
         # every code of the image is added before one is returned: an image that holds two
@@ -284,13 +288,24 @@ def collect(
                 raise qrparts.MixedMessages(
                     f"{name}: QR codes of more than one object ({exc}); show one at a time"
                 ) from None
+            except qrparts.ConflictingPart:
+                # kept as another copy of its part: the one that checks out wins
+                have, need = col.progress
+            except qrparts.BadPart as exc:
+                # a damaged or stray frame in view must not end a scan the others can finish
+                bad = bad or exc
+                continue
             if progress is not None:
                 progress(have, need)
         if col.complete:
             return col.message()
     have, need = col.progress
+    if need == 0 and bad is not None:
+        raise bad
     if need == 0:
         raise Incomplete(f"no QR code found in {seen} image(s)")
+    if have == need:
+        col.message()  # every part is there, none of their copies hashes to the id: say so
     raise Incomplete(
         f"{have} of {need} parts after {seen} image(s); missing data parts {col.missing()}"
     )

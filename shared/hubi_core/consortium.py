@@ -60,6 +60,142 @@ def canonical_json(value):
     raise BadValue("canonical JSON cannot hold %r" % (value,))
 
 
+MAX_JSON_DEPTH = 64
+_WS = b" \t\n\r"
+_ESC = b'"\\/bfnrtu'
+_HEX = b"0123456789abcdefABCDEF"
+_DIGITS = b"0123456789"
+
+
+def _number_end(b, i):
+    """End of the JSON number at b[i], or -1 if none is there (RFC 8259 grammar)."""
+    n = len(b)
+    if i < n and b[i] == 45:  # -
+        i += 1
+    if i < n and b[i] == 48:  # a lone 0: no leading zeros
+        i += 1
+    elif i < n and b[i] in _DIGITS:
+        while i < n and b[i] in _DIGITS:
+            i += 1
+    else:
+        return -1
+    if i < n and b[i] == 46:  # .
+        i += 1
+        if not (i < n and b[i] in _DIGITS):
+            return -1
+        while i < n and b[i] in _DIGITS:
+            i += 1
+    if i < n and b[i] in b"eE":
+        i += 1
+        if i < n and b[i] in b"+-":
+            i += 1
+        if not (i < n and b[i] in _DIGITS):
+            return -1
+        while i < n and b[i] in _DIGITS:
+            i += 1
+    return i
+
+
+def _string_end(b, i):
+    """End of the JSON string whose opening quote is b[i], or -1 (raw control character,
+    bad escape or no closing quote)."""
+    n = len(b)
+    i += 1
+    while i < n:
+        c = b[i]
+        if c == 34:
+            return i + 1
+        if c < 0x20:
+            return -1
+        if c == 92:
+            i += 1
+            if i >= n or b[i] not in _ESC:
+                return -1
+            if b[i] == 117:  # \uXXXX
+                if i + 4 >= n:
+                    return -1
+                for h in b[i + 1 : i + 5]:
+                    if h not in _HEX:
+                        return -1
+                i += 4
+        i += 1
+    return -1
+
+
+def json_problem(text):
+    """Why text is not strict JSON (RFC 8259, nested at most MAX_JSON_DEPTH levels), or None.
+
+    MicroPython's json module takes what CPython's refuses (a missing comma, a raw control
+    character in a string, a trailing comma) and recurses without bound: this check first
+    gives the consortium file one verdict on the token and the host."""
+    b = text.encode() if isinstance(text, str) else bytes(text)
+    n = len(b)
+    stack = bytearray()  # open containers: '[' or '{'
+    i = 0
+    want = 0  # 0: a value, 1: ',' or close, 2: a key (or '}' right after '{'), 3: ':'
+    first = False  # just after '[' or '{': a close is allowed instead of a value or key
+    while True:
+        while i < n and b[i] in _WS:
+            i += 1
+        if i >= n:
+            if stack or want != 1:
+                return "ends early"
+            return None
+        c = b[i]
+        if want == 1 and not stack:
+            return "text after the document at byte %d" % i
+        if want in (0, 2) and first and c == (93 if stack[-1] == 91 else 125):
+            stack = stack[:-1]
+            i += 1
+            want = 1
+            first = False
+            continue
+        first = False
+        if want == 0:
+            if c in b"[{":
+                if len(stack) >= MAX_JSON_DEPTH:
+                    return "nested more than %d levels at byte %d" % (MAX_JSON_DEPTH, i)
+                stack.append(c)
+                i += 1
+                want = 0 if c == 91 else 2
+                first = True
+                continue
+            if c == 34:
+                end = _string_end(b, i)
+            elif b[i : i + 4] in (b"true", b"null"):
+                end = i + 4
+            elif b[i : i + 5] == b"false":
+                end = i + 5
+            else:
+                end = _number_end(b, i)
+            if end < 0:
+                return "bad value at byte %d" % i
+            i = end
+            want = 1
+        elif want == 2:
+            if c != 34:
+                return "expected a key at byte %d" % i
+            end = _string_end(b, i)
+            if end < 0:
+                return "bad key at byte %d" % i
+            i = end
+            want = 3
+        elif want == 3:
+            if c != 58:
+                return "expected ':' at byte %d" % i
+            i += 1
+            want = 0
+        else:
+            top = stack[-1]
+            if c == 44:
+                want = 0 if top == 91 else 2
+            elif c == (93 if top == 91 else 125):
+                stack = stack[:-1]
+            else:
+                return "expected ',' or a close at byte %d" % i
+            i += 1
+
+
 def _unhex(text, n, what):
     try:
         raw = bytes.fromhex(text)
@@ -117,6 +253,12 @@ class BankEntry:
         )
 
 
+def _said(value):
+    """value for an error: a string quoted as on CPython and cut at 40 characters (a token's
+    repr escapes other characters), anything else as its repr."""
+    return ids.shown(value, 40) if isinstance(value, str) else repr(value)
+
+
 def _kind(value):
     """A JSON value's kind, for errors."""
     if isinstance(value, bool):
@@ -134,7 +276,9 @@ def _strings(value, what):
 
 def _count(value, what, least):
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise BadValue("%s must be a whole number of at least %d, not %r" % (what, least, value))
+        raise BadValue(
+            "%s must be a whole number of at least %d, not %s" % (what, least, _said(value))
+        )
     return value
 
 
@@ -148,11 +292,11 @@ def check_policy(policy, banks):
         raise BadValue("policy must be an object, not %s" % _kind(policy))
     for key in policy:
         if key != "rule" and key not in _POLICY_FLAGS:
-            raise BadValue("policy has an unknown key %r" % (key,))
+            raise BadValue("policy has an unknown key %s" % _said(key))
     rule = policy.get("rule", "majority")
     if rule not in ("majority", "all"):
         if isinstance(rule, bool) or not isinstance(rule, int):
-            raise BadValue('policy rule must be "majority", "all" or a count, not %r' % (rule,))
+            raise BadValue('policy rule must be "majority", "all" or a count, not %s' % _said(rule))
         if not 1 <= rule <= banks:
             raise BadValue("policy rule %d must be a count of 1 to %d (the banks)" % (rule, banks))
     for flag in _POLICY_FLAGS:
@@ -173,12 +317,12 @@ def check_orderer(orderer):
         raise BadValue("orderer must be an object, not %s" % _kind(orderer))
     for key in orderer:
         if key not in ("kind", "prefix"):
-            raise BadValue("orderer has an unknown key %r" % (key,))
+            raise BadValue("orderer has an unknown key %s" % _said(key))
     kind = orderer.get("kind", "etcd")
     if kind not in ORDERER_KINDS:
         raise BadValue(
             'orderer kind must be "etcd" or "embedded", not %s'
-            % (repr(kind)[:40] if isinstance(kind, str) else _kind(kind))
+            % (_said(kind) if isinstance(kind, str) else _kind(kind))
         )
     prefix = orderer.get("prefix")
     if prefix is not None:
@@ -186,12 +330,12 @@ def check_orderer(orderer):
             raise BadValue("orderer prefix must be a string, not %s" % _kind(prefix))
         if not 1 <= len(prefix) <= MAX_PREFIX or prefix[-1] != "/":
             raise BadValue(
-                "orderer prefix must be 1-%d characters ending in '/', not %r"
-                % (MAX_PREFIX, prefix[:40])
+                "orderer prefix must be 1-%d characters ending in '/', not %s"
+                % (MAX_PREFIX, _said(prefix))
             )
         for ch in prefix:
             if ord(ch) <= 0x20 or ord(ch) > 0x7E or ch in '"\\':
-                raise BadValue("orderer prefix %r may only use printable ASCII" % prefix[:40])
+                raise BadValue("orderer prefix %s may only use printable ASCII" % _said(prefix))
     return orderer
 
 
@@ -203,10 +347,10 @@ def check_name(text):
     """A consortium's name: 1-32 characters A-Z a-z 0-9 . _ -. It makes the log's key prefix
     hubi/<name>/, so a '/' would put one consortium's log inside another's on one etcd."""
     if not isinstance(text, str) or not 1 <= len(text) <= MAX_NAME:
-        raise BadValue("consortium name %r must be 1-%d characters" % (text, MAX_NAME))
+        raise BadValue("consortium name %s must be 1-%d characters" % (_said(text), MAX_NAME))
     for ch in text:
         if ch not in _NAME_CHARS:
-            raise BadValue("consortium name %r may only use A-Z a-z 0-9 . _ -" % (text,))
+            raise BadValue("consortium name %s may only use A-Z a-z 0-9 . _ -" % _said(text))
     return text
 
 
@@ -275,7 +419,7 @@ class Consortium:
             return n
         if isinstance(rule, int):
             return rule
-        raise BadValue("unknown validation policy rule %r" % (rule,))
+        raise BadValue("unknown validation policy rule %s" % _said(rule))
 
     def quorum_ok(self, endorsers, payer_bank, payee_bank=None):
         """(True, "") if the banks in `endorsers` satisfy the validation policy, else (False, why).
@@ -411,6 +555,9 @@ class Consortium:
 
     @classmethod
     def from_json(cls, text):
+        why = json_problem(text)
+        if why is not None:
+            raise BadValue("consortium file is not JSON (%s)" % why)
         try:
             doc = json.loads(text)
         except ValueError:
@@ -423,7 +570,8 @@ class Consortium:
         signed = doc.get("signatures", {})
         if not isinstance(signed, dict):
             raise BadValue("signatures must be an object, not %s" % _kind(signed))
-        sigs = {k: _unhex(v, 64, "signature of %s" % k) for k, v in signed.items()}
+        # in key order: a token's dict has another order, and the first error is the one said
+        sigs = {k: _unhex(signed[k], 64, "signature of %s" % k) for k in sorted(signed)}
         prev = doc.get("previous")
         return cls(
             doc.get("name"),

@@ -113,8 +113,14 @@ class PrivateMatrix:
 
     @classmethod
     def from_bytes(cls, data):
-        n = data[0]
-        owner = bytes(data[1 : 1 + n]).decode()
+        data = bytes(data)
+        n = data[0] if data else 0
+        if n == 0 or n > MAX_OWNER or len(data) < 1 + n:
+            raise ValueError("private matrix: %d bytes, no owner name at its start" % len(data))
+        try:
+            owner = data[1 : 1 + n].decode()
+        except UnicodeError:
+            raise ValueError("private matrix: owner (bytes 1..%d) is not UTF-8 text" % n) from None
         body = data[1 + n :]
         if len(body) != CELLS * 32:
             raise ValueError("private matrix must hold %d 32-byte scalars" % CELLS)
@@ -236,7 +242,12 @@ class PublicMatrix:
         n = head[3]
         if n == 0 or n > MAX_OWNER or len(head) < 4 + n:
             raise ValueError("public matrix: owner length %d out of range" % n)
-        owner = bytes(head[4 : 4 + n]).decode()
+        try:  # the same words on the token, whose UnicodeError says nothing
+            owner = bytes(head[4 : 4 + n]).decode()
+        except UnicodeError:
+            raise ValueError(
+                "public matrix: owner (bytes 4..%d) is not UTF-8 text" % (3 + n)
+            ) from None
         off = 4 + n
         if total_len != off + CELLS * POINT_LEN:
             raise ValueError(

@@ -209,21 +209,152 @@ def parse(data):
     return Part(mid, index, k, g, total, body)
 
 
+MAX_LAYOUTS = 4  # part counts (k, g, total) kept for one message id
+MAX_COPIES = 4  # different bodies kept for one part index
+MAX_TRIES = 256  # reassemblies tried per check of the copies
+
+
+class _Layout:
+    """The parts seen for one (k, g, total) of a message id: every different body of an index
+    is kept (first seen first), so a forged frame in view cannot shut out the genuine one."""
+
+    __slots__ = ("k", "g", "total", "copies", "count", "tried")
+
+    def __init__(self, k, g, total):
+        self.k = k
+        self.g = g
+        self.total = total
+        self.copies = {}  # index -> [body, ...]
+        self.count = 0  # bodies kept
+        self.tried = 0  # bodies kept when the copies were last tried against the id
+
+    def progress(self):
+        if not self.g:
+            return (len([i for i in self.copies if i < self.k]), self.k)
+        have = 0
+        for j in range(self.g):
+            size = 0
+            present = 0
+            for i in range(j, self.k, self.g):
+                size += 1
+                if i in self.copies:
+                    present += 1
+            if present == size - 1 and (self.k + j) in self.copies:
+                present = size
+            have += present
+        return (have, self.k)
+
+    def whole(self):
+        have, need = self.progress()
+        return have == need
+
+    def missing(self):
+        out = []
+        for i in range(self.k):
+            if i in self.copies:
+                continue
+            if self.g:
+                j = i % self.g
+                others = [q for q in range(j, self.k, self.g) if q != i]
+                if (self.k + j) in self.copies and all(q in self.copies for q in others):
+                    continue
+            out.append(i)
+        return out
+
+    def picks(self, limit):
+        """Up to `limit` choices of one body per index, the first-seen bodies first."""
+        many = [i for i in sorted(self.copies) if len(self.copies[i]) > 1]
+        at = [0] * len(many)
+        for _ in range(limit):
+            pick = {i: c[0] for i, c in self.copies.items()}
+            for n, i in enumerate(many):
+                pick[i] = self.copies[i][at[n]]
+            yield pick
+            n = 0  # next combination (odometer)
+            while n < len(many):
+                at[n] += 1
+                if at[n] < len(self.copies[many[n]]):
+                    break
+                at[n] = 0
+                n += 1
+            if n == len(many):
+                return
+
+    def rebuild(self, pick):
+        k = self.k
+        c = _chunk_size(self.total, k)
+        out = bytearray(self.total)
+        for i in range(k):
+            body = pick.get(i)
+            if body is None:
+                j = i % self.g
+                acc = bytearray(pick[k + j])
+                for q in range(j, k, self.g):
+                    if q != i:
+                        other = pick[q]
+                        for t in range(len(other)):
+                            acc[t] ^= other[t]
+                body = acc[: (self.total - (k - 1) * c) if i == k - 1 else c]
+            out[i * c : i * c + len(body)] = body
+        return bytes(out)
+
+
+def _rank(lay):
+    have, need = lay.progress()
+    return (have < need, have)
+
+
 class Collector:
     """Reassemble an object from QR payloads seen in any order.
 
     ``add(payload)`` takes a raw single-QR object or a part frame, returns progress
     (have, need) in data parts (a raw object counts as (1, 1)); repeated frames are harmless.
-    ``complete`` tells when ``message()`` can rebuild and verify the object.
+    ``complete`` tells when ``message()`` can rebuild the object and it hashes to its id.
+
+    A frame that contradicts earlier ones (another body for an index, other part counts for
+    the id) raises ConflictingPart but is kept, within bounds: a forged frame kept in the
+    camera's view must not shut out the genuine one. The copies are tried against the message
+    id when the parts cover the message, so one bad frame does not cost the good ones.
     """
 
     def __init__(self):
         self.mid = None
-        self.k = 0
-        self.g = 0
-        self.total = 0
-        self.parts = {}  # index -> body
+        self.layouts = []  # _Layout, first seen first
         self.raw = None
+        self._found = None  # the verified message, once one is found
+        self._good = None  # the layout it was rebuilt from
+
+    def _main(self):
+        """The layout progress is reported for: the one that checked out, else the fullest one
+        not yet whole (a whole one whose copies do not check out waits for another copy)."""
+        if self._good is not None:
+            return self._good
+        best = None
+        for lay in self.layouts:
+            if best is None or _rank(lay) > _rank(best):
+                best = lay
+        return best
+
+    @property
+    def k(self):
+        lay = self._main()
+        return lay.k if lay else 0
+
+    @property
+    def g(self):
+        lay = self._main()
+        return lay.g if lay else 0
+
+    @property
+    def total(self):
+        lay = self._main()
+        return lay.total if lay else 0
+
+    @property
+    def parts(self):
+        """index -> first body seen, of the reported layout."""
+        lay = self._main()
+        return {i: c[0] for i, c in lay.copies.items()} if lay else {}
 
     def _desc(self):
         if self.raw is not None:
@@ -242,7 +373,8 @@ class Collector:
                         "raw object %s while collecting %s" % (_hex(mid), self._desc())
                     )
             elif self.mid is not None:
-                if mid != self.mid or len(payload) != self.total:
+                # it hashes to the id itself: the frames' counts (maybe forged) do not matter
+                if mid != self.mid:
                     raise MixedMessages(
                         "raw object %s while collecting %s" % (_hex(mid), self._desc())
                     )
@@ -259,102 +391,111 @@ class Collector:
             if self.raw is not None:
                 return self.progress  # same object, already whole
             self.mid = p.mid
-            self.k = p.k
-            self.g = p.g
-            self.total = p.total
         elif p.mid != self.mid:
             raise MixedMessages(
                 "part %d of message %s while collecting %s" % (p.index, _hex(p.mid), self._desc())
             )
-        elif (p.k, p.g, p.total) != (self.k, self.g, self.total):
-            raise ConflictingPart(
-                "part %d of message %s: %d+%d parts of %d bytes, earlier %d+%d of %d"
-                % (p.index, _hex(p.mid), p.k, p.g, p.total, self.k, self.g, self.total)
-            )
-        old = self.parts.get(p.index)
-        if old is None:
-            self.parts[p.index] = p.body
-        elif old != p.body:
-            raise ConflictingPart(
-                "part %d of message %s: body differs from an earlier copy" % (p.index, _hex(p.mid))
-            )
+        self._keep(p)
         return self.progress
+
+    def _keep(self, p):
+        """File p under its layout; ConflictingPart (after keeping it) if it contradicts."""
+        lay = None
+        for one in self.layouts:
+            if (one.k, one.g, one.total) == (p.k, p.g, p.total):
+                lay = one
+        first = self.layouts[0] if self.layouts else None
+        other = None
+        if lay is None:
+            if first is not None:
+                other = "part %d of message %s: %d+%d parts of %d bytes, earlier %d+%d of %d" % (
+                    p.index,
+                    _hex(p.mid),
+                    p.k,
+                    p.g,
+                    p.total,
+                    first.k,
+                    first.g,
+                    first.total,
+                )
+                if len(self.layouts) >= MAX_LAYOUTS:
+                    raise ConflictingPart(other + "; too many part counts, frame dropped")
+            lay = _Layout(p.k, p.g, p.total)
+            self.layouts.append(lay)
+        copies = lay.copies.get(p.index)
+        if copies is None:
+            lay.copies[p.index] = [p.body]
+            lay.count += 1
+        elif p.body not in copies:
+            why = "part %d of message %s: body differs from an earlier copy" % (
+                p.index,
+                _hex(p.mid),
+            )
+            if len(copies) >= MAX_COPIES:
+                raise ConflictingPart(why + "; too many copies, frame dropped")
+            copies.append(p.body)
+            lay.count += 1
+            other = why + " (both kept until one checks out)"
+        if other is not None:
+            raise ConflictingPart(other)
 
     @property
     def progress(self):
         """(have, need): data parts present or recoverable, data parts in the message."""
         if self.raw is not None:
             return (1, 1)
-        if self.mid is None:
+        lay = self._main()
+        if lay is None:
             return (0, 0)
-        if not self.g:
-            return (len(self.parts), self.k)
-        have = 0
-        for j in range(self.g):
-            size = 0
-            present = 0
-            for i in range(j, self.k, self.g):
-                size += 1
-                if i in self.parts:
-                    present += 1
-            if present == size - 1 and (self.k + j) in self.parts:
-                present = size
-            have += present
-        return (have, self.k)
+        return lay.progress()
+
+    def _check(self):
+        """Look for a choice of copies that hashes to the id (in a layout again only after it
+        got another copy: a hostile stream of copies costs MAX_TRIES hashes per copy at most)."""
+        if self._found is not None:
+            return self._found
+        for lay in self.layouts:
+            if lay.tried != lay.count and lay.whole():
+                lay.tried = lay.count
+                for pick in lay.picks(MAX_TRIES):
+                    msg = lay.rebuild(pick)
+                    if message_id(msg) == self.mid:
+                        self._found = msg
+                        self._good = lay
+                        return msg
+        return None
 
     @property
     def complete(self):
-        have, need = self.progress
-        return need > 0 and have == need
+        if self.raw is not None:
+            return True
+        return self._check() is not None
 
     def missing(self):
         """Indices of data parts neither received nor recoverable yet."""
         if self.raw is not None or self.mid is None:
             return []
-        out = []
-        for i in range(self.k):
-            if i in self.parts:
-                continue
-            if self.g:
-                j = i % self.g
-                others = [q for q in range(j, self.k, self.g) if q != i]
-                if (self.k + j) in self.parts and all(q in self.parts for q in others):
-                    continue
-            out.append(i)
-        return out
+        return self._main().missing()
 
     def message(self):
         """The reassembled object, verified against its message id."""
         if self.raw is not None:
             return self.raw
-        if not self.complete:
-            have, need = self.progress
-            raise Incomplete(
-                "%s: %d of %d data parts, missing %r"
-                % (self._desc() if self.mid else "nothing", have, need, self.missing())
-            )
-        k = self.k
-        c = _chunk_size(self.total, k)
-        out = bytearray(self.total)
-        for i in range(k):
-            body = self.parts.get(i)
-            if body is None:
-                j = i % self.g
-                acc = bytearray(self.parts[k + j])
-                for q in range(j, k, self.g):
-                    if q != i:
-                        other = self.parts[q]
-                        for t in range(len(other)):
-                            acc[t] ^= other[t]
-                body = acc[: (self.total - (k - 1) * c) if i == k - 1 else c]
-            out[i * c : i * c + len(body)] = body
-        msg = bytes(out)
-        if message_id(msg) != self.mid:
-            raise PartError(
-                "message %s: reassembled %d bytes hash to %s"
-                % (_hex(self.mid), len(msg), _hex(message_id(msg)))
-            )
-        return msg
+        msg = self._check()
+        if msg is not None:
+            return msg
+        for lay in self.layouts:
+            if lay.whole():
+                first = lay.rebuild({i: c[0] for i, c in lay.copies.items()})
+                raise PartError(
+                    "message %s: reassembled %d bytes hash to %s"
+                    % (_hex(self.mid), len(first), _hex(message_id(first)))
+                )
+        have, need = self.progress
+        raise Incomplete(
+            "%s: %d of %d data parts, missing %r"
+            % (self._desc() if self.mid else "nothing", have, need, self.missing())
+        )
 
 
 class Plan:

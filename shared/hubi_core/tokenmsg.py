@@ -109,11 +109,13 @@ def file_header(name):
 
 def check_file_name(name):
     """'consortium.json' or '<BANK>.pub' with a valid bank id; BadValue otherwise."""
+    from hubi_core import ids
+
     if name == "consortium.json":
         return name
     if name.endswith(".pub"):
-        from hubi_core import ids
-
         ids.check_bank_id(name[:-4], "matrix file bank id")
         return name
-    raise BadValue("file %r: only consortium.json and <BANK>.pub can be provisioned" % name)
+    raise BadValue(
+        "file %s: only consortium.json and <BANK>.pub can be provisioned" % ids.shown(name, 40)
+    )
