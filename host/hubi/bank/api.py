@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ DEFAULT_MAX_BODY = 64 * 1024
 MAX_PAGE = 5000
 MAX_NUMBER = 2**62  # the largest record number, tree size or sequence number a route takes
 ACCOUNT_PATTERN = r"^[A-Z0-9]{2,16}-[A-Za-z0-9._]{1,30}$"
+_ACCOUNT_RE = re.compile(ACCOUNT_PATTERN.strip("^$"))
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -703,6 +705,11 @@ def create_app(node: Node) -> FastAPI:
     ) -> dict[str, Any]:
         """Run the audit over the register (or some books): findings by book and record."""
         auth.require(caller, Role.REGULATOR, Role.SELF)
+        for name in book or ():
+            if not _is_account(name):  # say so here: NUL would not even reach PostgreSQL
+                raise ApiError(
+                    422, "bad-parameter", f"book {name[:40]!r} is not an account id", "book"
+                )
         return backend.audit(book or None, chain_only)
 
     # ------------------------------------------------------------- checkpoints/proofs
@@ -779,18 +786,22 @@ def create_app(node: Node) -> FastAPI:
         """Named records with their signatures (the bank itself or a regulator)."""
         auth.require(caller, Role.SELF, Role.REGULATOR)
         names: list[tuple[str, int]] = []
+        odd: list[dict[str, Any]] = []
         for i, item in enumerate(body.records):
             b, n = item.get("book"), item.get("number")
-            if not (isinstance(b, str) and type(n) is int and 1 <= n <= MAX_NUMBER):
+            if not (_is_text(b) and type(n) is int and 1 <= n <= MAX_NUMBER):
                 raise ApiError(
                     422,
                     "bad-parameter",
                     f"records[{i}] must be {{'book': account id, 'number': 1 <= n <= 2^62}}",
                     f"records.{i}",
                 )
-            names.append((b, n))
-        found, missing = backend.records(names)
-        return RecordsOut(records=found, missing=missing)
+            if _is_account(b):
+                names.append((b, n))
+            else:  # no book has such a name (a restore may still ask): missing, unlooked-up
+                odd.append({"book": b, "number": n})
+        found, missing = backend.records(names) if names else ([], [])
+        return RecordsOut(records=found, missing=missing + odd)
 
     @app.get(
         "/v1/replication/log",
@@ -813,6 +824,21 @@ def create_app(node: Node) -> FastAPI:
     app.state.node = node
     app.add_middleware(Guard, max_body=node.max_body, metrics=m)
     return app
+
+
+def _is_text(v: Any) -> bool:
+    """A str that can be stored and sent back: lone surrogates cannot be encoded as UTF-8."""
+    if not isinstance(v, str):
+        return False
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _is_account(name: str) -> bool:
+    return _ACCOUNT_RE.fullmatch(name) is not None
 
 
 def _account_path():  # type: ignore[no-untyped-def]

@@ -182,9 +182,7 @@ class EngineBackend:
             from hubi import kmc as kmc_mod
 
             kw: dict[str, Any] = {"checkpoint_every": checkpoint_every}
-            tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
-            if tpath.exists():
-                kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+            kw.update(eng_mod.kept_treasury_key(kmc_mod.bank_dir(home, bank) / "treasury.secret"))
             return cls(eng_mod.BankEngine(url, identity, trust, **kw))
         return cls(
             eng_mod.BankEngine.open(url, home=home, bank=bank, checkpoint_every=checkpoint_every)

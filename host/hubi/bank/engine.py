@@ -434,6 +434,25 @@ class _Plan:
 # ------------------------------------------------------------------------------------- engine
 
 
+def kept_treasury_key(path: Path) -> dict[str, Any]:
+    """BankEngine keywords from a kept treasury key file: ``treasury_key``, or for a damaged
+    file ``treasury_problem`` (only ``fund()`` needs the key, so only it fails, naming the file).
+    Nothing for no file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        return {"treasury_problem": f"cannot read the treasury key {path}: {exc.strerror or exc}"}
+    fix = "restore it from backup"
+    if len(raw) != 32:
+        return {"treasury_problem": f"{path} holds {len(raw)} bytes, not a 32-byte key: {fix}"}
+    key = int.from_bytes(raw, "big")
+    if not 1 <= key < ec.N:
+        return {"treasury_problem": f"{path} holds no usable key (out of range): {fix}"}
+    return {"treasury_key": key}
+
+
 class BankEngine:
     """One bank's books. Thread-safe; several processes may share one database.
 
@@ -454,6 +473,7 @@ class BankEngine:
         trust: verify.Trust,
         *,
         treasury_key: int | None = None,
+        treasury_problem: str | None = None,
         checkpoint_every: int | None = None,
         notices: str = "eager",
         clock: Callable[[], float] | None = None,
@@ -476,6 +496,8 @@ class BankEngine:
         self.trust = trust
         self.keys = BookKeys(self.bank, identity.private)
         self._treasury_key = treasury_key
+        self._treasury_problem = treasury_problem  # why there is no key (a damaged file)
+        self._treasury_checked = False
         if notices not in ("eager", "lazy"):
             raise ValueError("notices must be 'eager' or 'lazy'")
         self.notice_mode = notices
@@ -521,9 +543,8 @@ class BankEngine:
 
         identity = kmc_mod.load_bank_identity(home, bank)
         trust = trust or kmc_mod.load_trust(trust_dir or Path(home) / "trust")
-        tpath = kmc_mod.bank_dir(home, bank) / "treasury.secret"
-        if "treasury_key" not in kw and tpath.exists():
-            kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+        if "treasury_key" not in kw:
+            kw.update(kept_treasury_key(kmc_mod.bank_dir(home, bank) / "treasury.secret"))
         return cls(url, identity, trust, **kw)
 
     def close(self) -> None:
@@ -777,16 +798,32 @@ class BankEngine:
         )
 
     # ------------------------------------------------------------------------- funding
-    def fund(self, account: str, amount: int, purpose: str = "funding") -> Outcome:
-        """The treasury pays `amount` to `account` with an ordinary, booked note."""
+    def treasury_key(self) -> int:
+        """The treasury's private key, checked once against its template (a wrong key would
+        sign notes the bank books as forged); BankEngineError saying why there is none."""
         if self._treasury_key is None:
             raise BankEngineError(
-                f"no treasury key for {self.treasury}: run setup_treasury() or `hubi bank init`"
+                self._treasury_problem
+                or f"no treasury key for {self.treasury}: run setup_treasury() or `hubi bank init`"
             )
+        if not self._treasury_checked:
+            tpl = self.template(self.treasury)
+            sealed = ec.encode_point(ec.decode_point(verify.template_key(tpl, self.trust)), True)
+            if sealed != suite.public_key(self._treasury_key, compressed=True):
+                raise BankEngineError(
+                    f"the treasury key in use is not the one {self.treasury}'s template seals:"
+                    " restore treasury.secret from backup"
+                )
+            self._treasury_checked = True
+        return self._treasury_key
+
+    def fund(self, account: str, amount: int, purpose: str = "funding") -> Outcome:
+        """The treasury pays `amount` to `account` with an ordinary, booked note."""
+        key = self.treasury_key()
         tpl = self.template(self.treasury)
         serial = self.store.reserve("treasury-note", 1)  # committed before signing: never reused
         note = codec.make_note(tpl, serial, self.now(), amount, account, purpose)
-        tkeys = BookKeys(self.treasury, self._treasury_key)
+        tkeys = BookKeys(self.treasury, key)
         tkeys.sign_obj(note)
         return self.book(codec.encode(note))
 

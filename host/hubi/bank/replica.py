@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +34,7 @@ from typing import Any
 from hubi.bank import records as rec_mod
 from hubi.bank.auth import Signer
 from hubi.bank.client import BankClient, BankError, BankUnavailable
-from hubi.bank.store import display_url, live_conn, parse_url
+from hubi.bank.store import StoreError, display_url, live_conn, parse_url
 from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate, newer_schema
 
@@ -93,13 +94,26 @@ class ReplicaStore:
             raise ReplicaError(newer_schema(what, have, SCHEMA_VERSION))
 
     def _connect(self) -> Any:
+        # StoreError, as the books' store says it: named, no traceback from `serve`, a 503 and
+        # a retry (not a stop) from the pull loop; the URL shown without its password
         if self.pg:
             import psycopg
 
-            return psycopg.connect(self._where.target, autocommit=True)
+            try:
+                return psycopg.connect(self._where.target, autocommit=True)
+            except psycopg.Error as exc:
+                raise StoreError(
+                    f"cannot connect to the hot backup's PostgreSQL {display_url(self.url)}: {exc}"
+                ) from None
         path = self._where.target
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return connect_wal(path)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            return connect_wal(path)
+        except (OSError, sqlite3.Error) as exc:
+            why = getattr(exc, "strerror", None) or str(exc)
+            raise StoreError(
+                f"cannot open the hot backup's SQLite database {path}: {why}"
+            ) from None
 
     def conn(self) -> Any:
         return live_conn(self._conns)

@@ -533,7 +533,8 @@ class Store:
             hint = ""
             if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:////"):
                 hint = f" ({self.url} names the absolute path {where})"
-            raise StoreError(f"no database at {where}: the file does not exist{hint}")
+            what = "is a folder, not a database file" if Path(where).is_dir() else "does not exist"
+            raise StoreError(f"no database at {where}: the file {what}{hint}")
         if not books:
             return
         try:

@@ -135,8 +135,14 @@ def init_cmd(
         created = False
         with eng:
             if eng.account(eng.treasury) is None:
+                tpl_file = secret.with_name(kmc_mod.TREASURY_TEMPLATE)
                 try:
-                    created = kmc_mod.open_treasury(eng, home, bank)
+                    _check_files(secret, tpl_file)
+                    if kmc_mod.kept(secret, tpl_file):
+                        # read here: kmc's own reading names neither file nor what is wrong
+                        _open_kept(eng, eng.treasury, secret, tpl_file, treasury=True)
+                    else:
+                        created = kmc_mod.open_treasury(eng, home, bank)
                 except kmc_mod.KeyKept as exc:
                     raise click.ClickException(
                         f"{exc}: {_display(url)} was left as it is"
@@ -185,6 +191,24 @@ def _check_init_target(url: str) -> None:
             f"database {_display(url)!r} is an in-memory SQLite database: `hubi bank init`"
             " needs a database file that keeps the books (give --db sqlite:///PATH)"
         )
+    if loc.dialect == "postgresql" and not _names_database(loc.target):
+        # libpq would take the user's own database (often the server's `postgres`)
+        raise click.ClickException(
+            f"database URL {_display(url)!r} names no database: the books would go into the"
+            " user's default database; give it, as in postgresql://USER@HOST/DBNAME"
+        )
+
+
+def _names_database(target: str) -> bool:
+    import os
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(target)
+    except Exception:  # noqa: BLE001 - a malformed URL: connecting says what is wrong with it
+        return True
+    return bool(given.get("dbname") or os.environ.get("PGDATABASE"))
 
 
 def _check_key_folder(folder: Path, key: Path) -> None:
@@ -220,9 +244,39 @@ class KeptFileError(ValueError):
     """A key or template kept by an earlier open-account cannot be used as it is."""
 
 
-def _open_kept(eng: Any, account: str, key_file: Path, tpl_file: Path) -> Any:
-    """Open `account` with its kept key and template; KeptFileError naming the file at fault
-    and what to do (the engine's and codec's own errors name neither file)."""
+def _load_kmc(home: Path, bank: str) -> Any:
+    """The bank's KMC; a damaged matrix file is named (its reader's errors name no file)."""
+    from hubi import kmc as kmc_mod
+
+    path = kmc_mod.bank_dir(home, bank) / "kmc.secret"
+    try:
+        return kmc_mod.load_kmc(home, bank)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, IndexError) as exc:
+        why = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+        raise click.ClickException(
+            f"{path} is not a usable KMC private matrix ({why}): restore it from a backup;"
+            " nothing was opened"
+        ) from None
+
+
+def _check_files(*paths: Path) -> None:
+    """KeptFileError for a kept key or template that is there but is no file (a folder, a
+    dangling link): not to be taken for "no key kept" nor for "a key with no template"."""
+    for p in paths:
+        if (p.exists() or p.is_symlink()) and not p.is_file():
+            raise KeptFileError(
+                f"{p} is there but is not a file (a folder or a dangling link): put the kept"
+                " file back from a backup, or move it away (keep it) and run again"
+            )
+
+
+def _open_kept(
+    eng: Any, account: str, key_file: Path, tpl_file: Path, treasury: bool = False
+) -> Any:
+    """Open `account` (or the treasury) with its kept key and template; KeptFileError naming
+    the file at fault and what to do (the engine's and codec's own errors name neither file)."""
     from hubi import kmc as kmc_mod
     from hubi.bank.engine import BankEngineError
     from hubi_core import codec, suite
@@ -253,6 +307,8 @@ def _open_kept(eng: Any, account: str, key_file: Path, tpl_file: Path) -> Any:
     except ValueError:
         raise KeptFileError(f"{key_file} holds no usable key (out of range): {fix}") from None
     try:
+        if treasury:
+            return eng.open_kept(key, tpl, treasury=True)
         return eng.open_kept(key, tpl, account=account).template
     except BankEngineError as exc:  # the key is not the template's, or the template another's
         raise KeptFileError(f"{exc} ({key_file}, {tpl_file}): {fix}") from None
@@ -301,8 +357,10 @@ def open_account_cmd(
                 tpl = _open_kept(eng, account, key_file, tpl_file)
             else:
                 _check_key_folder(folder, key_file)
+                if fund_amount:  # before the account is opened, not after
+                    eng.treasury_key()
                 _, tpl = eng.issue_account(
-                    kmc_mod.load_kmc(home, bank),
+                    _load_kmc(home, bank),
                     account,
                     currency,
                     keep=lambda priv, tpl: kmc_mod.keep_key(key_file, tpl_file, priv, tpl),
