@@ -9,7 +9,9 @@ books. Two ways to fill it, each a real `hubi bank serve`:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,14 +120,24 @@ def test_a_full_sqlite_database_answers_store_full_and_loses_nothing(
     )
 
 
+@pytest.fixture
+def outside_tmp() -> Iterator[Path]:
+    """A folder of this test's own under the system's temporary folder (1777)."""
+    d = Path(tempfile.mkdtemp(prefix="hubi-full-disk-"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def test_a_full_postgresql_disk_answers_store_full_and_loses_nothing(
-    tmp_path: Path, bank_world, nodes
+    outside_tmp: Path, bank_world, nodes
 ) -> None:
     home = bank_world.home
     server = shared_postgres()
     name = f"hubi_full_{os.getpid()}"
-    # the bank's whole database (its copy of the catalogs too) in a tablespace on that disk
-    with small_disk(tmp_path / "disk", 64 * 2**20, owner=server.os_user) as disk:
+    # the bank's whole database (its copy of the catalogs too) in a tablespace on that disk;
+    # mounted outside pytest's tree, whose root any pytest session starting meanwhile makes
+    # 0700 again (the server, another user, then cannot reach the tablespace)
+    with small_disk(outside_tmp / "disk", 64 * 2**20, owner=server.os_user) as disk:
         ensure_traversable(disk)  # the server runs as its own user
         with server.connect(autocommit=True) as conn:
             conn.execute(
