@@ -141,6 +141,9 @@ if not _MPY:
         _REASON_FORMAT: "bad-format",
         _REASON_CONSORTIUM: "consortium-refused",
     }
+    # the reasons that make a refused note "bounced" (the payer could not cover it) rather than
+    # "refused": one list for the bank, the consortium and the merchant
+    BOUNCE_REASONS = frozenset({_REASON_INSUFFICIENT_FUNDS})
 
 REQ = True
 OPT = False

@@ -33,7 +33,6 @@ from hubi.bank.store import Store, display_url, down_errors
 from hubi_core import codec, ecies, ids
 from hubi_core.errors import CodecError
 
-BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 # a book's stored head or record that cannot be read (a damaged row: `hubi audit verify` names
 # it): the notes on that book cannot be booked, and no other's booking should fail with them
 DAMAGED = (rec.ChainError, rec.RecordFormatError, ecies.EciesError)
@@ -153,7 +152,7 @@ def _damaged(exc: Exception) -> ApiError:
 def outcome_name(out: eng_mod.Outcome) -> str:
     if out.ok:
         return "booked"
-    if out.status == eng_mod.REFUSED and out.reason_code in BOUNCE_REASONS:
+    if out.status == eng_mod.REFUSED and out.reason_code in codec.BOUNCE_REASONS:
         return "bounced"
     return "refused"
 

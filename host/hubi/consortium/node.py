@@ -112,7 +112,6 @@ STUCK_AFTER = 5.0  # seconds of applier failures, no event applied, before /heal
 # etcd client's retry deadline (15 s), after which a watch no member serves raises
 QUIET_AFTER = 20.0
 _DEBIT_ERROR = "publishing a debit result"
-BOUNCE_REASONS = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
 I64_MAX = eng_mod.MAX_STORED  # an amount, serial or reason code the state (SQLite) holds
 
 
@@ -744,7 +743,7 @@ class ConsortiumNode:
         code = code or codec.REASON_CONSORTIUM
         why = f"{decisive} refused: {why}"
         base.status = "not-endorsed"
-        base.outcome = "bounced" if code in BOUNCE_REASONS else "refused"
+        base.outcome = "bounced" if code in codec.BOUNCE_REASONS else "refused"
         base.reason_code, base.reason = code, why
         base.refusal = self._refusal(base.payer or "", base.payee or "", base.note_id, code, why)
         return base
@@ -805,7 +804,7 @@ class ConsortiumNode:
             base.notices = self._notices(row)
         elif row.state == BOUNCED:
             base.status = "bounced"
-            base.outcome = "bounced" if row.reason_code in BOUNCE_REASONS else "refused"
+            base.outcome = "bounced" if row.reason_code in codec.BOUNCE_REASONS else "refused"
             base.reason_code, base.reason = row.reason_code, row.reason
             base.refusal = row.debit_result
         elif row.state == REJECTED:

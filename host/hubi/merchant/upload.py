@@ -248,10 +248,6 @@ def check_refusal(raw: bytes, merchant: Any, note: codec.Obj) -> codec.Obj:
     return obj
 
 
-# which signed reason codes are a bounce (the payer could not cover the note), as the bank
-# node names its outcomes (hubi.bank.backend.BOUNCE_REASONS); any other code is a refusal
-BOUNCE_CODES = frozenset({codec.REASON_INSUFFICIENT_FUNDS})
-
 # the merchant's book read back wrong (a head or record edited or damaged outside hubi): the
 # types it fails with, from the record codec, the balance's ECIES, bytes() of a text, SQLite
 BOOK_DAMAGE = (ValueError, TypeError, HubiError, sqlite3.DatabaseError)
@@ -368,7 +364,7 @@ def _settle(
             raise Answer(f"the bank says {res.outcome} but sent no signed Refusal")
         ref = check_refusal(res.refusal, merchant, note)
         # the signed reason code decides, not the reply's unsigned words around it
-        state = BOUNCED if ref["reason_code"] in BOUNCE_CODES else REFUSED
+        state = BOUNCED if ref["reason_code"] in codec.BOUNCE_REASONS else REFUSED
         outcome["outcome"], outcome["reason_code"] = state, ref["reason_code"]
         outcome["reason"] = refusal_text(ref)
         if state != res.outcome:
