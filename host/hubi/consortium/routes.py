@@ -13,6 +13,8 @@ All are signed requests (hubi.bank.auth); validate needs the "peer bank" role (o
 itself), the others a peer, the bank itself or a regulator.
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
@@ -21,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from hubi.bank import auth
 from hubi.bank.api import SIGNED_ERRORS, ApiError, error_responses
 from hubi.bank.auth import Authenticator, Caller, Role
+from hubi.consortium.errors import ConsortiumError
 from hubi.consortium.node import ConsortiumNode
 from hubi_core import codec
 from hubi_core.errors import CodecError
@@ -28,6 +31,17 @@ from hubi_core.errors import CodecError
 __all__ = ["add_routes"]
 
 READERS = (Role.PEER, Role.SELF, Role.REGULATOR)
+UNAVAILABLE = error_responses(503)
+
+
+@contextlib.contextmanager
+def _state_errors() -> Iterator[None]:
+    """The node's consortium state cannot be read (its file replaced or removed under the
+    running node, or closed at shutdown): a 503 naming why, not a bare 500 internal error."""
+    try:
+        yield
+    except ConsortiumError as exc:
+        raise ApiError(503, "consortium-unavailable", str(exc)) from None
 
 
 def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator) -> None:
@@ -44,7 +58,7 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
     @app.post(
         "/v1/consortium/validate",
         tags=["consortium"],
-        responses=SIGNED_ERRORS | error_responses(503),
+        responses=SIGNED_ERRORS | UNAVAILABLE,
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -65,7 +79,8 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
             cnode.caller_gone(caller.identity)
             raise ApiError(503, "caller-gone", "the asking bank closed the connection")
         try:
-            endorsement = await run_in_threadpool(cnode.validate, note, caller.identity)
+            with _state_errors():
+                endorsement = await run_in_threadpool(cnode.validate, note, caller.identity)
         except CodecError as exc:
             raise ApiError(400, "bad-object", f"{type(exc).__name__}: {exc}") from None
         obj = codec.decode(endorsement, codec.ENDORSEMENT)
@@ -77,16 +92,18 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
             "reason": obj.get("reason"),
         }
 
-    @app.get("/v1/consortium/status", tags=["consortium"], responses=SIGNED_ERRORS)
+    @app.get("/v1/consortium/status", tags=["consortium"], responses=SIGNED_ERRORS | UNAVAILABLE)
     def consortium_status(caller: Signed) -> dict[str, Any]:
         """Applied log revision, log hash, entry counts, interbank positions, reports."""
         auth.require(caller, *READERS)
-        return cnode.status()
+        with _state_errors():
+            out = cnode.status()
+        return out
 
     @app.get(
         "/v1/consortium/entries/{note_id}",
         tags=["consortium"],
-        responses=SIGNED_ERRORS | error_responses(404),
+        responses=SIGNED_ERRORS | error_responses(404) | UNAVAILABLE,
     )
     def consortium_entry(caller: Signed, note_id: str) -> dict[str, Any]:
         """What this bank applied for one note id (state, endorsers, debit result)."""
@@ -95,12 +112,13 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
             nid = bytes.fromhex(note_id)
         except ValueError:
             raise ApiError(400, "bad-hex", "note id must be hex", "note_id") from None
-        row = cnode.state.entry(nid)
+        with _state_errors():
+            row = cnode.state.entry(nid)
         if row is None:
             raise ApiError(404, "not-found", f"no log entry for note {note_id}", "note_id")
         return row.as_dict()
 
-    @app.get("/v1/consortium/reports", tags=["consortium"], responses=SIGNED_ERRORS)
+    @app.get("/v1/consortium/reports", tags=["consortium"], responses=SIGNED_ERRORS | UNAVAILABLE)
     def consortium_reports(
         caller: Signed,
         after: Annotated[int, Query(ge=0, le=2**62)] = 0,
@@ -108,9 +126,13 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
     ) -> dict[str, Any]:
         """What this bank found wrong in the log or in peers' answers."""
         auth.require(caller, *READERS)
-        return {"reports": [r.as_dict() for r in cnode.state.reports(after, limit)]}
+        with _state_errors():
+            rows = cnode.state.reports(after, limit)
+        return {"reports": [r.as_dict() for r in rows]}
 
-    @app.get("/v1/consortium/checkpoints", tags=["consortium"], responses=SIGNED_ERRORS)
+    @app.get(
+        "/v1/consortium/checkpoints", tags=["consortium"], responses=SIGNED_ERRORS | UNAVAILABLE
+    )
     def consortium_checkpoints(
         caller: Signed,
         bank: str | None = None,
@@ -120,4 +142,6 @@ def add_routes(app: FastAPI, cnode: ConsortiumNode, authenticator: Authenticator
         """Every bank's checkpoints (or one bank's) as applied from the log, in log order:
         those after log revision `after`, at most `limit` (page on with the last one's)."""
         auth.require(caller, *READERS)
-        return {"checkpoints": cnode.state.checkpoints(bank, after, limit)}
+        with _state_errors():
+            found = cnode.state.checkpoints(bank, after, limit)
+        return {"checkpoints": found}

@@ -282,14 +282,19 @@ class ConsortiumBackend:
     def health(self) -> dict[str, Any]:
         out = dict(self._inner.health())
         c = self.consortium
+        unreadable: str | None = None
+        try:
+            applied: int | None = c.state.applied_revision()
+        except ConsortiumError as exc:  # its state file replaced or removed under the node:
+            applied, unreadable = None, str(exc)  # name it (not "store unavailable")
         out["consortium"] = {
-            "applied_revision": c.state.applied_revision(),
+            "applied_revision": applied,
             "orderer": c.orderer.kind,
             "applying": c.applying,
-            "last_error": c.last_error,
+            "last_error": c.last_error or unreadable,
             # set: it applies nothing until its state is restored, or its applier has failed
             # on every try for a while (then /health says degraded, not ok)
-            "halted": c.halted or c.stuck(),
+            "halted": c.halted or unreadable or c.stuck(),
         }
         return out
 

@@ -68,17 +68,13 @@ class MultiCollector:
             col = self.collectors[mid] = Collector()
         try:
             col.add(payload)
-        except PartError as exc:  # a frame contradicting earlier ones: skip it, keep going
+        except PartError as exc:  # a frame contradicting earlier ones: counted, and kept
+            # by the collector (it may be the genuine copy after a forged one), so it can
+            # complete the object: the last file of a batch must not be passed over
             self.errors.append(str(exc))
+        if not col.complete:  # complete: some choice of the copies kept hashes to the id
             return None
-        if not col.complete:
-            return None
-        try:
-            message = col.message()
-        except PartError as exc:  # reassembly does not hash to the id: drop and start again
-            self.errors.append(str(exc))
-            del self.collectors[mid]
-            return None
+        message = col.message()
         del self.collectors[mid]
         self.done.add(mid)
         return message
