@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from hubi import jsonload
 from hubi import kmc as kmc_mod
-from hubi.bank.engine import BankEngine
+from hubi.bank.engine import BankEngine, kept_treasury_key
 from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError
 from hubi.consortium.node import DEFAULT_PRUNE_INTERVAL, ConsortiumNode
 from hubi.consortium.orderer import Orderer, SqliteOrderer
@@ -369,9 +369,8 @@ class EmbeddedConsortium:
         for b in self.banks:
             bdir = kmc_mod.bank_dir(self.home, b)
             kw = dict(engine_kw or {})
-            tpath = bdir / "treasury.secret"
-            if "treasury_key" not in kw and tpath.exists():
-                kw["treasury_key"] = int.from_bytes(tpath.read_bytes()[:32], "big")
+            if "treasury_key" not in kw:  # a damaged file is named by fund(), as in serve
+                kw.update(kept_treasury_key(bdir / "treasury.secret"))
             engine = BankEngine(
                 str(bdir / "bank.db"), kmc_mod.load_bank_identity(self.home, b), self.trust, **kw
             )
