@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,10 +17,11 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from hubi.infra.etcd_client import Etcd, EtcdUnavailable, WatchEvent
+from hubi.infra.etcd_client import Etcd, EtcdUnavailable
 from hubi.infra.etcd_server import EtcdCluster
 from tests.http_fakes import serving
 from tests.servers import etcd_cluster, etcd_prefix  # noqa: F401
+from tests.test_etcd_watch_hostile import _read
 
 CREATED = b'{"result":{"header":{"revision":"3"},"created":true}}'
 
@@ -98,30 +98,6 @@ def _serve(status: int, lines: list[bytes]) -> Iterator[tuple[str, type[_Member]
         yield url, handler
 
 
-def _read(
-    watch: Iterator[WatchEvent], n: int, timeout: float
-) -> tuple[list[WatchEvent], BaseException | None]:
-    """Up to `n` events of `watch`, read on a thread, and what ended it (None: n events)."""
-    seen: list[WatchEvent] = []
-    ended: list[BaseException | None] = []
-
-    def run() -> None:
-        try:
-            for ev in watch:
-                seen.append(ev)
-                if len(seen) >= n:
-                    break
-            ended.append(None)
-        except BaseException as exc:  # noqa: BLE001
-            ended.append(exc)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert ended, f"the watch neither ended nor delivered {n} events in {timeout} s: {seen}"
-    return seen, ended[0]
-
-
 @pytest.mark.parametrize(("name", "status", "lines", "says"), HOSTILE, ids=IDS)
 def test_watch_passes_over_a_refusing_member(
     etcd_cluster: EtcdCluster,  # noqa: F811
@@ -157,7 +133,7 @@ def test_watch_on_a_refusing_member_alone_backs_off_and_names_it(
     """Alone, the hostile member: nothing delivered, asked again only with back-off, and the
     watch ends at its retry deadline with EtcdUnavailable naming the member and its answer."""
     with _serve(status, lines) as (url, hostile):
-        client = Etcd([url], retry_deadline=1.0)
+        client = Etcd([url], retry_deadline=2.0)  # room for a second ask on a loaded machine
         t0 = time.monotonic()
         try:
             seen, ended = _read(client.watch(b"k", start_revision=5), 1, timeout=60)
