@@ -49,6 +49,7 @@ log = logging.getLogger("hubi.bank.api")
 DEFAULT_MAX_BODY = 64 * 1024
 MAX_PAGE = 5000
 MAX_NUMBER = 2**62  # the largest record number, tree size or sequence number a route takes
+MAX_AUDIT_BOOKS = 100  # distinct books one /v1/audit may name (each is looked up and walked)
 ACCOUNT_PATTERN = r"^[A-Z0-9]{2,16}-[A-Za-z0-9._]{1,30}$"
 _ACCOUNT_RE = re.compile(ACCOUNT_PATTERN.strip("^$"))
 
@@ -710,7 +711,15 @@ def create_app(node: Node) -> FastAPI:
                 raise ApiError(
                     422, "bad-parameter", f"book {name[:40]!r} is not an account id", "book"
                 )
-        return backend.audit(book or None, chain_only)
+        names = list(dict.fromkeys(book or ()))  # a book named twice is walked once
+        if len(names) > MAX_AUDIT_BOOKS:  # each is looked up: the whole register has no book=
+            raise ApiError(
+                422,
+                "bad-parameter",
+                f"{len(names)} books named: at most {MAX_AUDIT_BOOKS} (name none for all)",
+                "book",
+            )
+        return backend.audit(names or None, chain_only)
 
     # ------------------------------------------------------------- checkpoints/proofs
     @app.get("/v1/checkpoints", tags=["proofs"], responses=SIGNED_ERRORS, **primary_route)

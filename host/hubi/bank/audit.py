@@ -326,7 +326,7 @@ class _Auditor:
         every book with a head or a record; rows stored under no book name are findings."""
         tx = self.store.reader()
         if only is not None:
-            names = sorted(set(only))
+            names = list(dict.fromkeys(only))  # each once, in the order named
             for b in names:
                 if (
                     tx.one("SELECT 1 FROM books WHERE book = ?", (b,)) is None

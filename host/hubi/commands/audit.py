@@ -23,16 +23,26 @@ import click
 from rich.markup import escape
 
 from hubi.commands.params import MAX_AMOUNT, check_url
-from hubi.output import console, err_console, print_json, styled
+from hubi.output import console, err_console, print_json, printable, styled
 
 __all__ = ["audit"]
+
+NAME_SHOWN = 80  # characters of a book, bank or account name read from a database or a file
+DETAIL_SHOWN = 1000  # characters of a finding's or a refusal's detail
+
+
+def _shown(value: object, limit: int = NAME_SHOWN) -> str:
+    """Text read from a database, a backup or a candidates file, for a text line: a damaged or
+    hostile cell's control and right-to-left marks are shown escaped (a finding line must not lie
+    about which book it names), '[...]' is not markup."""
+    return escape(printable(value, limit))
 
 
 def _fail(as_json: bool, exc: BaseException) -> None:
     if as_json:
         print_json({"error": type(exc).__name__, "message": str(exc)})
     else:
-        err_console.print(styled("red", f"{type(exc).__name__}: {exc}"))
+        err_console.print(styled("red", f"{type(exc).__name__}: {printable(exc, DETAIL_SHOWN)}"))
     sys.exit(2)
 
 
@@ -177,8 +187,8 @@ def _clean_line(doc: dict[str, Any]) -> str:
 def _print_report(doc: dict[str, Any]) -> None:
     checks = doc["checks"]
     console.print(
-        f"bank {doc['bank']}: {doc['books']} books, {doc['records']:,} records, level {doc['level']} "
-        f"({doc['seconds']} s); bank key from {escape(str(checks.get('bank_key', 'nowhere')))}; notes {checks.get('notes')}; "
+        f"bank {_shown(doc['bank'])}: {doc['books']} books, {doc['records']:,} records, level {doc['level']} "
+        f"({doc['seconds']} s); bank key from {_shown(checks.get('bank_key', 'nowhere'), DETAIL_SHOWN)}; notes {checks.get('notes')}; "
         f"balances {checks.get('balances')}",
         highlight=False,
     )
@@ -204,7 +214,8 @@ def _print_report(doc: dict[str, Any]) -> None:
             f"#{a['record']}" if len(run) == 1 else f"#{a['record']}..#{b['record']} ({len(run)})"
         )
         console.print(
-            f"[red]{a['kind']:<19}[/red] {a['book']} {where}: {escape(str(a['detail']))}",
+            f"[red]{a['kind']:<19}[/red] {_shown(a['book'])} {where}: "
+            f"{_shown(a['detail'], DETAIL_SHOWN)}",
             highlight=False,
         )
     console.print(
@@ -244,7 +255,7 @@ def locate_cmd(
         print_json(doc)
     else:
         console.print(
-            f"{book} #{lost.n}: lsum {doc['lsum']}"
+            f"{_shown(book)} #{lost.n}: lsum {doc['lsum']}"
             + (
                 f", {doc['kind']} of {abs(lost.delta)}"
                 if lost.delta is not None
@@ -355,7 +366,8 @@ def recover_cmd(
     else:
         for d in docs:
             console.print(
-                f"{d['book']} #{d['record']}: {d['kind']} {d['payer']} -> {d['payee']} amount {d['amount']} "
+                f"{_shown(d['book'])} #{d['record']}: {d['kind']} {_shown(d['payer'])} -> "
+                f"{_shown(d['payee'])} amount {d['amount']} "
                 f"serial {d['serial']} purpose {escape(repr(d['purpose']))} (note {d['note_id'][:16]}…"
                 f"{', in the note index' if d['note_in_db'] else ''}; {d['seconds']} s)",
                 highlight=False,
@@ -412,11 +424,13 @@ def restore_cmd(
             highlight=False,
         )
         for b, n, why in result.rejected:
-            console.print(f"[red]refused[/red] {b} #{n}: {escape(why)}", highlight=False)
+            console.print(
+                f"[red]refused[/red] {_shown(b)} #{n}: {_shown(why, DETAIL_SHOWN)}", highlight=False
+            )
         for why in result.malformed:
-            console.print(f"[red]refused[/red] {escape(why)}", highlight=False)
+            console.print(f"[red]refused[/red] {_shown(why, DETAIL_SHOWN)}", highlight=False)
         for b, n in result.unavailable:
-            console.print(f"[yellow]not in the backup[/yellow] {b} #{n}", highlight=False)
+            console.print(f"[yellow]not in the backup[/yellow] {_shown(b)} #{n}", highlight=False)
         if not result.ok:
             console.print("[red]the audit still has findings[/red]")
         elif result.wanted:
