@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 import time
@@ -359,10 +360,15 @@ def scan(
             status.start()
 
     def frame_error(src: Any, exc: Exception) -> None:
-        if not as_json:
-            said = str(exc)  # the image reader's own words often name the file already
-            text = said if said.startswith(f"{src}:") else f"{src}: {said}"
-            err_console.print(styled("yellow", f"skipped {text}"))
+        if as_json:
+            return
+        if isinstance(exc, scan_mod.ForeignCode):  # a web address or Wi-Fi code in view
+            err_console.print(styled("yellow", f"{what}: {exc}"))
+            return
+        where = src if isinstance(src, str | os.PathLike) else what  # a frame: no name
+        said = str(exc)  # the image reader's own words often name the file already
+        text = said if said.startswith(f"{where}:") else f"{where}: {said}"
+        err_console.print(styled("yellow", f"skipped {text}"))
 
     with _open(ctx, as_json) as m:
         try:

@@ -9,6 +9,7 @@ payloads are grouped by message id, and each object is handed on as soon as it i
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class Progress:
     frames: int = 0  # images / video frames looked at
     codes: int = 0  # QR payloads decoded
     bad_frames: int = 0  # payloads that were not usable parts
+    foreign: int = 0  # frame payloads passed over as not hubi (a web address, a Wi-Fi code)
     have: int = 0  # parts of the message being collected (present or recoverable)
     need: int = 0  # data parts of that message (0: nothing started)
     done: int = 0  # objects completed
@@ -40,11 +42,22 @@ ProgressCb = Callable[[Progress], Any]
 class MultiCollector:
     """Reassemble every object whose QR payloads show up, grouped by message id."""
 
+    # a long camera run sees many message ids (other screens, a note abandoned half-way): keep
+    # the most recently seen ones, dropping the least recently seen incomplete one
+    MAX_MESSAGES = 64
+    MAX_ERRORS = 100  # the most recent error texts kept (error_count counts them all)
+
     def __init__(self) -> None:
-        self.collectors: dict[bytes, Collector] = {}
+        self.collectors: dict[bytes, Collector] = {}  # least recently seen first
         self.done: set[bytes] = set()
         self.last: bytes | None = None  # message id of the last payload
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=self.MAX_ERRORS)
+        self.error_count = 0
+        self.dropped = 0  # incomplete messages dropped to make room
+
+    def _error(self, text: str) -> None:
+        self.errors.append(text)
+        self.error_count += 1
 
     def add(self, payload: bytes) -> bytes | None:
         """Feed one QR payload; returns an object when this payload completes one."""
@@ -58,20 +71,24 @@ class MultiCollector:
                 else qrparts.message_id(payload)
             )
         except PartError as exc:
-            self.errors.append(str(exc))
+            self._error(str(exc))
             return None
         self.last = mid
         if mid in self.done:
             return None  # a repeat of a frame of an object already handed on
-        col = self.collectors.get(mid)
+        col = self.collectors.pop(mid, None)
         if col is None:
-            col = self.collectors[mid] = Collector()
+            col = Collector()
+            while len(self.collectors) >= self.MAX_MESSAGES:
+                del self.collectors[next(iter(self.collectors))]
+                self.dropped += 1
+        self.collectors[mid] = col  # now the most recently seen
         try:
             col.add(payload)
         except PartError as exc:  # a frame contradicting earlier ones: counted, and kept
             # by the collector (it may be the genuine copy after a forged one), so it can
             # complete the object: the last file of a batch must not be passed over
-            self.errors.append(str(exc))
+            self._error(str(exc))
         if not col.complete:  # complete: some choice of the copies kept hashes to the id
             return None
         message = col.message()
@@ -107,6 +124,11 @@ def scan_objects(
 ) -> Iterator[bytes]:
     """Yield each object whose QR frames appear in sources (paths, arrays, video frames).
 
+    A frame (anything but a path: camera and video frames) may show other QR codes, a web
+    address or a Wi-Fi code at a counter: their payloads are passed over, each said once to
+    on_frame_error as a ForeignCode, and the scan goes on until a hubi object is read. An image
+    file named on its own is handed on whatever it holds (its refusal names that file).
+
     limit: stop after this many objects (a live camera: 1). thorough=False skips zxing's
     OpenCV fallbacks (live frames come fast; a later frame will do). With thorough=True and
     a list of sources (files), a quick pass reads every image first and the slow fallbacks
@@ -119,6 +141,20 @@ def scan_objects(
     found = 0
     two_pass = thorough and isinstance(sources, (list, tuple))
     hard: list[Any] = []
+    said: set[bytes] = set()
+
+    def foreign(src: Any, payloads: list[bytes]) -> list[bytes]:
+        if isinstance(src, str | os.PathLike):
+            return payloads
+        keep = [x for x in payloads if not is_foreign(x)]
+        for x in payloads:
+            if is_foreign(x):
+                p.foreign += 1
+                if x not in said and len(said) < MultiCollector.MAX_MESSAGES:
+                    said.add(x)
+                    if on_frame_error is not None:
+                        on_frame_error(src, ForeignCode(x))
+        return keep
 
     def read(src: Any, slow: bool, count: bool) -> list[bytes]:
         if count:
@@ -133,6 +169,7 @@ def scan_objects(
                 raise
             on_frame_error(src, exc)
             return []
+        payloads = foreign(src, payloads)
         if not payloads and two_pass and not slow:
             hard.append(src)
         return payloads
@@ -140,7 +177,7 @@ def scan_objects(
     def feed(payloads: list[bytes]) -> list[bytes]:
         p.codes += len(payloads)
         completed = [m for m in (col.add(x) for x in payloads) if m is not None]
-        p.bad_frames = len(col.errors)
+        p.bad_frames = col.error_count
         p.have, p.need = col.progress()
         p.done += len(completed)
         if progress is not None:
@@ -162,6 +199,31 @@ def scan_objects(
                     return
             if not col.collectors and found:
                 return
+
+
+class ForeignCode(ValueError):
+    """A QR code in a frame that is not hubi's (passed over; the scan goes on)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        super().__init__(f"not a hubi code, passed over: {shown(payload)}")
+
+
+def is_foreign(payload: bytes) -> bool:
+    """True for a payload that is plainly neither a hubi object nor a part of one: a part starts
+    with qrparts.MAGIC and an object with its suite byte (a small binary number), while text
+    (a web address, "WIFI:...") starts with a printable character or a line break."""
+    if not payload or qrparts.is_part(payload):
+        return False
+    return not (1 <= payload[0] < 0x20) or payload[0] in b"\t\n\r"
+
+
+def shown(payload: bytes, limit: int = 40) -> str:
+    """A foreign payload as a short printable quote (anything outside printable ASCII escaped:
+    a code's bytes must not drive the terminal)."""
+    head = payload[:limit]
+    text = "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in head)
+    return f'"{text}"' + ("..." if len(payload) > limit else "")
 
 
 def _object_file(src: Any) -> bytes | None:
