@@ -60,6 +60,17 @@ def _bank_nodes(home: Path, run_dir: Path, ports: dict[str, int]) -> Iterator[di
             node.stop()
 
 
+def _pick_ports() -> dict[str, int]:
+    """A free port for each bank node; a bad HUBI_PORT_RANGE or a full range is a DemoError
+    naming it, not a traceback."""
+    from hubi.infra.ports import PortRangeExhausted, free_ports
+
+    try:
+        return dict(zip(BANKS, free_ports(len(BANKS))))
+    except (ValueError, PortRangeExhausted) as exc:
+        raise DemoError(f"no ports for the bank nodes: {exc}") from None
+
+
 def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     """Run the story in `workdir` (emptied first); returns the JSON summary."""
     from hubi.bank.audit import audit
@@ -67,13 +78,13 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     from hubi.bank.client import BankClient
     from hubi.bank.engine import BankEngine
     from hubi.consortium.supervisor import init_home
-    from hubi.infra.ports import free_ports
     from hubi.merchant import Merchant, init_from_bank_home
     from hubi.token import provision as prov
     from hubi.token.client import TokenClient
     from hubi.token.sim import Simulator
 
     workdir = Path(workdir).resolve()
+    ports = _pick_ports()  # before the folder is emptied: a bad HUBI_PORT_RANGE loses nothing
     try:
         if workdir.exists() and any(workdir.iterdir()):
             if not (workdir / MARKER).exists():
@@ -95,7 +106,6 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
 
     # 1 ---------------------------------------------------------------------------- banks
     say("[bold]1. Two banks set up their KMCs and sign a consortium file.[/bold]")
-    ports = dict(zip(BANKS, free_ports(len(BANKS))))
     trust = init_home(
         home,
         list(BANKS),

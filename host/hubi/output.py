@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from typing import Any
@@ -10,6 +11,18 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+
+def _drop_bad_size(name: str) -> None:
+    """rich reads COLUMNS and LINES with str.isdigit and int: 0 (as some CI runners set it) drew
+    nothing at all, every message and error lost, and '²' (a digit to isdigit, not to int) was a
+    traceback from every command. Such a value is dropped: the terminal's own size is used."""
+    value = os.environ.get(name)
+    if value is not None and not (value.isascii() and value.isdigit() and int(value) > 0):
+        del os.environ[name]
+
+
+_drop_bad_size("COLUMNS")
+_drop_bad_size("LINES")
 console = Console(stderr=False, highlight=False)
 # Errors are not wrapped: a path or URL broken across lines cannot be copied (nor matched).
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from rich.markup import escape
 
-from hubi.output import console, print_json, styled
+from hubi.output import console, err_console, print_json, styled
 
 
 @click.command()
@@ -31,10 +31,11 @@ def demo(workdir: Path, as_json: bool) -> None:
         if as_json:
             print_json({"ok": False, "error": str(exc)})
         else:
-            console.print(styled("red", f"demo failed: {exc}"))
+            # to stderr, unwrapped: the path in it must stay whole to be copied
+            err_console.print(styled("red", f"demo failed: {exc}"))
         sys.exit(1)
     if as_json:
         print_json(summary)
     else:
-        console.print(f"\nFiles are in {escape(str(workdir.resolve()))}")
+        console.print(f"\nFiles are in {escape(str(workdir.resolve()))}", soft_wrap=True)
     sys.exit(0 if summary["ok"] else 1)

@@ -16,11 +16,14 @@ def check_url(value: str, what: str) -> str:
     try:
         parts = urlsplit(url)
         ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        # urlsplit takes a space in the host and port 0; neither reaches a server
+        # urlsplit takes a space in the host and port 0; neither reaches a server. A control
+        # character anywhere (an ESC in the path) would also reach the terminal in every message
+        # that names the URL.
         ok = (
             ok
             and parts.port != 0
-            and all(c.isprintable() and not c.isspace() for c in parts.netloc)
+            and all(c.isprintable() for c in url)
+            and not any(c.isspace() for c in parts.netloc)
         )
     except ValueError:  # e.g. "http://[::1" or a port of 99999 (parts.port raises)
         ok = False
