@@ -92,7 +92,7 @@ POST_ROUTES = ["/v1/backup/records", "/v1/accounts"]
 
 
 def _encode(doc: object) -> bytes:
-    # json.dumps writes a lone surrogate as \\udXXX: exactly what a hostile client sends
+    # json.dumps writes a lone surrogate as "\\ud800" (say): exactly what a hostile client sends
     return json.dumps(doc).encode()
 
 

@@ -111,7 +111,7 @@ def _string_end(b, i):
             i += 1
             if i >= n or b[i] not in _ESC:
                 return -1
-            if b[i] == 117:  # \uXXXX
+            if b[i] == 117:  # "\u" and four hex digits
                 if i + 4 >= n:
                     return -1
                 for h in b[i + 1 : i + 5]:
