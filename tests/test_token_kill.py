@@ -75,6 +75,7 @@ class PowerCut:
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
+        self.cut = threading.Event()  # set once the process was killed at its kill point
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -83,6 +84,7 @@ class PowerCut:
         while not self.stop.is_set() and proc is not None and proc.poll() is None:
             if killed(self.sim):
                 os.kill(proc.pid, signal.SIGKILL)
+                self.cut.set()
                 return
             time.sleep(0.005)
 

@@ -3,10 +3,7 @@ kept past serial 10^8, power cut in the middle of a wipe, on-device flows."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import threading
 import time
 from pathlib import Path
 
@@ -16,10 +13,10 @@ from hubi import kmc
 from hubi.token.client import TokenClient
 from hubi.token.harness import TokenWorld
 from hubi.token.provision import make_allowance
-from hubi.token.sim import Simulator
 from hubi_core import codec
 from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply, LinkError
+from tests.test_token_kill import PowerCut, ops_of
 
 pytestmark = pytest.mark.micropython
 PAYER = "BKA-000000000042"
@@ -29,45 +26,6 @@ PAYEE = "BKB-000000000007"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> TokenWorld:
     return TokenWorld(tmp_path_factory.mktemp("token-probe-flows"))
-
-
-def _ops(sim: Simulator) -> list[tuple[int, str, str]]:
-    """The storage steps a traced simulator logged (drivers/sim/storage.py)."""
-    out = []
-    for ln in sim.tail(10**8).splitlines():
-        if ln.startswith("HUBI-OP"):
-            _, n, op, name = ln.split()
-            out.append((int(n), op, name))
-    return out
-
-
-class _PowerCut:
-    """SIGKILL the simulator the moment it stops at its kill point (a watcher thread, so the
-    host sees the port die as when a board loses power); always ends the process."""
-
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
-        self.cut = threading.Event()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._watch, daemon=True)
-
-    def _watch(self) -> None:
-        proc = self.sim.proc
-        while not self.stop.is_set() and proc is not None and proc.poll() is None:
-            if "HUBI-KILLPOINT" in self.sim.tail(10**6):
-                os.kill(proc.pid, signal.SIGKILL)
-                self.cut.set()
-                return
-            time.sleep(0.01)
-
-    def __enter__(self) -> _PowerCut:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sim.kill()
 
 
 def _copy(world: TokenWorld, state: Path) -> Path:
@@ -110,14 +68,14 @@ def test_wipe_cut_after_the_key_leaves_no_notes(world: TokenWorld) -> None:
         sim.wait_ready()
         with TokenClient.open(sim.port) as tok:
             tok.wipe("1234")
-        ops = _ops(sim)
+        ops = ops_of(sim)
     finally:
         sim.stop()
     # the step right after ks.bin is gone: the key is destroyed, the rest not yet
     k = next(n for n, op, name in ops if op == "remove" and name == "ks.bin.tmp") + 1
     cut = _copy(world, state)
     sim = world.sim(cut, "headless", kill_at=k).start()
-    with _PowerCut(sim) as pc:
+    with PowerCut(sim) as pc:
         sim.wait_ready(60)
         with (
             TokenClient.open(sim.port, timeout_ms=60000, retries=0) as tok,
@@ -221,13 +179,13 @@ def test_power_cut_while_storing_a_note_does_not_pay_the_request_twice(world: To
         with TokenClient.open(sim.port) as tok:
             tok.pay(req)
             tok.confirm_pay("1234")
-        ops = _ops(sim)
+        ops = ops_of(sim)
     finally:
         sim.stop()
     k = next(n for n, op, name in ops if op == "write" and name.startswith("hist/n"))
     cut = _copy(world, state)
     sim = world.sim(cut, "headless", kill_at=k).start()
-    with _PowerCut(sim) as pc:
+    with PowerCut(sim) as pc:
         sim.wait_ready(60)
         with TokenClient.open(sim.port, timeout_ms=60000, retries=0) as tok:
             tok.pay(req)
