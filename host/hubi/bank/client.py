@@ -139,6 +139,9 @@ class BankClient:
         self.deadline = deadline if deadline is not None else timeout * DEADLINE_FACTOR
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        # the Date header of the last reply (None: none, or not yet): the bank's clock, for a
+        # caller telling an 'expired' that is its own clock's doing
+        self.last_date: str | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -209,6 +212,7 @@ class BankClient:
         further, and the connection is dropped. The exchange as a whole ends by ``deadline``
         seconds: a server trickling its answer a byte at a time meets every read's timeout."""
         token = DEADLINES.watch(self.deadline, self._expire)
+        self.last_date = None
         try:
             with self._http.stream(
                 method,
@@ -217,6 +221,7 @@ class BankClient:
                 headers=headers,
                 extensions={"trace": self._trace},
             ) as resp:
+                self.last_date = resp.headers.get("date")
                 chunks: list[bytes] = []
                 size = 0
                 for chunk in resp.iter_bytes():  # decoded: the cap holds for a compressed reply

@@ -34,8 +34,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from hubi.output import printable
 from hubi_core import codec, ids, lsum
 from hubi_core.errors import CodecError, HubiError
@@ -426,24 +424,6 @@ def upload(merchant: Any, bank_url: str, **kw: Any) -> UploadReport:
         return _upload(merchant, bank_url, **kw)
 
 
-class DateWatch(httpx.BaseTransport):
-    """The default HTTP transport, keeping the Date header of the last reply: the bank's
-    clock, to tell an 'expired' that is this computer's clock's doing."""
-
-    def __init__(self) -> None:
-        self.inner = httpx.HTTPTransport()
-        self.date: float | None = None
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        self.date = None
-        resp = self.inner.handle_request(request)
-        self.date = http_date(resp.headers.get("date"))
-        return resp
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def http_date(text: str | None) -> float | None:
     """Seconds since the epoch of an HTTP Date header; None if absent or not a date."""
     if not text:
@@ -474,7 +454,6 @@ class _Run:
 
     merchant: Any
     client: Any
-    clock: DateWatch
     report: UploadReport
     say: Say
     sleep: Callable[[float], None]
@@ -517,8 +496,9 @@ class _Run:
         """The bank's clock as it answered: its Date header, else the time in the header of
         its signed Refusal when the answer is a fresh one (a repeated answer is as old as the
         first)."""
-        if self.clock.date is not None or res.duplicate or not res.refusal:
-            return self.clock.date
+        date = http_date(self.client.last_date)
+        if date is not None or res.duplicate or not res.refusal:
+            return date
         try:
             return float(codec.decode(res.refusal, codec.REFUSAL).time)
         except CodecError:
@@ -549,10 +529,9 @@ def _upload(
     total, pages = merchant.outbox.pending_walk(page)
     if total:
         say(f"uploading {total} note(s) to {bank_url}")
-    clock = DateWatch()
-    with BankClient(bank_url, timeout=timeout, transport=clock) as client:
+    with BankClient(bank_url, timeout=timeout) as client:
         run = _Run(
-            merchant, client, clock, report, say, sleep, random.Random(seed), retries,
+            merchant, client, report, say, sleep, random.Random(seed), retries,
             base_delay, max_delay,
         )  # fmt: skip
         waiting: list[_Waiting] = []
