@@ -16,6 +16,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from hubi import kmc as kmc_mod
 from hubi import qrscan
 from hubi_core import codec, qr
@@ -32,11 +34,47 @@ PROFILE = "esp32_st7789_240"  # 240x240 screen: the note is shown as animated QR
 
 MARKER = ".hubi-demo"
 
-Say = Callable[[str], None]
+Say = Callable[[str], None]  # takes rich markup: text from elsewhere (a path) is escaped
 
 
 class DemoError(RuntimeError):
-    """A step of the story did not turn out as it must."""
+    """A step of the story did not turn out as it must, or failed (`step` names which; "":
+    before the story began). An unexpected failure is this error's __cause__."""
+
+    def __init__(self, message: str, step: str | None = None):
+        super().__init__(message)
+        self.step = step
+
+
+class _Steps:
+    """The step of the story under way, for the one line a failure is told in."""
+
+    def __init__(self, say: Say):
+        self.say = say
+        self.now = "0 (making the demo's folder)"
+
+    def begin(self, now: str, header: str) -> None:
+        self.now = now
+        self.say(header)
+
+
+def _logs(workdir: Path) -> str:
+    """Where a failed run's logs are (the bank nodes', the token's), or its folder if none yet."""
+    try:
+        logs = sorted(workdir.glob("run/*.log")) + sorted(workdir.glob("token/*.log"))
+    except OSError:  # the folder itself gone bad: name it
+        logs = []
+    return "logs: " + ", ".join(map(str, logs)) if logs else f"no logs yet; files in {workdir}"
+
+
+def _one_line(exc: BaseException) -> str:
+    """An unexpected exception as one line: its type, its message's first line and, of more,
+    the last (a node that did not start adds its log's tail, whose last line is the cause)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    text = lines[0].rstrip(":") + (f" … {lines[-1]}" if len(lines) > 1 else "")
+    return f"{type(exc).__name__}: {text}"
 
 
 def _write(path: Path, data: bytes) -> str:
@@ -45,10 +83,16 @@ def _write(path: Path, data: bytes) -> str:
 
 
 @contextmanager
-def _bank_nodes(home: Path, run_dir: Path, ports: dict[str, int]) -> Iterator[dict[str, Any]]:
+def _bank_nodes(
+    home: Path, run_dir: Path, ports: dict[str, int], dbs: dict[str, str]
+) -> Iterator[dict[str, Any]]:
     from hubi.consortium.supervisor import BankProcess
 
-    nodes = {b: BankProcess(b, ports[b], home, run_dir) for b in BANKS}
+    # each node's database given: a HUBI_DB left in the shell had the demo's nodes serve it
+    nodes = {
+        b: BankProcess(b, ports[b], home, run_dir, extra=["--db", "sqlite:///" + dbs[b]])
+        for b in BANKS
+    }
     try:
         for node in nodes.values():
             node.spawn()
@@ -68,11 +112,25 @@ def _pick_ports() -> dict[str, int]:
     try:
         return dict(zip(BANKS, free_ports(len(BANKS))))
     except (ValueError, PortRangeExhausted) as exc:
-        raise DemoError(f"no ports for the bank nodes: {exc}") from None
+        raise DemoError(f"no ports for the bank nodes: {exc}", step="") from None
 
 
 def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
-    """Run the story in `workdir` (emptied first); returns the JSON summary."""
+    """Run the story in `workdir` (emptied first); returns the JSON summary. Any failure is a
+    DemoError naming the step (an unexpected one keeps its exception as __cause__)."""
+    steps = _Steps(say)
+    workdir = Path(workdir).resolve()
+    try:
+        return _story(workdir, steps)
+    except DemoError as exc:
+        if exc.step is not None:  # before the story began: nothing made, no logs
+            raise
+        raise DemoError(f"{exc}; {_logs(workdir)}", steps.now) from None
+    except Exception as exc:  # a node that never listens, a full disk, ...: told in one line
+        raise DemoError(f"{_one_line(exc)}; {_logs(workdir)}", steps.now) from exc
+
+
+def _story(workdir: Path, steps: _Steps) -> dict[str, Any]:
     from hubi.bank.audit import audit
     from hubi.bank.auth import bank_signer
     from hubi.bank.client import BankClient
@@ -83,7 +141,7 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     from hubi.token.client import TokenClient
     from hubi.token.sim import Simulator
 
-    workdir = Path(workdir).resolve()
+    say = steps.say
     ports = _pick_ports()  # before the folder is emptied: a bad HUBI_PORT_RANGE loses nothing
     try:
         if workdir.exists() and any(workdir.iterdir()):
@@ -98,14 +156,18 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         why = exc.strerror or type(exc).__name__
         where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(workdir) else ""
         raise DemoError(
-            f"cannot make the demo's folder {workdir}: {why}{where}; pick another --workdir"
+            f"cannot make the demo's folder {workdir}: {why}{where}; pick another --workdir",
+            step="",
         ) from None
     home = workdir / "home"
     files: dict[str, Any] = {}
     t_start = time.monotonic()
 
     # 1 ---------------------------------------------------------------------------- banks
-    say("[bold]1. Two banks set up their KMCs and sign a consortium file.[/bold]")
+    steps.begin(
+        "1 (the banks' keys)",
+        "[bold]1. Two banks set up their KMCs and sign a consortium file.[/bold]",
+    )
     trust = init_home(
         home,
         list(BANKS),
@@ -118,9 +180,10 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     say("   each bank: a 32x32 CPK matrix, its own key; one embedded orderer (SQLite) for both")
 
     # 2 ------------------------------------------------------------------------- accounts
-    say(
+    steps.begin(
+        "2 (opening the accounts)",
         f"[bold]2. BKA opens the payer's account {PAYER} and funds it; BKB opens the "
-        f"merchant's account {MERCHANT}.[/bold]"
+        f"merchant's account {MERCHANT}.[/bold]",
     )
     bank_db = {b: str(kmc_mod.bank_dir(home, b) / "bank.db") for b in BANKS}
     ident = {b: kmc_mod.load_bank_identity(home, b) for b in BANKS}
@@ -146,13 +209,15 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     )
 
     with ExitStack() as stack:
-        nodes = stack.enter_context(_bank_nodes(home, workdir / "run", ports))
+        steps.now = "2 (starting the bank nodes)"
+        nodes = stack.enter_context(_bank_nodes(home, workdir / "run", ports, bank_db))
         say(f"   bank nodes listening: BKA {nodes['BKA'].url}, BKB {nodes['BKB'].url}")
 
         # 3 -------------------------------------------------------------------- token
-        say(
+        steps.begin(
+            "3 (provisioning the token)",
             f"[bold]3. The payer's token (firmware in the MicroPython simulator, {PROFILE}) is "
-            "provisioned over its serial link.[/bold]"
+            "provisioned over its serial link.[/bold]",
         )
         state = workdir / "token"
         sim = Simulator(state, PROFILE, {"qr_frame_ms": 60})
@@ -168,16 +233,20 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         )
 
         # 4 ----------------------------------------------------------------- request
-        say(f"[bold]4. The merchant asks for {PRICE / 100:.2f} CNY for '{PURPOSE}'.[/bold]")
+        steps.begin(
+            "4 (the merchant's request)",
+            f"[bold]4. The merchant asks for {PRICE / 100:.2f} CNY for '{PURPOSE}'.[/bold]",
+        )
         with Merchant.open(merchant_home) as m:
             req = m.request(PRICE, PURPOSE, expires=600)
         files["request"] = _write(workdir / "request.bin", req.bytes)
         files["request_png"] = str(qrscan.render_png(req.bytes, workdir / "request.png"))
 
         # 5 ---------------------------------------------------------------------- pay
-        say(
+        steps.begin(
+            "5 (paying with the token)",
             "[bold]5. The token checks the request offline, the payer confirms and types the "
-            "PIN, the token signs the note and shows it.[/bold]"
+            "PIN, the token signs the note and shows it.[/bold]",
         )
         before = set(sim.frame_files())
         sim.press("confirm: ok", "pin: " + " ".join(PIN) + " enter")
@@ -200,13 +269,14 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         versions = {lvl: qr.min_version(len(note), lvl) for lvl in ("L", "M")}
         say(
             f"   note: {len(note)} bytes (QR version {versions['L']} at L, {versions['M']} at M); "
-            f"the 240-px screen animated its QR parts: {len(shots)} screenshots in {frames_dir}"
+            f"the 240-px screen animated its QR parts: {len(shots)} screenshots in {escape(str(frames_dir))}"
         )
 
         # 6 --------------------------------------------------------------------- scan
-        say(
+        steps.begin(
+            "6 (the merchant's scan)",
             "[bold]6. The merchant scans the frames (any order), verifies the note offline and "
-            "hands back a receipt.[/bold]"
+            "hands back a receipt.[/bold]",
         )
         with Merchant.open(merchant_home) as m:
             results = m.scan(list(reversed(shots)))
@@ -229,9 +299,10 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         say("   accepted offline; the receipt went back to the token over the link")
 
         # 7 ------------------------------------------------------------------- upload
-        say(
+        steps.begin(
+            "7 (the upload)",
             "[bold]7. Later, online: the merchant uploads its outbox to BKB; the banks settle "
-            "the interbank note through the consortium.[/bold]"
+            "the interbank note through the consortium.[/bold]",
         )
         with Merchant.open(merchant_home) as m:
             report = m.upload(nodes["BKB"].url)
@@ -245,9 +316,10 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         )
 
         # 8 ------------------------------------------------------------------ notices
-        say(
+        steps.begin(
+            "8 (the balance notice)",
             "[bold]8. BKA's BalanceNotice (new balance sealed to the payer's key) goes to the "
-            "token.[/bold]"
+            "token.[/bold]",
         )
         with BankClient(nodes["BKA"].url, signer=bank_signer(home, "BKA")) as bka:
             notices = [n for n in bka.notices(PAYER) if n["kind"] == "BalanceNotice"]
@@ -261,11 +333,13 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         if shown != OPENING_BALANCE - PRICE:
             raise DemoError(f"the token shows balance {shown}, expected {OPENING_BALANCE - PRICE}")
         say(f"   the token opened it with the payer's key: balance {shown / 100:.2f} CNY")
+        steps.now = "8 (stopping the token and the bank nodes)"  # what leaving `with` does
 
     # 9 --------------------------------------------------------------------------- audit
-    say(
+    steps.begin(
+        "9 (the audit)",
         "[bold]9. Every book is audited: XOR codes, hash chains, signatures, balances, "
-        "checkpoints.[/bold]"
+        "checkpoints.[/bold]",
     )
     audits = {}
     for b in BANKS:
@@ -273,11 +347,15 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         audits[b] = rep.as_dict()
         say(
             f"   {b}: {_count(rep.books, 'book')}, {_count(rep.records, 'record')}, "
-            + ("[green]clean[/green]" if rep.ok else f"[red]{rep.by_kind()}[/red]")
+            + ("[green]clean[/green]" if rep.ok else f"[red]{escape(str(rep.by_kind()))}[/red]")
         )
     say(
         "   merchant's book: "
-        + ("[green]clean[/green]" if not merchant_findings else f"[red]{merchant_findings}[/red]")
+        + (
+            "[green]clean[/green]"
+            if not merchant_findings
+            else f"[red]{escape(str(merchant_findings))}[/red]"
+        )
     )
     audit_ok = all(a["ok"] for a in audits.values()) and not merchant_findings
 

@@ -23,9 +23,20 @@ def _drop_bad_size(name: str) -> None:
 
 _drop_bad_size("COLUMNS")
 _drop_bad_size("LINES")
-console = Console(stderr=False, highlight=False)
+MIN_WIDTH = 40  # columns: narrower (COLUMNS=1, a squeezed pane), the story came out a letter a line
+
+
+def _at_least(con: Console, width: int = MIN_WIDTH) -> Console:
+    """`con`, drawing at least `width` columns wide whatever COLUMNS or the terminal say: a line
+    a little too long for a tiny terminal still reads; one cut to a letter per line does not."""
+    if con.width < width:
+        con.width = width
+    return con
+
+
+console = _at_least(Console(stderr=False, highlight=False))
 # Errors are not wrapped: a path or URL broken across lines cannot be copied (nor matched).
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+err_console = _at_least(Console(stderr=True, highlight=False, soft_wrap=True))
 
 
 def print_json(data: Any) -> None:

@@ -14,6 +14,7 @@ bank key stored in the database is used (and reported as such). Exit status: 0 c
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -28,14 +29,24 @@ from hubi.output import console, err_console, print_json, printable, styled
 __all__ = ["audit"]
 
 NAME_SHOWN = 80  # characters of a book, bank or account name read from a database or a file
+NAME_HASH = 8  # hex digits of the hash that tells a cut name from another alike in its head
 DETAIL_SHOWN = 1000  # characters of a finding's or a refusal's detail
 
 
-def _shown(value: object, limit: int = NAME_SHOWN) -> str:
+def _shown(value: object, limit: int | None = None) -> str:
     """Text read from a database, a backup or a candidates file, for a text line: a damaged or
     hostile cell's control and right-to-left marks are shown escaped (a finding line must not lie
-    about which book it names), '[...]' is not markup."""
-    return escape(printable(value, limit))
+    about which book it names), '[...]' is not markup. A name (no `limit`) too long to show whole
+    keeps its head and a short hash of the whole: two long names alike in their head were cut
+    to the same text, and a finding could not say which of them it was about."""
+    if limit is not None:
+        return escape(printable(value, limit))
+    text = str(value)
+    whole = printable(text, len(text) * 6)  # every character escaped takes at most 6
+    if len(whole) <= NAME_SHOWN:
+        return escape(whole)
+    tag = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:NAME_HASH]
+    return escape(f"{whole[: NAME_SHOWN - NAME_HASH - 2]}…#{tag}")
 
 
 def _fail(as_json: bool, exc: BaseException) -> None:
@@ -376,8 +387,13 @@ def recover_cmd(
 
 
 def _backup_source(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
-    """A node's URL is checked as a URL; anything else is a database URL (the store checks it)."""
-    return check_url(value, "'--backup'") if value.startswith(("http://", "https://")) else value
+    """A node's URL is checked as a URL, its scheme in lower case (what the restore looks for:
+    'HTTP://node' was taken for a database URL); anything else is a database URL (the store
+    checks it)."""
+    if not value.strip().lower().startswith(("http://", "https://")):
+        return value
+    scheme, sep, rest = check_url(value, "'--backup'").partition("://")
+    return scheme.lower() + sep + rest
 
 
 @audit.command("restore")

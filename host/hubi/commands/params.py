@@ -4,32 +4,69 @@ instead of a request that fails later (or is retried as if the network were down
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+# What RFC 3986 lets a URL hold unescaped (letters, digits, -._~, :/?#[]@, !$&'()*+,;= and %).
+# Anything else (a space, '"', '<', '|', '\\', ...) is taken by urlsplit, then either mangled by
+# the HTTP client or refused by the server: the option names it instead. Other than ASCII, any
+# printable character may stand (a host or a path in another script is encoded when sent).
+_URL_ASCII = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+_HOST_ASCII = re.compile(r"[A-Za-z0-9\-._~]")
+_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _url_fault(url: str) -> str | None:
+    """What is wrong with `url` as a node's URL, in a few words; None if nothing."""
+    bad = next((c for c in url if not c.isprintable() or c.isspace()), None)
+    if bad is not None:  # a control character would also reach the terminal in every message
+        return f"it holds {bad!r}" + ("; write a space as %20" if bad == " " else "")
+    parts = urlsplit(url)  # ValueError on a bad '[...]' host
+    if parts.scheme not in ("http", "https"):
+        return None
+    if not parts.hostname:
+        return "it has no host"
+    bad = next((c for c in url if c.isascii() and not _URL_ASCII.fullmatch(c)), None)
+    if bad is not None:
+        return (
+            f"it holds {bad!r}, which a URL must not hold unescaped (write it as %{ord(bad):02X})"
+        )
+    if _ESCAPE.search(url):
+        return "it holds a '%' that is not a %XX escape (write '%' itself as %25)"
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        rest = hostport[hostport.index("]") + 1 :]
+    else:
+        host = hostport.partition(":")[0]
+        bad = next((c for c in host if c.isascii() and not _HOST_ASCII.fullmatch(c)), None)
+        if bad is not None:
+            return f"its host {host!r} holds {bad!r}"
+        rest = hostport[len(host) :]
+    if rest and rest[0] != ":":
+        return f"{rest!r} follows its host"
+    if rest == ":":
+        return "its port is empty (give one after ':', or no ':')"
+    if rest and not (rest[1:].isascii() and rest[1:].isdigit() and 0 < int(rest[1:]) < 65536):
+        return f"its port {rest[1:]!r} is not a number 1-65535"
+    return None
+
 
 def check_url(value: str, what: str) -> str:
-    """An http(s) URL with a host (and a port in 1-65535, if any), else a usage error."""
+    """An http(s) URL with a host (and a port in 1-65535, if any), every character one a URL may
+    hold, else a usage error naming what is wrong."""
     url = value.strip()
     try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        # urlsplit takes a space in the host and port 0; neither reaches a server. A control
-        # character anywhere (an ESC in the path) would also reach the terminal in every message
-        # that names the URL.
-        ok = (
-            ok
-            and parts.port != 0
-            and all(c.isprintable() for c in url)
-            and not any(c.isspace() for c in parts.netloc)
-        )
-    except ValueError:  # e.g. "http://[::1" or a port of 99999 (parts.port raises)
-        ok = False
+        fault = _url_fault(url)
+        ok = fault is None and urlsplit(url).scheme in ("http", "https")
+    except ValueError as exc:  # e.g. "http://[::1" or "http://[zz]/"
+        ok, fault = False, str(exc)
     if not ok:
+        why = f": {fault}" if fault else ""
         raise click.BadParameter(
-            f"{url!r} is not an http:// or https:// URL (a host, and a port 1-65535 if any)",
+            f"{url!r} is not an http:// or https:// URL (a host, and a port 1-65535 if any){why}",
             param_hint=what,
         )
     return url
@@ -57,13 +94,22 @@ class HttpUrl(click.ParamType):
         return check_url(value, what)
 
 
+# A year: far past any wait a person means, and far inside what the clocks take. A timeout of
+# 1e12 s passed as finite, then every wait on it (a socket's, a thread's, a sleep) was an
+# OverflowError traceback ("timestamp out of range for platform time_t") mid-command.
+MAX_SECONDS = 365 * 86400
+
+
 class Seconds(click.FloatRange):
-    """A finite number of seconds in range (FloatRange alone lets nan through)."""
+    """A finite number of seconds in range, at most MAX_SECONDS (FloatRange alone lets nan
+    through)."""
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None):
         seconds = super().convert(value, param, ctx)
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        if seconds > MAX_SECONDS:
+            self.fail(f"{value!r} is more than {MAX_SECONDS} seconds (a year)", param, ctx)
         return seconds
 
 
