@@ -99,6 +99,12 @@ def _number_end(b, i):
 def _string_end(b, i):
     """End of the JSON string whose opening quote is b[i], or -1 (raw control character,
     bad escape or no closing quote)."""
+    j = b.find(b'"', i + 1)
+    if j < 0:
+        return -1
+    part = b[i + 1 : j]
+    if 92 not in part:  # no escape (most strings): checked in C, which pays for the name check
+        return -1 if part and min(part) < 0x20 else j + 1
     n = len(b)
     i += 1
     while i < n:
@@ -122,15 +128,72 @@ def _string_end(b, i):
     return -1
 
 
+_ESCAPED = {
+    34: b'"',
+    92: b"\\",
+    47: b"/",
+    98: b"\b",
+    102: b"\f",
+    110: b"\n",
+    114: b"\r",
+    116: b"\t",
+}
+
+
+def _utf8(cp):
+    """UTF-8 of the code point cp; a lone surrogate (from a "\\ud800" escape) as three bytes
+    too, on both interpreters (CPython's encode() refuses it)."""
+    if cp < 0x80:
+        return bytes((cp,))
+    if cp < 0x800:
+        return bytes((0xC0 | cp >> 6, 0x80 | cp & 0x3F))
+    if cp < 0x10000:
+        return bytes((0xE0 | cp >> 12, 0x80 | cp >> 6 & 0x3F, 0x80 | cp & 0x3F))
+    return bytes((0xF0 | cp >> 18, 0x80 | cp >> 12 & 0x3F, 0x80 | cp >> 6 & 0x3F, 0x80 | cp & 0x3F))
+
+
+def _name(raw):
+    """The UTF-8 of the member name a key's bytes (between its quotes) stand for: escapes
+    decoded and a surrogate pair joined (MicroPython's json keeps "\\ud83d\\ude00" as two
+    characters, CPython's joins them), so "a" and "\\u0061" are one name."""
+    out = bytearray()
+    i = 0
+    n = len(raw)
+    while i < n:
+        j = raw.find(b"\\", i)
+        if j < 0:
+            j = n
+        out += raw[i:j]
+        if j >= n:
+            break
+        c = raw[j + 1]
+        if c != 117:  # a one-letter escape (_string_end checked it)
+            out += _ESCAPED[c]
+            i = j + 2
+            continue
+        cp = int(raw[j + 2 : j + 6], 16)
+        i = j + 6
+        if 0xD800 <= cp < 0xDC00 and raw[i : i + 2] == b"\\u":
+            low = int(raw[i + 2 : i + 6], 16)
+            if 0xDC00 <= low < 0xE000:
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
+                i += 6
+        out += _utf8(cp)
+    return bytes(out)
+
+
 def json_problem(text):
     """Why text is not strict JSON (RFC 8259, nested at most MAX_JSON_DEPTH levels), or None.
 
     MicroPython's json module takes what CPython's refuses (a missing comma, a raw control
     character in a string, a trailing comma) and recurses without bound: this check first
-    gives the consortium file one verdict on the token and the host."""
+    gives the consortium file one verdict on the token and the host. A name twice in one
+    object is refused too: both json modules keep its last value, while a person reading the
+    file (or another parser) takes the first."""
     b = text.encode() if isinstance(text, str) else bytes(text)
     n = len(b)
     stack = bytearray()  # open containers: '[' or '{'
+    names = []  # per open object: the member names it has had so far
     i = 0
     want = 0  # 0: a value, 1: ',' or close, 2: a key (or '}' right after '{'), 3: ':'
     first = False  # just after '[' or '{': a close is allowed instead of a value or key
@@ -145,6 +208,8 @@ def json_problem(text):
         if want == 1 and not stack:
             return "text after the document at byte %d" % i
         if want in (0, 2) and first and c == (93 if stack[-1] == 91 else 125):
+            if c == 125:
+                names.pop()
             stack = stack[:-1]
             i += 1
             want = 1
@@ -156,6 +221,8 @@ def json_problem(text):
                 if len(stack) >= MAX_JSON_DEPTH:
                     return "nested more than %d levels at byte %d" % (MAX_JSON_DEPTH, i)
                 stack.append(c)
+                if c == 123:
+                    names.append(set())
                 i += 1
                 want = 0 if c == 91 else 2
                 first = True
@@ -178,6 +245,17 @@ def json_problem(text):
             end = _string_end(b, i)
             if end < 0:
                 return "bad key at byte %d" % i
+            name = b[i + 1 : end - 1]
+            if 92 in name:  # a backslash: compared as the name it stands for
+                name = _name(name)
+            seen = names[-1]
+            if name in seen:
+                try:
+                    shown = _said(name.decode("utf-8", "surrogatepass")) + " "
+                except UnicodeError:  # no UTF-8 (text given as bytes): not shown
+                    shown = ""
+                return "duplicate name %sat byte %d" % (shown, i)
+            seen.add(name)
             i = end
             want = 3
         elif want == 3:
@@ -190,6 +268,8 @@ def json_problem(text):
             if c == 44:
                 want = 0 if top == 91 else 2
             elif c == (93 if top == 91 else 125):
+                if c == 125:
+                    names.pop()
                 stack = stack[:-1]
             else:
                 return "expected ',' or a close at byte %d" % i

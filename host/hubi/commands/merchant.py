@@ -48,6 +48,26 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (MerchantError, HubiError, OSError, ValueError)
 
 
+def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
+    """Write again the receipt images missing from HOME/qr (a scan killed between keeping a
+    note and writing its receipt's PNG): said, and returned for the JSON output."""
+    try:
+        written, left = m.restore_receipt_pngs()
+    except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
+        if not as_json:
+            err_console.print(styled("yellow", f"missing receipt images not written: {exc}"))
+        return {"receipts_rewritten": [], "receipts_error": f"{type(exc).__name__}: {exc}"}
+    if not as_json:
+        for path in written:
+            err_console.print(f"receipt image written again from the outbox: {escape(str(path))}")
+        if left:
+            err_console.print(f"{left} more receipt image(s) missing: run this again for them")
+    out: dict[str, Any] = {"receipts_rewritten": [str(p) for p in written]}
+    if left:
+        out["receipts_missing"] = left
+    return out
+
+
 @click.group()
 @click.option(
     "--home",
@@ -371,6 +391,7 @@ def scan(
         err_console.print(styled("yellow", f"skipped {text}"))
 
     with _open(ctx, as_json) as m:
+        restored = _restore_receipts(m, as_json)
         try:
             if status is not None:
                 status.start()
@@ -402,6 +423,7 @@ def scan(
         "results": [r.as_dict() for r in results],
         "frames": last_prog.get("frames", 0),
         "progress": last_prog,
+        **restored,
     }
     if not results:
         out["error"] = "no note found"
@@ -438,6 +460,8 @@ def _print_result(res: Any, no_qr: bool, req_mod: Any) -> None:
             if not no_qr:
                 sys.stdout.write(req_mod.terminal_qr(res.receipt))
             console.print(f"receipt #{res.receipt_serial}: {escape(str(res.receipt_png))}")
+            if "receipt_png_error" in res.extra:  # written again by the next command
+                err_console.print(styled("yellow", res.extra["receipt_png_error"]))
     else:
         who = f" from {info['payer']} serial {info['serial']}" if info else ""
         field, reason = escape(str(v.field)), escape(str(v.reason))
@@ -475,6 +499,7 @@ def upload(
     from hubi.merchant import upload as up
 
     with _open(ctx, as_json) as m:
+        restored = _restore_receipts(m, as_json)
         try:
             url = bank_url or up.bank_url_of(m)
         except _errors() as exc:
@@ -495,7 +520,7 @@ def upload(
         except _errors() as exc:
             _fail(as_json, exc)
     if as_json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), **restored})
     else:
         _print_upload(report)
     sys.exit(0 if report.ok else 1)
@@ -539,6 +564,7 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
     if last is None:  # a shop's outbox grows for ever: a terminal gets the newest
         last = 0 if as_json else 50
     with _open(ctx, as_json) as m:
+        restored = _restore_receipts(m, as_json)
         try:
             rows = m.notes(state, last or None)
             status = m.status()
@@ -550,7 +576,13 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
             _fail(as_json, f"cannot read the outbox {m.outbox.path}: {printable(exc)}")
     if as_json:
         print_json(
-            {**status, "items": [r.as_dict() for r in rows], "reject_log": rejects, "ok": True}
+            {
+                **status,
+                "items": [r.as_dict() for r in rows],
+                "reject_log": rejects,
+                **restored,
+                "ok": True,
+            }
         )
         return
     table = Table(title=f"outbox of {status['account']}")

@@ -11,6 +11,7 @@ with Merchant.open(mhome) as m:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from hubi_core import codec
 from . import book, checks, receipt, request, scan
 from .config import Identity, MerchantError, MerchantHome
 from .outbox import Duplicate, NoteRow, Outbox, RequestRow
+
+RESTORE_LIMIT = 20  # missing receipt images written again per command: a scan must start soon
 
 
 @dataclass
@@ -237,9 +240,33 @@ class Merchant:
             verdict, True, req.serial, row.receipt, rserial, extra={"state": row.state}
         )
         if receipt_png and row.receipt is not None:
-            path = self.home.qr_dir / f"receipt-{rserial:06d}.png"
-            res.receipt_png = request.save_png(row.receipt, path)
+            try:
+                res.receipt_png = request.save_png(row.receipt, self.receipt_path(rserial))
+            except OSError as exc:  # the note is kept all the same: it must not read as lost
+                res.extra["receipt_png_error"] = f"receipt image not written: {exc}"
         return res
+
+    def receipt_path(self, serial: int) -> Path:
+        return self.home.qr_dir / f"receipt-{serial:06d}.png"
+
+    def restore_receipt_pngs(self, limit: int = RESTORE_LIMIT) -> tuple[list[Path], int]:
+        """Write again the receipt PNGs missing from HOME/qr, newest first, at most `limit`
+        (a scan killed after its note was kept, before the image was written, or an image
+        that could not be written): the receipt's bytes are in the outbox. Returns the images
+        written and how many are still missing. OSError if one cannot be written."""
+        qr = self.home.qr_dir
+        have = set(os.listdir(qr)) if qr.is_dir() else set()
+        missing = [
+            (serial, rowid)
+            for serial, rowid in self.outbox.receipt_serials()
+            if self.receipt_path(serial).name not in have
+        ]
+        written = []
+        for serial, rowid in missing[:limit]:
+            raw = self.outbox.receipt_at(rowid)
+            if raw is not None:
+                written.append(request.save_png(raw, self.receipt_path(serial)))
+        return written, len(missing) - len(missing[:limit])
 
     def _late(self, raw: bytes, serial: int, why: str, now: int) -> ScanResult:
         """A note for request #serial, which was paid or cancelled while the note was on its

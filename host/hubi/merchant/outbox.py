@@ -537,6 +537,19 @@ class Outbox:
         rows = self.db.execute(sql, (*params, last)).fetchall()
         return [_note_row(r) for r in reversed(rows)]
 
+    def receipt_serials(self) -> list[tuple[int, int]]:
+        """(receipt serial, rowid) of every note kept with its receipt, newest first (a value
+        edited by hand into another type is left out)."""
+        rows = self.db.execute(
+            "SELECT receipt_serial, rowid FROM notes WHERE receipt IS NOT NULL"
+            " AND typeof(receipt_serial) = 'integer' ORDER BY receipt_serial DESC"
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    def receipt_at(self, rowid: int) -> bytes | None:
+        r = self.db.execute("SELECT receipt FROM notes WHERE rowid = ?", (rowid,)).fetchone()
+        return bytes(r[0]) if r and isinstance(r[0], bytes) else None
+
     def reject_count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM rejects").fetchone()[0])
 

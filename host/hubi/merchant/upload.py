@@ -14,10 +14,12 @@ Bounced or refused is decided by the reason code the bank signed in its Refusal,
 reply's unsigned JSON. Network errors and 5xx, 408, 425 and 429 replies are retried with
 exponential back-off (with jitter); any other 4xx reply or an answer that does not verify
 (a "refused" with no valid signed Refusal) leaves the note pending with the error, so nothing
-is lost and the next `upload` tries again. Interbank notes the consortium has not settled yet
-("pending") are asked about again, in rounds, until one shared deadline ``settle_wait``
-seconds after the first of them, then left pending for the next run. The outbox is read a
-page of notes at a time.
+is lost and the next `upload` tries again. A bank that answers 503 stops the run (the notes
+stay pending with its reason), except a 503 about the consortium for a note of another bank's
+payer: the other such notes wait for the next run, the shop's own bank's notes still go up.
+Interbank notes the consortium has not settled yet ("pending") are asked about again, in
+rounds (at least one), until one shared deadline ``settle_wait`` seconds after the first of
+them, then left pending for the next run. The outbox is read a page of notes at a time.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ class UploadItem:
 class UploadReport:
     bank_url: str
     items: list[UploadItem] = field(default_factory=list)
-    stopped: str | None = None  # why the run stopped early (bank unreachable)
+    stopped: str | None = None  # why the run stopped early (bank unreachable or busy)
     seconds: float = 0.0
 
     def counts(self) -> dict[str, int]:
@@ -143,7 +145,19 @@ def only_upload(outbox_path: Any) -> Iterator[None]:
 
 
 class Transient(Exception):
-    """Worth retrying: no reply, 5xx, 408, 425, 429."""
+    """Worth retrying: no reply, 5xx, 408, 425, 429. answered: the bank did reply (a 503
+    store-full or consortium-unavailable is no unreachable bank: it said why, and the fix is
+    on its side)."""
+
+    def __init__(self, text: str, answered: bool = False, code: str = "") -> None:
+        super().__init__(text)
+        self.answered = answered
+        self.code = code
+
+
+# 503s that only notes of other banks' payers get (the consortium cannot settle them now):
+# the shop's own bank still books its own payers' notes
+INTERBANK_DOWN = ("consortium-unavailable", "orderer-unavailable")
 
 
 class Answer(Exception):
@@ -295,7 +309,7 @@ def _upload_once(client: Any, row: NoteRow) -> Any:
         raise Transient(str(exc)) from None
     except BankError as exc:
         if exc.status >= 500 or exc.status in (408, 425, 429):
-            raise Transient(str(exc)) from None
+            raise Transient(str(exc), answered=True, code=exc.code) from None
         field_ = f" (field {exc.field})" if exc.field else ""
         raise Answer(f"bank answered {exc.status} {exc.code}: {exc.message}{field_}") from None
 
@@ -461,6 +475,10 @@ class _Run:
     retries: int
     base_delay: float
     max_delay: float
+    interbank_down: str | None = None  # why notes of other banks' payers wait for the next run
+
+    def interbank(self, row: NoteRow) -> bool:
+        return ids.bank_of(row.payer) != ids.bank_of(self.merchant.account)
 
     def ask(self, row: NoteRow, note: codec.Obj, item: UploadItem) -> str | None:
         """Send one note until the bank answers: None once there is nothing more to ask
@@ -477,8 +495,21 @@ class _Run:
                 self.merchant.outbox.record_attempt(row.note_id, f"transient: {exc}")
                 if attempt >= self.retries:
                     why = printable(exc)
-                    item.detail = f"bank unreachable after {item.attempts} attempts: {why}"
-                    self.report.stopped = f"bank unreachable: {why}"
+                    if exc.answered and exc.code in INTERBANK_DOWN and self.interbank(row):
+                        item.detail = (
+                            f"the bank cannot settle it with the other banks now: {why};"
+                            " it stays pending: upload again later"
+                        )
+                        self.interbank_down = item.detail
+                    elif exc.answered:
+                        item.detail = (
+                            f"the bank could not take it ({item.attempts} attempts): {why};"
+                            " it stays pending: upload again later"
+                        )
+                        self.report.stopped = f"the bank cannot take notes now: {why}"
+                    else:
+                        item.detail = f"bank unreachable after {item.attempts} attempts: {why}"
+                        self.report.stopped = f"bank unreachable: {why}"
                     return None
                 delay = backoff_delay(attempt, self.base_delay, self.max_delay, self.rng)
                 self.say(f"  {printable(exc)}; retrying in {delay:.1f} s")
@@ -550,6 +581,10 @@ def _upload(
                 if note is None:  # named and skipped: the other notes still go up
                     say(item.line(i, max(total, i)))
                     continue
+                if run.interbank_down is not None and run.interbank(row):
+                    item.detail = run.interbank_down  # not asked again: the shop's own
+                    say(item.line(i, max(total, i)))  # payers' notes still go up
+                    continue
                 why = run.ask(row, note, item)
                 if why is not None:  # asked about again below, with the others
                     if settle_until is None:
@@ -565,12 +600,18 @@ def _upload(
 
 def _ask_again(run: _Run, waiting: list[_Waiting], until: float, pause: float, n: int) -> None:
     """Ask the bank about the unsettled notes in rounds until all are settled or `until`
-    (one deadline for all: a hundred of them must not each wait the whole settle_wait)."""
-    while waiting and run.report.stopped is None and time.monotonic() < until:
-        run.sleep(max(0.0, min(pause, until - time.monotonic())))
+    (one deadline for all: a hundred of them must not each wait the whole settle_wait).
+    There is always one round, after `pause`: a first pass slower than settle_wait (a long
+    outbox, a slow bank) must not leave the notes it asked about early with no second ask."""
+    rounds = 0
+    while waiting and run.report.stopped is None and run.interbank_down is None:
+        if rounds and time.monotonic() >= until:
+            break
+        run.sleep(pause if not rounds else max(0.0, min(pause, until - time.monotonic())))
+        rounds += 1
         still: list[_Waiting] = []
         for w in waiting:
-            if run.report.stopped is None:
+            if run.report.stopped is None and run.interbank_down is None:
                 why = run.ask(w.row, w.note, w.item)
                 if why is None:
                     run.say(w.item.line(w.i, n))
@@ -580,5 +621,9 @@ def _ask_again(run: _Run, waiting: list[_Waiting], until: float, pause: float, n
         waiting = still
     for w in waiting:
         if w.item.state == PENDING:
-            w.item.detail = run.report.stopped or f"not settled yet ({w.why}): upload again later"
+            w.item.detail = (
+                run.report.stopped
+                or run.interbank_down
+                or f"not settled yet ({w.why}): upload again later"
+            )
             run.say(w.item.line(w.i, n))
