@@ -142,10 +142,14 @@ def provision(w, blob):
             _ERR_PROVISION, "uploaded consortium.json differs from the one in the bundle"
         )
     try:
-        cons = Consortium.from_json(cons_raw.decode())
+        text = cons_raw.decode()
+    except UnicodeError:  # the host reads it strictly too: same verdict on both sides
+        raise WalletError(_ERR_PROVISION, "consortium file is not UTF-8 text") from None
+    try:
+        cons = Consortium.from_json(text)
     except (HubiError, ValueError, KeyError) as e:
         raise WalletError(_ERR_PROVISION, "consortium file: %s" % e) from None
-    del cons_raw
+    del cons_raw, text
     gc.collect()
     trust = _staged_trust(w, cons)
     try:
