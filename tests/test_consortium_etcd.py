@@ -226,13 +226,17 @@ def test_a_bank_restored_from_a_backup_older_than_the_forgetting_halts_and_says_
         }
         (folder / STATE_DIR / "up.json").write_text(json.dumps(up))
         cli = [sys.executable, "-m", "hubi.cli", "consortium", "status", "--dir", str(folder)]
-        doc = json.loads(subprocess.run([*cli, "--json"], capture_output=True, check=True).stdout)
+        r = subprocess.run([*cli, "--json"], capture_output=True)
+        assert r.returncode == 1, r.stderr  # a halted bank: not healthy
+        doc = json.loads(r.stdout)
         bkb = doc["banks"][1]
         assert bkb["halted"] is True and bkb["healthy"] is False and bkb["error"] == st["halted"]
         assert doc["banks"][0]["healthy"] is True and doc["healthy"] is False
-        text = subprocess.run(
-            cli, capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "1000"}
-        ).stdout
+        r = subprocess.run(
+            cli, capture_output=True, text=True, env={**os.environ, "COLUMNS": "1000"}
+        )
+        assert r.returncode == 1, r.stderr
+        text = r.stdout
         assert f"bank BKB  {c.url('BKB')}  halted  applied revision {at}\n" in text, text
         assert f"    {st['halted']}\n" in text, text
         # BKA forgets nothing more while BKB's mark stands below, not even a note settled since

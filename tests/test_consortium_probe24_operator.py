@@ -159,7 +159,7 @@ def test_a_bank_whose_port_is_taken_is_given_up_and_named_the_others_run(
             [*HUBI, "consortium", "status"], cwd=tmp_path, capture_output=True, text=True
         )
         said = " ".join(r.stdout.split())
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 1, r.stdout + r.stderr  # a failed bank is not healthy
         assert "bank BKA" in said and "failed" in said, said
         assert f"port {bka.port} is taken by another program" in said, said
         assert asked == []
@@ -415,7 +415,7 @@ def test_an_etcd_member_whose_port_is_taken_is_given_up_and_named(tmp_path: Path
             [*HUBI, "consortium", "status"], cwd=tmp_path, capture_output=True, text=True
         )
         said = " ".join(r.stdout.split())
-        assert r.returncode == 0 and f"etcd m1 {m1.client_url} failed" in said, said
+        assert r.returncode == 1 and f"etcd m1 {m1.client_url} failed" in said, said
         assert f"port {m1.client_port} is taken by another program" in said, said
     finally:
         other.close()
@@ -574,7 +574,7 @@ def test_status_is_not_fooled_by_a_killed_runs_lock_file(tmp_path: Path) -> None
             [*HUBI, "consortium", "status"], cwd=tmp_path, capture_output=True, text=True
         )
         said = " ".join(r.stdout.split())
-        assert r.returncode == 0 and "was killed without stopping: run it again" in said, said
+        assert r.returncode == 1 and "was killed without stopping: run it again" in said, said
         # a real `up` holding the folder is still named
         sup = Supervisor(tmp_path, banks=1)
         sup._lock_folder()

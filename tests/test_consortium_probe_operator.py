@@ -244,4 +244,4 @@ def test_status_after_up_was_killed_says_so(tmp_path: Path) -> None:
         [*HUBI, "consortium", "status"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     said = " ".join(r.stdout.split())
-    assert r.returncode == 0 and "was killed without stopping: run it again" in said, r.stdout
+    assert r.returncode == 1 and "was killed without stopping: run it again" in said, r.stdout

@@ -146,7 +146,7 @@ def test_a_strange_health_reply_is_down(
     down = [x for x in st["banks"] + st["etcd"] if not x["healthy"]]
     assert len(down) == 1 and says in down[0]["error"], down
     r = _cli_status(folder)
-    assert r.returncode == 0 and "down" in r.stdout and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1 and "down" in r.stdout and "Traceback" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,8 @@
     hubi consortium sign   --home H --bank BKA        (a founder signs a pending epoch)
     hubi consortium show   --home H [--json]          (the consortium file, checked)
     hubi consortium up     --banks N [--accounts K]   (N bank nodes + 3 etcd members, here)
-    hubi consortium status [--json]                   (what `up` runs here, with `healthy`)
+    hubi consortium status [--json]                   (what `up` runs here, with `healthy`;
+                                                       exit 0 healthy, 1 not, 2 error)
 
 ``init`` creates one KMC and key per founding bank and a consortium file signed by all of them.
 ``join`` adds a bank at the next epoch (chained to the previous one by its digest); every
@@ -524,7 +525,13 @@ def up_cmd(
 )
 @click.option("--json", "as_json", is_flag=True)
 def status_cmd(folder: Path, as_json: bool) -> None:
-    """Health of what `hubi consortium up` runs in this folder: banks and etcd members."""
+    """Health of what `hubi consortium up` runs in this folder: banks and etcd members.
+
+    Exit status: 0 when every bank node and etcd member is running and healthy; 1 when any is
+    down, failed, halted or unreachable, or the consortium is stopped (`healthy` in --json);
+    2 for a usage error, or when there is nothing to judge: no consortium here, one still
+    being set up, or damaged state files (the error names them).
+    """
     from hubi.consortium.supervisor import status
 
     try:
@@ -534,7 +541,12 @@ def status_cmd(folder: Path, as_json: bool) -> None:
         return
     if as_json:
         print_json(st)
-        return
+    else:
+        _print_status(st)
+    sys.exit(0 if st["healthy"] else 1)  # scripts tell a healthy consortium from a broken one
+
+
+def _print_status(st: dict[str, Any]) -> None:
     gone = not st["supervisor"]["running"]
     console.print(
         f"consortium {st['consortium']} ({st['state']}), supervisor pid "

@@ -18,7 +18,10 @@ founding bank listing each bank's HTTP endpoint and etcd member, orderer etcd), 
 treasury and demo accounts; later runs reuse it, with the same ports. The supervisor restarts a
 bank node or etcd member that dies (after ``restart_delay``; one that dies again soon after waits
 twice as long each time, and after ``quick_failures`` such deaths in a row it is given up and
-shown ``failed`` with the reason, e.g. its port taken by another program), and on
+shown ``failed`` with the reason, e.g. its port taken by another program; a part given up is
+tried once more after ``retry_failed`` s if its ports are free by then, else when they are,
+checked every ``retry_failed`` s, never signalling the program that holds them; each such try
+that fails doubles the wait, up to ``max_retry_failed``), and on
 SIGINT/SIGTERM stops the banks (SIGTERM, they finish requests in flight), then etcd, and marks
 ``up.json`` stopped. A signal while it prepares or starts is acted on at once: what is made is
 kept (a demo account's key is written before the account is opened) for the next run.
@@ -249,6 +252,8 @@ class BankProcess:
     failures: int = 0  # quick deaths in a row (before listening, or soon after)
     delay: float = 0.0  # before the next restart
     failed: str | None = None  # why it is no longer restarted
+    retry_at: float | None = None  # while failed: when to look at its port again
+    retry_wait: float = 0.0  # after the last give-up (doubles while tries fail)
 
     @property
     def url(self) -> str:
@@ -320,6 +325,8 @@ class MemberWatch:
     failures: int = 0
     delay: float = 0.0
     failed: str | None = None
+    retry_at: float | None = None
+    retry_wait: float = 0.0
 
 
 class Supervisor:
@@ -342,6 +349,8 @@ class Supervisor:
         max_restart_delay: float = 30.0,
         quick_failures: int = 5,
         stable_after: float = 10.0,
+        retry_failed: float = 30.0,
+        max_retry_failed: float = 600.0,
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
         settle_timeout: float | None = None,
@@ -367,6 +376,10 @@ class Supervisor:
         self.max_restart_delay = max_restart_delay
         self.quick_failures = quick_failures
         self.stable_after = stable_after
+        # a part given up is tried again (its port freed by the program that took it, say):
+        # once its ports are free, looked at every retry_failed s, waits doubling per failed try
+        self.retry_failed = retry_failed
+        self.max_retry_failed = max_retry_failed
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.settle_timeout = settle_timeout
@@ -576,6 +589,14 @@ class Supervisor:
         tmp.write_text(json.dumps(doc, indent=1) + "\n")
         tmp.replace(self.state_path)
 
+    def _tell_state(self, state: str) -> None:
+        """write_state, an OSError (a full disk) logged: supervising, or stopping the banks
+        gracefully, matters more than up.json being up to date (`status` may lag)."""
+        try:
+            self.write_state(state)
+        except OSError as exc:
+            log.error("cannot write %s (state %s): %s", self.state_path, state, exc)
+
     def _failed(self, member: str) -> dict[str, str]:
         w = self.members.get(member)
         return {"failed": w.failed} if w is not None and w.failed else {}
@@ -591,12 +612,14 @@ class Supervisor:
             changed = False
             for i, m in enumerate(self.cluster.members):
                 w = self.members.setdefault(m.name, MemberWatch(up_since=now))
+                ports = [m.client_port, m.peer_port]
+                if w.failed is not None:
+                    changed |= self._try_again(w, f"etcd member {m.name}", ports, now)
                 if w.failed is not None or m.running:
                     continue
                 if w.died_at is None:
                     w.died_at = now
                     code = m.proc.returncode if m.proc is not None else None
-                    ports = [m.client_port, m.peer_port]
                     self._count_death(w, f"etcd member {m.name}", ports, code, m.log_path, now)
                     changed |= w.failed is not None
                 if w.failed is not None or now - w.died_at < w.delay:
@@ -610,6 +633,8 @@ class Supervisor:
                     w.died_at = None  # found dead again next time: a quick failure
                     log.error("restarting etcd member %s failed: %s", m.name, exc)
             for b, bp in self.banks.items():
+                if bp.failed is not None:
+                    changed |= self._try_again(bp, f"bank node {b}", [bp.port], now)
                 if bp.failed is not None or bp.running():
                     continue
                 if bp.died_at is None:
@@ -620,14 +645,19 @@ class Supervisor:
                 if bp.failed is not None or now - bp.died_at < bp.delay:
                     continue
                 bp.restarts += 1
-                bp.spawn()
+                try:
+                    bp.spawn()
+                except OSError as exc:  # its log not writable, no fork: not the end of `up`
+                    bp.died_at = None  # found dead again next time: a quick failure
+                    log.error("restarting bank node %s failed: %s", b, exc)
+                    continue
                 try:
                     if bp.wait_ready(60, self._stop):
                         done.append(b)
                 except (RuntimeError, TimeoutError) as exc:
                     log.error("restarting bank node %s failed: %s", b, exc)
             if done or changed:
-                self.write_state("running")
+                self._tell_state("running")
         return done
 
     def _count_death(
@@ -638,6 +668,8 @@ class Supervisor:
         for ever."""
         quick = w.up_since is None or now - w.up_since < self.stable_after
         w.failures = w.failures + 1 if quick else 0
+        if not quick:  # it ran well: a later give-up waits retry_failed again
+            w.retry_wait = 0.0
         w.delay = min(self.restart_delay * 2**w.failures, self.max_restart_delay)
         if w.failures < self.quick_failures:
             log.warning("%s exited (%s); restarting it in %g s", what, code, w.delay)
@@ -648,11 +680,29 @@ class Supervisor:
             why += " names it)"
         else:
             why = f"it exited with {code}; log {log_path}"
+        w.retry_wait = min(w.retry_wait * 2 or self.retry_failed, self.max_retry_failed)
+        w.retry_at = now + w.retry_wait
         w.failed = (
-            f"not restarted after {w.failures} failed starts in a row: {why}; fix that, then"
-            " stop and run `hubi consortium up` again"
+            f"not restarted after {w.failures} failed starts in a row: {why}; tried again in"
+            f" {w.retry_wait:g} s, or once its port is free, if that is later"
         )
         log.error("%s %s", what, w.failed)
+
+    def _try_again(self, w: Any, what: str, ports: list[int], now: float) -> bool:
+        """Clear w.failed (True) once its retry is due and none of `ports` is taken: a node
+        given up for a port another program took runs again once that program let it go,
+        without `up` restarted. A port still taken is looked at again in retry_failed s (a
+        bind test: the program holding it is sent nothing)."""
+        if w.retry_at is None or now < w.retry_at:
+            return False
+        taken = [p for p in ports if port_taken(p)]
+        if taken:
+            w.retry_at = now + self.retry_failed
+            return False
+        log.warning("%s was given up; its port is free: trying it again", what)
+        w.failed, w.retry_at, w.delay = None, None, 0.0
+        w.failures = self.quick_failures - 1  # one more quick death gives it up again
+        return True
 
     def run(self, poll: float = 0.5) -> None:
         """Supervise until stop() (or SIGINT/SIGTERM in the main thread)."""
@@ -665,7 +715,7 @@ class Supervisor:
         self._stop.set()
         with self._lock:
             if self._folder_lock is not None and self.state_path.exists():
-                self.write_state("stopping")  # `status` meanwhile
+                self._tell_state("stopping")  # `status` meanwhile
             procs = [bp for bp in self.banks.values() if bp.proc is not None]
             for bp in procs:
                 if bp.running():
@@ -678,7 +728,7 @@ class Supervisor:
                 self.cluster.stop()
             if self._folder_lock is not None:  # only the folder's own supervisor says so
                 if self.state_path.exists():
-                    self.write_state("stopped")
+                    self._tell_state("stopped")
                 self._unlock_folder()
 
 
@@ -856,10 +906,20 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             if isinstance(m.get("failed"), str):  # the supervisor gave it up
                 item.update(failed=m["failed"], error=m["failed"], healthy=False)
             out["etcd"].append(item)
-    out["healthy"] = all(b["healthy"] for b in out["banks"]) and all(
-        m["healthy"] for m in out["etcd"]
-    )
+    out["healthy"] = _all_healthy(out)
     return out
+
+
+def _all_healthy(st: dict[str, Any]) -> bool:
+    """Every bank node and etcd member healthy, in a consortium not stopped (`status`'s exit
+    code: a script must tell a consortium that runs well from one that does not): whatever
+    answers a stopped consortium's ports is not it, and one without banks runs nothing."""
+    parts = st["banks"] + st["etcd"]
+    return (
+        bool(st["banks"])
+        and all(x["healthy"] is True for x in parts)
+        and st["state"] not in ("stopping", "stopped")
+    )
 
 
 def _texts(doc: dict[str, Any], *keys: str) -> bool:

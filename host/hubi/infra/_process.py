@@ -51,6 +51,13 @@ def _pdeathsig_preexec(sig: int) -> Callable[[], None] | None:
     return preexec
 
 
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """The preexec_fn :func:`spawn` uses, for a child started with subprocess.Popen directly
+    (the token simulator's, on a pseudo-terminal): without it a SIGKILLed `hubi demo` left
+    its simulator running for ever. None where Linux's prctl is missing."""
+    return _pdeathsig_preexec(sig)
+
+
 def spawn(
     argv: Sequence[str],
     *,

@@ -21,11 +21,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tty
 from pathlib import Path
 from typing import Any
 
+from hubi.infra import _process
 from hubi.token import build
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -166,7 +168,13 @@ class Simulator:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _close()
         self.log_start = self._log.tell()  # this run's lines start here
         self.proc = subprocess.Popen(
-            cmd, stdin=master, stdout=master, stderr=self._log, env=env, cwd=str(self.state)
+            cmd,
+            stdin=master,
+            stdout=master,
+            stderr=self._log,
+            env=env,
+            cwd=str(self.state),
+            preexec_fn=_dies_with_this_process(),
         )
         # only the firmware holds the master: when it dies (or is killed: a power cut) the
         # pty hangs up and the host's reads fail at once, as when a board is unplugged
@@ -351,3 +359,12 @@ def run_forever(sim: Simulator, keyboard: bool) -> int:
     if rc:
         sys.stderr.write(f"token firmware exited with {rc}; log: {sim.log_path}\n{sim.tail()}\n")
     return 1 if rc else 0
+
+
+def _dies_with_this_process() -> Any:
+    """A parent-death signal for the firmware, so that a SIGKILLed `hubi demo` or `token sim`
+    leaves no simulator behind. Linux sends it when the spawning *thread* ends, so a
+    simulator started from another thread (tests do) is left without one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return _process.die_with_parent()

@@ -1,0 +1,168 @@
+"""`hubi consortium up` and `hubi demo` killed with SIGKILL leave nothing running (round 25).
+
+A report said they could leave `hubi bank serve` children behind. Reproduced with real runs:
+the bank nodes and etcd members, started and restarted from the command's main thread with a
+parent-death signal (bank serve has no children of its own), die with it, also after the
+supervisor restarted a node and a member. What a SIGKILLed `hubi demo` did leave running for
+ever is its token simulator (started with subprocess.Popen, no parent-death signal):
+_process.die_with_parent() is the preexec_fn for such a child; the last test shows it works."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubi.infra import _process
+from tests.procs import alive
+
+HUBI = [sys.executable, "-m", "hubi.cli"]
+
+
+def _wait_for(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _procs_with(text: str) -> dict[int, str]:
+    """Live processes whose command line holds `text` (the test's folder): pid -> command."""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd and alive(int(d.name)):
+                out[int(d.name)] = cmd
+    return out
+
+
+def _kill_all(folder: Path) -> None:
+    for pid in _procs_with(str(folder)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _up_json(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / "hubi-consortium" / "up.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@pytest.mark.slow
+def test_a_sigkilled_up_leaves_no_node_nor_member_even_after_restarts(tmp_path: Path) -> None:
+    proc = _process.spawn(
+        [*HUBI, "consortium", "up", "--banks", "2", "--accounts", "0", "--no-fsync"],
+        log_path=tmp_path / "up.log",
+        cwd=tmp_path,
+    )
+    try:
+        up = _wait_for(
+            lambda: (d := _up_json(tmp_path)) and d["state"] == "running" and d,
+            "up to run",
+            timeout=120,
+        )
+        # the supervisor restarts a bank node and an etcd member (in its main thread)
+        old_bank, old_member = up["banks"][0]["pid"], up["etcd"][1]["pid"]
+        os.kill(old_bank, signal.SIGKILL)
+        os.kill(old_member, signal.SIGKILL)
+
+        def restarted() -> dict[str, Any] | None:
+            d = _up_json(tmp_path)
+            if d is None:
+                return None
+            bank, member = d["banks"][0]["pid"], d["etcd"][1]["pid"]
+            fresh = bank not in (None, old_bank) and member not in (None, old_member)
+            return d if fresh and alive(bank) and alive(member) else None
+
+        up = _wait_for(restarted, "BKA's node and etcd m1 to be restarted")
+        children = _procs_with(str(tmp_path))
+        pids = [b["pid"] for b in up["banks"]] + [m["pid"] for m in up["etcd"]]
+        assert set(pids) <= set(children), (pids, children)
+
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(60) == -signal.SIGKILL
+        _wait_for(lambda: not _procs_with(str(tmp_path)), "every node and member to die")
+    finally:
+        _kill_all(tmp_path)
+        if proc.poll() is None:
+            _process.kill9(proc)
+
+
+@pytest.mark.slow
+def test_a_sigkilled_demo_leaves_no_bank_node_nor_token_simulator(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+    proc = _process.spawn(
+        [*HUBI, "demo", "--workdir", str(work)], log_path=tmp_path / "demo.log", cwd=tmp_path
+    )
+    try:
+        _wait_for(
+            lambda: (work / "run" / "BKB.ready").exists() or proc.poll() is not None,
+            "the demo's bank nodes to listen",
+            timeout=120,
+        )
+        nodes = {p: c for p, c in _procs_with(str(work)).items() if "bank serve" in c}
+        assert len(nodes) == 2, (_procs_with(str(work)), _process.log_tail(tmp_path / "demo.log"))
+        # the token simulator (started in step 3) runs the firmware with its sim.json
+        sims = _wait_for(
+            lambda: {p: c for p, c in _procs_with(str(work)).items() if "sim.json" in c},
+            "the demo's token simulator to start",
+            timeout=120,
+        )
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(60) == -signal.SIGKILL
+        _wait_for(lambda: not any(alive(p) for p in nodes), "the bank nodes to die")
+        _wait_for(lambda: not any(alive(p) for p in sims), "the token simulator to die")
+    finally:
+        _kill_all(tmp_path)
+        if proc.poll() is None:
+            _process.kill9(proc)
+
+
+SCRIPT = """
+import subprocess, sys, time
+from hubi.infra import _process
+child = subprocess.Popen(
+    [sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]],
+    preexec_fn=_process.die_with_parent(),
+)
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_die_with_parent_kills_a_popen_child_with_its_sigkilled_parent(tmp_path: Path) -> None:
+    """The preexec_fn `hubi demo`'s token simulator needs (see the module doc)."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        assert alive(child)
+        parent.kill()
+        parent.wait(60)
+        _wait_for(lambda: not alive(child), "the child to die with its parent")
+    finally:
+        _kill_all(tmp_path)
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
