@@ -154,6 +154,19 @@ class Node:
     on_shutdown: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     # Optional parts add their routes here (issue 5: hubi.consortium.service.attach).
     extensions: list[Callable[[FastAPI], None]] = field(default_factory=list)
+    stopped: bool = False  # on_shutdown has run (since the last startup)
+
+
+async def shut_down(node: Node) -> None:
+    """Run the node's shutdown hooks once: from the app's lifespan, or after a forced quit
+    (uvicorn skips the lifespan's end then; ``hubi.bank.server.serve``)."""
+    if node.stopped:
+        return
+    node.stopped = True
+    for fn in node.on_shutdown:
+        r = fn()
+        if r is not None:
+            await r
 
 
 # --------------------------------------------------------------------------------- middleware
@@ -419,15 +432,13 @@ def create_app(node: Node) -> FastAPI:
     backend = node.backend
 
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        node.stopped = False
         for fn in node.on_startup:
             r = fn()
             if r is not None:
                 await r
         yield
-        for fn in node.on_shutdown:
-            r = fn()
-            if r is not None:
-                await r
+        await shut_down(node)
 
     app = FastAPI(
         title=f"hubi bank node {node.bank}",

@@ -2,6 +2,7 @@
 
     hubi bank serve --home DIR --bank BKA [--db URL] [--host H] [--port P]
                     [--checkpoint-every N] [--replica-of URL] [--ready-file F]
+                    [--request-timeout S] [--max-connections N]
 
 Data: the home folder of ``hubi.kmc`` (trust bundle in HOME/trust, the bank's secrets in
 HOME/banks/<BANK>/). The database defaults to SQLite at HOME/banks/<BANK>/bank.db (a hot backup:
@@ -38,6 +39,19 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8700
 DEFAULT_MAX_BODY = 64 * 1024  # = api.DEFAULT_MAX_BODY
 DEFAULT_AUTH_WINDOW = 300  # = auth.DEFAULT_WINDOW
+DEFAULT_MAX_CONNECTIONS = 1000
+
+
+def default_max_connections() -> int:
+    """DEFAULT_MAX_CONNECTIONS, or half the process's open-file limit when that is lower: the
+    database, the log and the peers need descriptors too, and a node out of them fails its
+    requests with "too many open files" instead of a 503 that says to come back later."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(1, min(DEFAULT_MAX_CONNECTIONS, soft // 2))
 
 
 @dataclass
@@ -57,6 +71,7 @@ class ServeConfig:
     access_log: bool = False
     http_impl: str = "auto"  # "auto": uvloop + httptools when installed; "plain": asyncio + h11
     request_timeout: float = 30.0  # seconds a request may take to arrive, head and body
+    max_connections: int | None = None  # None: default_max_connections()
 
     def db_url(self) -> str:
         from hubi import kmc as kmc_mod
@@ -171,14 +186,81 @@ def _bounded_httptools(request_timeout: float) -> type:
     return BoundedHttpTools
 
 
+def _bounded_h11(request_timeout: float) -> type:
+    """uvicorn's h11 protocol, answering 408 and closing the connection when a request has not
+    arrived whole within `request_timeout` seconds of its first byte (or of the connection, for
+    the first request), as :func:`_bounded_httptools` does: h11 has no read timeout, and uvicorn
+    times out only an idle kept-alive connection (the head's size h11 bounds itself)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class BoundedH11(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            self._track()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._track()
+
+        def _track(self) -> None:
+            """The deadline runs while a request is under way: part of its head taken (bytes
+            held while IDLE) or its body being sent; not once it is in, nor between requests
+            (uvicorn's keep-alive timeout applies there)."""
+            state = self.conn.their_state
+            if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
+                self._arm()
+            else:
+                self._disarm()
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(request_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            self.logger.warning(
+                "closed a connection whose request did not arrive within %g s", request_timeout
+            )
+            if self.conn.their_state is h11.IDLE:  # no head yet: the answer is still ours
+                msg = b"request not received within %g s" % request_timeout
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\n"
+                    b"content-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
+                )
+            self.transport.close()
+
+    return BoundedH11
+
+
 def _uvicorn_stack(impl: str, request_timeout: float) -> dict[str, Any]:
-    """uvicorn.Config's loop and http for `impl`, with the request head bounded either way (and
-    the time a request takes to arrive, on httptools: "plain" is there for comparison)."""
+    """uvicorn.Config's loop and http for `impl`, with the request head and the time a request
+    takes to arrive bounded either way."""
     import importlib.util
 
     stack: dict[str, Any] = dict(HTTP_IMPLS[impl], h11_max_incomplete_event_size=MAX_HEAD)
     if impl == "auto" and importlib.util.find_spec("httptools") is not None:
         stack["http"] = _bounded_httptools(request_timeout)
+    else:
+        stack["http"] = _bounded_h11(request_timeout)
     return stack
 
 
@@ -328,6 +410,9 @@ def serve(cfg: ServeConfig) -> int:
         timeout_graceful_shutdown=cfg.grace,
         server_header=False,
         proxy_headers=False,
+        # uvicorn answers 503 to a request when this many connections (its own among them) or
+        # requests are open: +1 so that max_connections connections are served
+        limit_concurrency=(cfg.max_connections or default_max_connections()) + 1,
         **_uvicorn_stack(cfg.http_impl, cfg.request_timeout),
     )
     server = _server_class()(config)
@@ -344,6 +429,12 @@ def serve(cfg: ServeConfig) -> int:
     finally:
         if cfg.ready_file is not None:
             cfg.ready_file.unlink(missing_ok=True)
+        if server.started and not node.stopped:
+            # a second Ctrl-C forces the quit and uvicorn skips the app's shutdown: without
+            # it the consortium's asks to a hung peer, and the requests waiting on them, kept
+            # the process alive until they timed out (minutes); the database is closed too
+            log.warning("bank %s: forced to quit; closing what the node had open", cfg.bank)
+            asyncio.run(api.shut_down(node))
     how = ", ".join(signal.Signals(s).name for s in server.stopped_by or []) or "request"
     log.info("bank %s stopped (%s)", cfg.bank, how)
     return 0 if server.started else 1
@@ -416,10 +507,15 @@ def serve(cfg: ServeConfig) -> int:
     type=POSITIVE_SECONDS,
     default=30.0,
     show_default=True,
-    help=(  # only the httptools stack bounds it (_uvicorn_stack): no promise for plain
-        "Seconds a request may take to arrive (408 and the connection closed after). "
-        "Enforced with --http-impl auto (httptools) only: with plain it has no effect."
-    ),
+    help="Seconds a request may take to arrive, from the connection or its first byte "
+    "(408 and the connection closed after; a body still arriving: the connection closed).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=None,
+    help=f"Connections served at a time; a request on another gets 503 (retry later). "
+    f"Default: {DEFAULT_MAX_CONNECTIONS}, or half the open-file limit if lower.",
 )
 @click.option(
     "--log-level",
@@ -447,6 +543,7 @@ def serve_command(
     grace: float,
     max_body: int,
     request_timeout: float,
+    max_connections: int | None,
     log_level: str,
     access_log: bool,
     http_impl: str,
@@ -466,6 +563,7 @@ def serve_command(
         grace=grace,
         max_body=max_body,
         request_timeout=request_timeout,
+        max_connections=max_connections,
         log_level=log_level,
         access_log=access_log,
         http_impl=http_impl,

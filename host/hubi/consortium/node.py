@@ -51,6 +51,7 @@ different hashes disagree about the log, which the tests check.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -312,15 +313,15 @@ class ConsortiumNode:
     def start(self) -> None:
         if self.started:
             return
-        self.started = True
+        for row in self.state.entries(ORDERED, limit=1_000_000):
+            res = row.local.get("result") if isinstance(row.local, dict) else None
+            if ids.bank_of(row.payer) == self.bank and res:
+                entry = ent.DebitEntry(self.bank, self._kept_result(row.note_id, res), row.time)
+                self._debits.put((row.note_id, entry.encode()))
+        self.started = True  # only now: a start that failed above may be tried again
         self._stop.clear()
         if self._peers is None:  # stopped before: stop() shut the last threads down
             self._peers = PeerThreads(self.bank)
-        for row in self.state.entries(ORDERED, limit=1_000_000):
-            res = (row.local or {}).get("result")
-            if ids.bank_of(row.payer) == self.bank and res:
-                entry = ent.DebitEntry(self.bank, bytes.fromhex(res), row.time)
-                self._debits.put((row.note_id, entry.encode()))
         loops = [
             ("apply", self._apply_loop),
             ("checkpoints", self._publish_loop),
@@ -332,6 +333,17 @@ class ConsortiumNode:
             t = threading.Thread(target=target, name=f"hubi-{self.bank}-{name}", daemon=True)
             t.start()
             self._threads.append(t)
+
+    def _kept_result(self, nid: bytes, res: object) -> bytes:
+        """A debit result kept in the state to be put in the log again; ConsortiumError naming
+        the entry if it is not hex (a damaged state: a bare ValueError said nothing)."""
+        if isinstance(res, str):
+            with contextlib.suppress(ValueError):
+                return bytes.fromhex(res)
+        raise ConsortiumError(
+            f"bank {self.bank}: consortium state {self.state.path}: entry {nid.hex()} keeps a "
+            f"debit result that is not hex ({str(res)[:40]!r}): restore the state from a backup"
+        )
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -362,6 +374,7 @@ class ConsortiumNode:
         obj = codec.decode(note, codec.NOTE)
         nid = lsum.note_id(obj.signer, obj.serial)
         digest = note_digest(note)
+        self.check_state()  # no endorsement from a state this bank no longer applies to
         ok, code, why = self._judge(note, obj, nid, digest)
         if not ok:
             log.info(
@@ -653,6 +666,7 @@ class ConsortiumNode:
         )
         if payer_bank == payee_bank:
             raise ConsortiumError(f"note {obj.signer} -> {obj['payee']} is not interbank")
+        self.check_state()
         row = self.state.entry(nid)
         if row is not None:
             return self._known(base, obj, row, digest)
@@ -672,12 +686,30 @@ class ConsortiumNode:
         entry = ent.NoteEntry(
             raw, [c.raw for c in checks if c.endorses], self.bank, int(self.clock())
         )
+        self.check_state()  # not ordered when this bank could not apply it (moved meanwhile)
         with self.timed("claim"):
             claim = self.orderer.claim(ent.note_key(nid), entry.encode())
         if claim.created:
             with self.timed("settle"):
                 return self._answer(nid, base, duplicate=False, revision=claim.revision)
         return self._claimed(base, obj, claim, digest)
+
+    def check_state(self) -> None:
+        """ConsortiumError naming the file if this bank's state file was replaced or removed
+        under the running node: a request thread that opened it before would go on reading
+        the old file, and a note ordered then would be answered pending, never applied here."""
+        self.state._db.same_file()  # ConsortiumState has no public check of its own
+
+    def unavailable(self) -> str | None:
+        """Why this bank cannot settle notes now but may later, once its operator restores the
+        state file or restarts the node (None: it can)."""
+        if self._peers is None:
+            return f"bank {self.bank}: the consortium node is stopped"
+        try:
+            self.check_state()
+        except ConsortiumError as exc:
+            return str(exc)
+        return None
 
     def _known(
         self, base: SubmitResult, obj: codec.Obj, row: EntryRow, digest: bytes

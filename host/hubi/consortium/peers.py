@@ -17,6 +17,7 @@ that would ask the peer sends the next probe.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -125,16 +126,87 @@ class PeerHealth:
             }
 
 
+class _DaemonPool:
+    """What :class:`PeerThreads` needs of a ThreadPoolExecutor (submit, shutdown), on daemon
+    threads: concurrent.futures joins its threads when the interpreter exits, so a peer that
+    accepts a request and never answers held the process up until the request timed out."""
+
+    def __init__(self, max_workers: int, name: str):
+        self.max_workers = max_workers
+        self.name = name
+        self._jobs: queue.SimpleQueue[
+            tuple[cf.Future[Any], Callable[..., Any], tuple[Any, ...]] | None
+        ]
+        self._jobs = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for a job
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> cf.Future[T]:
+        fut: cf.Future[T] = cf.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self.name}: shut down")
+            self._jobs.put((fut, fn, args))
+            if self._idle == 0 and len(self._threads) < self.max_workers:
+                t = threading.Thread(
+                    target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
+                )
+                self._threads.append(t)
+                t.start()
+            else:
+                self._idle = max(0, self._idle - 1)  # that thread will take this job
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fut, fn, args = job
+            del job
+            if fut.set_running_or_notify_cancel():  # else cancelled while queued
+                try:
+                    result = fn(*args)
+                except BaseException as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+            del fut, fn, args
+            with self._lock:
+                self._idle += 1
+
+    def shutdown(self) -> None:
+        """Cancel the jobs not started and let the threads go (those under way end when their
+        request does: closing the transport ends them at once)."""
+        queued = []
+        with self._lock:
+            self._closed = True
+            while True:  # no more submits: what is queued now is all there will be
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    queued.append(job[0])
+            for _ in self._threads:  # each thread ends when it next looks for a job
+                self._jobs.put(None)
+        for fut in queued:  # outside the lock: the futures' callbacks run here
+            fut.cancel()
+
+
 class PeerThreads:
     """A small pool of threads per peer bank, so that requests to a peer that does not answer
     wait behind each other and never in front of requests to the others. Threads start when
-    needed; :meth:`shutdown` cancels what has not started, and later submits raise
-    RuntimeError, as a shut-down executor's do."""
+    needed and are daemon threads (a hung peer does not hold up the process's exit);
+    :meth:`shutdown` cancels what has not started, and later submits raise RuntimeError, as a
+    shut-down executor's do."""
 
     def __init__(self, owner: str, per_peer: int = 8):
         self.owner = owner
         self.per_peer = per_peer
-        self._pools: dict[str, cf.ThreadPoolExecutor] = {}
+        self._pools: dict[str, _DaemonPool] = {}
         self._lock = threading.Lock()
         self._closed = False
 
@@ -144,14 +216,14 @@ class PeerThreads:
                 raise RuntimeError(f"the peer threads of {self.owner} are shut down")
             pool = self._pools.get(bank)
             if pool is None:
-                pool = self._pools[bank] = cf.ThreadPoolExecutor(
-                    max_workers=self.per_peer, thread_name_prefix=f"hubi-{self.owner}-to-{bank}"
+                pool = self._pools[bank] = _DaemonPool(
+                    self.per_peer, f"hubi-{self.owner}-to-{bank}"
                 )
         return pool.submit(fn, *args)
 
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pools, self._pools = dict(self._pools), {}
+        for pool in pools.values():
+            pool.shutdown()

@@ -23,9 +23,11 @@ SQLite orderer, with in-process validation: the same code path without a cluster
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ from hubi.consortium.orderer import Orderer, SqliteOrderer
 from hubi.consortium.state import ConsortiumState
 from hubi.consortium.transport import HttpPeerTransport, LocalPeerTransport
 from hubi_core import codec, ids
-from hubi_core.errors import CodecError
+from hubi_core.errors import CodecError, HubiError
 from hubi_core.verify import Trust
 
 log = logging.getLogger("hubi.consortium")
@@ -277,6 +279,11 @@ class ConsortiumBackend:
         except OrdererError as exc:
             raise ApiError(503, "orderer-unavailable", str(exc)) from None
         except ConsortiumError as exc:
+            # the state file moved under the node, or the node stopping: retry later (a 4xx
+            # is final to the merchant, which would never upload the note again)
+            why = self.consortium.unavailable()
+            if why is not None:
+                raise ApiError(503, "consortium-unavailable", why) from None
             raise ApiError(409, "consortium", str(exc)) from None
 
     def health(self) -> dict[str, Any]:
@@ -284,6 +291,7 @@ class ConsortiumBackend:
         c = self.consortium
         unreadable: str | None = None
         try:
+            c.check_state()  # this thread may hold a connection to a file moved since
             applied: int | None = c.state.applied_revision()
         except ConsortiumError as exc:  # its state file replaced or removed under the node:
             applied, unreadable = None, str(exc)  # name it (not "store unavailable")
@@ -366,37 +374,60 @@ class EmbeddedConsortium:
         self.orderer_path = path
         self.nodes: dict[str, ConsortiumNode] = {}
         self.transports: dict[str, LocalPeerTransport] = {}
+        opts = {
+            "settle_timeout": settle_timeout,
+            "checkpoint_interval": checkpoint_interval,
+            "prune_interval": prune_interval,
+        }
         for b in self.banks:
-            bdir = kmc_mod.bank_dir(self.home, b)
-            kw = dict(engine_kw or {})
+            try:
+                self.nodes[b] = self._open_bank(b, prefix, engine_kw or {}, opts)
+            except Exception as exc:
+                # the banks opened before it are closed, not left to the garbage collector
+                self.close()
+                if isinstance(exc, HubiError | OSError | RuntimeError | sqlite3.Error | ValueError):
+                    raise ConsortiumError(
+                        f"bank {b}: cannot open it in the embedded consortium: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                raise
+        for tr in self.transports.values():
+            tr.nodes.update(self.nodes)
+
+    def _open_bank(
+        self, b: str, prefix: bytes, engine_kw: dict[str, Any], opts: dict[str, Any]
+    ) -> ConsortiumNode:
+        """Bank `b`'s engine, orderer client and state as a node (what it opened is closed
+        again if a later step fails)."""
+        bdir = kmc_mod.bank_dir(self.home, b)
+        with contextlib.ExitStack() as opened:
+            kw = dict(engine_kw)
             if "treasury_key" not in kw:  # a damaged file is named by fund(), as in serve
                 kw.update(kept_treasury_key(bdir / "treasury.secret"))
             engine = BankEngine(
                 str(bdir / "bank.db"), kmc_mod.load_bank_identity(self.home, b), self.trust, **kw
             )
-            orderer = SqliteOrderer(path, prefix=prefix)
+            opened.callback(engine.close)
+            orderer = SqliteOrderer(self.orderer_path, prefix=prefix)
+            opened.callback(orderer.close)
             state = ConsortiumState(bdir / "consortium.db", f"embedded:{prefix.decode()}")
+            opened.callback(state.close)
             tr = LocalPeerTransport(b)
+            node = ConsortiumNode(engine, self.trust, orderer, tr, state, **opts)
             self.transports[b] = tr
-            self.nodes[b] = ConsortiumNode(
-                engine,
-                self.trust,
-                orderer,
-                tr,
-                state,
-                settle_timeout=settle_timeout,
-                checkpoint_interval=checkpoint_interval,
-                prune_interval=prune_interval,
-            )
-        for tr in self.transports.values():
-            tr.nodes.update(self.nodes)
+            opened.pop_all()
+        return node
 
     def engine(self, bank: str) -> BankEngine:
         return self.nodes[bank].engine
 
     def start(self) -> EmbeddedConsortium:
-        for n in self.nodes.values():
-            n.start()
+        try:
+            for n in self.nodes.values():
+                n.start()
+        except BaseException:
+            self.close()  # `with` does not call __exit__ when __enter__ fails
+            raise
         return self
 
     def submit(self, bank: str, note: bytes) -> dict[str, Any]:
