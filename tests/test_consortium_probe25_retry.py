@@ -217,3 +217,21 @@ def test_an_etcd_member_given_up_for_a_taken_port_runs_again_once_it_is_free(
     finally:
         other.close()
         sup.stop()
+
+
+@pytest.mark.slow
+def test_a_shell_hubi_db_does_not_reach_the_bank_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`hubi bank serve` takes --db from HUBI_DB: one left set in the operator's shell had
+    every node of `up` serve that database (or die for its lack) instead of its own."""
+    elsewhere = tmp_path / "my-own-bank.db"
+    monkeypatch.setenv("HUBI_DB", f"sqlite:///{elsewhere}")
+    sup = Supervisor(tmp_path / "c", banks=1, accounts=0, etcd_members=1, durable=False)
+    try:
+        assert sup.start(timeout=120)
+        st = _status_when(tmp_path / "c", lambda s: s["healthy"] is True)
+        assert st["banks"][0]["healthy"] is True, st
+        assert not elsewhere.exists()
+    finally:
+        sup.stop()

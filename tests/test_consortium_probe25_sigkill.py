@@ -166,3 +166,29 @@ def test_die_with_parent_kills_a_popen_child_with_its_sigkilled_parent(tmp_path:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def test_a_sigkilled_token_sim_leaves_no_firmware_running(tmp_path: Path) -> None:
+    """`hubi token sim` runs the firmware as its child on a pseudo-terminal; killed with
+    SIGKILL, it left that child running for ever, holding the pty."""
+    state = tmp_path / "state"
+    port_file = tmp_path / "port"
+    proc = _process.spawn(
+        [*HUBI, "token", "sim", "--state", str(state), "--port-file", str(port_file)],
+        log_path=tmp_path / "sim.log",
+        cwd=tmp_path,
+    )
+    try:
+        _wait_for(
+            lambda: port_file.exists() or proc.poll() is not None, "the simulator's port file"
+        )
+        assert proc.poll() is None, _process.log_tail(tmp_path / "sim.log")
+        firmware = {p: c for p, c in _procs_with(str(state)).items() if "sim.json" in c}
+        assert len(firmware) == 1, _procs_with(str(tmp_path))
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(60) == -signal.SIGKILL
+        _wait_for(lambda: not any(alive(p) for p in firmware), "the firmware to die")
+    finally:
+        _kill_all(tmp_path)
+        if proc.poll() is None:
+            _process.kill9(proc)

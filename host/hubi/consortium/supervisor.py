@@ -278,6 +278,7 @@ class BankProcess:
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"
         env.pop(service.ENV_CONFIG, None)
+        env.pop("HUBI_DB", None)  # an operator's shell default: each node serves its own books
         # The port stays reserved by this process (flock) so that no other hubi allocator takes
         # it while the node is down between restarts; the reservation does not stop the bind.
         self.proc = _process.spawn(argv, log_path=self.log_path, cwd=self.run_dir, env=env)
