@@ -698,7 +698,7 @@ class ConsortiumNode:
         """ConsortiumError naming the file if this bank's state file was replaced or removed
         under the running node: a request thread that opened it before would go on reading
         the old file, and a note ordered then would be answered pending, never applied here."""
-        self.state._db.same_file()  # ConsortiumState has no public check of its own
+        self.state.check_same_file()
 
     def unavailable(self) -> str | None:
         """Why this bank cannot settle notes now but may later, once its operator restores the

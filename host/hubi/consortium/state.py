@@ -383,6 +383,11 @@ class ConsortiumState:
                 )
             self._check_rows(c)
 
+    def check_same_file(self) -> None:
+        """ConsortiumError naming the file if it was replaced or removed since it was opened
+        (a thread that opened it before would go on reading the old one)."""
+        self._db.same_file()
+
     def _damaged(self, what: str) -> ConsortiumError:
         return ConsortiumError(
             f"consortium state {self.path} is damaged: {what}; restore it from a backup (the "
