@@ -16,9 +16,13 @@ def connect_wal(
     """A connection to a WAL-mode database, usable from any thread, with explicit transactions
     (autocommit otherwise) and `timeout` seconds of waiting for another writer's lock."""
     c = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
-    c.execute("PRAGMA journal_mode=WAL")
-    c.execute(f"PRAGMA synchronous={synchronous}")
-    c.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    try:  # a file that is no database fails here: closed now, not when collected
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute(f"PRAGMA synchronous={synchronous}")
+        c.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    except BaseException:
+        c.close()
+        raise
     return c
 
 
