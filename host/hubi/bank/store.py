@@ -278,6 +278,16 @@ def full_reason(exc: BaseException) -> str | None:
 BLOB_TYPES = (bytes, bytearray, memoryview)  # what a bytes column reads back as
 
 
+def _text(raw: bytes) -> str | bytes:
+    """A SQLite text cell: its raw bytes when they are not UTF-8 (a damaged or tampered file),
+    so they read as a BLOB there would (a finding for the audit) and every other row still reads;
+    sqlite3's own decoding fails the whole query."""
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return raw
+
+
 def describe_cell(v: Any) -> str:
     """A stored cell as an error or an audit finding names it (a damaged one may hold NULL,
     text or a number where bytes belong, or the other way round)."""
@@ -577,6 +587,34 @@ class Store:
                 f"{display_url(self.url)} lacks the table(s) {', '.join(missing)} of its schema: "
                 "the database is damaged (restore it from a backup)"
             )
+        self._refuse_missing_columns(versions)
+
+    def _refuse_missing_columns(self, versions: set[int]) -> None:
+        """StoreError naming each column a table lacks (a table rebuilt in another shape): the
+        audit would stop on SQL's "no such column" without naming the table."""
+        want = {
+            t: cols
+            for v, _, steps in MIGRATIONS
+            if v in versions
+            for t, cols in _created_columns(steps).items()
+        }
+        if self.dialect == "sqlite":
+            sql = (
+                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p "
+                "WHERE m.type = 'table'"
+            )
+        else:
+            sql = (
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema()"
+            )
+        have = {(str(t), str(c)) for t, c in self.reader().all(sql)}
+        missing = [f"{t}.{c}" for t, cols in want.items() for c in cols if (t, c) not in have]
+        if missing:
+            raise StoreError(
+                f"{display_url(self.url)} lacks the column(s) {', '.join(missing)} of its "
+                "schema: the database is damaged (restore it from a backup)"
+            )
 
     def _refuse_newer(self, versions: set[int]) -> None:
         """StoreError for a database a newer hubi migrated: this build would read its records
@@ -590,6 +628,7 @@ class Store:
         if self.dialect == "sqlite":
             try:
                 conn = connect_wal(self.location.target, self._sync, timeout=120)
+                conn.text_factory = _text
                 if self._max_bytes:  # a write past it fails as on a full disk (SQLITE_FULL)
                     page = int(conn.execute("PRAGMA page_size").fetchone()[0])
                     conn.execute(f"PRAGMA max_page_count = {max(1, self._max_bytes // page)}")
@@ -728,6 +767,18 @@ class Store:
 
 def _created_tables(steps: Sequence[str]) -> list[str]:
     return [m.group(1) for step in steps if (m := re.match(r"\s*CREATE TABLE (\w+)", step))]
+
+
+def _created_columns(steps: Sequence[str]) -> dict[str, list[str]]:
+    """Each table the steps create, with the columns it is created with."""
+    out: dict[str, list[str]] = {}
+    for step in steps:
+        m = re.match(r"\s*CREATE TABLE (\w+) \((.*)\)\s*$", step, re.S)
+        if m:
+            inner = re.sub(r"\([^()]*\)", "", m.group(2))  # PRIMARY KEY (a, b), CHECK (...)
+            words = [part.split()[0] for part in inner.split(",") if part.strip()]
+            out[m.group(1)] = [w for w in words if w.upper() not in ("PRIMARY", "UNIQUE")]
+    return out
 
 
 def open_store(
