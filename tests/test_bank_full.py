@@ -75,13 +75,15 @@ def _fill_then_make_room(
             client.upload(note)
         assert client.health()["status"] == "ok"
     node.stop()
+    # room first: a new PostgreSQL session may have to write its relation-cache file, and a
+    # full disk refuses the session itself (FATAL "could not write init file")
+    make_room()
     # everything answered booked is booked once, the refused note not at all, the books clean
     with BankEngine.open(db, home=home, bank="BKA") as eng:
         assert eng.balance(a.id) == FUNDS - AMOUNT * len(booked)
         assert eng.balance(b.id) == FUNDS + AMOUNT * len(booked)
         report = audit_mod.audit(eng.store, trust=eng.trust, keys=eng.keys)
         assert report.ok, [f.as_dict() for f in report.findings][:5]
-    make_room()
     node.start()
     with BankClient(node.url, timeout=30) as client:
         out = client.upload(note)
