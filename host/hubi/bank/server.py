@@ -96,6 +96,54 @@ HTTP_IMPLS: dict[str, dict[str, str]] = {
 MAX_HEAD = 64 * 1024
 
 
+class _RequestDeadline:
+    """What both bounded protocols share: a timer armed while a request is arriving, which
+    answers 408 (when no app has started on the request) and closes the connection when it
+    fires. A subclass sets `request_timeout` and says whether the answer is still its own."""
+
+    request_timeout: float
+    _deadline: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    logger: logging.Logger
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _answer_is_ours(self) -> bool:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.request_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        self.logger.warning(
+            "closed a connection whose request did not arrive within %g s", self.request_timeout
+        )
+        if self._answer_is_ours():
+            msg = b"request not received within %g s" % self.request_timeout
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\n"
+                b"content-type: text/plain; charset=utf-8\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
+            )
+        self.transport.close()
+
+
 def _bounded_httptools(request_timeout: float) -> type:
     """uvicorn's httptools protocol, answering 431 and closing the connection when a request's
     line and headers pass MAX_HEAD bytes, and 408 when a request has not arrived whole within
@@ -104,47 +152,16 @@ def _bounded_httptools(request_timeout: float) -> type:
     at a time, or connects and says nothing, held its connection for good (slowloris)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class BoundedHttpTools(HttpToolsProtocol):
+    class BoundedHttpTools(_RequestDeadline, HttpToolsProtocol):
         _head = 0  # bytes received since the last request's headers ended
         _in_body = False
-        _deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+        def _answer_is_ours(self) -> bool:
+            return not self._in_body  # the app has not started on the request
 
         def on_message_begin(self) -> None:
             self._arm()
             super().on_message_begin()
-
-        def _arm(self) -> None:
-            if self._deadline is None:
-                self._deadline = self.loop.call_later(request_timeout, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _too_slow(self) -> None:
-            self._deadline = None
-            if self.transport.is_closing():
-                return
-            self.logger.warning(
-                "closed a connection whose request did not arrive within %g s", request_timeout
-            )
-            if not self._in_body:  # the app has not started: the answer is still ours to give
-                msg = b"request not received within %g s" % request_timeout
-                self.transport.write(
-                    b"HTTP/1.1 408 Request Timeout\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
-                )
-            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             # a chunk may hold the head and part of the body: the parser gets the head's share
@@ -183,6 +200,7 @@ def _bounded_httptools(request_timeout: float) -> type:
             )
             self.transport.close()
 
+    BoundedHttpTools.request_timeout = request_timeout
     return BoundedHttpTools
 
 
@@ -194,60 +212,30 @@ def _bounded_h11(request_timeout: float) -> type:
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class BoundedH11(H11Protocol):
-        _deadline: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    class BoundedH11(_RequestDeadline, H11Protocol):
+        def _answer_is_ours(self) -> bool:
+            return self.conn.their_state is h11.IDLE  # no head yet
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            self._track()
+            # IDLE after new bytes: a head begun, not ended (cheaper than trailing_data,
+            # which copies what is buffered on every read)
+            self._track(self.conn.their_state is h11.IDLE)
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._track()
+            super().on_response_complete()  # the next pipelined request's bytes, if any
+            self._track(bool(self.conn.trailing_data[0]))
 
-        def _track(self) -> None:
-            """The deadline runs while a request is under way: part of its head taken (bytes
-            held while IDLE) or its body being sent; not once it is in, nor between requests
-            (uvicorn's keep-alive timeout applies there)."""
-            state = self.conn.their_state
-            if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
+        def _track(self, head_begun: bool) -> None:
+            """The deadline runs while a request is under way: part of its head taken or its
+            body being sent; not once it is in, nor between requests (uvicorn's keep-alive
+            timeout applies there)."""
+            if self.conn.their_state is h11.SEND_BODY or head_begun:
                 self._arm()
             else:
                 self._disarm()
 
-        def _arm(self) -> None:
-            if self._deadline is None:
-                self._deadline = self.loop.call_later(request_timeout, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _too_slow(self) -> None:
-            self._deadline = None
-            if self.transport.is_closing():
-                return
-            self.logger.warning(
-                "closed a connection whose request did not arrive within %g s", request_timeout
-            )
-            if self.conn.their_state is h11.IDLE:  # no head yet: the answer is still ours
-                msg = b"request not received within %g s" % request_timeout
-                self.transport.write(
-                    b"HTTP/1.1 408 Request Timeout\r\n"
-                    b"content-type: text/plain; charset=utf-8\r\n"
-                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(msg), msg)
-                )
-            self.transport.close()
-
+    BoundedH11.request_timeout = request_timeout
     return BoundedH11
 
 
