@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from rich.markup import escape
 
@@ -88,9 +89,10 @@ def _bank_nodes(
 ) -> Iterator[dict[str, Any]]:
     from hubi.consortium.supervisor import BankProcess
 
-    # each node's database given: a HUBI_DB left in the shell had the demo's nodes serve it
+    # each node's database given: a HUBI_DB left in the shell had the demo's nodes serve it;
+    # its path %-escaped, as the URL is read: a --workdir holding '#', '?' or '%' named another
     nodes = {
-        b: BankProcess(b, ports[b], home, run_dir, extra=["--db", "sqlite:///" + dbs[b]])
+        b: BankProcess(b, ports[b], home, run_dir, extra=["--db", "sqlite:///" + quote(dbs[b])])
         for b in BANKS
     }
     try:

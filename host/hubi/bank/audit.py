@@ -361,8 +361,10 @@ class _Auditor:
             rows = tx.all("SELECT n, body FROM records WHERE book IS NULL")
         elif tx.pg:
             rows = tx.all("SELECT n, body FROM records WHERE book = ?", (value,))
-        else:  # SQLite: bytes read from a BLOB cell or from text that is not UTF-8
-            rows = tx.all("SELECT n, body FROM records WHERE CAST(book AS BLOB) = ?", (value,))
+        else:  # SQLite: bytes read from a BLOB cell or from text that is not UTF-8 (both
+            # looked up on the key: a CAST of the column scanned the table for each such value)
+            sql = "SELECT n, body FROM records WHERE book IN (?, CAST(? AS TEXT))"
+            rows = tx.all(sql, (value, value))
         label = _label(value)
         for raw_n, raw_body in rows:
             book, n = label, _int(raw_n) or 0

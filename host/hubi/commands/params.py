@@ -34,9 +34,14 @@ def _url_fault(url: str) -> str | None:
         return (
             f"it holds {bad!r}, which a URL must not hold unescaped (write it as %{ord(bad):02X})"
         )
-    if _ESCAPE.search(url):
-        return "it holds a '%' that is not a %XX escape (write '%' itself as %25)"
     hostport = parts.netloc.rpartition("@")[2]
+    checked = url
+    if hostport.startswith("["):  # an IPv6 zone id ("[fe80::1%2]") is no %XX escape: the
+        # client hands the host to getaddrinfo as written, and "%252" would name interface 252
+        at = len(url.partition("//")[0]) + 2 + len(parts.netloc) - len(hostport)
+        checked = url[:at] + url[at + hostport.index("]") + 1 :]
+    if _ESCAPE.search(checked):
+        return "it holds a '%' that is not a %XX escape (write '%' itself as %25)"
     if hostport.startswith("["):
         rest = hostport[hostport.index("]") + 1 :]
     else:

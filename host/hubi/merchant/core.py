@@ -28,6 +28,10 @@ from .outbox import Duplicate, NoteRow, Outbox, RequestRow
 RESTORE_LIMIT = 20  # missing receipt images written again per command: a scan must start soon
 
 
+def _receipt_name(serial: int) -> str:
+    return f"receipt-{serial:06d}.png"
+
+
 @dataclass
 class IssuedRequest:
     serial: int
@@ -247,26 +251,36 @@ class Merchant:
         return res
 
     def receipt_path(self, serial: int) -> Path:
-        return self.home.qr_dir / f"receipt-{serial:06d}.png"
+        return self.home.qr_dir / _receipt_name(serial)
 
     def restore_receipt_pngs(self, limit: int = RESTORE_LIMIT) -> tuple[list[Path], int]:
         """Write again the receipt PNGs missing from HOME/qr, newest first, at most `limit`
         (a scan killed after its note was kept, before the image was written, or an image
         that could not be written): the receipt's bytes are in the outbox. Returns the images
-        written and how many are still missing. OSError if one cannot be written."""
+        written and how many are still missing. A damaged row (no bytes, or too many for one
+        QR code) is passed over; OSError if an image cannot be written."""
         qr = self.home.qr_dir
         have = set(os.listdir(qr)) if qr.is_dir() else set()
-        missing = [
-            (serial, rowid)
-            for serial, rowid in self.outbox.receipt_serials()
-            if self.receipt_path(serial).name not in have
-        ]
-        written = []
-        for serial, rowid in missing[:limit]:
+        # names, not Paths: this runs before every scan, over every receipt a shop ever gave
+        missing = sorted(
+            ((serial, rowid) for serial, rowid in self.outbox.receipt_serials()
+             if _receipt_name(serial) not in have),
+            reverse=True,
+        )  # fmt: skip
+        written: list[Path] = []
+        tried = 0
+        for serial, rowid in missing:
+            if len(written) >= limit:
+                break
+            tried += 1
             raw = self.outbox.receipt_at(rowid)
-            if raw is not None:
+            if raw is None:
+                continue
+            try:
                 written.append(request.save_png(raw, self.receipt_path(serial)))
-        return written, len(missing) - len(missing[:limit])
+            except ValueError:  # a damaged receipt too long for one QR code: no image to draw
+                continue
+        return written, len(missing) - tried
 
     def _late(self, raw: bytes, serial: int, why: str, now: int) -> ScanResult:
         """A note for request #serial, which was paid or cancelled while the note was on its

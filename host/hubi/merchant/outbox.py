@@ -538,11 +538,11 @@ class Outbox:
         return [_note_row(r) for r in reversed(rows)]
 
     def receipt_serials(self) -> list[tuple[int, int]]:
-        """(receipt serial, rowid) of every note kept with its receipt, newest first (a value
-        edited by hand into another type is left out)."""
+        """(receipt serial, rowid) of every note kept with its receipt, in no order (a value
+        edited by hand into another type is left out; no index to sort a long outbox by)."""
         rows = self.db.execute(
             "SELECT receipt_serial, rowid FROM notes WHERE receipt IS NOT NULL"
-            " AND typeof(receipt_serial) = 'integer' ORDER BY receipt_serial DESC"
+            " AND typeof(receipt_serial) = 'integer'"
         )
         return [(r[0], r[1]) for r in rows]
 
