@@ -26,6 +26,7 @@ from .config import Identity, MerchantError, MerchantHome
 from .outbox import Duplicate, NoteRow, Outbox, RequestRow
 
 RESTORE_LIMIT = 20  # missing receipt images written again per command: a scan must start soon
+RESTORE_WINDOW = 256  # the newest notes whose receipt images are looked for
 
 
 def _receipt_name(serial: int) -> str:
@@ -258,15 +259,15 @@ class Merchant:
         (a scan killed after its note was kept, before the image was written, or an image
         that could not be written): the receipt's bytes are in the outbox. Returns the images
         written and how many are still missing. A damaged row (no bytes, or too many for one
-        QR code) is passed over; OSError if an image cannot be written."""
-        qr = self.home.qr_dir
-        have = set(os.listdir(qr)) if qr.is_dir() else set()
-        # names, not Paths: this runs before every scan, over every receipt a shop ever gave
-        missing = sorted(
-            ((serial, rowid) for serial, rowid in self.outbox.receipt_serials()
-             if _receipt_name(serial) not in have),
-            reverse=True,
-        )  # fmt: skip
+        QR code) is passed over; OSError if an image cannot be written.
+
+        Only the newest RESTORE_WINDOW notes are looked at: this runs before every scan, and
+        a note whose image a killed scan left unwritten is among them at the next command."""
+        missing = [
+            (serial, rowid)
+            for serial, rowid in self.outbox.receipt_serials(RESTORE_WINDOW)
+            if not os.path.lexists(self.receipt_path(serial))  # a link is never written over
+        ]
         written: list[Path] = []
         tried = 0
         for serial, rowid in missing:

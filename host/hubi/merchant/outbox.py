@@ -537,12 +537,13 @@ class Outbox:
         rows = self.db.execute(sql, (*params, last)).fetchall()
         return [_note_row(r) for r in reversed(rows)]
 
-    def receipt_serials(self) -> list[tuple[int, int]]:
-        """(receipt serial, rowid) of every note kept with its receipt, in no order (a value
-        edited by hand into another type is left out; no index to sort a long outbox by)."""
+    def receipt_serials(self, newest: int) -> list[tuple[int, int]]:
+        """(receipt serial, rowid) of the `newest` notes kept with a receipt, newest first (a
+        value edited by hand into another type is left out); rowid order needs no index."""
         rows = self.db.execute(
             "SELECT receipt_serial, rowid FROM notes WHERE receipt IS NOT NULL"
-            " AND typeof(receipt_serial) = 'integer'"
+            " AND typeof(receipt_serial) = 'integer' ORDER BY rowid DESC LIMIT ?",
+            (newest,),
         )
         return [(r[0], r[1]) for r in rows]
 
