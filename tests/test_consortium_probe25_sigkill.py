@@ -107,26 +107,47 @@ def test_a_sigkilled_up_leaves_no_node_nor_member_even_after_restarts(tmp_path: 
             _process.kill9(proc)
 
 
+def _ready_pid(work: Path, bank: str) -> int | None:
+    """The pid in a demo bank node's ready file (written once it listens), None before."""
+    try:
+        doc = json.loads((work / "run" / f"{bank}.ready").read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("pid") if isinstance(doc, dict) else None
+
+
 @pytest.mark.slow
 def test_a_sigkilled_demo_leaves_no_bank_node_nor_token_simulator(tmp_path: Path) -> None:
-    work = tmp_path / "demo"
-    proc = _process.spawn(
-        [*HUBI, "demo", "--workdir", str(work)], log_path=tmp_path / "demo.log", cwd=tmp_path
-    )
+    work, log = tmp_path / "demo", tmp_path / "demo.log"
+    proc = _process.spawn([*HUBI, "demo", "--workdir", str(work)], log_path=log, cwd=tmp_path)
     try:
         _wait_for(
-            lambda: (work / "run" / "BKB.ready").exists() or proc.poll() is not None,
+            lambda: all(_ready_pid(work, b) for b in ("BKA", "BKB")) or proc.poll() is not None,
             "the demo's bank nodes to listen",
             timeout=120,
         )
-        nodes = {p: c for p, c in _procs_with(str(work)).items() if "bank serve" in c}
-        assert len(nodes) == 2, (_procs_with(str(work)), _process.log_tail(tmp_path / "demo.log"))
+        assert proc.poll() is None, _process.log_tail(log)
+        ready = {p for b in ("BKA", "BKB") if (p := _ready_pid(work, b))}
+
+        # exactly the two nodes run `bank serve` (a node's own helper, between its fork and its
+        # exec, carries the node's command line for a moment: `ldconfig -p` as it starts)
+        def serving() -> dict[int, str]:
+            return {p: c for p, c in _procs_with(str(work)).items() if "bank serve" in c}
+
+        nodes = _wait_for(
+            lambda: (n := serving()) and set(n) == ready and n,
+            f"the bank serve processes to be the two ready nodes {sorted(ready)}",
+        )
         # the token simulator (started in step 3) runs the firmware with its sim.json
         sims = _wait_for(
-            lambda: {p: c for p, c in _procs_with(str(work)).items() if "sim.json" in c},
+            lambda: (
+                {p: c for p, c in _procs_with(str(work)).items() if "sim.json" in c}
+                or proc.poll() is not None
+            ),
             "the demo's token simulator to start",
             timeout=120,
         )
+        assert proc.poll() is None, _process.log_tail(log)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(60) == -signal.SIGKILL
         _wait_for(lambda: not any(alive(p) for p in nodes), "the bank nodes to die")
