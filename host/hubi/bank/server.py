@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ class _RequestDeadline:
     fires. A subclass sets `request_timeout` and says whether the answer is still its own."""
 
     request_timeout: float
+    _answer_is_ours: Callable[[], bool]  # no app has started on the request yet
     _deadline: asyncio.TimerHandle | None = None
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
@@ -114,9 +116,6 @@ class _RequestDeadline:
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)  # type: ignore[misc]
-
-    def _answer_is_ours(self) -> bool:
-        raise NotImplementedError
 
     def _arm(self) -> None:
         if self._deadline is None:
