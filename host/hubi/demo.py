@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from rich.markup import escape
 
@@ -84,17 +83,11 @@ def _write(path: Path, data: bytes) -> str:
 
 
 @contextmanager
-def _bank_nodes(
-    home: Path, run_dir: Path, ports: dict[str, int], dbs: dict[str, str]
-) -> Iterator[dict[str, Any]]:
+def _bank_nodes(home: Path, run_dir: Path, ports: dict[str, int]) -> Iterator[dict[str, Any]]:
     from hubi.consortium.supervisor import BankProcess
 
-    # each node's database given: a HUBI_DB left in the shell had the demo's nodes serve it;
-    # its path %-escaped, as the URL is read: a --workdir holding '#', '?' or '%' named another
-    nodes = {
-        b: BankProcess(b, ports[b], home, run_dir, extra=["--db", "sqlite:///" + quote(dbs[b])])
-        for b in BANKS
-    }
+    # each node finds its own books in `home` (BankProcess drops a HUBI_DB left in the shell)
+    nodes = {b: BankProcess(b, ports[b], home, run_dir) for b in BANKS}
     try:
         for node in nodes.values():
             node.spawn()
@@ -137,6 +130,7 @@ def _story(workdir: Path, steps: _Steps) -> dict[str, Any]:
     from hubi.bank.auth import bank_signer
     from hubi.bank.client import BankClient
     from hubi.bank.engine import BankEngine
+    from hubi.bank.store import sqlite_url
     from hubi.consortium.supervisor import init_home
     from hubi.merchant import Merchant, init_from_bank_home
     from hubi.token import provision as prov
@@ -212,7 +206,7 @@ def _story(workdir: Path, steps: _Steps) -> dict[str, Any]:
 
     with ExitStack() as stack:
         steps.now = "2 (starting the bank nodes)"
-        nodes = stack.enter_context(_bank_nodes(home, workdir / "run", ports, bank_db))
+        nodes = stack.enter_context(_bank_nodes(home, workdir / "run", ports))
         say(f"   bank nodes listening: BKA {nodes['BKA'].url}, BKB {nodes['BKB'].url}")
 
         # 3 -------------------------------------------------------------------- token
@@ -361,7 +355,7 @@ def _story(workdir: Path, steps: _Steps) -> dict[str, Any]:
     )
     audit_ok = all(a["ok"] for a in audits.values()) and not merchant_findings
 
-    files["bank_db"] = {b: "sqlite:///" + bank_db[b] for b in BANKS}
+    files["bank_db"] = {b: sqlite_url(bank_db[b]) for b in BANKS}
     files["merchant_outbox"] = str(merchant_home)
     files["token_state"] = str(state)
     ok = audit_ok and counts.get("booked") == 1 and isinstance(shown, int)

@@ -76,11 +76,12 @@ class ServeConfig:
 
     def db_url(self) -> str:
         from hubi import kmc as kmc_mod
+        from hubi.bank.store import sqlite_url
 
         if self.db:
             return self.db
         name = "replica.db" if self.replica_of else "bank.db"
-        return "sqlite:///" + str((kmc_mod.bank_dir(self.home, self.bank) / name).resolve())
+        return sqlite_url((kmc_mod.bank_dir(self.home, self.bank) / name).resolve())
 
 
 # uvicorn's event loop and HTTP parser: "auto" takes uvloop and httptools (C) when they are

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate, newer_schema
@@ -204,6 +204,12 @@ class Location:
 
 
 SQLITE_OPTIONS = ("synchronous", "max_bytes")  # what a sqlite:///path?... URL may set
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The sqlite:/// URL of a file, its path %-escaped as parse_url reads it back: a folder
+    named with '#', '?' or '%' would otherwise name another file ("shop #1" -> "shop ")."""
+    return "sqlite:///" + quote(os.fspath(path))
 
 
 def parse_url(url: str | os.PathLike[str]) -> Location:

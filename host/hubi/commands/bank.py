@@ -63,8 +63,9 @@ def resolve_bank(home: Path, bank: str | None) -> str:
 
 def default_db_url(home: Path, bank: str) -> str:
     from hubi import kmc as kmc_mod
+    from hubi.bank.store import sqlite_url
 
-    return "sqlite:///" + str((kmc_mod.bank_dir(home, bank) / DB_NAME).resolve())
+    return sqlite_url((kmc_mod.bank_dir(home, bank) / DB_NAME).resolve())
 
 
 def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
