@@ -140,18 +140,6 @@ _ESCAPED = {
 }
 
 
-def _utf8(cp):
-    """UTF-8 of the code point cp; a lone surrogate (from a "\\ud800" escape) as three bytes
-    too, on both interpreters (CPython's encode() refuses it)."""
-    if cp < 0x80:
-        return bytes((cp,))
-    if cp < 0x800:
-        return bytes((0xC0 | cp >> 6, 0x80 | cp & 0x3F))
-    if cp < 0x10000:
-        return bytes((0xE0 | cp >> 12, 0x80 | cp >> 6 & 0x3F, 0x80 | cp & 0x3F))
-    return bytes((0xF0 | cp >> 18, 0x80 | cp >> 12 & 0x3F, 0x80 | cp >> 6 & 0x3F, 0x80 | cp & 0x3F))
-
-
 def _name(raw):
     """The UTF-8 of the member name a key's bytes (between its quotes) stand for: escapes
     decoded and a surrogate pair joined (MicroPython's json keeps "\\ud83d\\ude00" as two
@@ -178,7 +166,8 @@ def _name(raw):
             if 0xDC00 <= low < 0xE000:
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00)
                 i += 6
-        out += _utf8(cp)
+        # a lone surrogate (from "\\ud800") as three bytes too, alike on both interpreters
+        out += chr(cp).encode("utf-8", "surrogatepass")
     return bytes(out)
 
 

@@ -29,10 +29,6 @@ RESTORE_LIMIT = 20  # missing receipt images written again per command: a scan m
 RESTORE_WINDOW = 256  # the newest notes whose receipt images are looked for
 
 
-def _receipt_name(serial: int) -> str:
-    return f"receipt-{serial:06d}.png"
-
-
 @dataclass
 class IssuedRequest:
     serial: int
@@ -252,7 +248,7 @@ class Merchant:
         return res
 
     def receipt_path(self, serial: int) -> Path:
-        return self.home.qr_dir / _receipt_name(serial)
+        return self.home.qr_dir / f"receipt-{serial:06d}.png"
 
     def restore_receipt_pngs(self, limit: int = RESTORE_LIMIT) -> tuple[list[Path], int]:
         """Write again the receipt PNGs missing from HOME/qr, newest first, at most `limit`
