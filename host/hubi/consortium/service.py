@@ -382,14 +382,14 @@ class EmbeddedConsortium:
         for b in self.banks:
             try:
                 self.nodes[b] = self._open_bank(b, prefix, engine_kw or {}, opts)
-            except Exception as exc:
-                # the banks opened before it are closed, not left to the garbage collector
+            except (HubiError, OSError, RuntimeError, sqlite3.Error, ValueError) as exc:
+                self.close()  # the banks opened before it: not left to the garbage collector
+                raise ConsortiumError(
+                    f"bank {b}: cannot open it in the embedded consortium: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            except BaseException:
                 self.close()
-                if isinstance(exc, HubiError | OSError | RuntimeError | sqlite3.Error | ValueError):
-                    raise ConsortiumError(
-                        f"bank {b}: cannot open it in the embedded consortium: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
                 raise
         for tr in self.transports.values():
             tr.nodes.update(self.nodes)
