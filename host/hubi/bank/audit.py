@@ -35,7 +35,8 @@ record is reported once, at its own number, not again at its neighbour.
 
 A damaged cell (NULL, text where bytes or a number belong, a book name whose bytes are not UTF-8:
 shown escaped) is an ``altered`` finding where it is, and the audit goes on; so is a second head
-of one book or a register head that is not one row (a table rebuilt without its key). Numbers missing from a book or the register are named one by one as far
+of one book or a register head that is not one row (a table rebuilt without its key). Numbers
+missing from a book or the register are named one by one as far
 as the rows stored for it (records and register entries) can account for them; a count beyond
 that (a head or register size that was overwritten) is one finding naming the whole range, so an
 audit's time and memory follow the rows stored, never a damaged number.
