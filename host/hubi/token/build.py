@@ -39,6 +39,11 @@ ARCH_OF_BOARD = {
 }
 
 
+# compiled modules by content (mpy-cross, its flags, the module's name and source), so a build
+# into a new folder compiles only what changed; anything wrong with it only costs time
+MPY_CACHE = ROOT / "build" / "mpy-cache"
+
+
 class BuildError(RuntimeError):
     pass
 
@@ -146,23 +151,51 @@ def _build(out: Path, march: str, board: str | None, force: bool) -> Path:
             pass
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    exe_id = hashlib.sha256(Path(exe).read_bytes()).hexdigest()
     for src, rel in files:
         dst = tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.suffix != ".py" or rel == "main.py":
             shutil.copyfile(src, dst)
             continue
-        dst = dst.with_suffix(".mpy")
-        cmd = [exe, f"-march={march}", "-o", str(dst), "-s", source_name(rel), str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+        _compile(exe, exe_id, march, src, rel, dst.with_suffix(".mpy"), force)
     (tmp / ".build.json").write_text(
         json.dumps({"fingerprint": fp, "march": march, "files": len(files)})
     )
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def _compile(
+    exe: str, exe_id: str, march: str, src: Path, rel: str, dst: Path, force: bool
+) -> None:
+    """mpy-cross `src` to `dst`, or copy the same compilation from the cache (not with
+    `force`, which compiles everything again and refreshes the cache)."""
+    name = source_name(rel)
+    source = src.read_bytes()
+    key = hashlib.sha256(b"\0".join((exe_id.encode(), march.encode(), name.encode(), source)))
+    cached = MPY_CACHE / (key.hexdigest() + ".mpy")
+    if not force:
+        try:
+            shutil.copyfile(cached, dst)
+            if dst.read_bytes()[:1] == b"M":  # an .mpy file starts so
+                return
+        except OSError:
+            pass
+    cmd = [exe, f"-march={march}", "-o", str(dst), "-s", name, str(src)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+    try:
+        if src.read_bytes() != source:  # edited while it compiled: not this key's output
+            return
+        MPY_CACHE.mkdir(parents=True, exist_ok=True)
+        part = cached.with_name(f"{cached.name}.{os.getpid()}.part")
+        shutil.copyfile(dst, part)
+        os.replace(part, cached)  # whole or not at all, also for parallel builds
+    except OSError:
+        pass
 
 
 def sim_bundle(force: bool = False) -> Path:
