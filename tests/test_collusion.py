@@ -26,8 +26,9 @@ def selection_vector(identity: str) -> list[int]:
     return v
 
 
-def solve_matrix(vectors: list[list[int]], keys: list[int]) -> list[int] | None:
-    """A solution m of V m = keys (mod n), free variables 0; None if the system is inconsistent."""
+def solve_matrix(vectors: list[list[int]], keys: list[int]) -> tuple[list[int] | None, int]:
+    """(a solution m of V m = keys (mod n), free variables 0, or None if the system is
+    inconsistent; the rank of V when it is consistent)."""
     ctx = flint.fmpz_mod_ctx(ec.N)
     aug = flint.fmpz_mod_mat([v + [k] for v, k in zip(vectors, keys)], ctx)
     rref, rank = aug.rref()
@@ -36,9 +37,9 @@ def solve_matrix(vectors: list[list[int]], keys: list[int]) -> list[int] | None:
         row = [int(rref[r, c]) for c in range(cpk.CELLS + 1)]
         lead = next(c for c in range(cpk.CELLS + 1) if row[c])
         if lead == cpk.CELLS:
-            return None  # 0 = nonzero: the pooled keys are not a linear image of any matrix
+            return None, rank  # 0 = nonzero: the pooled keys are no linear image of a matrix
         m[lead] = row[cpk.CELLS]
-    return m
+    return m, rank
 
 
 def forge(m: list[int], identity: str) -> int:
@@ -54,10 +55,9 @@ def test_linear_collusion_forges_without_separating_keys_and_fails_with_them() -
 
     # Plain CPK: the colluders know their combined keys. Rank reaches 993 = 1024 - 31.
     plain_keys = [kmc.combined_private(c) for c in colluders]
-    rank = flint.fmpz_mod_mat(vectors, flint.fmpz_mod_ctx(ec.N)).rank()
-    assert rank == cpk.CELLS - (cpk.COLS - 1) == 993
-    m = solve_matrix(vectors, plain_keys)
+    m, rank = solve_matrix(vectors, plain_keys)
     assert m is not None
+    assert rank == cpk.CELLS - (cpk.COLS - 1) == 993  # consistent: the rank of V itself
     for target in targets:
         forged = forge(m, target)
         assert forged == kmc.combined_private(target)
@@ -75,11 +75,10 @@ def test_linear_collusion_forges_without_separating_keys_and_fails_with_them() -
     # subset gives a "matrix" whose forgeries match no one's key.
     issued = [kmc.issue(c) for c in colluders]
     real_keys = [priv for priv, _sep in issued]
-    assert solve_matrix(vectors, real_keys) is None
-    ctx = flint.fmpz_mod_ctx(ec.N)
-    _, pivots = _independent_rows(vectors, ctx)
-    m2 = solve_matrix([vectors[i] for i in pivots], [real_keys[i] for i in pivots])
-    assert m2 is not None
+    assert solve_matrix(vectors, real_keys)[0] is None
+    pivots = _independent_rows(vectors)
+    m2, rank2 = solve_matrix([vectors[i] for i in pivots], [real_keys[i] for i in pivots])
+    assert m2 is not None and rank2 == len(pivots) == 993  # independent mod n too
     for target in targets:
         priv_t, sep_t = kmc.issue(target)
         victim_pub = public.public_key(target, sep_t)
@@ -90,11 +89,10 @@ def test_linear_collusion_forges_without_separating_keys_and_fails_with_them() -
         assert not suite.verify(victim_pub, b"pay", suite.sign(forged, b"pay"))
 
 
-def _independent_rows(vectors: list[list[int]], ctx: flint.fmpz_mod_ctx) -> tuple[int, list[int]]:
-    """Indices of a maximal linearly independent subset of the vectors (greedy via rref of V^T)."""
-    vt = flint.fmpz_mod_mat([list(col) for col in zip(*vectors)], ctx)
+def _independent_rows(vectors: list[list[int]]) -> list[int]:
+    """Indices of a maximal independent subset of the 0/1 vectors, from the pivots of V^T's
+    rref modulo a 62-bit prime (word-size arithmetic; the solve mod n above checks that they
+    are independent mod n too)."""
+    vt = flint.nmod_mat([list(col) for col in zip(*vectors)], (1 << 62) - 57)
     rref, rank = vt.rref()
-    pivots = []
-    for r in range(rank):
-        pivots.append(next(c for c in range(len(vectors)) if int(rref[r, c])))
-    return rank, pivots
+    return [next(c for c in range(len(vectors)) if int(rref[r, c])) for r in range(rank)]
