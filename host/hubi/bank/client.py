@@ -248,17 +248,19 @@ class BankClient:
         )
 
     def _trace(self, event: str, info: dict[str, Any]) -> None:
-        """httpcore's trace hook: note each new connection's socket (for _expire)."""
+        """httpcore's trace hook: note each new connection's socket (for interrupt)."""
         if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
             sock = info["return_value"].get_extra_info("socket")
             if sock is not None:
                 self._sockets.add(sock)
 
-    def _expire(self) -> None:
-        """The deadline passed: shut the client's sockets down, which wakes the read that waits
-        (one exchange at a time per client; an idle pooled connection just reconnects)."""
+    def interrupt(self) -> None:
+        """Shut the client's sockets down, which wakes a read waiting on one (from any thread;
+        one exchange at a time per client; an idle pooled connection just reconnects)."""
         for sock in list(self._sockets):
             shut(sock)
+
+    _expire = interrupt  # the deadline passed
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return _doc(self._send(method, path, **kw))

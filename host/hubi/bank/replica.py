@@ -311,11 +311,22 @@ class Replica:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=35)
+            self._wake(self._thread, timeout=35)
             self._thread = None
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def _wake(self, thread: threading.Thread, timeout: float) -> None:
+        """Wait for the pull thread to end, shutting the client's sockets down meanwhile: a
+        primary that accepted the request and never answers held the thread (and the node's
+        stop) for the whole 30 s read timeout, and closing a socket from another thread does
+        not wake a read blocked on it. Again and again: a request may connect just after."""
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            if self._client is not None:
+                self._client.interrupt()  # shutdown(SHUT_RDWR): the blocked read returns at once
+            thread.join(0.2)
 
     def _run(self) -> None:
         delay = self.poll_interval
@@ -325,6 +336,8 @@ class Replica:
                 self.error = None
                 delay = 0 if got >= self.batch else self.poll_interval
             except (BankError, BankUnavailable) as exc:
+                if self._stop.is_set():  # its socket shut down by stop(): nothing went wrong
+                    return
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("replica: pulling from %s failed: %s", self.primary_url, self.error)
                 delay = min(max(delay * 2, 0.2), 5.0)

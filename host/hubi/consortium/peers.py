@@ -17,6 +17,7 @@ that would ask the peer sends the next probe.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import logging
 import queue
 import threading
 import time
@@ -26,6 +27,8 @@ from typing import Any, TypeVar
 __all__ = ["DEFAULT_STALL_AFTER", "PeerHealth", "PeerThreads"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("hubi.consortium.peers")
 
 DEFAULT_STALL_AFTER = 1.0  # s without a reply to a request sent that long ago
 
@@ -148,16 +151,34 @@ class _DaemonPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self.name}: shut down")
-            self._jobs.put((fut, fn, args))
             if self._idle == 0 and len(self._threads) < self.max_workers:
-                t = threading.Thread(
-                    target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
-                )
-                self._threads.append(t)
-                t.start()
+                if not self._start_worker() and not self._threads:
+                    # no thread at all would ever take the job: it fails now, not never
+                    fut.set_exception(
+                        RuntimeError(f"{self.name}: cannot start a thread to run the job")
+                    )
+                    return fut
             else:
                 self._idle = max(0, self._idle - 1)  # that thread will take this job
+            self._jobs.put((fut, fn, args))
         return fut
+
+    def _start_worker(self) -> bool:
+        """Start one more worker (lock held); False if the system would not start it (too many
+        threads): it is not counted, so the next submit tries again (a worker counted but never
+        started left the pool short, or with no worker at all and jobs waiting for ever)."""
+        t = threading.Thread(
+            target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
+        )
+        try:
+            t.start()
+        except RuntimeError as exc:  # can't start new thread
+            log.warning(
+                "%s: cannot start a thread (%s); %d running", self.name, exc, len(self._threads)
+            )
+            return False
+        self._threads.append(t)
+        return True
 
     def _work(self) -> None:
         while True:

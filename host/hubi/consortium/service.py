@@ -383,13 +383,13 @@ class EmbeddedConsortium:
             try:
                 self.nodes[b] = self._open_bank(b, prefix, engine_kw or {}, opts)
             except (HubiError, OSError, RuntimeError, sqlite3.Error, ValueError) as exc:
-                self.close()  # the banks opened before it: not left to the garbage collector
+                self._close_quietly()  # the banks opened before it: not left to the GC
                 raise ConsortiumError(
                     f"bank {b}: cannot open it in the embedded consortium: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             except BaseException:
-                self.close()
+                self._close_quietly()
                 raise
         for tr in self.transports.values():
             tr.nodes.update(self.nodes)
@@ -426,7 +426,7 @@ class EmbeddedConsortium:
             for n in self.nodes.values():
                 n.start()
         except BaseException:
-            self.close()  # `with` does not call __exit__ when __enter__ fails
+            self._close_quietly()  # `with` does not call __exit__ when __enter__ fails
             raise
         return self
 
@@ -438,10 +438,28 @@ class EmbeddedConsortium:
         return self.nodes[bank].submit(note).as_json()
 
     def close(self) -> None:
-        for n in self.nodes.values():
-            n.close()
-        for n in self.nodes.values():
-            n.engine.close()
+        """Close every bank, even past one whose close fails (the others were left open, their
+        threads running); then ConsortiumError naming the first bank that failed."""
+        failed: list[tuple[str, BaseException]] = []
+        for step in ("node", "engine"):  # every node stops before any engine's books close
+            for b, n in self.nodes.items():
+                try:
+                    (n.close if step == "node" else n.engine.close)()
+                except Exception as exc:
+                    log.error("bank %s: closing its %s failed: %r", b, step, exc)
+                    failed.append((b, exc))
+        if failed:
+            b, exc = failed[0]
+            raise ConsortiumError(
+                f"bank {b}: closing it in the embedded consortium failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _close_quietly(self) -> None:
+        """close() on the way out of a failure: that failure is the one to tell (a failed
+        close is logged by close())."""
+        with contextlib.suppress(ConsortiumError):
+            self.close()
 
     def __enter__(self) -> EmbeddedConsortium:
         return self.start()

@@ -21,7 +21,9 @@ twice as long each time, and after ``quick_failures`` such deaths in a row it is
 shown ``failed`` with the reason, e.g. its port taken by another program; a part given up is
 tried once more after ``retry_failed`` s if its ports are free by then, else when they are,
 checked every ``retry_failed`` s, never signalling the program that holds them; each such try
-that fails doubles the wait, up to ``max_retry_failed``), and on
+that fails doubles the wait, up to ``max_retry_failed``; a restarted part is not waited for long:
+each pass sees whether it listens, or is healthy, however late, and a death counts as quick only
+before that or within ``stable_after`` s of it), and on
 SIGINT/SIGTERM stops the banks (SIGTERM, they finish requests in flight), then etcd, and marks
 ``up.json`` stopped. A signal while it prepares or starts is acted on at once: what is made is
 kept (a demo account's key is written before the account is opened) for the next run.
@@ -70,6 +72,10 @@ __all__ = ["STATE_DIR", "Stopped", "Supervisor", "bank_ids", "init_home", "lock_
 STATE_DIR = "hubi-consortium"
 PARTIAL_HOME = "home.partial"  # the first run's home while it is made (renamed once laid out)
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# how long a pass waits for a restarted etcd member to be healthy: one joining members that run
+# is healthy in a second or two; one waiting for the others (no quorum until they are back, and
+# they are restarted after it) is watched by later passes, not waited for with the lock held
+MEMBER_WAIT = 5.0
 
 
 def bank_ids(n: int) -> list[str]:
@@ -249,6 +255,8 @@ class BankProcess:
     restarts: int = 0
     died_at: float | None = None
     up_since: float | None = None  # when it last listened (None: not since its last spawn)
+    spawned_at: float | None = None  # when it was last started
+    late_told: bool = False  # its slow start was logged (once per spawn)
     failures: int = 0  # quick deaths in a row (before listening, or soon after)
     delay: float = 0.0  # before the next restart
     failed: str | None = None  # why it is no longer restarted
@@ -284,6 +292,20 @@ class BankProcess:
         self.proc = _process.spawn(argv, log_path=self.log_path, cwd=self.run_dir, env=env)
         self.died_at = None
         self.up_since = None
+        self.spawned_at, self.late_told = time.monotonic(), False
+
+    def poll_ready(self) -> bool:
+        """True (up_since set) if the node now listens: its ready file names its pid."""
+        if self.proc is None or not self.ready_path.exists():
+            return False
+        try:
+            info = loads(self.ready_path.read_bytes(), str(self.ready_path))
+        except (OSError, ValueError):  # gone again, or written only in part
+            return False
+        if not (isinstance(info, dict) and info.get("pid") == self.proc.pid):
+            return False
+        self.up_since = time.monotonic()
+        return True
 
     def wait_ready(self, timeout: float, stop: threading.Event | None = None) -> bool:
         """True once the node listens; False if `stop` is set first."""
@@ -297,14 +319,8 @@ class BankProcess:
                     f"bank node {self.bank} exited with {code}; log {self.log_path}:\n"
                     + _process.log_tail(self.log_path)
                 )
-            if self.ready_path.exists():
-                try:
-                    info = loads(self.ready_path.read_bytes(), str(self.ready_path))
-                except (OSError, ValueError):  # gone again, or written only in part
-                    info = None
-                if isinstance(info, dict) and info.get("pid") == self.proc.pid:
-                    self.up_since = time.monotonic()
-                    return True
+            if self.poll_ready():
+                return True
             time.sleep(0.05)
         raise TimeoutError(
             f"bank node {self.bank} did not listen within {timeout:g} s; log {self.log_path}:\n"
@@ -355,6 +371,7 @@ class Supervisor:
         heartbeat_ms: int = 100,
         election_ms: int = 1000,
         settle_timeout: float | None = None,
+        ready_timeout: float = 60.0,
     ):
         self.folder = Path(folder).resolve()
         self.root = self.folder / STATE_DIR
@@ -384,6 +401,8 @@ class Supervisor:
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.settle_timeout = settle_timeout
+        # a restarted node not listening after this long is logged (and still watched for)
+        self.ready_timeout = ready_timeout
         self.cluster: EtcdCluster | None = None
         self.banks: dict[str, BankProcess] = {}
         self.members: dict[str, MemberWatch] = {}  # etcd members by name, once supervised
@@ -616,7 +635,12 @@ class Supervisor:
                 ports = [m.client_port, m.peer_port]
                 if w.failed is not None:
                     changed |= self._try_again(w, f"etcd member {m.name}", ports, now)
-                if w.failed is not None or m.running:
+                if w.failed is not None:
+                    continue
+                if m.running:
+                    if w.up_since is None and _member_healthy(m.client_url):
+                        w.up_since = time.monotonic()  # however late: a later death is timed
+                        done.append(m.name)
                     continue
                 if w.died_at is None:
                     w.died_at = now
@@ -627,16 +651,27 @@ class Supervisor:
                     continue
                 w.up_since = None  # until it is healthy again
                 try:
-                    self.cluster.restart(i, timeout=30, stop=self._stop)
+                    self.cluster.restart(i, timeout=MEMBER_WAIT, stop=self._stop)
                     w.died_at, w.up_since = None, time.monotonic()
                     done.append(m.name)
                 except Exception as exc:
                     w.died_at = None  # found dead again next time: a quick failure
-                    log.error("restarting etcd member %s failed: %s", m.name, exc)
+                    if m.running and not isinstance(exc, EtcdStartCancelled):
+                        log.warning(
+                            "etcd member %s restarted, not healthy yet (waiting for the others?)",
+                            m.name,
+                        )
+                        changed = True  # its new pid, in up.json
+                    elif not m.running:
+                        log.error("restarting etcd member %s failed: %s", m.name, exc)
             for b, bp in self.banks.items():
                 if bp.failed is not None:
                     changed |= self._try_again(bp, f"bank node {b}", [bp.port], now)
-                if bp.failed is not None or bp.running():
+                if bp.failed is not None:
+                    continue
+                if bp.running():
+                    if bp.up_since is None and self._came_up(bp, now):
+                        done.append(b)
                     continue
                 if bp.died_at is None:
                     bp.died_at = now
@@ -652,14 +687,32 @@ class Supervisor:
                     bp.died_at = None  # found dead again next time: a quick failure
                     log.error("restarting bank node %s failed: %s", b, exc)
                     continue
-                try:
-                    if bp.wait_ready(60, self._stop):
-                        done.append(b)
-                except (RuntimeError, TimeoutError) as exc:
-                    log.error("restarting bank node %s failed: %s", b, exc)
+                changed = True  # its new pid, in up.json
+                # not waited for here (the lock held the other parts' restarts and stop up
+                # to a minute): a later pass sees it listen, however late, or die
             if done or changed:
                 self._tell_state("running")
         return done
+
+    def _came_up(self, bp: BankProcess, now: float) -> bool:
+        """Whether a restarted node `bp`, running, listens now (its up_since set: a death long
+        after is not a quick one); a node slow to listen is logged once and watched on."""
+        if bp.poll_ready():
+            if bp.late_told:
+                log.warning("bank node %s listens at last", bp.bank)
+            return True
+        slow = bp.spawned_at is not None and now - bp.spawned_at > self.ready_timeout
+        if slow and not bp.late_told:
+            bp.late_told = True
+            log.error(
+                "bank node %s does not listen %g s after its restart (still waiting for it);"
+                " log %s:\n%s",
+                bp.bank,
+                self.ready_timeout,
+                bp.log_path,
+                _process.log_tail(bp.log_path),
+            )
+        return False
 
     def _count_death(
         self, w: Any, what: str, ports: list[int], code: int | None, log_path: Path, now: float
@@ -813,6 +866,12 @@ def _healthy_bank(http: httpx.Client, url: str) -> tuple[bool, dict[str, Any]]:
         return r.status_code == 200 and doc.get("status") == "ok", doc
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
         return False, {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _member_healthy(url: str) -> bool:
+    """Whether the etcd member at `url` answers /health with true (asked briefly)."""
+    with httpx.Client(timeout=httpx.Timeout(1.0, connect=0.5)) as http:
+        return _healthy_etcd(http, url)[0]
 
 
 def _healthy_etcd(http: httpx.Client, url: str) -> tuple[bool, str | None]:
