@@ -69,3 +69,28 @@ def test_a_job_that_raises_fails_its_future_and_the_worker_goes_on() -> None:
         assert pool.submit("BKB", lambda: "again").result(timeout=60) == "again"
     finally:
         pool.shutdown()
+
+
+def test_a_job_never_sent_does_not_count_as_the_peers_reply() -> None:
+    # a peer taken for stalled stays so when the pool had no thread to ask it: nothing went out,
+    # so nothing came back (a plain RuntimeError counted as a reply and cleared the mark)
+    import concurrent.futures as cf
+
+    from hubi.consortium.node import _replied
+    from hubi.consortium.peers import NoThread, PeerHealth
+
+    now = [0.0]
+    health = PeerHealth(stall_after=1.0, clock=lambda: now[0])
+    first = health.try_send("BKB")
+    now[0] = 5.0
+    assert first is not None and health.try_send("BKB") is None  # stalled, its probe open
+    health.done("BKB", first, replied=False)
+    probe = health.try_send("BKB")
+    assert probe is not None
+    fut: cf.Future[bytes] = cf.Future()
+    fut.set_exception(NoThread("hubi-BKA-to-BKB: cannot start a thread to run the job"))
+    health.done("BKB", probe, replied=_replied(fut))
+    assert "no reply" in health.why_not("BKB") and " since " not in health.why_not("BKB")
+    answered: cf.Future[bytes] = cf.Future()
+    answered.set_result(b"endorsement")
+    assert _replied(answered)

@@ -86,7 +86,7 @@ from hubi.consortium.errors import (
     PeerError,
 )
 from hubi.consortium.orderer import Claim, LogEvent, Orderer, read_revision, revision_value
-from hubi.consortium.peers import DEFAULT_STALL_AFTER, PeerHealth, PeerThreads
+from hubi.consortium.peers import DEFAULT_STALL_AFTER, NoThread, PeerHealth, PeerThreads
 from hubi.consortium.state import (
     BOUNCED,
     ORDERED,
@@ -1535,6 +1535,8 @@ def _replied(fut: cf.Future[bytes]) -> bool:
     if fut.cancelled():
         return False
     exc = fut.exception()
+    if isinstance(exc, NoThread):  # never sent
+        return False
     return exc is None or not isinstance(exc, PeerError) or exc.replied
 
 

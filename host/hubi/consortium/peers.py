@@ -24,13 +24,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["DEFAULT_STALL_AFTER", "PeerHealth", "PeerThreads"]
+__all__ = ["DEFAULT_STALL_AFTER", "NoThread", "PeerHealth", "PeerThreads"]
 
 T = TypeVar("T")
 
 log = logging.getLogger("hubi.consortium.peers")
 
 DEFAULT_STALL_AFTER = 1.0  # s without a reply to a request sent that long ago
+
+
+class NoThread(RuntimeError):
+    """A job's future fails so when no thread could be started to run it (nothing was sent)."""
 
 
 class _Peer:
@@ -155,7 +159,7 @@ class _DaemonPool:
                 if not self._start_worker() and not self._threads:
                     # no thread at all would ever take the job: it fails now, not never
                     fut.set_exception(
-                        RuntimeError(f"{self.name}: cannot start a thread to run the job")
+                        NoThread(f"{self.name}: cannot start a thread to run the job")
                     )
                     return fut
             else:
