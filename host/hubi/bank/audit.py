@@ -8,14 +8,15 @@ number (for the register: a register position or a checkpoint's tree size) and a
     truncated          the book's records end before its signed head says they do
     reordered          the record stored at n is another number's record (moved/swapped)
     duplicated         a copy of a record already in the book (same bytes, or the same note
-                       booked twice in one book)
+                       booked twice in one book), or a signed checkpoint stored twice
     altered            the record's bytes differ from what the hash chain recorded, its fields
                        contradict its evidence (lsum, amount, account), or a chain equation fails
     bad-signature      a signature of the bank (sig8 over ecode, sig9 over the coded balance,
                        the book head) or of the payer (the note) does not verify although the
                        hash chain does: the record was rewritten and the chains recomputed
     balance-mismatch   balance_n != balance_(n-1) + delta_n (needs the bank's private key)
-    checkpoint-mismatch a signed tree head does not match the register as stored now
+    checkpoint-mismatch a signed tree head does not match the register as stored now (or two
+                       different ones are stored for one tree size)
 
 Checks per record n of book B (``level="chain"`` does the first four, ``"full"`` all):
     numbering (gaps, tail vs head, copies, records stored at another number's place);
@@ -41,6 +42,11 @@ as the rows stored for it (records and register entries) can account for them; a
 that (a head or register size that was overwritten) is one finding naming the whole range, so an
 audit's time and memory follow the rows stored, never a damaged number.
 
+An audit keeps the first MAX_KEPT findings whole (missing records up to MAX_LOST, for restore)
+and counts the rest by kind (``AuditReport.omitted``): a database damaged in every row costs
+bounded memory, and the report says how many findings it does not list; a finding's detail
+repeats a book's name only when it is short.
+
 ``AuditMemo`` remembers (by SHA-256) record bytes and notes whose signatures verified, so a repeat
 audit re-verifies only what changed; it is content-addressed, so a changed byte is re-checked.
 """
@@ -48,6 +54,8 @@ audit re-verifies only what changed; it is content-addressed, so a changed byte 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import json
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -85,7 +93,13 @@ KINDS = (
 )
 REGISTER = "(register)"
 MAX_LOST = 100_000  # record numbers a restore asks a backup for at once
+# findings an audit keeps whole (about 1.5 KB each); past them a damaged database of any size is
+# counted by kind, so memory stays bounded (missing records are kept up to MAX_LOST: restore)
+MAX_KEPT = 100_000
+NAME_IN_DETAIL = 100  # characters of a book name a finding's detail repeats
+MAX_REPLY_BYTES = 32 << 20  # findings' JSON in a node's /v1/audit reply (a client takes 64 MiB)
 _ROW_BATCH = 5000
+_NAMED = 100  # register entries outside the register named one by one
 _U64 = struct.Struct(">Q").pack
 _HEAD_COUNT = "SELECT COUNT(*) FROM books WHERE book = ?"
 _HEAD_SELECT = (
@@ -118,6 +132,14 @@ def _label(v: Any) -> str:
     if isinstance(v, _BLOBS):
         return f"(book {bytes(v)[:40]!r})"
     return f"(book {_what(v)})"
+
+
+def _in(book: str) -> str:
+    """A book as a finding's detail names it: a long (damaged) name only once, in the finding's
+    book, not again in each of its findings' details (a 1 MB name times 10^5 findings)."""
+    if book == REGISTER:
+        return "the register"
+    return f"book {book}" if len(book) <= NAME_IN_DETAIL else "this book"
 
 
 def _meta(tx: Any, key: str) -> bytes | None:
@@ -176,10 +198,11 @@ class AuditReport:
     books: int = 0
     records: int = 0
     checks: dict[str, Any] = field(default_factory=dict)
+    omitted: dict[str, int] = field(default_factory=dict)  # findings counted, not kept, by kind
 
     @property
     def ok(self) -> bool:
-        return not self.findings
+        return not self.findings and not self.omitted
 
     def lost(self, most: int = MAX_LOST) -> list[tuple[str, int]]:
         """Records the audit found missing or cut off (what ``restore`` fetches): a range
@@ -199,10 +222,23 @@ class AuditReport:
         out: dict[str, int] = {}
         for f in self.findings:
             out[f.kind] = out.get(f.kind, 0) + 1
+        for kind, count in self.omitted.items():
+            out[kind] = out.get(kind, 0) + count
         return out
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
+    def as_dict(self, max_bytes: int | None = None) -> dict[str, Any]:
+        """The report as JSON-ready data; `max_bytes` bounds the findings listed (their JSON),
+        the rest only counted: "summary" counts every finding, "findings_omitted" says how many
+        are not listed (present only when some are not)."""
+        listed, size = [], 0
+        for f in self.findings:
+            d = f.as_dict()
+            if max_bytes is not None:
+                size += len(json.dumps(d)) + 2
+                if size > max_bytes:
+                    break
+            listed.append(d)
+        doc = {
             "bank": self.bank,
             "level": self.level,
             "ok": self.ok,
@@ -210,8 +246,12 @@ class AuditReport:
             "records": self.records,
             "checks": self.checks,
             "summary": self.by_kind(),
-            "findings": [f.as_dict() for f in self.findings],
+            "findings": listed,
         }
+        omitted = len(self.findings) - len(listed) + sum(self.omitted.values())
+        if omitted:
+            doc["findings_omitted"] = omitted
+        return doc
 
 
 class AuditMemo:
@@ -225,15 +265,36 @@ class AuditMemo:
 
 
 class _Findings:
-    def __init__(self) -> None:
+    def __init__(self, most: int = MAX_KEPT) -> None:
         self._by: dict[tuple[str, int, str], list[str]] = {}
         self._at: set[tuple[str, int]] = set()  # has() in constant time: the register asks often
         self._through: dict[tuple[str, int, str], int] = {}  # range findings' last numbers
+        self._most = most
+        self._lost = 0  # missing and truncated findings kept (restore fetches by them)
+        self.omitted: dict[str, int] = {}  # by kind: findings past `most`, counted only
+        self._last_omitted: tuple[str, int, str] | None = None
+        self._names: dict[str, str] = {}  # one copy of each book name (each row read makes one)
+
+    def _full(self, key: tuple[str, int, str]) -> bool:
+        """True (and `key` counted) when `key` is a new finding past those kept."""
+        if key in self._by or len(self._by) < self._most:
+            return False
+        if key[2] in ("missing", "truncated") and self._lost < MAX_LOST:
+            return False
+        if key != self._last_omitted:  # one record's details come one after another
+            self.omitted[key[2]] = self.omitted.get(key[2], 0) + 1
+            self._last_omitted = key
+        return True
 
     def add(
         self, book: str, record: int, kind: str, detail: str, through: int | None = None
     ) -> None:
         assert kind in KINDS, kind
+        if self._full((book, record, kind)):
+            return
+        book = self._names.setdefault(book, book)
+        if (book, record, kind) not in self._by and kind in ("missing", "truncated"):
+            self._lost += 1
         lst = self._by.setdefault((book, record, kind), [])
         self._at.add((book, record))
         if through is not None:
@@ -412,15 +473,27 @@ class _Auditor:
                 upto + 1,
                 kind,
                 f"{whole}: numbers {upto + 1}..{last} ({last - upto:,} of them), more than the "
-                f"{bound:,} rows stored for {book} account for",
+                f"{bound:,} rows stored for {_in(book)} account for",
                 through=last,
             )
 
     def _rows(self, book: str) -> Iterator[list[tuple]]:
-        """The book's rows (n, body, hchain) in number order, in pages."""
+        """The book's rows (n, body, hchain) in number order, in pages; rows whose number is
+        NULL (a table rebuilt without its constraints) first, in pages of their own: paging on
+        `n > last` stopped at a page ending on NULL and skipped the rest of the book."""
         tx = self.store.reader()
+        for off in itertools.count(0, _ROW_BATCH):
+            rows = tx.all(
+                "SELECT n, body, hchain FROM records WHERE book = ? AND n IS NULL LIMIT ? OFFSET ?",
+                (book, _ROW_BATCH, off),
+            )
+            if rows:
+                yield rows
+            if len(rows) < _ROW_BATCH:
+                break
         rows = tx.all(
-            "SELECT n, body, hchain FROM records WHERE book = ? ORDER BY n LIMIT ?",
+            "SELECT n, body, hchain FROM records WHERE book = ? AND n IS NOT NULL ORDER BY n "
+            "LIMIT ?",
             (book, _ROW_BATCH),
         )
         while rows:
@@ -519,8 +592,8 @@ class _Auditor:
                             expected,
                             n - 1,
                             "missing",
-                            lambda k: f"no record {k} in book {book}",
-                            f"no records before record {n} in book {book}",
+                            lambda k: f"no record {k} in {_in(book)}",
+                            f"no records before record {n} in {_in(book)}",
                         )
                     expected = max(expected, n + 1)
                 else:
@@ -614,7 +687,7 @@ class _Auditor:
             book,
             n,
             "altered",
-            f"a record of book {book} (its bytes say record {n}) is stored under record number "
+            f"a record of {_in(book)} (its bytes say record {n}) is stored under record number "
             f"{_what(raw_n)}, not an integer",
         )
 
@@ -826,7 +899,8 @@ class _Auditor:
         self.checks["register_size"] = size
         self.checks["checkpoints"] = len(cps)
         bank_key = self.verifier.public_key if self.verifier is not None else None
-        targets: dict[int, bytes] = {}
+        targets: dict[int, list[bytes]] = {}  # every root signed for a size (a copy is a finding)
+        stored: dict[int, list[bytes]] = {}  # the objects stored for each size
         for raw_cp in cps:
             tree_size, root, obj = _int(raw_cp[0]), _blob(raw_cp[1]), _blob(raw_cp[2])
             if tree_size is None or root is None or obj is None:
@@ -838,7 +912,9 @@ class _Auditor:
                     + ", ".join(_what(v) for v in raw_cp),
                 )
                 continue
-            targets[tree_size] = root
+            if self._cp_copy(tree_size, obj, stored):
+                continue
+            targets.setdefault(tree_size, []).append(root)
             try:
                 cp = codec.decode(obj, codec.CHECKPOINT)
             except CodecError as exc:
@@ -929,14 +1005,15 @@ class _Auditor:
                             book,
                             n,
                             "missing",
-                            f"register entry {seq} names record {book}#{n}, which is not stored",
+                            f"register entry {seq} names record {n} of {_in(book)}, which is not "
+                            "stored",
                         )
                     unverifiable = True  # a record that is not bytes is its book's finding
                     continue
                 if not unverifiable:
                     frontier.append_hash(merkle.leaf_hash(blob), compare if kept else None)
                 if seq + 1 in targets and not unverifiable:
-                    if frontier.root() != targets[seq + 1]:
+                    if any(r != frontier.root() for r in targets[seq + 1]):
                         mismatched += 1
                         if broken_from is None:
                             broken_from = last_good
@@ -954,6 +1031,7 @@ class _Auditor:
             after = rows[-1][0]
         if expect < size:
             gap(expect, size - 1)
+        self._outside(tx, size)
         self.checks["checkpoints_mismatched"] = mismatched
         if not mismatched:  # else the records changed, and the kept subtrees with them
             for level, idx in differ:
@@ -968,27 +1046,105 @@ class _Auditor:
         if unverifiable:
             self.checks["checkpoint_roots"] = "not all recomputed: register entries without records"
 
+    def _cp_copy(self, tree_size: int, obj: bytes, stored: dict[int, list[bytes]]) -> bool:
+        """A second checkpoint row for one tree size (a table rebuilt without its key): a copy
+        of the same signed object is `duplicated` (True: checked once already), another object
+        a `checkpoint-mismatch` (the bank signed two heads for one size, or one is forged)."""
+        objs = stored.setdefault(tree_size, [])
+        objs.append(obj)
+        if len(objs) == 1:
+            return False
+        if obj in objs[:-1]:
+            self.f.add(
+                REGISTER,
+                tree_size,
+                "duplicated",
+                f"the checkpoint over {tree_size} entries is stored more than once",
+            )
+            return True
+        self.f.add(
+            REGISTER,
+            tree_size,
+            "checkpoint-mismatch",
+            f"different checkpoints are stored for tree size {tree_size}",
+        )
+        return False
+
+    def _outside(self, tx: Any, size: int) -> None:
+        """Register entries the walk over positions 0..size-1 does not reach: a NULL, negative
+        or text position, or one at or past the register's size (where the next booking's entry
+        goes: it would fail there). The first _NAMED are named, the rest counted."""
+        # (text sorts after every number in SQLite: `seq >= size` holds for it; each term
+        # can use the key's index, so a clean register costs three lookups)
+        where = "FROM register WHERE seq IS NULL OR seq < 0 OR seq >= ?"
+        count = int(tx.scalar(f"SELECT COUNT(*) {where}", (size,), default=0) or 0)
+        if not count:
+            return
+        for raw_seq, book, raw_n in tx.all(f"SELECT seq, book, n {where} LIMIT ?", (size, _NAMED)):
+            seq = _int(raw_seq)
+            who = _in(book) if isinstance(book, str) else _label(book)[1:-1]
+            self.f.add(
+                REGISTER,
+                seq if seq is not None and seq >= 0 else 0,
+                "altered",
+                f"a register entry at position {_what(raw_seq)} (naming {who} record "
+                f"{_what(raw_n)}) lies outside the register's {size:,} entries",
+            )
+        if count > _NAMED:
+            self.f.add(
+                REGISTER,
+                0,
+                "altered",
+                f"{count - _NAMED:,} more register entries lie outside its {size:,} entries",
+            )
+
     def _kept_subtrees(self, tx: Any) -> dict[tuple[int, int], bytes]:
         """merkle_nodes (schema version 2; none in an older database)."""
         if self.store.schema_version() < 2:
             return {}
-        rows = tx.all("SELECT level, idx, hash FROM merkle_nodes")
-        return {(int(lv), int(i)): bytes(h) for lv, i, h in rows}
+        kept: dict[tuple[int, int], bytes] = {}
+        for raw in tx.all("SELECT level, idx, hash FROM merkle_nodes"):
+            level, idx, h = _int(raw[0]), _int(raw[1]), _blob(raw[2])
+            if level is None or idx is None or h is None:  # never int() or bytes() of a damaged
+                # cell: bytes(2**40) would allocate a terabyte
+                self.f.add(
+                    REGISTER,
+                    0,
+                    "altered",
+                    "a kept subtree (merkle_nodes) cannot be read: level, idx, hash are "
+                    + ", ".join(_what(v) for v in raw),
+                )
+                continue
+            kept[(level, idx)] = h
+        return kept
 
     def report(self, books: int) -> AuditReport:
-        return AuditReport(self.bank, self.level, self.f.sorted(), books, self.records, self.checks)
+        if self.f.omitted:
+            self.checks["findings_kept"] = (
+                f"the first {MAX_KEPT:,} (and missing records up to {MAX_LOST:,}); the rest "
+                "counted by kind"
+            )
+        return AuditReport(
+            self.bank,
+            self.level,
+            self.f.sorted(),
+            books,
+            self.records,
+            self.checks,
+            dict(self.f.omitted),
+        )
 
 
-def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[Finding], int]:
+def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[Finding], int, dict[str, int]]:
     """One worker process's share of a chain-level audit (its own connection): its findings
-    whole (a range finding's last number too: restore fetches by it)."""
+    whole (a range finding's last number too: restore fetches by it), and those only counted."""
     url, level, books = args
     st = open_store(url, create=False, migrate=False)
     try:
         a = _Auditor(st, trust=None, keys=None, level=level, memo=None, progress=None)
         for b in books:
             a.walk(b)
-        return a.f.sorted(), a.records
+        return a.f.sorted(), a.records, a.f.omitted
     finally:
         st.close()
 
@@ -1019,10 +1175,12 @@ def audit(
             ctx = multiprocessing.get_context("fork")
             shares = [(st.url, level, names[i::workers]) for i in range(workers)]
             with ctx.Pool(workers) as pool:
-                for found, count in pool.map(_audit_share, shares):
+                for found, count, omitted in pool.map(_audit_share, shares):
                     a.records += count
                     for x in found:
                         a.f.add(x.book, x.record, x.kind, x.detail, x.through)
+                    for kind, n in omitted.items():
+                        a.f.omitted[kind] = a.f.omitted.get(kind, 0) + n
             a.checks["workers"] = workers
         else:
             for b in names:
@@ -1039,7 +1197,9 @@ def audit(
 def api_audit(
     engine: Any, books: list[str] | None = None, chain_only: bool = False
 ) -> dict[str, Any]:
-    """What the node's /v1/audit endpoint answers: ``audit(...).as_dict()`` with the engine's keys;
+    """What the node's /v1/audit endpoint answers: ``audit(...).as_dict()`` with the engine's keys,
+    its findings listed up to MAX_REPLY_BYTES of JSON (the rest counted in "summary" and
+    "findings_omitted");
     a book it does not hold is a 404, a database the audit cannot read a 409, both naming why."""
     try:
         report = audit(
@@ -1055,4 +1215,4 @@ def api_audit(
         if isinstance(exc, UnknownBook):
             raise ApiError(404, "not-found", str(exc), "book") from None
         raise ApiError(409, "conflict", str(exc)) from None
-    return report.as_dict()
+    return report.as_dict(MAX_REPLY_BYTES)  # a reply the client takes: the rest counted

@@ -220,14 +220,15 @@ def locate(
                 rec.balance_info(book, n, int(head[3]), bytes(head[4])), bytes(head[2])
             )
         delta = bal_n - bal_prev
-    # the payer's serials booked in other records (the bank's note index; a lost index only
-    # widens the search)
+    # the payer's serials booked in other records (the bank's note index; a lost index, or a
+    # damaged serial cell skipped here, only widens the search)
     serials = {
-        int(r[0])
+        r[0]
         for r in tx.all(
             "SELECT serial FROM notes WHERE payer = ? AND debit_n IS NOT NULL AND debit_n <> ?",
             (book, n),
         )
+        if isinstance(r[0], int) and not isinstance(r[0], bool)
     }
     return LostRecord(book, n, ls, delta, frozenset(serials))
 
@@ -389,9 +390,15 @@ def recover(
         row = store.reader().one(
             "SELECT payer, payee, amount, note FROM notes WHERE note_id = ?", (nid,)
         )
-        if row is not None and row[0] == payer and row[1] == payee and int(row[2]) == amount:
+        # a damaged row is no match (never int() or bytes() of its cells: bytes(2**40) is a TB)
+        note_blob = row[3] if row is not None else None
+        if (
+            row is not None
+            and (row[0], row[1], row[2]) == (payer, payee, amount)
+            and isinstance(note_blob, bytes | bytearray | memoryview)
+        ):
             try:
-                note = codec.decode(bytes(row[3]), codec.NOTE)
+                note = codec.decode(bytes(note_blob), codec.NOTE)
                 in_db = (note.get("purpose") or "") == purpose
             except ValueError:
                 in_db = False

@@ -305,10 +305,13 @@ def _put_back(
     accepted = _one_per_position(accepted, result)
     with store.transaction() as wtx:  # reported once committed
         for g in accepted:
-            wtx.execute(
-                "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?) ON CONFLICT (book, n) DO NOTHING",
-                (g.book, g.n, g.body, g.hchain),
-            )
+            # looked up, not ON CONFLICT: a records table rebuilt without its key (which the
+            # audit names) has no conflict target, and the restore failed on it
+            if wtx.one("SELECT 1 FROM records WHERE book = ? AND n = ?", (g.book, g.n)) is None:
+                wtx.execute(
+                    "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?)",
+                    (g.book, g.n, g.body, g.hchain),
+                )
             if (
                 g.seq is not None
                 and wtx.one("SELECT 1 FROM register WHERE seq = ?", (g.seq,)) is None

@@ -15,6 +15,7 @@ bank key stored in the database is used (and reported as such). Exit status: 0 c
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = ["audit"]
 NAME_SHOWN = 80  # characters of a book, bank or account name read from a database or a file
 NAME_HASH = 8  # hex digits of the hash that tells a cut name from another alike in its head
 DETAIL_SHOWN = 1000  # characters of a finding's or a refusal's detail
+MAX_LINES = 1000  # finding lines a text report prints (runs of alike findings are one line)
 
 
 def _shown(value: object, limit: int | None = None) -> str:
@@ -41,12 +43,51 @@ def _shown(value: object, limit: int | None = None) -> str:
     to the same text, and a finding could not say which of them it was about."""
     if limit is not None:
         return escape(printable(value, limit))
-    text = str(value)
+    return escape(_cut(str(value)))
+
+
+def _cut(text: str) -> str:
+    """A name as a text line shows it (before markup escaping): whole, or cut with its hash."""
     whole = printable(text, len(text) * 6)  # every character escaped takes at most 6
     if len(whole) <= NAME_SHOWN:
-        return escape(whole)
+        return whole
     tag = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:NAME_HASH]
-    return escape(f"{whole[: NAME_SHOWN - NAME_HASH - 2]}…#{tag}")
+    return f"{whole[: NAME_SHOWN - NAME_HASH - 2]}…#{tag}"
+
+
+_CUT_FORM = re.compile(rf"…#[0-9a-f]{{{NAME_HASH}}}")
+
+
+def _book_arg(store: Any, book: str) -> str:
+    """`--book` as given, or the one whole name in the database that a text line printed as
+    `book` (pasted back from an audit's output): cut with its hash, or with its control
+    characters escaped. BadParameter when a cut form stands for no book, or when the printed
+    form stands for several."""
+    cut = len(book) == NAME_SHOWN and _CUT_FORM.fullmatch(book, NAME_SHOWN - NAME_HASH - 2)
+    if not cut and "\\" not in book:  # not a printed form: taken as given
+        return book
+    tx = store.reader()
+    for table in ("books", "records"):
+        if tx.one(f"SELECT 1 FROM {table} WHERE book = ? LIMIT 1", (book,)) is not None:
+            return book  # a book that is really named so
+    # a cut name was longer than the head shown (escapes only lengthen a name)
+    shortest = (NAME_SHOWN - NAME_HASH - 2) // 6 if cut else 0
+    sql = (
+        "SELECT book FROM books WHERE length(book) > ?"
+        " UNION SELECT DISTINCT book FROM records WHERE length(book) > ?"
+    )
+    names = {b for (b,) in tx.all(sql, (shortest, shortest)) if isinstance(b, str)}
+    hits = sorted(b for b in names if _cut(b) == book)
+    if len(hits) == 1:
+        return hits[0]
+    if not hits and not cut:
+        return book  # a name with a backslash in it: the command says it has no such book
+    why = "no book in the database" if not hits else f"{len(hits)} books in the database"
+    raise click.BadParameter(
+        f"{printable(book, NAME_SHOWN)} is a name {'cut' if cut else 'escaped'} for printing, "
+        f"and {why} is printed so (--json names every book whole)",
+        param_hint="--book",
+    )
 
 
 def _fail(as_json: bool, exc: BaseException) -> None:
@@ -148,7 +189,7 @@ def verify_cmd(
                 trust=trust,
                 keys=keys,
                 level="chain" if chain_only else "full",
-                books=list(books) or None,
+                books=[_book_arg(store, b) for b in books] or None,
                 progress=progress,
             )
         store.close()
@@ -219,7 +260,7 @@ def _print_report(doc: dict[str, Any]) -> None:
             runs[-1].append(f)
         else:
             runs.append([f])
-    for run in runs:
+    for run in runs[:MAX_LINES]:
         a, b = run[0], run[-1]
         where = (
             f"#{a['record']}" if len(run) == 1 else f"#{a['record']}..#{b['record']} ({len(run)})"
@@ -229,9 +270,23 @@ def _print_report(doc: dict[str, Any]) -> None:
             f"{_shown(a['detail'], DETAIL_SHOWN)}",
             highlight=False,
         )
+    if len(runs) > MAX_LINES:  # a database damaged in every row: the summary counts them all
+        rest = sum(len(r) for r in runs[MAX_LINES:])
+        console.print(
+            f"[red]… {rest:,} more finding(s) in {len(runs) - MAX_LINES:,} more lines not "
+            "shown[/red] (--json lists them)",
+            highlight=False,
+        )
+    omitted = doc.get("findings_omitted", 0)
+    if omitted:
+        console.print(
+            f"[red]{omitted:,} more finding(s) not listed[/red]: {_shown(checks.get('findings_kept', ''), DETAIL_SHOWN)}",
+            highlight=False,
+        )
     console.print(
-        f"[red]{len(doc['findings'])} finding(s)[/red]: "
-        + ", ".join(f"{v} {k}" for k, v in doc["summary"].items())
+        f"[red]{sum(doc['summary'].values()):,} finding(s)[/red]: "
+        + ", ".join(f"{v:,} {k}" for k, v in doc["summary"].items()),
+        highlight=False,
     )
 
 
@@ -249,6 +304,7 @@ def locate_cmd(
 
     try:
         store, _trust, keys = _keys(db, home, trust_dir)
+        book = _book_arg(store, book)
         lost = rec_mod.locate(store, book, number, keys)
         store.close()
     except click.ClickException:
@@ -351,6 +407,7 @@ def recover_cmd(
 
     try:
         store, _trust, keys = _keys(db, home, trust_dir)
+        book = _book_arg(store, book)
         payees = rec_mod.read_payees(payees_file)
         purposes = rec_mod.read_purposes(purposes_file)
         hits = rec_mod.recover(
@@ -439,14 +496,17 @@ def restore_cmd(
             f"{len(result.unavailable)}, refused {len(result.rejected) + len(result.malformed)}",
             highlight=False,
         )
-        for b, n, why in result.rejected:
+        for b, n, why in result.rejected[:MAX_LINES]:
             console.print(
                 f"[red]refused[/red] {_shown(b)} #{n}: {_shown(why, DETAIL_SHOWN)}", highlight=False
             )
-        for why in result.malformed:
+        _more(result.rejected, "refused")
+        for why in result.malformed[:MAX_LINES]:
             console.print(f"[red]refused[/red] {_shown(why, DETAIL_SHOWN)}", highlight=False)
-        for b, n in result.unavailable:
+        _more(result.malformed, "refused")
+        for b, n in result.unavailable[:MAX_LINES]:
             console.print(f"[yellow]not in the backup[/yellow] {_shown(b)} #{n}", highlight=False)
+        _more(result.unavailable, "not in the backup")
         if not result.ok:
             console.print("[red]the audit still has findings[/red]")
         elif result.wanted:
@@ -454,3 +514,12 @@ def restore_cmd(
         else:
             console.print("[green]nothing was lost: the audit is clean[/green]")
     sys.exit(0 if result.ok else 1)
+
+
+def _more(items: list, what: str) -> None:
+    """The line closing a list cut at MAX_LINES (a restore may name 10^5 records)."""
+    if len(items) > MAX_LINES:
+        console.print(
+            f"… {len(items) - MAX_LINES:,} more {what} not shown (--json lists them)",
+            highlight=False,
+        )
