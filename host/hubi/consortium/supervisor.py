@@ -759,10 +759,20 @@ class Supervisor:
         return True
 
     def run(self, poll: float = 0.5) -> None:
-        """Supervise until stop() (or SIGINT/SIGTERM in the main thread)."""
+        """Supervise until stop() (or SIGINT/SIGTERM in the main thread). A pass that fails
+        in a way nobody foresaw is logged and the next one runs: ending here would stop every
+        bank and etcd member that is running fine."""
+        told: dict[str, float] = {}  # each failure's text: when it was last logged
         while not self._stop.wait(poll):
-            if self.restart:
+            if not self.restart:
+                continue
+            try:
                 self.supervise_once()
+            except Exception as exc:  # noqa: BLE001 - see above
+                what, now = f"{type(exc).__name__}: {exc}", time.monotonic()
+                if now - told.get(what, -3600.0) >= 60.0:  # the same one at most once a minute
+                    told[what] = now
+                    log.exception("a supervision pass failed (the next one runs): %s", what)
 
     def stop(self) -> None:
         """Stop the banks (SIGTERM, requests in flight finish), then etcd; idempotent."""
