@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hubi import jsonload
 from hubi.bank import auth
 from hubi.bank.auth import AuthError, Caller, Role
+from hubi.bank.records import Record
 from hubi_core import codec
 from hubi_core.errors import CodecError, HubiError
 
@@ -60,6 +61,16 @@ _ACCOUNT_RE = re.compile(ACCOUNT_PATTERN.strip("^$"))
 class ApiError(AuthError):
     """An error reply: HTTP status, a stable code, a message naming what is wrong (the same
     shape as an authentication error, which is one kind of it)."""
+
+
+def _note_parties(proof: dict[str, Any]) -> tuple[str, str] | None:
+    """(payer, payee) of the note a proven record is evidence of; None for any other record
+    (funding, a notice booked back) or one that does not parse."""
+    try:
+        note = codec.decode(Record.parse(bytes.fromhex(proof["record"])).evidence)
+    except (CodecError, ValueError):  # (a ChainError is a ValueError)
+        return None
+    return (note.signer, note["payee"]) if note.kind == codec.NOTE else None
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -774,10 +785,17 @@ def create_app(node: Node) -> FastAPI:
     ) -> dict[str, Any]:
         """RFC 9162 inclusion proof of record (book, number) under a signed checkpoint (default:
         the newest one that covers it). The proof carries the record: a customer gets proofs of
-        its own book only."""
+        its own book only, a peer bank only of records whose note has a party at that bank."""
         if caller.role == Role.CUSTOMER:
             auth.require_account_access(caller, book, regulator=True)
-        return backend.inclusion_proof(tree_size, book, number)
+        if caller.role != Role.PEER:
+            return backend.inclusion_proof(tree_size, book, number)
+        try:
+            proof = backend.inclusion_proof(tree_size, book, number)
+        except ApiError:
+            proof = None  # the same answer as for a record it may not see: nothing told
+        auth.require_party_bank(caller, None if proof is None else _note_parties(proof))
+        return proof
 
     @app.get(
         "/v1/proofs/consistency",

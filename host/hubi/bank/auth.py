@@ -523,6 +523,20 @@ def require(caller: Caller, *roles: Role) -> None:
         )
 
 
+def require_party_bank(caller: Caller, parties: tuple[str, str] | None) -> None:
+    """A peer bank sees a record only when its note's payer or payee is that bank's customer
+    (a record carries amounts, times and the note: other banks' customers are none of its
+    business); `parties` None (no such record, or no note behind it) is refused alike."""
+    if parties is not None and caller.identity in (ids.bank_of(a) for a in parties):
+        return
+    raise AuthError(
+        403,
+        "role-denied",
+        f"bank {caller.identity} ({caller.role.value}) may read only records of notes a "
+        "customer of its own is party to",
+    )
+
+
 def require_account_access(
     caller: Caller, account: str, *, regulator: bool, own_bank: bool = True
 ) -> None:
