@@ -46,7 +46,7 @@ def run(*args: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize("name", ["note.bin", "note.png"])
 def test_note_show_json_binary_and_png(bundle: Path, name: str) -> None:
-    code, out = run("note", "show", str(bundle / name), "--json")
+    code, out = run("note", "show", str(bundle / name), "--trust", str(bundle / "trust"), "--json")
     assert code == 0, out
     info = json.loads(out)
     note = (bundle / "note.bin").read_bytes()
@@ -64,11 +64,13 @@ def test_note_show_json_binary_and_png(bundle: Path, name: str) -> None:
 
 
 def test_note_show_names_the_failing_field(bundle: Path) -> None:
-    code, out = run("note", "show", str(bundle / "tampered.bin"), "--json")
+    code, out = run(
+        "note", "show", str(bundle / "tampered.bin"), "--trust", str(bundle / "trust"), "--json"
+    )
     assert code == 1
     failed = [f["field"] for f in json.loads(out)["verification"]["fields"] if not f["ok"]]
     assert failed == ["payee", "lsum"]
-    code, out = run("note", "show", str(bundle / "tampered.bin"))
+    code, out = run("note", "show", str(bundle / "tampered.bin"), "--trust", str(bundle / "trust"))
     assert code == 1 and "FAILED" in out and "payee" in out
 
 
@@ -81,7 +83,7 @@ def test_note_show_prints_a_purpose_as_it_is_not_as_markup(tmp_path: Path) -> No
     kmc.save_trust(tmp_path / "trust", w.consortium, {b: k.public for b, k in w.kmcs.items()})
     purpose = "[/x] [red]FREE[/red]"
     (tmp_path / "n.bin").write_bytes(codec.encode(w.note(PAYER, PAYEE, 5, purpose=purpose)))
-    code, out = run("note", "show", str(tmp_path / "n.bin"))
+    code, out = run("note", "show", str(tmp_path / "n.bin"), "--trust", str(tmp_path / "trust"))
     assert code == 0 and purpose in out and "verified offline" in out, out
 
 
@@ -90,7 +92,7 @@ def test_note_show_reads_a_note_as_hex_text(bundle: Path, tmp_path: Path) -> Non
     note = (bundle / "note.bin").read_bytes()
     text = bundle / "note.hex"
     text.write_text(note.hex()[:100] + "\n" + note.hex()[100:] + "\n")
-    code, out = run("note", "show", str(text), "--json")
+    code, out = run("note", "show", str(text), "--trust", str(bundle / "trust"), "--json")
     assert code == 0 and json.loads(out)["verification"]["ok"] is True, out
     assert json.loads(out)["size"] == len(note)
     (tmp_path / "odd.hex").write_text(note.hex()[:-1])
@@ -253,7 +255,7 @@ def test_note_show_names_its_trust_bundle_and_reads_it_bounded(
     was made against (anyone can make a bundle under which a forged note verifies). A FIFO as
     its consortium.json hung `note show`, and a link to /dev/zero filled its memory; a file
     name with escape sequences reached the terminal raw in the error."""
-    code, out = run("note", "show", str(bundle / "note.bin"))
+    code, out = run("note", "show", str(bundle / "note.bin"), "--trust", str(bundle / "trust"))
     said = " ".join(out.split())  # the console wraps a long line
     assert code == 0 and f"verified offline against the trust bundle {bundle / 'trust'}" in said
     for name, make in (("fifo", os.mkfifo), ("zero", lambda p: p.symlink_to("/dev/zero"))):
@@ -263,7 +265,16 @@ def test_note_show_names_its_trust_bundle_and_reads_it_bounded(
         make(d / "trust" / "consortium.json")
         shutil.copy(bundle / "note.bin", d / "note.bin")
         proc = subprocess.run(
-            [sys.executable, "-m", "hubi.cli", "note", "show", str(d / "note.bin")],
+            [
+                sys.executable,
+                "-m",
+                "hubi.cli",
+                "note",
+                "show",
+                str(d / "note.bin"),
+                "--trust",
+                str(d / "trust"),
+            ],
             capture_output=True,
             text=True,
             timeout=60,

@@ -33,6 +33,7 @@ from hubi_core.qrparts import Collector, Incomplete
 
 __all__ = [
     "Collector",
+    "check_png_target",
     "Incomplete",
     "collect",
     "decode_image",
@@ -304,8 +305,10 @@ def collect(
         raise bad
     if need == 0:
         raise Incomplete(f"no QR code found in {seen} image(s)")
-    if have == need:
-        col.message()  # every part is there, none of their copies hashes to the id: say so
+    try:  # every part is there, none of their copies hashes to the id: say so
+        col.message()  # (progress then counts one short: the forged part lacks its genuine)
+    except Incomplete:
+        pass
     raise Incomplete(
         f"{have} of {need} parts after {seen} image(s); missing data parts {col.missing()}"
     )
@@ -371,6 +374,17 @@ def frames_from_camera(
     return _frames(cap, max_frames, 1)
 
 
+def check_png_target(path: str | os.PathLike) -> Path:
+    """`path` if a PNG may be written there, else ValueError naming it: the PNG is written
+    beside and renamed over it, so a device or FIFO there (or a link to one) would be replaced,
+    not written to ("--png /dev/null" run as root took /dev/null away). A folder is left to
+    the rename, which fails on it (IsADirectoryError)."""
+    out = Path(path)
+    if out.exists() and not out.is_file() and not out.is_dir():
+        raise ValueError(f"{out} is not a regular file: give a file name for the PNG")
+    return out
+
+
 def render_png(
     data: bytes, path: str | os.PathLike, scale: int = 6, level: str = "M", border: int = 4
 ) -> Path:
@@ -379,8 +393,8 @@ def render_png(
     level is exact (segno's error-level boost is off); data beyond version 40 raises
     segno's DataOverflowError. zxing-cpp decodes ``Barcode.bytes`` back to exactly data.
     """
+    out = check_png_target(path)
     qr = segno.make_qr(bytes(data), error=level.lower(), mode="byte", boost_error=False)
-    out = Path(path)
     buf = io.BytesIO()
     qr.save(buf, kind="png", scale=scale, border=border)
     write_atomic(out, buf.getvalue())  # a process killed while writing left a PNG cut short

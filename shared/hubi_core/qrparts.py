@@ -215,8 +215,9 @@ MAX_TRIES = 256  # reassemblies tried per check of the copies
 
 
 class _Layout:
-    """The parts seen for one (k, g, total) of a message id: every different body of an index
-    is kept (first seen first), so a forged frame in view cannot shut out the genuine one."""
+    """The parts seen for one (k, g, total) of a message id: different bodies of an index are
+    kept (first seen first, MAX_COPIES at most), so a forged frame in view cannot shut out the
+    genuine one; once every choice of them failed the id, a new body replaces the oldest."""
 
     __slots__ = ("k", "g", "total", "copies", "count", "tried")
 
@@ -225,7 +226,7 @@ class _Layout:
         self.g = g
         self.total = total
         self.copies = {}  # index -> [body, ...]
-        self.count = 0  # bodies kept
+        self.count = 0  # bodies taken in (a replaced one too: the copies changed)
         self.tried = 0  # bodies kept when the copies were last tried against the id
 
     def progress(self):
@@ -314,7 +315,9 @@ class Collector:
     A frame that contradicts earlier ones (another body for an index, other part counts for
     the id) raises ConflictingPart but is kept, within bounds: a forged frame kept in the
     camera's view must not shut out the genuine one. The copies are tried against the message
-    id when the parts cover the message, so one bad frame does not cost the good ones.
+    id when the parts cover the message, so one bad frame does not cost the good ones; when
+    every choice failed, a new copy replaces the oldest, and a new layout a failed one (four
+    forged copies in view first must not crowd out the genuine fifth).
     """
 
     def __init__(self):
@@ -407,6 +410,8 @@ class Collector:
         first = self.layouts[0] if self.layouts else None
         other = None
         if lay is None:
+            if first is not None and len(self.layouts) >= MAX_LAYOUTS:
+                self._drop_dead_layout()
             if first is not None:
                 other = "part %d of message %s: %d+%d parts of %d bytes, earlier %d+%d of %d" % (
                     p.index,
@@ -432,22 +437,43 @@ class Collector:
                 _hex(p.mid),
             )
             if len(copies) >= MAX_COPIES:
-                raise ConflictingPart(why + "; too many copies, frame dropped")
+                if not self._failed(lay):
+                    raise ConflictingPart(why + "; too many copies, frame dropped")
+                # every choice of the copies kept failed the id: one of them is forged, and
+                # the genuine copy must get in (copies in view come round again if needed)
+                copies.pop(0)
+                other = why + " (kept; the oldest copy, tried and failed, dropped for it)"
+            else:
+                other = why + " (both kept until one checks out)"
             copies.append(p.body)
             lay.count += 1
-            other = why + " (both kept until one checks out)"
         if other is not None:
             raise ConflictingPart(other)
 
+    def _failed(self, lay):
+        """True if lay holds every part but no choice of its copies hashes to the id."""
+        return self._found is None and lay.whole() and self._check() is None
+
+    def _drop_dead_layout(self):
+        """Make room for another layout by dropping one whose copies all failed the id."""
+        for lay in self.layouts:
+            if self._failed(lay):
+                self.layouts.remove(lay)
+                return
+
     @property
     def progress(self):
-        """(have, need): data parts present or recoverable, data parts in the message."""
+        """(have, need): data parts present or recoverable, data parts in the message. A set
+        that is whole but fails the id lacks some genuine part: one short, not need of need."""
         if self.raw is not None:
             return (1, 1)
         lay = self._main()
         if lay is None:
             return (0, 0)
-        return lay.progress()
+        have, need = lay.progress()
+        if self._failed(lay):
+            return (need - 1, need)
+        return (have, need)
 
     def _check(self):
         """Look for a choice of copies that hashes to the id (in a layout again only after it

@@ -150,7 +150,28 @@ def init(
 
 # --------------------------------------------------------------------------------- request
 MAX_AMOUNT_TEXT = 64  # characters: "9,223,372,036,854,775.807" is 25
-MAX_EXPIRES = 10 * 366 * 86400  # an expiry is a 32-bit time: far beyond this it cannot be written
+# A request is for one sale at the counter: a day covers one printed for the day's stall. A
+# longer one (ten years were taken) stays payable long after the price or the cashier changed.
+MAX_EXPIRES = 86400
+
+
+def _is_text(value: str) -> bool:
+    """False for an argument holding undecodable bytes (Python keeps them as lone surrogates,
+    which the codec then refused as "'utf-8' codec can't encode characters")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _expires(_ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    if value > MAX_EXPIRES:
+        raise click.BadParameter(
+            f"{value} seconds is more than a day ({MAX_EXPIRES}): a request is for one sale;"
+            " sign a new one when it runs out"
+        )
+    return value
 
 
 @merchant.command("request")
@@ -160,8 +181,9 @@ MAX_EXPIRES = 10 * 366 * 86400  # an expiry is a 32-bit time: far beyond this it
     "--expires",
     default=300,
     show_default=True,
-    type=click.IntRange(1, MAX_EXPIRES),
-    help="Seconds payable (at most ten years: a printed, standing request).",
+    type=click.IntRange(1),
+    callback=_expires,
+    help="Seconds payable, 1 to 86400 (a day: a request printed for the day's stall).",
 )
 @click.option(
     "--png",
@@ -196,6 +218,8 @@ def request_cmd(
         minor = parse_amount(amount)
     except ValueError as exc:
         _fail(as_json, exc)
+    if purpose is not None and not _is_text(purpose):  # bytes the locale could not decode
+        _fail(as_json, f"--purpose {printable(purpose, 40)!r}: not UTF-8 text (check the locale)")
     with _open(ctx, as_json) as m:
         try:
             issued = m.request(minor, purpose, expires, png=png)

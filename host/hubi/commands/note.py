@@ -22,17 +22,41 @@ def qr_versions(size: int) -> dict[str, int | None]:
     return {level: qr.min_version(size, level) for level in ("L", "M")}
 
 
-def describe(data: bytes, trust_dir: Path | None) -> dict[str, Any]:
+def describe(
+    data: bytes, trust_dir: Path | None, source: str = "--trust", beside: Path | None = None
+) -> dict[str, Any]:
+    """The object as a dict, verified against trust_dir (which came from `source`)."""
     obj = codec.decode(data)
     out = objects.obj_to_dict(obj)
     out["size"] = len(data)
     out["qr_version"] = qr_versions(len(data))
     if trust_dir is None:
-        out["verification"] = {"ok": None, "reason": "no trust bundle found (pass --trust DIR)"}
+        reason = "no trusted consortium: pass --trust DIR, or set up a merchant home (--home)"
+        if beside is not None:
+            reason += (
+                f"; the trust bundle {beside} beside the file came with it and vouches for"
+                " nothing by itself (anyone can sign one): pass it with --trust if you trust it"
+            )
+        out["verification"] = {"ok": None, "reason": reason}
     else:
         out["verification"] = verify.verify_object(obj, kmc.load_trust(trust_dir)).as_dict()
         out["verification"]["trust"] = str(trust_dir)
+        out["verification"]["trust_from"] = source
     return out
+
+
+def trusted_bundle(trust_dir: Path | None, home: Path | None) -> tuple[Path | None, str]:
+    """The trust bundle to verify against and where it came from: --trust, else the merchant
+    home's own (--home, $HUBI_MERCHANT_HOME or the default home), else none. Never one found
+    next to the file: a forged note would come with the forger's consortium file."""
+    from hubi.merchant import config
+
+    if trust_dir is not None:
+        return trust_dir, "--trust"
+    if home is None and not (config.default_home() / config.CONFIG).exists():
+        return None, ""  # no merchant set up here: nothing trusted to check against
+    mh = config.MerchantHome.open(home)
+    return mh.trust_dir, "merchant home"
 
 
 @click.group()
@@ -46,14 +70,28 @@ def note() -> None:
     "--trust",
     "trust_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Trust bundle (consortium.json + matrices/); default: nearest one above FILE.",
+    help="Trust bundle (consortium.json + matrices/) to verify against; default: the merchant"
+    " home's. One lying beside FILE is used only when given here.",
+)
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Merchant home whose trust bundle to verify against (default: $HUBI_MERCHANT_HOME or"
+    " ~/.hubi/merchant, if set up).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(file: Path, trust_dir: Path | None, as_json: bool) -> None:
+def show(file: Path, trust_dir: Path | None, home: Path | None, as_json: bool) -> None:
     """Decode FILE (binary object, its hex as text, or QR image) and verify it offline, field by field."""
+    from hubi.merchant.config import MerchantError
+
+    try:
+        trusted, source = trusted_bundle(trust_dir, home)
+    except MerchantError as exc:  # the home asked for cannot vouch: say so, not "unverified"
+        _fail(as_json, type(exc).__name__, f"cannot verify {file}: {exc}")
     try:
         data = objects.read_object_bytes(file)
-        info = describe(data, trust_dir or kmc.find_trust(file.parent))
+        beside = None if trusted is not None else kmc.find_trust(file.parent)
+        info = describe(data, trusted, source, beside)
     except kmc.TrustBundleError as exc:  # the note may be fine; the bundle to check it is not
         _fail(as_json, type(exc).__name__, f"cannot verify {file}: {exc}")
     except (HubiError, ValueError, OSError) as exc:
@@ -92,16 +130,16 @@ def _print_human(info: dict[str, Any]) -> None:
     console.print(table)
     ver = info["verification"]
     if ver["ok"] is None:
-        console.print(styled("yellow", f"not verified: {ver['reason']}"))
+        console.print(styled("yellow", f"not verified: {printable(ver['reason'], 2000)}"))
         return
     for f in ver["fields"]:
         mark = "[green]ok[/green]" if f["ok"] else f"[red]FAILED[/red] {escape(f['reason'])}"
         console.print(f"  {escape(f['field']):<10} {mark}")
-    # against which consortium: a bundle found next to FILE came with it, and anyone can make
-    # one (a forged note verifies against its forger's own bundle)
+    # against which consortium, and who chose it: a verdict is only as good as that bundle
     against = escape(printable(ver.get("trust", "?"), 300))
+    source = escape(printable(ver.get("trust_from", "?"), 300))
     console.print(
-        f"[green]verified offline[/green] against the trust bundle {against}"
+        f"[green]verified offline[/green] against the trust bundle {against} (from {source})"
         if ver["ok"]
-        else f"[red]verification failed[/red] against the trust bundle {against}"
+        else f"[red]verification failed[/red] against the trust bundle {against} (from {source})"
     )

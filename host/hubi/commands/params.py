@@ -42,6 +42,11 @@ def _url_fault(url: str) -> str | None:
         checked = url[:at] + url[at + hostport.index("]") + 1 :]
     if _ESCAPE.search(checked):
         return "it holds a '%' that is not a %XX escape (write '%' itself as %25)"
+    if "@" in parts.netloc:  # a password would show in every progress line and error
+        return (
+            "it holds a user name or password before '@'; hubi nodes take signed requests,"
+            " not HTTP log-ins: leave it out"
+        )
     if hostport.startswith("["):
         rest = hostport[hostport.index("]") + 1 :]
     else:
@@ -71,10 +76,23 @@ def check_url(value: str, what: str) -> str:
     if not ok:
         why = f": {fault}" if fault else ""
         raise click.BadParameter(
-            f"{url!r} is not an http:// or https:// URL (a host, and a port 1-65535 if any){why}",
+            f"{_masked(url)!r} is not an http:// or https:// URL (a host, and a port 1-65535 if"
+            f" any){why}",
             param_hint=what,
         )
     return url
+
+
+def _masked(url: str) -> str:
+    """url with any user name and password (before '@' in its authority) shown as '***'."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority = rest[:end]
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{rest[end:]}"
 
 
 def in_existing_folder(

@@ -145,9 +145,25 @@ def init_from_bank_home(
     _write_home(home, private, template, bank_home / "trust")
 
 
+MAX_KEY_FILE = 1024  # 64 hex digits and a line break, with room for stray whitespace
+
+
+def _read_small(path: Path, limit: int, what: str) -> bytes:
+    """A regular file of at most `limit` bytes, or MerchantError naming it: a FIFO would hang
+    the init, and /dev/zero given as a key fill its memory."""
+    try:
+        with objects.open_regular(path) as f:
+            raw = f.read(limit + 1)
+    except ValueError as exc:
+        raise MerchantError(f"{exc} ({what})") from None
+    if len(raw) > limit:
+        raise MerchantError(f"{path}: more than {limit:,} bytes, too long for {what}")
+    return raw
+
+
 def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: Path) -> None:
     """Set up a merchant from a key file (32 bytes or 64 hex digits) and a template file."""
-    raw = Path(key_file).read_bytes()
+    raw = _read_small(Path(key_file), MAX_KEY_FILE, "a private key")
     # A binary key is exactly 32 bytes (any of which may look like whitespace); only the hex
     # form may carry a trailing newline.
     if len(raw) != 32:
@@ -160,7 +176,9 @@ def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: 
             raise MerchantError(f"{key_file}: not a 32-byte key") from None
     if len(raw) != 32:
         raise MerchantError(f"{key_file}: a private key is 32 bytes (or 64 hex digits)")
-    template = codec.decode(Path(template_file).read_bytes(), codec.TEMPLATE)
+    template = codec.decode(
+        _read_small(Path(template_file), codec.MAX_OBJECT, "an account template"), codec.TEMPLATE
+    )
     _write_home(home, int.from_bytes(raw, "big"), template, trust_dir)
 
 

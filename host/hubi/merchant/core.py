@@ -145,6 +145,8 @@ class Merchant:
         """Sign a Request for `amount` minor units, store it as the open request, save its PNG."""
         if amount <= 0:
             raise MerchantError("the amount must be positive")
+        if png is not None:  # refused before the request is signed and kept as the open one
+            self._check_png(png)
         now = int(time.time()) if now is None else now
         info = {
             "time": now,
@@ -165,6 +167,15 @@ class Merchant:
         return IssuedRequest(
             serial, row.bytes, amount, self.currency, row.purpose, now, row.expiry, Path(path)
         )
+
+    @staticmethod
+    def _check_png(png: Path) -> None:
+        from hubi import qrscan
+
+        try:
+            qrscan.check_png_target(png)
+        except ValueError as exc:
+            raise MerchantError(f"--png {exc}") from None
 
     def open_request(self) -> RequestRow | None:
         return self.outbox.open_request()

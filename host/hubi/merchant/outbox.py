@@ -288,6 +288,12 @@ class Duplicate(Exception):
         super().__init__(row.note_id.hex())
 
 
+def _limit(last: int) -> int:
+    """`last` as an SQLite LIMIT: the newest N, N past the rows there are being all of them
+    ("--last 99999999999999999999" was an OverflowError traceback)."""
+    return min(max(last, 0), (1 << 63) - 1)
+
+
 class Outbox:
     """The merchant's SQLite outbox. One connection per process; not shared across threads."""
 
@@ -392,6 +398,8 @@ class Outbox:
         return serial
 
     def request(self, serial: int) -> RequestRow | None:
+        if not 0 < serial < 1 << 63:  # past SQLite's integers: an OverflowError, not "none"
+            return None
         r = self.db.execute(
             f"SELECT {_REQ_COLS} FROM requests WHERE serial = ?", (serial,)
         ).fetchone()
@@ -512,7 +520,8 @@ class Outbox:
         if last is None:
             rows = self.db.execute(f"{sql} ORDER BY id").fetchall()
         else:
-            rows = self.db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (last,)).fetchall()[::-1]
+            newest = self.db.execute(f"{sql} ORDER BY id DESC LIMIT ?", (_limit(last),))
+            rows = newest.fetchall()[::-1]
         return [
             {
                 "id": r[0],
@@ -534,7 +543,7 @@ class Outbox:
             sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY scanned_at, rowid"
             return [_note_row(r) for r in self.db.execute(sql, params).fetchall()]
         sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY scanned_at DESC, rowid DESC LIMIT ?"
-        rows = self.db.execute(sql, (*params, last)).fetchall()
+        rows = self.db.execute(sql, (*params, _limit(last))).fetchall()
         return [_note_row(r) for r in reversed(rows)]
 
     def receipt_serials(self, newest: int) -> list[tuple[int, int]]:

@@ -175,7 +175,18 @@ def bank_url_of(merchant: Any) -> str:
     entry = merchant.trust.consortium.banks.get(bank)
     if entry is None or not entry.endpoints:
         raise MerchantError(f"the consortium file lists no endpoint for bank {bank}: pass --bank")
-    return entry.endpoints[0]
+    # checked as --bank is: a password in it would be sent and shown in every progress line
+    import click
+
+    from hubi.commands.params import check_url
+
+    try:
+        return check_url(entry.endpoints[0], "")
+    except click.BadParameter as exc:
+        raise MerchantError(
+            f"the consortium file's endpoint for bank {bank} cannot be used: {exc.message};"
+            " pass --bank"
+        ) from None
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
