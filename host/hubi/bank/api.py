@@ -643,6 +643,12 @@ def create_app(node: Node) -> FastAPI:
             m.uploads.labels(out["outcome"]).inc()
             return UploadOut(**out)
 
+    else:  # a merchant pointed at a backup by mistake is told what it reached, not "Not Found"
+
+        @app.post("/v1/notes", include_in_schema=False)
+        def upload_to_backup() -> None:
+            primary_only()
+
     # ----------------------------------------------------------------- customers
     @app.get(
         "/v1/accounts/{account}/notices",
