@@ -435,15 +435,23 @@ def serve(cfg: ServeConfig) -> int:
 @click.option(
     "--home",
     envvar="HUBI_HOME",
+    show_envvar=True,
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     required=True,
     help="hubi home folder (trust/ and banks/<BANK>/).",
 )
-@click.option("--bank", envvar="HUBI_BANK", required=True, help="Bank id this node serves (BKA).")
+@click.option(
+    "--bank",
+    envvar="HUBI_BANK",
+    show_envvar=True,
+    required=True,
+    help="Bank id this node serves (BKA).",
+)
 @click.option(
     "--db",
     default=None,
     envvar="HUBI_DB",
+    show_envvar=True,
     help="Database URL: sqlite:///path, a file path or postgresql://... "
     "(default: HOME/banks/<BANK>/bank.db, or replica.db for a hot backup). "
     "Env HUBI_DB keeps a password off the command line.",

@@ -130,12 +130,14 @@ def _db_option(f: Any) -> Any:
     f = click.option(
         "--home",
         envvar="HUBI_HOME",
+        show_envvar=True,
         type=click.Path(file_okay=False, exists=True, path_type=Path),
         help="hubi home: trust bundle plus the bank's private key (balances).",
     )(f)
     f = click.option(
         "--db",
         envvar="HUBI_DB",
+        show_envvar=True,
         required=True,
         help="Bank database URL (sqlite:///... or postgresql://...).",
     )(f)

@@ -92,14 +92,21 @@ def _engine(
 
 def _home_option(f: Any) -> Any:
     f = click.option(
-        "--db", envvar="HUBI_DB", help="Store URL (default sqlite:///HOME/banks/<BANK>/bank.db)."
+        "--db",
+        envvar="HUBI_DB",
+        show_envvar=True,
+        help="Store URL (default sqlite:///HOME/banks/<BANK>/bank.db).",
     )(f)
     f = click.option(
-        "--bank", envvar="HUBI_BANK", help="Bank id (default: the only bank in HOME)."
+        "--bank",
+        envvar="HUBI_BANK",
+        show_envvar=True,
+        help="Bank id (default: the only bank in HOME).",
     )(f)
     f = click.option(
         "--home",
         envvar="HUBI_HOME",
+        show_envvar=True,
         required=True,
         type=click.Path(file_okay=False, exists=True, path_type=Path),
         help="hubi home (HOME/trust, HOME/banks/<BANK>/...).",

@@ -73,6 +73,7 @@ def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
     envvar="HUBI_MERCHANT_HOME",
+    show_envvar=True,
     help=HOME_HELP,
 )
 @click.pass_context
