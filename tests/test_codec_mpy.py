@@ -32,6 +32,9 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
         # a QR code of a web address: said to be text, not just "unknown suite 104"
         b"https://example.com/pay?id=0123456789abcdefghijklmnopqrstuvwxyz",
         b"\x07\x01\x02\x03",  # not text: the suite alone
+        # a text file typed by a person ends with a newline: still text, shown on one line
+        b"garbage\n",
+        b"two\twords\r\n",
     ]
     spec = {
         "matrices": {b: k.public.to_bytes().hex() for b, k in w.kmcs.items()},
@@ -93,6 +96,9 @@ def test_codec_identical_on_micropython(tmp_path: Path) -> None:
         "purpose contains a control character (U+009B)",
         text + 'https://example.com/pay?id=0123456789abc..."',
         "unknown suite 7 (this build knows suite 1)",
+        text.replace("104", "103") + 'garbage"',
+        "unknown suite 116 (this build knows suite 1); these bytes are text, not a hubi object: "
+        '"two words"',
     ]
     for raw, words in zip(refuse[2:], out["refused"][2:]):  # the same words on CPython
         with pytest.raises(CodecError) as caught:

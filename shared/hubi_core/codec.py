@@ -637,10 +637,14 @@ def _unknown_suite(data):
     tells a merchant nothing."""
     why = "unknown suite %d (this build knows suite %d)" % (data[0], SUITE)
     head = bytes(data[:40])
-    if len(head) >= 4 and all(32 <= b < 127 for b in head):
+    if len(head) >= 4 and all(32 <= b < 127 or b in _SPACES for b in head):
         more = "..." if len(data) > len(head) else ""
-        why += '; these bytes are text, not a hubi object: "%s%s"' % (head.decode(), more)
+        shown = " ".join(head.decode().split())  # a typed file's newline: one line still
+        why += '; these bytes are text, not a hubi object: "%s%s"' % (shown, more)
     return why
+
+
+_SPACES = b"\t\n\r"
 
 
 def peek_kind(data):
