@@ -46,7 +46,7 @@ def test_bank_init_refuses_a_postgresql_url_without_a_database(bank_world, postg
     try:
         for url in (base, base + "/", base + "?sslmode=disable"):
             code, out = _init(bank_world.home, url)
-            assert code != 0 and "names no database" in out, out
+            assert code == 2 and "names no database" in out, out  # a usage error
             assert "postgresql://USER@HOST/DBNAME" in out and u.password not in out, out
             assert "Traceback" not in out
         assert _hubi_tables(postgres_server, "postgres") == []  # nothing made anywhere

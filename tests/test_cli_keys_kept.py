@@ -93,8 +93,8 @@ def test_bank_init_never_overwrites_the_treasury_key(
     assert "no treasury.template beside it" in out and secret.read_bytes() == kept
     # a database that keeps nothing is no bank's database
     for url in (":memory:", "sqlite:///:memory:", "sqlite://:memory:"):
-        out = flat(cli("bank", "init", "--home", h, "--bank", "BKA", "--db", url, code=1))
-        assert "in-memory SQLite database" in out, out
+        out = flat(cli("bank", "init", "--home", h, "--bank", "BKA", "--db", url, code=2))
+        assert "in-memory SQLite database" in out and "--db" in out, out  # a usage error
         assert secret.read_bytes() == kept
     assert not (tmp_path / ":memory:").exists()
     out = cli("bank", "init", "--home", h, "--bank", "BKA", "--json")

@@ -101,6 +101,13 @@ def read_object_bytes(path: Path) -> bytes:
             f"{path}: more than {MAX_OBJECT_FILE:,} bytes and not an image: a hubi object is at"
             f" most {codec.MAX_OBJECT:,} bytes (not read further)"
         )
+    return from_hex_text(data, path)
+
+
+def from_hex_text(data: bytes, path: Path) -> bytes:
+    """The bytes `data` spells when it is hex text (as hubi prints an object), else `data`
+    (an object's first byte, its suite, is no hex digit); ValueError naming `path` for hex
+    that does not make whole bytes."""
     if _HEX_TEXT.fullmatch(data):
         try:
             return bytes.fromhex(data.decode("ascii"))

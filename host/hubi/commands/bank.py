@@ -194,16 +194,19 @@ def _check_init_target(url: str) -> None:
     from hubi.bank.store import parse_url
 
     loc = parse_url(url)
+    # refusals of the URL given, so a usage error (exit 2) like a URL that does not parse
     if loc.dialect == "sqlite" and Path(loc.target).name == ":memory:":
-        raise click.ClickException(
+        raise click.BadParameter(
             f"database {_display(url)!r} is an in-memory SQLite database: `hubi bank init`"
-            " needs a database file that keeps the books (give --db sqlite:///PATH)"
+            " needs a database file that keeps the books (give --db sqlite:///PATH)",
+            param_hint="--db",
         )
     if loc.dialect == "postgresql" and not _names_database(loc.target):
         # libpq would take the user's own database (often the server's `postgres`)
-        raise click.ClickException(
+        raise click.BadParameter(
             f"database URL {_display(url)!r} names no database: the books would go into the"
-            " user's default database; give it, as in postgresql://USER@HOST/DBNAME"
+            " user's default database; give it, as in postgresql://USER@HOST/DBNAME",
+            param_hint="--db",
         )
 
 

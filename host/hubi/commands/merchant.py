@@ -104,7 +104,7 @@ def merchant(ctx: click.Context, home: Path | None) -> None:
     "--template",
     "template_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Import: the account's bank-sealed Template (binary).",
+    help="Import: the account's bank-sealed Template (binary, or its hex as text).",
 )
 @click.option(
     "--trust",

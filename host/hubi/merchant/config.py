@@ -161,8 +161,12 @@ def _read_small(path: Path, limit: int, what: str) -> bytes:
     return raw
 
 
+MAX_TEMPLATE_FILE = 2 * codec.MAX_OBJECT + 256  # a Template as hex text, with line breaks
+
+
 def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: Path) -> None:
-    """Set up a merchant from a key file (32 bytes or 64 hex digits) and a template file."""
+    """Set up a merchant from a key file (32 bytes or 64 hex digits) and a template file
+    (the bytes, or their hex)."""
     raw = _read_small(Path(key_file), MAX_KEY_FILE, "a private key")
     # A binary key is exactly 32 bytes (any of which may look like whitespace); only the hex
     # form may carry a trailing newline.
@@ -176,9 +180,12 @@ def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: 
             raise MerchantError(f"{key_file}: not a 32-byte key") from None
     if len(raw) != 32:
         raise MerchantError(f"{key_file}: a private key is 32 bytes (or 64 hex digits)")
-    template = codec.decode(
-        _read_small(Path(template_file), codec.MAX_OBJECT, "an account template"), codec.TEMPLATE
-    )
+    data = _read_small(Path(template_file), MAX_TEMPLATE_FILE, "an account template")
+    try:  # the Template's bytes, or their hex (as `consortium up` keeps an account's)
+        data = objects.from_hex_text(data, Path(template_file))
+    except ValueError as exc:
+        raise MerchantError(str(exc)) from None
+    template = codec.decode(data, codec.TEMPLATE)
     _write_home(home, int.from_bytes(raw, "big"), template, trust_dir)
 
 
