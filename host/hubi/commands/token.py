@@ -271,9 +271,16 @@ def _print_allowance(a: dict[str, Any]) -> None:
 @click.option("--pin", help="Headless tokens: the PIN (prompted if not given).")
 @click.option("--out", "out_file", type=OUT_FILE, callback=in_existing_folder)
 @click.option("--yes", is_flag=True, help="Headless: do not ask for confirmation.")
+@click.option("--no-qr", is_flag=True, help="Do not draw the note's QR in the terminal.")
 @json_opt
 def pay_cmd(
-    port: str, request_file: Path, pin: str | None, out_file: Path | None, yes: bool, as_json: bool
+    port: str,
+    request_file: Path,
+    pin: str | None,
+    out_file: Path | None,
+    yes: bool,
+    no_qr: bool,
+    as_json: bool,
 ) -> None:
     """Send a payee's Request; confirm on the token (or here, for headless ones); get the note."""
     from hubi import objects
@@ -326,7 +333,8 @@ def pay_cmd(
             console.print(f"note #{n.serial}: {len(note)} bytes{saved}")
             if unsaved is not None:
                 console.print(note.hex(), soft_wrap=True)
-            _terminal_qr(note)
+            if not no_qr:
+                _terminal_qr(note)
     if unsaved is not None:
         _fail(
             f"{unsaved}; the note is kept on the token (`hubi token note --port {port}`"
