@@ -469,8 +469,9 @@ def book_cmd(
     files: tuple[Path, ...], home: Path, bank: str | None, db: str | None, batch: int, as_json: bool
 ) -> None:
     """Book note FILES (binary notes, their hex as text, or QR images; folders are read whole)
-    into the bank's database. Exit status 0 when every note is booked (or was already), 1
-    otherwise."""
+    into the bank's database, each file one note: the frames of an animated QR code are
+    gathered into one note by `hubi merchant scan --image DIR`. Exit status 0 when every note
+    is booked (or was already), 1 otherwise."""
     from rich.progress import Progress
 
     from hubi import objects
