@@ -5,6 +5,7 @@ fails removes its temporary file."""
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -13,8 +14,19 @@ __all__ = ["write_atomic", "write_secret"]
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """`data` into `path` atomically, the file given `mode` (folders made as needed)."""
+    """`data` into `path` atomically, the file given `mode` (folders made as needed).
+
+    The file is written beside `path` and renamed over it, so a device, FIFO or socket at
+    `path` (or a link to one) would be replaced, not written to: `--out /dev/stdout` run as
+    root took the system's link away. Such a `path` is an OSError naming it; a folder is left
+    to the rename, which fails on it."""
     path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise OSError(
+            errno.EINVAL,
+            "not a regular file (a device, FIFO or socket), which writing here would replace",
+            str(path),
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
