@@ -149,6 +149,11 @@ def _check_url(url: Any, what: str) -> None:
         raise ConsortiumError(f"{what} is {_shown(url)}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConsortiumError(f"{what} is {_shown(url)}, not an http(s) URL with a host")
+    if "@" in parts.netloc:  # never shown: it may hold a password
+        raise ConsortiumError(
+            f"{what} holds a user name or password before '@' (hubi nodes take signed"
+            " requests, not HTTP log-ins)"
+        )
 
 
 _SECONDS = (
