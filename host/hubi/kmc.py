@@ -146,8 +146,8 @@ MAX_TRUST_FILE = 1 << 20  # a consortium file or a public matrix is tens of KB
 
 def _read_trust_file(path: Path) -> bytes:
     """A file of the bundle, read only if it is a regular file of at most MAX_TRUST_FILE bytes:
-    a bundle is found next to the file shown, so a FIFO there would hang `note show` and a link
-    to /dev/zero fill its memory."""
+    a bundle may come from anywhere (`note show --trust DIR`), so a FIFO there would hang the
+    command and a link to /dev/zero fill its memory."""
     from hubi.objects import open_regular
 
     with open_regular(path) as f:
@@ -177,7 +177,8 @@ def _load_trust(directory: Path) -> Trust:
 
 
 def find_trust(start: Path) -> Path | None:
-    """The nearest folder at or above `start` holding consortium.json (or a trust/ subfolder)."""
+    """The nearest folder at or above `start` holding consortium.json (or a trust/ subfolder).
+    Only named, never trusted by itself: a bundle beside a note may be its forger's."""
     start = Path(start).resolve()
     for d in [start, *start.parents]:
         if (d / "consortium.json").exists():
