@@ -66,3 +66,22 @@ def test_merchant_upload_refuses_a_password_and_keeps_the_note_pending(tmp_path:
     assert SECRET not in out and "http://***@127.0.0.1" in out, out
     with shop.merchant() as m:  # the accepted note is still there, waiting for its upload
         assert len(m.outbox.pending()) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://alice:pa/ss@127.0.0.1:8700",  # a raw '/' in the password ended the authority
+        "http://alice:pa?ss@127.0.0.1:8700",
+        "http://alice:pa#ss@127.0.0.1:8700",
+        "http://alice:hunter2@127.0.0.1:99999",  # and another fault that quotes the URL
+    ],
+)
+def test_no_part_of_a_password_is_shown_however_it_is_written(url: str) -> None:
+    proc = hubi("audit", "restore", "--db", "sqlite:///nowhere.db", "--backup", url)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "user name or password" in out, out
+    secret = url.partition("://")[2].rpartition("@")[0]  # alice:pa/ss and the like
+    assert secret not in out and secret.partition(":")[2] not in out, out
+    assert ":pa" not in out and "'pa'" not in out, out
+    assert "http://***@127.0.0.1" in out, out

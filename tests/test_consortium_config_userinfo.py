@@ -18,6 +18,11 @@ from hubi.consortium.service import NodeConfig
         ("etcd", ["http://root:hunter2@127.0.0.1:2379"]),
         ("peers", {"BKB": "http://bkb:hunter2@127.0.0.1:8701"}),
         ("peers", {"BKB": "https://:hunter2@[::1]:8701/"}),
+        # with another fault too: the checks that quote the URL came first and showed it
+        ("etcd", ["http://root:hunter2@127.0.0.1:99999"]),
+        ("peers", {"BKB": "ftp://bkb:hunter2@127.0.0.1:8701"}),
+        ("peers", {"BKB": "http://bkb:hunter2@[::1"}),
+        ("peers", {"BKB": "http://bkb:hunt/er2@127.0.0.1:8701"}),  # '/' in the password
     ],
 )
 def test_userinfo_in_a_settings_url_is_refused_unshown(field: str, value: object) -> None:

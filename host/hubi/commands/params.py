@@ -24,6 +24,11 @@ def _url_fault(url: str) -> str | None:
     bad = next((c for c in url if not c.isprintable() or c.isspace()), None)
     if bad is not None:  # a control character would also reach the terminal in every message
         return f"it holds {bad!r}" + ("; write a space as %20" if bad == " " else "")
+    if "@" in url.partition("://")[2]:  # before any check that would quote a part of it
+        return (
+            "it holds a user name or password before '@'; hubi nodes take signed requests,"
+            " not HTTP log-ins: leave it out"
+        )
     parts = urlsplit(url)  # ValueError on a bad '[...]' host
     if parts.scheme not in ("http", "https"):
         return None
@@ -42,11 +47,6 @@ def _url_fault(url: str) -> str | None:
         checked = url[:at] + url[at + hostport.index("]") + 1 :]
     if _ESCAPE.search(checked):
         return "it holds a '%' that is not a %XX escape (write '%' itself as %25)"
-    if "@" in parts.netloc:  # a password would show in every progress line and error
-        return (
-            "it holds a user name or password before '@'; hubi nodes take signed requests,"
-            " not HTTP log-ins: leave it out"
-        )
     if hostport.startswith("["):
         rest = hostport[hostport.index("]") + 1 :]
     else:
@@ -84,15 +84,12 @@ def check_url(value: str, what: str) -> str:
 
 
 def _masked(url: str) -> str:
-    """url with any user name and password (before '@' in its authority) shown as '***'."""
+    """url with all before its last '@' (after '://') shown as '***': a user name and password,
+    however written (a raw '/', '?' or '#' in a password ends the authority early)."""
     scheme, sep, rest = url.partition("://")
-    if not sep:
+    if not sep or "@" not in rest:
         return url
-    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority = rest[:end]
-    if "@" not in authority:
-        return url
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{rest[end:]}"
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def in_existing_folder(

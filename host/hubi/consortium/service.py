@@ -142,6 +142,11 @@ def _check_url(url: Any, what: str) -> None:
     """An http(s) URL with a host and a valid port; ConsortiumError naming ``what`` if not."""
     if not isinstance(url, str):
         raise ConsortiumError(f"{what} is {_shown(url)}, not a URL")
+    if "@" in url.partition("://")[2]:  # first: the checks below show the URL, password too
+        raise ConsortiumError(
+            f"{what} holds a user name or password before '@' (hubi nodes take signed"
+            " requests, not HTTP log-ins)"
+        )
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
@@ -149,11 +154,6 @@ def _check_url(url: Any, what: str) -> None:
         raise ConsortiumError(f"{what} is {_shown(url)}: {exc}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConsortiumError(f"{what} is {_shown(url)}, not an http(s) URL with a host")
-    if "@" in parts.netloc:  # never shown: it may hold a password
-        raise ConsortiumError(
-            f"{what} holds a user name or password before '@' (hubi nodes take signed"
-            " requests, not HTTP log-ins)"
-        )
 
 
 _SECONDS = (
