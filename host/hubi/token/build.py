@@ -18,6 +18,7 @@ the unix port, xtensawin for ESP32/ESP32-S3, rv32imc for ESP32-C3.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -92,8 +93,8 @@ def source_name(rel: str) -> str:
     return name.replace("/", ".")
 
 
-def _fingerprint(files: list[tuple[Path, str]], march: str, exe: str) -> str:
-    h = hashlib.sha256(march.encode() + b"\0" + exe.encode())
+def _fingerprint(files: list[tuple[Path, str]], march: str, exe_id: str) -> str:
+    h = hashlib.sha256(march.encode() + b"\0" + exe_id.encode())
     for src, rel in files:
         h.update(rel.encode() + b"\0")
         h.update(src.read_bytes())
@@ -141,7 +142,8 @@ def check_replaceable(folder: Path) -> None:
 def _build(out: Path, march: str, board: str | None, force: bool) -> Path:
     exe = mpy_cross_exe()
     files = sources(board)
-    fp = _fingerprint(files, march, exe)
+    exe_id = _compiler_id(exe)
+    fp = _fingerprint(files, march, exe_id)  # another mpy-cross at the same path: built again
     stamp = out / ".build.json"
     if not force and stamp.exists():
         try:
@@ -151,7 +153,6 @@ def _build(out: Path, march: str, board: str | None, force: bool) -> Path:
             pass
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    exe_id = hashlib.sha256(Path(exe).read_bytes()).hexdigest()
     for src, rel in files:
         dst = tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +166,22 @@ def _build(out: Path, march: str, board: str | None, force: bool) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def _compiler_id(exe: str) -> str:
+    """What decides mpy-cross's output besides its flags: its version as it tells it (the
+    `mpy-cross` on PATH may be a small launcher, the same for every version) and its bytes."""
+    st = os.stat(exe)
+    return _compiler_id_of(exe, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiler_id_of(exe: str, _mtime_ns: int, _size: int) -> str:
+    proc = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise BuildError(f"{exe} --version failed: {(proc.stderr or proc.stdout).strip()}")
+    h = hashlib.sha256(proc.stdout.strip().encode() + b"\0" + Path(exe).read_bytes())
+    return h.hexdigest()
 
 
 def _compile(
