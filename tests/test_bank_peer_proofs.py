@@ -36,15 +36,25 @@ def test_a_peer_bank_gets_proofs_of_its_customers_notes_only(tmp_path: Path, nod
         r = httpx.post(bka + "/v1/notes", content=raw, timeout=60)
         assert r.status_code == 200 and r.json()["outcome"] == "booked", r.text
     own = BankClient(bka, bank_signer(home, "BKA"))
-    own.checkpoint_now()
 
     def last(book: str) -> int:
         return max(r["number"] for r in own.book(book)["records"])
 
     debit, same_bank = last("BKA-000001"), last("BKA-000003")
+    # the payee's bank, before the record is under a checkpoint: the proof's own answer (it
+    # may ask again later), not a refusal it would take for final
+    payee_bank = BankClient(bka, bank_signer(home, "BKB"))
+    with pytest.raises(BankError) as caught:
+        payee_bank.inclusion_proof("BKA-000001", debit)
+    assert (caught.value.status, caught.value.code) == (404, "not-found"), caught.value
+    assert "not under a checkpoint yet" in str(caught.value)
+    own.checkpoint_now()
+    with pytest.raises(BankError) as caught:  # a tree size with no checkpoint: said so too
+        payee_bank.inclusion_proof("BKA-000001", debit, tree_size=999_999)
+    assert caught.value.status == 404 and "no checkpoint of tree size" in str(caught.value)
     trust = load_trust(home / "trust")
     # the payee's bank gets the proof of the payer's debit, and it checks out
-    proof = BankClient(bka, bank_signer(home, "BKB")).inclusion_proof("BKA-000001", debit)
+    proof = payee_bank.inclusion_proof("BKA-000001", debit)
     assert verify_inclusion_proof(proof, trust).delta == -12
     # a bank with no party to the note, and any bank for a same-bank note or a funding
     # record, or a record that is not there: one refusal, telling nothing

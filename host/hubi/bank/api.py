@@ -63,11 +63,11 @@ class ApiError(AuthError):
     shape as an authentication error, which is one kind of it)."""
 
 
-def _note_parties(proof: dict[str, Any]) -> tuple[str, str] | None:
-    """(payer, payee) of the note a proven record is evidence of; None for any other record
-    (funding, a notice booked back) or one that does not parse."""
+def _note_parties(body: bytes) -> tuple[str, str] | None:
+    """(payer, payee) of the note a record (its stored bytes) is evidence of; None for any
+    other record (funding, a notice booked back) or one that does not parse."""
     try:
-        note = codec.decode(Record.parse(bytes.fromhex(proof["record"])).evidence)
+        note = codec.decode(Record.parse(body).evidence)
     except (CodecError, ValueError):  # (a ChainError is a ValueError)
         return None
     return (note.signer, note["payee"]) if note.kind == codec.NOTE else None
@@ -794,14 +794,12 @@ def create_app(node: Node) -> FastAPI:
         its own book only, a peer bank only of records whose note has a party at that bank."""
         if caller.role == Role.CUSTOMER:
             auth.require_account_access(caller, book, regulator=True)
-        if caller.role != Role.PEER:
-            return backend.inclusion_proof(tree_size, book, number)
-        try:
-            proof = backend.inclusion_proof(tree_size, book, number)
-        except ApiError:
-            proof = None  # the same answer as for a record it may not see: nothing told
-        auth.require_party_bank(caller, None if proof is None else _note_parties(proof))
-        return proof
+        if caller.role == Role.PEER:  # decided on the stored record, before any proof: a
+            # missing record is refused as one it may not see, and one it may see gets the
+            # proof's own answers (404 before its checkpoint, 422 for a bad tree size)
+            body = backend.record_body(book, number)
+            auth.require_party_bank(caller, None if body is None else _note_parties(body))
+        return backend.inclusion_proof(tree_size, book, number)
 
     @app.get(
         "/v1/proofs/consistency",

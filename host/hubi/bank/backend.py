@@ -366,6 +366,11 @@ class EngineBackend:
         c = self.engine.latest_checkpoint()
         return None if c is None else c.as_dict()
 
+    def record_body(self, book: str, number: int) -> bytes | None:
+        """The stored bytes of record (book, number), or None."""
+        got = self.engine.records_by_name([(book, number)])
+        return got[0].body if got else None
+
     def inclusion_proof(self, tree_size: int | None, book: str, number: int) -> dict[str, Any]:
         try:
             return self.engine.inclusion_proof(book, number, tree_size)
