@@ -914,10 +914,10 @@ class _Auditor:
                 continue
             if self._cp_copy(tree_size, obj, stored):
                 continue
-            targets.setdefault(tree_size, []).append(root)
             try:
                 cp = codec.decode(obj, codec.CHECKPOINT)
             except CodecError as exc:
+                targets.setdefault(tree_size, []).append(root)  # nothing signed to go by
                 f.add(
                     REGISTER,
                     tree_size,
@@ -936,6 +936,10 @@ class _Auditor:
                 bank_key, codec.field_message(cp, "seal"), cp.sigs["seal"]
             ):
                 f.add(REGISTER, tree_size, "bad-signature", "checkpoint seal does not verify")
+            elif isinstance(cp["root"], bytes):
+                # the register is held to what was signed, not to a row's copy of it: a row
+                # altered (or a second, forged row) is its own finding, and blames no entry
+                targets.setdefault(tree_size, []).append(cp["root"])
             if tree_size > size:
                 f.add(
                     REGISTER,
@@ -1013,7 +1017,7 @@ class _Auditor:
                 if not unverifiable:
                     frontier.append_hash(merkle.leaf_hash(blob), compare if kept else None)
                 if seq + 1 in targets and not unverifiable:
-                    if any(r != frontier.root() for r in targets[seq + 1]):
+                    if frontier.root() not in targets[seq + 1]:  # none that was signed
                         mismatched += 1
                         if broken_from is None:
                             broken_from = last_good
