@@ -140,3 +140,29 @@ def test_restore_text_prints_a_bounded_number_of_lines(tmp_path: Path) -> None:
     assert "lost 2999, restored 0, not in the backup 2999" in res.output, res.output[:500]
     assert res.output.count("not in the backup") < 2 * 1000, len(res.output.splitlines())
     assert "… 1,999 more not in the backup not shown" in res.output, res.output[-500:]
+
+
+@pytest.mark.parametrize("level", ["full", "chain"])
+def test_records_counted_past_the_limit_are_not_counted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: str
+) -> None:
+    """The register names every missing record again: one only counted past the limit (not in
+    the kept findings) was counted a second time, so `summary` said 9 missing for 6 (review,
+    stop 26). Small limits stand in for the 100,000 a real audit keeps."""
+    from tests.test_bank_support import book_pingpong
+
+    w = make_world()
+    url = f"sqlite:///{tmp_path / 'bank.db'}"
+    eng = make_bank(url, w, accounts=(A, "BKA-bob"), fund=1000, checkpoint_every=1000)
+    book_pingpong(eng, w, A, "BKA-bob", 20, batch=4)
+    eng.close()
+    con = sqlite3.connect(tmp_path / "bank.db")
+    con.execute("DELETE FROM records WHERE book = ? AND n BETWEEN 3 AND 8", (A,))  # 6 of them
+    con.commit()
+    con.close()
+    monkeypatch.setattr(audit._Findings.__init__, "__defaults__", (3,))
+    monkeypatch.setattr(audit, "MAX_LOST", 2)
+    report = audit.audit(url, trust=w.trust, level=level)
+    assert report.by_kind().get("missing") == 6, report.as_dict()
+    kept = [f for f in report.findings if f.kind == "missing"]
+    assert len(kept) == 3 and report.omitted == {"missing": 3}, report.omitted  # limits at work

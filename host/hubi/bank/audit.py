@@ -274,6 +274,10 @@ class _Findings:
         self.omitted: dict[str, int] = {}  # by kind: findings past `most`, counted only
         self._last_omitted: tuple[str, int, str] | None = None
         self._names: dict[str, str] = {}  # one copy of each book name (each row read makes one)
+        # per book, the last record number of missing records counted past the limit: a book's
+        # walk reports them in order, so every missing record up to it is already counted (the
+        # register names them again)
+        self.lost_upto: dict[str, int] = {}
 
     def _full(self, key: tuple[str, int, str]) -> bool:
         """True (and `key` counted) when `key` is a new finding past those kept."""
@@ -291,6 +295,9 @@ class _Findings:
     ) -> None:
         assert kind in KINDS, kind
         if self._full((book, record, kind)):
+            if kind in ("missing", "truncated"):
+                last = record if through is None else through
+                self.lost_upto[book] = max(self.lost_upto.get(book, last), last)
             return
         book = self._names.setdefault(book, book)
         if (book, record, kind) not in self._by and kind in ("missing", "truncated"):
@@ -308,7 +315,7 @@ class _Findings:
         self._at.discard((book, record))
 
     def has(self, book: str, record: int) -> bool:
-        return (book, record) in self._at
+        return (book, record) in self._at or record <= self.lost_upto.get(book, -1)
 
     def sorted(self) -> list[Finding]:
         def order(k: tuple[str, int, str]) -> tuple:
@@ -1139,7 +1146,9 @@ class _Auditor:
         )
 
 
-def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[Finding], int, dict[str, int]]:
+def _audit_share(
+    args: tuple[str, str, list[str]],
+) -> tuple[list[Finding], int, dict[str, int], dict[str, int]]:
     """One worker process's share of a chain-level audit (its own connection): its findings
     whole (a range finding's last number too: restore fetches by it), and those only counted."""
     url, level, books = args
@@ -1148,7 +1157,7 @@ def _audit_share(args: tuple[str, str, list[str]]) -> tuple[list[Finding], int, 
         a = _Auditor(st, trust=None, keys=None, level=level, memo=None, progress=None)
         for b in books:
             a.walk(b)
-        return a.f.sorted(), a.records, a.f.omitted
+        return a.f.sorted(), a.records, a.f.omitted, a.f.lost_upto
     finally:
         st.close()
 
@@ -1179,12 +1188,13 @@ def audit(
             ctx = multiprocessing.get_context("fork")
             shares = [(st.url, level, names[i::workers]) for i in range(workers)]
             with ctx.Pool(workers) as pool:
-                for found, count, omitted in pool.map(_audit_share, shares):
+                for found, count, omitted, lost_upto in pool.map(_audit_share, shares):
                     a.records += count
                     for x in found:
                         a.f.add(x.book, x.record, x.kind, x.detail, x.through)
                     for kind, n in omitted.items():
                         a.f.omitted[kind] = a.f.omitted.get(kind, 0) + n
+                    a.f.lost_upto.update(lost_upto)  # each book is one worker's
             a.checks["workers"] = workers
         else:
             for b in names:
