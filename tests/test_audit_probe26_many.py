@@ -84,6 +84,7 @@ def test_verify_text_prints_a_bounded_number_of_lines_and_says_so(many_db: str) 
         -800:
     ]
     assert "more finding(s) not listed" in flat, flat[-800:]
+    assert "(--json lists those kept)" in flat, flat[-800:]  # not "them": some are only counted
     assert f"{total:,} finding(s): 150,097 missing, 150,000 duplicated" in flat, flat[-800:]
 
 

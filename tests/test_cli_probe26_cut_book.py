@@ -112,6 +112,9 @@ def test_a_cut_name_that_stands_for_no_book_is_refused(bank_db: Path, tmp_path: 
         code, out = _run(cmd, "--db", url, "--book", wrong)
         assert code == 2, out
         assert "--book" in out and "cut for printing" in out and "no book" in out, out
+        code, out = _run(cmd, "--db", url, "--book", wrong, "--json")  # JSON, as any failure
+        assert code == 2 and json.loads(out)["error"] == "PrintedName", out
+        assert "cut for printing" in json.loads(out)["message"], out
 
 
 def test_a_whole_name_and_a_short_one_are_taken_as_given(bank_db: Path, tmp_path: Path) -> None:

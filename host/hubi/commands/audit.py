@@ -61,7 +61,7 @@ _CUT_FORM = re.compile(rf"…#[0-9a-f]{{{NAME_HASH}}}")
 def _book_arg(store: Any, book: str) -> str:
     """`--book` as given, or the one whole name in the database that a text line printed as
     `book` (pasted back from an audit's output): cut with its hash, or with its control
-    characters escaped. BadParameter when a cut form stands for no book, or when the printed
+    characters escaped. PrintedName when a cut form stands for no book, or when the printed
     form stands for several."""
     cut = len(book) == NAME_SHOWN and _CUT_FORM.fullmatch(book, NAME_SHOWN - NAME_HASH - 2)
     if not cut and "\\" not in book:  # not a printed form: taken as given
@@ -83,11 +83,15 @@ def _book_arg(store: Any, book: str) -> str:
     if not hits and not cut:
         return book  # a name with a backslash in it: the command says it has no such book
     why = "no book in the database" if not hits else f"{len(hits)} books in the database"
-    raise click.BadParameter(
-        f"{printable(book, NAME_SHOWN)} is a name {'cut' if cut else 'escaped'} for printing, "
-        f"and {why} is printed so (--json names every book whole)",
-        param_hint="--book",
+    raise PrintedName(
+        f"--book {printable(book, NAME_SHOWN)} is a name {'cut' if cut else 'escaped'} for "
+        f"printing, and {why} is printed so (--json names every book whole)"
     )
+
+
+class PrintedName(ValueError):
+    """A `--book` given as printed that stands for no stored name, or for several (exit 2, and
+    JSON with --json, as any other failure of the command)."""
 
 
 def _fail(as_json: bool, exc: BaseException) -> None:
@@ -272,19 +276,17 @@ def _print_report(doc: dict[str, Any]) -> None:
             f"{_shown(a['detail'], DETAIL_SHOWN)}",
             highlight=False,
         )
+    omitted = doc.get("findings_omitted", 0)
     if len(runs) > MAX_LINES:  # a database damaged in every row: the summary counts them all
         rest = sum(len(r) for r in runs[MAX_LINES:])
         console.print(
             f"[red]… {rest:,} more finding(s) in {len(runs) - MAX_LINES:,} more lines not "
-            "shown[/red] (--json lists them)",
+            f"shown[/red] (--json lists {'those kept' if omitted else 'them'})",
             highlight=False,
         )
-    omitted = doc.get("findings_omitted", 0)
     if omitted:
-        console.print(
-            f"[red]{omitted:,} more finding(s) not listed[/red]: {_shown(checks.get('findings_kept', ''), DETAIL_SHOWN)}",
-            highlight=False,
-        )
+        kept = _shown(checks.get("findings_kept", ""), DETAIL_SHOWN)
+        console.print(f"[red]{omitted:,} more finding(s) not listed[/red]: {kept}", highlight=False)
     console.print(
         f"[red]{sum(doc['summary'].values()):,} finding(s)[/red]: "
         + ", ".join(f"{v:,} {k}" for k, v in doc["summary"].items()),
