@@ -48,3 +48,20 @@ def test_regular_files_and_links_to_them_are_written(tmp_path: Path) -> None:
     assert (tmp_path / "new" / "a.bin").read_bytes() == b"two"
     with pytest.raises(IsADirectoryError):  # a folder: the rename says so
         write_atomic(tmp_path / "new", b"x")
+
+
+def test_a_link_to_a_folder_or_to_nothing_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
+    for name, target in (("to-folder", tmp_path / "folder"), ("dangling", tmp_path / "none")):
+        link = tmp_path / name
+        link.symlink_to(target)
+        with pytest.raises(OSError) as caught:
+            write_atomic(link, b"data")
+        assert caught.value.filename == str(link) and "not a regular file" in str(caught.value)
+        assert link.is_symlink() and os.readlink(link) == str(target)
+    assert not (tmp_path / "none").exists() and not any((tmp_path / "folder").iterdir())
+    real = tmp_path / "real.txt"  # a link to a regular file: the link is replaced, as before
+    real.write_bytes(b"old")
+    (tmp_path / "to-file").symlink_to(real)
+    write_atomic(tmp_path / "to-file", b"new")
+    assert (tmp_path / "to-file").read_bytes() == b"new"

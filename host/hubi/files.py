@@ -17,10 +17,18 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     """`data` into `path` atomically, the file given `mode` (folders made as needed).
 
     The file is written beside `path` and renamed over it, so a device, FIFO or socket at
-    `path` (or a link to one) would be replaced, not written to: `--out /dev/stdout` run as
-    root took the system's link away. Such a `path` is an OSError naming it; a folder is left
-    to the rename, which fails on it."""
+    `path`, or a link to anything but a regular file (a device, a folder, nothing), would be
+    replaced, not written to: `--out /dev/stdout` run as root took the system's link away.
+    Such a `path` is an OSError naming it; a folder itself is left to the rename, which fails
+    on it."""
     path = Path(path)
+    if path.is_symlink() and not path.is_file():
+        raise OSError(
+            errno.EINVAL,
+            "a link to something that is not a regular file (a device, a folder or nothing),"
+            " which writing here would replace",
+            str(path),
+        )
     if path.exists() and not path.is_file() and not path.is_dir():
         raise OSError(
             errno.EINVAL,
