@@ -317,7 +317,8 @@ class Collector:
     camera's view must not shut out the genuine one. The copies are tried against the message
     id when the parts cover the message, so one bad frame does not cost the good ones; when
     every choice failed, a new copy replaces the oldest, and a new layout a failed one (four
-    forged copies in view first must not crowd out the genuine fifth).
+    forged copies of one part in view first must not crowd out the genuine fifth; forged copies
+    of several parts kept in view still can).
     """
 
     def __init__(self):
