@@ -10,31 +10,31 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "write_secret"]
+__all__ = ["check_write_target", "write_atomic", "write_secret"]
+
+
+def check_write_target(path: str | os.PathLike) -> Path:
+    """`path` as a Path if write_atomic may write there, else an OSError naming it.
+
+    write_atomic writes beside `path` and renames over it, so a device, FIFO or socket at
+    `path`, or a link to anything but a regular file (a device, a folder, nothing), would be
+    replaced, not written to: `--out /dev/stdout` run as root took the system's link away. A
+    folder itself is left to the rename, which fails on it."""
+    path = Path(path)
+    if not path.is_file() and (path.is_symlink() or (path.exists() and not path.is_dir())):
+        raise OSError(
+            errno.EINVAL,
+            "not a regular file (a device, FIFO or socket, or a link to one, to a folder or to"
+            " nothing), which writing here would replace",
+            str(path),
+        )
+    return path
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """`data` into `path` atomically, the file given `mode` (folders made as needed).
-
-    The file is written beside `path` and renamed over it, so a device, FIFO or socket at
-    `path`, or a link to anything but a regular file (a device, a folder, nothing), would be
-    replaced, not written to: `--out /dev/stdout` run as root took the system's link away.
-    Such a `path` is an OSError naming it; a folder itself is left to the rename, which fails
-    on it."""
-    path = Path(path)
-    if path.is_symlink() and not path.is_file():
-        raise OSError(
-            errno.EINVAL,
-            "a link to something that is not a regular file (a device, a folder or nothing),"
-            " which writing here would replace",
-            str(path),
-        )
-    if path.exists() and not path.is_file() and not path.is_dir():
-        raise OSError(
-            errno.EINVAL,
-            "not a regular file (a device, FIFO or socket), which writing here would replace",
-            str(path),
-        )
+    """`data` into `path` atomically, the file given `mode` (folders made as needed); what
+    check_write_target refuses is refused."""
+    path = check_write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

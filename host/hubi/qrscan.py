@@ -27,7 +27,7 @@ import numpy as np
 import segno
 import zxingcpp
 
-from hubi.files import write_atomic
+from hubi.files import check_write_target, write_atomic
 from hubi_core import qrparts
 from hubi_core.qrparts import Collector, Incomplete
 
@@ -375,14 +375,13 @@ def frames_from_camera(
 
 
 def check_png_target(path: str | os.PathLike) -> Path:
-    """`path` if a PNG may be written there, else ValueError naming it: the PNG is written
-    beside and renamed over it, so a device or FIFO there (or a link to one) would be replaced,
-    not written to ("--png /dev/null" run as root took /dev/null away). A folder is left to
-    the rename, which fails on it (IsADirectoryError)."""
-    out = Path(path)
-    if out.exists() and not out.is_file() and not out.is_dir():
-        raise ValueError(f"{out} is not a regular file: give a file name for the PNG")
-    return out
+    """`path` if a PNG may be written there (files.check_write_target: a device or FIFO there
+    would be replaced, not written to), else ValueError naming it: checked before a request is
+    signed. A folder is left to the rename, which fails on it (IsADirectoryError)."""
+    try:
+        return check_write_target(path)
+    except OSError:
+        raise ValueError(f"{path} is not a regular file: give a file name for the PNG") from None
 
 
 def render_png(

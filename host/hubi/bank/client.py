@@ -211,7 +211,7 @@ class BankClient:
         node (or one gone wrong) must not fill the caller's memory. A longer reply is not read
         further, and the connection is dropped. The exchange as a whole ends by ``deadline``
         seconds: a server trickling its answer a byte at a time meets every read's timeout."""
-        token = DEADLINES.watch(self.deadline, self._expire)
+        token = DEADLINES.watch(self.deadline, self.interrupt)  # the deadline passed
         self.last_date = None
         try:
             with self._http.stream(
@@ -259,8 +259,6 @@ class BankClient:
         one exchange at a time per client; an idle pooled connection just reconnects)."""
         for sock in list(self._sockets):
             shut(sock)
-
-    _expire = interrupt  # the deadline passed
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return _doc(self._send(method, path, **kw))
