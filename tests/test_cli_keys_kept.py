@@ -269,7 +269,7 @@ def test_sign_file_that_is_no_consortium_file(home: Path, tmp_path: Path) -> Non
         (Path("/dev/zero"), "not a file to read"),
         (deep, "nested too deeply"),
         (binary, "not UTF-8 text"),
-        (big, "larger than"),
+        (big, "too long for a consortium file"),
     ]
     for path, words in cases:
         try:

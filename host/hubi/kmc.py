@@ -148,13 +148,9 @@ def _read_trust_file(path: Path) -> bytes:
     """A file of the bundle, read only if it is a regular file of at most MAX_TRUST_FILE bytes:
     a bundle may come from anywhere (`note show --trust DIR`), so a FIFO there would hang the
     command and a link to /dev/zero fill its memory."""
-    from hubi.objects import open_regular
+    from hubi.objects import read_regular
 
-    with open_regular(path) as f:
-        data = f.read(MAX_TRUST_FILE + 1)
-    if len(data) > MAX_TRUST_FILE:
-        raise ValueError(f"{path.name} is over {MAX_TRUST_FILE:,} bytes: not a trust file")
-    return data
+    return read_regular(path, MAX_TRUST_FILE, "a file of a trust bundle")
 
 
 def _load_trust(directory: Path) -> Trust:

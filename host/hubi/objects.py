@@ -56,6 +56,21 @@ def open_regular(path: str | os.PathLike, devices: bool = False) -> BinaryIO:
     return f
 
 
+class FileTooLong(ValueError):
+    """A file longer than its reader takes (read_regular)."""
+
+
+def read_regular(path: str | os.PathLike, limit: int, what: str) -> bytes:
+    """The bytes of the regular file at `path`, at most `limit` of them; ValueError naming the
+    file otherwise (`what` says what it should have been): a FIFO would hang the reader and a
+    link to /dev/zero fill its memory."""
+    with open_regular(path) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise FileTooLong(f"{path}: more than {limit:,} bytes, too long for {what}")
+    return data
+
+
 def _allowed(mode: int, devices: bool) -> bool:
     return stat.S_ISREG(mode) or (devices and stat.S_ISCHR(mode))
 

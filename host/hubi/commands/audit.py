@@ -14,10 +14,12 @@ bank key stored in the database is used (and reported as such). Exit status: 0 c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +104,25 @@ def _fail(as_json: bool, exc: BaseException) -> None:
     sys.exit(2)
 
 
-def _keys(db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any, Any]:
-    """(store, trust or None, BookKeys or None) for an audit of `db`."""
-    from hubi import kmc as kmc_mod
-    from hubi.bank import records as rec
-    from hubi.bank.audit import bank_of
+@contextlib.contextmanager
+def _opened(db: str, home: Path | None, trust_dir: Path | None) -> Iterator[tuple[Any, Any, Any]]:
+    """(store, trust or None, BookKeys or None) for an audit of `db`. The store is closed on the
+    way out, whatever happened: a refused trust bundle or `--book` left it open."""
     from hubi.bank.store import open_store
 
     store = open_store(db, create=False, migrate=False)
+    try:
+        yield (store, *_keys(store, db, home, trust_dir))
+    finally:
+        store.close()
+
+
+def _keys(store: Any, db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any]:
+    """(trust or None, BookKeys or None) for an audit of `store` (opened from `db`)."""
+    from hubi import kmc as kmc_mod
+    from hubi.bank import records as rec
+    from hubi.bank.audit import bank_of
+
     trust = keys = None
     if trust_dir is not None:
         trust = kmc_mod.load_trust(trust_dir)
@@ -120,7 +133,7 @@ def _keys(db: str, home: Path | None, trust_dir: Path | None) -> tuple[Any, Any,
             raise click.ClickException(f"{db} is not a bank database (no bank id in it)")
         ident = kmc_mod.load_bank_identity(home, bank)
         keys = rec.BookKeys(bank, ident.private)
-    return store, trust, keys
+    return trust, keys
 
 
 def _db_option(f: Any) -> Any:
@@ -180,25 +193,27 @@ def verify_cmd(
     from hubi.bank import audit as audit_mod
 
     try:
-        store, trust, keys = _keys(db, home, trust_dir)
-        t0 = time.perf_counter()
-        with Progress(
-            TextColumn("{task.description}"), console=err_console, disable=as_json, transient=True
-        ) as prog:
-            task = prog.add_task("auditing")
+        with _opened(db, home, trust_dir) as (store, trust, keys):
+            t0 = time.perf_counter()
+            with Progress(
+                TextColumn("{task.description}"),
+                console=err_console,
+                disable=as_json,
+                transient=True,
+            ) as prog:
+                task = prog.add_task("auditing")
 
-            def progress(n: int) -> None:
-                prog.update(task, description=f"auditing: {n:,} records")
+                def progress(n: int) -> None:
+                    prog.update(task, description=f"auditing: {n:,} records")
 
-            report = audit_mod.audit(
-                store,
-                trust=trust,
-                keys=keys,
-                level="chain" if chain_only else "full",
-                books=[_book_arg(store, b) for b in books] or None,
-                progress=progress,
-            )
-        store.close()
+                report = audit_mod.audit(
+                    store,
+                    trust=trust,
+                    keys=keys,
+                    level="chain" if chain_only else "full",
+                    books=[_book_arg(store, b) for b in books] or None,
+                    progress=progress,
+                )
     except click.ClickException:
         raise
     except Exception as exc:  # noqa: BLE001 - reported with its type and message
@@ -307,10 +322,8 @@ def locate_cmd(
     from hubi.bank import recover as rec_mod
 
     try:
-        store, _trust, keys = _keys(db, home, trust_dir)
-        book = _book_arg(store, book)
-        lost = rec_mod.locate(store, book, number, keys)
-        store.close()
+        with _opened(db, home, trust_dir) as (store, _trust, keys):
+            lost = rec_mod.locate(store, _book_arg(store, book), number, keys)
     except click.ClickException:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -410,22 +423,18 @@ def recover_cmd(
     from hubi.bank import recover as rec_mod
 
     try:
-        store, _trust, keys = _keys(db, home, trust_dir)
-        book = _book_arg(store, book)
-        payees = rec_mod.read_payees(payees_file)
-        purposes = rec_mod.read_purposes(purposes_file)
-        hits = rec_mod.recover(
-            store,
-            book,
-            payees,
-            purposes,
-            n=number,
-            keys=keys,
-            amount=amount,
-            kind=kind,
-            serials=_serial_range(serials),
-        )
-        store.close()
+        with _opened(db, home, trust_dir) as (store, _trust, keys):
+            hits = rec_mod.recover(
+                store,
+                _book_arg(store, book),
+                rec_mod.read_payees(payees_file),
+                rec_mod.read_purposes(purposes_file),
+                n=number,
+                keys=keys,
+                amount=amount,
+                kind=kind,
+                serials=_serial_range(serials),
+            )
     except click.ClickException:
         raise
     except Exception as exc:  # noqa: BLE001
@@ -474,19 +483,20 @@ def restore_cmd(
     from hubi.bank.audit import bank_of
 
     try:
-        store, trust, keys = _keys(db, home, trust_dir)
-        signer = None
-        bank = bank_of(store.reader())
-        if backup.startswith(("http://", "https://")) and home is not None:
-            from hubi.bank.auth import Signer
+        with _opened(db, home, trust_dir) as (store, trust, keys):
+            signer = None
+            bank = bank_of(store.reader())
+            if backup.startswith(("http://", "https://")) and home is not None:
+                from hubi.bank.auth import Signer
 
-            signer = Signer(bank, kmc_mod.load_bank_identity(home, bank).private)
-        source = restore_mod.open_source(backup, signer=signer, bank=bank)
-        result = restore_mod.restore(store, source, trust=trust, keys=keys)
-        close = getattr(source, "close", None)
-        if close:
-            close()
-        store.close()
+                signer = Signer(bank, kmc_mod.load_bank_identity(home, bank).private)
+            source = restore_mod.open_source(backup, signer=signer, bank=bank)
+            try:
+                result = restore_mod.restore(store, source, trust=trust, keys=keys)
+            finally:
+                close = getattr(source, "close", None)
+                if close:
+                    close()
     except click.ClickException:
         raise
     except Exception as exc:  # noqa: BLE001

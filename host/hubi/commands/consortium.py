@@ -188,14 +188,11 @@ def _read_consortium_file(path: Path) -> Any:
     """The consortium file at `path`, parsed: a regular file (a FIFO would block for ever) of at
     most MAX_CONSORTIUM_FILE bytes, UTF-8 JSON; ValueError naming the file otherwise."""
     from hubi import jsonload
-    from hubi.objects import open_regular
+    from hubi.objects import read_regular
     from hubi_core.consortium import Consortium
     from hubi_core.errors import HubiError
 
-    with open_regular(path) as f:
-        raw = f.read(MAX_CONSORTIUM_FILE + 1)
-    if len(raw) > MAX_CONSORTIUM_FILE:
-        raise ValueError(f"{path}: larger than {MAX_CONSORTIUM_FILE} bytes, not a consortium file")
+    raw = read_regular(path, MAX_CONSORTIUM_FILE, "a consortium file")
     try:  # read here first for the guarantees the shared parser (MicroPython's too) lacks
         jsonload.loads(raw, str(path))
     except jsonload.JsonError as exc:

@@ -771,6 +771,9 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - see above
                 what, now = f"{type(exc).__name__}: {exc}", time.monotonic()
                 if now - told.get(what, -3600.0) >= 60.0:  # the same one at most once a minute
+                    # forget texts not seen for a minute: a failure naming a new value each
+                    # time (a path, a number) would otherwise grow this for the process's life
+                    told = {k: t for k, t in told.items() if now - t < 60.0}
                     told[what] = now
                     log.exception("a supervision pass failed (the next one runs): %s", what)
 

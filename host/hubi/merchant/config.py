@@ -152,13 +152,11 @@ def _read_small(path: Path, limit: int, what: str) -> bytes:
     """A regular file of at most `limit` bytes, or MerchantError naming it: a FIFO would hang
     the init, and /dev/zero given as a key fill its memory."""
     try:
-        with objects.open_regular(path) as f:
-            raw = f.read(limit + 1)
+        return objects.read_regular(path, limit, what)
+    except objects.FileTooLong as exc:
+        raise MerchantError(str(exc)) from None
     except ValueError as exc:
         raise MerchantError(f"{exc} ({what})") from None
-    if len(raw) > limit:
-        raise MerchantError(f"{path}: more than {limit:,} bytes, too long for {what}")
-    return raw
 
 
 MAX_TEMPLATE_FILE = 2 * codec.MAX_OBJECT + 256  # a Template as hex text, with line breaks
@@ -196,12 +194,11 @@ def _read_config(cfg_path: Path) -> object:
     """merchant.json parsed, or MerchantError naming it (a FIFO, a huge or deeply nested file
     would hang, fill memory or overflow the parser's stack)."""
     try:
-        with objects.open_regular(cfg_path) as f:
-            raw = f.read(MAX_CONFIG + 1)
+        raw = objects.read_regular(cfg_path, MAX_CONFIG, "merchant settings")
+    except objects.FileTooLong as exc:
+        raise MerchantError(f"{exc}: it is damaged") from None
     except ValueError as exc:
         raise MerchantError(f"{exc}: a merchant home keeps its settings in that file") from None
-    if len(raw) > MAX_CONFIG:
-        raise MerchantError(f"{cfg_path} is damaged: more than {MAX_CONFIG:,} bytes")
     try:
         return jsonload.loads(raw, "it")
     except jsonload.JsonError as exc:
