@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import click
 
 from hubi.commands import audit as audit_cmd
@@ -13,7 +17,36 @@ from hubi.commands import note as note_cmd
 from hubi.commands import token as token_cmd
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _JsonUsageError(click.UsageError):
+    """A usage error of a command run with --json: shown as the JSON its other failures are,
+    so a script reading stdout gets a document, not click's usage text (still exit 2)."""
+
+    def show(self, file: Any = None) -> None:
+        from hubi.output import print_json
+
+        print_json({"error": "UsageError", "message": self.format_message()})
+
+
+class _Hubi(click.Group):
+    """The top group: remembers whether --json was asked for, for the usage errors raised
+    while a sub-command's options are parsed (before that option could be read)."""
+
+    wants_json = False
+
+    def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
+        self.wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
+        return super().main(args, *a, **kw)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            if not self.wants_json or isinstance(exc, _JsonUsageError):
+                raise
+            raise _JsonUsageError(exc.format_message(), exc.ctx) from None
+
+
+@click.group(cls=_Hubi, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="hubi")
 def main() -> None:
     """hubi: digital account money on a handheld token."""
