@@ -5,6 +5,7 @@ proves the firmware runs on an ESP32: docs/token.md lists what was and was not v
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -59,14 +60,25 @@ def test_deploy_dry_run_builds_the_bundle(tmp_path: Path) -> None:
     # native kernels compiled for the ESP32's Xtensa (windowed ABI)
     assert _arch((out / "lib/hubi_core/ec_ct.mpy").read_bytes()) == ARCH_XTENSAWIN
     lines = [ln for ln in r.output.splitlines() if "mpremote" in ln]
-    assert "connect /dev/ttyUSB0 fs cp -r boards core drivers hal lib ui app.mpy :" in lines[0]
-    assert "fs cp main.py board.json :" in lines[1] and lines[2].endswith("reset)")
+    # each line pastes into a shell as the very command that would run (the exec's script
+    # holds quotes and a ';')
+    printed = [shlex.split(ln.removeprefix("(").removesuffix(")")) for ln in lines]
+    want = dep.deploy_commands("/dev/ttyUSB0", out)
+    assert printed == [["cd", str(out), "&&", *c] for c in want]
+    # main.py off the board first, back last: a cut-off deploy never boots the old one
+    assert want[0][1:] == ["connect", "/dev/ttyUSB0", "exec", dep.REMOVE_MAIN]
+    assert (
+        " ".join(want[1][1:])
+        == "connect /dev/ttyUSB0 fs cp -r boards core drivers hal lib ui app.mpy :"
+    )
+    assert want[2][-4:] == ["cp", "main.py", "board.json", ":"] and want[3][-1] == "reset"
 
 
 def test_deploy_romfs_commands(tmp_path: Path) -> None:
     bundle = dep.bundle_for("headless", tmp_path / "b")
     cmds = dep.deploy_commands("/dev/ttyACM0", bundle, romfs=True)
-    assert cmds[0][-4:] == ["romfs", "--no-mpy", "deploy", str(tmp_path / "b-rom")]
+    assert cmds[0][-2:] == ["exec", dep.REMOVE_MAIN]
+    assert cmds[1][-4:] == ["romfs", "--no-mpy", "deploy", str(tmp_path / "b-rom")]
     assert not (tmp_path / "b-rom" / "main.py").exists()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import json
 import re
+import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -525,7 +526,7 @@ def flash_cmd(
         cmds = dep.flash_commands(port, firmware, chip, baud, not no_erase)
         if dry_run:
             for c in cmds:
-                click.echo(" ".join(c))
+                click.echo(shlex.join(c))
             return
         dep.run(cmds, echo=click.echo)
     except dep.DeployError as e:
@@ -546,7 +547,7 @@ def deploy_cmd(port: str, board: str, romfs: bool, dry_run: bool, out_dir: Path 
         click.echo(f"bundle: {bundle} ({sum(1 for _ in bundle.rglob('*.mpy'))} modules)")
         if dry_run:
             for c in cmds:
-                click.echo(f"(cd {bundle} && " + " ".join(c) + ")")
+                click.echo(f"(cd {shlex.quote(str(bundle))} && {shlex.join(c)})")  # pasteable
             return
         dep.run(cmds, cwd=bundle, echo=click.echo)
     except dep.DeployError as e:

@@ -8,6 +8,8 @@ deploy: ``build`` compiles the bundle for the board's architecture (mpy-cross -m
         filesystem with its board.json, and reset the board. With ``romfs=True`` the modules
         go to the ROMFS partition instead (mpremote romfs deploy; MicroPython >= 1.25 with a
         ROMFS partition), where they run in place from flash and leave the heap to the data.
+        The board's main.py goes first and comes back last: a deploy cut off half-way leaves
+        a board that boots to the REPL, never the old main.py over a mix of old and new modules.
 
 Both run the commands unless ``dry_run``; the tests check the bundle and the command lines
 (no board is attached to CI: what was and was not verified is listed in docs/token.md).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -29,6 +32,9 @@ from hubi.token import build
 FLASH_OFFSET = {"esp32": 0x1000, "esp32s2": 0x1000, "esp32s3": 0x0, "esp32c3": 0x0}
 CHIP_OF_BOARD = {"esp32_st7789_240": "esp32", "m5stack_core": "esp32", "headless": "esp32"}
 ESP_IMAGE_MAGIC = 0xE9
+# run on the board: removes main.py if there is one (mpremote's fs rm fails on a missing file,
+# as on a first deploy); relative, like the `fs cp main.py :` that puts it back
+REMOVE_MAIN = "import os;'main.py' in os.listdir() and os.remove('main.py')"
 
 
 class DeployError(RuntimeError):
@@ -108,7 +114,8 @@ def deploy_commands(port: str, bundle: Path, romfs: bool = False) -> list[list[s
     con = [mp, "connect", port]
     dirs = sorted(p.name for p in bundle.iterdir() if p.is_dir())
     dirs += sorted(p.name for p in bundle.iterdir() if p.suffix == ".mpy")  # app.mpy
-    cmds = []
+    # main.py first, whichever route: the filesystem's main.py is what boots in both
+    cmds = [con + ["exec", REMOVE_MAIN]]
     if romfs:
         rom = bundle.with_name(bundle.name + "-rom")
         try:
@@ -131,7 +138,7 @@ def run(
     cmds: list[list[str]], cwd: Path | None = None, echo: Callable[[str], None] = print
 ) -> None:
     for c in cmds:
-        echo("$ " + " ".join(c))
+        echo("$ " + shlex.join(c))
         proc = subprocess.run(c, cwd=cwd)
         if proc.returncode != 0:
             raise DeployError(f"command failed ({proc.returncode}): {' '.join(c)}")
