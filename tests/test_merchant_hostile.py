@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from hubi import qrscan
 from hubi.merchant import upload as up
 from hubi.objects import is_image
 from hubi_core import png
-from tests.test_merchant_support import HUBI, ROOT, Shop, env, hubi, hubi_json, make_shop
+from tests.test_merchant_support import ROOT, Shop, env, hubi, hubi_json, make_shop
 
 ESC = "\x1b]0;PWNED\x07\x1b[2J\x1b[31mRED\u202eevil"
 
@@ -63,14 +64,32 @@ def _no_trace(proc: subprocess.CompletedProcess) -> str:
 
 
 # ----------------------------------------------------------------------- images and files
-def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
-    """Wait status and peak resident memory (MB) of this one child (os.wait4's rusage)."""
+# The child's own peak (VmHWM of its process image, written at exit). Not wait4's ru_maxrss:
+# Linux carries the spawning process's peak over into the child at exec (subprocess uses
+# vfork), so a child of a pytest worker grown to 700 MB reported 700 MB however little it used.
+_PEAK_WRAPPER = """
+import atexit, os, runpy, sys
+
+def _peak():
+    with open("/proc/self/status") as f:
+        kb = next(ln.split()[1] for ln in f if ln.startswith("VmHWM:"))
+    with open(os.environ["HUBI_TEST_PEAK_FILE"], "w") as out:
+        out.write(kb)
+
+atexit.register(_peak)
+sys.argv[0] = "hubi"
+runpy.run_module("hubi.cli", run_name="__main__")
+"""
+
+
+def _wait(proc: subprocess.Popen, timeout: float, peak_file: Path) -> tuple[int, float]:
+    """Wait status and peak resident memory (MB) of a child run with _PEAK_WRAPPER."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)  # reaped: Popen must not wait
-            return status, usage.ru_maxrss / 1024
+            return status, int(peak_file.read_text()) / 1024
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -88,13 +107,17 @@ def test_a_thin_strip_png_is_not_enlarged_past_the_pixel_cap(tmp_path: Path) -> 
     out_file, err_file = tmp_path / "out", tmp_path / "err"
     with open(out_file, "w") as out, open(err_file, "w") as err:
         proc = subprocess.Popen(
-            [*HUBI, "note", "show", str(strip), "--json"],
+            [sys.executable, "-c", _PEAK_WRAPPER, "note", "show", str(strip), "--json"],
             stdout=out,
             stderr=err,
             cwd=ROOT,
-            env={**env(), "OPENCV_IO_MAX_IMAGE_PIXELS": "5000000"},
+            env={
+                **env(),
+                "OPENCV_IO_MAX_IMAGE_PIXELS": "5000000",
+                "HUBI_TEST_PEAK_FILE": str(tmp_path / "peak"),
+            },
         )
-    status, peak_mb = _wait(proc, 60)
+    status, peak_mb = _wait(proc, 60, tmp_path / "peak")
     out, err = out_file.read_text(), err_file.read_text()
     assert "Traceback" not in err, err
     assert os.waitstatus_to_exitcode(status) == 2, (out, err)
