@@ -15,6 +15,7 @@ group by ``hubi.bank.server``.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,8 +70,14 @@ def default_db_url(home: Path, bank: str) -> str:
 
 
 def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
-    if isinstance(exc, click.ClickException):  # a usage error (--bank) stays click's own
+    if isinstance(exc, click.UsageError):  # a usage error (--bank) stays click's own
         raise exc
+    if isinstance(exc, click.ClickException):  # a refusal: its own message and exit status
+        if not as_json:
+            raise exc
+        # stdout is a document with --json, as for every other failure
+        print_json({"error": type(exc).__name__, "message": exc.format_message()})
+        sys.exit(exc.exit_code)
     if as_json:
         print_json({"error": type(exc).__name__, "message": str(exc)})
     else:
@@ -141,7 +148,7 @@ def init_cmd(
         _check_init_target(url)
         eng = _engine(home, bank, url, create=True, checkpoint_every=checkpoint_every)
         created = False
-        with eng:
+        with eng, _keys_lock(secret.parent, "the treasury's key"):
             if eng.account(eng.treasury) is None:
                 tpl_file = secret.with_name(kmc_mod.TREASURY_TEMPLATE)
                 try:
@@ -243,6 +250,29 @@ def _check_key_folder(folder: Path, key: Path) -> None:
         raise click.ClickException(
             f"cannot write the account's key to {folder}: {why}; nothing was opened"
         ) from None
+
+
+@contextlib.contextmanager
+def _keys_lock(folder: Path, what: str) -> Iterator[None]:
+    """Held while a key file is looked for, written and its account opened: two runs at once
+    each found no key, and the second's files replaced the first's, whose account the database
+    kept (its key lost for good). The second run now finds the first's files."""
+    import fcntl
+    import os
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise click.ClickException(
+            f"cannot write {what} to {folder}: {why}; nothing was opened"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, or the process dies
+        yield
+    finally:
+        os.close(fd)
 
 
 def _display(url: str) -> str:
@@ -361,7 +391,7 @@ def open_account_cmd(
         ids.check_account_id(account)  # before its name is made into a file's
         folder = out or Path(home) / "accounts"
         key_file, tpl_file = folder / f"{account}.secret", folder / f"{account}.template"
-        with _engine(home, bank, db) as eng:
+        with _engine(home, bank, db) as eng, _keys_lock(folder, "the account's key"):
             if kmc_mod.kept(key_file, tpl_file) and eng.account(account) is None:
                 # kept by an open-account killed before its commit (or for another database
                 # of this bank): opened with that key, never a new one over it
