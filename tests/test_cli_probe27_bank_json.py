@@ -53,7 +53,7 @@ def test_open_account_refusals_are_json(home: Path, tmp_path: Path) -> None:
     key = home / "accounts" / "BKA-amy.secret"
     kept = key.read_bytes()
     r = hubi("bank", "open-account", "BKA-amy", *bka, "--json")
-    _json_failure(r, f"{key} already exists")
+    _json_failure(r, "account BKA-amy is already open at BKA")
     assert key.read_bytes() == kept
     (tmp_path / "notadir").write_text("a file\n")
     bad = tmp_path / "notadir" / "sub"

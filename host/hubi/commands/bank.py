@@ -392,7 +392,13 @@ def open_account_cmd(
         folder = out or Path(home) / "accounts"
         key_file, tpl_file = folder / f"{account}.secret", folder / f"{account}.template"
         with _engine(home, bank, db) as eng, _keys_lock(folder, "the account's key"):
-            if kmc_mod.kept(key_file, tpl_file) and eng.account(account) is None:
+            if eng.account(account) is not None:  # first: "choose another --out" led nowhere
+                raise click.ClickException(
+                    f"account {account} is already open at {bank}: a second key is never"
+                    " issued (its key was kept in the folder it was opened with, by default"
+                    " HOME/accounts)"
+                )
+            if kmc_mod.kept(key_file, tpl_file):
                 # kept by an open-account killed before its commit (or for another database
                 # of this bank): opened with that key, never a new one over it
                 tpl = _open_kept(eng, account, key_file, tpl_file)
