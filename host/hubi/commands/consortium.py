@@ -47,7 +47,17 @@ def _pairs(values: tuple[str, ...], what: str, banks: list[str]) -> dict[str, li
                 param_hint=what,
             )
         out.setdefault(bank, []).append(check_url(url, what))
+    for bank, urls in out.items():
+        _once(urls, f"{what} {bank}")
     return out
+
+
+def _once(urls: list[str] | tuple[str, ...], what: str) -> None:
+    """Usage error for a URL given twice: the signed file would list one node twice, and
+    clients would ask it twice thinking they asked two."""
+    twice = sorted({u for u in urls if urls.count(u) > 1})
+    if twice:
+        raise click.BadParameter(f"listed twice: {', '.join(twice)}", param_hint=what)
 
 
 def _fail(as_json: bool, exc: BaseException, code: int = 2) -> None:
@@ -181,6 +191,48 @@ def _pending(home: Path) -> list[Path]:
     return sorted((Path(home) / "trust").glob("pending-*.json"))
 
 
+def _drop_installed(home: Path, installed: Any) -> None:
+    """Remove pending files that are the installed epoch itself: what `sign` killed between
+    writing consortium.json and removing the pending file leaves (it held up join and sign)."""
+    for path in _pending(home):
+        try:
+            cons = _read_consortium_file(path)
+        except (OSError, ValueError):
+            continue  # not this leftover: the commands name it as before
+        if cons.signing_bytes() == installed.signing_bytes():
+            path.unlink(missing_ok=True)
+
+
+def _check_present(path: Path, nxt: Any, trust: Any, home: Path) -> None:
+    """Every signature already on the pending epoch `nxt` verifies (ValueError naming `path`
+    otherwise): a file edited after founders signed it must not gather more signatures. A new
+    bank's signature is checked when its matrix is in this home (else at install)."""
+    from hubi import kmc as kmc_mod
+    from hubi.objects import read_regular
+    from hubi_core import cpk, suite
+
+    msg = nxt.signing_bytes()
+    for signer in sorted(nxt.signatures):
+        if signer not in nxt.banks:
+            raise ValueError(f"{path}: signature of {signer}, who is not a member (nothing signed)")
+        if signer in trust.consortium.banks:  # founders and kept banks: keys unchanged
+            key = trust.bank_key(signer)
+        else:
+            mpath = Path(home) / "trust" / "matrices" / f"{signer}.pub"
+            if not mpath.is_file():
+                continue
+            raw = read_regular(mpath, kmc_mod.MAX_TRUST_FILE, "a public matrix")
+            matrix = cpk.PublicMatrix.from_bytes(raw)
+            if matrix.digest() != nxt.banks[signer].matrix:
+                raise ValueError(f"{path}: {mpath} is not the matrix {signer} joined with")
+            key = matrix.public_key(signer, nxt.banks[signer].key)
+        if not suite.verify(key, msg, nxt.signatures[signer]):
+            raise ValueError(
+                f"{path}: signature of {signer} does not verify: the file changed after"
+                " it signed (nothing signed)"
+            )
+
+
 MAX_CONSORTIUM_FILE = 1 << 20  # a consortium file is a few KiB; past this it is not one
 
 
@@ -220,12 +272,15 @@ def join_cmd(
 
     endpoints = tuple(check_url(u, "--endpoint") for u in endpoints)
     etcd = tuple(check_url(u, "--etcd") for u in etcd)
+    _once(endpoints, "--endpoint")
+    _once(etcd, "--etcd")
     try:
         ids.check_bank_id(bank)
         trust = kmc_mod.load_trust(Path(home) / "trust")
         cons = trust.consortium
         if bank in cons.banks:
             raise ValueError(f"bank {bank} is already in consortium {cons.name}")
+        _drop_installed(home, cons)
         pending = _pending(home)
         if pending:  # its signatures would be lost: one epoch at a time
             raise ValueError(
@@ -313,12 +368,24 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
                 raise FileNotFoundError(f"no pending epoch in {Path(home) / 'trust'}")
             path = found[-1]
         nxt = _read_consortium_file(path)
+        cur = trust.consortium
+        if nxt.signing_bytes() == cur.signing_bytes():  # installed by a sign killed after it
+            if bank not in cur.founders:
+                raise ValueError(f"{bank} is not a founder of {cur.name}")
+            _drop_installed(home, cur)
+            result = {"installed": True, "epoch": cur.epoch}
+            if as_json:
+                print_json(result)
+            else:
+                console.print(f"epoch {cur.epoch} is already installed")
+            return
         try:
             nxt.check_successor(trust.consortium)
         except HubiError as exc:
             raise ValueError(f"{path}: {exc}") from None
         if bank not in nxt.founders:
             raise ValueError(f"{bank} is not a founder of {nxt.name}")
+        _check_present(path, nxt, trust, home)
         nxt.sign(bank, kmc_mod.load_bank_identity(home, bank).private)
         missing = nxt.missing_signatures()
         if missing:
