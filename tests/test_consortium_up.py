@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -61,6 +62,18 @@ def _status(folder: Path) -> dict:
     return st
 
 
+def _idle(folder: Path, timeout: float = 30) -> dict:
+    """Status once every bank has applied the same revision (nothing is being submitted)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = _status(folder)
+        revs = {b.get("applied_revision") for b in st["banks"]}
+        if len(revs) == 1 or time.monotonic() > deadline:
+            assert len(revs) == 1, st["banks"]
+            return st
+        time.sleep(0.2)
+
+
 def _sigint_and_wait(proc: subprocess.Popen[bytes], folder: Path) -> None:
     proc.send_signal(signal.SIGINT)
     try:
@@ -99,6 +112,37 @@ def test_up_status_and_ctrl_c(tmp_path: Path) -> None:
         pruning = {b["id"]: b["pruning"] for b in _status(tmp_path)["banks"]}
         assert {p["pruner"] for p in pruning.values()} == {"BKA"}
         assert all(isinstance(p["marked"], int) for p in pruning.values()), pruning
+
+        # two banks at the same applied revision with different log hashes disagree about the
+        # log: status marks both, naming the other (here BKB's hash is changed in its state
+        # file while it runs, as a bank that judged an event otherwise would have it)
+        st = _idle(tmp_path)
+        assert not any(b.get("disagrees_with") for b in st["banks"]), st["banks"]
+        state_db = tmp_path / "hubi-consortium" / "home" / "banks" / "BKB" / "consortium.db"
+        with sqlite3.connect(state_db) as db:
+            (kept,) = db.execute("SELECT value FROM meta WHERE key = 'log_hash'").fetchone()
+            db.execute("UPDATE meta SET value = ? WHERE key = 'log_hash'", ("ab" * 32,))
+        try:
+            r = subprocess.run(
+                [*HUBI, "consortium", "status", "--json"],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert r.returncode == 1, r.stdout + r.stderr
+            banks = {b["id"]: b for b in json.loads(r.stdout)["banks"]}
+            assert banks["BKA"]["disagrees_with"] == ["BKB"], banks
+            assert banks["BKB"]["disagrees_with"] == ["BKA"], banks
+            assert not banks["BKA"]["healthy"] and "disagree" in banks["BKA"]["error"]
+            text = subprocess.run(
+                [*HUBI, "consortium", "status"], cwd=tmp_path, capture_output=True, text=True
+            )
+            assert text.returncode == 1 and text.stdout.count("disagrees") == 2, text.stdout
+        finally:
+            with sqlite3.connect(state_db) as db:
+                db.execute("UPDATE meta SET value = ? WHERE key = 'log_hash'", (kept,))
+        assert _idle(tmp_path)["healthy"] is True
 
         # BKA's node hangs (SIGSTOP) while BKB asks it to endorse a note BKA's customer pays:
         # status shows BKA not healthy, and BKB finding BKA stalled

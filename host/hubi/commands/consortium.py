@@ -628,6 +628,8 @@ def _print_status(st: dict[str, Any]) -> None:
             mark = "[red]halted[/red]"
         if b.get("failed"):  # given up by the supervisor: the error says why
             mark = "[red]failed[/red]"
+        if b.get("disagrees_with"):  # answers and applies, but judged the log otherwise
+            mark = "[red]disagrees[/red]"
         extra = f"  applied revision {b['applied_revision']}" if answers else ""
         if b.get("stalled_peers"):
             extra += f"  [yellow]finds stalled: {', '.join(b['stalled_peers'])}[/yellow]"

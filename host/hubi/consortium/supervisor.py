@@ -979,8 +979,32 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             if isinstance(m.get("failed"), str):  # the supervisor gave it up
                 item.update(failed=m["failed"], error=m["failed"], healthy=False)
             out["etcd"].append(item)
+    _mark_disagreements(out["banks"])
     out["healthy"] = _all_healthy(out)
     return out
+
+
+def _mark_disagreements(banks: list[dict[str, Any]]) -> None:
+    """Banks at the same applied revision with different log hashes disagree about the log
+    (each chains its verdict on every event into the hash): every bank of such a revision is
+    marked not healthy, naming the banks it differs from. Which one is right cannot be told
+    from here; the audit of each bank's books can."""
+    by_rev: dict[int, list[dict[str, Any]]] = {}
+    for b in banks:
+        rev, h = b.get("applied_revision"), b.get("log_hash")
+        if isinstance(rev, int) and not isinstance(rev, bool) and isinstance(h, str):
+            by_rev.setdefault(rev, []).append(b)
+    for rev, group in by_rev.items():
+        if len({b["log_hash"] for b in group}) < 2:
+            continue
+        for b in group:
+            others = sorted(o["id"] for o in group if o["log_hash"] != b["log_hash"])
+            b["disagrees_with"] = others
+            b["healthy"] = False
+            b["error"] = (
+                f"its log hash at revision {rev} differs from {', '.join(others)}'s: the banks"
+                " disagree about the log (each judged some event differently)"
+            )
 
 
 def _all_healthy(st: dict[str, Any]) -> bool:
