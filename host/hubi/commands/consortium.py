@@ -628,6 +628,8 @@ def _print_status(st: dict[str, Any]) -> None:
             mark = "[red]halted[/red]"
         if b.get("failed"):  # given up by the supervisor: the error says why
             mark = "[red]failed[/red]"
+        if b.get("behind_epoch"):  # runs an older consortium file than another bank
+            mark = f"[red]epoch {b['epoch']} < {b['behind_epoch']}[/red]"
         if b.get("disagrees_with"):  # answers and applies, but judged the log otherwise
             mark = "[red]disagrees[/red]"
         extra = f"  applied revision {b['applied_revision']}" if answers else ""

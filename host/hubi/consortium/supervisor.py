@@ -957,6 +957,7 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
                 cs = _consortium_status(b["url"], home, b["id"])
                 if cs is not None:
                     item["applied_revision"] = cs.get("applied_revision")
+                    item["epoch"] = cs.get("epoch")
                     item["log_hash"] = cs.get("log_hash")
                     item["entries"] = cs.get("entries")
                     item["reports"] = cs.get("reports")
@@ -979,9 +980,35 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             if isinstance(m.get("failed"), str):  # the supervisor gave it up
                 item.update(failed=m["failed"], error=m["failed"], healthy=False)
             out["etcd"].append(item)
+    _mark_old_epochs(out["banks"])
     _mark_disagreements(out["banks"])
     out["healthy"] = _all_healthy(out)
     return out
+
+
+def _mark_old_epochs(banks: list[dict[str, Any]]) -> None:
+    """A bank node still on an older epoch of the consortium file than another (it loads a
+    new epoch when restarted) is marked not healthy, saying so: until it is restarted the two
+    judge entries that involve a bank that joined since differently."""
+    epochs = {
+        b["id"]: b["epoch"]
+        for b in banks
+        if isinstance(b.get("epoch"), int) and not isinstance(b["epoch"], bool)
+    }
+    if len(set(epochs.values())) < 2:
+        return
+    top = max(epochs.values())
+    newer = sorted(i for i, e in epochs.items() if e == top)
+    for b in banks:
+        e = epochs.get(b["id"])
+        if e is not None and e < top:
+            b["behind_epoch"] = top
+            b["healthy"] = False
+            b["error"] = (
+                f"runs epoch {e} of the consortium file, {', '.join(newer)} epoch {top}: restart"
+                " it to load the new one (until then they judge entries that involve a bank"
+                " that joined since differently)"
+            )
 
 
 def _mark_disagreements(banks: list[dict[str, Any]]) -> None:
