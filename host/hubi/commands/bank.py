@@ -437,11 +437,28 @@ def open_account_cmd(
             console.print(f"funded with {fund_amount}: {funded['status']}")
 
 
+def _purpose_text(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A note's purpose as the note will take it (UTF-8, at most 64 bytes, no control
+    characters), refused at the option: the note's own check named only 'purpose'."""
+    from hubi_core import codec
+    from hubi_core.errors import HubiError
+    from hubi_core.wire import utf8_text
+
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the locale could not decode
+        raise click.BadParameter("not UTF-8 text (check the locale)") from None
+    try:
+        return utf8_text(raw, "the purpose", codec.MAX_TEXT)
+    except HubiError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @bank.command("fund")
 @click.argument("account")
 @click.argument("amount", type=click.IntRange(1, MAX_AMOUNT))
 @_home_option
-@click.option("--purpose", default="funding", show_default=True)
+@click.option("--purpose", default="funding", show_default=True, callback=_purpose_text)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def fund_cmd(
     account: str,
@@ -485,7 +502,8 @@ def fund_cmd(
 def _note_files(paths: tuple[Path, ...]) -> Iterator[Path]:
     for p in paths:
         if p.is_dir():
-            yield from sorted(q for q in p.iterdir() if q.is_file())
+            # all but subfolders: a FIFO or device there is named as refused, not passed over
+            yield from sorted(q for q in p.iterdir() if not q.is_dir())
         else:
             yield p
 
@@ -582,6 +600,13 @@ def show_cmd(
     account: str, home: Path, bank: str | None, db: str | None, last: int, as_json: bool
 ) -> None:
     """An account: role, flags, balance, signed head and its last records."""
+    from hubi_core import ids
+    from hubi_core.errors import BadValue
+
+    try:
+        ids.check_account_id(account)  # "not open" would send the operator looking for it
+    except BadValue as exc:
+        raise click.BadParameter(str(exc), param_hint="ACCOUNT") from None
     try:
         with _engine(home, bank, db) as eng:
             info = eng.account(account)
