@@ -122,3 +122,15 @@ def test_a_url_given_twice_is_a_usage_error(pending: Path, tmp_path: Path, args:
     out = cli("consortium", args[0], "--home", str(h), *args[1:], code=2)
     assert "listed twice" in out and "127.0.0.1" in out, out
     assert (snapshot(h) if h.exists() else {}) == before
+
+
+def test_show_names_a_pending_epoch(home: Path) -> None:
+    """`show` listed the installed epoch only: an operator could not tell that one waited."""
+    pend = home / "trust" / "pending-2.json"
+    doc = json.loads(cli("consortium", "show", "--home", str(home), "--json"))
+    assert doc["epoch"] == 1 and doc["pending"] == [str(pend)], doc
+    text = "".join(cli("consortium", "show", "--home", str(home)).split())  # wrapped anywhere
+    assert "trust/pending-2.jsonwaitsforfounders'signatures" in text, text
+    cli("consortium", "sign", "--home", str(home), "--bank", "BKC")
+    doc = json.loads(cli("consortium", "show", "--home", str(home), "--json"))
+    assert doc["epoch"] == 2 and doc["pending"] == [], doc

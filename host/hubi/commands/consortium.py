@@ -430,6 +430,7 @@ def show_cmd(home: Path, as_json: bool) -> None:
         _fail(as_json, exc)
         return
     out = _summary(trust)
+    out["pending"] = [str(p) for p in _pending(home)]  # an epoch waiting for founders' signatures
     if as_json:
         print_json(out)
         return
@@ -442,6 +443,11 @@ def show_cmd(home: Path, as_json: bool) -> None:
         endpoints = rich.markup.escape(", ".join(b["endpoints"]) or "-")
         console.print(
             f"  {b['id']}: {endpoints}  etcd {rich.markup.escape(', '.join(b['etcd']) or '-')}"
+        )
+    for p in out["pending"]:
+        console.print(
+            f"[yellow]pending: {rich.markup.escape(p)} waits for founders' signatures"
+            " (`hubi consortium sign`)[/yellow]"
         )
 
 
