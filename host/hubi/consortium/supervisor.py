@@ -143,15 +143,24 @@ def init_home(
     if orderer:
         cons.orderer = {"kind": orderer, "prefix": f"hubi/{name}/"}
     cons.signatures = {}
+    # A new (or empty) home is written beside itself and renamed into place at the end: a kill
+    # or a full disk part-way left some banks' keys and no consortium, which every rerun then
+    # refused. What such a run left beside it holds keys of no consortium: removed.
+    fresh = not home.exists() or (home.is_dir() and not any(home.iterdir()))
+    into = home.with_name(home.name + ".init-partial") if fresh else home
+    if fresh:
+        shutil.rmtree(into, ignore_errors=True)
     for b in banks:
         cons.sign(b, identities[b].private)
-        kmcs[b].save(kmc_mod.bank_dir(home, b) / "kmc.secret")
+        kmcs[b].save(kmc_mod.bank_dir(into, b) / "kmc.secret")
         ident = identities[b]
         kmc_mod.write_secret(
-            kmc_mod.bank_dir(home, b) / "identity.secret",
+            kmc_mod.bank_dir(into, b) / "identity.secret",
             ident.private.to_bytes(32, "big") + ident.separating_key,
         )
-    kmc_mod.save_trust(home / "trust", cons, {b: k.public for b, k in kmcs.items()})
+    kmc_mod.save_trust(into / "trust", cons, {b: k.public for b, k in kmcs.items()})
+    if fresh:
+        os.replace(into, home)  # an empty folder at `home` is replaced too
     return kmc_mod.load_trust(home / "trust")
 
 
