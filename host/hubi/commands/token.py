@@ -247,7 +247,12 @@ def allowance_cmd(port: str, home: Path, amount: int, days: int, as_json: bool) 
             bank = kmc.load_bank_identity(home, ids.bank_of(i["account"]))
             now = int(time.time())
             expiry = now + days * 86400
-            a = prov.make_allowance(bank, i["account"], amount, i["next_serial"], expiry)
+            # the token takes only a newer serial: a second run in the same second was refused
+            # as a replay
+            serial = max(now, (i["allowance"] or {}).get("serial", 0) + 1)
+            a = prov.make_allowance(
+                bank, i["account"], amount, i["next_serial"], expiry, serial=serial, now=now
+            )
         except (OSError, ValueError) as e:
             _fail(str(e))
         _out(tok.load_allowance(codec.encode(a)), as_json, _print_allowance)

@@ -17,16 +17,19 @@ wait for a person on the device (confirm, PIN entry) or for the PIN back-off.
 
 from __future__ import annotations
 
+import errno
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import serial
+
 from hubi import jsonload, link_client
 from hubi_core import protocol as P
 from hubi_core import tokenmsg
-from hubi_core.errors import HubiError, ProtocolViolation
+from hubi_core.errors import HubiError, LinkClosed, ProtocolViolation
 from hubi_core.link import Client
 from hubi_core.pin import pin_problem
 from hubi_core.wire import varint
@@ -193,6 +196,22 @@ def _info_layout(type_: int, obj: Any) -> dict[str, Any]:
     return obj
 
 
+def _open_port(port: str, baudrate: int) -> str | serial.SerialBase:
+    """A device path opened with an exclusive lock: a second program on the same port splits
+    the token's replies between the two, and both failed late with "no reply" (a URL as is)."""
+    if "://" in port:
+        return port
+    try:
+        return serial.Serial(port, baudrate=baudrate, timeout=0, exclusive=True)
+    except (serial.SerialException, OSError, ValueError) as e:
+        if getattr(e, "errno", None) in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise LinkClosed(
+                f"serial port {port} is in use by another program (another `hubi token`"
+                " command, the merchant app): wait for it to end"
+            ) from None
+        raise LinkClosed(f"cannot open serial port {port!r}: {e}") from e
+
+
 @dataclass
 class PayResult:
     note: bytes | None
@@ -212,7 +231,9 @@ class TokenClient:
         retries: int = 2,
         set_time: bool = True,
     ) -> TokenClient:
-        link = link_client.connect(port, baudrate, timeout_ms=timeout_ms, retries=retries)
+        link = link_client.connect(
+            _open_port(port, baudrate), baudrate, timeout_ms=timeout_ms, retries=retries
+        )
         tok = cls(link)
         if set_time:
             try:

@@ -13,6 +13,7 @@ board's /dev/ttyUSB0. The firmware's log goes to stderr (STATE/sim.log by defaul
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
@@ -118,6 +119,7 @@ class Simulator:
         self._master: int | None = None
         self._slave: int | None = None
         self._log = None
+        self._lock: int | None = None
         self.log_start = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -137,6 +139,16 @@ class Simulator:
         if self.proc is not None:
             raise SimError("simulator already running")
         self.state.mkdir(parents=True, exist_ok=True)
+        # one firmware per flash: two would each keep their own counter and allowance in
+        # memory (the allowance spent twice over) and race on dev.bin at first boot
+        self._lock = _lock_state(self.state)
+        try:
+            return self._start()
+        except BaseException:
+            self.kill()  # the lock and the pty go with it
+            raise
+
+    def _start(self) -> Simulator:
         self.script.touch()
         if self.initial_script is not None:
             with open(self.script, "a") as f:
@@ -175,6 +187,7 @@ class Simulator:
             env=env,
             cwd=str(self.state),
             preexec_fn=_dies_with_this_process(),
+            pass_fds=(self._lock,) if self._lock is not None else (),  # held while it runs
         )
         # only the firmware holds the master: when it dies (or is killed: a power cut) the
         # pty hangs up and the host's reads fail at once, as when a board is unplugged
@@ -241,6 +254,9 @@ class Simulator:
                 except OSError:
                     pass
         self._master = self._slave = None
+        if self._lock is not None:  # the firmware's copy of it is gone: it was reaped
+            os.close(self._lock)
+            self._lock = None
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -359,6 +375,20 @@ def run_forever(sim: Simulator, keyboard: bool) -> int:
     if rc:
         sys.stderr.write(f"token firmware exited with {rc}; log: {sim.log_path}\n{sim.tail()}\n")
     return 1 if rc else 0
+
+
+def _lock_state(state: Path) -> int:
+    """An exclusive lock on STATE/sim.lock (an fd the firmware inherits), or SimError."""
+    fd = os.open(state / "sim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise SimError(
+            f"state folder {state} is in use by another token simulator: stop that one first"
+            " (two on one flash would each spend the allowance)"
+        ) from None
+    return fd
 
 
 def _dies_with_this_process() -> Any:
