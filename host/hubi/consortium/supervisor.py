@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -440,6 +441,13 @@ class Supervisor:
         """Create (first run) or reload (later runs) the layout, home and configuration;
         Stopped (the folder let go; what is done is kept, and taken up by the next run) once
         stop is asked for."""
+        owner = _state_owner(self.folder)
+        if owner is not None:  # a typo'd --dir made a second consortium, new keys, in its files
+            raise RuntimeError(
+                f"{self.folder} lies inside {owner / STATE_DIR}, the state of the consortium in"
+                f" {owner}: pass --dir {owner} to run that one, or a folder outside it for a new"
+                " one"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         if self._folder_lock is None:
             self._lock_folder()
@@ -510,6 +518,8 @@ class Supervisor:
                 f" {self.home / 'trust' / 'consortium.json'}: put the layout.json of this home"
                 " back from a backup"
             )
+        _keep_etcd_urls(cluster, trust, ids_)
+        urls = cluster.client_urls
         for i, (b, port) in enumerate(layout["banks"]):
             own = urls[i % len(urls)]
             cfg = service.NodeConfig(
@@ -808,6 +818,40 @@ class Supervisor:
                 self._unlock_folder()
 
 
+def _keep_etcd_urls(cluster: EtcdCluster, trust: Trust, banks: list[str]) -> None:
+    """Give a cluster that never ran the client ports the consortium file names: a first `up`
+    cut off (SIGKILL, Ctrl-C) after its home was made but before etcd first started left a
+    cluster.json that EtcdCluster lays out anew, and the signed file named etcd members that
+    nothing served."""
+    if any((m.data_dir / "member").exists() for m in cluster.members):
+        return  # it ran: its ports are kept by EtcdCluster
+    changed = False
+    for i, b in enumerate(banks):
+        m = cluster.members[i % len(cluster.members)]
+        named = trust.consortium.banks[b].extra.get("etcd") or []
+        port = urlsplit(named[0]).port if named and isinstance(named[0], str) else None
+        if port is None or port == m.client_port:
+            continue
+        if not reserve_port(port):
+            raise RuntimeError(
+                f"etcd member {m.name} of {cluster.datadir} needs port {port} (the consortium"
+                f" file names it for {b}), which another program holds: stop that program"
+                f" (`ss -ltnp 'sport = :{port}'` names it) and run `hubi consortium up` again"
+            )
+        m.client_port, changed = port, True
+    if changed:
+        cluster.save_layout()  # the ports its members now have
+
+
+def _state_owner(folder: Path) -> Path | None:
+    """The folder whose `up` state (FOLDER/hubi-consortium, with a layout or lock in it)
+    `folder` is, or lies inside; None if it is in none."""
+    for p in (folder, *folder.parents):
+        if p.name == STATE_DIR and any((p / f).exists() for f in ("layout.json", "up.lock")):
+            return p.parent
+    return None
+
+
 def _check_layout_banks(path: Path, banks: list[list[Any]]) -> None:
     """RuntimeError naming `path` unless `banks` are distinct bank ids on distinct ports
     1-65535 (a hand edit: a bad port was a traceback, a bad id a path under the home)."""
@@ -947,7 +991,9 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
         "folder": str(Path(folder).resolve()),
         "consortium": up.get("consortium"),
         "state": state,
-        "supervisor": {"pid": sup_pid, "running": _pid_alive(sup_pid)},
+        # a running `up` holds up.lock: with nobody holding it, a live process of up.json's pid
+        # is another program's (the pid reused since, after a reboot), not the supervisor
+        "supervisor": {"pid": sup_pid, "running": holder is not None and _pid_alive(sup_pid)},
         "banks": [],
         "etcd": [],
     }

@@ -181,7 +181,7 @@ class EtcdCluster:
             self.token = "hubi-" + secrets.token_hex(6)
             for i in range(members):
                 self._add_member("m%d" % i, free_port(), free_port())
-            self._save_layout()
+            self.save_layout()
         self.startup_seconds: float | None = None
         self._stopped = False
         if start:
@@ -214,7 +214,7 @@ class EtcdCluster:
             return None
         except (OSError, ValueError) as exc:
             raise EtcdStartError("cannot read %s: %s" % (self.layout_path, exc)) from exc
-        try:  # written by _save_layout; edited by hand or cut short it was a traceback
+        try:  # written by save_layout; edited by hand or cut short it was a traceback
             saved = [(str(n), int(c), int(p)) for n, c, p in layout["members"]]
             str(layout["token"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -244,7 +244,8 @@ class EtcdCluster:
         layout["members"] = saved
         return layout
 
-    def _save_layout(self) -> None:
+    def save_layout(self) -> None:
+        """Write cluster.json: the members' names and ports, kept across runs."""
         data = {
             "token": self.token,
             "members": [[m.name, m.client_port, m.peer_port] for m in self.members],
