@@ -14,6 +14,7 @@ and template the bank handed over.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -79,10 +80,36 @@ def _copy_trust(src: Path, dst: Path) -> None:
 
 def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) -> None:
     home = Path(home)
-    if (home / CONFIG).exists():
-        raise MerchantError(f"{home} already holds a merchant ({CONFIG}); pick another --home")
+    _refuse_used(home)
     # Check the bundle and the identity first: a refused init writes nothing into the home.
     check_identity(private, template, kmc.load_trust(trust_src))
+    home.mkdir(parents=True, exist_ok=True)
+    # Two inits at once (a script retried, two terminals) both found no merchant.json and
+    # both wrote: each said "set up", the home kept one identity (or one's key with the
+    # other's template). Under a lock on the folder the second finds the first's files.
+    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # dropped when the process dies, even by SIGKILL
+        _refuse_used(home)
+        _copy_trust(trust_src, home / TRUST)
+        kmc.write_secret(home / SECRET, private.to_bytes(32, "big"))
+        kmc.write_atomic(home / TEMPLATE, codec.encode(template))
+        cfg = {
+            "account": template["account"],
+            "bank": template.signer,
+            "currency": template["currency"],
+            "template": TEMPLATE,
+            "trust": TRUST,
+        }
+        kmc.write_atomic(home / CONFIG, (json.dumps(cfg, indent=2) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _refuse_used(home: Path) -> None:
+    """MerchantError if `home` holds a merchant, or what is left of one."""
+    if (home / CONFIG).exists():
+        raise MerchantError(f"{home} already holds a merchant ({CONFIG}); pick another --home")
     # merchant.json lost but the rest kept: a new identity would overwrite the key of the
     # account the outbox's notes pay (and its book's signer). Without an outbox the home was
     # never used (an init killed before it wrote merchant.json): that one may be redone.
@@ -91,18 +118,6 @@ def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) 
             f"{home} has no {CONFIG} but holds an outbox ({OUTBOX}) and the key of the account"
             f" its notes pay: restore its {CONFIG}, or pick another --home"
         )
-    home.mkdir(parents=True, exist_ok=True)
-    _copy_trust(trust_src, home / TRUST)
-    kmc.write_secret(home / SECRET, private.to_bytes(32, "big"))
-    kmc.write_atomic(home / TEMPLATE, codec.encode(template))
-    cfg = {
-        "account": template["account"],
-        "bank": template.signer,
-        "currency": template["currency"],
-        "template": TEMPLATE,
-        "trust": TRUST,
-    }
-    kmc.write_atomic(home / CONFIG, (json.dumps(cfg, indent=2) + "\n").encode())
 
 
 def check_identity(private: int, template: codec.Obj, trust: Trust) -> bytes:

@@ -231,18 +231,21 @@ class Merchant:
             row, rserial = self.outbox.accept(
                 info, verdict.raw, self.account, req.serial, make, now
             )
-        except Duplicate as dup:  # raced with another scanner on the same outbox
-            verdict = checks.reject(
-                "duplicate",
-                "note_id",
-                f"duplicate: note {dup.row.note_id.hex()[:16]}… is already in the outbox",
-                note=note,
-                raw=verdict.raw,
-                checks=verdict.checks,
+        except Duplicate:  # raced with another scanner on the same outbox: judged again
+            # against the note it stored, which is this one or another note of its serial (a
+            # payer paying two counters at once: double issuance, kept as evidence)
+            verdict = checks.check_note(
+                raw, self.trust, self.account, self.currency, picked, self.outbox, now
             )
+            self._keep_reject(verdict, now)
             return ScanResult(verdict, request_serial=req.serial)
-        except ValueError as exc:  # the request was paid meanwhile: the note is signed all
-            # the same, so its bytes go to the reject log (as in _late), not nowhere
+        except ValueError as exc:  # the request was paid meanwhile
+            if request_serial is None:  # by another counter's scan: this note is matched
+                # again among the requests still open (a second customer's equal one), as
+                # it would have been a moment later; each turn, one fewer is open
+                return self.accept(raw, None, now, receipt_png)
+            # the note is signed all the same, so its bytes go to the reject log (as in
+            # _late), not nowhere
             verdict = checks.reject(
                 "no-request", "request", str(exc), note=note, raw=verdict.raw, checks=verdict.checks
             )

@@ -354,9 +354,25 @@ class Outbox:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
-        with immediate(self.db):
-            yield self.db
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception); MerchantError naming the
+        outbox when another program held its write lock past the wait (a scan ended in a
+        traceback, its --json output no JSON)."""
+        began = False
+        try:
+            with immediate(self.db):
+                began = True
+                yield self.db
+        except sqlite3.OperationalError as exc:
+            if began:
+                raise
+            why = str(exc)
+            if "locked" in why:  # the busy wait ran out
+                wait = self.db.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+                why += f": another program held its write lock for {wait:g} s"
+            raise MerchantError(
+                f"cannot write to the outbox {self.path} ({why}); nothing more was written,"
+                " what was kept before stays kept: run this again"
+            ) from None
 
     # ------------------------------------------------------------------------- serials
     def _next_serial(self, signer: str) -> int:
