@@ -393,7 +393,7 @@ class Authenticator:
             hit = self._cached(account)
             if hit is not None:
                 return hit
-        tpl = None
+        tpl = found = None
         if self.template_lookup is not None:
             found = self.template_lookup(account)
             if found is not None:
@@ -424,7 +424,10 @@ class Authenticator:
             key = verify.template_key(tpl, self.trust)
         except (HubiError, ValueError) as exc:
             raise AuthError(401, "bad-template", f"template: {exc}", H_TEMPLATE) from None
-        self._remember(account, key, Role.CUSTOMER)
+        # only the books' Template is kept: a presented one's key, cached, outlived the
+        # account's opening under another Template (the owner refused, the old key let in)
+        if found is not None:
+            self._remember(account, key, Role.CUSTOMER)
         return key, Role.CUSTOMER
 
     # ---------------------------------------------------------------------- requests
