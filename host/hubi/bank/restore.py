@@ -225,8 +225,14 @@ def restore(
     """Fetch exactly the lost records (``names``, default: what a full audit finds missing or
     truncated) from `source`, check and re-insert them, audit again."""
     memo = memo or audit_mod.AuditMemo()
-    before = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
+    before = _audit(store, trust, keys, memo)
     wanted = list(names) if names is not None else before.lost()
+    unlisted: set[tuple[str, int]] = set()
+    if names is None and any(
+        f.book == audit_mod.REGISTER and f.kind == "missing" for f in before.findings
+    ):
+        unlisted = _unregistered(store, set(wanted))
+        wanted += sorted(unlisted)
     result = RestoreResult(wanted, before=before)
     if not wanted:
         result.after = before
@@ -246,8 +252,8 @@ def restore(
     while True:
         tried.update(batch)
         done = len(result.restored)
-        _put_back(store, source, verifier, batch, result)
-        result.after = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
+        _put_back(store, source, verifier, batch, result, unlisted)
+        result.after = _audit(store, trust, keys, memo)
         # records lost with their register rows: the audit names them one by one only as far
         # as the rows left account for them, so each round back may bring more into view
         more = [] if names is not None else [w for w in result.after.lost() if w not in tried]
@@ -257,15 +263,40 @@ def restore(
         batch = more
 
 
+def _audit(
+    store: Store, trust: verify.Trust | None, keys: rec.BookKeys | None, memo: audit_mod.AuditMemo
+) -> audit_mod.AuditReport:
+    """The full audit in one read snapshot: a node booking into the database meanwhile would
+    otherwise show it a register head older than the rows it reads next (its new entries
+    "outside the register"), and the restore would end with findings that are not there."""
+    with store.snapshot():
+        return audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
+
+
+def _unregistered(store: Store, have: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Records in their books (1..head) that no register row names: rows lost without their
+    records, which the audit names only by position. The backup gives each one's position."""
+    rows = store.reader().all(
+        "SELECT r.book, r.n FROM records r JOIN books b ON b.book = r.book "
+        "LEFT JOIN register g ON g.book = r.book AND g.n = r.n "
+        "WHERE g.seq IS NULL AND r.n >= 1 AND r.n <= b.n LIMIT ?",
+        (audit_mod.MAX_LOST,),
+    )
+    out = {(b, n) for b, n in rows if isinstance(b, str) and isinstance(n, int)}
+    return out - have
+
+
 def _put_back(
     store: Store,
     source: RecordSource,
     verifier: rec.BookVerifier,
     wanted: list[tuple[str, int]],
     result: RestoreResult,
+    unlisted: frozenset[tuple[str, int]] | set[tuple[str, int]] = frozenset(),
 ) -> None:
     """Fetch `wanted` from `source`, check each record and insert the ones that fit (one
-    transaction); what was restored, unavailable or rejected goes into `result`."""
+    transaction); what was restored, unavailable or rejected goes into `result`. A record of
+    `unlisted` is here already: only its register row goes back, so the source must give it."""
     tx = store.reader()
     got: dict[tuple[str, int], _Got] = {}
     bad: dict[tuple[str, int], str] = {}
@@ -297,6 +328,8 @@ def _put_back(
         restored_here: dict[int, bytes] = {}
         for g in items:
             why = _check(tx, verifier, g, restored_here, head) or _check_seq(tx, g, size)
+            if not why and g.seq is None and (g.book, g.n) in unlisted:
+                why = "the source gives no register position for it (its register row is lost)"
             if why:
                 result.rejected.append((g.book, g.n, why))
             else:
