@@ -206,6 +206,7 @@ class EngineBackend:
             "register_size": e.register_size(),
             "checkpoint_every": e.checkpoint_every,
             "latest_checkpoint": last.tree_size if last else None,
+            "checkpoint_error": e.checkpoint_error,
             "booking": {"batches": self.commits.batches, "notes": self.commits.notes},
         }
 

@@ -64,6 +64,7 @@ add ten signatures and one ECIES seal. bench/bank.md has the figures.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time as _time
 from collections import OrderedDict
@@ -87,6 +88,8 @@ from hubi.bank.store import (
 )
 from hubi_core import codec, ec, ids, lsum, suite, verify
 from hubi_core.errors import CodecError, HubiError, VerifyError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "AccountInfo",
@@ -122,6 +125,11 @@ _OK = (BOOKED, DEBITED, CREDITED)
 
 class BankEngineError(HubiError):
     """Base of the engine's errors; the message names what is wrong."""
+
+
+class BooksDamaged(BankEngineError):
+    """The books lack what the next checkpoint covers (a register entry without its record):
+    nothing more is booked until `hubi audit verify` locates it and `restore` puts it back."""
 
 
 class MalformedNote(BankEngineError, ValueError):
@@ -506,6 +514,7 @@ class BankEngine:
         self._serials: dict[str, list[int]] = {}
         self._ckpt_lock = threading.Lock()
         self._last_size = threading.local()
+        self.checkpoint_error: str | None = None  # why the checkpoint due could not be made
         # record bytes this process committed, by register position, until a checkpoint covers
         # them (the checkpoint then hashes them without reading them back)
         self._leaves: dict[int, bytes] = {}
@@ -1763,7 +1772,17 @@ class BankEngine:
         every = self.checkpoint_every
         if size // every == before // every:
             return  # this commit crossed no multiple of checkpoint_every
-        self.checkpoint()
+        try:
+            self.checkpoint()
+        except BooksDamaged as exc:
+            # the commit stands (the notes are booked): failing it here answered the uploader
+            # with an error for a note that was booked. The head waits, named in /health,
+            # until the record is restored; the next commit past a multiple tries again.
+            if self.checkpoint_error != str(exc):
+                log.error("bank %s: the checkpoint due cannot be made: %s", self.bank, exc)
+            self.checkpoint_error = str(exc)
+            return
+        self.checkpoint_error = None
 
     def checkpoint(self, tree_size: int | None = None) -> Checkpoint | None:
         """Sign tree heads at every multiple of ``checkpoint_every`` not yet signed, up to the
@@ -1825,13 +1844,15 @@ class BankEngine:
         expect = start
         for seq, body in rows:
             if int(seq) != expect or body is None:
-                raise BankEngineError(
+                raise BooksDamaged(
                     f"register entry {expect} has no record: run `hubi audit verify` and restore it"
                 )
             out.append(merkle.leaf_hash(bytes(body)))
             expect += 1
         if expect != end:
-            raise BankEngineError(f"register ends at {expect}, expected {end}")
+            raise BooksDamaged(
+                f"register ends at {expect}, expected {end}: run `hubi audit verify` and restore it"
+            )
         return out
 
     def _make_checkpoint(self, size: int) -> Checkpoint:
