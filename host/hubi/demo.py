@@ -9,6 +9,8 @@ uploads, the banks settle the interbank note, notices flow back, and every book 
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -52,6 +54,11 @@ class _Steps:
     def __init__(self, say: Say):
         self.say = say
         self.now = "0 (making the demo's folder)"
+        self.lock: int | None = None
+
+    def hold(self, fd: int) -> None:
+        """Keep the folder's lock (a file descriptor) until the run ends."""
+        self.lock = fd
 
     def begin(self, now: str, header: str) -> None:
         self.now = now
@@ -99,6 +106,33 @@ def _bank_nodes(home: Path, run_dir: Path, ports: dict[str, int]) -> Iterator[di
             node.stop()
 
 
+def _lock(workdir: Path) -> int:
+    """The folder's lock, held for the whole run: a second demo on the same --workdir would
+    empty it under the first one's nodes and token (both then failed, naming neither)."""
+    fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DemoError(
+            f"another hubi demo is running in {workdir}; wait for it or pick another --workdir",
+            step="",
+        ) from None
+    return fd
+
+
+def _empty(workdir: Path) -> None:
+    """Remove a previous run's files but its marker, the folder itself kept (its lock is on
+    it): a run killed while emptying leaves a folder the next run still knows as its own."""
+    for entry in workdir.iterdir():
+        if entry.name == MARKER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _pick_ports() -> dict[str, int]:
     """A free port for each bank node; a bad HUBI_PORT_RANGE or a full range is a DemoError
     naming it, not a traceback."""
@@ -123,6 +157,9 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
         raise DemoError(f"{exc}; {_logs(workdir)}", steps.now) from None
     except Exception as exc:  # a node that never listens, a full disk, ...: told in one line
         raise DemoError(f"{_one_line(exc)}; {_logs(workdir)}", steps.now) from exc
+    finally:
+        if steps.lock is not None:
+            os.close(steps.lock)
 
 
 def _story(workdir: Path, steps: _Steps) -> dict[str, Any]:
@@ -140,13 +177,14 @@ def _story(workdir: Path, steps: _Steps) -> dict[str, Any]:
     say = steps.say
     ports = _pick_ports()  # before the folder is emptied: a bad HUBI_PORT_RANGE loses nothing
     try:
-        if workdir.exists() and any(workdir.iterdir()):
+        workdir.mkdir(parents=True, exist_ok=True)
+        steps.hold(_lock(workdir))
+        if any(workdir.iterdir()):
             if not (workdir / MARKER).exists():
                 raise DemoError(
                     f"{workdir} is not empty and was not made by hubi demo; pick another --workdir"
                 )
-            shutil.rmtree(workdir)  # a previous demo run: start afresh
-        workdir.mkdir(parents=True, exist_ok=True)
+            _empty(workdir)  # a previous demo run: start afresh
         (workdir / MARKER).write_text("made by hubi demo; the next run empties this folder\n")
     except OSError as exc:  # a file on the way, a folder we may not write, /proc, ...
         why = exc.strerror or type(exc).__name__

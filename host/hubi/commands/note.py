@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ def trusted_bundle(trust_dir: Path | None, home: Path | None) -> tuple[Path | No
 
     if trust_dir is not None:
         return trust_dir, "--trust"
+    env_home = os.environ.get(config.ENV_HOME, "")
+    if home is None and env_home:  # named like --home: one not set up is said, not passed over
+        try:
+            return config.MerchantHome.open(Path(env_home)).trust_dir, "merchant home"
+        except config.MerchantError as exc:
+            raise config.MerchantError(f"{exc} (from ${config.ENV_HOME})") from None
     if home is None and not (config.default_home() / config.CONFIG).exists():
         return None, ""  # no merchant set up here: nothing trusted to check against
     mh = config.MerchantHome.open(home)
