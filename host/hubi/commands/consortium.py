@@ -18,10 +18,12 @@ new epoch when restarted. Keys are written to 0600 files and never printed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +189,27 @@ def _install(home: Path, cons: Any, trust: Any, kmc_mod: Any, matrices: dict[str
     (Path(home) / "trust" / f"pending-{cons.epoch}.json").unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def _trust_lock(home: Path) -> Iterator[None]:
+    """Held by `join` and `sign` from reading the installed and pending epochs until their files
+    are written: two at once each read the same epoch and the last write won (a founder's
+    signature dropped from the pending file, a bank told it joined left out of the installed
+    epoch, a joining bank's keys written twice). The second run now reads the first's files."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(Path(home) / "trust", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no trust folder: nothing to guard, and load_trust says what is wrong
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, or the process dies
+        yield
+    finally:
+        os.close(fd)
+
+
 def _pending(home: Path) -> list[Path]:
     return sorted((Path(home) / "trust").glob("pending-*.json"))
 
@@ -276,63 +299,64 @@ def join_cmd(
     _once(etcd, "--etcd")
     try:
         ids.check_bank_id(bank)
-        trust = kmc_mod.load_trust(Path(home) / "trust")
-        cons = trust.consortium
-        if bank in cons.banks:
-            raise ValueError(f"bank {bank} is already in consortium {cons.name}")
-        _drop_installed(home, cons)
-        pending = _pending(home)
-        if pending:  # its signatures would be lost: one epoch at a time
-            raise ValueError(
-                f"epoch pending in {pending[-1]}: the founders finish it first (`hubi consortium"
-                f" sign --home {home} --bank FOUNDER`), or drop it by deleting that file, before"
-                " another bank joins"
-            )
-        kdir = kmc_mod.bank_dir(home, bank)
-        if (kdir / "identity.secret").exists():
-            kmc = kmc_mod.load_kmc(home, bank)
-            ident = kmc_mod.load_bank_identity(home, bank)
-        else:
-            kmc = kmc_mod.Kmc.create(bank)
-            kmc.save(kdir / "kmc.secret")
-            priv, sep = kmc.issue(bank)
-            ident = kmc_mod.BankIdentity(bank, priv, sep)
-            kmc_mod.write_secret(kdir / "identity.secret", priv.to_bytes(32, "big") + sep)
-        entry = BankEntry(bank, ident.separating_key, kmc.public.digest(), list(endpoints))
-        if etcd:
-            entry.extra["etcd"] = list(etcd)
-        nxt = cons.with_bank(entry, int(time.time()))
-        matrices = dict(trust.matrices)
-        matrices[bank] = kmc.public
-        signed = []
-        for f in nxt.founders:
-            if (kmc_mod.bank_dir(home, f) / "identity.secret").exists():
-                nxt.sign(f, kmc_mod.load_bank_identity(home, f).private)
-                signed.append(f)
-        nxt.sign(bank, ident.private)
-        kmc_mod.write_atomic(
-            Path(home) / "trust" / "matrices" / f"{bank}.pub", kmc.public.to_bytes()
-        )
-        missing = nxt.missing_signatures()
-        if missing:
-            pending = Path(home) / "trust" / f"pending-{nxt.epoch}.json"
-            kmc_mod.write_atomic(pending, nxt.to_json().encode())
-            result = {
-                "installed": False,
-                "epoch": nxt.epoch,
-                "pending": str(pending),
-                "signed": signed + [bank],
-                "missing": missing,
-            }
-        else:
-            try:
-                _install(home, nxt, trust, kmc_mod, matrices)
-            except HubiError as exc:
+        with _trust_lock(home):
+            trust = kmc_mod.load_trust(Path(home) / "trust")
+            cons = trust.consortium
+            if bank in cons.banks:
+                raise ValueError(f"bank {bank} is already in consortium {cons.name}")
+            _drop_installed(home, cons)
+            pending = _pending(home)
+            if pending:  # its signatures would be lost: one epoch at a time
                 raise ValueError(
-                    f"epoch {nxt.epoch} not installed ({Path(home) / 'trust' / 'consortium.json'}"
-                    f" left as it was): {exc}"
-                ) from None
-            result = {"installed": True, "epoch": nxt.epoch, "signed": signed + [bank]}
+                    f"epoch pending in {pending[-1]}: the founders finish it first (`hubi consortium"
+                    f" sign --home {home} --bank FOUNDER`), or drop it by deleting that file, before"
+                    " another bank joins"
+                )
+            kdir = kmc_mod.bank_dir(home, bank)
+            if (kdir / "identity.secret").exists():
+                kmc = kmc_mod.load_kmc(home, bank)
+                ident = kmc_mod.load_bank_identity(home, bank)
+            else:
+                kmc = kmc_mod.Kmc.create(bank)
+                kmc.save(kdir / "kmc.secret")
+                priv, sep = kmc.issue(bank)
+                ident = kmc_mod.BankIdentity(bank, priv, sep)
+                kmc_mod.write_secret(kdir / "identity.secret", priv.to_bytes(32, "big") + sep)
+            entry = BankEntry(bank, ident.separating_key, kmc.public.digest(), list(endpoints))
+            if etcd:
+                entry.extra["etcd"] = list(etcd)
+            nxt = cons.with_bank(entry, int(time.time()))
+            matrices = dict(trust.matrices)
+            matrices[bank] = kmc.public
+            signed = []
+            for f in nxt.founders:
+                if (kmc_mod.bank_dir(home, f) / "identity.secret").exists():
+                    nxt.sign(f, kmc_mod.load_bank_identity(home, f).private)
+                    signed.append(f)
+            nxt.sign(bank, ident.private)
+            kmc_mod.write_atomic(
+                Path(home) / "trust" / "matrices" / f"{bank}.pub", kmc.public.to_bytes()
+            )
+            missing = nxt.missing_signatures()
+            if missing:
+                pending = Path(home) / "trust" / f"pending-{nxt.epoch}.json"
+                kmc_mod.write_atomic(pending, nxt.to_json().encode())
+                result = {
+                    "installed": False,
+                    "epoch": nxt.epoch,
+                    "pending": str(pending),
+                    "signed": signed + [bank],
+                    "missing": missing,
+                }
+            else:
+                try:
+                    _install(home, nxt, trust, kmc_mod, matrices)
+                except HubiError as exc:
+                    raise ValueError(
+                        f"epoch {nxt.epoch} not installed ({Path(home) / 'trust' / 'consortium.json'}"
+                        f" left as it was): {exc}"
+                    ) from None
+                result = {"installed": True, "epoch": nxt.epoch, "signed": signed + [bank]}
     except (OSError, ValueError, HubiError) as exc:
         _fail(as_json, exc)
         return
@@ -360,52 +384,55 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
     from hubi_core.errors import HubiError
 
     try:
-        trust = kmc_mod.load_trust(Path(home) / "trust")
-        path = file
-        if path is None:
-            found = _pending(home)
-            if not found:
-                raise FileNotFoundError(f"no pending epoch in {Path(home) / 'trust'}")
-            path = found[-1]
-        nxt = _read_consortium_file(path)
-        cur = trust.consortium
-        if nxt.signing_bytes() == cur.signing_bytes():  # installed by a sign killed after it
-            if bank not in cur.founders:
-                raise ValueError(f"{bank} is not a founder of {cur.name}")
-            _drop_installed(home, cur)
-            result = {"installed": True, "epoch": cur.epoch}
-            if as_json:
-                print_json(result)
-            else:
-                console.print(f"epoch {cur.epoch} is already installed")
-            return
-        try:
-            nxt.check_successor(trust.consortium)
-        except HubiError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-        if bank not in nxt.founders:
-            raise ValueError(f"{bank} is not a founder of {nxt.name}")
-        _check_present(path, nxt, trust, home)
-        nxt.sign(bank, kmc_mod.load_bank_identity(home, bank).private)
-        missing = nxt.missing_signatures()
-        if missing:
-            kmc_mod.write_atomic(path, nxt.to_json().encode())
-            result = {"installed": False, "epoch": nxt.epoch, "missing": missing}
-        else:
-            matrices = {}
-            for b in nxt.bank_ids():
-                mpath = Path(home) / "trust" / "matrices" / f"{b}.pub"
-                if not mpath.exists():  # the joining bank's matrix stays in the home it joined in
-                    raise FileNotFoundError(
-                        f"{mpath} is missing: copy {b}.pub from trust/matrices/ of the home"
-                        f" where {b} joined, then sign again (nothing was installed)"
-                    )
-                matrices[b] = cpk.PublicMatrix.from_bytes(mpath.read_bytes())
+        with _trust_lock(home):
+            trust = kmc_mod.load_trust(Path(home) / "trust")
+            path = file
+            if path is None:
+                found = _pending(home)
+                if not found:
+                    raise FileNotFoundError(f"no pending epoch in {Path(home) / 'trust'}")
+                path = found[-1]
+            nxt = _read_consortium_file(path)
+            cur = trust.consortium
+            if nxt.signing_bytes() == cur.signing_bytes():  # installed by a sign killed after it
+                if bank not in cur.founders:
+                    raise ValueError(f"{bank} is not a founder of {cur.name}")
+                _drop_installed(home, cur)
+                result = {"installed": True, "epoch": cur.epoch}
+                if as_json:
+                    print_json(result)
+                else:
+                    console.print(f"epoch {cur.epoch} is already installed")
+                return
             try:
-                _install(home, nxt, trust, kmc_mod, matrices)
+                nxt.check_successor(trust.consortium)
             except HubiError as exc:
                 raise ValueError(f"{path}: {exc}") from None
-            result = {"installed": True, "epoch": nxt.epoch}
+            if bank not in nxt.founders:
+                raise ValueError(f"{bank} is not a founder of {nxt.name}")
+            _check_present(path, nxt, trust, home)
+            nxt.sign(bank, kmc_mod.load_bank_identity(home, bank).private)
+            missing = nxt.missing_signatures()
+            if missing:
+                kmc_mod.write_atomic(path, nxt.to_json().encode())
+                result = {"installed": False, "epoch": nxt.epoch, "missing": missing}
+            else:
+                matrices = {}
+                for b in nxt.bank_ids():
+                    mpath = Path(home) / "trust" / "matrices" / f"{b}.pub"
+                    if (
+                        not mpath.exists()
+                    ):  # the joining bank's matrix stays in the home it joined in
+                        raise FileNotFoundError(
+                            f"{mpath} is missing: copy {b}.pub from trust/matrices/ of the home"
+                            f" where {b} joined, then sign again (nothing was installed)"
+                        )
+                    matrices[b] = cpk.PublicMatrix.from_bytes(mpath.read_bytes())
+                try:
+                    _install(home, nxt, trust, kmc_mod, matrices)
+                except HubiError as exc:
+                    raise ValueError(f"{path}: {exc}") from None
+                result = {"installed": True, "epoch": nxt.epoch}
     except (OSError, ValueError, HubiError) as exc:
         _fail(as_json, exc)
         return
