@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -21,7 +22,19 @@ def check_write_target(path: str | os.PathLike) -> Path:
     replaced, not written to: `--out /dev/stdout` run as root took the system's link away. A
     folder itself is left to the rename, which fails on it."""
     path = Path(path)
-    if not path.is_file() and (path.is_symlink() or (path.exists() and not path.is_dir())):
+    # one lstat, then a stat only for a link: three checks in turn (is_file, is_symlink,
+    # exists) took a regular file that another writer's rename put there between them for
+    # "not a regular file"
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            mode = os.stat(path).st_mode
+            ok = stat.S_ISREG(mode)
+        else:
+            ok = stat.S_ISREG(mode) or stat.S_ISDIR(mode)
+    except FileNotFoundError:  # nothing there (or a link to nothing: refused below)
+        ok = not path.is_symlink()
+    if not ok:
         raise OSError(
             errno.EINVAL,
             "not a regular file (a device, FIFO or socket, or a link to one, to a folder or to"
