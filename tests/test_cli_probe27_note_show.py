@@ -58,3 +58,26 @@ def test_a_merchant_home_named_in_the_environment_but_not_set_up_is_said(
     plain = _show(note, {"HUBI_MERCHANT_HOME": "", "HOME": str(tmp_path)}, "--json")
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert json.loads(plain.stdout)["verification"]["ok"] is None
+
+
+def test_hex_text_with_a_byte_order_mark_is_read_as_hex(tmp_path: Path) -> None:
+    """Some editors save text with a UTF-8 byte order mark: the hex of a note was then taken
+    for binary, "unknown suite 239", with no hint that it was text."""
+    w = make_world()
+    w.open_account("BKA-000000000042")
+    raw = codec.encode(w.note("BKA-000000000042", "BKB-000000000007", 1250))
+    path = tmp_path / "note.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + raw.hex().encode() + b"\r\n")
+    proc = _show(path, {"HOME": str(tmp_path), "HUBI_MERCHANT_HOME": ""}, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["kind"] == "Note"
+
+
+def test_a_broken_png_is_named_without_opencvs_own_warnings(tmp_path: Path) -> None:
+    """OpenCV printed "[ WARN:0@0.02] global grfmt_png.cpp ... PNG input buffer is incomplete"
+    on stderr before hubi's line naming the file."""
+    path = tmp_path / "cut.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + bytes(8) + b"\x08\x02\x00\x00\x00")
+    proc = _show(path, {"HOME": str(tmp_path), "HUBI_MERCHANT_HOME": ""})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert str(path) in proc.stderr and "WARN" not in proc.stderr, proc.stderr

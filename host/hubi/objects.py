@@ -123,6 +123,8 @@ def from_hex_text(data: bytes, path: Path) -> bytes:
     """The bytes `data` spells when it is hex text (as hubi prints an object), else `data`
     (an object's first byte, its suite, is no hex digit); ValueError naming `path` for hex
     that does not make whole bytes."""
+    if data.startswith(b"\xef\xbb\xbf") and _HEX_TEXT.fullmatch(data[3:]):
+        data = data[3:]  # a byte order mark, as some editors write: hex text all the same
     if _HEX_TEXT.fullmatch(data):
         try:
             return bytes.fromhex(data.decode("ascii"))

@@ -31,6 +31,10 @@ from hubi.files import check_write_target, write_atomic
 from hubi_core import qrparts
 from hubi_core.qrparts import Collector, Incomplete
 
+# OpenCV's own warnings ("[ WARN:0@0.1] global grfmt_png.cpp ... libpng error") went to stderr
+# before hubi's message naming the file: only its errors are shown
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 __all__ = [
     "Collector",
     "check_png_target",
