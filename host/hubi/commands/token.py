@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from hubi.amounts import format_amount
 from hubi.commands.params import MAX_AMOUNT, in_existing_folder
+from hubi.files import write_atomic
 from hubi.output import console, err_console, print_json, printable, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
@@ -133,8 +134,8 @@ def sim_cmd(
     try:
         sim.start()
         sim.wait_ready()
-        if port_file:
-            port_file.write_text(str(sim.port) + "\n")
+        if port_file:  # whole or not at all: a script polling it never reads half a path
+            write_atomic(port_file, (str(sim.port) + "\n").encode())
     except (SimError, OSError) as e:
         sim.stop()  # a simulator left running with no one to stop it held its pty for good
         _fail(str(e) if isinstance(e, SimError) else f"token sim: {e.strerror or e}: {e.filename}")
@@ -143,7 +144,21 @@ def sim_cmd(
     sys.stdout.flush()
     if keyboard is None:
         keyboard = sys.stdin.isatty()
-    sys.exit(run_forever(sim, keyboard))
+    try:
+        code = run_forever(sim, keyboard)
+    finally:
+        # a stale file would name a pty that a later simulator (or terminal) may get
+        if port_file and _names(port_file, sim.port):
+            port_file.unlink(missing_ok=True)
+    sys.exit(code)
+
+
+def _names(port_file: Path, port: str) -> bool:
+    """`port_file` still holds `port` (not another simulator's since)."""
+    try:
+        return port_file.read_text().strip() == port
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 @token.command("info")
