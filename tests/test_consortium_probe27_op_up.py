@@ -103,6 +103,12 @@ def test_up_with_a_dir_inside_another_consortiums_state_is_refused(tmp_path: Pat
         doc = json.loads(r.stdout)
         assert doc["error"] == "RuntimeError"
         assert f"--dir {tmp_path}" in doc["message"], doc["message"]
+        # `status --dir` given the state folder: the folder to give instead, not "no consortium"
+        r = subprocess.run(
+            [*HUBI, "status", "--dir", str(inside), "--json"], capture_output=True, timeout=60
+        )
+        assert r.returncode == 2, (inside, r.stdout, r.stderr)
+        assert f"pass --dir {tmp_path}" in json.loads(r.stdout)["message"], r.stdout
     # nothing made among the other consortium's files (no nested hubi-consortium, no keys)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 

@@ -973,6 +973,12 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             " ask again once it says it is up"
         )
     if not path.exists():
+        owner = _state_owner(Path(folder).resolve())
+        if owner is not None:  # --dir given the state folder (or a folder in it) itself
+            raise FileNotFoundError(
+                f"{Path(folder).resolve()} is inside the state of the consortium in {owner}:"
+                f" pass --dir {owner}"
+            )
         raise FileNotFoundError(
             f"no consortium in {Path(folder).resolve()} (no {STATE_DIR}/up.json): run "
             "`hubi consortium up` there first"
