@@ -57,6 +57,12 @@ class ReplicaError(RuntimeError):
     pass
 
 
+class RegisterGap(Exception):
+    """The primary's register has an entry whose record it did not send (lost at the primary):
+    the backup holds what comes before and asks again, so that it resumes once the primary's
+    operator restores the record. It skipped the entry and looked up to date without it."""
+
+
 class ReplicaStore:
     """The replica's own database: SQLite (file path or sqlite:///path) or PostgreSQL URL."""
 
@@ -341,6 +347,11 @@ class Replica:
                 self.error = f"{type(exc).__name__}: {exc}"
                 log.warning("replica: pulling from %s failed: %s", self.primary_url, self.error)
                 delay = min(max(delay * 2, 0.2), 5.0)
+            except RegisterGap as exc:
+                if self.error != str(exc):
+                    log.error("replica: %s", exc)
+                self.error = str(exc)
+                delay = self.poll_interval
             except ReplicaError as exc:
                 self.fatal = self.error = str(exc)
                 log.error("replica: stopped pulling: %s", exc)
@@ -376,11 +387,29 @@ class Replica:
             rows = [parse_record_json(d) for d in doc["records"]]
         except ValueError as exc:
             raise ReplicaError(f"the primary's replication log: {exc}") from None
-        checked = self._check(rows)
+        # entries come in register order, one for each position: one missing is a record the
+        # primary lost (its log joins entries to records), not the end of the log
+        held = []
+        for r in rows:
+            if r[0] != start + len(held):
+                break
+            held.append(r)
+        gap = (
+            start + len(held)
+            if len(held) < len(rows) or (not rows and type(size) is int and size > start)
+            else None
+        )
+        checked = self._check(held)
         self.store.put(checked)
         self.last_pull = time.time()
         for cb in self.on_records:
             cb(len(checked))
+        if gap is not None:
+            raise RegisterGap(
+                f"the primary's register entry {gap} came without its record (lost at the"
+                " primary?): this backup holds everything before it and asks again; the"
+                " primary's operator: hubi audit verify names it, hubi audit restore puts it back"
+            )
         return len(rows)
 
     def _check(self, rows: list[tuple[int, str, int, bytes, bytes]]) -> list[tuple]:
