@@ -34,7 +34,7 @@ class _Hubi(click.Group):
     wants_json = False
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
-        self.wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
+        self.wants_json = _asks_json(self, sys.argv[1:] if args is None else list(args))
         return super().main(args, *a, **kw)
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -44,6 +44,27 @@ class _Hubi(click.Group):
             if not self.wants_json or isinstance(exc, _JsonUsageError):
                 raise
             raise _JsonUsageError(exc.format_message(), exc.ctx) from None
+
+
+def _asks_json(cmd: click.Command, args: list[str]) -> bool:
+    """True if `args` give the command they name its --json flag: the words are walked down
+    the sub-commands, an option's value ("--purpose --json") and all after "--" passed over."""
+    words = iter(args)
+    for word in words:
+        if word == "--":
+            return False
+        if isinstance(cmd, click.Group) and word in cmd.commands:
+            cmd = cmd.commands[word]
+            continue
+        name = word.split("=", 1)[0]
+        opt = next((p for p in cmd.params if isinstance(p, click.Option) and name in p.opts), None)
+        if opt is None:
+            continue
+        if word == "--json" and opt.is_flag:
+            return True
+        if not opt.is_flag and not opt.count and "=" not in word:
+            next(words, None)  # its value, whatever it looks like
+    return False
 
 
 @click.group(cls=_Hubi, context_settings={"help_option_names": ["-h", "--help"]})

@@ -421,14 +421,16 @@ class EngineBackend:
 
     def log(self, start: int, limit: int) -> dict[str, Any]:
         """Register entries seq >= start with their records, in register order."""
-        reader = self.engine.store.reader()
-        rows = reader.all(
-            "SELECT g.seq, g.book, g.n, r.body, r.hchain FROM register g "
-            "JOIN records r ON r.book = g.book AND r.n = g.n "
-            "WHERE g.seq >= ? ORDER BY g.seq LIMIT ?",
-            (start, limit),
-        )
-        size = self.engine.register_size()
+        # one snapshot: a booking committed between the rows and the size showed a backup no
+        # rows and a larger register, which it takes for a record lost at the primary
+        with self.engine.store.snapshot() as tx:
+            rows = tx.all(
+                "SELECT g.seq, g.book, g.n, r.body, r.hchain FROM register g "
+                "JOIN records r ON r.book = g.book AND r.n = g.n "
+                "WHERE g.seq >= ? ORDER BY g.seq LIMIT ?",
+                (start, limit),
+            )
+            size = int(tx.scalar("SELECT size FROM register_head WHERE id = 1", default=0))
         return {
             "from": start,
             "register_size": size,

@@ -1770,8 +1770,8 @@ class BankEngine:
             return
         before, size = span
         every = self.checkpoint_every
-        if size // every == before // every:
-            return  # this commit crossed no multiple of checkpoint_every
+        if size // every == before // every and self.checkpoint_error is None:
+            return  # this commit crossed no multiple, and no checkpoint is owed
         try:
             self.checkpoint()
         except BooksDamaged as exc:

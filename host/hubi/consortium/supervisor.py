@@ -98,6 +98,9 @@ def _check(stop: threading.Event | None) -> None:
         raise Stopped("stop asked for")
 
 
+PARTIAL = ".init-partial"  # where init_home writes a new home first
+
+
 def init_home(
     home: Path,
     banks: list[str],
@@ -144,11 +147,17 @@ def init_home(
     if orderer:
         cons.orderer = {"kind": orderer, "prefix": f"hubi/{name}/"}
     cons.signatures = {}
-    # A new (or empty) home is written beside itself and renamed into place at the end: a kill
-    # or a full disk part-way left some banks' keys and no consortium, which every rerun then
-    # refused. What such a run left beside it holds keys of no consortium: removed.
-    fresh = not home.exists() or (home.is_dir() and not any(home.iterdir()))
-    into = home.with_name(home.name + ".init-partial") if fresh else home
+    # A new (or empty) home is written into a partial folder and moved into place at the end:
+    # a kill or a full disk part-way left some banks' keys and no consortium, which every rerun
+    # then refused. What such a run left holds keys of no consortium: removed. A new home is
+    # the partial folder renamed; an empty one that is there (a link's target, the folder the
+    # shell stands in, a mount point) is kept and filled from a partial folder inside it,
+    # trust last (renamed over, a link was replaced, the shell left in a deleted folder).
+    real = Path(os.path.realpath(home))
+    inside = real.is_dir()
+    partial = real / PARTIAL if inside else real.with_name(real.name + PARTIAL)
+    fresh = not real.exists() or (inside and all(p.name == PARTIAL for p in real.iterdir()))
+    into = partial if fresh else home
     if fresh:
         shutil.rmtree(into, ignore_errors=True)
     for b in banks:
@@ -160,8 +169,12 @@ def init_home(
             ident.private.to_bytes(32, "big") + ident.separating_key,
         )
     kmc_mod.save_trust(into / "trust", cons, {b: k.public for b, k in kmcs.items()})
-    if fresh:
-        os.replace(into, home)  # an empty folder at `home` is replaced too
+    if fresh and inside:  # trust last: a home without it is one a rerun may redo
+        for entry in sorted(into.iterdir(), key=lambda e: e.name == "trust"):
+            os.replace(entry, real / entry.name)
+        into.rmdir()
+    elif fresh:
+        os.replace(into, real)
     return kmc_mod.load_trust(home / "trust")
 
 
