@@ -16,13 +16,14 @@ status — never keys, request bodies or signature headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -325,6 +326,99 @@ def build_node(cfg: ServeConfig) -> api.Node:
     return node
 
 
+class NodeAlreadyRunning(RuntimeError):
+    """Another node serves the database: `hubi bank serve` started twice for one bank."""
+
+
+# the PostgreSQL advisory lock ("hubinode") a node holds on its database for its whole life;
+# advisory locks are per database, so nodes of other banks on one server do not meet
+NODE_LOCK_KEY = 0x6875_6269_6E6F_6465
+NODE_LOCK_WAIT = 3.0  # seconds: a node killed -9 just now may not have lost its session yet
+_TWICE = (
+    "two nodes booking into one database serve the same books twice over (each its own "
+    "consortium applier, nonces and caches): stop the other one first"
+)
+
+
+@contextlib.contextmanager
+def node_lock(cfg: ServeConfig) -> Iterator[None]:
+    """Hold the database's node lock while the node runs, or NodeAlreadyRunning: a second
+    `hubi bank serve` on the same database (two terminals, a service manager plus a manual
+    start, a second host pointed at the primary's PostgreSQL) started and booked beside the
+    first, unnoticed. The kernel (SQLite: a flock on DB-node.lock) or the server (PostgreSQL:
+    a session advisory lock) drops the lock when the node dies, even by SIGKILL. Other
+    commands (init, fund, audit) open the database without it, as before."""
+    from hubi.bank.store import parse_url
+
+    loc = parse_url(cfg.db_url())
+    if loc.dialect == "sqlite":
+        release = _lock_sqlite(Path(loc.target), replica=bool(cfg.replica_of))
+    else:
+        release = _lock_postgres(loc.target, cfg.db_url(), cfg.bank)
+    try:
+        yield
+    finally:
+        release()
+
+
+def _lock_sqlite(db: Path, replica: bool) -> Callable[[], None]:
+    if not (db.is_file() or (replica and db.parent.is_dir())):
+        return lambda: None  # no books there: the store refuses them, naming the path
+    from hubi.locks import Held, hold_lock_file
+
+    lock = Path(str(db.resolve()) + "-node.lock")  # resolved: two spellings of one file
+    try:
+        fd = hold_lock_file(lock)
+    except Held as held:
+        raise NodeAlreadyRunning(
+            f"node {held.holder} already serves {db} (it holds {lock}); {_TWICE}"
+        ) from None
+    return lambda: os.close(fd)
+
+
+def _lock_postgres(target: str, url: str, bank: str) -> Callable[[], None]:
+    import time
+
+    import psycopg
+
+    me = f"hubi bank serve {bank} pid {os.getpid()} on {socket.gethostname()}"
+    try:
+        conn = psycopg.connect(target, autocommit=True, application_name=me[:63])
+    except psycopg.Error:
+        return lambda: None  # the store cannot connect either, and says why
+    try:
+        # the server drops the session (and the lock) of a node whose host died within ~25 s,
+        # not after the kernel's two hours
+        for name, value in (("idle", 10), ("interval", 5), ("count", 3)):
+            conn.execute(f"SET tcp_keepalives_{name} = {value}")
+        deadline = time.monotonic() + NODE_LOCK_WAIT
+        take = "SELECT pg_try_advisory_lock(%s)"
+        while not conn.execute(take, (NODE_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
+            if time.monotonic() > deadline:
+                row = conn.execute(
+                    "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                    "AND l.granted AND l.objsubid = 1 AND l.classid = %s AND l.objid = %s "
+                    "AND l.database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())",
+                    (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
+                ).fetchone()
+                holder = (
+                    f"{row[0] or 'a session'} (from {row[1] or 'local socket'}, server pid {row[2]})"
+                    if row
+                    else "another session"
+                )
+                raise NodeAlreadyRunning(
+                    f"{holder} already serves {display_url(url)} (it holds advisory lock "
+                    f"{NODE_LOCK_KEY}); {_TWICE}"
+                )
+            time.sleep(0.1)
+    except BaseException:
+        conn.close()
+        raise
+    return conn.close
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -372,12 +466,18 @@ def _server_class() -> Any:
 
 
 def serve(cfg: ServeConfig) -> int:
-    """Run the node until SIGTERM/SIGINT; returns the exit status."""
+    """Run the node until SIGTERM/SIGINT, holding the database's node lock; returns the exit
+    status."""
+    configure_logging(cfg.log_level)
+    with node_lock(cfg):
+        return _serve(cfg)
+
+
+def _serve(cfg: ServeConfig) -> int:
     import uvicorn
 
     from hubi.bank import api
 
-    configure_logging(cfg.log_level)
     node = build_node(cfg)
     log.info(
         "bank %s (%s) database %s%s; HTTP on %s",

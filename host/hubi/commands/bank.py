@@ -257,22 +257,18 @@ def _keys_lock(folder: Path, what: str) -> Iterator[None]:
     """Held while a key file is looked for, written and its account opened: two runs at once
     each found no key, and the second's files replaced the first's, whose account the database
     kept (its key lost for good). The second run now finds the first's files."""
-    import fcntl
-    import os
+    from hubi.locks import folder_lock
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise click.ClickException(
-            f"cannot write {what} to {folder}: {why}; nothing was opened"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, or the process dies
+    with contextlib.ExitStack() as held:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            held.enter_context(folder_lock(folder))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise click.ClickException(
+                f"cannot write {what} to {folder}: {why}; nothing was opened"
+            ) from None
         yield
-    finally:
-        os.close(fd)
 
 
 def _display(url: str) -> str:

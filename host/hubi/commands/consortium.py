@@ -195,19 +195,13 @@ def _trust_lock(home: Path) -> Iterator[None]:
     are written: two at once each read the same epoch and the last write won (a founder's
     signature dropped from the pending file, a bank told it joined left out of the installed
     epoch, a joining bank's keys written twice). The second run now reads the first's files."""
-    import fcntl
-    import os
+    from hubi.locks import folder_lock
 
-    try:
-        fd = os.open(Path(home) / "trust", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # no trust folder: nothing to guard, and load_trust says what is wrong
+    with contextlib.ExitStack() as held:
+        # no trust folder: nothing to guard, and load_trust says what is wrong
+        with contextlib.suppress(OSError):
+            held.enter_context(folder_lock(Path(home) / "trust"))
         yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed, or the process dies
-        yield
-    finally:
-        os.close(fd)
 
 
 def _pending(home: Path) -> list[Path]:

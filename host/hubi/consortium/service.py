@@ -225,6 +225,32 @@ def peer_endpoints(trust: Trust, cfg: NodeConfig) -> dict[str, str]:
     return out
 
 
+def state_file(home: Path, bank: str, cfg: NodeConfig) -> Path:
+    """The bank's consortium state file (``state`` is relative to the bank's folder)."""
+    path = Path(cfg.state)
+    return path if path.is_absolute() else kmc_mod.bank_dir(home, bank) / path
+
+
+def lock_state(path: Path, bank: str) -> int:
+    """Hold the state file's member lock (a flock on STATE-node.lock; the kernel drops it when
+    the node dies, even by SIGKILL); returns its descriptor, to close when the node stops.
+    Two members of one bank on one state file raced for every log event: each event was booked
+    in whichever member's bank database won, so with two databases (a --db of its own, the
+    state file left at the default) each held part of the settled notes, every audit clean."""
+    from hubi.locks import Held, hold_lock_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = Path(str(path.resolve()) + "-node.lock")  # resolved: two spellings of one file
+    try:
+        return hold_lock_file(lock)
+    except Held as held:
+        raise ConsortiumError(
+            f"node {held.holder} already applies the consortium log for bank {bank} into "
+            f"{path} (it holds {lock}): two members on one state file book each event into "
+            "whichever bank database wins the race; stop the other node first"
+        ) from None
+
+
 def build_node(
     home: Path, engine: BankEngine, trust: Trust, cfg: NodeConfig, signer: Any
 ) -> ConsortiumNode:
@@ -233,9 +259,7 @@ def build_node(
     bdir = kmc_mod.bank_dir(home, bank)
     prefix = (cfg.prefix or trust.consortium.log_prefix()).encode()
     orderer = open_orderer(cfg, prefix, bdir)
-    state_path = Path(cfg.state)
-    if not state_path.is_absolute():
-        state_path = bdir / state_path
+    state_path = state_file(home, bank, cfg)
     orderer_id = f"{orderer.kind}:{prefix.decode()}"
     state = ConsortiumState(state_path, orderer_id)
     transport = HttpPeerTransport(signer, peer_endpoints(trust, cfg))
@@ -324,10 +348,16 @@ def attach(node: Any, home: Path, trust: Trust, identity: Any) -> ConsortiumNode
         return None
     backend = node.backend
     engine = backend.engine
-    cnode = build_node(home, engine, trust, cfg, Signer(node.bank, identity.private))
+    held = lock_state(state_file(home, node.bank, cfg), node.bank)
+    try:
+        cnode = build_node(home, engine, trust, cfg, Signer(node.bank, identity.private))
+    except BaseException:
+        os.close(held)
+        raise
     node.backend = ConsortiumBackend(backend, cnode)
     node.on_startup.append(cnode.start)
     node.on_shutdown.insert(0, cnode.close)
+    node.on_shutdown.insert(1, lambda: os.close(held))  # once the applier has stopped
     extensions = getattr(node, "extensions", None)
     if extensions is not None:
         extensions.append(routes(cnode, node))

@@ -14,7 +14,6 @@ and template the bank handed over.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hubi import jsonload, kmc, objects
+from hubi.locks import folder_lock
 from hubi_core import codec, ids, suite
 from hubi_core.verify import Trust, template_key
 
@@ -87,9 +87,7 @@ def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) 
     # Two inits at once (a script retried, two terminals) both found no merchant.json and
     # both wrote: each said "set up", the home kept one identity (or one's key with the
     # other's template). Under a lock on the folder the second finds the first's files.
-    fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # dropped when the process dies, even by SIGKILL
+    with folder_lock(home):  # dropped when the process dies, even by SIGKILL
         _refuse_used(home)
         _copy_trust(trust_src, home / TRUST)
         kmc.write_secret(home / SECRET, private.to_bytes(32, "big"))
@@ -102,8 +100,6 @@ def _write_home(home: Path, private: int, template: codec.Obj, trust_src: Path) 
             "trust": TRUST,
         }
         kmc.write_atomic(home / CONFIG, (json.dumps(cfg, indent=2) + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def _refuse_used(home: Path) -> None:
