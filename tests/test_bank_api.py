@@ -489,10 +489,16 @@ def test_serve_names_the_address_it_cannot_listen_on(bank_world, nodes, tmp_path
     db = str(tmp_path / "bka.db")
     prepare_bank(bank_world.home, "BKA", db, accounts=1, funds=0)
     first = nodes(bank_world.home, "BKA", db).start()
+    other = str(tmp_path / "bka-other.db")  # its own books: one node serves a database
+    prepare_bank(bank_world.home, "BKA", other, accounts=1, funds=0)
     ready = tmp_path / "second.json"
     argv = bank_nodes.serve_argv(bank_world.home, "BKA", first.port, ready, "info", [])
     proc = subprocess.run(
-        [*argv, "--db", db], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+        [*argv, "--db", other],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode != 0
     assert f"bank BKA could not listen on 127.0.0.1 port {first.port}" in proc.stderr

@@ -49,7 +49,10 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
     check_write_target refuses is refused."""
     path = check_write_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # named by the file asked for, not the temporary one never made
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         os.fchmod(fd, mode)  # mkstemp makes it 0600: a public file keeps the usual mode
         with os.fdopen(fd, "wb") as f:
