@@ -79,19 +79,23 @@ def _busy():
 def dispatch(tok, t, payload):
     """The handler of request type t, from the module that does the work (so that a payment or
     a notice loads no other handler), run as run() says."""
+    # GET_INFO and SET_TIME are answered even while the person uses the device
+    always = t in (_GET_INFO, _SET_TIME)
+    if tok.busy and not always:
+        raise _busy()  # before the import: the flow on the device needs the heap
     if t in (_PAY_REQUEST, _PAY_CONFIRM, _PAY_CANCEL):
         from core import pay as m
     elif t in (_LOAD_NOTICE, _NOTE_GET, _NOTE_LIST, _SHOW_BALANCE):
         from core import notes as m
     else:
         from core import handx as m
-    # GET_INFO and SET_TIME are answered even while the person uses the device
-    return run(tok, m.handler(t), payload, t in (_GET_INFO, _SET_TIME))
+    return run(tok, m.handler(t), payload, always)
 
 
 def run(tok, fn, payload, always=False):
     if tok.busy and not always:
         raise _busy()
+    outer = tok.in_handler  # GET_INFO from a new host while a flow waits (Token._idle)
     tok.in_handler = True
     try:
         return fn(tok, payload)
@@ -105,8 +109,9 @@ def run(tok, fn, payload, always=False):
             raise
         raise r from None
     finally:
-        tok.in_handler = False
-        tok.release()
+        tok.in_handler = outer
+        if not outer:
+            tok.release()
 
 
 def wait(tok, ms):

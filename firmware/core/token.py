@@ -42,7 +42,8 @@ class Token:
             ui.idle = self._idle
 
     def _dispatch(self, t, payload):
-        self.release()  # what the link loaded since the last request (HELLO, bulk transfers)
+        if not self.in_handler:  # inside one, its flow still runs the modules it loaded
+            self.release()  # what the link loaded since the last request (HELLO, bulk transfers)
         from core import hand
 
         return hand.dispatch(self, t, payload)
@@ -62,10 +63,16 @@ class Token:
         release(_QR if self.ui is not None and self.ui.qr is not None else ())
 
     def _idle(self):
+        was = self.busy
         if self.in_handler:
+            # a request's flow waits for the owner: its host is kept waiting, and another
+            # host (the first one died) gets HELLO and GET_INFO answered, BUSY for the rest
             self.server.keepalive()
-        else:
+            self.busy = True
+        try:
             self.server.serve_once(0)
+        finally:
+            self.busy = was
 
     def refresh(self):
         if self.ui is not None and not self.busy and self.ui.qr is None:

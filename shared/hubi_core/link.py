@@ -862,6 +862,12 @@ class Server(Endpoint):
                 self.transport.write(self._txv[: self._dup_len])
                 self.tx_frames += 1
             return
+        outer = None
+        if self._cur_seq >= 0:
+            # read from inside a handler (a token's screen flow waits for its owner): answer
+            # it, then the outer request goes on (its WAITs, its reply, its retransmissions)
+            outer = (self._cur_seq, self._cur_ver, self._last_wait, self._dup_seq,
+                     self._dup_type, self._dup_crc)  # fmt: skip
         self._dup_seq = seq
         self._dup_type = t
         self._dup_crc = dec.crc
@@ -905,6 +911,10 @@ class Server(Endpoint):
                 self._reply(rtype, reply, seq)
         finally:
             self._cur_seq = -1
+            if outer is not None:  # the outer reply is not sent yet: nothing cached for it
+                self._cur_seq, self._cur_ver, self._last_wait = outer[:3]
+                self._dup_seq, self._dup_type, self._dup_crc = outer[3:]
+                self._dup_len = 0
 
     def _reply(self, rtype, reply, seq):
         ver = self._cur_ver
