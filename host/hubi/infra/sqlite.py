@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,13 +18,30 @@ def connect_wal(
     (autocommit otherwise) and `timeout` seconds of waiting for another writer's lock."""
     c = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
     try:  # a file that is no database fails here: closed now, not when collected
-        c.execute("PRAGMA journal_mode=WAL")
+        _wal_mode(c, timeout)
         c.execute(f"PRAGMA synchronous={synchronous}")
         c.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     except BaseException:
         c.close()
         raise
     return c
+
+
+def _wal_mode(c: sqlite3.Connection, timeout: float) -> None:
+    """PRAGMA journal_mode=WAL, tried again while another connection holds the new file: SQLite
+    answers that switch "database is locked" at once, without its busy wait, so two processes
+    opening a new database together (the demo's two bank nodes on one orderer log) failed."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            c.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 @contextlib.contextmanager
