@@ -1176,36 +1176,54 @@ def audit(
     """Audit a bank database. ``trust`` checks notes and the bank key against the consortium;
     ``keys`` (the bank's private key) lets balances be opened and added up; ``level`` is
     ``"chain"`` (numbering, hash chain, XOR chain, heads) or ``"full"`` (everything).
-    ``workers`` > 1 spreads a chain-level audit's books over that many processes."""
+    ``workers`` > 1 spreads a chain-level audit's books over that many processes.
+
+    The audit reads one snapshot (a read transaction; REPEATABLE READ on PostgreSQL): a node
+    booking into the database meanwhile showed it a register head older than the rows it read
+    next, its new entries "outside the register" (`audit verify`, `restore`, `/v1/audit`)."""
     own = not isinstance(store, Store)
     st = open_store(store, create=False, migrate=False) if own else store
     try:
-        a = _Auditor(st, trust=trust, keys=keys, level=level, memo=memo, progress=progress)
-        names = a.book_names(books)
-        if workers > 1 and level == "chain" and len(names) > 1:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("fork")
-            shares = [(st.url, level, names[i::workers]) for i in range(workers)]
-            with ctx.Pool(workers) as pool:
-                for found, count, omitted, lost_upto in pool.map(_audit_share, shares):
-                    a.records += count
-                    for x in found:
-                        a.f.add(x.book, x.record, x.kind, x.detail, x.through)
-                    for kind, n in omitted.items():
-                        a.f.omitted[kind] = a.f.omitted.get(kind, 0) + n
-                    a.f.lost_upto.update(lost_upto)  # each book is one worker's
-            a.checks["workers"] = workers
-        else:
-            for b in names:
-                a.walk(b)
-        if books is None and a.full:
-            a.register()
-        a.checks["database"] = display_url(st.url)
-        return a.report(len(names))
+        with st.snapshot():
+            return _audit_in(st, trust, keys, level, books, memo, progress, workers)
     finally:
         if own:
             st.close()
+
+
+def _audit_in(
+    st: Store,
+    trust: verify.Trust | None,
+    keys: rec.BookKeys | None,
+    level: str,
+    books: Iterable[str] | None,
+    memo: AuditMemo | None,
+    progress: Callable[[int], None] | None,
+    workers: int,
+) -> AuditReport:
+    a = _Auditor(st, trust=trust, keys=keys, level=level, memo=memo, progress=progress)
+    names = a.book_names(books)
+    if workers > 1 and level == "chain" and len(names) > 1:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        shares = [(st.url, level, names[i::workers]) for i in range(workers)]
+        with ctx.Pool(workers) as pool:
+            for found, count, omitted, lost_upto in pool.map(_audit_share, shares):
+                a.records += count
+                for x in found:
+                    a.f.add(x.book, x.record, x.kind, x.detail, x.through)
+                for kind, n in omitted.items():
+                    a.f.omitted[kind] = a.f.omitted.get(kind, 0) + n
+                a.f.lost_upto.update(lost_upto)  # each book is one worker's
+        a.checks["workers"] = workers
+    else:
+        for b in names:
+            a.walk(b)
+    if books is None and a.full:
+        a.register()
+    a.checks["database"] = display_url(st.url)
+    return a.report(len(names))
 
 
 def api_audit(

@@ -225,7 +225,7 @@ def restore(
     """Fetch exactly the lost records (``names``, default: what a full audit finds missing or
     truncated) from `source`, check and re-insert them, audit again."""
     memo = memo or audit_mod.AuditMemo()
-    before = _audit(store, trust, keys, memo)
+    before = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
     wanted = list(names) if names is not None else before.lost()
     unlisted: set[tuple[str, int]] = set()
     if names is None and any(
@@ -253,7 +253,7 @@ def restore(
         tried.update(batch)
         done = len(result.restored)
         _put_back(store, source, verifier, batch, result, unlisted)
-        result.after = _audit(store, trust, keys, memo)
+        result.after = audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
         # records lost with their register rows: the audit names them one by one only as far
         # as the rows left account for them, so each round back may bring more into view
         more = [] if names is not None else [w for w in result.after.lost() if w not in tried]
@@ -261,16 +261,6 @@ def restore(
             return result
         result.wanted += more
         batch = more
-
-
-def _audit(
-    store: Store, trust: verify.Trust | None, keys: rec.BookKeys | None, memo: audit_mod.AuditMemo
-) -> audit_mod.AuditReport:
-    """The full audit in one read snapshot: a node booking into the database meanwhile would
-    otherwise show it a register head older than the rows it reads next (its new entries
-    "outside the register"), and the restore would end with findings that are not there."""
-    with store.snapshot():
-        return audit_mod.audit(store, trust=trust, keys=keys, memo=memo)
 
 
 def _unregistered(store: Store, have: set[tuple[str, int]]) -> set[tuple[str, int]]:
