@@ -9,7 +9,6 @@ uploads, the banks settle the interbank note, notices flow back, and every book 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import time
@@ -109,16 +108,15 @@ def _bank_nodes(home: Path, run_dir: Path, ports: dict[str, int]) -> Iterator[di
 def _lock(workdir: Path) -> int:
     """The folder's lock, held for the whole run: a second demo on the same --workdir would
     empty it under the first one's nodes and token (both then failed, naming neither)."""
-    fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+    from hubi.locks import Held, hold_folder
+
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        return hold_folder(workdir)
+    except Held:
         raise DemoError(
             f"another hubi demo is running in {workdir}; wait for it or pick another --workdir",
             step="",
         ) from None
-    return fd
 
 
 def _empty(workdir: Path) -> None:

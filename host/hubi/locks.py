@@ -12,7 +12,16 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["Held", "folder_lock", "hold_lock_file"]
+__all__ = ["Held", "folder_lock", "hold_folder", "hold_lock_file"]
+
+
+class Held(Exception):
+    """The lock is another process's; ``holder`` is what that process wrote in the lock file."""
+
+    def __init__(self, lock: Path, holder: str):
+        super().__init__(f"{holder} holds {lock}")
+        self.lock = lock
+        self.holder = holder
 
 
 @contextlib.contextmanager
@@ -28,13 +37,17 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         os.close(fd)
 
 
-class Held(Exception):
-    """The lock is another process's; ``holder`` is what that process wrote in the lock file."""
-
-    def __init__(self, lock: Path, holder: str):
-        super().__init__(f"{holder} holds {lock}")
-        self.lock = lock
-        self.holder = holder
+def hold_folder(folder: str | os.PathLike) -> int:
+    """An exclusive lock on `folder` itself, taken without waiting (for a lock held for a whole
+    run, over a folder whose files the run replaces); the descriptor to close to let go. Held
+    if another process has it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Held(Path(folder), "another process") from None
+    return fd
 
 
 def hold_lock_file(lock: str | os.PathLike) -> int:

@@ -13,7 +13,6 @@ board's /dev/ttyUSB0. The firmware's log goes to stderr (STATE/sim.log by defaul
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import pty
@@ -379,16 +378,15 @@ def run_forever(sim: Simulator, keyboard: bool) -> int:
 
 def _lock_state(state: Path) -> int:
     """An exclusive lock on STATE/sim.lock (an fd the firmware inherits), or SimError."""
-    fd = os.open(state / "sim.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    from hubi.locks import Held, hold_lock_file
+
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+        return hold_lock_file(state / "sim.lock")
+    except Held as held:
         raise SimError(
-            f"state folder {state} is in use by another token simulator: stop that one first"
-            " (two on one flash would each spend the allowance)"
+            f"state folder {state} is in use by another token simulator ({held.holder}): stop"
+            " that one first (two on one flash would each spend the allowance)"
         ) from None
-    return fd
 
 
 def _dies_with_this_process() -> Any:
