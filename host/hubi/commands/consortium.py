@@ -54,10 +54,10 @@ def _pairs(values: tuple[str, ...], what: str, banks: list[str]) -> dict[str, li
     return out
 
 
-def _once(urls: list[str] | tuple[str, ...], what: str) -> None:
-    """Usage error for a URL given twice: the signed file would list one node twice, and
-    clients would ask it twice thinking they asked two."""
-    twice = sorted({u for u in urls if urls.count(u) > 1})
+def _once(values: list[str] | tuple[str, ...], what: str) -> None:
+    """Usage error for a bank id or URL given twice: the signed file would list one bank, or
+    one node, twice (and clients would ask a node twice thinking they asked two)."""
+    twice = sorted({u for u in values if values.count(u) > 1})
     if twice:
         raise click.BadParameter(f"listed twice: {', '.join(twice)}", param_hint=what)
 
@@ -141,9 +141,7 @@ def init_cmd(
                 f"{banks!r} names no bank: give bank ids, comma-separated (BKA,BKB,...)",
                 param_hint="--banks",
             )
-        twice = sorted({b for b in ids_ if ids_.count(b) > 1})
-        if twice:
-            raise click.BadParameter(f"listed twice: {', '.join(twice)}", param_hint="--banks")
+        _once(ids_, "--banks")
         eps = _pairs(endpoints, "--endpoint", ids_)
         etc = _pairs(etcd, "--etcd", ids_)
         if orderer == "etcd" and not etc:
