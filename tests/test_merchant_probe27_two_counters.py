@@ -23,22 +23,16 @@ from .test_merchant_support import hubi_json, make_shop
 pytestmark = pytest.mark.xdist_group("test_merchant_probe27_two_counters")
 
 
-def test_note_matched_again_when_another_counter_paid_its_request(tmp_path: Path) -> None:
-    shop = make_shop(tmp_path)
-    payer = shop.payer()
-    now = int(time.time())
-    with shop.merchant() as m:
-        first = m.request(1250, purpose="coffee", expires=600, now=now - 5).serial
-        second = m.request(1250, purpose="coffee", expires=600, now=now - 5).serial
-    note_a = payer.note(1250, time=now)
-    note_b = payer.note(1250, time=now)
+def _b_stores_between(shop: Any, note_a: bytes, note_b: bytes) -> tuple[Any, Any]:
+    """Two counters on one home: counter B's scan of note_b commits between counter A's
+    checks of note_a and A's store (the real code, only the moment forced). (A's, B's)."""
     counter_a = Merchant.open(shop.home)
     counter_b = Merchant.open(shop.home)
     other: list[Any] = []
     store = counter_a.outbox.accept
 
     def b_stores_first(*args: Any, **kw: Any) -> Any:
-        if not other:  # counter B's scan commits between A's check and A's store
+        if not other:
             other.append(counter_b.accept(note_b))
         return store(*args, **kw)
 
@@ -48,7 +42,19 @@ def test_note_matched_again_when_another_counter_paid_its_request(tmp_path: Path
     finally:
         counter_a.close()
         counter_b.close()
-    res_b = other[0]
+    return res_a, other[0]
+
+
+def test_note_matched_again_when_another_counter_paid_its_request(tmp_path: Path) -> None:
+    shop = make_shop(tmp_path)
+    payer = shop.payer()
+    now = int(time.time())
+    with shop.merchant() as m:
+        first = m.request(1250, purpose="coffee", expires=600, now=now - 5).serial
+        second = m.request(1250, purpose="coffee", expires=600, now=now - 5).serial
+    note_a = payer.note(1250, time=now)
+    note_b = payer.note(1250, time=now)
+    res_a, res_b = _b_stores_between(shop, note_a, note_b)
     assert res_b.ok and res_b.request_serial == second
     assert res_a.ok, res_a.verdict.reason
     assert res_a.request_serial == first
@@ -73,23 +79,8 @@ def test_double_issuance_at_two_counters_at_once_is_kept_as_evidence(tmp_path: P
             m.request(1250, purpose="coffee", expires=600, now=now - 5)
     note_a = payer.note(1250, time=now, serial=9)
     note_b = payer.note(1250, time=now + 1, serial=9)  # another note, the same serial
-    counter_a = Merchant.open(shop.home)
-    counter_b = Merchant.open(shop.home)
-    other: list[Any] = []
-    store = counter_a.outbox.accept
-
-    def b_stores_first(*args: Any, **kw: Any) -> Any:
-        if not other:
-            other.append(counter_b.accept(note_b))
-        return store(*args, **kw)
-
-    counter_a.outbox.accept = b_stores_first  # type: ignore[method-assign]
-    try:
-        res_a = counter_a.accept(note_a)
-    finally:
-        counter_a.close()
-        counter_b.close()
-    assert other[0].ok
+    res_a, res_b = _b_stores_between(shop, note_a, note_b)
+    assert res_b.ok
     assert not res_a.ok
     assert (res_a.verdict.category, res_a.verdict.field) == ("double-issuance", "serial")
     code, out = hubi_json("merchant", "--home", str(shop.home), "outbox")
