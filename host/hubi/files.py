@@ -45,10 +45,31 @@ def check_write_target(path: str | os.PathLike) -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
-    """`data` into `path` atomically, the file given `mode` (folders made as needed); what
-    check_write_target refuses is refused."""
+    """`data` into `path` atomically, the file given `mode` (folders made as needed, never
+    writable by others); what check_write_target refuses is refused."""
+    _write(check_write_target(path), data, mode, _PUBLIC_FOLDER)
+
+
+def write_secret(path: str | os.PathLike, data: bytes) -> None:
+    """Secret bytes into `path` atomically, readable by the owner only (from its first byte).
+
+    A folder made for it is the owner's only; the folders it lies in may not be writable by
+    anyone (under `umask 000` they were made 0777, and anyone could swap the key file for one
+    of their own, or the folder holding it): each of ours that is loses that bit, and one of
+    another user's is refused."""
     path = check_write_target(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folders(path.parent, _SECRET_FOLDER)
+    _guard_folders(path.parent)  # before the write: a refused folder gets no secret
+    _write(path, data, 0o600, _SECRET_FOLDER)
+
+
+# mkdir modes, narrowed by the umask: a public file's folders never writable by others
+_PUBLIC_FOLDER = 0o775
+_SECRET_FOLDER = 0o700
+
+
+def _write(path: Path, data: bytes, mode: int, folder_mode: int) -> None:
+    _make_folders(path.parent, folder_mode)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:  # named by the file asked for, not the temporary one never made
@@ -65,6 +86,38 @@ def write_atomic(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Non
         raise
 
 
-def write_secret(path: str | os.PathLike, data: bytes) -> None:
-    """Secret bytes into `path` atomically, readable by the owner only (from its first byte)."""
-    write_atomic(path, data, mode=0o600)
+def _make_folders(folder: Path, mode: int) -> None:
+    """`folder` and the folders above it that are missing: the innermost with `mode`, the rest
+    with _PUBLIC_FOLDER (Path.mkdir(parents=True) makes those 0777 less the umask)."""
+    if folder.is_dir():
+        return
+    missing = []
+    for d in [folder, *folder.parents]:
+        if d.is_dir():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, mode if d == folder else _PUBLIC_FOLDER)
+        except FileExistsError:  # another writer made it meanwhile
+            if not d.is_dir():
+                raise
+
+
+def _guard_folders(folder: Path) -> None:
+    """No folder from `folder` up is writable by anyone (sticky ones like /tmp aside: there
+    only a file's owner may rename or remove it): ours lose that bit, another user's is an
+    OSError. The walk ends at the first folder others cannot write to."""
+    uid = os.geteuid()
+    for d in [folder.absolute(), *folder.absolute().parents]:
+        st = os.stat(d)
+        if not st.st_mode & stat.S_IWOTH or st.st_mode & stat.S_ISVTX:
+            return
+        if st.st_uid != uid:
+            raise OSError(
+                errno.EPERM,
+                "a folder anyone may write to, and not ours to change: a secret kept in it"
+                " could be swapped or removed by anyone",
+                str(d),
+            )
+        os.chmod(d, stat.S_IMODE(st.st_mode) & ~stat.S_IWOTH)

@@ -34,7 +34,23 @@ def kept(key: Path, template: Path) -> bool:
 
 
 def read_key(path: Path) -> int:
-    return int.from_bytes(path.read_bytes()[:32], "big")
+    """The key kept in `path`: exactly 32 bytes, else a ValueError naming the file (never the
+    bytes). A file cut short or grown (a full disk, a wrong copy) was taken for a key all the
+    same: its first 32 bytes, or a smaller number."""
+    from hubi.objects import read_regular
+
+    raw = read_regular(path, 4096, "a 32-byte key")
+    if len(raw) != 32:
+        raise ValueError(f"{path} holds {len(raw)} bytes, not a 32-byte key")
+    return int.from_bytes(raw, "big")
+
+
+def read_private(path: Path) -> int:
+    """read_key, and a key in [1, n-1], else a ValueError naming the file."""
+    key = read_key(path)
+    if not 1 <= key < ec.N:
+        raise ValueError(f"{path} holds no usable key (out of range)")
+    return key
 
 
 def keep_key(key: Path, template: Path, priv: int, tpl: Any) -> None:
@@ -48,11 +64,12 @@ def open_treasury(eng: Any, home: Path, bank: str) -> bool:
     """Open the treasury of `eng`'s database (which has none) with the key kept in
     HOME/banks/<BANK>/, or with a new one kept there first; True if the key is new. KeyKept
     for a key file with no Template beside it (a home from before the Template was kept): the
-    key is not written over, nor can the account be opened with it."""
+    key is not written over, nor can the account be opened with it. ValueError naming the
+    kept key file when it holds no key (read_private)."""
     folder = bank_dir(home, bank)
     secret, template = folder / TREASURY_SECRET, folder / TREASURY_TEMPLATE
     if kept(secret, template):  # an init killed before its commit, or another database's
-        eng.open_kept(read_key(secret), template.read_bytes(), treasury=True)
+        eng.open_kept(read_private(secret), template.read_bytes(), treasury=True)
         return False
     if secret.exists() or secret.is_symlink():
         raise KeyKept(
