@@ -29,6 +29,7 @@ from hubi.bank import merkle
 from hubi.bank import records as rec
 from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
+from hubi.bank.server import NodeLockLost
 from hubi.bank.store import Store, display_url, down_errors
 from hubi_core import codec, ecies, ids
 from hubi_core.errors import CodecError
@@ -166,6 +167,18 @@ class EngineBackend:
         self.engine = engine
         self.bank = engine.bank
         self.commits = GroupCommit(engine, max_batch)
+        # why the node must not book now (its database lock is not its own: hubi.bank.server)
+        self.fenced: str | None = None
+
+    def fence(self, why: str | None) -> None:
+        """Stop booking, saying `why` (uploads and writes get 503 node-lock-lost, /health is
+        degraded), or book again (None)."""
+        self.fenced = why
+
+    def _check_fence(self) -> None:
+        why = self.fenced
+        if why is not None:
+            raise ApiError(503, "node-lock-lost", f"{why}; nothing was stored: send it again")
 
     @classmethod
     def open(
@@ -198,6 +211,8 @@ class EngineBackend:
         return None if info is None else info.template
 
     def health(self) -> dict[str, Any]:
+        if self.fenced is not None:  # the route answers "degraded", naming this error
+            raise NodeLockLost(self.fenced)
         e = self.engine
         last = e.latest_checkpoint()
         return {
@@ -230,6 +245,7 @@ class EngineBackend:
                 f"note {obj.signer} -> {obj['payee']} is not a same-bank note of {self.bank}: "
                 "interbank notes settle through the consortium",
             )
+        self._check_fence()
         try:
             out = self.commits.submit(data)
         except down_errors() as exc:  # 503, not a bug (a 500 is kept for those)
@@ -328,6 +344,7 @@ class EngineBackend:
         return out
 
     def open_account(self, template: bytes) -> dict[str, Any]:
+        self._check_fence()
         try:
             info = self.engine.open_account(template)
         except CodecError as exc:
@@ -337,6 +354,7 @@ class EngineBackend:
         return info.as_dict()
 
     def checkpoint_now(self) -> dict[str, Any]:
+        self._check_fence()
         e = self.engine
         size = e.register_size()
         last = e.latest_checkpoint()

@@ -326,23 +326,33 @@ def _put_back(
                 accepted.append(g)
                 restored_here[g.n] = g.hchain
     accepted = _one_per_position(accepted, result)
+    mine: list[tuple[str, int]] = []  # what this run put back, not a restore running beside it
     with store.transaction() as wtx:  # reported once committed
         for g in accepted:
-            # looked up, not ON CONFLICT: a records table rebuilt without its key (which the
-            # audit names) has no conflict target, and the restore failed on it
+            put = False
+            # looked up, not ON CONFLICT alone: a records table rebuilt without its key (which
+            # the audit names) has no conflict target, and the restore failed on it; DO NOTHING
+            # still: another restore's insert of the same row (PostgreSQL, READ COMMITTED) waits
+            # for it to commit and then inserts nothing, where it failed on the key
             if wtx.one("SELECT 1 FROM records WHERE book = ? AND n = ?", (g.book, g.n)) is None:
-                wtx.execute(
-                    "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?)",
+                cur = wtx.execute(
+                    "INSERT INTO records (book, n, body, hchain) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
                     (g.book, g.n, g.body, g.hchain),
                 )
+                put = cur.rowcount > 0
             if (
                 g.seq is not None
                 and wtx.one("SELECT 1 FROM register WHERE seq = ?", (g.seq,)) is None
             ):
-                wtx.execute(
-                    "INSERT INTO register (seq, book, n) VALUES (?, ?, ?)", (g.seq, g.book, g.n)
+                cur = wtx.execute(
+                    "INSERT INTO register (seq, book, n) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (g.seq, g.book, g.n),
                 )
-    result.restored += [(g.book, g.n) for g in accepted]
+                put = put or cur.rowcount > 0
+            if put:
+                mine.append((g.book, g.n))
+    result.restored += mine
 
 
 def _check(

@@ -23,6 +23,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,18 +332,53 @@ class NodeAlreadyRunning(RuntimeError):
     """Another node serves the database: `hubi bank serve` started twice for one bank."""
 
 
+class NodeLockLost(RuntimeError):
+    """The node's lock on its database is not its own: its PostgreSQL session ended and the
+    lock is not taken again yet (the node books nothing: uploads 503 node-lock-lost, /health
+    degraded), or another node took it meanwhile (the node stops, exit status 1)."""
+
+
 # the PostgreSQL advisory lock ("hubinode") a node holds on its database for its whole life;
 # advisory locks are per database, so nodes of other banks on one server do not meet
 NODE_LOCK_KEY = 0x6875_6269_6E6F_6465
 NODE_LOCK_WAIT = 3.0  # seconds: a node killed -9 just now may not have lost its session yet
+# seconds between two looks at the lock's session: a session that ended (pg_terminate_backend,
+# a server restart) took the lock with it, and a second node could start beside this one
+NODE_LOCK_CHECK = 1.0
+NODE_LOCK_CONNECT_TIMEOUT = 5  # seconds: a server that does not answer must not stall the look
 _TWICE = (
     "two nodes booking into one database serve the same books twice over (each its own "
     "consortium applier, nonces and caches): stop the other one first"
 )
 
 
+class NodeLock:
+    """The database's node lock, held while the node runs. SQLite's (a flock) cannot go while
+    the process lives; PostgreSQL's (:class:`PgNodeLock`) goes with its session."""
+
+    lost_to: str | None = None  # who holds the lock now, once another node took it
+    stopped_why: str | None = None  # why the lock stopped the node (it then exits non-zero)
+
+    def watch(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
+        """Start looking after the lock: `fence(why)` when the node must stop booking,
+        `fence(None)` when it may book again, `stop()` once another node holds the lock."""
+
+    def release(self) -> None:
+        """Let the lock go."""
+
+
+class _FlockNodeLock(NodeLock):
+    def __init__(self, fd: int | None):
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
 @contextlib.contextmanager
-def node_lock(cfg: ServeConfig) -> Iterator[None]:
+def node_lock(cfg: ServeConfig) -> Iterator[NodeLock]:
     """Hold the database's node lock while the node runs, or NodeAlreadyRunning: a second
     `hubi bank serve` on the same database (two terminals, a service manager plus a manual
     start, a second host pointed at the primary's PostgreSQL) started and booked beside the
@@ -351,80 +388,207 @@ def node_lock(cfg: ServeConfig) -> Iterator[None]:
     from hubi.bank.store import parse_url
 
     loc = parse_url(cfg.db_url())
+    lock: NodeLock
     if loc.dialect == "sqlite":
-        release = _lock_sqlite(Path(loc.target), replica=bool(cfg.replica_of))
+        lock = _FlockNodeLock(_lock_sqlite(Path(loc.target), replica=bool(cfg.replica_of)))
     else:
-        release = _lock_postgres(loc.target, cfg.db_url(), cfg.bank)
+        lock = PgNodeLock(loc.target, cfg.db_url(), cfg.bank)
     try:
-        yield
+        yield lock
     finally:
-        release()
+        lock.release()
 
 
-def _lock_sqlite(db: Path, replica: bool) -> Callable[[], None]:
+def _lock_sqlite(db: Path, replica: bool) -> int | None:
     if not (db.is_file() or (replica and db.parent.is_dir())):
-        return lambda: None  # no books there: the store refuses them, naming the path
+        return None  # no books there: the store refuses them, naming the path
     from hubi.locks import Held, hold_lock_file
 
     lock = Path(str(db.resolve()) + "-node.lock")  # resolved: two spellings of one file
     try:
-        fd = hold_lock_file(lock)
+        return hold_lock_file(lock)
     except Held as held:
         raise NodeAlreadyRunning(
             f"node {held.holder} already serves {db} (it holds {lock}); {_TWICE}"
         ) from None
-    return lambda: os.close(fd)
 
 
-def _lock_postgres(target: str, url: str, bank: str) -> Callable[[], None]:
-    import time
+class PgNodeLock(NodeLock):
+    """The session advisory lock NODE_LOCK_KEY on the node's PostgreSQL database, on a
+    connection of its own. The server drops it with the session: a watchdog thread looks at
+    the session every NODE_LOCK_CHECK seconds and takes the lock again on a new one; while it
+    cannot, the node is fenced (books nothing), and once another node holds the lock this one
+    stops (``lost_to`` names the other)."""
 
-    import psycopg
+    def __init__(self, target: str, url: str, bank: str):
+        self.target, self.url = target, url
+        self.me = f"hubi bank serve {bank} pid {os.getpid()} on {socket.gethostname()}"[:63]
+        self.conn: Any = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.retaken = 0  # times the lock was taken again on a new session
+        conn = self._connect()
+        if conn is None:
+            return  # the store cannot connect either, and says why
+        try:
+            deadline = time.monotonic() + NODE_LOCK_WAIT
+            while not self._try(conn):
+                if time.monotonic() > deadline:
+                    raise NodeAlreadyRunning(
+                        f"{self._holder(conn)} already serves {display_url(url)} (it holds "
+                        f"advisory lock {NODE_LOCK_KEY}); {_TWICE}"
+                    )
+                time.sleep(0.1)
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
 
-    me = f"hubi bank serve {bank} pid {os.getpid()} on {socket.gethostname()}"
-    try:
-        conn = psycopg.connect(target, autocommit=True, application_name=me[:63])
-    except psycopg.Error:
-        return lambda: None  # the store cannot connect either, and says why
-    try:
-        # the server drops the session (and the lock) of a node whose host died within ~25 s,
-        # not after the kernel's two hours
-        for name, value in (("idle", 10), ("interval", 5), ("count", 3)):
-            conn.execute(f"SET tcp_keepalives_{name} = {value}")
-        deadline = time.monotonic() + NODE_LOCK_WAIT
-        take = "SELECT pg_try_advisory_lock(%s)"
-        while not conn.execute(take, (NODE_LOCK_KEY,)).fetchone()[0]:  # type: ignore[index]
-            if time.monotonic() > deadline:
-                row = conn.execute(
-                    "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-                    "AND l.granted AND l.objsubid = 1 AND l.classid = %s AND l.objid = %s "
-                    "AND l.database = (SELECT oid FROM pg_database "
-                    "WHERE datname = current_database())",
-                    (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
-                ).fetchone()
-                holder = (
-                    f"{row[0] or 'a session'} (from {row[1] or 'local socket'}, server pid {row[2]})"
-                    if row
-                    else "another session"
+    def _connect(self) -> Any:
+        import psycopg
+
+        try:
+            conn = psycopg.connect(
+                self.target,
+                autocommit=True,
+                application_name=self.me,
+                connect_timeout=NODE_LOCK_CONNECT_TIMEOUT,
+            )
+        except psycopg.Error:
+            return None
+        try:
+            # the server drops the session (and the lock) of a node whose host died within
+            # ~25 s, not after the kernel's two hours
+            for name, value in (("idle", 10), ("interval", 5), ("count", 3)):
+                conn.execute(f"SET tcp_keepalives_{name} = {value}")
+        except psycopg.Error:
+            conn.close()
+            return None
+        return conn
+
+    @staticmethod
+    def _try(conn: Any) -> bool:
+        return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (NODE_LOCK_KEY,)).fetchone()[0])
+
+    @staticmethod
+    def _holder(conn: Any) -> str:
+        row = conn.execute(
+            "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.objsubid = 1 AND l.classid = %s AND l.objid = %s "
+            "AND l.database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())",
+            (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
+        ).fetchone()
+        if not row:
+            return "another session"
+        return f"{row[0] or 'a session'} (from {row[1] or 'local socket'}, server pid {row[2]})"
+
+    def _held(self) -> bool:
+        """Whether this node's session is alive and holds the lock (a closed session: no)."""
+        import psycopg
+
+        if self.conn is None:
+            return False
+        try:
+            row = self.conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND objsubid = 1 AND classid = %s AND objid = %s AND pid = pg_backend_pid()",
+                (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
+            ).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+    def watch(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
+        if self.conn is None or self._thread is not None:
+            return  # no lock to look after (the store could not connect: the node is not up)
+        self._thread = threading.Thread(
+            target=self._watch, args=(fence, stop), name="node-lock", daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
+        try:
+            self._watch_lock(fence, stop)
+        except Exception as exc:  # a watchdog that died would leave the node booking unwatched
+            log.error("the node lock's watchdog failed (%s: %s): stopping", type(exc).__name__, exc)
+            fence(f"the node's lock watchdog failed ({type(exc).__name__}): the node is stopping")
+            self.stopped_why = (
+                f"the watchdog of the node lock on {display_url(self.url)} failed "
+                f"({type(exc).__name__}: {exc}): the node stopped rather than book unwatched"
+            )
+            stop()
+
+    def _watch_lock(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
+        import psycopg
+
+        fenced = False
+        while not self._done.wait(NODE_LOCK_CHECK):
+            if self._held():
+                continue
+            if not fenced:  # fail closed first: another node may be booking already
+                log.error(
+                    "lost the node lock on %s (its session ended): booking nothing until it "
+                    "is taken again",
+                    display_url(self.url),
                 )
-                raise NodeAlreadyRunning(
-                    f"{holder} already serves {display_url(url)} (it holds advisory lock "
-                    f"{NODE_LOCK_KEY}); {_TWICE}"
+                fence(
+                    f"the node lost its lock on {display_url(self.url)} (its database session "
+                    "ended) and has not taken it again: it books nothing until it has"
                 )
-            time.sleep(0.1)
-    except BaseException:
-        conn.close()
-        raise
-    return conn.close
+                fenced = True
+            if self.conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.close()
+            self.conn = self._connect()
+            if self.conn is None:
+                continue  # the server is away: looked at again in NODE_LOCK_CHECK seconds
+            try:
+                if self._try(self.conn):
+                    self.retaken += 1
+                    log.warning("took the node lock on %s again", display_url(self.url))
+                    fence(None)
+                    fenced = False
+                    continue
+                holder = self._holder(self.conn)
+            except psycopg.Error:
+                continue
+            self.lost_to = holder
+            self.stopped_why = (
+                f"{holder} took the node lock on {display_url(self.url)} while this node's "
+                f"database session was gone; this node stopped. {_TWICE}"
+            )
+            log.error(
+                "%s took the node lock on %s while this node's session was gone: stopping (%s)",
+                holder,
+                display_url(self.url),
+                _TWICE,
+            )
+            fence(f"{holder} serves {display_url(self.url)} now: this node is stopping")
+            stop()
+            return
+
+    def release(self) -> None:
+        self._done.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(NODE_LOCK_CHECK + NODE_LOCK_CONNECT_TIMEOUT + 5)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
 
 def configure_logging(level: str) -> None:
+    chosen = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
+        level=chosen,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: a hot backup's pulls (five a second while idle, about
+    # 430,000 lines a day) and a node's calls to its peers; they are for debugging only
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(chosen if chosen <= logging.DEBUG else logging.WARNING)
 
 
 def _server_class() -> Any:
@@ -469,15 +633,19 @@ def serve(cfg: ServeConfig) -> int:
     """Run the node until SIGTERM/SIGINT, holding the database's node lock; returns the exit
     status."""
     configure_logging(cfg.log_level)
-    with node_lock(cfg):
-        return _serve(cfg)
+    with node_lock(cfg) as lock:
+        status = _serve(cfg, lock)
+    if lock.stopped_why:  # exits non-zero: a service manager must not take it for a clean stop
+        raise NodeLockLost(lock.stopped_why)
+    return status
 
 
-def _serve(cfg: ServeConfig) -> int:
+def _serve(cfg: ServeConfig, lock: NodeLock | None = None) -> int:
     import uvicorn
 
     from hubi.bank import api
 
+    lock = lock or NodeLock()
     node = build_node(cfg)
     log.info(
         "bank %s (%s) database %s%s; HTTP on %s",
@@ -505,6 +673,12 @@ def _serve(cfg: ServeConfig) -> int:
     )
     server = _server_class()(config)
     server.ready_file = cfg.ready_file
+    fence = getattr(node.backend, "fence", None)
+
+    def stop() -> None:  # from the lock's watchdog thread: uvicorn looks at it every 0.1 s
+        server.should_exit = True
+
+    lock.watch(fence or (lambda why: None), stop)
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits when it cannot listen; say where it tried

@@ -351,10 +351,24 @@ def _open_kept(
         raise KeptFileError(f"{exc} ({key_file}, {tpl_file}): {fix}") from None
 
 
+def _currency_code(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """A template's currency, refused at the option (the template's own check came after the
+    --out folder was made, and exited 2 as a failure to run)."""
+    if len(value) != 3 or not all("A" <= c <= "Z" for c in value):
+        raise click.BadParameter(f"{value!r} is not a currency code: 3 letters A-Z, as CNY")
+    return value
+
+
 @bank.command("open-account")
 @click.argument("account")
 @_home_option
-@click.option("--currency", default="CNY", show_default=True)
+@click.option(
+    "--currency",
+    default="CNY",
+    show_default=True,
+    callback=_currency_code,
+    help="ISO 4217 code, 3 letters A-Z.",
+)
 @click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
@@ -383,8 +397,17 @@ def open_account_cmd(
     try:
         bank = resolve_bank(home, bank)
         from hubi_core import ids
+        from hubi_core.errors import BadValue
 
-        ids.check_account_id(account)  # before its name is made into a file's
+        try:
+            owner = ids.bank_of(ids.check_account_id(account))  # before its name is a file's
+        except BadValue as exc:
+            raise click.BadParameter(str(exc), param_hint="ACCOUNT") from None
+        if owner != bank:  # refused before its --out folder is made, as `fund` refuses it
+            raise click.UsageError(
+                f"{account} is an account of bank {owner}: bank {bank} opens its own accounts"
+                f" only (open it with --bank {owner})"
+            )
         folder = out or Path(home) / "accounts"
         key_file, tpl_file = folder / f"{account}.secret", folder / f"{account}.template"
         with _engine(home, bank, db) as eng, _keys_lock(folder, "the account's key"):
@@ -481,6 +504,17 @@ def fund_cmd(
         )
     try:
         with _engine(home, bank, db) as eng:
+            # checked before fund(): it takes a treasury serial and signs a note first, so a
+            # typo used up a serial on a note the engine then rejected
+            if account == eng.treasury:
+                raise click.ClickException(
+                    f"{account} is bank {bank}'s treasury: the treasury cannot fund itself"
+                )
+            if eng.account(account) is None:
+                raise click.ClickException(
+                    f"account {account} is not open at {bank} (open it first: hubi bank "
+                    f"open-account {account}); nothing was booked"
+                )
             out = eng.fund(account, amount, purpose)
             doc = out.as_dict()
     except Exception as exc:  # noqa: BLE001
