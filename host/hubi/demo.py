@@ -47,6 +47,16 @@ class DemoError(RuntimeError):
         self.step = step
 
 
+class DemoInterrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C) in `step`; the bank nodes and the token were stopped
+    on the way out."""
+
+    def __init__(self, step: str, workdir: Path):
+        super().__init__(step)
+        self.step = step
+        self.workdir = workdir
+
+
 class _Steps:
     """The step of the story under way, for the one line a failure is told in."""
 
@@ -149,6 +159,8 @@ def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     workdir = Path(workdir).resolve()
     try:
         return _story(workdir, steps)
+    except KeyboardInterrupt:  # the `with` blocks have stopped the nodes and the token
+        raise DemoInterrupted(steps.now, workdir) from None
     except DemoError as exc:
         if exc.step is not None:  # before the story began: nothing made, no logs
             raise

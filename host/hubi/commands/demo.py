@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 from rich.markup import escape
@@ -17,6 +18,41 @@ if TYPE_CHECKING:
     from hubi.demo import DemoError
 
 DEBUG_SHOWN = 4000  # characters of a failure's line: its paths must stay whole
+
+
+INTERRUPTED = 130  # 128 + SIGINT: what shells report for a run stopped by Ctrl-C
+
+
+class _Interrupt:
+    """SIGINT while the demo runs: the first raises KeyboardInterrupt, so the story stops and
+    its bank nodes and token are stopped on the way out; a second one meanwhile is only noted
+    (raised, it would cut that clean-up short and leave the nodes running). `seen` also tells a
+    failure caused by the Ctrl-C (a child process it stopped first) from one of its own."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.checked = False
+
+    def __call__(self, _signum: int, _frame: object) -> None:
+        if self.seen:
+            return
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def unraisable(self, info: Any) -> None:
+        """sys.unraisablehook: a swallowed Ctrl-C is raised again by check(), not printed as
+        a traceback; anything else is printed as Python would."""
+        if isinstance(info.exc_value, KeyboardInterrupt) and self.seen:
+            return
+        sys.__unraisablehook__(info)
+
+    def check(self) -> None:
+        """Raise again a Ctrl-C that was swallowed: the handler runs wherever the interpreter
+        is, also in a callback whose exceptions Python only prints ("Exception ignored in"),
+        such as logging's after-fork hook while the demo starts a node or the token."""
+        if self.seen and not self.checked:
+            self.checked = True
+            raise KeyboardInterrupt
 
 
 @click.command()
@@ -30,18 +66,63 @@ DEBUG_SHOWN = 4000  # characters of a failure's line: its paths must stay whole
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of the story.")
 def demo(workdir: Path, as_json: bool) -> None:
     """Run the end-to-end demo on the embedded defaults."""
-    from hubi.demo import DemoError, run_demo
-
-    say = (lambda _msg: None) if as_json else console.print
+    interrupt = _Interrupt()
+    signal.signal(signal.SIGINT, interrupt)
+    sys.unraisablehook = interrupt.unraisable
+    summary: dict[str, Any] | None = None
+    failure: DemoError | None = None
+    stopped: list[str | None] = []  # the step a Ctrl-C stopped (None: before the story)
     try:
-        summary = run_demo(workdir, say)
-    except DemoError as exc:
-        _failed(exc, as_json)
+        from hubi.demo import DemoError, run_demo
+
+        def say(msg: str) -> None:  # at every step, and often within one
+            interrupt.check()
+            if not as_json:
+                console.print(msg)
+
+        try:
+            summary = run_demo(workdir, say)
+        except DemoError as exc:
+            failure = exc
+        interrupt.check()  # swallowed after the last step: still a run the person stopped
+    except KeyboardInterrupt as exc:
+        stopped.append(getattr(exc, "step", None))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the answer is written whole, then exit
+    if failure is not None and interrupt.seen:  # a node or the token the same Ctrl-C stopped
+        stopped.append(failure.step)
+    if stopped:
+        _interrupted(stopped[0], workdir, as_json)
+    if failure is not None:
+        _failed(failure, as_json)
+    assert summary is not None
     if as_json:
         print_json(summary)
     else:
         console.print(f"\nFiles are in {escape(str(workdir.resolve()))}", soft_wrap=True)
     sys.exit(0 if summary["ok"] else 1)
+
+
+def _interrupted(step: str | None, workdir: Path, as_json: bool) -> NoReturn:
+    """One JSON document, or one line, naming the step the Ctrl-C stopped; exit 130."""
+    where = f" in step {step}" if step else ""
+    folder = workdir.resolve()
+    if as_json:
+        print_json(
+            {
+                "ok": False,
+                "interrupted": True,
+                "signal": "SIGINT",
+                "step": step or None,
+                "error": f"interrupted (Ctrl-C){where}",
+                "workdir": str(folder),
+            }
+        )
+    else:
+        err_console.print(
+            styled("yellow", f"demo interrupted (Ctrl-C){where}; files so far in {folder}"),
+            soft_wrap=True,
+        )
+    sys.exit(INTERRUPTED)
 
 
 def _failed(exc: DemoError, as_json: bool) -> NoReturn:

@@ -19,11 +19,13 @@ from hubi.output import console, err_console, print_json, printable, styled
 HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
 
 
-def _fail(as_json: bool, exc: BaseException | str, code: int = 2) -> NoReturn:
+def _fail(as_json: bool, exc: BaseException | str, code: int = 2, hint: str = "") -> NoReturn:
     if isinstance(exc, BaseException):
         kind, msg = type(exc).__name__, str(exc)
     else:
         kind, msg = "error", exc
+    if hint:
+        msg += f" ({hint})"
     if as_json:
         print_json({"ok": False, "error": kind, "message": msg})
     else:
@@ -32,13 +34,37 @@ def _fail(as_json: bool, exc: BaseException | str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def _shown(text: object) -> str:
+    """A path or name for rich markup: escaped, and its control characters shown as escapes
+    (a file named with ESC sequences in it could otherwise drive the terminal)."""
+    return escape(printable(text, 2000))
+
+
 def _open(ctx: click.Context, as_json: bool) -> Any:
     from hubi.merchant import Merchant, MerchantError
 
+    home: Path = ctx.obj["home"]
     try:
-        return Merchant.open(ctx.obj["home"])
+        return Merchant.open(home)
     except (MerchantError, OSError, ValueError) as exc:
+        if _read_only(home):  # SQLite's words were "unable to open database file"
+            _fail(as_json, exc, hint=_READ_ONLY.format(home=home))
         _fail(as_json, exc)
+
+
+_READ_ONLY = (
+    "{home} is read-only: a merchant home must be writable, even to list it (the outbox keeps"
+    " its journal beside it)"
+)
+
+
+def _read_only(home: Path) -> bool:
+    """True if `home` is a folder that cannot be written (a read-only mount, a backup copy):
+    what stops a merchant command there, which its error did not say."""
+    try:
+        return home.is_dir() and not os.access(home, os.W_OK)
+    except OSError:
+        return False
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -55,16 +81,43 @@ def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
         written, left = m.restore_receipt_pngs()
     except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
         if not as_json:
-            err_console.print(styled("yellow", f"missing receipt images not written: {exc}"))
+            err_console.print(
+                styled("yellow", printable(f"missing receipt images not written: {exc}", 2000))
+            )
         return {"receipts_rewritten": [], "receipts_error": f"{type(exc).__name__}: {exc}"}
     if not as_json:
         for path in written:
-            err_console.print(f"receipt image written again from the outbox: {escape(str(path))}")
+            err_console.print(f"receipt image written again from the outbox: {_shown(path)}")
         if left:
             err_console.print(f"{left} more receipt image(s) missing: run this again for them")
     out: dict[str, Any] = {"receipts_rewritten": [str(p) for p in written]}
     if left:
         out["receipts_missing"] = left
+    return out
+
+
+def _restore_requests(m: Any, as_json: bool) -> dict[str, Any]:
+    """Draw again the images missing from HOME/qr of the requests still open (a `request`
+    killed between storing its request and writing its PNG): said, and returned for JSON."""
+    try:
+        written, left = m.restore_request_pngs()
+    except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
+        if not as_json:
+            err_console.print(
+                styled("yellow", printable(f"missing request images not written: {exc}", 2000))
+            )
+        return {"requests_rewritten": [], "requests_error": f"{type(exc).__name__}: {exc}"}
+    if not as_json:
+        for serial, path in written:
+            err_console.print(
+                f"image of open request #{serial} missing from the home, drawn from the outbox:"
+                f" {_shown(path)}"
+            )
+        if left:
+            err_console.print(f"{left} more request image(s) missing: run this again for them")
+    out: dict[str, Any] = {"requests_rewritten": [str(p) for _s, p in written]}
+    if left:
+        out["requests_missing"] = left
     return out
 
 
@@ -146,7 +199,7 @@ def init(
     if as_json:
         print_json(info)
     else:
-        console.print(f"merchant {mh.account} ({mh.currency}) set up in {escape(str(home))}")
+        console.print(f"merchant {mh.account} ({mh.currency}) set up in {_shown(home)}")
 
 
 # --------------------------------------------------------------------------------- request
@@ -222,6 +275,7 @@ def request_cmd(
     if purpose is not None and not _is_text(purpose):  # bytes the locale could not decode
         _fail(as_json, f"--purpose {printable(purpose, 40)!r}: not UTF-8 text (check the locale)")
     with _open(ctx, as_json) as m:
+        restored = _restore_requests(m, as_json)  # an earlier request killed before its PNG
         try:
             issued = m.request(minor, purpose, expires, png=png)
         except _errors() as exc:
@@ -231,6 +285,7 @@ def request_cmd(
             "account": m.account,
             "request": issued.as_dict(),
             "link": None,
+            **restored,
         }
         if not as_json:
             if not no_qr:
@@ -239,7 +294,7 @@ def request_cmd(
                 f"request #{issued.serial}: pay {format_amount(minor, m.currency)} to {m.account}"
                 + (f" for {escape(repr(issued.purpose))}" if issued.purpose else "")
                 + f", payable for {expires} s  ({len(issued.bytes)} bytes,"
-                + f" PNG {escape(str(issued.png))})"
+                + f" PNG {_shown(issued.png)})"
             )
         if port:
             out["link"], res = _pay_over_link(m, port, issued, as_json, no_qr)
@@ -263,7 +318,7 @@ def _pay_over_link(
     def ask_pin(summary: dict[str, Any]) -> str | None:
         amount = format_amount(issued.amount, issued.currency)
         err_console.print(
-            f"the token on {escape(port)} asks its owner's PIN to pay {amount} to {m.account}"
+            f"the token on {_shown(port)} asks its owner's PIN to pay {amount} to {m.account}"
         )
         return click.prompt(
             "payer's PIN", hide_input=True, default="", show_default=False, err=True
@@ -271,14 +326,14 @@ def _pay_over_link(
 
     if not as_json:
         console.print(
-            f"sending request #{issued.serial} to the token on {escape(port)};"
+            f"sending request #{issued.serial} to the token on {_shown(port)};"
             " the payer confirms there"
         )
     try:
         note, info = link.pay(port, issued.bytes, ask_pin)
     except _errors() as exc:
         if not as_json:
-            err_console.print(styled("red", f"link {port}: no note: {exc}"))
+            err_console.print(styled("red", printable(f"link {port}: no note: {exc}", 2000)))
         return {"port": port, "paid": False, "error": f"{type(exc).__name__}: {exc}"}, None
     res = m.accept(note, request_serial=issued.serial)
     out: dict[str, Any] = {"port": port, "paid": True, **info, "note": note.hex()}
@@ -296,10 +351,12 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
         res = link.send(port, what, data)
     except _errors() as exc:
         if not as_json:
-            err_console.print(styled("yellow", f"link {port}: {what} not sent: {exc}"))
+            err_console.print(
+                styled("yellow", printable(f"link {port}: {what} not sent: {exc}", 2000))
+            )
         return {"port": port, "sent": False, "error": f"{type(exc).__name__}: {exc}"}
     if not as_json:
-        console.print(f"{what} handed to the token on {escape(port)}")
+        console.print(f"{what} handed to the token on {_shown(port)}")
     return {"port": port, "sent": True, **res}
 
 
@@ -379,19 +436,22 @@ def scan(
             what = str(video)
         else:
             sources = scan_mod.image_paths([*images, *more])
+            if not sources:  # only folders, none holding an image: "no note in 0 image(s)"
+                names = ", ".join(str(p) for p in (*images, *more))
+                _fail(as_json, f"no image file in {names} (a folder is read for {_KINDS} files)")
             what = f"{len(sources)} image(s)"
     except _errors() as exc:
         _fail(as_json, exc)
 
     results: list[Any] = []
     last_prog: dict[str, int] = {}
-    status = None if as_json else err_console.status(f"scanning {what} …")
+    status = None if as_json else err_console.status(f"scanning {_shown(what)} …")
 
     def progress(p: scan_mod.Progress) -> None:
         last_prog.update(p.as_dict())
         if status is not None:
             parts = f"parts {p.have}/{p.need}" if p.need > 1 else "waiting for a note"
-            status.update(f"scanning {what}: frame {p.frames}, {parts}, notes {p.done}")
+            status.update(f"scanning {_shown(what)}: frame {p.frames}, {parts}, notes {p.done}")
 
     def on_result(res: Any) -> None:
         if as_json:
@@ -408,12 +468,12 @@ def scan(
         if as_json:
             return
         if isinstance(exc, scan_mod.ForeignCode):  # a web address or Wi-Fi code in view
-            err_console.print(styled("yellow", f"{what}: {exc}"))
+            err_console.print(styled("yellow", printable(f"{what}: {exc}", 2000)))
             return
         where = src if isinstance(src, str | os.PathLike) else what  # a frame: no name
         said = str(exc)  # the image reader's own words often name the file already
         text = said if said.startswith(f"{where}:") else f"{where}: {said}"
-        err_console.print(styled("yellow", f"skipped {text}"))
+        err_console.print(styled("yellow", printable(f"skipped {text}", 2000)))
 
     with _open(ctx, as_json) as m:
         restored = _restore_receipts(m, as_json)
@@ -456,10 +516,13 @@ def scan(
         print_json(out)
     elif not results:
         err_console.print(
-            f"[red]no complete note in {escape(what)}[/red] (frames {last_prog.get('frames', 0)}, "
+            f"[red]no complete note in {_shown(what)}[/red] (frames {last_prog.get('frames', 0)}, "
             f"parts {last_prog.get('have', 0)}/{last_prog.get('need', 0)})"
         )
     sys.exit(0 if out["ok"] else (1 if results else 2))
+
+
+_KINDS = ".png, .jpg, .jpeg, .bmp, .gif and .webp"  # what scan.image_paths takes in a folder
 
 
 def _deadline(frames: Iterator[Any], seconds: float) -> Iterator[Any]:
@@ -484,9 +547,9 @@ def _print_result(res: Any, no_qr: bool, req_mod: Any) -> None:
         if res.receipt is not None:
             if not no_qr:
                 sys.stdout.write(req_mod.terminal_qr(res.receipt))
-            console.print(f"receipt #{res.receipt_serial}: {escape(str(res.receipt_png))}")
+            console.print(f"receipt #{res.receipt_serial}: {_shown(res.receipt_png)}")
             if "receipt_png_error" in res.extra:  # written again by the next command
-                err_console.print(styled("yellow", res.extra["receipt_png_error"]))
+                err_console.print(styled("yellow", printable(res.extra["receipt_png_error"], 2000)))
     else:
         who = f" from {info['payer']} serial {info['serial']}" if info else ""
         field, reason = escape(str(v.field)), escape(str(v.reason))
@@ -589,7 +652,7 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
     if last is None:  # a shop's outbox grows for ever: a terminal gets the newest
         last = 0 if as_json else 50
     with _open(ctx, as_json) as m:
-        restored = _restore_receipts(m, as_json)
+        restored = {**_restore_receipts(m, as_json), **_restore_requests(m, as_json)}
         try:
             rows = m.notes(state, last or None)
             status = m.status()

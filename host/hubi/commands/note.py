@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import click
 from rich.markup import escape
@@ -66,13 +66,46 @@ def trusted_bundle(trust_dir: Path | None, home: Path | None) -> tuple[Path | No
     return mh.trust_dir, "merchant home"
 
 
+STDIN = Path("-")  # `hubi note show -`: the object on standard input
+STDIN_NAME = "standard input"
+
+
+def read_stdin(stream: BinaryIO | None) -> bytes:
+    """The object piped in, in any form a file takes (bytes, hex text, a QR image), read no
+    further than such a file is: a hubi object's bytes or hex past objects.MAX_OBJECT_FILE, an
+    image past objects.MAX_IMAGE_FILE. ValueError naming standard input otherwise."""
+    if stream is None:  # started with standard input closed
+        raise ValueError(f"{STDIN_NAME} is closed: pipe an object in, or name its file")
+    data = stream.read(objects.MAX_OBJECT_FILE + 1)
+    if not data:
+        raise ValueError(f"{STDIN_NAME} is empty: pipe an object in, e.g. `... | hubi note show -`")
+    if objects.is_image(data):
+        data += stream.read(objects.MAX_IMAGE_FILE + 1 - len(data))
+        if len(data) > objects.MAX_IMAGE_FILE:
+            raise ValueError(
+                f"{STDIN_NAME}: an image of more than {objects.MAX_IMAGE_FILE:,} bytes, the most"
+                " a scan reads (not read further)"
+            )
+        from hubi import qrscan
+
+        return qrscan.collect([data])
+    if len(data) > objects.MAX_OBJECT_FILE:
+        raise ValueError(
+            f"{STDIN_NAME}: more than {objects.MAX_OBJECT_FILE:,} bytes and not an image: a hubi"
+            f" object is at most {codec.MAX_OBJECT:,} bytes (not read further)"
+        )
+    return objects.from_hex_text(data, Path(STDIN_NAME))
+
+
 @click.group()
 def note() -> None:
     """Inspect notes and other hubi objects."""
 
 
 @note.command("show")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "file", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
+)
 @click.option(
     "--trust",
     "trust_dir",
@@ -88,21 +121,29 @@ def note() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(file: Path, trust_dir: Path | None, home: Path | None, as_json: bool) -> None:
-    """Decode FILE (binary object, its hex as text, or QR image) and verify it offline, field by field."""
+    """Decode FILE (binary object, its hex as text, or QR image; - for standard input) and
+    verify it offline, field by field."""
     from hubi.merchant.config import MerchantError
 
+    piped = file == STDIN
+    name = STDIN_NAME if piped else str(file)
     try:
         trusted, source = trusted_bundle(trust_dir, home)
     except MerchantError as exc:  # the home asked for cannot vouch: say so, not "unverified"
-        _fail(as_json, type(exc).__name__, f"cannot verify {file}: {exc}")
+        _fail(as_json, type(exc).__name__, f"cannot verify {name}: {exc}")
     try:
-        data = objects.read_object_bytes(file)
-        beside = None if trusted is not None else kmc.find_trust(file.parent)
+        if piped:
+            stdin = sys.stdin.buffer if sys.stdin is not None else None
+            data = read_stdin(stdin)
+            beside = None  # no folder: nothing lies beside a pipe
+        else:
+            data = objects.read_object_bytes(file)
+            beside = None if trusted is not None else kmc.find_trust(file.parent)
         info = describe(data, trusted, source, beside)
     except kmc.TrustBundleError as exc:  # the note may be fine; the bundle to check it is not
-        _fail(as_json, type(exc).__name__, f"cannot verify {file}: {exc}")
+        _fail(as_json, type(exc).__name__, f"cannot verify {name}: {exc}")
     except (HubiError, ValueError, OSError) as exc:
-        _fail(as_json, type(exc).__name__, f"cannot read {file}: {type(exc).__name__}: {exc}")
+        _fail(as_json, type(exc).__name__, f"cannot read {name}: {type(exc).__name__}: {exc}")
     if as_json:
         print_json(info)
     else:

@@ -24,6 +24,7 @@ from pathlib import Path
 from hubi import jsonload, kmc, objects
 from hubi.locks import folder_lock
 from hubi_core import codec, ids, suite
+from hubi_core.errors import HubiError
 from hubi_core.verify import Trust, template_key
 
 CONFIG = "merchant.json"
@@ -190,11 +191,23 @@ def import_identity(home: Path, key_file: Path, template_file: Path, trust_dir: 
     if len(raw) != 32:
         raise MerchantError(f"{key_file}: a private key is 32 bytes (or 64 hex digits)")
     data = _read_small(Path(template_file), MAX_TEMPLATE_FILE, "an account template")
+    # each said naming the file: "object truncated: suite needs 1 bytes at offset 0" or
+    # "expected a Template, got a Note" left the person to guess which file was wrong
+    if not data:
+        raise MerchantError(f"{template_file}: empty file (an account template)")
+    if objects.is_image(data):
+        raise MerchantError(
+            f"{template_file}: an image, not an account template: give the Template's bytes or"
+            " hex, as `hubi bank open-account` writes them"
+        )
     try:  # the Template's bytes, or their hex (as `consortium up` keeps an account's)
         data = objects.from_hex_text(data, Path(template_file))
     except ValueError as exc:
         raise MerchantError(str(exc)) from None
-    template = codec.decode(data, codec.TEMPLATE)
+    try:
+        template = codec.decode(data, codec.TEMPLATE)
+    except HubiError as exc:
+        raise MerchantError(f"{template_file}: not an account template: {exc}") from None
     _write_home(home, int.from_bytes(raw, "big"), template, trust_dir)
 
 

@@ -11,7 +11,9 @@ with Merchant.open(mhome) as m:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -162,8 +164,15 @@ class Merchant:
         serial = self.outbox.add_request(self.account, build)
         row = self.outbox.request(serial)
         assert row is not None
-        path = png if png is not None else self.home.qr_dir / f"request-{serial:06d}.png"
-        request.save_png(row.bytes, path, scale=scale)
+        path = png if png is not None else self.request_path(serial)
+        try:
+            request.save_png(row.bytes, path, scale=scale)
+        except (OSError, ValueError):
+            # the command fails: a request no one was shown must not stay open (the next
+            # command would draw it again, for a sale the cashier took as not asked for)
+            with contextlib.suppress(sqlite3.DatabaseError):  # the image's error is the one said
+                self.outbox.cancel_request(serial)
+            raise
         return IssuedRequest(
             serial, row.bytes, amount, self.currency, row.purpose, now, row.expiry, Path(path)
         )
@@ -263,6 +272,43 @@ class Merchant:
 
     def receipt_path(self, serial: int) -> Path:
         return self.home.qr_dir / f"receipt-{serial:06d}.png"
+
+    def request_path(self, serial: int) -> Path:
+        return self.home.qr_dir / f"request-{serial:06d}.png"
+
+    def restore_request_pngs(
+        self, limit: int = RESTORE_LIMIT, now: int | None = None
+    ) -> tuple[list[tuple[int, Path]], int]:
+        """Draw again the images missing from HOME/qr of the requests still open and payable
+        (a `request` killed after storing its request, before its PNG was written), newest
+        first, at most `limit`, from the request bytes kept in the outbox. Returns (serial,
+        image) of each drawn and how many are still missing. A request made with --png
+        elsewhere gets its copy in HOME/qr this way too (which of the two a cashier shows is
+        the same request). Only the newest RESTORE_WINDOW payable requests are looked at."""
+        now = int(time.time()) if now is None else now
+        rows = self.outbox.db.execute(
+            "SELECT serial, bytes FROM requests WHERE state = 'open' AND expiry > ?"
+            " ORDER BY serial DESC LIMIT ?",
+            (now, RESTORE_WINDOW),
+        ).fetchall()
+        missing = [
+            (serial, raw)
+            for serial, raw in rows
+            if isinstance(serial, int) and not os.path.lexists(self.request_path(serial))
+        ]
+        written: list[tuple[int, Path]] = []
+        tried = 0
+        for serial, raw in missing:
+            if len(written) >= limit:
+                break
+            tried += 1
+            if not isinstance(raw, bytes) or not raw:  # a row damaged outside hubi
+                continue
+            try:
+                written.append((serial, request.save_png(raw, self.request_path(serial))))
+            except ValueError:  # too long for one QR code: damaged, nothing to draw
+                continue
+        return written, len(missing) - tried
 
     def restore_receipt_pngs(self, limit: int = RESTORE_LIMIT) -> tuple[list[Path], int]:
         """Write again the receipt PNGs missing from HOME/qr, newest first, at most `limit`
