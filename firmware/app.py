@@ -67,15 +67,28 @@ def build(cfg):
         if name == "boards" or name.startswith("boards."):
             del sys.modules[name]
     core.mark_resident()
-    wallet.boot()
+    # core.fault.boot, inline: at boot the codec is in the heap, and a 96 KB heap has little
+    # room beside it for one more module
+    try:
+        wallet.boot()
+    except OSError as e:  # served all the same: every request says what is wrong (core.fault)
+        wallet.account = None
+        wallet.fault = e
     core.release()
     if wallet.provisioned:  # a ctr.bin rolled back below the serials used (core.serials)
         from core.serials import past_kept
 
-        moved = past_kept(wallet)
+        try:
+            moved = past_kept(wallet)
+        except OSError as e:
+            wallet.account = None
+            wallet.fault = e
+            moved = None
         if moved:
             log(moved)
         core.release()
+    if wallet.fault is not None:
+        log("storage fault:", repr(wallet.fault))
     # the names a payment interns are interned now, while the heap is empty (core.warm_up),
     # one step's modules at a time as a payment loads them
     core.warm_up(

@@ -33,7 +33,6 @@ _ERR_PIN_WRONG = const(0x0102)
 _ERR_STATE = const(0x0101)
 _ERR_STORAGE = const(0x010B)
 _ERR_WIPED = const(0x0103)
-_ENOSPC = const(28)
 _GET_INFO = const(0x20)
 _LOAD_ALLOWANCE = const(0x24)
 _LOAD_NOTICE = const(0x30)
@@ -66,9 +65,9 @@ def err(e):
     if isinstance(e, HubiError):
         return ErrorReply(_ERR_CODEC, "%s: %s" % (e.__class__.__name__, e))
     if isinstance(e, OSError):  # the flash: full, or failing
-        n = e.args[0] if e.args else None
-        why = "the flash is full" if n == _ENOSPC else "a flash error (%s)" % (n,)
-        return ErrorReply(_ERR_STORAGE, "the token could not write its files: %s" % why)
+        from core.fault import storage_text
+
+        return ErrorReply(_ERR_STORAGE, storage_text(e))
     return None
 
 
@@ -83,6 +82,10 @@ def dispatch(tok, t, payload):
     always = t in (_GET_INFO, _SET_TIME)
     if tok.busy and not always:
         raise _busy()  # before the import: the flow on the device needs the heap
+    if tok.wallet.fault is not None and t != _SET_TIME:
+        from core.fault import gate
+
+        gate(tok.wallet)
     if t in (_PAY_REQUEST, _PAY_CONFIRM, _PAY_CANCEL):
         from core import pay as m
     elif t in (_LOAD_NOTICE, _NOTE_GET, _NOTE_LIST, _SHOW_BALANCE):

@@ -43,6 +43,10 @@ class _Sink:
 def prov_sink(tok, total):
     if tok.busy:
         raise _busy()
+    if tok.wallet.fault is not None:  # it stages nothing (it may hold a key it cannot read)
+        from core.fault import gate
+
+        gate(tok.wallet)
     try:
         from core import prov
 

@@ -188,28 +188,37 @@ def provision(w, blob):
     if "time" in b:
         w.clock.set_time(b["time"])
     # --- install: public files first, the keystore last (the commit point) -----------
-    st = w.storage
-    st.remove_tree("trust")
-    st.rename("stage/consortium.json", "trust/consortium.json")
-    for bank in banks:
-        st.rename("stage/%s.pub" % bank, "trust/%s.pub" % bank)
-    w.records.put(KEYS, keys)
-    w.records.put(TPL, b["template"])
-    old = w.counter
-    c = Counter(account)
-    if old.account == account:  # same account again on this device: serials go on
-        c.next_serial = old.next_serial
-    c.last_time = w.now()
-    if allowance is not None:
-        _apply_allowance(c, allowance)
-        w.records.put(ALLOW, allowance.raw)
-    else:
-        w.records.delete(ALLOW)
-    w._save_counter(c)
-    del allowance
-    w.ks.create(account, priv, pin)  # commit point
-    del priv
-    w.ks.drop_transport()
+    # a full flash can stop it at any step: the token is then what its flash holds (blank, or
+    # provisioned if ks.bin was written), never blank in memory with its key committed and
+    # its transport key gone, which no provisioning could get past
+    try:
+        st = w.storage
+        st.remove_tree("trust")
+        st.rename("stage/consortium.json", "trust/consortium.json")
+        for bank in banks:
+            st.rename("stage/%s.pub" % bank, "trust/%s.pub" % bank)
+        w.records.put(KEYS, keys)
+        w.records.put(TPL, b["template"])
+        old = w.counter
+        c = Counter(account)
+        if old.account == account:  # same account again on this device: serials go on
+            c.next_serial = old.next_serial
+        c.last_time = w.now()
+        if allowance is not None:
+            _apply_allowance(c, allowance)
+            w.records.put(ALLOW, allowance.raw)
+        else:
+            w.records.delete(ALLOW)
+        w._save_counter(c)
+        del allowance
+        w.ks.create(account, priv, pin)  # commit point
+        priv = None
+        w.ks.drop_transport()
+    except OSError:
+        from core.fault import boot
+
+        boot(w)
+        raise
     st.remove_tree("stage")
     w.boot()
     return w.info()

@@ -7,6 +7,7 @@ from core import fmt
 from core.hand import err, timing, wait
 from core.keystore import Wiped, WrongPin
 from core.wallet import WalletError
+from hubi_core.errors import ErrorReply
 
 try:
     from micropython import const
@@ -18,6 +19,7 @@ except ImportError:  # CPython
 
 # hubi_core.protocol's numbers (tests/test_token_core.py checks them)
 _ERR_CANCELLED = const(0x0106)
+_ERR_STORAGE = const(0x010B)
 
 
 def pay_on_device(tok, pay):
@@ -97,6 +99,8 @@ def on_event(tok, ev):
             ui.message("Refused", str(e))
     except (WrongPin, Wiped) as e:
         ui.message("PIN", str(e))
+    except ErrorReply as e:  # core.fault.gate: the storage fault, said as the link says it
+        ui.message("Storage error" if e.code == _ERR_STORAGE else "Error", e.text)
     except Exception as e:  # noqa: BLE001 - the flash, a bug: never the end of the token
         r = err(e)
         ui.message("Error", r.text if r is not None else "%s: %s" % (e.__class__.__name__, e))
@@ -110,6 +114,10 @@ def on_event(tok, ev):
 def _menu(tok, key):
     ui = tok.ui
     w = tok.wallet
+    if w.fault is not None:  # boots again, or says why it cannot
+        from core.fault import gate
+
+        gate(w)
     if key == "pay":
         pay = _typed_payment(tok)
         if pay is not None:

@@ -36,6 +36,7 @@ except ImportError:  # CPython
 
 
 _ERR_STATE = const(0x0101)  # hubi_core.protocol.ERR_STATE
+_EBADF = const(9)  # a state file there but not usable (core.hand says which)
 
 HISTORY = 8
 TPL = "tpl.obj"
@@ -116,6 +117,10 @@ class Counter:
 
 
 class Wallet:
+    # the OSError that stopped boot() (core.fault.boot); a class attribute: one more instance
+    # attribute grew every wallet's dict and a 96 KB heap no longer booted
+    fault = None
+
     def __init__(self, storage, keystore, clock, settings=None):
         self.storage = storage
         self.ks = keystore
@@ -130,6 +135,8 @@ class Wallet:
 
     # -------------------------------------------------------------------------- boot
     def boot(self):
+        """Load the state; False if blank. OSError if the flash cannot give back a state file
+        or take one at the first boot: core.fault.boot leaves the token in `fault` then."""
         ready = self.ks.boot()
         self.records = self.ks.records
         self.counter = self._load_counter()
@@ -146,10 +153,11 @@ class Wallet:
 
         try:
             tpl = codec.decode(self.records.get(TPL), codec.TEMPLATE)
-        except (Corrupt, CodecError, TypeError):
-            # a keystore without its template cannot pay: treat as blank (wipe leftovers)
-            self.ks.wipe()
-            return False
+        except (Corrupt, CodecError, TypeError) as e:
+            # the firmware writes tpl.obj before ks.bin and removes ks.bin first: a key without
+            # its template is damage, and the template is public (its bank can give it again);
+            # the key is not, so it is kept and the token refuses everything until then
+            raise OSError(_EBADF, "%s damaged (%s)" % (TPL, e)) from None
         # the template itself is decoded again when a note is signed: an object of codec's
         # classes kept here would keep the whole codec module in the heap
         self.account = tpl["account"]
@@ -194,6 +202,8 @@ class Wallet:
 
     # ------------------------------------------------------------------------ info
     def info(self):
+        if self.fault is not None:  # for the home screen (requests get the error: core.fault)
+            return {"fault": 1}
         c = self.counter
         out = {
             "state": "ready" if self.provisioned else "blank",

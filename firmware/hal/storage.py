@@ -104,11 +104,16 @@ class FsStorage(Storage):
             return -1
 
     def read(self, name):
-        """Bytes of name, or None if it does not exist."""
+        """Bytes of name, or None if it does not exist. A file that is there but cannot be read
+        (a folder, no permission, a flash error) raises OSError(EIO, name): taken as missing,
+        the device record would be made anew and the keystore taken as wiped. (The errno is
+        not looked at: an `except ... as e` here kept a 96 KB heap from booting.)"""
         try:
             with open(self.path(name), "rb") as f:
                 return f.read()
         except OSError:
+            if self.exists(name):  # there but not readable: never taken as missing
+                raise OSError(5, name) from None
             return None
 
     def write(self, name, data):
@@ -163,6 +168,8 @@ class FsStorage(Storage):
         try:
             return sorted(os.listdir(p))
         except OSError:
+            if self.exists(folder):  # hist/ unreadable is not "no notes kept"
+                raise OSError(5, folder) from None
             return []
 
     def isdir(self, name):

@@ -327,7 +327,10 @@ class Ui:
             self.d.show()
         else:
             self.menu("hubi token", [("Info", "info")])
-            self.busy("hubi token", "Not provisioned. Connect to the bank to load an account.")
+            if info.get("fault"):  # core.wallet: a state file the token cannot use
+                self.busy("Storage error", "The token cannot use its files. Connect it.")
+            else:
+                self.busy("hubi token", "Not provisioned. Connect to the bank to load an account.")
             self.menu_items = [("Info", "info")]
             self.menu_pos = 0
         self.screen = "home"

@@ -29,7 +29,8 @@ from hubi.token import provision as prov
 from hubi.token.client import TokenClient
 from hubi.token.sim import PROFILES, SIM_HEAPS, SimError, Simulator, run_forever
 from hubi_core import codec
-from hubi_core.errors import HubiError
+from hubi_core.errors import ErrorReply, HubiError
+from hubi_core.protocol import ERR_STORAGE
 
 port_opt = click.option("--port", "-p", required=True, help="Serial port or simulator pty path.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -59,9 +60,19 @@ def _token(port: str) -> Iterator[TokenClient]:
     try:
         yield tok
     except HubiError as e:
-        _fail(f"token: {printable(e, ERROR_SHOWN)}")
+        _fail(f"token: {printable(e, ERROR_SHOWN)}{_storage_hint(e)}")
     finally:
         tok.close()
+
+
+def _storage_hint(e: HubiError) -> str:
+    """What a STORAGE error means, from its code (the token's own text may say little)."""
+    if isinstance(e, ErrorReply) and e.code == ERR_STORAGE:
+        return (
+            "\nthe token's storage is full or a file on it cannot be read: it signs nothing"
+            " until room is made or the file is put back (a simulator's is STATE/flash)"
+        )
+    return ""
 
 
 def _out(data: Any, as_json: bool, human: Callable[[Any], None] | None = None) -> None:

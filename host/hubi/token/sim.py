@@ -97,6 +97,7 @@ class Simulator:
         micropython: str | None = None,
         source: Path | None = None,
         rom: bool = True,
+        wrapper: tuple[str, ...] = (),
     ) -> None:
         if profile not in PROFILES:
             raise SimError(f"unknown board profile {profile!r} (one of {', '.join(PROFILES)})")
@@ -113,6 +114,9 @@ class Simulator:
         self.exe = micropython or micropython_exe()
         self.source = source  # None: run the compiled bundle (build/token-sim)
         self.rom = rom
+        # a command the firmware runs under, e.g. setpriv to drop root's file-access override
+        # (tests of state files the firmware may not read)
+        self.wrapper = tuple(wrapper)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: str | None = None
         self._master: int | None = None
@@ -176,6 +180,7 @@ class Simulator:
         if self.heapsize:
             cmd += ["-X", f"heapsize={self.heapsize}"]
         cmd += [str(main), str(cfg_path)]
+        cmd = [*self.wrapper, *cmd]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _close()
         self.log_start = self._log.tell()  # this run's lines start here
         self.proc = subprocess.Popen(
