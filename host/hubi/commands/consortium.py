@@ -364,6 +364,17 @@ def join_cmd(
         )
 
 
+class _NotFounder(ValueError):
+    """`sign` asked of a bank that is not a founder: refused (exit 1), nothing signed."""
+
+
+def _not_founder(bank: str, cons: Any) -> _NotFounder:
+    return _NotFounder(
+        f"{bank} is not a founder of {cons.name} (founders: {', '.join(cons.founders)}):"
+        " only a founder signs a new epoch; nothing was signed"
+    )
+
+
 @consortium.command("sign")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--bank", required=True, help="The founder that signs (its key is in HOME).")
@@ -388,7 +399,7 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
             cur = trust.consortium
             if nxt.signing_bytes() == cur.signing_bytes():  # installed by a sign killed after it
                 if bank not in cur.founders:
-                    raise ValueError(f"{bank} is not a founder of {cur.name}")
+                    raise _not_founder(bank, cur)
                 _drop_installed(home, cur)
                 result = {"installed": True, "epoch": cur.epoch}
                 if as_json:
@@ -401,7 +412,7 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
             except HubiError as exc:
                 raise ValueError(f"{path}: {exc}") from None
             if bank not in nxt.founders:
-                raise ValueError(f"{bank} is not a founder of {nxt.name}")
+                raise _not_founder(bank, nxt)
             _check_present(path, nxt, trust, home)
             nxt.sign(bank, kmc_mod.load_bank_identity(home, bank).private)
             missing = nxt.missing_signatures()
@@ -425,6 +436,9 @@ def sign_cmd(home: Path, bank: str, file: Path | None, as_json: bool) -> None:
                 except HubiError as exc:
                     raise ValueError(f"{path}: {exc}") from None
                 result = {"installed": True, "epoch": nxt.epoch}
+    except _NotFounder as exc:  # a refusal of what was asked, not a mistyped command
+        _fail(as_json, ValueError(str(exc)), 1)
+        return
     except (OSError, ValueError, HubiError) as exc:
         _fail(as_json, exc)
         return
@@ -559,8 +573,14 @@ def up_cmd(
         log_level=log_level,
     )
 
+    got: list[int] = []  # the signals that asked for the stop, named in the last words
+
     def on_signal(signum: int, frame: object) -> None:
+        got.append(signum)
         sup._stop.set()
+
+    def by() -> str:
+        return f" by {signal.Signals(got[0]).name}" if got else ""
 
     # SIGHUP too: a closed terminal stops the banks cleanly rather than kill them with us
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -578,6 +598,7 @@ def up_cmd(
     if not started or sup._stop.is_set():  # a signal during start-up: stop what started
         sup.stop()
         msg = "stopped during start-up: nothing is left running; run `hubi consortium up` again"
+        msg += f" (stopped{by()})" if got else ""
         if as_json:
             print_json({"stopped": True, "message": msg})
         else:
@@ -600,8 +621,8 @@ def up_cmd(
         sup.run()
     finally:
         sup.stop()
-        if not as_json:
-            console.print("consortium stopped")
+        if not as_json:  # every bank node and etcd member has exited by now (reaped)
+            console.print(f"consortium stopped{by()}")
 
 
 @consortium.command("status")

@@ -285,6 +285,12 @@ class EtcdOrderer:
     def health(self) -> dict[str, bool]:
         return self.etcd.health(timeout=1.0)
 
+    def halt(self, on: bool = True) -> None:
+        """Have calls give up at their next try (on) or retry again (off): set while the
+        owning node stops, so that its threads are not held by a cluster without quorum."""
+        if self._own_client:  # a client shared with others is theirs to halt
+            (self.etcd.halted.set if on else self.etcd.halted.clear)()
+
     def close(self) -> None:
         if self._own_client:
             self.etcd.close()

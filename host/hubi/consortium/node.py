@@ -320,6 +320,7 @@ class ConsortiumNode:
                 self._debits.put((row.note_id, entry.encode()))
         self.started = True  # only now: a start that failed above may be tried again
         self._stop.clear()
+        self._halt_orderer(False)
         if self._peers is None:  # stopped before: stop() shut the last threads down
             self._peers = PeerThreads(self.bank)
         loops = [
@@ -345,8 +346,16 @@ class ConsortiumNode:
             f"debit result that is not hex ({str(res)[:40]!r}): restore the state from a backup"
         )
 
+    def _halt_orderer(self, on: bool) -> None:
+        halt = getattr(self.orderer, "halt", None)  # the etcd orderer's; SQLite's never waits
+        if halt is not None:
+            halt(on)
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        # a thread in an etcd call (a mark, a checkpoint, a debit result) gives up at its next
+        # try: with the cluster's quorum gone it retried 15 s, and the join waited for it
+        self._halt_orderer(True)
         with self._applied:
             self._applied.notify_all()
         for t in self._threads:

@@ -77,6 +77,10 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 # is healthy in a second or two; one waiting for the others (no quorum until they are back, and
 # they are restarted after it) is watched by later passes, not waited for with the lock held
 MEMBER_WAIT = 5.0
+# how long a bank node has to stop after SIGTERM before it is killed: its own grace for the
+# requests in flight (10 s, `bank serve --grace`) and its close, which may wait for one etcd
+# request (5 s) when the cluster has no quorum; at 15 s such a node was killed
+BANK_GRACE = 20.0
 
 
 def bank_ids(n: int) -> list[str]:
@@ -339,7 +343,7 @@ class BankProcess:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
                 raise RuntimeError(
-                    f"bank node {self.bank} exited with {code}; log {self.log_path}:\n"
+                    f"bank node {self.bank} {_process.exit_text(code)}; log {self.log_path}:\n"
                     + _process.log_tail(self.log_path)
                 )
             if self.poll_ready():
@@ -350,9 +354,12 @@ class BankProcess:
             + _process.log_tail(self.log_path)
         )
 
-    def stop(self, grace: float = 15.0) -> None:
+    def stop(self, grace: float = BANK_GRACE) -> None:
         if self.proc is not None:
-            _process.stop(self.proc, first=signal.SIGTERM, grace=grace)
+            running = self.proc.poll() is None
+            code = _process.stop(self.proc, first=signal.SIGTERM, grace=grace)
+            if running and code == -signal.SIGKILL:  # its requests in flight were cut off
+                log.warning("bank node %s did not stop within %g s: killed", self.bank, grace)
             self.proc = None
 
 
@@ -610,10 +617,37 @@ class Supervisor:
                 return False
             bp.spawn()
         for bp in self.banks.values():
-            if not bp.wait_ready(timeout, self._stop):
+            if not self._wait_first(bp, timeout):
                 return False
         self.write_state("running")
         return True
+
+    def _wait_first(self, bp: BankProcess, timeout: float) -> bool:
+        """bp.wait_ready for the first start; a node killed by a signal before it listens is
+        started again (after restart_delay, doubling), up to quick_failures times in all. A
+        signal comes from outside (the OOM killer, a stray kill): it ended the whole `up`,
+        though `up` restarts a node that dies later. A node that exits by itself (its own
+        error) still ends the start with its log, at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return bp.wait_ready(max(deadline - time.monotonic(), 0.1), self._stop)
+            except RuntimeError:
+                code = bp.proc.returncode if bp.proc is not None else None
+                if code is None or code >= 0 or bp.failures + 1 >= self.quick_failures:
+                    raise
+                bp.failures += 1
+                bp.delay = min(self.restart_delay * 2**bp.failures, self.max_restart_delay)
+                log.warning(
+                    "bank node %s %s before it listened; starting it again in %g s",
+                    bp.bank,
+                    _process.exit_text(code),
+                    bp.delay,
+                )
+                if self._stop.wait(bp.delay):
+                    return False
+                bp.restarts += 1
+                bp.spawn()
 
     def write_state(self, state: str) -> None:
         doc = {
@@ -758,14 +792,14 @@ class Supervisor:
             w.retry_wait = 0.0
         w.delay = min(self.restart_delay * 2**w.failures, self.max_restart_delay)
         if w.failures < self.quick_failures:
-            log.warning("%s exited (%s); restarting it in %g s", what, code, w.delay)
+            log.warning("%s %s; restarting it in %g s", what, _process.exit_text(code), w.delay)
             return
         taken = [p for p in ports if port_taken(p)]
         if taken:
             why = f"port {taken[0]} is taken by another program (`ss -ltnp 'sport = :{taken[0]}'`"
             why += " names it)"
         else:
-            why = f"it exited with {code}; log {log_path}"
+            why = f"it {_process.exit_text(code)}; log {log_path}"
         w.retry_wait = min(w.retry_wait * 2 or self.retry_failed, self.max_retry_failed)
         w.retry_at = now + w.retry_wait
         w.failed = (
@@ -821,7 +855,7 @@ class Supervisor:
                     assert bp.proc is not None
                     _process.signal_group(bp.proc, signal.SIGTERM)
             for bp in procs:
-                bp.stop(grace=15.0)
+                bp.stop(grace=BANK_GRACE)
                 bp.ready_path.unlink(missing_ok=True)
             if self.cluster is not None:
                 self.cluster.stop()

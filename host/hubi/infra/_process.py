@@ -142,6 +142,19 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+def exit_text(code: int | None) -> str:
+    """How a child ended, in words: "exited with 3", or "was killed by SIGTERM" for Popen's
+    negative return codes (a bare -15 in a log told nobody that a signal ended it)."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with {code}"
+
+
 def log_size(path: Path) -> int:
     """Current size of a log file (0 if missing): pass it to :func:`log_tail` as ``since``."""
     try:

@@ -410,6 +410,9 @@ class Etcd:
         self.first_try = min(first_try, timeout)
         self.connect_timeout = connect_timeout
         self.retry_deadline = retry_deadline
+        # set by an owner that stops (a bank node's shutdown): calls give up at their next try
+        # instead of retrying for retry_deadline; cleared to use the client again
+        self.halted = threading.Event()
         # calls and watches on stdlib connections: about half of httpx's CPU per request;
         # health and status (a few per minute) stay on httpx
         self._pools = {
@@ -506,6 +509,8 @@ class Etcd:
         patience = self.first_try if repeatable else self.timeout
         while True:
             for i in self._order():
+                if self.halted.is_set():  # a cluster without quorum held a stop up to 20 s
+                    raise EtcdUnavailable("POST " + path, {**errors, "client": "halted"})
                 ep = self._endpoints[i]
                 try:
                     out = parse(self._post_one(ep, path, body, patience))
@@ -521,7 +526,7 @@ class Etcd:
                 return out
             if time.monotonic() + delay >= deadline:
                 raise EtcdUnavailable("POST " + path, errors)
-            time.sleep(delay)
+            self.halted.wait(delay)
             delay = min(delay * 2, 0.5)
             patience = self.timeout
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -37,7 +38,13 @@ from hubi.infra import _process
 from hubi.infra.etcd_client import Etcd
 from hubi.infra.ports import free_port, release_port, reserve_port
 
+log = logging.getLogger("hubi.infra.etcd")
+
 __all__ = ["EtcdCluster", "EtcdMember", "EtcdStartCancelled", "EtcdStartError", "find_etcd"]
+
+
+# how many times start() spawns again a member killed by a signal before the cluster is healthy
+START_RESPAWNS = 3
 
 
 class EtcdStartError(RuntimeError):
@@ -184,6 +191,7 @@ class EtcdCluster:
             self.save_layout()
         self.startup_seconds: float | None = None
         self._stopped = False
+        self._respawns: dict[str, int] | None = None  # while start() runs: see _check_alive
         if start:
             self.start()
 
@@ -332,6 +340,7 @@ class EtcdCluster:
             raise EtcdStartError("%r was stopped; its ports are released, make a new one" % self)
         t0 = time.monotonic()
         deadline = t0 + self.start_timeout
+        self._respawns = {}
         try:
             # One after the other, each serving before the next starts: a new member asks its
             # peers whether the cluster is already bootstrapped, and a peer that has bound its
@@ -346,6 +355,8 @@ class EtcdCluster:
         except BaseException:
             self.stop()
             raise
+        finally:
+            self._respawns = None
         self.startup_seconds = time.monotonic() - t0
 
     def kill(self, index: int) -> None:
@@ -410,11 +421,28 @@ class EtcdCluster:
     # ------------------------------------------------------------------ health
     def _check_alive(self, m: EtcdMember) -> None:
         if m.proc is not None and m.proc.poll() is not None:
+            code = m.proc.returncode
+            done = self._respawns
+            if done is not None and code < 0 and done.get(m.name, 0) < START_RESPAWNS:
+                # killed from outside while the cluster starts (the OOM killer, a stray kill):
+                # started again, as `hubi consortium up` restarts a member that dies later;
+                # before, one signal ended the whole start
+                done[m.name] = done.get(m.name, 0) + 1
+                log.warning(
+                    "etcd member %s %s while the cluster started; starting it again",
+                    m.name,
+                    _process.exit_text(code),
+                )
+                self._forget(m.proc)
+                m.proc = None
+                self._spawn(m)
+                return
+            how = "exited with code %d" % code if code >= 0 else _process.exit_text(code)
             raise EtcdStartError(
-                "etcd member %s exited with code %s (command: %s); log %s tail:\n%s"
+                "etcd member %s %s (command: %s); log %s tail:\n%s"
                 % (
                     m.name,
-                    m.proc.returncode,
+                    how,
                     " ".join(self._argv(m)),
                     m.log_path,
                     _process.log_tail(m.log_path),
