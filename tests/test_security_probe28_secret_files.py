@@ -121,7 +121,25 @@ def test_key_files_and_their_folders_under_umask_000(made: tuple[Path, Path, str
             d = d.parent
     for d in (home / "trust", home / "trust" / "matrices"):
         assert not mode(d) & 0o002, f"{d} is writable by anyone ({oct(mode(d))})"
+    for p in [mhome / "trust", *(mhome / "trust").rglob("*")]:  # the merchant's copy
+        assert not mode(p) & 0o002, f"{p} is writable by anyone ({oct(mode(p))})"
     assert not [p for p in [*home.rglob("*.tmp"), *mhome.rglob("*.tmp")]]  # none left behind
+
+
+def test_the_merchants_copy_of_a_bundle_anyone_may_write_is_not(tmp_path: Path) -> None:
+    """shutil.copytree copies the modes: a bank's bundle left writable by anyone (made by an
+    older release under umask 000) gave the merchant a copy anyone could replace."""
+    from hubi.merchant.config import _copy_trust
+
+    src = tmp_path / "src"
+    (src / "matrices").mkdir(parents=True)
+    (src / "consortium.json").write_text("{}")
+    (src / "matrices" / "BKA.pub").write_bytes(b"x")
+    for p in [src, *src.rglob("*")]:
+        p.chmod(0o777 if p.is_dir() else 0o666)
+    _copy_trust(src, tmp_path / "copy")
+    for p in [tmp_path / "copy", *(tmp_path / "copy").rglob("*")]:
+        assert not mode(p) & 0o002, f"{p} is writable by anyone ({oct(mode(p))})"
 
 
 def test_no_secret_in_outputs_or_other_files(made: tuple[Path, Path, str]) -> None:

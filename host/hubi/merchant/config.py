@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,11 @@ def _copy_trust(src: Path, dst: Path) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(src, tmp)
+    # copytree makes folders 0777 less the umask: under umask 000 anyone could replace the
+    # bundle the merchant verifies every note against
+    for p in [tmp, *tmp.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(stat.S_IMODE(p.stat().st_mode) & ~stat.S_IWOTH)
     if dst.exists():
         shutil.rmtree(dst)
     os.replace(tmp, dst)
