@@ -27,7 +27,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -363,9 +363,23 @@ class Replica:
             if delay:
                 self._stop.wait(delay)
 
+    @contextlib.contextmanager
+    def _pulling(self) -> Iterator[BankClient]:
+        """The pull loop's client, or (not started: catch_up, operator tools) one for this
+        call, closed after it: left to the collector, each held a connection to the primary
+        (a descriptor here, one at the primary) until a cyclic collection happened to run."""
+        if self._client is not None:
+            yield self._client
+            return
+        with BankClient(self.primary_url, self.signer, self.bank) as client:
+            yield client
+
     def pull_once(self) -> int:
         """Fetch and store one batch after the last held sequence number; returns its size."""
-        client = self._client or BankClient(self.primary_url, self.signer, self.bank)
+        with self._pulling() as client:
+            return self._pull(client)
+
+    def _pull(self, client: BankClient) -> int:
         start = self.store.next_seq()
         doc = client.replication_log(start, self.batch)
         if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
@@ -439,11 +453,12 @@ class Replica:
         """Pull until the primary has nothing newer (tests, operator tools)."""
         deadline = time.monotonic() + timeout
         total = 0
-        while time.monotonic() < deadline:
-            got = self.pull_once()
-            total += got
-            if got < self.batch:
-                return total
+        with self._pulling() as client:  # one connection for all the batches
+            while time.monotonic() < deadline:
+                got = self._pull(client)
+                total += got
+                if got < self.batch:
+                    return total
         raise TimeoutError("replica did not catch up in time")
 
     # ------------------------------------------------------------------------ serving
