@@ -45,6 +45,11 @@ class Deadlines:
         """Stop watching; True if the deadline had passed and its action ran."""
         with self._cond:
             self._live.pop(token, None)
+            if len(self._heap) > 2 * len(self._live) + 64:
+                # an entry stays in the heap until its time comes: with a client's 300 s
+                # deadline, every call of the last five minutes, however few still run
+                self._heap = [e for e in self._heap if e[1] in self._live]
+                heapq.heapify(self._heap)
             if token in self._fired:
                 self._fired.discard(token)
                 return True
