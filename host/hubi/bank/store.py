@@ -723,6 +723,7 @@ class Store:
     def migrate(self) -> list[int]:
         """Apply every missing migration; returns the versions applied now."""
         applied: list[int] = []
+        have: set[int] | None = None  # the versions found, once read
         conn = self.conn()
         try:
             with self.transaction() as tx:
@@ -732,7 +733,7 @@ class Store:
                     "CREATE TABLE IF NOT EXISTS schema_version ("
                     "version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at BIGINT NOT NULL)"
                 )
-                have = {r[0] for r in tx.all("SELECT version FROM schema_version")}
+                have = {int(r[0]) for r in tx.all("SELECT version FROM schema_version")}
                 self._refuse_newer(have)
                 for version, description, steps in MIGRATIONS:
                     if version in have:
@@ -747,12 +748,34 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(
-                f"migrating {display_url(self.url)} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise StoreError(self._migration_failed(have, exc)) from exc
         del conn
+        assert have is not None
         self._refuse_missing_tables(have | set(applied))
         return applied
+
+    def _migration_failed(self, have: set[int] | None, exc: BaseException) -> str:
+        """What an upgrade that failed says: the schema versions it went from and to, that the
+        transaction left the database as it was, and what to do (a full disk is the usual cause;
+        it said only "migrating ... failed: database or disk is full")."""
+        url = display_url(self.url)
+        why = f"{type(exc).__name__}: {exc}"
+        known = max(v for v, _, _ in MIGRATIONS)
+        if have is None:  # before the versions were read: the database could not be written
+            return f"migrating {url} failed: {why}"
+        if not have:
+            return f"creating the bank's books (schema version {known}) in {url} failed: {why}"
+        if full_reason(exc) is not None:
+            fix = "free space on its disk"
+            if self.dialect == "sqlite":
+                fix += " (or raise the URL's max_bytes)"
+        else:
+            fix = "remove its cause"
+        return (
+            f"migrating {url} from schema version {max(have)} to {known} failed: {why}; nothing "
+            f"was changed (it is still at version {max(have)}): {fix} and run `hubi bank init` "
+            "again, or go on with the hubi that wrote it"
+        )
 
     def schema_version(self) -> int:
         return int(self.reader().scalar("SELECT MAX(version) FROM schema_version", default=0) or 0)
