@@ -35,14 +35,23 @@ def boot(w):
     return None
 
 
-def gate(w):
+def gate(w, wipe=False):
     """A token in fault boots again first (room made, the file put back: it works again);
-    else the request gets the STORAGE error saying why."""
+    else the request gets the STORAGE error saying why. A WIPE (`wipe`) goes on to its handler
+    when the keystore itself boots (dev.bin, ks.bin, pin.cnt read): the owner can then wipe a
+    token whose other state is damaged, with the PIN checked against ks.bin as ever."""
     if w.fault is None:
         return
     boot(w)
-    if w.fault is not None:
-        raise ErrorReply(_ERR_STORAGE, storage_text(w.fault))
+    if w.fault is None:
+        return
+    if wipe:
+        try:
+            if w.ks.boot():
+                return
+        except OSError:
+            pass
+    raise ErrorReply(_ERR_STORAGE, storage_text(w.fault))
 
 
 def storage_text(e):

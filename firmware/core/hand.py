@@ -44,6 +44,7 @@ _PAY_REQUEST = const(0x28)
 _PROVISION_COMMIT = const(0x23)
 _SET_TIME = const(0x21)
 _SHOW_BALANCE = const(0x31)
+_WIPE = const(0x39)
 
 VERSION = "hubi-token 0.1"
 
@@ -85,7 +86,7 @@ def dispatch(tok, t, payload):
     if tok.wallet.fault is not None and t != _SET_TIME:
         from core.fault import gate
 
-        gate(tok.wallet)
+        gate(tok.wallet, t == _WIPE)
     if t in (_PAY_REQUEST, _PAY_CONFIRM, _PAY_CANCEL):
         from core import pay as m
     elif t in (_LOAD_NOTICE, _NOTE_GET, _NOTE_LIST, _SHOW_BALANCE):

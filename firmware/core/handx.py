@@ -115,13 +115,15 @@ def h_change_pin(tok, payload):
 
 def h_wipe(tok, payload):
     w = tok.wallet
+    # the keystore's word, not the wallet's: in a storage fault (core.fault.gate lets only a
+    # WIPE through, and only with ks.bin read) the wallet says "not provisioned"
     if tok.ui is not None:
         from core import tui
 
         if not tui.confirm_wipe(tok):  # a PIN cancelled raises CANCELLED itself
             tok.refresh()
             raise WalletError(_ERR_CANCELLED, "wipe declined on the device")
-    elif w.provisioned:
+    elif w.ks.provisioned:
         _unlock(tok, bytes(payload))  # the keystore checks the PIN's form (counted)
     w.wipe()
     tok.refresh()

@@ -114,10 +114,10 @@ def on_event(tok, ev):
 def _menu(tok, key):
     ui = tok.ui
     w = tok.wallet
-    if w.fault is not None:  # boots again, or says why it cannot
+    if w.fault is not None:  # boots again, or says why it cannot (a wipe may go on: gate)
         from core.fault import gate
 
-        gate(w)
+        gate(w, key == "wipe")
     if key == "pay":
         pay = _typed_payment(tok)
         if pay is not None:
@@ -167,7 +167,7 @@ def confirm_wipe(tok):
     is one UP away) erased the account key and the notes without it."""
     if not tok.ui.confirm("Wipe token?", ["Erase the account key,", "history and trust files."]):
         return False
-    if tok.wallet.provisioned:
+    if tok.wallet.ks.provisioned:  # the keystore's: in a storage fault the wallet says blank
         ask_pin_loop(tok, "PIN to wipe")  # the key itself is not needed: dropped at once
     return True
 

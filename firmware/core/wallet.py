@@ -259,5 +259,7 @@ class Wallet:
         self.pending = None
 
     def wipe(self):
+        from core.fault import boot
+
         self.ks.wipe()
-        self.boot()
+        boot(self)  # blank; or in fault again (STORAGE) if a file a wipe keeps is damaged

@@ -326,11 +326,16 @@ class Ui:
             self._footer(("left " + left)[: self.d.width // 8])
             self.d.show()
         else:
-            self.menu("hubi token", [("Info", "info")])
+            items = [("Info", "info")]
+            self.menu("hubi token", items)
             if info.get("fault"):  # core.wallet: a state file the token cannot use
                 self.busy("Storage error", "The token cannot use its files. Connect it.")
+                # its owner may still wipe it, with the PIN (core.fault.gate)
+                items = [("Info", "info"), ("Wipe", "wipe")]
+                self._footer("DOWN OK: wipe")
+                self.d.show()
             else:
                 self.busy("hubi token", "Not provisioned. Connect to the bank to load an account.")
-            self.menu_items = [("Info", "info")]
+            self.menu_items = items
             self.menu_pos = 0
         self.screen = "home"

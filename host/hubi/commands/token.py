@@ -6,7 +6,6 @@ pseudo-terminal path `hubi token sim` prints. Errors from the token carry its re
 
 from __future__ import annotations
 
-import getpass
 import json
 import re
 import shlex
@@ -26,14 +25,61 @@ from hubi.files import write_atomic
 from hubi.output import console, err_console, print_json, printable, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
-from hubi.token.client import TokenClient
-from hubi.token.sim import PROFILES, SIM_HEAPS, SimError, Simulator, run_forever
+from hubi.token.client import BadReply, TokenClient
+from hubi.token.sim import (
+    PROFILES,
+    SIM_HEAPS,
+    SimError,
+    Simulator,
+    run_forever,
+    settings_problem,
+)
 from hubi_core import codec
 from hubi_core.errors import ErrorReply, HubiError
 from hubi_core.protocol import ERR_STORAGE
 
 port_opt = click.option("--port", "-p", required=True, help="Serial port or simulator pty path.")
 json_opt = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+# a PIN on the command line is in /proc/PID/cmdline, which every local user may read
+PIN_VISIBLE = (
+    " On the command line it is visible to other local users: prefer the environment"
+    " variable, or a dash ('-') to be asked."
+)
+
+
+def pin_opt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--pin", envvar="HUBI_PIN", show_envvar=True, metavar="PIN|-", help=what + PIN_VISIBLE
+    )
+
+
+def _ask_pin(prompt: str = "PIN") -> str:
+    return click.prompt(prompt, hide_input=True, err=True)
+
+
+def _pin_for(tok: TokenClient, pin: str | None) -> str | None:
+    """The PIN to send with BALANCE or WIPE: '-' asks it here; none given, a provisioned token
+    without a screen has it asked here too (an empty PIN would cost one of its tries), and a
+    token with one asks its owner on the device."""
+    if pin is None:
+        info = _info_or_none(tok)
+        if info is not None and info.get("screen", 0) is None and info["state"] == "ready":
+            return _ask_pin()
+    return _ask_pin() if pin == "-" else pin
+
+
+def _has_screen(tok: TokenClient) -> bool:
+    info = _info_or_none(tok)
+    return info is not None and info.get("screen") is not None
+
+
+def _info_or_none(tok: TokenClient) -> dict[str, Any] | None:
+    """GET_INFO, or None where it is not answered (a token in a storage fault answers it with
+    STORAGE; the request itself then gets that error) or not as it should be."""
+    try:
+        return tok.info()
+    except (ErrorReply, BadReply):
+        return None
 
 
 def _fail(msg: str, code: int = 2) -> None:
@@ -131,8 +177,9 @@ def sim_cmd(
 ) -> None:
     """Run the firmware under the MicroPython unix port; print the pty path to use as --port.
 
-    Screen frames are written to STATE/frames/*.png; input comes from --script and from the
-    keyboard (arrows/w/s, Enter = OK, Backspace = BACK, digits; q quits)."""
+    A screen profile's frames are written to STATE/frames/*.png; input comes from --script and
+    from the keyboard (arrows/w/s, Enter = OK, Backspace = BACK, digits; q quits). STATE is
+    made private to this user (0700), as are the firmware's files in it."""
     try:
         settings = json.loads(settings_json) if settings_json else {}
     except ValueError as e:
@@ -141,6 +188,9 @@ def sim_cmd(
         raise click.BadParameter(
             'a JSON object, e.g. {"kdf_iterations": 2000}', param_hint="'--settings'"
         )
+    problem = settings_problem(profile, settings)
+    if problem:  # said here: the firmware refuses it with a MicroPython traceback
+        raise click.BadParameter(problem, param_hint="'--settings'")
     sim = Simulator(state, profile, settings, heapsize=heapsize, script=script)
     try:
         sim.start()
@@ -151,7 +201,9 @@ def sim_cmd(
         sim.stop()  # a simulator left running with no one to stop it held its pty for good
         _fail(str(e) if isinstance(e, SimError) else f"token sim: {e.strerror or e}: {e.filename}")
     click.echo(f"token simulator ({profile}) on {sim.port}")
-    click.echo(f"frames: {sim.frames}   log: {sim.log_path}   input: {sim.script}")
+    # a headless profile draws nothing: no frames folder to look in
+    frames = f"frames: {sim.frames}   " if sim.draws_frames else ""
+    click.echo(f"{frames}log: {sim.log_path}   input: {sim.script}")
     sys.stdout.flush()
     if keyboard is None:
         keyboard = sys.stdin.isatty()
@@ -205,7 +257,7 @@ def _print_info(i: dict[str, Any]) -> None:
 @port_opt
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--account", required=True)
-@click.option("--pin", help="Initial PIN (4-8 digits); prompted if not given.")
+@pin_opt("Initial PIN (4-8 digits); asked if not given.")
 @click.option(
     "--allowance",
     "cap",
@@ -228,8 +280,8 @@ def provision_cmd(
     as_json: bool,
 ) -> None:
     """Issue ACCOUNT from the bank's KMC in HOME and load it into a blank token."""
-    if pin is None:
-        pin = getpass.getpass("initial PIN: ")
+    if pin is None or pin == "-":
+        pin = _ask_pin("initial PIN")
     with _token(port) as tok:
         try:
             out = prov.provision(
@@ -300,7 +352,7 @@ def _print_allowance(a: dict[str, Any]) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     required=True,
 )
-@click.option("--pin", help="Headless tokens: the PIN (prompted if not given).")
+@pin_opt("Headless tokens: the PIN (asked if not given).")
 @click.option("--out", "out_file", type=OUT_FILE, callback=in_existing_folder)
 @click.option("--yes", is_flag=True, help="Headless: do not ask for confirmation.")
 @click.option("--no-qr", is_flag=True, help="Do not draw the note's QR in the terminal.")
@@ -322,7 +374,7 @@ def pay_cmd(
     except (HubiError, OSError, ValueError) as e:
         _fail(f"cannot read {request_file}: {e}")
     with _token(port) as tok:
-        if not as_json:
+        if not as_json and _has_screen(tok):  # a headless token's payment is confirmed here
             console.print("confirm the payment on the token...")
         r = tok.pay(raw, timeout_ms=10000)
         note = r.note
@@ -335,7 +387,7 @@ def pay_cmd(
             if not yes and not click.confirm("confirm?", default=False):
                 tok.cancel_pay()
                 _fail("cancelled", 1)
-            note = tok.confirm_pay(pin or getpass.getpass("PIN: "))
+            note = tok.confirm_pay(pin if pin and pin != "-" else _ask_pin())
             said = "PAY_CONFIRM"
         else:
             said = "PAY_REQUEST"
@@ -512,12 +564,12 @@ def _print_notice(n: dict[str, Any]) -> None:
 
 @token.command("balance")
 @port_opt
-@click.option("--pin", help="Headless tokens: the PIN.")
+@pin_opt("Headless tokens: the PIN (asked if not given).")
 @json_opt
 def balance_cmd(port: str, pin: str | None, as_json: bool) -> None:
     """Decrypt the last balance notice (PIN on the token, or --pin for headless ones)."""
     with _token(port) as tok:
-        _out(tok.balance(pin), as_json, _print_balance)
+        _out(tok.balance(_pin_for(tok, pin)), as_json, _print_balance)
 
 
 def _print_balance(b: dict[str, Any]) -> None:
@@ -530,11 +582,11 @@ def _print_balance(b: dict[str, Any]) -> None:
 
 @token.command("wipe")
 @port_opt
-@click.option("--pin", help="Headless tokens: the PIN.")
+@pin_opt("Headless tokens: the PIN (asked if not given).")
 def wipe_cmd(port: str, pin: str | None) -> None:
     """Erase the account key, history and trust files (confirm on the token)."""
     with _token(port) as tok:
-        tok.wipe(pin)
+        tok.wipe(_pin_for(tok, pin))
     click.echo("wiped")
 
 

@@ -13,12 +13,14 @@ board's /dev/ttyUSB0. The firmware's log goes to stderr (STATE/sim.log by defaul
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import pty
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -56,6 +58,34 @@ def sim_heap(profile: str) -> str:
 
 class SimError(RuntimeError):
     pass
+
+
+def board_settings(profile: str) -> dict[str, Any]:
+    """The settings the firmware gives `profile` before overrides (boards.settings_of: DEFAULTS,
+    then the board's SETTINGS), read from the firmware's sources without running them."""
+
+    def assigned(path: Path, name: str) -> dict[str, Any]:
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in node.targets
+            ):
+                return dict(ast.literal_eval(node.value))
+        raise SimError(f"{path} has no {name}")
+
+    boards = FIRMWARE / "boards"
+    out = assigned(boards / "__init__.py", "DEFAULTS")
+    out.update(assigned(boards / f"{profile}.py", "SETTINGS"))
+    return out
+
+
+def settings_problem(profile: str, settings: dict[str, Any]) -> str | None:
+    """What the firmware would refuse in `settings` (with a traceback, after it started): the
+    names it does not have, and the ones it has; None if every name is known."""
+    known = board_settings(profile)
+    unknown = [str(k) for k in settings if k not in known]
+    if not unknown:
+        return None
+    return f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
 
 
 def micropython_exe() -> str:
@@ -104,6 +134,9 @@ class Simulator:
         self.state = Path(state).resolve()
         self.profile = profile
         self.settings = dict(settings or {})
+        problem = settings_problem(profile, self.settings)
+        if problem:
+            raise SimError(problem)
         self.heapsize = sim_heap(profile) if heapsize is None else heapsize
         self.kill_at = kill_at
         self.trace = trace
@@ -125,6 +158,11 @@ class Simulator:
         self._lock: int | None = None
         self.log_start = 0
 
+    @property
+    def draws_frames(self) -> bool:
+        """The profile has a screen (boards.sim draws PNG frames only then)."""
+        return bool({**board_settings(self.profile), **self.settings}.get("width"))
+
     # ------------------------------------------------------------------ lifecycle
     def config(self) -> dict[str, Any]:
         return {
@@ -141,7 +179,7 @@ class Simulator:
     def start(self) -> Simulator:
         if self.proc is not None:
             raise SimError("simulator already running")
-        self.state.mkdir(parents=True, exist_ok=True)
+        _private_folder(self.state)
         # one firmware per flash: two would each keep their own counter and allowance in
         # memory (the allowance spent twice over) and race on dev.bin at first boot
         self._lock = _lock_state(self.state)
@@ -152,12 +190,13 @@ class Simulator:
             raise
 
     def _start(self) -> Simulator:
-        self.script.touch()
-        if self.initial_script is not None:
-            with open(self.script, "a") as f:
+        # whoever can append to input.txt presses the token's keys (confirms payments)
+        with _private_open(self.script, "a") as f:
+            if self.initial_script is not None:
                 f.write(self.initial_script.read_text().rstrip("\n") + "\n")
         cfg_path = self.state / "sim.json"
-        cfg_path.write_text(json.dumps(self.config(), indent=1))
+        with _private_open(cfg_path, "w") as f:
+            f.write(json.dumps(self.config(), indent=1))
         master, slave = pty.openpty()
         tty.setraw(slave)  # bytes pass unchanged: no echo, no CR/LF translation
         self._master, self._slave = master, slave
@@ -181,7 +220,7 @@ class Simulator:
             cmd += ["-X", f"heapsize={self.heapsize}"]
         cmd += [str(main), str(cfg_path)]
         cmd = [*self.wrapper, *cmd]
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in _close()
+        self._log = _private_open(self.log_path, "ab")  # closed in _close()
         self.log_start = self._log.tell()  # this run's lines start here
         self.proc = subprocess.Popen(
             cmd,
@@ -191,6 +230,9 @@ class Simulator:
             env=env,
             cwd=str(self.state),
             preexec_fn=_dies_with_this_process(),
+            # MicroPython creates files 0644 (less the umask): dev.bin holds the device secret,
+            # ks.bin the PIN-sealed key, pin.cnt the tries; none is for other users
+            umask=0o077,
             pass_fds=(self._lock,) if self._lock is not None else (),  # held while it runs
         )
         # only the firmware holds the master: when it dies (or is killed: a power cut) the
@@ -379,6 +421,22 @@ def run_forever(sim: Simulator, keyboard: bool) -> int:
     if rc:
         sys.stderr.write(f"token firmware exited with {rc}; log: {sim.log_path}\n{sim.tail()}\n")
     return 1 if rc else 0
+
+
+def _private_folder(state: Path) -> None:
+    """STATE made 0700, or tightened to it if it is ours: the flash files in it (device secret,
+    sealed key) and input.txt (the token's keys) are for this user alone, whatever the umask."""
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = state.stat()
+    if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o700:
+        state.chmod(0o700)
+
+
+def _private_open(path: Path, mode: str) -> Any:
+    """open(path, mode) ("a", "ab" or "w"), a file it creates being 0600 whatever the umask."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC
+    flags |= os.O_APPEND if mode.startswith("a") else os.O_TRUNC
+    return os.fdopen(os.open(path, flags, 0o600), mode)
 
 
 def _lock_state(state: Path) -> int:
