@@ -52,6 +52,13 @@ _FORMATS = (zxingcpp.BarcodeFormat.QRCode, zxingcpp.BarcodeFormat.MicroQRCode)
 
 ImageSource = str | os.PathLike | bytes | np.ndarray | Any
 
+# File name endings of the image formats OpenCV decodes (cv2.imdecode, checked in the tests):
+# the one list of what a folder given to a scan is read for
+IMAGE_SUFFIXES = (
+    ".avif", ".bmp", ".dib", ".gif", ".hdr", ".jp2", ".jpe", ".jpeg", ".jpg", ".pbm", ".pfm",
+    ".pgm", ".pic", ".png", ".pnm", ".ppm", ".ras", ".sr", ".tif", ".tiff", ".webp",
+)  # fmt: skip
+
 
 def load_grey(image: ImageSource) -> np.ndarray:
     """A 2-D uint8 grey image from a path, encoded image bytes, an ndarray or a PIL image.
@@ -118,6 +125,8 @@ def _too_large(name: str, what: str = "an image") -> str:
 
 def _decode(data: np.ndarray, name: str) -> np.ndarray:
     """OpenCV's decoding of an encoded image, or ValueError naming what is wrong with it."""
+    if data.size == 0:  # OpenCV's own words were "(!buf.empty())"
+        raise ValueError(f"{name}: empty file, not an image")
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:  # its size check failed: refused before the pixels are made
@@ -318,11 +327,31 @@ def collect(
     )
 
 
-def _opened(cap: cv2.VideoCapture, what: str) -> cv2.VideoCapture:
+def _opened(cap: cv2.VideoCapture, what: str, why: str = "") -> cv2.VideoCapture:
     if not cap.isOpened():
         cap.release()
-        raise OSError(f"cannot open {what}")
+        raise OSError(f"cannot open {what}" + (f": {why}" if why else ""))
     return cap
+
+
+def _video_file(path: str | os.PathLike) -> None:
+    """OSError saying why `path` is no video file to open, before OpenCV tries it (its only
+    answer is "not opened"): missing, a folder, a FIFO or device (opening one could block),
+    empty, or unreadable."""
+    from hubi.objects import open_regular
+
+    what = f"video {path}"
+    try:
+        with open_regular(path) as f:
+            empty = not f.read(1)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot open {what}: no such file") from None
+    except ValueError as exc:  # "PATH: a folder, not a file to read"
+        raise OSError(f"cannot open {what}: {str(exc).removeprefix(f'{path}: ')}") from None
+    except OSError as exc:
+        raise OSError(f"cannot open {what}: {exc.strerror or exc}") from None
+    if empty:
+        raise OSError(f"cannot open {what}: empty file, not a video")
 
 
 def _frames(cap: cv2.VideoCapture, max_frames: int | None, step: int) -> Iterator[np.ndarray]:
@@ -347,16 +376,27 @@ def frames_from_video(
 ) -> Iterator[np.ndarray]:
     """BGR frames of a video file (every step-th frame), released when the iterator ends.
 
-    Raises FileNotFoundError / OSError at once if the file is missing or unreadable.
+    Raises FileNotFoundError / OSError at once, saying why, if the file is missing, is no
+    regular file, is empty, or holds nothing OpenCV reads as a video.
     """
-    if not Path(path).exists():
-        raise FileNotFoundError(str(path))
-    cap = _opened(cv2.VideoCapture(str(path)), f"video {path}")
+    _video_file(path)
+    cap = _opened(
+        cv2.VideoCapture(str(path)),
+        f"video {path}",
+        "not a video OpenCV can read (a damaged file, or a format none of its"
+        f" backends ({', '.join(_video_backends())}) decodes)",
+    )
     size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) * int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if size > _pixel_cap():  # each frame would be decoded whole, as an image is
         cap.release()
         raise ValueError(_too_large(f"video {path}", "frames"))
     return _frames(cap, max_frames, max(1, step))
+
+
+def _video_backends() -> list[str]:
+    from cv2 import videoio_registry as reg
+
+    return [reg.getBackendName(b) for b in reg.getStreamBackends()]
 
 
 def frames_from_camera(

@@ -18,7 +18,7 @@ import re
 import socket
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -49,13 +49,23 @@ DEADLINE_FACTOR = 10
 class BankError(Exception):
     """The node answered with an error status and a JSON body naming what is wrong."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None, body=None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        body=None,
+        headers: Mapping[str, str] | None = None,
+    ):
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.field = field
         self.body = body
+        # the reply's headers: a Retry-After to honour, a redirect's Location to name
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
 
 
 class BankUnavailable(Exception):
@@ -136,6 +146,7 @@ class BankClient:
         self._bank = bank
         self.retries = retries
         self.max_reply = max_reply
+        self.timeout = timeout
         self.deadline = deadline if deadline is not None else timeout * DEADLINE_FACTOR
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
         self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
@@ -297,7 +308,9 @@ class BankClient:
             raise ValueError("encoding must be raw, hex or base64")
         doc = _doc(resp)
         if not isinstance(doc, dict) or not isinstance(doc.get("outcome"), str):
-            raise BankError(resp.status_code, "not-a-bank", _foreign(resp), None, None)
+            raise BankError(
+                resp.status_code, "not-a-bank", _foreign(resp), None, None, resp.headers
+            )
         try:
             return UploadResult.from_json(doc)
         except ValueError as exc:
@@ -412,8 +425,11 @@ def _error(resp: httpx.Response) -> BankError:
             printable(doc.get("message", "")),
             printable(doc["field"], 60) if isinstance(doc.get("field"), str) else None,
             doc,
+            resp.headers,
         )
-    return BankError(resp.status_code, "http-%d" % resp.status_code, _foreign(resp), None, doc)
+    return BankError(
+        resp.status_code, "http-%d" % resp.status_code, _foreign(resp), None, doc, resp.headers
+    )
 
 
 def _doc(resp: httpx.Response) -> Any:
@@ -421,7 +437,9 @@ def _doc(resp: httpx.Response) -> Any:
     try:
         return _json_of(resp)
     except ValueError:
-        raise BankError(resp.status_code, "not-a-bank", _foreign(resp), None, None) from None
+        raise BankError(
+            resp.status_code, "not-a-bank", _foreign(resp), None, None, resp.headers
+        ) from None
 
 
 def _json_of(resp: httpx.Response) -> Any:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -40,22 +42,56 @@ def _shown(text: object) -> str:
     return escape(printable(text, 2000))
 
 
-def _open(ctx: click.Context, as_json: bool) -> Any:
+def _open(ctx: click.Context, as_json: bool, write: bool = True) -> Any:
+    """The merchant of the home; write=False for a command that only reads (`outbox`), which
+    a read-only home (a read-only mount, a backup copy) allows: its outbox is opened read-only."""
     from hubi.merchant import Merchant, MerchantError
 
     home: Path = ctx.obj["home"]
     try:
-        return Merchant.open(home)
+        m = Merchant.open(home)
     except (MerchantError, OSError, ValueError) as exc:
         if _read_only(home):  # SQLite's words were "unable to open database file"
             _fail(as_json, exc, hint=_READ_ONLY.format(home=home))
         _fail(as_json, exc)
+    if write and m.outbox.read_only:  # refused before a note is scanned it could not keep
+        where = home if _read_only(home) else m.outbox.path
+        m.close()
+        _fail(as_json, MerchantError(_READ_ONLY.format(home=where)))
+    return m
 
 
 _READ_ONLY = (
-    "{home} is read-only: a merchant home must be writable, even to list it (the outbox keeps"
-    " its journal beside it)"
+    "{home} is read-only: a merchant home must be writable to make requests, take notes or"
+    " upload them (`hubi merchant outbox` lists a read-only one)"
 )
+
+# write_atomic's temporary file (".NAME.XXXXXXXX.tmp", mkstemp's 8 characters), left behind
+# by a process killed while it wrote; one younger than STALE_TEMP may be another's, writing now
+STALE_TEMP = 60.0
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def _remove_stale_temps(qr_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove from HOME/qr (that folder only, not below it) the regular files named as
+    write_atomic's temporaries that are older than STALE_TEMP seconds; returns them."""
+    now = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(qr_dir))
+    except OSError:  # no qr folder yet, or not one to read: nothing left there by hubi
+        return removed
+    for e in entries:
+        if not _TEMP_NAME.fullmatch(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)  # a link is never followed nor removed
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_TEMP:
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+        except OSError:  # gone meanwhile, or not ours to remove: left as it is
+            continue
+    return removed
 
 
 def _read_only(home: Path) -> bool:
@@ -77,6 +113,9 @@ def _errors() -> tuple[type[BaseException], ...]:
 def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
     """Write again the receipt images missing from HOME/qr (a scan killed between keeping a
     note and writing its receipt's PNG): said, and returned for the JSON output."""
+    if m.outbox.read_only:  # a read-only home is listed as it is
+        return {}
+    _remove_stale_temps(m.home.qr_dir)
     try:
         written, left = m.restore_receipt_pngs()
     except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
@@ -99,6 +138,9 @@ def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
 def _restore_requests(m: Any, as_json: bool) -> dict[str, Any]:
     """Draw again the images missing from HOME/qr of the requests still open (a `request`
     killed between storing its request and writing its PNG): said, and returned for JSON."""
+    if m.outbox.read_only:
+        return {}
+    _remove_stale_temps(m.home.qr_dir)
     try:
         written, left = m.restore_request_pngs()
     except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
@@ -438,7 +480,8 @@ def scan(
             sources = scan_mod.image_paths([*images, *more])
             if not sources:  # only folders, none holding an image: "no note in 0 image(s)"
                 names = ", ".join(str(p) for p in (*images, *more))
-                _fail(as_json, f"no image file in {names} (a folder is read for {_KINDS} files)")
+                kinds = ", ".join(qrscan.IMAGE_SUFFIXES)
+                _fail(as_json, f"no image file in {names} (a folder is read for {kinds} files)")
             what = f"{len(sources)} image(s)"
     except _errors() as exc:
         _fail(as_json, exc)
@@ -520,9 +563,6 @@ def scan(
             f"parts {last_prog.get('have', 0)}/{last_prog.get('need', 0)})"
         )
     sys.exit(0 if out["ok"] else (1 if results else 2))
-
-
-_KINDS = ".png, .jpg, .jpeg, .bmp, .gif and .webp"  # what scan.image_paths takes in a folder
 
 
 def _deadline(frames: Iterator[Any], seconds: float) -> Iterator[Any]:
@@ -651,8 +691,9 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
 
     if last is None:  # a shop's outbox grows for ever: a terminal gets the newest
         last = 0 if as_json else 50
-    with _open(ctx, as_json) as m:
+    with _open(ctx, as_json, write=False) as m:
         restored = {**_restore_receipts(m, as_json), **_restore_requests(m, as_json)}
+        read_only = m.outbox.read_only
         try:
             rows = m.notes(state, last or None)
             status = m.status()
@@ -669,6 +710,7 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
                 "items": [r.as_dict() for r in rows],
                 "reject_log": rejects,
                 **restored,
+                "read_only": read_only,
                 "ok": True,
             }
         )
@@ -700,3 +742,5 @@ def outbox(ctx: click.Context, state: str | None, last: int | None, as_json: boo
         f"{n['pending']} pending, {n['booked']} settled, {n['bounced']} bounced,"
         f" {n['refused']} refused; {rejected} rejected scan(s)"
     )
+    if read_only:
+        console.print(f"read-only home {_shown(m.home.path)}: listed as it is, nothing written")

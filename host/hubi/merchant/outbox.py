@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -294,14 +295,29 @@ def _limit(last: int) -> int:
     return min(max(last, 0), (1 << 63) - 1)
 
 
+def _cannot_write(path: Path) -> bool:
+    """True for an existing outbox that cannot be opened for writing: the file, or the folder
+    its -wal and -shm files go in, is not writable (access() says so for a read-only mount
+    even to root)."""
+    try:
+        return path.is_file() and not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK))
+    except OSError:
+        return False
+
+
 class Outbox:
     """The merchant's SQLite outbox. One connection per process; not shared across threads."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool | None = None):
+        """read_only: True opens it for reading only; None opens it for writing, or for reading
+        only when the file or its folder cannot be written (a read-only mount, a backup copy):
+        it can be listed all the same, and every write is refused (transaction())."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.read_only = bool(read_only) or (read_only is None and _cannot_write(self.path))
+        if not self.read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._open()
+            self._open_read_only() if self.read_only else self._open()
         except (sqlite3.DatabaseError, MerchantError) as exc:
             # not SQLite, damaged, locked past the timeout, or written by a newer hubi
             if getattr(self, "db", None) is not None:
@@ -321,11 +337,47 @@ class Outbox:
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
         )
 
+    def _open_read_only(self) -> None:
+        """Open for reading only (no schema made, no row written). A WAL database is read with
+        its -shm index (mode=ro); with no -shm and no way to make one (a read-only folder), it
+        is read as immutable, which is right only when its -wal holds nothing: else refused."""
+        wal = Path(f"{self.path}-wal")
+        pending_wal = wal.exists() and wal.stat().st_size > 0
+        uri = self.path.absolute().as_uri()  # percent-encoded: a '?' or '#' in a name is a name
+        try:
+            self._connect_ro(f"{uri}?mode=ro")
+        except sqlite3.OperationalError:  # "unable to open database file": no -shm to use
+            if pending_wal:
+                raise MerchantError(
+                    f"cannot read the outbox {self.path} where it is: its journal {wal.name}"
+                    f" holds writes not yet in the file, and SQLite needs {self.path.name}-shm"
+                    " beside it to read them, which a read-only folder cannot get; copy the"
+                    " home to a writable folder and list it there"
+                ) from None
+            self._connect_ro(f"{uri}?immutable=1")
+        self._refuse_newer()
+        self._check_columns()
+
+    def _connect_ro(self, uri: str) -> None:
+        db = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None)
+        try:
+            db.execute("PRAGMA query_only=ON")  # a write by mistake fails, whatever the file
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the file is read here
+        except BaseException:
+            db.close()
+            raise
+        self.db = db
+
     def _check_columns(self) -> None:
         """MerchantError naming the file if a table lacks a column this build uses (a table
         replaced by hand: IF NOT EXISTS keeps it, and every query on it would fail later)."""
         for table, want in _columns().items():
             have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if not have and self.read_only:  # an older hubi's outbox: this one adds it
+                raise MerchantError(
+                    f"the outbox {self.path} has no table {table}, which this hubi adds when it"
+                    " opens the outbox for writing: open it once in a writable home"
+                )
             missing = [c for c in want if c not in have]
             if missing:
                 raise MerchantError(
@@ -357,6 +409,11 @@ class Outbox:
         """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception); MerchantError naming the
         outbox when another program held its write lock past the wait (a scan ended in a
         traceback, its --json output no JSON)."""
+        if self.read_only:
+            raise MerchantError(
+                f"cannot write to the outbox {self.path}: it was opened read-only (the file or"
+                " its folder cannot be written); nothing was written"
+            )
         began = False
         try:
             with immediate(self.db):

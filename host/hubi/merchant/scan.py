@@ -241,17 +241,12 @@ def _object_file(src: Any) -> bytes | None:
 
 
 def image_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand directories into their image files (sorted); keep files as given."""
+    """Expand directories into their image files (sorted): those named as a format OpenCV
+    reads (qrscan.IMAGE_SUFFIXES: TIFF, JPEG 2000, PNM... too); keep files as given."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(
-                sorted(
-                    q
-                    for q in p.iterdir()
-                    if q.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-                )
-            )
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in qrscan.IMAGE_SUFFIXES))
         else:
             out.append(p)
     return out

@@ -147,12 +147,27 @@ def only_upload(outbox_path: Any) -> Iterator[None]:
 class Transient(Exception):
     """Worth retrying: no reply, 5xx, 408, 425, 429. answered: the bank did reply (a 503
     store-full or consortium-unavailable is no unreachable bank: it said why, and the fix is
-    on its side)."""
+    on its side). slow: it took the connection but no answer came in time. retry_after: the
+    seconds its Retry-After header asked to wait, if it said."""
 
-    def __init__(self, text: str, answered: bool = False, code: str = "") -> None:
+    def __init__(
+        self,
+        text: str,
+        answered: bool = False,
+        code: str = "",
+        slow: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(text)
         self.answered = answered
         self.code = code
+        self.slow = slow
+        self.retry_after = retry_after
+
+
+class Stop(Exception):
+    """An answer every note would get the same way (no bank node at the address, a redirect,
+    a certificate that does not verify): said once, no note sent after it; all stay pending."""
 
 
 # 503s that only notes of other banks' payers get (the consortium cannot settle them now):
@@ -311,16 +326,89 @@ def refusal_text(obj: codec.Obj) -> str:
 
 
 # ------------------------------------------------------------------------------ the upload
+MAX_RETRY_AFTER = 10**7  # seconds (four months): a larger Retry-After is no wait to plan
+
+
+def retry_after(text: str | None, now: float | None = None) -> float | None:
+    """The seconds a Retry-After header asks to wait (delay-seconds or an HTTP date; RFC 9110
+    §10.2.3), or None when it is absent or neither."""
+    if not text:
+        return None
+    text = text.strip()
+    if text.isascii() and text.isdigit():
+        return float(min(int(text), MAX_RETRY_AFTER))
+    when = http_date(text)
+    if when is None:
+        return None
+    return min(max(0.0, when - (time.time() if now is None else now)), MAX_RETRY_AFTER)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def _no_reply(exc: Exception, client: Any) -> Exception:
+    """What a BankUnavailable means: a certificate or TLS failure (Stop: not retried, each
+    note would meet it), a bank that took the connection but was too slow (Transient, slow),
+    or no connection at all (Transient)."""
+    import ssl
+
+    import httpx
+
+    causes = list(_causes(exc))
+    cert = next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None)
+    if cert is not None:
+        why = cert.verify_message or str(cert)
+        return Stop(
+            f"the TLS certificate of {client.base_url} does not verify ({printable(why)}):"
+            " nothing was sent; check the --bank address, or the CA certificates this computer"
+            " trusts (SSL_CERT_FILE)"
+        )
+    tls = next((c for c in causes if isinstance(c, ssl.SSLError)), None)
+    if tls is not None:
+        return Stop(
+            f"no TLS connection to {client.base_url} ({printable(tls)}): nothing was sent;"
+            " check the --bank address (http:// or https://, and its port)"
+        )
+    if any(isinstance(c, httpx.TimeoutException | TimeoutError) for c in causes) and not any(
+        isinstance(c, httpx.ConnectTimeout) for c in causes
+    ):
+        when = f"--timeout {client.timeout:g} s"
+        return Transient(
+            f"the bank took the connection but gave no whole answer in time ({when}): {exc}",
+            slow=True,
+        )
+    return Transient(str(exc))
+
+
 def _upload_once(client: Any, row: NoteRow) -> Any:
     from hubi.bank.client import BankError, BankUnavailable
 
     try:
         return client.upload(row.bytes)
     except BankUnavailable as exc:
-        raise Transient(str(exc)) from None
+        raise _no_reply(exc, client) from None
     except BankError as exc:
+        if 300 <= exc.status < 400:  # notes are not sent on to an address the reply names
+            where = exc.headers.get("location")
+            to = f" to {printable(where, 200)}" if where else ""
+            raise Stop(
+                f"{client.base_url} answered {exc.status}, a redirect{to}: notes are not"
+                " sent on to another address; if that is your bank's, pass it as --bank"
+            ) from None
         if exc.status >= 500 or exc.status in (408, 425, 429):
-            raise Transient(str(exc), answered=True, code=exc.code) from None
+            wait = retry_after(exc.headers.get("retry-after"))
+            raise Transient(str(exc), answered=True, code=exc.code, retry_after=wait) from None
+        if exc.code == "not-a-bank":
+            raise Stop(
+                f"{client.base_url} is not a hubi bank node (it answered {exc.status}:"
+                f" {exc.message}): no more notes were sent; check the --bank address"
+            ) from None
         field_ = f" (field {exc.field})" if exc.field else ""
         raise Answer(f"bank answered {exc.status} {exc.code}: {exc.message}{field_}") from None
 
@@ -502,8 +590,22 @@ class _Run:
                 res = _upload_once(self.client, row)
                 _settle(self.merchant, row, note, res, item, self.bank_time(res))
                 return None
+            except Stop as exc:
+                self.merchant.outbox.record_attempt(row.note_id, str(exc))
+                item.detail = self.report.stopped = printable(exc)
+                return None
             except Transient as exc:
                 self.merchant.outbox.record_attempt(row.note_id, f"transient: {exc}")
+                asked = exc.retry_after
+                if asked is not None and asked > self.max_delay and attempt < self.retries:
+                    # honoured: not asked again sooner than the bank said, nor waited for past
+                    # the longest delay this run was given
+                    item.detail = self.report.stopped = (
+                        f"the bank asks to wait {_duration(asked)} before sending again"
+                        f" (Retry-After), longer than --max-backoff {self.max_delay:g} s:"
+                        f" {printable(exc)}; the notes stay pending: upload again later"
+                    )
+                    return None
                 if attempt >= self.retries:
                     why = printable(exc)
                     if exc.answered and exc.code in INTERBANK_DOWN and self.interbank(row):
@@ -518,11 +620,18 @@ class _Run:
                             " it stays pending: upload again later"
                         )
                         self.report.stopped = f"the bank cannot take notes now: {why}"
+                    elif exc.slow:
+                        item.detail = (
+                            f"no answer in time ({item.attempts} attempts): {why}; it stays"
+                            " pending: upload again later (or with a longer --timeout)"
+                        )
+                        self.report.stopped = f"the bank is too slow to answer: {why}"
                     else:
                         item.detail = f"bank unreachable after {item.attempts} attempts: {why}"
                         self.report.stopped = f"bank unreachable: {why}"
                     return None
                 delay = backoff_delay(attempt, self.base_delay, self.max_delay, self.rng)
+                delay = max(delay, asked or 0.0)  # never sooner than the bank asked
                 self.say(f"  {printable(exc)}; retrying in {delay:.1f} s")
                 self.sleep(delay)
                 attempt += 1
