@@ -16,6 +16,8 @@ from hubi.commands import merchant as merchant_cmd
 from hubi.commands import note as note_cmd
 from hubi.commands import token as token_cmd
 
+LOST_OUTPUT = 1  # what click exits with when stdout is a pipe closed early
+
 
 class _JsonUsageError(click.UsageError):
     """A usage error of a command run with --json: shown as the JSON its other failures are,
@@ -34,8 +36,17 @@ class _Hubi(click.Group):
     wants_json = False
 
     def main(self, args: Sequence[str] | None = None, *a: Any, **kw: Any) -> Any:
+        from hubi.output import output_lost, report_lost_output, safe_streams
+
+        safe_streams()
         self.wants_json = _asks_json(self, sys.argv[1:] if args is None else list(args))
-        return super().main(args, *a, **kw)
+        try:
+            return super().main(args, *a, **kw)
+        except OSError as exc:  # click itself takes EPIPE (`| head`): exit 1, quietly
+            if not output_lost(exc):
+                raise
+            report_lost_output(exc)
+            sys.exit(LOST_OUTPUT)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

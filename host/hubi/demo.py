@@ -152,11 +152,25 @@ def _pick_ports() -> dict[str, int]:
         raise DemoError(f"no ports for the bank nodes: {exc}", step="") from None
 
 
+def resolved(workdir: Path) -> Path:
+    """`workdir` made absolute; a DemoError if it is relative and the current folder was
+    deleted (or cannot be read) under the shell: os.getcwd() fails, and that was a traceback."""
+    try:
+        return Path(workdir).resolve()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise DemoError(
+            f"cannot find the demo's folder {workdir}: the current folder is gone or cannot be"
+            f" read ({why}); cd to a folder that exists, or give an absolute --workdir",
+            step="",
+        ) from None
+
+
 def run_demo(workdir: Path, say: Say = print) -> dict[str, Any]:
     """Run the story in `workdir` (emptied first); returns the JSON summary. Any failure is a
     DemoError naming the step (an unexpected one keeps its exception as __cause__)."""
     steps = _Steps(say)
-    workdir = Path(workdir).resolve()
+    workdir = resolved(workdir)
     try:
         return _story(workdir, steps)
     except KeyboardInterrupt:  # the `with` blocks have stopped the nodes and the token

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -37,6 +38,71 @@ def _at_least(con: Console, width: int = MIN_WIDTH) -> Console:
 console = _at_least(Console(stderr=False, highlight=False))
 # Errors are not wrapped: a path or URL broken across lines cannot be copied (nor matched).
 err_console = _at_least(Console(stderr=True, highlight=False, soft_wrap=True))
+
+
+ESCAPE_ERRORS = "hubi-escape"
+
+
+def _escape_unencodable(exc: UnicodeError) -> tuple[str | bytes, int]:
+    """Encoding error handler for stdout and stderr: a character the stream cannot take (an
+    'ü' under LANG=C or PYTHONIOENCODING=ascii, rich's '…' or '—') is written as its escape
+    (\\xfc), a byte a file name held that the locale could not decode (surrogateescape's
+    U+DC80-U+DCFF) as that byte again, the way `ls` would show it."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    chars = exc.object[exc.start : exc.end]
+    if all("\udc80" <= c <= "\udcff" for c in chars):
+        return bytes(ord(c) - 0xDC00 for c in chars), exc.end
+    return codecs.backslashreplace_errors(exc)
+
+
+codecs.register_error(ESCAPE_ERRORS, _escape_unencodable)
+
+
+def safe_streams() -> None:
+    """Let stdout and stderr take any text: under LANG=C, PYTHONIOENCODING=ascii or with a
+    file name in bytes the locale cannot read, a table, a path or a purpose was a
+    UnicodeEncodeError traceback halfway through the output. JSON is ASCII (escaped) anyway.
+    Standard output closed (`>&-`) is said once and written to /dev/null: --json was an
+    AttributeError traceback, the rest silently lost; the exit status still tells the outcome."""
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept to the end)
+        _say_stderr("hubi: standard output is closed: what this command prints is lost")
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", None) != ESCAPE_ERRORS:
+            try:
+                reconfigure(errors=ESCAPE_ERRORS)
+            except (ValueError, OSError):  # closed, or not reconfigurable here: as it is
+                pass
+
+
+def _say_stderr(line: str) -> None:
+    """One line to stderr if it can take it (it may be closed, or full, too)."""
+    try:
+        if sys.stderr is not None:
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def output_lost(exc: BaseException) -> bool:
+    """True if `exc` was raised writing a command's output (rich's or print_json's write): a
+    full disk (> /dev/full), an I/O error, not a failure of the command itself."""
+    writers = {Console._write_buffer.__code__, print_json.__code__}
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in writers:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def report_lost_output(exc: OSError) -> None:
+    """Say on stderr that the output could not be written (why), in place of a traceback."""
+    why = exc.strerror or str(exc) or type(exc).__name__
+    _say_stderr(f"hubi: cannot write the output: {why}")
 
 
 def print_json(data: Any) -> None:

@@ -49,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
 
 from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate, newer_schema
@@ -209,7 +209,23 @@ SQLITE_OPTIONS = ("synchronous", "max_bytes")  # what a sqlite:///path?... URL m
 def sqlite_url(path: str | os.PathLike[str]) -> str:
     """The sqlite:/// URL of a file, its path %-escaped as parse_url reads it back: a folder
     named with '#', '?' or '%' would otherwise name another file ("shop #1" -> "shop ")."""
-    return "sqlite:///" + quote(os.fspath(path))
+    return "sqlite:///" + quote(_path_bytes(os.fspath(path)))
+
+
+def _path_bytes(text: str) -> bytes:
+    """A path's bytes as the file system takes them. A name the locale could not decode (a
+    folder "Zürich" under LANG=C with PYTHONUTF8=0) holds lone surrogates, and quoting it as
+    UTF-8 text was a UnicodeEncodeError in every command that made the URL."""
+    try:
+        return os.fsencode(text)
+    except UnicodeEncodeError:  # a character the locale's encoding has not: as UTF-8
+        return text.encode("utf-8", "surrogateescape")
+
+
+def _unquote_path(text: str) -> str:
+    """parse_url's reading of a URL's path: %-escapes and characters alike back to the bytes
+    sqlite_url quoted, then to the name the file system knows (os.fsdecode)."""
+    return os.fsdecode(unquote_to_bytes(_path_bytes(text)))
 
 
 def parse_url(url: str | os.PathLike[str]) -> Location:
@@ -219,7 +235,7 @@ def parse_url(url: str | os.PathLike[str]) -> Location:
         return Location("postgresql", text, {})
     if text.startswith("sqlite:"):
         parts = urlsplit(text)
-        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        path = _unquote_path(parts.netloc + parts.path if parts.netloc else parts.path)
         if path.startswith("//"):  # sqlite:////abs/path: one leading slash is the path's
             path = "/" + path.lstrip("/")
         if not path:

@@ -16,6 +16,7 @@ group by ``hubi.bank.server``.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from hubi.commands.params import MAX_AMOUNT
+from hubi.commands.params import MAX_AMOUNT, typed_text
 from hubi.output import console, err_console, print_json, styled
 
 __all__ = ["bank", "resolve_bank", "default_db_url"]
@@ -218,8 +219,6 @@ def _check_init_target(url: str) -> None:
 
 
 def _names_database(target: str) -> bool:
-    import os
-
     from psycopg.conninfo import conninfo_to_dict
 
     try:
@@ -232,7 +231,6 @@ def _names_database(target: str) -> bool:
 def _check_key_folder(folder: Path, key: Path) -> None:
     """Before an account is opened: its key file must not exist yet (a key is never
     overwritten), and `folder` must be a folder the key can be written to."""
-    import os
     import tempfile
 
     if key.exists() or key.is_symlink():
@@ -463,10 +461,10 @@ def _purpose_text(_ctx: click.Context, _param: click.Parameter, value: str) -> s
     from hubi_core.errors import HubiError
     from hubi_core.wire import utf8_text
 
-    try:
-        raw = value.encode("utf-8")
-    except UnicodeEncodeError:  # bytes the locale could not decode
-        raise click.BadParameter("not UTF-8 text (check the locale)") from None
+    text = typed_text(value)  # "café" under LANG=C came as surrogates: read from its bytes
+    if text is None:
+        raise click.BadParameter("not UTF-8 text (check the locale)")
+    raw = text.encode("utf-8")
     try:
         return utf8_text(raw, "the purpose", codec.MAX_TEXT)
     except HubiError as exc:

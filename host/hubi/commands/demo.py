@@ -98,14 +98,22 @@ def demo(workdir: Path, as_json: bool) -> None:
     if as_json:
         print_json(summary)
     else:
-        console.print(f"\nFiles are in {escape(str(workdir.resolve()))}", soft_wrap=True)
+        console.print(f"\nFiles are in {escape(str(_absolute(workdir)))}", soft_wrap=True)
     sys.exit(0 if summary["ok"] else 1)
+
+
+def _absolute(workdir: Path) -> Path:
+    """`workdir` made absolute, or as given if the current folder is gone (os.getcwd fails)."""
+    try:
+        return workdir.resolve()
+    except OSError:
+        return workdir
 
 
 def _interrupted(step: str | None, workdir: Path, as_json: bool) -> NoReturn:
     """One JSON document, or one line, naming the step the Ctrl-C stopped; exit 130."""
     where = f" in step {step}" if step else ""
-    folder = workdir.resolve()
+    folder = _absolute(workdir)
     if as_json:
         print_json(
             {

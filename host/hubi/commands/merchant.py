@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 import click
 from rich.markup import escape
 
-from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS
+from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS, typed_text
 from hubi.output import console, err_console, print_json, printable, styled
 
 HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
@@ -251,16 +251,6 @@ MAX_AMOUNT_TEXT = 64  # characters: "9,223,372,036,854,775.807" is 25
 MAX_EXPIRES = 86400
 
 
-def _is_text(value: str) -> bool:
-    """False for an argument holding undecodable bytes (Python keeps them as lone surrogates,
-    which the codec then refused as "'utf-8' codec can't encode characters")."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _expires(_ctx: click.Context, _param: click.Parameter, value: int) -> int:
     if value > MAX_EXPIRES:
         raise click.BadParameter(
@@ -314,8 +304,13 @@ def request_cmd(
         minor = parse_amount(amount)
     except ValueError as exc:
         _fail(as_json, exc)
-    if purpose is not None and not _is_text(purpose):  # bytes the locale could not decode
-        _fail(as_json, f"--purpose {printable(purpose, 40)!r}: not UTF-8 text (check the locale)")
+    if purpose is not None:  # "café" under LANG=C came as surrogates: read from its bytes
+        text = typed_text(purpose)
+        if text is None:  # bytes that are not UTF-8 (a Latin-1 terminal)
+            _fail(
+                as_json, f"--purpose {printable(purpose, 40)!r}: not UTF-8 text (check the locale)"
+            )
+        purpose = text
     with _open(ctx, as_json) as m:
         restored = _restore_requests(m, as_json)  # an earlier request killed before its PNG
         try:

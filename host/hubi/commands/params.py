@@ -4,6 +4,7 @@ instead of a request that fails later (or is retried as if the network were down
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -146,6 +147,22 @@ class ConsortiumName(click.ParamType):
             return check_name(value)
         except BadValue as exc:
             self.fail(str(exc), param, ctx)
+
+
+def typed_text(value: str) -> str | None:
+    """An argument as the person typed it, if that was UTF-8: under LANG=C with PYTHONUTF8=0
+    Python decodes no byte past ASCII, so "café" from a UTF-8 terminal arrives as lone
+    surrogates (U+DC80-U+DCFF, one per byte), and is read again from those bytes here. None
+    if the bytes typed are not UTF-8 (a Latin-1 terminal): the caller names the locale."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        return os.fsencode(value).decode("utf-8")
+    except UnicodeError:
+        return None
 
 
 HTTP_URL = HttpUrl()

@@ -72,7 +72,12 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         log.write(
-            ("\n--- %s starting: %s\n" % (time.strftime("%H:%M:%S"), " ".join(argv))).encode()
+            # UTC and the argv's own bytes: a path the locale could not decode (LANG=C and a
+            # folder "Zürich") was a UnicodeEncodeError here, and the time read by TZ
+            (
+                "\n--- %s UTC starting: %s\n"
+                % (time.strftime("%H:%M:%S", time.gmtime()), " ".join(argv))
+            ).encode("utf-8", "surrogateescape")
         )
         log.flush()
         return subprocess.Popen(
