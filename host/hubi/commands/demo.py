@@ -91,7 +91,8 @@ def demo(workdir: Path, as_json: bool) -> None:
     if failure is not None and interrupt.seen:  # a node or the token the same Ctrl-C stopped
         stopped.append(failure.step)
     if stopped:
-        _interrupted(stopped[0], workdir, as_json)
+        # the step a swallowed Ctrl-C stopped is the failure's: check() knows none
+        _interrupted(next((s for s in stopped if s), None), workdir, as_json)
     if failure is not None:
         _failed(failure, as_json)
     assert summary is not None
