@@ -50,3 +50,17 @@ def resize(path: Path, size: int) -> None:
     """Give the tmpfs at `path` a new size (not below what it holds)."""
     res = _mount("-o", f"remount,size={size}", str(path))
     assert res.returncode == 0, f"cannot resize {path} to {size} bytes: {res.stderr.strip()}"
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """`folder` bind-mounted read-only onto itself (root ignores mode bits), unmounted after."""
+    res = _mount("--bind", str(folder), str(folder))
+    if res.returncode != 0:  # needs root with CAP_SYS_ADMIN, as the test machines have
+        pytest.fail(f"cannot bind-mount {folder}: {res.stderr.strip()}")
+    try:
+        res = _mount("-o", "remount,bind,ro", str(folder))
+        assert res.returncode == 0, res.stderr
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=30)

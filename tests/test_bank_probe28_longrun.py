@@ -24,10 +24,8 @@ import httpx
 import pytest
 
 from hubi import kmc as kmc_mod
-from hubi.bank.client import BankClient, BankError, BankUnavailable
+from hubi.bank.client import BankClient, BankError
 from hubi.bank.replica import Replica, ReplicaStore
-from hubi.infra.deadlines import DEADLINES
-from hubi.infra.http_pool import HttpFailure, HttpPool
 from tests import bank_nodes
 from tests.bank_nodes import NodeProcess, prepare_bank
 
@@ -209,66 +207,3 @@ def test_pulls_of_a_replica_not_started_leave_no_connection_open(bank_world, nod
     print(f"fds (here, at the primary) after {n} pulls: {counts[0]}, after {2 * n}: {counts[1]}")
     assert counts[1][0] <= counts[0][0] + 2, counts  # one descriptor a pull, before
     assert counts[1][1] <= counts[0][1] + 2, counts
-
-
-def test_clients_of_a_node_that_restarts_refuses_and_hangs_hold_steady(bank_world, nodes, tmp_path):
-    """A BankClient and an HttpPool used for many calls while their node is killed, refuses
-    connections, restarts and hangs: what this process holds stays put."""
-    db = str(tmp_path / "bka.db")
-    a, b = prepare_bank(bank_world.home, "BKA", db, accounts=2, funds=10**6).values()
-    node = nodes(bank_world.home, "BKA", db).start()
-    client = BankClient(node.url, a.signer, bank="BKA", timeout=0.5)
-    pool = HttpPool(node.url, timeout=0.5)
-    serial = 0
-    octets = {"Content-Type": "application/octet-stream"}
-
-    def calls(n: int) -> int:
-        nonlocal serial
-        failed = 0
-        for _ in range(n):
-            serial += 1
-            note = a.note(b.id, 1, serial=serial)
-            try:
-                client.upload(note)
-                client.notices(a.id, 0, 2)
-            except BankUnavailable:
-                failed += 1
-            try:
-                pool.post("/v1/notes", note, octets)
-            except HttpFailure:
-                failed += 1
-        return failed
-
-    def held() -> dict[str, int]:
-        return {
-            **_figures(os.getpid()),
-            "busy": len(pool._busy),
-            "idle": len(pool._idle),
-            "deadlines": len(DEADLINES._live),
-        }
-
-    seen, failed = [], 0
-    try:
-        for cycle in range(4):
-            failed += calls(8)
-            node.kill9()
-            failed += calls(3)  # refused
-            node.start()
-            failed += calls(5)
-            node.pause()
-            failed += calls(1)  # no answer: timed out
-            node.resume()
-            failed += calls(3)
-            if cycle in (1, 3):
-                seen.append(held())
-    finally:
-        client.close()
-        pool.close()
-    print(f"failed calls {failed}; after 2 cycles {seen[0]}, after 4 {seen[1]}")
-    assert failed >= 4 * (3 * 2 + 1 * 2), failed  # the outages were met
-    first, second = seen
-    assert second["fds"] <= first["fds"] + 1, seen
-    assert second["threads"] <= first["threads"], seen
-    assert second["busy"] == 0 and second["deadlines"] == 0, seen
-    assert second["idle"] <= 1, seen
-    assert second["rss_kb"] <= first["rss_kb"] + 2048, seen

@@ -11,35 +11,18 @@ said "no complete note in 0 image(s)". Real `hubi` processes, a real read-only b
 from __future__ import annotations
 
 import json
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from hubi import kmc, qrscan
 from hubi_core import codec
+from tests.small_disk import read_only
 from tests.test_merchant_support import T0, hubi, hubi_json, make_shop
 
 pytestmark = pytest.mark.xdist_group("test_merchant_probe28_odd_inputs")
 
 ESC = "\x1b]0;PWNED\x07"  # retitles a terminal window if printed raw
-
-
-@contextmanager
-def _read_only(folder: Path) -> Iterator[Path]:
-    """`folder` bind-mounted read-only onto itself (root ignores mode bits), unmounted after."""
-    res = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
-    if res.returncode != 0:  # needs root with CAP_SYS_ADMIN, as the test machines have
-        pytest.fail(f"cannot bind-mount {folder}: {res.stderr.decode().strip()}")
-    try:
-        ro = ["mount", "-o", "remount,bind,ro", str(folder)]
-        res = subprocess.run(ro, capture_output=True)
-        assert res.returncode == 0, res.stderr
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_wrong_template_file_is_named(tmp_path: Path) -> None:
@@ -75,7 +58,7 @@ def test_a_home_on_a_read_only_folder_says_so(tmp_path: Path) -> None:
     shop = make_shop(tmp_path)
     with shop.merchant() as m:
         m.request(100, "tea", expires=600)
-    with _read_only(shop.home) as home:
+    with read_only(shop.home) as home:
         code, out = hubi_json("merchant", "--home", str(home), "request", "--amount", "1")
         assert code == 2 and out["error"] == "MerchantError", out
         assert f"{home} is read-only: a merchant home must be writable" in out["message"], out

@@ -15,8 +15,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -24,24 +22,10 @@ import pytest
 
 from hubi import qrscan
 from hubi.merchant import scan as scan_mod
+from tests.small_disk import read_only
 from tests.test_merchant_support import T0, Shop, env, hubi, hubi_json, make_shop
 
 pytestmark = pytest.mark.xdist_group("test_merchant_probe28b_followups")
-
-
-@contextmanager
-def _read_only(folder: Path) -> Iterator[Path]:
-    """`folder` bind-mounted read-only onto itself (root ignores mode bits), unmounted after."""
-    res = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
-    if res.returncode != 0:  # needs root with CAP_SYS_ADMIN, as the test machines have
-        pytest.fail(f"cannot bind-mount {folder}: {res.stderr.decode().strip()}")
-    try:
-        ro = ["mount", "-o", "remount,bind,ro", str(folder)]
-        res = subprocess.run(ro, capture_output=True)
-        assert res.returncode == 0, res.stderr
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def _pay(shop: Shop, amounts: list[int]) -> None:
@@ -153,7 +137,7 @@ def test_a_read_only_home_is_listed_with_or_without_its_wal_files(tmp_path: Path
     wal, shm = Path(f"{ob}-wal"), Path(f"{ob}-shm")
     assert not wal.exists() and not shm.exists()  # closed cleanly: all in the file
     before = _files(home)
-    with _read_only(home):
+    with read_only(home):
         code, out = _outbox(home)
         assert code == 0 and out["read_only"] is True, out
         assert [i["amount"] for i in out["items"]] == [100, 200], out
@@ -176,19 +160,19 @@ def test_a_read_only_home_is_listed_with_or_without_its_wal_files(tmp_path: Path
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert wal.stat().st_size > 0 and shm.exists()
-    with _read_only(home):
+    with read_only(home):
         code, out = _outbox(home)
         assert code == 0 and out["open_request"]["amount"] == 701, out
     # the -shm gone as well (copied without it): the -wal cannot be read, and that is said
     shm.unlink()
-    with _read_only(home):
+    with read_only(home):
         code, out = _outbox(home)
         assert code == 2 and "outbox.sqlite-wal holds writes not yet in the file" in out["message"]
     # opened writable once, everything is back in the file: a stale -shm alone is no matter
     code, out = _outbox(home)
     assert code == 0 and out["open_request"]["amount"] == 701 and not out["read_only"], out
     shm.write_bytes(b"\0" * 32768)
-    with _read_only(home):
+    with read_only(home):
         code, out = _outbox(home)
         assert code == 0 and out["open_request"]["amount"] == 701, out
         assert len(out["items"]) == 2, out
