@@ -4,7 +4,7 @@ not notice: it booked on without the lock, and a second node could start on the 
 
 Now a watchdog looks at the lock's session every second: a session gone is replaced and the
 lock taken again; while it cannot be (the server refuses connections), the node books nothing
-(uploads 503 node-lock-lost, /health degraded); once another session holds the lock the node
+(uploads 503 node-lock-lost, /health degraded naming it under detail.node_lock); once another session holds the lock the node
 stops, exit status non-zero, naming the holder.
 """
 
@@ -115,9 +115,10 @@ def test_a_node_whose_lock_another_took_books_nothing_and_stops(
             # (a request thread with no connection yet finds the store closed to it as well)
             health = _until(
                 "/health names the lost lock",
-                lambda: "NodeLockLost" in str((h := first.health())["detail"]) and h,
+                lambda: (h := first.health())["detail"].get("node_lock") and h,
             )
             assert health["status"] == "degraded", health
+            assert "lost its lock" in health["detail"]["node_lock"], health
             r = httpx.post(
                 first.url + "/v1/notes",
                 content=fenced_note,

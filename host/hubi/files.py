@@ -105,19 +105,38 @@ def _make_folders(folder: Path, mode: int) -> None:
 
 
 def _guard_folders(folder: Path) -> None:
-    """No folder from `folder` up is writable by anyone (sticky ones like /tmp aside: there
-    only a file's owner may rename or remove it): ours lose that bit, another user's is an
-    OSError. The walk ends at the first folder others cannot write to."""
+    """No folder from `folder` up to / is writable by anyone (sticky ones like /tmp aside:
+    there only a file's owner may rename or remove it). The run of such folders from `folder`
+    up (made under umask 000 with it) loses that bit where it is ours; another user's is an
+    OSError, and so is any such folder above the first one others cannot write to (not
+    changed from here: it may be shared on purpose), since anyone could rename the folders
+    below it away and put their own, with their own key, in its place. Looked at as written
+    and with its links resolved."""
     uid = os.geteuid()
-    for d in [folder.absolute(), *folder.absolute().parents]:
-        st = os.stat(d)
-        if not st.st_mode & stat.S_IWOTH or st.st_mode & stat.S_ISVTX:
-            return
-        if st.st_uid != uid:
-            raise OSError(
-                errno.EPERM,
-                "a folder anyone may write to, and not ours to change: a secret kept in it"
-                " could be swapped or removed by anyone",
-                str(d),
-            )
-        os.chmod(d, stat.S_IMODE(st.st_mode) & ~stat.S_IWOTH)
+    seen: set[Path] = set()
+    for start in (folder.absolute(), folder.resolve()):
+        near = True  # in the run of folders anyone may write to that starts at `folder`
+        for d in [start, *start.parents]:
+            if d in seen:
+                near = False
+                continue
+            seen.add(d)
+            st = os.stat(d)
+            if not st.st_mode & stat.S_IWOTH or st.st_mode & stat.S_ISVTX:
+                near = False
+                continue
+            if st.st_uid != uid:
+                raise OSError(
+                    errno.EPERM,
+                    "a folder anyone may write to, and not ours to change: a secret kept under"
+                    " it could be swapped or removed by anyone",
+                    str(d),
+                )
+            if not near:
+                raise OSError(
+                    errno.EPERM,
+                    "a folder anyone may write to above the secret's: anyone could swap the"
+                    " folders below it, and the secret with them (`chmod o-w` it first)",
+                    str(d),
+                )
+            os.chmod(d, stat.S_IMODE(st.st_mode) & ~stat.S_IWOTH)

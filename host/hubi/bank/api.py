@@ -567,6 +567,8 @@ def create_app(node: Node) -> FastAPI:
             status = "degraded" if (detail.get("consortium") or {}).get("halted") else "ok"
             if detail.get("checkpoint_error"):  # books on, but signs no head until restored
                 status = "degraded"
+            if detail.get("node_lock"):  # books nothing until its database lock is back
+                status = "degraded"
         except Exception as exc:  # the node is up but its store is not: say so, do not 500
             log.warning("health: store check failed: %s", type(exc).__name__)
             detail = {"store": f"unavailable ({type(exc).__name__})"}

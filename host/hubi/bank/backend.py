@@ -29,7 +29,6 @@ from hubi.bank import merkle
 from hubi.bank import records as rec
 from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
-from hubi.bank.server import NodeLockLost
 from hubi.bank.store import Store, display_url, down_errors
 from hubi_core import codec, ecies, ids
 from hubi_core.errors import CodecError
@@ -175,7 +174,8 @@ class EngineBackend:
         degraded), or book again (None)."""
         self.fenced = why
 
-    def _check_fence(self) -> None:
+    def check_fence(self) -> None:
+        """ApiError 503 node-lock-lost while fenced (a write must not start then)."""
         why = self.fenced
         if why is not None:
             raise ApiError(503, "node-lock-lost", f"{why}; nothing was stored: send it again")
@@ -211,8 +211,19 @@ class EngineBackend:
         return None if info is None else info.template
 
     def health(self) -> dict[str, Any]:
-        if self.fenced is not None:  # the route answers "degraded", naming this error
-            raise NodeLockLost(self.fenced)
+        why = self.fenced
+        if why is None:
+            return self._figures()
+        # named as such (the route answers "degraded"), with the figures when the store gives
+        # them: a fenced node's store is often fine, and "store: unavailable" would lie
+        out: dict[str, Any] = {"node_lock": why}
+        try:
+            out.update(self._figures())
+        except Exception as exc:  # noqa: BLE001 - the store down as well: said as the route does
+            out["store"] = f"unavailable ({type(exc).__name__})"
+        return out
+
+    def _figures(self) -> dict[str, Any]:
         e = self.engine
         last = e.latest_checkpoint()
         return {
@@ -245,7 +256,7 @@ class EngineBackend:
                 f"note {obj.signer} -> {obj['payee']} is not a same-bank note of {self.bank}: "
                 "interbank notes settle through the consortium",
             )
-        self._check_fence()
+        self.check_fence()
         try:
             out = self.commits.submit(data)
         except down_errors() as exc:  # 503, not a bug (a 500 is kept for those)
@@ -344,7 +355,7 @@ class EngineBackend:
         return out
 
     def open_account(self, template: bytes) -> dict[str, Any]:
-        self._check_fence()
+        self.check_fence()
         try:
             info = self.engine.open_account(template)
         except CodecError as exc:
@@ -354,7 +365,7 @@ class EngineBackend:
         return info.as_dict()
 
     def checkpoint_now(self) -> dict[str, Any]:
-        self._check_fence()
+        self.check_fence()
         e = self.engine
         size = e.register_size()
         last = e.latest_checkpoint()

@@ -298,6 +298,9 @@ class Replica:
         self.fatal: str | None = None  # a record that failed verification: pulling stopped
         self.last_pull: float | None = None
         self.on_records: list[Any] = []  # callbacks(count) for metrics
+        # why the node's database lock is not its own now (a PostgreSQL session that ended:
+        # hubi.bank.server): nothing is pulled into the database until it is None again
+        self.fenced: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: BankClient | None = None
@@ -313,6 +316,10 @@ class Replica:
             self._client = BankClient(self.primary_url, self.signer, self.bank, timeout=30)
             self._thread = threading.Thread(target=self._run, name="replica-pull", daemon=True)
             self._thread.start()
+
+    def fence(self, why: str | None) -> None:
+        """Pull nothing, saying `why` (/health degraded), or pull again (None)."""
+        self.fenced = why
 
     def stop(self) -> None:
         self._stop.set()
@@ -337,6 +344,9 @@ class Replica:
     def _run(self) -> None:
         delay = self.poll_interval
         while not self._stop.is_set():
+            if self.fenced is not None:  # another backup may be writing this database now
+                self._stop.wait(self.poll_interval)
+                continue
             try:
                 got = self.pull_once()
                 self.error = None
@@ -463,7 +473,7 @@ class Replica:
 
     # ------------------------------------------------------------------------ serving
     def health(self) -> dict[str, Any]:
-        return {
+        out = {
             "primary": self.primary_url,
             "records": self.store.count(),
             "next_seq": self.store.next_seq(),
@@ -471,6 +481,9 @@ class Replica:
             "error": self.error,
             "stopped": self.fatal,
         }
+        if self.fenced is not None:  # the route answers "degraded"
+            out["node_lock"] = self.fenced
+        return out
 
     def records(
         self, names: Sequence[tuple[str, int]]

@@ -471,8 +471,10 @@ class PgNodeLock(NodeLock):
         return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (NODE_LOCK_KEY,)).fetchone()[0])
 
     @staticmethod
-    def _holder(conn: Any) -> str:
-        row = conn.execute(
+    def _holder_row(conn: Any) -> Any:
+        """(application name, client address, server pid) of the session holding the lock,
+        or None (no one holds it now)."""
+        return conn.execute(
             "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
             "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
             "AND l.granted AND l.objsubid = 1 AND l.classid = %s AND l.objid = %s "
@@ -480,9 +482,16 @@ class PgNodeLock(NodeLock):
             "WHERE datname = current_database())",
             (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
         ).fetchone()
+
+    @staticmethod
+    def _holder_text(row: Any) -> str:
         if not row:
             return "another session"
         return f"{row[0] or 'a session'} (from {row[1] or 'local socket'}, server pid {row[2]})"
+
+    @classmethod
+    def _holder(cls, conn: Any) -> str:
+        return cls._holder_text(cls._holder_row(conn))
 
     def _held(self) -> bool:
         """Whether this node's session is alive and holds the lock (a closed session: no)."""
@@ -501,16 +510,32 @@ class PgNodeLock(NodeLock):
         return bool(row and row[0])
 
     def watch(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
-        if self.conn is None or self._thread is not None:
-            return  # no lock to look after (the store could not connect: the node is not up)
+        if self._thread is not None:
+            return
+        fenced = self.conn is None
+        if fenced:
+            # the lock's connection failed at start, yet the store opened after it (a server
+            # restarting, its connection slots full for a moment): the node would book with
+            # no lock, unwatched; it books nothing until the watchdog has taken the lock
+            log.error(
+                "the node lock on %s could not be taken at start (no connection): booking "
+                "nothing until it is",
+                display_url(self.url),
+            )
+            fence(
+                f"the node has not taken its lock on {display_url(self.url)} yet (its database "
+                "refused the connection): it books nothing until it has"
+            )
         self._thread = threading.Thread(
-            target=self._watch, args=(fence, stop), name="node-lock", daemon=True
+            target=self._watch, args=(fence, stop, fenced), name="node-lock", daemon=True
         )
         self._thread.start()
 
-    def _watch(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
+    def _watch(
+        self, fence: Callable[[str | None], None], stop: Callable[[], None], fenced: bool
+    ) -> None:
         try:
-            self._watch_lock(fence, stop)
+            self._watch_lock(fence, stop, fenced)
         except Exception as exc:  # a watchdog that died would leave the node booking unwatched
             log.error("the node lock's watchdog failed (%s: %s): stopping", type(exc).__name__, exc)
             fence(f"the node's lock watchdog failed ({type(exc).__name__}): the node is stopping")
@@ -520,11 +545,15 @@ class PgNodeLock(NodeLock):
             )
             stop()
 
-    def _watch_lock(self, fence: Callable[[str | None], None], stop: Callable[[], None]) -> None:
+    def _watch_lock(
+        self, fence: Callable[[str | None], None], stop: Callable[[], None], fenced: bool
+    ) -> None:
         import psycopg
 
-        fenced = False
-        while not self._done.wait(NODE_LOCK_CHECK):
+        wait = 0.0 if fenced else NODE_LOCK_CHECK  # a lock never taken: tried at once
+        waiting_own = False  # said once: the lock held by a session of this node's gone before
+        while not self._done.wait(wait):
+            wait = NODE_LOCK_CHECK
             if self._held():
                 continue
             if not fenced:  # fail closed first: another node may be booking already
@@ -547,20 +576,38 @@ class PgNodeLock(NodeLock):
             try:
                 if self._try(self.conn):
                     self.retaken += 1
+                    waiting_own = False
                     log.warning("took the node lock on %s again", display_url(self.url))
                     fence(None)
                     fenced = False
                     continue
-                holder = self._holder(self.conn)
+                row = self._holder_row(self.conn)
             except psycopg.Error:
                 continue
+            if not row:  # let go between the two looks: taken at the next one
+                continue
+            if row[0] == self.me:
+                # this node's own earlier session, which the server has not dropped yet (the
+                # connection broke on the way, not at the server: dropped within ~25 s by its
+                # keepalives); it was taken for another node, and the node stopped
+                if not waiting_own:
+                    log.warning(
+                        "the node lock on %s is still held by this node's earlier session "
+                        "(server pid %s): waiting for the server to drop it",
+                        display_url(self.url),
+                        row[2],
+                    )
+                    waiting_own = True
+                continue
+            holder = self._holder_text(row)
             self.lost_to = holder
             self.stopped_why = (
                 f"{holder} took the node lock on {display_url(self.url)} while this node's "
-                f"database session was gone; this node stopped. {_TWICE}"
+                f"database session was gone (or before it had one); this node stopped. {_TWICE}"
             )
             log.error(
-                "%s took the node lock on %s while this node's session was gone: stopping (%s)",
+                "%s took the node lock on %s while this node's session was gone (or before it "
+                "had one): stopping (%s)",
                 holder,
                 display_url(self.url),
                 _TWICE,

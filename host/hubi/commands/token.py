@@ -57,13 +57,25 @@ def _ask_pin(prompt: str = "PIN") -> str:
     return click.prompt(prompt, hide_input=True, err=True)
 
 
-def _pin_for(tok: TokenClient, pin: str | None) -> str | None:
+def _pin_for(tok: TokenClient, pin: str | None, unknown_asks: bool = False) -> str | None:
     """The PIN to send with BALANCE or WIPE: '-' asks it here; none given, a provisioned token
     without a screen has it asked here too (an empty PIN would cost one of its tries), and a
-    token with one asks its owner on the device."""
+    token with one asks its owner on the device. `unknown_asks` (WIPE): a token that answers
+    GET_INFO with an error (a storage fault, which lets only WIPE through) may be either, so
+    the PIN is asked here, an empty answer leaving it to a screen."""
     if pin is None:
         info = _info_or_none(tok)
-        if info is not None and info.get("screen", 0) is None and info["state"] == "ready":
+        if info is None:
+            if unknown_asks:
+                typed = click.prompt(
+                    "PIN (a token with a screen asks for it itself: press Enter)",
+                    hide_input=True,
+                    err=True,
+                    default="",
+                    show_default=False,
+                )
+                return typed or None
+        elif info.get("screen", 0) is None and info["state"] == "ready":
             return _ask_pin()
     return _ask_pin() if pin == "-" else pin
 
@@ -586,7 +598,7 @@ def _print_balance(b: dict[str, Any]) -> None:
 def wipe_cmd(port: str, pin: str | None) -> None:
     """Erase the account key, history and trust files (confirm on the token)."""
     with _token(port) as tok:
-        tok.wipe(_pin_for(tok, pin))
+        tok.wipe(_pin_for(tok, pin, unknown_asks=True))
     click.echo("wiped")
 
 

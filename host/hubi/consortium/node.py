@@ -267,6 +267,9 @@ class ConsortiumNode:
         # has not): a streak longer than STUCK_AFTER makes /health say degraded
         self.failing_since: float | None = None
         self.halted: str | None = None  # why this bank stopped applying for good (LogForgotten)
+        # why this bank's database is not its own now (a PostgreSQL node that lost its node
+        # lock, hubi.bank.server): the applier books nothing until it is None again
+        self.fenced: str | None = None
         self.published_checkpoint = 0
         self.started = False
         self._timings: dict[str, deque[float]] = {}
@@ -908,15 +911,24 @@ class ConsortiumNode:
         delay = 0.05
         cpu0 = time.thread_time() - self.applier_cpu  # carries on across restarts of the thread
         while not self._stop.is_set():
+            if self.fenced is not None:  # read again from the state once the lock is back
+                self._stop.wait(0.2)
+                continue
             try:
                 after = self.state.applied_revision()
                 self._refuse_if_forgotten(after)
-                for ev, pre in self._read_ahead(after):
-                    self._apply(ev, pre)
-                    self.applier_cpu = time.thread_time() - cpu0
-                    self.applier_events += 1
-                    delay = 0.05
-                    self._recovered()
+                events = self._read_ahead(after)
+                try:
+                    for ev, pre in events:
+                        if self.fenced is not None:
+                            break
+                        self._apply(ev, pre)
+                        self.applier_cpu = time.thread_time() - cpu0
+                        self.applier_events += 1
+                        delay = 0.05
+                        self._recovered()
+                finally:
+                    events.close()  # its reader stopped now, not when the generator is freed
             except LogForgotten as exc:  # lasts until the state is restored: no retry
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.halted = str(exc)

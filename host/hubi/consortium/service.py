@@ -291,6 +291,12 @@ class ConsortiumBackend:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    def fence(self, why: str | None) -> None:
+        """The inner backend's fence, the consortium applier's too: a node whose database
+        lock is not its own books nothing, interbank notes included."""
+        self._inner.fence(why)
+        self.consortium.fenced = why
+
     def upload(self, data: bytes) -> dict[str, Any]:
         from hubi.bank.api import ApiError
 
@@ -301,6 +307,7 @@ class ConsortiumBackend:
             return self._inner.upload(data)  # the engine names what is wrong
         if payer_bank == payee_bank:
             return self._inner.upload(data)
+        self._inner.check_fence()  # not ordered: this node's applier would not book it now
         try:
             return self.consortium.submit(data).as_json()
         except NotEndorsed as exc:

@@ -336,7 +336,11 @@ def retry_after(text: str | None, now: float | None = None) -> float | None:
         return None
     text = text.strip()
     if text.isascii() and text.isdigit():
-        return float(min(int(text), MAX_RETRY_AFTER))
+        # by its length first: int() refuses more than 4300 digits (ValueError, a traceback)
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(MAX_RETRY_AFTER)):
+            return float(MAX_RETRY_AFTER)
+        return float(min(int(digits), MAX_RETRY_AFTER))
     when = http_date(text)
     if when is None:
         return None
