@@ -66,8 +66,9 @@ _READ_ONLY = (
     " upload them (`hubi merchant outbox` lists a read-only one)"
 )
 
-# write_atomic's temporary file (".NAME.XXXXXXXX.tmp", mkstemp's 8 characters), left behind
-# by a process killed while it wrote; one younger than STALE_TEMP may be another's, writing now
+# write_atomic's temporary file (".NAME.", mkstemp's 8 random characters, ".tmp"), left
+# behind by a process killed while it wrote; one younger than STALE_TEMP may be another's,
+# writing now
 STALE_TEMP = 60.0
 _TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
