@@ -160,7 +160,7 @@ class Node:
     role: str = "primary"  # or "replica"
     max_body: int = DEFAULT_MAX_BODY
     metrics: Metrics = field(default_factory=Metrics)
-    started: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.monotonic)  # uptime: a wall-clock step is none
     on_startup: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None] | None]] = field(default_factory=list)
     # Optional parts add their routes here (issue 5: hubi.consortium.service.attach).
@@ -577,7 +577,7 @@ def create_app(node: Node) -> FastAPI:
             status=status,
             bank=node.bank,
             role=node.role,
-            uptime=round(time.time() - node.started, 3),
+            uptime=round(time.monotonic() - node.started, 3),
             detail=detail,
         )
 

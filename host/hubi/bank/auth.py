@@ -278,29 +278,43 @@ class NonceCache:
 
     Kept in memory: after a restart, a request captured in the last ``window`` seconds could be
     replayed once more. Signed requests that change state are idempotent on the node's side.
+
+    A pair is kept for twice the window of monotonic time, never by the wall clock: a wall
+    clock stepped forward then back again (NTP correcting it) purged pairs whose requests the
+    window then took again (replayed), and one stepped back by days kept the oldest pair
+    "unexpired" so that nothing was purged and, full, the cache refused every request. A wall
+    clock stepped back by more than the window still lets requests signed that long before in
+    once more, as a restart does.
     """
 
-    def __init__(self, window: int, max_entries: int = MAX_NONCES):
+    def __init__(
+        self,
+        window: int,
+        max_entries: int = MAX_NONCES,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.window = window
         self.max_entries = max_entries
-        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> expiry
+        self.clock = clock
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()  # -> expiry (monotonic)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def _purge(self, now: float) -> None:
-        # entries are inserted with nondecreasing expiry (now + 2*window), so the oldest first
+        # monotonic time never goes back, so expiries are inserted in order: the oldest first
         while self._seen:
             key, exp = next(iter(self._seen.items()))
             if exp >= now:  # at exp itself a request of this nonce may still be in the window
                 break
             self._seen.popitem(last=False)
 
-    def add(self, caller: str, nonce: str, now: float) -> bool:
+    def add(self, caller: str, nonce: str) -> bool:
         """Record the pair; False if it was seen before (a replay)."""
         key = (caller, nonce)
         with self._lock:
+            now = self.clock()
             self._purge(now)
             if key in self._seen:
                 return False
@@ -502,7 +516,7 @@ class Authenticator:
                 "see docs/bank-api.md; the node addressed is " + self.bank + ")",
                 "X-Hubi-Signature",
             )
-        if not self.nonces.add(caller, nonce, now):
+        if not self.nonces.add(caller, nonce):
             raise AuthError(
                 401, "replayed-nonce", f"nonce already used by {caller}", "X-Hubi-Nonce"
             )

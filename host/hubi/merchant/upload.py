@@ -331,7 +331,8 @@ MAX_RETRY_AFTER = 10**7  # seconds (four months): a larger Retry-After is no wai
 
 def retry_after(text: str | None, now: float | None = None) -> float | None:
     """The seconds a Retry-After header asks to wait (delay-seconds or an HTTP date; RFC 9110
-    §10.2.3), or None when it is absent or neither."""
+    §10.2.3), or None when it is absent or neither. now: the time an HTTP date is counted
+    from (the reply's Date when it has one; this computer's clock otherwise)."""
     if not text:
         return None
     text = text.strip()
@@ -406,7 +407,10 @@ def _upload_once(client: Any, row: NoteRow) -> Any:
                 " sent on to another address; if that is your bank's, pass it as --bank"
             ) from None
         if exc.status >= 500 or exc.status in (408, 425, 429):
-            wait = retry_after(exc.headers.get("retry-after"))
+            # an HTTP-date is the bank's clock: read against the reply's Date (the bank's
+            # clock too), not this computer's, a day off, which made it a day's wait or none
+            sent = http_date(exc.headers.get("date"))
+            wait = retry_after(exc.headers.get("retry-after"), sent)
             raise Transient(str(exc), answered=True, code=exc.code, retry_after=wait) from None
         if exc.code == "not-a-bank":
             raise Stop(
