@@ -346,6 +346,19 @@ NODE_LOCK_WAIT = 3.0  # seconds: a node killed -9 just now may not have lost its
 # a server restart) took the lock with it, and a second node could start beside this one
 NODE_LOCK_CHECK = 1.0
 NODE_LOCK_CONNECT_TIMEOUT = 5  # seconds: a server that does not answer must not stall the look
+# seconds one look at the lock may take: on a cut network a query waited for its answer for
+# minutes (TCP retransmits) while the server dropped the session, and the lock, in ~25 s; a look
+# not answered by then cuts the connection, and the node is fenced until it has the lock again
+NODE_LOCK_QUERY_TIMEOUT = 3.0
+# libpq's own keepalives on the lock's connection (an idle one whose peer is gone breaks in
+# ~11 s), and a bound on unacknowledged data (a query sent into a cut network fails in 6 s)
+NODE_LOCK_KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 6000,  # milliseconds
+}
 _TWICE = (
     "two nodes booking into one database serve the same books twice over (each its own "
     "consortium applier, nonces and caches): stop the other one first"
@@ -453,14 +466,22 @@ class PgNodeLock(NodeLock):
                 autocommit=True,
                 application_name=self.me,
                 connect_timeout=NODE_LOCK_CONNECT_TIMEOUT,
+                **NODE_LOCK_KEEPALIVES,
             )
         except psycopg.Error:
             return None
         try:
             # the server drops the session (and the lock) of a node whose host died within
-            # ~25 s, not after the kernel's two hours
-            for name, value in (("idle", 10), ("interval", 5), ("count", 3)):
-                conn.execute(f"SET tcp_keepalives_{name} = {value}")
+            # ~25 s, not after the kernel's two hours; a look it is slow to answer ends too
+            settings = {
+                "tcp_keepalives_idle": "10",
+                "tcp_keepalives_interval": "5",
+                "tcp_keepalives_count": "3",
+                "statement_timeout": str(int(NODE_LOCK_QUERY_TIMEOUT * 1000)),
+            }
+            sets = ", ".join("set_config(%s, %s, false)" for _ in settings)
+            args = [x for kv in settings.items() for x in kv]
+            _bounded(conn, lambda c: c.execute("SELECT " + sets, args).fetchone())
         except psycopg.Error:
             conn.close()
             return None
@@ -468,20 +489,28 @@ class PgNodeLock(NodeLock):
 
     @staticmethod
     def _try(conn: Any) -> bool:
-        return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (NODE_LOCK_KEY,)).fetchone()[0])
+        return bool(
+            _bounded(
+                conn,
+                lambda c: c.execute("SELECT pg_try_advisory_lock(%s)", (NODE_LOCK_KEY,)).fetchone(),
+            )[0]
+        )
 
     @staticmethod
     def _holder_row(conn: Any) -> Any:
         """(application name, client address, server pid) of the session holding the lock,
         or None (no one holds it now)."""
-        return conn.execute(
-            "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
-            "AND l.granted AND l.objsubid = 1 AND l.classid = %s AND l.objid = %s "
-            "AND l.database = (SELECT oid FROM pg_database "
-            "WHERE datname = current_database())",
-            (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
-        ).fetchone()
+        return _bounded(
+            conn,
+            lambda c: c.execute(
+                "SELECT a.application_name, a.client_addr, a.pid FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' "
+                "AND l.granted AND l.objsubid = 1 AND l.classid = %s AND l.objid = %s "
+                "AND l.database = (SELECT oid FROM pg_database "
+                "WHERE datname = current_database())",
+                (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
+            ).fetchone(),
+        )
 
     @staticmethod
     def _holder_text(row: Any) -> str:
@@ -500,11 +529,15 @@ class PgNodeLock(NodeLock):
         if self.conn is None:
             return False
         try:
-            row = self.conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                "AND objsubid = 1 AND classid = %s AND objid = %s AND pid = pg_backend_pid()",
-                (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
-            ).fetchone()
+            row = _bounded(
+                self.conn,
+                lambda c: c.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND objsubid = 1 AND classid = %s AND objid = %s "
+                    "AND pid = pg_backend_pid()",
+                    (NODE_LOCK_KEY >> 32, NODE_LOCK_KEY & 0xFFFFFFFF),
+                ).fetchone(),
+            )
         except psycopg.Error:
             return False
         return bool(row and row[0])
@@ -558,13 +591,15 @@ class PgNodeLock(NodeLock):
                 continue
             if not fenced:  # fail closed first: another node may be booking already
                 log.error(
-                    "lost the node lock on %s (its session ended): booking nothing until it "
-                    "is taken again",
+                    "lost the node lock on %s (its session ended or did not answer within "
+                    "%g s): booking nothing until it is taken again",
                     display_url(self.url),
+                    NODE_LOCK_QUERY_TIMEOUT,
                 )
                 fence(
                     f"the node lost its lock on {display_url(self.url)} (its database session "
-                    "ended) and has not taken it again: it books nothing until it has"
+                    f"ended or did not answer within {NODE_LOCK_QUERY_TIMEOUT:g} s) and has "
+                    "not taken it again: it books nothing until it has"
                 )
                 fenced = True
             if self.conn is not None:
@@ -619,10 +654,45 @@ class PgNodeLock(NodeLock):
     def release(self) -> None:
         self._done.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(NODE_LOCK_CHECK + NODE_LOCK_CONNECT_TIMEOUT + 5)
+            # one pass at worst: a connect and four queries, each bounded (and a margin)
+            self._thread.join(
+                NODE_LOCK_CHECK + NODE_LOCK_CONNECT_TIMEOUT + 5 * NODE_LOCK_QUERY_TIMEOUT
+            )
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+
+def _bounded(conn: Any, query: Callable[[Any], Any]) -> Any:
+    """query(conn), its connection cut (the query then fails, psycopg.OperationalError) if it
+    has not returned within NODE_LOCK_QUERY_TIMEOUT s: neither statement_timeout (the server's)
+    nor libpq's keepalives (idle connections only) end a wait for an answer that a cut network
+    swallowed, or one that a middlebox acknowledges and never forwards."""
+    guard = threading.Lock()
+    done = False
+    fd = conn.fileno()  # psycopg.Error if the connection is closed already
+
+    def cut() -> None:
+        with guard:
+            if done:  # (the connection, and so fd, is libpq's as long as the query runs)
+                return
+            # shutdown() wakes libpq's wait on the socket at once; the fd stays libpq's to close
+            with contextlib.suppress(OSError):
+                dup = socket.socket(fileno=os.dup(fd))
+                try:
+                    dup.shutdown(socket.SHUT_RDWR)
+                finally:
+                    dup.close()
+
+    timer = threading.Timer(NODE_LOCK_QUERY_TIMEOUT, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        return query(conn)
+    finally:
+        with guard:
+            done = True
+        timer.cancel()
 
 
 def configure_logging(level: str) -> None:

@@ -101,7 +101,7 @@ from hubi_core.verify import Trust
 
 log = logging.getLogger("hubi.consortium")
 
-__all__ = ["ConsortiumNode", "PeerTransport", "SubmitResult"]
+__all__ = ["ConsortiumNode", "NodeFenced", "PeerTransport", "SubmitResult"]
 
 DEFAULT_ENDORSE_TIMEOUT = 5.0
 DEFAULT_SETTLE_TIMEOUT = 10.0
@@ -172,6 +172,11 @@ class SubmitResult:
 
 class _Stop(Exception):
     pass
+
+
+class NodeFenced(ConsortiumError):
+    """This bank's node lost its database lock (hubi.bank.server fences it): it validates
+    nothing for its peers until it has the lock again (a peer's route answers 503)."""
 
 
 class _NoteCheck(NamedTuple):
@@ -279,7 +284,10 @@ class ConsortiumNode:
         self.applier_cpu = 0.0
         self.applier_events = 0
         self.read_ahead_cpu = 0.0
-        self._debits: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
+        # None is stop()'s wake-up call: the loop blocked on an empty queue for up to 0.5 s
+        self._debits: queue.Queue[tuple[bytes, bytes] | None] = queue.Queue()
+        # the applier's read-ahead queue while it reads the log: stop() wakes it with None
+        self._ahead: queue.Queue[Any] | None = None
         if hasattr(orderer, "on_overwrite"):  # etcd: a log key put again is reported
             orderer.on_overwrite = self._overwritten
 
@@ -361,6 +369,12 @@ class ConsortiumNode:
         self._halt_orderer(True)
         with self._applied:
             self._applied.notify_all()
+        if self._threads:  # wake the debit publisher (what is queued stays for a restart)
+            self._debits.put(None)
+        ahead = self._ahead
+        if ahead is not None:  # and the applier, waiting for the log's next event
+            with contextlib.suppress(queue.Full):  # full: its next get returns at once
+                ahead.put_nowait(None)
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -380,6 +394,11 @@ class ConsortiumNode:
         """This bank's Endorsement of an interbank note (endorse or refuse, sealed).
 
         CodecError if `note` is not a Note at all (there is no note id to endorse)."""
+        why = self.fenced
+        if why is not None:
+            # its books may be another node's now (it applies nothing meanwhile): no verdict
+            # from them, and no serial block reserved in a database it may not write
+            raise NodeFenced(f"bank {self.bank} validates no note while its node is fenced: {why}")
         if requester is not None:
             with self._vlock:
                 self.validations["answered"] += 1
@@ -717,6 +736,8 @@ class ConsortiumNode:
         state file or restarts the node (None: it can)."""
         if self._peers is None:
             return f"bank {self.bank}: the consortium node is stopped"
+        if self.fenced is not None:
+            return f"bank {self.bank}: the node is fenced: {self.fenced}"
         try:
             self.check_state()
         except ConsortiumError as exc:
@@ -1003,6 +1024,7 @@ class ConsortiumNode:
 
         reader = threading.Thread(target=read, name=f"hubi-{self.bank}-log", daemon=True)
         reader.start()
+        self._ahead = items
         began = time.monotonic()
         try:
             while not self._stop.is_set():
@@ -1207,10 +1229,10 @@ class ConsortiumNode:
     def _debit_loop(self) -> None:
         """Put this bank's debit results into the log, retrying until the log takes them."""
         while not self._stop.is_set():
-            try:
-                nid, value = self._debits.get(timeout=0.5)
-            except queue.Empty:
+            item = self._debits.get()
+            if item is None:  # stop()'s wake-up (or one left by an earlier stop: ignored)
                 continue
+            nid, value = item
             delay = 0.05
             while not self._stop.is_set():
                 try:

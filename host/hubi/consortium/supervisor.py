@@ -39,16 +39,19 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -81,6 +84,48 @@ MEMBER_WAIT = 5.0
 # requests in flight (10 s, `bank serve --grace`) and its close, which may wait for one etcd
 # request (5 s) when the cluster has no quorum; at 15 s such a node was killed
 BANK_GRACE = 20.0
+
+
+_T = TypeVar("_T")
+
+
+class _Spawner:
+    """Runs the calls that start bank nodes and etcd members on one thread that lives as long
+    as the process. Their parent-death signal (PR_SET_PDEATHSIG, hubi.infra._process) fires
+    when the *thread* that forked them exits: `run()` or `start()` on a worker thread (a
+    library user's, the tests') that then returned took every node it had started with it,
+    SIGKILLed, not stopped (SIGTERM) by stop(). The main thread lives as long as the process
+    and forks itself."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn: Callable[[], _T]) -> _T:
+        here = threading.current_thread()
+        if here is threading.main_thread() or here is self._thread:
+            return fn()
+        done: Future[_T] = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="hubi-consortium-spawner", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put((fn, done))
+        return done.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._jobs.get()
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the caller, which waits for it
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
 
 
 def bank_ids(n: int) -> list[str]:
@@ -316,7 +361,9 @@ class BankProcess:
         env.pop("HUBI_DB", None)  # an operator's shell default: each node serves its own books
         # The port stays reserved by this process (flock) so that no other hubi allocator takes
         # it while the node is down between restarts; the reservation does not stop the bind.
-        self.proc = _process.spawn(argv, log_path=self.log_path, cwd=self.run_dir, env=env)
+        self.proc = _SPAWNER.call(
+            partial(_process.spawn, argv, log_path=self.log_path, cwd=self.run_dir, env=env)
+        )
         self.died_at = None
         self.up_since = None
         self.spawned_at, self.late_told = time.monotonic(), False
@@ -609,7 +656,8 @@ class Supervisor:
         if self._stop.is_set():
             return False
         try:
-            self.cluster.start(self._stop)  # up to 30 s: a Ctrl-C meanwhile calls it off
+            # up to 30 s: a Ctrl-C meanwhile calls it off (forks on a lasting thread: _Spawner)
+            _SPAWNER.call(partial(self.cluster.start, self._stop))
         except EtcdStartCancelled:
             return False
         for bp in self.banks.values():
@@ -717,7 +765,8 @@ class Supervisor:
                     continue
                 w.up_since = None  # until it is healthy again
                 try:
-                    self.cluster.restart(i, timeout=MEMBER_WAIT, stop=self._stop)
+                    restart = self.cluster.restart
+                    _SPAWNER.call(partial(restart, i, timeout=MEMBER_WAIT, stop=self._stop))
                     w.died_at, w.up_since = None, time.monotonic()
                     done.append(m.name)
                 except Exception as exc:
