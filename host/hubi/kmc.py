@@ -9,6 +9,7 @@ KMC secret store (one per bank, mode 0600, never printed):
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,55 @@ def _read_trust_file(path: Path) -> bytes:
     return read_regular(path, MAX_TRUST_FILE, "a file of a trust bundle")
 
 
+# matrices checked in this process, by the SHA-256 of their file: the same bytes always pass
+# (or fail) the same checks, and a process opens the same bundle often (tests, the demo, a
+# node's merchant and bank commands). Bounded: a few consortia's matrices at most.
+_CHECKED: dict[bytes, cpk.PublicMatrix] = {}
+_CHECKED_MAX = 32
+
+
+def public_matrix(raw: bytes) -> cpk.PublicMatrix:
+    """cpk.PublicMatrix.from_bytes(raw) with every point checked, as fast as it can be: each
+    compressed point is decoded by OpenSSL (which refuses a point off the curve, as
+    ec.decode_point does) instead of a square root in Python per point, 1024 per matrix.
+    Any point it refuses, or any doubt, goes the pure-Python way, with its exact error."""
+    key = hashlib.sha256(raw).digest()
+    matrix = _CHECKED.get(key)
+    if matrix is None:
+        matrix = _fast_matrix(raw) or cpk.PublicMatrix.from_bytes(raw)
+        if len(_CHECKED) >= _CHECKED_MAX:
+            _CHECKED.clear()
+        _CHECKED[key] = matrix
+    return matrix
+
+
+def _fast_matrix(raw: bytes) -> cpk.PublicMatrix | None:
+    """The matrix of `raw` with its points decoded by OpenSSL; None if any point is refused
+    (the caller then names it the pure-Python way). ValueError for a bad header."""
+    from cryptography.hazmat.primitives.asymmetric.ec import (
+        SECP256R1,
+        EllipticCurvePublicKey,
+    )
+
+    head = cpk.PublicMatrix.from_bytes(raw, validate=False)  # the header's checks and errors
+    off = len(raw) - cpk.CELLS * cpk.POINT_LEN
+    curve = SECP256R1()
+    points = []
+    for i in range(cpk.CELLS):
+        cell = raw[off + i * cpk.POINT_LEN : off + (i + 1) * cpk.POINT_LEN]
+        # ec.decode_point's own conditions first: a compressed point, x below the prime
+        if cell[0] not in (2, 3) or int.from_bytes(cell[1:], "big") >= ec.P:
+            return None
+        try:
+            numbers = EllipticCurvePublicKey.from_encoded_point(curve, cell).public_numbers()
+        except ValueError:
+            return None
+        points.append((numbers.x, numbers.y))
+    matrix = cpk.PublicMatrix(head.owner, points=points)
+    # the points encode back to the file's bytes (what the consortium's digest pins)
+    return matrix if matrix.to_bytes() == raw else None
+
+
 def _load_trust(directory: Path) -> Trust:
     raw = _read_trust_file(directory / "consortium.json")
     # read here first for the guarantees the shared parser (MicroPython's too) cannot give
@@ -181,7 +231,7 @@ def _load_trust(directory: Path) -> Trust:
         if not path.exists():
             raise ValueError(f"public matrix of bank {bank} missing: matrices/{bank}.pub")
         try:
-            matrices[bank] = cpk.PublicMatrix.from_bytes(_read_trust_file(path))
+            matrices[bank] = public_matrix(_read_trust_file(path))
         except ValueError as exc:
             raise ValueError(f"matrices/{bank}.pub: {exc}") from exc
     trust = Trust(consortium, matrices)

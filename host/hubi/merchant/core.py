@@ -15,17 +15,20 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hubi.amounts import format_amount
 from hubi_core import codec
 
-from . import book, checks, receipt, request, scan
+from . import book, checks, receipt, request
 from .config import Identity, MerchantError, MerchantHome
 from .outbox import Duplicate, NoteRow, Outbox, RequestRow
+
+if TYPE_CHECKING:
+    from . import scan
 
 RESTORE_LIMIT = 20  # missing receipt images written again per command: a scan must start soon
 RESTORE_WINDOW = 256  # the newest notes whose receipt images are looked for
@@ -93,6 +96,31 @@ class ScanResult:
             }
         out.update(self.extra)
         return out
+
+
+def _redraw(
+    missing: list[tuple[int, Any]],
+    limit: int,
+    raw_of: Callable[[Any], object],
+    path_of: Callable[[int], Path],
+) -> tuple[list[tuple[int, Path]], int]:
+    """Draw the QR image of each of `missing` ((serial, what raw_of reads its bytes from),
+    newest first), at most `limit`: (serial, image) of each drawn, and how many are left
+    untried. A damaged row (no bytes, or too many for one QR code) is passed over."""
+    written: list[tuple[int, Path]] = []
+    tried = 0
+    for serial, ref in missing:
+        if len(written) >= limit:
+            break
+        tried += 1
+        raw = raw_of(ref)  # read only for the images drawn, not for every missing one
+        if not isinstance(raw, bytes) or not raw:  # a row damaged outside hubi
+            continue
+        try:
+            written.append((serial, request.save_png(raw, path_of(serial))))
+        except ValueError:  # too long for one QR code: damaged, nothing to draw
+            continue
+    return written, len(missing) - tried
 
 
 class Merchant:
@@ -296,19 +324,7 @@ class Merchant:
             for serial, raw in rows
             if isinstance(serial, int) and not os.path.lexists(self.request_path(serial))
         ]
-        written: list[tuple[int, Path]] = []
-        tried = 0
-        for serial, raw in missing:
-            if len(written) >= limit:
-                break
-            tried += 1
-            if not isinstance(raw, bytes) or not raw:  # a row damaged outside hubi
-                continue
-            try:
-                written.append((serial, request.save_png(raw, self.request_path(serial))))
-            except ValueError:  # too long for one QR code: damaged, nothing to draw
-                continue
-        return written, len(missing) - tried
+        return _redraw(missing, limit, lambda raw: raw, self.request_path)
 
     def restore_receipt_pngs(self, limit: int = RESTORE_LIMIT) -> tuple[list[Path], int]:
         """Write again the receipt PNGs missing from HOME/qr, newest first, at most `limit`
@@ -324,20 +340,8 @@ class Merchant:
             for serial, rowid in self.outbox.receipt_serials(RESTORE_WINDOW)
             if not os.path.lexists(self.receipt_path(serial))  # a link is never written over
         ]
-        written: list[Path] = []
-        tried = 0
-        for serial, rowid in missing:
-            if len(written) >= limit:
-                break
-            tried += 1
-            raw = self.outbox.receipt_at(rowid)
-            if raw is None:
-                continue
-            try:
-                written.append(request.save_png(raw, self.receipt_path(serial)))
-            except ValueError:  # a damaged receipt too long for one QR code: no image to draw
-                continue
-        return written, len(missing) - tried
+        written, left = _redraw(missing, limit, self.outbox.receipt_at, self.receipt_path)
+        return [path for _, path in written], left
 
     def _late(self, raw: bytes, serial: int, why: str, now: int) -> ScanResult:
         """A note for request #serial, which was paid or cancelled while the note was on its
@@ -384,8 +388,11 @@ class Merchant:
         on_result(ScanResult) is called as soon as each object is handled (before the next
         frame is read).
         """
+        # here, not at the top: it brings OpenCV (about 0.1 s), which only a scan needs
+        from . import scan as scanning
+
         results = []
-        for raw in scan.scan_objects(
+        for raw in scanning.scan_objects(
             sources, progress, thorough, limit, on_frame_error=on_frame_error
         ):
             res = self.accept(raw, request_serial)

@@ -18,6 +18,7 @@ import json
 import os
 import pty
 import re
+import select
 import shutil
 import signal
 import stat
@@ -58,6 +59,53 @@ def sim_heap(profile: str) -> str:
 
 class SimError(RuntimeError):
     pass
+
+
+class _Sigterm:
+    """SIGTERM while a simulator runs in the main thread of a process that left it at its
+    default: only noted, and acted on where the launcher waits (wait_ready, wait_for,
+    run_forever), so no moment of start-up exits -15. A handler that raised KeyboardInterrupt
+    from the start (tried before) hung one run in three: raised inside logging's after-fork
+    hook while Popen forks the firmware, it is "Exception ignored" and lost, and the launcher
+    then served for ever; elsewhere it cut Popen or a clean-up short, or fell between writing
+    the port file and the `try` that removes it. A SIGTERM no wait acted on is sent again
+    once the last simulator is closed (default death, as before, the firmware stopped first).
+    """
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.requested = False
+        self.acted = False
+
+    def hold(self) -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False  # signal.signal works in the main thread only
+        if self.users == 0:
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                return False  # the program handles SIGTERM itself
+            self.requested = self.acted = False
+            signal.signal(signal.SIGTERM, self._note)
+        self.users += 1
+        return True
+
+    def _note(self, _signum: int, _frame: object) -> None:
+        self.requested = True
+
+    def act(self) -> bool:
+        """A SIGTERM came: the caller stops (and it is not sent again at release)."""
+        if self.requested:
+            self.acted = True
+        return self.requested
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if self.requested and not self.acted:
+                signal.raise_signal(signal.SIGTERM)
+
+
+_SIGTERM = _Sigterm()
 
 
 def board_settings(profile: str) -> dict[str, Any]:
@@ -156,6 +204,7 @@ class Simulator:
         self._slave: int | None = None
         self._log = None
         self._lock: int | None = None
+        self._sigterm = False  # this simulator holds _SIGTERM's handler
         self.log_start = 0
 
     @property
@@ -179,11 +228,12 @@ class Simulator:
     def start(self) -> Simulator:
         if self.proc is not None:
             raise SimError("simulator already running")
-        _private_folder(self.state)
-        # one firmware per flash: two would each keep their own counter and allowance in
-        # memory (the allowance spent twice over) and race on dev.bin at first boot
-        self._lock = _lock_state(self.state)
-        try:
+        self._sigterm = _SIGTERM.hold()  # first: a SIGTERM from here on is noted, not fatal
+        try:  # a failure lets go of the handler too (kill: _close)
+            _private_folder(self.state)
+            # one firmware per flash: two would each keep their own counter and allowance in
+            # memory (the allowance spent twice over) and race on dev.bin at first boot
+            self._lock = _lock_state(self.state)
             return self._start()
         except BaseException:
             self.kill()  # the lock and the pty go with it
@@ -220,6 +270,7 @@ class Simulator:
             cmd += ["-X", f"heapsize={self.heapsize}"]
         cmd += [str(main), str(cfg_path)]
         cmd = [*self.wrapper, *cmd]
+        self._check_sigterm("before the firmware was ready")  # none started to be stopped
         self._log = _private_open(self.log_path, "ab")  # closed in _close()
         self.log_start = self._log.tell()  # this run's lines start here
         self.proc = subprocess.Popen(
@@ -245,6 +296,7 @@ class Simulator:
         """Block until the firmware logged that it serves the link (or died)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._check_sigterm("before the firmware was ready")
             if self.proc is not None and self.proc.poll() is not None:
                 said = self.tail() or f"(nothing in {self.log_path}: too small a heap?)"
                 raise SimError(f"simulator exited with {self.proc.returncode}: {said}")
@@ -252,6 +304,14 @@ class Simulator:
                 return
             time.sleep(0.02)
         raise SimError(f"simulator not ready after {timeout} s: {self.tail()}")
+
+    def _check_sigterm(self, when: str) -> None:
+        if self._sigterm and _SIGTERM.act():
+            raise SimError(f"token simulator stopped by SIGTERM {when}")
+
+    def sigterm_requested(self) -> bool:
+        """A SIGTERM came while this simulator held the handler (see _Sigterm)."""
+        return self._sigterm and _SIGTERM.requested
 
     def _log_bytes(self) -> bytes:
         """This run's log (a restart on the same state appends to the same file)."""
@@ -307,6 +367,9 @@ class Simulator:
             self._log.close()
             self._log = None
         self.proc = None
+        if self._sigterm:  # last: the firmware is down before a noted SIGTERM is sent again
+            self._sigterm = False
+            _SIGTERM.release()
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -347,6 +410,7 @@ class Simulator:
     def wait_for(self, pred: Any, timeout: float = 20.0, what: str = "condition") -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self._check_sigterm(f"while waiting for {what}")
             v = pred()
             if v:
                 return v
@@ -386,7 +450,10 @@ def keyboard_loop(sim: Simulator, out: Any = sys.stdout) -> None:
     )
     out.flush()
     try:
-        while sim.running():
+        while sim.running() and not sim.sigterm_requested():
+            # a noted SIGTERM does not interrupt a read (PEP 475): look at it 5 times a second
+            if not select.select([fd], [], [], 0.2)[0]:
+                continue
             data = os.read(fd, 8)
             if data in (b"q", b"\x03"):
                 break
@@ -402,18 +469,24 @@ def keyboard_loop(sim: Simulator, out: Any = sys.stdout) -> None:
 
 
 def run_forever(sim: Simulator, keyboard: bool) -> int:
+    """Serve until the firmware ends, q or Ctrl-C, or SIGTERM (`kill` of the launcher stops
+    the firmware too): noted since sim.start() (_Sigterm), else handled from here on."""
+
     def _term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, _term)  # `kill` of the launcher stops the firmware too
+    if not sim._sigterm:
+        signal.signal(signal.SIGTERM, _term)  # a simulator started in another thread
     try:
         if keyboard:
             keyboard_loop(sim)
         else:
-            while sim.running():
-                time.sleep(0.2)
+            while sim.running() and not sim.sigterm_requested():
+                time.sleep(0.05)
     except KeyboardInterrupt:
         pass
+    if sim._sigterm:
+        _SIGTERM.act()  # handled here: a stop, not a death at release
     if sim.running():  # the user quit: stop the firmware, success
         sim.stop()
         return 0
