@@ -1,6 +1,7 @@
 """The token's flash full (a real tmpfs of a fixed size under the simulator's flash folder):
 a flow on the device's buttons ended the firmware with "OSError: 28"; over the link the note,
-signed and its serial used, was lost with "OSError ... 28" while its request counted as paid.
+signed and its serial used, was lost with "OSError ... 28" while its request counted as paid
+(and, with one page left, went out with no copy kept: now refused before it is signed).
 Real simulator (MicroPython unix port)."""
 
 from __future__ import annotations
@@ -91,11 +92,19 @@ def test_flash_full_over_the_link_names_it_and_never_loses_a_signed_note(
         assert e.value.code == P.ERR_STORAGE and "the flash is full" in e.value.text
         assert tok.info()["next_serial"] == 1
         # one page: the counter and the paid request fit, this token's copy of the note not;
-        # the note was lost (INTERNAL "OSError 28") and its request counted as paid
+        # the note went out with no copy kept (it had been lost with INTERNAL "OSError 28"):
+        # now the room for the note is held before its serial is used, and nothing is signed
         (flash / "filler").unlink()
         st = os.statvfs(flash)
         (flash / "filler").write_bytes(bytes(st.f_bfree * st.f_frsize - PAGE))
-        note = tok.confirm_pay("1234")  # the payment still waits for its PIN
+        with pytest.raises(ErrorReply) as e:
+            tok.confirm_pay("1234")  # the payment still waits for its PIN
+        assert e.value.code == P.ERR_STORAGE and "flash is full" in e.value.text
+        info = tok.info()
+        assert info["next_serial"] == 1 and info["allowance"]["spent"] == 0, info
+        resize(flash, DISK + 16 * PAGE)
+        tok.pay(req)  # that refusal ended the payment: the request is not paid, asked again
+        note = tok.confirm_pay("1234")
         assert verify_object(note, world.trust).ok
         n = codec.decode(note, codec.NOTE)
         assert (n.serial, n["amount"]) == (1, 100)
@@ -103,9 +112,8 @@ def test_flash_full_over_the_link_names_it_and_never_loses_a_signed_note(
         with pytest.raises(ErrorReply) as e:
             tok.pay(req)
         assert "already paid by note #1" in e.value.text
-        resize(flash, DISK + 16 * PAGE)
         tok.pay(world.request(PAYEE, 20))
         n2 = codec.decode(tok.confirm_pay("1234"), codec.NOTE)
         assert n2.serial == 2
-        assert [h["serial"] for h in tok.notes()] == [2]
+        assert [h["serial"] for h in tok.notes()] == [1, 2]
         assert sim.running()

@@ -104,6 +104,10 @@ def run(tok, fn, payload, always=False):
     try:
         return fn(tok, payload)
     except Exception as e:  # noqa: BLE001 - every failure becomes a clear ERROR reply
+        if isinstance(e, Wiped):  # the keys went: the wallet as its flash is now, blank or
+            from core.fault import boot  # STORAGE if the wipe stopped (keystore._wiped)
+
+            boot(tok.wallet)
         if not always:
             tok.refresh()  # not the PIN or "Checking..." screen of the failed flow
         if isinstance(e, ErrorReply):

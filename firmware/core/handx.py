@@ -4,7 +4,7 @@ PIN change, wipe), imported for one request and released after it (core.hand dis
 import gc
 
 from core.hand import VERSION, _busy, _json, _unlock, err, wait
-from core.keystore import Wiped, check_pin
+from core.keystore import check_pin
 from core.wallet import WalletError
 from hubi_core.errors import ErrorReply
 
@@ -106,9 +106,6 @@ def h_change_pin(tok, payload):
         w.ks.change_pin(old, new, lambda ms: wait(tok, ms))
     except ValueError as e:
         raise ErrorReply(_ERR_BAD_PAYLOAD, str(e)) from None
-    except Wiped:
-        w.boot()
-        raise
     tok.refresh()
     return b""
 

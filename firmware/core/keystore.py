@@ -263,8 +263,7 @@ class Keystore:
         account, iters, salt, check, nonce, sealed = ks
         fails = self.fails()
         if fails >= LIMIT:
-            self.wipe()
-            raise Wiped()
+            raise self._wiped()
         self.records.put(PIN, bytes([fails + 1]))  # counted before anything is checked
         delay = backoff_ms(fails, self.backoff_base_ms)
         if delay:
@@ -289,8 +288,7 @@ class Keystore:
                 good = False
         if not good:
             if fails + 1 >= LIMIT:
-                self.wipe()
-                raise Wiped()
+                raise self._wiped()
             raise WrongPin(LIMIT - fails - 1, why)
         self.records.put(PIN, b"\x00")
         return priv
@@ -301,6 +299,16 @@ class Keystore:
         self._write_ks(self.account, priv, new)
 
     # ----------------------------------------------------------------------------- wipe
+    def _wiped(self):
+        """The wipe of the last wrong PIN, and Wiped: said even if the flash stops the wipe
+        after the key went (full: no new transport key); the caller boots the wallet again
+        (core.fault.boot), which then says STORAGE as the next boot will."""
+        try:
+            self.wipe()
+        except OSError:
+            pass
+        return Wiped()
+
     def wipe(self):
         """Destroy the account key first, then everything else, and make a new transport key
         (the token is blank again). The device secret stays: it authenticates ctr.bin, whose

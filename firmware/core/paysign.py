@@ -9,11 +9,13 @@ and the allowance are persisted BEFORE the note is signed.
 import gc
 import hashlib
 
-from core.pay import PAID, PAID_MAX, _paid, recheck
-from core.wallet import _u64
+from core.pay import PAID_MAX, _paid, recheck
+from core.wallet import PAID, _u64
 
 _SIG_DOMAIN = b"hubi/sig/1\x00"  # codec.SIG_DOMAIN
 _NOTE_PREFIX = b"\x01\x03\x01"  # suite 1, kind Note, version 1
+ROOM = "hist/room.tmp"  # _reserve
+_ROOM = 512  # bytes held for a note's copy (a note with a short purpose is 400)
 
 
 def _varint(n):
@@ -88,9 +90,20 @@ def sign(w, p, priv):
     c.next_serial = serial + 1
     c.spent += amount
     c.last_time = t
-    w._save_counter(c)  # <- the point of no return: this serial is used up
-    if request is not None:  # before the note: a power cut must not let it be paid twice
-        _remember_request(w, request, serial)
+    old = w.counter
+    _reserve(w.storage)
+    try:
+        w._save_counter(c)  # <- the point of no return: this serial is used up
+        if request is not None:  # before the note: a power cut must not let it be paid twice
+            _remember_request(w, request, serial)
+    except OSError:  # refused, nothing signed: the serial and the allowance as they were
+        w.storage.remove(ROOM)
+        if w.counter is not old:
+            try:
+                w._save_counter(old)  # safe: no note carries this serial
+            except OSError:
+                pass  # the serial stays skipped and the amount counted: never signed twice
+        raise
     gc.collect()
     # no allowance field: the bank finds the allowance a note spends from its serial (each
     # allowance covers the serials from its first_serial on), which keeps notes ~70 bytes
@@ -98,12 +111,27 @@ def sign(w, p, priv):
     raw = note_bytes(w.account, serial, t, stub, amount, payee, purpose, priv)
     priv = None
     gc.collect()
+    w.storage.remove(ROOM)  # its room goes to the note's copy
     try:
         _keep_note(w, serial, raw)
     except OSError:  # flash full: the note is signed and its serial used, so it goes out
         pass  # all the same (only this token's copy of it is missing)
     gc.collect()
     return raw
+
+
+def _reserve(st):
+    """Take the room of this token's copy of the note (ROOM) before its serial is used, and
+    give it to the note once signed. A flash that cannot keep the note then refuses the
+    payment (STORAGE) with nothing signed or spent; without it, a flash with one page free
+    took the counter and the paid request, and the note went out with no copy kept. A power
+    cut leaves ROOM (a .tmp: no record), written over by the next payment."""
+    try:
+        with st.open(ROOM, "wb") as f:
+            f.write(bytes(_ROOM))
+    except OSError:
+        st.remove(ROOM)
+        raise
 
 
 def _keep_note(w, serial, raw):

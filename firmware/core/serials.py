@@ -13,16 +13,25 @@ from core.wallet import PAID
 _LAST = 0xFFFFFFFFFFFFFFFF  # u64 (codec, ctr.bin): no serial at or past it is kept
 
 
+def paid(w):
+    """PAID's entries (b"" if none was written). A PAID that is there but damaged (a zero-length
+    one too: writes are atomic) is the STORAGE fault naming it, never "nothing paid": that would
+    let a request be paid twice and, with ctr.bin rolled back, a serial be signed twice. The
+    counter cannot stand in for it: a rolled-back ctr.bin carries a good tag too. The owner
+    wipes the token (WIPE passes the fault) and the bank provisions it again."""
+    try:
+        return w.records.get(PAID) or b""
+    except Corrupt as e:  # 9: EBADF, core.fault names the file and why
+        raise OSError(9, "%s damaged (%s)" % (PAID, e.why)) from None
+
+
 def highest_used(w):
     """The highest serial of a note kept or of a paid request, or 0."""
     kept = w.note_serials()
     top = kept[-1] if kept else 0
-    try:
-        paid = w.records.get(PAID) or b""
-    except Corrupt:
-        paid = b""
-    for i in range(16, len(paid) - 7, 24):  # entries: digest (16 bytes) + serial (u64)
-        s = int.from_bytes(paid[i : i + 8], "big")
+    b = paid(w)
+    for i in range(16, len(b) - 7, 24):  # entries: digest (16 bytes) + serial (u64)
+        s = int.from_bytes(b[i : i + 8], "big")
         if top < s < _LAST:
             top = s
     return top

@@ -17,7 +17,6 @@ except ImportError:  # CPython
 
 
 # hubi_core.protocol's numbers (tests/test_token_core.py checks them)
-_ERR_STATE = const(0x0101)
 _ERR_VERIFY = const(0x0105)
 _ERR_PROVISION = const(0x0107)
 
@@ -39,13 +38,18 @@ def keys_record(banks):
 
 
 def keys(w):
-    """[(bank id, 65-byte key, matrix digest)] from trust/keys.bin."""
+    """[(bank id, 65-byte key, matrix digest)] from trust/keys.bin.
+
+    Only a provisioned token asks (the callers check first), and provisioning writes KEYS
+    before ks.bin, atomically: a KEYS missing, zero-length or failing its tag is damage. It is
+    a STORAGE error naming the file (nothing is verified, so nothing is paid or loaded), never
+    "no trust files (provision it)": a provisioned token cannot be provisioned again."""
     try:
         raw = w.records.get(KEYS)
-    except Corrupt:
-        raw = None
+    except Corrupt as e:  # 9: EBADF, core.fault names the file and why
+        raise OSError(9, "%s damaged (%s)" % (KEYS, e.why)) from None
     if not raw:
-        raise _err(_ERR_STATE, "no trust files on the token (provision it)")
+        raise OSError(9, "%s missing or empty: provisioning wrote it" % KEYS)
     out = []
     p = 0
     while p < len(raw):

@@ -74,7 +74,9 @@ def ask_pin_loop(tok, title):
         except WrongPin as e:
             ui.message("Wrong PIN", "%d tries left" % e.left, timeout_ms=3000)
         except Wiped:
-            w.boot()
+            from core.fault import boot
+
+            boot(w)  # the wallet as its flash is now: blank, or STORAGE if the wipe stopped
             ui.message("Wiped", "10 wrong PINs: the keys were erased.", timeout_ms=3000)
             tok.refresh()
             raise
@@ -95,8 +97,8 @@ def on_event(tok, ev):
     try:
         _menu(tok, key)
     except WalletError as e:
-        if e.code != _ERR_CANCELLED:
-            ui.message("Refused", str(e))
+        if e.code != _ERR_CANCELLED:  # a wipe the flash stopped (core.wallet) is STORAGE
+            ui.message("Storage error" if e.code == _ERR_STORAGE else "Refused", str(e))
     except (WrongPin, Wiped) as e:
         ui.message("PIN", str(e))
     except ErrorReply as e:  # core.fault.gate: the storage fault, said as the link says it

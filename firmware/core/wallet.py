@@ -36,6 +36,7 @@ except ImportError:  # CPython
 
 
 _ERR_STATE = const(0x0101)  # hubi_core.protocol.ERR_STATE
+_ERR_STORAGE = const(0x010B)  # hubi_core.protocol.ERR_STORAGE
 _EBADF = const(9)  # a state file there but not usable (core.hand says which)
 
 HISTORY = 8
@@ -143,6 +144,7 @@ class Wallet:
         if self.counter.last_time and not self.clock.is_set():
             self.clock.set_time(self.counter.last_time)
         self.account = None
+        self.currency = ""  # a wiped account's currency is not this blank token's
         if not ready:
             st = self.storage
             if st.exists(TPL) or st.listdir("hist") or st.listdir("trust"):
@@ -261,5 +263,14 @@ class Wallet:
     def wipe(self):
         from core.fault import boot
 
-        self.ks.wipe()
+        try:
+            self.ks.wipe()
+        except OSError as e:
+            # stopped part way (a full flash: the new transport key not written): the wallet
+            # boots from what the flash holds, as the next boot will (blank, still ready, or
+            # the STORAGE fault until room is made), and the refusal says the wipe is not done
+            from core.fault import storage_text
+
+            boot(self)
+            raise WalletError(_ERR_STORAGE, "wipe not finished: " + storage_text(e)) from None
         boot(self)  # blank; or in fault again (STORAGE) if a file a wipe keeps is damaged
