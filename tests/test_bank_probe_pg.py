@@ -26,7 +26,10 @@ nodes = bank_nodes.nodes
 
 def test_postgresql_gone_mid_booking_and_back(bank_world, nodes, tmp_path):
     world = bank_world
-    pg = PostgresServer(tmp_path / "pg", durable=False)
+    # commits kept (synchronous_commit on): a stop that crashes the server (tests: its data
+    # folder made unreachable by another pytest session) lost notes answered "booked" with it
+    # off, PostgreSQL's choice, not the node's (tests/test_bank_probe29_pg.py crashes it)
+    pg = PostgresServer(tmp_path / "pg", durable=False, settings={"synchronous_commit": "on"})
     try:
         url = pg.create_database("bka")
         accts = prepare_bank(world.home, "BKA", url, accounts=4, funds=100_000)

@@ -157,6 +157,25 @@ def outcome_name(out: eng_mod.Outcome) -> str:
     return "refused"
 
 
+def durability_warning(store: Store) -> str | None:
+    """The warning (logged here, shown in /health's detail) for a database server set to lose
+    acknowledged commits in a crash: every note the node answered "booked" since the server's
+    last WAL write may be gone after it, and the merchant was told it was booked. None when
+    it is set safely, or cannot be asked now (the node's own checks say so then)."""
+    try:
+        risks = store.durability_risks()
+    except down_errors():
+        return None
+    if not risks:
+        return None
+    why = (
+        f"the database server runs with {', '.join(risks)}: a crash of it or of its host can "
+        "lose notes the node already answered as booked (turn them on in postgresql.conf)"
+    )
+    log.warning("%s", why)
+    return why
+
+
 class EngineBackend:
     """A primary node's backend: one BankEngine (thread-safe) behind the API."""
 
@@ -168,6 +187,7 @@ class EngineBackend:
         self.commits = GroupCommit(engine, max_batch)
         # why the node must not book now (its database lock is not its own: hubi.bank.server)
         self.fenced: str | None = None
+        self.durability = durability_warning(engine.store)
 
     def fence(self, why: str | None) -> None:
         """Stop booking, saying `why` (uploads and writes get 503 node-lock-lost, /health is
@@ -226,7 +246,8 @@ class EngineBackend:
     def _figures(self) -> dict[str, Any]:
         e = self.engine
         last = e.latest_checkpoint()
-        return {
+        extra = {"durability": self.durability} if self.durability else {}
+        return extra | {
             "store": e.store.dialect,
             "database": display_url(e.store.url),
             "register_size": e.register_size(),

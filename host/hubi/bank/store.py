@@ -43,8 +43,11 @@ import contextlib
 import functools
 import os
 import re
+import socket
 import sqlite3
+import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,6 +342,229 @@ def display_url(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
+# PostgreSQL connections: libpq's keepalives and tcp_user_timeout (the node lock's, see
+# hubi.bank.server.NODE_LOCK_KEEPALIVES) break a connection whose peer is gone in seconds, not
+# after the kernel's minutes of retransmits; they do not end a wait whose bytes a middlebox (or
+# a hung relay) acknowledges and never forwards: WaitWatch below does.
+PG_CONNECT_TIMEOUT = 5  # seconds: a server that accepts TCP and never says hello
+WAIT_LOOK_AFTER = 3.0  # seconds a statement may wait before the watchdog asks the server
+WAIT_LOOK_EVERY = 1.0  # seconds between two looks
+WAIT_IDLE_LOOKS = 2  # looks that find the session not working on our statement before a cut
+
+
+def pg_connect_options(target: str) -> dict[str, Any]:
+    """psycopg.connect's keyword arguments for the bank's PostgreSQL connections: a connect
+    timeout and the node lock's keepalives, each only where the URL does not set its own."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from hubi.bank.server import NODE_LOCK_KEEPALIVES
+
+    given = conninfo_to_dict(target)
+    want: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT, **NODE_LOCK_KEEPALIVES}
+    return {k: v for k, v in want.items() if k not in given}
+
+
+def _cut(fd: int) -> None:
+    """Shut a connection's socket down under libpq: a thread waiting on it wakes at once with
+    an error (the fd stays libpq's to close)."""
+    with contextlib.suppress(OSError):
+        dup = socket.socket(fileno=os.dup(fd))
+        try:
+            dup.shutdown(socket.SHUT_RDWR)
+        finally:
+            dup.close()
+
+
+def _quiet_ms(fd: int) -> int | None:
+    """Milliseconds since the socket last received data (Linux's TCP_INFO), None where unknown:
+    a large answer still arriving over a slow link leaves its session idle on the server and
+    must not be taken for a lost one."""
+    info = getattr(socket, "TCP_INFO", None)
+    if info is None:
+        return None
+    try:
+        with socket.socket(fileno=os.dup(fd)) as dup:
+            raw = dup.getsockopt(socket.IPPROTO_TCP, info, 104)
+    except OSError:
+        return None
+    return int.from_bytes(raw[52:56], sys.byteorder) if len(raw) >= 56 else None  # last_data_recv
+
+
+@dataclass
+class _Wait:
+    fd: int
+    pid: int  # the session's server process
+    since: float | None  # monotonic start of the current wait; None: the thread is not waiting
+    depth: int = 1
+    idle: int = 0  # looks in a row that found the session idle while we waited
+    looked: float | None = None  # the wait those looks were about
+    cut: str | None = None  # why the watchdog cut the connection
+
+
+class WaitWatch:
+    """Bounds a PostgreSQL wait whose answer is lost. A thread marks its waits on the server
+    (:meth:`waiting`); a watchdog looks at any wait older than WAIT_LOOK_AFTER s from a
+    connection of its own: a session the server shows working (a long query, a lock wait) is
+    left alone; a session the server shows idle or gone while we wait for its answer (the
+    answer was lost on the way), or a server that cannot be reached at all, gets the waiting
+    connection cut, so the caller fails (StoreError, a 503) in seconds instead of hanging for
+    as long as the network path does."""
+
+    def __init__(self, target: str, url: str):
+        self.target, self.url = target, url
+        self._lock = threading.Lock()
+        self._busy: dict[int, _Wait] = {}  # thread id -> its wait
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.cuts = 0
+
+    @contextlib.contextmanager
+    def waiting(self, conn: Any) -> Iterator[None]:
+        """Mark the calling thread waiting on `conn` while the block runs (nested: the outer
+        wait goes on); a psycopg error after a cut is a StoreError that says why."""
+        import psycopg
+
+        tid = threading.get_ident()
+        with self._lock:
+            w = self._busy.get(tid)
+            prev = w.since if w is not None else None
+            if w is not None:
+                w.depth += 1
+                if w.since is None:
+                    w.since = time.monotonic()
+        if w is None:
+            try:
+                w = _Wait(conn.fileno(), conn.info.backend_pid, time.monotonic())
+            except psycopg.Error:  # closed already: the statement fails on its own
+                yield
+                return
+            with self._lock:
+                self._busy[tid] = w
+            if self._thread is None:
+                self._start()
+        try:
+            yield
+        except psycopg.Error as exc:
+            if w.cut:
+                raise StoreError(w.cut) from exc
+            raise
+        finally:
+            with self._lock:
+                w.depth -= 1
+                w.since = prev
+                if w.depth == 0:
+                    del self._busy[tid]
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Inside :meth:`waiting`: the block is the caller's own work (planning, signing), not a
+        wait on the server; the wait starts again after it (a COMMIT's)."""
+        with self._lock:
+            w = self._busy.get(threading.get_ident())
+            if w is not None:
+                w.since = None
+        try:
+            yield
+        finally:
+            if w is not None:
+                with self._lock:
+                    w.since = time.monotonic()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None or self._done.is_set():
+                return
+            self._thread = threading.Thread(target=self._watch, name="store-waits", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        while not self._done.wait(WAIT_LOOK_EVERY):
+            now = time.monotonic()
+            with self._lock:
+                late = [
+                    (tid, w, w.since)
+                    for tid, w in self._busy.items()
+                    if w.since is not None and now - w.since >= WAIT_LOOK_AFTER
+                ]
+            if not late:
+                continue
+            states, why = self._look(sorted({w.pid for _, w, _ in late}))
+            with self._lock:
+                for tid, w, since in late:
+                    if self._busy.get(tid) is not w or w.since != since or w.cut:
+                        continue  # that wait ended meanwhile
+                    if states is None:
+                        if why is not None:  # the server cannot be reached at all
+                            self._cut(w, f"cannot reach it ({why})")
+                        continue
+                    state = states.get(w.pid, "gone")
+                    if state in ("active", None):  # working on it, or not ours to see
+                        w.idle = 0
+                        continue
+                    if w.looked != since:
+                        w.looked, w.idle = since, 0
+                    quiet = _quiet_ms(w.fd)
+                    if quiet is not None and quiet < WAIT_LOOK_EVERY * 1000:
+                        w.idle = 0  # its answer is still coming in
+                        continue
+                    w.idle += 1
+                    if w.idle >= WAIT_IDLE_LOOKS:
+                        self._cut(w, f"its session is {state}: the answer was lost on the way")
+
+    def _cut(self, w: _Wait, why: str) -> None:
+        """(Under the lock: the connection, and so its fd, is the waiting thread's until it
+        leaves :meth:`waiting`.)"""
+        waited = time.monotonic() - (w.since or time.monotonic())
+        w.cut = (
+            f"PostgreSQL {display_url(self.url)} gave no answer for {waited:.0f} s and the node "
+            f"cut the connection ({why}); a new one is made on the next use"
+        )
+        self.cuts += 1
+        _cut(w.fd)
+
+    def _look(self, pids: list[int]) -> tuple[dict[int, str | None] | None, str | None]:
+        """The server's state of each session (pg_stat_activity), from a connection of its own:
+        (states, None); (None, why) when the server cannot be reached; (None, None) when it
+        answered with an error (full of connections, say): no reason to cut anything."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(self.target, autocommit=True, **pg_connect_options(self.target))
+        except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None):
+                return None, None
+            return None, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "error"
+        guard = threading.Lock()
+        done = False
+        fd = conn.fileno()
+
+        def bound() -> None:  # the look itself must not hang where the wait did
+            with guard:
+                if not done:
+                    _cut(fd)
+
+        timer = threading.Timer(WAIT_LOOK_AFTER, bound)
+        timer.daemon = True
+        timer.start()
+        try:
+            rows = conn.execute(
+                "SELECT pid, state FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+            ).fetchall()
+        except psycopg.Error as exc:
+            if getattr(exc, "sqlstate", None):
+                return None, None
+            return None, "its answer to a look did not come"
+        finally:
+            with guard:
+                done = True
+            timer.cancel()
+            conn.close()
+        return {int(pid): state for pid, state in rows}, None
+
+
 class Tx:
     """One connection inside (or outside) a transaction; SQL is written with ``?`` placeholders."""
 
@@ -346,18 +572,24 @@ class Tx:
         self.store = store
         self.conn = conn
         self.pg = store.dialect == "postgresql"
+        self._waits = store._waits
+
+    def _wait(self) -> contextlib.AbstractContextManager[None]:
+        """A wait on the server, bounded by the store's watchdog (PostgreSQL)."""
+        return self._waits.waiting(self.conn) if self._waits else contextlib.nullcontext()
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self.pg else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.conn.execute(self._sql(sql), tuple(params))
+        with self._wait():
+            return self.conn.execute(self._sql(sql), tuple(params))
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
         if self.pg:
-            with self.conn.cursor() as cur:
+            with self._wait(), self.conn.cursor() as cur:
                 cur.executemany(self._sql(sql), rows)
         else:
             self.conn.executemany(sql, rows)
@@ -375,9 +607,10 @@ class Tx:
         if not rows:
             return
         if self.pg:
-            self.conn.execute(
-                _bulk_sql("insert", table, tuple(columns), tuple(types)), _arrays(rows)
-            )
+            with self._wait():
+                self.conn.execute(
+                    _bulk_sql("insert", table, tuple(columns), tuple(types)), _arrays(rows)
+                )
         else:
             self.conn.executemany(_bulk_sql("values", table, tuple(columns), ()), rows)
 
@@ -395,23 +628,26 @@ class Tx:
             return
         if self.pg:
             sql = _bulk_sql("update", table, (*columns, key), tuple(types))
-            self.conn.execute(sql, _arrays(rows))
+            with self._wait():
+                self.conn.execute(sql, _arrays(rows))
         else:
             self.conn.executemany(_bulk_sql("set", table, (*columns, key), ()), rows)
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple | None:
-        cur = self.execute(sql, params)
-        try:
-            return cur.fetchone()
-        finally:
-            cur.close()  # SQLite: an unfinished SELECT would pin an old snapshot
+        with self._wait():  # (pipeline mode: the fetch is the wait)
+            cur = self.execute(sql, params)
+            try:
+                return cur.fetchone()
+            finally:
+                cur.close()  # SQLite: an unfinished SELECT would pin an old snapshot
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
-        cur = self.execute(sql, params)
-        try:
-            return cur.fetchall()
-        finally:
-            cur.close()
+        with self._wait():
+            cur = self.execute(sql, params)
+            try:
+                return cur.fetchall()
+            finally:
+                cur.close()
 
     def scalar(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         row = self.one(sql, params)
@@ -530,6 +766,9 @@ class Store:
         self._local = threading.local()  # the thread's open transaction
         self._conns: PerThread[Any] = PerThread(self._connect)
         self._closed = False
+        self._waits: WaitWatch | None = None
+        if self.dialect == "postgresql":
+            self._waits = WaitWatch(self.location.target, self.url)
         if self.dialect == "sqlite":
             unknown = sorted(set(self.location.options) - set(SQLITE_OPTIONS))
             if unknown:  # a misspelt synchronous=FULL would leave the default in force
@@ -659,8 +898,9 @@ class Store:
             return conn
         import psycopg
 
+        target = self.location.target
         try:
-            return psycopg.connect(self.location.target, autocommit=True)
+            return psycopg.connect(target, autocommit=True, **pg_connect_options(target))
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to PostgreSQL {display_url(self.url)}: {exc}".strip()
@@ -673,6 +913,8 @@ class Store:
 
     def close(self) -> None:
         self._closed = True
+        if self._waits is not None:
+            self._waits.close()
         self._conns.close()
         self._local = threading.local()
 
@@ -705,10 +947,13 @@ class Store:
             else:
                 from psycopg import errors as pg_errors
 
-                try:
+                assert self._waits is not None
+                try:  # BEGIN and COMMIT are waits on the server; the body's own work is not
                     with (
+                        self._waits.waiting(conn),
                         conn.pipeline() if pipeline else contextlib.nullcontext(),
                         conn.transaction(),
+                        self._waits.paused(),
                     ):
                         yield tx
                 except pg_errors.UniqueViolation as exc:
@@ -727,9 +972,11 @@ class Store:
             finally:
                 conn.execute("COMMIT")
         else:
-            with conn.transaction():
+            assert self._waits is not None
+            with self._waits.waiting(conn), conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                yield Tx(self, conn)
+                with self._waits.paused():
+                    yield Tx(self, conn)
 
     def reader(self) -> Tx:
         """Autocommit access: each statement sees the latest committed data."""
@@ -792,6 +1039,18 @@ class Store:
             f"was changed (it is still at version {max(have)}): {fix} and run `hubi bank init` "
             "again, or go on with the hubi that wrote it"
         )
+
+    def durability_risks(self) -> list[str]:
+        """The server's settings under which a commit it acknowledged can be lost in a crash
+        of it or of its host ("fsync=off", ...); [] on SQLite (its URL refuses synchronous=OFF).
+        One query (a node asks at start)."""
+        if self.dialect != "postgresql":
+            return []
+        rows = self.reader().all(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('fsync', 'synchronous_commit', 'full_page_writes') ORDER BY name"
+        )
+        return [f"{name}={value}" for name, value in rows if value == "off"]
 
     def schema_version(self) -> int:
         return int(self.reader().scalar("SELECT MAX(version) FROM schema_version", default=0) or 0)
