@@ -64,10 +64,16 @@ def safe_streams() -> None:
     file name in bytes the locale cannot read, a table, a path or a purpose was a
     UnicodeEncodeError traceback halfway through the output. JSON is ASCII (escaped) anyway.
     Standard output closed (`>&-`) is said once and written to /dev/null: --json was an
-    AttributeError traceback, the rest silently lost; the exit status still tells the outcome."""
+    AttributeError traceback, the rest silently lost; the exit status still tells the outcome.
+    Standard error closed (`2>&-`) is written to /dev/null too: click printed its usage errors
+    to stdout instead, plain text where a script reads the command's output. Each /dev/null
+    takes the lowest free descriptor, the closed one (stdin open), so that no file the command
+    opens later gets descriptor 2 and a child's errors."""
     if sys.stdout is None:
         sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept to the end)
         _say_stderr("hubi: standard output is closed: what this command prints is lost")
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept to the end)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", None) != ESCAPE_ERRORS:
@@ -108,6 +114,12 @@ def report_lost_output(exc: OSError) -> None:
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n` and its noun agreeing, thousands grouped: "1 book", "2 books", "1,000 records"
+    (the messages said "1 books")."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
 
 
 def styled(style: str, text: object) -> str:

@@ -19,15 +19,15 @@ import hashlib
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.markup import escape
 
-from hubi.commands.params import MAX_AMOUNT, check_url
-from hubi.output import console, err_console, print_json, printable, styled
+from hubi.commands.params import EXISTING_FILE, MAX_AMOUNT, check_url, db_option, home_option
+from hubi.output import console, counted, err_console, print_json, printable, styled
 
 __all__ = ["audit"]
 
@@ -84,7 +84,7 @@ def _book_arg(store: Any, book: str) -> str:
         return hits[0]
     if not hits and not cut:
         return book  # a name with a backslash in it: the command says it has no such book
-    why = "no book in the database" if not hits else f"{len(hits)} books in the database"
+    why = f"{counted(len(hits), 'book') if hits else 'no book'} in the database"
     raise PrintedName(
         f"--book {printable(book, NAME_SHOWN)} is a name {'cut' if cut else 'escaped'} for "
         f"printing, and {why} is printed so (--json names every book whole)"
@@ -144,20 +144,8 @@ def _db_option(f: Any) -> Any:
         type=click.Path(file_okay=False, exists=True, path_type=Path),
         help="Trust bundle (consortium.json + matrices/): check notes and the bank key.",
     )(f)
-    f = click.option(
-        "--home",
-        envvar="HUBI_HOME",
-        show_envvar=True,
-        type=click.Path(file_okay=False, exists=True, path_type=Path),
-        help="hubi home: trust bundle plus the bank's private key (balances).",
-    )(f)
-    f = click.option(
-        "--db",
-        envvar="HUBI_DB",
-        show_envvar=True,
-        required=True,
-        help="Bank database URL (sqlite:///... or postgresql://...).",
-    )(f)
+    f = home_option("hubi home: trust bundle plus the bank's private key (balances).")(f)
+    f = db_option("Bank database URL (sqlite:///... or postgresql://...).", required=True)(f)
     return f
 
 
@@ -204,7 +192,7 @@ def verify_cmd(
                 task = prog.add_task("auditing")
 
                 def progress(n: int) -> None:
-                    prog.update(task, description=f"auditing: {n:,} records")
+                    prog.update(task, description=f"auditing: {counted(n, 'record')}")
 
                 report = audit_mod.audit(
                     store,
@@ -260,7 +248,8 @@ def _clean_line(doc: dict[str, Any]) -> str:
 def _print_report(doc: dict[str, Any]) -> None:
     checks = doc["checks"]
     console.print(
-        f"bank {_shown(doc['bank'])}: {doc['books']} books, {doc['records']:,} records, level {doc['level']} "
+        f"bank {_shown(doc['bank'])}: {counted(doc['books'], 'book')}, "
+        f"{counted(doc['records'], 'record')}, level {doc['level']} "
         f"({doc['seconds']} s); bank key from {_shown(checks.get('bank_key', 'nowhere'), DETAIL_SHOWN)}; notes {checks.get('notes')}; "
         f"balances {checks.get('balances')}",
         highlight=False,
@@ -372,22 +361,21 @@ def _serial_range(text: str | None) -> range | None:
     return range(lo, hi + 1)
 
 
+def _candidates(flag: str, dest: str, help: str) -> Callable[[Any], Any]:
+    """A file of candidates for `recover` to try, one a line (required)."""
+    return click.option(flag, dest, required=True, type=EXISTING_FILE, help=help)
+
+
 @audit.command("recover")
 @_db_option
 @click.option("--book", required=True, help="Book (account id) that lost a record.")
-@click.option(
+@_candidates(
     "--payees",
     "payees_file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Candidate counterparties, one account id a line (payee of a debit, payer of a credit).",
+    "Candidate counterparties, one account id a line (payee of a debit, payer of a credit).",
 )
-@click.option(
-    "--purposes",
-    "purposes_file",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Candidate purposes, one a line (an empty line: no purpose).",
+@_candidates(
+    "--purposes", "purposes_file", "Candidate purposes, one a line (an empty line: no purpose)."
 )
 @click.option(
     "--record", "number", type=int, help="Record number (default: the book's one lost record)."

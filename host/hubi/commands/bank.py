@@ -25,8 +25,8 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from hubi.commands.params import MAX_AMOUNT, typed_text
-from hubi.output import console, err_console, print_json, styled
+from hubi.commands.params import MAX_AMOUNT, db_option, env_option, home_option, typed_text
+from hubi.output import console, counted, err_console, print_json, styled
 
 __all__ = ["bank", "resolve_bank", "default_db_url"]
 
@@ -99,26 +99,10 @@ def _engine(
 
 
 def _home_option(f: Any) -> Any:
-    f = click.option(
-        "--db",
-        envvar="HUBI_DB",
-        show_envvar=True,
-        help="Store URL (default sqlite:///HOME/banks/<BANK>/bank.db).",
-    )(f)
-    f = click.option(
-        "--bank",
-        envvar="HUBI_BANK",
-        show_envvar=True,
-        help="Bank id (default: the only bank in HOME).",
-    )(f)
-    f = click.option(
-        "--home",
-        envvar="HUBI_HOME",
-        show_envvar=True,
-        required=True,
-        type=click.Path(file_okay=False, exists=True, path_type=Path),
-        help="hubi home (HOME/trust, HOME/banks/<BANK>/...).",
-    )(f)
+    f = db_option("Store URL (default sqlite:///HOME/banks/<BANK>/bank.db).")(f)
+    bank_help = "Bank id (default: the only bank in HOME)."
+    f = env_option("--bank", envvar="HUBI_BANK", help=bank_help)(f)
+    f = home_option("hubi home (HOME/trust, HOME/banks/<BANK>/...).", required=True)(f)
     return f
 
 
@@ -187,10 +171,12 @@ def init_cmd(
         console.print(
             f"bank [bold]{bank}[/bold]: database {escape(info['database'])} (schema {info['schema_version']}), "
             f"treasury {info['treasury']}{' opened' if created else ''}, "
-            f"checkpoint every {info['checkpoint_every']} records"
+            f"checkpoint every {counted(info['checkpoint_every'], 'record')}"
         )
         if info["kept_subtrees_added"]:
-            console.print(f"kept {info['kept_subtrees_added']} subtrees of the register for proofs")
+            console.print(
+                f"kept {counted(info['kept_subtrees_added'], 'subtree')} of the register for proofs"
+            )
         if info["kept_subtrees_not_added"]:
             err_console.print(
                 styled("yellow", f"no subtrees kept: {info['kept_subtrees_not_added']}")
@@ -665,7 +651,7 @@ def show_cmd(
         print_json(doc)
         return
     console.print(
-        f"[bold]{account}[/bold] ({doc['role']}) balance {doc['balance']}, {doc['records']} records"
+        f"[bold]{account}[/bold] ({doc['role']}) balance {doc['balance']}, {counted(doc['records'], 'record')}"
         + (" [red]FLAGGED: double issuance[/red]" if doc["double_issue"] else "")
     )
     for r in doc["last"]:

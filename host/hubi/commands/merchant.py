@@ -15,7 +15,14 @@ from typing import Any, NoReturn
 import click
 from rich.markup import escape
 
-from hubi.commands.params import HTTP_URL, POSITIVE_SECONDS, SECONDS, typed_text
+from hubi.commands.params import (
+    EXISTING_FILE,
+    HTTP_URL,
+    POSITIVE_SECONDS,
+    SECONDS,
+    env_option,
+    typed_text,
+)
 from hubi.output import console, err_console, print_json, printable, styled
 
 HOME_HELP = "Merchant home folder (default: $HUBI_MERCHANT_HOME or ~/.hubi/merchant)."
@@ -111,65 +118,73 @@ def _errors() -> tuple[type[BaseException], ...]:
     return (MerchantError, HubiError, OSError, ValueError)
 
 
-def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
-    """Write again the receipt images missing from HOME/qr (a scan killed between keeping a
-    note and writing its receipt's PNG): said, and returned for the JSON output."""
+def _restore_images(
+    m: Any,
+    as_json: bool,
+    kind: str,
+    restore: Callable[[], tuple[list[Any], int]],
+    said: Callable[[Any], tuple[str, Path]],
+) -> dict[str, Any]:
+    """Write again the `kind` images missing from HOME/qr with `restore` (a command killed
+    between storing its object and writing the PNG): each said (`said` gives the line and the
+    path), and returned for the JSON output under `<kind>s_...`."""
     if m.outbox.read_only:  # a read-only home is listed as it is
         return {}
     _remove_stale_temps(m.home.qr_dir)
+    key = kind + "s"
     try:
-        written, left = m.restore_receipt_pngs()
+        written, left = restore()
     except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
         if not as_json:
             err_console.print(
-                styled("yellow", printable(f"missing receipt images not written: {exc}", 2000))
+                styled("yellow", printable(f"missing {kind} images not written: {exc}", 2000))
             )
-        return {"receipts_rewritten": [], "receipts_error": f"{type(exc).__name__}: {exc}"}
+        return {f"{key}_rewritten": [], f"{key}_error": f"{type(exc).__name__}: {exc}"}
+    lines = [said(item) for item in written]
     if not as_json:
-        for path in written:
-            err_console.print(f"receipt image written again from the outbox: {_shown(path)}")
+        for line, _path in lines:
+            err_console.print(line)
         if left:
-            err_console.print(f"{left} more receipt image(s) missing: run this again for them")
-    out: dict[str, Any] = {"receipts_rewritten": [str(p) for p in written]}
+            err_console.print(f"{left} more {kind} image(s) missing: run this again for them")
+    out: dict[str, Any] = {f"{key}_rewritten": [str(path) for _line, path in lines]}
     if left:
-        out["receipts_missing"] = left
+        out[f"{key}_missing"] = left
     return out
+
+
+def _restore_receipts(m: Any, as_json: bool) -> dict[str, Any]:
+    """The receipt images missing from HOME/qr (a scan killed between keeping a note and
+    writing its receipt's PNG), written again from the outbox."""
+    return _restore_images(
+        m,
+        as_json,
+        "receipt",
+        m.restore_receipt_pngs,
+        lambda path: (f"receipt image written again from the outbox: {_shown(path)}", path),
+    )
 
 
 def _restore_requests(m: Any, as_json: bool) -> dict[str, Any]:
-    """Draw again the images missing from HOME/qr of the requests still open (a `request`
-    killed between storing its request and writing its PNG): said, and returned for JSON."""
-    if m.outbox.read_only:
-        return {}
-    _remove_stale_temps(m.home.qr_dir)
-    try:
-        written, left = m.restore_request_pngs()
-    except (OSError, sqlite3.DatabaseError) as exc:  # the command's own work goes on
-        if not as_json:
-            err_console.print(
-                styled("yellow", printable(f"missing request images not written: {exc}", 2000))
-            )
-        return {"requests_rewritten": [], "requests_error": f"{type(exc).__name__}: {exc}"}
-    if not as_json:
-        for serial, path in written:
-            err_console.print(
-                f"image of open request #{serial} missing from the home, drawn from the outbox:"
-                f" {_shown(path)}"
-            )
-        if left:
-            err_console.print(f"{left} more request image(s) missing: run this again for them")
-    out: dict[str, Any] = {"requests_rewritten": [str(p) for _s, p in written]}
-    if left:
-        out["requests_missing"] = left
-    return out
+    """The images of the requests still open missing from HOME/qr (a `request` killed between
+    storing its request and writing its PNG), drawn again from the outbox."""
+    return _restore_images(
+        m,
+        as_json,
+        "request",
+        m.restore_request_pngs,
+        lambda item: (
+            f"image of open request #{item[0]} missing from the home, drawn from the outbox:"
+            f" {_shown(item[1])}",
+            item[1],
+        ),
+    )
 
 
 @click.group()
-@click.option(
+@env_option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
     envvar="HUBI_MERCHANT_HOME",
-    show_envvar=True,
+    type=click.Path(file_okay=False, path_type=Path),
     help=HOME_HELP,
 )
 @click.pass_context
@@ -193,13 +208,13 @@ def merchant(ctx: click.Context, home: Path | None) -> None:
 @click.option(
     "--key",
     "key_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="Import: the account's private key file (32 bytes or 64 hex digits).",
 )
 @click.option(
     "--template",
     "template_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     help="Import: the account's bank-sealed Template (binary, or its hex as text).",
 )
 @click.option(
@@ -413,9 +428,7 @@ def _send_link(port: str, what: str, data: bytes, as_json: bool) -> dict[str, An
     type=click.Path(exists=True, path_type=Path),
     help="Image file(s) or folder(s); more files may follow as arguments.",
 )
-@click.option(
-    "--video", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="A video file."
-)
+@click.option("--video", type=EXISTING_FILE, help="A video file.")
 @click.argument("more", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--request", "request_serial", type=int, help="Match this request (default: latest).")
 @click.option(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
@@ -18,6 +20,7 @@ import click
 _URL_ASCII = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 _HOST_ASCII = re.compile(r"[A-Za-z0-9\-._~]")
 _ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _url_fault(url: str) -> str | None:
@@ -166,7 +169,29 @@ def typed_text(value: str) -> str | None:
 
 
 HTTP_URL = HttpUrl()
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)  # a file that is there
 CONSORTIUM_NAME = ConsortiumName()
 SECONDS = Seconds(min=0.0)  # a delay: 0 (no wait) or more
 POSITIVE_SECONDS = Seconds(min=0.0, min_open=True)  # a timeout: more than 0
 MAX_AMOUNT = (1 << 63) - 1  # minor units: a balance is a signed 64-bit number
+
+
+def env_option(*decls: str, envvar: str, **kw: Any) -> Callable[[F], F]:
+    """An option that may come from the environment variable `envvar`, named in --help."""
+    return click.option(*decls, envvar=envvar, show_envvar=True, **kw)
+
+
+def home_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """--home / $HUBI_HOME: a hubi home, an existing folder (the bank and audit commands)."""
+    return env_option(
+        "--home",
+        envvar="HUBI_HOME",
+        required=required,
+        type=click.Path(file_okay=False, exists=True, path_type=Path),
+        help=help,
+    )
+
+
+def db_option(help: str, *, required: bool = False) -> Callable[[F], F]:
+    """--db / $HUBI_DB: a bank database's URL."""
+    return env_option("--db", envvar="HUBI_DB", required=required, help=help)

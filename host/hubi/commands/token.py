@@ -20,9 +20,9 @@ import click
 from rich.markup import escape
 
 from hubi.amounts import format_amount
-from hubi.commands.params import MAX_AMOUNT, in_existing_folder
+from hubi.commands.params import EXISTING_FILE, MAX_AMOUNT, env_option, in_existing_folder
 from hubi.files import write_atomic
-from hubi.output import console, err_console, print_json, printable, styled
+from hubi.output import console, counted, err_console, print_json, printable, styled
 from hubi.token import deploy as dep
 from hubi.token import provision as prov
 from hubi.token.client import BadReply, TokenClient
@@ -48,9 +48,7 @@ PIN_VISIBLE = (
 
 
 def pin_opt(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    return click.option(
-        "--pin", envvar="HUBI_PIN", show_envvar=True, metavar="PIN|-", help=what + PIN_VISIBLE
-    )
+    return env_option("--pin", envvar="HUBI_PIN", metavar="PIN|-", help=what + PIN_VISIBLE)
 
 
 def _ask_pin(prompt: str = "PIN") -> str:
@@ -164,7 +162,7 @@ def _heapsize(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 @token.command("sim")
 @click.option("--state", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--profile", "--board", type=click.Choice(PROFILES), default="esp32_st7789_240")
-@click.option("--script", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--script", type=EXISTING_FILE)
 @click.option(
     "--heapsize",
     default=None,
@@ -313,7 +311,7 @@ def provision_cmd(
 
 def _upload_progress(name: str, done: int, total: int) -> None:
     if done == total:
-        err_console.print(f"uploaded {name} ({total} bytes)")
+        err_console.print(f"uploaded {name} ({counted(total, 'byte')})")
 
 
 @token.command("allowance")
@@ -361,7 +359,7 @@ def _print_allowance(a: dict[str, Any]) -> None:
 @click.option(
     "--request",
     "request_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=EXISTING_FILE,
     required=True,
 )
 @pin_opt("Headless tokens: the PIN (asked if not given).")
@@ -545,7 +543,7 @@ def _utc(t: int) -> str:
 
 @token.command("notice")
 @port_opt
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=EXISTING_FILE)
 @json_opt
 def notice_cmd(port: str, file: Path, as_json: bool) -> None:
     """Load a BalanceNotice or Receipt into the token (verified there)."""
@@ -604,9 +602,7 @@ def wipe_cmd(port: str, pin: str | None) -> None:
 
 @token.command("flash")
 @port_opt
-@click.option(
-    "--firmware", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True
-)
+@click.option("--firmware", type=EXISTING_FILE, required=True)
 @click.option(
     "--chip", type=click.Choice(sorted(dep.FLASH_OFFSET)), default="esp32", show_default=True
 )

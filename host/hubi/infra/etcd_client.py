@@ -25,11 +25,11 @@ import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import httpx
 
+from hubi.infra._closing import Closing
 from hubi.infra.http_pool import HttpFailure, HttpPool, HttpReplyTooLarge, HttpTimeout
 from hubi.jsonload import JsonError, loads
 
@@ -375,7 +375,7 @@ def _normalise(endpoint: str) -> str:
 
 
 # ---------------------------------------------------------------------------- client
-class Etcd:
+class Etcd(Closing):
     """etcd v3 client over the JSON gateway of one or more members (failover in order).
 
     ``timeout``: seconds for one HTTP request to one member. ``first_try``: the patience with
@@ -431,17 +431,6 @@ class Etcd:
         for pool in self._pools.values():
             pool.close()
         self._http.close()
-
-    def __enter__(self) -> Etcd:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return "Etcd(%r)" % (self._endpoints,)

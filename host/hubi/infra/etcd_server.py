@@ -29,12 +29,12 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from hubi.infra import _process
+from hubi.infra._closing import Closing
 from hubi.infra.etcd_client import Etcd
 from hubi.infra.ports import free_port, release_port, reserve_port
 
@@ -132,7 +132,7 @@ def _damage(saved: list[tuple[str, int, int]]) -> str | None:
     return None
 
 
-class EtcdCluster:
+class EtcdCluster(Closing):
     """A real etcd cluster of ``members`` processes on 127.0.0.1.
 
     ``datadir`` holds one data directory and one log file per member, and ``cluster.json`` (the
@@ -518,16 +518,8 @@ class EtcdCluster:
                 members = pending
                 time.sleep(0.05)
 
-    # ------------------------------------------------------------------ context manager
-    def __enter__(self) -> EtcdCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """What the end of a `with` block does: :meth:`stop`."""
         self.stop()
 
     def __repr__(self) -> str:

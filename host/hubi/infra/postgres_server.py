@@ -37,7 +37,6 @@ import weakref
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -45,6 +44,7 @@ import psycopg
 from psycopg import sql
 
 from hubi.infra import _process
+from hubi.infra._closing import Closing
 from hubi.infra.ports import free_port, release_port
 
 __all__ = [
@@ -190,7 +190,7 @@ def _stop_server(
     ports.clear()
 
 
-class PostgresServer:
+class PostgresServer(Closing):
     """A PostgreSQL server for ``datadir`` (created if needed), started by the constructor.
 
     Layout: ``datadir/pgdata`` (PGDATA), ``datadir/postgres.log``, ``datadir/password``
@@ -516,17 +516,6 @@ class PostgresServer:
         """Stop the server for good (also done by a finalizer at interpreter exit)."""
         self._closed = True
         self._finalizer()
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------------ databases
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
