@@ -137,6 +137,11 @@ class NodeProcess:
         return serve_argv(self.home, self.bank, self.port, self.ready, "info", self.extra)
 
     def start(self, timeout: float = 60.0) -> NodeProcess:
+        return self.spawn().wait_ready(timeout)
+
+    def spawn(self) -> NodeProcess:
+        """Start the process, not waiting for it (call from the thread that will outlive it:
+        the child's parent-death signal fires when its spawning thread ends)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.ready.unlink(missing_ok=True)
         env = dict(os.environ)
@@ -145,6 +150,11 @@ class NodeProcess:
             env["HUBI_DB"] = self.db  # not on the command line: it may hold a password
         self.proc = _process.spawn(self.argv(), log_path=self.log, cwd=REPO, env=env)
         self.starts += 1
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> NodeProcess:
+        """Wait until the spawned process wrote its ready file."""
+        assert self.proc is not None, "not spawned"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

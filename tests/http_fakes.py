@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-__all__ = ["RecordingBank", "fake_bank", "serving"]
+__all__ = ["RecordingBank", "fake_bank", "ok_server", "serving"]
 
 
 @contextmanager
@@ -20,12 +20,34 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     the block runs; its URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def ok_server(port: int, asked: list[str]) -> ThreadingHTTPServer:
+    """An HTTP server on `port` that answers every GET with 200 {"status": "ok"} (another
+    program on a bank's port), noting each path asked in `asked`; the caller shuts it down."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - the handler's API
+            asked.append(self.path)
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server
 
 
 class RecordingBank(BaseHTTPRequestHandler):

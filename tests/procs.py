@@ -1,11 +1,14 @@
-"""Process states the tests need: is a pid alive, and hang a process for sure (SIGSTOP)."""
+"""Process states the tests need: is a pid alive, which processes name a folder, hang a process
+for sure (SIGSTOP), wait for a condition."""
 
 from __future__ import annotations
 
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def _state(stat_path: Path) -> str:
@@ -48,3 +51,32 @@ def hang(pid: int, timeout: float = 30.0) -> None:
 
 def wake(pid: int) -> None:
     os.kill(pid, signal.SIGCONT)
+
+
+def procs_with(text: str) -> dict[int, str]:
+    """Live processes whose command line holds `text` (the test's folder): pid -> command.
+    (`hubi consortium up` runs in its folder without naming it; its children name it, as
+    --home or etcd's --data-dir, once they have exec'd.)"""
+    out = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmd and alive(int(d.name)):
+                out[int(d.name)] = cmd
+    return out
+
+
+def wait_for(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
+    """`cond()` asked every 20 ms until it is true; that value (AssertionError naming `what`
+    after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

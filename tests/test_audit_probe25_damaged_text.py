@@ -8,7 +8,6 @@ a finding (the undecodable name shown with its bytes escaped) or one line naming
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,14 @@ from hubi.bank import audit
 from hubi.bank.store import StoreError, open_store
 from hubi.cli import main
 from tests.servers import postgres_server  # noqa: F401
-from tests.test_bank_support import BACKENDS, book_pingpong, make_bank, make_url, open_sql
+from tests.test_bank_support import (
+    BACKENDS,
+    book_pingpong,
+    make_bank,
+    make_url,
+    open_sql,
+    sqlite_copy,
+)
 from tests.world import make_world
 
 pytestmark = pytest.mark.xdist_group("audit-probe25-text")
@@ -42,14 +48,7 @@ def bank_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _damaged(src: Path, tmp_path: Path, script: str) -> str:
     """A copy of `src` with `script` applied by plain sqlite3; its URL."""
-    dst = tmp_path / "case.db"
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    a.backup(b)
-    a.close()
-    b.executescript(script)
-    b.commit()
-    b.close()
-    return f"sqlite:///{dst}"
+    return sqlite_copy(src, tmp_path / "case.db", script)
 
 
 def _verify(url: str, *extra: str) -> tuple[int, str]:

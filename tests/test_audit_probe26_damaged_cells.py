@@ -12,7 +12,6 @@ ON CONFLICT clause."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from tests.test_bank_support import (
     make_bank,
     make_url,
     open_sql,
+    sqlite_copy,
 )
 from tests.world import make_world
 
@@ -48,14 +48,7 @@ def bank_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _damaged(src: Path, tmp_path: Path, script: str) -> str:
-    dst = tmp_path / "case.db"
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    a.backup(b)
-    a.close()
-    b.executescript(script)
-    b.commit()
-    b.close()
-    return f"sqlite:///{dst}"
+    return sqlite_copy(src, tmp_path / "case.db", script)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from hubi.cli import main
 from tests.test_bank_support import book_pingpong, make_bank
+from tests.test_bank_support import sqlite_copy as _copy
 from tests.world import make_world
 
 pytestmark = pytest.mark.xdist_group("test_audit_probe27_register_rows")
@@ -22,15 +23,6 @@ pytestmark = pytest.mark.xdist_group("test_audit_probe27_register_rows")
 A, B = "BKA-alice", "BKA-bob"
 ROWS_ONLY = [(A, 3), (A, 4), (B, 7)]  # register rows lost, records kept
 BOTH = [(B, 9)]  # record and register row lost
-
-
-def _copy(src: Path, dst: Path, script: str = "") -> None:
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    a.backup(b)
-    a.close()
-    b.executescript(script)
-    b.commit()
-    b.close()
 
 
 def _where(names: list[tuple[str, int]]) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -410,19 +411,28 @@ def test_a_request_that_does_not_arrive_in_time_is_dropped(bank_world, nodes, tm
 
     # without the limit each exchange lasts the client's 100 x 0.3 s = 30 s; 15 s leaves room
     # for a loaded machine
-    said, took = held(b"")  # connected, said nothing
-    assert said.startswith(b"HTTP/1.1 408 ") and 0.9 < took < 15, (said, took)
-    said, took = held(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a" * 100)
-    assert said.startswith(b"HTTP/1.1 408 ") and 0.9 < took < 15, (said, took)
-    # a body that trickles: the app has the request already, so no answer, just the close
-    said, took = held(
-        b"POST /v1/notes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", b"x" * 100
-    )
-    assert said == b"" and 0.9 < took < 15, (said, took)
-    with httpx.Client(base_url=node.url, timeout=10) as c:  # in time: served, kept alive
-        assert c.get("/health").json()["status"] == "ok"
-        time.sleep(1.5)  # idle between requests is uvicorn's keep-alive (5 s), not ours
-        assert c.get("/health").json()["status"] == "ok"
+    def in_time() -> str:
+        with httpx.Client(base_url=node.url, timeout=10) as c:  # in time: served, kept alive
+            assert c.get("/health").json()["status"] == "ok"
+            time.sleep(1.5)  # idle between requests is uvicorn's keep-alive (5 s), not ours
+            return c.get("/health").json()["status"]
+
+    # the clients at once (each connection's timeout is its own): one wait, not four
+    with ThreadPoolExecutor(4) as pool:
+        silent = pool.submit(held, b"")  # connected, said nothing
+        slowloris = pool.submit(held, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ", b"a" * 100)
+        # a body that trickles: the app has the request already, so no answer, just the close
+        trickle = pool.submit(
+            held, b"POST /v1/notes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n", b"x" * 100
+        )
+        served = pool.submit(in_time)
+        said, took = silent.result()
+        assert said.startswith(b"HTTP/1.1 408 ") and 0.9 < took < 15, (said, took)
+        said, took = slowloris.result()
+        assert said.startswith(b"HTTP/1.1 408 ") and 0.9 < took < 15, (said, took)
+        said, took = trickle.result()
+        assert said == b"" and 0.9 < took < 15, (said, took)
+        assert served.result() == "ok"
     assert "did not arrive within 1 s" in node.log_text()
 
 

@@ -225,7 +225,7 @@ def test_replica_stops_on_a_replication_log_of_the_wrong_shape(bank_world, tmp_p
     world = bank_world
     handler = type("Odd", (_OddPrimary,), {"answer": json.dumps(answer).encode()})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     store = ReplicaStore(str(tmp_path / "rep.db"))
     url = f"http://127.0.0.1:{server.server_address[1]}"
     replica = Replica("BKA", url, store, world.bank_signer("BKA"), world_bank_key(world))

@@ -104,7 +104,7 @@ def test_a_record_rewritten_under_a_new_number_stops_the_replica(bank_world, nod
         doc = {"from": held, "register_size": held + 1, "records": [entry]}
         handler = type("P", (_Primary,), {"log": json.dumps(doc).encode()})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         replica.primary_url = f"http://127.0.0.1:{server.server_address[1]}"
         with pytest.raises(ReplicaError, match="BKA-000001#1 .*differs from the one"):
             replica.pull_once()

@@ -20,6 +20,9 @@ from hubi.bank.client import BankClient, BankError
 from hubi_core import codec, suite
 from tests.bank_nodes import NodeProcess, copy_world, prepare_bank
 
+# one worker builds the module's nodes (not each worker again)
+pytestmark = pytest.mark.xdist_group("test_bank_roles")
+
 BOOK = "/v1/accounts/{}/book"
 
 

@@ -23,6 +23,9 @@ from schemathesis import checks as st_checks
 from hubi.bank import auth
 from tests.bank_nodes import NodeProcess, copy_world, prepare_bank
 
+# one worker builds the module's nodes (not each worker again)
+pytestmark = pytest.mark.xdist_group("test_bank_schemathesis")
+
 EXAMPLES = 12
 
 

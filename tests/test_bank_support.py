@@ -133,6 +133,18 @@ def open_sql(url: str) -> Sql:
     return Sql(url)
 
 
+def sqlite_copy(src: Path, dst: Path, script: str = "") -> str:
+    """`src` copied to `dst` by sqlite3's online backup, with `script` (a damage, a loss) run
+    on the copy; its URL."""
+    a, b = sqlite3.connect(src), sqlite3.connect(dst)
+    a.backup(b)
+    a.close()
+    b.executescript(script)
+    b.commit()
+    b.close()
+    return f"sqlite:///{dst}"
+
+
 def clone_store(src: str, dst: str) -> None:
     """Copy a bank database (every table, row for row) into an empty one of either kind."""
     if src.startswith("sqlite:") and dst.startswith("sqlite:"):

@@ -39,7 +39,14 @@ from hubi.consortium.transport import HttpPeerTransport, LocalPeerTransport
 from hubi.infra.etcd_client import EtcdRequestError
 from hubi_core import codec, lsum
 from tests.bank_nodes import nodes  # noqa: F401
-from tests.consortium_support import BANKS4, FUNDS, copy_sqlite, load_trust, make_home
+from tests.consortium_support import (
+    BANKS4,
+    FUNDS,
+    close_embedded,
+    copy_sqlite,
+    load_trust,
+    make_home,
+)
 from tests.servers import etcd, etcd_cluster, etcd_prefix, fast_etcd_cluster  # noqa: F401
 
 
@@ -58,7 +65,7 @@ def world(tmp_path: Path):
     try:
         yield ec, accounts
     finally:
-        ec.close()
+        close_embedded(ec)
 
 
 def wait_all(ec: EmbeddedConsortium, timeout: float = 60.0) -> int:
@@ -452,7 +459,7 @@ def test_a_peer_that_answers_with_megabytes_is_not_read_and_is_reported(world) -
     and says why the note cannot be settled without it."""
     ec, acc = world
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Megabytes)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, args=(0.05,), daemon=True).start()
     http = HttpPeerTransport(Signer("BKB", 12345), {"BKD": f"http://127.0.0.1:{srv.server_port}"})
 
     class ViaHttpToBKD(LocalPeerTransport):

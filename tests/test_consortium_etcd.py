@@ -398,7 +398,7 @@ def test_a_peer_that_forges_its_endorsements_is_reported(cons: Consortium) -> No
     d = cons.nodes["BKD"]
     d.kill9()
     server = ThreadingHTTPServer(("127.0.0.1", d.port), _Rogue)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     t.start()
     try:
         for i in range(2):  # BKB asks BKA and one third bank, BKC and BKD in turn

@@ -33,6 +33,9 @@ from hubi_core.errors import BadValue
 from tests.consortium_support import Consortium, make_home
 from tests.servers import etcd_cluster  # noqa: F401
 
+# one worker builds the module's nodes (not each worker again)
+pytestmark = pytest.mark.xdist_group("test_consortium_hostile")
+
 BANKS3 = ["BKA", "BKB", "BKC"]
 
 
@@ -284,7 +287,7 @@ class _Hostile(BaseHTTPRequestHandler):
 def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return server
 
 

@@ -19,7 +19,7 @@ from hubi.consortium.errors import ConsortiumError
 from hubi.consortium.service import EmbeddedConsortium
 from hubi.consortium.state import ConsortiumState, EntryRow
 from hubi_core import codec, lsum
-from tests.consortium_support import BANKS4, FUNDS, load_trust, make_home
+from tests.consortium_support import BANKS4, FUNDS, close_embedded, load_trust, make_home
 
 STATES = ["ordered", "settled", "bounced", "rejected"]
 
@@ -209,7 +209,7 @@ def test_counts_over_a_stream_of_notes_and_restarts(tmp_path: Path) -> None:
         assert sum(first.values()) == 9, first
         _check(ec, first)
     finally:
-        ec.close()
+        close_embedded(ec)
     ec = _consortium(home)  # restart: the counts come from the file, and go on
     try:
         _check(ec, first)
@@ -219,7 +219,7 @@ def test_counts_over_a_stream_of_notes_and_restarts(tmp_path: Path) -> None:
         assert _settle(ec, 12) == {**first, "settled": 9}
         _check(ec, {**first, "settled": 9})
     finally:
-        ec.close()
+        close_embedded(ec)
 
 
 def test_counts_read_no_entry(tmp_path: Path) -> None:

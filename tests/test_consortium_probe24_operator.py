@@ -16,10 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from hubi.bank.engine import BankEngine
 from hubi.consortium.supervisor import Supervisor, setup_bank, status
 from hubi.infra import _process
 from hubi_core import codec, ec, suite, verify
+from tests.http_fakes import ok_server as _other_program
 from tests.procs import alive, hang
 
 HUBI = [sys.executable, "-m", "hubi.cli"]
@@ -80,27 +80,6 @@ def _kill_all(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------ a port taken while down
-
-
-def _other_program(port: int, asked: list[str]) -> ThreadingHTTPServer:
-    """An HTTP server on `port` that answers every GET with 200 {"status": "ok"}."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            body = b'{"status": "ok"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 @pytest.mark.slow

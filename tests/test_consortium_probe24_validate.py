@@ -18,6 +18,9 @@ from hubi_core import codec
 from tests.consortium_support import FUNDS, Consortium
 from tests.servers import etcd_cluster  # noqa: F401
 
+# one worker builds the module's nodes (not each worker again)
+pytestmark = pytest.mark.xdist_group("test_consortium_probe24_validate")
+
 BANKS3 = ["BKA", "BKB", "BKC"]
 PATH = "/v1/consortium/validate"
 

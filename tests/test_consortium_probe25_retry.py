@@ -11,10 +11,9 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import pytest
 
 from hubi.consortium.supervisor import Supervisor, status
 from hubi.infra import _process
+from tests.http_fakes import ok_server as _other_program
 
 HUBI = [sys.executable, "-m", "hubi.cli"]
 
@@ -44,27 +44,6 @@ def _status_when(folder: Path, ok: Callable[[dict[str, Any]], bool]) -> dict[str
         if ok(st) or time.monotonic() > deadline:
             return st
         time.sleep(0.2)
-
-
-def _other_program(port: int, asked: list[str]) -> ThreadingHTTPServer:
-    """An HTTP server on `port` that answers every GET with 200 {"status": "ok"}."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            body = b'{"status": "ok"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def _starts(log: Path) -> int:

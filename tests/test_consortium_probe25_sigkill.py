@@ -14,8 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +21,10 @@ import pytest
 
 from hubi.infra import _process
 from tests.procs import alive
+from tests.procs import procs_with as _procs_with
+from tests.procs import wait_for as _wait_for
 
 HUBI = [sys.executable, "-m", "hubi.cli"]
-
-
-def _wait_for(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def _procs_with(text: str) -> dict[int, str]:
-    """Live processes whose command line holds `text` (the test's folder): pid -> command."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd and alive(int(d.name)):
-                out[int(d.name)] = cmd
-    return out
 
 
 def _kill_all(folder: Path) -> None:

@@ -63,7 +63,7 @@ def fine(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """A folder with a consortium home and a real HTTP server saying every part is fine."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Fine)
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     init_home(tmp_path / "home", ["BKA"], seed=b"status exit codes")
     (tmp_path / "hubi-consortium").mkdir()
     try:

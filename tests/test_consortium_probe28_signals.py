@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,38 +32,13 @@ from hubi.infra.ports import port_taken
 from hubi_core import codec
 from tests.consortium_support import load_accounts
 from tests.procs import alive
+from tests.procs import procs_with as _procs_with
+from tests.procs import wait_for as _wait_for
 
 pytestmark = pytest.mark.xdist_group("test_consortium_probe28_signals")
 
 HUBI = [sys.executable, "-m", "hubi.cli"]
 FUNDS = 1_000_000  # `up`'s default for each demo account
-
-
-def _wait_for(cond: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _procs_with(text: str) -> dict[int, str]:
-    """Live processes whose command line holds `text` (the test's folder): pid -> command.
-    `up` itself runs in the folder without naming it; its children name it (--home, etcd's
-    --data-dir) once they have exec'd."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if text in cmd and alive(int(d.name)):
-                out[int(d.name)] = cmd
-    return out
 
 
 def _up_json(folder: Path) -> dict[str, Any] | None:

@@ -12,7 +12,7 @@ import pytest
 from hubi import kmc as kmc_mod
 from hubi.bank.engine import BankEngineError
 from hubi.consortium import service
-from tests.consortium_support import BANKS4, load_trust, make_home
+from tests.consortium_support import BANKS4, close_embedded, load_trust, make_home
 
 
 @pytest.mark.parametrize("damage", ["cut", "longer"])
@@ -39,4 +39,4 @@ def test_a_damaged_treasury_key_is_named_by_the_embedded_consortium(
         # the other banks' keys are untouched
         assert ec.engine("BKB").fund(other, 500).status == "booked"
     finally:
-        ec.close()
+        close_embedded(ec)

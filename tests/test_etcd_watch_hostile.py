@@ -158,7 +158,8 @@ def test_watch_on_a_hostile_member_alone_ends_with_a_named_error(
     """Created, then garbage, every time: the watch delivers nothing, does not spin on the
     member, and ends at the retry deadline naming the member and what was wrong."""
     with _serve(garbage=garbage) as (url, hostile):
-        client = Etcd([url], retry_deadline=1.0)
+        # 0.5 s still leaves four tries (back-off 0.05, 0.1, 0.2 s): it retries, and does not spin
+        client = Etcd([url], retry_deadline=0.5)
         t0 = time.monotonic()
         try:
             seen, ended = _read(client.watch(b"k", start_revision=5), 1, timeout=20)
@@ -210,7 +211,7 @@ def test_calls_pass_over_a_malformed_reply(
             assert kv is not None and kv.value == b"v"
             assert both.range(etcd_prefix).kvs == [kv]
             assert both.get_many([key]) == [kv]
-        with Etcd([url], retry_deadline=0.5) as alone:
+        with Etcd([url], retry_deadline=0.2) as alone:  # a few tries, each malformed
             with pytest.raises(EtcdUnavailable) as info:
                 alone.range(etcd_prefix)
             assert url in str(info.value) and says in str(info.value), str(info.value)
@@ -233,8 +234,12 @@ def test_a_write_health_and_status_on_a_malformed_reply(reply: bytes, says: str)
         assert time.monotonic() - t0 < 2.0
         assert url in str(bad.value) and "/v3/kv/put" in str(bad.value) and says in str(bad.value)
         if "header" not in says:  # the member list has no use for the header
-            with pytest.raises(EtcdUnavailable, match="malformed reply"):
-                alone.member_list()
+            # a read retries until its deadline: a short one of its own (5 s of waiting)
+            with (
+                Etcd([url], retry_deadline=0.2) as brief,
+                pytest.raises(EtcdUnavailable, match="malformed reply"),
+            ):
+                brief.member_list()
         assert alone.health() == {url: False}
         status = alone.status()[url]
         assert not status.ok and status.error and says in status.error

@@ -84,7 +84,7 @@ def _serve(tls: ssl.SSLContext | None = None) -> Iterator[tuple[str, type[Bad]]]
     server.daemon_threads = True
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     scheme = "https" if tls is not None else "http"
     try:
         yield f"{scheme}://127.0.0.1:{server.server_address[1]}", handler

@@ -6,10 +6,13 @@ Everything is real: KMC matrices, bank-sealed templates, signed notes, a SQLite 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +84,25 @@ class Shop:
         return self.payers[account]
 
 
+_SHOPS: dict[bytes, Path] = {}
+
+
+def _build_shop(root: Path, seed: bytes) -> None:
+    kmc.create_home(root / "bankhome", ["BKA", "BKB"], time=T0, seed=seed)
+    init_from_bank_home(root / "merchant", root / "bankhome", MERCHANT, now=T0, template_serial=7)
+
+
 def make_shop(root: Path, seed: bytes = b"merchant-tests") -> Shop:
-    bank_home = root / "bankhome"
-    kmc.create_home(bank_home, ["BKA", "BKB"], time=T0, seed=seed)
-    home = root / "merchant"
-    init_from_bank_home(home, bank_home, MERCHANT, now=T0, template_serial=7)
-    return Shop(root, bank_home, home)
+    """A fresh shop at `root`: built once per worker and seed (~0.5 s of key generation), then
+    copied; the homes hold no absolute path, and copytree keeps the secrets' modes."""
+    template = _SHOPS.get(seed)
+    if template is None:
+        template = Path(tempfile.mkdtemp(prefix="hubi-shop-"))
+        atexit.register(shutil.rmtree, template, True)
+        _build_shop(template, seed)
+        _SHOPS[seed] = template
+    shutil.copytree(template, root, dirs_exist_ok=True)
+    return Shop(root, root / "bankhome", root / "merchant")
 
 
 def frames(note: bytes, folder: Path, screen_px: int = 240, prefix: str = "") -> list[Path]:

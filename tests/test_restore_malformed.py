@@ -18,6 +18,7 @@ from hubi.bank.replica import record_json
 from hubi.bank.store import open_store
 from hubi.cli import main
 from tests.test_bank_support import book_pingpong, make_bank
+from tests.test_bank_support import sqlite_copy as _copy
 from tests.world import World, make_world
 
 pytestmark = pytest.mark.xdist_group("restore-malformed")
@@ -36,17 +37,6 @@ def golden(tmp_path_factory: pytest.TempPathFactory) -> tuple[World, Path]:
     book_pingpong(eng, w, A, B, 12, batch=4)
     eng.close()
     return w, path
-
-
-def _copy(src: Path, dst: Path, script: str = "") -> str:
-    """`src` copied to `dst` by sqlite3, with `script` run on the copy; its URL."""
-    a, b = sqlite3.connect(src), sqlite3.connect(dst)
-    a.backup(b)
-    a.close()
-    b.executescript(script)
-    b.commit()
-    b.close()
-    return f"sqlite:///{dst}"
 
 
 def _lose(golden: Path, tmp_path: Path) -> str:

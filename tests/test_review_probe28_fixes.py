@@ -44,6 +44,7 @@ from hubi.bank.replica import Replica, ReplicaStore
 from hubi.bank.server import NODE_LOCK_KEY, PgNodeLock
 from hubi.cli import main
 from hubi.consortium import service
+from hubi.consortium.node import NodeFenced
 from hubi.files import write_secret
 from hubi.merchant import upload as up
 from hubi.token.harness import TokenWorld
@@ -52,7 +53,7 @@ from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply
 from tests import bank_nodes, servers
 from tests.bank_nodes import prepare_bank
-from tests.consortium_support import load_trust, make_home
+from tests.consortium_support import close_embedded, load_trust, make_home
 from tests.test_bank_probe28_node_lock import (
     _allow_connections,
     _lock_holder,
@@ -77,9 +78,11 @@ WHY = "the node lost its lock on postgresql://bank@db/bka (its database session 
 
 def test_a_fenced_consortium_member_orders_and_applies_nothing(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    accounts = make_home(home, ["BKA", "BKB"], accounts=1)
+    # three banks: the payer's (A), the payee's (C), and B, fenced in the second half; A and C
+    # are a quorum, and a fenced member validates nothing (NodeFenced) and applies nothing
+    accounts = make_home(home, ["BKA", "BKB", "BKC"], accounts=1)
     payer = next(a for a in accounts.values() if a.id.startswith("BKA"))
-    payee = next(a for a in accounts.values() if a.id.startswith("BKB"))
+    payee = next(a for a in accounts.values() if a.id.startswith("BKC"))
     ec = service.EmbeddedConsortium(
         home, prune_interval=None, checkpoint_interval=3600.0, trust=load_trust(home)
     )
@@ -105,11 +108,12 @@ def test_a_fenced_consortium_member_orders_and_applies_nothing(tmp_path: Path) -
         front_a.fence(None)
         assert "node_lock" not in front_a.health()
 
-        # the payee's member fenced: the note settles at the payer's bank, the payee's
-        # applier books nothing meanwhile and catches up once the lock is back
+        # another member fenced: it endorses nothing, the note settles without it, and its
+        # applier applies nothing meanwhile and catches up once the lock is back
         b_before = b.state.applied_revision()
-        credited_before = b.engine.head(payee.id)
         front_b.fence(WHY)
+        with pytest.raises(NodeFenced):
+            b.validate(note)
         time.sleep(0.5)  # an applier reading the log now is past its check
         out = front_a.upload(note)
         assert out["outcome"] == "booked", out
@@ -117,14 +121,12 @@ def test_a_fenced_consortium_member_orders_and_applies_nothing(tmp_path: Path) -
         assert settled_at > start
         time.sleep(1.5)  # the unfenced applier applies an event within tens of ms
         assert b.state.applied_revision() == b_before
-        assert b.engine.head(payee.id) == credited_before
         front_b.fence(None)
         assert b.wait_applied(settled_at, 20.0)
-        assert b.engine.head(payee.id) != credited_before
     finally:
         for f in fronts:
             f._inner.commits.close()
-        ec.close()
+        close_embedded(ec)
 
 
 def test_a_secret_under_a_folder_anyone_may_write_to_higher_up(tmp_path: Path) -> None:

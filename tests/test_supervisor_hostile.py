@@ -107,7 +107,7 @@ def strange(tmp_path: Path, home: Path) -> Iterator[tuple[Path, dict[str, str]]]
     replies: dict[str, str] = {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), type("S", (_Strange,), {"replies": replies}))
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     up = {
         "state": "running",

@@ -187,7 +187,7 @@ def test_sim_names_a_frames_folder_only_where_frames_are_drawn(
             assert list((state / "frames").glob("*.png")), second
         else:
             assert not (state / "frames").exists()
-        time.sleep(0.5)  # the launcher's SIGTERM handler is set just after these lines
+        time.sleep(0.5)  # (a SIGTERM at any moment of start-up is handled: probe29_sigterm)
         assert not (state / "frames").exists() or frames
     finally:
         proc.send_signal(signal.SIGTERM)
