@@ -146,8 +146,9 @@ def _each(act: Callable[[Any], object], items: list[Any]) -> None:
 
 
 def close_embedded(ec: service.EmbeddedConsortium) -> None:
-    """ec.close(), with the banks' nodes first stopped at once: each stop waits for its threads
-    (up to 0.5 s each), one after the other in close(). close() then finds them stopped."""
+    """ec.close(), with the banks' nodes first stopped at once: each stop joins its threads
+    (tenths of a second under load), one after the other in close(). close() then finds them
+    stopped."""
     try:
         _each(lambda n: n.stop(), list(ec.nodes.values()))
     finally:
