@@ -340,6 +340,10 @@ def request_cmd(
             "link": None,
             **restored,
         }
+        if issued.clock_warning is not None:  # named before the QR is shown to anyone
+            out["warnings"] = [issued.clock_warning]
+            if not as_json:
+                err_console.print(styled("yellow", f"warning: {issued.clock_warning}"))
         if not as_json:
             if not no_qr:
                 sys.stdout.write(req_mod.terminal_qr(issued.bytes))

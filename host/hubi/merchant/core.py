@@ -44,9 +44,10 @@ class IssuedRequest:
     time: int
     expiry: int
     png: Path | None = None
+    clock_warning: str | None = None  # this computer's clock is behind what the outbox wrote
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "serial": self.serial,
             "amount": self.amount,
             "amount_text": format_amount(self.amount, self.currency),
@@ -58,6 +59,9 @@ class IssuedRequest:
             "hex": self.bytes.hex(),
             "png": str(self.png) if self.png else None,
         }
+        if self.clock_warning is not None:
+            out["clock_warning"] = self.clock_warning
+        return out
 
 
 @dataclass
@@ -178,6 +182,7 @@ class Merchant:
         if png is not None:  # refused before the request is signed and kept as the open one
             self._check_png(png)
         now = int(time.time()) if now is None else now
+        warning = self.clock_warning(now)  # before this request raises the outbox's mark
         info = {
             "time": now,
             "amount": amount,
@@ -202,8 +207,43 @@ class Merchant:
                 self.outbox.cancel_request(serial)
             raise
         return IssuedRequest(
-            serial, row.bytes, amount, self.currency, row.purpose, now, row.expiry, Path(path)
+            serial,
+            row.bytes,
+            amount,
+            self.currency,
+            row.purpose,
+            now,
+            row.expiry,
+            Path(path),
+            warning,
         )
+
+    def clock_warning(self, now: float) -> str | None:
+        """Words for a clock behind what this outbox already wrote (set back, or wrong): a
+        request's expiry is counted from this clock, so a token on the right time finds it
+        expired, and it was made 'before' notes already kept. None when the clock is not
+        behind by more than checks.CLOCK_SKEW."""
+        newest = self.outbox.newest_time()
+        if newest is None or now >= newest - checks.CLOCK_SKEW:
+            return None
+        utc = "%Y-%m-%d %H:%M:%S UTC"
+        behind = newest - now
+        gap = f"{behind / 3600:.1f} hours" if behind < 2 * 86400 else f"{behind / 86400:.1f} days"
+        here, kept = (time.strftime(utc, time.gmtime(t)) for t in (now, newest))
+        return (
+            f"this computer's clock ({here}) is {gap} behind the newest time this outbox"
+            f" already wrote ({kept}): it was set back or is wrong; a request's expiry is"
+            " counted from it, so a payer's token on the right time may find the request"
+            " already expired: set the clock and make a new request"
+        )
+
+    def clock(self, now: float | None = None) -> int:
+        """This computer's time, never earlier than the newest time the outbox wrote: what a
+        request is judged expired by, so a request once past its expiry stays past it when
+        the clock is set back."""
+        now = int(time.time()) if now is None else int(now)
+        newest = self.outbox.newest_time()
+        return now if newest is None else max(now, newest)
 
     @staticmethod
     def _check_png(png: Path) -> None:
@@ -313,7 +353,7 @@ class Merchant:
         image) of each drawn and how many are still missing. A request made with --png
         elsewhere gets its copy in HOME/qr this way too (which of the two a cashier shows is
         the same request). Only the newest RESTORE_WINDOW payable requests are looked at."""
-        now = int(time.time()) if now is None else now
+        now = self.clock(now)  # one expired before the clock was set back stays expired
         rows = self.outbox.db.execute(
             "SELECT serial, bytes FROM requests WHERE state = 'open' AND expiry > ?"
             " ORDER BY serial DESC LIMIT ?",

@@ -447,6 +447,33 @@ class Outbox:
         )
         return serial
 
+    # ------------------------------------------------------------------------- the clock
+    def _mark_time(self, when: int) -> None:
+        """Keep the newest wall time this outbox has written (meta 'clock'), never lowered:
+        what a clock stepped back is compared with (inside the caller's transaction)."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('clock', ?) ON CONFLICT (key) DO UPDATE"
+            " SET value = excluded.value"
+            " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            (str(int(when)),),
+        )
+
+    def newest_time(self) -> int | None:
+        """The newest wall time this outbox has written (a request made, a note kept, a scan
+        rejected, an upload tried), or None when it has written none. An outbox of an older
+        hubi (no meta 'clock' yet) is read from its tables."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
+        if row is not None and isinstance(row[0], str) and row[0].isascii() and row[0].isdigit():
+            return int(row[0])
+        times = [
+            self.db.execute(
+                f"SELECT max({col}) FROM {table} WHERE typeof({col}) = 'integer'"
+            ).fetchone()[0]
+            for table, col in (("requests", "time"), ("notes", "scanned_at"), ("rejects", "at"))
+        ]
+        known = [t for t in times if isinstance(t, int)]
+        return max(known) if known else None
+
     # ------------------------------------------------------------------------ requests
     def add_request(self, signer: str, build: Callable[[int], tuple[bytes, dict[str, Any]]]) -> int:
         """Allocate the next serial, build the signed request with it, store it: one transaction.
@@ -456,6 +483,7 @@ class Outbox:
         with self.transaction():
             serial = self._next_serial(signer)
             raw, info = build(serial)
+            self._mark_time(info["time"])
             self.db.execute(
                 f"INSERT INTO requests ({_REQ_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, 'open', NULL)",
                 (
@@ -539,6 +567,7 @@ class Outbox:
                 )
                 if cur.rowcount != 1:
                     raise ValueError(f"request #{request_serial} is no longer open")
+            self._mark_time(now)
             receipt = None
             receipt_serial = None
             if make_receipt is not None:
@@ -583,6 +612,7 @@ class Outbox:
                 "INSERT INTO rejects (at, field, reason, note_id, bytes) VALUES (?, ?, ?, ?, ?)",
                 (now, field, reason, note_id, raw),
             )
+            self._mark_time(now)
 
     def rejects(self, last: int | None = None) -> list[dict[str, Any]]:
         """Rejected scans, oldest first; with `last`, the newest `last` of them only."""
@@ -609,13 +639,15 @@ class Outbox:
         ]
 
     def notes(self, state: str | None = None, last: int | None = None) -> list[NoteRow]:
-        """Notes in the order they were scanned (of one state); with `last`, the newest
-        `last` of them only."""
+        """Notes in the order this outbox kept them (of one state); with `last`, the newest
+        `last` of them only. Kept order (rowid: notes are never deleted) is the order they
+        were scanned here: a clock stepped back (scanned_at is wall time) must not reorder
+        them."""
         where, params = ("WHERE state = ?", (state,)) if state is not None else ("", ())
         if last is None:
-            sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY scanned_at, rowid"
+            sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY rowid"
             return [_note_row(r) for r in self.db.execute(sql, params).fetchall()]
-        sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY scanned_at DESC, rowid DESC LIMIT ?"
+        sql = f"SELECT {_NOTE_COLS} FROM notes {where} ORDER BY rowid DESC LIMIT ?"
         rows = self.db.execute(sql, (*params, _limit(last))).fetchall()
         return [_note_row(r) for r in reversed(rows)]
 
@@ -640,7 +672,7 @@ class Outbox:
         return self.notes(PENDING)
 
     def pending_walk(self, size: int = PAGE) -> tuple[int, Iterator[list[NoteRow]]]:
-        """The notes pending now, in scan order as ``pending()`` lists them, `size` rows at a
+        """The notes pending now, in the order ``pending()`` lists them, `size` rows at a
         time (an outbox of a long offline spell must not be loaded whole): their count, and
         the pages. Notes accepted meanwhile wait for the next walk."""
         top = self.db.execute("SELECT MAX(rowid) FROM notes").fetchone()[0] or 0
@@ -650,33 +682,18 @@ class Outbox:
         return int(count), self._pending_pages(top, size)
 
     def _pending_pages(self, top: int, size: int) -> Iterator[list[NoteRow]]:
-        base = f"SELECT {_NOTE_COLS} FROM notes WHERE state = 'pending' AND rowid <= ?"
-        # NULL sorts first and compares with nothing: such rows (a table rebuilt by hand
-        # without its NOT NULL) go first, by rowid; then the rest by (scanned_at, rowid)
-        yield from self._pages(
-            f"{base} AND scanned_at IS NULL AND rowid > ? ORDER BY rowid LIMIT ?",
-            lambda r: (r[20],),
-            (top, 0),
-            size,
+        """Keyset pages by rowid, the order ``pending()`` lists (a scan time damaged by hand
+        or stepped back by the clock changes nothing)."""
+        sql = (
+            f"SELECT {_NOTE_COLS} FROM notes WHERE state = 'pending' AND rowid <= ?"
+            " AND rowid > ? ORDER BY rowid LIMIT ?"
         )
-        yield from self._pages(
-            f"{base} AND scanned_at IS NOT NULL AND (scanned_at, rowid) > (?, ?)"
-            " ORDER BY scanned_at, rowid LIMIT ?",
-            lambda r: (r[10], r[20]),
-            (top, float("-inf"), 0),
-            size,
-        )
-
-    def _pages(
-        self, sql: str, key: Callable[[tuple], tuple], first: tuple, size: int
-    ) -> Iterator[list[NoteRow]]:
-        """Keyset pages of `sql` (its parameters: top, the key after which, the page size)."""
-        after = first
+        after = 0
         while True:
-            rows = self.db.execute(sql, (*after, size)).fetchall()
+            rows = self.db.execute(sql, (top, after, size)).fetchall()
             if not rows:
                 return
-            after = (after[0], *key(rows[-1]))
+            after = rows[-1][20]
             yield [_note_row(r) for r in rows]
             if len(rows) < size:
                 return
@@ -693,6 +710,7 @@ class Outbox:
                 " WHERE note_id = ?",
                 (now, error, note_id),
             )
+            self._mark_time(now)
 
     def record_outcome(
         self,
@@ -719,6 +737,7 @@ class Outbox:
             )
             if cur.rowcount != 1:
                 return False
+            self._mark_time(now)
             if on_commit is not None:
                 on_commit(self.db)
         return True
