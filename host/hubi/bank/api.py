@@ -42,6 +42,7 @@ from hubi import jsonload
 from hubi.bank import auth
 from hubi.bank.auth import AuthError, Caller, Role
 from hubi.bank.records import Record
+from hubi.output import counted
 from hubi_core import codec
 from hubi_core.errors import CodecError, HubiError
 
@@ -251,7 +252,10 @@ class Guard:
 
     async def _too_large(self, send: Send) -> None:
         await self._reply(
-            send, 413, "body-too-large", f"request body over the cap of {self.max_body} bytes"
+            send,
+            413,
+            "body-too-large",
+            f"request body over the cap of {counted(self.max_body, 'byte')}",
         )
 
     async def _reply(self, send: Send, status: int, code: str, message: str) -> None:
@@ -399,10 +403,21 @@ def _decode_upload(body: bytes, content_type: str) -> bytes:
     )
 
 
-def store_error(exc: BaseException, detail: str) -> ApiError:
+# A connection that dies during COMMIT leaves it unknown whether the server committed:
+# "nothing was stored" would be a promise the node cannot keep.
+MAYBE_STORED = (
+    "the note may or may not have been stored (the database may have committed it before "
+    "the connection failed): sending it again is safe, a repeated upload is answered as a "
+    "duplicate"
+)
+
+
+def store_error(exc: BaseException, detail: str, *, note: bool = False) -> ApiError:
     """The 503 for a database that failed: ``store-full`` when it (or its disk) is full, so
-    that the operator sees what to do, else ``store-unavailable`` with `detail`. Either way the
-    transaction rolled back: nothing of the request was stored, and it can be sent again."""
+    that the operator sees what to do, else ``store-unavailable`` with `detail`. A full
+    database refused the write: nothing was stored. Any other failure may have come while
+    the server committed (the connection died during COMMIT): for a note upload (`note`) the
+    answer says it may or may not have been stored, and that sending it again is safe."""
     import sqlite3
 
     from hubi.bank.store import full_reason
@@ -420,6 +435,10 @@ def store_error(exc: BaseException, detail: str) -> ApiError:
             f"the bank's database is full ({full}): nothing was stored; send it again once "
             f"there is room ({room})",
         )
+    # one line: libpq's texts run over several ("...unexpectedly\n\tThis probably means...")
+    detail = " ".join(detail.split())
+    if note:
+        detail = f"{detail.rstrip('.')}; {MAYBE_STORED}"
     return ApiError(503, "store-unavailable", detail)
 
 
@@ -508,7 +527,8 @@ def create_app(node: Node) -> FastAPI:
 
         if isinstance(exc, down_errors()):
             log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-            e = store_error(exc, f"database unavailable ({type(exc).__name__})")
+            upload = request.method == "POST" and request.url.path == "/v1/notes"
+            e = store_error(exc, f"database unavailable ({type(exc).__name__})", note=upload)
             return _reply(e.status, e.code, e.message, None)
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _reply(500, "internal", f"internal error ({type(exc).__name__})", None)
@@ -757,7 +777,7 @@ def create_app(node: Node) -> FastAPI:
             raise ApiError(
                 422,
                 "bad-parameter",
-                f"{len(names)} books named: at most {MAX_AUDIT_BOOKS} (name none for all)",
+                f"{counted(len(names), 'book')} named: at most {MAX_AUDIT_BOOKS} (name none for all)",
                 "book",
             )
         return backend.audit(names or None, chain_only)

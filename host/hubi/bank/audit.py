@@ -66,8 +66,15 @@ from hubi.bank import records as rec
 from hubi.bank.store import BLOB_TYPES as _BLOBS
 from hubi.bank.store import Store, display_url, open_store
 from hubi.bank.store import describe_cell as _what
+from hubi.output import counted
 from hubi_core import codec, lsum, suite, verify
 from hubi_core.errors import CodecError, HubiError
+
+
+def _entries(n: int) -> str:
+    """A count of register entries, agreeing ("1 entry"; the messages said "1 entries")."""
+    return counted(n, "entry", "entries")
+
 
 __all__ = [
     "AuditError",
@@ -480,7 +487,7 @@ class _Auditor:
                 upto + 1,
                 kind,
                 f"{whole}: numbers {upto + 1}..{last} ({last - upto:,} of them), more than the "
-                f"{bound:,} rows stored for {_in(book)} account for",
+                f"{counted(bound, 'row')} stored for {_in(book)} account for",
                 through=last,
             )
 
@@ -622,7 +629,7 @@ class _Auditor:
                         book,
                         n,
                         "altered",
-                        f"record bytes do not parse: record is {len(body)} bytes",
+                        f"record bytes do not parse: record is {counted(len(body), 'byte')}",
                     )
                     p_n, p_ok = n, False
                     continue
@@ -861,7 +868,7 @@ class _Auditor:
             except rec.RecordFormatError as exc:
                 f.add(book, head_n, "altered", f"the head statement does not parse: {exc}")
         if last_row < head_n:
-            says = f"the signed head says {head_n} records, the book ends at {last_row}"
+            says = f"the signed head says {counted(head_n, 'record')}, the book ends at {last_row}"
             self._gap(book, last_row + 1, head_n, "truncated", lambda k: says, says)
         if head_n == 0 and not last_row and ecode is not None and ecode != rec.ZERO16:
             f.add(book, 0, "altered", "the empty book's head has an ecode other than zero")
@@ -898,7 +905,7 @@ class _Auditor:
         else:  # none, or several sizes (a table rebuilt without its key): which one is true?
             size = None
             rows = "; ".join(f"id {_what(i)} size {_what(v)}" for i, v in heads[:5])
-            bad = f"the register head has {len(heads)} rows, not one ({rows or 'none'})"
+            bad = f"the register head has {counted(len(heads), 'row')}, not one ({rows or 'none'})"
         if size is None or size < 0:
             f.add(REGISTER, 0, "altered", bad)
             size = self._bound(REGISTER)
@@ -952,7 +959,7 @@ class _Auditor:
                     REGISTER,
                     tree_size,
                     "checkpoint-mismatch",
-                    f"checkpoint covers {tree_size} entries, the register has {size}",
+                    f"checkpoint covers {_entries(tree_size)}, the register has {size}",
                 )
         frontier = merkle.Frontier()
         expect = 0
@@ -1032,8 +1039,9 @@ class _Auditor:
                                 REGISTER,
                                 seq + 1,
                                 "checkpoint-mismatch",
-                                f"the tree head over {seq + 1} entries differs from the signed checkpoint: "
-                                f"an entry in {last_good}..{seq} changed since it was signed",
+                                f"the tree head over {_entries(seq + 1)} differs from the "
+                                f"signed checkpoint: an entry in {last_good}..{seq} changed "
+                                "since it was signed",
                             )
                     else:
                         last_good = seq + 1
@@ -1070,7 +1078,7 @@ class _Auditor:
                 REGISTER,
                 tree_size,
                 "duplicated",
-                f"the checkpoint over {tree_size} entries is stored more than once",
+                f"the checkpoint over {_entries(tree_size)} is stored more than once",
             )
             return True
         self.f.add(
@@ -1099,14 +1107,16 @@ class _Auditor:
                 seq if seq is not None and seq >= 0 else 0,
                 "altered",
                 f"a register entry at position {_what(raw_seq)} (naming {who} record "
-                f"{_what(raw_n)}) lies outside the register's {size:,} entries",
+                f"{_what(raw_n)}) lies outside the register's {_entries(size)}",
             )
         if count > _NAMED:
             self.f.add(
                 REGISTER,
                 0,
                 "altered",
-                f"{count - _NAMED:,} more register entries lie outside its {size:,} entries",
+                f"{counted(count - _NAMED, 'more register entry', 'more register entries')} "
+                f"{'lies' if count - _NAMED == 1 else 'lie'} outside its "
+                f"{_entries(size)}",
             )
 
     def _kept_subtrees(self, tx: Any) -> dict[tuple[int, int], bytes]:

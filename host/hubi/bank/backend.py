@@ -30,6 +30,7 @@ from hubi.bank import records as rec
 from hubi.bank.api import ApiError, store_error
 from hubi.bank.replica import record_json
 from hubi.bank.store import Store, display_url, down_errors
+from hubi.output import counted
 from hubi_core import codec, ecies, ids
 from hubi_core.errors import CodecError
 
@@ -281,7 +282,7 @@ class EngineBackend:
         try:
             out = self.commits.submit(data)
         except down_errors() as exc:  # 503, not a bug (a 500 is kept for those)
-            raise store_error(exc, f"{type(exc).__name__}: {exc}") from None
+            raise store_error(exc, f"{type(exc).__name__}: {exc}", note=True) from None
         except eng_mod.MalformedNote as exc:
             raise ApiError(400, "bad-object", str(exc)) from None
         except eng_mod.NotLocal as exc:
@@ -434,7 +435,10 @@ class EngineBackend:
         size = self.engine.register_size()
         if second > size:
             raise ApiError(
-                404, "not-found", f"the register has {size} entries, fewer than {second}", "second"
+                404,
+                "not-found",
+                f"the register has {counted(size, 'entry', 'entries')}, fewer than {second}",
+                "second",
             )
         try:
             path = self.engine.consistency_proof(first, second)

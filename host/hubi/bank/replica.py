@@ -37,6 +37,7 @@ from hubi.bank.client import BankClient, BankError, BankUnavailable
 from hubi.bank.store import StoreError, display_url, live_conn, parse_url
 from hubi.infra.per_thread import PerThread
 from hubi.infra.sqlite import connect_wal, immediate, newer_schema
+from hubi.output import counted
 
 log = logging.getLogger("hubi.bank.replica")
 
@@ -403,7 +404,8 @@ class Replica:
             # a primary restored from an older copy: what it books next would reuse numbers
             # this backup holds, and the backup is what the operator should restore from
             raise ReplicaError(
-                f"the primary's register has {size} entries, fewer than the {start} this backup"
+                f"the primary's register has {counted(size, 'entry', 'entries')}, fewer than the "
+                f"{start} this backup"
                 " holds: the primary went back in time (restored from an older copy?); pulling"
                 " stopped, the held records are kept"
             )

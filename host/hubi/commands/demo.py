@@ -67,40 +67,49 @@ class _Interrupt:
 def demo(workdir: Path, as_json: bool) -> None:
     """Run the end-to-end demo on the embedded defaults."""
     interrupt = _Interrupt()
-    signal.signal(signal.SIGINT, interrupt)
-    sys.unraisablehook = interrupt.unraisable
-    summary: dict[str, Any] | None = None
-    failure: DemoError | None = None
-    stopped: list[str | None] = []  # the step a Ctrl-C stopped (None: before the story)
+    # the process's own, put back however the demo ends (a caller that runs the command
+    # in-process, a test or `standalone_mode=False`, keeps its Ctrl-C and its hook)
+    old_int = signal.getsignal(signal.SIGINT)
+    old_hook = sys.unraisablehook
     try:
-        from hubi.demo import DemoError, run_demo
-
-        def say(msg: str) -> None:  # at every step, and often within one
-            interrupt.check()
-            if not as_json:
-                console.print(msg)
-
+        signal.signal(signal.SIGINT, interrupt)
+        sys.unraisablehook = interrupt.unraisable
+        summary: dict[str, Any] | None = None
+        failure: DemoError | None = None
+        stopped: list[str | None] = []  # the step a Ctrl-C stopped (None: before the story)
         try:
-            summary = run_demo(workdir, say)
-        except DemoError as exc:
-            failure = exc
-        interrupt.check()  # swallowed after the last step: still a run the person stopped
-    except KeyboardInterrupt as exc:
-        stopped.append(getattr(exc, "step", None))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the answer is written whole, then exit
-    if failure is not None and interrupt.seen:  # a node or the token the same Ctrl-C stopped
-        stopped.append(failure.step)
-    if stopped:
-        # the step a swallowed Ctrl-C stopped is the failure's: check() knows none
-        _interrupted(next((s for s in stopped if s), None), workdir, as_json)
-    if failure is not None:
-        _failed(failure, as_json)
-    assert summary is not None
-    if as_json:
-        print_json(summary)
-    else:
-        console.print(f"\nFiles are in {escape(str(_absolute(workdir)))}", soft_wrap=True)
-    sys.exit(0 if summary["ok"] else 1)
+            from hubi.demo import DemoError, run_demo
+
+            def say(msg: str) -> None:  # at every step, and often within one
+                interrupt.check()
+                if not as_json:
+                    console.print(msg)
+
+            try:
+                summary = run_demo(workdir, say)
+            except DemoError as exc:
+                failure = exc
+            interrupt.check()  # swallowed after the last step: still a run the person stopped
+        except KeyboardInterrupt as exc:
+            stopped.append(getattr(exc, "step", None))
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the answer is written whole, then exit
+        if failure is not None and interrupt.seen:  # a node or the token the same Ctrl-C stopped
+            stopped.append(failure.step)
+        if stopped:
+            # the step a swallowed Ctrl-C stopped is the failure's: check() knows none
+            _interrupted(next((s for s in stopped if s), None), workdir, as_json)
+        if failure is not None:
+            _failed(failure, as_json)
+        assert summary is not None
+        if as_json:
+            print_json(summary)
+        else:
+            console.print(f"\nFiles are in {escape(str(_absolute(workdir)))}", soft_wrap=True)
+        sys.exit(0 if summary["ok"] else 1)
+    finally:
+        # None: a handler not set from Python, which cannot be put back; the default then
+        signal.signal(signal.SIGINT, old_int if old_int is not None else signal.SIG_DFL)
+        sys.unraisablehook = old_hook
 
 
 def _absolute(workdir: Path) -> Path:

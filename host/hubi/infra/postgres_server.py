@@ -174,7 +174,21 @@ def _ensure_readable_tree(root: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- server
-def _stop_procs(holder: list[subprocess.Popen[bytes]]) -> None:
+def _reachable(reach: list[Path]) -> None:
+    """The service user's way to the data directory, restored if something took it away.
+
+    The server opens some files by their absolute path (``global/pg_control`` at every
+    checkpoint): a pytest session started later resets ``/tmp/pytest-of-root`` to 0700, and
+    the shutdown checkpoint then PANICked ("Permission denied"), a crash, not a fast shutdown.
+    """
+    for d in reach:
+        with contextlib.suppress(OSError):  # gone, or not ours to change: stop it anyway
+            ensure_traversable(d)
+
+
+def _stop_procs(holder: list[subprocess.Popen[bytes]], reach: list[Path]) -> None:
+    if any(p.poll() is None for p in holder):
+        _reachable(reach)
     for proc in holder:
         # SIGINT = PostgreSQL's "fast" shutdown: abort sessions, checkpoint, exit.
         _process.stop(proc, first=signal.SIGINT, grace=30.0)
@@ -182,9 +196,9 @@ def _stop_procs(holder: list[subprocess.Popen[bytes]]) -> None:
 
 
 def _stop_server(
-    holder: list[subprocess.Popen[bytes]], ports: list[int]
+    holder: list[subprocess.Popen[bytes]], ports: list[int], reach: list[Path]
 ) -> None:  # finalizer body: must not reference the server object
-    _stop_procs(holder)
+    _stop_procs(holder, reach)
     for port in ports:
         release_port(port)
     ports.clear()
@@ -198,8 +212,14 @@ class PostgresServer(Closing):
     and port; a new ``PostgresServer`` on an existing ``datadir`` keeps data and password and
     gets a fresh port. :meth:`close` (or the end of a ``with`` block) stops it for good.
 
-    ``durable=False`` turns fsync and synchronous commit off (tests: much faster, crash safety
-    traded away). ``settings`` are extra ``postgresql.conf`` parameters (``-c name=value``).
+    ``durable=False`` sets ``fsync``, ``synchronous_commit`` and ``full_page_writes`` off
+    (much faster). With ``synchronous_commit=off`` a COMMIT is acknowledged before its WAL is
+    written, so a crash of the server (SIGKILL, a PANIC) loses commits it already
+    acknowledged (the last few hundred ms); with ``fsync=off`` a crash of the host can
+    corrupt the data. A test of booking durability (what the node answered "booked" survives
+    a crash) must not use it; ``settings={"fsync": "off"}`` keeps that test fast while the
+    host does not crash. ``settings`` are extra ``postgresql.conf`` parameters
+    (``-c name=value``).
     ``die_with_parent`` asks Linux to shut the server down if the starting thread dies.
     """
 
@@ -231,7 +251,11 @@ class PostgresServer(Closing):
         self.port = 0
         self._ports: list[int] = []
         self._procs: list[subprocess.Popen[bytes]] = []
-        self._finalizer = weakref.finalize(self, _stop_server, self._procs, self._ports)
+        # what the service user must be able to reach while the server runs (as root only)
+        self._reach: list[Path] = [self.datadir] if self.os_user is not None else []
+        self._finalizer = weakref.finalize(
+            self, _stop_server, self._procs, self._ports, self._reach
+        )
         self.startup_seconds: float | None = None
         self.initdb_seconds: float | None = None
         self._password = ""
@@ -509,8 +533,10 @@ class PostgresServer(Closing):
         """Fast shutdown (SIGINT), SIGKILL after 30 s. Idempotent.
 
         The port stays reserved, so :meth:`start` brings the server back on the same URL.
+        The way to the data directory is restored first (see :func:`_reachable`), so the
+        shutdown checkpoint can write ``pg_control``.
         """
-        _stop_procs(self._procs)
+        _stop_procs(self._procs, self._reach)
 
     def close(self) -> None:
         """Stop the server for good (also done by a finalizer at interpreter exit)."""
@@ -520,6 +546,8 @@ class PostgresServer(Closing):
     # ------------------------------------------------------------------ databases
     def connect(self, dbname: str = "postgres", **kwargs: Any) -> psycopg.Connection[Any]:
         """A psycopg connection to ``dbname`` as the superuser."""
+        if self.running:  # a cheap point to restore the way (a new backend opens files too)
+            _reachable(self._reach)
         return psycopg.connect(self.url_for(dbname), **kwargs)
 
     def create_database(self, name: str, *, exist_ok: bool = False) -> str:
