@@ -171,7 +171,9 @@ def durability_warning(store: Store) -> str | None:
         return None
     why = (
         f"the database server runs with {', '.join(risks)}: a crash of it or of its host can "
-        "lose notes the node already answered as booked (turn them on in postgresql.conf)"
+        "lose notes the node already answered as booked (turn "
+        + ("it" if len(risks) == 1 else "them")
+        + " on in postgresql.conf)"
     )
     log.warning("%s", why)
     return why
