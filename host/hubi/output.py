@@ -7,7 +7,7 @@ import json
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -67,13 +67,17 @@ def safe_streams() -> None:
     AttributeError traceback, the rest silently lost; the exit status still tells the outcome.
     Standard error closed (`2>&-`) is written to /dev/null too: click printed its usage errors
     to stdout instead, plain text where a script reads the command's output. Each /dev/null
-    takes the lowest free descriptor, the closed one (stdin open), so that no file the command
-    opens later gets descriptor 2 and a child's errors."""
+    is put on the closed descriptor itself (1, 2), so that no file the command opens later gets
+    descriptor 2 and what C code writes to its stderr: with stdin closed too, the lowest free
+    descriptors were 0 and 1, and the next file opened was descriptor 2. A closed stdin gets a
+    /dev/null descriptor too (sys.stdin stays None): a file opened on 0 was every child's input."""
+    if sys.stdin is None:
+        _null_fd(0, os.O_RDONLY)
     if sys.stdout is None:
-        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept to the end)
+        sys.stdout = _devnull(1)
         _say_stderr("hubi: standard output is closed: what this command prints is lost")
     if sys.stderr is None:
-        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 (kept to the end)
+        sys.stderr = _devnull(2)
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None and getattr(stream, "errors", None) != ESCAPE_ERRORS:
@@ -81,6 +85,24 @@ def safe_streams() -> None:
                 reconfigure(errors=ESCAPE_ERRORS)
             except (ValueError, OSError):  # closed, or not reconfigurable here: as it is
                 pass
+
+
+def _null_fd(fd: int, flags: int) -> int:
+    """A descriptor of /dev/null, `fd` itself if that is free (kept open to the end)."""
+    null = os.open(os.devnull, flags)
+    if null != fd:
+        try:
+            os.fstat(fd)  # in use by then (a file opened since start-up): not taken from it
+        except OSError:
+            os.dup2(null, fd)
+            os.close(null)
+            null = fd
+    return null
+
+
+def _devnull(fd: int) -> TextIO:
+    """/dev/null for writing, on descriptor `fd` if that is free (kept to the end)."""
+    return open(_null_fd(fd, os.O_WRONLY), "w", encoding="utf-8")  # noqa: SIM115
 
 
 def _say_stderr(line: str) -> None:

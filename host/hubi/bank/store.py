@@ -350,6 +350,14 @@ PG_CONNECT_TIMEOUT = 5  # seconds: a server that accepts TCP and never says hell
 WAIT_LOOK_AFTER = 3.0  # seconds a statement may wait before the watchdog asks the server
 WAIT_LOOK_EVERY = 1.0  # seconds between two looks
 WAIT_IDLE_LOOKS = 2  # looks that find the session not working on our statement before a cut
+# libpq's prefix of a message the server sent (in English: a server whose lc_messages is
+# another language is taken as not answering, as before)
+_SERVER_SAID = re.compile(r"\b(?:FATAL|ERROR|PANIC):")
+# the states of a session that is not working on a statement: only these (or a session gone)
+# say an answer was lost; any other ('active', and 'disabled' where track_activities is off
+# for the database or user, or one unknown) leaves the wait alone: a lock wait there showed
+# 'disabled' and was cut after 5 s
+WAIT_IDLE_STATES = frozenset({"idle", "idle in transaction", "idle in transaction (aborted)"})
 
 
 def pg_connect_options(target: str) -> dict[str, Any]:
@@ -399,6 +407,20 @@ class _Wait:
     idle: int = 0  # looks in a row that found the session idle while we waited
     looked: float | None = None  # the wait those looks were about
     cut: str | None = None  # why the watchdog cut the connection
+    pgconn: Any = None  # libpq's connection (psycopg.pq.PGconn): is it waiting for an answer?
+
+
+def _answer_due(pgconn: Any) -> bool:
+    """libpq still waits for (part of) an answer on `pgconn` (PQtransactionStatus ACTIVE); False
+    once it has the whole answer and the thread is turning rows into Python objects, however
+    long that takes (a large read of JSON, say): a session idle on the server then is no sign of
+    a lost answer, and a cut would only break the next statement. True where unknown."""
+    from psycopg import pq
+
+    try:
+        return bool(pgconn.transaction_status == pq.TransactionStatus.ACTIVE)
+    except Exception:  # noqa: BLE001 - unknown: as before, the server's word decides
+        return True
 
 
 class WaitWatch:
@@ -435,6 +457,7 @@ class WaitWatch:
         if w is None:
             try:
                 w = _Wait(conn.fileno(), conn.info.backend_pid, time.monotonic())
+                w.pgconn = conn.pgconn
             except psycopg.Error:  # closed already: the statement fails on its own
                 yield
                 return
@@ -478,7 +501,10 @@ class WaitWatch:
         self._thread.start()
 
     def close(self) -> None:
-        self._done.set()
+        # under the lock: a look under way then cuts nothing (Store.close closes the
+        # connections next, and a closed fd's number may soon be another connection's)
+        with self._lock:
+            self._done.set()
 
     def _watch(self) -> None:
         while not self._done.wait(WAIT_LOOK_EVERY):
@@ -493,15 +519,21 @@ class WaitWatch:
                 continue
             states, why = self._look(sorted({w.pid for _, w, _ in late}))
             with self._lock:
+                if self._done.is_set():
+                    return
                 for tid, w, since in late:
                     if self._busy.get(tid) is not w or w.since != since or w.cut:
                         continue  # that wait ended meanwhile
+                    if not _answer_due(w.pgconn):  # its answer came: the rows are being read
+                        w.idle = 0
+                        continue
                     if states is None:
                         if why is not None:  # the server cannot be reached at all
                             self._cut(w, f"cannot reach it ({why})")
                         continue
                     state = states.get(w.pid, "gone")
-                    if state in ("active", None):  # working on it, or not ours to see
+                    if state != "gone" and state not in WAIT_IDLE_STATES:
+                        # working on it, not ours to see (None), or not told ('disabled')
                         w.idle = 0
                         continue
                     if w.looked != since:
@@ -534,7 +566,10 @@ class WaitWatch:
         try:
             conn = psycopg.connect(self.target, autocommit=True, **pg_connect_options(self.target))
         except psycopg.Error as exc:
-            if getattr(exc, "sqlstate", None):
+            # a refused connection carries no SQLSTATE (psycopg has no result to read it from):
+            # the server's own words ("FATAL:  sorry, too many clients already") say that it
+            # answered; only a server that did not is "cannot reach it"
+            if getattr(exc, "sqlstate", None) or _SERVER_SAID.search(str(exc)):
                 return None, None
             return None, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "error"
         guard = threading.Lock()

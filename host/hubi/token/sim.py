@@ -81,7 +81,9 @@ class _Sigterm:
         if threading.current_thread() is not threading.main_thread():
             return False  # signal.signal works in the main thread only
         if self.users == 0:
-            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            now = signal.getsignal(signal.SIGTERM)
+            # (_note itself: left by a release on another thread, acting as the default)
+            if now is not signal.SIG_DFL and now != self._note:
                 return False  # the program handles SIGTERM itself
             self.requested = self.acted = False
             signal.signal(signal.SIGTERM, self._note)
@@ -89,6 +91,12 @@ class _Sigterm:
         return True
 
     def _note(self, _signum: int, _frame: object) -> None:
+        if self.users == 0:
+            # released on another thread, which cannot restore the default (signal.signal
+            # works in the main thread only, where this runs): the default death, as before
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+            return
         self.requested = True
 
     def act(self) -> bool:
@@ -100,7 +108,10 @@ class _Sigterm:
     def release(self) -> None:
         self.users -= 1
         if self.users == 0:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            # a simulator stopped on another thread: its stop() was a ValueError, and the
+            # process noted every SIGTERM from then on, and never died of one; _note acts then
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if self.requested and not self.acted:
                 signal.raise_signal(signal.SIGTERM)
 
