@@ -102,8 +102,11 @@ def test_start_survives_lost_permissions(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(PostgresServer, "_prepare_permissions", prepare_then_revoke)
     with PostgresServer(gate / "pg", durable=False) as pg:
+        tries = len(calls)
         assert "PostgreSQL" in pg.version()
-    assert len(calls) == (2 if os.geteuid() == 0 else 1)
+    # root: the first try failed on the revoked folder and a later one (up to three; a loaded
+    # machine once needed the third) restored it; not root: the server runs as this user
+    assert tries in ((2, 3) if os.geteuid() == 0 else (1,)), tries
 
 
 def test_shared_fixtures(postgres_url: str, postgres_db: str) -> None:  # noqa: F811
