@@ -28,6 +28,8 @@ import json
 import logging
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,7 @@ from urllib.parse import urlsplit
 from hubi import jsonload
 from hubi import kmc as kmc_mod
 from hubi.bank.engine import BankEngine, kept_treasury_key
-from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError
+from hubi.consortium.errors import ConsortiumError, NotEndorsed, OrdererError, PeerError
 from hubi.consortium.node import DEFAULT_PRUNE_INTERVAL, ConsortiumNode
 from hubi.consortium.orderer import Orderer, SqliteOrderer
 from hubi.consortium.state import ConsortiumState
@@ -262,7 +264,7 @@ def build_node(
     state_path = state_file(home, bank, cfg)
     orderer_id = f"{orderer.kind}:{prefix.decode()}"
     state = ConsortiumState(state_path, orderer_id)
-    transport = HttpPeerTransport(signer, peer_endpoints(trust, cfg))
+    transport = ClockWatch(HttpPeerTransport(signer, peer_endpoints(trust, cfg)))
     return ConsortiumNode(
         engine,
         trust,
@@ -276,6 +278,82 @@ def build_node(
         stall_after=cfg.stall_after,
         prune_interval=cfg.prune_interval,
     )
+
+
+# ------------------------------------------------------------------------------ clocks
+# what a peer's auth layer answers a signed request whose X-Hubi-Time is outside its window
+_STALE = "HTTP 401 stale-timestamp"
+
+
+class ClockWatch:
+    """A peer transport that remembers which peers refuse this bank's signed validation
+    requests as stale (``stale-timestamp``: the two clocks are further apart than the signed
+    request window) until that peer answers again.
+
+    A bank whose wall clock is off by more than the window (5 min) is cut off from validation
+    both ways: it endorses nothing for its peers and gets no endorsement from them, so every
+    note it is party to fails with 503. Only each note's error said why; ``/health`` said "ok"
+    and ``hubi consortium status`` "healthy". :meth:`clock` names the refusing peers and says
+    whose clock is the odd one out."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._refused: dict[str, tuple[float, str]] = {}  # bank -> (monotonic, peer's words)
+        self._answered: set[str] = set()  # peers that took a signed request since the start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def validate(self, bank: str, note: bytes, timeout: float) -> bytes:
+        try:
+            out = self.inner.validate(bank, note, timeout)
+        except PeerError as exc:
+            text = str(exc)
+            at = text.find(_STALE)
+            with self._lock:
+                if at >= 0:
+                    said = text[at + len(_STALE) :].lstrip(": ")
+                    self._refused[bank] = (time.monotonic(), said)
+                elif exc.replied and "HTTP 401" not in text:
+                    # it read the signed request (an error reply of another kind)
+                    self._refused.pop(bank, None)
+                    self._answered.add(bank)
+            raise
+        with self._lock:
+            self._refused.pop(bank, None)
+            self._answered.add(bank)
+        return out
+
+    def clock(self) -> dict[str, Any] | None:
+        """None while no peer refuses this bank's requests as stale; else the refusing peers
+        (what each said, how long ago) and a verdict: this bank's clock is off when more than
+        half of the peers it asked refuse it, else the refusing peers' clocks are."""
+        with self._lock:
+            refused = dict(self._refused)
+            asked = len(set(refused) | self._answered)
+        if not refused:
+            return None
+        now = time.monotonic()
+        ours = len(refused) * 2 > asked
+        names = ", ".join(sorted(refused))
+        if asked < 2:  # one peer heard from: which of the two clocks is off cannot be told
+            verdict = f"this bank's clock or {names}'s is off: {names} refuses its signed requests"
+        elif ours:
+            verdict = f"this bank's clock is off: {names} refuse its signed requests as stale"
+        else:
+            verdict = f"the clock of {names} is off: it refuses this bank's signed requests"
+        return {
+            "verdict": verdict,
+            "this_bank_off": ours and asked >= 2,
+            "refused_by": {
+                b: {"said": said, "seconds_ago": round(now - t, 1)}
+                for b, (t, said) in sorted(refused.items())
+            },
+        }
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 # ------------------------------------------------------------------------------ bank node
@@ -340,6 +418,11 @@ class ConsortiumBackend:
             # on every try for a while (then /health says degraded, not ok)
             "halted": c.halted or unreadable or c.stuck(),
         }
+        transport = c.transport
+        if isinstance(transport, ClockWatch):  # peers refusing signed requests as stale
+            clock = transport.clock()
+            if clock is not None:
+                out["consortium"]["clock"] = clock
         return out
 
 
