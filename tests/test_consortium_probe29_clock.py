@@ -32,6 +32,7 @@ import pytest
 
 from hubi.bank import auth
 from hubi.bank.auth import bank_signer
+from hubi.consortium import supervisor
 from tests.consortium_support import Consortium
 from tests.servers import etcd_single  # noqa: F401
 
@@ -171,10 +172,18 @@ def test_a_bank_whose_clock_steps_agrees_and_says_its_clock_is_off(
             forgot = pruning["through"]
 
             own, other = _health(c, SKEWED), _health(c, "BKA")
+            statuses = {b: c.http.get(c.url(b) + "/health").json()["status"] for b in c.nodes}
+            # an operator's `status` (this computer's clock is right) asks the node signed
+            asked = supervisor._consortium_status(c.url(SKEWED), c.home, SKEWED)
             if within:
                 assert "clock" not in own, own
                 assert "clock" not in other, other
+                assert set(statuses.values()) == {"ok"}, statuses
+                assert asked is not None and "refused" not in asked, asked
                 continue
+            # BKC's node says degraded (the others ok), and refuses `status`, which says so
+            assert statuses == {b: "degraded" if b == SKEWED else "ok" for b in c.nodes}, statuses
+            assert asked is not None and "stale-timestamp" in asked["refused"], asked
             # BKC's health says its clock is off, naming the peers that refuse it and how far
             assert own["clock"]["this_bank_off"] is True, own
             refused = own["clock"]["refused_by"]

@@ -589,6 +589,9 @@ def create_app(node: Node) -> FastAPI:
                 status = "degraded"
             if detail.get("node_lock"):  # books nothing until its database lock is back
                 status = "degraded"
+            clock = (detail.get("consortium") or {}).get("clock") or {}
+            if clock.get("this_bank_off"):  # its peers refuse its signed requests as stale
+                status = "degraded"
         except Exception as exc:  # the node is up but its store is not: say so, do not 500
             log.warning("health: store check failed: %s", type(exc).__name__)
             detail = {"store": f"unavailable ({type(exc).__name__})"}

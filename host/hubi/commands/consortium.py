@@ -689,6 +689,8 @@ def _print_status(st: dict[str, Any]) -> None:
         console.print(f"  bank {b['id']}  {b['url']}  {mark}{extra}")
         if not b["healthy"] and b.get("error"):
             console.print(f"    [red]{rich.markup.escape(str(b['error']))}[/red]")
+        elif b.get("clock"):  # a peer's clock is off, as this bank sees it
+            console.print(f"    [yellow]{rich.markup.escape(str(b['clock']))}[/yellow]")
     for m in st["etcd"]:
         mark = "[green]healthy[/green]" if m["healthy"] else "[red]down[/red]"
         if m.get("failed"):  # given up by the supervisor

@@ -1053,6 +1053,10 @@ def _consortium_status(url: str, home: Path, bank: str) -> dict[str, Any] | None
         signer = bank_signer(home, bank)
         headers = signer.headers(bank, "GET", path)
         r = httpx.get(url + path, headers=headers, timeout=3.0)
+        if r.status_code == 401:  # e.g. stale-timestamp: this computer's clock or the node's
+            doc = _reply(r, url + path)
+            said = f"{doc.get('error', 'refused')}: {doc.get('message', '')}".strip(": ")
+            return {"refused": f"the node refused this signed status request ({said})"}
         return _reply(r, url + path) if r.status_code == 200 else None
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError):
         return None  # details unknown: the bank's health says the rest
@@ -1110,9 +1114,17 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             item["healthy"] = ok
             if not ok:
                 item["error"] = doc.get("error") or doc.get("status")
+            detail = doc.get("detail") if isinstance(doc.get("detail"), dict) else {}
+            clock = (detail.get("consortium") or {}).get("clock") if detail else None
+            if isinstance(clock, dict) and isinstance(clock.get("verdict"), str):
+                item["clock"] = clock["verdict"]  # peers refuse its signed requests as stale
+                if clock.get("this_bank_off"):
+                    item["error"] = clock["verdict"]
             if "status" in doc and details:  # it answers, even if not well
                 cs = _consortium_status(b["url"], home, b["id"])
-                if cs is not None:
+                if cs is not None and "refused" in cs:  # its figures unknown: not healthy
+                    item.update(healthy=False, error=cs["refused"])
+                elif cs is not None:
                     item["applied_revision"] = cs.get("applied_revision")
                     item["epoch"] = cs.get("epoch")
                     item["log_hash"] = cs.get("log_hash")
