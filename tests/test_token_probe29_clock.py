@@ -5,13 +5,14 @@ libfaketime: its wall clock is read from a file on each call and stepped while i
 RTC that jumped would; monotonic time stays real. Hosts set the token's time over the link.
 
 Held (docs/token.md: the wallet never lets time run backwards): after a note, no host time and
-no step of the token's clock makes a later note's time earlier, and a request that has expired
-by the last note's time stays refused EXPIRED.
+no step of the token's clock makes a later note's time earlier.
 
-Seen, not changed here (the firmware's): that floor is any host's clock. One payment through a
-merchant whose clock is a day ahead (`hubi merchant request --port`, which sets the token's
-time) dates the note a day ahead, and the token then refuses every request made on the right
-clock with a shorter life (EXPIRED, "now" a day ahead) until that day has passed.
+A request's expiry is the merchant's own promise: it is checked against the time the host set
+in this link session (advanced by the token's own ticks since), and only without one against
+the last note's time. It had been that floor, which any host's clock raises: one payment
+through a merchant whose clock was a day ahead (`hubi merchant request --port` sets the
+token's time) and the token refused every request made on the right clock with a shorter life
+(EXPIRED, "now" a day ahead) until that day had passed (tests/test_token_probe29_expiry.py).
 """
 
 from __future__ import annotations
@@ -42,10 +43,11 @@ def note_time(note: bytes) -> int:
     return codec.decode(note, codec.NOTE).time
 
 
-def expired_request(world: TokenWorld, amount: int) -> bytes:
-    """A request made two hours ago that expired an hour ago (by the right clock)."""
+def expired_request(world: TokenWorld, amount: int, now: int | None = None) -> bytes:
+    """A request made two hours before `now` that expired an hour before it (by default by
+    the right clock)."""
     p = world.payee(PAYEE)
-    now = int(time.time())
+    now = int(time.time()) if now is None else now
     req = codec.make_request(PAYEE, 900 + amount, now - 7200, p.template, amount, now - 3600, "x")
     codec.sign(req, p.private)
     return codec.encode(req)
@@ -66,10 +68,11 @@ def test_a_host_in_the_past_moves_no_note_back(world: TokenWorld) -> None:
     state = world.provisioned(PAYER, "1234")
     with world.running(state) as (sim, tok):
         first = world.pay(sim, tok, world.request(PAYEE, 100), "1234")
-        tok.set_time(int(time.time()) - 2 * DAY)  # a host whose clock is two days behind
+        behind = int(time.time()) - 2 * DAY
+        tok.set_time(behind)  # a host whose clock is two days behind
         assert tok.info()["state"] == "ready"
-        err = refused(tok, expired_request(world, 1))
-        assert err.code == P.ERR_EXPIRED, err  # the last note's time still counts
+        err = refused(tok, expired_request(world, 1, now=behind))
+        assert err.code == P.ERR_EXPIRED, err  # expired by that host's own clock
         second = world.pay(sim, tok, world.request(PAYEE, 200), "1234")
         assert note_time(second) >= note_time(first), (note_time(first), note_time(second))
 

@@ -37,6 +37,10 @@ _DEV_KEY = b"hubi/token/dev/1"  # checksum key of dev.bin (it holds the secret i
 _INFO_MAC = b"hubi/token/mac/1"
 _INFO_ENC = b"hubi/token/ks-enc/1"
 _INFO_CHECK = b"hubi/token/ks-check/1"
+_ERR_STORAGE = 0x010B  # hubi_core.protocol.ERR_STORAGE
+_EBADF = 9  # core.fault: a state file not usable (its name and why in args[1])
+_NOT_FINISHED = "wipe not finished: "  # core.wallet.Wallet.wipe says it too
+_KEPT = "ks.bin could not be removed (the key is still on the flash: no PIN is tried)"
 
 
 class KeystoreError(Exception):
@@ -302,26 +306,45 @@ class Keystore:
     def _wiped(self):
         """The wipe of the last wrong PIN, and Wiped: said even if the flash stops the wipe
         after the key went (full: no new transport key); the caller boots the wallet again
-        (core.fault.boot), which then says STORAGE as the next boot will."""
+        (core.fault.boot), which then says STORAGE as the next boot will. A wipe that could
+        not remove the key is no wipe: STORAGE, the counter stays at LIMIT (every later
+        unlock and boot wipes again, and no PIN is tried)."""
         try:
             self.wipe()
         except OSError:
-            pass
+            if self._key_kept():
+                from core.wallet import WalletError
+
+                return WalletError(_ERR_STORAGE, _NOT_FINISHED + _KEPT)
         return Wiped()
+
+    def _key_kept(self):
+        return self.storage.exists(KS) or self.storage.exists(KS + ".tmp")
 
     def wipe(self):
         """Destroy the account key first, then everything else, and make a new transport key
         (the token is blank again). The device secret stays: it authenticates ctr.bin, whose
-        note serial must keep counting up if the same account is provisioned again."""
+        note serial must keep counting up if the same account is provisioned again.
+
+        The PIN counter goes to LIMIT before the key is touched and is deleted only once the
+        key is gone: a key the flash would not let go (hal.storage.remove answers False) must
+        not come back with fresh tries. OSError(EBADF) says so; boot() wipes again."""
+        if self.storage.exists(KS) and self.fails() < LIMIT:
+            try:
+                self.records.put(PIN, bytes([LIMIT]))
+            except OSError:  # a full flash: the key's removal below is what counts
+                pass
         for name in (KS, KS + ".tmp"):
             n = self.storage.size(name)
             if n > 0:
                 try:
                     with self.storage.open(name, "wb") as f:  # overwrite in place, best effort
-                        f.write(self.rng.bytes(n))
+                        f.write(bytes(n))
                 except OSError:
                     pass
             self.storage.remove(name)
+        if self._key_kept():
+            raise OSError(_EBADF, _KEPT)
         self.account = None
         if self.on_wipe is not None:
             self.on_wipe()

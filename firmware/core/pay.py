@@ -133,8 +133,9 @@ def recheck(w, p):
     request = p[3]
     if request is not None:
         expiry = p[5]
-        if w.clock.is_set() and w.now() > expiry:
-            raise _err(_ERR_EXPIRED, "request expired at %d (now %d)" % (expiry, w.now()))
+        now = w.request_now()  # the host's clock, not the last note's floor (core.wallet)
+        if w.clock.is_set() and now > expiry:
+            raise _err(_ERR_EXPIRED, "request expired at %d (now %d)" % (expiry, now))
         done = paid_serial(w, request)
         if done is not None:
             raise _err(

@@ -15,7 +15,8 @@ from core.wallet import PAID, _u64
 _SIG_DOMAIN = b"hubi/sig/1\x00"  # codec.SIG_DOMAIN
 _NOTE_PREFIX = b"\x01\x03\x01"  # suite 1, kind Note, version 1
 ROOM = "hist/room.tmp"  # _reserve
-_ROOM = 512  # bytes held for a note's copy (a note with a short purpose is 400)
+_SIG = 64  # suite.SIG_LEN: raw r||s
+_RECORD = 23  # core.store: header (7) and tag (16) around a record's body
 
 
 def _varint(n):
@@ -50,16 +51,35 @@ def template_stub(tpl):
     return bytes(tpl[3:hend]) + bytes(cur) + bytes(tpl[-64:])
 
 
-def note_bytes(payer, serial, t, stub, amount, payee, purpose, priv):
-    """The signed Note, as codec.encode(codec.sign(codec.make_note(...), priv)) writes it."""
-    from hubi_core import lsum, suite
-
+def _head(payer, serial, t):
     a = payer.encode()
-    head = bytes([len(a)]) + a + _varint(serial) + t.to_bytes(4, "big")
+    return bytes([len(a)]) + a + _varint(serial) + t.to_bytes(4, "big")
+
+
+def _fields(amount, purpose, payee):
     fields = [_tlv(0x10, _varint(amount))]
     if purpose:
         fields.append(_tlv(0x11, purpose.encode()))
     fields.append(_tlv(0x12, payee.encode()))
+    return fields
+
+
+def kept_size(payer, serial, t, stub, amount, payee, purpose):
+    """Bytes of the record that keeps this note (hist/nNNNNNNNN), known before it is signed:
+    what note_bytes writes, with a signature of each field and the lsum's value left out."""
+    fields = _fields(amount, purpose, payee)
+    n = len(_NOTE_PREFIX) + len(_head(payer, serial, t)) + len(_tlv(0x08, stub)) + 2  # lsum
+    for f in fields:
+        n += len(f) + _SIG
+    return n + _SIG + _RECORD  # + the lsum's signature, + the record around the note
+
+
+def note_bytes(payer, serial, t, stub, amount, payee, purpose, priv):
+    """The signed Note, as codec.encode(codec.sign(codec.make_note(...), priv)) writes it."""
+    from hubi_core import lsum, suite
+
+    head = _head(payer, serial, t)
+    fields = _fields(amount, purpose, payee)
     fields.append(_tlv(0x3F, lsum.to_bytes(lsum.lsum(payer, serial, amount, purpose, payee))))
     msgs = [_SIG_DOMAIN + _NOTE_PREFIX + head + f for f in fields]
     sigs = suite.sign_batch(priv, msgs)
@@ -91,7 +111,7 @@ def sign(w, p, priv):
     c.spent += amount
     c.last_time = t
     old = w.counter
-    _reserve(w.storage)
+    _reserve(w.storage, kept_size(w.account, serial, t, stub, amount, payee, purpose))
     try:
         w._save_counter(c)  # <- the point of no return: this serial is used up
         if request is not None:  # before the note: a power cut must not let it be paid twice
@@ -120,15 +140,17 @@ def sign(w, p, priv):
     return raw
 
 
-def _reserve(st):
+def _reserve(st, n):
     """Take the room of this token's copy of the note (ROOM) before its serial is used, and
     give it to the note once signed. A flash that cannot keep the note then refuses the
     payment (STORAGE) with nothing signed or spent; without it, a flash with one page free
     took the counter and the paid request, and the note went out with no copy kept. A power
-    cut leaves ROOM (a .tmp: no record), written over by the next payment."""
+    cut leaves ROOM (a .tmp: no record), written over by the next payment. Its size is the
+    note's own (kept_size): a fixed 512 bytes left a note with a long purpose and long account
+    ids (519 bytes kept) without its copy on a flash with 512 bytes free."""
     try:
         with st.open(ROOM, "wb") as f:
-            f.write(bytes(_ROOM))
+            f.write(bytes(n))
     except OSError:
         st.remove(ROOM)
         raise

@@ -121,6 +121,7 @@ class Wallet:
     # the OSError that stopped boot() (core.fault.boot); a class attribute: one more instance
     # attribute grew every wallet's dict and a 96 KB heap no longer booted
     fault = None
+    host_time = None  # (time, ticks_ms) of a host's SET_TIME since boot (request_now)
 
     def __init__(self, storage, keystore, clock, settings=None):
         self.storage = storage
@@ -196,7 +197,26 @@ class Wallet:
         return t
 
     def set_time(self, t):
+        """A host's SET_TIME: the clock a request's expiry is checked against from now on
+        (request_now); the time of a note still never goes below the last note's (now)."""
         self.clock.set_time(t)
+        self.host_time = (int(t), self.clock.ticks_ms())
+
+    def request_now(self):
+        """The time a payee's request expires by: the host's time of this session (its
+        SET_TIME, run on by the token's monotonic ticks, not its wall clock, which may step)
+        once a host set one, else now(). A host a day ahead that dated a note raised the
+        floor of now(): every request made on the right clock with a shorter life was then
+        refused EXPIRED until that day had passed. The expiry is the payee's own promise (it
+        signs the request; payee and amount are confirmed), so only the note's own time keeps
+        the floor."""
+        h = self.host_time
+        if h is None:
+            return self.now()
+        ms = self.clock.ticks_diff(self.clock.ticks_ms(), h[1])
+        if ms < 0:  # ticks wrapped (past ~6 days without SET_TIME): fall back to the floor
+            return self.now()
+        return h[0] + ms // 1000
 
     def _need_ready(self):
         if not self.provisioned:
@@ -247,7 +267,9 @@ class Wallet:
 
     # -------------------------------------------------------------------------- wipe
     def _on_wipe(self):
-        """Called by the keystore after the account key is destroyed."""
+        """Called by the keystore after the account key is destroyed (also from ks.boot,
+        which finishes a stopped wipe before boot() took the records)."""
+        self.records = self.ks.records
         self._clear()
         self.storage.remove_tree("stage")
 
@@ -270,7 +292,8 @@ class Wallet:
             # boots from what the flash holds, as the next boot will (blank, still ready, or
             # the STORAGE fault until room is made), and the refusal says the wipe is not done
             from core.fault import storage_text
+            from core.keystore import _NOT_FINISHED
 
             boot(self)
-            raise WalletError(_ERR_STORAGE, "wipe not finished: " + storage_text(e)) from None
+            raise WalletError(_ERR_STORAGE, _NOT_FINISHED + storage_text(e)) from None
         boot(self)  # blank; or in fault again (STORAGE) if a file a wipe keeps is damaged
