@@ -31,8 +31,7 @@ import psycopg
 import pytest
 
 from hubi.bank.client import BankClient, BankError
-from hubi.bank.server import NODE_LOCK_KEEPALIVES
-from hubi.bank.store import Store
+from hubi.bank.store import PG_KEEPALIVES, Store
 from hubi.infra import _process
 from hubi.infra.postgres_server import PostgresServer
 from tests import bank_nodes, servers
@@ -151,7 +150,7 @@ def test_a_durable_server_gets_no_warning(bank_world, nodes, tmp_path):
 def test_store_connections_keep_the_node_locks_keepalives(postgres_db):
     with Store(postgres_db) as store:
         got = {o.keyword.decode(): o.val for o in store.conn().pgconn.info}
-    for k, v in NODE_LOCK_KEEPALIVES.items():
+    for k, v in PG_KEEPALIVES.items():
         assert got[k] == str(v).encode(), (k, got[k])
     assert got["connect_timeout"] == b"5"
 

@@ -350,15 +350,6 @@ NODE_LOCK_CONNECT_TIMEOUT = 5  # seconds: a server that does not answer must not
 # minutes (TCP retransmits) while the server dropped the session, and the lock, in ~25 s; a look
 # not answered by then cuts the connection, and the node is fenced until it has the lock again
 NODE_LOCK_QUERY_TIMEOUT = 3.0
-# libpq's own keepalives on the lock's connection (an idle one whose peer is gone breaks in
-# ~11 s), and a bound on unacknowledged data (a query sent into a cut network fails in 6 s)
-NODE_LOCK_KEEPALIVES: dict[str, int] = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 6000,  # milliseconds
-}
 _TWICE = (
     "two nodes booking into one database serve the same books twice over (each its own "
     "consortium applier, nonces and caches): stop the other one first"
@@ -460,13 +451,15 @@ class PgNodeLock(NodeLock):
     def _connect(self) -> Any:
         import psycopg
 
+        from hubi.bank.store import PG_KEEPALIVES
+
         try:
             conn = psycopg.connect(
                 self.target,
                 autocommit=True,
                 application_name=self.me,
                 connect_timeout=NODE_LOCK_CONNECT_TIMEOUT,
-                **NODE_LOCK_KEEPALIVES,
+                **PG_KEEPALIVES,
             )
         except psycopg.Error:
             return None
@@ -664,35 +657,11 @@ class PgNodeLock(NodeLock):
 
 
 def _bounded(conn: Any, query: Callable[[Any], Any]) -> Any:
-    """query(conn), its connection cut (the query then fails, psycopg.OperationalError) if it
-    has not returned within NODE_LOCK_QUERY_TIMEOUT s: neither statement_timeout (the server's)
-    nor libpq's keepalives (idle connections only) end a wait for an answer that a cut network
-    swallowed, or one that a middlebox acknowledges and never forwards."""
-    guard = threading.Lock()
-    done = False
-    fd = conn.fileno()  # psycopg.Error if the connection is closed already
+    """query(conn) on the lock's connection, cut if not answered within
+    NODE_LOCK_QUERY_TIMEOUT s (hubi.bank.store.bounded)."""
+    from hubi.bank.store import bounded
 
-    def cut() -> None:
-        with guard:
-            if done:  # (the connection, and so fd, is libpq's as long as the query runs)
-                return
-            # shutdown() wakes libpq's wait on the socket at once; the fd stays libpq's to close
-            with contextlib.suppress(OSError):
-                dup = socket.socket(fileno=os.dup(fd))
-                try:
-                    dup.shutdown(socket.SHUT_RDWR)
-                finally:
-                    dup.close()
-
-    timer = threading.Timer(NODE_LOCK_QUERY_TIMEOUT, cut)
-    timer.daemon = True
-    timer.start()
-    try:
-        return query(conn)
-    finally:
-        with guard:
-            done = True
-        timer.cancel()
+    return bounded(conn, query, NODE_LOCK_QUERY_TIMEOUT)
 
 
 def configure_logging(level: str) -> None:

@@ -48,7 +48,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,10 +342,18 @@ def display_url(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
-# PostgreSQL connections: libpq's keepalives and tcp_user_timeout (the node lock's, see
-# hubi.bank.server.NODE_LOCK_KEEPALIVES) break a connection whose peer is gone in seconds, not
-# after the kernel's minutes of retransmits; they do not end a wait whose bytes a middlebox (or
-# a hung relay) acknowledges and never forwards: WaitWatch below does.
+# PostgreSQL connections (the store's and the node lock's, hubi.bank.server.PgNodeLock): libpq's
+# keepalives break an idle connection whose peer is gone in ~11 s, and tcp_user_timeout one
+# whose data goes unacknowledged in 6 s, not after the kernel's minutes of retransmits; neither
+# ends a wait whose bytes a middlebox (or a hung relay) acknowledges and never forwards:
+# WaitWatch below does, and `bounded` for one query.
+PG_KEEPALIVES: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 6000,  # milliseconds
+}
 PG_CONNECT_TIMEOUT = 5  # seconds: a server that accepts TCP and never says hello
 WAIT_LOOK_AFTER = 3.0  # seconds a statement may wait before the watchdog asks the server
 WAIT_LOOK_EVERY = 1.0  # seconds between two looks
@@ -362,13 +370,11 @@ WAIT_IDLE_STATES = frozenset({"idle", "idle in transaction", "idle in transactio
 
 def pg_connect_options(target: str) -> dict[str, Any]:
     """psycopg.connect's keyword arguments for the bank's PostgreSQL connections: a connect
-    timeout and the node lock's keepalives, each only where the URL does not set its own."""
+    timeout and PG_KEEPALIVES, each only where the URL does not set its own."""
     from psycopg.conninfo import conninfo_to_dict
 
-    from hubi.bank.server import NODE_LOCK_KEEPALIVES
-
     given = conninfo_to_dict(target)
-    want: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT, **NODE_LOCK_KEEPALIVES}
+    want: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT, **PG_KEEPALIVES}
     return {k: v for k, v in want.items() if k not in given}
 
 
@@ -381,6 +387,31 @@ def _cut(fd: int) -> None:
             dup.shutdown(socket.SHUT_RDWR)
         finally:
             dup.close()
+
+
+def bounded(conn: Any, query: Callable[[Any], Any], timeout: float) -> Any:
+    """query(conn), its connection cut (the query then fails, psycopg.OperationalError) if it
+    has not returned within `timeout` s: neither statement_timeout (the server's) nor libpq's
+    keepalives (idle connections only) end a wait for an answer that a cut network swallowed,
+    or one that a middlebox acknowledges and never forwards."""
+    guard = threading.Lock()
+    done = False
+    fd = conn.fileno()  # psycopg.Error if the connection is closed already
+
+    def cut() -> None:
+        with guard:
+            if not done:  # (the connection, and so fd, is libpq's as long as the query runs)
+                _cut(fd)
+
+    timer = threading.Timer(timeout, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        return query(conn)
+    finally:
+        with guard:
+            done = True
+        timer.cancel()
 
 
 def _quiet_ms(fd: int) -> int | None:
@@ -572,30 +603,19 @@ class WaitWatch:
             if getattr(exc, "sqlstate", None) or _SERVER_SAID.search(str(exc)):
                 return None, None
             return None, str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "error"
-        guard = threading.Lock()
-        done = False
-        fd = conn.fileno()
-
-        def bound() -> None:  # the look itself must not hang where the wait did
-            with guard:
-                if not done:
-                    _cut(fd)
-
-        timer = threading.Timer(WAIT_LOOK_AFTER, bound)
-        timer.daemon = True
-        timer.start()
-        try:
-            rows = conn.execute(
-                "SELECT pid, state FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
-            ).fetchall()
+        try:  # the look itself must not hang where the wait did
+            rows = bounded(
+                conn,
+                lambda c: c.execute(
+                    "SELECT pid, state FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
+                ).fetchall(),
+                WAIT_LOOK_AFTER,
+            )
         except psycopg.Error as exc:
             if getattr(exc, "sqlstate", None):
                 return None, None
             return None, "its answer to a look did not come"
         finally:
-            with guard:
-                done = True
-            timer.cancel()
             conn.close()
         return {int(pid): state for pid, state in rows}, None
 
