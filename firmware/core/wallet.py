@@ -38,6 +38,7 @@ except ImportError:  # CPython
 _ERR_STATE = const(0x0101)  # hubi_core.protocol.ERR_STATE
 _ERR_STORAGE = const(0x010B)  # hubi_core.protocol.ERR_STORAGE
 _EBADF = const(9)  # a state file there but not usable (core.hand says which)
+_TICKS_TRUSTED = const(5 * 86400)  # s: well inside half the ticks' period (request_now)
 
 HISTORY = 8
 TPL = "tpl.obj"
@@ -214,7 +215,11 @@ class Wallet:
         if h is None:
             return self.now()
         ms = self.clock.ticks_diff(self.clock.ticks_ms(), h[1])
-        if ms < 0:  # ticks wrapped (past ~6 days without SET_TIME): fall back to the floor
+        # ticks_ms comes round every 2**30 ms (12.4 days) where small ints are 30 bits (the
+        # ESP32): past half of that the ticks cannot tell the time since SET_TIME (12.5 days
+        # showed as a few seconds, and an expired request was paid), so the token's own
+        # clock, which ran on from SET_TIME, says whether that much time has passed
+        if ms < 0 or self.clock.time() - h[0] > _TICKS_TRUSTED:
             return self.now()
         return h[0] + ms // 1000
 

@@ -281,14 +281,28 @@ def build_node(
 
 
 # ------------------------------------------------------------------------------ clocks
-# what a peer's auth layer answers a signed request whose X-Hubi-Time is outside its window
-_STALE = "HTTP 401 stale-timestamp"
+# HttpPeerTransport's words for a reply other than an endorsement: read at their start only,
+# as a peer's message (a note's purpose, a bank's name) may hold any words after them
+_FAILED = "validation request failed: HTTP "
+
+
+def _peer_status(exc: PeerError, bank: str) -> tuple[int | None, str]:
+    """The HTTP status a peer's reply had, and the text after its error code's words (what
+    the peer said), read from PeerError's own start: (None, "") when it names no status. A
+    peer's auth layer answers ``HTTP 401 stale-timestamp: ...`` to a signed request whose
+    X-Hubi-Time is outside its window."""
+    text = str(exc)
+    head = f"bank {bank}: {_FAILED}"
+    if not text.startswith(head):
+        return None, ""
+    code, _, rest = text[len(head) :].partition(" ")
+    return (int(code), rest) if code.isascii() and code.isdigit() else (None, "")
 
 
 class ClockWatch:
     """A peer transport that remembers which peers refuse this bank's signed validation
     requests as stale (``stale-timestamp``: the two clocks are further apart than the signed
-    request window) until that peer answers again.
+    request window) until that peer answers again, or `forget` seconds pass without a refusal.
 
     A bank whose wall clock is off by more than the window (5 min) is cut off from validation
     both ways: it endorses nothing for its peers and gets no endorsement from them, so every
@@ -296,8 +310,9 @@ class ClockWatch:
     and ``hubi consortium status`` "healthy". :meth:`clock` names the refusing peers and says
     whose clock is the odd one out."""
 
-    def __init__(self, inner: Any):
+    def __init__(self, inner: Any, forget: float = 600.0):
         self.inner = inner
+        self.forget = forget  # seconds a refusal is remembered without a new request
         self._lock = threading.Lock()
         self._refused: dict[str, tuple[float, str]] = {}  # bank -> (monotonic, peer's words)
         self._answered: set[str] = set()  # peers that took a signed request since the start
@@ -309,13 +324,12 @@ class ClockWatch:
         try:
             out = self.inner.validate(bank, note, timeout)
         except PeerError as exc:
-            text = str(exc)
-            at = text.find(_STALE)
+            status, rest = _peer_status(exc, bank)
             with self._lock:
-                if at >= 0:
-                    said = text[at + len(_STALE) :].lstrip(": ")
+                if status == 401 and rest.startswith("stale-timestamp:"):
+                    said = rest[len("stale-timestamp:") :].strip()
                     self._refused[bank] = (time.monotonic(), said)
-                elif exc.replied and "HTTP 401" not in text:
+                elif exc.replied and status is not None and status != 401:
                     # it read the signed request (an error reply of another kind)
                     self._refused.pop(bank, None)
                     self._answered.add(bank)
@@ -330,11 +344,15 @@ class ClockWatch:
         (what each said, how long ago) and a verdict: this bank's clock is off when more than
         half of the peers it asked refuse it, else the refusing peers' clocks are."""
         with self._lock:
+            now = time.monotonic()
+            for bank in [b for b, (t, _) in self._refused.items() if now - t > self.forget]:
+                # not asked since: a clock put right must not leave /health degraded for
+                # ever (a balancer that skips a degraded node would send no note to clear it)
+                del self._refused[bank]
             refused = dict(self._refused)
             asked = len(set(refused) | self._answered)
         if not refused:
             return None
-        now = time.monotonic()
         ours = len(refused) * 2 > asked
         names = ", ".join(sorted(refused))
         if asked < 2:  # one peer heard from: which of the two clocks is off cannot be told

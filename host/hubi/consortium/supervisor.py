@@ -62,6 +62,7 @@ from hubi.infra import _process
 from hubi.infra.etcd_server import EtcdCluster, EtcdStartCancelled
 from hubi.infra.ports import free_port, port_taken, reserve_port
 from hubi.jsonload import loads
+from hubi.output import printable
 from hubi_core import codec, ids
 from hubi_core.errors import HubiError
 from hubi_core.verify import Trust
@@ -1054,9 +1055,12 @@ def _consortium_status(url: str, home: Path, bank: str) -> dict[str, Any] | None
         headers = signer.headers(bank, "GET", path)
         r = httpx.get(url + path, headers=headers, timeout=3.0)
         if r.status_code == 401:  # e.g. stale-timestamp: this computer's clock or the node's
-            doc = _reply(r, url + path)
-            said = f"{doc.get('error', 'refused')}: {doc.get('message', '')}".strip(": ")
-            return {"refused": f"the node refused this signed status request ({said})"}
+            try:
+                doc = _reply(r, url + path)
+            except ValueError:  # no JSON object (a proxy's page): refused all the same
+                doc = {}
+            said = f"{doc.get('error') or 'HTTP 401'}: {doc.get('message') or ''}".strip(": ")
+            return {"refused": f"the node refused this signed status request ({printable(said)})"}
         return _reply(r, url + path) if r.status_code == 200 else None
     except (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError):
         return None  # details unknown: the bank's health says the rest
@@ -1115,7 +1119,8 @@ def status(folder: Path, *, details: bool = True) -> dict[str, Any]:
             if not ok:
                 item["error"] = doc.get("error") or doc.get("status")
             detail = doc.get("detail") if isinstance(doc.get("detail"), dict) else {}
-            clock = (detail.get("consortium") or {}).get("clock") if detail else None
+            cons = detail.get("consortium") if detail else None  # another node's words
+            clock = cons.get("clock") if isinstance(cons, dict) else None
             if isinstance(clock, dict) and isinstance(clock.get("verdict"), str):
                 item["clock"] = clock["verdict"]  # peers refuse its signed requests as stale
                 if clock.get("this_bank_off"):

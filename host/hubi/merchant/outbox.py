@@ -43,6 +43,9 @@ BOUNCED = "bounced"
 REFUSED = "refused"
 FINAL = (BOOKED, BOUNCED, REFUSED)
 PAGE = 500  # pending notes read at a time by an upload
+# the latest wall time believed (9999-12-31 23:59:59 UTC): a kept time past it is damage,
+# and a time that big passed SQLite's integers and time.gmtime (every request a traceback)
+LATEST_TIME = 253402300799
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -454,7 +457,8 @@ class Outbox:
         self.db.execute(
             "INSERT INTO meta (key, value) VALUES ('clock', ?) ON CONFLICT (key) DO UPDATE"
             " SET value = excluded.value"
-            " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            " WHERE CAST(value AS INTEGER) < CAST(excluded.value AS INTEGER)"
+            f" OR length(value) > 12 OR CAST(value AS INTEGER) > {LATEST_TIME}",  # damaged
             (str(int(when)),),
         )
 
@@ -463,11 +467,14 @@ class Outbox:
         rejected, an upload tried), or None when it has written none. An outbox of an older
         hubi (no meta 'clock' yet) is read from its tables."""
         row = self.db.execute("SELECT value FROM meta WHERE key = 'clock'").fetchone()
-        if row is not None and isinstance(row[0], str) and row[0].isascii() and row[0].isdigit():
-            return int(row[0])
+        kept = row[0] if row is not None and isinstance(row[0], str) else ""
+        # a damaged value (not digits, or past LATEST_TIME) is read from the tables instead
+        if kept.isascii() and kept.isdigit() and len(kept) <= 12 and int(kept) <= LATEST_TIME:
+            return int(kept)
         times = [
             self.db.execute(
                 f"SELECT max({col}) FROM {table} WHERE typeof({col}) = 'integer'"
+                f" AND {col} BETWEEN 0 AND {LATEST_TIME}"
             ).fetchone()[0]
             for table, col in (("requests", "time"), ("notes", "scanned_at"), ("rejects", "at"))
         ]
