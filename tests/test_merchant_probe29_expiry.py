@@ -100,3 +100,19 @@ def request_time(shop: Shop, serial: int) -> int:
         return db.execute("SELECT time FROM requests WHERE serial = ?", (serial,)).fetchone()[0]
     finally:
         db.close()
+
+
+def test_a_clock_once_set_ahead_is_forgotten_when_the_operator_says_it_is_right(
+    shop: Shop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clock set ten years ahead for one request left that time in the outbox: every request
+    after the clock was put right warned that it was behind, for ever. `--clock-is-right`
+    forgets the later time; the warning says so."""
+    home = str(shop.home)
+    fake_clock(tmp_path, monkeypatch, 3650 * DAY)
+    request(home, "1.00")
+    set_clock(tmp_path, 0)  # put right
+    (warning,) = request(home, "2.00")["warnings"]
+    assert "--clock-is-right" in warning, warning
+    assert "warnings" not in request(home, "3.00", "--clock-is-right")
+    assert "warnings" not in request(home, "4.00")  # and from then on

@@ -298,6 +298,12 @@ def _expires(_ctx: click.Context, _param: click.Parameter, value: int) -> int:
     " link, take the note back, accept it and hand over the receipt.",
 )
 @click.option("--no-qr", is_flag=True, help="Do not draw the QR in the terminal.")
+@click.option(
+    "--clock-is-right",
+    is_flag=True,
+    help="This computer's clock is right: forget a later time the outbox wrote (the clock was"
+    " once set ahead, and every request warned that it is behind).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (no terminal QR).")
 @click.pass_context
 def request_cmd(
@@ -308,6 +314,7 @@ def request_cmd(
     png: Path | None,
     port: str | None,
     no_qr: bool,
+    clock_is_right: bool,
     as_json: bool,
 ) -> None:
     """Sign a payment request, show it as QR (terminal + PNG), optionally send it to a token."""
@@ -330,7 +337,7 @@ def request_cmd(
     with _open(ctx, as_json) as m:
         restored = _restore_requests(m, as_json)  # an earlier request killed before its PNG
         try:
-            issued = m.request(minor, purpose, expires, png=png)
+            issued = m.request(minor, purpose, expires, png=png, clock_is_right=clock_is_right)
         except _errors() as exc:
             _fail(as_json, exc)
         out: dict[str, Any] = {

@@ -175,13 +175,18 @@ class Merchant:
         now: int | None = None,
         png: Path | None = None,
         scale: int = 6,
+        clock_is_right: bool = False,
     ) -> IssuedRequest:
-        """Sign a Request for `amount` minor units, store it as the open request, save its PNG."""
+        """Sign a Request for `amount` minor units, store it as the open request, save its PNG.
+        clock_is_right: the operator vouches for this computer's clock; a later time the
+        outbox wrote (the clock once set ahead) is forgotten first, and nothing warns."""
         if amount <= 0:
             raise MerchantError("the amount must be positive")
         if png is not None:  # refused before the request is signed and kept as the open one
             self._check_png(png)
         now = int(time.time()) if now is None else now
+        if clock_is_right:
+            self.outbox.forget_later_times(now)
         warning = self.clock_warning(now)  # before this request raises the outbox's mark
         info = {
             "time": now,
@@ -234,7 +239,8 @@ class Merchant:
             f"this computer's clock ({here}) is {gap} behind the newest time this outbox"
             f" already wrote ({kept}): it was set back or is wrong; a request's expiry is"
             " counted from it, so a payer's token on the right time may find the request"
-            " already expired: set the clock and make a new request"
+            " already expired: set the clock and make a new request (if the clock is right"
+            " now and was once set ahead, make it with --clock-is-right)"
         )
 
     def clock(self, now: float | None = None) -> int:

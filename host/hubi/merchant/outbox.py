@@ -462,6 +462,19 @@ class Outbox:
             (str(int(when)),),
         )
 
+    def forget_later_times(self, now: int) -> int | None:
+        """The operator says this computer's clock is right: the newest time this outbox
+        wrote becomes `now` (a clock once set ahead had left a later one, and every request
+        warned for ever). Returns the time forgotten, or None when there was none later."""
+        with self.transaction():
+            newest = self.newest_time()
+            self.db.execute(
+                "INSERT INTO meta (key, value) VALUES ('clock', ?) ON CONFLICT (key) DO UPDATE"
+                " SET value = excluded.value",
+                (str(int(now)),),
+            )
+        return newest if newest is not None and newest > now else None
+
     def newest_time(self) -> int | None:
         """The newest wall time this outbox has written (a request made, a note kept, a scan
         rejected, an upload tried), or None when it has written none. An outbox of an older
