@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -133,6 +134,10 @@ def test_peer_threads_keep_a_hung_peer_apart_and_refuse_work_once_shut_down() ->
     release = threading.Event()
     try:
         hung = [threads.submit("BKD", release.wait, 30) for _ in range(3)]  # 2 run, 1 queues
+        deadline = time.monotonic() + 10  # both threads started (a loaded machine is slow to)
+        while not (hung[0].running() and hung[1].running()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hung[0].running() and hung[1].running(), hung
         # BKD's threads are all taken; BKB's request runs on threads of its own
         assert threads.submit("BKB", lambda: "endorsed").result(timeout=5) == "endorsed"
         assert hung[2].cancel()  # the queued one was never started: it can be withdrawn
