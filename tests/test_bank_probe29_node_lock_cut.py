@@ -26,6 +26,7 @@ from hubi.bank.client import BankClient
 from hubi.bank.server import NODE_LOCK_KEY
 from tests import bank_nodes, servers
 from tests.bank_nodes import prepare_bank
+from tests.test_bank_probe28_node_lock import _until
 
 pytestmark = pytest.mark.xdist_group("test_bank_probe29_node_lock_cut")
 
@@ -72,6 +73,14 @@ class _Pipe:
 class Relay:
     """A TCP relay on 127.0.0.1 to (host, port)."""
 
+    @classmethod
+    def to_database(cls, url: str) -> tuple[Relay, str]:
+        """A relay to the server of a PostgreSQL `url`, and that URL through the relay."""
+        u = urlsplit(url)
+        relay = cls(u.hostname or "127.0.0.1", u.port or 5432)
+        user = u.netloc.rsplit("@", 1)[0] + "@" if "@" in u.netloc else ""
+        return relay, urlunsplit(u._replace(netloc=f"{user}127.0.0.1:{relay.port}"))
+
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.sock = socket.create_server(("127.0.0.1", 0))
@@ -117,16 +126,6 @@ def _lock_session(url: str) -> tuple[int, int, str] | None:
     return None if row is None else (int(row[0]), int(row[1]), str(row[2]))
 
 
-def _until(what: str, check, timeout: float):  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.1)
-
-
 def _upload(url: str, note: bytes) -> httpx.Response:
     return httpx.post(
         url + "/v1/notes",
@@ -139,11 +138,8 @@ def _upload(url: str, note: bytes) -> httpx.Response:
 def test_a_node_whose_lock_connection_hangs_is_fenced_then_recovers(bank_world, nodes, postgres_db):
     home = bank_world.home
     accts = list(prepare_bank(home, "BKA", postgres_db, accounts=2, funds=1000).values())
-    u = urlsplit(postgres_db)
-    relay = Relay(u.hostname or "127.0.0.1", u.port or 5432)
+    relay, via_relay = Relay.to_database(postgres_db)
     try:
-        netloc = u.netloc.rsplit("@", 1)[0] + "@" if "@" in u.netloc else ""
-        via_relay = urlunsplit(u._replace(netloc=f"{netloc}127.0.0.1:{relay.port}"))
         node = nodes(home, "BKA", via_relay).start()
         assert BankClient(node.url).upload(accts[0].note(accts[1].id, 5, serial=1)).outcome == (
             "booked"

@@ -24,19 +24,19 @@ from __future__ import annotations
 
 import threading
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
 
-from hubi.bank.client import BankClient, BankError
+from hubi.bank.client import BankClient
 from hubi.bank.store import PG_KEEPALIVES, Store
 from hubi.infra import _process
 from hubi.infra.postgres_server import PostgresServer
 from tests import bank_nodes, servers
 from tests.bank_nodes import prepare_bank
 from tests.test_bank_probe29_node_lock_cut import Relay, _lock_session, _until
+from tests.test_bank_probe_pg import Uploads, books_what_it_missed
 
 pytestmark = pytest.mark.xdist_group("test_bank_probe29_pg")
 
@@ -66,61 +66,15 @@ def test_postgresql_crash_mid_booking_keeps_every_booked_note(bank_world, nodes,
         a = list(accts.values())
         notes = [a[i % 4].note(a[(i + 1) % 4].id, 1 + i, serial=1 + i) for i in range(60)]
         key = [(a[i % 4].id, 1 + i) for i in range(60)]
-        answers: dict[int, str] = {}
-        booked_once: set[int] = set()  # every note the node ever answered "booked"
-        client = BankClient(node.url)
-
-        def send(i: int) -> None:
-            try:
-                answers[i] = client.upload(notes[i]).outcome
-            except BankError as exc:
-                answers[i] = f"{exc.status} {exc.code}"
-            except httpx.HTTPError as exc:
-                answers[i] = type(exc).__name__
-            if answers[i] == "booked":
-                booked_once.add(i)
-
-        def sender() -> None:
-            for i in range(len(notes)):
-                send(i)
-                time.sleep(0.02)
-
-        t = threading.Thread(target=sender)
-        t.start()
-        deadline = time.monotonic() + 60
-        while len(answers) < 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        uploads = Uploads(BankClient(node.url), notes)
         assert pg.proc is not None
-        _process.kill9(pg.proc)  # a crash: no shutdown checkpoint, WAL buffers gone
-        gone = len(answers)
-        deadline = time.monotonic() + 60
-        while len(answers) < gone + 10 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        pg.start()
-        t.join(120)
-        assert not t.is_alive()
+        # a crash: no shutdown checkpoint, WAL buffers gone
+        uploads.through(lambda: _process.kill9(pg.proc), pg.start)
         # the sharp check: every note answered "booked" is in the books after the crash
         stored = _booked_in_db(url)
-        lost = sorted(i for i in booked_once if key[i] not in stored)
+        lost = sorted(i for i in uploads.booked_once if key[i] not in stored)
         assert not lost, (lost, pg.log_path.read_text(errors="replace")[-3000:])
-        down = {i: v for i, v in answers.items() if v != "booked"}
-        assert down, answers  # some uploads met the database gone
-        assert all(v.startswith("503") for v in down.values()), down
-        health = node.health()
-        assert health["status"] in ("ok", "degraded")
-        # back: every note the node did not book goes through now (the node recovers alone)
-        deadline = time.monotonic() + 60
-        for i in sorted(down):
-            while True:
-                send(i)
-                if answers[i] == "booked" or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
-            assert answers[i] == "booked", (i, answers[i], node.log_text()[-3000:])
-        again = [client.upload(n) for n in notes]  # all of them once more: all duplicates
-        assert all(r.duplicate for r in again), [r for r in again if not r.duplicate]
-        found = BankClient(node.url, world.bank_signer("BKA")).audit()
-        assert found["ok"], found
+        books_what_it_missed(node, uploads, BankClient(node.url, world.bank_signer("BKA")))
         # fsync=off (and full_page_writes=off) stay: the node says what they risk
         health = node.health()
         assert health["status"] == "ok", health
@@ -169,11 +123,8 @@ def test_a_store_connection_that_stops_answering_is_cut_within_seconds(
 ):
     home = bank_world.home
     accts = list(prepare_bank(home, "BKA", postgres_db, accounts=2, funds=1000).values())
-    u = urlsplit(postgres_db)
-    relay = Relay(u.hostname or "127.0.0.1", u.port or 5432)
+    relay, via_relay = Relay.to_database(postgres_db)
     try:
-        netloc = u.netloc.rsplit("@", 1)[0] + "@" if "@" in u.netloc else ""
-        via_relay = urlunsplit(u._replace(netloc=f"{netloc}127.0.0.1:{relay.port}"))
         node = nodes(home, "BKA", via_relay).start()
         client = BankClient(node.url)
         assert client.upload(accts[0].note(accts[1].id, 5, serial=1)).outcome == "booked"
