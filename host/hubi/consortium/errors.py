@@ -42,13 +42,26 @@ class LogForgotten(ConsortiumError):
 class PeerError(ConsortiumError):
     """A peer bank did not answer a validation request usefully (down, error, forged answer).
 
-    ``replied`` is False when nothing came back at all (timeout, unreachable)."""
+    ``replied`` is False when nothing came back at all (timeout, unreachable). An error reply
+    of the peer's HTTP API sets ``status``, ``code`` (its ``error``) and ``said`` (its
+    ``message``)."""
 
-    def __init__(self, bank: str, message: str, *, forged: bool = False, replied: bool = True):
+    def __init__(
+        self,
+        bank: str,
+        message: str,
+        *,
+        forged: bool = False,
+        replied: bool = True,
+        status: int | None = None,
+        code: str | None = None,
+        said: str = "",
+    ):
         super().__init__(f"bank {bank}: {message}")
         self.bank = bank
         self.forged = forged
         self.replied = replied
+        self.status, self.code, self.said = status, code, said
 
 
 class NotEndorsed(ConsortiumError):

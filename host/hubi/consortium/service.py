@@ -281,24 +281,6 @@ def build_node(
 
 
 # ------------------------------------------------------------------------------ clocks
-# HttpPeerTransport's words for a reply other than an endorsement: read at their start only,
-# as a peer's message (a note's purpose, a bank's name) may hold any words after them
-_FAILED = "validation request failed: HTTP "
-
-
-def _peer_status(exc: PeerError, bank: str) -> tuple[int | None, str]:
-    """The HTTP status a peer's reply had, and the text after its error code's words (what
-    the peer said), read from PeerError's own start: (None, "") when it names no status. A
-    peer's auth layer answers ``HTTP 401 stale-timestamp: ...`` to a signed request whose
-    X-Hubi-Time is outside its window."""
-    text = str(exc)
-    head = f"bank {bank}: {_FAILED}"
-    if not text.startswith(head):
-        return None, ""
-    code, _, rest = text[len(head) :].partition(" ")
-    return (int(code), rest) if code.isascii() and code.isdigit() else (None, "")
-
-
 class ClockWatch:
     """A peer transport that remembers which peers refuse this bank's signed validation
     requests as stale (``stale-timestamp``: the two clocks are further apart than the signed
@@ -324,12 +306,10 @@ class ClockWatch:
         try:
             out = self.inner.validate(bank, note, timeout)
         except PeerError as exc:
-            status, rest = _peer_status(exc, bank)
-            with self._lock:
-                if status == 401 and rest.startswith("stale-timestamp:"):
-                    said = rest[len("stale-timestamp:") :].strip()
-                    self._refused[bank] = (time.monotonic(), said)
-                elif exc.replied and status is not None and status != 401:
+            with self._lock:  # a peer's auth layer refuses an X-Hubi-Time outside its window
+                if exc.status == 401 and exc.code == "stale-timestamp":
+                    self._refused[bank] = (time.monotonic(), exc.said)
+                elif exc.replied and exc.status is not None and exc.status != 401:
                     # it read the signed request (an error reply of another kind)
                     self._refused.pop(bank, None)
                     self._answered.add(bank)

@@ -84,10 +84,13 @@ class HttpPeerTransport:
                 if isinstance(doc, dict)
                 else r.body[: MAX_PEER_TEXT * 4].decode("utf-8", "replace")
             )
+            said = printable(msg, MAX_PEER_TEXT)
             raise PeerError(
                 bank,
-                f"validation request failed: HTTP {r.status} {printable(code, 40)}: "
-                + printable(msg, MAX_PEER_TEXT),
+                f"validation request failed: HTTP {r.status} {printable(code, 40)}: {said}",
+                status=r.status,
+                code=code if isinstance(code, str) else None,
+                said=said,
             )
         try:
             return bytes.fromhex(str(doc.get("endorsement", "")))
