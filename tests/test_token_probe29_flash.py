@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,41 +24,17 @@ from hubi_core import codec
 from hubi_core import protocol as P
 from hubi_core.errors import ErrorReply
 from hubi_core.verify import verify_object
-from tests.small_disk import small_disk
+from tests.test_token_probe28_storage import _fill, _on_small_disk
 
 pytestmark = [pytest.mark.micropython, pytest.mark.xdist_group("test_token_probe29_flash")]
 PAYER = "BKA-000000000042"
 PAYEE = "BKB-000000000007"
-PAGE = 4096
-DISK = 1 << 20
 FULL = "the flash is full"
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> TokenWorld:
     return TokenWorld(tmp_path_factory.mktemp("token-probe29-flash"))
-
-
-def _fill(flash: Path, pages_free: int) -> None:
-    """Leave `pages_free` pages free on the small disk at `flash` (one filler file)."""
-    filler = flash / "filler"
-    filler.unlink(missing_ok=True)
-    st = os.statvfs(flash)
-    filler.write_bytes(bytes(max(0, st.f_bfree * st.f_frsize - pages_free * PAGE)))
-    assert os.statvfs(flash).f_bfree == pages_free
-
-
-@contextmanager
-def _on_small_disk(state: Path) -> Iterator[Path]:
-    """The token's flash (state/flash, possibly not made yet) on a small disk."""
-    saved = state.parent / (state.name + "-flash")
-    had = (state / "flash").exists()
-    if had:
-        shutil.move(state / "flash", saved)
-    with small_disk(state / "flash", DISK) as flash:
-        if had:
-            shutil.copytree(saved, flash, dirs_exist_ok=True)
-        yield flash
 
 
 def _refused(call: object, code: int = P.ERR_STORAGE) -> str:
