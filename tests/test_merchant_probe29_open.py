@@ -14,14 +14,14 @@
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 
 from hubi import kmc, qrscan
 from hubi_core import cpk, ec
-from tests.test_merchant_support import Shop, frames, make_shop
+from tests.test_merchant_probe25r_receipt_damaged import _kept
+from tests.test_merchant_support import make_shop
 
 pytestmark = pytest.mark.xdist_group("test_merchant_probe29_open")
 
@@ -92,18 +92,6 @@ def test_a_good_matrix_is_checked_by_openssl_and_once_per_process(tmp_path: Path
     first = kmc.load_trust(trust)
     again = kmc.load_trust(trust)
     assert all(again.matrices[b] is first.matrices[b] for b in ("BKA", "BKB"))
-
-
-def _kept(shop: Shop, tmp_path: Path, name: str, amount: int) -> tuple[Path, bytes, int]:
-    """A request and the payer's note for it, scanned: the receipt's PNG, bytes and serial."""
-    folder = tmp_path / name
-    folder.mkdir()
-    with shop.merchant() as m:
-        m.request(amount, "coffee", expires=600)
-        frames(shop.payer().note(amount, time=int(time.time())), folder)
-        (res,) = m.scan(sorted(folder.iterdir()))
-    assert res.ok and res.receipt_png is not None, res
-    return Path(res.receipt_png), bytes(res.receipt), int(res.receipt_serial)
 
 
 def test_the_one_redraw_loop_for_receipts_and_requests(tmp_path: Path) -> None:
